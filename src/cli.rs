@@ -1,0 +1,40 @@
+//! Command-line definitions.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// embargo-relay: an embargoed security-disclosure mailing list.
+///
+/// Accepts announcements signed by the Product Security Team (PGP/MIME) and
+/// sends every member its own copy, signed by the list key and encrypted to
+/// that member's key alone.
+#[derive(Debug, Parser)]
+#[command(name = "embargo-relay", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: listen for SMTP, verify, relay encrypted copies.
+    ///
+    /// Example: embargo-relay run --config /etc/embargo-relay/config.toml
+    Run {
+        /// The configuration file (see config/embargo-relay.example.toml).
+        #[arg(long, short, default_value = "/etc/embargo-relay/config.toml")]
+        config: PathBuf,
+    },
+    /// Run a whole list on loopback with generated keys and show what members get.
+    ///
+    /// Generates a list key, a PST key and member keys in a temporary
+    /// directory, starts the daemon with a loopback capture sink as its
+    /// smarthost, sends a signed announcement over SMTP, and decrypts and
+    /// verifies every member's copy. Exits 0 only if every copy checks out.
+    Demo {
+        /// Keep the demo's keys, config and state in this directory instead of a temporary one.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,75 @@
+//! Builds mail the way a PST member's client does (RFC 3156
+//! `multipart/signed`), for the demo and the tests.
+
+use chrono::{DateTime, Utc};
+use sequoia_openpgp::Cert;
+use sequoia_openpgp::policy::Policy;
+
+use crate::crypto;
+
+/// The part a mail client signs: a text/plain entity with CRLF line endings.
+/// With `protected` set, the Subject is carried inside as a protected header.
+pub fn text_part(subject: Option<&str>, body: &str) -> Vec<u8> {
+    let mut out = String::new();
+    match subject {
+        Some(s) => {
+            out.push_str("Content-Type: text/plain; charset=\"utf-8\"; protected-headers=\"v1\"\r\n");
+            out.push_str(&format!("Subject: {s}\r\n"));
+        }
+        None => out.push_str("Content-Type: text/plain; charset=\"utf-8\"\r\n"),
+    }
+    out.push_str("Content-Transfer-Encoding: 8bit\r\n\r\n");
+    for line in body.lines() {
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.into_bytes()
+}
+
+/// Wraps a signed part and its detached signature into a complete mail.
+pub fn multipart_signed(
+    from: &str,
+    to: &str,
+    subject: &str,
+    signed_part: &[u8],
+    signature: &[u8],
+) -> Vec<u8> {
+    let boundary = format!("sig-{}", crypto::random_hex(8));
+    let mut out = format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{}@pst.example>\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/signed; micalg=pgp-sha512; protocol=\"application/pgp-signature\"; boundary=\"{boundary}\"\r\n\r\n\
+This is an OpenPGP/MIME signed message (RFC 4880 and 3156)\r\n--{boundary}\r\n",
+        crypto::random_hex(8)
+    )
+    .into_bytes();
+    out.extend_from_slice(signed_part);
+    out.extend_from_slice(
+        format!(
+            "\r\n--{boundary}\r\nContent-Type: application/pgp-signature; name=\"signature.asc\"\r\n\
+Content-Description: OpenPGP digital signature\r\nContent-Disposition: attachment; filename=\"signature.asc\"\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let sig = String::from_utf8_lossy(signature).replace("\r\n", "\n").replace('\n', "\r\n");
+    out.extend_from_slice(sig.as_bytes());
+    if !sig.ends_with("\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    out
+}
+
+/// A complete announcement signed by `pst_tsk`, as a PST member would send it.
+pub fn signed_announcement(
+    p: &dyn Policy,
+    pst_tsk: &Cert,
+    now: DateTime<Utc>,
+    from: &str,
+    to: &str,
+    subject: &str,
+    body: &str,
+) -> anyhow::Result<Vec<u8>> {
+    let part = text_part(Some(subject), body);
+    let sig = crypto::sign_detached(p, pst_tsk, now, &part)?;
+    Ok(multipart_signed(from, to, subject, &part, &sig))
+}

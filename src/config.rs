@@ -1,0 +1,392 @@
+//! Configuration: the TOML file ([`RawConfig`]) is read once and validated into
+//! a [`Config`] that the rest of the daemon trusts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::crypto::ListKey;
+use crate::roster::{Member, Roster};
+
+/// A configuration problem, naming the file and the field and saying how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path}: field `{field}`: {problem}")]
+    Field {
+        path: PathBuf,
+        field: String,
+        problem: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub list: RawList,
+    #[serde(default)]
+    pub inbound: RawInbound,
+    pub outbound: RawOutbound,
+    #[serde(default, rename = "member")]
+    pub members: Vec<RawMember>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawList {
+    pub address: String,
+    pub secret_key: PathBuf,
+    pub state_dir: PathBuf,
+    /// Name used in the SMTP greeting and in Message-IDs; defaults to the
+    /// domain of the list address.
+    pub hostname: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInbound {
+    #[serde(default)]
+    pub smtp: RawSmtp,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmtp {
+    pub listen: Option<String>,
+    pub max_message_size: Option<String>,
+    pub max_sessions: Option<usize>,
+    pub command_timeout: Option<String>,
+    pub data_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutbound {
+    pub smarthost: String,
+    pub timeout: Option<String>,
+    pub retry_initial: Option<String>,
+    pub retry_max: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMember {
+    pub email: String,
+    pub organization: String,
+    pub key: PathBuf,
+    #[serde(default)]
+    pub pst: bool,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub list_address: String,
+    pub hostname: String,
+    pub list_key: ListKey,
+    pub state_dir: PathBuf,
+    pub smtp: SmtpConfig,
+    pub outbound: OutboundConfig,
+    pub roster: Roster,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub listen: SocketAddr,
+    pub max_message_size: usize,
+    pub max_sessions: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboundConfig {
+    pub host: String,
+    pub port: u16,
+    pub timeout: Duration,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+impl Config {
+    /// Reads and validates the configuration file; relative paths in it are
+    /// taken from the file's own directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates configuration text; `path` names it in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Validator { path, base }.config(raw)
+    }
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    base: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(&self, field: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Field {
+            path: self.path.to_owned(),
+            field: field.to_owned(),
+            problem: problem.into(),
+        }
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let list_address = check_address(&raw.list.address)
+            .map_err(|p| self.err("list.address", p))?;
+        let hostname = match raw.list.hostname {
+            Some(h) => check_hostname(&h).map_err(|p| self.err("list.hostname", p))?,
+            None => list_address
+                .rsplit_once('@')
+                .map(|(_, d)| d.to_owned())
+                .unwrap_or_default(),
+        };
+        let key_path = self.resolve(&raw.list.secret_key);
+        let list_key = ListKey::load(&key_path)
+            .map_err(|e| self.err("list.secret_key", format!("{}: {e:#}", key_path.display())))?;
+        let smtp = self.smtp(raw.inbound.smtp)?;
+        let outbound = self.outbound(raw.outbound)?;
+        let roster = self.roster(raw.members)?;
+        Ok(Config {
+            list_address,
+            hostname,
+            list_key,
+            state_dir: self.resolve(&raw.list.state_dir),
+            smtp,
+            outbound,
+            roster,
+        })
+    }
+
+    fn smtp(&self, raw: RawSmtp) -> Result<SmtpConfig, ConfigError> {
+        let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:2525");
+        let listen = listen.parse().map_err(|_| {
+            self.err(
+                "inbound.smtp.listen",
+                format!("`{listen}` is not an IP:port address such as 127.0.0.1:2525"),
+            )
+        })?;
+        let max_message_size = parse_size(raw.max_message_size.as_deref().unwrap_or("25MiB"))
+            .map_err(|p| self.err("inbound.smtp.max_message_size", p))?;
+        let max_sessions = raw.max_sessions.unwrap_or(32);
+        if max_sessions == 0 {
+            return Err(self.err("inbound.smtp.max_sessions", "must be at least 1"));
+        }
+        Ok(SmtpConfig {
+            listen,
+            max_message_size,
+            max_sessions,
+            command_timeout: self.duration("inbound.smtp.command_timeout", raw.command_timeout, "5m")?,
+            data_timeout: self.duration("inbound.smtp.data_timeout", raw.data_timeout, "3m")?,
+        })
+    }
+
+    fn outbound(&self, raw: RawOutbound) -> Result<OutboundConfig, ConfigError> {
+        let (host, port) =
+            parse_smarthost(&raw.smarthost).map_err(|p| self.err("outbound.smarthost", p))?;
+        Ok(OutboundConfig {
+            host,
+            port,
+            timeout: self.duration("outbound.timeout", raw.timeout, "60s")?,
+            retry_initial: self.duration("outbound.retry_initial", raw.retry_initial, "5m")?,
+            retry_max: self.duration("outbound.retry_max", raw.retry_max, "1h")?,
+        })
+    }
+
+    fn duration(
+        &self,
+        field: &str,
+        value: Option<String>,
+        default: &str,
+    ) -> Result<Duration, ConfigError> {
+        parse_duration(value.as_deref().unwrap_or(default)).map_err(|p| self.err(field, p))
+    }
+
+    fn roster(&self, raw: Vec<RawMember>) -> Result<Roster, ConfigError> {
+        let mut members: Vec<Member> = Vec::with_capacity(raw.len());
+        for (i, m) in raw.into_iter().enumerate() {
+            let field = format!("member[{i}]");
+            let email = check_address(&m.email).map_err(|p| self.err(&format!("{field}.email"), p))?;
+            if members.iter().any(|o| o.email == email) {
+                return Err(self.err(
+                    &format!("{field}.email"),
+                    format!("{email} is listed twice; remove one entry"),
+                ));
+            }
+            if m.organization.trim().is_empty() || m.organization.contains(['\r', '\n']) {
+                return Err(self.err(
+                    &format!("{field}.organization"),
+                    "must be a non-empty single line",
+                ));
+            }
+            members.push(Member::load(email, m.organization, self.resolve(&m.key), m.pst));
+        }
+        if members.is_empty() {
+            return Err(self.err("member", "no [[member]] entries: the list has nobody to send to"));
+        }
+        if !members.iter().any(|m| m.pst && m.cert().is_ok()) {
+            return Err(self.err(
+                "member",
+                "no member with `pst = true` has a readable certificate: nobody could post",
+            ));
+        }
+        Ok(Roster::new(members))
+    }
+}
+
+/// Checks that `addr` is a plain `local@domain` address and returns it lowercased.
+pub fn check_address(addr: &str) -> Result<String, String> {
+    let addr = addr.trim();
+    let bad = addr.is_empty()
+        || addr.len() > 254
+        || addr.chars().any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\"\\".contains(c));
+    match addr.split_once('@') {
+        Some((local, domain))
+            if !bad && !local.is_empty() && !domain.is_empty() && !domain.contains('@') =>
+        {
+            Ok(addr.to_ascii_lowercase())
+        }
+        _ => Err(format!("`{addr}` is not a plain address such as list@example.org")),
+    }
+}
+
+fn check_hostname(h: &str) -> Result<String, String> {
+    if !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
+        Ok(h.to_owned())
+    } else {
+        Err(format!("`{h}` is not a host name such as lists.example.org"))
+    }
+}
+
+/// Parses `smtp://host:port` (port defaults to 25).
+fn parse_smarthost(url: &str) -> Result<(String, u16), String> {
+    let Some(rest) = url.strip_prefix("smtp://") else {
+        return Err(format!(
+            "`{url}`: only plain `smtp://host:port` smarthosts (a local MTA) are supported so far"
+        ));
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            (h, p.parse().map_err(|_| format!("`{p}` is not a port number"))?)
+        }
+        _ => (rest, 25),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("`{url}` names no host"));
+    }
+    Ok((host.to_owned(), port))
+}
+
+/// Parses `500ms`, `30s`, `5m`, `2h`, `14d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration such as 30s, 5m, 2h or 14d"))?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "s" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        "d" => n * 86_400_000,
+        _ => return Err(format!("`{s}`: unit must be ms, s, m, h or d")),
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+/// Parses `1000`, `512KiB`, `25MiB`, `1GiB` (also KB/MB as powers of 1000).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size such as 25MiB"))?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(format!("`{s}`: unit must be B, KiB, MiB or GiB")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("`{s}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("72h").unwrap(), Duration::from_secs(72 * 3600));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("5 weeks").is_err());
+        assert_eq!(parse_size("25MiB").unwrap(), 25 << 20);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn smarthost_forms() {
+        assert_eq!(parse_smarthost("smtp://127.0.0.1:2526").unwrap(), ("127.0.0.1".into(), 2526));
+        assert_eq!(parse_smarthost("smtp://mx.example.org").unwrap(), ("mx.example.org".into(), 25));
+        assert_eq!(parse_smarthost("smtp://[::1]:25").unwrap(), ("::1".into(), 25));
+        assert!(parse_smarthost("smtps://mx.example.org").is_err());
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(check_address("Sec@Example.org").unwrap(), "sec@example.org");
+        for bad in ["", "nobody", "a@b@c", "x\r\nBcc: y@z", "<a@b>", "a b@c"] {
+            assert!(check_address(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::parse(
+            "[list]\naddress='l@x.org'\nsecret_key='k'\nstate_dir='s'\nsurprise=1\n[outbound]\nsmarthost='smtp://h'\n",
+            Path::new("/etc/er.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("surprise"), "{err}");
+        assert!(err.contains("/etc/er.toml"), "{err}");
+    }
+}

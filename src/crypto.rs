@@ -1,0 +1,633 @@
+//! Every OpenPGP operation of the relay, with the policy passed in: verifying
+//! the PST's detached signatures, sealing the spool to the list's own key, and
+//! sealing one signed+encrypted copy per member.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::SystemTime;
+
+use chrono::{DateTime, Utc};
+use sequoia_openpgp as openpgp;
+use openpgp::cert::prelude::*;
+use openpgp::crypto::{KeyPair, SessionKey};
+use openpgp::packet::{PKESK, SKESK};
+use openpgp::parse::Parse;
+use openpgp::parse::stream::{
+    DecryptionHelper, DecryptorBuilder, DetachedVerifierBuilder, MessageLayer, MessageStructure,
+    VerificationError, VerificationHelper,
+};
+use openpgp::policy::Policy;
+use openpgp::serialize::SerializeInto;
+use openpgp::serialize::stream::{Armorer, Encryptor, LiteralWriter, Message, Recipient, Signer};
+use openpgp::types::{HashAlgorithm, KeyFlags, RevocationStatus, SymmetricAlgorithm};
+use openpgp::{Cert, Fingerprint, KeyHandle};
+
+use crate::secret::Secret;
+
+fn at(now: DateTime<Utc>) -> SystemTime {
+    SystemTime::from(now)
+}
+
+fn encryption_flags() -> KeyFlags {
+    KeyFlags::empty()
+        .set_transport_encryption()
+        .set_storage_encryption()
+}
+
+/// The list's own key: signs every outgoing copy and decrypts the spool.
+pub struct ListKey {
+    tsk: Cert,
+}
+
+impl std::fmt::Debug for ListKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ListKey({})", self.tsk.fingerprint())
+    }
+}
+
+impl ListKey {
+    /// Reads a transferable secret key and checks it can sign and decrypt
+    /// without a passphrase.
+    pub fn load(path: &Path) -> anyhow::Result<ListKey> {
+        let tsk = Cert::from_file(path)?;
+        Self::from_cert(tsk)
+    }
+
+    pub fn from_cert(tsk: Cert) -> anyhow::Result<ListKey> {
+        let key = ListKey { tsk };
+        let p = openpgp::policy::StandardPolicy::new();
+        if !key.tsk.is_tsk() {
+            anyhow::bail!("holds no secret key material (a certificate was given, not the secret key)");
+        }
+        key.signing_keypair(&p, None)?;
+        if key.decryption_keypairs(&p).is_empty() {
+            anyhow::bail!(
+                "has no unencrypted secret encryption subkey (passphrase-protected keys are not supported yet)"
+            );
+        }
+        Ok(key)
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.tsk.fingerprint()
+    }
+
+    /// The public certificate, as members import it to verify copies.
+    pub fn cert(&self) -> Cert {
+        self.tsk.clone().strip_secret_key_material()
+    }
+
+    fn signing_keypair(
+        &self,
+        p: &dyn Policy,
+        now: Option<SystemTime>,
+    ) -> anyhow::Result<KeyPair> {
+        self.tsk
+            .keys()
+            .unencrypted_secret()
+            .with_policy(p, now)
+            .supported()
+            .alive()
+            .revoked(false)
+            .for_signing()
+            .next()
+            .ok_or_else(|| {
+                anyhow::anyhow!("has no usable unencrypted signing key (expired, revoked or passphrase-protected?)")
+            })?
+            .key()
+            .clone()
+            .into_keypair()
+    }
+
+    fn decryption_keypairs(&self, p: &dyn Policy) -> Vec<KeyPair> {
+        self.tsk
+            .keys()
+            .unencrypted_secret()
+            .with_policy(p, None)
+            .key_flags(encryption_flags())
+            .filter_map(|ka| ka.key().clone().into_keypair().ok())
+            .collect()
+    }
+
+    /// Encrypts spool contents to the list's own encryption keys (binary, unsigned).
+    pub fn seal_to_self(&self, p: &dyn Policy, plaintext: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let vc = self.tsk.with_policy(p, None)?;
+        let recipients: Vec<Recipient> = vc
+            .keys()
+            .supported()
+            .key_flags(encryption_flags())
+            .map(Into::into)
+            .collect();
+        if recipients.is_empty() {
+            anyhow::bail!("list key has no encryption subkey");
+        }
+        let mut sink = Vec::with_capacity(plaintext.len() + 512);
+        let message = Message::new(&mut sink);
+        let message = Encryptor::for_recipients(message, recipients).build()?;
+        let mut w = LiteralWriter::new(message).build()?;
+        w.write_all(plaintext)?;
+        w.finalize()?;
+        Ok(sink)
+    }
+
+    /// Decrypts what [`ListKey::seal_to_self`] made.
+    pub fn open_from_self(&self, p: &dyn Policy, ciphertext: &[u8]) -> anyhow::Result<Secret> {
+        let helper = Opener {
+            keypairs: self.decryption_keypairs(p),
+            verify_with: None,
+            recipients: Vec::new(),
+            signer: None,
+        };
+        let mut d = DecryptorBuilder::from_bytes(ciphertext)?.with_policy(p, None, helper)?;
+        let mut out = Vec::new();
+        d.read_to_end(&mut out)?;
+        Ok(Secret::new(out))
+    }
+
+    /// Signs `plaintext` with the list key and encrypts it to `recipient`
+    /// alone, ASCII-armored, honouring the recipient's advertised features
+    /// (SEIPDv1 for GnuPG 2.2-era certificates).
+    pub fn seal_for(
+        &self,
+        p: &dyn Policy,
+        now: DateTime<Utc>,
+        recipient: &Cert,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, SealError> {
+        let vc = usable_for_encryption(recipient, p, now).map_err(SealError::Recipient)?;
+        let recipients: Vec<Recipient> = vc
+            .keys()
+            .supported()
+            .alive()
+            .revoked(false)
+            .key_flags(encryption_flags())
+            .map(Into::into)
+            .collect();
+        let signer = self
+            .signing_keypair(p, Some(at(now)))
+            .map_err(|e| SealError::Crypto(format!("list key {e}")))?;
+        let mut sink = Vec::with_capacity(plaintext.len() * 4 / 3 + 1024);
+        let crypto = |e: anyhow::Error| SealError::Crypto(e.to_string());
+        let message = Message::new(&mut sink);
+        let message = Armorer::new(message).build().map_err(crypto)?;
+        let message = Encryptor::for_recipients(message, recipients)
+            .build()
+            .map_err(crypto)?;
+        let message = Signer::new(message, signer)
+            .map_err(crypto)?
+            .creation_time(at(now))
+            .build()
+            .map_err(crypto)?;
+        let mut w = LiteralWriter::new(message).build().map_err(crypto)?;
+        w.write_all(plaintext).map_err(|e| SealError::Crypto(e.to_string()))?;
+        w.finalize().map_err(crypto)?;
+        Ok(sink)
+    }
+}
+
+/// Why a member copy could not be sealed.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// The member's certificate cannot receive: the member is skipped, never sent plaintext.
+    #[error("{0}")]
+    Recipient(String),
+    #[error("encryption failed: {0}")]
+    Crypto(String),
+}
+
+/// Checks that `cert` can receive encrypted mail now; the error says why not
+/// (revoked, expired, no encryption subkey, rejected by policy).
+pub fn usable_for_encryption<'a>(
+    cert: &'a Cert,
+    p: &'a dyn Policy,
+    now: DateTime<Utc>,
+) -> Result<ValidCert<'a>, String> {
+    let vc = cert
+        .with_policy(p, at(now))
+        .map_err(|e| format!("certificate {} not valid under policy: {e}", cert.fingerprint()))?;
+    if let RevocationStatus::Revoked(_) = vc.revocation_status() {
+        return Err(format!("certificate {} is revoked", cert.fingerprint()));
+    }
+    if let Err(e) = vc.alive() {
+        return Err(format!("certificate {} is not alive (expired?): {e}", cert.fingerprint()));
+    }
+    let usable = vc
+        .keys()
+        .supported()
+        .alive()
+        .revoked(false)
+        .key_flags(encryption_flags())
+        .count();
+    if usable == 0 {
+        return Err(format!(
+            "certificate {} has no usable encryption subkey (expired, revoked or missing)",
+            cert.fingerprint()
+        ));
+    }
+    Ok(vc)
+}
+
+/// Why a detached signature was not accepted as the PST's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureProblem {
+    #[error("signature not from a PST key")]
+    NotPst,
+    #[error("PST key {0} is expired, revoked or not valid now")]
+    BadKey(String),
+    #[error("signature does not verify")]
+    Bad,
+    #[error("malformed signature")]
+    Malformed,
+}
+
+/// A signature accepted as the PST's.
+#[derive(Debug, Clone)]
+pub struct VerifiedSigner {
+    pub cert: Cert,
+    /// SHA-256 of the signature packets, for the replay cache.
+    pub signature_digest: String,
+}
+
+/// Verifies `sig` (armored or binary detached signature) over `data`.
+///
+/// Policy: there must be at least one signature, and every signature must
+/// verify and come from a PST certificate whose signing key is alive and not
+/// revoked at `now` (matched by full fingerprint, since only PST certificates
+/// are offered to the verifier). One bad or unknown signature beside a good
+/// one rejects the mail: a forwarded or tampered announcement fails closed.
+pub fn verify_detached(
+    p: &dyn Policy,
+    now: DateTime<Utc>,
+    pst: &[Cert],
+    data: &[u8],
+    sig: &[u8],
+) -> Result<VerifiedSigner, SignatureProblem> {
+    let helper = PstVerifier {
+        pst,
+        p,
+        now,
+        outcome: None,
+    };
+    let mut v = DetachedVerifierBuilder::from_bytes(sig)
+        .map_err(|_| SignatureProblem::Malformed)?
+        .with_policy(p, Some(at(now)), helper)
+        .map_err(|_| SignatureProblem::Malformed)?;
+    let verified = v.verify_bytes(data);
+    let outcome = v.into_helper().outcome;
+    match (verified, outcome) {
+        (Ok(()), Some(Ok(cert))) => Ok(VerifiedSigner {
+            cert,
+            signature_digest: sha256_hex(sig),
+        }),
+        (_, Some(Err(problem))) => Err(problem),
+        _ => Err(SignatureProblem::Bad),
+    }
+}
+
+struct PstVerifier<'a> {
+    pst: &'a [Cert],
+    p: &'a dyn Policy,
+    now: DateTime<Utc>,
+    outcome: Option<Result<Cert, SignatureProblem>>,
+}
+
+impl PstVerifier<'_> {
+    fn judge(&self, structure: MessageStructure) -> Result<Cert, SignatureProblem> {
+        let mut signer: Option<Cert> = None;
+        for layer in structure {
+            let MessageLayer::SignatureGroup { results } = layer else {
+                return Err(SignatureProblem::Malformed);
+            };
+            for result in results {
+                let good = result.map_err(|e| match e {
+                    VerificationError::MissingKey { .. } => SignatureProblem::NotPst,
+                    VerificationError::UnboundKey { cert, .. } => {
+                        SignatureProblem::BadKey(cert.fingerprint().to_hex())
+                    }
+                    VerificationError::BadKey { ka, .. } => {
+                        SignatureProblem::BadKey(ka.cert().fingerprint().to_hex())
+                    }
+                    VerificationError::BadSignature { .. } => SignatureProblem::Bad,
+                    _ => SignatureProblem::Malformed,
+                })?;
+                let cert = good.ka.cert();
+                self.alive_now(cert, &good.ka.key().fingerprint())?;
+                if signer.as_ref().is_some_and(|s| s.fingerprint() != cert.fingerprint()) {
+                    // Two different PST signers are fine; keep the first for From matching.
+                    continue;
+                }
+                signer.get_or_insert_with(|| cert.clone());
+            }
+        }
+        signer.ok_or(SignatureProblem::Bad)
+    }
+
+    /// Sequoia judges the key at the signature's creation time; the relay
+    /// also demands it be alive and unrevoked now.
+    fn alive_now(&self, cert: &Cert, key: &Fingerprint) -> Result<(), SignatureProblem> {
+        let bad = || SignatureProblem::BadKey(cert.fingerprint().to_hex());
+        let vc = cert.with_policy(self.p, at(self.now)).map_err(|_| bad())?;
+        if vc.alive().is_err() || matches!(vc.revocation_status(), RevocationStatus::Revoked(_)) {
+            return Err(bad());
+        }
+        let ok = vc
+            .keys()
+            .key_handle(key.clone())
+            .alive()
+            .revoked(false)
+            .for_signing()
+            .next()
+            .is_some();
+        if ok { Ok(()) } else { Err(bad()) }
+    }
+}
+
+impl VerificationHelper for PstVerifier<'_> {
+    fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+        Ok(self.pst.to_vec())
+    }
+
+    fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
+        let outcome = self.judge(structure);
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
+        if ok {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!("signature rejected"))
+        }
+    }
+}
+
+/// The e-mail addresses of a certificate's user IDs that are valid under the policy now.
+pub fn valid_emails(cert: &Cert, p: &dyn Policy, now: DateTime<Utc>) -> Vec<String> {
+    let Ok(vc) = cert.with_policy(p, at(now)) else {
+        return Vec::new();
+    };
+    vc.userids()
+        .revoked(false)
+        .filter_map(|ua| ua.userid().email_normalized().ok().flatten())
+        .collect()
+}
+
+/// Lowercase hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    let mut ctx = HashAlgorithm::SHA256
+        .context()
+        .expect("SHA-256 is always available")
+        .for_digest();
+    ctx.update(data);
+    openpgp::fmt::hex::encode(ctx.into_digest().expect("SHA-256 digest"))
+}
+
+/// `n` random bytes as lowercase hex, for identifiers.
+pub fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    openpgp::crypto::random(&mut buf).expect("the system RNG works");
+    openpgp::fmt::hex::encode(buf).to_lowercase()
+}
+
+/// What opening a member copy revealed (used by the demo and the tests).
+#[derive(Debug)]
+pub struct OpenedCopy {
+    pub plaintext: Secret,
+    /// Whom the PKESK packets name: a copy for one member names only that member's key.
+    pub recipients: Vec<KeyHandle>,
+    /// The certificate whose good signature was inside.
+    pub signer: Option<Fingerprint>,
+}
+
+/// Decrypts a member copy with that member's secret key and verifies the
+/// list's signature inside; fails unless the signature is good.
+pub fn open_copy(
+    p: &dyn Policy,
+    member_tsk: &Cert,
+    list_cert: &Cert,
+    ciphertext: &[u8],
+) -> anyhow::Result<OpenedCopy> {
+    let keypairs = member_tsk
+        .keys()
+        .unencrypted_secret()
+        .with_policy(p, None)
+        .key_flags(encryption_flags())
+        .filter_map(|ka| ka.key().clone().into_keypair().ok())
+        .collect();
+    let helper = Opener {
+        keypairs,
+        verify_with: Some(list_cert.clone()),
+        recipients: Vec::new(),
+        signer: None,
+    };
+    let mut d = DecryptorBuilder::from_bytes(ciphertext)?.with_policy(p, None, helper)?;
+    let mut out = Vec::new();
+    d.read_to_end(&mut out)?;
+    let helper = d.into_helper();
+    Ok(OpenedCopy {
+        plaintext: Secret::new(out),
+        recipients: helper.recipients,
+        signer: helper.signer,
+    })
+}
+
+struct Opener {
+    keypairs: Vec<KeyPair>,
+    /// When set, a good signature by this certificate is required.
+    verify_with: Option<Cert>,
+    recipients: Vec<KeyHandle>,
+    signer: Option<Fingerprint>,
+}
+
+impl VerificationHelper for Opener {
+    fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+        Ok(self.verify_with.iter().cloned().collect())
+    }
+
+    fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
+        if self.verify_with.is_none() {
+            return Ok(());
+        }
+        for layer in structure {
+            if let MessageLayer::SignatureGroup { results } = layer {
+                for r in results {
+                    let good = r.map_err(|e| anyhow::anyhow!("bad signature: {e}"))?;
+                    self.signer = Some(good.ka.cert().fingerprint());
+                }
+            }
+        }
+        match self.signer {
+            Some(_) => Ok(()),
+            None => Err(anyhow::anyhow!("no signature by the expected key")),
+        }
+    }
+}
+
+impl DecryptionHelper for Opener {
+    fn decrypt(
+        &mut self,
+        pkesks: &[PKESK],
+        _skesks: &[SKESK],
+        sym_algo: Option<SymmetricAlgorithm>,
+        decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
+    ) -> openpgp::Result<Option<Cert>> {
+        self.recipients = pkesks.iter().filter_map(|p| p.recipient()).collect();
+        for pkesk in pkesks {
+            for pair in &mut self.keypairs {
+                if let Some((algo, sk)) = pkesk.decrypt(pair, sym_algo) {
+                    if decrypt(algo, &sk) {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        Err(anyhow::anyhow!("no secret key for any recipient of this message"))
+    }
+}
+
+/// Generates a v4 certificate like GnuPG 2.2 makes (Ed25519 signing,
+/// Cv25519 encryption, SEIPDv1 only), so every client can read what is sent to it.
+pub fn generate_key(
+    userid: &str,
+    created: DateTime<Utc>,
+    validity: Option<std::time::Duration>,
+) -> anyhow::Result<Cert> {
+    let (cert, _rev) = CertBuilder::general_purpose(Some(userid))
+        .set_profile(openpgp::Profile::RFC4880)?
+        .set_features(openpgp::types::Features::empty().set_seipdv1())?
+        .set_creation_time(at(created))
+        .set_validity_period(validity)
+        .generate()?;
+    Ok(cert)
+}
+
+/// Armored secret key (for key files written by the demo and tests).
+pub fn armored_secret(cert: &Cert) -> anyhow::Result<Vec<u8>> {
+    Ok(cert.as_tsk().armored().to_vec()?)
+}
+
+/// Armored public certificate.
+pub fn armored_public(cert: &Cert) -> anyhow::Result<Vec<u8>> {
+    Ok(cert.armored().to_vec()?)
+}
+
+/// Makes an armored detached signature over `data` with `tsk`, as a mail
+/// client signing a PGP/MIME part does.
+pub fn sign_detached(
+    p: &dyn Policy,
+    tsk: &Cert,
+    now: DateTime<Utc>,
+    data: &[u8],
+) -> anyhow::Result<Vec<u8>> {
+    let keypair = tsk
+        .keys()
+        .unencrypted_secret()
+        .with_policy(p, at(now))
+        .supported()
+        .alive()
+        .revoked(false)
+        .for_signing()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no usable signing key"))?
+        .key()
+        .clone()
+        .into_keypair()?;
+    let mut sink = Vec::new();
+    let message = Message::new(&mut sink);
+    let message = Armorer::new(message)
+        .kind(openpgp::armor::Kind::Signature)
+        .build()?;
+    let mut signer = Signer::new(message, keypair)?
+        .detached()
+        .creation_time(at(now))
+        .build()?;
+    signer.write_all(data)?;
+    signer.finalize()?;
+    Ok(sink)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openpgp::policy::StandardPolicy;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-20T12:00:00Z").unwrap().into()
+    }
+
+    #[test]
+    fn pst_signature_is_accepted_and_others_are_named() {
+        let p = StandardPolicy::new();
+        let pst = generate_key("PST <pst@example.org>", now() - chrono::Duration::days(1), None).unwrap();
+        let other = generate_key("Eve <eve@example.org>", now() - chrono::Duration::days(1), None).unwrap();
+        let data = b"Content-Type: text/plain\r\n\r\nhello\r\n";
+        let sig = sign_detached(&p, &pst, now(), data).unwrap();
+        let ok = verify_detached(&p, now(), std::slice::from_ref(&pst), data, &sig).unwrap();
+        assert_eq!(ok.cert.fingerprint(), pst.fingerprint());
+        assert_eq!(
+            verify_detached(&p, now(), std::slice::from_ref(&pst), b"tampered", &sig).unwrap_err(),
+            SignatureProblem::Bad
+        );
+        let eve_sig = sign_detached(&p, &other, now(), data).unwrap();
+        assert_eq!(
+            verify_detached(&p, now(), std::slice::from_ref(&pst), data, &eve_sig).unwrap_err(),
+            SignatureProblem::NotPst
+        );
+        assert_eq!(
+            verify_detached(&p, now(), std::slice::from_ref(&pst), data, b"garbage").unwrap_err(),
+            SignatureProblem::Malformed
+        );
+    }
+
+    #[test]
+    fn expired_pst_key_is_rejected_even_for_an_old_signature() {
+        let p = StandardPolicy::new();
+        let created = now() - chrono::Duration::days(10);
+        let pst = generate_key("PST <pst@example.org>", created, Some(std::time::Duration::from_secs(86400))).unwrap();
+        let data = b"x";
+        let sig = sign_detached(&p, &pst, created + chrono::Duration::hours(1), data).unwrap();
+        assert!(matches!(
+            verify_detached(&p, now(), std::slice::from_ref(&pst), data, &sig),
+            Err(SignatureProblem::BadKey(_))
+        ));
+    }
+
+    #[test]
+    fn copy_names_only_its_member_and_carries_the_list_signature() {
+        let p = StandardPolicy::new();
+        let t = now() - chrono::Duration::days(1);
+        let list = ListKey::from_cert(generate_key("List <list@example.org>", t, None).unwrap()).unwrap();
+        let member = generate_key("M <m@example.org>", t, None).unwrap();
+        let sealed = list.seal_for(&p, now(), &member, b"secret body").unwrap();
+        assert!(sealed.starts_with(b"-----BEGIN PGP MESSAGE-----"));
+        let opened = open_copy(&p, &member, &list.cert(), &sealed).unwrap();
+        assert_eq!(opened.plaintext.expose(), b"secret body");
+        assert_eq!(opened.signer, Some(list.fingerprint()));
+        let enc_keys: Vec<KeyHandle> = member
+            .keys()
+            .subkeys()
+            .map(|k| KeyHandle::from(k.key().keyid()))
+            .collect();
+        assert_eq!(opened.recipients.len(), 1);
+        assert!(enc_keys.iter().any(|h| h.aliases(&opened.recipients[0])));
+    }
+
+    #[test]
+    fn expired_member_cannot_be_sealed_for() {
+        let p = StandardPolicy::new();
+        let t = now() - chrono::Duration::days(10);
+        let list = ListKey::from_cert(generate_key("List <list@example.org>", t, None).unwrap()).unwrap();
+        let member = generate_key("M <m@example.org>", t, Some(std::time::Duration::from_secs(86400))).unwrap();
+        match list.seal_for(&p, now(), &member, b"x") {
+            Err(SealError::Recipient(why)) => assert!(why.contains("not alive"), "{why}"),
+            other => panic!("expected a recipient error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn spool_sealing_round_trips() {
+        let p = StandardPolicy::new();
+        let list = ListKey::from_cert(generate_key("List <list@example.org>", now(), None).unwrap()).unwrap();
+        let sealed = list.seal_to_self(&p, b"CANARY").unwrap();
+        assert!(!sealed.windows(6).any(|w| w == b"CANARY"));
+        assert_eq!(list.open_from_self(&p, &sealed).unwrap().expose(), b"CANARY");
+    }
+}

@@ -1,0 +1,131 @@
+//! Wires the daemon together: spool, SMTP listener and fan-out under one
+//! shutdown token and task tracker.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use sequoia_openpgp::Cert;
+use sequoia_openpgp::policy::StandardPolicy;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::inbound::smtp::{self, SmtpSettings};
+use crate::intake::Intake;
+use crate::outbound::Outbound;
+use crate::spool::Spool;
+use crate::{crypto, fanout};
+
+/// What every task of the daemon shares.
+pub struct Relay {
+    pub config: Config,
+    /// The PST certificates, extracted once from the roster.
+    pub pst: Vec<Cert>,
+    pub spool: Spool,
+    pub clock: SharedClock,
+    /// Wakes the fan-out when a new announcement is committed.
+    pub wake: Notify,
+}
+
+/// A started daemon.
+pub struct Running {
+    pub smtp_addr: SocketAddr,
+    pub relay: Arc<Relay>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Running {
+    /// Stops accepting, answers open sessions 421, and waits for every task.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// Opens the spool, binds the listener and starts the tasks.
+pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running> {
+    warn_about_roster(&config, &clock);
+    let spool = Spool::open(&config.state_dir)?;
+    let listener = TcpListener::bind(config.smtp.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.smtp.listen))?;
+    let smtp_addr = listener.local_addr()?;
+    let settings = Arc::new(SmtpSettings {
+        hostname: config.hostname.clone(),
+        max_message_size: config.smtp.max_message_size,
+        max_sessions: config.smtp.max_sessions,
+        max_recipients: 10,
+        command_timeout: config.smtp.command_timeout,
+        data_timeout: config.smtp.data_timeout,
+    });
+    let outbound = Outbound::new(&config.outbound, &config.hostname);
+    let relay = Arc::new(Relay {
+        pst: config.roster.pst_certs(),
+        config,
+        spool,
+        clock,
+        wake: Notify::new(),
+    });
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    tracker.spawn(smtp::serve(
+        listener,
+        Arc::new(Intake::new(relay.clone())),
+        settings,
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    tracker.spawn(fanout::run(relay.clone(), outbound, shutdown.clone()));
+    tracing::info!(addr = %smtp_addr, list = %relay.config.list_address, members = relay.config.roster.members().len(), "SMTP listener ready");
+    Ok(Running {
+        smtp_addr,
+        relay,
+        shutdown,
+        tracker,
+    })
+}
+
+/// Runs until SIGTERM or SIGINT, then shuts down cleanly.
+pub async fn run_until_signal(config: Config, clock: SharedClock) -> anyhow::Result<()> {
+    let running = start(config, clock).await?;
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        r = tokio::signal::ctrl_c() => r?,
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> anyhow::Result<()> {
+    Ok(tokio::signal::ctrl_c().await?)
+}
+
+/// Logs every member who will be skipped, so the operator hears of it at start.
+fn warn_about_roster(config: &Config, clock: &SharedClock) {
+    let p = StandardPolicy::new();
+    for m in config.roster.members() {
+        let problem = match m.cert() {
+            Err(e) => Some(e.to_owned()),
+            Ok(cert) => crypto::usable_for_encryption(cert, &p, clock.now()).err(),
+        };
+        if let Some(problem) = problem {
+            tracing::warn!(member = %m.email, organization = %m.organization, %problem, "member cannot receive copies until this is fixed");
+        }
+    }
+}

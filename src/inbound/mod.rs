@@ -1,0 +1,3 @@
+//! Ways mail arrives. Each one commits a message durably before it says yes.
+
+pub mod smtp;

@@ -1,0 +1,703 @@
+//! RFC 5321 SMTP server: strict line endings (no smuggling), SIZE enforced,
+//! bounded sessions, timeouts, `421` on shutdown. The session is generic over
+//! the byte stream and over a [`MailHandler`] that decides what is accepted.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with CRLF.
+const MAX_COMMAND_LINE: usize = 512;
+/// RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets with CRLF.
+const MAX_TEXT_LINE: usize = 1000;
+/// Unrecognised commands tolerated before the session is closed.
+const MAX_ERRORS: usize = 10;
+
+/// An SMTP reply: code, enhanced status code and text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub enhanced: &'static str,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn new(code: u16, enhanced: &'static str, text: impl Into<String>) -> Reply {
+        Reply {
+            code,
+            enhanced,
+            text: text.into(),
+        }
+    }
+
+    pub fn is_positive(&self) -> bool {
+        (200..400).contains(&self.code)
+    }
+
+    fn to_wire(&self) -> String {
+        // Reply text never carries a line break, whatever a handler put in it.
+        let text: String = self
+            .text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        format!("{} {} {}\r\n", self.code, self.enhanced, text)
+    }
+}
+
+/// The envelope of one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Envelope {
+    pub helo: String,
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub peer: String,
+}
+
+/// What the server does with recipients and messages.
+pub trait MailHandler: Send + Sync + 'static {
+    /// Accepts or refuses one recipient.
+    fn check_rcpt(&self, rcpt: &str) -> Result<(), Reply>;
+    /// Takes a complete message (CRLF line endings, dot-unstuffed) and
+    /// returns the final reply to DATA: a 2xx only once it is durably kept.
+    fn deliver(&self, envelope: Envelope, raw: Vec<u8>) -> impl Future<Output = Reply> + Send;
+}
+
+/// Limits and names for the server.
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    pub hostname: String,
+    pub max_message_size: usize,
+    pub max_sessions: usize,
+    pub max_recipients: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+}
+
+/// A parsed command line. Parsing does no I/O.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Ehlo(String),
+    Helo(String),
+    Mail { from: String, size: Option<usize> },
+    Rcpt(String),
+    Data,
+    Rset,
+    Noop,
+    Quit,
+    Vrfy,
+    Unknown,
+    Invalid(&'static str),
+}
+
+/// Parses one command line (without CRLF).
+pub fn parse_command(line: &str) -> Command {
+    let (verb, rest) = match line.find(' ') {
+        Some(i) => (&line[..i], line[i + 1..].trim()),
+        None => (line, ""),
+    };
+    match verb.to_ascii_uppercase().as_str() {
+        "EHLO" if !rest.is_empty() => Command::Ehlo(rest.to_owned()),
+        "HELO" if !rest.is_empty() => Command::Helo(rest.to_owned()),
+        "EHLO" | "HELO" => Command::Invalid("a domain is required"),
+        "MAIL" => parse_mail(rest),
+        "RCPT" => match path_arg(rest, "TO:") {
+            Some((addr, _)) if !addr.is_empty() => Command::Rcpt(addr),
+            _ => Command::Invalid("syntax: RCPT TO:<address>"),
+        },
+        "DATA" if rest.is_empty() => Command::Data,
+        "RSET" if rest.is_empty() => Command::Rset,
+        "NOOP" => Command::Noop,
+        "QUIT" if rest.is_empty() => Command::Quit,
+        "VRFY" => Command::Vrfy,
+        "DATA" | "RSET" | "QUIT" => Command::Invalid("no parameters allowed"),
+        _ => Command::Unknown,
+    }
+}
+
+fn parse_mail(rest: &str) -> Command {
+    let Some((from, params)) = path_arg(rest, "FROM:") else {
+        return Command::Invalid("syntax: MAIL FROM:<address>");
+    };
+    let mut size = None;
+    for param in params.split_ascii_whitespace() {
+        let (key, value) = param.split_once('=').unwrap_or((param, ""));
+        match key.to_ascii_uppercase().as_str() {
+            "SIZE" => match value.parse() {
+                Ok(n) => size = Some(n),
+                Err(_) => return Command::Invalid("SIZE needs a number"),
+            },
+            "BODY" if ["7BIT", "8BITMIME"].contains(&value.to_ascii_uppercase().as_str()) => {}
+            _ => return Command::Invalid("unsupported MAIL parameter"),
+        }
+    }
+    Command::Mail { from, size }
+}
+
+/// Splits `FROM:<addr> params` into the address and the parameters.
+fn path_arg<'a>(rest: &'a str, prefix: &str) -> Option<(String, &'a str)> {
+    let head = rest.get(..prefix.len())?;
+    if !head.eq_ignore_ascii_case(prefix) {
+        return None;
+    }
+    let rest = rest[prefix.len()..].trim_start();
+    let rest = rest.strip_prefix('<')?;
+    let end = rest.find('>')?;
+    let addr = &rest[..end];
+    if addr.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return None;
+    }
+    Some((addr.to_owned(), rest[end + 1..].trim()))
+}
+
+/// Accepts connections until `shutdown`, at most `max_sessions` at once;
+/// a connection over the bound is told `421` and closed.
+pub async fn serve<H: MailHandler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    settings: Arc<SmtpSettings>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(settings.max_sessions));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (mut stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "SMTP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "too many SMTP sessions; refusing connection");
+            tracker.spawn(async move {
+                let reply = Reply::new(421, "4.3.2", "too many connections, try again later");
+                let _ = stream.write_all(reply.to_wire().as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+            continue;
+        };
+        let (handler, settings, shutdown) = (handler.clone(), settings.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            let result = session(stream, peer.to_string(), &*handler, &settings, &shutdown).await;
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "SMTP session ended with an error");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// How one line read ended.
+enum Line {
+    Complete,
+    TooLong,
+    Eof,
+}
+
+/// Reads bytes up to and including `\n` into `buf`, keeping at most `max`
+/// bytes; the rest of an over-long line is read and discarded.
+async fn read_line<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    buf.clear();
+    let mut too_long = false;
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(Line::Eof);
+        }
+        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        let room = max.saturating_sub(buf.len());
+        if take > room {
+            too_long = true;
+        }
+        buf.extend_from_slice(&chunk[..take.min(room)]);
+        r.consume(take);
+        if done {
+            return Ok(if too_long { Line::TooLong } else { Line::Complete });
+        }
+    }
+}
+
+/// What was wrong with a DATA section (its reply is sent after the final dot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataFault {
+    BareLineEnding,
+    LineTooLong,
+    TooBig,
+}
+
+impl DataFault {
+    fn reply(self, max: usize) -> Reply {
+        match self {
+            DataFault::BareLineEnding => Reply::new(
+                554,
+                "5.6.0",
+                "bare CR or LF in message: lines must end in CRLF; message refused",
+            ),
+            DataFault::LineTooLong => {
+                Reply::new(554, "5.6.0", "line longer than 1000 octets; message refused")
+            }
+            DataFault::TooBig => Reply::new(
+                552,
+                "5.3.4",
+                format!("message exceeds the size limit of {max} octets"),
+            ),
+        }
+    }
+}
+
+/// Reads a DATA section up to the only terminator RFC 5321 allows, a line
+/// that is exactly `.` CRLF after a CRLF. Any bare CR or LF makes the whole
+/// message invalid; it is read to its real end and refused, so one DATA can
+/// never become two messages.
+async fn read_data<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    max_size: usize,
+    line_timeout: Duration,
+) -> std::io::Result<Result<Vec<u8>, DataFault>> {
+    let mut msg = Vec::new();
+    let mut fault = None;
+    let mut line = Vec::with_capacity(MAX_TEXT_LINE);
+    loop {
+        let read = tokio::time::timeout(line_timeout, read_line(r, &mut line, MAX_TEXT_LINE))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "DATA timeout"))??;
+        match read {
+            Line::Eof => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed in DATA",
+                ));
+            }
+            Line::TooLong => {
+                fault.get_or_insert(DataFault::LineTooLong);
+                continue;
+            }
+            Line::Complete => {}
+        }
+        if line == b".\r\n" {
+            return Ok(match fault {
+                Some(f) => Err(f),
+                None => Ok(msg),
+            });
+        }
+        let body = &line[..line.len() - 1];
+        let strict = body.ends_with(b"\r") && !body[..body.len() - 1].contains(&b'\r');
+        if !strict {
+            fault.get_or_insert(DataFault::BareLineEnding);
+        }
+        if fault.is_some() {
+            continue;
+        }
+        let unstuffed = line.strip_prefix(b".").unwrap_or(&line);
+        if msg.len() + unstuffed.len() > max_size {
+            fault = Some(DataFault::TooBig);
+            msg = Vec::new();
+            continue;
+        }
+        msg.extend_from_slice(unstuffed);
+    }
+}
+
+#[derive(Default)]
+struct Transaction {
+    helo: Option<String>,
+    mail_from: Option<String>,
+    rcpt_to: Vec<String>,
+}
+
+/// Runs one SMTP session on `stream` to its end.
+pub async fn session<S, H>(
+    stream: S,
+    peer: String,
+    handler: &H,
+    settings: &SmtpSettings,
+    shutdown: &CancellationToken,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: MailHandler,
+{
+    let (r, mut w) = tokio::io::split(stream);
+    let mut r = BufReader::new(r);
+    let send = |reply: Reply| reply.to_wire();
+    w.write_all(format!("220 {} ESMTP embargo-relay\r\n", settings.hostname).as_bytes())
+        .await?;
+    let mut tx = Transaction::default();
+    let mut errors = 0;
+    let mut line = Vec::with_capacity(MAX_COMMAND_LINE);
+    loop {
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => {
+                w.write_all(send(Reply::new(421, "4.3.0", "shutting down, try again later")).as_bytes()).await?;
+                return w.shutdown().await;
+            }
+            read = tokio::time::timeout(settings.command_timeout, read_line(&mut r, &mut line, MAX_COMMAND_LINE)) => read,
+        };
+        let reply = match read {
+            Err(_) => {
+                let r = Reply::new(421, "4.4.2", "timeout waiting for a command, closing");
+                w.write_all(send(r).as_bytes()).await?;
+                return w.shutdown().await;
+            }
+            Ok(read) => match read? {
+                Line::Eof => return Ok(()),
+                Line::TooLong => Reply::new(500, "5.5.2", "command line too long"),
+                Line::Complete => {
+                    let Some(text) = line
+                        .strip_suffix(b"\r\n")
+                        .and_then(|l| std::str::from_utf8(l).ok())
+                    else {
+                        errors += 1;
+                        w.write_all(send(Reply::new(500, "5.5.2", "command lines must be text ending in CRLF")).as_bytes()).await?;
+                        if errors >= MAX_ERRORS {
+                            return w.shutdown().await;
+                        }
+                        continue;
+                    };
+                    let command = parse_command(text);
+                    match command {
+                        Command::Quit => {
+                            w.write_all(send(Reply::new(221, "2.0.0", "bye")).as_bytes()).await?;
+                            return w.shutdown().await;
+                        }
+                        Command::Ehlo(domain) => {
+                            tx = Transaction {
+                                helo: Some(domain),
+                                ..Transaction::default()
+                            };
+                            let ehlo = format!(
+                                "250-{}\r\n250-SIZE {}\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n",
+                                settings.hostname, settings.max_message_size
+                            );
+                            w.write_all(ehlo.as_bytes()).await?;
+                            continue;
+                        }
+                        Command::Data => {
+                            data_phase(&mut r, &mut w, &mut tx, &peer, handler, settings).await?
+                        }
+                        other => handle_command(other, &mut tx, handler, settings),
+                    }
+                }
+            },
+        };
+        if reply.code >= 500 {
+            errors += 1;
+        }
+        w.write_all(send(reply).as_bytes()).await?;
+        if errors >= MAX_ERRORS {
+            let r = Reply::new(421, "4.7.0", "too many errors, closing");
+            w.write_all(send(r).as_bytes()).await?;
+            return w.shutdown().await;
+        }
+    }
+}
+
+/// DATA: checks the transaction, answers 354, reads the message and returns
+/// the final reply (the handler's, or why the data was refused).
+async fn data_phase<R, W, H>(
+    r: &mut BufReader<R>,
+    w: &mut W,
+    tx: &mut Transaction,
+    peer: &str,
+    handler: &H,
+    settings: &SmtpSettings,
+) -> std::io::Result<Reply>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    H: MailHandler,
+{
+    if tx.helo.is_none() {
+        return Ok(Reply::new(503, "5.5.1", "send EHLO first"));
+    }
+    if tx.mail_from.is_none() {
+        return Ok(Reply::new(503, "5.5.1", "send MAIL FROM first"));
+    }
+    if tx.rcpt_to.is_empty() {
+        return Ok(Reply::new(503, "5.5.1", "no valid recipients"));
+    }
+    if !r.buffer().is_empty() {
+        // Without PIPELINING a client must wait for 354 before sending data.
+        *tx = Transaction {
+            helo: tx.helo.take(),
+            ..Transaction::default()
+        };
+        return Ok(Reply::new(503, "5.5.0", "data sent before 354 without PIPELINING"));
+    }
+    w.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n").await?;
+    let data = read_data(r, settings.max_message_size, settings.data_timeout).await?;
+    let envelope = Envelope {
+        helo: tx.helo.clone().unwrap_or_default(),
+        mail_from: tx.mail_from.take().unwrap_or_default(),
+        rcpt_to: std::mem::take(&mut tx.rcpt_to),
+        peer: peer.to_owned(),
+    };
+    Ok(match data {
+        Ok(raw) => handler.deliver(envelope, raw).await,
+        Err(fault) => {
+            tracing::warn!(peer, ?fault, "DATA refused");
+            fault.reply(settings.max_message_size)
+        }
+    })
+}
+
+fn handle_command<H: MailHandler>(
+    command: Command,
+    tx: &mut Transaction,
+    handler: &H,
+    settings: &SmtpSettings,
+) -> Reply {
+    match command {
+        Command::Helo(domain) => {
+            *tx = Transaction {
+                helo: Some(domain),
+                ..Transaction::default()
+            };
+            Reply::new(250, "2.0.0", settings.hostname.clone())
+        }
+        Command::Mail { from, size } => {
+            if tx.helo.is_none() {
+                Reply::new(503, "5.5.1", "send EHLO first")
+            } else if tx.mail_from.is_some() {
+                Reply::new(503, "5.5.1", "nested MAIL command")
+            } else if size.is_some_and(|s| s > settings.max_message_size) {
+                Reply::new(
+                    552,
+                    "5.3.4",
+                    format!("message exceeds the size limit of {} octets", settings.max_message_size),
+                )
+            } else {
+                tx.mail_from = Some(from);
+                Reply::new(250, "2.1.0", "sender ok")
+            }
+        }
+        Command::Rcpt(rcpt) => {
+            if tx.mail_from.is_none() {
+                Reply::new(503, "5.5.1", "send MAIL FROM first")
+            } else if tx.rcpt_to.len() >= settings.max_recipients {
+                Reply::new(452, "4.5.3", "too many recipients")
+            } else {
+                match handler.check_rcpt(&rcpt) {
+                    Ok(()) => {
+                        if !tx.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(&rcpt)) {
+                            tx.rcpt_to.push(rcpt);
+                        }
+                        Reply::new(250, "2.1.5", "recipient ok")
+                    }
+                    Err(reply) => reply,
+                }
+            }
+        }
+        Command::Rset => {
+            tx.mail_from = None;
+            tx.rcpt_to.clear();
+            Reply::new(250, "2.0.0", "reset")
+        }
+        Command::Noop => Reply::new(250, "2.0.0", "ok"),
+        Command::Vrfy => Reply::new(252, "2.5.0", "cannot verify users"),
+        Command::Invalid(why) => Reply::new(501, "5.5.4", why),
+        Command::Unknown => Reply::new(500, "5.5.1", "command not recognised"),
+        Command::Quit | Command::Ehlo(_) | Command::Data => {
+            unreachable!("handled by the session loop")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use tokio::io::AsyncReadExt;
+
+    #[derive(Default)]
+    struct Recorder {
+        messages: Mutex<Vec<Vec<u8>>>,
+    }
+
+    impl MailHandler for Recorder {
+        fn check_rcpt(&self, rcpt: &str) -> Result<(), Reply> {
+            if rcpt == "list@example.org" {
+                Ok(())
+            } else {
+                Err(Reply::new(550, "5.1.1", "no such list here"))
+            }
+        }
+
+        async fn deliver(&self, _envelope: Envelope, raw: Vec<u8>) -> Reply {
+            self.messages.lock().unwrap().push(raw);
+            Reply::new(250, "2.0.0", "queued")
+        }
+    }
+
+    fn settings() -> SmtpSettings {
+        SmtpSettings {
+            hostname: "relay.test".into(),
+            max_message_size: 200,
+            max_sessions: 4,
+            max_recipients: 10,
+            command_timeout: Duration::from_secs(5),
+            data_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Plays `input` against a session, one client write per chunk, each
+    /// written only after the server has answered the previous one.
+    async fn converse(chunks: &[&[u8]]) -> (String, Vec<Vec<u8>>) {
+        let handler = Recorder::default();
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let settings = settings();
+        let token = CancellationToken::new();
+        let server = session(server, "test".into(), &handler, &settings, &token);
+        let client = async move {
+            let (mut r, mut w) = tokio::io::split(client);
+            let mut transcript = Vec::new();
+            let mut buf = [0u8; 4096];
+            let n = r.read(&mut buf).await.unwrap();
+            transcript.extend_from_slice(&buf[..n]);
+            for chunk in chunks {
+                w.write_all(chunk).await.unwrap();
+                let n = r.read(&mut buf).await.unwrap();
+                transcript.extend_from_slice(&buf[..n]);
+            }
+            w.shutdown().await.unwrap();
+            let _ = r.read_to_end(&mut transcript).await;
+            String::from_utf8_lossy(&transcript).into_owned()
+        };
+        let (res, transcript) = tokio::join!(server, client);
+        let _ = res;
+        (transcript, handler.messages.into_inner().unwrap())
+    }
+
+    const HEAD: [&[u8]; 4] = [
+        b"EHLO client.test\r\n",
+        b"MAIL FROM:<pst@example.org>\r\n",
+        b"RCPT TO:<list@example.org>\r\n",
+        b"DATA\r\n",
+    ];
+
+    #[tokio::test]
+    async fn a_clean_transaction_is_delivered_dot_unstuffed() {
+        let mut chunks = HEAD.to_vec();
+        chunks.push(b"Subject: x\r\n\r\n..leading dot\r\nline\r\n.\r\n");
+        chunks.push(b"QUIT\r\n");
+        let (t, msgs) = converse(&chunks).await;
+        assert!(t.contains("250-SIZE 200"), "{t}");
+        assert!(t.contains("354 "), "{t}");
+        assert!(t.contains("250 2.0.0 queued"), "{t}");
+        assert_eq!(msgs, vec![b"Subject: x\r\n\r\n.leading dot\r\nline\r\n".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn smuggled_end_of_data_never_makes_a_second_message() {
+        for smuggle in [
+            &b"Subject: a\r\n\r\nbody\n.\nMAIL FROM:<evil@x>\r\nRCPT TO:<list@example.org>\r\nDATA\r\nSubject: b\r\n\r\nforged\r\n.\r\n"[..],
+            b"Subject: a\r\n\r\nbody\r\n.\nMAIL FROM:<evil@x>\r\n.\r\n",
+            b"Subject: a\r\n\r\nbody\n.\r\nMAIL FROM:<evil@x>\r\n.\r\n",
+            b"Subject: a\r\n\r\nbody\r\r\n.\r\n",
+            b"Subject: a\r\n\r\nbare\rcr\r\n.\r\n",
+        ] {
+            let mut chunks = HEAD.to_vec();
+            chunks.push(smuggle);
+            chunks.push(b"QUIT\r\n");
+            let (t, msgs) = converse(&chunks).await;
+            assert!(msgs.is_empty(), "smuggling input produced a message: {smuggle:?}");
+            assert!(t.contains("554 5.6.0 bare CR or LF"), "{t}");
+            assert!(!t.contains("2.1.0 sender ok\r\n250 2.1.0"), "second transaction began: {t}");
+        }
+    }
+
+    #[tokio::test]
+    async fn size_is_enforced_in_mail_and_in_data() {
+        let (t, _) = converse(&[b"EHLO c\r\n", b"MAIL FROM:<a@b> SIZE=999999\r\n"]).await;
+        assert!(t.contains("552 5.3.4"), "{t}");
+        let mut chunks = HEAD.to_vec();
+        let big = format!("Subject: x\r\n\r\n{}\r\n.\r\n", "y".repeat(250));
+        chunks.push(big.as_bytes());
+        let (t, msgs) = converse(&chunks).await;
+        assert!(t.contains("552 5.3.4"), "{t}");
+        assert!(msgs.is_empty());
+    }
+
+    #[tokio::test]
+    async fn sequence_and_recipient_rules() {
+        let (t, _) = converse(&[
+            b"MAIL FROM:<a@b>\r\n",
+            b"EHLO c\r\n",
+            b"RCPT TO:<list@example.org>\r\n",
+            b"MAIL FROM:<a@b>\r\n",
+            b"RCPT TO:<other@example.org>\r\n",
+            b"DATA\r\n",
+            b"RSET\r\n",
+            b"NOOP\r\n",
+            b"FROB\r\n",
+        ])
+        .await;
+        for expected in [
+            "503 5.5.1 send EHLO first",
+            "503 5.5.1 send MAIL FROM first",
+            "550 5.1.1 no such list here",
+            "503 5.5.1 no valid recipients",
+            "250 2.0.0 reset",
+            "250 2.0.0 ok",
+            "500 5.5.1",
+        ] {
+            assert!(t.contains(expected), "missing {expected:?} in {t}");
+        }
+    }
+
+    #[tokio::test]
+    async fn overlong_command_line_is_refused() {
+        let long = format!("NOOP {}\r\n", "x".repeat(600));
+        let (t, _) = converse(&[b"EHLO c\r\n", long.as_bytes(), b"NOOP\r\n"]).await;
+        assert!(t.contains("500 5.5.2 command line too long"), "{t}");
+        assert!(t.ends_with("250 2.0.0 ok\r\n"), "{t}");
+    }
+
+    #[tokio::test]
+    async fn shutdown_answers_421() {
+        let handler = Recorder::default();
+        let (client, server) = tokio::io::duplex(4096);
+        let token = CancellationToken::new();
+        token.cancel();
+        let settings = settings();
+        session(server, "t".into(), &handler, &settings, &token).await.unwrap();
+        let mut out = String::new();
+        let (mut r, _w) = tokio::io::split(client);
+        r.read_to_string(&mut out).await.unwrap();
+        assert!(out.ends_with("421 4.3.0 shutting down, try again later\r\n"), "{out}");
+    }
+
+    #[test]
+    fn command_parsing() {
+        assert_eq!(
+            parse_command("MAIL FROM:<a@b.org> SIZE=100 BODY=8BITMIME"),
+            Command::Mail { from: "a@b.org".into(), size: Some(100) }
+        );
+        assert_eq!(parse_command("mail from:<>"), Command::Mail { from: String::new(), size: None });
+        assert_eq!(parse_command("RCPT TO:<list@x.org>"), Command::Rcpt("list@x.org".into()));
+        assert!(matches!(parse_command("RCPT TO:list@x.org"), Command::Invalid(_)));
+        assert!(matches!(parse_command("MAIL FROM:<a b@c>"), Command::Invalid(_)));
+        assert_eq!(parse_command("QUIT"), Command::Quit);
+        assert_eq!(parse_command("XYZZY"), Command::Unknown);
+    }
+}

@@ -1,0 +1,193 @@
+//! MIME structure checks: only a root-level RFC 3156 `multipart/signed` is
+//! taken, split exactly (RFC 2046 delimiters) into the signed bytes and the
+//! detached signature.
+
+use mail_parser::{HeaderName, MessageParser, MimeHeaders};
+
+use super::Rejection;
+use crate::secret::Secret;
+
+/// The parts of a PGP/MIME signed mail that the checks need.
+#[derive(Debug)]
+pub struct SignedMail {
+    /// The single From address, lowercased.
+    pub from: String,
+    /// The outer Subject (unsigned; used only when no protected Subject is signed).
+    pub outer_subject: Option<String>,
+    /// The first body part, byte for byte as signed, MIME headers included.
+    pub signed_part: Secret,
+    /// The second body part, decoded: the detached signature.
+    pub signature: Vec<u8>,
+}
+
+/// Splits a raw mail into its signed part and signature, or says why not.
+pub fn parse_signed(raw: &[u8]) -> Result<SignedMail, Rejection> {
+    let msg = MessageParser::default()
+        .parse(raw)
+        .ok_or(Rejection::Malformed("not a parseable RFC 5322 message"))?;
+    let from = single_from(&msg)?;
+    let root = msg.root_part();
+    let ctype = root.content_type().ok_or(Rejection::Unsigned)?;
+    if !(ctype.ctype().eq_ignore_ascii_case("multipart")
+        && ctype.subtype().is_some_and(|s| s.eq_ignore_ascii_case("signed")))
+    {
+        return Err(Rejection::Unsigned);
+    }
+    if !ctype
+        .attribute("protocol")
+        .is_some_and(|p| p.eq_ignore_ascii_case("application/pgp-signature"))
+    {
+        return Err(Rejection::Malformed(
+            "multipart/signed without protocol=\"application/pgp-signature\"",
+        ));
+    }
+    let boundary = ctype
+        .attribute("boundary")
+        .ok_or(Rejection::Malformed("multipart/signed without a boundary"))?;
+    let body = raw
+        .get(root.raw_body_offset() as usize..)
+        .ok_or(Rejection::Malformed("message has no body"))?;
+    let parts = split_multipart(body, boundary)
+        .ok_or(Rejection::Malformed("multipart/signed body is not properly delimited"))?;
+    let [signed, signature] = parts[..] else {
+        return Err(Rejection::Malformed("multipart/signed must have exactly two parts"));
+    };
+    let sig_msg = MessageParser::default()
+        .parse(signature)
+        .ok_or(Rejection::Malformed("signature part unreadable"))?;
+    let sig_part = sig_msg.root_part();
+    if !sig_part.is_content_type("application", "pgp-signature") {
+        return Err(Rejection::Malformed(
+            "second part of multipart/signed is not application/pgp-signature",
+        ));
+    }
+    Ok(SignedMail {
+        from,
+        outer_subject: msg.subject().map(sanitize_subject),
+        signed_part: Secret::new(signed.to_vec()),
+        signature: sig_part.contents().to_vec(),
+    })
+}
+
+fn single_from(msg: &mail_parser::Message<'_>) -> Result<String, Rejection> {
+    let count = msg
+        .headers()
+        .iter()
+        .filter(|h| h.name == HeaderName::From)
+        .count();
+    if count != 1 {
+        return Err(Rejection::FromHeader("mail must have exactly one From header"));
+    }
+    let addrs: Vec<_> = msg.from().map(|a| a.iter().collect()).unwrap_or_default();
+    match addrs[..] {
+        [one] => one
+            .address()
+            .map(str::to_ascii_lowercase)
+            .ok_or(Rejection::FromHeader("From header has no address")),
+        _ => Err(Rejection::FromHeader("From header must name exactly one address")),
+    }
+}
+
+/// The body parts of a multipart body, exactly as RFC 2046 delimits them:
+/// the CRLF before a delimiter belongs to the delimiter, not to the part.
+pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Option<Vec<&'a [u8]>> {
+    let delim = format!("--{boundary}");
+    let delim = delim.as_bytes();
+    let mut pos = if body.starts_with(delim) {
+        0
+    } else {
+        find_delimiter(body, 0, delim)? + 2
+    };
+    let mut parts = Vec::new();
+    loop {
+        let after = pos + delim.len();
+        let rest = &body[after..];
+        if rest.starts_with(b"--") {
+            return Some(parts);
+        }
+        let eol = find(rest, b"\r\n")?;
+        if !rest[..eol].iter().all(|b| *b == b' ' || *b == b'\t') {
+            return None;
+        }
+        let start = after + eol + 2;
+        let next = find_delimiter(body, start, delim)?;
+        parts.push(&body[start..next]);
+        pos = next + 2;
+    }
+}
+
+/// Finds the next `CRLF--boundary` at or after `from` that is a whole delimiter.
+fn find_delimiter(body: &[u8], mut from: usize, delim: &[u8]) -> Option<usize> {
+    loop {
+        let i = from + find(&body[from..], b"\r\n")?;
+        let cand = &body[i + 2..];
+        if cand.starts_with(delim) {
+            let tail = &cand[delim.len()..];
+            if tail.starts_with(b"--") || tail.starts_with(b"\r\n") || tail.starts_with(b" ") || tail.starts_with(b"\t") {
+                return Some(i);
+            }
+        }
+        from = i + 2;
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The Subject the relay will use: a signed protected-headers Subject if the
+/// signed part carries one (`protected-headers="v1"`), else the outer one.
+pub fn protected_subject(signed_part: &[u8]) -> Option<String> {
+    let part = MessageParser::default().parse_headers(signed_part)?;
+    let root = part.root_part();
+    let protected = root
+        .content_type()
+        .and_then(|c| c.attribute("protected-headers"))
+        .is_some_and(|v| v.eq_ignore_ascii_case("v1"));
+    if protected {
+        part.subject().map(sanitize_subject)
+    } else {
+        None
+    }
+}
+
+/// One line of printable text, at most 400 characters.
+pub fn sanitize_subject(s: &str) -> String {
+    let one_line: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    one_line.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(400).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delimiters_follow_rfc_2046() {
+        let body = b"preamble\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b \r\nsig\r\n--b--\r\nepilogue";
+        let parts = split_multipart(body, "b").unwrap();
+        assert_eq!(parts, vec![&b"Content-Type: text/plain\r\n\r\nhi"[..], b"sig"]);
+        // A longer boundary that starts with ours is not a delimiter.
+        let body = b"--b\r\nx\r\n--bb\r\ny\r\n--b\r\nz\r\n--b--";
+        assert_eq!(split_multipart(body, "b").unwrap(), vec![&b"x\r\n--bb\r\ny"[..], b"z"]);
+        assert!(split_multipart(b"--b\r\nunterminated", "b").is_none());
+    }
+
+    #[test]
+    fn only_root_multipart_signed_counts() {
+        let plain = b"From: a@b.org\r\nSubject: s\r\n\r\nhello\r\n";
+        assert!(matches!(parse_signed(plain), Err(Rejection::Unsigned)));
+        let two_from = b"From: a@b.org\r\nFrom: c@d.org\r\n\r\nx\r\n";
+        assert!(matches!(parse_signed(two_from), Err(Rejection::FromHeader(_))));
+    }
+
+    #[test]
+    fn subjects_are_one_clean_line() {
+        assert_eq!(sanitize_subject("x\r\nBcc: evil@x.org\0"), "x Bcc: evil@x.org");
+        let part = b"Content-Type: text/plain; protected-headers=\"v1\"\r\nSubject: Real one\r\n\r\nbody";
+        assert_eq!(protected_subject(part).as_deref(), Some("Real one"));
+        assert_eq!(protected_subject(b"Content-Type: text/plain\r\nSubject: no\r\n\r\nb"), None);
+    }
+}

@@ -1,0 +1,214 @@
+//! Intake: decides, before the final reply to DATA, whether a mail is a PST
+//! announcement; if it is, commits it sealed to the spool and wakes the fanout.
+
+pub mod mime;
+pub mod verify;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sequoia_openpgp::Cert;
+use sequoia_openpgp::policy::{Policy, StandardPolicy};
+
+use crate::crypto::{SignatureProblem, random_hex};
+use crate::daemon::Relay;
+use crate::inbound::smtp::{Envelope, MailHandler, Reply};
+use crate::secret::Secret;
+use crate::spool::{NewMessage, SpoolError};
+
+/// Why a mail was not accepted. The text names the problem and never
+/// contains any of the mail's content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("message is not PGP/MIME signed (multipart/signed)")]
+    Unsigned,
+    #[error("malformed message: {0}")]
+    Malformed(&'static str),
+    #[error("{0}")]
+    FromHeader(&'static str),
+    #[error("{0}")]
+    Signature(SignatureProblem),
+    #[error("From address {from} is not a user ID of the signing PST key {signer}")]
+    FromNotSigner { from: String, signer: String },
+    #[error("replayed announcement: this signature was already accepted as message {0}")]
+    Replay(String),
+}
+
+impl Rejection {
+    /// The SMTP reply carrying the reason.
+    pub fn reply(&self) -> Reply {
+        let (code, enhanced) = match self {
+            Rejection::Unsigned | Rejection::Signature(_) | Rejection::FromNotSigner { .. } => {
+                (550, "5.7.1")
+            }
+            Rejection::Replay(_) => (550, "5.7.0"),
+            Rejection::Malformed(_) | Rejection::FromHeader(_) => (554, "5.6.0"),
+        };
+        Reply::new(code, enhanced, self.to_string())
+    }
+}
+
+/// A verified announcement: what the spool keeps (sealed) and the fanout sends.
+#[derive(Debug, Clone)]
+pub struct Announcement {
+    pub signer: String,
+    pub from: String,
+    pub subject: String,
+    /// The signed MIME entity, verbatim.
+    pub entity: Secret,
+}
+
+const FORMAT: &[u8] = b"embargo-relay announcement v1\n";
+
+impl Announcement {
+    /// Frames the announcement for sealing: three header lines, then the entity.
+    pub fn to_bytes(&self) -> Secret {
+        let mut out = Vec::with_capacity(self.entity.len() + 512);
+        out.extend_from_slice(FORMAT);
+        for field in [&self.signer, &self.from, &self.subject] {
+            out.extend_from_slice(field.as_bytes());
+            out.push(b'\n');
+        }
+        out.extend_from_slice(self.entity.expose());
+        Secret::new(out)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<Announcement> {
+        let rest = bytes.strip_prefix(FORMAT)?;
+        let mut fields = rest.splitn(4, |b| *b == b'\n');
+        let mut next = || fields.next().and_then(|f| std::str::from_utf8(f).ok());
+        let (signer, from, subject) = (next()?.to_owned(), next()?.to_owned(), next()?.to_owned());
+        let consumed = FORMAT.len() + signer.len() + from.len() + subject.len() + 3;
+        Some(Announcement {
+            signer,
+            from,
+            subject,
+            entity: Secret::new(bytes.get(consumed..)?.to_vec()),
+        })
+    }
+}
+
+/// Parses and authorizes a raw mail. Pure: no I/O, no clock of its own.
+pub fn examine(
+    raw: &[u8],
+    pst: &[Cert],
+    p: &dyn Policy,
+    now: DateTime<Utc>,
+) -> Result<(Announcement, String), Rejection> {
+    let mail = mime::parse_signed(raw)?;
+    let auth = verify::authorize(&mail, pst, p, now)?;
+    let subject = mime::protected_subject(mail.signed_part.expose())
+        .or(mail.outer_subject)
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "(no subject)".to_owned());
+    let announcement = Announcement {
+        signer: auth.signer,
+        from: mail.from,
+        subject,
+        entity: mail.signed_part,
+    };
+    Ok((announcement, auth.signature_digest))
+}
+
+/// The SMTP handler of the daemon.
+#[derive(Clone)]
+pub struct Intake {
+    relay: Arc<Relay>,
+}
+
+impl Intake {
+    pub fn new(relay: Arc<Relay>) -> Self {
+        Self { relay }
+    }
+
+    /// Verifies, seals and commits; the returned reply is the final answer to DATA.
+    fn process(&self, envelope: &Envelope, raw: &[u8]) -> Reply {
+        let relay = &self.relay;
+        let now = relay.clock.now();
+        let p = StandardPolicy::new();
+        let examined = examine(raw, &relay.pst, &p, now);
+        let (announcement, digest) = match examined {
+            Ok(a) => a,
+            Err(rejection) => return self.reject(envelope, &rejection, now),
+        };
+        let id = random_hex(8);
+        let sealed = match relay.config.list_key.seal_to_self(&p, announcement.to_bytes().expose()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "sealing an announcement to the list key failed");
+                return Reply::new(451, "4.3.0", "local error while storing the message; try again later");
+            }
+        };
+        let members: Vec<String> = relay.config.roster.members().iter().map(|m| m.email.clone()).collect();
+        let new = NewMessage {
+            id: &id,
+            signer: &announcement.signer,
+            sig_digest: &digest,
+            sealed: &sealed,
+            members: &members,
+        };
+        match relay.spool.accept(&new, now) {
+            Ok(()) => {
+                tracing::info!(message_id = %id, signer = %announcement.signer, peer = %envelope.peer, members = members.len(), "announcement accepted");
+                relay.wake.notify_one();
+                Reply::new(250, "2.0.0", format!("announcement accepted as {id}"))
+            }
+            Err(SpoolError::Replay(previous)) => {
+                self.reject(envelope, &Rejection::Replay(previous), now)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "spool write failed; answering 451");
+                Reply::new(451, "4.3.0", "local error while storing the message; try again later")
+            }
+        }
+    }
+
+    fn reject(&self, envelope: &Envelope, rejection: &Rejection, now: DateTime<Utc>) -> Reply {
+        tracing::warn!(peer = %envelope.peer, mail_from = %envelope.mail_from, reason = %rejection, "mail rejected");
+        let detail = format!("from peer {} envelope sender <{}>: {rejection}", envelope.peer, envelope.mail_from);
+        if let Err(e) = self.relay.spool.audit(now, "rejected", None, None, &detail) {
+            tracing::error!(error = %e, "could not write the audit record of a rejection");
+        }
+        rejection.reply()
+    }
+}
+
+impl MailHandler for Intake {
+    fn check_rcpt(&self, rcpt: &str) -> Result<(), Reply> {
+        if rcpt.eq_ignore_ascii_case(&self.relay.config.list_address) {
+            Ok(())
+        } else {
+            Err(Reply::new(550, "5.1.1", "no such list here; only the list address is accepted"))
+        }
+    }
+
+    async fn deliver(&self, envelope: Envelope, raw: Vec<u8>) -> Reply {
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || this.process(&envelope, &raw)).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::error!(error = %e, "intake task failed");
+                Reply::new(451, "4.3.0", "local error; try again later")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcement_framing_round_trips() {
+        let a = Announcement {
+            signer: "ABCD".into(),
+            from: "pst@example.org".into(),
+            subject: "CVE-2026-1: thing".into(),
+            entity: Secret::new(b"Content-Type: text/plain\r\n\r\nline\nwith\nnewlines\r\n".to_vec()),
+        };
+        let b = Announcement::from_bytes(a.to_bytes().expose()).unwrap();
+        assert_eq!((b.signer, b.from, b.subject), (a.signer, a.from, a.subject));
+        assert_eq!(b.entity, a.entity);
+        assert!(Announcement::from_bytes(b"something else").is_none());
+    }
+}

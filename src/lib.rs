@@ -1,0 +1,43 @@
+//! embargo-relay: an embargoed security-disclosure mailing list.
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! inbound::smtp ──► intake (mime → verify) ──► spool (SQLite: sealed announcement,
+//!   (listener)        PST signature check        one delivery row per member, audit)
+//!                                                     │
+//!                                   fanout ◄──────────┘  one copy per member:
+//!                                     │                  signed by the list key,
+//!                                     ▼                  encrypted to that member alone
+//!                                 outbound (PGP/MIME assembly, SMTP to the smarthost)
+//! ```
+//!
+//! Modules:
+//! - [`cli`]: command-line definitions; [`demo`]: the self-contained demo.
+//! - [`config`]: TOML → validated [`config::Config`]; [`roster`]: members and PST keys.
+//! - [`clock`]: the only source of the current time.
+//! - [`inbound::smtp`]: RFC 5321 listener, generic over the stream and the handler.
+//! - [`intake`]: parses (bounded) and verifies an incoming mail; decides accept/reject.
+//! - [`crypto`]: every OpenPGP operation (verify, seal to the spool, seal per member).
+//! - [`spool`]: durable state; [`fanout`]: turns spooled announcements into deliveries.
+//! - [`outbound`]: RFC 3156 member copies and the SMTP transport to the smarthost.
+//! - [`compose`]: builds PGP/MIME signed mail as a PST client would (demo and tests).
+//! - [`sink`]: a loopback SMTP capture sink (demo and tests).
+//! - [`daemon`]: wires the tasks together with one shutdown token.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod clock;
+pub mod compose;
+pub mod config;
+pub mod crypto;
+pub mod daemon;
+pub mod demo;
+pub mod fanout;
+pub mod inbound;
+pub mod intake;
+pub mod outbound;
+pub mod roster;
+pub mod secret;
+pub mod sink;
+pub mod spool;

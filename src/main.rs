@@ -1,0 +1,39 @@
+//! The `embargo-relay` binary: parses the command line, sets up logging,
+//! runs the command and maps its error to an exit code.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use embargo_relay::cli::{Cli, Command};
+use embargo_relay::clock::SystemClock;
+use embargo_relay::config::Config;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("embargo-relay: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Run { config } => {
+            let config = Config::load(&config)?;
+            runtime.block_on(embargo_relay::daemon::run_until_signal(config, Arc::new(SystemClock)))
+        }
+        Command::Demo { keep } => runtime.block_on(embargo_relay::demo::run(keep.as_deref())),
+    }
+}

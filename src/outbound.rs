@@ -1,0 +1,180 @@
+//! Outbound: assembles each member's RFC 3156 `multipart/encrypted` copy
+//! (real Subject only inside, as a protected header) and sends it through
+//! the smarthost with lettre, one SMTP envelope per member.
+
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use lettre::message::header::{self, ContentDisposition, ContentType, Headers};
+use lettre::message::{Mailbox, Mailboxes, MultiPart, SinglePart};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+
+use crate::config::OutboundConfig;
+use crate::crypto::random_hex;
+use crate::secret::Secret;
+
+/// The outer Subject of every member copy: it says nothing about the content.
+pub const PLACEHOLDER_SUBJECT: &str = "[embargoed announcement]";
+
+/// The headers one member copy carries, inside and out.
+#[derive(Debug, Clone)]
+pub struct CopyHeaders<'a> {
+    pub list: &'a str,
+    pub member: &'a str,
+    /// Without angle brackets; stable across retries of the same copy.
+    pub message_id: &'a str,
+    pub date: DateTime<Utc>,
+}
+
+fn mailbox(addr: &str) -> Result<Mailbox, lettre::address::AddressError> {
+    Ok(Mailbox::new(None, addr.parse()?))
+}
+
+/// The plaintext that is signed and encrypted for one member: a
+/// `multipart/mixed; protected-headers="v1"` entity whose headers carry the
+/// real Subject (as Thunderbird reads it) around the PST's signed entity, verbatim.
+pub fn protected_inner(h: &CopyHeaders<'_>, subject: &str, entity: &[u8]) -> Result<Secret, lettre::address::AddressError> {
+    let boundary = loop {
+        let b = format!("er-{}", random_hex(12));
+        if !entity.windows(b.len()).any(|w| w == b.as_bytes()) {
+            break b;
+        }
+    };
+    let mut headers = Headers::new();
+    headers.set(header::From::from(Mailboxes::from(mailbox(h.list)?)));
+    headers.set(header::To::from(Mailboxes::from(mailbox(h.member)?)));
+    headers.set(header::Subject::from(subject.to_owned()));
+    headers.set(header::Date::new(SystemTime::from(h.date)));
+    headers.set(header::MessageId::from(format!("<{}>", h.message_id)));
+    let mut out = Vec::with_capacity(entity.len() + 1024);
+    out.extend_from_slice(
+        format!("Content-Type: multipart/mixed; boundary=\"{boundary}\"; protected-headers=\"v1\"\r\n").as_bytes(),
+    );
+    out.extend_from_slice(headers.to_string().as_bytes());
+    out.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
+    out.extend_from_slice(entity);
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    Ok(Secret::new(out))
+}
+
+/// The message that goes on the wire: RFC 3156 `multipart/encrypted` with
+/// the neutral placeholder Subject and only this member as recipient.
+pub fn encrypted_outer(h: &CopyHeaders<'_>, armored: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let armored = String::from_utf8_lossy(armored).into_owned();
+    let control = SinglePart::builder()
+        .header(ContentType::parse("application/pgp-encrypted").expect("valid content type"))
+        .body("Version: 1\r\n".to_owned());
+    let payload = SinglePart::builder()
+        .header(ContentType::parse("application/octet-stream; name=\"encrypted.asc\"").expect("valid content type"))
+        .header(ContentDisposition::inline_with_name("encrypted.asc"))
+        .body(armored);
+    let message = lettre::Message::builder()
+        .from(mailbox(h.list)?)
+        .to(mailbox(h.member)?)
+        .subject(PLACEHOLDER_SUBJECT)
+        .date(SystemTime::from(h.date))
+        .message_id(Some(format!("<{}>", h.message_id)))
+        .multipart(
+            MultiPart::encrypted("application/pgp-encrypted".to_owned())
+                .singlepart(control)
+                .singlepart(payload),
+        )?;
+    Ok(message.formatted())
+}
+
+/// Why a send failed, and whether trying again can help.
+#[derive(Debug, thiserror::Error)]
+#[error("{detail}")]
+pub struct SendError {
+    /// A 5xx answer: trying again will not help.
+    pub permanent: bool,
+    pub detail: String,
+}
+
+/// The SMTP connection to the smarthost.
+#[derive(Clone)]
+pub struct Outbound {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+}
+
+impl Outbound {
+    pub fn new(cfg: &OutboundConfig, hostname: &str) -> Outbound {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(cfg.host.clone())
+            .port(cfg.port)
+            .timeout(Some(cfg.timeout))
+            .hello_name(ClientId::Domain(hostname.to_owned()))
+            .build();
+        Outbound { transport }
+    }
+
+    /// Sends one message to one recipient; returns the server's final answer.
+    pub async fn send(&self, from: &str, to: &str, message: &[u8]) -> Result<String, SendError> {
+        let envelope = lettre::address::Envelope::new(
+            Some(from.parse().map_err(|e| SendError { permanent: true, detail: format!("bad sender address: {e}") })?),
+            vec![to.parse().map_err(|e| SendError { permanent: true, detail: format!("bad recipient address: {e}") })?],
+        )
+        .map_err(|e| SendError {
+            permanent: true,
+            detail: e.to_string(),
+        })?;
+        match self.transport.send_raw(&envelope, message).await {
+            Ok(response) => Ok(format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" "))),
+            Err(e) => Err(SendError {
+                permanent: e.is_permanent(),
+                detail: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// Exponential backoff: `initial × 2^attempts`, at most `max`.
+pub fn backoff(initial: Duration, max: Duration, attempts: u32) -> Duration {
+    initial.saturating_mul(1u32 << attempts.min(20)).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers() -> CopyHeaders<'static> {
+        CopyHeaders {
+            list: "list@example.org",
+            member: "m@example.net",
+            message_id: "abc.def@example.org",
+            date: DateTime::parse_from_rfc3339("2026-11-20T12:00:00Z").unwrap().into(),
+        }
+    }
+
+    #[test]
+    fn outer_copy_is_rfc3156_with_a_neutral_subject() {
+        let out = encrypted_outer(&headers(), b"-----BEGIN PGP MESSAGE-----\n\nwcBM\n-----END PGP MESSAGE-----\n").unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Subject: [embargoed announcement]\r\n"), "{text}");
+        assert!(text.contains("multipart/encrypted"), "{text}");
+        assert!(text.contains("protocol=\"application/pgp-encrypted\""), "{text}");
+        assert!(text.contains("Version: 1"), "{text}");
+        assert!(text.contains("Message-ID: <abc.def@example.org>"), "{text}");
+        assert!(text.contains("To: m@example.net"), "{text}");
+    }
+
+    #[test]
+    fn inner_carries_the_real_subject_as_a_protected_header() {
+        let inner = protected_inner(&headers(), "CVE-2026-1234: kubelet ünïcode", b"Content-Type: text/plain\r\n\r\nbody").unwrap();
+        let text = String::from_utf8(inner.expose().to_vec()).unwrap();
+        assert!(text.starts_with("Content-Type: multipart/mixed; boundary=\"er-"), "{text}");
+        assert!(text.contains("protected-headers=\"v1\""));
+        assert!(text.contains("kubelet =?utf-8?b?"), "non-ASCII subject must be RFC 2047 encoded: {text}");
+        assert!(text.contains("\r\n\r\n--er-"));
+        assert!(text.contains("Content-Type: text/plain\r\n\r\nbody\r\n--er-"));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let (i, m) = (Duration::from_secs(300), Duration::from_secs(3600));
+        assert_eq!(backoff(i, m, 0), Duration::from_secs(300));
+        assert_eq!(backoff(i, m, 1), Duration::from_secs(600));
+        assert_eq!(backoff(i, m, 10), m);
+        assert_eq!(backoff(i, m, 400), m);
+    }
+}

@@ -1,0 +1,118 @@
+//! A loopback SMTP capture sink: stands in for the smarthost in the demo and
+//! the tests, recording every envelope and message it is given.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::inbound::smtp::{self, Envelope, MailHandler, Reply, SmtpSettings};
+
+/// One message the sink received.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub envelope: Envelope,
+    pub raw: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Store {
+    captured: Mutex<Vec<Captured>>,
+    arrived: Notify,
+    /// How many more messages to answer with 451 before accepting.
+    temp_fail: AtomicUsize,
+}
+
+impl MailHandler for Store {
+    fn check_rcpt(&self, _rcpt: &str) -> Result<(), Reply> {
+        Ok(())
+    }
+
+    async fn deliver(&self, envelope: Envelope, raw: Vec<u8>) -> Reply {
+        let refuse = self
+            .temp_fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if refuse {
+            return Reply::new(451, "4.3.0", "sink says: try again later");
+        }
+        self.captured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Captured { envelope, raw });
+        self.arrived.notify_waiters();
+        Reply::new(250, "2.0.0", "captured")
+    }
+}
+
+/// A running capture sink on 127.0.0.1.
+pub struct CaptureSink {
+    addr: SocketAddr,
+    store: Arc<Store>,
+    shutdown: CancellationToken,
+}
+
+impl CaptureSink {
+    /// Starts a sink on an ephemeral loopback port.
+    pub async fn start() -> std::io::Result<CaptureSink> {
+        Self::start_at("127.0.0.1:0".parse().expect("valid address")).await
+    }
+
+    /// Starts a sink on `addr` (for a restart on a known port).
+    pub async fn start_at(addr: SocketAddr) -> std::io::Result<CaptureSink> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let store = Arc::new(Store::default());
+        let shutdown = CancellationToken::new();
+        let settings = Arc::new(SmtpSettings {
+            hostname: "capture-sink.localhost".to_owned(),
+            max_message_size: 256 << 20,
+            max_sessions: 256,
+            max_recipients: 1000,
+            command_timeout: Duration::from_secs(60),
+            data_timeout: Duration::from_secs(60),
+        });
+        tokio::spawn(smtp::serve(listener, store.clone(), settings, shutdown.clone(), TaskTracker::new()));
+        Ok(CaptureSink { addr, store, shutdown })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Answers the next `n` messages with a transient 451.
+    pub fn fail_next(&self, n: usize) {
+        self.store.temp_fail.store(n, Ordering::SeqCst);
+    }
+
+    /// Everything captured so far.
+    pub fn captured(&self) -> Vec<Captured> {
+        self.store.captured.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits until at least `n` messages arrived or `timeout` passed; returns what arrived.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Captured> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.store.arrived.notified();
+            let got = self.captured();
+            if got.len() >= n {
+                return got;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.captured();
+            }
+        }
+    }
+}
+
+impl Drop for CaptureSink {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

@@ -1,0 +1,465 @@
+//! The durable store (SQLite, WAL, `synchronous=FULL`): accepted announcements
+//! sealed to the list key, one delivery row per member, the replay cache and
+//! the audit trail. It never holds plaintext.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::clock::{from_millis, to_millis};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// The same signature was accepted before.
+    #[error("signature already seen (message {0})")]
+    Replay(String),
+    #[error("spool database {path}: {source}")]
+    Db {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("state directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    id           TEXT PRIMARY KEY,
+    received_at  INTEGER NOT NULL,
+    signer       TEXT NOT NULL,
+    sig_digest   TEXT NOT NULL UNIQUE,
+    sealed       BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    message_id      TEXT NOT NULL REFERENCES messages(id),
+    member          TEXT NOT NULL,
+    copy_id         TEXT NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'skipped', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error      TEXT,
+    PRIMARY KEY (message_id, member)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS audit (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          INTEGER NOT NULL,
+    event       TEXT NOT NULL,
+    message_id  TEXT,
+    member      TEXT,
+    detail      TEXT NOT NULL
+);
+";
+
+/// A new, verified announcement to commit, already sealed to the list key.
+#[derive(Debug)]
+pub struct NewMessage<'a> {
+    pub id: &'a str,
+    pub signer: &'a str,
+    pub sig_digest: &'a str,
+    pub sealed: &'a [u8],
+    /// One delivery is created per member address.
+    pub members: &'a [String],
+}
+
+/// A delivery whose time has come.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub message_id: String,
+    pub member: String,
+    pub copy_id: String,
+    pub attempts: u32,
+}
+
+/// One audit record.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub at: DateTime<Utc>,
+    pub event: String,
+    pub message_id: Option<String>,
+    pub member: Option<String>,
+    pub detail: String,
+}
+
+/// Per-state counts of a message's deliveries.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DeliveryCounts {
+    pub pending: usize,
+    pub sent: usize,
+    pub skipped: usize,
+    pub failed: usize,
+}
+
+/// Handle to the spool; cheap to clone. Calls block: async callers use
+/// `spawn_blocking`.
+#[derive(Clone)]
+pub struct Spool {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Spool({})", self.path.display())
+    }
+}
+
+impl Spool {
+    /// Opens (creating if needed) `spool.sqlite` in `state_dir`, which is
+    /// made private to the daemon's user.
+    pub fn open(state_dir: &Path) -> Result<Spool, SpoolError> {
+        let io = |source| SpoolError::Io {
+            path: state_dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(state_dir).map_err(io)?;
+        set_private(state_dir, 0o700).map_err(io)?;
+        let path = state_dir.join("spool.sqlite");
+        let db = |source| SpoolError::Db {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        set_private(&path, 0o600).map_err(io)?;
+        Ok(Spool {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn db(&self, source: rusqlite::Error) -> SpoolError {
+        SpoolError::Db {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Commits a verified announcement and its deliveries in one fsynced
+    /// transaction; only after this returns may the sender be told 250.
+    pub fn accept(&self, msg: &NewMessage<'_>, now: DateTime<Utc>) -> Result<(), SpoolError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.db(e))?;
+        let seen: Option<String> = tx
+            .query_row(
+                "SELECT id FROM messages WHERE sig_digest = ?1",
+                [msg.sig_digest],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db(e))?;
+        if let Some(id) = seen {
+            return Err(SpoolError::Replay(id));
+        }
+        let t = to_millis(now);
+        tx.execute(
+            "INSERT INTO messages (id, received_at, signer, sig_digest, sealed) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![msg.id, t, msg.signer, msg.sig_digest, msg.sealed],
+        )
+        .map_err(|e| self.db(e))?;
+        for member in msg.members {
+            tx.execute(
+                "INSERT INTO deliveries (message_id, member, copy_id, state, next_attempt_at) VALUES (?1, ?2, ?3, 'pending', ?4)",
+                params![msg.id, member, crate::crypto::random_hex(12), t],
+            )
+            .map_err(|e| self.db(e))?;
+        }
+        insert_audit(
+            &tx,
+            t,
+            "accepted",
+            Some(msg.id),
+            None,
+            &format!("signed by {}; {} deliveries queued", msg.signer, msg.members.len()),
+        )
+        .map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))
+    }
+
+    /// Appends an audit record on its own.
+    pub fn audit(
+        &self,
+        now: DateTime<Utc>,
+        event: &str,
+        message_id: Option<&str>,
+        member: Option<&str>,
+        detail: &str,
+    ) -> Result<(), SpoolError> {
+        insert_audit(&self.lock(), to_millis(now), event, message_id, member, detail)
+            .map_err(|e| self.db(e))
+    }
+
+    /// Pending deliveries due at `now`, oldest message first.
+    pub fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<DueDelivery>, SpoolError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT d.message_id, d.member, d.copy_id, d.attempts FROM deliveries d
+                 JOIN messages m ON m.id = d.message_id
+                 WHERE d.state = 'pending' AND d.next_attempt_at <= ?1
+                 ORDER BY m.received_at, d.message_id, d.member LIMIT ?2",
+            )
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map(params![to_millis(now), limit as i64], |r| {
+                Ok(DueDelivery {
+                    message_id: r.get(0)?,
+                    member: r.get(1)?,
+                    copy_id: r.get(2)?,
+                    attempts: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.db(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
+    }
+
+    /// When the next pending delivery falls due, if any is pending.
+    pub fn next_due(&self) -> Result<Option<DateTime<Utc>>, SpoolError> {
+        let ms: Option<i64> = self
+            .lock()
+            .query_row(
+                "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.db(e))?;
+        Ok(ms.map(from_millis))
+    }
+
+    /// The sealed announcement of a message.
+    pub fn sealed(&self, message_id: &str) -> Result<Vec<u8>, SpoolError> {
+        self.lock()
+            .query_row(
+                "SELECT sealed FROM messages WHERE id = ?1",
+                [message_id],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.db(e))
+    }
+
+    /// Ends a delivery (`sent`, `skipped` or `failed`) with its audit record, atomically.
+    pub fn finish(
+        &self,
+        d: &DueDelivery,
+        state: Finished,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), SpoolError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.db(e))?;
+        tx.execute(
+            "UPDATE deliveries SET state = ?3, attempts = attempts + ?4, last_error = ?5
+             WHERE message_id = ?1 AND member = ?2",
+            params![
+                d.message_id,
+                d.member,
+                state.as_str(),
+                i64::from(state != Finished::Skipped),
+                (state != Finished::Sent).then_some(detail)
+            ],
+        )
+        .map_err(|e| self.db(e))?;
+        insert_audit(
+            &tx,
+            to_millis(now),
+            state.as_str(),
+            Some(&d.message_id),
+            Some(&d.member),
+            detail,
+        )
+        .map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))
+    }
+
+    /// Records a transient failure and when to try again.
+    pub fn retry_later(
+        &self,
+        d: &DueDelivery,
+        error: &str,
+        next: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), SpoolError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.db(e))?;
+        tx.execute(
+            "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?3, last_error = ?4
+             WHERE message_id = ?1 AND member = ?2",
+            params![d.message_id, d.member, to_millis(next), error],
+        )
+        .map_err(|e| self.db(e))?;
+        insert_audit(
+            &tx,
+            to_millis(now),
+            "deferred",
+            Some(&d.message_id),
+            Some(&d.member),
+            &format!("{error}; next attempt at {}", next.to_rfc3339()),
+        )
+        .map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))
+    }
+
+    /// Delivery states of one message.
+    pub fn counts(&self, message_id: &str) -> Result<DeliveryCounts, SpoolError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT state, COUNT(*) FROM deliveries WHERE message_id = ?1 GROUP BY state")
+            .map_err(|e| self.db(e))?;
+        let mut counts = DeliveryCounts::default();
+        let rows = stmt
+            .query_map([message_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.db(e))?;
+        for row in rows {
+            let (state, n) = row.map_err(|e| self.db(e))?;
+            match state.as_str() {
+                "pending" => counts.pending = n as usize,
+                "sent" => counts.sent = n as usize,
+                "skipped" => counts.skipped = n as usize,
+                _ => counts.failed = n as usize,
+            }
+        }
+        Ok(counts)
+    }
+
+    /// The whole audit trail, oldest first.
+    pub fn audit_records(&self) -> Result<Vec<AuditRecord>, SpoolError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT at, event, message_id, member, detail FROM audit ORDER BY seq")
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(AuditRecord {
+                    at: from_millis(r.get(0)?),
+                    event: r.get(1)?,
+                    message_id: r.get(2)?,
+                    member: r.get(3)?,
+                    detail: r.get(4)?,
+                })
+            })
+            .map_err(|e| self.db(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
+    }
+}
+
+/// How a delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    Sent,
+    Skipped,
+    Failed,
+}
+
+impl Finished {
+    fn as_str(self) -> &'static str {
+        match self {
+            Finished::Sent => "sent",
+            Finished::Skipped => "skipped",
+            Finished::Failed => "failed",
+        }
+    }
+}
+
+fn insert_audit(
+    conn: &Connection,
+    at: i64,
+    event: &str,
+    message_id: Option<&str>,
+    member: Option<&str>,
+    detail: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO audit (at, event, message_id, member, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![at, event, message_id, member, detail],
+    )
+    .map(|_| ())
+}
+
+#[cfg(unix)]
+fn set_private(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn set_private(_path: &Path, _mode: u32) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().into()
+    }
+
+    #[test]
+    fn accept_queues_one_delivery_per_member_and_refuses_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let members = vec!["a@x.org".to_owned(), "b@y.org".to_owned()];
+        let msg = NewMessage {
+            id: "m1",
+            signer: "FPR",
+            sig_digest: "d1",
+            sealed: b"ciphertext",
+            members: &members,
+        };
+        let now = t("2026-11-20T12:00:00Z");
+        spool.accept(&msg, now).unwrap();
+        let due = spool.due(now, 10).unwrap();
+        assert_eq!(due.len(), 2);
+        assert_ne!(due[0].copy_id, due[1].copy_id);
+        let again = NewMessage { id: "m2", ..msg };
+        assert!(matches!(spool.accept(&again, now), Err(SpoolError::Replay(id)) if id == "m1"));
+
+        spool.finish(&due[0], Finished::Sent, "250 ok", now).unwrap();
+        let later = t("2026-11-20T12:05:00Z");
+        spool.retry_later(&due[1], "451 busy", later, now).unwrap();
+        assert!(spool.due(now, 10).unwrap().is_empty());
+        assert_eq!(spool.next_due().unwrap(), Some(later));
+        assert_eq!(spool.due(later, 10).unwrap()[0].attempts, 1);
+        let c = spool.counts("m1").unwrap();
+        assert_eq!((c.sent, c.pending), (1, 1));
+        let events: Vec<String> = spool.audit_records().unwrap().into_iter().map(|r| r.event).collect();
+        assert_eq!(events, ["accepted", "sent", "deferred"]);
+    }
+
+    #[test]
+    fn state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = t("2026-11-20T12:00:00Z");
+        let members = vec!["a@x.org".to_owned()];
+        Spool::open(dir.path())
+            .unwrap()
+            .accept(
+                &NewMessage {
+                    id: "m1",
+                    signer: "F",
+                    sig_digest: "d",
+                    sealed: b"c",
+                    members: &members,
+                },
+                now,
+            )
+            .unwrap();
+        let reopened = Spool::open(dir.path()).unwrap();
+        assert_eq!(reopened.due(now, 10).unwrap().len(), 1);
+        assert_eq!(reopened.sealed("m1").unwrap(), b"c");
+    }
+}
