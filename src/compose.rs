@@ -13,7 +13,9 @@ pub fn text_part(subject: Option<&str>, body: &str) -> Vec<u8> {
     let mut out = String::new();
     match subject {
         Some(s) => {
-            out.push_str("Content-Type: text/plain; charset=\"utf-8\"; protected-headers=\"v1\"\r\n");
+            out.push_str(
+                "Content-Type: text/plain; charset=\"utf-8\"; protected-headers=\"v1\"\r\n",
+            );
             out.push_str(&format!("Subject: {s}\r\n"));
         }
         None => out.push_str("Content-Type: text/plain; charset=\"utf-8\"\r\n"),
@@ -50,7 +52,9 @@ Content-Description: OpenPGP digital signature\r\nContent-Disposition: attachmen
         )
         .as_bytes(),
     );
-    let sig = String::from_utf8_lossy(signature).replace("\r\n", "\n").replace('\n', "\r\n");
+    let sig = String::from_utf8_lossy(signature)
+        .replace("\r\n", "\n")
+        .replace('\n', "\r\n");
     out.extend_from_slice(sig.as_bytes());
     if !sig.ends_with("\r\n") {
         out.extend_from_slice(b"\r\n");

@@ -161,8 +161,8 @@ impl Validator<'_> {
     }
 
     fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
-        let list_address = check_address(&raw.list.address)
-            .map_err(|p| self.err("list.address", p))?;
+        let list_address =
+            check_address(&raw.list.address).map_err(|p| self.err("list.address", p))?;
         let hostname = match raw.list.hostname {
             Some(h) => check_hostname(&h).map_err(|p| self.err("list.hostname", p))?,
             None => list_address
@@ -205,7 +205,11 @@ impl Validator<'_> {
             listen,
             max_message_size,
             max_sessions,
-            command_timeout: self.duration("inbound.smtp.command_timeout", raw.command_timeout, "5m")?,
+            command_timeout: self.duration(
+                "inbound.smtp.command_timeout",
+                raw.command_timeout,
+                "5m",
+            )?,
             data_timeout: self.duration("inbound.smtp.data_timeout", raw.data_timeout, "3m")?,
         })
     }
@@ -235,7 +239,8 @@ impl Validator<'_> {
         let mut members: Vec<Member> = Vec::with_capacity(raw.len());
         for (i, m) in raw.into_iter().enumerate() {
             let field = format!("member[{i}]");
-            let email = check_address(&m.email).map_err(|p| self.err(&format!("{field}.email"), p))?;
+            let email =
+                check_address(&m.email).map_err(|p| self.err(&format!("{field}.email"), p))?;
             if members.iter().any(|o| o.email == email) {
                 return Err(self.err(
                     &format!("{field}.email"),
@@ -248,10 +253,18 @@ impl Validator<'_> {
                     "must be a non-empty single line",
                 ));
             }
-            members.push(Member::load(email, m.organization, self.resolve(&m.key), m.pst));
+            members.push(Member::load(
+                email,
+                m.organization,
+                self.resolve(&m.key),
+                m.pst,
+            ));
         }
         if members.is_empty() {
-            return Err(self.err("member", "no [[member]] entries: the list has nobody to send to"));
+            return Err(self.err(
+                "member",
+                "no [[member]] entries: the list has nobody to send to",
+            ));
         }
         if !members.iter().any(|m| m.pst && m.cert().is_ok()) {
             return Err(self.err(
@@ -268,22 +281,31 @@ pub fn check_address(addr: &str) -> Result<String, String> {
     let addr = addr.trim();
     let bad = addr.is_empty()
         || addr.len() > 254
-        || addr.chars().any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\"\\".contains(c));
+        || addr
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\"\\".contains(c));
     match addr.split_once('@') {
         Some((local, domain))
             if !bad && !local.is_empty() && !domain.is_empty() && !domain.contains('@') =>
         {
             Ok(addr.to_ascii_lowercase())
         }
-        _ => Err(format!("`{addr}` is not a plain address such as list@example.org")),
+        _ => Err(format!(
+            "`{addr}` is not a plain address such as list@example.org"
+        )),
     }
 }
 
 fn check_hostname(h: &str) -> Result<String, String> {
-    if !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
+    if !h.is_empty()
+        && h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+    {
         Ok(h.to_owned())
     } else {
-        Err(format!("`{h}` is not a host name such as lists.example.org"))
+        Err(format!(
+            "`{h}` is not a host name such as lists.example.org"
+        ))
     }
 }
 
@@ -296,9 +318,11 @@ fn parse_smarthost(url: &str) -> Result<(String, u16), String> {
     };
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-            (h, p.parse().map_err(|_| format!("`{p}` is not a port number"))?)
-        }
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+            h,
+            p.parse()
+                .map_err(|_| format!("`{p}` is not a port number"))?,
+        ),
         _ => (rest, 25),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -345,7 +369,8 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         "GB" => 1_000_000_000,
         _ => return Err(format!("`{s}`: unit must be B, KiB, MiB or GiB")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("`{s}` is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 #[cfg(test)]
@@ -354,7 +379,10 @@ mod tests {
 
     #[test]
     fn durations_and_sizes() {
-        assert_eq!(parse_duration("72h").unwrap(), Duration::from_secs(72 * 3600));
+        assert_eq!(
+            parse_duration("72h").unwrap(),
+            Duration::from_secs(72 * 3600)
+        );
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("5 weeks").is_err());
         assert_eq!(parse_size("25MiB").unwrap(), 25 << 20);
@@ -364,9 +392,18 @@ mod tests {
 
     #[test]
     fn smarthost_forms() {
-        assert_eq!(parse_smarthost("smtp://127.0.0.1:2526").unwrap(), ("127.0.0.1".into(), 2526));
-        assert_eq!(parse_smarthost("smtp://mx.example.org").unwrap(), ("mx.example.org".into(), 25));
-        assert_eq!(parse_smarthost("smtp://[::1]:25").unwrap(), ("::1".into(), 25));
+        assert_eq!(
+            parse_smarthost("smtp://127.0.0.1:2526").unwrap(),
+            ("127.0.0.1".into(), 2526)
+        );
+        assert_eq!(
+            parse_smarthost("smtp://mx.example.org").unwrap(),
+            ("mx.example.org".into(), 25)
+        );
+        assert_eq!(
+            parse_smarthost("smtp://[::1]:25").unwrap(),
+            ("::1".into(), 25)
+        );
         assert!(parse_smarthost("smtps://mx.example.org").is_err());
     }
 

@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
-use sequoia_openpgp as openpgp;
 use openpgp::cert::prelude::*;
 use openpgp::crypto::{KeyPair, SessionKey};
 use openpgp::packet::{PKESK, SKESK};
@@ -21,6 +20,7 @@ use openpgp::serialize::SerializeInto;
 use openpgp::serialize::stream::{Armorer, Encryptor, LiteralWriter, Message, Recipient, Signer};
 use openpgp::types::{HashAlgorithm, KeyFlags, RevocationStatus, SymmetricAlgorithm};
 use openpgp::{Cert, Fingerprint, KeyHandle};
+use sequoia_openpgp as openpgp;
 
 use crate::secret::Secret;
 
@@ -57,7 +57,9 @@ impl ListKey {
         let key = ListKey { tsk };
         let p = openpgp::policy::StandardPolicy::new();
         if !key.tsk.is_tsk() {
-            anyhow::bail!("holds no secret key material (a certificate was given, not the secret key)");
+            anyhow::bail!(
+                "holds no secret key material (a certificate was given, not the secret key)"
+            );
         }
         key.signing_keypair(&p, None)?;
         if key.decryption_keypairs(&p).is_empty() {
@@ -77,11 +79,7 @@ impl ListKey {
         self.tsk.clone().strip_secret_key_material()
     }
 
-    fn signing_keypair(
-        &self,
-        p: &dyn Policy,
-        now: Option<SystemTime>,
-    ) -> anyhow::Result<KeyPair> {
+    fn signing_keypair(&self, p: &dyn Policy, now: Option<SystemTime>) -> anyhow::Result<KeyPair> {
         self.tsk
             .keys()
             .unencrypted_secret()
@@ -179,7 +177,8 @@ impl ListKey {
             .build()
             .map_err(crypto)?;
         let mut w = LiteralWriter::new(message).build().map_err(crypto)?;
-        w.write_all(plaintext).map_err(|e| SealError::Crypto(e.to_string()))?;
+        w.write_all(plaintext)
+            .map_err(|e| SealError::Crypto(e.to_string()))?;
         w.finalize().map_err(crypto)?;
         Ok(sink)
     }
@@ -202,14 +201,20 @@ pub fn usable_for_encryption<'a>(
     p: &'a dyn Policy,
     now: DateTime<Utc>,
 ) -> Result<ValidCert<'a>, String> {
-    let vc = cert
-        .with_policy(p, at(now))
-        .map_err(|e| format!("certificate {} not valid under policy: {e}", cert.fingerprint()))?;
+    let vc = cert.with_policy(p, at(now)).map_err(|e| {
+        format!(
+            "certificate {} not valid under policy: {e}",
+            cert.fingerprint()
+        )
+    })?;
     if let RevocationStatus::Revoked(_) = vc.revocation_status() {
         return Err(format!("certificate {} is revoked", cert.fingerprint()));
     }
     if let Err(e) = vc.alive() {
-        return Err(format!("certificate {} is not alive (expired?): {e}", cert.fingerprint()));
+        return Err(format!(
+            "certificate {} is not alive (expired?): {e}",
+            cert.fingerprint()
+        ));
     }
     let usable = vc
         .keys()
@@ -312,7 +317,10 @@ impl PstVerifier<'_> {
                 })?;
                 let cert = good.ka.cert();
                 self.alive_now(cert, &good.ka.key().fingerprint())?;
-                if signer.as_ref().is_some_and(|s| s.fingerprint() != cert.fingerprint()) {
+                if signer
+                    .as_ref()
+                    .is_some_and(|s| s.fingerprint() != cert.fingerprint())
+                {
                     // Two different PST signers are fine; keep the first for From matching.
                     continue;
                 }
@@ -472,14 +480,16 @@ impl DecryptionHelper for Opener {
         self.recipients = pkesks.iter().filter_map(|p| p.recipient()).collect();
         for pkesk in pkesks {
             for pair in &mut self.keypairs {
-                if let Some((algo, sk)) = pkesk.decrypt(pair, sym_algo) {
-                    if decrypt(algo, &sk) {
-                        return Ok(None);
-                    }
+                if let Some((algo, sk)) = pkesk.decrypt(pair, sym_algo)
+                    && decrypt(algo, &sk)
+                {
+                    return Ok(None);
                 }
             }
         }
-        Err(anyhow::anyhow!("no secret key for any recipient of this message"))
+        Err(anyhow::anyhow!(
+            "no secret key for any recipient of this message"
+        ))
     }
 }
 
@@ -501,12 +511,12 @@ pub fn generate_key(
 
 /// Armored secret key (for key files written by the demo and tests).
 pub fn armored_secret(cert: &Cert) -> anyhow::Result<Vec<u8>> {
-    Ok(cert.as_tsk().armored().to_vec()?)
+    cert.as_tsk().armored().to_vec()
 }
 
 /// Armored public certificate.
 pub fn armored_public(cert: &Cert) -> anyhow::Result<Vec<u8>> {
-    Ok(cert.armored().to_vec()?)
+    cert.armored().to_vec()
 }
 
 /// Makes an armored detached signature over `data` with `tsk`, as a mail
@@ -550,14 +560,26 @@ mod tests {
     use openpgp::policy::StandardPolicy;
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-20T12:00:00Z").unwrap().into()
+        DateTime::parse_from_rfc3339("2026-11-20T12:00:00Z")
+            .unwrap()
+            .into()
     }
 
     #[test]
     fn pst_signature_is_accepted_and_others_are_named() {
         let p = StandardPolicy::new();
-        let pst = generate_key("PST <pst@example.org>", now() - chrono::Duration::days(1), None).unwrap();
-        let other = generate_key("Eve <eve@example.org>", now() - chrono::Duration::days(1), None).unwrap();
+        let pst = generate_key(
+            "PST <pst@example.org>",
+            now() - chrono::Duration::days(1),
+            None,
+        )
+        .unwrap();
+        let other = generate_key(
+            "Eve <eve@example.org>",
+            now() - chrono::Duration::days(1),
+            None,
+        )
+        .unwrap();
         let data = b"Content-Type: text/plain\r\n\r\nhello\r\n";
         let sig = sign_detached(&p, &pst, now(), data).unwrap();
         let ok = verify_detached(&p, now(), std::slice::from_ref(&pst), data, &sig).unwrap();
@@ -581,7 +603,12 @@ mod tests {
     fn expired_pst_key_is_rejected_even_for_an_old_signature() {
         let p = StandardPolicy::new();
         let created = now() - chrono::Duration::days(10);
-        let pst = generate_key("PST <pst@example.org>", created, Some(std::time::Duration::from_secs(86400))).unwrap();
+        let pst = generate_key(
+            "PST <pst@example.org>",
+            created,
+            Some(std::time::Duration::from_secs(86400)),
+        )
+        .unwrap();
         let data = b"x";
         let sig = sign_detached(&p, &pst, created + chrono::Duration::hours(1), data).unwrap();
         assert!(matches!(
@@ -594,7 +621,8 @@ mod tests {
     fn copy_names_only_its_member_and_carries_the_list_signature() {
         let p = StandardPolicy::new();
         let t = now() - chrono::Duration::days(1);
-        let list = ListKey::from_cert(generate_key("List <list@example.org>", t, None).unwrap()).unwrap();
+        let list =
+            ListKey::from_cert(generate_key("List <list@example.org>", t, None).unwrap()).unwrap();
         let member = generate_key("M <m@example.org>", t, None).unwrap();
         let sealed = list.seal_for(&p, now(), &member, b"secret body").unwrap();
         assert!(sealed.starts_with(b"-----BEGIN PGP MESSAGE-----"));
@@ -614,8 +642,14 @@ mod tests {
     fn expired_member_cannot_be_sealed_for() {
         let p = StandardPolicy::new();
         let t = now() - chrono::Duration::days(10);
-        let list = ListKey::from_cert(generate_key("List <list@example.org>", t, None).unwrap()).unwrap();
-        let member = generate_key("M <m@example.org>", t, Some(std::time::Duration::from_secs(86400))).unwrap();
+        let list =
+            ListKey::from_cert(generate_key("List <list@example.org>", t, None).unwrap()).unwrap();
+        let member = generate_key(
+            "M <m@example.org>",
+            t,
+            Some(std::time::Duration::from_secs(86400)),
+        )
+        .unwrap();
         match list.seal_for(&p, now(), &member, b"x") {
             Err(SealError::Recipient(why)) => assert!(why.contains("not alive"), "{why}"),
             other => panic!("expected a recipient error, got {other:?}"),
@@ -625,9 +659,14 @@ mod tests {
     #[test]
     fn spool_sealing_round_trips() {
         let p = StandardPolicy::new();
-        let list = ListKey::from_cert(generate_key("List <list@example.org>", now(), None).unwrap()).unwrap();
+        let list =
+            ListKey::from_cert(generate_key("List <list@example.org>", now(), None).unwrap())
+                .unwrap();
         let sealed = list.seal_to_self(&p, b"CANARY").unwrap();
         assert!(!sealed.windows(6).any(|w| w == b"CANARY"));
-        assert_eq!(list.open_from_self(&p, &sealed).unwrap().expose(), b"CANARY");
+        assert_eq!(
+            list.open_from_self(&p, &sealed).unwrap().expose(),
+            b"CANARY"
+        );
     }
 }

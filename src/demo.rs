@@ -62,7 +62,10 @@ pub async fn run(keep: Option<&Path>) -> anyhow::Result<()> {
     let pst = crypto::generate_key(&format!("{} <{}>", PST.1, PST.0), born, None)?;
     let mut recipients: Vec<(String, Cert)> = vec![(PST.0.to_owned(), pst.clone())];
     for (email, org) in MEMBERS {
-        recipients.push((email.to_owned(), crypto::generate_key(&format!("{org} <{email}>"), born, None)?));
+        recipients.push((
+            email.to_owned(),
+            crypto::generate_key(&format!("{org} <{email}>"), born, None)?,
+        ));
     }
     std::fs::create_dir_all(dir.join("keys/members"))?;
     std::fs::write(dir.join("keys/list.key"), crypto::armored_secret(&list)?)?;
@@ -70,10 +73,21 @@ pub async fn run(keep: Option<&Path>) -> anyhow::Result<()> {
     for (i, (email, cert)) in recipients.iter().enumerate() {
         let file = format!("keys/members/{i}.asc");
         std::fs::write(dir.join(&file), crypto::armored_public(cert)?)?;
-        let (org, is_pst) = if i == 0 { (PST.1, true) } else { (MEMBERS[i - 1].1, false) };
-        write!(members, "\n[[member]]\nemail = \"{email}\"\norganization = \"{org}\"\nkey = \"{file}\"\npst = {is_pst}\n")?;
+        let (org, is_pst) = if i == 0 {
+            (PST.1, true)
+        } else {
+            (MEMBERS[i - 1].1, false)
+        };
+        write!(
+            members,
+            "\n[[member]]\nemail = \"{email}\"\norganization = \"{org}\"\nkey = \"{file}\"\npst = {is_pst}\n"
+        )?;
     }
-    println!("generated the list key {}, a PST key and {} member keys", list.fingerprint(), MEMBERS.len());
+    println!(
+        "generated the list key {}, a PST key and {} member keys",
+        list.fingerprint(),
+        MEMBERS.len()
+    );
 
     let sink = CaptureSink::start().await?;
     let config_text = CONFIG
@@ -83,22 +97,41 @@ pub async fn run(keep: Option<&Path>) -> anyhow::Result<()> {
     let config_path = dir.join("config.toml");
     std::fs::write(&config_path, config_text)?;
     let running = daemon::start(Config::load(&config_path)?, Arc::new(clock)).await?;
-    println!("daemon listening on {}, smarthost = capture sink on {}", running.smtp_addr, sink.addr());
+    println!(
+        "daemon listening on {}, smarthost = capture sink on {}",
+        running.smtp_addr,
+        sink.addr()
+    );
 
     let mail = compose::signed_announcement(&p, &pst, clock.now(), PST.0, LIST, SUBJECT, BODY)?;
     let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
         .port(running.smtp_addr.port())
         .build();
     let envelope = lettre::address::Envelope::new(Some(PST.0.parse()?), vec![LIST.parse()?])?;
-    let answer = transport.send_raw(&envelope, &mail).await.context("the daemon refused the announcement")?;
-    println!("PST sent a signed announcement; daemon answered: {} {}", answer.code(), answer.message().collect::<Vec<_>>().join(" "));
+    let answer = transport
+        .send_raw(&envelope, &mail)
+        .await
+        .context("the daemon refused the announcement")?;
+    println!(
+        "PST sent a signed announcement; daemon answered: {} {}",
+        answer.code(),
+        answer.message().collect::<Vec<_>>().join(" ")
+    );
 
-    let captured = sink.wait_for(recipients.len(), Duration::from_secs(60)).await;
+    let captured = sink
+        .wait_for(recipients.len(), Duration::from_secs(60))
+        .await;
     let list_cert = list.strip_secret_key_material();
     let result = check_copies(&p, &recipients, &list_cert, &captured);
     println!("\n== audit trail");
     for r in running.relay.spool.audit_records()? {
-        println!("{}  {:<9} {:<24} {}", r.at.format("%H:%M:%S"), r.event, r.member.unwrap_or_default(), r.detail);
+        println!(
+            "{}  {:<9} {:<24} {}",
+            r.at.format("%H:%M:%S"),
+            r.event,
+            r.member.unwrap_or_default(),
+            r.detail
+        );
     }
     running.shutdown().await;
     result
@@ -106,33 +139,60 @@ pub async fn run(keep: Option<&Path>) -> anyhow::Result<()> {
 
 /// Prints each member's copy and checks it decrypts with that member's key
 /// alone, carries the list's signature and the announcement's text.
-fn check_copies(p: &StandardPolicy, recipients: &[(String, Cert)], list: &Cert, captured: &[Captured]) -> anyhow::Result<()> {
+fn check_copies(
+    p: &StandardPolicy,
+    recipients: &[(String, Cert)],
+    list: &Cert,
+    captured: &[Captured],
+) -> anyhow::Result<()> {
     let mut failures = Vec::new();
     for (i, (email, key)) in recipients.iter().enumerate() {
-        let copies: Vec<_> = captured.iter().filter(|c| c.envelope.rcpt_to == [email.clone()]).collect();
+        let copies: Vec<_> = captured
+            .iter()
+            .filter(|c| c.envelope.rcpt_to == [email.clone()])
+            .collect();
         let [copy] = copies[..] else {
-            failures.push(format!("{email}: expected exactly one copy, got {}", copies.len()));
+            failures.push(format!(
+                "{email}: expected exactly one copy, got {}",
+                copies.len()
+            ));
             continue;
         };
         let text = String::from_utf8_lossy(&copy.raw);
         println!("\n== copy for {email} ({} bytes)", copy.raw.len());
         for line in text.lines().take_while(|l| !l.is_empty()) {
-            if ["From:", "To:", "Subject:", "Content-Type:", "Message-ID:"].iter().any(|h| line.starts_with(h)) {
+            if ["From:", "To:", "Subject:", "Content-Type:", "Message-ID:"]
+                .iter()
+                .any(|h| line.starts_with(h))
+            {
                 println!("   {line}");
             }
         }
         let armor_start = text.find("-----BEGIN PGP MESSAGE-----");
-        let armored = armor_start.and_then(|s| text[s..].find("-----END PGP MESSAGE-----").map(|e| &text[s..s + e + 25]));
+        let armored = armor_start.and_then(|s| {
+            text[s..]
+                .find("-----END PGP MESSAGE-----")
+                .map(|e| &text[s..s + e + 25])
+        });
         let Some(armored) = armored else {
             failures.push(format!("{email}: no PGP message in the copy"));
             continue;
         };
-        println!("   body: {} ({} lines of ciphertext)", armored.lines().next().unwrap_or(""), armored.lines().count());
+        println!(
+            "   body: {} ({} lines of ciphertext)",
+            armored.lines().next().unwrap_or(""),
+            armored.lines().count()
+        );
         match crypto::open_copy(p, key, list, armored.as_bytes()) {
             Ok(opened) => {
                 let plain = String::from_utf8_lossy(opened.plaintext.expose()).into_owned();
-                let ok = opened.recipients.len() == 1 && plain.contains("path traversal in the example daemon") && plain.contains(SUBJECT);
-                println!("   decrypts with {email}'s key alone: {}; list signature: good", if ok { "yes" } else { "NO" });
+                let ok = opened.recipients.len() == 1
+                    && plain.contains("path traversal in the example daemon")
+                    && plain.contains(SUBJECT);
+                println!(
+                    "   decrypts with {email}'s key alone: {}; list signature: good",
+                    if ok { "yes" } else { "NO" }
+                );
                 if !ok {
                     failures.push(format!("{email}: copy content or recipients wrong"));
                 }
@@ -144,7 +204,10 @@ fn check_copies(p: &StandardPolicy, recipients: &[(String, Cert)], list: &Cert, 
         }
     }
     if failures.is_empty() {
-        println!("\nall {} member copies decrypt with their member's key and carry a good list signature", recipients.len());
+        println!(
+            "\nall {} member copies decrypt with their member's key and carry a good list signature",
+            recipients.len()
+        );
         Ok(())
     } else {
         bail!("demo failed:\n  {}", failures.join("\n  "))

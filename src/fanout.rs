@@ -40,17 +40,26 @@ async fn next_wait(relay: &Arc<Relay>) -> Duration {
     let r = relay.clone();
     let next = blocking(move || r.spool.next_due()).await.ok().flatten();
     match next {
-        Some(at) => (at - relay.clock.now()).to_std().unwrap_or(Duration::ZERO).min(IDLE),
+        Some(at) => (at - relay.clock.now())
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(IDLE),
         None => IDLE,
     }
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.expect("spool task panicked")
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("spool task panicked")
 }
 
 /// Works through one batch of due deliveries; returns how many it handled.
-async fn deliver_due(relay: &Arc<Relay>, outbound: &Outbound, shutdown: &CancellationToken) -> Result<usize, SpoolError> {
+async fn deliver_due(
+    relay: &Arc<Relay>,
+    outbound: &Outbound,
+    shutdown: &CancellationToken,
+) -> Result<usize, SpoolError> {
     let r = relay.clone();
     let now = relay.clock.now();
     let due = blocking(move || r.spool.due(now, BATCH)).await?;
@@ -64,7 +73,13 @@ async fn deliver_due(relay: &Arc<Relay>, outbound: &Outbound, shutdown: &Cancell
             Err(e) => {
                 tracing::error!(message_id = %group[0].message_id, error = %e, "cannot open a spooled announcement");
                 for d in group {
-                    finish(relay, d, Finished::Failed, format!("spooled announcement unreadable: {e}")).await;
+                    finish(
+                        relay,
+                        d,
+                        Finished::Failed,
+                        format!("spooled announcement unreadable: {e}"),
+                    )
+                    .await;
                 }
                 handled += group.len();
                 continue;
@@ -89,7 +104,13 @@ fn open(relay: &Relay, message_id: &str) -> anyhow::Result<Announcement> {
 }
 
 /// Seals and sends one copy; records how it ended.
-async fn deliver_one(relay: &Arc<Relay>, outbound: &Outbound, announcement: &Arc<Announcement>, d: &DueDelivery, shutdown: &CancellationToken) {
+async fn deliver_one(
+    relay: &Arc<Relay>,
+    outbound: &Outbound,
+    announcement: &Arc<Announcement>,
+    d: &DueDelivery,
+    shutdown: &CancellationToken,
+) {
     let r = relay.clone();
     let (a, dd) = (announcement.clone(), d.clone());
     let sealed = blocking(move || seal_copy(&r, &a, &dd)).await;
@@ -113,7 +134,13 @@ async fn deliver_one(relay: &Arc<Relay>, outbound: &Outbound, announcement: &Arc
     match sent {
         Ok(answer) => {
             tracing::info!(message_id = %d.message_id, member = %d.member, "copy delivered to the smarthost");
-            finish(relay, d, Finished::Sent, format!("smarthost answered {answer}")).await;
+            finish(
+                relay,
+                d,
+                Finished::Sent,
+                format!("smarthost answered {answer}"),
+            )
+            .await;
         }
         Err(e) if e.permanent => {
             tracing::warn!(message_id = %d.message_id, member = %d.member, error = %e, "copy refused permanently");
@@ -123,11 +150,13 @@ async fn deliver_one(relay: &Arc<Relay>, outbound: &Outbound, announcement: &Arc
             let cfg = &relay.config.outbound;
             let delay = outbound::backoff(cfg.retry_initial, cfg.retry_max, d.attempts);
             let now = relay.clock.now();
-            let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1));
+            let next =
+                now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1));
             tracing::warn!(message_id = %d.message_id, member = %d.member, error = %e, retry_in_s = delay.as_secs(), "copy deferred");
             let r = relay.clone();
             let dd = d.clone();
-            if let Err(err) = blocking(move || r.spool.retry_later(&dd, &e.detail, next, now)).await {
+            if let Err(err) = blocking(move || r.spool.retry_later(&dd, &e.detail, next, now)).await
+            {
                 tracing::error!(error = %err, "could not record a deferred delivery");
             }
         }
@@ -141,7 +170,9 @@ fn seal_copy(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>
         .roster
         .find(&d.member)
         .ok_or_else(|| SealError::Recipient("no longer on the roster".to_owned()))?;
-    let cert = member.cert().map_err(|e| SealError::Recipient(e.to_owned()))?;
+    let cert = member
+        .cert()
+        .map_err(|e| SealError::Recipient(e.to_owned()))?;
     let message_id = format!("{}.{}@{}", d.message_id, d.copy_id, relay.config.hostname);
     let headers = CopyHeaders {
         list: &relay.config.list_address,
@@ -152,7 +183,10 @@ fn seal_copy(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>
     let inner = outbound::protected_inner(&headers, &a.subject, a.entity.expose())
         .map_err(|e| SealError::Crypto(format!("bad address: {e}")))?;
     let p = StandardPolicy::new();
-    let armored = relay.config.list_key.seal_for(&p, headers.date, cert, inner.expose())?;
+    let armored = relay
+        .config
+        .list_key
+        .seal_for(&p, headers.date, cert, inner.expose())?;
     outbound::encrypted_outer(&headers, &armored).map_err(|e| SealError::Crypto(e.to_string()))
 }
 

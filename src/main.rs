@@ -14,7 +14,9 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
@@ -32,7 +34,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => {
             let config = Config::load(&config)?;
-            runtime.block_on(embargo_relay::daemon::run_until_signal(config, Arc::new(SystemClock)))
+            runtime.block_on(embargo_relay::daemon::run_until_signal(
+                config,
+                Arc::new(SystemClock),
+            ))
         }
         Command::Demo { keep } => runtime.block_on(embargo_relay::demo::run(keep.as_deref())),
     }

@@ -34,7 +34,11 @@ fn mailbox(addr: &str) -> Result<Mailbox, lettre::address::AddressError> {
 /// The plaintext that is signed and encrypted for one member: a
 /// `multipart/mixed; protected-headers="v1"` entity whose headers carry the
 /// real Subject (as Thunderbird reads it) around the PST's signed entity, verbatim.
-pub fn protected_inner(h: &CopyHeaders<'_>, subject: &str, entity: &[u8]) -> Result<Secret, lettre::address::AddressError> {
+pub fn protected_inner(
+    h: &CopyHeaders<'_>,
+    subject: &str,
+    entity: &[u8],
+) -> Result<Secret, lettre::address::AddressError> {
     let boundary = loop {
         let b = format!("er-{}", random_hex(12));
         if !entity.windows(b.len()).any(|w| w == b.as_bytes()) {
@@ -49,7 +53,10 @@ pub fn protected_inner(h: &CopyHeaders<'_>, subject: &str, entity: &[u8]) -> Res
     headers.set(header::MessageId::from(format!("<{}>", h.message_id)));
     let mut out = Vec::with_capacity(entity.len() + 1024);
     out.extend_from_slice(
-        format!("Content-Type: multipart/mixed; boundary=\"{boundary}\"; protected-headers=\"v1\"\r\n").as_bytes(),
+        format!(
+            "Content-Type: multipart/mixed; boundary=\"{boundary}\"; protected-headers=\"v1\"\r\n"
+        )
+        .as_bytes(),
     );
     out.extend_from_slice(headers.to_string().as_bytes());
     out.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
@@ -66,7 +73,10 @@ pub fn encrypted_outer(h: &CopyHeaders<'_>, armored: &[u8]) -> anyhow::Result<Ve
         .header(ContentType::parse("application/pgp-encrypted").expect("valid content type"))
         .body("Version: 1\r\n".to_owned());
     let payload = SinglePart::builder()
-        .header(ContentType::parse("application/octet-stream; name=\"encrypted.asc\"").expect("valid content type"))
+        .header(
+            ContentType::parse("application/octet-stream; name=\"encrypted.asc\"")
+                .expect("valid content type"),
+        )
         .header(ContentDisposition::inline_with_name("encrypted.asc"))
         .body(armored);
     let message = lettre::Message::builder()
@@ -111,15 +121,25 @@ impl Outbound {
     /// Sends one message to one recipient; returns the server's final answer.
     pub async fn send(&self, from: &str, to: &str, message: &[u8]) -> Result<String, SendError> {
         let envelope = lettre::address::Envelope::new(
-            Some(from.parse().map_err(|e| SendError { permanent: true, detail: format!("bad sender address: {e}") })?),
-            vec![to.parse().map_err(|e| SendError { permanent: true, detail: format!("bad recipient address: {e}") })?],
+            Some(from.parse().map_err(|e| SendError {
+                permanent: true,
+                detail: format!("bad sender address: {e}"),
+            })?),
+            vec![to.parse().map_err(|e| SendError {
+                permanent: true,
+                detail: format!("bad recipient address: {e}"),
+            })?],
         )
         .map_err(|e| SendError {
             permanent: true,
             detail: e.to_string(),
         })?;
         match self.transport.send_raw(&envelope, message).await {
-            Ok(response) => Ok(format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" "))),
+            Ok(response) => Ok(format!(
+                "{} {}",
+                response.code(),
+                response.message().collect::<Vec<_>>().join(" ")
+            )),
             Err(e) => Err(SendError {
                 permanent: e.is_permanent(),
                 detail: e.to_string(),
@@ -142,17 +162,29 @@ mod tests {
             list: "list@example.org",
             member: "m@example.net",
             message_id: "abc.def@example.org",
-            date: DateTime::parse_from_rfc3339("2026-11-20T12:00:00Z").unwrap().into(),
+            date: DateTime::parse_from_rfc3339("2026-11-20T12:00:00Z")
+                .unwrap()
+                .into(),
         }
     }
 
     #[test]
     fn outer_copy_is_rfc3156_with_a_neutral_subject() {
-        let out = encrypted_outer(&headers(), b"-----BEGIN PGP MESSAGE-----\n\nwcBM\n-----END PGP MESSAGE-----\n").unwrap();
+        let out = encrypted_outer(
+            &headers(),
+            b"-----BEGIN PGP MESSAGE-----\n\nwcBM\n-----END PGP MESSAGE-----\n",
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("Subject: [embargoed announcement]\r\n"), "{text}");
+        assert!(
+            text.contains("Subject: [embargoed announcement]\r\n"),
+            "{text}"
+        );
         assert!(text.contains("multipart/encrypted"), "{text}");
-        assert!(text.contains("protocol=\"application/pgp-encrypted\""), "{text}");
+        assert!(
+            text.contains("protocol=\"application/pgp-encrypted\""),
+            "{text}"
+        );
         assert!(text.contains("Version: 1"), "{text}");
         assert!(text.contains("Message-ID: <abc.def@example.org>"), "{text}");
         assert!(text.contains("To: m@example.net"), "{text}");
@@ -160,11 +192,22 @@ mod tests {
 
     #[test]
     fn inner_carries_the_real_subject_as_a_protected_header() {
-        let inner = protected_inner(&headers(), "CVE-2026-1234: kubelet ünïcode", b"Content-Type: text/plain\r\n\r\nbody").unwrap();
+        let inner = protected_inner(
+            &headers(),
+            "CVE-2026-1234: kubelet ünïcode",
+            b"Content-Type: text/plain\r\n\r\nbody",
+        )
+        .unwrap();
         let text = String::from_utf8(inner.expose().to_vec()).unwrap();
-        assert!(text.starts_with("Content-Type: multipart/mixed; boundary=\"er-"), "{text}");
+        assert!(
+            text.starts_with("Content-Type: multipart/mixed; boundary=\"er-"),
+            "{text}"
+        );
         assert!(text.contains("protected-headers=\"v1\""));
-        assert!(text.contains("kubelet =?utf-8?b?"), "non-ASCII subject must be RFC 2047 encoded: {text}");
+        assert!(
+            text.contains("kubelet =?utf-8?b?"),
+            "non-ASCII subject must be RFC 2047 encoded: {text}"
+        );
         assert!(text.contains("\r\n\r\n--er-"));
         assert!(text.contains("Content-Type: text/plain\r\n\r\nbody\r\n--er-"));
     }

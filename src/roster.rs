@@ -52,7 +52,9 @@ impl Roster {
     }
 
     pub fn find(&self, email: &str) -> Option<&Member> {
-        self.members.iter().find(|m| m.email.eq_ignore_ascii_case(email))
+        self.members
+            .iter()
+            .find(|m| m.email.eq_ignore_ascii_case(email))
     }
 
     /// The certificates whose signatures are accepted as the PST's.

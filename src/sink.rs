@@ -77,8 +77,18 @@ impl CaptureSink {
             command_timeout: Duration::from_secs(60),
             data_timeout: Duration::from_secs(60),
         });
-        tokio::spawn(smtp::serve(listener, store.clone(), settings, shutdown.clone(), TaskTracker::new()));
-        Ok(CaptureSink { addr, store, shutdown })
+        tokio::spawn(smtp::serve(
+            listener,
+            store.clone(),
+            settings,
+            shutdown.clone(),
+            TaskTracker::new(),
+        ));
+        Ok(CaptureSink {
+            addr,
+            store,
+            shutdown,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -92,7 +102,11 @@ impl CaptureSink {
 
     /// Everything captured so far.
     pub fn captured(&self) -> Vec<Captured> {
-        self.store.captured.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.store
+            .captured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Waits until at least `n` messages arrived or `timeout` passed; returns what arrived.

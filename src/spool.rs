@@ -125,8 +125,10 @@ impl Spool {
             source,
         };
         let conn = Connection::open(&path).map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db)?;
@@ -184,7 +186,11 @@ impl Spool {
             "accepted",
             Some(msg.id),
             None,
-            &format!("signed by {}; {} deliveries queued", msg.signer, msg.members.len()),
+            &format!(
+                "signed by {}; {} deliveries queued",
+                msg.signer,
+                msg.members.len()
+            ),
         )
         .map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))
@@ -199,8 +205,15 @@ impl Spool {
         member: Option<&str>,
         detail: &str,
     ) -> Result<(), SpoolError> {
-        insert_audit(&self.lock(), to_millis(now), event, message_id, member, detail)
-            .map_err(|e| self.db(e))
+        insert_audit(
+            &self.lock(),
+            to_millis(now),
+            event,
+            message_id,
+            member,
+            detail,
+        )
+        .map_err(|e| self.db(e))
     }
 
     /// Pending deliveries due at `now`, oldest message first.
@@ -317,11 +330,15 @@ impl Spool {
     pub fn counts(&self, message_id: &str) -> Result<DeliveryCounts, SpoolError> {
         let conn = self.lock();
         let mut stmt = conn
-            .prepare_cached("SELECT state, COUNT(*) FROM deliveries WHERE message_id = ?1 GROUP BY state")
+            .prepare_cached(
+                "SELECT state, COUNT(*) FROM deliveries WHERE message_id = ?1 GROUP BY state",
+            )
             .map_err(|e| self.db(e))?;
         let mut counts = DeliveryCounts::default();
         let rows = stmt
-            .query_map([message_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .query_map([message_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
             .map_err(|e| self.db(e))?;
         for row in rows {
             let (state, n) = row.map_err(|e| self.db(e))?;
@@ -428,7 +445,9 @@ mod tests {
         let again = NewMessage { id: "m2", ..msg };
         assert!(matches!(spool.accept(&again, now), Err(SpoolError::Replay(id)) if id == "m1"));
 
-        spool.finish(&due[0], Finished::Sent, "250 ok", now).unwrap();
+        spool
+            .finish(&due[0], Finished::Sent, "250 ok", now)
+            .unwrap();
         let later = t("2026-11-20T12:05:00Z");
         spool.retry_later(&due[1], "451 busy", later, now).unwrap();
         assert!(spool.due(now, 10).unwrap().is_empty());
@@ -436,7 +455,12 @@ mod tests {
         assert_eq!(spool.due(later, 10).unwrap()[0].attempts, 1);
         let c = spool.counts("m1").unwrap();
         assert_eq!((c.sent, c.pending), (1, 1));
-        let events: Vec<String> = spool.audit_records().unwrap().into_iter().map(|r| r.event).collect();
+        let events: Vec<String> = spool
+            .audit_records()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event)
+            .collect();
         assert_eq!(events, ["accepted", "sent", "deferred"]);
     }
 

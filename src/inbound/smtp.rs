@@ -232,7 +232,11 @@ async fn read_line<R: AsyncBufRead + Unpin>(
         buf.extend_from_slice(&chunk[..take.min(room)]);
         r.consume(take);
         if done {
-            return Ok(if too_long { Line::TooLong } else { Line::Complete });
+            return Ok(if too_long {
+                Line::TooLong
+            } else {
+                Line::Complete
+            });
         }
     }
 }
@@ -253,9 +257,11 @@ impl DataFault {
                 "5.6.0",
                 "bare CR or LF in message: lines must end in CRLF; message refused",
             ),
-            DataFault::LineTooLong => {
-                Reply::new(554, "5.6.0", "line longer than 1000 octets; message refused")
-            }
+            DataFault::LineTooLong => Reply::new(
+                554,
+                "5.6.0",
+                "line longer than 1000 octets; message refused",
+            ),
             DataFault::TooBig => Reply::new(
                 552,
                 "5.3.4",
@@ -265,10 +271,11 @@ impl DataFault {
     }
 }
 
-/// Reads a DATA section up to the only terminator RFC 5321 allows, a line
-/// that is exactly `.` CRLF after a CRLF. Any bare CR or LF makes the whole
-/// message invalid; it is read to its real end and refused, so one DATA can
-/// never become two messages.
+/// Reads a DATA section up to the only terminator RFC 5321 allows: the
+/// bytes `<CRLF>.<CRLF>`, i.e. a line that is exactly `.` CRLF after a line
+/// that ended in CRLF (never after a bare LF). Any bare CR or LF makes the whole message invalid; it is read to
+/// that terminator and refused (and the session then closed), so one DATA
+/// can never become two messages.
 async fn read_data<R: AsyncBufRead + Unpin>(
     r: &mut R,
     max_size: usize,
@@ -277,6 +284,7 @@ async fn read_data<R: AsyncBufRead + Unpin>(
     let mut msg = Vec::new();
     let mut fault = None;
     let mut line = Vec::with_capacity(MAX_TEXT_LINE);
+    let mut after_crlf = true; // the DATA command ended in CRLF
     loop {
         let read = tokio::time::timeout(line_timeout, read_line(r, &mut line, MAX_TEXT_LINE))
             .await
@@ -294,7 +302,7 @@ async fn read_data<R: AsyncBufRead + Unpin>(
             }
             Line::Complete => {}
         }
-        if line == b".\r\n" {
+        if line == b".\r\n" && after_crlf {
             return Ok(match fault {
                 Some(f) => Err(f),
                 None => Ok(msg),
@@ -302,6 +310,7 @@ async fn read_data<R: AsyncBufRead + Unpin>(
         }
         let body = &line[..line.len() - 1];
         let strict = body.ends_with(b"\r") && !body[..body.len() - 1].contains(&b'\r');
+        after_crlf = line.ends_with(b"\r\n");
         if !strict {
             fault.get_or_insert(DataFault::BareLineEnding);
         }
@@ -368,7 +377,15 @@ where
                         .and_then(|l| std::str::from_utf8(l).ok())
                     else {
                         errors += 1;
-                        w.write_all(send(Reply::new(500, "5.5.2", "command lines must be text ending in CRLF")).as_bytes()).await?;
+                        w.write_all(
+                            send(Reply::new(
+                                500,
+                                "5.5.2",
+                                "command lines must be text ending in CRLF",
+                            ))
+                            .as_bytes(),
+                        )
+                        .await?;
                         if errors >= MAX_ERRORS {
                             return w.shutdown().await;
                         }
@@ -377,7 +394,8 @@ where
                     let command = parse_command(text);
                     match command {
                         Command::Quit => {
-                            w.write_all(send(Reply::new(221, "2.0.0", "bye")).as_bytes()).await?;
+                            w.write_all(send(Reply::new(221, "2.0.0", "bye")).as_bytes())
+                                .await?;
                             return w.shutdown().await;
                         }
                         Command::Ehlo(domain) => {
@@ -393,7 +411,15 @@ where
                             continue;
                         }
                         Command::Data => {
-                            data_phase(&mut r, &mut w, &mut tx, &peer, handler, settings).await?
+                            match data_phase(&mut r, &mut w, &mut tx, &peer, handler, settings)
+                                .await?
+                            {
+                                DataOutcome::Reply(reply) => reply,
+                                DataOutcome::Close(reply) => {
+                                    w.write_all(send(reply).as_bytes()).await?;
+                                    return w.shutdown().await;
+                                }
+                            }
                         }
                         other => handle_command(other, &mut tx, handler, settings),
                     }
@@ -412,6 +438,13 @@ where
     }
 }
 
+/// What the session does after DATA.
+enum DataOutcome {
+    Reply(Reply),
+    /// Send the reply, then close the connection.
+    Close(Reply),
+}
+
 /// DATA: checks the transaction, answers 354, reads the message and returns
 /// the final reply (the handler's, or why the data was refused).
 async fn data_phase<R, W, H>(
@@ -421,20 +454,32 @@ async fn data_phase<R, W, H>(
     peer: &str,
     handler: &H,
     settings: &SmtpSettings,
-) -> std::io::Result<Reply>
+) -> std::io::Result<DataOutcome>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
     H: MailHandler,
 {
     if tx.helo.is_none() {
-        return Ok(Reply::new(503, "5.5.1", "send EHLO first"));
+        return Ok(DataOutcome::Reply(Reply::new(
+            503,
+            "5.5.1",
+            "send EHLO first",
+        )));
     }
     if tx.mail_from.is_none() {
-        return Ok(Reply::new(503, "5.5.1", "send MAIL FROM first"));
+        return Ok(DataOutcome::Reply(Reply::new(
+            503,
+            "5.5.1",
+            "send MAIL FROM first",
+        )));
     }
     if tx.rcpt_to.is_empty() {
-        return Ok(Reply::new(503, "5.5.1", "no valid recipients"));
+        return Ok(DataOutcome::Reply(Reply::new(
+            503,
+            "5.5.1",
+            "no valid recipients",
+        )));
     }
     if !r.buffer().is_empty() {
         // Without PIPELINING a client must wait for 354 before sending data.
@@ -442,9 +487,14 @@ where
             helo: tx.helo.take(),
             ..Transaction::default()
         };
-        return Ok(Reply::new(503, "5.5.0", "data sent before 354 without PIPELINING"));
+        return Ok(DataOutcome::Reply(Reply::new(
+            503,
+            "5.5.0",
+            "data sent before 354 without PIPELINING",
+        )));
     }
-    w.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n").await?;
+    w.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+        .await?;
     let data = read_data(r, settings.max_message_size, settings.data_timeout).await?;
     let envelope = Envelope {
         helo: tx.helo.clone().unwrap_or_default(),
@@ -453,10 +503,16 @@ where
         peer: peer.to_owned(),
     };
     Ok(match data {
-        Ok(raw) => handler.deliver(envelope, raw).await,
+        Ok(raw) => DataOutcome::Reply(handler.deliver(envelope, raw).await),
+        Err(fault @ DataFault::BareLineEnding) => {
+            // Like Postfix's smtpd_forbid_bare_newline: refuse and hang up, so
+            // no later bytes can be read as commands the client did not mean.
+            tracing::warn!(peer, ?fault, "DATA refused; closing the session");
+            DataOutcome::Close(fault.reply(settings.max_message_size))
+        }
         Err(fault) => {
             tracing::warn!(peer, ?fault, "DATA refused");
-            fault.reply(settings.max_message_size)
+            DataOutcome::Reply(fault.reply(settings.max_message_size))
         }
     })
 }
@@ -484,7 +540,10 @@ fn handle_command<H: MailHandler>(
                 Reply::new(
                     552,
                     "5.3.4",
-                    format!("message exceeds the size limit of {} octets", settings.max_message_size),
+                    format!(
+                        "message exceeds the size limit of {} octets",
+                        settings.max_message_size
+                    ),
                 )
             } else {
                 tx.mail_from = Some(from);
@@ -575,11 +634,13 @@ mod tests {
             let n = r.read(&mut buf).await.unwrap();
             transcript.extend_from_slice(&buf[..n]);
             for chunk in chunks {
-                w.write_all(chunk).await.unwrap();
+                if w.write_all(chunk).await.is_err() {
+                    break;
+                }
                 let n = r.read(&mut buf).await.unwrap();
                 transcript.extend_from_slice(&buf[..n]);
             }
-            w.shutdown().await.unwrap();
+            let _ = w.shutdown().await;
             let _ = r.read_to_end(&mut transcript).await;
             String::from_utf8_lossy(&transcript).into_owned()
         };
@@ -604,7 +665,10 @@ mod tests {
         assert!(t.contains("250-SIZE 200"), "{t}");
         assert!(t.contains("354 "), "{t}");
         assert!(t.contains("250 2.0.0 queued"), "{t}");
-        assert_eq!(msgs, vec![b"Subject: x\r\n\r\n.leading dot\r\nline\r\n".to_vec()]);
+        assert_eq!(
+            msgs,
+            vec![b"Subject: x\r\n\r\n.leading dot\r\nline\r\n".to_vec()]
+        );
     }
 
     #[tokio::test]
@@ -622,7 +686,8 @@ mod tests {
             let (t, msgs) = converse(&chunks).await;
             assert!(msgs.is_empty(), "smuggling input produced a message: {smuggle:?}");
             assert!(t.contains("554 5.6.0 bare CR or LF"), "{t}");
-            assert!(!t.contains("2.1.0 sender ok\r\n250 2.1.0"), "second transaction began: {t}");
+            assert_eq!(t.matches("2.1.0 sender ok").count(), 1, "a second transaction began: {t}");
+            assert!(t.ends_with("message refused\r\n"), "the session must close after the refusal: {t}");
         }
     }
 
@@ -680,23 +745,46 @@ mod tests {
         let token = CancellationToken::new();
         token.cancel();
         let settings = settings();
-        session(server, "t".into(), &handler, &settings, &token).await.unwrap();
+        session(server, "t".into(), &handler, &settings, &token)
+            .await
+            .unwrap();
         let mut out = String::new();
         let (mut r, _w) = tokio::io::split(client);
         r.read_to_string(&mut out).await.unwrap();
-        assert!(out.ends_with("421 4.3.0 shutting down, try again later\r\n"), "{out}");
+        assert!(
+            out.ends_with("421 4.3.0 shutting down, try again later\r\n"),
+            "{out}"
+        );
     }
 
     #[test]
     fn command_parsing() {
         assert_eq!(
             parse_command("MAIL FROM:<a@b.org> SIZE=100 BODY=8BITMIME"),
-            Command::Mail { from: "a@b.org".into(), size: Some(100) }
+            Command::Mail {
+                from: "a@b.org".into(),
+                size: Some(100)
+            }
         );
-        assert_eq!(parse_command("mail from:<>"), Command::Mail { from: String::new(), size: None });
-        assert_eq!(parse_command("RCPT TO:<list@x.org>"), Command::Rcpt("list@x.org".into()));
-        assert!(matches!(parse_command("RCPT TO:list@x.org"), Command::Invalid(_)));
-        assert!(matches!(parse_command("MAIL FROM:<a b@c>"), Command::Invalid(_)));
+        assert_eq!(
+            parse_command("mail from:<>"),
+            Command::Mail {
+                from: String::new(),
+                size: None
+            }
+        );
+        assert_eq!(
+            parse_command("RCPT TO:<list@x.org>"),
+            Command::Rcpt("list@x.org".into())
+        );
+        assert!(matches!(
+            parse_command("RCPT TO:list@x.org"),
+            Command::Invalid(_)
+        ));
+        assert!(matches!(
+            parse_command("MAIL FROM:<a b@c>"),
+            Command::Invalid(_)
+        ));
         assert_eq!(parse_command("QUIT"), Command::Quit);
         assert_eq!(parse_command("XYZZY"), Command::Unknown);
     }

@@ -29,7 +29,9 @@ pub fn parse_signed(raw: &[u8]) -> Result<SignedMail, Rejection> {
     let root = msg.root_part();
     let ctype = root.content_type().ok_or(Rejection::Unsigned)?;
     if !(ctype.ctype().eq_ignore_ascii_case("multipart")
-        && ctype.subtype().is_some_and(|s| s.eq_ignore_ascii_case("signed")))
+        && ctype
+            .subtype()
+            .is_some_and(|s| s.eq_ignore_ascii_case("signed")))
     {
         return Err(Rejection::Unsigned);
     }
@@ -47,10 +49,13 @@ pub fn parse_signed(raw: &[u8]) -> Result<SignedMail, Rejection> {
     let body = raw
         .get(root.raw_body_offset() as usize..)
         .ok_or(Rejection::Malformed("message has no body"))?;
-    let parts = split_multipart(body, boundary)
-        .ok_or(Rejection::Malformed("multipart/signed body is not properly delimited"))?;
+    let parts = split_multipart(body, boundary).ok_or(Rejection::Malformed(
+        "multipart/signed body is not properly delimited",
+    ))?;
     let [signed, signature] = parts[..] else {
-        return Err(Rejection::Malformed("multipart/signed must have exactly two parts"));
+        return Err(Rejection::Malformed(
+            "multipart/signed must have exactly two parts",
+        ));
     };
     let sig_msg = MessageParser::default()
         .parse(signature)
@@ -76,7 +81,9 @@ fn single_from(msg: &mail_parser::Message<'_>) -> Result<String, Rejection> {
         .filter(|h| h.name == HeaderName::From)
         .count();
     if count != 1 {
-        return Err(Rejection::FromHeader("mail must have exactly one From header"));
+        return Err(Rejection::FromHeader(
+            "mail must have exactly one From header",
+        ));
     }
     let addrs: Vec<_> = msg.from().map(|a| a.iter().collect()).unwrap_or_default();
     match addrs[..] {
@@ -84,7 +91,9 @@ fn single_from(msg: &mail_parser::Message<'_>) -> Result<String, Rejection> {
             .address()
             .map(str::to_ascii_lowercase)
             .ok_or(Rejection::FromHeader("From header has no address")),
-        _ => Err(Rejection::FromHeader("From header must name exactly one address")),
+        _ => Err(Rejection::FromHeader(
+            "From header must name exactly one address",
+        )),
     }
 }
 
@@ -123,7 +132,11 @@ fn find_delimiter(body: &[u8], mut from: usize, delim: &[u8]) -> Option<usize> {
         let cand = &body[i + 2..];
         if cand.starts_with(delim) {
             let tail = &cand[delim.len()..];
-            if tail.starts_with(b"--") || tail.starts_with(b"\r\n") || tail.starts_with(b" ") || tail.starts_with(b"\t") {
+            if tail.starts_with(b"--")
+                || tail.starts_with(b"\r\n")
+                || tail.starts_with(b" ")
+                || tail.starts_with(b"\t")
+            {
                 return Some(i);
             }
         }
@@ -157,7 +170,13 @@ pub fn sanitize_subject(s: &str) -> String {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    one_line.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(400).collect()
+    one_line
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(400)
+        .collect()
 }
 
 #[cfg(test)]
@@ -168,10 +187,16 @@ mod tests {
     fn delimiters_follow_rfc_2046() {
         let body = b"preamble\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b \r\nsig\r\n--b--\r\nepilogue";
         let parts = split_multipart(body, "b").unwrap();
-        assert_eq!(parts, vec![&b"Content-Type: text/plain\r\n\r\nhi"[..], b"sig"]);
+        assert_eq!(
+            parts,
+            vec![&b"Content-Type: text/plain\r\n\r\nhi"[..], b"sig"]
+        );
         // A longer boundary that starts with ours is not a delimiter.
         let body = b"--b\r\nx\r\n--bb\r\ny\r\n--b\r\nz\r\n--b--";
-        assert_eq!(split_multipart(body, "b").unwrap(), vec![&b"x\r\n--bb\r\ny"[..], b"z"]);
+        assert_eq!(
+            split_multipart(body, "b").unwrap(),
+            vec![&b"x\r\n--bb\r\ny"[..], b"z"]
+        );
         assert!(split_multipart(b"--b\r\nunterminated", "b").is_none());
     }
 
@@ -180,14 +205,24 @@ mod tests {
         let plain = b"From: a@b.org\r\nSubject: s\r\n\r\nhello\r\n";
         assert!(matches!(parse_signed(plain), Err(Rejection::Unsigned)));
         let two_from = b"From: a@b.org\r\nFrom: c@d.org\r\n\r\nx\r\n";
-        assert!(matches!(parse_signed(two_from), Err(Rejection::FromHeader(_))));
+        assert!(matches!(
+            parse_signed(two_from),
+            Err(Rejection::FromHeader(_))
+        ));
     }
 
     #[test]
     fn subjects_are_one_clean_line() {
-        assert_eq!(sanitize_subject("x\r\nBcc: evil@x.org\0"), "x Bcc: evil@x.org");
-        let part = b"Content-Type: text/plain; protected-headers=\"v1\"\r\nSubject: Real one\r\n\r\nbody";
+        assert_eq!(
+            sanitize_subject("x\r\nBcc: evil@x.org\0"),
+            "x Bcc: evil@x.org"
+        );
+        let part =
+            b"Content-Type: text/plain; protected-headers=\"v1\"\r\nSubject: Real one\r\n\r\nbody";
         assert_eq!(protected_subject(part).as_deref(), Some("Real one"));
-        assert_eq!(protected_subject(b"Content-Type: text/plain\r\nSubject: no\r\n\r\nb"), None);
+        assert_eq!(
+            protected_subject(b"Content-Type: text/plain\r\nSubject: no\r\n\r\nb"),
+            None
+        );
     }
 }

@@ -132,14 +132,28 @@ impl Intake {
             Err(rejection) => return self.reject(envelope, &rejection, now),
         };
         let id = random_hex(8);
-        let sealed = match relay.config.list_key.seal_to_self(&p, announcement.to_bytes().expose()) {
+        let sealed = match relay
+            .config
+            .list_key
+            .seal_to_self(&p, announcement.to_bytes().expose())
+        {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "sealing an announcement to the list key failed");
-                return Reply::new(451, "4.3.0", "local error while storing the message; try again later");
+                return Reply::new(
+                    451,
+                    "4.3.0",
+                    "local error while storing the message; try again later",
+                );
             }
         };
-        let members: Vec<String> = relay.config.roster.members().iter().map(|m| m.email.clone()).collect();
+        let members: Vec<String> = relay
+            .config
+            .roster
+            .members()
+            .iter()
+            .map(|m| m.email.clone())
+            .collect();
         let new = NewMessage {
             id: &id,
             signer: &announcement.signer,
@@ -158,14 +172,21 @@ impl Intake {
             }
             Err(e) => {
                 tracing::error!(error = %e, "spool write failed; answering 451");
-                Reply::new(451, "4.3.0", "local error while storing the message; try again later")
+                Reply::new(
+                    451,
+                    "4.3.0",
+                    "local error while storing the message; try again later",
+                )
             }
         }
     }
 
     fn reject(&self, envelope: &Envelope, rejection: &Rejection, now: DateTime<Utc>) -> Reply {
         tracing::warn!(peer = %envelope.peer, mail_from = %envelope.mail_from, reason = %rejection, "mail rejected");
-        let detail = format!("from peer {} envelope sender <{}>: {rejection}", envelope.peer, envelope.mail_from);
+        let detail = format!(
+            "from peer {} envelope sender <{}>: {rejection}",
+            envelope.peer, envelope.mail_from
+        );
         if let Err(e) = self.relay.spool.audit(now, "rejected", None, None, &detail) {
             tracing::error!(error = %e, "could not write the audit record of a rejection");
         }
@@ -178,7 +199,11 @@ impl MailHandler for Intake {
         if rcpt.eq_ignore_ascii_case(&self.relay.config.list_address) {
             Ok(())
         } else {
-            Err(Reply::new(550, "5.1.1", "no such list here; only the list address is accepted"))
+            Err(Reply::new(
+                550,
+                "5.1.1",
+                "no such list here; only the list address is accepted",
+            ))
         }
     }
 
@@ -204,7 +229,9 @@ mod tests {
             signer: "ABCD".into(),
             from: "pst@example.org".into(),
             subject: "CVE-2026-1: thing".into(),
-            entity: Secret::new(b"Content-Type: text/plain\r\n\r\nline\nwith\nnewlines\r\n".to_vec()),
+            entity: Secret::new(
+                b"Content-Type: text/plain\r\n\r\nline\nwith\nnewlines\r\n".to_vec(),
+            ),
         };
         let b = Announcement::from_bytes(a.to_bytes().expose()).unwrap();
         assert_eq!((b.signer, b.from, b.subject), (a.signer, a.from, a.subject));

@@ -1,0 +1,386 @@
+//! Test harness: keys (some made by GnuPG), a config in a temp dir, the real
+//! daemon binary as a child process, and a loopback capture sink.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use chrono::Utc;
+use embargo_relay::crypto;
+use embargo_relay::spool::{AuditRecord, Spool};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use sequoia_openpgp::Cert;
+use sequoia_openpgp::parse::Parse;
+
+pub const LIST: &str = "distributors-announce@lists.example.org";
+pub const PST: &str = "security@project.example.org";
+pub const GPG_MEMBER: &str = "secalert@distro-a.example";
+pub const SQ_MEMBER: &str = "security@distro-b.example";
+pub const EXPIRED_MEMBER: &str = "psirt@expired-c.example";
+
+/// How long a test waits for something that should happen within a second or two.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+#[allow(clippy::disallowed_methods)]
+pub fn now() -> chrono::DateTime<Utc> {
+    Utc::now()
+}
+
+/// A throwaway GnuPG home, as a member's or the PST's mail client has.
+pub struct Gpg {
+    home: tempfile::TempDir,
+}
+
+impl Gpg {
+    pub fn new() -> Gpg {
+        let home = tempfile::Builder::new()
+            .prefix("gpg")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::set_permissions(
+            home.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        std::fs::write(
+            home.path().join("gpg-agent.conf"),
+            "allow-loopback-pinentry\n",
+        )
+        .unwrap();
+        Gpg { home }
+    }
+
+    pub fn run(&self, args: &[&str], stdin: &[u8]) -> std::process::Output {
+        let mut child = Command::new("gpg")
+            .env("GNUPGHOME", self.home.path())
+            .args([
+                "--batch",
+                "--no-tty",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gpg must be installed (apt-get install gnupg)");
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str], stdin: &[u8]) -> Vec<u8> {
+        let out = self.run(args, stdin);
+        assert!(
+            out.status.success(),
+            "gpg {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// Generates a key the way a user does (`--quick-gen-key`), returns its fingerprint.
+    pub fn generate(&self, uid: &str) -> String {
+        self.ok(
+            &["--quick-gen-key", uid, "future-default", "default", "never"],
+            b"",
+        );
+        let listing =
+            String::from_utf8(self.ok(&["--with-colons", "--list-keys", uid], b"")).unwrap();
+        listing
+            .lines()
+            .find(|l| l.starts_with("fpr:"))
+            .and_then(|l| l.split(':').nth(9))
+            .unwrap()
+            .to_owned()
+    }
+
+    pub fn export_secret(&self, fpr: &str) -> Cert {
+        Cert::from_bytes(&self.ok(&["--armor", "--export-secret-keys", fpr], b"")).unwrap()
+    }
+
+    pub fn import(&self, key: &[u8]) {
+        self.ok(&["--import"], key);
+    }
+
+    /// A detached armored signature, as mutt or Thunderbird make over a MIME part.
+    pub fn detach_sign(&self, fpr: &str, data: &[u8]) -> Vec<u8> {
+        self.ok(&["--armor", "--detach-sign", "--local-user", fpr], data)
+    }
+
+    /// Decrypts; returns the plaintext and gpg's machine-readable status lines.
+    pub fn decrypt(&self, ciphertext: &[u8]) -> Result<(Vec<u8>, String), String> {
+        let out = self.run(&["--status-fd", "2", "--decrypt"], ciphertext);
+        let status = String::from_utf8_lossy(&out.stderr).into_owned();
+        if out.status.success() {
+            Ok((out.stdout, status))
+        } else {
+            Err(status)
+        }
+    }
+}
+
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", self.home.path())
+            .args(["--kill", "gpg-agent"])
+            .output();
+    }
+}
+
+/// A member as the tests know it: address and secret key to read copies with.
+pub struct TestMember {
+    pub email: String,
+    pub secret: Cert,
+    /// Whether the member's key can receive (the expired one cannot).
+    pub usable: bool,
+}
+
+/// A list in a temp dir: list key (Sequoia), PST key and one member key made
+/// by GnuPG, one member key made by Sequoia, one member whose key has expired.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub list: Cert,
+    pub pst_gpg: Gpg,
+    pub pst_fpr: String,
+    pub members: Vec<TestMember>,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let born = now() - chrono::Duration::hours(1);
+        let list = crypto::generate_key(&format!("List <{LIST}>"), born, None).unwrap();
+        let pst_gpg = Gpg::new();
+        let pst_fpr = pst_gpg.generate(&format!("Project PST <{PST}>"));
+        let member_gpg = Gpg::new();
+        let member_fpr = member_gpg.generate(&format!("Distro A <{GPG_MEMBER}>"));
+        let expired = crypto::generate_key(
+            &format!("Expired C <{EXPIRED_MEMBER}>"),
+            now() - chrono::Duration::days(10),
+            Some(Duration::from_secs(86400)),
+        )
+        .unwrap();
+        let members = vec![
+            TestMember {
+                email: PST.into(),
+                secret: pst_gpg.export_secret(&pst_fpr),
+                usable: true,
+            },
+            TestMember {
+                email: GPG_MEMBER.into(),
+                secret: member_gpg.export_secret(&member_fpr),
+                usable: true,
+            },
+            TestMember {
+                email: SQ_MEMBER.into(),
+                secret: crypto::generate_key(&format!("Distro B <{SQ_MEMBER}>"), born, None)
+                    .unwrap(),
+                usable: true,
+            },
+            TestMember {
+                email: EXPIRED_MEMBER.into(),
+                secret: expired,
+                usable: false,
+            },
+        ];
+        let f = Fixture {
+            dir,
+            list,
+            pst_gpg,
+            pst_fpr,
+            members,
+        };
+        std::fs::create_dir_all(f.path("keys")).unwrap();
+        std::fs::write(
+            f.path("keys/list.key"),
+            crypto::armored_secret(&f.list).unwrap(),
+        )
+        .unwrap();
+        for (i, m) in f.members.iter().enumerate() {
+            let public = m.secret.clone().strip_secret_key_material();
+            std::fs::write(
+                f.path(&format!("keys/m{i}.asc")),
+                crypto::armored_public(&public).unwrap(),
+            )
+            .unwrap();
+        }
+        f
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.path("state")
+    }
+
+    pub fn usable_members(&self) -> impl Iterator<Item = &TestMember> {
+        self.members.iter().filter(|m| m.usable)
+    }
+
+    /// Writes `config.toml` pointing at `smarthost`; returns its path.
+    pub fn write_config(&self, smarthost: SocketAddr) -> PathBuf {
+        let mut text = format!(
+            "[list]\naddress = \"{LIST}\"\nsecret_key = \"keys/list.key\"\nstate_dir = \"state\"\n\n\
+[inbound.smtp]\nlisten = \"127.0.0.1:0\"\nmax_message_size = \"1MiB\"\n\n\
+[outbound]\nsmarthost = \"smtp://{smarthost}\"\ntimeout = \"30s\"\nretry_initial = \"1s\"\nretry_max = \"2s\"\n"
+        );
+        for (i, m) in self.members.iter().enumerate() {
+            text.push_str(&format!(
+                "\n[[member]]\nemail = \"{}\"\norganization = \"Org {i}\"\nkey = \"keys/m{i}.asc\"\npst = {}\n",
+                m.email,
+                m.email == PST
+            ));
+        }
+        let path = self.path("config.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// An announcement signed by `gpg` (the PST's real key) as a mail client makes it.
+    pub fn gpg_signed(&self, from: &str, subject: &str, body: &str) -> Vec<u8> {
+        let part = embargo_relay::compose::text_part(Some(subject), body);
+        let sig = self.pst_gpg.detach_sign(&self.pst_fpr, &part);
+        embargo_relay::compose::multipart_signed(from, LIST, subject, &part, &sig)
+    }
+
+    pub fn spool(&self) -> Spool {
+        Spool::open(&self.state_dir()).unwrap()
+    }
+
+    pub fn audit(&self) -> Vec<AuditRecord> {
+        self.spool().audit_records().unwrap()
+    }
+
+    /// Polls the spool until no delivery is pending.
+    pub async fn wait_until_no_pending(&self) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.spool().next_due().unwrap().is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "deliveries still pending"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The daemon binary running as a child process, its log teed to a file.
+pub struct Daemon {
+    child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(config: &Path, log: &Path) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_embargo-relay"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "embargo_relay=trace,info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(file, "{line}");
+                if line.contains("SMTP listener ready") {
+                    let addr = line
+                        .split("addr=")
+                        .nth(1)
+                        .and_then(|s| s.split_whitespace().next());
+                    let _ = tx.send(addr.and_then(|a| a.parse::<SocketAddr>().ok()));
+                }
+            }
+        });
+        let addr = rx.recv_timeout(PATIENCE).ok().flatten().unwrap_or_else(|| {
+            panic!(
+                "daemon did not start; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        });
+        Daemon {
+            child,
+            addr,
+            log: log.to_owned(),
+        }
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Sends `raw` to the daemon with lettre; returns the reply code and text.
+pub async fn send(addr: SocketAddr, from: &str, raw: &[u8]) -> Result<String, (u16, String)> {
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(addr.ip().to_string())
+        .port(addr.port())
+        .build();
+    let envelope =
+        lettre::address::Envelope::new(Some(from.parse().unwrap()), vec![LIST.parse().unwrap()])
+            .unwrap();
+    match transport.send_raw(&envelope, raw).await {
+        Ok(r) => Ok(r.message().collect::<Vec<_>>().join(" ")),
+        Err(e) => {
+            let code = e
+                .status()
+                .map(|c| c.to_string().parse().unwrap_or(0))
+                .unwrap_or(0);
+            Err((code, e.to_string()))
+        }
+    }
+}
+
+/// The armored PGP message inside a captured RFC 3156 copy.
+pub fn armored_payload(raw: &[u8]) -> &[u8] {
+    let start = find(raw, b"-----BEGIN PGP MESSAGE-----").expect("copy holds a PGP message");
+    let end = find(raw, b"-----END PGP MESSAGE-----").expect("armor ends") + 25;
+    &raw[start..end]
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Every file below `dir`, with its bytes.
+pub fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push((path, bytes));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,194 @@
+//! Acceptance 1, 2, 3 and 5: a GnuPG-signed announcement becomes one
+//! encrypted copy per member that Sequoia and GnuPG decrypt and verify, no
+//! plaintext anywhere else, and a member with an expired key gets nothing.
+
+use embargo_relay::crypto::open_copy;
+use embargo_relay::sink::CaptureSink;
+use sequoia_openpgp::KeyHandle;
+use sequoia_openpgp::policy::StandardPolicy;
+
+use crate::common::*;
+
+const CANARY: &str = "CANARY-7f3a9c-kubelet-traversal";
+const SUBJECT: &str = "[EMBARGOED] CVE-2026-1234: kubelet path traversal";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gpg_signed_announcement_reaches_each_member_encrypted_to_that_member_alone() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let daemon = Daemon::start(&f.write_config(sink.addr()), &f.path("daemon.log"));
+    let body = format!("Embargo-Until: 2026-12-08T16:00:00Z\n\nThe secret is {CANARY}.\n");
+    let mail = f.gpg_signed(PST, SUBJECT, &body);
+
+    let reply = send(daemon.addr, PST, &mail)
+        .await
+        .expect("announcement accepted");
+    assert!(reply.contains("announcement accepted as"), "{reply}");
+
+    let usable: Vec<&TestMember> = f.usable_members().collect();
+    let captured = sink.wait_for(usable.len(), PATIENCE).await;
+    f.wait_until_no_pending().await;
+    let captured_after = sink.captured();
+    assert_eq!(
+        captured_after.len(),
+        usable.len(),
+        "exactly one copy per usable member"
+    );
+    assert_eq!(captured.len(), captured_after.len());
+
+    let p = StandardPolicy::new();
+    let list_cert = f.list.clone().strip_secret_key_material();
+    let others: Vec<&TestMember> = f.members.iter().collect();
+    for m in &usable {
+        let copies: Vec<_> = captured
+            .iter()
+            .filter(|c| c.envelope.rcpt_to == vec![m.email.clone()])
+            .collect();
+        assert_eq!(
+            copies.len(),
+            1,
+            "{}: one envelope, addressed to this member only",
+            m.email
+        );
+        let raw = &copies[0].raw;
+        let text = String::from_utf8_lossy(raw);
+        assert!(
+            text.contains("Subject: [embargoed announcement]\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("multipart/encrypted"), "{text}");
+        assert!(text.contains(&format!("From: {LIST}")), "{text}");
+        assert!(
+            !text.contains("kubelet"),
+            "real subject leaked into the outer copy"
+        );
+        for other in others.iter().filter(|o| o.email != m.email) {
+            assert!(
+                !text.contains(&other.email),
+                "{}'s copy names {}",
+                m.email,
+                other.email
+            );
+        }
+
+        // Sequoia, with this member's key alone.
+        let opened = open_copy(&p, &m.secret, &list_cert, armored_payload(raw))
+            .expect("decrypts and verifies");
+        assert_eq!(
+            opened.signer,
+            Some(f.list.fingerprint()),
+            "signed by the list key"
+        );
+        assert_eq!(opened.recipients.len(), 1, "one PKESK only");
+        let own: Vec<KeyHandle> = m
+            .secret
+            .keys()
+            .map(|k| KeyHandle::from(k.key().keyid()))
+            .collect();
+        assert!(
+            own.iter().any(|h| h.aliases(&opened.recipients[0])),
+            "PKESK names this member's key"
+        );
+        for other in others.iter().filter(|o| o.email != m.email) {
+            assert!(
+                open_copy(&p, &other.secret, &list_cert, armored_payload(raw)).is_err(),
+                "{} can read {}'s copy",
+                other.email,
+                m.email
+            );
+        }
+        let plain = String::from_utf8_lossy(opened.plaintext.expose()).into_owned();
+        assert!(plain.contains("protected-headers=\"v1\""), "{plain}");
+        assert!(
+            plain.contains(&format!("Subject: {SUBJECT}\r\n")),
+            "{plain}"
+        );
+        assert!(plain.contains(CANARY), "the body arrives intact");
+        assert!(plain.contains("Embargo-Until: 2026-12-08T16:00:00Z"));
+
+        // GnuPG 2.2, as the member's mail client, with the member key and the list certificate.
+        let gpg = Gpg::new();
+        gpg.import(&embargo_relay::crypto::armored_secret(&m.secret).unwrap());
+        gpg.import(&embargo_relay::crypto::armored_public(&list_cert).unwrap());
+        let (gplain, status) = gpg
+            .decrypt(armored_payload(raw))
+            .unwrap_or_else(|s| panic!("gpg could not decrypt {}'s copy: {s}", m.email));
+        assert!(status.contains("[GNUPG:] DECRYPTION_OKAY"), "{status}");
+        let validsig = status
+            .lines()
+            .find(|l| l.starts_with("[GNUPG:] VALIDSIG "))
+            .unwrap_or_else(|| panic!("no valid signature: {status}"));
+        assert!(
+            validsig.ends_with(&f.list.fingerprint().to_hex()),
+            "signed by the list key: {validsig}"
+        );
+        assert!(String::from_utf8_lossy(&gplain).contains(CANARY));
+    }
+
+    // Acceptance 5: the member with an expired certificate got nothing, and the audit says why.
+    assert!(
+        !captured
+            .iter()
+            .any(|c| c.envelope.rcpt_to.contains(&EXPIRED_MEMBER.to_owned()))
+    );
+    let audit = f.audit();
+    let skipped = audit
+        .iter()
+        .find(|r| r.event == "skipped")
+        .expect("a skipped record");
+    assert_eq!(skipped.member.as_deref(), Some(EXPIRED_MEMBER));
+    assert!(skipped.detail.contains("not alive"), "{}", skipped.detail);
+    assert_eq!(
+        audit.iter().filter(|r| r.event == "sent").count(),
+        usable.len()
+    );
+    let log = std::fs::read_to_string(&daemon.log).unwrap();
+    assert!(
+        log.contains("member skipped") && log.contains(EXPIRED_MEMBER),
+        "{log}"
+    );
+
+    // Acceptance 3: the canary is nowhere but inside the decrypted copies.
+    assert!(
+        captured
+            .iter()
+            .all(|c| find(&c.raw, CANARY.as_bytes()).is_none()),
+        "canary in outbound bytes"
+    );
+    assert!(!log.contains(CANARY), "canary in the log");
+    let files = all_files(&f.state_dir());
+    assert!(files.iter().any(|(p, _)| p.ends_with("spool.sqlite")));
+    for (path, bytes) in files {
+        assert!(
+            find(&bytes, CANARY.as_bytes()).is_none(),
+            "canary in {}",
+            path.display()
+        );
+        assert!(
+            find(&bytes, b"kubelet path traversal").is_none(),
+            "subject in {}",
+            path.display()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transient_smarthost_failure_is_retried_with_backoff() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    sink.fail_next(2);
+    let daemon = Daemon::start(&f.write_config(sink.addr()), &f.path("daemon.log"));
+    send(daemon.addr, PST, &f.gpg_signed(PST, "retry", "body"))
+        .await
+        .unwrap();
+    let n = f.usable_members().count();
+    let got = sink.wait_for(n, PATIENCE).await;
+    assert_eq!(got.len(), n, "every member got its copy after the 451s");
+    let deferred: Vec<_> = f
+        .audit()
+        .into_iter()
+        .filter(|r| r.event == "deferred")
+        .collect();
+    assert_eq!(deferred.len(), 2, "{deferred:?}");
+    assert!(deferred[0].detail.contains("451"), "{}", deferred[0].detail);
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real daemon binary, real SMTP clients, GnuPG.
+
+mod common;
+mod crash;
+mod delivery;
+mod demo;
+mod rejection;
+mod smuggling;

@@ -1,0 +1,105 @@
+//! Acceptance 4: unsigned, non-PST, wrong From, bad signature: each gets a
+//! 5xx naming the reason and an audit record, and nothing is sent.
+
+use embargo_relay::compose;
+use embargo_relay::sink::CaptureSink;
+use sequoia_openpgp::policy::StandardPolicy;
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_or_broken_announcements_are_refused_and_nothing_is_sent() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let daemon = Daemon::start(&f.write_config(sink.addr()), &f.path("daemon.log"));
+    let p = StandardPolicy::new();
+
+    let unsigned =
+        format!("From: {PST}\r\nTo: {LIST}\r\nSubject: plain\r\n\r\nnot signed\r\n").into_bytes();
+    let intruder = embargo_relay::crypto::generate_key(
+        "Eve <eve@evil.example>",
+        now() - chrono::Duration::hours(1),
+        None,
+    )
+    .unwrap();
+    let not_pst =
+        compose::signed_announcement(&p, &intruder, now(), PST, LIST, "fake", "forged").unwrap();
+    let wrong_from = f.gpg_signed(
+        GPG_MEMBER,
+        "spoof",
+        "From is a member, signature is the PST's",
+    );
+    let tampered = {
+        let good = f.gpg_signed(PST, "tamper", "pay 100 dollars");
+        let at = find(&good, b"100").unwrap();
+        let mut bad = good.clone();
+        bad[at..at + 3].copy_from_slice(b"999");
+        bad
+    };
+    let cases: [(&str, Vec<u8>, u16, &str); 4] = [
+        ("unsigned", unsigned, 550, "not PGP/MIME signed"),
+        ("non-PST key", not_pst, 550, "signature not from a PST key"),
+        (
+            "From not on the key",
+            wrong_from,
+            550,
+            "is not a user ID of the signing PST key",
+        ),
+        ("tampered", tampered, 550, "signature does not verify"),
+    ];
+    for (name, mail, code, reason) in &cases {
+        let (got_code, text) = send(daemon.addr, PST, mail).await.expect_err(name);
+        assert_eq!(got_code, *code, "{name}: {text}");
+        assert!(
+            text.contains(reason),
+            "{name}: reply {text:?} should name {reason:?}"
+        );
+    }
+    let rejected: Vec<_> = f
+        .audit()
+        .into_iter()
+        .filter(|r| r.event == "rejected")
+        .collect();
+    assert_eq!(rejected.len(), cases.len());
+    for ((name, _, _, reason), record) in cases.iter().zip(&rejected) {
+        assert!(
+            record.detail.contains(reason),
+            "{name}: audit {:?}",
+            record.detail
+        );
+    }
+
+    // A replay of an accepted announcement is refused too.
+    let good = f.gpg_signed(PST, "real", "genuine announcement");
+    send(daemon.addr, PST, &good)
+        .await
+        .expect("a genuine announcement is still accepted");
+    let (code, text) = send(daemon.addr, PST, &good).await.expect_err("replay");
+    assert_eq!(code, 550, "{text}");
+    assert!(text.contains("replayed"), "{text}");
+
+    // Only the genuine announcement went out: one copy per usable member.
+    let n = f.usable_members().count();
+    sink.wait_for(n, PATIENCE).await;
+    f.wait_until_no_pending().await;
+    assert_eq!(
+        sink.captured().len(),
+        n,
+        "nothing but the genuine announcement was sent"
+    );
+
+    // Mail for anyone but the list is refused at RCPT.
+    let transport =
+        lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(daemon.addr.port())
+            .build();
+    let env = lettre::address::Envelope::new(
+        Some(PST.parse().unwrap()),
+        vec!["someone@else.example".parse().unwrap()],
+    )
+    .unwrap();
+    let err = lettre::AsyncTransport::send_raw(&transport, &env, &good)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("550"), "{err}");
+}
