@@ -416,6 +416,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_uses_only_known_fields() {
+        let raw: RawConfig = toml::from_str(include_str!("../config/embargo-relay.example.toml"))
+            .expect("config/embargo-relay.example.toml must parse");
+        assert_eq!(raw.members.len(), 2);
+        assert!(raw.members[0].pst);
+        parse_smarthost(&raw.outbound.smarthost).unwrap();
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let err = Config::parse(
             "[list]\naddress='l@x.org'\nsecret_key='k'\nstate_dir='s'\nsurprise=1\n[outbound]\nsmarthost='smtp://h'\n",
