@@ -757,6 +757,73 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_silent_client_is_timed_out_with_421() {
+        let handler = Recorder::default();
+        let (client, server) = tokio::io::duplex(4096);
+        let settings = SmtpSettings {
+            command_timeout: Duration::from_millis(100),
+            ..settings()
+        };
+        let token = CancellationToken::new();
+        session(server, "t".into(), &handler, &settings, &token)
+            .await
+            .unwrap();
+        let mut out = String::new();
+        let (mut r, _w) = tokio::io::split(client);
+        r.read_to_string(&mut out).await.unwrap();
+        assert!(
+            out.ends_with("421 4.4.2 timeout waiting for a command, closing\r\n"),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn sessions_over_the_bound_are_refused_and_the_rest_keep_working() {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let settings = Arc::new(SmtpSettings {
+            max_sessions: 2,
+            ..settings()
+        });
+        let token = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        tokio::spawn(serve(
+            listener,
+            Arc::new(Recorder::default()),
+            settings,
+            token.clone(),
+            tracker,
+        ));
+        let greeting = |s: tokio::net::TcpStream| async move {
+            let mut line = String::new();
+            BufReader::new(s).read_line(&mut line).await.unwrap();
+            line
+        };
+        let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut r1, mut w1) = first.into_split();
+        let mut buf = [0u8; 256];
+        let n = r1.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"220 "));
+        let mut r2 = BufReader::new(second);
+        let mut line = String::new();
+        r2.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("220 "), "{line}");
+        let third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(
+            greeting(third).await.starts_with("421 4.3.2"),
+            "the third session is over the bound"
+        );
+        // The held sessions still work.
+        w1.write_all(b"NOOP\r\n").await.unwrap();
+        let n = r1.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"250 2.0.0 ok\r\n");
+        drop((r1, w1, r2));
+        token.cancel();
+    }
+
     #[test]
     fn command_parsing() {
         assert_eq!(

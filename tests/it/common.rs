@@ -20,6 +20,8 @@ pub const PST: &str = "security@project.example.org";
 pub const GPG_MEMBER: &str = "secalert@distro-a.example";
 pub const SQ_MEMBER: &str = "security@distro-b.example";
 pub const EXPIRED_MEMBER: &str = "psirt@expired-c.example";
+/// On the roster, but its certificate file does not exist.
+pub const MISSING_MEMBER: &str = "security@missing-d.example";
 
 /// How long a test waits for something that should happen within a second or two.
 pub const PATIENCE: Duration = Duration::from_secs(60);
@@ -240,6 +242,9 @@ impl Fixture {
                 m.email == PST
             ));
         }
+        text.push_str(&format!(
+            "\n[[member]]\nemail = \"{MISSING_MEMBER}\"\norganization = \"Missing D\"\nkey = \"keys/not-there.asc\"\n"
+        ));
         let path = self.path("config.toml");
         std::fs::write(&path, text).unwrap();
         path

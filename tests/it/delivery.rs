@@ -125,26 +125,38 @@ async fn gpg_signed_announcement_reaches_each_member_encrypted_to_that_member_al
         assert!(String::from_utf8_lossy(&gplain).contains(CANARY));
     }
 
-    // Acceptance 5: the member with an expired certificate got nothing, and the audit says why.
-    assert!(
-        !captured
+    // Acceptance 5: the members with an expired or a missing certificate got
+    // nothing, and the audit says who and why.
+    for m in [EXPIRED_MEMBER, MISSING_MEMBER] {
+        let got = captured
             .iter()
-            .any(|c| c.envelope.rcpt_to.contains(&EXPIRED_MEMBER.to_owned()))
-    );
+            .any(|c| c.envelope.rcpt_to.contains(&m.to_owned()));
+        assert!(!got, "{m} got a copy");
+    }
     let audit = f.audit();
-    let skipped = audit
-        .iter()
-        .find(|r| r.event == "skipped")
-        .expect("a skipped record");
-    assert_eq!(skipped.member.as_deref(), Some(EXPIRED_MEMBER));
-    assert!(skipped.detail.contains("not alive"), "{}", skipped.detail);
+    let skipped = |who: &str| {
+        audit
+            .iter()
+            .find(|r| r.event == "skipped" && r.member.as_deref() == Some(who))
+            .map(|r| r.detail.clone())
+    };
+    let expired = skipped(EXPIRED_MEMBER).expect("the expired member's skip is audited");
+    assert!(expired.contains("not alive"), "{expired}");
+    let missing = skipped(MISSING_MEMBER).expect("the missing certificate's skip is audited");
+    assert!(
+        missing.contains("not-there.asc") && missing.contains("unreadable"),
+        "{missing}"
+    );
+    assert_eq!(audit.iter().filter(|r| r.event == "skipped").count(), 2);
     assert_eq!(
         audit.iter().filter(|r| r.event == "sent").count(),
         usable.len()
     );
     let log = std::fs::read_to_string(&daemon.log).unwrap();
     assert!(
-        log.contains("member skipped") && log.contains(EXPIRED_MEMBER),
+        log.contains("member skipped")
+            && log.contains(EXPIRED_MEMBER)
+            && log.contains(MISSING_MEMBER),
         "{log}"
     );
 
