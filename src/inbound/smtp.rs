@@ -738,19 +738,24 @@ mod tests {
         assert!(t.ends_with("250 2.0.0 ok\r\n"), "{t}");
     }
 
-    #[tokio::test]
-    async fn shutdown_answers_421() {
+    /// Runs a session whose client never says anything; returns what it was told.
+    async fn silent_session(settings: SmtpSettings, token: CancellationToken) -> String {
         let handler = Recorder::default();
         let (client, server) = tokio::io::duplex(4096);
-        let token = CancellationToken::new();
-        token.cancel();
-        let settings = settings();
         session(server, "t".into(), &handler, &settings, &token)
             .await
             .unwrap();
         let mut out = String::new();
         let (mut r, _w) = tokio::io::split(client);
         r.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn shutdown_answers_421() {
+        let token = CancellationToken::new();
+        token.cancel();
+        let out = silent_session(settings(), token).await;
         assert!(
             out.ends_with("421 4.3.0 shutting down, try again later\r\n"),
             "{out}"
@@ -759,19 +764,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_silent_client_is_timed_out_with_421() {
-        let handler = Recorder::default();
-        let (client, server) = tokio::io::duplex(4096);
         let settings = SmtpSettings {
             command_timeout: Duration::from_millis(100),
             ..settings()
         };
-        let token = CancellationToken::new();
-        session(server, "t".into(), &handler, &settings, &token)
-            .await
-            .unwrap();
-        let mut out = String::new();
-        let (mut r, _w) = tokio::io::split(client);
-        r.read_to_string(&mut out).await.unwrap();
+        let out = silent_session(settings, CancellationToken::new()).await;
         assert!(
             out.ends_with("421 4.4.2 timeout waiting for a command, closing\r\n"),
             "{out}"
