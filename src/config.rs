@@ -65,6 +65,7 @@ pub struct RawSmtp {
     pub max_sessions: Option<usize>,
     pub command_timeout: Option<String>,
     pub data_timeout: Option<String>,
+    pub session_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +106,7 @@ pub struct SmtpConfig {
     pub max_sessions: usize,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
+    pub session_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -211,6 +213,11 @@ impl Validator<'_> {
                 "5m",
             )?,
             data_timeout: self.duration("inbound.smtp.data_timeout", raw.data_timeout, "3m")?,
+            session_timeout: self.duration(
+                "inbound.smtp.session_timeout",
+                raw.session_timeout,
+                "30m",
+            )?,
         })
     }
 

@@ -63,6 +63,7 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running
         max_recipients: 10,
         command_timeout: config.smtp.command_timeout,
         data_timeout: config.smtp.data_timeout,
+        max_session: config.smtp.session_timeout,
     });
     let outbound = Outbound::new(&config.outbound, &config.hostname);
     let relay = Arc::new(Relay {

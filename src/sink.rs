@@ -76,6 +76,7 @@ impl CaptureSink {
             max_recipients: 1000,
             command_timeout: Duration::from_secs(60),
             data_timeout: Duration::from_secs(60),
+            max_session: Duration::from_secs(600),
         });
         tokio::spawn(smtp::serve(
             listener,

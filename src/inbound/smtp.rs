@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -78,6 +79,9 @@ pub struct SmtpSettings {
     pub max_recipients: usize,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
+    /// The longest a whole session may last, so slow clients cannot hold
+    /// every session slot for ever.
+    pub max_session: Duration,
 }
 
 /// A parsed command line. Parsing does no I/O.
@@ -200,11 +204,25 @@ pub async fn serve<H: MailHandler>(
     }
 }
 
-/// How one line read ended.
-enum Line {
-    Complete,
-    TooLong,
-    Eof,
+/// What reading one line found. The whole line is inspected, including
+/// any part of an over-long line that was discarded.
+#[derive(Debug, Default, Clone, Copy)]
+struct LineRead {
+    /// The connection closed before a line feed.
+    eof: bool,
+    /// Longer than the limit; only the first `max` bytes were kept.
+    too_long: bool,
+    /// Ended in CR LF (rather than a bare LF).
+    ends_crlf: bool,
+    /// Held a CR not followed by LF.
+    bare_cr: bool,
+}
+
+impl LineRead {
+    /// Ended in CRLF with no other CR or LF in it.
+    fn clean(&self) -> bool {
+        self.ends_crlf && !self.bare_cr
+    }
 }
 
 /// Reads bytes up to and including `\n` into `buf`, keeping at most `max`
@@ -213,30 +231,34 @@ async fn read_line<R: AsyncBufRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
     max: usize,
-) -> std::io::Result<Line> {
+) -> std::io::Result<LineRead> {
     buf.clear();
-    let mut too_long = false;
+    let mut read = LineRead::default();
+    let mut prev = 0u8;
     loop {
         let chunk = r.fill_buf().await?;
         if chunk.is_empty() {
-            return Ok(Line::Eof);
+            read.eof = true;
+            return Ok(read);
         }
         let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
             Some(i) => (i + 1, true),
             None => (chunk.len(), false),
         };
-        let room = max.saturating_sub(buf.len());
-        if take > room {
-            too_long = true;
+        for &b in &chunk[..take] {
+            if b == b'\n' {
+                read.ends_crlf = prev == b'\r';
+            } else if prev == b'\r' {
+                read.bare_cr = true;
+            }
+            prev = b;
         }
+        let room = max.saturating_sub(buf.len());
+        read.too_long |= take > room;
         buf.extend_from_slice(&chunk[..take.min(room)]);
         r.consume(take);
         if done {
-            return Ok(if too_long {
-                Line::TooLong
-            } else {
-                Line::Complete
-            });
+            return Ok(read);
         }
     }
 }
@@ -273,48 +295,45 @@ impl DataFault {
 
 /// Reads a DATA section up to the only terminator RFC 5321 allows: the
 /// bytes `<CRLF>.<CRLF>`, i.e. a line that is exactly `.` CRLF after a line
-/// that ended in CRLF (never after a bare LF). Any bare CR or LF makes the whole message invalid; it is read to
-/// that terminator and refused (and the session then closed), so one DATA
-/// can never become two messages.
+/// that ended in CRLF (never after a bare LF, whatever the line's length).
+/// Any bare CR or LF makes the whole message invalid; it is read to that
+/// terminator and refused (and the session then closed), so one DATA can
+/// never become two messages.
 async fn read_data<R: AsyncBufRead + Unpin>(
     r: &mut R,
     max_size: usize,
     line_timeout: Duration,
+    deadline: Instant,
 ) -> std::io::Result<Result<Vec<u8>, DataFault>> {
     let mut msg = Vec::new();
     let mut fault = None;
+    let mut bare_line_ending = false;
     let mut line = Vec::with_capacity(MAX_TEXT_LINE);
     let mut after_crlf = true; // the DATA command ended in CRLF
     loop {
-        let read = tokio::time::timeout(line_timeout, read_line(r, &mut line, MAX_TEXT_LINE))
+        let limit = deadline.min(Instant::now() + line_timeout);
+        let read = tokio::time::timeout_at(limit, read_line(r, &mut line, MAX_TEXT_LINE))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "DATA timeout"))??;
-        match read {
-            Line::Eof => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "connection closed in DATA",
-                ));
-            }
-            Line::TooLong => {
-                fault.get_or_insert(DataFault::LineTooLong);
-                continue;
-            }
-            Line::Complete => {}
+        if read.eof {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed in DATA",
+            ));
         }
-        if line == b".\r\n" && after_crlf {
-            return Ok(match fault {
-                Some(f) => Err(f),
-                None => Ok(msg),
+        if after_crlf && !read.too_long && line == b".\r\n" {
+            return Ok(match (bare_line_ending, fault) {
+                (true, _) => Err(DataFault::BareLineEnding),
+                (false, Some(f)) => Err(f),
+                (false, None) => Ok(msg),
             });
         }
-        let body = &line[..line.len() - 1];
-        let strict = body.ends_with(b"\r") && !body[..body.len() - 1].contains(&b'\r');
-        after_crlf = line.ends_with(b"\r\n");
-        if !strict {
-            fault.get_or_insert(DataFault::BareLineEnding);
+        after_crlf = read.ends_crlf;
+        bare_line_ending |= !read.clean();
+        if read.too_long {
+            fault.get_or_insert(DataFault::LineTooLong);
         }
-        if fault.is_some() {
+        if bare_line_ending || fault.is_some() {
             continue;
         }
         let unstuffed = line.strip_prefix(b".").unwrap_or(&line);
@@ -334,6 +353,73 @@ struct Transaction {
     rcpt_to: Vec<String>,
 }
 
+/// What the session does next.
+enum Step {
+    Command(Command),
+    /// Answer this and read the next command.
+    Reply(Reply),
+    /// Answer this, then close the connection.
+    Close(Reply),
+    /// The client went away.
+    Eof,
+}
+
+/// One connection: the buffered reader, the writer and the session deadline.
+struct Conn<R, W> {
+    r: BufReader<R>,
+    w: W,
+    line: Vec<u8>,
+    deadline: Instant,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
+    async fn send(&mut self, reply: &Reply) -> std::io::Result<()> {
+        self.w.write_all(reply.to_wire().as_bytes()).await
+    }
+
+    async fn close(&mut self, reply: &Reply) -> std::io::Result<()> {
+        self.send(reply).await?;
+        self.w.shutdown().await
+    }
+
+    /// Reads and parses one command line, within the command timeout and
+    /// the session's deadline.
+    async fn read_command(&mut self, settings: &SmtpSettings) -> std::io::Result<Step> {
+        let limit = self.deadline.min(Instant::now() + settings.command_timeout);
+        let read = tokio::time::timeout_at(
+            limit,
+            read_line(&mut self.r, &mut self.line, MAX_COMMAND_LINE),
+        )
+        .await;
+        let Ok(read) = read else {
+            return Ok(Step::Close(Reply::new(421, "4.4.2", "timeout, closing")));
+        };
+        let read = read?;
+        if read.eof {
+            return Ok(Step::Eof);
+        }
+        if read.too_long {
+            return Ok(Step::Reply(Reply::new(
+                500,
+                "5.5.2",
+                "command line too long",
+            )));
+        }
+        let text = self
+            .line
+            .strip_suffix(b"\r\n")
+            .and_then(|l| std::str::from_utf8(l).ok());
+        match text {
+            Some(text) if read.clean() => Ok(Step::Command(parse_command(text))),
+            _ => Ok(Step::Reply(Reply::new(
+                500,
+                "5.5.2",
+                "command lines must be text ending in CRLF",
+            ))),
+        }
+    }
+}
+
 /// Runs one SMTP session on `stream` to its end.
 pub async fn session<S, H>(
     stream: S,
@@ -346,156 +432,115 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     H: MailHandler,
 {
-    let (r, mut w) = tokio::io::split(stream);
-    let mut r = BufReader::new(r);
-    let send = |reply: Reply| reply.to_wire();
-    w.write_all(format!("220 {} ESMTP embargo-relay\r\n", settings.hostname).as_bytes())
-        .await?;
+    let (r, w) = tokio::io::split(stream);
+    let mut conn = Conn {
+        r: BufReader::new(r),
+        w,
+        line: Vec::with_capacity(MAX_COMMAND_LINE),
+        deadline: Instant::now() + settings.max_session,
+    };
+    let greeting = format!("220 {} ESMTP embargo-relay\r\n", settings.hostname);
+    conn.w.write_all(greeting.as_bytes()).await?;
     let mut tx = Transaction::default();
     let mut errors = 0;
-    let mut line = Vec::with_capacity(MAX_COMMAND_LINE);
     loop {
-        let read = tokio::select! {
-            _ = shutdown.cancelled() => {
-                w.write_all(send(Reply::new(421, "4.3.0", "shutting down, try again later")).as_bytes()).await?;
-                return w.shutdown().await;
-            }
-            read = tokio::time::timeout(settings.command_timeout, read_line(&mut r, &mut line, MAX_COMMAND_LINE)) => read,
+        let step = tokio::select! {
+            _ = shutdown.cancelled() => Step::Close(shutting_down()),
+            step = conn.read_command(settings) => step?,
         };
-        let reply = match read {
-            Err(_) => {
-                let r = Reply::new(421, "4.4.2", "timeout waiting for a command, closing");
-                w.write_all(send(r).as_bytes()).await?;
-                return w.shutdown().await;
+        let reply = match step {
+            Step::Eof => return Ok(()),
+            Step::Close(reply) => return conn.close(&reply).await,
+            Step::Reply(reply) => reply,
+            Step::Command(Command::Quit) => {
+                return conn.close(&Reply::new(221, "2.0.0", "bye")).await;
             }
-            Ok(read) => match read? {
-                Line::Eof => return Ok(()),
-                Line::TooLong => Reply::new(500, "5.5.2", "command line too long"),
-                Line::Complete => {
-                    let Some(text) = line
-                        .strip_suffix(b"\r\n")
-                        .and_then(|l| std::str::from_utf8(l).ok())
-                    else {
-                        errors += 1;
-                        w.write_all(
-                            send(Reply::new(
-                                500,
-                                "5.5.2",
-                                "command lines must be text ending in CRLF",
-                            ))
-                            .as_bytes(),
-                        )
-                        .await?;
-                        if errors >= MAX_ERRORS {
-                            return w.shutdown().await;
-                        }
-                        continue;
-                    };
-                    let command = parse_command(text);
-                    match command {
-                        Command::Quit => {
-                            w.write_all(send(Reply::new(221, "2.0.0", "bye")).as_bytes())
-                                .await?;
-                            return w.shutdown().await;
-                        }
-                        Command::Ehlo(domain) => {
-                            tx = Transaction {
-                                helo: Some(domain),
-                                ..Transaction::default()
-                            };
-                            let ehlo = format!(
-                                "250-{}\r\n250-SIZE {}\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n",
-                                settings.hostname, settings.max_message_size
-                            );
-                            w.write_all(ehlo.as_bytes()).await?;
-                            continue;
-                        }
-                        Command::Data => {
-                            match data_phase(&mut r, &mut w, &mut tx, &peer, handler, settings)
-                                .await?
-                            {
-                                DataOutcome::Reply(reply) => reply,
-                                DataOutcome::Close(reply) => {
-                                    w.write_all(send(reply).as_bytes()).await?;
-                                    return w.shutdown().await;
-                                }
-                            }
-                        }
-                        other => handle_command(other, &mut tx, handler, settings),
-                    }
+            Step::Command(Command::Ehlo(domain)) => {
+                tx = Transaction {
+                    helo: Some(domain),
+                    ..Transaction::default()
+                };
+                let ehlo = format!(
+                    "250-{}\r\n250-SIZE {}\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n",
+                    settings.hostname, settings.max_message_size
+                );
+                conn.w.write_all(ehlo.as_bytes()).await?;
+                continue;
+            }
+            Step::Command(Command::Data) => {
+                match data_phase(&mut conn, &mut tx, &peer, handler, settings, shutdown).await? {
+                    Step::Close(reply) => return conn.close(&reply).await,
+                    Step::Reply(reply) => reply,
+                    Step::Command(_) | Step::Eof => return Ok(()),
                 }
-            },
+            }
+            Step::Command(other) => handle_command(other, &mut tx, handler, settings),
         };
         if reply.code >= 500 {
             errors += 1;
         }
-        w.write_all(send(reply).as_bytes()).await?;
         if errors >= MAX_ERRORS {
-            let r = Reply::new(421, "4.7.0", "too many errors, closing");
-            w.write_all(send(r).as_bytes()).await?;
-            return w.shutdown().await;
+            return conn
+                .close(&Reply::new(421, "4.7.0", "too many errors, closing"))
+                .await;
         }
+        conn.send(&reply).await?;
     }
 }
 
-/// What the session does after DATA.
-enum DataOutcome {
-    Reply(Reply),
-    /// Send the reply, then close the connection.
-    Close(Reply),
+fn shutting_down() -> Reply {
+    Reply::new(421, "4.3.0", "shutting down, try again later")
 }
 
 /// DATA: checks the transaction, answers 354, reads the message and returns
-/// the final reply (the handler's, or why the data was refused).
+/// the final reply (the handler's, or why the data was refused). A shutdown
+/// while the client is still sending answers 421; once the message is read,
+/// the handler runs to completion.
 async fn data_phase<R, W, H>(
-    r: &mut BufReader<R>,
-    w: &mut W,
+    conn: &mut Conn<R, W>,
     tx: &mut Transaction,
     peer: &str,
     handler: &H,
     settings: &SmtpSettings,
-) -> std::io::Result<DataOutcome>
+    shutdown: &CancellationToken,
+) -> std::io::Result<Step>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
     H: MailHandler,
 {
     if tx.helo.is_none() {
-        return Ok(DataOutcome::Reply(Reply::new(
-            503,
-            "5.5.1",
-            "send EHLO first",
-        )));
+        return Ok(Step::Reply(Reply::new(503, "5.5.1", "send EHLO first")));
     }
     if tx.mail_from.is_none() {
-        return Ok(DataOutcome::Reply(Reply::new(
+        return Ok(Step::Reply(Reply::new(
             503,
             "5.5.1",
             "send MAIL FROM first",
         )));
     }
     if tx.rcpt_to.is_empty() {
-        return Ok(DataOutcome::Reply(Reply::new(
-            503,
-            "5.5.1",
-            "no valid recipients",
-        )));
+        return Ok(Step::Reply(Reply::new(503, "5.5.1", "no valid recipients")));
     }
-    if !r.buffer().is_empty() {
+    if !conn.r.buffer().is_empty() {
         // Without PIPELINING a client must wait for 354 before sending data.
         *tx = Transaction {
             helo: tx.helo.take(),
             ..Transaction::default()
         };
-        return Ok(DataOutcome::Reply(Reply::new(
+        return Ok(Step::Reply(Reply::new(
             503,
             "5.5.0",
             "data sent before 354 without PIPELINING",
         )));
     }
-    w.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+    conn.w
+        .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
         .await?;
-    let data = read_data(r, settings.max_message_size, settings.data_timeout).await?;
+    let data = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(Step::Close(shutting_down())),
+        data = read_data(&mut conn.r, settings.max_message_size, settings.data_timeout, conn.deadline) => data?,
+    };
     let envelope = Envelope {
         helo: tx.helo.clone().unwrap_or_default(),
         mail_from: tx.mail_from.take().unwrap_or_default(),
@@ -503,16 +548,16 @@ where
         peer: peer.to_owned(),
     };
     Ok(match data {
-        Ok(raw) => DataOutcome::Reply(handler.deliver(envelope, raw).await),
+        Ok(raw) => Step::Reply(handler.deliver(envelope, raw).await),
         Err(fault @ DataFault::BareLineEnding) => {
             // Like Postfix's smtpd_forbid_bare_newline: refuse and hang up, so
             // no later bytes can be read as commands the client did not mean.
             tracing::warn!(peer, ?fault, "DATA refused; closing the session");
-            DataOutcome::Close(fault.reply(settings.max_message_size))
+            Step::Close(fault.reply(settings.max_message_size))
         }
         Err(fault) => {
             tracing::warn!(peer, ?fault, "DATA refused");
-            DataOutcome::Reply(fault.reply(settings.max_message_size))
+            Step::Reply(fault.reply(settings.max_message_size))
         }
     })
 }
@@ -616,6 +661,7 @@ mod tests {
             max_recipients: 10,
             command_timeout: Duration::from_secs(5),
             data_timeout: Duration::from_secs(5),
+            max_session: Duration::from_secs(30),
         }
     }
 
@@ -679,6 +725,8 @@ mod tests {
             b"Subject: a\r\n\r\nbody\n.\r\nMAIL FROM:<evil@x>\r\n.\r\n",
             b"Subject: a\r\n\r\nbody\r\r\n.\r\n",
             b"Subject: a\r\n\r\nbare\rcr\r\n.\r\n",
+            // An over-long line ending in a bare LF must not let `.` end DATA.
+            &[&b"Subject: a\r\n\r\n"[..], &[b'x'; 1200], b"\n.\r\nMAIL FROM:<evil@x>\r\n.\r\n"].concat(),
         ] {
             let mut chunks = HEAD.to_vec();
             chunks.push(smuggle);
@@ -763,16 +811,71 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn shutdown_during_data_answers_421_without_delivering() {
+        let handler = Recorder::default();
+        let (client, server) = tokio::io::duplex(4096);
+        let token = CancellationToken::new();
+        let settings = settings();
+        let server = session(server, "t".into(), &handler, &settings, &token);
+        let client = async {
+            let (mut r, mut w) = tokio::io::split(client);
+            let mut buf = [0u8; 1024];
+            let _ = r.read(&mut buf).await.unwrap();
+            for cmd in HEAD {
+                w.write_all(cmd).await.unwrap();
+                let _ = r.read(&mut buf).await.unwrap();
+            }
+            w.write_all(b"Subject: half a message\r\n").await.unwrap();
+            token.cancel();
+            let mut rest = String::new();
+            r.read_to_string(&mut rest).await.unwrap();
+            rest
+        };
+        let (res, rest) = tokio::join!(server, client);
+        res.unwrap();
+        assert_eq!(rest, "421 4.3.0 shutting down, try again later\r\n");
+        assert!(handler.messages.into_inner().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_session_cannot_outlive_its_deadline_by_keeping_busy() {
+        let handler = Recorder::default();
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let settings = SmtpSettings {
+            max_session: Duration::from_millis(300),
+            ..settings()
+        };
+        let token = CancellationToken::new();
+        let server = session(server, "t".into(), &handler, &settings, &token);
+        let client = async {
+            let (mut r, mut w) = tokio::io::split(client);
+            // Keep sending NOOPs until the server hangs up.
+            let mut transcript = Vec::new();
+            let mut buf = [0u8; 1024];
+            loop {
+                let n = r.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                transcript.extend_from_slice(&buf[..n]);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let _ = w.write_all(b"NOOP\r\n").await;
+            }
+            String::from_utf8(transcript).unwrap()
+        };
+        let (res, t) = tokio::join!(server, client);
+        res.unwrap();
+        assert!(t.ends_with("421 4.4.2 timeout, closing\r\n"), "{t}");
+    }
+
+    #[tokio::test]
     async fn a_silent_client_is_timed_out_with_421() {
         let settings = SmtpSettings {
             command_timeout: Duration::from_millis(100),
             ..settings()
         };
         let out = silent_session(settings, CancellationToken::new()).await;
-        assert!(
-            out.ends_with("421 4.4.2 timeout waiting for a command, closing\r\n"),
-            "{out}"
-        );
+        assert!(out.ends_with("421 4.4.2 timeout, closing\r\n"), "{out}");
     }
 
     #[tokio::test]

@@ -53,7 +53,9 @@ async fn smuggled_messages_are_refused_whole() {
     let first = f.gpg_signed(PST, "first", "the real one");
     let second = f.gpg_signed(PST, "second", "the smuggled one");
 
-    for ending in [&b"\n.\n"[..], b"\n.\r\n", b"\r\n.\n"] {
+    // The last one hides the bare LF at the end of a line over 1000 octets.
+    let long_line = [&[b'x'; 1200][..], b"\n.\r\n"].concat();
+    for ending in [&b"\n.\n"[..], b"\n.\r\n", b"\r\n.\n", &long_line] {
         let mut data = first.clone();
         data.extend_from_slice(ending);
         data.extend_from_slice(
