@@ -107,7 +107,9 @@ impl ListKey {
             .collect()
     }
 
-    /// Encrypts spool contents to the list's own encryption keys (binary, unsigned).
+    /// Signs spool contents with the list key and encrypts them to its own
+    /// encryption keys (binary), so the spool can be neither read nor forged
+    /// without the list's secret key.
     pub fn seal_to_self(&self, p: &dyn Policy, plaintext: &[u8]) -> anyhow::Result<Vec<u8>> {
         let vc = self.tsk.with_policy(p, None)?;
         let recipients: Vec<Recipient> = vc
@@ -119,20 +121,23 @@ impl ListKey {
         if recipients.is_empty() {
             anyhow::bail!("list key has no encryption subkey");
         }
+        let signer = self.signing_keypair(p, None)?;
         let mut sink = Vec::with_capacity(plaintext.len() + 512);
         let message = Message::new(&mut sink);
         let message = Encryptor::for_recipients(message, recipients).build()?;
+        let message = Signer::new(message, signer)?.build()?;
         let mut w = LiteralWriter::new(message).build()?;
         w.write_all(plaintext)?;
         w.finalize()?;
         Ok(sink)
     }
 
-    /// Decrypts what [`ListKey::seal_to_self`] made.
+    /// Decrypts what [`ListKey::seal_to_self`] made; fails unless the list
+    /// key's signature inside is good.
     pub fn open_from_self(&self, p: &dyn Policy, ciphertext: &[u8]) -> anyhow::Result<Secret> {
         let helper = Opener {
             keypairs: self.decryption_keypairs(p),
-            verify_with: None,
+            verify_with: Some(self.cert()),
             recipients: Vec::new(),
             signer: None,
         };
@@ -249,8 +254,11 @@ pub enum SignatureProblem {
 #[derive(Debug, Clone)]
 pub struct VerifiedSigner {
     pub cert: Cert,
-    /// SHA-256 of the signature packets, for the replay cache.
-    pub signature_digest: String,
+    /// One identity per good signature, for the replay cache: SHA-256 of
+    /// the signature packet without its unhashed (unauthenticated) area, so
+    /// re-armoring, re-encoding or editing unhashed subpackets does not
+    /// make a replay look new. Sorted, without duplicates.
+    pub signature_digests: Vec<String>,
 }
 
 /// Verifies `sig` (armored or binary detached signature) over `data`.
@@ -280,10 +288,7 @@ pub fn verify_detached(
     let verified = v.verify_bytes(data);
     let outcome = v.into_helper().outcome;
     match (verified, outcome) {
-        (Ok(()), Some(Ok(cert))) => Ok(VerifiedSigner {
-            cert,
-            signature_digest: sha256_hex(sig),
-        }),
+        (Ok(()), Some(Ok(signer))) => Ok(signer),
         (_, Some(Err(problem))) => Err(problem),
         _ => Err(SignatureProblem::Bad),
     }
@@ -293,12 +298,13 @@ struct PstVerifier<'a> {
     pst: &'a [Cert],
     p: &'a dyn Policy,
     now: DateTime<Utc>,
-    outcome: Option<Result<Cert, SignatureProblem>>,
+    outcome: Option<Result<VerifiedSigner, SignatureProblem>>,
 }
 
 impl PstVerifier<'_> {
-    fn judge(&self, structure: MessageStructure) -> Result<Cert, SignatureProblem> {
+    fn judge(&self, structure: MessageStructure) -> Result<VerifiedSigner, SignatureProblem> {
         let mut signer: Option<Cert> = None;
+        let mut digests = Vec::new();
         for layer in structure {
             let MessageLayer::SignatureGroup { results } = layer else {
                 return Err(SignatureProblem::Malformed);
@@ -317,17 +323,18 @@ impl PstVerifier<'_> {
                 })?;
                 let cert = good.ka.cert();
                 self.alive_now(cert, &good.ka.key().fingerprint())?;
-                if signer
-                    .as_ref()
-                    .is_some_and(|s| s.fingerprint() != cert.fingerprint())
-                {
-                    // Two different PST signers are fine; keep the first for From matching.
-                    continue;
-                }
+                digests.push(signature_identity(good.sig));
+                // Several PST signers are fine; the first is matched against From.
                 signer.get_or_insert_with(|| cert.clone());
             }
         }
-        signer.ok_or(SignatureProblem::Bad)
+        digests.sort();
+        digests.dedup();
+        let cert = signer.ok_or(SignatureProblem::Bad)?;
+        Ok(VerifiedSigner {
+            cert,
+            signature_digests: digests,
+        })
     }
 
     /// Sequoia judges the key at the signature's creation time; the relay
@@ -365,6 +372,16 @@ impl VerificationHelper for PstVerifier<'_> {
             Err(anyhow::anyhow!("signature rejected"))
         }
     }
+}
+
+/// SHA-256 of a signature packet with its unhashed area emptied.
+fn signature_identity(sig: &openpgp::packet::Signature) -> String {
+    let mut normalized = sig.clone();
+    normalized.unhashed_area_mut().clear();
+    let bytes = openpgp::Packet::from(normalized)
+        .to_vec()
+        .unwrap_or_default();
+    sha256_hex(&bytes)
 }
 
 /// The e-mail addresses of a certificate's user IDs that are valid under the policy now.
@@ -439,7 +456,7 @@ pub fn open_copy(
 
 struct Opener {
     keypairs: Vec<KeyPair>,
-    /// When set, a good signature by this certificate is required.
+    /// A good signature by this certificate is required.
     verify_with: Option<Cert>,
     recipients: Vec<KeyHandle>,
     signer: Option<Fingerprint>,
@@ -584,6 +601,7 @@ mod tests {
         let sig = sign_detached(&p, &pst, now(), data).unwrap();
         let ok = verify_detached(&p, now(), std::slice::from_ref(&pst), data, &sig).unwrap();
         assert_eq!(ok.cert.fingerprint(), pst.fingerprint());
+        assert_eq!(ok.signature_digests.len(), 1);
         assert_eq!(
             verify_detached(&p, now(), std::slice::from_ref(&pst), b"tampered", &sig).unwrap_err(),
             SignatureProblem::Bad
@@ -597,6 +615,72 @@ mod tests {
             verify_detached(&p, now(), std::slice::from_ref(&pst), data, b"garbage").unwrap_err(),
             SignatureProblem::Malformed
         );
+    }
+
+    #[test]
+    fn replay_identity_ignores_encoding_and_unhashed_subpackets() {
+        use openpgp::Packet;
+        use openpgp::packet::signature::subpacket::{Subpacket, SubpacketValue};
+        let p = StandardPolicy::new();
+        let pst = generate_key(
+            "PST <pst@example.org>",
+            now() - chrono::Duration::days(1),
+            None,
+        )
+        .unwrap();
+        let data = b"announcement";
+        let armored = sign_detached(&p, &pst, now(), data).unwrap();
+        let pile = openpgp::PacketPile::from_bytes(&armored).unwrap();
+        let binary = pile.to_vec().unwrap();
+        let Some(Packet::Signature(sig)) = pile.into_children().next() else {
+            panic!("a signature packet")
+        };
+        let mut edited = sig.clone();
+        edited
+            .unhashed_area_mut()
+            .add(
+                Subpacket::new(
+                    SubpacketValue::Unknown {
+                        tag: openpgp::packet::signature::subpacket::SubpacketTag::Private(101),
+                        body: b"new".to_vec(),
+                    },
+                    false,
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        let edited = Packet::from(edited).to_vec().unwrap();
+        let doubled = [binary.clone(), binary.clone()].concat();
+        let pst = std::slice::from_ref(&pst);
+        let id = |sig: &[u8]| {
+            verify_detached(&p, now(), pst, data, sig)
+                .unwrap()
+                .signature_digests
+        };
+        let original = id(&armored);
+        assert_eq!(original.len(), 1);
+        assert_eq!(id(&binary), original, "binary instead of armored");
+        assert_eq!(id(&edited), original, "an edited unhashed area");
+        assert_eq!(id(&doubled), original, "the same signature twice");
+        let fresh = sign_detached(&p, &pst[0], now() - chrono::Duration::seconds(1), data).unwrap();
+        assert_ne!(id(&fresh), original, "a new signature is a new identity");
+    }
+
+    #[test]
+    fn revoked_pst_key_is_rejected() {
+        let p = StandardPolicy::new();
+        let born = now() - chrono::Duration::days(2);
+        let (cert, revocation) = CertBuilder::general_purpose(Some("PST <pst@example.org>"))
+            .set_creation_time(at(born))
+            .generate()
+            .unwrap();
+        let data = b"x";
+        let sig = sign_detached(&p, &cert, now() - chrono::Duration::days(1), data).unwrap();
+        let (revoked, _) = cert.insert_packets(Some(revocation)).unwrap();
+        assert!(matches!(
+            verify_detached(&p, now(), std::slice::from_ref(&revoked), data, &sig),
+            Err(SignatureProblem::BadKey(_))
+        ));
     }
 
     #[test]

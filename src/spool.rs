@@ -32,8 +32,11 @@ CREATE TABLE IF NOT EXISTS messages (
     id           TEXT PRIMARY KEY,
     received_at  INTEGER NOT NULL,
     signer       TEXT NOT NULL,
-    sig_digest   TEXT NOT NULL UNIQUE,
     sealed       BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seen_signatures (
+    digest      TEXT PRIMARY KEY,
+    message_id  TEXT NOT NULL REFERENCES messages(id)
 );
 CREATE TABLE IF NOT EXISTS deliveries (
     message_id      TEXT NOT NULL REFERENCES messages(id),
@@ -61,7 +64,9 @@ CREATE TABLE IF NOT EXISTS audit (
 pub struct NewMessage<'a> {
     pub id: &'a str,
     pub signer: &'a str,
-    pub sig_digest: &'a str,
+    /// Identities of its signatures (replay cache keys); any seen before
+    /// makes the message a replay.
+    pub sig_digests: &'a [String],
     pub sealed: &'a [u8],
     /// One delivery is created per member address.
     pub members: &'a [String],
@@ -156,23 +161,32 @@ impl Spool {
     pub fn accept(&self, msg: &NewMessage<'_>, now: DateTime<Utc>) -> Result<(), SpoolError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.db(e))?;
-        let seen: Option<String> = tx
-            .query_row(
-                "SELECT id FROM messages WHERE sig_digest = ?1",
-                [msg.sig_digest],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.db(e))?;
-        if let Some(id) = seen {
-            return Err(SpoolError::Replay(id));
+        for digest in msg.sig_digests {
+            let seen: Option<String> = tx
+                .query_row(
+                    "SELECT message_id FROM seen_signatures WHERE digest = ?1",
+                    [digest],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| self.db(e))?;
+            if let Some(id) = seen {
+                return Err(SpoolError::Replay(id));
+            }
         }
         let t = to_millis(now);
         tx.execute(
-            "INSERT INTO messages (id, received_at, signer, sig_digest, sealed) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![msg.id, t, msg.signer, msg.sig_digest, msg.sealed],
+            "INSERT INTO messages (id, received_at, signer, sealed) VALUES (?1, ?2, ?3, ?4)",
+            params![msg.id, t, msg.signer, msg.sealed],
         )
         .map_err(|e| self.db(e))?;
+        for digest in msg.sig_digests {
+            tx.execute(
+                "INSERT INTO seen_signatures (digest, message_id) VALUES (?1, ?2)",
+                params![digest, msg.id],
+            )
+            .map_err(|e| self.db(e))?;
+        }
         for member in msg.members {
             tx.execute(
                 "INSERT INTO deliveries (message_id, member, copy_id, state, next_attempt_at) VALUES (?1, ?2, ?3, 'pending', ?4)",
@@ -433,7 +447,7 @@ mod tests {
         let msg = NewMessage {
             id: "m1",
             signer: "FPR",
-            sig_digest: "d1",
+            sig_digests: &["d1".to_owned()],
             sealed: b"ciphertext",
             members: &members,
         };
@@ -475,7 +489,7 @@ mod tests {
                 &NewMessage {
                     id: "m1",
                     signer: "F",
-                    sig_digest: "d",
+                    sig_digests: &["d".to_owned()],
                     sealed: b"c",
                     members: &members,
                 },

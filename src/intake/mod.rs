@@ -49,13 +49,20 @@ impl Rejection {
 }
 
 /// A verified announcement: what the spool keeps (sealed) and the fanout sends.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Announcement {
     pub signer: String,
     pub from: String,
     pub subject: String,
     /// The signed MIME entity, verbatim.
     pub entity: Secret,
+}
+
+impl std::fmt::Debug for Announcement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The Subject is embargoed content too.
+        write!(f, "Announcement(signer {}, [redacted])", self.signer)
+    }
 }
 
 const FORMAT: &[u8] = b"embargo-relay announcement v1\n";
@@ -94,20 +101,34 @@ pub fn examine(
     pst: &[Cert],
     p: &dyn Policy,
     now: DateTime<Utc>,
-) -> Result<(Announcement, String), Rejection> {
+) -> Result<(Announcement, Vec<String>), Rejection> {
     let mail = mime::parse_signed(raw)?;
     let auth = verify::authorize(&mail, pst, p, now)?;
-    let subject = mime::protected_subject(mail.signed_part.expose())
-        .or(mail.outer_subject)
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "(no subject)".to_owned());
+    let subject = relayed_subject(
+        mime::protected_subject(mail.signed_part.expose()),
+        mail.outer_subject,
+    );
     let announcement = Announcement {
         signer: auth.signer,
         from: mail.from,
         subject,
         entity: mail.signed_part,
     };
-    Ok((announcement, auth.signature_digest))
+    Ok((announcement, auth.signature_digests))
+}
+
+/// Marks an outer Subject that no signature covers before the list re-signs it.
+pub const UNVERIFIED_SUBJECT: &str = "[unverified subject]";
+
+/// The Subject members see: the signed (protected) one; failing that the
+/// outer one, marked as unverified, since the list's signature must not
+/// vouch for what the PST did not sign.
+fn relayed_subject(protected: Option<String>, outer: Option<String>) -> String {
+    match (protected, outer) {
+        (Some(signed), _) if !signed.is_empty() => signed,
+        (_, Some(outer)) if !outer.is_empty() => format!("{UNVERIFIED_SUBJECT} {outer}"),
+        _ => "(no subject)".to_owned(),
+    }
 }
 
 /// The SMTP handler of the daemon.
@@ -127,7 +148,7 @@ impl Intake {
         let now = relay.clock.now();
         let p = StandardPolicy::new();
         let examined = examine(raw, &relay.pst, &p, now);
-        let (announcement, digest) = match examined {
+        let (announcement, digests) = match examined {
             Ok(a) => a,
             Err(rejection) => return self.reject(envelope, &rejection, now),
         };
@@ -157,7 +178,7 @@ impl Intake {
         let new = NewMessage {
             id: &id,
             signer: &announcement.signer,
-            sig_digest: &digest,
+            sig_digests: &digests,
             sealed: &sealed,
             members: &members,
         };
@@ -222,6 +243,57 @@ impl MailHandler for Intake {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_signed_subject_is_relayed_as_is() {
+        let s = |p: Option<&str>, o: Option<&str>| {
+            relayed_subject(p.map(Into::into), o.map(Into::into))
+        };
+        assert_eq!(s(Some("CVE-1: signed"), Some("outer")), "CVE-1: signed");
+        assert_eq!(
+            s(None, Some("CVE-1: outer")),
+            "[unverified subject] CVE-1: outer"
+        );
+        assert_eq!(s(Some(""), None), "(no subject)");
+    }
+
+    #[test]
+    fn thunderbird_style_mixed_entity_is_relayed_verbatim_with_its_protected_subject() {
+        let p = StandardPolicy::new();
+        let now: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-11-20T12:00:00Z")
+            .unwrap()
+            .into();
+        let pst = crate::crypto::generate_key(
+            "PST <pst@example.org>",
+            now - chrono::Duration::days(1),
+            None,
+        )
+        .unwrap();
+        // As Thunderbird signs it: multipart/mixed with protected headers, a
+        // legacy-display-free text part in quoted-printable and an attachment.
+        let part = b"Content-Type: multipart/mixed; boundary=\"------------tb1\";\r\n protected-headers=\"v1\"\r\n\
+Subject: CVE-2026-9: signed subject\r\nFrom: PST <pst@example.org>\r\n\r\nThis is a multi-part message in MIME format.\r\n\
+--------------tb1\r\nContent-Type: text/plain; charset=UTF-8; format=flowed\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+Embargo-Until: 2026-12-08T16:00:00Z\r\n\r\nDetails =C3=A9t=C3=A9 here.\r\n\r\n--------------tb1\r\n\
+Content-Type: text/plain; charset=UTF-8; name=\"public-advisory.txt\"\r\nContent-Disposition: attachment; filename=\"public-advisory.txt\"\r\n\
+Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n--------------tb1--\r\n";
+        let sig = crate::crypto::sign_detached(&p, &pst, now, part).unwrap();
+        let raw = crate::compose::multipart_signed(
+            "PST <pst@example.org>",
+            "list@example.org",
+            "...",
+            part,
+            &sig,
+        );
+        let (a, digests) = examine(&raw, std::slice::from_ref(&pst), &p, now).unwrap();
+        assert_eq!(a.subject, "CVE-2026-9: signed subject");
+        assert_eq!(
+            a.entity.expose(),
+            &part[..],
+            "the signed entity, byte for byte"
+        );
+        assert_eq!(digests.len(), 1);
+    }
 
     #[test]
     fn announcement_framing_round_trips() {

@@ -13,7 +13,8 @@ use crate::crypto;
 #[derive(Debug, Clone)]
 pub struct Authorized {
     pub signer: String,
-    pub signature_digest: String,
+    /// Identities of the good signatures, for the replay cache.
+    pub signature_digests: Vec<String>,
 }
 
 pub fn authorize(
@@ -33,6 +34,6 @@ pub fn authorize(
     }
     Ok(Authorized {
         signer: verified.cert.fingerprint().to_hex(),
-        signature_digest: verified.signature_digest,
+        signature_digests: verified.signature_digests,
     })
 }
