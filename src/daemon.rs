@@ -3,12 +3,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::policy::StandardPolicy;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -37,6 +39,8 @@ pub struct Running {
     pub relay: Arc<Relay>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    /// Set when a task ended on its own (a bug or a panic): the daemon stops.
+    failed: Arc<AtomicBool>,
 }
 
 impl Running {
@@ -75,29 +79,83 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running
     });
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    tracker.spawn(smtp::serve(
+    let failed = Arc::new(AtomicBool::new(false));
+    let intake = Arc::new(Intake::new(relay.clone()));
+    let serve = smtp::serve(
         listener,
-        Arc::new(Intake::new(relay.clone())),
+        intake,
         settings,
         shutdown.clone(),
         tracker.clone(),
-    ));
-    tracker.spawn(fanout::run(relay.clone(), outbound, shutdown.clone()));
+    );
+    let fanout = fanout::run(relay.clone(), outbound, shutdown.clone());
+    supervise(
+        &tracker,
+        &shutdown,
+        &failed,
+        "smtp listener",
+        tokio::spawn(serve),
+    );
+    supervise(
+        &tracker,
+        &shutdown,
+        &failed,
+        "fan-out",
+        tokio::spawn(fanout),
+    );
     tracing::info!(addr = %smtp_addr, list = %relay.config.list_address, members = relay.config.roster.members().len(), "SMTP listener ready");
     Ok(Running {
         smtp_addr,
         relay,
         shutdown,
         tracker,
+        failed,
     })
 }
 
-/// Runs until SIGTERM or SIGINT, then shuts down cleanly.
+/// Watches a task: if it ends while the daemon is not shutting down, the
+/// whole daemon stops (so the service manager restarts it) rather than run
+/// on half-dead, answering 250 with nothing delivering.
+fn supervise(
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+    failed: &Arc<AtomicBool>,
+    name: &'static str,
+    task: JoinHandle<()>,
+) {
+    let (shutdown, failed) = (shutdown.clone(), failed.clone());
+    tracker.spawn(async move {
+        let outcome = match task.await {
+            Ok(()) => "returned",
+            Err(e) if e.is_panic() => "panicked",
+            Err(_) => "was cancelled",
+        };
+        if !shutdown.is_cancelled() {
+            tracing::error!(
+                task = name,
+                outcome,
+                "daemon task stopped unexpectedly; shutting down"
+            );
+            failed.store(true, Ordering::SeqCst);
+            shutdown.cancel();
+        }
+    });
+}
+
+/// Runs until SIGTERM or SIGINT (or a task dies), then shuts down cleanly.
 pub async fn run_until_signal(config: Config, clock: SharedClock) -> anyhow::Result<()> {
     let running = start(config, clock).await?;
-    wait_for_signal().await?;
+    let stopped = running.shutdown.clone();
+    tokio::select! {
+        signal = wait_for_signal() => signal?,
+        _ = stopped.cancelled() => {}
+    }
     tracing::info!("shutting down");
+    let failed = running.failed.load(Ordering::SeqCst);
     running.shutdown().await;
+    if failed {
+        anyhow::bail!("a daemon task stopped unexpectedly (see the log above)");
+    }
     Ok(())
 }
 

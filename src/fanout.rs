@@ -18,14 +18,39 @@ use crate::spool::{DueDelivery, Finished, SpoolError};
 const BATCH: usize = 256;
 /// The longest the worker sleeps without looking at the spool again.
 const IDLE: Duration = Duration::from_secs(60);
+/// The first pause after the spool could not be read or written.
+const FIRST_PAUSE: Duration = Duration::from_secs(5);
 
-/// Delivers until `shutdown`; woken early by `relay.wake`.
+/// Why the worker has to pause: it cannot trust what it would record.
+#[derive(Debug, thiserror::Error)]
+enum Stall {
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error("a blocking task {0}")]
+    Task(&'static str),
+}
+
+/// Delivers until `shutdown`; woken early by `relay.wake`. If an outcome
+/// cannot be recorded, the worker pauses (doubling up to a minute) rather
+/// than send again what it could not mark as sent.
 pub async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: CancellationToken) {
+    let mut pause = FIRST_PAUSE;
     loop {
         match deliver_due(&relay, &outbound, &shutdown).await {
-            Ok(n) if n > 0 => continue,
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "fan-out could not read the spool"),
+            Ok(n) if n > 0 => {
+                pause = FIRST_PAUSE;
+                continue;
+            }
+            Ok(_) => pause = FIRST_PAUSE,
+            Err(e) => {
+                tracing::error!(error = %e, pause_s = pause.as_secs(), "fan-out paused: the spool cannot be read or written");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(IDLE);
+                continue;
+            }
         }
         let wait = next_wait(&relay).await;
         tokio::select! {
@@ -38,20 +63,24 @@ pub async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: CancellationTo
 
 async fn next_wait(relay: &Arc<Relay>) -> Duration {
     let r = relay.clone();
-    let next = blocking(move || r.spool.next_due()).await.ok().flatten();
+    let next = blocking(move || r.spool.next_due()).await;
     match next {
-        Some(at) => (at - relay.clock.now())
+        Ok(Ok(Some(at))) => (at - relay.clock.now())
             .to_std()
             .unwrap_or(Duration::ZERO)
             .min(IDLE),
-        None => IDLE,
+        _ => IDLE,
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f)
-        .await
-        .expect("spool task panicked")
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Stall> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        Stall::Task(if e.is_panic() {
+            "panicked"
+        } else {
+            "was cancelled"
+        })
+    })
 }
 
 /// Works through one batch of due deliveries; returns how many it handled.
@@ -59,16 +88,15 @@ async fn deliver_due(
     relay: &Arc<Relay>,
     outbound: &Outbound,
     shutdown: &CancellationToken,
-) -> Result<usize, SpoolError> {
+) -> Result<usize, Stall> {
     let r = relay.clone();
     let now = relay.clock.now();
-    let due = blocking(move || r.spool.due(now, BATCH)).await?;
+    let due = blocking(move || r.spool.due(now, BATCH)).await??;
     let mut handled = 0;
     for group in due.chunk_by(|a, b| a.message_id == b.message_id) {
         let r = relay.clone();
         let id = group[0].message_id.clone();
-        let opened = blocking(move || open(&r, &id)).await;
-        let announcement = match opened {
+        let announcement = match blocking(move || open(&r, &id)).await? {
             Ok(a) => Arc::new(a),
             Err(e) => {
                 tracing::error!(message_id = %group[0].message_id, error = %e, "cannot open a spooled announcement");
@@ -79,7 +107,7 @@ async fn deliver_due(
                         Finished::Failed,
                         format!("spooled announcement unreadable: {e}"),
                     )
-                    .await;
+                    .await?;
                 }
                 handled += group.len();
                 continue;
@@ -89,7 +117,7 @@ async fn deliver_due(
             if shutdown.is_cancelled() {
                 return Ok(handled);
             }
-            deliver_one(relay, outbound, &announcement, d, shutdown).await;
+            deliver_one(relay, outbound, &announcement, d, shutdown).await?;
             handled += 1;
         }
     }
@@ -103,32 +131,31 @@ fn open(relay: &Relay, message_id: &str) -> anyhow::Result<Announcement> {
     Announcement::from_bytes(plain.expose()).ok_or_else(|| anyhow::anyhow!("unknown spool format"))
 }
 
-/// Seals and sends one copy; records how it ended.
+/// Seals and sends one copy; records how it ended. An error means the
+/// outcome could not be recorded, and the worker must pause.
 async fn deliver_one(
     relay: &Arc<Relay>,
     outbound: &Outbound,
     announcement: &Arc<Announcement>,
     d: &DueDelivery,
     shutdown: &CancellationToken,
-) {
+) -> Result<(), Stall> {
     let r = relay.clone();
     let (a, dd) = (announcement.clone(), d.clone());
-    let sealed = blocking(move || seal_copy(&r, &a, &dd)).await;
-    let message = match sealed {
+    let message = match blocking(move || seal_copy(&r, &a, &dd)).await? {
         Ok(m) => m,
         Err(SealError::Recipient(reason)) => {
             tracing::warn!(message_id = %d.message_id, member = %d.member, %reason, "member skipped: no usable encryption key, nothing sent");
-            finish(relay, d, Finished::Skipped, reason).await;
-            return;
+            return finish(relay, d, Finished::Skipped, reason).await;
         }
         Err(SealError::Crypto(reason)) => {
+            // E.g. the list's signing key expired: the operator can fix that, so retry.
             tracing::error!(message_id = %d.message_id, member = %d.member, %reason, "sealing a copy failed");
-            finish(relay, d, Finished::Failed, reason).await;
-            return;
+            return defer(relay, d, format!("sealing failed: {reason}")).await;
         }
     };
     let sent = tokio::select! {
-        _ = shutdown.cancelled() => return, // still pending: sent again after restart
+        _ = shutdown.cancelled() => return Ok(()), // still pending: sent again after restart
         sent = outbound.send(&relay.config.list_address, &d.member, &message) => sent,
     };
     match sent {
@@ -140,27 +167,25 @@ async fn deliver_one(
                 Finished::Sent,
                 format!("smarthost answered {answer}"),
             )
-            .await;
+            .await
         }
         Err(e) if e.permanent => {
             tracing::warn!(message_id = %d.message_id, member = %d.member, error = %e, "copy refused permanently");
-            finish(relay, d, Finished::Failed, e.detail).await;
+            finish(relay, d, Finished::Failed, e.detail).await
         }
-        Err(e) => {
-            let cfg = &relay.config.outbound;
-            let delay = outbound::backoff(cfg.retry_initial, cfg.retry_max, d.attempts);
-            let now = relay.clock.now();
-            let next =
-                now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1));
-            tracing::warn!(message_id = %d.message_id, member = %d.member, error = %e, retry_in_s = delay.as_secs(), "copy deferred");
-            let r = relay.clone();
-            let dd = d.clone();
-            if let Err(err) = blocking(move || r.spool.retry_later(&dd, &e.detail, next, now)).await
-            {
-                tracing::error!(error = %err, "could not record a deferred delivery");
-            }
-        }
+        Err(e) => defer(relay, d, e.detail).await,
     }
+}
+
+/// Schedules the next attempt of a delivery after a transient failure.
+async fn defer(relay: &Arc<Relay>, d: &DueDelivery, error: String) -> Result<(), Stall> {
+    let cfg = &relay.config.outbound;
+    let delay = outbound::backoff(cfg.retry_initial, cfg.retry_max, d.attempts);
+    let now = relay.clock.now();
+    let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1));
+    tracing::warn!(message_id = %d.message_id, member = %d.member, %error, retry_in_s = delay.as_secs(), "copy deferred");
+    let (r, dd) = (relay.clone(), d.clone());
+    Ok(blocking(move || r.spool.retry_later(&dd, &error, next, now)).await??)
 }
 
 /// Builds one member's copy: protected inner entity, sealed, wrapped in RFC 3156.
@@ -190,11 +215,13 @@ fn seal_copy(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>
     outbound::encrypted_outer(&headers, &armored).map_err(|e| SealError::Crypto(e.to_string()))
 }
 
-async fn finish(relay: &Arc<Relay>, d: &DueDelivery, state: Finished, detail: String) {
-    let r = relay.clone();
-    let dd = d.clone();
+async fn finish(
+    relay: &Arc<Relay>,
+    d: &DueDelivery,
+    state: Finished,
+    detail: String,
+) -> Result<(), Stall> {
+    let (r, dd) = (relay.clone(), d.clone());
     let now = relay.clock.now();
-    if let Err(e) = blocking(move || r.spool.finish(&dd, state, &detail, now)).await {
-        tracing::error!(error = %e, member = %d.member, "could not record a delivery outcome");
-    }
+    Ok(blocking(move || r.spool.finish(&dd, state, &detail, now)).await??)
 }

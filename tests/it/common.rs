@@ -252,9 +252,20 @@ impl Fixture {
 
     /// An announcement signed by `gpg` (the PST's real key) as a mail client makes it.
     pub fn gpg_signed(&self, from: &str, subject: &str, body: &str) -> Vec<u8> {
+        self.gpg_signed_with_part(from, subject, body).0
+    }
+
+    /// The same, and the signed MIME part on its own.
+    pub fn gpg_signed_with_part(
+        &self,
+        from: &str,
+        subject: &str,
+        body: &str,
+    ) -> (Vec<u8>, Vec<u8>) {
         let part = embargo_relay::compose::text_part(Some(subject), body);
         let sig = self.pst_gpg.detach_sign(&self.pst_fpr, &part);
-        embargo_relay::compose::multipart_signed(from, LIST, subject, &part, &sig)
+        let mail = embargo_relay::compose::multipart_signed(from, LIST, subject, &part, &sig);
+        (mail, part)
     }
 
     pub fn spool(&self) -> Spool {
@@ -326,6 +337,23 @@ impl Daemon {
             child,
             addr,
             log: log.to_owned(),
+        }
+    }
+
+    /// SIGTERM; returns whether the daemon then exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "daemon ignored SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -52,3 +52,29 @@ async fn copies_survive_sigkill_mid_delivery() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_mid_delivery_exits_cleanly_and_loses_nothing() {
+    let f = Fixture::new();
+    let stall = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let log = f.path("daemon.log");
+    let mut daemon = Daemon::start(&f.write_config(stall.local_addr().unwrap()), &log);
+    send(daemon.addr, PST, &f.gpg_signed(PST, "term", "graceful"))
+        .await
+        .unwrap();
+    let (_held, _) = tokio::time::timeout(PATIENCE, stall.accept())
+        .await
+        .expect("the daemon started delivering")
+        .unwrap();
+    assert!(daemon.terminate(), "exit status 0 after SIGTERM");
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("shutting down")
+    );
+
+    let sink = CaptureSink::start().await.unwrap();
+    let _daemon = Daemon::start(&f.write_config(sink.addr()), &log);
+    let n = f.usable_members().count();
+    assert_eq!(sink.wait_for(n, PATIENCE).await.len(), n);
+}

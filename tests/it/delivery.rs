@@ -18,7 +18,7 @@ async fn gpg_signed_announcement_reaches_each_member_encrypted_to_that_member_al
     let sink = CaptureSink::start().await.unwrap();
     let daemon = Daemon::start(&f.write_config(sink.addr()), &f.path("daemon.log"));
     let body = format!("Embargo-Until: 2026-12-08T16:00:00Z\n\nThe secret is {CANARY}.\n");
-    let mail = f.gpg_signed(PST, SUBJECT, &body);
+    let (mail, signed_part) = f.gpg_signed_with_part(PST, SUBJECT, &body);
 
     let reply = send(daemon.addr, PST, &mail)
         .await
@@ -104,6 +104,10 @@ async fn gpg_signed_announcement_reaches_each_member_encrypted_to_that_member_al
             "{plain}"
         );
         assert!(plain.contains(CANARY), "the body arrives intact");
+        assert!(
+            find(opened.plaintext.expose(), &signed_part).is_some(),
+            "the PST's signed part is inside, byte for byte"
+        );
         assert!(plain.contains("Embargo-Until: 2026-12-08T16:00:00Z"));
 
         // GnuPG 2.2, as the member's mail client, with the member key and the list certificate.

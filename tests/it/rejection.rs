@@ -31,7 +31,8 @@ async fn forged_or_broken_announcements_are_refused_and_nothing_is_sent() {
     );
     let tampered = {
         let good = f.gpg_signed(PST, "tamper", "pay 100 dollars");
-        let at = find(&good, b"100").unwrap();
+        // "pay " is in the signed body only (not in the random Message-ID or boundary).
+        let at = find(&good, b"pay 100").unwrap() + 4;
         let mut bad = good.clone();
         bad[at..at + 3].copy_from_slice(b"999");
         bad
