@@ -35,6 +35,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub inbound: RawInbound,
     pub outbound: RawOutbound,
+    #[serde(default)]
+    pub policy: RawPolicy,
     #[serde(default, rename = "member")]
     pub members: Vec<RawMember>,
 }
@@ -77,6 +79,13 @@ pub struct RawOutbound {
     pub retry_max: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// The longest embargo accepted without an `Embargo-Override:` field.
+    pub max_embargo: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMember {
@@ -96,7 +105,13 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub smtp: SmtpConfig,
     pub outbound: OutboundConfig,
+    pub policy: PolicyConfig,
     pub roster: Roster,
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    pub max_embargo: chrono::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +192,11 @@ impl Validator<'_> {
             .map_err(|e| self.err("list.secret_key", format!("{}: {e:#}", key_path.display())))?;
         let smtp = self.smtp(raw.inbound.smtp)?;
         let outbound = self.outbound(raw.outbound)?;
+        let max_embargo = self.duration("policy.max_embargo", raw.policy.max_embargo, "14d")?;
+        let policy = PolicyConfig {
+            max_embargo: chrono::Duration::from_std(max_embargo)
+                .map_err(|_| self.err("policy.max_embargo", "too long"))?,
+        };
         let roster = self.roster(raw.members)?;
         Ok(Config {
             list_address,
@@ -185,6 +205,7 @@ impl Validator<'_> {
             state_dir: self.resolve(&raw.list.state_dir),
             smtp,
             outbound,
+            policy,
             roster,
         })
     }

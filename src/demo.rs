@@ -24,7 +24,7 @@ const MEMBERS: [(&str, &str); 3] = [
     ("psirt@cloud-c.example", "Cloud C"),
 ];
 const SUBJECT: &str = "[EMBARGOED] CVE-2026-0001: path traversal in the example daemon";
-const BODY: &str = "Embargo-Until: 2026-12-08T16:00:00Z\n\nA path traversal in the example daemon lets a remote user read any file.\nPatches are attached to the tracking issue; please test them.\n\n-- the Product Security Team\n";
+const BODY: &str = "Embargo-Until: {until}\n\nA path traversal in the example daemon lets a remote user read any file.\nPatches are attached to the tracking issue; please test them.\n\n-- the Product Security Team\n";
 
 /// The configuration the demo runs with (paths relative to its directory).
 const CONFIG: &str = r#"# embargo-relay demo configuration (written by `embargo-relay demo`)
@@ -103,7 +103,11 @@ pub async fn run(keep: Option<&Path>) -> anyhow::Result<()> {
         sink.addr()
     );
 
-    let mail = compose::signed_announcement(&p, &pst, clock.now(), PST.0, LIST, SUBJECT, BODY)?;
+    let until = (clock.now() + chrono::Duration::days(3))
+        .format("%Y-%m-%dT16:00:00Z")
+        .to_string();
+    let body = BODY.replace("{until}", &until);
+    let mail = compose::signed_announcement(&p, &pst, clock.now(), PST.0, LIST, SUBJECT, &body)?;
     let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
         .port(running.smtp_addr.port())
         .build();

@@ -205,7 +205,7 @@ fn seal_copy(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>
         message_id: &message_id,
         date: relay.clock.now(),
     };
-    let inner = outbound::protected_inner(&headers, &a.subject, a.entity.expose())
+    let inner = outbound::protected_inner(&headers, &a.subject, a.terms.until, a.entity.expose())
         .map_err(|e| SealError::Crypto(format!("bad address: {e}")))?;
     let p = StandardPolicy::new();
     let armored = relay

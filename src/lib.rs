@@ -33,6 +33,7 @@ pub mod config;
 pub mod crypto;
 pub mod daemon;
 pub mod demo;
+pub mod embargo;
 pub mod fanout;
 pub mod inbound;
 pub mod intake;

@@ -37,6 +37,7 @@ fn mailbox(addr: &str) -> Result<Mailbox, lettre::address::AddressError> {
 pub fn protected_inner(
     h: &CopyHeaders<'_>,
     subject: &str,
+    embargo_until: DateTime<Utc>,
     entity: &[u8],
 ) -> Result<Secret, lettre::address::AddressError> {
     let boundary = loop {
@@ -59,10 +60,25 @@ pub fn protected_inner(
         .as_bytes(),
     );
     out.extend_from_slice(headers.to_string().as_bytes());
+    let until = embargo_until.format("%Y-%m-%dT%H:%M:%SZ");
+    out.extend_from_slice(format!("Embargo-Until: {until}\r\n").as_bytes());
+    out.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
+    out.extend_from_slice(embargo_notice(embargo_until).as_bytes());
     out.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
     out.extend_from_slice(entity);
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     Ok(Secret::new(out))
+}
+
+/// The part every copy opens with: when the embargo lifts, in UTC.
+fn embargo_notice(until: DateTime<Utc>) -> String {
+    format!(
+        "Content-Type: text/plain; charset=\"us-ascii\"\r\nContent-Description: embargo notice\r\n\r\n\
+EMBARGOED until {} UTC ({}).\r\n\
+Do not share this beyond need-to-know until then.\r\n",
+        until.format("%Y-%m-%d %H:%M"),
+        until.format("%Y-%m-%dT%H:%M:%SZ"),
+    )
 }
 
 /// The message that goes on the wire: RFC 3156 `multipart/encrypted` with
@@ -192,13 +208,25 @@ mod tests {
 
     #[test]
     fn inner_carries_the_real_subject_as_a_protected_header() {
+        let until = DateTime::parse_from_rfc3339("2026-12-01T18:30:00+02:00")
+            .unwrap()
+            .into();
         let inner = protected_inner(
             &headers(),
             "CVE-2026-1234: kubelet ünïcode",
+            until,
             b"Content-Type: text/plain\r\n\r\nbody",
         )
         .unwrap();
         let text = String::from_utf8(inner.expose().to_vec()).unwrap();
+        assert!(
+            text.contains("Embargo-Until: 2026-12-01T16:30:00Z\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("EMBARGOED until 2026-12-01 16:30 UTC"),
+            "{text}"
+        );
         assert!(
             text.starts_with("Content-Type: multipart/mixed; boundary=\"er-"),
             "{text}"

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS messages (
     id           TEXT PRIMARY KEY,
     received_at  INTEGER NOT NULL,
     signer       TEXT NOT NULL,
+    embargo_until INTEGER NOT NULL,
     sealed       BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS seen_signatures (
@@ -64,6 +65,8 @@ CREATE TABLE IF NOT EXISTS audit (
 pub struct NewMessage<'a> {
     pub id: &'a str,
     pub signer: &'a str,
+    /// When the announcement's embargo lifts.
+    pub embargo_until: DateTime<Utc>,
     /// Identities of its signatures (replay cache keys); any seen before
     /// makes the message a replay.
     pub sig_digests: &'a [String],
@@ -176,8 +179,8 @@ impl Spool {
         }
         let t = to_millis(now);
         tx.execute(
-            "INSERT INTO messages (id, received_at, signer, sealed) VALUES (?1, ?2, ?3, ?4)",
-            params![msg.id, t, msg.signer, msg.sealed],
+            "INSERT INTO messages (id, received_at, signer, embargo_until, sealed) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![msg.id, t, msg.signer, to_millis(msg.embargo_until), msg.sealed],
         )
         .map_err(|e| self.db(e))?;
         for digest in msg.sig_digests {
@@ -201,8 +204,9 @@ impl Spool {
             Some(msg.id),
             None,
             &format!(
-                "signed by {}; {} deliveries queued",
+                "signed by {}; embargo until {}; {} deliveries queued",
                 msg.signer,
+                msg.embargo_until.to_rfc3339(),
                 msg.members.len()
             ),
         )
@@ -447,6 +451,7 @@ mod tests {
         let msg = NewMessage {
             id: "m1",
             signer: "FPR",
+            embargo_until: t("2026-11-22T12:00:00Z"),
             sig_digests: &["d1".to_owned()],
             sealed: b"ciphertext",
             members: &members,
@@ -489,6 +494,7 @@ mod tests {
                 &NewMessage {
                     id: "m1",
                     signer: "F",
+                    embargo_until: now,
                     sig_digests: &["d".to_owned()],
                     sealed: b"c",
                     members: &members,

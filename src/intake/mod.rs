@@ -6,12 +6,13 @@ pub mod verify;
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, FixedOffset, Utc};
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::policy::{Policy, StandardPolicy};
 
 use crate::crypto::{SignatureProblem, random_hex};
 use crate::daemon::Relay;
+use crate::embargo::{self, Terms, TermsError};
 use crate::inbound::smtp::{Envelope, MailHandler, Reply};
 use crate::secret::Secret;
 use crate::spool::{NewMessage, SpoolError};
@@ -32,6 +33,8 @@ pub enum Rejection {
     FromNotSigner { from: String, signer: String },
     #[error("replayed announcement: this signature was already accepted as message {0}")]
     Replay(String),
+    #[error("invalid embargo: {0}")]
+    Embargo(TermsError),
 }
 
 impl Rejection {
@@ -42,7 +45,9 @@ impl Rejection {
                 (550, "5.7.1")
             }
             Rejection::Replay(_) => (550, "5.7.0"),
-            Rejection::Malformed(_) | Rejection::FromHeader(_) => (554, "5.6.0"),
+            Rejection::Malformed(_) | Rejection::FromHeader(_) | Rejection::Embargo(_) => {
+                (554, "5.6.0")
+            }
         };
         Reply::new(code, enhanced, self.to_string())
     }
@@ -54,6 +59,8 @@ pub struct Announcement {
     pub signer: String,
     pub from: String,
     pub subject: String,
+    /// The embargo terms from the signed field block.
+    pub terms: Terms,
     /// The signed MIME entity, verbatim.
     pub entity: Secret,
 }
@@ -65,15 +72,26 @@ impl std::fmt::Debug for Announcement {
     }
 }
 
-const FORMAT: &[u8] = b"embargo-relay announcement v1\n";
+const FORMAT: &[u8] = b"embargo-relay announcement v2\n";
 
 impl Announcement {
-    /// Frames the announcement for sealing: three header lines, then the entity.
+    /// Frames the announcement for sealing: one line per field, then the entity.
     pub fn to_bytes(&self) -> Secret {
+        let t = &self.terms;
+        let fields = [
+            self.signer.clone(),
+            self.from.clone(),
+            self.subject.clone(),
+            t.until.to_rfc3339(),
+            t.sender_offset.local_minus_utc().to_string(),
+            t.public_to.join(","),
+            t.override_reason.clone().unwrap_or_default(),
+        ];
         let mut out = Vec::with_capacity(self.entity.len() + 512);
         out.extend_from_slice(FORMAT);
-        for field in [&self.signer, &self.from, &self.subject] {
-            out.extend_from_slice(field.as_bytes());
+        for field in fields {
+            // Every field is a single line by construction (sanitized or generated).
+            out.extend_from_slice(field.replace('\n', " ").as_bytes());
             out.push(b'\n');
         }
         out.extend_from_slice(self.entity.expose());
@@ -81,16 +99,36 @@ impl Announcement {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Option<Announcement> {
-        let rest = bytes.strip_prefix(FORMAT)?;
-        let mut fields = rest.splitn(4, |b| *b == b'\n');
-        let mut next = || fields.next().and_then(|f| std::str::from_utf8(f).ok());
-        let (signer, from, subject) = (next()?.to_owned(), next()?.to_owned(), next()?.to_owned());
-        let consumed = FORMAT.len() + signer.len() + from.len() + subject.len() + 3;
+        let mut rest = bytes.strip_prefix(FORMAT)?;
+        let mut line = || {
+            let end = rest.iter().position(|b| *b == b'\n')?;
+            let field = std::str::from_utf8(&rest[..end]).ok()?.to_owned();
+            rest = &rest[end + 1..];
+            Some(field)
+        };
+        let (signer, from, subject) = (line()?, line()?, line()?);
+        let until = DateTime::parse_from_rfc3339(&line()?)
+            .ok()?
+            .with_timezone(&Utc);
+        let sender_offset = FixedOffset::east_opt(line()?.parse().ok()?)?;
+        let public_to = line()?;
+        let override_reason = line()?;
+        let terms = Terms {
+            until,
+            sender_offset,
+            public_to: public_to
+                .split(',')
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            override_reason: Some(override_reason).filter(|r| !r.is_empty()),
+        };
         Some(Announcement {
             signer,
             from,
             subject,
-            entity: Secret::new(bytes.get(consumed..)?.to_vec()),
+            terms,
+            entity: Secret::new(rest.to_vec()),
         })
     }
 }
@@ -101,9 +139,12 @@ pub fn examine(
     pst: &[Cert],
     p: &dyn Policy,
     now: DateTime<Utc>,
+    max_embargo: chrono::Duration,
 ) -> Result<(Announcement, Vec<String>), Rejection> {
     let mail = mime::parse_signed(raw)?;
     let auth = verify::authorize(&mail, pst, p, now)?;
+    let terms =
+        embargo::terms(mail.signed_part.expose(), now, max_embargo).map_err(Rejection::Embargo)?;
     let subject = relayed_subject(
         mime::protected_subject(mail.signed_part.expose()),
         mail.outer_subject,
@@ -112,6 +153,7 @@ pub fn examine(
         signer: auth.signer,
         from: mail.from,
         subject,
+        terms,
         entity: mail.signed_part,
     };
     Ok((announcement, auth.signature_digests))
@@ -147,7 +189,7 @@ impl Intake {
         let relay = &self.relay;
         let now = relay.clock.now();
         let p = StandardPolicy::new();
-        let examined = examine(raw, &relay.pst, &p, now);
+        let examined = examine(raw, &relay.pst, &p, now, relay.config.policy.max_embargo);
         let (announcement, digests) = match examined {
             Ok(a) => a,
             Err(rejection) => return self.reject(envelope, &rejection, now),
@@ -178,13 +220,14 @@ impl Intake {
         let new = NewMessage {
             id: &id,
             signer: &announcement.signer,
+            embargo_until: announcement.terms.until,
             sig_digests: &digests,
             sealed: &sealed,
             members: &members,
         };
         match relay.spool.accept(&new, now) {
             Ok(()) => {
-                tracing::info!(message_id = %id, signer = %announcement.signer, peer = %envelope.peer, members = members.len(), "announcement accepted");
+                tracing::info!(message_id = %id, signer = %announcement.signer, peer = %envelope.peer, embargo_until = %announcement.terms.until.to_rfc3339(), members = members.len(), "announcement accepted");
                 relay.wake.notify_one();
                 Reply::new(250, "2.0.0", format!("announcement accepted as {id}"))
             }
@@ -274,7 +317,7 @@ mod tests {
         let part = b"Content-Type: multipart/mixed; boundary=\"------------tb1\";\r\n protected-headers=\"v1\"\r\n\
 Subject: CVE-2026-9: signed subject\r\nFrom: PST <pst@example.org>\r\n\r\nThis is a multi-part message in MIME format.\r\n\
 --------------tb1\r\nContent-Type: text/plain; charset=UTF-8; format=flowed\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
-Embargo-Until: 2026-12-08T16:00:00Z\r\n\r\nDetails =C3=A9t=C3=A9 here.\r\n\r\n--------------tb1\r\n\
+Embargo-Until: 2026-11-25T16:00:00Z\r\n\r\nDetails =C3=A9t=C3=A9 here.\r\n\r\n--------------tb1\r\n\
 Content-Type: text/plain; charset=UTF-8; name=\"public-advisory.txt\"\r\nContent-Disposition: attachment; filename=\"public-advisory.txt\"\r\n\
 Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n--------------tb1--\r\n";
         let sig = crate::crypto::sign_detached(&p, &pst, now, part).unwrap();
@@ -285,7 +328,14 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
             part,
             &sig,
         );
-        let (a, digests) = examine(&raw, std::slice::from_ref(&pst), &p, now).unwrap();
+        let (a, digests) = examine(
+            &raw,
+            std::slice::from_ref(&pst),
+            &p,
+            now,
+            chrono::Duration::days(14),
+        )
+        .unwrap();
         assert_eq!(a.subject, "CVE-2026-9: signed subject");
         assert_eq!(
             a.entity.expose(),
@@ -301,12 +351,21 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
             signer: "ABCD".into(),
             from: "pst@example.org".into(),
             subject: "CVE-2026-1: thing".into(),
+            terms: Terms {
+                until: DateTime::parse_from_rfc3339("2026-12-01T16:00:00Z")
+                    .unwrap()
+                    .into(),
+                sender_offset: FixedOffset::east_opt(-5 * 3600).unwrap(),
+                public_to: vec!["a@x.org".into(), "b@y.org".into()],
+                override_reason: None,
+            },
             entity: Secret::new(
                 b"Content-Type: text/plain\r\n\r\nline\nwith\nnewlines\r\n".to_vec(),
             ),
         };
         let b = Announcement::from_bytes(a.to_bytes().expose()).unwrap();
         assert_eq!((b.signer, b.from, b.subject), (a.signer, a.from, a.subject));
+        assert_eq!(b.terms, a.terms);
         assert_eq!(b.entity, a.entity);
         assert!(Announcement::from_bytes(b"something else").is_none());
     }

@@ -23,6 +23,15 @@ pub const EXPIRED_MEMBER: &str = "psirt@expired-c.example";
 /// On the roster, but its certificate file does not exist.
 pub const MISSING_MEMBER: &str = "security@missing-d.example";
 
+/// `text` behind a valid embargo block (two days ahead), as an announcement body.
+pub fn embargoed(text: &str) -> String {
+    let until = now() + chrono::Duration::days(2);
+    format!(
+        "Embargo-Until: {}\n\n{text}",
+        until.format("%Y-%m-%dT%H:%M:%SZ")
+    )
+}
+
 /// How long a test waits for something that should happen within a second or two.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 

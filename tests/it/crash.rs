@@ -17,7 +17,7 @@ async fn copies_survive_sigkill_mid_delivery() {
     send(
         daemon.addr,
         PST,
-        &f.gpg_signed(PST, "survive", "must not be lost"),
+        &f.gpg_signed(PST, "survive", &embargoed("must not be lost")),
     )
     .await
     .expect("250 before the crash");
@@ -59,9 +59,13 @@ async fn sigterm_mid_delivery_exits_cleanly_and_loses_nothing() {
     let stall = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let log = f.path("daemon.log");
     let mut daemon = Daemon::start(&f.write_config(stall.local_addr().unwrap()), &log);
-    send(daemon.addr, PST, &f.gpg_signed(PST, "term", "graceful"))
-        .await
-        .unwrap();
+    send(
+        daemon.addr,
+        PST,
+        &f.gpg_signed(PST, "term", &embargoed("graceful")),
+    )
+    .await
+    .unwrap();
     let (_held, _) = tokio::time::timeout(PATIENCE, stall.accept())
         .await
         .expect("the daemon started delivering")

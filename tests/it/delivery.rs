@@ -17,7 +17,10 @@ async fn gpg_signed_announcement_reaches_each_member_encrypted_to_that_member_al
     let f = Fixture::new();
     let sink = CaptureSink::start().await.unwrap();
     let daemon = Daemon::start(&f.write_config(sink.addr()), &f.path("daemon.log"));
-    let body = format!("Embargo-Until: 2026-12-08T16:00:00Z\n\nThe secret is {CANARY}.\n");
+    let until = (now() + chrono::Duration::days(2))
+        .format("%Y-%m-%dT%H:%M:00Z")
+        .to_string();
+    let body = format!("Embargo-Until: {until}\n\nThe secret is {CANARY}.\n");
     let (mail, signed_part) = f.gpg_signed_with_part(PST, SUBJECT, &body);
 
     let reply = send(daemon.addr, PST, &mail)
@@ -108,7 +111,16 @@ async fn gpg_signed_announcement_reaches_each_member_encrypted_to_that_member_al
             find(opened.plaintext.expose(), &signed_part).is_some(),
             "the PST's signed part is inside, byte for byte"
         );
-        assert!(plain.contains("Embargo-Until: 2026-12-08T16:00:00Z"));
+        // The copy states when the embargo lifts, in UTC, in a header and in words.
+        assert!(
+            plain.contains(&format!("\r\nEmbargo-Until: {until}\r\n")),
+            "{plain}"
+        );
+        let words = format!(
+            "EMBARGOED until {} UTC",
+            until.replace('T', " ").trim_end_matches(":00Z")
+        );
+        assert!(plain.contains(&words), "{words} in {plain}");
 
         // GnuPG 2.2, as the member's mail client, with the member key and the list certificate.
         let gpg = Gpg::new();
@@ -194,9 +206,13 @@ async fn transient_smarthost_failure_is_retried_with_backoff() {
     let sink = CaptureSink::start().await.unwrap();
     sink.fail_next(2);
     let daemon = Daemon::start(&f.write_config(sink.addr()), &f.path("daemon.log"));
-    send(daemon.addr, PST, &f.gpg_signed(PST, "retry", "body"))
-        .await
-        .unwrap();
+    send(
+        daemon.addr,
+        PST,
+        &f.gpg_signed(PST, "retry", &embargoed("body")),
+    )
+    .await
+    .unwrap();
     let n = f.usable_members().count();
     let got = sink.wait_for(n, PATIENCE).await;
     assert_eq!(got.len(), n, "every member got its copy after the 451s");

@@ -22,22 +22,49 @@ async fn forged_or_broken_announcements_are_refused_and_nothing_is_sent() {
         None,
     )
     .unwrap();
-    let not_pst =
-        compose::signed_announcement(&p, &intruder, now(), PST, LIST, "fake", "forged").unwrap();
+    let not_pst = compose::signed_announcement(
+        &p,
+        &intruder,
+        now(),
+        PST,
+        LIST,
+        "fake",
+        &embargoed("forged"),
+    )
+    .unwrap();
     let wrong_from = f.gpg_signed(
         GPG_MEMBER,
         "spoof",
-        "From is a member, signature is the PST's",
+        &embargoed("From is a member, signature is the PST's"),
+    );
+    let at = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let no_embargo = f.gpg_signed(PST, "no embargo", "no field block at all");
+    let no_offset = f.gpg_signed(PST, "local time", "Embargo-Until: 2030-01-01T16:00:00\n\nx");
+    let past = f.gpg_signed(
+        PST,
+        "past",
+        &format!(
+            "Embargo-Until: {}\n\nx",
+            at(now() - chrono::Duration::hours(1))
+        ),
+    );
+    let too_long = f.gpg_signed(
+        PST,
+        "long",
+        &format!(
+            "Embargo-Until: {}\n\nx",
+            at(now() + chrono::Duration::days(30))
+        ),
     );
     let tampered = {
-        let good = f.gpg_signed(PST, "tamper", "pay 100 dollars");
+        let good = f.gpg_signed(PST, "tamper", &embargoed("pay 100 dollars"));
         // "pay " is in the signed body only (not in the random Message-ID or boundary).
         let at = find(&good, b"pay 100").unwrap() + 4;
         let mut bad = good.clone();
         bad[at..at + 3].copy_from_slice(b"999");
         bad
     };
-    let cases: [(&str, Vec<u8>, u16, &str); 4] = [
+    let cases: [(&str, Vec<u8>, u16, &str); 8] = [
         ("unsigned", unsigned, 550, "not PGP/MIME signed"),
         ("non-PST key", not_pst, 550, "signature not from a PST key"),
         (
@@ -47,6 +74,15 @@ async fn forged_or_broken_announcements_are_refused_and_nothing_is_sent() {
             "is not a user ID of the signing PST key",
         ),
         ("tampered", tampered, 550, "signature does not verify"),
+        (
+            "no embargo",
+            no_embargo,
+            554,
+            "invalid embargo: Embargo-Until is missing",
+        ),
+        ("no offset", no_offset, 554, "explicit offset"),
+        ("past", past, 554, "is not in the future"),
+        ("too long", too_long, 554, "exceeds the maximum of 14 days"),
     ];
     for (name, mail, code, reason) in &cases {
         let (got_code, text) = send(daemon.addr, PST, mail).await.expect_err(name);
@@ -71,7 +107,7 @@ async fn forged_or_broken_announcements_are_refused_and_nothing_is_sent() {
     }
 
     // A replay of an accepted announcement is refused too.
-    let good = f.gpg_signed(PST, "real", "genuine announcement");
+    let good = f.gpg_signed(PST, "real", &embargoed("genuine announcement"));
     send(daemon.addr, PST, &good)
         .await
         .expect("a genuine announcement is still accepted");

@@ -50,8 +50,8 @@ async fn smuggled_messages_are_refused_whole() {
     let f = Fixture::new();
     let sink = CaptureSink::start().await.unwrap();
     let daemon = Daemon::start(&f.write_config(sink.addr()), &f.path("daemon.log"));
-    let first = f.gpg_signed(PST, "first", "the real one");
-    let second = f.gpg_signed(PST, "second", "the smuggled one");
+    let first = f.gpg_signed(PST, "first", &embargoed("the real one"));
+    let second = f.gpg_signed(PST, "second", &embargoed("the smuggled one"));
 
     // The last one hides the bare LF at the end of a line over 1000 octets.
     let long_line = [&[b'x'; 1200][..], b"\n.\r\n"].concat();
@@ -74,7 +74,7 @@ async fn smuggled_messages_are_refused_whole() {
         );
     }
     // A bare LF inside an otherwise valid, PST-signed message.
-    let mut bare = f.gpg_signed(PST, "bare", "line one");
+    let mut bare = f.gpg_signed(PST, "bare", &embargoed("line one"));
     let at = find(&bare, b"line one").unwrap();
     bare.splice(at..at, b"x\n".iter().copied());
     bare.extend_from_slice(b"\r\n.\r\n");

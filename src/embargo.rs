@@ -1,0 +1,239 @@
+//! The announcement grammar: the `Field: value` block at the top of the
+//! first text part of the signed entity, parsed and validated. Nothing
+//! outside the signed content is ever consulted for these fields.
+
+use chrono::{DateTime, FixedOffset, Utc};
+use mail_parser::MessageParser;
+
+use crate::config::check_address;
+
+/// The fields an announcement may carry, in the signed text's field block.
+pub const FIELDS: [&str; 3] = ["Embargo-Until", "Public-To", "Embargo-Override"];
+
+/// The embargo terms of an accepted announcement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Terms {
+    /// When the embargo lifts.
+    pub until: DateTime<Utc>,
+    /// The offset the PST wrote the time in (for receipts in their own time).
+    pub sender_offset: FixedOffset,
+    /// Public lists named by the announcement (empty: the configured defaults).
+    pub public_to: Vec<String>,
+    /// The PST's stated reason for an embargo beyond the maximum, if any.
+    pub override_reason: Option<String>,
+}
+
+/// What is wrong with an announcement's embargo fields. The text names the
+/// field and says what would be accepted; it never quotes the body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TermsError {
+    #[error("no text part: the embargo fields go at the top of the first text/plain part")]
+    NoText,
+    #[error(
+        "Embargo-Until is missing: start the text with a line like `Embargo-Until: 2026-12-08T16:00:00Z`"
+    )]
+    MissingUntil,
+    #[error(
+        "Embargo-Until `{0}` is not an RFC 3339 time with an explicit offset or Z (e.g. 2026-12-08T16:00:00Z)"
+    )]
+    BadTime(String),
+    #[error("Embargo-Until {0} is not in the future")]
+    Past(String),
+    #[error(
+        "embargo of {days} days exceeds the maximum of {max_days} days; add `Embargo-Override: <reason>` to go beyond it"
+    )]
+    TooLong { days: i64, max_days: i64 },
+    #[error("Public-To: `{0}` is not a plain address")]
+    BadPublicTo(String),
+    #[error(
+        "unknown field `{0}` in the embargo block (known: Embargo-Until, Public-To, Embargo-Override)"
+    )]
+    UnknownField(String),
+    #[error("field `{0}` is given twice")]
+    Duplicate(String),
+}
+
+/// Parses the field block of the signed entity and checks it against `now`
+/// and the maximum embargo length.
+pub fn terms(
+    entity: &[u8],
+    now: DateTime<Utc>,
+    max_embargo: chrono::Duration,
+) -> Result<Terms, TermsError> {
+    let text = first_text(entity).ok_or(TermsError::NoText)?;
+    let fields = field_block(&text)?;
+    let get = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    let raw_until = get("Embargo-Until").ok_or(TermsError::MissingUntil)?;
+    let until = DateTime::parse_from_rfc3339(raw_until)
+        .map_err(|_| TermsError::BadTime(shorten(raw_until)))?;
+    let until_utc = until.with_timezone(&Utc);
+    if until_utc <= now {
+        return Err(TermsError::Past(until_utc.to_rfc3339()));
+    }
+    let override_reason = get("Embargo-Override")
+        .map(str::to_owned)
+        .filter(|r| !r.is_empty());
+    let length = until_utc - now;
+    if length > max_embargo && override_reason.is_none() {
+        return Err(TermsError::TooLong {
+            days: (length.num_hours() + 23) / 24,
+            max_days: max_embargo.num_days(),
+        });
+    }
+    let public_to = match get("Public-To") {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| check_address(a).map_err(|_| TermsError::BadPublicTo(shorten(a))))
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(Terms {
+        until: until_utc,
+        sender_offset: *until.offset(),
+        public_to,
+        override_reason,
+    })
+}
+
+/// The decoded text of the entity's first text/plain part.
+fn first_text(entity: &[u8]) -> Option<String> {
+    let msg = MessageParser::default().parse(entity)?;
+    let index = *msg.text_body.first()?;
+    let part = msg.parts.get(index as usize)?;
+    if !part.is_text() || part.is_text_html() {
+        return None;
+    }
+    Some(part.text_contents()?.to_owned())
+}
+
+/// The `Field: value` lines before the first blank line; an empty block if
+/// the text does not start with one.
+fn field_block(text: &str) -> Result<Vec<(String, String)>, TermsError> {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            break;
+        };
+        let name = name.trim();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            break;
+        }
+        if !FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name)) {
+            return Err(TermsError::UnknownField(shorten(name)));
+        }
+        if fields.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
+            return Err(TermsError::Duplicate(name.to_owned()));
+        }
+        fields.push((name.to_owned(), value.trim().to_owned()));
+    }
+    Ok(fields)
+}
+
+/// At most 64 characters of a field value, for error messages.
+fn shorten(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
+            .unwrap()
+            .into()
+    }
+
+    fn parse(text: &str) -> Result<Terms, TermsError> {
+        let entity = format!("Content-Type: text/plain; charset=utf-8\r\n\r\n{text}");
+        terms(entity.as_bytes(), now(), chrono::Duration::days(14))
+    }
+
+    #[test]
+    fn a_complete_block_is_read() {
+        let t = parse(
+            "Embargo-Until: 2026-12-01T18:00:00+02:00\r\nPublic-To: oss-security@lists.example, Announce@Example.org\r\n\r\nDetails.\r\n",
+        )
+        .unwrap();
+        assert_eq!(t.until.to_rfc3339(), "2026-12-01T16:00:00+00:00");
+        assert_eq!(t.sender_offset.local_minus_utc(), 7200);
+        assert_eq!(
+            t.public_to,
+            ["oss-security@lists.example", "announce@example.org"]
+        );
+        assert_eq!(t.override_reason, None);
+    }
+
+    #[test]
+    fn each_invalid_case_is_named() {
+        assert_eq!(parse("Just text.\r\n"), Err(TermsError::MissingUntil));
+        assert!(matches!(
+            parse("Embargo-Until: 2026-12-01 16:00\r\n"),
+            Err(TermsError::BadTime(_))
+        ));
+        assert!(
+            matches!(
+                parse("Embargo-Until: 2026-12-01T16:00:00\r\n"),
+                Err(TermsError::BadTime(_))
+            ),
+            "no offset"
+        );
+        assert!(matches!(
+            parse("Embargo-Until: 2026-11-24T11:59:59Z\r\n"),
+            Err(TermsError::Past(_))
+        ));
+        assert_eq!(
+            parse("Embargo-Until: 2026-12-24T12:00:00Z\r\n"),
+            Err(TermsError::TooLong {
+                days: 30,
+                max_days: 14
+            })
+        );
+        assert!(matches!(
+            parse("Embargo-Untill: 2026-12-01T16:00:00Z\r\n"),
+            Err(TermsError::UnknownField(_))
+        ));
+        assert!(matches!(
+            parse("Embargo-Until: 2026-12-01T16:00:00Z\r\nEmbargo-Until: 2026-12-02T16:00:00Z\r\n"),
+            Err(TermsError::Duplicate(_))
+        ));
+        assert!(matches!(
+            parse("Embargo-Until: 2026-12-01T16:00:00Z\r\nPublic-To: not an address\r\n"),
+            Err(TermsError::BadPublicTo(_))
+        ));
+    }
+
+    #[test]
+    fn an_explicit_override_allows_a_longer_embargo() {
+        let t = parse("Embargo-Until: 2026-12-24T12:00:00Z\r\nEmbargo-Override: coordinated with three upstreams\r\n").unwrap();
+        assert_eq!(
+            t.override_reason.as_deref(),
+            Some("coordinated with three upstreams")
+        );
+    }
+
+    #[test]
+    fn fields_are_read_from_the_first_text_part_of_a_multipart_entity() {
+        let entity = b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nEmbargo-Until: 2026-12-01T16:00:00=\r\nZ\r\n\r\nText.\r\n--b\r\nContent-Type: text/plain; name=\"public-advisory.txt\"\r\nContent-Disposition: attachment; filename=\"public-advisory.txt\"\r\n\r\nPublic.\r\n--b--\r\n";
+        let t = terms(entity, now(), chrono::Duration::days(14)).unwrap();
+        assert_eq!(t.until.to_rfc3339(), "2026-12-01T16:00:00+00:00");
+    }
+
+    #[test]
+    fn errors_never_quote_more_than_a_field() {
+        let long = format!("Embargo-Until: {}\r\n", "x".repeat(500));
+        let err = parse(&long).unwrap_err().to_string();
+        assert!(err.len() < 200, "{err}");
+    }
+}
