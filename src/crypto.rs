@@ -582,21 +582,16 @@ mod tests {
             .into()
     }
 
+    /// A key made a day before `now()`.
+    fn key(userid: &str) -> Cert {
+        generate_key(userid, now() - chrono::Duration::days(1), None).unwrap()
+    }
+
     #[test]
     fn pst_signature_is_accepted_and_others_are_named() {
         let p = StandardPolicy::new();
-        let pst = generate_key(
-            "PST <pst@example.org>",
-            now() - chrono::Duration::days(1),
-            None,
-        )
-        .unwrap();
-        let other = generate_key(
-            "Eve <eve@example.org>",
-            now() - chrono::Duration::days(1),
-            None,
-        )
-        .unwrap();
+        let pst = key("PST <pst@example.org>");
+        let other = key("Eve <eve@example.org>");
         let data = b"Content-Type: text/plain\r\n\r\nhello\r\n";
         let sig = sign_detached(&p, &pst, now(), data).unwrap();
         let ok = verify_detached(&p, now(), std::slice::from_ref(&pst), data, &sig).unwrap();
@@ -622,12 +617,7 @@ mod tests {
         use openpgp::Packet;
         use openpgp::packet::signature::subpacket::{Subpacket, SubpacketValue};
         let p = StandardPolicy::new();
-        let pst = generate_key(
-            "PST <pst@example.org>",
-            now() - chrono::Duration::days(1),
-            None,
-        )
-        .unwrap();
+        let pst = key("PST <pst@example.org>");
         let data = b"announcement";
         let armored = sign_detached(&p, &pst, now(), data).unwrap();
         let pile = openpgp::PacketPile::from_bytes(&armored).unwrap();
@@ -704,10 +694,8 @@ mod tests {
     #[test]
     fn copy_names_only_its_member_and_carries_the_list_signature() {
         let p = StandardPolicy::new();
-        let t = now() - chrono::Duration::days(1);
-        let list =
-            ListKey::from_cert(generate_key("List <list@example.org>", t, None).unwrap()).unwrap();
-        let member = generate_key("M <m@example.org>", t, None).unwrap();
+        let list = ListKey::from_cert(key("List <list@example.org>")).unwrap();
+        let member = key("M <m@example.org>");
         let sealed = list.seal_for(&p, now(), &member, b"secret body").unwrap();
         assert!(sealed.starts_with(b"-----BEGIN PGP MESSAGE-----"));
         let opened = open_copy(&p, &member, &list.cert(), &sealed).unwrap();
