@@ -254,10 +254,9 @@ pub enum SignatureProblem {
 #[derive(Debug, Clone)]
 pub struct VerifiedSigner {
     pub cert: Cert,
-    /// One identity per good signature, for the replay cache: SHA-256 of
-    /// the signature packet without its unhashed (unauthenticated) area, so
-    /// re-armoring, re-encoding or editing unhashed subpackets does not
-    /// make a replay look new. Sorted, without duplicates.
+    /// One identity per good signature, for the replay cache (see
+    /// `signature_identity`): re-encoding or editing unauthenticated bytes
+    /// does not make a replay look new. Sorted, without duplicates.
     pub signature_digests: Vec<String>,
 }
 
@@ -323,7 +322,7 @@ impl PstVerifier<'_> {
                 })?;
                 let cert = good.ka.cert();
                 self.alive_now(cert, &good.ka.key().fingerprint())?;
-                digests.push(signature_identity(good.sig));
+                digests.push(signature_identity(good.sig, &good.ka.key().fingerprint()));
                 // Several PST signers are fine; the first is matched against From.
                 signer.get_or_insert_with(|| cert.clone());
             }
@@ -374,14 +373,16 @@ impl VerificationHelper for PstVerifier<'_> {
     }
 }
 
-/// SHA-256 of a signature packet with its unhashed area emptied.
-fn signature_identity(sig: &openpgp::packet::Signature) -> String {
-    let mut normalized = sig.clone();
-    normalized.unhashed_area_mut().clear();
-    let bytes = openpgp::Packet::from(normalized)
-        .to_vec()
-        .unwrap_or_default();
-    sha256_hex(&bytes)
+/// A signature's identity for the replay cache: SHA-256 over the signing
+/// key's fingerprint, the hash algorithm and the digest the signature
+/// covers (signed data + hashed area). Nothing an attacker can change
+/// without breaking the signature (the unhashed area, the unprotected
+/// digest prefix, the encoding, an ECDSA `s` flipped to `n - s`) is in it.
+fn signature_identity(sig: &openpgp::packet::Signature, signer: &Fingerprint) -> String {
+    let mut input = signer.as_bytes().to_vec();
+    input.push(u8::from(sig.hash_algo()));
+    input.extend_from_slice(sig.computed_digest().unwrap_or_default());
+    sha256_hex(&input)
 }
 
 /// The e-mail addresses of a certificate's user IDs that are valid under the policy now.
@@ -652,6 +653,18 @@ mod tests {
         assert_eq!(id(&binary), original, "binary instead of armored");
         assert_eq!(id(&edited), original, "an edited unhashed area");
         assert_eq!(id(&doubled), original, "the same signature twice");
+        // The 2-byte digest prefix is covered by nothing (Sequoia 2.4 accepts
+        // it changed; refusing it would be safe too); flip it (a v4
+        // packet with a one-octet length: header 2, fixed fields 4, areas).
+        let mut flipped = binary.clone();
+        assert_eq!(flipped[0], 0xc2, "new-format signature packet");
+        let be16 = |b: &[u8], at: usize| usize::from(b[at]) << 8 | usize::from(b[at + 1]);
+        let hashed = be16(&flipped, 2 + 4);
+        let unhashed = be16(&flipped, 2 + 6 + hashed);
+        flipped[2 + 8 + hashed + unhashed] ^= 0xff;
+        if let Ok(v) = verify_detached(&p, now(), pst, data, &flipped) {
+            assert_eq!(v.signature_digests, original, "a flipped digest prefix");
+        }
         let fresh = sign_detached(&p, &pst[0], now() - chrono::Duration::seconds(1), data).unwrap();
         assert_ne!(id(&fresh), original, "a new signature is a new identity");
     }
