@@ -195,12 +195,43 @@ pub async fn serve<H: MailHandler>(
         };
         let (handler, settings, shutdown) = (handler.clone(), settings.clone(), shutdown.clone());
         tracker.spawn(async move {
-            let result = session(stream, peer.to_string(), &*handler, &settings, &shutdown).await;
+            bounded_session(stream, peer.to_string(), &*handler, &settings, &shutdown).await;
+            drop(permit);
+        });
+    }
+}
+
+/// How long a session may go on after shutdown began (e.g. stuck writing
+/// to a client that does not read) before it is dropped.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs a session with hard bounds that hold even while it is blocked
+/// writing to a client that never reads: `max_session` plus a tenth, and
+/// [`SHUTDOWN_GRACE`] after shutdown. The session's own deadline (421) comes
+/// first whenever the client lets it be written.
+pub async fn bounded_session<S, H>(
+    stream: S,
+    peer: String,
+    handler: &H,
+    settings: &SmtpSettings,
+    shutdown: &CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: MailHandler,
+{
+    let hard = Instant::now() + settings.max_session + settings.max_session / 10;
+    let after_shutdown = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = session(stream, peer.clone(), handler, settings, shutdown) => {
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "SMTP session ended with an error");
             }
-            drop(permit);
-        });
+        }
+        _ = tokio::time::sleep_until(hard) => tracing::warn!(%peer, "SMTP session passed its hard deadline; dropped"),
+        _ = after_shutdown => tracing::warn!(%peer, "SMTP session still busy after shutdown; dropped"),
     }
 }
 
@@ -539,7 +570,12 @@ where
         .await?;
     let data = tokio::select! {
         _ = shutdown.cancelled() => return Ok(Step::Close(shutting_down())),
-        data = read_data(&mut conn.r, settings.max_message_size, settings.data_timeout, conn.deadline) => data?,
+        data = read_data(&mut conn.r, settings.max_message_size, settings.data_timeout, conn.deadline) => match data {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Ok(Step::Close(Reply::new(421, "4.4.2", "timeout in DATA, closing")));
+            }
+            other => other?,
+        },
     };
     let envelope = Envelope {
         helo: tx.helo.clone().unwrap_or_default(),
@@ -866,6 +902,61 @@ mod tests {
         let (res, t) = tokio::join!(server, client);
         res.unwrap();
         assert!(t.ends_with("421 4.4.2 timeout, closing\r\n"), "{t}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_reads_cannot_pin_its_session() {
+        let handler = Recorder::default();
+        // A tiny pipe: the server's replies fill it and its writes block.
+        let (client, server) = tokio::io::duplex(64);
+        let settings = SmtpSettings {
+            max_session: Duration::from_millis(200),
+            ..settings()
+        };
+        let token = CancellationToken::new();
+        let (_r, mut w) = tokio::io::split(client);
+        let flood = tokio::spawn(async move {
+            for _ in 0..100_000 {
+                if w.write_all(b"NOOP\r\n").await.is_err() {
+                    break;
+                }
+            }
+        });
+        let bounded = bounded_session(server, "t".into(), &handler, &settings, &token);
+        // Without the hard bound this never returns; the timeout only turns a hang into a failure.
+        tokio::time::timeout(Duration::from_secs(60), bounded)
+            .await
+            .expect("the session was dropped at its hard deadline");
+        flood.abort();
+    }
+
+    #[tokio::test]
+    async fn a_stalled_data_transfer_is_answered_421() {
+        let handler = Recorder::default();
+        let (client, server) = tokio::io::duplex(4096);
+        let settings = SmtpSettings {
+            data_timeout: Duration::from_millis(100),
+            ..settings()
+        };
+        let token = CancellationToken::new();
+        let server = session(server, "t".into(), &handler, &settings, &token);
+        let client = async {
+            let (mut r, mut w) = tokio::io::split(client);
+            let mut buf = [0u8; 1024];
+            let _ = r.read(&mut buf).await.unwrap();
+            for cmd in HEAD {
+                w.write_all(cmd).await.unwrap();
+                let _ = r.read(&mut buf).await.unwrap();
+            }
+            w.write_all(b"Subject: and then nothing\r\n").await.unwrap();
+            let mut rest = String::new();
+            r.read_to_string(&mut rest).await.unwrap();
+            rest
+        };
+        let (res, rest) = tokio::join!(server, client);
+        res.unwrap();
+        assert_eq!(rest, "421 4.4.2 timeout in DATA, closing\r\n");
+        assert!(handler.messages.into_inner().unwrap().is_empty());
     }
 
     #[tokio::test]
