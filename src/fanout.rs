@@ -2,6 +2,7 @@
 //! hands each to the outbound transport; a member without a usable key is
 //! skipped (never sent plaintext), a transient failure is retried with backoff.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,13 +31,20 @@ enum Stall {
     Task(&'static str),
 }
 
+/// Copies the smarthost accepted whose `sent` state could not be written
+/// yet, keyed by (message id, member), with the smarthost's answer. They are
+/// recorded, never sent again, once the spool works (a crash in between
+/// costs at most one duplicate).
+type Unrecorded = HashMap<(String, String), String>;
+
 /// Delivers until `shutdown`; woken early by `relay.wake`. If an outcome
-/// cannot be recorded, the worker pauses (doubling up to a minute) rather
-/// than send again what it could not mark as sent.
+/// cannot be recorded, the worker pauses (doubling up to a minute) and
+/// remembers what was sent, so nothing is sent twice while it waits.
 pub async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: CancellationToken) {
     let mut pause = FIRST_PAUSE;
+    let mut unrecorded = Unrecorded::new();
     loop {
-        match deliver_due(&relay, &outbound, &shutdown).await {
+        match deliver_due(&relay, &outbound, &shutdown, &mut unrecorded).await {
             Ok(n) if n > 0 => {
                 pause = FIRST_PAUSE;
                 continue;
@@ -88,6 +96,7 @@ async fn deliver_due(
     relay: &Arc<Relay>,
     outbound: &Outbound,
     shutdown: &CancellationToken,
+    unrecorded: &mut Unrecorded,
 ) -> Result<usize, Stall> {
     let r = relay.clone();
     let now = relay.clock.now();
@@ -96,16 +105,16 @@ async fn deliver_due(
     for group in due.chunk_by(|a, b| a.message_id == b.message_id) {
         let r = relay.clone();
         let id = group[0].message_id.clone();
-        let announcement = match blocking(move || open(&r, &id)).await? {
+        let announcement = match blocking(move || open(&r, &id)).await?? {
             Ok(a) => Arc::new(a),
             Err(e) => {
+                // E.g. the list key was replaced: fixable, so keep the copies and retry.
                 tracing::error!(message_id = %group[0].message_id, error = %e, "cannot open a spooled announcement");
                 for d in group {
-                    finish(
+                    defer(
                         relay,
                         d,
-                        Finished::Failed,
-                        format!("spooled announcement unreadable: {e}"),
+                        format!("cannot open the spooled announcement: {e}"),
                     )
                     .await?;
                 }
@@ -117,18 +126,26 @@ async fn deliver_due(
             if shutdown.is_cancelled() {
                 return Ok(handled);
             }
-            deliver_one(relay, outbound, &announcement, d, shutdown).await?;
+            deliver_one(relay, outbound, &announcement, d, shutdown, unrecorded).await?;
             handled += 1;
         }
     }
     Ok(handled)
 }
 
-fn open(relay: &Relay, message_id: &str) -> anyhow::Result<Announcement> {
+/// Reads and opens a spooled announcement: a spool error pauses the worker,
+/// a decryption or format error is the announcement's own problem.
+fn open(relay: &Relay, message_id: &str) -> Result<anyhow::Result<Announcement>, SpoolError> {
     let sealed = relay.spool.sealed(message_id)?;
     let p = StandardPolicy::new();
-    let plain = relay.config.list_key.open_from_self(&p, &sealed)?;
-    Announcement::from_bytes(plain.expose()).ok_or_else(|| anyhow::anyhow!("unknown spool format"))
+    Ok(relay
+        .config
+        .list_key
+        .open_from_self(&p, &sealed)
+        .and_then(|plain| {
+            Announcement::from_bytes(plain.expose())
+                .ok_or_else(|| anyhow::anyhow!("unknown spool format"))
+        }))
 }
 
 /// Seals and sends one copy; records how it ended. An error means the
@@ -139,7 +156,14 @@ async fn deliver_one(
     announcement: &Arc<Announcement>,
     d: &DueDelivery,
     shutdown: &CancellationToken,
+    unrecorded: &mut Unrecorded,
 ) -> Result<(), Stall> {
+    let key = (d.message_id.clone(), d.member.clone());
+    if let Some(answer) = unrecorded.get(&key).cloned() {
+        finish(relay, d, Finished::Sent, answer).await?;
+        unrecorded.remove(&key);
+        return Ok(());
+    }
     let r = relay.clone();
     let (a, dd) = (announcement.clone(), d.clone());
     let message = match blocking(move || seal_copy(&r, &a, &dd)).await? {
@@ -161,13 +185,12 @@ async fn deliver_one(
     match sent {
         Ok(answer) => {
             tracing::info!(message_id = %d.message_id, member = %d.member, "copy delivered to the smarthost");
-            finish(
-                relay,
-                d,
-                Finished::Sent,
-                format!("smarthost answered {answer}"),
-            )
-            .await
+            let answer = format!("smarthost answered {answer}");
+            let recorded = finish(relay, d, Finished::Sent, answer.clone()).await;
+            if recorded.is_err() {
+                unrecorded.insert(key, answer);
+            }
+            recorded
         }
         Err(e) if e.permanent => {
             tracing::warn!(message_id = %d.message_id, member = %d.member, error = %e, "copy refused permanently");
