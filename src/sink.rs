@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -20,12 +20,27 @@ pub struct Captured {
     pub raw: Vec<u8>,
 }
 
-#[derive(Default)]
 struct Store {
     captured: Mutex<Vec<Captured>>,
     arrived: Notify,
     /// How many more messages to answer with 451 before accepting.
     temp_fail: AtomicUsize,
+    /// While false, a received message waits before it is answered.
+    open: watch::Sender<bool>,
+    /// Messages received and waiting for the gate.
+    waiting: AtomicUsize,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            captured: Mutex::default(),
+            arrived: Notify::new(),
+            temp_fail: AtomicUsize::new(0),
+            open: watch::channel(true).0,
+            waiting: AtomicUsize::new(0),
+        }
+    }
 }
 
 impl MailHandler for Store {
@@ -34,6 +49,9 @@ impl MailHandler for Store {
     }
 
     async fn deliver(&self, envelope: Envelope, raw: Vec<u8>) -> Reply {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _ = self.open.subscribe().wait_for(|open| *open).await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
         let refuse = self
             .temp_fail
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -99,6 +117,21 @@ impl CaptureSink {
     /// Answers the next `n` messages with a transient 451.
     pub fn fail_next(&self, n: usize) {
         self.store.temp_fail.store(n, Ordering::SeqCst);
+    }
+
+    /// Holds every message after its data arrived, before answering, until [`CaptureSink::release`].
+    pub fn hold(&self) {
+        self.store.open.send_replace(false);
+    }
+
+    /// Answers the held messages and stops holding.
+    pub fn release(&self) {
+        self.store.open.send_replace(true);
+    }
+
+    /// How many messages are being held.
+    pub fn waiting(&self) -> usize {
+        self.store.waiting.load(Ordering::SeqCst)
     }
 
     /// Everything captured so far.

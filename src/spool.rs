@@ -159,6 +159,15 @@ impl Spool {
         }
     }
 
+    /// While `on`, every write is refused (`PRAGMA query_only`): for
+    /// maintenance and for proving how the daemon behaves when the spool
+    /// cannot be written.
+    pub fn set_read_only(&self, on: bool) -> Result<(), SpoolError> {
+        self.lock()
+            .pragma_update(None, "query_only", on)
+            .map_err(|e| self.db(e))
+    }
+
     /// Commits a verified announcement and its deliveries in one fsynced
     /// transaction; only after this returns may the sender be told 250.
     pub fn accept(&self, msg: &NewMessage<'_>, now: DateTime<Utc>) -> Result<(), SpoolError> {

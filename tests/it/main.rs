@@ -4,5 +4,6 @@ mod common;
 mod crash;
 mod delivery;
 mod demo;
+mod durability;
 mod rejection;
 mod smuggling;
