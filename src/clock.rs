@@ -1,13 +1,25 @@
 //! The only place that reads the wall clock; everything else asks a [`Clock`].
 
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::watch;
 
-/// A source of the current time. The daemon uses [`SystemClock`]; tests can
-/// use [`ManualClock`] to move time by hand.
+/// The longest the system clock sleeps before looking at the wall clock
+/// again, so a wall clock that jumps is noticed within this time.
+const RECHECK: Duration = Duration::from_secs(30);
+
+/// A source of the current time. The daemon uses [`SystemClock`]; tests use
+/// [`ManualClock`] and move time by hand.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
+
+    /// Resolves once `now() >= at`. It never resolves early: a clock that
+    /// jumps backwards makes it wait longer.
+    fn sleep_until(&self, at: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
 /// The real wall clock.
@@ -19,25 +31,45 @@ impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
     }
+
+    fn sleep_until(&self, at: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            loop {
+                let left = at - self.now();
+                let Ok(left) = left.to_std() else { return };
+                if left.is_zero() {
+                    return;
+                }
+                tokio::time::sleep(left.min(RECHECK)).await;
+            }
+        })
+    }
 }
 
-/// A clock that stands still until told to move.
+/// A clock that stands still until told to move; waiters wake when it does.
 #[derive(Debug, Clone)]
-pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
+pub struct ManualClock(Arc<watch::Sender<DateTime<Utc>>>);
 
 impl ManualClock {
     pub fn new(at: DateTime<Utc>) -> Self {
-        Self(Arc::new(Mutex::new(at)))
+        Self(Arc::new(watch::channel(at).0))
     }
 
     pub fn set(&self, at: DateTime<Utc>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = at;
+        self.0.send_replace(at);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+        *self.0.borrow()
+    }
+
+    fn sleep_until(&self, at: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let mut rx = self.0.subscribe();
+        Box::pin(async move {
+            let _ = rx.wait_for(|now| *now >= at).await;
+        })
     }
 }
 
@@ -52,4 +84,42 @@ pub fn to_millis(t: DateTime<Utc>) -> i64 {
 /// The inverse of [`to_millis`]; out-of-range values clamp to the epoch.
 pub fn from_millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn manual_sleep_ends_only_when_the_clock_reaches_the_time() {
+        let t0: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
+            .unwrap()
+            .into();
+        let clock = ManualClock::new(t0);
+        let at = t0 + chrono::Duration::hours(1);
+        let mut sleeping = clock.sleep_until(at);
+        let poll = |s: &mut Pin<Box<dyn Future<Output = ()> + Send + '_>>| futures_poll(s.as_mut());
+        assert!(!poll(&mut sleeping));
+        clock.set(at - chrono::Duration::seconds(1));
+        assert!(!poll(&mut sleeping), "one second early is early");
+        clock.set(t0 - chrono::Duration::days(1));
+        assert!(!poll(&mut sleeping), "a clock moved backwards delays");
+        clock.set(at);
+        assert!(poll(&mut sleeping));
+    }
+
+    #[tokio::test]
+    async fn system_sleep_for_a_past_time_returns_at_once() {
+        let clock = SystemClock;
+        let past = clock.now() - chrono::Duration::seconds(5);
+        tokio::time::timeout(Duration::from_secs(5), clock.sleep_until(past))
+            .await
+            .expect("no wait for a time already passed");
+    }
+
+    /// Polls a future once with a no-op waker.
+    fn futures_poll(f: Pin<&mut (dyn Future<Output = ()> + Send + '_)>) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        f.poll(&mut cx).is_ready()
+    }
 }

@@ -1,5 +1,6 @@
-//! Builds mail the way a PST member's client does (RFC 3156
-//! `multipart/signed`), for the demo and the tests.
+//! Builds PGP/MIME signed mail (RFC 3156 `multipart/signed`): the way a PST
+//! member's client does (for the demo and the tests), and the signed body
+//! of the public release.
 
 use chrono::{DateTime, Utc};
 use sequoia_openpgp::Cert;
@@ -28,6 +29,30 @@ pub fn text_part(subject: Option<&str>, body: &str) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// The entity a PST signs when a public advisory goes with the announcement,
+/// as Thunderbird builds it: `multipart/mixed` with protected headers, the
+/// text, and the advisory as the attachment `public-advisory.txt`.
+pub fn text_with_advisory(subject: &str, body: &str, advisory: &str) -> Vec<u8> {
+    use base64::Engine;
+    let boundary = format!("mix-{}", crypto::random_hex(8));
+    let crlf = |t: &str| t.lines().map(|l| format!("{l}\r\n")).collect::<String>();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(crlf(advisory));
+    let wrapped: String = encoded
+        .as_bytes()
+        .chunks(76)
+        .map(|c| format!("{}\r\n", String::from_utf8_lossy(c)))
+        .collect();
+    format!(
+        "Content-Type: multipart/mixed; boundary=\"{boundary}\"; protected-headers=\"v1\"\r\nSubject: {subject}\r\n\r\n\
+--{boundary}\r\nContent-Type: text/plain; charset=\"utf-8\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{}\
+--{boundary}\r\nContent-Type: text/plain; charset=\"utf-8\"; name=\"public-advisory.txt\"\r\n\
+Content-Disposition: attachment; filename=\"public-advisory.txt\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{wrapped}\
+--{boundary}--\r\n",
+        crlf(body)
+    )
+    .into_bytes()
+}
+
 /// Wraps a signed part and its detached signature into a complete mail.
 pub fn multipart_signed(
     from: &str,
@@ -36,14 +61,26 @@ pub fn multipart_signed(
     signed_part: &[u8],
     signature: &[u8],
 ) -> Vec<u8> {
-    let boundary = format!("sig-{}", crypto::random_hex(8));
+    let (content_type, body) = signed_body(signed_part, signature);
     let mut out = format!(
-        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{}@pst.example>\r\nMIME-Version: 1.0\r\n\
-Content-Type: multipart/signed; micalg=pgp-sha512; protocol=\"application/pgp-signature\"; boundary=\"{boundary}\"\r\n\r\n\
-This is an OpenPGP/MIME signed message (RFC 4880 and 3156)\r\n--{boundary}\r\n",
+        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{}@pst.example>\r\nMIME-Version: 1.0\r\nContent-Type: {content_type}\r\n\r\n",
         crypto::random_hex(8)
     )
     .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The RFC 3156 `multipart/signed` body around a signed part and its
+/// detached signature: returns the Content-Type value and the body.
+pub fn signed_body(signed_part: &[u8], signature: &[u8]) -> (String, Vec<u8>) {
+    let boundary = format!("sig-{}", crypto::random_hex(12));
+    let content_type = format!(
+        "multipart/signed; micalg=pgp-sha512; protocol=\"application/pgp-signature\"; boundary=\"{boundary}\""
+    );
+    let mut out =
+        format!("This is an OpenPGP/MIME signed message (RFC 4880 and 3156)\r\n--{boundary}\r\n")
+            .into_bytes();
     out.extend_from_slice(signed_part);
     out.extend_from_slice(
         format!(
@@ -60,7 +97,7 @@ Content-Description: OpenPGP digital signature\r\nContent-Disposition: attachmen
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    out
+    (content_type, out)
 }
 
 /// A complete announcement signed by `pst_tsk`, as a PST member would send it.

@@ -37,6 +37,8 @@ pub struct RawConfig {
     pub outbound: RawOutbound,
     #[serde(default)]
     pub policy: RawPolicy,
+    #[serde(default)]
+    pub public: RawPublic,
     #[serde(default, rename = "member")]
     pub members: Vec<RawMember>,
 }
@@ -86,6 +88,14 @@ pub struct RawPolicy {
     pub max_embargo: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPublic {
+    /// Where a held public advisory goes when the announcement names no `Public-To`.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMember {
@@ -112,6 +122,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct PolicyConfig {
     pub max_embargo: chrono::Duration,
+    /// The default public lists for a held advisory.
+    pub public_recipients: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -193,9 +205,17 @@ impl Validator<'_> {
         let smtp = self.smtp(raw.inbound.smtp)?;
         let outbound = self.outbound(raw.outbound)?;
         let max_embargo = self.duration("policy.max_embargo", raw.policy.max_embargo, "14d")?;
+        let public_recipients = raw
+            .public
+            .recipients
+            .iter()
+            .map(|a| check_address(a))
+            .collect::<Result<_, _>>()
+            .map_err(|p| self.err("public.recipients", p))?;
         let policy = PolicyConfig {
             max_embargo: chrono::Duration::from_std(max_embargo)
                 .map_err(|_| self.err("policy.max_embargo", "too long"))?,
+            public_recipients,
         };
         let roster = self.roster(raw.members)?;
         Ok(Config {

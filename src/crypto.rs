@@ -189,6 +189,32 @@ impl ListKey {
     }
 }
 
+impl ListKey {
+    /// An armored detached signature by the list key (SHA-512, as the
+    /// `micalg=pgp-sha512` of the public release says).
+    pub fn sign_detached(
+        &self,
+        p: &dyn Policy,
+        now: DateTime<Utc>,
+        data: &[u8],
+    ) -> anyhow::Result<Vec<u8>> {
+        let signer = self.signing_keypair(p, Some(at(now)))?;
+        let mut sink = Vec::new();
+        let message = Message::new(&mut sink);
+        let message = Armorer::new(message)
+            .kind(openpgp::armor::Kind::Signature)
+            .build()?;
+        let mut w = Signer::new(message, signer)?
+            .hash_algo(HashAlgorithm::SHA512)?
+            .detached()
+            .creation_time(at(now))
+            .build()?;
+        w.write_all(data)?;
+        w.finalize()?;
+        Ok(sink)
+    }
+}
+
 /// Why a member copy could not be sealed.
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {

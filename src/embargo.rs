@@ -51,6 +51,27 @@ pub enum TermsError {
     UnknownField(String),
     #[error("field `{0}` is given twice")]
     Duplicate(String),
+    #[error(
+        "a public advisory is attached but there is nowhere to publish it: add `Public-To:` or configure [public] recipients"
+    )]
+    NoPublicRecipients,
+}
+
+/// The file name that marks the public advisory inside the signed entity.
+pub const ADVISORY_NAME: &str = "public-advisory.txt";
+
+/// The text of the public advisory, if the signed entity carries one as an
+/// attachment named [`ADVISORY_NAME`].
+pub fn public_advisory(entity: &[u8]) -> Option<String> {
+    let msg = MessageParser::default().parse(entity)?;
+    let part = msg.parts.iter().find(|p| {
+        mail_parser::MimeHeaders::attachment_name(*p)
+            .is_some_and(|n| n.eq_ignore_ascii_case(ADVISORY_NAME))
+    })?;
+    match part.text_contents() {
+        Some(text) => Some(text.to_owned()),
+        None => String::from_utf8(part.contents().to_vec()).ok(),
+    }
 }
 
 /// Parses the field block of the signed entity and checks it against `now`
@@ -228,6 +249,16 @@ mod tests {
         let entity = b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nEmbargo-Until: 2026-12-01T16:00:00=\r\nZ\r\n\r\nText.\r\n--b\r\nContent-Type: text/plain; name=\"public-advisory.txt\"\r\nContent-Disposition: attachment; filename=\"public-advisory.txt\"\r\n\r\nPublic.\r\n--b--\r\n";
         let t = terms(entity, now(), chrono::Duration::days(14)).unwrap();
         assert_eq!(t.until.to_rfc3339(), "2026-12-01T16:00:00+00:00");
+    }
+
+    #[test]
+    fn the_public_advisory_is_the_named_attachment() {
+        let entity = b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nEmbargo-Until: 2026-12-01T16:00:00Z\r\n\r\nPrivate.\r\n--b\r\nContent-Type: text/plain; name=\"public-advisory.txt\"\r\nContent-Disposition: attachment; filename=\"public-advisory.txt\"\r\nContent-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n--b--\r\n";
+        assert_eq!(public_advisory(entity).as_deref(), Some("Public advisory."));
+        assert_eq!(
+            public_advisory(b"Content-Type: text/plain\r\n\r\nEmbargo-Until: x\r\n"),
+            None
+        );
     }
 
     #[test]

@@ -6,19 +6,23 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sequoia_openpgp::policy::StandardPolicy;
 use tokio_util::sync::CancellationToken;
 
 use crate::crypto::SealError;
 use crate::daemon::Relay;
+use crate::embargo;
 use crate::intake::Announcement;
 use crate::outbound::{self, CopyHeaders, Outbound};
-use crate::spool::{DueDelivery, Finished, SpoolError};
+use crate::spool::{DueDelivery, Finished, Kind, SpoolError};
 
 /// How many due deliveries are taken from the spool at a time.
 const BATCH: usize = 256;
 /// The longest the worker sleeps without looking at the spool again.
 const IDLE: Duration = Duration::from_secs(60);
+/// A release this much after its time is reported as late.
+const LATE_AFTER_S: i64 = 60;
 /// The first pause after the spool could not be read or written.
 const FIRST_PAUSE: Duration = Duration::from_secs(5);
 
@@ -60,24 +64,23 @@ pub async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: CancellationTo
                 continue;
             }
         }
-        let wait = next_wait(&relay).await;
+        let wake_at = next_wake(&relay).await;
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = relay.wake.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
+            _ = relay.clock.sleep_until(wake_at) => {}
         }
     }
 }
 
-async fn next_wait(relay: &Arc<Relay>) -> Duration {
+/// When the worker should look again: the next due delivery (or release),
+/// at most [`IDLE`] from now.
+async fn next_wake(relay: &Arc<Relay>) -> DateTime<Utc> {
     let r = relay.clone();
-    let next = blocking(move || r.spool.next_due()).await;
-    match next {
-        Ok(Ok(Some(at))) => (at - relay.clock.now())
-            .to_std()
-            .unwrap_or(Duration::ZERO)
-            .min(IDLE),
-        _ => IDLE,
+    let latest = relay.clock.now() + chrono::Duration::from_std(IDLE).unwrap_or_default();
+    match blocking(move || r.spool.next_due()).await {
+        Ok(Ok(Some(at))) => at.min(latest),
+        _ => latest,
     }
 }
 
@@ -166,7 +169,11 @@ async fn deliver_one(
     }
     let r = relay.clone();
     let (a, dd) = (announcement.clone(), d.clone());
-    let message = match blocking(move || seal_copy(&r, &a, &dd)).await? {
+    if d.kind == Kind::Release && relay.clock.now() < announcement.terms.until {
+        // Never early: the clock is checked now, not only when the row fell due.
+        return postpone(relay, d, announcement.terms.until).await;
+    }
+    let message = match blocking(move || build(&r, &a, &dd)).await? {
         Ok(m) => m,
         Err(SealError::Recipient(reason)) => {
             tracing::warn!(message_id = %d.message_id, member = %d.member, %reason, "member skipped: no usable encryption key, nothing sent");
@@ -184,8 +191,13 @@ async fn deliver_one(
     };
     match sent {
         Ok(answer) => {
-            tracing::info!(message_id = %d.message_id, member = %d.member, "copy delivered to the smarthost");
-            let answer = format!("smarthost answered {answer}");
+            let answer = match d.kind {
+                Kind::Copy => {
+                    tracing::info!(message_id = %d.message_id, member = %d.member, "copy delivered to the smarthost");
+                    format!("smarthost answered {answer}")
+                }
+                Kind::Release => released(relay, announcement, d, &answer),
+            };
             let recorded = finish(relay, d, Finished::Sent, answer.clone()).await;
             if recorded.is_err() {
                 unrecorded.insert(key, answer);
@@ -200,6 +212,32 @@ async fn deliver_one(
     }
 }
 
+/// Logs a public release and says how late it was, if it was.
+fn released(relay: &Relay, a: &Announcement, d: &DueDelivery, answer: &str) -> String {
+    let late = relay.clock.now() - a.terms.until;
+    if late > chrono::Duration::seconds(LATE_AFTER_S) {
+        tracing::warn!(message_id = %d.message_id, public_list = %d.member, late_s = late.num_seconds(), "public advisory released LATE");
+        format!(
+            "public advisory released {} s late; smarthost answered {answer}",
+            late.num_seconds()
+        )
+    } else {
+        tracing::info!(message_id = %d.message_id, public_list = %d.member, "public advisory released");
+        format!("public advisory released on time; smarthost answered {answer}")
+    }
+}
+
+/// Puts a release back until its embargo time (the clock went backwards).
+async fn postpone(relay: &Arc<Relay>, d: &DueDelivery, until: DateTime<Utc>) -> Result<(), Stall> {
+    tracing::warn!(message_id = %d.message_id, public_list = %d.member, "release due but the embargo has not lifted by the clock; postponed");
+    let (r, dd, now) = (relay.clone(), d.clone(), relay.clock.now());
+    Ok(blocking(move || {
+        r.spool
+            .retry_later(&dd, "embargo not lifted yet by the clock", until, now)
+    })
+    .await??)
+}
+
 /// Schedules the next attempt of a delivery after a transient failure.
 async fn defer(relay: &Arc<Relay>, d: &DueDelivery, error: String) -> Result<(), Stall> {
     let cfg = &relay.config.outbound;
@@ -209,6 +247,31 @@ async fn defer(relay: &Arc<Relay>, d: &DueDelivery, error: String) -> Result<(),
     tracing::warn!(message_id = %d.message_id, member = %d.member, %error, retry_in_s = delay.as_secs(), "copy deferred");
     let (r, dd) = (relay.clone(), d.clone());
     Ok(blocking(move || r.spool.retry_later(&dd, &error, next, now)).await??)
+}
+
+/// Builds what a delivery sends: a member's sealed copy or a public release.
+fn build(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
+    match d.kind {
+        Kind::Copy => seal_copy(relay, a, d),
+        Kind::Release => release_message(relay, a, d),
+    }
+}
+
+/// The public advisory for one public list, signed by the list key.
+fn release_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
+    let advisory = embargo::public_advisory(a.entity.expose())
+        .ok_or_else(|| SealError::Crypto("the held public advisory is missing".to_owned()))?;
+    let message_id = format!("{}.{}@{}", d.message_id, d.copy_id, relay.config.hostname);
+    let headers = CopyHeaders {
+        list: &relay.config.list_address,
+        member: &d.member,
+        message_id: &message_id,
+        date: relay.clock.now(),
+    };
+    let p = StandardPolicy::new();
+    let sign = |part: &[u8]| relay.config.list_key.sign_detached(&p, headers.date, part);
+    outbound::public_release(&headers, &a.subject, &advisory, sign)
+        .map_err(|e| SealError::Crypto(e.to_string()))
 }
 
 /// Builds one member's copy: protected inner entity, sealed, wrapped in RFC 3156.

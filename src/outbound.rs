@@ -109,6 +109,51 @@ pub fn encrypted_outer(h: &CopyHeaders<'_>, armored: &[u8]) -> anyhow::Result<Ve
     Ok(message.formatted())
 }
 
+/// The public advisory as it goes to a public list once the embargo lifts:
+/// plaintext, RFC 3156 `multipart/signed` by the list key, the real Subject.
+pub fn public_release(
+    h: &CopyHeaders<'_>,
+    subject: &str,
+    advisory: &str,
+    sign: impl FnOnce(&[u8]) -> anyhow::Result<Vec<u8>>,
+) -> anyhow::Result<Vec<u8>> {
+    let part = text_part(advisory);
+    let signature = sign(&part)?;
+    let (content_type, body) = crate::compose::signed_body(&part, &signature);
+    let mut headers = Headers::new();
+    headers.set(header::From::from(Mailboxes::from(mailbox(h.list)?)));
+    headers.set(header::To::from(Mailboxes::from(mailbox(h.member)?)));
+    headers.set(header::Subject::from(subject.to_owned()));
+    headers.set(header::Date::new(SystemTime::from(h.date)));
+    headers.set(header::MessageId::from(format!("<{}>", h.message_id)));
+    headers.set(header::MIME_VERSION_1_0);
+    let mut out = headers.to_string().into_bytes();
+    out.extend_from_slice(format!("Content-Type: {content_type}\r\n\r\n").as_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// A signable text/plain part: 7bit when it is short-lined ASCII, else
+/// base64 (RFC 3156 wants signed content 7-bit clean).
+fn text_part(text: &str) -> Vec<u8> {
+    let crlf: String = text.lines().map(|l| format!("{l}\r\n")).collect();
+    let plain = crlf.is_ascii() && crlf.lines().all(|l| l.len() <= 998);
+    let mut out = b"Content-Type: text/plain; charset=\"utf-8\"\r\n".to_vec();
+    if plain {
+        out.extend_from_slice(b"Content-Transfer-Encoding: 7bit\r\n\r\n");
+        out.extend_from_slice(crlf.as_bytes());
+    } else {
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(crlf.as_bytes());
+        out.extend_from_slice(b"Content-Transfer-Encoding: base64\r\n\r\n");
+        for chunk in encoded.as_bytes().chunks(76) {
+            out.extend_from_slice(chunk);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out
+}
+
 /// Why a send failed, and whether trying again can help.
 #[derive(Debug, thiserror::Error)]
 #[error("{detail}")]

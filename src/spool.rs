@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS seen_signatures (
 CREATE TABLE IF NOT EXISTS deliveries (
     message_id      TEXT NOT NULL REFERENCES messages(id),
     member          TEXT NOT NULL,
+    kind            TEXT NOT NULL DEFAULT 'copy' CHECK (kind IN ('copy', 'release')),
     copy_id         TEXT NOT NULL,
     state           TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'skipped', 'failed')),
     attempts        INTEGER NOT NULL DEFAULT 0,
@@ -73,13 +74,27 @@ pub struct NewMessage<'a> {
     pub sealed: &'a [u8],
     /// One delivery is created per member address.
     pub members: &'a [String],
+    /// The public lists the held advisory goes to at `embargo_until`
+    /// (empty: no advisory held).
+    pub public_to: &'a [String],
+}
+
+/// What a delivery carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A member's encrypted copy of the announcement.
+    Copy,
+    /// The public advisory, to one public list, at the embargo time.
+    Release,
 }
 
 /// A delivery whose time has come.
 #[derive(Debug, Clone)]
 pub struct DueDelivery {
     pub message_id: String,
+    /// The member's address, or the public list's for a release.
     pub member: String,
+    pub kind: Kind,
     pub copy_id: String,
     pub attempts: u32,
 }
@@ -199,10 +214,15 @@ impl Spool {
             )
             .map_err(|e| self.db(e))?;
         }
-        for member in msg.members {
+        let rows = msg.members.iter().map(|m| (m, "copy", t));
+        let releases = msg
+            .public_to
+            .iter()
+            .map(|p| (p, "release", to_millis(msg.embargo_until)));
+        for (to, kind, due) in rows.chain(releases) {
             tx.execute(
-                "INSERT INTO deliveries (message_id, member, copy_id, state, next_attempt_at) VALUES (?1, ?2, ?3, 'pending', ?4)",
-                params![msg.id, member, crate::crypto::random_hex(12), t],
+                "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
+                params![msg.id, to, kind, crate::crypto::random_hex(12), due],
             )
             .map_err(|e| self.db(e))?;
         }
@@ -248,7 +268,7 @@ impl Spool {
         let conn = self.lock();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT d.message_id, d.member, d.copy_id, d.attempts FROM deliveries d
+                "SELECT d.message_id, d.member, d.kind, d.copy_id, d.attempts FROM deliveries d
                  JOIN messages m ON m.id = d.message_id
                  WHERE d.state = 'pending' AND d.next_attempt_at <= ?1
                  ORDER BY m.received_at, d.message_id, d.member LIMIT ?2",
@@ -256,11 +276,16 @@ impl Spool {
             .map_err(|e| self.db(e))?;
         let rows = stmt
             .query_map(params![to_millis(now), limit as i64], |r| {
+                let kind = match r.get::<_, String>(2)?.as_str() {
+                    "release" => Kind::Release,
+                    _ => Kind::Copy,
+                };
                 Ok(DueDelivery {
                     message_id: r.get(0)?,
                     member: r.get(1)?,
-                    copy_id: r.get(2)?,
-                    attempts: r.get(3)?,
+                    kind,
+                    copy_id: r.get(3)?,
+                    attempts: r.get(4)?,
                 })
             })
             .map_err(|e| self.db(e))?;
@@ -313,10 +338,15 @@ impl Spool {
             ],
         )
         .map_err(|e| self.db(e))?;
+        let event = match (d.kind, state) {
+            (Kind::Release, Finished::Sent) => "released",
+            (Kind::Release, Finished::Failed) => "release-failed",
+            _ => state.as_str(),
+        };
         insert_audit(
             &tx,
             to_millis(now),
-            state.as_str(),
+            event,
             Some(&d.message_id),
             Some(&d.member),
             detail,
@@ -358,7 +388,7 @@ impl Spool {
         let conn = self.lock();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT state, COUNT(*) FROM deliveries WHERE message_id = ?1 GROUP BY state",
+                "SELECT state, COUNT(*) FROM deliveries WHERE message_id = ?1 AND kind = 'copy' GROUP BY state",
             )
             .map_err(|e| self.db(e))?;
         let mut counts = DeliveryCounts::default();
@@ -464,6 +494,7 @@ mod tests {
             sig_digests: &["d1".to_owned()],
             sealed: b"ciphertext",
             members: &members,
+            public_to: &[],
         };
         let now = t("2026-11-20T12:00:00Z");
         spool.accept(&msg, now).unwrap();
@@ -507,6 +538,7 @@ mod tests {
                     sig_digests: &["d".to_owned()],
                     sealed: b"c",
                     members: &members,
+                    public_to: &[],
                 },
                 now,
             )

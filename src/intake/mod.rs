@@ -10,6 +10,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::policy::{Policy, StandardPolicy};
 
+use crate::config::PolicyConfig;
 use crate::crypto::{SignatureProblem, random_hex};
 use crate::daemon::Relay;
 use crate::embargo::{self, Terms, TermsError};
@@ -61,6 +62,8 @@ pub struct Announcement {
     pub subject: String,
     /// The embargo terms from the signed field block.
     pub terms: Terms,
+    /// Where the held public advisory goes at the embargo time (empty: none held).
+    pub public_to: Vec<String>,
     /// The signed MIME entity, verbatim.
     pub entity: Secret,
 }
@@ -86,6 +89,7 @@ impl Announcement {
             t.sender_offset.local_minus_utc().to_string(),
             t.public_to.join(","),
             t.override_reason.clone().unwrap_or_default(),
+            self.public_to.join(","),
         ];
         let mut out = Vec::with_capacity(self.entity.len() + 512);
         out.extend_from_slice(FORMAT);
@@ -113,14 +117,17 @@ impl Announcement {
         let sender_offset = FixedOffset::east_opt(line()?.parse().ok()?)?;
         let public_to = line()?;
         let override_reason = line()?;
+        let resolved_public_to = line()?;
+        let list = |s: &str| -> Vec<String> {
+            s.split(',')
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
         let terms = Terms {
             until,
             sender_offset,
-            public_to: public_to
-                .split(',')
-                .filter(|a| !a.is_empty())
-                .map(str::to_owned)
-                .collect(),
+            public_to: list(&public_to),
             override_reason: Some(override_reason).filter(|r| !r.is_empty()),
         };
         Some(Announcement {
@@ -128,6 +135,7 @@ impl Announcement {
             from,
             subject,
             terms,
+            public_to: list(&resolved_public_to),
             entity: Secret::new(rest.to_vec()),
         })
     }
@@ -139,12 +147,18 @@ pub fn examine(
     pst: &[Cert],
     p: &dyn Policy,
     now: DateTime<Utc>,
-    max_embargo: chrono::Duration,
+    policy: &PolicyConfig,
 ) -> Result<(Announcement, Vec<String>), Rejection> {
     let mail = mime::parse_signed(raw)?;
     let auth = verify::authorize(&mail, pst, p, now)?;
-    let terms =
-        embargo::terms(mail.signed_part.expose(), now, max_embargo).map_err(Rejection::Embargo)?;
+    let entity = mail.signed_part.expose();
+    let terms = embargo::terms(entity, now, policy.max_embargo).map_err(Rejection::Embargo)?;
+    let public_to = match embargo::public_advisory(entity) {
+        None => Vec::new(),
+        Some(_) if !terms.public_to.is_empty() => terms.public_to.clone(),
+        Some(_) if !policy.public_recipients.is_empty() => policy.public_recipients.clone(),
+        Some(_) => return Err(Rejection::Embargo(TermsError::NoPublicRecipients)),
+    };
     let subject = relayed_subject(
         mime::protected_subject(mail.signed_part.expose()),
         mail.outer_subject,
@@ -154,6 +168,7 @@ pub fn examine(
         from: mail.from,
         subject,
         terms,
+        public_to,
         entity: mail.signed_part,
     };
     Ok((announcement, auth.signature_digests))
@@ -189,7 +204,7 @@ impl Intake {
         let relay = &self.relay;
         let now = relay.clock.now();
         let p = StandardPolicy::new();
-        let examined = examine(raw, &relay.pst, &p, now, relay.config.policy.max_embargo);
+        let examined = examine(raw, &relay.pst, &p, now, &relay.config.policy);
         let (announcement, digests) = match examined {
             Ok(a) => a,
             Err(rejection) => return self.reject(envelope, &rejection, now),
@@ -224,6 +239,7 @@ impl Intake {
             sig_digests: &digests,
             sealed: &sealed,
             members: &members,
+            public_to: &announcement.public_to,
         };
         match relay.spool.accept(&new, now) {
             Ok(()) => {
@@ -333,7 +349,10 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
             std::slice::from_ref(&pst),
             &p,
             now,
-            chrono::Duration::days(14),
+            &PolicyConfig {
+                max_embargo: chrono::Duration::days(14),
+                public_recipients: vec!["announce@example.org".into()],
+            },
         )
         .unwrap();
         assert_eq!(a.subject, "CVE-2026-9: signed subject");
@@ -359,6 +378,7 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
                 public_to: vec!["a@x.org".into(), "b@y.org".into()],
                 override_reason: None,
             },
+            public_to: vec!["a@x.org".into()],
             entity: Secret::new(
                 b"Content-Type: text/plain\r\n\r\nline\nwith\nnewlines\r\n".to_vec(),
             ),
@@ -366,6 +386,7 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
         let b = Announcement::from_bytes(a.to_bytes().expose()).unwrap();
         assert_eq!((b.signer, b.from, b.subject), (a.signer, a.from, a.subject));
         assert_eq!(b.terms, a.terms);
+        assert_eq!(b.public_to, a.public_to);
         assert_eq!(b.entity, a.entity);
         assert!(Announcement::from_bytes(b"something else").is_none());
     }

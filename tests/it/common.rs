@@ -20,6 +20,9 @@ pub const PST: &str = "security@project.example.org";
 pub const GPG_MEMBER: &str = "secalert@distro-a.example";
 pub const SQ_MEMBER: &str = "security@distro-b.example";
 pub const EXPIRED_MEMBER: &str = "psirt@expired-c.example";
+/// The configured default public list.
+pub const PUBLIC_DEFAULT: &str = "security-announce@project.example.org";
+
 /// On the roster, but its certificate file does not exist.
 pub const MISSING_MEMBER: &str = "security@missing-d.example";
 
@@ -122,6 +125,28 @@ impl Gpg {
     /// A detached armored signature, as mutt or Thunderbird make over a MIME part.
     pub fn detach_sign(&self, fpr: &str, data: &[u8]) -> Vec<u8> {
         self.ok(&["--armor", "--detach-sign", "--local-user", fpr], data)
+    }
+
+    /// Verifies a detached signature over `data`; returns gpg's status lines.
+    pub fn verify(&self, signature: &[u8], data: &[u8]) -> Result<String, String> {
+        let sig_file = self.home.path().join("v.sig");
+        let data_file = self.home.path().join("v.dat");
+        std::fs::write(&sig_file, signature).unwrap();
+        std::fs::write(&data_file, data).unwrap();
+        let args = [
+            "--status-fd",
+            "2",
+            "--verify",
+            sig_file.to_str().unwrap(),
+            data_file.to_str().unwrap(),
+        ];
+        let out = self.run(&args, b"");
+        let status = String::from_utf8_lossy(&out.stderr).into_owned();
+        if out.status.success() {
+            Ok(status)
+        } else {
+            Err(status)
+        }
     }
 
     /// Decrypts; returns the plaintext and gpg's machine-readable status lines.
@@ -242,7 +267,8 @@ impl Fixture {
         let mut text = format!(
             "[list]\naddress = \"{LIST}\"\nsecret_key = \"keys/list.key\"\nstate_dir = \"state\"\n\n\
 [inbound.smtp]\nlisten = \"127.0.0.1:0\"\nmax_message_size = \"1MiB\"\n\n\
-[outbound]\nsmarthost = \"smtp://{smarthost}\"\ntimeout = \"30s\"\nretry_initial = \"1s\"\nretry_max = \"2s\"\n"
+[outbound]\nsmarthost = \"smtp://{smarthost}\"\ntimeout = \"30s\"\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n\
+[public]\nrecipients = [\"{PUBLIC_DEFAULT}\"]\n"
         );
         for (i, m) in self.members.iter().enumerate() {
             text.push_str(&format!(
@@ -272,9 +298,13 @@ impl Fixture {
         body: &str,
     ) -> (Vec<u8>, Vec<u8>) {
         let part = embargo_relay::compose::text_part(Some(subject), body);
-        let sig = self.pst_gpg.detach_sign(&self.pst_fpr, &part);
-        let mail = embargo_relay::compose::multipart_signed(from, LIST, subject, &part, &sig);
-        (mail, part)
+        (self.gpg_signed_entity(from, subject, &part), part)
+    }
+
+    /// Any MIME entity, signed by the PST with `gpg` and sent as multipart/signed.
+    pub fn gpg_signed_entity(&self, from: &str, subject: &str, entity: &[u8]) -> Vec<u8> {
+        let sig = self.pst_gpg.detach_sign(&self.pst_fpr, entity);
+        embargo_relay::compose::multipart_signed(from, LIST, subject, entity, &sig)
     }
 
     pub fn spool(&self) -> Spool {

@@ -6,4 +6,5 @@ mod delivery;
 mod demo;
 mod durability;
 mod rejection;
+mod release;
 mod smuggling;

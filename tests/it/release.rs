@@ -1,0 +1,136 @@
+//! Issue 3, acceptance 1 and 5: the public advisory is held (unreadable in
+//! the state directory) and goes out at its time, never before, exactly once
+//! per public list, plaintext and signed by the list key; driven by a
+//! controllable clock.
+
+use std::sync::Arc;
+
+use embargo_relay::clock::{Clock, ManualClock};
+use embargo_relay::compose;
+use embargo_relay::config::Config;
+use embargo_relay::intake::mime::parse_signed;
+use embargo_relay::sink::{CaptureSink, Captured};
+
+use crate::common::*;
+
+const PUBLIC_A: &str = "oss-security@lists.example.net";
+const PUBLIC_B: &str = "announce@project.example.org";
+const PRIVATE: &str = "PRIVATE-CANARY-members-only";
+const ADVISORY: &str = "ADVISORY-CANARY: CVE-2026-1234 is fixed in 1.31.4; upgrade.";
+const SUBJECT: &str = "CVE-2026-1234: kubelet path traversal";
+
+fn to(c: &Captured, who: &str) -> bool {
+    c.envelope.rcpt_to == vec![who.to_owned()]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_public_advisory_goes_out_at_its_time_and_not_before() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let clock = ManualClock::new(now());
+    let config = Config::load(&f.write_config(sink.addr())).unwrap();
+    let running = embargo_relay::daemon::start(config, Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    let stamp = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let until_text = stamp(clock.now() + chrono::Duration::days(2));
+    let until: chrono::DateTime<chrono::Utc> = chrono::DateTime::parse_from_rfc3339(&until_text)
+        .unwrap()
+        .into();
+    let body =
+        format!("Embargo-Until: {until_text}\nPublic-To: {PUBLIC_A}, {PUBLIC_B}\n\n{PRIVATE}\n");
+    let entity = compose::text_with_advisory(SUBJECT, &body, ADVISORY);
+    send(
+        running.smtp_addr,
+        PST,
+        &f.gpg_signed_entity(PST, SUBJECT, &entity),
+    )
+    .await
+    .expect("accepted");
+
+    // Members at once; the public lists nothing.
+    let members = f.usable_members().count();
+    sink.wait_for(members, PATIENCE).await;
+    let public = |got: &[Captured]| {
+        got.iter()
+            .filter(|c| to(c, PUBLIC_A) || to(c, PUBLIC_B))
+            .count()
+    };
+    assert_eq!(public(&sink.captured()), 0);
+
+    // One second before the time: a further announcement makes the worker
+    // take a full pass at that clock reading; still nothing public.
+    clock.set(until - chrono::Duration::seconds(1));
+    let later = format!(
+        "Embargo-Until: {}\n\nsecond",
+        stamp(until + chrono::Duration::days(1))
+    );
+    send(running.smtp_addr, PST, &f.gpg_signed(PST, "second", &later))
+        .await
+        .unwrap();
+    sink.wait_for(2 * members, PATIENCE).await;
+    assert_eq!(
+        public(&sink.captured()),
+        0,
+        "nothing public before the time"
+    );
+
+    // The held advisory is not readable in the state directory.
+    for (path, bytes) in all_files(&f.state_dir()) {
+        assert!(
+            find(&bytes, b"ADVISORY-CANARY").is_none(),
+            "advisory readable in {}",
+            path.display()
+        );
+    }
+
+    // At the time: exactly one signed plaintext advisory per public list.
+    clock.set(until);
+    let got = sink.wait_for(2 * members + 2, PATIENCE).await;
+    f.wait_until_no_pending().await;
+    let list_cert = f.list.clone().strip_secret_key_material();
+    let gpg = Gpg::new();
+    gpg.import(&embargo_relay::crypto::armored_public(&list_cert).unwrap());
+    for list in [PUBLIC_A, PUBLIC_B] {
+        let copies: Vec<&Captured> = got.iter().filter(|c| to(c, list)).collect();
+        assert_eq!(copies.len(), 1, "{list}: exactly one release");
+        let raw = &copies[0].raw;
+        let text = String::from_utf8_lossy(raw);
+        assert!(text.contains(&format!("Subject: {SUBJECT}\r\n")), "{text}");
+        assert!(text.contains(&format!("From: {LIST}")), "{text}");
+        assert!(text.contains("multipart/signed"), "{text}");
+        assert!(text.contains(ADVISORY), "plaintext advisory: {text}");
+        assert!(
+            !text.contains(PRIVATE),
+            "the private part must not be published"
+        );
+        let signed = parse_signed(raw).expect("RFC 3156 multipart/signed");
+        let status = gpg
+            .verify(&signed.signature, signed.signed_part.expose())
+            .unwrap_or_else(|s| panic!("gpg --verify failed: {s}"));
+        let validsig = status
+            .lines()
+            .find(|l| l.starts_with("[GNUPG:] VALIDSIG "))
+            .unwrap();
+        assert!(
+            validsig.ends_with(&f.list.fingerprint().to_hex()),
+            "{validsig}"
+        );
+    }
+    assert!(
+        !got.iter().any(|c| to(c, PUBLIC_DEFAULT)),
+        "Public-To replaces the default"
+    );
+    let released: Vec<_> = f
+        .audit()
+        .into_iter()
+        .filter(|r| r.event == "released")
+        .collect();
+    assert_eq!(released.len(), 2);
+    assert!(released.iter().all(|r| r.at >= until), "never early");
+    assert!(
+        released.iter().all(|r| r.detail.contains("on time")),
+        "{released:?}"
+    );
+    running.shutdown().await;
+}
