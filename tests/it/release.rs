@@ -134,3 +134,86 @@ async fn the_public_advisory_goes_out_at_its_time_and_not_before() {
     );
     running.shutdown().await;
 }
+
+/// Sends a signed announcement with an advisory and no Public-To (so the
+/// configured default list gets it); returns its embargo time.
+async fn announce_with_default_public(
+    f: &Fixture,
+    addr: std::net::SocketAddr,
+    clock: &ManualClock,
+) -> chrono::DateTime<chrono::Utc> {
+    let until = clock.now() + chrono::Duration::days(1);
+    let until_text = until.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let body = format!("Embargo-Until: {until_text}\n\n{PRIVATE}\n");
+    let entity = compose::text_with_advisory(SUBJECT, &body, ADVISORY);
+    send(addr, PST, &f.gpg_signed_entity(PST, SUBJECT, &entity))
+        .await
+        .expect("accepted");
+    chrono::DateTime::parse_from_rfc3339(&until_text)
+        .unwrap()
+        .into()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restarts_keep_the_advisory_held_and_a_missed_time_releases_at_start_marked_late() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let clock = ManualClock::new(now());
+    let config = f.write_config(sink.addr());
+    let start = || async {
+        embargo_relay::daemon::start(Config::load(&config).unwrap(), Arc::new(clock.clone()))
+            .await
+            .unwrap()
+    };
+    let members = f.usable_members().count();
+
+    let running = start().await;
+    let until = announce_with_default_public(&f, running.smtp_addr, &clock).await;
+    sink.wait_for(members, PATIENCE).await;
+    running.shutdown().await;
+
+    // Restarted before the time: still held. A second announcement is the
+    // point by which the restarted worker has taken a full pass.
+    clock.set(until - chrono::Duration::hours(1));
+    let running = start().await;
+    let later = format!(
+        "Embargo-Until: {}\n\nsync",
+        (until + chrono::Duration::days(1)).format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    send(running.smtp_addr, PST, &f.gpg_signed(PST, "sync", &later))
+        .await
+        .unwrap();
+    sink.wait_for(2 * members, PATIENCE).await;
+    assert!(
+        !sink.captured().iter().any(|c| to(c, PUBLIC_DEFAULT)),
+        "held across a restart"
+    );
+    running.shutdown().await;
+
+    // Down through the embargo time: released as soon as it starts, marked late.
+    clock.set(until + chrono::Duration::hours(2));
+    let running = start().await;
+    let got = sink.wait_for(2 * members + 1, PATIENCE).await;
+    assert_eq!(got.iter().filter(|c| to(c, PUBLIC_DEFAULT)).count(), 1);
+    f.wait_until_no_pending().await;
+    let released: Vec<_> = f
+        .audit()
+        .into_iter()
+        .filter(|r| r.event == "released")
+        .collect();
+    assert_eq!(released.len(), 1);
+    assert!(
+        released[0].detail.contains("7200 s late"),
+        "{}",
+        released[0].detail
+    );
+    running.shutdown().await;
+    assert_eq!(
+        sink.captured()
+            .iter()
+            .filter(|c| to(c, PUBLIC_DEFAULT))
+            .count(),
+        1,
+        "exactly once"
+    );
+}
