@@ -23,6 +23,10 @@ const MEMBERS: [(&str, &str); 3] = [
     ("security@distro-b.example", "Distro B"),
     ("psirt@cloud-c.example", "Cloud C"),
 ];
+const PUBLIC_LIST: &str = "oss-security@lists.example.org";
+const ADVISORY: &str = "CVE-2026-0001: path traversal in the example daemon\n\nVersions before 2.4.1 let a remote user read any file. Upgrade to 2.4.1.\n";
+/// How far ahead the demo's embargo lifts.
+const EMBARGO_SECONDS: i64 = 5;
 const SUBJECT: &str = "[EMBARGOED] CVE-2026-0001: path traversal in the example daemon";
 const BODY: &str = "Embargo-Until: {until}\n\nA path traversal in the example daemon lets a remote user read any file.\nPatches are attached to the tracking issue; please test them.\n\n-- the Product Security Team\n";
 
@@ -39,6 +43,9 @@ listen = "127.0.0.1:0"
 [outbound]
 smarthost = "smtp://{sink}"
 retry_initial = "1s"
+
+[public]
+recipients = ["{public}"]
 {members}"#;
 
 pub async fn run(keep: Option<&Path>) -> anyhow::Result<()> {
@@ -93,6 +100,7 @@ pub async fn run(keep: Option<&Path>) -> anyhow::Result<()> {
     let config_text = CONFIG
         .replace("{list}", LIST)
         .replace("{sink}", &sink.addr().to_string())
+        .replace("{public}", PUBLIC_LIST)
         .replace("{members}", &members);
     let config_path = dir.join("config.toml");
     std::fs::write(&config_path, config_text)?;
@@ -103,11 +111,13 @@ pub async fn run(keep: Option<&Path>) -> anyhow::Result<()> {
         sink.addr()
     );
 
-    let until = (clock.now() + chrono::Duration::days(3))
-        .format("%Y-%m-%dT16:00:00Z")
+    let until = (clock.now() + chrono::Duration::seconds(EMBARGO_SECONDS + 1))
+        .format("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
     let body = BODY.replace("{until}", &until);
-    let mail = compose::signed_announcement(&p, &pst, clock.now(), PST.0, LIST, SUBJECT, &body)?;
+    let entity = compose::text_with_advisory(SUBJECT, &body, ADVISORY);
+    let signature = crypto::sign_detached(&p, &pst, clock.now(), &entity)?;
+    let mail = compose::multipart_signed(PST.0, LIST, SUBJECT, &entity, &signature);
     let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
         .port(running.smtp_addr.port())
         .build();
@@ -126,7 +136,8 @@ pub async fn run(keep: Option<&Path>) -> anyhow::Result<()> {
         .wait_for(recipients.len(), Duration::from_secs(60))
         .await;
     let list_cert = list.strip_secret_key_material();
-    let result = check_copies(&p, &recipients, &list_cert, &captured);
+    let result = check_copies(&p, &recipients, &list_cert, &captured)
+        .and(release_story(&p, &sink, &list_cert, &until, recipients.len()).await);
     println!("\n== audit trail");
     for r in running.relay.spool.audit_records()? {
         println!(
@@ -139,6 +150,55 @@ pub async fn run(keep: Option<&Path>) -> anyhow::Result<()> {
     }
     running.shutdown().await;
     result
+}
+
+/// Waits for the public advisory, shows it, and checks it came at or after
+/// its time, signed by the list key.
+async fn release_story(
+    p: &StandardPolicy<'_>,
+    sink: &CaptureSink,
+    list: &Cert,
+    until: &str,
+    members: usize,
+) -> anyhow::Result<()> {
+    println!("\n== the public advisory is held until {until}; waiting for it");
+    let got = sink.wait_for(members + 1, Duration::from_secs(60)).await;
+    let arrived = SystemClock.now();
+    let Some(release) = got
+        .iter()
+        .find(|c| c.envelope.rcpt_to == [PUBLIC_LIST.to_owned()])
+    else {
+        bail!("the public advisory did not go out");
+    };
+    let text = String::from_utf8_lossy(&release.raw);
+    for line in text.lines().take_while(|l| !l.is_empty()) {
+        if ["From:", "To:", "Subject:", "Content-Type:"]
+            .iter()
+            .any(|h| line.starts_with(h))
+        {
+            println!("   {line}");
+        }
+    }
+    let signed = crate::intake::mime::parse_signed(&release.raw)
+        .map_err(|e| anyhow::anyhow!("release is not PGP/MIME signed: {e}"))?;
+    crypto::verify_detached(
+        p,
+        arrived,
+        std::slice::from_ref(list),
+        signed.signed_part.expose(),
+        &signed.signature,
+    )
+    .map_err(|e| anyhow::anyhow!("release signature: {e}"))?;
+    let until: chrono::DateTime<chrono::Utc> = chrono::DateTime::parse_from_rfc3339(until)?.into();
+    if arrived < until {
+        bail!("the public advisory went out early");
+    }
+    println!(
+        "   released at {} (embargo until {until}), signed by the list key: good",
+        arrived.format("%H:%M:%S")
+    );
+    println!("   {}", ADVISORY.lines().next().unwrap_or_default());
+    Ok(())
 }
 
 /// Prints each member's copy and checks it decrypts with that member's key

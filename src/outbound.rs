@@ -123,7 +123,7 @@ pub fn public_release(
     let mut headers = Headers::new();
     headers.set(header::From::from(Mailboxes::from(mailbox(h.list)?)));
     headers.set(header::To::from(Mailboxes::from(mailbox(h.member)?)));
-    headers.set(header::Subject::from(subject.to_owned()));
+    headers.set(header::Subject::from(public_subject(subject)));
     headers.set(header::Date::new(SystemTime::from(h.date)));
     headers.set(header::MessageId::from(format!("<{}>", h.message_id)));
     headers.set(header::MIME_VERSION_1_0);
@@ -131,6 +131,19 @@ pub fn public_release(
     out.extend_from_slice(format!("Content-Type: {content_type}\r\n\r\n").as_bytes());
     out.extend_from_slice(&body);
     Ok(out)
+}
+
+/// The announcement's Subject without a leading `[EMBARGOED]` tag, which
+/// is no longer true once the advisory is public.
+fn public_subject(subject: &str) -> String {
+    const TAG: &str = "[embargoed]";
+    let trimmed = subject.trim_start();
+    match trimmed.get(..TAG.len()) {
+        Some(head) if head.eq_ignore_ascii_case(TAG) => {
+            trimmed[TAG.len()..].trim_start().to_owned()
+        }
+        _ => subject.to_owned(),
+    }
 }
 
 /// A signable text/plain part: 7bit when it is short-lined ASCII, else
@@ -283,6 +296,16 @@ mod tests {
         );
         assert!(text.contains("\r\n\r\n--er-"));
         assert!(text.contains("Content-Type: text/plain\r\n\r\nbody\r\n--er-"));
+    }
+
+    #[test]
+    fn public_subject_drops_the_embargo_tag_only() {
+        assert_eq!(public_subject("[EMBARGOED] CVE-1: x"), "CVE-1: x");
+        assert_eq!(public_subject("[Embargoed]CVE-1"), "CVE-1");
+        assert_eq!(
+            public_subject("CVE-1: [EMBARGOED] stays"),
+            "CVE-1: [EMBARGOED] stays"
+        );
     }
 
     #[test]

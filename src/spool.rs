@@ -233,10 +233,11 @@ impl Spool {
             Some(msg.id),
             None,
             &format!(
-                "signed by {}; embargo until {}; {} deliveries queued",
+                "signed by {}; embargo until {}; {} member copies queued; {} public releases held",
                 msg.signer,
                 msg.embargo_until.to_rfc3339(),
-                msg.members.len()
+                msg.members.len(),
+                msg.public_to.len()
             ),
         )
         .map_err(|e| self.db(e))?;

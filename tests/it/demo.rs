@@ -15,6 +15,10 @@ fn demo_exits_zero_after_checking_every_copy() {
     );
     assert!(stdout.contains("all 4 member copies decrypt"), "{stdout}");
     assert!(
+        stdout.contains("signed by the list key: good"),
+        "the public release is shown: {stdout}"
+    );
+    assert!(
         stdout.contains("Subject: [embargoed announcement]"),
         "{stdout}"
     );
