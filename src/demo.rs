@@ -14,7 +14,7 @@ use sequoia_openpgp::policy::StandardPolicy;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::sink::{CaptureSink, Captured};
-use crate::{compose, crypto, daemon};
+use crate::{compose, crypto, daemon, outbound};
 
 const LIST: &str = "distributors-announce@lists.example.org";
 const PST: (&str, &str) = ("security@project.example.org", "Project PST");
@@ -132,12 +132,16 @@ pub async fn run(keep: Option<&Path>) -> anyhow::Result<()> {
         answer.message().collect::<Vec<_>>().join(" ")
     );
 
+    let is_copy = |c: &Captured| has_subject(c, outbound::PLACEHOLDER_SUBJECT);
     let captured = sink
-        .wait_for(recipients.len(), Duration::from_secs(60))
+        .wait_until(Duration::from_secs(60), |g| {
+            g.iter().filter(|c| is_copy(c)).count() >= recipients.len()
+        })
         .await;
     let list_cert = list.strip_secret_key_material();
     let result = check_copies(&p, &recipients, &list_cert, &captured)
-        .and(release_story(&p, &sink, &list_cert, &until, recipients.len()).await);
+        .and(receipt_story(&p, &sink, &pst, &list_cert).await)
+        .and(release_story(&p, &sink, &list_cert, &until).await);
     println!("\n== audit trail");
     for r in running.relay.spool.audit_records()? {
         println!(
@@ -152,6 +156,47 @@ pub async fn run(keep: Option<&Path>) -> anyhow::Result<()> {
     result
 }
 
+fn has_subject(c: &Captured, subject: &str) -> bool {
+    let header = format!("Subject: {subject}\r\n");
+    c.raw.windows(header.len()).any(|w| w == header.as_bytes())
+}
+
+/// Waits for the PST's receipt and shows it, decrypted with the PST's key.
+async fn receipt_story(
+    p: &StandardPolicy<'_>,
+    sink: &CaptureSink,
+    pst: &Cert,
+    list: &Cert,
+) -> anyhow::Result<()> {
+    let got = sink
+        .wait_until(Duration::from_secs(60), |g| {
+            g.iter().any(|c| has_subject(c, outbound::RECEIPT_SUBJECT))
+        })
+        .await;
+    let Some(receipt) = got
+        .iter()
+        .find(|c| has_subject(c, outbound::RECEIPT_SUBJECT))
+    else {
+        bail!("the PST got no receipt");
+    };
+    let text = String::from_utf8_lossy(&receipt.raw);
+    let start = text.find("-----BEGIN PGP MESSAGE-----").unwrap_or(0);
+    let opened = crypto::open_copy(p, pst, list, text[start..].as_bytes())?;
+    let plain = String::from_utf8_lossy(opened.plaintext.expose()).into_owned();
+    let body = plain.split("Your announcement").nth(1).unwrap_or_default();
+    println!(
+        "\n== receipt to the PST ({}), decrypted with the PST's key",
+        receipt.envelope.rcpt_to.join(", ")
+    );
+    for line in format!("Your announcement{body}")
+        .lines()
+        .take_while(|l| !l.starts_with("--er-"))
+    {
+        println!("   {line}");
+    }
+    Ok(())
+}
+
 /// Waits for the public advisory, shows it, and checks it came at or after
 /// its time, signed by the list key.
 async fn release_story(
@@ -159,15 +204,14 @@ async fn release_story(
     sink: &CaptureSink,
     list: &Cert,
     until: &str,
-    members: usize,
 ) -> anyhow::Result<()> {
     println!("\n== the public advisory is held until {until}; waiting for it");
-    let got = sink.wait_for(members + 1, Duration::from_secs(60)).await;
+    let is_release = |c: &Captured| c.envelope.rcpt_to == [PUBLIC_LIST.to_owned()];
+    let got = sink
+        .wait_until(Duration::from_secs(60), |g| g.iter().any(is_release))
+        .await;
     let arrived = SystemClock.now();
-    let Some(release) = got
-        .iter()
-        .find(|c| c.envelope.rcpt_to == [PUBLIC_LIST.to_owned()])
-    else {
+    let Some(release) = got.iter().find(|c| is_release(c)) else {
         bail!("the public advisory did not go out");
     };
     let text = String::from_utf8_lossy(&release.raw);
@@ -213,7 +257,10 @@ fn check_copies(
     for (i, (email, key)) in recipients.iter().enumerate() {
         let copies: Vec<_> = captured
             .iter()
-            .filter(|c| c.envelope.rcpt_to == [email.clone()])
+            .filter(|c| {
+                c.envelope.rcpt_to == [email.clone()]
+                    && has_subject(c, outbound::PLACEHOLDER_SUBJECT)
+            })
             .collect();
         let [copy] = copies[..] else {
             failures.push(format!(

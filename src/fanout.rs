@@ -36,10 +36,10 @@ enum Stall {
 }
 
 /// Copies the smarthost accepted whose `sent` state could not be written
-/// yet, keyed by (message id, member), with the smarthost's answer. They are
+/// yet, keyed by (message id, recipient, kind), with the smarthost's answer. They are
 /// recorded, never sent again, once the spool works (a crash in between
 /// costs at most one duplicate).
-type Unrecorded = HashMap<(String, String), String>;
+type Unrecorded = HashMap<(String, String, Kind), String>;
 
 /// Delivers until `shutdown`; woken early by `relay.wake`. If an outcome
 /// cannot be recorded, the worker pauses (doubling up to a minute) and
@@ -132,6 +132,15 @@ async fn deliver_due(
             deliver_one(relay, outbound, &announcement, d, shutdown, unrecorded).await?;
             handled += 1;
         }
+        if group.iter().any(|d| d.kind == Kind::Copy) {
+            let (r, id, to, now) = (
+                relay.clone(),
+                group[0].message_id.clone(),
+                announcement.from.clone(),
+                relay.clock.now(),
+            );
+            blocking(move || r.spool.queue_receipt_when_tried(&id, &to, now)).await??;
+        }
     }
     Ok(handled)
 }
@@ -161,7 +170,7 @@ async fn deliver_one(
     shutdown: &CancellationToken,
     unrecorded: &mut Unrecorded,
 ) -> Result<(), Stall> {
-    let key = (d.message_id.clone(), d.member.clone());
+    let key = (d.message_id.clone(), d.member.clone(), d.kind);
     if let Some(answer) = unrecorded.get(&key).cloned() {
         finish(relay, d, Finished::Sent, answer).await?;
         unrecorded.remove(&key);
@@ -197,6 +206,10 @@ async fn deliver_one(
                     format!("smarthost answered {answer}")
                 }
                 Kind::Release => released(relay, announcement, d, &answer),
+                Kind::Receipt => {
+                    tracing::info!(message_id = %d.message_id, pst = %d.member, "receipt sent to the PST");
+                    format!("receipt sent; smarthost answered {answer}")
+                }
             };
             let recorded = finish(relay, d, Finished::Sent, answer.clone()).await;
             if recorded.is_err() {
@@ -254,7 +267,115 @@ fn build(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, Se
     match d.kind {
         Kind::Copy => seal_copy(relay, a, d),
         Kind::Release => release_message(relay, a, d),
+        Kind::Receipt => receipt_message(relay, a, d),
     }
+}
+
+/// The PST's receipt: what happened to the announcement, signed by the list
+/// and encrypted to the certificate that signed the announcement.
+fn receipt_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
+    let pst = relay
+        .pst
+        .iter()
+        .find(|c| c.fingerprint().to_hex() == a.signer)
+        .ok_or_else(|| {
+            SealError::Recipient("the signing PST certificate is no longer configured".to_owned())
+        })?;
+    let spool_error = |e: SpoolError| SealError::Crypto(e.to_string());
+    let report = relay
+        .spool
+        .copy_report(&d.message_id)
+        .map_err(spool_error)?;
+    let releases = relay
+        .spool
+        .release_targets(&d.message_id)
+        .map_err(spool_error)?;
+    let text = receipt_text(relay, a, &d.message_id, &report, &releases);
+    let part = format!(
+        "Content-Type: text/plain; charset=\"utf-8\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{}",
+        text.lines().map(|l| format!("{l}\r\n")).collect::<String>()
+    );
+    let message_id = format!("{}.{}@{}", d.message_id, d.copy_id, relay.config.hostname);
+    let headers = CopyHeaders {
+        list: &relay.config.list_address,
+        member: &d.member,
+        message_id: &message_id,
+        date: relay.clock.now(),
+    };
+    let subject = format!("Receipt: {}", a.subject);
+    let inner = outbound::protected_inner(&headers, &subject, a.terms.until, part.as_bytes())
+        .map_err(|e| SealError::Crypto(format!("bad address: {e}")))?;
+    let p = StandardPolicy::new();
+    let armored = relay
+        .config
+        .list_key
+        .seal_for(&p, headers.date, pst, inner.expose())?;
+    outbound::encrypted_outer(&headers, outbound::RECEIPT_SUBJECT, &armored)
+        .map_err(|e| SealError::Crypto(e.to_string()))
+}
+
+/// The receipt's text: embargo id and times, who got a copy, who did not and why.
+fn receipt_text(
+    relay: &Relay,
+    a: &Announcement,
+    message_id: &str,
+    report: &[(String, String, Option<String>)],
+    releases: &[String],
+) -> String {
+    let organization = |m: &str| {
+        relay
+            .config
+            .roster
+            .find(m)
+            .map(|m| m.organization.clone())
+            .unwrap_or_default()
+    };
+    let list = |state: &str| -> String {
+        report
+            .iter()
+            .filter(|(_, s, _)| s == state)
+            .map(|(m, _, why)| {
+                format!(
+                    "  - {m} ({}): {}\n",
+                    organization(m),
+                    why.as_deref().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    let sent = report.iter().filter(|(_, s, _)| s == "sent").count();
+    let local = a.terms.until.with_timezone(&a.terms.sender_offset);
+    let mut text = format!(
+        "Your announcement was accepted and relayed by {}.\n\nEmbargo id:     {message_id}\nSubject:        {}\n\
+Embargo lifts:  {} UTC ({} in the offset you wrote)\nCopies sent:    {sent} of {} members\n",
+        relay.config.list_address,
+        a.subject,
+        a.terms.until.format("%Y-%m-%d %H:%M:%S"),
+        local.format("%Y-%m-%d %H:%M:%S %:z"),
+        report.len(),
+    );
+    for (state, title) in [
+        (
+            "skipped",
+            "Skipped (no usable key; nothing was sent to them, not even in plaintext)",
+        ),
+        ("pending", "Still being retried"),
+        ("failed", "Refused permanently"),
+    ] {
+        let rows = list(state);
+        if !rows.is_empty() {
+            text.push_str(&format!("\n{title}:\n{rows}"));
+        }
+    }
+    text.push_str(&if releases.is_empty() {
+        "\nPublic advisory: none held. Nothing will be published by the list.\n".to_owned()
+    } else {
+        format!(
+            "\nPublic advisory: held; it goes to {} when the embargo lifts.\n",
+            releases.join(", ")
+        )
+    });
+    text
 }
 
 /// The public advisory for one public list, signed by the list key.
@@ -298,7 +419,8 @@ fn seal_copy(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>
         .config
         .list_key
         .seal_for(&p, headers.date, cert, inner.expose())?;
-    outbound::encrypted_outer(&headers, &armored).map_err(|e| SealError::Crypto(e.to_string()))
+    outbound::encrypted_outer(&headers, outbound::PLACEHOLDER_SUBJECT, &armored)
+        .map_err(|e| SealError::Crypto(e.to_string()))
 }
 
 async fn finish(

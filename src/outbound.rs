@@ -17,6 +17,9 @@ use crate::secret::Secret;
 /// The outer Subject of every member copy: it says nothing about the content.
 pub const PLACEHOLDER_SUBJECT: &str = "[embargoed announcement]";
 
+/// The outer Subject of a receipt to the PST.
+pub const RECEIPT_SUBJECT: &str = "[embargo-relay receipt]";
+
 /// The headers one member copy carries, inside and out.
 #[derive(Debug, Clone)]
 pub struct CopyHeaders<'a> {
@@ -83,7 +86,11 @@ Do not share this beyond need-to-know until then.\r\n",
 
 /// The message that goes on the wire: RFC 3156 `multipart/encrypted` with
 /// the neutral placeholder Subject and only this member as recipient.
-pub fn encrypted_outer(h: &CopyHeaders<'_>, armored: &[u8]) -> anyhow::Result<Vec<u8>> {
+pub fn encrypted_outer(
+    h: &CopyHeaders<'_>,
+    outer_subject: &str,
+    armored: &[u8],
+) -> anyhow::Result<Vec<u8>> {
     let armored = String::from_utf8_lossy(armored).into_owned();
     let control = SinglePart::builder()
         .header(ContentType::parse("application/pgp-encrypted").expect("valid content type"))
@@ -98,7 +105,7 @@ pub fn encrypted_outer(h: &CopyHeaders<'_>, armored: &[u8]) -> anyhow::Result<Ve
     let message = lettre::Message::builder()
         .from(mailbox(h.list)?)
         .to(mailbox(h.member)?)
-        .subject(PLACEHOLDER_SUBJECT)
+        .subject(outer_subject)
         .date(SystemTime::from(h.date))
         .message_id(Some(format!("<{}>", h.message_id)))
         .multipart(
@@ -246,6 +253,7 @@ mod tests {
     fn outer_copy_is_rfc3156_with_a_neutral_subject() {
         let out = encrypted_outer(
             &headers(),
+            PLACEHOLDER_SUBJECT,
             b"-----BEGIN PGP MESSAGE-----\n\nwcBM\n-----END PGP MESSAGE-----\n",
         )
         .unwrap();

@@ -145,11 +145,20 @@ impl CaptureSink {
 
     /// Waits until at least `n` messages arrived or `timeout` passed; returns what arrived.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Captured> {
+        self.wait_until(timeout, |got| got.len() >= n).await
+    }
+
+    /// Waits until what arrived satisfies `done`, or `timeout` passed; returns what arrived.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[Captured]) -> bool,
+    ) -> Vec<Captured> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.store.arrived.notified();
             let got = self.captured();
-            if got.len() >= n {
+            if done(&got) {
                 return got;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {

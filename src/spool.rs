@@ -42,13 +42,13 @@ CREATE TABLE IF NOT EXISTS seen_signatures (
 CREATE TABLE IF NOT EXISTS deliveries (
     message_id      TEXT NOT NULL REFERENCES messages(id),
     member          TEXT NOT NULL,
-    kind            TEXT NOT NULL DEFAULT 'copy' CHECK (kind IN ('copy', 'release')),
+    kind            TEXT NOT NULL DEFAULT 'copy' CHECK (kind IN ('copy', 'release', 'receipt')),
     copy_id         TEXT NOT NULL,
     state           TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'skipped', 'failed')),
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL,
     last_error      TEXT,
-    PRIMARY KEY (message_id, member)
+    PRIMARY KEY (message_id, member, kind)
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
 CREATE TABLE IF NOT EXISTS audit (
@@ -80,12 +80,24 @@ pub struct NewMessage<'a> {
 }
 
 /// What a delivery carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// A member's encrypted copy of the announcement.
     Copy,
     /// The public advisory, to one public list, at the embargo time.
     Release,
+    /// The signed, encrypted receipt to the PST member who sent it.
+    Receipt,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Copy => "copy",
+            Kind::Release => "release",
+            Kind::Receipt => "receipt",
+        }
+    }
 }
 
 /// A delivery whose time has come.
@@ -279,6 +291,7 @@ impl Spool {
             .query_map(params![to_millis(now), limit as i64], |r| {
                 let kind = match r.get::<_, String>(2)?.as_str() {
                     "release" => Kind::Release,
+                    "receipt" => Kind::Receipt,
                     _ => Kind::Copy,
                 };
                 Ok(DueDelivery {
@@ -329,19 +342,22 @@ impl Spool {
         let tx = conn.transaction().map_err(|e| self.db(e))?;
         tx.execute(
             "UPDATE deliveries SET state = ?3, attempts = attempts + ?4, last_error = ?5
-             WHERE message_id = ?1 AND member = ?2",
+             WHERE message_id = ?1 AND member = ?2 AND kind = ?6",
             params![
                 d.message_id,
                 d.member,
                 state.as_str(),
                 i64::from(state != Finished::Skipped),
-                (state != Finished::Sent).then_some(detail)
+                (state != Finished::Sent).then_some(detail),
+                d.kind.as_str()
             ],
         )
         .map_err(|e| self.db(e))?;
         let event = match (d.kind, state) {
             (Kind::Release, Finished::Sent) => "released",
             (Kind::Release, Finished::Failed) => "release-failed",
+            (Kind::Receipt, Finished::Sent) => "receipt-sent",
+            (Kind::Receipt, _) => "receipt-failed",
             _ => state.as_str(),
         };
         insert_audit(
@@ -368,8 +384,14 @@ impl Spool {
         let tx = conn.transaction().map_err(|e| self.db(e))?;
         tx.execute(
             "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?3, last_error = ?4
-             WHERE message_id = ?1 AND member = ?2",
-            params![d.message_id, d.member, to_millis(next), error],
+             WHERE message_id = ?1 AND member = ?2 AND kind = ?5",
+            params![
+                d.message_id,
+                d.member,
+                to_millis(next),
+                error,
+                d.kind.as_str()
+            ],
         )
         .map_err(|e| self.db(e))?;
         insert_audit(
@@ -382,6 +404,66 @@ impl Spool {
         )
         .map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))
+    }
+
+    /// Queues the receipt to `to` once every member copy of the message
+    /// has been tried at least once; returns whether it was queued now.
+    pub fn queue_receipt_when_tried(
+        &self,
+        message_id: &str,
+        to: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, SpoolError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.db(e))?;
+        let (untried, receipts): (i64, i64) = tx
+            .query_row(
+                "SELECT
+                   (SELECT COUNT(*) FROM deliveries WHERE message_id = ?1 AND kind = 'copy' AND state = 'pending' AND attempts = 0),
+                   (SELECT COUNT(*) FROM deliveries WHERE message_id = ?1 AND kind = 'receipt')",
+                [message_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.db(e))?;
+        if untried > 0 || receipts > 0 {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, 'receipt', ?3, 'pending', ?4)",
+            params![message_id, to, crate::crypto::random_hex(12), to_millis(now)],
+        )
+        .map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))?;
+        Ok(true)
+    }
+
+    /// Each member copy of a message: (member, state, last error).
+    pub fn copy_report(
+        &self,
+        message_id: &str,
+    ) -> Result<Vec<(String, String, Option<String>)>, SpoolError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT member, state, last_error FROM deliveries WHERE message_id = ?1 AND kind = 'copy' ORDER BY member",
+            )
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map([message_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|e| self.db(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
+    }
+
+    /// The public lists a message's advisory is held for.
+    pub fn release_targets(&self, message_id: &str) -> Result<Vec<String>, SpoolError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT member FROM deliveries WHERE message_id = ?1 AND kind = 'release' ORDER BY member")
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map([message_id], |r| r.get(0))
+            .map_err(|e| self.db(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
     }
 
     /// Delivery states of one message.

@@ -429,6 +429,35 @@ pub async fn send(addr: SocketAddr, from: &str, raw: &[u8]) -> Result<String, (u
     }
 }
 
+/// The member copies among what a sink captured (not receipts or releases).
+pub fn copies(got: &[embargo_relay::sink::Captured]) -> Vec<&embargo_relay::sink::Captured> {
+    with_subject(got, "[embargoed announcement]")
+}
+
+/// Waits until `n` member copies arrived at `sink`; returns all it captured.
+pub async fn wait_copies(
+    sink: &embargo_relay::sink::CaptureSink,
+    n: usize,
+) -> Vec<embargo_relay::sink::Captured> {
+    sink.wait_until(PATIENCE, |got| copies(got).len() >= n)
+        .await
+}
+
+/// The receipts to the PST among what a sink captured.
+pub fn receipts(got: &[embargo_relay::sink::Captured]) -> Vec<&embargo_relay::sink::Captured> {
+    with_subject(got, "[embargo-relay receipt]")
+}
+
+fn with_subject<'a>(
+    got: &'a [embargo_relay::sink::Captured],
+    subject: &str,
+) -> Vec<&'a embargo_relay::sink::Captured> {
+    let header = format!("Subject: {subject}\r\n");
+    got.iter()
+        .filter(|c| find(&c.raw, header.as_bytes()).is_some())
+        .collect()
+}
+
 /// The armored PGP message inside a captured RFC 3156 copy.
 pub fn armored_payload(raw: &[u8]) -> &[u8] {
     let start = find(raw, b"-----BEGIN PGP MESSAGE-----").expect("copy holds a PGP message");

@@ -3,7 +3,7 @@
 //! plaintext anywhere else, and a member with an expired key gets nothing.
 
 use embargo_relay::crypto::open_copy;
-use embargo_relay::sink::CaptureSink;
+use embargo_relay::sink::{CaptureSink, Captured};
 use sequoia_openpgp::KeyHandle;
 use sequoia_openpgp::policy::StandardPolicy;
 
@@ -29,18 +29,52 @@ async fn gpg_signed_announcement_reaches_each_member_encrypted_to_that_member_al
     assert!(reply.contains("announcement accepted as"), "{reply}");
 
     let usable: Vec<&TestMember> = f.usable_members().collect();
-    let captured = sink.wait_for(usable.len(), PATIENCE).await;
+    wait_copies(&sink, usable.len()).await;
     f.wait_until_no_pending().await;
-    let captured_after = sink.captured();
+    let all = sink.captured();
+    let captured: Vec<Captured> = copies(&all).into_iter().cloned().collect();
     assert_eq!(
-        captured_after.len(),
+        captured.len(),
         usable.len(),
         "exactly one copy per usable member"
     );
-    assert_eq!(captured.len(), captured_after.len());
 
-    let p = StandardPolicy::new();
+    // The PST's receipt: encrypted to the signer, says what happened.
+    let id = reply.rsplit(' ').next().unwrap();
+    let receipt = receipts(&all);
+    assert_eq!(receipt.len(), 1, "one receipt");
+    assert_eq!(receipt[0].envelope.rcpt_to, vec![PST.to_owned()]);
     let list_cert = f.list.clone().strip_secret_key_material();
+    let p = StandardPolicy::new();
+    let opened = open_copy(
+        &p,
+        &f.members[0].secret,
+        &list_cert,
+        armored_payload(&receipt[0].raw),
+    )
+    .expect("the PST decrypts its receipt");
+    let text = String::from_utf8_lossy(opened.plaintext.expose()).into_owned();
+    for expected in [
+        format!("Embargo id:     {id}"),
+        format!(
+            "Embargo lifts:  {} UTC",
+            until.replace('T', " ").trim_end_matches('Z')
+        ),
+        "Copies sent:    3 of 5 members".to_owned(),
+        format!("{EXPIRED_MEMBER} (Org 3): certificate"),
+        format!("{MISSING_MEMBER} (Missing D): certificate file"),
+        "Public advisory: none held".to_owned(),
+    ] {
+        assert!(
+            text.contains(&expected),
+            "receipt lacks {expected:?}:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains(CANARY),
+        "the receipt does not repeat the announcement"
+    );
+
     let others: Vec<&TestMember> = f.members.iter().collect();
     for m in &usable {
         let copies: Vec<_> = captured
@@ -214,8 +248,12 @@ async fn transient_smarthost_failure_is_retried_with_backoff() {
     .await
     .unwrap();
     let n = f.usable_members().count();
-    let got = sink.wait_for(n, PATIENCE).await;
-    assert_eq!(got.len(), n, "every member got its copy after the 451s");
+    let got = wait_copies(&sink, n).await;
+    assert_eq!(
+        copies(&got).len(),
+        n,
+        "every member got its copy after the 451s"
+    );
     let deferred: Vec<_> = f
         .audit()
         .into_iter()

@@ -117,10 +117,10 @@ async fn forged_or_broken_announcements_are_refused_and_nothing_is_sent() {
 
     // Only the genuine announcement went out: one copy per usable member.
     let n = f.usable_members().count();
-    sink.wait_for(n, PATIENCE).await;
+    wait_copies(&sink, n).await;
     f.wait_until_no_pending().await;
     assert_eq!(
-        sink.captured().len(),
+        copies(&sink.captured()).len(),
         n,
         "nothing but the genuine announcement was sent"
     );
