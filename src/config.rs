@@ -86,6 +86,8 @@ pub struct RawOutbound {
 pub struct RawPolicy {
     /// The longest embargo accepted without an `Embargo-Override:` field.
     pub max_embargo: Option<String>,
+    /// How long before an embargo lifts the PST is reminded.
+    pub reminder_before: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +126,8 @@ pub struct PolicyConfig {
     pub max_embargo: chrono::Duration,
     /// The default public lists for a held advisory.
     pub public_recipients: Vec<String>,
+    /// How long before the embargo lifts the PST is reminded.
+    pub reminder_before: chrono::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -205,6 +209,8 @@ impl Validator<'_> {
         let smtp = self.smtp(raw.inbound.smtp)?;
         let outbound = self.outbound(raw.outbound)?;
         let max_embargo = self.duration("policy.max_embargo", raw.policy.max_embargo, "14d")?;
+        let reminder_before =
+            self.duration("policy.reminder_before", raw.policy.reminder_before, "24h")?;
         let public_recipients = raw
             .public
             .recipients
@@ -216,6 +222,8 @@ impl Validator<'_> {
             max_embargo: chrono::Duration::from_std(max_embargo)
                 .map_err(|_| self.err("policy.max_embargo", "too long"))?,
             public_recipients,
+            reminder_before: chrono::Duration::from_std(reminder_before)
+                .map_err(|_| self.err("policy.reminder_before", "too long"))?,
         };
         let roster = self.roster(raw.members)?;
         Ok(Config {

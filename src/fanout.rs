@@ -178,7 +178,8 @@ async fn deliver_one(
     }
     let r = relay.clone();
     let (a, dd) = (announcement.clone(), d.clone());
-    if d.kind == Kind::Release && relay.clock.now() < announcement.terms.until {
+    let at_the_time = matches!(d.kind, Kind::Release | Kind::Lifted);
+    if at_the_time && relay.clock.now() < announcement.terms.until {
         // Never early: the clock is checked now, not only when the row fell due.
         return postpone(relay, d, announcement.terms.until).await;
     }
@@ -206,9 +207,9 @@ async fn deliver_one(
                     format!("smarthost answered {answer}")
                 }
                 Kind::Release => released(relay, announcement, d, &answer),
-                Kind::Receipt => {
-                    tracing::info!(message_id = %d.message_id, pst = %d.member, "receipt sent to the PST");
-                    format!("receipt sent; smarthost answered {answer}")
+                Kind::Receipt | Kind::Lifted | Kind::Reminder => {
+                    tracing::info!(message_id = %d.message_id, to = %d.member, kind = ?d.kind, "notice sent");
+                    format!("smarthost answered {answer}")
                 }
             };
             let recorded = finish(relay, d, Finished::Sent, answer.clone()).await;
@@ -268,19 +269,28 @@ fn build(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, Se
         Kind::Copy => seal_copy(relay, a, d),
         Kind::Release => release_message(relay, a, d),
         Kind::Receipt => receipt_message(relay, a, d),
+        Kind::Lifted => lifted_message(relay, a, d),
+        Kind::Reminder => reminder_message(relay, a, d),
     }
 }
 
-/// The PST's receipt: what happened to the announcement, signed by the list
-/// and encrypted to the certificate that signed the announcement.
-fn receipt_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
-    let pst = relay
+/// The certificate that signed the announcement (receipts and reminders go to it).
+fn signer_cert<'a>(
+    relay: &'a Relay,
+    a: &Announcement,
+) -> Result<&'a sequoia_openpgp::Cert, SealError> {
+    relay
         .pst
         .iter()
         .find(|c| c.fingerprint().to_hex() == a.signer)
         .ok_or_else(|| {
             SealError::Recipient("the signing PST certificate is no longer configured".to_owned())
-        })?;
+        })
+}
+
+/// The PST's receipt: what happened to the announcement.
+fn receipt_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
+    let pst = signer_cert(relay, a)?;
     let spool_error = |e: SpoolError| SealError::Crypto(e.to_string());
     let report = relay
         .spool
@@ -291,6 +301,99 @@ fn receipt_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<V
         .release_targets(&d.message_id)
         .map_err(spool_error)?;
     let text = receipt_text(relay, a, &d.message_id, &report, &releases);
+    let subject = format!("Receipt: {}", a.subject);
+    notice(relay, a, d, pst, &subject, &text, outbound::RECEIPT_SUBJECT)
+}
+
+/// The PST's reminder before the embargo lifts; says plainly if nothing will be published.
+fn reminder_message(
+    relay: &Relay,
+    a: &Announcement,
+    d: &DueDelivery,
+) -> Result<Vec<u8>, SealError> {
+    let pst = signer_cert(relay, a)?;
+    let releases = relay
+        .spool
+        .release_targets(&d.message_id)
+        .map_err(|e| SealError::Crypto(e.to_string()))?;
+    let left = a.terms.until - relay.clock.now();
+    let mut text = format!(
+        "Reminder: the embargo on announcement {} lifts in about {} hours, at {} UTC ({} in the offset you wrote).\n\nSubject: {}\n\n",
+        d.message_id,
+        left.num_hours().max(0),
+        a.terms.until.format("%Y-%m-%d %H:%M:%S"),
+        a.terms
+            .until
+            .with_timezone(&a.terms.sender_offset)
+            .format("%Y-%m-%d %H:%M:%S %:z"),
+        a.subject,
+    );
+    text.push_str(&if releases.is_empty() {
+        "NO PUBLIC ADVISORY IS HELD for this embargo: the list will publish nothing when it lifts. Publish the advisory yourself.\n".to_owned()
+    } else {
+        format!("Public advisory: held; it goes to {} when the embargo lifts.\n", releases.join(", "))
+    });
+    notice(
+        relay,
+        a,
+        d,
+        pst,
+        &format!("Reminder: {}", a.subject),
+        &text,
+        outbound::REMINDER_SUBJECT,
+    )
+}
+
+/// A member's notice that the embargo has lifted.
+fn lifted_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
+    let member = relay
+        .config
+        .roster
+        .find(&d.member)
+        .ok_or_else(|| SealError::Recipient("no longer on the roster".to_owned()))?;
+    let cert = member
+        .cert()
+        .map_err(|e| SealError::Recipient(e.to_owned()))?;
+    let releases = relay
+        .spool
+        .release_targets(&d.message_id)
+        .map_err(|e| SealError::Crypto(e.to_string()))?;
+    let mut text = format!(
+        "The embargo on announcement {} lifted at {} UTC.\n\nSubject: {}\n\n",
+        d.message_id,
+        a.terms.until.format("%Y-%m-%d %H:%M:%S"),
+        a.subject
+    );
+    text.push_str(&if releases.is_empty() {
+        "The list published no advisory; the PST coordinates publication.\n".to_owned()
+    } else {
+        format!(
+            "The public advisory has been sent to {}.\n",
+            releases.join(", ")
+        )
+    });
+    notice(
+        relay,
+        a,
+        d,
+        cert,
+        &format!("Embargo lifted: {}", a.subject),
+        &text,
+        outbound::LIFTED_SUBJECT,
+    )
+}
+
+/// A short text from the list to one recipient: protected Subject inside,
+/// signed by the list key, encrypted to `cert` alone.
+fn notice(
+    relay: &Relay,
+    a: &Announcement,
+    d: &DueDelivery,
+    cert: &sequoia_openpgp::Cert,
+    subject: &str,
+    text: &str,
+    outer_subject: &str,
+) -> Result<Vec<u8>, SealError> {
     let part = format!(
         "Content-Type: text/plain; charset=\"utf-8\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{}",
         text.lines().map(|l| format!("{l}\r\n")).collect::<String>()
@@ -302,15 +405,14 @@ fn receipt_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<V
         message_id: &message_id,
         date: relay.clock.now(),
     };
-    let subject = format!("Receipt: {}", a.subject);
-    let inner = outbound::protected_inner(&headers, &subject, a.terms.until, part.as_bytes())
+    let inner = outbound::protected_inner(&headers, subject, a.terms.until, part.as_bytes())
         .map_err(|e| SealError::Crypto(format!("bad address: {e}")))?;
     let p = StandardPolicy::new();
     let armored = relay
         .config
         .list_key
-        .seal_for(&p, headers.date, pst, inner.expose())?;
-    outbound::encrypted_outer(&headers, outbound::RECEIPT_SUBJECT, &armored)
+        .seal_for(&p, headers.date, cert, inner.expose())?;
+    outbound::encrypted_outer(&headers, outer_subject, &armored)
         .map_err(|e| SealError::Crypto(e.to_string()))
 }
 

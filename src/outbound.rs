@@ -20,6 +20,12 @@ pub const PLACEHOLDER_SUBJECT: &str = "[embargoed announcement]";
 /// The outer Subject of a receipt to the PST.
 pub const RECEIPT_SUBJECT: &str = "[embargo-relay receipt]";
 
+/// The outer Subject of a reminder to the PST before an embargo lifts.
+pub const REMINDER_SUBJECT: &str = "[embargo-relay reminder]";
+
+/// The outer Subject of a member's notice that an embargo has lifted.
+pub const LIFTED_SUBJECT: &str = "[embargo lifted]";
+
 /// The headers one member copy carries, inside and out.
 #[derive(Debug, Clone)]
 pub struct CopyHeaders<'a> {

@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS seen_signatures (
 CREATE TABLE IF NOT EXISTS deliveries (
     message_id      TEXT NOT NULL REFERENCES messages(id),
     member          TEXT NOT NULL,
-    kind            TEXT NOT NULL DEFAULT 'copy' CHECK (kind IN ('copy', 'release', 'receipt')),
+    kind            TEXT NOT NULL DEFAULT 'copy' CHECK (kind IN ('copy', 'release', 'receipt', 'lifted', 'reminder')),
     copy_id         TEXT NOT NULL,
     state           TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'skipped', 'failed')),
     attempts        INTEGER NOT NULL DEFAULT 0,
@@ -77,6 +77,8 @@ pub struct NewMessage<'a> {
     /// The public lists the held advisory goes to at `embargo_until`
     /// (empty: no advisory held).
     pub public_to: &'a [String],
+    /// The PST address to remind, and when (none if that time has passed).
+    pub reminder: Option<(&'a str, DateTime<Utc>)>,
 }
 
 /// What a delivery carries.
@@ -88,6 +90,10 @@ pub enum Kind {
     Release,
     /// The signed, encrypted receipt to the PST member who sent it.
     Receipt,
+    /// A member's encrypted notice that the embargo has lifted.
+    Lifted,
+    /// The PST's encrypted reminder before the embargo lifts.
+    Reminder,
 }
 
 impl Kind {
@@ -96,6 +102,8 @@ impl Kind {
             Kind::Copy => "copy",
             Kind::Release => "release",
             Kind::Receipt => "receipt",
+            Kind::Lifted => "lifted",
+            Kind::Reminder => "reminder",
         }
     }
 }
@@ -226,12 +234,12 @@ impl Spool {
             )
             .map_err(|e| self.db(e))?;
         }
-        let rows = msg.members.iter().map(|m| (m, "copy", t));
-        let releases = msg
-            .public_to
-            .iter()
-            .map(|p| (p, "release", to_millis(msg.embargo_until)));
-        for (to, kind, due) in rows.chain(releases) {
+        let until = to_millis(msg.embargo_until);
+        let rows = msg.members.iter().map(|m| (m.as_str(), "copy", t));
+        let releases = msg.public_to.iter().map(|p| (p.as_str(), "release", until));
+        let lifted = msg.members.iter().map(|m| (m.as_str(), "lifted", until));
+        let reminder = msg.reminder.map(|(to, at)| (to, "reminder", to_millis(at)));
+        for (to, kind, due) in rows.chain(releases).chain(lifted).chain(reminder) {
             tx.execute(
                 "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
                 params![msg.id, to, kind, crate::crypto::random_hex(12), due],
@@ -292,6 +300,8 @@ impl Spool {
                 let kind = match r.get::<_, String>(2)?.as_str() {
                     "release" => Kind::Release,
                     "receipt" => Kind::Receipt,
+                    "lifted" => Kind::Lifted,
+                    "reminder" => Kind::Reminder,
                     _ => Kind::Copy,
                 };
                 Ok(DueDelivery {
@@ -358,6 +368,8 @@ impl Spool {
             (Kind::Release, Finished::Failed) => "release-failed",
             (Kind::Receipt, Finished::Sent) => "receipt-sent",
             (Kind::Receipt, _) => "receipt-failed",
+            (Kind::Lifted, Finished::Sent) => "lifted-sent",
+            (Kind::Reminder, Finished::Sent) => "reminder-sent",
             _ => state.as_str(),
         };
         insert_audit(
@@ -578,6 +590,7 @@ mod tests {
             sealed: b"ciphertext",
             members: &members,
             public_to: &[],
+            reminder: None,
         };
         let now = t("2026-11-20T12:00:00Z");
         spool.accept(&msg, now).unwrap();
@@ -617,11 +630,12 @@ mod tests {
                 &NewMessage {
                     id: "m1",
                     signer: "F",
-                    embargo_until: now,
+                    embargo_until: now + chrono::Duration::days(1),
                     sig_digests: &["d".to_owned()],
                     sealed: b"c",
                     members: &members,
                     public_to: &[],
+                    reminder: None,
                 },
                 now,
             )

@@ -240,6 +240,11 @@ impl Intake {
             sealed: &sealed,
             members: &members,
             public_to: &announcement.public_to,
+            reminder: Some((
+                announcement.from.as_str(),
+                announcement.terms.until - relay.config.policy.reminder_before,
+            ))
+            .filter(|(_, at)| *at > now),
         };
         match relay.spool.accept(&new, now) {
             Ok(()) => {
@@ -352,6 +357,7 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
             &PolicyConfig {
                 max_embargo: chrono::Duration::days(14),
                 public_recipients: vec!["announce@example.org".into()],
+                reminder_before: chrono::Duration::hours(24),
             },
         )
         .unwrap();

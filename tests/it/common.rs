@@ -315,13 +315,18 @@ impl Fixture {
         self.spool().audit_records().unwrap()
     }
 
-    /// Polls the spool until no delivery is pending.
+    /// Polls the spool until no delivery is pending now (by the real clock).
     pub async fn wait_until_no_pending(&self) {
+        self.wait_until_nothing_due(now()).await
+    }
+
+    /// Polls the spool until no pending delivery is due at `at`.
+    pub async fn wait_until_nothing_due(&self, at: chrono::DateTime<Utc>) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
-        while self.spool().next_due().unwrap().is_some() {
+        while !self.spool().due(at, 1).unwrap().is_empty() {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "deliveries still pending"
+                "deliveries still due"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -441,6 +446,18 @@ pub async fn wait_copies(
 ) -> Vec<embargo_relay::sink::Captured> {
     sink.wait_until(PATIENCE, |got| copies(got).len() >= n)
         .await
+}
+
+/// Members' notices that an embargo lifted.
+pub fn lifted_notices(
+    got: &[embargo_relay::sink::Captured],
+) -> Vec<&embargo_relay::sink::Captured> {
+    with_subject(got, "[embargo lifted]")
+}
+
+/// Reminders to the PST.
+pub fn reminders(got: &[embargo_relay::sink::Captured]) -> Vec<&embargo_relay::sink::Captured> {
+    with_subject(got, "[embargo-relay reminder]")
 }
 
 /// The receipts to the PST among what a sink captured.

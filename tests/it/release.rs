@@ -86,8 +86,12 @@ async fn the_public_advisory_goes_out_at_its_time_and_not_before() {
 
     // At the time: exactly one signed plaintext advisory per public list.
     clock.set(until);
-    let got = sink.wait_until(PATIENCE, |g| public(g) >= 2).await;
-    f.wait_until_no_pending().await;
+    let got = sink
+        .wait_until(PATIENCE, |g| {
+            public(g) >= 2 && lifted_notices(g).len() >= members && reminders(g).len() >= 2
+        })
+        .await;
+    f.wait_until_nothing_due(until).await;
     let list_cert = f.list.clone().strip_secret_key_material();
     let gpg = Gpg::new();
     gpg.import(&embargo_relay::crypto::armored_public(&list_cert).unwrap());
@@ -197,7 +201,7 @@ async fn restarts_keep_the_advisory_held_and_a_missed_time_releases_at_start_mar
         .wait_until(PATIENCE, |g| g.iter().any(|c| to(c, PUBLIC_DEFAULT)))
         .await;
     assert_eq!(got.iter().filter(|c| to(c, PUBLIC_DEFAULT)).count(), 1);
-    f.wait_until_no_pending().await;
+    f.wait_until_nothing_due(clock.now()).await;
     let released: Vec<_> = f
         .audit()
         .into_iter()
