@@ -109,7 +109,11 @@ async fn deliver_due(
         let r = relay.clone();
         let id = group[0].message_id.clone();
         let announcement = match blocking(move || open(&r, &id)).await?? {
-            Ok(a) => Arc::new(a),
+            Ok(mut a) => {
+                // The spool's embargo time is authoritative (operators can change it).
+                a.terms.until = group[0].embargo_until;
+                Arc::new(a)
+            }
             Err(e) => {
                 // E.g. the list key was replaced: fixable, so keep the copies and retry.
                 tracing::error!(message_id = %group[0].message_id, error = %e, "cannot open a spooled announcement");
@@ -178,7 +182,7 @@ async fn deliver_one(
     }
     let r = relay.clone();
     let (a, dd) = (announcement.clone(), d.clone());
-    let at_the_time = matches!(d.kind, Kind::Release | Kind::Lifted);
+    let at_the_time = matches!(d.kind, Kind::Release | Kind::Lifted) && !d.embargo_cancelled;
     if at_the_time && relay.clock.now() < announcement.terms.until {
         // Never early: the clock is checked now, not only when the row fell due.
         return postpone(relay, d, announcement.terms.until).await;
@@ -358,6 +362,15 @@ fn lifted_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Ve
         .spool
         .release_targets(&d.message_id)
         .map_err(|e| SealError::Crypto(e.to_string()))?;
+    if d.embargo_cancelled {
+        let text = format!(
+            "The embargo on announcement {} was cancelled. The held public advisory was discarded; \
+the list will publish nothing.\n\nSubject: {}\n\nKeep the announcement confidential until the PST says otherwise.\n",
+            d.message_id, a.subject
+        );
+        let subject = format!("Embargo cancelled: {}", a.subject);
+        return notice(relay, a, d, cert, &subject, &text, outbound::LIFTED_SUBJECT);
+    }
     let mut text = format!(
         "The embargo on announcement {} lifted at {} UTC.\n\nSubject: {}\n\n",
         d.message_id,

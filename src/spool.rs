@@ -12,6 +12,9 @@ use crate::clock::{from_millis, to_millis};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
+    /// An embargo operation that cannot be done, with the reason.
+    #[error("{0}")]
+    Refused(String),
     /// The same signature was accepted before.
     #[error("signature already seen (message {0})")]
     Replay(String),
@@ -33,6 +36,7 @@ CREATE TABLE IF NOT EXISTS messages (
     received_at  INTEGER NOT NULL,
     signer       TEXT NOT NULL,
     embargo_until INTEGER NOT NULL,
+    embargo_state TEXT NOT NULL DEFAULT 'held' CHECK (embargo_state IN ('held', 'cancelled')),
     sealed       BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS seen_signatures (
@@ -44,7 +48,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     member          TEXT NOT NULL,
     kind            TEXT NOT NULL DEFAULT 'copy' CHECK (kind IN ('copy', 'release', 'receipt', 'lifted', 'reminder')),
     copy_id         TEXT NOT NULL,
-    state           TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'skipped', 'failed')),
+    state           TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'skipped', 'failed', 'cancelled')),
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL,
     last_error      TEXT,
@@ -115,8 +119,38 @@ pub struct DueDelivery {
     /// The member's address, or the public list's for a release.
     pub member: String,
     pub kind: Kind,
+    /// The embargo time in force (the spool's, which operators may change).
+    pub embargo_until: DateTime<Utc>,
+    /// The embargo was cancelled: nothing is published.
+    pub embargo_cancelled: bool,
     pub copy_id: String,
     pub attempts: u32,
+}
+
+/// An embargo as operators see it.
+#[derive(Debug, Clone)]
+pub struct EmbargoInfo {
+    pub id: String,
+    pub signer: String,
+    pub received_at: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub cancelled: bool,
+    /// Public lists and the state of the release to each.
+    pub releases: Vec<(String, String)>,
+    pub copies: DeliveryCounts,
+}
+
+impl EmbargoInfo {
+    /// `held`, `lifted` or `cancelled` at `now`.
+    pub fn state(&self, now: DateTime<Utc>) -> &'static str {
+        if self.cancelled {
+            "cancelled"
+        } else if self.until > now {
+            "held"
+        } else {
+            "lifted"
+        }
+    }
 }
 
 /// One audit record.
@@ -289,7 +323,7 @@ impl Spool {
         let conn = self.lock();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT d.message_id, d.member, d.kind, d.copy_id, d.attempts FROM deliveries d
+                "SELECT d.message_id, d.member, d.kind, d.copy_id, d.attempts, m.embargo_until, m.embargo_state FROM deliveries d
                  JOIN messages m ON m.id = d.message_id
                  WHERE d.state = 'pending' AND d.next_attempt_at <= ?1
                  ORDER BY m.received_at, d.message_id, d.member LIMIT ?2",
@@ -310,6 +344,8 @@ impl Spool {
                     kind,
                     copy_id: r.get(3)?,
                     attempts: r.get(4)?,
+                    embargo_until: from_millis(r.get(5)?),
+                    embargo_cancelled: r.get::<_, String>(6)? == "cancelled",
                 })
             })
             .map_err(|e| self.db(e))?;
@@ -478,6 +514,164 @@ impl Spool {
         rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
     }
 
+    /// Every embargo, soonest first.
+    pub fn embargoes(&self) -> Result<Vec<EmbargoInfo>, SpoolError> {
+        let ids: Vec<String> = {
+            let conn = self.lock();
+            let mut stmt = conn
+                .prepare("SELECT id FROM messages ORDER BY embargo_until")
+                .map_err(|e| self.db(e))?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.db(e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| self.db(e))?
+        };
+        ids.iter().map(|id| self.embargo(id)).collect()
+    }
+
+    /// One embargo, by id.
+    pub fn embargo(&self, id: &str) -> Result<EmbargoInfo, SpoolError> {
+        let (signer, received, until, state): (String, i64, i64, String) = self
+            .lock()
+            .query_row(
+                "SELECT signer, received_at, embargo_until, embargo_state FROM messages WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(|e| self.db(e))?
+            .ok_or_else(|| SpoolError::Refused(format!("no embargo with id {id}")))?;
+        let releases = {
+            let conn = self.lock();
+            let mut stmt = conn
+                .prepare_cached("SELECT member, state FROM deliveries WHERE message_id = ?1 AND kind = 'release' ORDER BY member")
+                .map_err(|e| self.db(e))?;
+            let rows = stmt
+                .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(|e| self.db(e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| self.db(e))?
+        };
+        Ok(EmbargoInfo {
+            id: id.to_owned(),
+            signer,
+            received_at: from_millis(received),
+            until: from_millis(until),
+            cancelled: state == "cancelled",
+            releases,
+            copies: self.counts(id)?,
+        })
+    }
+
+    /// Moves a held embargo to a later time; releases, lifted notices and
+    /// the reminder move with it.
+    pub fn extend(
+        &self,
+        id: &str,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+        actor: &str,
+    ) -> Result<(), SpoolError> {
+        let info = self.held(id, now)?;
+        if to <= info.until {
+            return Err(SpoolError::Refused(format!(
+                "{} is not later than the current embargo time {}",
+                to.to_rfc3339(),
+                info.until.to_rfc3339()
+            )));
+        }
+        let delta = to_millis(to) - to_millis(info.until);
+        self.change(id, actor, now, "extended", &format!("embargo moved from {} to {}", info.until.to_rfc3339(), to.to_rfc3339()), |tx| {
+            tx.execute("UPDATE messages SET embargo_until = ?2 WHERE id = ?1", params![id, to_millis(to)])?;
+            tx.execute(
+                "UPDATE deliveries SET next_attempt_at = ?2 WHERE message_id = ?1 AND state = 'pending' AND kind IN ('release', 'lifted')",
+                params![id, to_millis(to)],
+            )?;
+            tx.execute(
+                "UPDATE deliveries SET next_attempt_at = next_attempt_at + ?2 WHERE message_id = ?1 AND state = 'pending' AND kind = 'reminder'",
+                params![id, delta],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Lifts a held embargo now: the advisory and the lifted notices are due at once.
+    pub fn release_now(&self, id: &str, now: DateTime<Utc>, actor: &str) -> Result<(), SpoolError> {
+        let info = self.held(id, now)?;
+        self.change(id, actor, now, "released-now", &format!("embargo due {} lifted early", info.until.to_rfc3339()), |tx| {
+            tx.execute("UPDATE messages SET embargo_until = ?2 WHERE id = ?1", params![id, to_millis(now)])?;
+            tx.execute(
+                "UPDATE deliveries SET next_attempt_at = ?2 WHERE message_id = ?1 AND state = 'pending' AND kind IN ('release', 'lifted')",
+                params![id, to_millis(now)],
+            )?;
+            tx.execute(
+                "UPDATE deliveries SET state = 'cancelled' WHERE message_id = ?1 AND state = 'pending' AND kind = 'reminder'",
+                [id],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Cancels a held embargo: the advisory is discarded, members are told at once.
+    pub fn cancel(&self, id: &str, now: DateTime<Utc>, actor: &str) -> Result<(), SpoolError> {
+        self.held(id, now)?;
+        self.change(id, actor, now, "cancelled", "embargo cancelled; held advisory discarded", |tx| {
+            tx.execute("UPDATE messages SET embargo_state = 'cancelled' WHERE id = ?1", [id])?;
+            tx.execute(
+                "UPDATE deliveries SET state = 'cancelled' WHERE message_id = ?1 AND state = 'pending' AND kind IN ('release', 'reminder')",
+                [id],
+            )?;
+            tx.execute(
+                "UPDATE deliveries SET next_attempt_at = ?2 WHERE message_id = ?1 AND state = 'pending' AND kind = 'lifted'",
+                params![id, to_millis(now)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The embargo, if it is still held; otherwise why an operation on it is refused.
+    fn held(&self, id: &str, now: DateTime<Utc>) -> Result<EmbargoInfo, SpoolError> {
+        let info = self.embargo(id)?;
+        match info.state(now) {
+            "held" => Ok(info),
+            "cancelled" => Err(SpoolError::Refused(format!("embargo {id} was cancelled"))),
+            _ => Err(SpoolError::Refused(format!(
+                "embargo {id} already lifted at {}",
+                info.until.to_rfc3339()
+            ))),
+        }
+    }
+
+    /// Applies an embargo change and its audit record in one transaction.
+    fn change(
+        &self,
+        id: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+        event: &str,
+        detail: &str,
+        apply: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+    ) -> Result<(), SpoolError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.db(e))?;
+        apply(&tx).map_err(|e| self.db(e))?;
+        insert_audit(
+            &tx,
+            to_millis(now),
+            event,
+            Some(id),
+            None,
+            &format!("{detail} (by {actor})"),
+        )
+        .map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))
+    }
+
+    /// Changes whenever another connection commits (`PRAGMA data_version`):
+    /// how the daemon notices the operator's CLI within a second.
+    pub fn data_version(&self) -> Result<i64, SpoolError> {
+        self.lock()
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| self.db(e))
+    }
+
     /// Delivery states of one message.
     pub fn counts(&self, message_id: &str) -> Result<DeliveryCounts, SpoolError> {
         let conn = self.lock();
@@ -617,6 +811,111 @@ mod tests {
             .map(|r| r.event)
             .collect();
         assert_eq!(events, ["accepted", "sent", "deferred"]);
+    }
+
+    #[test]
+    fn operators_extend_release_and_cancel_held_embargoes() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let now = t("2026-11-20T12:00:00Z");
+        let until = t("2026-11-22T12:00:00Z");
+        let members = vec!["a@x.org".to_owned()];
+        let public = vec!["pub@x.org".to_owned()];
+        for (id, digest) in [("m1", "d1"), ("m2", "d2")] {
+            let msg = NewMessage {
+                id,
+                signer: "F",
+                embargo_until: until,
+                sig_digests: &[digest.to_owned()],
+                sealed: b"c",
+                members: &members,
+                public_to: &public,
+                reminder: Some(("pst@x.org", t("2026-11-21T12:00:00Z"))),
+            };
+            spool.accept(&msg, now).unwrap();
+        }
+        let kinds_due = |at| -> Vec<(String, Kind)> {
+            spool
+                .due(at, 100)
+                .unwrap()
+                .into_iter()
+                .map(|d| (d.message_id, d.kind))
+                .collect()
+        };
+        assert_eq!(spool.embargo("m1").unwrap().state(now), "held");
+        assert!(
+            matches!(
+                spool.extend("m1", t("2026-11-21T00:00:00Z"), now, "test"),
+                Err(SpoolError::Refused(_))
+            ),
+            "earlier is no extension"
+        );
+        spool
+            .extend("m1", t("2026-11-23T12:00:00Z"), now, "test")
+            .unwrap();
+        assert_eq!(
+            spool.embargo("m1").unwrap().until,
+            t("2026-11-23T12:00:00Z")
+        );
+        let at_old_time: Vec<Kind> = kinds_due(until)
+            .into_iter()
+            .filter(|(m, _)| m == "m1")
+            .map(|(_, k)| k)
+            .collect();
+        assert!(
+            !at_old_time.contains(&Kind::Release) && !at_old_time.contains(&Kind::Lifted),
+            "{at_old_time:?}"
+        );
+        // The reminder moved by the same day: due at the old embargo time, not before.
+        assert!(at_old_time.contains(&Kind::Reminder));
+        let just_before = until - chrono::Duration::seconds(1);
+        assert!(!kinds_due(just_before).contains(&("m1".to_owned(), Kind::Reminder)));
+
+        spool.release_now("m2", now, "test").unwrap();
+        let due_now: Vec<Kind> = kinds_due(now)
+            .into_iter()
+            .filter(|(m, _)| m == "m2")
+            .map(|(_, k)| k)
+            .collect();
+        assert!(
+            due_now.contains(&Kind::Release) && due_now.contains(&Kind::Lifted),
+            "{due_now:?}"
+        );
+        assert!(!due_now.contains(&Kind::Reminder));
+        assert!(
+            matches!(
+                spool.cancel("m2", t("2026-11-20T12:00:01Z"), "test"),
+                Err(SpoolError::Refused(_))
+            ),
+            "already lifted"
+        );
+
+        spool.cancel("m1", now, "test").unwrap();
+        let info = spool.embargo("m1").unwrap();
+        assert_eq!(info.state(now), "cancelled");
+        assert_eq!(
+            info.releases,
+            [("pub@x.org".to_owned(), "cancelled".to_owned())]
+        );
+        let m1_now: Vec<Kind> = kinds_due(now)
+            .into_iter()
+            .filter(|(m, _)| m == "m1")
+            .map(|(_, k)| k)
+            .collect();
+        assert!(
+            m1_now.contains(&Kind::Lifted) && !m1_now.contains(&Kind::Release),
+            "{m1_now:?}"
+        );
+        assert!(matches!(spool.embargo("nope"), Err(SpoolError::Refused(_))));
+        let events: Vec<String> = spool
+            .audit_records()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event)
+            .collect();
+        assert!(
+            events.contains(&"extended".to_owned()) && events.contains(&"cancelled".to_owned())
+        );
     }
 
     #[test]
