@@ -26,6 +26,19 @@ pub enum Command {
         #[arg(long, short, default_value = "/etc/embargo-relay/config.toml")]
         config: PathBuf,
     },
+    /// Inspect and change embargoes; works while the daemon runs (it notices within a second).
+    ///
+    /// Examples:
+    ///   embargo-relay embargo list
+    ///   embargo-relay embargo extend 5c74c187e80a969c 2026-12-10T16:00:00Z
+    ///   embargo-relay embargo release-now 5c74c187e80a969c
+    Embargo {
+        /// The configuration file of the list.
+        #[arg(long, short, default_value = "/etc/embargo-relay/config.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: EmbargoAction,
+    },
     /// Run a whole list on loopback with generated keys and show what members get.
     ///
     /// Generates a list key, a PST key and member keys in a temporary
@@ -37,4 +50,18 @@ pub enum Command {
         #[arg(long)]
         keep: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EmbargoAction {
+    /// Every embargo with its time, time left and state.
+    List,
+    /// One embargo: times, public releases, member copies and its audit trail.
+    Show { id: String },
+    /// Move a held embargo to a later time (RFC 3339 with offset, e.g. 2026-12-10T16:00:00Z).
+    Extend { id: String, time: String },
+    /// Cancel a held embargo: the public advisory is discarded and members are told.
+    Cancel { id: String },
+    /// Lift a held embargo now, e.g. after a leak ("when in doubt, go public").
+    ReleaseNow { id: String },
 }

@@ -69,6 +69,28 @@ pub async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: CancellationTo
             _ = shutdown.cancelled() => return,
             _ = relay.wake.notified() => {}
             _ = relay.clock.sleep_until(wake_at) => {}
+            _ = spool_changed(&relay) => {}
+        }
+    }
+}
+
+/// Resolves when another process (the operator's CLI) has committed to the
+/// spool; checked once a second, a cheap pragma read.
+async fn spool_changed(relay: &Arc<Relay>) {
+    let version = |relay: &Arc<Relay>| {
+        let r = relay.clone();
+        async move {
+            blocking(move || r.spool.data_version())
+                .await
+                .ok()
+                .and_then(Result::ok)
+        }
+    };
+    let start = version(relay).await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if version(relay).await != start {
+            return;
         }
     }
 }

@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Modules:
-//! - [`cli`]: command-line definitions; [`demo`]: the self-contained demo.
+//! - [`cli`]: command-line definitions; [`demo`]: the self-contained demo;
+//!   [`operator`]: the `embargo` commands an operator runs beside the daemon.
 //! - [`config`]: TOML → validated [`config::Config`]; [`roster`]: members and PST keys.
 //! - [`clock`]: the only source of the current time.
 //! - [`inbound::smtp`]: RFC 5321 listener, generic over the stream and the handler.
@@ -37,6 +38,7 @@ pub mod embargo;
 pub mod fanout;
 pub mod inbound;
 pub mod intake;
+pub mod operator;
 pub mod outbound;
 pub mod roster;
 pub mod secret;

@@ -39,6 +39,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Arc::new(SystemClock),
             ))
         }
+        Command::Embargo { config, action } => {
+            let config = Config::load(&config)?;
+            embargo_relay::operator::embargo(&config, action, &SystemClock, &mut std::io::stdout())
+        }
         Command::Demo { keep } => runtime.block_on(embargo_relay::demo::run(keep.as_deref())),
     }
 }

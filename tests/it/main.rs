@@ -5,6 +5,7 @@ mod crash;
 mod delivery;
 mod demo;
 mod durability;
+mod operator;
 mod rejection;
 mod release;
 mod smuggling;
