@@ -88,6 +88,8 @@ pub struct RawPolicy {
     pub max_embargo: Option<String>,
     /// How long before an embargo lifts the PST is reminded.
     pub reminder_before: Option<String>,
+    /// A release later than this after its time is reported as late.
+    pub late_after: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +130,8 @@ pub struct PolicyConfig {
     pub public_recipients: Vec<String>,
     /// How long before the embargo lifts the PST is reminded.
     pub reminder_before: chrono::Duration,
+    /// A release later than this after its time is reported as late.
+    pub late_after: chrono::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -211,6 +215,7 @@ impl Validator<'_> {
         let max_embargo = self.duration("policy.max_embargo", raw.policy.max_embargo, "14d")?;
         let reminder_before =
             self.duration("policy.reminder_before", raw.policy.reminder_before, "24h")?;
+        let late_after = self.duration("policy.late_after", raw.policy.late_after, "60s")?;
         let public_recipients = raw
             .public
             .recipients
@@ -224,6 +229,8 @@ impl Validator<'_> {
             public_recipients,
             reminder_before: chrono::Duration::from_std(reminder_before)
                 .map_err(|_| self.err("policy.reminder_before", "too long"))?,
+            late_after: chrono::Duration::from_std(late_after)
+                .map_err(|_| self.err("policy.late_after", "too long"))?,
         };
         let roster = self.roster(raw.members)?;
         Ok(Config {

@@ -21,8 +21,6 @@ use crate::spool::{DueDelivery, Finished, Kind, SpoolError};
 const BATCH: usize = 256;
 /// The longest the worker sleeps without looking at the spool again.
 const IDLE: Duration = Duration::from_secs(60);
-/// A release this much after its time is reported as late.
-const LATE_AFTER_S: i64 = 60;
 /// The first pause after the spool could not be read or written.
 const FIRST_PAUSE: Duration = Duration::from_secs(5);
 
@@ -255,7 +253,7 @@ async fn deliver_one(
 /// Logs a public release and says how late it was, if it was.
 fn released(relay: &Relay, a: &Announcement, d: &DueDelivery, answer: &str) -> String {
     let late = relay.clock.now() - a.terms.until;
-    if late > chrono::Duration::seconds(LATE_AFTER_S) {
+    if late > relay.config.policy.late_after {
         tracing::warn!(message_id = %d.message_id, public_list = %d.member, late_s = late.num_seconds(), "public advisory released LATE");
         format!(
             "public advisory released {} s late; smarthost answered {answer}",

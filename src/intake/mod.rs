@@ -358,6 +358,7 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
                 max_embargo: chrono::Duration::days(14),
                 public_recipients: vec!["announce@example.org".into()],
                 reminder_before: chrono::Duration::hours(24),
+                late_after: chrono::Duration::seconds(60),
             },
         )
         .unwrap();

@@ -268,7 +268,7 @@ impl Fixture {
             "[list]\naddress = \"{LIST}\"\nsecret_key = \"keys/list.key\"\nstate_dir = \"state\"\n\n\
 [inbound.smtp]\nlisten = \"127.0.0.1:0\"\nmax_message_size = \"1MiB\"\n\n\
 [outbound]\nsmarthost = \"smtp://{smarthost}\"\ntimeout = \"30s\"\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n\
-[public]\nrecipients = [\"{PUBLIC_DEFAULT}\"]\n"
+[public]\nrecipients = [\"{PUBLIC_DEFAULT}\"]\n\n[policy]\nlate_after = \"1s\"\n"
         );
         for (i, m) in self.members.iter().enumerate() {
             text.push_str(&format!(

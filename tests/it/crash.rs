@@ -82,3 +82,84 @@ async fn sigterm_mid_delivery_exits_cleanly_and_loses_nothing() {
     let n = f.usable_members().count();
     assert_eq!(copies(&wait_copies(&sink, n).await).len(), n);
 }
+
+/// An announcement whose advisory (for the default public list) is held
+/// `secs` seconds by the real clock; returns it and its embargo time.
+fn short_embargo(f: &Fixture, secs: i64) -> (Vec<u8>, chrono::DateTime<chrono::Utc>) {
+    let text = (now() + chrono::Duration::seconds(secs))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let until = chrono::DateTime::parse_from_rfc3339(&text).unwrap().into();
+    let body = format!("Embargo-Until: {text}\n\nMembers only.\n");
+    let entity = embargo_relay::compose::text_with_advisory("CVE-2026-8: y", &body, "Public now.");
+    (f.gpg_signed_entity(PST, "CVE-2026-8: y", &entity), until)
+}
+
+fn releases(got: &[embargo_relay::sink::Captured]) -> usize {
+    got.iter()
+        .filter(|c| c.envelope.rcpt_to == vec![PUBLIC_DEFAULT.to_owned()])
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_before_the_embargo_time_still_releases_at_the_time() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let (config, log) = (f.write_config(sink.addr()), f.path("daemon.log"));
+    let mut daemon = Daemon::start(&config, &log);
+    let (mail, until) = short_embargo(&f, 6);
+    send(daemon.addr, PST, &mail).await.unwrap();
+    wait_copies(&sink, f.usable_members().count()).await;
+    daemon.kill();
+    assert_eq!(releases(&sink.captured()), 0);
+
+    let _daemon = Daemon::start(&config, &log);
+    let got = sink.wait_until(PATIENCE, |g| releases(g) >= 1).await;
+    assert!(now() >= until, "released before its time");
+    assert_eq!(releases(&got), 1);
+    f.wait_until_no_pending().await;
+    let released: Vec<_> = f
+        .audit()
+        .into_iter()
+        .filter(|r| r.event == "released")
+        .collect();
+    assert_eq!(released.len(), 1, "exactly once");
+    assert!(released[0].at >= until, "never early: {:?}", released[0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn down_through_the_embargo_time_releases_at_start_marked_late() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let (config, log) = (f.write_config(sink.addr()), f.path("daemon.log"));
+    let mut daemon = Daemon::start(&config, &log);
+    let (mail, until) = short_embargo(&f, 2);
+    send(daemon.addr, PST, &mail).await.unwrap();
+    wait_copies(&sink, f.usable_members().count()).await;
+    daemon.kill();
+    // Stay down until well past the time (the config calls 1 s late).
+    let down_until = until + chrono::Duration::seconds(3);
+    tokio::time::sleep((down_until - now()).to_std().unwrap_or_default()).await;
+    assert_eq!(releases(&sink.captured()), 0, "nothing while down");
+
+    let _daemon = Daemon::start(&config, &log);
+    let got = sink.wait_until(PATIENCE, |g| releases(g) >= 1).await;
+    assert_eq!(releases(&got), 1);
+    f.wait_until_no_pending().await;
+    let released: Vec<_> = f
+        .audit()
+        .into_iter()
+        .filter(|r| r.event == "released")
+        .collect();
+    assert_eq!(released.len(), 1);
+    assert!(
+        released[0].detail.contains("s late"),
+        "{}",
+        released[0].detail
+    );
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("released LATE")
+    );
+}
