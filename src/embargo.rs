@@ -10,6 +10,87 @@ use crate::config::check_address;
 /// The fields an announcement may carry, in the signed text's field block.
 pub const FIELDS: [&str; 3] = ["Embargo-Until", "Public-To", "Embargo-Override"];
 
+/// The fields of a command mail; a command carries exactly one of them.
+pub const COMMAND_FIELDS: [&str; 3] = ["Embargo-Extend", "Embargo-Cancel", "Embargo-Release-Now"];
+
+/// A PST command on an existing embargo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Extend { id: String, to: DateTime<Utc> },
+    Cancel { id: String },
+    ReleaseNow { id: String },
+}
+
+impl Command {
+    pub fn id(&self) -> &str {
+        match self {
+            Command::Extend { id, .. } | Command::Cancel { id } | Command::ReleaseNow { id } => id,
+        }
+    }
+}
+
+/// What a PST mail asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Announce(Terms),
+    Command(Command),
+}
+
+/// Reads the field block: a command if it names one, else an announcement's terms.
+pub fn request(
+    entity: &[u8],
+    now: DateTime<Utc>,
+    max_embargo: chrono::Duration,
+) -> Result<Request, TermsError> {
+    let text = first_text(entity).ok_or(TermsError::NoText)?;
+    let fields = field_block(&text)?;
+    let commands: Vec<&(String, String)> = fields
+        .iter()
+        .filter(|(k, _)| COMMAND_FIELDS.iter().any(|c| c.eq_ignore_ascii_case(k)))
+        .collect();
+    let [(name, value)] = commands[..] else {
+        if commands.is_empty() {
+            return terms(entity, now, max_embargo).map(Request::Announce);
+        }
+        return Err(TermsError::BadCommand(
+            "a command mail carries exactly one command field".into(),
+        ));
+    };
+    if fields.len() > 1 {
+        return Err(TermsError::BadCommand(format!(
+            "{name} must be the only field of its mail"
+        )));
+    }
+    let mut words = value.split_whitespace();
+    let id = words.next().unwrap_or_default();
+    if id.len() != 16 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(TermsError::BadCommand(format!(
+            "{name}: `{}` is not an embargo id (16 hex digits, from the receipt)",
+            shorten(id)
+        )));
+    }
+    let id = id.to_ascii_lowercase();
+    let command = if name.eq_ignore_ascii_case("Embargo-Extend") {
+        let time = words.next().unwrap_or_default();
+        let to =
+            DateTime::parse_from_rfc3339(time).map_err(|_| TermsError::BadTime(shorten(time)))?;
+        Command::Extend {
+            id,
+            to: to.with_timezone(&Utc),
+        }
+    } else if name.eq_ignore_ascii_case("Embargo-Cancel") {
+        Command::Cancel { id }
+    } else {
+        Command::ReleaseNow { id }
+    };
+    if words.next().is_some() {
+        return Err(TermsError::BadCommand(format!(
+            "{name}: unexpected words after the command"
+        )));
+    }
+    Ok(Request::Command(command))
+}
+
 /// The embargo terms of an accepted announcement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Terms {
@@ -51,6 +132,8 @@ pub enum TermsError {
     UnknownField(String),
     #[error("field `{0}` is given twice")]
     Duplicate(String),
+    #[error("invalid command: {0}")]
+    BadCommand(String),
     #[error(
         "a public advisory is attached but there is nowhere to publish it: add `Public-To:` or configure [public] recipients"
     )]
@@ -150,7 +233,8 @@ fn field_block(text: &str) -> Result<Vec<(String, String)>, TermsError> {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             break;
         }
-        if !FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name)) {
+        let mut known = FIELDS.iter().chain(COMMAND_FIELDS.iter());
+        if !known.any(|f| f.eq_ignore_ascii_case(name)) {
             return Err(TermsError::UnknownField(shorten(name)));
         }
         if fields.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
@@ -259,6 +343,45 @@ mod tests {
             public_advisory(b"Content-Type: text/plain\r\n\r\nEmbargo-Until: x\r\n"),
             None
         );
+    }
+
+    #[test]
+    fn commands_are_read_and_must_stand_alone() {
+        let req = |text: &str| {
+            let entity = format!("Content-Type: text/plain\r\n\r\n{text}");
+            request(entity.as_bytes(), now(), chrono::Duration::days(14))
+        };
+        assert_eq!(
+            req("Embargo-Release-Now: 5C74C187E80A969C\r\n\r\nLeaked on a forum.\r\n"),
+            Ok(Request::Command(Command::ReleaseNow {
+                id: "5c74c187e80a969c".into()
+            }))
+        );
+        assert_eq!(
+            req("Embargo-Extend: 5c74c187e80a969c 2026-12-10T16:00:00+01:00\r\n"),
+            Ok(Request::Command(Command::Extend {
+                id: "5c74c187e80a969c".into(),
+                to: DateTime::parse_from_rfc3339("2026-12-10T15:00:00Z")
+                    .unwrap()
+                    .into()
+            }))
+        );
+        assert!(matches!(
+            req("Embargo-Cancel: nope\r\n"),
+            Err(TermsError::BadCommand(_))
+        ));
+        assert!(matches!(
+            req("Embargo-Extend: 5c74c187e80a969c tomorrow\r\n"),
+            Err(TermsError::BadTime(_))
+        ));
+        assert!(matches!(
+            req("Embargo-Cancel: 5c74c187e80a969c\r\nEmbargo-Until: 2026-12-01T16:00:00Z\r\n"),
+            Err(TermsError::BadCommand(_))
+        ));
+        assert!(matches!(
+            req("Embargo-Until: 2026-12-01T16:00:00Z\r\n"),
+            Ok(Request::Announce(_))
+        ));
     }
 
     #[test]

@@ -200,6 +200,11 @@ async fn deliver_one(
         unrecorded.remove(&key);
         return Ok(());
     }
+    let (r, dd, now) = (relay.clone(), d.clone(), relay.clock.now());
+    if !blocking(move || r.spool.still_due(&dd, now)).await?? {
+        tracing::debug!(message_id = %d.message_id, to = %d.member, kind = ?d.kind, "changed since it was read; skipped");
+        return Ok(());
+    }
     let r = relay.clone();
     let (a, dd) = (announcement.clone(), d.clone());
     let at_the_time = matches!(d.kind, Kind::Release | Kind::Lifted) && !d.embargo_cancelled;
@@ -312,9 +317,27 @@ fn signer_cert<'a>(
         })
 }
 
-/// The PST's receipt: what happened to the announcement.
+/// The PST certificate a receipt to `address` is encrypted to: the one
+/// whose user ID it is (a command may come from another PST member), else
+/// the announcement's signer.
+fn pst_cert_for<'a>(
+    relay: &'a Relay,
+    a: &Announcement,
+    address: &str,
+) -> Result<&'a sequoia_openpgp::Cert, SealError> {
+    let p = StandardPolicy::new();
+    let now = relay.clock.now();
+    let owner = relay.pst.iter().find(|c| {
+        crate::crypto::valid_emails(c, &p, now)
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case(address))
+    });
+    owner.map_or_else(|| signer_cert(relay, a), Ok)
+}
+
+/// The PST's receipt: what happened to the announcement, as it stands now.
 fn receipt_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
-    let pst = signer_cert(relay, a)?;
+    let pst = pst_cert_for(relay, a, &d.member)?;
     let spool_error = |e: SpoolError| SealError::Crypto(e.to_string());
     let report = relay
         .spool
@@ -324,7 +347,12 @@ fn receipt_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<V
         .spool
         .release_targets(&d.message_id)
         .map_err(spool_error)?;
-    let text = receipt_text(relay, a, &d.message_id, &report, &releases);
+    let state = match (d.embargo_cancelled, a.terms.until > relay.clock.now()) {
+        (true, _) => "cancelled (the held advisory was discarded)",
+        (false, true) => "held",
+        (false, false) => "lifted",
+    };
+    let text = receipt_text(relay, a, &d.message_id, state, &report, &releases);
     let subject = format!("Receipt: {}", a.subject);
     notice(relay, a, d, pst, &subject, &text, outbound::RECEIPT_SUBJECT)
 }
@@ -454,6 +482,7 @@ fn receipt_text(
     relay: &Relay,
     a: &Announcement,
     message_id: &str,
+    state: &str,
     report: &[(String, String, Option<String>)],
     releases: &[String],
 ) -> String {
@@ -482,14 +511,14 @@ fn receipt_text(
     let local = a.terms.until.with_timezone(&a.terms.sender_offset);
     let mut text = format!(
         "Your announcement was accepted and relayed by {}.\n\nEmbargo id:     {message_id}\nSubject:        {}\n\
-Embargo lifts:  {} UTC ({} in the offset you wrote)\nCopies sent:    {sent} of {} members\n",
+Embargo state:  {state}\nEmbargo lifts:  {} UTC ({} in the offset you wrote)\nCopies sent:    {sent} of {} members\n",
         relay.config.list_address,
         a.subject,
         a.terms.until.format("%Y-%m-%d %H:%M:%S"),
         local.format("%Y-%m-%d %H:%M:%S %:z"),
         report.len(),
     );
-    for (state, title) in [
+    for (row_state, title) in [
         (
             "skipped",
             "Skipped (no usable key; nothing was sent to them, not even in plaintext)",
@@ -497,7 +526,7 @@ Embargo lifts:  {} UTC ({} in the offset you wrote)\nCopies sent:    {sent} of {
         ("pending", "Still being retried"),
         ("failed", "Refused permanently"),
     ] {
-        let rows = list(state);
+        let rows = list(row_state);
         if !rows.is_empty() {
             text.push_str(&format!("\n{title}:\n{rows}"));
         }

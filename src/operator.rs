@@ -35,7 +35,7 @@ pub fn embargo(
                     )
                 })?
                 .into();
-            spool.extend(&id, to, now, ACTOR)?;
+            spool.extend(&id, to, now, ACTOR, None)?;
             writeln!(
                 out,
                 "embargo {id} now lifts at {} UTC",
@@ -44,7 +44,7 @@ pub fn embargo(
             Ok(())
         }
         EmbargoAction::Cancel { id } => {
-            spool.cancel(&id, now, ACTOR)?;
+            spool.cancel(&id, now, ACTOR, None)?;
             writeln!(
                 out,
                 "embargo {id} cancelled: the held advisory is discarded, members are being told"
@@ -52,7 +52,7 @@ pub fn embargo(
             Ok(())
         }
         EmbargoAction::ReleaseNow { id } => {
-            spool.release_now(&id, now, ACTOR)?;
+            spool.release_now(&id, now, ACTOR, None)?;
             writeln!(
                 out,
                 "embargo {id} lifted now: the advisory and the members' notices go out within a second"

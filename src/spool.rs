@@ -127,6 +127,14 @@ pub struct DueDelivery {
     pub attempts: u32,
 }
 
+/// A change asked for by signed mail: its signatures (against replays) and
+/// where the receipt goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub digests: &'a [String],
+    pub reply_to: &'a str,
+}
+
 /// An embargo as operators see it.
 #[derive(Debug, Clone)]
 pub struct EmbargoInfo {
@@ -242,18 +250,8 @@ impl Spool {
     pub fn accept(&self, msg: &NewMessage<'_>, now: DateTime<Utc>) -> Result<(), SpoolError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.db(e))?;
-        for digest in msg.sig_digests {
-            let seen: Option<String> = tx
-                .query_row(
-                    "SELECT message_id FROM seen_signatures WHERE digest = ?1",
-                    [digest],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(|e| self.db(e))?;
-            if let Some(id) = seen {
-                return Err(SpoolError::Replay(id));
-            }
+        if let Some(previous) = seen_before(&tx, msg.sig_digests).map_err(|e| self.db(e))? {
+            return Err(SpoolError::Replay(previous));
         }
         let t = to_millis(now);
         tx.execute(
@@ -352,6 +350,22 @@ impl Spool {
         rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
     }
 
+    /// Whether this very delivery row is still pending and due at `now`:
+    /// false once an operator or the PST changed it (extended, cancelled,
+    /// re-queued) after the batch was read.
+    pub fn still_due(&self, d: &DueDelivery, now: DateTime<Utc>) -> Result<bool, SpoolError> {
+        let n: i64 = self
+            .lock()
+            .query_row(
+                "SELECT COUNT(*) FROM deliveries WHERE message_id = ?1 AND member = ?2 AND kind = ?3
+                 AND copy_id = ?4 AND state = 'pending' AND next_attempt_at <= ?5",
+                params![d.message_id, d.member, d.kind.as_str(), d.copy_id, to_millis(now)],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.db(e))?;
+        Ok(n > 0)
+    }
+
     /// When the next pending delivery falls due, if any is pending.
     pub fn next_due(&self) -> Result<Option<DateTime<Utc>>, SpoolError> {
         let ms: Option<i64> = self
@@ -388,14 +402,15 @@ impl Spool {
         let tx = conn.transaction().map_err(|e| self.db(e))?;
         tx.execute(
             "UPDATE deliveries SET state = ?3, attempts = attempts + ?4, last_error = ?5
-             WHERE message_id = ?1 AND member = ?2 AND kind = ?6",
+             WHERE message_id = ?1 AND member = ?2 AND kind = ?6 AND copy_id = ?7",
             params![
                 d.message_id,
                 d.member,
                 state.as_str(),
                 i64::from(state != Finished::Skipped),
                 (state != Finished::Sent).then_some(detail),
-                d.kind.as_str()
+                d.kind.as_str(),
+                d.copy_id
             ],
         )
         .map_err(|e| self.db(e))?;
@@ -432,13 +447,14 @@ impl Spool {
         let tx = conn.transaction().map_err(|e| self.db(e))?;
         tx.execute(
             "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?3, last_error = ?4
-             WHERE message_id = ?1 AND member = ?2 AND kind = ?5",
+             WHERE message_id = ?1 AND member = ?2 AND kind = ?5 AND copy_id = ?6",
             params![
                 d.message_id,
                 d.member,
                 to_millis(next),
                 error,
-                d.kind.as_str()
+                d.kind.as_str(),
+                d.copy_id
             ],
         )
         .map_err(|e| self.db(e))?;
@@ -568,7 +584,9 @@ impl Spool {
         to: DateTime<Utc>,
         now: DateTime<Utc>,
         actor: &str,
+        origin: Option<&Origin<'_>>,
     ) -> Result<(), SpoolError> {
+        self.refuse_replay(origin)?;
         let info = self.held(id, now)?;
         if to <= info.until {
             return Err(SpoolError::Refused(format!(
@@ -578,7 +596,7 @@ impl Spool {
             )));
         }
         let delta = to_millis(to) - to_millis(info.until);
-        self.change(id, actor, now, "extended", &format!("embargo moved from {} to {}", info.until.to_rfc3339(), to.to_rfc3339()), |tx| {
+        self.change(id, (actor, origin), now, "extended", &format!("embargo moved from {} to {}", info.until.to_rfc3339(), to.to_rfc3339()), |tx| {
             tx.execute("UPDATE messages SET embargo_until = ?2 WHERE id = ?1", params![id, to_millis(to)])?;
             tx.execute(
                 "UPDATE deliveries SET next_attempt_at = ?2 WHERE message_id = ?1 AND state = 'pending' AND kind IN ('release', 'lifted')",
@@ -593,9 +611,16 @@ impl Spool {
     }
 
     /// Lifts a held embargo now: the advisory and the lifted notices are due at once.
-    pub fn release_now(&self, id: &str, now: DateTime<Utc>, actor: &str) -> Result<(), SpoolError> {
+    pub fn release_now(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        actor: &str,
+        origin: Option<&Origin<'_>>,
+    ) -> Result<(), SpoolError> {
+        self.refuse_replay(origin)?;
         let info = self.held(id, now)?;
-        self.change(id, actor, now, "released-now", &format!("embargo due {} lifted early", info.until.to_rfc3339()), |tx| {
+        self.change(id, (actor, origin), now, "released-now", &format!("embargo due {} lifted early", info.until.to_rfc3339()), |tx| {
             tx.execute("UPDATE messages SET embargo_until = ?2 WHERE id = ?1", params![id, to_millis(now)])?;
             tx.execute(
                 "UPDATE deliveries SET next_attempt_at = ?2 WHERE message_id = ?1 AND state = 'pending' AND kind IN ('release', 'lifted')",
@@ -610,9 +635,16 @@ impl Spool {
     }
 
     /// Cancels a held embargo: the advisory is discarded, members are told at once.
-    pub fn cancel(&self, id: &str, now: DateTime<Utc>, actor: &str) -> Result<(), SpoolError> {
+    pub fn cancel(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        actor: &str,
+        origin: Option<&Origin<'_>>,
+    ) -> Result<(), SpoolError> {
+        self.refuse_replay(origin)?;
         self.held(id, now)?;
-        self.change(id, actor, now, "cancelled", "embargo cancelled; held advisory discarded", |tx| {
+        self.change(id, (actor, origin), now, "cancelled", "embargo cancelled; held advisory discarded", |tx| {
             tx.execute("UPDATE messages SET embargo_state = 'cancelled' WHERE id = ?1", [id])?;
             tx.execute(
                 "UPDATE deliveries SET state = 'cancelled' WHERE message_id = ?1 AND state = 'pending' AND kind IN ('release', 'reminder')",
@@ -624,6 +656,16 @@ impl Spool {
             )?;
             Ok(())
         })
+    }
+
+    /// A command whose signature was seen before is a replay, whatever the
+    /// embargo's state now (checked again inside the change's transaction).
+    fn refuse_replay(&self, origin: Option<&Origin<'_>>) -> Result<(), SpoolError> {
+        let Some(origin) = origin else { return Ok(()) };
+        match seen_before(&self.lock(), origin.digests).map_err(|e| self.db(e))? {
+            Some(previous) => Err(SpoolError::Replay(previous)),
+            None => Ok(()),
+        }
     }
 
     /// The embargo, if it is still held; otherwise why an operation on it is refused.
@@ -643,7 +685,7 @@ impl Spool {
     fn change(
         &self,
         id: &str,
-        actor: &str,
+        (actor, origin): (&str, Option<&Origin<'_>>),
         now: DateTime<Utc>,
         event: &str,
         detail: &str,
@@ -651,6 +693,24 @@ impl Spool {
     ) -> Result<(), SpoolError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.db(e))?;
+        if let Some(origin) = origin {
+            if let Some(previous) = seen_before(&tx, origin.digests).map_err(|e| self.db(e))? {
+                return Err(SpoolError::Replay(previous));
+            }
+            for digest in origin.digests {
+                tx.execute(
+                    "INSERT INTO seen_signatures (digest, message_id) VALUES (?1, ?2)",
+                    params![digest, id],
+                )
+                .map_err(|e| self.db(e))?;
+            }
+            // The answer: a fresh receipt (it shows the state after this change).
+            tx.execute(
+                "INSERT OR REPLACE INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, 'receipt', ?3, 'pending', ?4)",
+                params![id, origin.reply_to, crate::crypto::random_hex(12), to_millis(now)],
+            )
+            .map_err(|e| self.db(e))?;
+        }
         apply(&tx).map_err(|e| self.db(e))?;
         insert_audit(
             &tx,
@@ -735,6 +795,23 @@ impl Finished {
             Finished::Failed => "failed",
         }
     }
+}
+
+/// The message a signature identity was first seen with, if any.
+fn seen_before(conn: &Connection, digests: &[String]) -> rusqlite::Result<Option<String>> {
+    for digest in digests {
+        let seen: Option<String> = conn
+            .query_row(
+                "SELECT message_id FROM seen_signatures WHERE digest = ?1",
+                [digest],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if seen.is_some() {
+            return Ok(seen);
+        }
+    }
+    Ok(None)
 }
 
 fn insert_audit(
@@ -845,13 +922,13 @@ mod tests {
         assert_eq!(spool.embargo("m1").unwrap().state(now), "held");
         assert!(
             matches!(
-                spool.extend("m1", t("2026-11-21T00:00:00Z"), now, "test"),
+                spool.extend("m1", t("2026-11-21T00:00:00Z"), now, "test", None),
                 Err(SpoolError::Refused(_))
             ),
             "earlier is no extension"
         );
         spool
-            .extend("m1", t("2026-11-23T12:00:00Z"), now, "test")
+            .extend("m1", t("2026-11-23T12:00:00Z"), now, "test", None)
             .unwrap();
         assert_eq!(
             spool.embargo("m1").unwrap().until,
@@ -871,7 +948,7 @@ mod tests {
         let just_before = until - chrono::Duration::seconds(1);
         assert!(!kinds_due(just_before).contains(&("m1".to_owned(), Kind::Reminder)));
 
-        spool.release_now("m2", now, "test").unwrap();
+        spool.release_now("m2", now, "test", None).unwrap();
         let due_now: Vec<Kind> = kinds_due(now)
             .into_iter()
             .filter(|(m, _)| m == "m2")
@@ -884,13 +961,13 @@ mod tests {
         assert!(!due_now.contains(&Kind::Reminder));
         assert!(
             matches!(
-                spool.cancel("m2", t("2026-11-20T12:00:01Z"), "test"),
+                spool.cancel("m2", t("2026-11-20T12:00:01Z"), "test", None),
                 Err(SpoolError::Refused(_))
             ),
             "already lifted"
         );
 
-        spool.cancel("m1", now, "test").unwrap();
+        spool.cancel("m1", now, "test", None).unwrap();
         let info = spool.embargo("m1").unwrap();
         assert_eq!(info.state(now), "cancelled");
         assert_eq!(

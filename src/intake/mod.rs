@@ -13,10 +13,10 @@ use sequoia_openpgp::policy::{Policy, StandardPolicy};
 use crate::config::PolicyConfig;
 use crate::crypto::{SignatureProblem, random_hex};
 use crate::daemon::Relay;
-use crate::embargo::{self, Terms, TermsError};
+use crate::embargo::{self, Command, Request, Terms, TermsError};
 use crate::inbound::smtp::{Envelope, MailHandler, Reply};
 use crate::secret::Secret;
-use crate::spool::{NewMessage, SpoolError};
+use crate::spool::{NewMessage, Origin, SpoolError};
 
 /// Why a mail was not accepted. The text names the problem and never
 /// contains any of the mail's content.
@@ -36,6 +36,8 @@ pub enum Rejection {
     Replay(String),
     #[error("invalid embargo: {0}")]
     Embargo(TermsError),
+    #[error("command refused: {0}")]
+    Command(String),
 }
 
 impl Rejection {
@@ -45,7 +47,7 @@ impl Rejection {
             Rejection::Unsigned | Rejection::Signature(_) | Rejection::FromNotSigner { .. } => {
                 (550, "5.7.1")
             }
-            Rejection::Replay(_) => (550, "5.7.0"),
+            Rejection::Replay(_) | Rejection::Command(_) => (550, "5.7.0"),
             Rejection::Malformed(_) | Rejection::FromHeader(_) | Rejection::Embargo(_) => {
                 (554, "5.6.0")
             }
@@ -148,11 +150,22 @@ pub fn examine(
     p: &dyn Policy,
     now: DateTime<Utc>,
     policy: &PolicyConfig,
-) -> Result<(Announcement, Vec<String>), Rejection> {
+) -> Result<Examined, Rejection> {
     let mail = mime::parse_signed(raw)?;
     let auth = verify::authorize(&mail, pst, p, now)?;
     let entity = mail.signed_part.expose();
-    let terms = embargo::terms(entity, now, policy.max_embargo).map_err(Rejection::Embargo)?;
+    let terms =
+        match embargo::request(entity, now, policy.max_embargo).map_err(Rejection::Embargo)? {
+            Request::Announce(terms) => terms,
+            Request::Command(command) => {
+                return Ok(Examined::Command {
+                    command,
+                    signer: auth.signer,
+                    from: mail.from,
+                    digests: auth.signature_digests,
+                });
+            }
+        };
     let public_to = match embargo::public_advisory(entity) {
         None => Vec::new(),
         Some(_) if !terms.public_to.is_empty() => terms.public_to.clone(),
@@ -171,7 +184,21 @@ pub fn examine(
         public_to,
         entity: mail.signed_part,
     };
-    Ok((announcement, auth.signature_digests))
+    Ok(Examined::Announcement(announcement, auth.signature_digests))
+}
+
+/// What an authorized mail turned out to be.
+#[derive(Debug)]
+pub enum Examined {
+    /// A new announcement, with its signature identities.
+    Announcement(Announcement, Vec<String>),
+    /// A command on an existing embargo.
+    Command {
+        command: Command,
+        signer: String,
+        from: String,
+        digests: Vec<String>,
+    },
 }
 
 /// Marks an outer Subject that no signature covers before the list re-signs it.
@@ -206,7 +233,13 @@ impl Intake {
         let p = StandardPolicy::new();
         let examined = examine(raw, &relay.pst, &p, now, &relay.config.policy);
         let (announcement, digests) = match examined {
-            Ok(a) => a,
+            Ok(Examined::Announcement(a, digests)) => (a, digests),
+            Ok(Examined::Command {
+                command,
+                signer,
+                from,
+                digests,
+            }) => return self.command(envelope, &command, &signer, &from, &digests, now),
             Err(rejection) => return self.reject(envelope, &rejection, now),
         };
         let id = random_hex(8);
@@ -261,6 +294,53 @@ impl Intake {
                     451,
                     "4.3.0",
                     "local error while storing the message; try again later",
+                )
+            }
+        }
+    }
+
+    /// Applies a PST command; its receipt is queued in the same transaction.
+    fn command(
+        &self,
+        envelope: &Envelope,
+        command: &Command,
+        signer: &str,
+        from: &str,
+        digests: &[String],
+        now: DateTime<Utc>,
+    ) -> Reply {
+        let spool = &self.relay.spool;
+        let origin = Origin {
+            digests,
+            reply_to: from,
+        };
+        let actor = format!("PST {signer}");
+        let result = match command {
+            Command::Extend { id, to } => spool.extend(id, *to, now, &actor, Some(&origin)),
+            Command::Cancel { id } => spool.cancel(id, now, &actor, Some(&origin)),
+            Command::ReleaseNow { id } => spool.release_now(id, now, &actor, Some(&origin)),
+        };
+        let id = command.id();
+        match result {
+            Ok(()) => {
+                tracing::info!(embargo = %id, %signer, ?command, "PST command applied");
+                self.relay.wake.notify_one();
+                Reply::new(
+                    250,
+                    "2.0.0",
+                    format!("command applied to embargo {id}; a receipt follows"),
+                )
+            }
+            Err(SpoolError::Refused(why)) => self.reject(envelope, &Rejection::Command(why), now),
+            Err(SpoolError::Replay(previous)) => {
+                self.reject(envelope, &Rejection::Replay(previous), now)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "spool write failed; answering 451");
+                Reply::new(
+                    451,
+                    "4.3.0",
+                    "local error while applying the command; try again later",
                 )
             }
         }
@@ -349,7 +429,7 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
             part,
             &sig,
         );
-        let (a, digests) = examine(
+        let Examined::Announcement(a, digests) = examine(
             &raw,
             std::slice::from_ref(&pst),
             &p,
@@ -361,7 +441,9 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
                 late_after: chrono::Duration::seconds(60),
             },
         )
-        .unwrap();
+        .unwrap() else {
+            panic!("an announcement")
+        };
         assert_eq!(a.subject, "CVE-2026-9: signed subject");
         assert_eq!(
             a.entity.expose(),

@@ -439,6 +439,22 @@ pub fn copies(got: &[embargo_relay::sink::Captured]) -> Vec<&embargo_relay::sink
     with_subject(got, "[embargoed announcement]")
 }
 
+/// Announces, signed by the PST with gpg, with an advisory for `public`, two
+/// days ahead; returns the embargo id from the reply.
+pub async fn announce_with_advisory(f: &Fixture, addr: SocketAddr, public: &str) -> String {
+    let until = (now() + chrono::Duration::days(2)).format("%Y-%m-%dT%H:%M:%SZ");
+    let body = format!("Embargo-Until: {until}\nPublic-To: {public}\n\nDetails for members.\n");
+    let entity = embargo_relay::compose::text_with_advisory("CVE-2026-7: x", &body, "Public text.");
+    let reply = send(
+        addr,
+        PST,
+        &f.gpg_signed_entity(PST, "CVE-2026-7: x", &entity),
+    )
+    .await
+    .expect("accepted");
+    reply.rsplit(' ').next().unwrap().to_owned()
+}
+
 /// Waits until `n` member copies arrived at `sink`; returns all it captured.
 pub async fn wait_copies(
     sink: &embargo_relay::sink::CaptureSink,

@@ -29,7 +29,11 @@ async fn gpg_signed_announcement_reaches_each_member_encrypted_to_that_member_al
     assert!(reply.contains("announcement accepted as"), "{reply}");
 
     let usable: Vec<&TestMember> = f.usable_members().collect();
-    wait_copies(&sink, usable.len()).await;
+    // The receipt follows the copies once all were tried.
+    sink.wait_until(PATIENCE, |g| {
+        copies(g).len() >= usable.len() && !receipts(g).is_empty()
+    })
+    .await;
     f.wait_until_no_pending().await;
     let all = sink.captured();
     let captured: Vec<Captured> = copies(&all).into_iter().cloned().collect();

@@ -4,7 +4,6 @@
 
 use std::process::Command;
 
-use embargo_relay::compose;
 use embargo_relay::sink::{CaptureSink, Captured};
 
 use crate::common::*;
@@ -25,21 +24,6 @@ fn cli(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     (out.status.success(), text(&out.stdout), text(&out.stderr))
 }
 
-/// Announces with an advisory for `public`, two days ahead; returns the embargo id.
-async fn announce(f: &Fixture, addr: std::net::SocketAddr, public: &str) -> String {
-    let until = (now() + chrono::Duration::days(2)).format("%Y-%m-%dT%H:%M:%SZ");
-    let body = format!("Embargo-Until: {until}\nPublic-To: {public}\n\nDetails for members.\n");
-    let entity = compose::text_with_advisory("CVE-2026-7: x", &body, "Public text.");
-    let reply = send(
-        addr,
-        PST,
-        &f.gpg_signed_entity(PST, "CVE-2026-7: x", &entity),
-    )
-    .await
-    .expect("accepted");
-    reply.rsplit(' ').next().unwrap().to_owned()
-}
-
 fn to(c: &Captured, who: &str) -> bool {
     c.envelope.rcpt_to == vec![who.to_owned()]
 }
@@ -50,8 +34,8 @@ async fn operators_change_embargoes_from_the_cli_while_the_daemon_runs() {
     let sink = CaptureSink::start().await.unwrap();
     let config = f.write_config(sink.addr());
     let daemon = Daemon::start(&config, &f.path("daemon.log"));
-    let a = announce(&f, daemon.addr, PUBLIC_A).await;
-    let b = announce(&f, daemon.addr, PUBLIC_B).await;
+    let a = announce_with_advisory(&f, daemon.addr, PUBLIC_A).await;
+    let b = announce_with_advisory(&f, daemon.addr, PUBLIC_B).await;
     let members = f.usable_members().count();
     wait_copies(&sink, 2 * members).await;
 
