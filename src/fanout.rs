@@ -235,7 +235,20 @@ async fn deliver_one(
                     tracing::info!(message_id = %d.message_id, member = %d.member, "copy delivered to the smarthost");
                     format!("smarthost answered {answer}")
                 }
-                Kind::Release => released(relay, announcement, d, &answer),
+                Kind::Release => {
+                    let (detail, late) = released(relay, announcement, d, &answer);
+                    if late {
+                        // The PST hears how late, in a fresh receipt.
+                        let (r, id, to, now) = (
+                            relay.clone(),
+                            d.message_id.clone(),
+                            announcement.from.clone(),
+                            relay.clock.now(),
+                        );
+                        blocking(move || r.spool.requeue_receipt(&id, &to, now)).await??;
+                    }
+                    detail
+                }
                 Kind::Receipt | Kind::Lifted | Kind::Reminder => {
                     tracing::info!(message_id = %d.message_id, to = %d.member, kind = ?d.kind, "notice sent");
                     format!("smarthost answered {answer}")
@@ -256,17 +269,21 @@ async fn deliver_one(
 }
 
 /// Logs a public release and says how late it was, if it was.
-fn released(relay: &Relay, a: &Announcement, d: &DueDelivery, answer: &str) -> String {
+fn released(relay: &Relay, a: &Announcement, d: &DueDelivery, answer: &str) -> (String, bool) {
     let late = relay.clock.now() - a.terms.until;
     if late > relay.config.policy.late_after {
         tracing::warn!(message_id = %d.message_id, public_list = %d.member, late_s = late.num_seconds(), "public advisory released LATE");
-        format!(
+        let detail = format!(
             "public advisory released {} s late; smarthost answered {answer}",
             late.num_seconds()
-        )
+        );
+        (detail, true)
     } else {
         tracing::info!(message_id = %d.message_id, public_list = %d.member, "public advisory released");
-        format!("public advisory released on time; smarthost answered {answer}")
+        (
+            format!("public advisory released on time; smarthost answered {answer}"),
+            false,
+        )
     }
 }
 
@@ -352,7 +369,23 @@ fn receipt_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<V
         (false, true) => "held",
         (false, false) => "lifted",
     };
-    let text = receipt_text(relay, a, &d.message_id, state, &report, &releases);
+    let released: Vec<(String, String)> = relay
+        .spool
+        .audit_for(&d.message_id)
+        .map_err(spool_error)?
+        .into_iter()
+        .filter(|r| r.event == "released")
+        .map(|r| (r.member.unwrap_or_default(), r.detail))
+        .collect();
+    let text = receipt_text(
+        relay,
+        a,
+        &d.message_id,
+        state,
+        &report,
+        &releases,
+        &released,
+    );
     let subject = format!("Receipt: {}", a.subject);
     notice(relay, a, d, pst, &subject, &text, outbound::RECEIPT_SUBJECT)
 }
@@ -485,6 +518,7 @@ fn receipt_text(
     state: &str,
     report: &[(String, String, Option<String>)],
     releases: &[String],
+    released: &[(String, String)],
 ) -> String {
     let organization = |m: &str| {
         relay
@@ -533,6 +567,12 @@ Embargo state:  {state}\nEmbargo lifts:  {} UTC ({} in the offset you wrote)\nCo
     }
     text.push_str(&if releases.is_empty() {
         "\nPublic advisory: none held. Nothing will be published by the list.\n".to_owned()
+    } else if !released.is_empty() {
+        let lines: String = released
+            .iter()
+            .map(|(to, detail)| format!("  - {to}: {detail}\n"))
+            .collect();
+        format!("\nPublic advisory:\n{lines}")
     } else {
         format!(
             "\nPublic advisory: held; it goes to {} when the embargo lifts.\n",

@@ -111,11 +111,7 @@ fn show(spool: &Spool, id: &str, now: DateTime<Utc>, out: &mut dyn Write) -> any
         c.sent, c.pending, c.skipped, c.failed
     )?;
     writeln!(out, "audit")?;
-    for r in spool
-        .audit_records()?
-        .into_iter()
-        .filter(|r| r.message_id.as_deref() == Some(id))
-    {
+    for r in spool.audit_for(id)? {
         writeln!(
             out,
             "  {}  {:<14} {:<32} {}",

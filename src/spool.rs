@@ -705,11 +705,7 @@ impl Spool {
                 .map_err(|e| self.db(e))?;
             }
             // The answer: a fresh receipt (it shows the state after this change).
-            tx.execute(
-                "INSERT OR REPLACE INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, 'receipt', ?3, 'pending', ?4)",
-                params![id, origin.reply_to, crate::crypto::random_hex(12), to_millis(now)],
-            )
-            .map_err(|e| self.db(e))?;
+            insert_receipt(&tx, id, origin.reply_to, now).map_err(|e| self.db(e))?;
         }
         apply(&tx).map_err(|e| self.db(e))?;
         insert_audit(
@@ -758,6 +754,26 @@ impl Spool {
         Ok(counts)
     }
 
+    /// The audit trail of one message, oldest first.
+    pub fn audit_for(&self, message_id: &str) -> Result<Vec<AuditRecord>, SpoolError> {
+        Ok(self
+            .audit_records()?
+            .into_iter()
+            .filter(|r| r.message_id.as_deref() == Some(message_id))
+            .collect())
+    }
+
+    /// Queues a fresh receipt to `to` (replacing an earlier one): the PST
+    /// hears of a change, e.g. a late release.
+    pub fn requeue_receipt(
+        &self,
+        message_id: &str,
+        to: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), SpoolError> {
+        insert_receipt(&self.lock(), message_id, to, now).map_err(|e| self.db(e))
+    }
+
     /// The whole audit trail, oldest first.
     pub fn audit_records(&self) -> Result<Vec<AuditRecord>, SpoolError> {
         let conn = self.lock();
@@ -795,6 +811,20 @@ impl Finished {
             Finished::Failed => "failed",
         }
     }
+}
+
+/// Queues a receipt to `to`, replacing an earlier one for the same message.
+fn insert_receipt(
+    conn: &Connection,
+    message_id: &str,
+    to: &str,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, 'receipt', ?3, 'pending', ?4)",
+        params![message_id, to, crate::crypto::random_hex(12), to_millis(now)],
+    )
+    .map(|_| ())
 }
 
 /// The message a signature identity was first seen with, if any.

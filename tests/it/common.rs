@@ -476,6 +476,25 @@ pub fn reminders(got: &[embargo_relay::sink::Captured]) -> Vec<&embargo_relay::s
     with_subject(got, "[embargo-relay reminder]")
 }
 
+/// The plaintext of every receipt to the PST, decrypted with the PST's key.
+pub fn receipt_texts(f: &Fixture, got: &[embargo_relay::sink::Captured]) -> Vec<String> {
+    let list = f.list.clone().strip_secret_key_material();
+    let p = sequoia_openpgp::policy::StandardPolicy::new();
+    receipts(got)
+        .iter()
+        .filter_map(|c| {
+            embargo_relay::crypto::open_copy(
+                &p,
+                &f.members[0].secret,
+                &list,
+                armored_payload(&c.raw),
+            )
+            .ok()
+        })
+        .map(|o| String::from_utf8_lossy(o.plaintext.expose()).into_owned())
+        .collect()
+}
+
 /// The receipts to the PST among what a sink captured.
 pub fn receipts(got: &[embargo_relay::sink::Captured]) -> Vec<&embargo_relay::sink::Captured> {
     with_subject(got, "[embargo-relay receipt]")

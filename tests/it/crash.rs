@@ -162,4 +162,16 @@ async fn down_through_the_embargo_time_releases_at_start_marked_late() {
             .unwrap()
             .contains("released LATE")
     );
+    // And the PST hears how late, in a fresh receipt.
+    let late_receipt = |g: &[embargo_relay::sink::Captured]| {
+        receipt_texts(&f, g)
+            .iter()
+            .any(|t| t.contains("public advisory released") && t.contains(" s late"))
+    };
+    let got = sink.wait_until(PATIENCE, late_receipt).await;
+    assert!(
+        late_receipt(&got),
+        "a receipt says how late: {:#?}",
+        receipt_texts(&f, &got)
+    );
 }
