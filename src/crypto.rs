@@ -276,6 +276,9 @@ pub enum SignatureProblem {
     Malformed,
 }
 
+/// How far ahead of ours a sender's clock may be (seconds).
+pub const CLOCK_SKEW_S: i64 = 300;
+
 /// A signature accepted as the PST's.
 #[derive(Debug, Clone)]
 pub struct VerifiedSigner {
@@ -306,9 +309,12 @@ pub fn verify_detached(
         now,
         outcome: None,
     };
+    // A sender's clock a little ahead of ours must not make its fresh
+    // signature "from the future"; the key itself is judged at `now`.
+    let reference = now + chrono::Duration::seconds(CLOCK_SKEW_S);
     let mut v = DetachedVerifierBuilder::from_bytes(sig)
         .map_err(|_| SignatureProblem::Malformed)?
-        .with_policy(p, Some(at(now)), helper)
+        .with_policy(p, Some(at(reference)), helper)
         .map_err(|_| SignatureProblem::Malformed)?;
     let verified = v.verify_bytes(data);
     let outcome = v.into_helper().outcome;
@@ -693,6 +699,25 @@ mod tests {
         }
         let fresh = sign_detached(&p, &pst[0], now() - chrono::Duration::seconds(1), data).unwrap();
         assert_ne!(id(&fresh), original, "a new signature is a new identity");
+    }
+
+    #[test]
+    fn a_sender_clock_slightly_ahead_is_tolerated_far_ahead_is_not() {
+        let p = StandardPolicy::new();
+        let pst = key("PST <pst@example.org>");
+        let data = b"x";
+        let pst = std::slice::from_ref(&pst);
+        let ahead =
+            sign_detached(&p, &pst[0], now() + chrono::Duration::seconds(60), data).unwrap();
+        assert!(
+            verify_detached(&p, now(), pst, data, &ahead).is_ok(),
+            "a minute of skew"
+        );
+        let far = sign_detached(&p, &pst[0], now() + chrono::Duration::hours(1), data).unwrap();
+        assert_eq!(
+            verify_detached(&p, now(), pst, data, &far).unwrap_err(),
+            SignatureProblem::Bad
+        );
     }
 
     #[test]

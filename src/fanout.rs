@@ -429,16 +429,31 @@ fn reminder_message(
     )
 }
 
-/// A member's notice that the embargo has lifted.
-fn lifted_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
+/// A roster member and the certificate to encrypt to, or why there is none
+/// (then the member is skipped, never sent plaintext).
+fn member_cert<'a>(
+    relay: &'a Relay,
+    address: &str,
+) -> Result<(&'a crate::roster::Member, &'a sequoia_openpgp::Cert), SealError> {
     let member = relay
         .config
         .roster
-        .find(&d.member)
+        .find(address)
         .ok_or_else(|| SealError::Recipient("no longer on the roster".to_owned()))?;
     let cert = member
         .cert()
         .map_err(|e| SealError::Recipient(e.to_owned()))?;
+    Ok((member, cert))
+}
+
+/// The Message-ID of what a delivery sends: stable across retries.
+fn copy_message_id(relay: &Relay, d: &DueDelivery) -> String {
+    format!("{}.{}@{}", d.message_id, d.copy_id, relay.config.hostname)
+}
+
+/// A member's notice that the embargo has lifted.
+fn lifted_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
+    let (_, cert) = member_cert(relay, &d.member)?;
     let releases = relay
         .spool
         .release_targets(&d.message_id)
@@ -492,7 +507,7 @@ fn notice(
         "Content-Type: text/plain; charset=\"utf-8\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{}",
         text.lines().map(|l| format!("{l}\r\n")).collect::<String>()
     );
-    let message_id = format!("{}.{}@{}", d.message_id, d.copy_id, relay.config.hostname);
+    let message_id = copy_message_id(relay, d);
     let headers = CopyHeaders {
         list: &relay.config.list_address,
         member: &d.member,
@@ -586,7 +601,7 @@ Embargo state:  {state}\nEmbargo lifts:  {} UTC ({} in the offset you wrote)\nCo
 fn release_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
     let advisory = embargo::public_advisory(a.entity.expose())
         .ok_or_else(|| SealError::Crypto("the held public advisory is missing".to_owned()))?;
-    let message_id = format!("{}.{}@{}", d.message_id, d.copy_id, relay.config.hostname);
+    let message_id = copy_message_id(relay, d);
     let headers = CopyHeaders {
         list: &relay.config.list_address,
         member: &d.member,
@@ -601,15 +616,8 @@ fn release_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<V
 
 /// Builds one member's copy: protected inner entity, sealed, wrapped in RFC 3156.
 fn seal_copy(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
-    let member = relay
-        .config
-        .roster
-        .find(&d.member)
-        .ok_or_else(|| SealError::Recipient("no longer on the roster".to_owned()))?;
-    let cert = member
-        .cert()
-        .map_err(|e| SealError::Recipient(e.to_owned()))?;
-    let message_id = format!("{}.{}@{}", d.message_id, d.copy_id, relay.config.hostname);
+    let (member, cert) = member_cert(relay, &d.member)?;
+    let message_id = copy_message_id(relay, d);
     let headers = CopyHeaders {
         list: &relay.config.list_address,
         member: &member.email,
