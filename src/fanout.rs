@@ -249,7 +249,7 @@ async fn deliver_one(
                     }
                     detail
                 }
-                Kind::Receipt | Kind::Lifted | Kind::Reminder => {
+                Kind::Receipt | Kind::Lifted | Kind::Reminder | Kind::Refusal => {
                     tracing::info!(message_id = %d.message_id, to = %d.member, kind = ?d.kind, "notice sent");
                     format!("smarthost answered {answer}")
                 }
@@ -317,6 +317,19 @@ fn build(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, Se
         Kind::Receipt => receipt_message(relay, a, d),
         Kind::Lifted => lifted_message(relay, a, d),
         Kind::Reminder => reminder_message(relay, a, d),
+        Kind::Refusal => {
+            let pst = pst_cert_for(relay, a, &d.member)?;
+            let reason = String::from_utf8_lossy(a.entity.expose()).into_owned();
+            notice(
+                relay,
+                a,
+                d,
+                pst,
+                &a.subject,
+                &reason,
+                outbound::REFUSAL_SUBJECT,
+            )
+        }
     }
 }
 
@@ -514,7 +527,9 @@ fn notice(
         message_id: &message_id,
         date: relay.clock.now(),
     };
-    let inner = outbound::protected_inner(&headers, subject, a.terms.until, part.as_bytes())
+    // A refusal is about no embargo: it carries no embargo notice.
+    let until = (d.kind != Kind::Refusal).then_some(a.terms.until);
+    let inner = outbound::protected_inner(&headers, subject, until, part.as_bytes())
         .map_err(|e| SealError::Crypto(format!("bad address: {e}")))?;
     let p = StandardPolicy::new();
     let armored = relay
@@ -624,8 +639,9 @@ fn seal_copy(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>
         message_id: &message_id,
         date: relay.clock.now(),
     };
-    let inner = outbound::protected_inner(&headers, &a.subject, a.terms.until, a.entity.expose())
-        .map_err(|e| SealError::Crypto(format!("bad address: {e}")))?;
+    let inner =
+        outbound::protected_inner(&headers, &a.subject, Some(a.terms.until), a.entity.expose())
+            .map_err(|e| SealError::Crypto(format!("bad address: {e}")))?;
     let p = StandardPolicy::new();
     let armored = relay
         .config

@@ -23,6 +23,9 @@ pub const RECEIPT_SUBJECT: &str = "[embargo-relay receipt]";
 /// The outer Subject of a reminder to the PST before an embargo lifts.
 pub const REMINDER_SUBJECT: &str = "[embargo-relay reminder]";
 
+/// The outer Subject of a refusal sent to the PST.
+pub const REFUSAL_SUBJECT: &str = "[embargo-relay refusal]";
+
 /// The outer Subject of a member's notice that an embargo has lifted.
 pub const LIFTED_SUBJECT: &str = "[embargo lifted]";
 
@@ -46,7 +49,7 @@ fn mailbox(addr: &str) -> Result<Mailbox, lettre::address::AddressError> {
 pub fn protected_inner(
     h: &CopyHeaders<'_>,
     subject: &str,
-    embargo_until: DateTime<Utc>,
+    embargo_until: Option<DateTime<Utc>>,
     entity: &[u8],
 ) -> Result<Secret, lettre::address::AddressError> {
     let boundary = loop {
@@ -69,10 +72,12 @@ pub fn protected_inner(
         .as_bytes(),
     );
     out.extend_from_slice(headers.to_string().as_bytes());
-    let until = embargo_until.format("%Y-%m-%dT%H:%M:%SZ");
-    out.extend_from_slice(format!("Embargo-Until: {until}\r\n").as_bytes());
-    out.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
-    out.extend_from_slice(embargo_notice(embargo_until).as_bytes());
+    if let Some(until) = embargo_until {
+        let stamp = until.format("%Y-%m-%dT%H:%M:%SZ");
+        out.extend_from_slice(format!("Embargo-Until: {stamp}\r\n").as_bytes());
+        out.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
+        out.extend_from_slice(embargo_notice(until).as_bytes());
+    }
     out.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
     out.extend_from_slice(entity);
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
@@ -286,7 +291,7 @@ mod tests {
         let inner = protected_inner(
             &headers(),
             "CVE-2026-1234: kubelet ünïcode",
-            until,
+            Some(until),
             b"Content-Type: text/plain\r\n\r\nbody",
         )
         .unwrap();

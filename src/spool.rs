@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS messages (
     signer       TEXT NOT NULL,
     embargo_until INTEGER NOT NULL,
     embargo_state TEXT NOT NULL DEFAULT 'held' CHECK (embargo_state IN ('held', 'cancelled')),
+    kind         TEXT NOT NULL DEFAULT 'announcement' CHECK (kind IN ('announcement', 'refusal')),
     sealed       BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS seen_signatures (
@@ -46,7 +47,7 @@ CREATE TABLE IF NOT EXISTS seen_signatures (
 CREATE TABLE IF NOT EXISTS deliveries (
     message_id      TEXT NOT NULL REFERENCES messages(id),
     member          TEXT NOT NULL,
-    kind            TEXT NOT NULL DEFAULT 'copy' CHECK (kind IN ('copy', 'release', 'receipt', 'lifted', 'reminder')),
+    kind            TEXT NOT NULL DEFAULT 'copy' CHECK (kind IN ('copy', 'release', 'receipt', 'lifted', 'reminder', 'refusal')),
     copy_id         TEXT NOT NULL,
     state           TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'skipped', 'failed', 'cancelled')),
     attempts        INTEGER NOT NULL DEFAULT 0,
@@ -98,6 +99,8 @@ pub enum Kind {
     Lifted,
     /// The PST's encrypted reminder before the embargo lifts.
     Reminder,
+    /// Why an authenticated PST mail was refused, encrypted to its signer.
+    Refusal,
 }
 
 impl Kind {
@@ -108,6 +111,7 @@ impl Kind {
             Kind::Receipt => "receipt",
             Kind::Lifted => "lifted",
             Kind::Reminder => "reminder",
+            Kind::Refusal => "refusal",
         }
     }
 }
@@ -296,6 +300,45 @@ impl Spool {
         tx.commit().map_err(|e| self.db(e))
     }
 
+    /// Keeps a refusal notice for an authenticated PST mail (sealed like an
+    /// announcement) and queues it to `to`; the mail's signatures are
+    /// recorded, so a replay of it is refused without another notice.
+    pub fn queue_refusal(
+        &self,
+        id: &str,
+        signer: &str,
+        to: &str,
+        sealed: &[u8],
+        digests: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<(), SpoolError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.db(e))?;
+        if let Some(previous) = seen_before(&tx, digests).map_err(|e| self.db(e))? {
+            return Err(SpoolError::Replay(previous));
+        }
+        let t = to_millis(now);
+        let write = || -> rusqlite::Result<()> {
+            tx.execute(
+                "INSERT INTO messages (id, received_at, signer, embargo_until, sealed, kind) VALUES (?1, ?2, ?3, ?2, ?4, 'refusal')",
+                params![id, t, signer, sealed],
+            )?;
+            for digest in digests {
+                tx.execute(
+                    "INSERT INTO seen_signatures (digest, message_id) VALUES (?1, ?2)",
+                    params![digest, id],
+                )?;
+            }
+            tx.execute(
+                "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, 'refusal', ?3, 'pending', ?4)",
+                params![id, to, crate::crypto::random_hex(12), t],
+            )?;
+            Ok(())
+        };
+        write().map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))
+    }
+
     /// Appends an audit record on its own.
     pub fn audit(
         &self,
@@ -334,6 +377,7 @@ impl Spool {
                     "receipt" => Kind::Receipt,
                     "lifted" => Kind::Lifted,
                     "reminder" => Kind::Reminder,
+                    "refusal" => Kind::Refusal,
                     _ => Kind::Copy,
                 };
                 Ok(DueDelivery {
@@ -421,6 +465,7 @@ impl Spool {
             (Kind::Receipt, _) => "receipt-failed",
             (Kind::Lifted, Finished::Sent) => "lifted-sent",
             (Kind::Reminder, Finished::Sent) => "reminder-sent",
+            (Kind::Refusal, Finished::Sent) => "refusal-sent",
             _ => state.as_str(),
         };
         insert_audit(
@@ -535,7 +580,9 @@ impl Spool {
         let ids: Vec<String> = {
             let conn = self.lock();
             let mut stmt = conn
-                .prepare("SELECT id FROM messages ORDER BY embargo_until")
+                .prepare(
+                    "SELECT id FROM messages WHERE kind = 'announcement' ORDER BY embargo_until",
+                )
                 .map_err(|e| self.db(e))?;
             let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.db(e))?;
             rows.collect::<Result<_, _>>().map_err(|e| self.db(e))?
@@ -548,7 +595,7 @@ impl Spool {
         let (signer, received, until, state): (String, i64, i64, String) = self
             .lock()
             .query_row(
-                "SELECT signer, received_at, embargo_until, embargo_state FROM messages WHERE id = ?1",
+                "SELECT signer, received_at, embargo_until, embargo_state FROM messages WHERE id = ?1 AND kind = 'announcement'",
                 [id],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )

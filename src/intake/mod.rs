@@ -153,38 +153,51 @@ pub fn examine(
 ) -> Result<Examined, Rejection> {
     let mail = mime::parse_signed(raw)?;
     let auth = verify::authorize(&mail, pst, p, now)?;
+    let subject = relayed_subject(
+        mime::protected_subject(mail.signed_part.expose()),
+        mail.outer_subject.clone(),
+    );
+    let sender = Sender {
+        signer: auth.signer,
+        from: mail.from.clone(),
+        subject,
+        digests: auth.signature_digests,
+    };
     let entity = mail.signed_part.expose();
-    let terms =
-        match embargo::request(entity, now, policy.max_embargo).map_err(Rejection::Embargo)? {
-            Request::Announce(terms) => terms,
-            Request::Command(command) => {
-                return Ok(Examined::Command {
-                    command,
-                    signer: auth.signer,
-                    from: mail.from,
-                    digests: auth.signature_digests,
-                });
-            }
-        };
+    let refused = |rejection, sender| Ok(Examined::Refused { rejection, sender });
+    let terms = match embargo::request(entity, now, policy.max_embargo) {
+        Ok(Request::Announce(terms)) => terms,
+        Ok(Request::Command(command)) => return Ok(Examined::Command { command, sender }),
+        Err(e) => return refused(Rejection::Embargo(e), sender),
+    };
     let public_to = match embargo::public_advisory(entity) {
         None => Vec::new(),
         Some(_) if !terms.public_to.is_empty() => terms.public_to.clone(),
         Some(_) if !policy.public_recipients.is_empty() => policy.public_recipients.clone(),
-        Some(_) => return Err(Rejection::Embargo(TermsError::NoPublicRecipients)),
+        Some(_) => return refused(Rejection::Embargo(TermsError::NoPublicRecipients), sender),
     };
-    let subject = relayed_subject(
-        mime::protected_subject(mail.signed_part.expose()),
-        mail.outer_subject,
-    );
     let announcement = Announcement {
-        signer: auth.signer,
-        from: mail.from,
-        subject,
+        signer: sender.signer,
+        from: sender.from,
+        subject: sender.subject,
         terms,
         public_to,
         entity: mail.signed_part,
     };
-    Ok(Examined::Announcement(announcement, auth.signature_digests))
+    Ok(Examined::Announcement(announcement, sender.digests))
+}
+
+/// An authenticated PST sender and its mail's identity.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    /// Fingerprint of the PST certificate that signed.
+    pub signer: String,
+    /// The From address (a user ID of that certificate).
+    pub from: String,
+    /// The Subject the relay would use.
+    pub subject: String,
+    /// Identities of the mail's signatures (replay cache).
+    pub digests: Vec<String>,
 }
 
 /// What an authorized mail turned out to be.
@@ -193,11 +206,11 @@ pub enum Examined {
     /// A new announcement, with its signature identities.
     Announcement(Announcement, Vec<String>),
     /// A command on an existing embargo.
-    Command {
-        command: Command,
-        signer: String,
-        from: String,
-        digests: Vec<String>,
+    Command { command: Command, sender: Sender },
+    /// Authenticated, but invalid: the PST is told why, signed and encrypted.
+    Refused {
+        rejection: Rejection,
+        sender: Sender,
     },
 }
 
@@ -234,12 +247,12 @@ impl Intake {
         let examined = examine(raw, &relay.pst, &p, now, &relay.config.policy);
         let (announcement, digests) = match examined {
             Ok(Examined::Announcement(a, digests)) => (a, digests),
-            Ok(Examined::Command {
-                command,
-                signer,
-                from,
-                digests,
-            }) => return self.command(envelope, &command, &signer, &from, &digests, now),
+            Ok(Examined::Command { command, sender }) => {
+                return self.command(envelope, &command, &sender, now);
+            }
+            Ok(Examined::Refused { rejection, sender }) => {
+                return self.refuse(envelope, &rejection, &sender, now);
+            }
             Err(rejection) => return self.reject(envelope, &rejection, now),
         };
         let id = random_hex(8);
@@ -304,15 +317,14 @@ impl Intake {
         &self,
         envelope: &Envelope,
         command: &Command,
-        signer: &str,
-        from: &str,
-        digests: &[String],
+        sender: &Sender,
         now: DateTime<Utc>,
     ) -> Reply {
         let spool = &self.relay.spool;
+        let signer = &sender.signer;
         let origin = Origin {
-            digests,
-            reply_to: from,
+            digests: &sender.digests,
+            reply_to: &sender.from,
         };
         let actor = format!("PST {signer}");
         let result = match command {
@@ -331,7 +343,9 @@ impl Intake {
                     format!("command applied to embargo {id}; a receipt follows"),
                 )
             }
-            Err(SpoolError::Refused(why)) => self.reject(envelope, &Rejection::Command(why), now),
+            Err(SpoolError::Refused(why)) => {
+                self.refuse(envelope, &Rejection::Command(why), sender, now)
+            }
             Err(SpoolError::Replay(previous)) => {
                 self.reject(envelope, &Rejection::Replay(previous), now)
             }
@@ -344,6 +358,65 @@ impl Intake {
                 )
             }
         }
+    }
+
+    /// Refuses an authenticated PST mail: the SMTP reply, the audit record,
+    /// and the reason sent to the sender signed and encrypted. A replay of
+    /// a refused mail is refused as a replay, without another notice.
+    fn refuse(
+        &self,
+        envelope: &Envelope,
+        rejection: &Rejection,
+        sender: &Sender,
+        now: DateTime<Utc>,
+    ) -> Reply {
+        let relay = &self.relay;
+        let text = format!(
+            "The list refused your mail.\n\nReason: {rejection}\n\nNothing was relayed. Fix the mail and send it again; \
+a resent copy of this one counts as a replay.\n"
+        );
+        let notice = Announcement {
+            signer: sender.signer.clone(),
+            from: sender.from.clone(),
+            subject: format!("Refused: {}", sender.subject),
+            terms: Terms {
+                until: now,
+                sender_offset: FixedOffset::east_opt(0).expect("UTC is a valid offset"),
+                public_to: Vec::new(),
+                override_reason: None,
+            },
+            public_to: Vec::new(),
+            entity: Secret::new(text.into_bytes()),
+        };
+        let p = StandardPolicy::new();
+        let id = random_hex(8);
+        match relay
+            .config
+            .list_key
+            .seal_to_self(&p, notice.to_bytes().expose())
+        {
+            Err(e) => tracing::error!(error = %e, "could not seal the refusal notice to the PST"),
+            Ok(sealed) => {
+                let spool = &relay.spool;
+                match spool.queue_refusal(
+                    &id,
+                    &sender.signer,
+                    &sender.from,
+                    &sealed,
+                    &sender.digests,
+                    now,
+                ) {
+                    Ok(()) => relay.wake.notify_one(),
+                    Err(SpoolError::Replay(previous)) => {
+                        return self.reject(envelope, &Rejection::Replay(previous), now);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not queue the refusal notice to the PST")
+                    }
+                }
+            }
+        }
+        self.reject(envelope, rejection, now)
     }
 
     fn reject(&self, envelope: &Envelope, rejection: &Rejection, now: DateTime<Utc>) -> Reply {

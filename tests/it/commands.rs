@@ -106,6 +106,13 @@ async fn pst_command_mails_extend_release_and_cancel() {
     .await
     .unwrap_err();
     assert!(code == 550 && text.contains("no embargo with id"), "{text}");
+    let said = |g: &[Captured]| {
+        refusal_texts(&f, g)
+            .iter()
+            .any(|t| t.contains("no embargo with id"))
+    };
+    let got = sink.wait_until(PATIENCE, said).await;
+    assert!(said(&got), "the PST is told why, signed and encrypted");
     let (code, text) = send(
         daemon.addr,
         PST,

@@ -478,9 +478,18 @@ pub fn reminders(got: &[embargo_relay::sink::Captured]) -> Vec<&embargo_relay::s
 
 /// The plaintext of every receipt to the PST, decrypted with the PST's key.
 pub fn receipt_texts(f: &Fixture, got: &[embargo_relay::sink::Captured]) -> Vec<String> {
+    decrypted_for_pst(f, receipts(got))
+}
+
+/// The plaintext of every refusal notice to the PST.
+pub fn refusal_texts(f: &Fixture, got: &[embargo_relay::sink::Captured]) -> Vec<String> {
+    decrypted_for_pst(f, with_subject(got, "[embargo-relay refusal]"))
+}
+
+fn decrypted_for_pst(f: &Fixture, mails: Vec<&embargo_relay::sink::Captured>) -> Vec<String> {
     let list = f.list.clone().strip_secret_key_material();
     let p = sequoia_openpgp::policy::StandardPolicy::new();
-    receipts(got)
+    mails
         .iter()
         .filter_map(|c| {
             embargo_relay::crypto::open_copy(

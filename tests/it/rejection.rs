@@ -125,6 +125,24 @@ async fn forged_or_broken_announcements_are_refused_and_nothing_is_sent() {
         "nothing but the genuine announcement was sent"
     );
 
+    // The four that were signed by the PST but invalid also reached the PST
+    // as signed, encrypted refusals naming the reason; the forgeries did not.
+    let refused = sink
+        .wait_until(PATIENCE, |g| refusal_texts(&f, g).len() >= 4)
+        .await;
+    let texts = refusal_texts(&f, &refused);
+    assert_eq!(texts.len(), 4, "{texts:#?}");
+    for (_, _, _, reason) in &cases[4..] {
+        assert!(
+            texts.iter().any(|t| t.contains(reason)),
+            "no refusal says {reason:?}"
+        );
+    }
+    assert!(
+        texts.iter().all(|t| !t.contains("EMBARGOED until")),
+        "a refusal states no embargo"
+    );
+
     // Mail for anyone but the list is refused at RCPT.
     let transport =
         lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
