@@ -27,6 +27,8 @@ struct Store {
     temp_fail: AtomicUsize,
     /// While false, a received message waits before it is answered.
     open: watch::Sender<bool>,
+    /// When set, only messages to this recipient are held.
+    hold_only: Mutex<Option<String>>,
     /// Messages received and waiting for the gate.
     waiting: AtomicUsize,
 }
@@ -38,6 +40,7 @@ impl Default for Store {
             arrived: Notify::new(),
             temp_fail: AtomicUsize::new(0),
             open: watch::channel(true).0,
+            hold_only: Mutex::new(None),
             waiting: AtomicUsize::new(0),
         }
     }
@@ -49,9 +52,16 @@ impl MailHandler for Store {
     }
 
     async fn deliver(&self, envelope: Envelope, raw: Vec<u8>) -> Reply {
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        let _ = self.open.subscribe().wait_for(|open| *open).await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let only = self
+            .hold_only
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if only.is_none_or(|who| envelope.rcpt_to.contains(&who)) {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            let _ = self.open.subscribe().wait_for(|open| *open).await;
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
         let refuse = self
             .temp_fail
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -122,6 +132,16 @@ impl CaptureSink {
     /// Holds every message after its data arrived, before answering, until [`CaptureSink::release`].
     pub fn hold(&self) {
         self.store.open.send_replace(false);
+    }
+
+    /// Holds only messages to `rcpt` (others are answered at once).
+    pub fn hold_for(&self, rcpt: &str) {
+        *self
+            .store
+            .hold_only
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(rcpt.to_owned());
+        self.hold();
     }
 
     /// Answers the held messages and stops holding.

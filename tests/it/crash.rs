@@ -175,3 +175,58 @@ async fn down_through_the_embargo_time_releases_at_start_marked_late() {
         receipt_texts(&f, &got)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_mid_release_never_resends_to_a_list_that_has_it() {
+    const FIRST: &str = "announce@first.example.org";
+    const SECOND: &str = "oss-security@second.example.org";
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    sink.hold_for(SECOND);
+    let (config, log) = (f.write_config(sink.addr()), f.path("daemon.log"));
+    let mut daemon = Daemon::start(&config, &log);
+    let text = (now() + chrono::Duration::seconds(2)).format("%Y-%m-%dT%H:%M:%SZ");
+    let body = format!("Embargo-Until: {text}\nPublic-To: {FIRST}, {SECOND}\n\nMembers only.\n");
+    let entity = embargo_relay::compose::text_with_advisory("CVE-2026-9: z", &body, "Public now.");
+    send(
+        daemon.addr,
+        PST,
+        &f.gpg_signed_entity(PST, "CVE-2026-9: z", &entity),
+    )
+    .await
+    .unwrap();
+
+    // At the time: the first list has it (recorded), the second is in flight.
+    let to =
+        |c: &embargo_relay::sink::Captured, who: &str| c.envelope.rcpt_to == vec![who.to_owned()];
+    sink.wait_until(PATIENCE, |g| g.iter().any(|c| to(c, FIRST)))
+        .await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while sink.waiting() == 0 || !f.audit().iter().any(|r| r.event == "released") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "release to the second list never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    daemon.kill();
+    sink.release();
+
+    let _daemon = Daemon::start(&config, &log);
+    let got = sink
+        .wait_until(PATIENCE, |g| g.iter().any(|c| to(c, SECOND)))
+        .await;
+    f.wait_until_no_pending().await;
+    let got_after = sink.captured();
+    assert_eq!(
+        got_after.iter().filter(|c| to(c, FIRST)).count(),
+        1,
+        "never twice to a list that had it"
+    );
+    let second = got_after.iter().filter(|c| to(c, SECOND)).count();
+    assert!(
+        (1..=2).contains(&second),
+        "the second list gets it, at most once more per crash: {second}"
+    );
+    assert!(got.iter().any(|c| to(c, SECOND)));
+}
