@@ -223,3 +223,67 @@ async fn restarts_keep_the_advisory_held_and_a_missed_time_releases_at_start_mar
         "exactly once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clock_jumping_back_mid_batch_delays_the_release() {
+    // Sorts after every member address, so the members' lifted notices
+    // come first in the batch and the release is still ahead when the clock jumps.
+    const LAST: &str = "zz-public@lists.example.net";
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let clock = ManualClock::new(now());
+    let config = Config::load(&f.write_config(sink.addr())).unwrap();
+    let running = embargo_relay::daemon::start(config, Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    let stamp = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let until_text = stamp(clock.now() + chrono::Duration::days(1));
+    let until: chrono::DateTime<chrono::Utc> = chrono::DateTime::parse_from_rfc3339(&until_text)
+        .unwrap()
+        .into();
+    let body = format!("Embargo-Until: {until_text}\nPublic-To: {LAST}\n\n{PRIVATE}\n");
+    let entity = compose::text_with_advisory(SUBJECT, &body, ADVISORY);
+    send(
+        running.smtp_addr,
+        PST,
+        &f.gpg_signed_entity(PST, SUBJECT, &entity),
+    )
+    .await
+    .unwrap();
+    let members = f.usable_members().count();
+    wait_copies(&sink, members).await;
+
+    // The worker takes the batch due at the time and is held sending its first item…
+    sink.hold();
+    clock.set(until);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while sink.waiting() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing was sent at the time"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // …when the clock jumps back an hour. The rest of the batch must wait.
+    clock.set(until - chrono::Duration::hours(1));
+    sink.release();
+    let later = format!(
+        "Embargo-Until: {}\n\nsync",
+        stamp(until + chrono::Duration::days(1))
+    );
+    send(running.smtp_addr, PST, &f.gpg_signed(PST, "sync", &later))
+        .await
+        .unwrap();
+    wait_copies(&sink, 2 * members).await;
+    assert!(
+        !sink.captured().iter().any(|c| to(c, LAST)),
+        "released while the clock said it was early"
+    );
+
+    clock.set(until);
+    let got = sink
+        .wait_until(PATIENCE, |g| g.iter().any(|c| to(c, LAST)))
+        .await;
+    assert_eq!(got.iter().filter(|c| to(c, LAST)).count(), 1);
+    running.shutdown().await;
+}
