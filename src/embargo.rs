@@ -147,10 +147,18 @@ pub const ADVISORY_NAME: &str = "public-advisory.txt";
 /// attachment named [`ADVISORY_NAME`].
 pub fn public_advisory(entity: &[u8]) -> Option<String> {
     let msg = MessageParser::default().parse(entity)?;
-    let part = msg.parts.iter().find(|p| {
-        mail_parser::MimeHeaders::attachment_name(*p)
-            .is_some_and(|n| n.eq_ignore_ascii_case(ADVISORY_NAME))
-    })?;
+    // Never the root or the first text part (the announcement itself).
+    let body = msg.text_body.first().copied().unwrap_or(0) as usize;
+    let part = msg
+        .parts
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 0 && *i != body)
+        .map(|(_, p)| p)
+        .find(|p| {
+            mail_parser::MimeHeaders::attachment_name(*p)
+                .is_some_and(|n| n.eq_ignore_ascii_case(ADVISORY_NAME))
+        })?;
     match part.text_contents() {
         Some(text) => Some(text.to_owned()),
         None => String::from_utf8(part.contents().to_vec()).ok(),
@@ -343,6 +351,9 @@ mod tests {
             public_advisory(b"Content-Type: text/plain\r\n\r\nEmbargo-Until: x\r\n"),
             None
         );
+        // The announcement itself is never published, whatever it is named.
+        let named = b"Content-Type: text/plain; name=\"public-advisory.txt\"\r\nContent-Disposition: attachment; filename=\"public-advisory.txt\"\r\n\r\nEmbargo-Until: x\r\n";
+        assert_eq!(public_advisory(named), None);
     }
 
     #[test]

@@ -207,6 +207,10 @@ async fn deliver_one(
     }
     let r = relay.clone();
     let (a, dd) = (announcement.clone(), d.clone());
+    if d.kind == Kind::Release && d.embargo_cancelled {
+        // Never publish a cancelled embargo's advisory, whatever the row says.
+        return Ok(());
+    }
     let at_the_time = matches!(d.kind, Kind::Release | Kind::Lifted) && !d.embargo_cancelled;
     if at_the_time && relay.clock.now() < announcement.terms.until {
         // Never early: the clock is checked now, not only when the row fell due.
@@ -230,6 +234,7 @@ async fn deliver_one(
     };
     match sent {
         Ok(answer) => {
+            let mut late_release = false;
             let answer = match d.kind {
                 Kind::Copy => {
                     tracing::info!(message_id = %d.message_id, member = %d.member, "copy delivered to the smarthost");
@@ -237,16 +242,7 @@ async fn deliver_one(
                 }
                 Kind::Release => {
                     let (detail, late) = released(relay, announcement, d, &answer);
-                    if late {
-                        // The PST hears how late, in a fresh receipt.
-                        let (r, id, to, now) = (
-                            relay.clone(),
-                            d.message_id.clone(),
-                            announcement.from.clone(),
-                            relay.clock.now(),
-                        );
-                        blocking(move || r.spool.requeue_receipt(&id, &to, now)).await??;
-                    }
+                    late_release = late;
                     detail
                 }
                 Kind::Receipt | Kind::Lifted | Kind::Reminder | Kind::Refusal => {
@@ -257,6 +253,18 @@ async fn deliver_one(
             let recorded = finish(relay, d, Finished::Sent, answer.clone()).await;
             if recorded.is_err() {
                 unrecorded.insert(key, answer);
+            } else if late_release {
+                // The PST hears how late, in a fresh receipt (only once the
+                // release itself is recorded: a failure here re-sends nothing).
+                let (r, id, to, now) = (
+                    relay.clone(),
+                    d.message_id.clone(),
+                    announcement.from.clone(),
+                    relay.clock.now(),
+                );
+                if let Err(e) = blocking(move || r.spool.requeue_receipt(&id, &to, now)).await? {
+                    tracing::error!(error = %e, "could not queue the late-release receipt");
+                }
             }
             recorded
         }
@@ -357,6 +365,17 @@ fn pst_cert_for<'a>(
 ) -> Result<&'a sequoia_openpgp::Cert, SealError> {
     let p = StandardPolicy::new();
     let now = relay.clock.now();
+    let has_address = |c: &sequoia_openpgp::Cert| {
+        crate::crypto::valid_emails(c, &p, now)
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case(address))
+    };
+    // The announcement's own signer first: PST members may share an address.
+    if let Ok(signer) = signer_cert(relay, a)
+        && has_address(signer)
+    {
+        return Ok(signer);
+    }
     let owner = relay.pst.iter().find(|c| {
         crate::crypto::valid_emails(c, &p, now)
             .iter()

@@ -739,7 +739,26 @@ impl Spool {
         apply: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
     ) -> Result<(), SpoolError> {
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.db(e))?;
+        // IMMEDIATE: take the write lock first, then check again that the
+        // embargo is still held and nothing was released since `held()`
+        // (the worker may have published in between).
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.db(e))?;
+        let (state, until, released): (String, i64, i64) = tx
+            .query_row(
+                "SELECT embargo_state, embargo_until,
+                   (SELECT COUNT(*) FROM deliveries WHERE message_id = ?1 AND kind = 'release' AND state = 'sent')
+                 FROM messages WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(|e| self.db(e))?;
+        if state != "held" || until <= to_millis(now) || released > 0 {
+            return Err(SpoolError::Refused(format!(
+                "embargo {id} was lifted, released or cancelled meanwhile"
+            )));
+        }
         if let Some(origin) = origin {
             if let Some(previous) = seen_before(&tx, origin.digests).map_err(|e| self.db(e))? {
                 return Err(SpoolError::Replay(previous));
@@ -1070,6 +1089,43 @@ mod tests {
         assert!(
             events.contains(&"extended".to_owned()) && events.contains(&"cancelled".to_owned())
         );
+    }
+
+    #[test]
+    fn an_embargo_with_a_release_out_cannot_be_cancelled_or_extended() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let now = t("2026-11-20T12:00:00Z");
+        let until = t("2026-11-22T12:00:00Z");
+        let public = vec!["pub1@x.org".to_owned(), "pub2@x.org".to_owned()];
+        let msg = NewMessage {
+            id: "m1",
+            signer: "F",
+            embargo_until: until,
+            sig_digests: &["d1".to_owned()],
+            sealed: b"c",
+            members: &[],
+            public_to: &public,
+            reminder: None,
+        };
+        spool.accept(&msg, now).unwrap();
+        // One list has it already (say, a release-now raced by a clock read).
+        let first = spool
+            .due(until, 10)
+            .unwrap()
+            .into_iter()
+            .find(|d| d.kind == Kind::Release)
+            .unwrap();
+        spool.finish(&first, Finished::Sent, "250", until).unwrap();
+        for refused in [
+            spool.cancel("m1", now, "test", None),
+            spool.extend("m1", t("2026-11-23T12:00:00Z"), now, "test", None),
+        ] {
+            assert!(
+                matches!(refused, Err(SpoolError::Refused(ref why)) if why.contains("released")),
+                "{refused:?}"
+            );
+        }
     }
 
     #[test]

@@ -64,10 +64,15 @@ async fn pst_command_mails_extend_release_and_cancel() {
     )
     .await
     .unwrap();
-    let got = sink
-        .wait_until(PATIENCE, |g| g.iter().any(|c| to(c, PUBLIC_A)))
+    sink.wait_until(PATIENCE, |g| g.iter().any(|c| to(c, PUBLIC_A)))
         .await;
-    assert_eq!(got.iter().filter(|c| to(c, PUBLIC_A)).count(), 1);
+    f.wait_until_no_pending().await;
+    let got = sink.captured();
+    assert_eq!(
+        got.iter().filter(|c| to(c, PUBLIC_A)).count(),
+        1,
+        "exactly once"
+    );
 
     // Cancel B: never published; the receipt says so.
     let cancel = command(format!("Embargo-Cancel: {b}\n"));

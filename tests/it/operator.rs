@@ -67,10 +67,15 @@ async fn operators_change_embargoes_from_the_cli_while_the_daemon_runs() {
     // Release now: the daemon notices and publishes A's advisory.
     let (ok, out, err) = cli(&config, &["release-now", &a]);
     assert!(ok, "{out}{err}");
-    let got = sink
-        .wait_until(PATIENCE, |g| g.iter().any(|c| to(c, PUBLIC_A)))
+    sink.wait_until(PATIENCE, |g| g.iter().any(|c| to(c, PUBLIC_A)))
         .await;
-    assert_eq!(got.iter().filter(|c| to(c, PUBLIC_A)).count(), 1);
+    f.wait_until_no_pending().await;
+    let got = sink.captured();
+    assert_eq!(
+        got.iter().filter(|c| to(c, PUBLIC_A)).count(),
+        1,
+        "exactly once"
+    );
 
     // Cancel: B's advisory is discarded, members are told; nothing reaches B's list.
     let (ok, out, err) = cli(&config, &["cancel", &b]);
