@@ -228,9 +228,16 @@ async fn deliver_one(
             return defer(relay, d, format!("sealing failed: {reason}")).await;
         }
     };
-    let sent = tokio::select! {
-        _ = shutdown.cancelled() => return Ok(()), // still pending: sent again after restart
-        sent = outbound.send(&relay.config.list_address, &d.member, &message) => sent,
+    let send = outbound.send(&relay.config.list_address, &d.member, &message);
+    let sent = if d.kind == Kind::Release {
+        // A public release is not abandoned halfway on shutdown (the list
+        // might get it twice); it ends within the smarthost timeout.
+        send.await
+    } else {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()), // still pending: sent again after restart
+            sent = send => sent,
+        }
     };
     match sent {
         Ok(answer) => {
