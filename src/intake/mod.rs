@@ -327,7 +327,13 @@ impl Intake {
             reply_to: &sender.from,
         };
         let actor = format!("PST {signer}");
+        let max = self.relay.config.policy.max_embargo;
         let result = match command {
+            Command::Extend { to, .. } if *to - now > max => Err(SpoolError::Refused(format!(
+                "{} is more than the maximum of {} days ahead",
+                to.to_rfc3339(),
+                max.num_days()
+            ))),
             Command::Extend { id, to } => spool.extend(id, *to, now, &actor, Some(&origin)),
             Command::Cancel { id } => spool.cancel(id, now, &actor, Some(&origin)),
             Command::ReleaseNow { id } => spool.release_now(id, now, &actor, Some(&origin)),

@@ -100,7 +100,17 @@ async fn pst_command_mails_extend_release_and_cancel() {
     f.wait_until_no_pending().await;
     assert!(!sink.captured().iter().any(|c| to(c, PUBLIC_B)));
 
-    // Refused: a replayed command, an unknown embargo, a cancelled one.
+    // Refused: an extension past the maximum, a replayed command, an unknown
+    // embargo, a cancelled one.
+    let too_far = (now() + chrono::Duration::days(20)).format("%Y-%m-%dT%H:%M:%SZ");
+    let (code, text) = send(
+        daemon.addr,
+        PST,
+        &command(format!("Embargo-Extend: {a} {too_far}\n")),
+    )
+    .await
+    .unwrap_err();
+    assert!(code == 550 && text.contains("maximum of 14 days"), "{text}");
     let (code, text) = send(daemon.addr, PST, &cancel).await.unwrap_err();
     assert!(code == 550 && text.contains("replayed"), "{text}");
     let (code, text) = send(
