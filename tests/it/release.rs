@@ -19,12 +19,13 @@ const PRIVATE: &str = "PRIVATE-CANARY-members-only";
 const ADVISORY: &str = "ADVISORY-CANARY: CVE-2026-1234 is fixed in 1.31.4; upgrade.";
 const SUBJECT: &str = "CVE-2026-1234: kubelet path traversal";
 
-fn to(c: &Captured, who: &str) -> bool {
-    c.envelope.rcpt_to == vec![who.to_owned()]
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_public_advisory_goes_out_at_its_time_and_not_before() {
+/// A list in a temp dir with a capture sink, its daemon in-process on a manual clock.
+async fn manual_list() -> (
+    Fixture,
+    CaptureSink,
+    ManualClock,
+    embargo_relay::daemon::Running,
+) {
     let f = Fixture::new();
     let sink = CaptureSink::start().await.unwrap();
     let clock = ManualClock::new(now());
@@ -32,6 +33,16 @@ async fn the_public_advisory_goes_out_at_its_time_and_not_before() {
     let running = embargo_relay::daemon::start(config, Arc::new(clock.clone()))
         .await
         .unwrap();
+    (f, sink, clock, running)
+}
+
+fn to(c: &Captured, who: &str) -> bool {
+    c.envelope.rcpt_to == vec![who.to_owned()]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_public_advisory_goes_out_at_its_time_and_not_before() {
+    let (f, sink, clock, running) = manual_list().await;
     let stamp = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let until_text = stamp(clock.now() + chrono::Duration::days(2));
     let until: chrono::DateTime<chrono::Utc> = chrono::DateTime::parse_from_rfc3339(&until_text)
@@ -229,13 +240,7 @@ async fn a_clock_jumping_back_mid_batch_delays_the_release() {
     // Sorts after every member address, so the members' lifted notices
     // come first in the batch and the release is still ahead when the clock jumps.
     const LAST: &str = "zz-public@lists.example.net";
-    let f = Fixture::new();
-    let sink = CaptureSink::start().await.unwrap();
-    let clock = ManualClock::new(now());
-    let config = Config::load(&f.write_config(sink.addr())).unwrap();
-    let running = embargo_relay::daemon::start(config, Arc::new(clock.clone()))
-        .await
-        .unwrap();
+    let (f, sink, clock, running) = manual_list().await;
     let stamp = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let until_text = stamp(clock.now() + chrono::Duration::days(1));
     let until: chrono::DateTime<chrono::Utc> = chrono::DateTime::parse_from_rfc3339(&until_text)
