@@ -633,27 +633,29 @@ impl Spool {
         actor: &str,
         origin: Option<&Origin<'_>>,
     ) -> Result<(), SpoolError> {
-        self.refuse_replay(origin)?;
-        let info = self.held(id, now)?;
-        if to <= info.until {
-            return Err(SpoolError::Refused(format!(
-                "{} is not later than the current embargo time {}",
-                to.to_rfc3339(),
-                info.until.to_rfc3339()
-            )));
-        }
-        let delta = to_millis(to) - to_millis(info.until);
-        self.change(id, (actor, origin), now, "extended", &format!("embargo moved from {} to {}", info.until.to_rfc3339(), to.to_rfc3339()), |tx| {
-            tx.execute("UPDATE messages SET embargo_until = ?2 WHERE id = ?1", params![id, to_millis(to)])?;
+        self.change(id, (actor, origin), now, "extended", |tx, until| {
+            if to <= until {
+                return Err(SpoolError::Refused(format!(
+                    "{} is not later than the current embargo time {}",
+                    to.to_rfc3339(),
+                    until.to_rfc3339()
+                )));
+            }
+            let delta = to_millis(to) - to_millis(until);
+            let db = |e| self.db(e);
+            tx.execute("UPDATE messages SET embargo_until = ?2 WHERE id = ?1", params![id, to_millis(to)])
+                .map_err(db)?;
             tx.execute(
                 "UPDATE deliveries SET next_attempt_at = ?2 WHERE message_id = ?1 AND state = 'pending' AND kind IN ('release', 'lifted')",
                 params![id, to_millis(to)],
-            )?;
+            )
+            .map_err(db)?;
             tx.execute(
                 "UPDATE deliveries SET next_attempt_at = next_attempt_at + ?2 WHERE message_id = ?1 AND state = 'pending' AND kind = 'reminder'",
                 params![id, delta],
-            )?;
-            Ok(())
+            )
+            .map_err(db)?;
+            Ok(format!("embargo moved from {} to {}", until.to_rfc3339(), to.to_rfc3339()))
         })
     }
 
@@ -665,19 +667,21 @@ impl Spool {
         actor: &str,
         origin: Option<&Origin<'_>>,
     ) -> Result<(), SpoolError> {
-        self.refuse_replay(origin)?;
-        let info = self.held(id, now)?;
-        self.change(id, (actor, origin), now, "released-now", &format!("embargo due {} lifted early", info.until.to_rfc3339()), |tx| {
-            tx.execute("UPDATE messages SET embargo_until = ?2 WHERE id = ?1", params![id, to_millis(now)])?;
+        self.change(id, (actor, origin), now, "released-now", |tx, until| {
+            let db = |e| self.db(e);
+            tx.execute("UPDATE messages SET embargo_until = ?2 WHERE id = ?1", params![id, to_millis(now)])
+                .map_err(db)?;
             tx.execute(
                 "UPDATE deliveries SET next_attempt_at = ?2 WHERE message_id = ?1 AND state = 'pending' AND kind IN ('release', 'lifted')",
                 params![id, to_millis(now)],
-            )?;
+            )
+            .map_err(db)?;
             tx.execute(
                 "UPDATE deliveries SET state = 'cancelled' WHERE message_id = ?1 AND state = 'pending' AND kind = 'reminder'",
                 [id],
-            )?;
-            Ok(())
+            )
+            .map_err(db)?;
+            Ok(format!("embargo due {} lifted early", until.to_rfc3339()))
         })
     }
 
@@ -689,80 +693,76 @@ impl Spool {
         actor: &str,
         origin: Option<&Origin<'_>>,
     ) -> Result<(), SpoolError> {
-        self.refuse_replay(origin)?;
-        self.held(id, now)?;
-        self.change(id, (actor, origin), now, "cancelled", "embargo cancelled; held advisory discarded", |tx| {
-            tx.execute("UPDATE messages SET embargo_state = 'cancelled' WHERE id = ?1", [id])?;
+        self.change(id, (actor, origin), now, "cancelled", |tx, _| {
+            let db = |e| self.db(e);
+            tx.execute("UPDATE messages SET embargo_state = 'cancelled' WHERE id = ?1", [id])
+                .map_err(db)?;
             tx.execute(
                 "UPDATE deliveries SET state = 'cancelled' WHERE message_id = ?1 AND state = 'pending' AND kind IN ('release', 'reminder')",
                 [id],
-            )?;
+            )
+            .map_err(db)?;
             tx.execute(
                 "UPDATE deliveries SET next_attempt_at = ?2 WHERE message_id = ?1 AND state = 'pending' AND kind = 'lifted'",
                 params![id, to_millis(now)],
-            )?;
-            Ok(())
+            )
+            .map_err(db)?;
+            Ok("embargo cancelled; held advisory discarded".to_owned())
         })
     }
 
-    /// A command whose signature was seen before is a replay, whatever the
-    /// embargo's state now (checked again inside the change's transaction).
-    fn refuse_replay(&self, origin: Option<&Origin<'_>>) -> Result<(), SpoolError> {
-        let Some(origin) = origin else { return Ok(()) };
-        match seen_before(&self.lock(), origin.digests).map_err(|e| self.db(e))? {
-            Some(previous) => Err(SpoolError::Replay(previous)),
-            None => Ok(()),
-        }
-    }
-
-    /// The embargo, if it is still held; otherwise why an operation on it is refused.
-    fn held(&self, id: &str, now: DateTime<Utc>) -> Result<EmbargoInfo, SpoolError> {
-        let info = self.embargo(id)?;
-        match info.state(now) {
-            "held" => Ok(info),
-            "cancelled" => Err(SpoolError::Refused(format!("embargo {id} was cancelled"))),
-            _ => Err(SpoolError::Refused(format!(
-                "embargo {id} already lifted at {}",
-                info.until.to_rfc3339()
-            ))),
-        }
-    }
-
-    /// Applies an embargo change and its audit record in one transaction.
+    /// Applies an embargo change in one transaction that takes the write lock
+    /// first (IMMEDIATE), so the worker cannot publish in between the checks
+    /// and the change. Refuses, in this order: a replayed command, an
+    /// unknown embargo, a cancelled one, one already lifted or released to
+    /// any public list. `apply` makes the change, given the embargo time in
+    /// force, and returns the audit detail; a command mail's signatures are
+    /// recorded and its receipt queued in the same transaction.
     fn change(
         &self,
         id: &str,
         (actor, origin): (&str, Option<&Origin<'_>>),
         now: DateTime<Utc>,
         event: &str,
-        detail: &str,
-        apply: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+        apply: impl FnOnce(&rusqlite::Transaction<'_>, DateTime<Utc>) -> Result<String, SpoolError>,
     ) -> Result<(), SpoolError> {
         let mut conn = self.lock();
-        // IMMEDIATE: take the write lock first, then check again that the
-        // embargo is still held and nothing was released since `held()`
-        // (the worker may have published in between).
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| self.db(e))?;
-        let (state, until, released): (String, i64, i64) = tx
+        let digests = origin.map(|o| o.digests).unwrap_or_default();
+        if let Some(previous) = seen_before(&tx, digests).map_err(|e| self.db(e))? {
+            return Err(SpoolError::Replay(previous));
+        }
+        let row: Option<(String, i64, i64)> = tx
             .query_row(
                 "SELECT embargo_state, embargo_until,
                    (SELECT COUNT(*) FROM deliveries WHERE message_id = ?1 AND kind = 'release' AND state = 'sent')
-                 FROM messages WHERE id = ?1",
+                 FROM messages WHERE id = ?1 AND kind = 'announcement'",
                 [id],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
+            .optional()
             .map_err(|e| self.db(e))?;
-        if state != "held" || until <= to_millis(now) || released > 0 {
+        let Some((state, until, released)) = row else {
+            return Err(SpoolError::Refused(format!("no embargo with id {id}")));
+        };
+        let until = from_millis(until);
+        if state == "cancelled" {
+            return Err(SpoolError::Refused(format!("embargo {id} was cancelled")));
+        }
+        if released > 0 {
             return Err(SpoolError::Refused(format!(
-                "embargo {id} was lifted, released or cancelled meanwhile"
+                "embargo {id} was already released to a public list"
+            )));
+        }
+        if until <= now {
+            return Err(SpoolError::Refused(format!(
+                "embargo {id} already lifted at {}",
+                until.to_rfc3339()
             )));
         }
         if let Some(origin) = origin {
-            if let Some(previous) = seen_before(&tx, origin.digests).map_err(|e| self.db(e))? {
-                return Err(SpoolError::Replay(previous));
-            }
             for digest in origin.digests {
                 tx.execute(
                     "INSERT INTO seen_signatures (digest, message_id) VALUES (?1, ?2)",
@@ -773,7 +773,7 @@ impl Spool {
             // The answer: a fresh receipt (it shows the state after this change).
             insert_receipt(&tx, id, origin.reply_to, now).map_err(|e| self.db(e))?;
         }
-        apply(&tx).map_err(|e| self.db(e))?;
+        let detail = apply(&tx, until)?;
         insert_audit(
             &tx,
             to_millis(now),
