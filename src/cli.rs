@@ -26,6 +26,25 @@ pub enum Command {
         #[arg(long, short, default_value = "/etc/embargo-relay/config.toml")]
         config: PathBuf,
     },
+    /// Take one message on standard input, as an MTA's pipe transport delivers it.
+    ///
+    /// The message is verified and committed like one received over SMTP.
+    /// Exit codes (sysexits): 0 accepted; 75 temporary failure, the MTA
+    /// should retry (spool or configuration unavailable); 65 malformed or
+    /// invalid mail; 77 not authorized (signature, From, replay). The
+    /// reason is printed on standard error. The running daemon relays it
+    /// within a second. See deploy/postfix/ for the Postfix wiring.
+    ///
+    /// Example (Postfix master.cf):
+    ///   argv=/usr/bin/embargo-relay submit --config /etc/embargo-relay/config.toml --sender ${sender}
+    Submit {
+        /// The configuration file of the list.
+        #[arg(long, short, default_value = "/etc/embargo-relay/config.toml")]
+        config: PathBuf,
+        /// The envelope sender the MTA passes, recorded in the audit log.
+        #[arg(long)]
+        sender: Option<String>,
+    },
     /// Inspect and change embargoes; works while the daemon runs (it notices within a second).
     ///
     /// Examples:

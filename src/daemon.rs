@@ -33,6 +33,20 @@ pub struct Relay {
     pub wake: Notify,
 }
 
+impl Relay {
+    /// Opens the spool for `config`; what the daemon and `submit` share.
+    pub fn open(config: Config, clock: SharedClock) -> anyhow::Result<Relay> {
+        let spool = Spool::open(&config.state_dir)?;
+        Ok(Relay {
+            pst: config.roster.pst_certs(),
+            config,
+            spool,
+            clock,
+            wake: Notify::new(),
+        })
+    }
+}
+
 /// A started daemon.
 pub struct Running {
     pub smtp_addr: SocketAddr,
@@ -55,7 +69,6 @@ impl Running {
 /// Opens the spool, binds the listener and starts the tasks.
 pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running> {
     warn_about_roster(&config, &clock);
-    let spool = Spool::open(&config.state_dir)?;
     let listener = TcpListener::bind(config.smtp.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.smtp.listen))?;
@@ -70,13 +83,7 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running
         max_session: config.smtp.session_timeout,
     });
     let outbound = Outbound::new(&config.outbound, &config.hostname);
-    let relay = Arc::new(Relay {
-        pst: config.roster.pst_certs(),
-        config,
-        spool,
-        clock,
-        wake: Notify::new(),
-    });
+    let relay = Arc::new(Relay::open(config, clock)?);
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let failed = Arc::new(AtomicBool::new(false));

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         .with_ansi(false)
         .init();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("embargo-relay: error: {e:#}");
             ExitCode::FAILURE
@@ -29,9 +29,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// `submit` answers the MTA with a sysexits code; a configuration that does
+/// not load is a temporary failure, so the MTA keeps the mail.
+fn submit(config: &std::path::Path, sender: Option<String>) -> ExitCode {
+    use embargo_relay::inbound::pipe;
+    let outcome = match Config::load(config) {
+        Ok(config) => pipe::submit(
+            config,
+            Arc::new(SystemClock),
+            &pipe::Origin { sender },
+            &mut std::io::stdin().lock(),
+        ),
+        Err(e) => pipe::Outcome {
+            code: pipe::EX_TEMPFAIL,
+            message: format!("cannot load the configuration: {e}"),
+        },
+    };
+    eprintln!("embargo-relay submit: {}", outcome.message);
+    ExitCode::from(outcome.code)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    match cli.command {
+    let done = match cli.command {
         Command::Run { config } => {
             let config = Config::load(&config)?;
             runtime.block_on(embargo_relay::daemon::run_until_signal(
@@ -43,6 +63,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             embargo_relay::operator::embargo(&config, action, &SystemClock, &mut std::io::stdout())
         }
+        Command::Submit { config, sender } => return Ok(submit(&config, sender)),
         Command::Demo { keep } => runtime.block_on(embargo_relay::demo::run(keep.as_deref())),
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }

@@ -239,8 +239,9 @@ impl Intake {
         Self { relay }
     }
 
-    /// Verifies, seals and commits; the returned reply is the final answer to DATA.
-    fn process(&self, envelope: &Envelope, raw: &[u8]) -> Reply {
+    /// Verifies, seals and commits; the returned reply is the final answer
+    /// to DATA (or, through `submit`, the exit code).
+    pub fn process(&self, envelope: &Envelope, raw: &[u8]) -> Reply {
         let relay = &self.relay;
         let now = relay.clock.now();
         let p = StandardPolicy::new();

@@ -10,3 +10,4 @@ mod operator;
 mod rejection;
 mod release;
 mod smuggling;
+mod submit;

@@ -1,0 +1,157 @@
+//! `embargo-relay submit`: one message on standard input, as an MTA's pipe
+//! transport (Postfix `pipe`, Exim `pipe`) hands it over. The message goes
+//! through the same intake as SMTP, and the answer is a sysexits code the
+//! MTA understands: it retries on 75 and bounces, without our content, on
+//! 65 and 77.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::daemon::Relay;
+use crate::inbound::smtp::{Envelope, Reply};
+use crate::intake::Intake;
+
+/// Accepted and committed.
+pub const EX_OK: u8 = 0;
+/// Malformed or invalid mail (not PGP/MIME, bad embargo, too large).
+pub const EX_DATAERR: u8 = 65;
+/// Temporary local failure: the MTA keeps the mail and retries.
+pub const EX_TEMPFAIL: u8 = 75;
+/// Not authorized: bad or unknown signature, From not the signer, replay.
+pub const EX_NOPERM: u8 = 77;
+
+/// The outcome of one submission: the exit code and the line for stderr.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Outcome {
+    fn tempfail(message: impl Into<String>) -> Outcome {
+        Outcome {
+            code: EX_TEMPFAIL,
+            message: message.into(),
+        }
+    }
+
+    /// Maps the intake's SMTP answer to a sysexits code.
+    pub fn from_reply(reply: &Reply) -> Outcome {
+        let code = match reply.code {
+            200..=399 => EX_OK,
+            400..=499 => EX_TEMPFAIL,
+            _ if reply.enhanced.starts_with("5.7.") => EX_NOPERM,
+            _ => EX_DATAERR,
+        };
+        Outcome {
+            code,
+            message: format!("{} {} {}", reply.code, reply.enhanced, reply.text),
+        }
+    }
+}
+
+/// Who handed the message over, for the audit record.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// The envelope sender the MTA passes (Postfix `${sender}`).
+    pub sender: Option<String>,
+}
+
+/// Loads nothing itself: `config` failing to load is the caller's tempfail.
+/// Reads at most `max_message_size` octets; a larger message is refused.
+pub fn submit(
+    config: Config,
+    clock: SharedClock,
+    origin: &Origin,
+    input: &mut dyn Read,
+) -> Outcome {
+    let relay = match Relay::open(config, clock) {
+        Ok(relay) => Arc::new(relay),
+        Err(e) => return Outcome::tempfail(format!("cannot open the spool: {e:#}")),
+    };
+    let envelope = Envelope {
+        helo: "submit".to_owned(),
+        mail_from: origin.sender.clone().unwrap_or_default(),
+        rcpt_to: vec![relay.config.list_address.clone()],
+        peer: "stdin (submit)".to_owned(),
+    };
+    let limit = relay.config.smtp.max_message_size;
+    let mut raw = Vec::new();
+    if let Err(e) = input.take(limit as u64 + 1).read_to_end(&mut raw) {
+        return Outcome::tempfail(format!("cannot read the message on stdin: {e}"));
+    }
+    if raw.len() > limit {
+        let reply = Reply::new(
+            552,
+            "5.3.4",
+            format!(
+                "message larger than the limit of {limit} octets (inbound.smtp.max_message_size)"
+            ),
+        );
+        let detail = format!(
+            "from peer {} envelope sender <{}>: {}",
+            envelope.peer, envelope.mail_from, reply.text
+        );
+        if let Err(e) = relay
+            .spool
+            .audit(relay.clock.now(), "rejected", None, None, &detail)
+        {
+            return Outcome::tempfail(format!("cannot write the audit record: {e}"));
+        }
+        return Outcome::from_reply(&reply);
+    }
+    let raw = to_crlf(strip_mbox_from(&raw));
+    let reply = Intake::new(relay).process(&envelope, &raw);
+    Outcome::from_reply(&reply)
+}
+
+/// Drops a leading mbox `From ` envelope line (Postfix `pipe` flag `F`).
+fn strip_mbox_from(raw: &[u8]) -> &[u8] {
+    if raw.starts_with(b"From ") {
+        match raw.iter().position(|b| *b == b'\n') {
+            Some(end) => &raw[end + 1..],
+            None => &[],
+        }
+    } else {
+        raw
+    }
+}
+
+/// MTAs hand pipes UNIX line ends; PGP/MIME signatures cover the canonical
+/// CRLF form (RFC 3156), so every bare LF becomes CRLF. CRLF stays as is.
+pub fn to_crlf(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
+    let mut prev = 0u8;
+    for &b in raw {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_line_ends_become_crlf_once() {
+        assert_eq!(to_crlf(b"a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
+        assert_eq!(to_crlf(b"a\r\n"), b"a\r\n");
+        assert_eq!(strip_mbox_from(b"From x@y Mon\nFrom: a\n"), b"From: a\n");
+        assert_eq!(strip_mbox_from(b"From: a\n"), b"From: a\n");
+    }
+
+    #[test]
+    fn replies_map_to_sysexits() {
+        let code = |c, e| Outcome::from_reply(&Reply::new(c, e, "x")).code;
+        assert_eq!(code(250, "2.0.0"), EX_OK);
+        assert_eq!(code(451, "4.3.0"), EX_TEMPFAIL);
+        assert_eq!(code(550, "5.7.1"), EX_NOPERM);
+        assert_eq!(code(554, "5.6.0"), EX_DATAERR);
+    }
+}

@@ -1,0 +1,113 @@
+//! Issue 4, acceptance 2: `embargo-relay submit` as an MTA pipe, with each
+//! sysexits code; what it accepts is relayed by the daemon.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use embargo_relay::sink::CaptureSink;
+
+use crate::common::*;
+
+/// Runs `submit` with `raw` on stdin; returns the exit code and stderr.
+fn submit(config: &Path, raw: &[u8]) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_embargo-relay"))
+        .args([
+            "submit",
+            "--sender",
+            "bounces@project.example.org",
+            "--config",
+        ])
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A child that exits early (bad config) may close stdin first.
+    let _ = child.stdin.take().unwrap().write_all(raw);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().expect("exited, not killed"),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// As Postfix's pipe transport hands a message over: UNIX line ends.
+fn unix_line_ends(raw: &[u8]) -> Vec<u8> {
+    String::from_utf8(raw.to_vec())
+        .unwrap()
+        .replace("\r\n", "\n")
+        .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn submit_answers_the_mta_with_sysexits_and_the_daemon_relays_what_it_accepted() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let config = f.write_config(sink.addr());
+    let canary = "CANARY-submit-7c1e";
+
+    // 0: accepted, from a pipe with UNIX line ends.
+    let good = f.gpg_signed(PST, "CVE-2026-11: pipe", &embargoed(canary));
+    let (code, stderr) = submit(&config, &unix_line_ends(&good));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("announcement accepted as"), "{stderr}");
+
+    // 77: authorization: the same signature again is a replay.
+    let (code, stderr) = submit(&config, &good);
+    assert_eq!(code, 77, "{stderr}");
+    assert!(stderr.contains("replayed announcement"), "{stderr}");
+
+    // 77: unsigned.
+    let unsigned = format!("From: {PST}\r\nTo: {LIST}\r\nSubject: x\r\n\r\n{canary}\r\n");
+    let (code, stderr) = submit(&config, unsigned.as_bytes());
+    assert_eq!(code, 77, "{stderr}");
+    assert!(stderr.contains("not PGP/MIME signed"), "{stderr}");
+    assert!(!stderr.contains(canary), "no content in the reason");
+
+    // 65: malformed: two From headers.
+    let two_from = format!("From: {PST}\r\nFrom: {GPG_MEMBER}\r\n\r\n{canary}\r\n");
+    let (code, stderr) = submit(&config, two_from.as_bytes());
+    assert_eq!(code, 65, "{stderr}");
+    assert!(stderr.contains("exactly one From"), "{stderr}");
+
+    // 65: larger than max_message_size (1 MiB in the fixture).
+    let (code, stderr) = submit(&config, &vec![b'x'; 1024 * 1024 + 10]);
+    assert_eq!(code, 65, "{stderr}");
+    assert!(stderr.contains("larger than the limit"), "{stderr}");
+
+    // 75: the spool cannot be opened (its directory is a file): the MTA retries.
+    let broken = f.path("broken.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("state_dir = \"state\"", "state_dir = \"not-a-dir\"");
+    std::fs::write(f.path("not-a-dir"), b"a file").unwrap();
+    std::fs::write(&broken, text).unwrap();
+    let other = f.gpg_signed(PST, "CVE-2026-12: later", &embargoed("later"));
+    let (code, stderr) = submit(&broken, &other);
+    assert_eq!(code, 75, "{stderr}");
+    assert!(stderr.contains("cannot open the spool"), "{stderr}");
+
+    // 75: a configuration that does not load.
+    let (code, stderr) = submit(&f.path("missing.toml"), &other);
+    assert_eq!(code, 75, "{stderr}");
+    assert!(stderr.contains("cannot load the configuration"), "{stderr}");
+
+    let rejected = f
+        .audit()
+        .iter()
+        .filter(|r| r.event == "rejected" && r.detail.contains("stdin (submit)"))
+        .count();
+    assert_eq!(rejected, 4, "one audit record per rejection");
+
+    // The daemon, started afterwards, relays what submit committed.
+    let daemon = Daemon::start(&config, &f.path("daemon.log"));
+    let got = wait_copies(&sink, f.usable_members().count()).await;
+    assert_eq!(copies(&got).len(), f.usable_members().count());
+    for c in copies(&got) {
+        assert!(find(&c.raw, canary.as_bytes()).is_none(), "sent encrypted");
+    }
+    f.wait_until_no_pending().await;
+    drop(daemon);
+}
