@@ -90,6 +90,8 @@ pub struct RawPolicy {
     pub reminder_before: Option<String>,
     /// A release later than this after its time is reported as late.
     pub late_after: Option<String>,
+    /// Signatures older than this are refused as possible replays.
+    pub signature_max_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,6 +134,8 @@ pub struct PolicyConfig {
     pub reminder_before: chrono::Duration,
     /// A release later than this after its time is reported as late.
     pub late_after: chrono::Duration,
+    /// Signatures older than this are refused (replay window).
+    pub signature_max_age: chrono::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -216,6 +220,11 @@ impl Validator<'_> {
         let reminder_before =
             self.duration("policy.reminder_before", raw.policy.reminder_before, "24h")?;
         let late_after = self.duration("policy.late_after", raw.policy.late_after, "60s")?;
+        let signature_max_age = self.duration(
+            "policy.signature_max_age",
+            raw.policy.signature_max_age,
+            "72h",
+        )?;
         let public_recipients = raw
             .public
             .recipients
@@ -231,6 +240,8 @@ impl Validator<'_> {
                 .map_err(|_| self.err("policy.reminder_before", "too long"))?,
             late_after: chrono::Duration::from_std(late_after)
                 .map_err(|_| self.err("policy.late_after", "too long"))?,
+            signature_max_age: chrono::Duration::from_std(signature_max_age)
+                .map_err(|_| self.err("policy.signature_max_age", "too long"))?,
         };
         let roster = self.roster(raw.members)?;
         Ok(Config {

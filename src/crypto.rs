@@ -274,15 +274,26 @@ pub enum SignatureProblem {
     Bad,
     #[error("malformed signature")]
     Malformed,
+    #[error("signature has expired")]
+    Expired,
 }
 
 /// How far ahead of ours a sender's clock may be (seconds).
 pub const CLOCK_SKEW_S: i64 = 300;
 
+/// How far ahead a signature may be dated and still be verified, so that a
+/// PST signature from a clock far in the future is recognised as the PST's
+/// (and the PST told) rather than reported as a bad signature.
+const LOOKAHEAD_DAYS: i64 = 366;
+
 /// A signature accepted as the PST's.
 #[derive(Debug, Clone)]
 pub struct VerifiedSigner {
     pub cert: Cert,
+    /// Creation time of the oldest and of the newest good signature: the
+    /// caller holds them to its freshness window.
+    pub oldest: DateTime<Utc>,
+    pub newest: DateTime<Utc>,
     /// One identity per good signature, for the replay cache (see
     /// `signature_identity`): re-encoding or editing unauthenticated bytes
     /// does not make a replay look new. Sorted, without duplicates.
@@ -309,9 +320,10 @@ pub fn verify_detached(
         now,
         outcome: None,
     };
-    // A sender's clock a little ahead of ours must not make its fresh
-    // signature "from the future"; the key itself is judged at `now`.
-    let reference = now + chrono::Duration::seconds(CLOCK_SKEW_S);
+    // Signatures dated ahead of `now` still verify here, so that the caller
+    // can tell the PST its clock is wrong; the caller refuses any newer than
+    // CLOCK_SKEW_S. The key itself is judged at `now`.
+    let reference = now + chrono::Duration::days(LOOKAHEAD_DAYS);
     let mut v = DetachedVerifierBuilder::from_bytes(sig)
         .map_err(|_| SignatureProblem::Malformed)?
         .with_policy(p, Some(at(reference)), helper)
@@ -336,6 +348,7 @@ impl PstVerifier<'_> {
     fn judge(&self, structure: MessageStructure) -> Result<VerifiedSigner, SignatureProblem> {
         let mut signer: Option<Cert> = None;
         let mut digests = Vec::new();
+        let mut times = Vec::new();
         for layer in structure {
             let MessageLayer::SignatureGroup { results } = layer else {
                 return Err(SignatureProblem::Malformed);
@@ -354,6 +367,19 @@ impl PstVerifier<'_> {
                 })?;
                 let cert = good.ka.cert();
                 self.alive_now(cert, &good.ka.key().fingerprint())?;
+                if good
+                    .sig
+                    .signature_expiration_time()
+                    .is_some_and(|end| end <= at(self.now))
+                {
+                    return Err(SignatureProblem::Expired);
+                }
+                let created = good
+                    .sig
+                    .signature_creation_time()
+                    .map(DateTime::<Utc>::from)
+                    .ok_or(SignatureProblem::Malformed)?;
+                times.push(created);
                 digests.push(signature_identity(good.sig, &good.ka.key().fingerprint()));
                 // Several PST signers are fine; the first is matched against From.
                 signer.get_or_insert_with(|| cert.clone());
@@ -362,8 +388,13 @@ impl PstVerifier<'_> {
         digests.sort();
         digests.dedup();
         let cert = signer.ok_or(SignatureProblem::Bad)?;
+        let (Some(oldest), Some(newest)) = (times.iter().min(), times.iter().max()) else {
+            return Err(SignatureProblem::Bad);
+        };
         Ok(VerifiedSigner {
             cert,
+            oldest: *oldest,
+            newest: *newest,
             signature_digests: digests,
         })
     }
@@ -702,7 +733,7 @@ mod tests {
     }
 
     #[test]
-    fn a_sender_clock_slightly_ahead_is_tolerated_far_ahead_is_not() {
+    fn signatures_dated_ahead_verify_and_report_their_time() {
         let p = StandardPolicy::new();
         let pst = key("PST <pst@example.org>");
         let data = b"x";
@@ -713,11 +744,13 @@ mod tests {
             verify_detached(&p, now(), pst, data, &ahead).is_ok(),
             "a minute of skew"
         );
-        let far = sign_detached(&p, &pst[0], now() + chrono::Duration::hours(1), data).unwrap();
-        assert_eq!(
-            verify_detached(&p, now(), pst, data, &far).unwrap_err(),
-            SignatureProblem::Bad
-        );
+        // Far ahead still verifies (the PST is told its clock is wrong); the
+        // caller refuses it by the reported time.
+        let t = now() + chrono::Duration::hours(1);
+        let far = sign_detached(&p, &pst[0], t, data).unwrap();
+        let v = verify_detached(&p, now(), pst, data, &far).unwrap();
+        assert_eq!(v.newest.timestamp(), t.timestamp());
+        assert_eq!(v.oldest, v.newest);
     }
 
     #[test]

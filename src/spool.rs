@@ -317,6 +317,17 @@ impl Spool {
         if let Some(previous) = seen_before(&tx, digests).map_err(|e| self.db(e))? {
             return Err(SpoolError::Replay(previous));
         }
+        let queued: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE id = ?1)",
+                [id],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.db(e))?;
+        if queued {
+            // A once-only notice (e.g. of a replay) that is already queued.
+            return Ok(());
+        }
         let t = to_millis(now);
         let write = || -> rusqlite::Result<()> {
             tx.execute(

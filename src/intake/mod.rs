@@ -34,6 +34,8 @@ pub enum Rejection {
     FromNotSigner { from: String, signer: String },
     #[error("replayed announcement: this signature was already accepted as message {0}")]
     Replay(String),
+    #[error("{0}")]
+    SignatureTime(String),
     #[error("invalid embargo: {0}")]
     Embargo(TermsError),
     #[error("command refused: {0}")]
@@ -47,7 +49,9 @@ impl Rejection {
             Rejection::Unsigned | Rejection::Signature(_) | Rejection::FromNotSigner { .. } => {
                 (550, "5.7.1")
             }
-            Rejection::Replay(_) | Rejection::Command(_) => (550, "5.7.0"),
+            Rejection::Replay(_) | Rejection::Command(_) | Rejection::SignatureTime(_) => {
+                (550, "5.7.0")
+            }
             Rejection::Malformed(_) | Rejection::FromHeader(_) | Rejection::Embargo(_) => {
                 (554, "5.6.0")
             }
@@ -157,14 +161,18 @@ pub fn examine(
         mime::protected_subject(mail.signed_part.expose()),
         mail.outer_subject.clone(),
     );
+    let freshness = verify::fresh(&auth, now, policy.signature_max_age);
     let sender = Sender {
         signer: auth.signer,
         from: mail.from.clone(),
         subject,
         digests: auth.signature_digests,
     };
-    let entity = mail.signed_part.expose();
     let refused = |rejection, sender| Ok(Examined::Refused { rejection, sender });
+    if let Err(stale) = freshness {
+        return refused(stale, sender);
+    }
+    let entity = mail.signed_part.expose();
     let terms = match embargo::request(entity, now, policy.max_embargo) {
         Ok(Request::Announce(terms)) => terms,
         Ok(Request::Command(command)) => return Ok(Examined::Command { command, sender }),
@@ -300,7 +308,13 @@ impl Intake {
                 Reply::new(250, "2.0.0", format!("announcement accepted as {id}"))
             }
             Err(SpoolError::Replay(previous)) => {
-                self.reject(envelope, &Rejection::Replay(previous), now)
+                let sender = Sender {
+                    signer: announcement.signer,
+                    from: announcement.from,
+                    subject: announcement.subject,
+                    digests,
+                };
+                self.replayed(envelope, &previous, &sender, now)
             }
             Err(e) => {
                 tracing::error!(error = %e, "spool write failed; answering 451");
@@ -353,9 +367,7 @@ impl Intake {
             Err(SpoolError::Refused(why)) => {
                 self.refuse(envelope, &Rejection::Command(why), sender, now)
             }
-            Err(SpoolError::Replay(previous)) => {
-                self.reject(envelope, &Rejection::Replay(previous), now)
-            }
+            Err(SpoolError::Replay(previous)) => self.replayed(envelope, &previous, sender, now),
             Err(e) => {
                 tracing::error!(error = %e, "spool write failed; answering 451");
                 Reply::new(
@@ -369,7 +381,7 @@ impl Intake {
 
     /// Refuses an authenticated PST mail: the SMTP reply, the audit record,
     /// and the reason sent to the sender signed and encrypted. A replay of
-    /// a refused mail is refused as a replay, without another notice.
+    /// a refused mail is refused as a replay.
     fn refuse(
         &self,
         envelope: &Envelope,
@@ -377,15 +389,70 @@ impl Intake {
         sender: &Sender,
         now: DateTime<Utc>,
     ) -> Reply {
-        let relay = &self.relay;
         let text = format!(
             "The list refused your mail.\n\nReason: {rejection}\n\nNothing was relayed. Fix the mail and send it again; \
 a resent copy of this one counts as a replay.\n"
         );
+        let subject = format!("Refused: {}", sender.subject);
+        match self.notify_pst(
+            &random_hex(8),
+            sender,
+            &subject,
+            &text,
+            &sender.digests,
+            now,
+        ) {
+            Err(SpoolError::Replay(previous)) => self.replayed(envelope, &previous, sender, now),
+            _ => self.reject(envelope, rejection, now),
+        }
+    }
+
+    /// Rejects a replay of `previous` and tells the PST, once per replayed
+    /// message (further replays of it are only audited): a replay the PST
+    /// did not send means someone holds a copy of its mail.
+    fn replayed(
+        &self,
+        envelope: &Envelope,
+        previous: &str,
+        sender: &Sender,
+        now: DateTime<Utc>,
+    ) -> Reply {
+        let text = format!(
+            "A mail carrying the signature of your message {previous} reached the list again, \
+from {} (envelope sender <{}>), and was rejected as a replay. Nothing was relayed.\n\n\
+If you did not resend it, someone holds a copy of your signed mail. Further replays of \
+this message are rejected without another notice; `embargo-relay audit` on the list \
+host lists them.\n",
+            envelope.peer, envelope.mail_from
+        );
+        let subject = format!("Replay rejected: {}", sender.subject);
+        let _ = self.notify_pst(
+            &format!("{previous}-replay"),
+            sender,
+            &subject,
+            &text,
+            &[],
+            now,
+        );
+        self.reject(envelope, &Rejection::Replay(previous.to_owned()), now)
+    }
+
+    /// Queues a signed, encrypted notice to the PST who sent a mail. A
+    /// notice whose id is already queued is not queued again.
+    fn notify_pst(
+        &self,
+        id: &str,
+        sender: &Sender,
+        subject: &str,
+        text: &str,
+        digests: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<(), SpoolError> {
+        let relay = &self.relay;
         let notice = Announcement {
             signer: sender.signer.clone(),
             from: sender.from.clone(),
-            subject: format!("Refused: {}", sender.subject),
+            subject: subject.to_owned(),
             terms: Terms {
                 until: now,
                 sender_offset: FixedOffset::east_opt(0).expect("UTC is a valid offset"),
@@ -393,37 +460,34 @@ a resent copy of this one counts as a replay.\n"
                 override_reason: None,
             },
             public_to: Vec::new(),
-            entity: Secret::new(text.into_bytes()),
+            entity: Secret::new(text.as_bytes().to_vec()),
         };
         let p = StandardPolicy::new();
-        let id = random_hex(8);
-        match relay
+        let sealed = match relay
             .config
             .list_key
             .seal_to_self(&p, notice.to_bytes().expose())
         {
-            Err(e) => tracing::error!(error = %e, "could not seal the refusal notice to the PST"),
-            Ok(sealed) => {
-                let spool = &relay.spool;
-                match spool.queue_refusal(
-                    &id,
-                    &sender.signer,
-                    &sender.from,
-                    &sealed,
-                    &sender.digests,
-                    now,
-                ) {
-                    Ok(()) => relay.wake.notify_one(),
-                    Err(SpoolError::Replay(previous)) => {
-                        return self.reject(envelope, &Rejection::Replay(previous), now);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "could not queue the refusal notice to the PST")
-                    }
-                }
+            Ok(sealed) => sealed,
+            Err(e) => {
+                tracing::error!(error = %e, "could not seal a notice to the PST");
+                return Ok(());
+            }
+        };
+        match relay
+            .spool
+            .queue_refusal(id, &sender.signer, &sender.from, &sealed, digests, now)
+        {
+            Ok(()) => {
+                relay.wake.notify_one();
+                Ok(())
+            }
+            Err(SpoolError::Replay(previous)) => Err(SpoolError::Replay(previous)),
+            Err(e) => {
+                tracing::error!(error = %e, "could not queue a notice to the PST");
+                Ok(())
             }
         }
-        self.reject(envelope, rejection, now)
     }
 
     fn reject(&self, envelope: &Envelope, rejection: &Rejection, now: DateTime<Utc>) -> Reply {
@@ -519,6 +583,7 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
                 public_recipients: vec!["announce@example.org".into()],
                 reminder_before: chrono::Duration::hours(24),
                 late_after: chrono::Duration::seconds(60),
+                signature_max_age: chrono::Duration::hours(72),
             },
         )
         .unwrap() else {

@@ -13,6 +13,9 @@ use crate::crypto;
 #[derive(Debug, Clone)]
 pub struct Authorized {
     pub signer: String,
+    /// Creation times of the oldest and newest good signature.
+    pub oldest: DateTime<Utc>,
+    pub newest: DateTime<Utc>,
     /// Identities of the good signatures, for the replay cache.
     pub signature_digests: Vec<String>,
 }
@@ -34,6 +37,70 @@ pub fn authorize(
     }
     Ok(Authorized {
         signer: verified.cert.fingerprint().to_hex(),
+        oldest: verified.oldest,
+        newest: verified.newest,
         signature_digests: verified.signature_digests,
     })
+}
+
+/// The replay window: a good PST signature older than `max_age`, or dated
+/// more than the tolerated clock skew ahead of `now`, is refused (and, being
+/// the PST's, the PST is told).
+pub fn fresh(
+    auth: &Authorized,
+    now: DateTime<Utc>,
+    max_age: chrono::Duration,
+) -> Result<(), Rejection> {
+    let fmt = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    if auth.newest > now + chrono::Duration::seconds(crypto::CLOCK_SKEW_S) {
+        return Err(Rejection::SignatureTime(format!(
+            "signature is dated {}, in the future (this server's time is {}); check the signing machine's clock",
+            fmt(auth.newest),
+            fmt(now)
+        )));
+    }
+    if auth.oldest < now - max_age {
+        return Err(Rejection::SignatureTime(format!(
+            "signature was made {}, more than {} ago (policy.signature_max_age); sign the mail again",
+            fmt(auth.oldest),
+            span(max_age)
+        )));
+    }
+    Ok(())
+}
+
+/// "72 hours", "3 seconds".
+fn span(d: chrono::Duration) -> String {
+    let s = d.num_seconds();
+    match s {
+        _ if s % 3600 == 0 => format!("{} hours", s / 3600),
+        _ if s % 60 == 0 => format!("{} minutes", s / 60),
+        _ => format!("{s} seconds"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_outside_the_window_are_refused() {
+        let now: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-11-20T12:00:00Z")
+            .unwrap()
+            .into();
+        let auth = |oldest: i64, newest: i64| Authorized {
+            signer: "X".into(),
+            oldest: now + chrono::Duration::seconds(oldest),
+            newest: now + chrono::Duration::seconds(newest),
+            signature_digests: Vec::new(),
+        };
+        let window = chrono::Duration::hours(72);
+        assert!(fresh(&auth(-3600, 0), now, window).is_ok());
+        assert!(fresh(&auth(0, crypto::CLOCK_SKEW_S), now, window).is_ok());
+        let future = fresh(&auth(0, crypto::CLOCK_SKEW_S + 1), now, window).unwrap_err();
+        assert!(future.to_string().contains("in the future"), "{future}");
+        let old = fresh(&auth(-72 * 3600 - 1, 0), now, window).unwrap_err();
+        assert!(old.to_string().contains("more than 72 hours ago"), "{old}");
+        assert!(fresh(&auth(-72 * 3600, 0), now, window).is_ok());
+    }
 }

@@ -9,5 +9,6 @@ mod durability;
 mod operator;
 mod rejection;
 mod release;
+mod replay;
 mod smuggling;
 mod submit;

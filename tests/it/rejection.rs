@@ -127,11 +127,19 @@ async fn forged_or_broken_announcements_are_refused_and_nothing_is_sent() {
 
     // The four that were signed by the PST but invalid also reached the PST
     // as signed, encrypted refusals naming the reason; the forgeries did not.
+    // The replay is reported too, once.
     let refused = sink
-        .wait_until(PATIENCE, |g| refusal_texts(&f, g).len() >= 4)
+        .wait_until(PATIENCE, |g| refusal_texts(&f, g).len() >= 5)
         .await;
     let texts = refusal_texts(&f, &refused);
-    assert_eq!(texts.len(), 4, "{texts:#?}");
+    assert_eq!(texts.len(), 5, "{texts:#?}");
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|t| t.contains("rejected as a replay"))
+            .count(),
+        1
+    );
     for (_, _, _, reason) in &cases[4..] {
         assert!(
             texts.iter().any(|t| t.contains(reason)),

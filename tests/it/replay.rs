@@ -1,0 +1,105 @@
+//! Issue 4, acceptance 5 and the replay window: a signature seen before
+//! (whatever the outer headers), older than `signature_max_age`, or dated in
+//! the future is rejected, nothing is relayed, and the PST is told.
+
+use std::time::Duration;
+
+use embargo_relay::compose;
+use embargo_relay::sink::CaptureSink;
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replays_stale_and_future_signatures_are_rejected_and_the_pst_is_told() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let config = f.write_config(sink.addr());
+    // A short window, so that a signature becomes stale within the test.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[policy]\n", "[policy]\nsignature_max_age = \"3s\"\n");
+    std::fs::write(&config, text).unwrap();
+    let daemon = Daemon::start(&config, &f.path("daemon.log"));
+
+    // Signed now, sent after the window passed.
+    let stale = f.gpg_signed(PST, "CVE-2026-20: stale", &embargoed("old news"));
+    // Signed by the PST's key with its clock a day ahead.
+    let future = {
+        let part = compose::text_part(Some("CVE-2026-21: ahead"), &embargoed("from tomorrow"));
+        let t = (now() + chrono::Duration::days(1)).format("%Y%m%dT%H%M%S!");
+        let out = f.pst_gpg.run(
+            &[
+                "--faked-system-time",
+                &t.to_string(),
+                "--armor",
+                "--detach-sign",
+                "--local-user",
+                &f.pst_fpr,
+            ],
+            &part,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        compose::multipart_signed(PST, LIST, "x", &part, &out.stdout)
+    };
+
+    // The genuine announcement, then the same bytes, then the same signed
+    // part and signature under new outer headers (Message-ID, Subject).
+    let (good, part) = f.gpg_signed_with_part(PST, "CVE-2026-19: real", &embargoed("genuine"));
+    send(daemon.addr, PST, &good).await.expect("accepted");
+    let (code, text) = send(daemon.addr, PST, &good).await.unwrap_err();
+    assert!(
+        code == 550 && text.contains("replayed"),
+        "byte-identical: {text}"
+    );
+    let sig_at = find(&good, b"-----BEGIN PGP SIGNATURE-----").unwrap();
+    let sig_end = find(&good, b"-----END PGP SIGNATURE-----").unwrap() + 27;
+    let rewrapped = compose::multipart_signed(
+        PST,
+        LIST,
+        "Re: something else entirely",
+        &part,
+        &good[sig_at..sig_end],
+    );
+    assert_ne!(rewrapped, good);
+    let (code, text) = send(daemon.addr, PST, &rewrapped).await.unwrap_err();
+    assert!(
+        code == 550 && text.contains("replayed"),
+        "new headers: {text}"
+    );
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (code, text) = send(daemon.addr, PST, &stale).await.unwrap_err();
+    assert!(
+        code == 550 && text.contains("more than 3 seconds ago"),
+        "stale: {text}"
+    );
+    let (code, text) = send(daemon.addr, PST, &future).await.unwrap_err();
+    assert!(
+        code == 550 && text.contains("in the future"),
+        "future: {text}"
+    );
+    // A second replay of the stale mail is a replay of its refusal.
+    let (code, text) = send(daemon.addr, PST, &stale).await.unwrap_err();
+    assert!(code == 550 && text.contains("replayed"), "{text}");
+
+    // The PST heard of each: the stale and the future signature, and one
+    // replay notice per replayed message (not one per replay).
+    let told = |g: &[embargo_relay::sink::Captured]| refusal_texts(&f, g).len() >= 4;
+    let got = sink.wait_until(PATIENCE, told).await;
+    f.wait_until_no_pending().await;
+    let texts = refusal_texts(&f, &sink.captured());
+    let count = |needle: &str| texts.iter().filter(|t| t.contains(needle)).count();
+    assert_eq!(count("more than 3 seconds ago"), 1, "{texts:#?}");
+    assert_eq!(count("in the future"), 1, "{texts:#?}");
+    assert_eq!(count("rejected as a replay"), 2, "{texts:#?}");
+    assert_eq!(texts.len(), 4, "{texts:#?}");
+    // Only the genuine announcement reached the members.
+    assert_eq!(copies(&got).len(), f.usable_members().count());
+    assert_eq!(copies(&sink.captured()).len(), f.usable_members().count());
+    let rejected = f.audit().iter().filter(|r| r.event == "rejected").count();
+    assert_eq!(rejected, 5, "each rejection audited");
+}
