@@ -71,6 +71,25 @@ pub fn multipart_signed(
     out
 }
 
+/// An RFC 3156 `multipart/encrypted` mail around an armored OpenPGP
+/// message, as a mail client sends an encrypted post to the list.
+pub fn multipart_encrypted(from: &str, to: &str, subject: &str, armored: &[u8]) -> Vec<u8> {
+    let boundary = format!("enc-{}", crypto::random_hex(12));
+    let mut out = format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{}@pst.example>\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"{boundary}\"\r\n\r\n\
+This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)\r\n--{boundary}\r\n\
+Content-Type: application/pgp-encrypted\r\nContent-Description: PGP/MIME version identification\r\n\r\nVersion: 1\r\n\r\n\
+--{boundary}\r\nContent-Type: application/octet-stream; name=\"encrypted.asc\"\r\n\
+Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\r\n",
+        crypto::random_hex(8)
+    )
+    .into_bytes();
+    out.extend_from_slice(&crate::intake::mime::to_crlf(armored));
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    out
+}
+
 /// The RFC 3156 `multipart/signed` body around a signed part and its
 /// detached signature: returns the Content-Type value and the body.
 pub fn signed_body(signed_part: &[u8], signature: &[u8]) -> (String, Vec<u8>) {

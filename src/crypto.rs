@@ -2,6 +2,7 @@
 //! the PST's detached signatures, sealing the spool to the list's own key, and
 //! sealing one signed+encrypted copy per member.
 
+use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::SystemTime;
@@ -276,6 +277,8 @@ pub enum SignatureProblem {
     Malformed,
     #[error("signature has expired")]
     Expired,
+    #[error("no signature")]
+    Unsigned,
 }
 
 /// How far ahead of ours a sender's clock may be (seconds).
@@ -318,6 +321,7 @@ pub fn verify_detached(
         pst,
         p,
         now,
+        decrypting: false,
         outcome: None,
     };
     // Signatures dated ahead of `now` still verify here, so that the caller
@@ -332,8 +336,136 @@ pub fn verify_detached(
     let outcome = v.into_helper().outcome;
     match (verified, outcome) {
         (Ok(()), Some(Ok(signer))) => Ok(signer),
+        (_, Some(Err(SignatureProblem::Unsigned))) => Err(SignatureProblem::Malformed),
         (_, Some(Err(problem))) => Err(problem),
         _ => Err(SignatureProblem::Bad),
+    }
+}
+
+/// A decrypted announcement.
+pub struct OpenedAnnouncement {
+    pub plaintext: Secret,
+    /// The PST signature inside the OpenPGP message (RFC 3156 §6.2 combined
+    /// form, `gpg --sign --encrypt`); `None` when the message carried no
+    /// signature, so the plaintext must be a `multipart/signed` entity itself.
+    pub signer: Option<VerifiedSigner>,
+}
+
+/// Why an encrypted announcement could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenProblem {
+    #[error("encrypted part is not an OpenPGP message encrypted to a public key")]
+    Malformed,
+    #[error("encrypted, but not to the list key")]
+    NotForList,
+    #[error("decryption failed (tampered or not integrity-protected ciphertext)")]
+    Failed,
+    #[error("decrypted content larger than the limit of {0} octets")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Signature(SignatureProblem),
+}
+
+/// Decrypts a mail encrypted to the list key and judges the signatures in
+/// it by the same rules as a detached one: none at all is fine (the caller
+/// then requires a signed MIME entity inside), but every signature present
+/// must be a good PST signature. The plaintext is returned only when that
+/// holds; it is never larger than `limit`.
+pub fn open_announcement(
+    list: &ListKey,
+    p: &dyn Policy,
+    now: DateTime<Utc>,
+    pst: &[Cert],
+    ciphertext: &[u8],
+    limit: usize,
+) -> Result<OpenedAnnouncement, OpenProblem> {
+    let state = RefCell::new(OpenState::default());
+    let helper = PstOpener {
+        verifier: PstVerifier {
+            pst,
+            p,
+            now,
+            decrypting: true,
+            outcome: None,
+        },
+        keypairs: list.decryption_keypairs(p),
+        state: &state,
+    };
+    let reference = now + chrono::Duration::days(LOOKAHEAD_DAYS);
+    let mut plaintext = Vec::new();
+    let read = DecryptorBuilder::from_bytes(ciphertext)
+        .and_then(|b| b.with_policy(p, Some(at(reference)), helper))
+        .and_then(|d| Ok(d.take(limit as u64 + 1).read_to_end(&mut plaintext)?));
+    let plaintext = Secret::new(plaintext);
+    let state = state.into_inner();
+    match (read, state.outcome) {
+        (_, _) if !state.decrypted && !state.attempted => Err(OpenProblem::Malformed),
+        (_, _) if !state.decrypted => Err(OpenProblem::NotForList),
+        (_, Some(Err(problem))) if problem != SignatureProblem::Unsigned => {
+            Err(OpenProblem::Signature(problem))
+        }
+        (Err(_), _) | (_, None) => Err(OpenProblem::Failed),
+        (Ok(_), _) if plaintext.len() > limit => Err(OpenProblem::TooLarge(limit)),
+        (Ok(_), Some(outcome)) => Ok(OpenedAnnouncement {
+            plaintext,
+            signer: outcome.ok(),
+        }),
+    }
+}
+
+/// What the decryption helper saw, readable even when decryption failed.
+#[derive(Default)]
+struct OpenState {
+    /// A PKESK was offered to the list key.
+    attempted: bool,
+    /// The list key decrypted the session key.
+    decrypted: bool,
+    outcome: Option<Result<VerifiedSigner, SignatureProblem>>,
+}
+
+struct PstOpener<'a> {
+    verifier: PstVerifier<'a>,
+    keypairs: Vec<KeyPair>,
+    state: &'a RefCell<OpenState>,
+}
+
+impl VerificationHelper for PstOpener<'_> {
+    fn get_certs(&mut self, ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+        self.verifier.get_certs(ids)
+    }
+
+    fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
+        let outcome = self.verifier.judge(structure);
+        let ok = matches!(outcome, Ok(_) | Err(SignatureProblem::Unsigned));
+        self.state.borrow_mut().outcome = Some(outcome);
+        if ok {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!("signature rejected"))
+        }
+    }
+}
+
+impl DecryptionHelper for PstOpener<'_> {
+    fn decrypt(
+        &mut self,
+        pkesks: &[PKESK],
+        _skesks: &[SKESK],
+        sym_algo: Option<SymmetricAlgorithm>,
+        decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
+    ) -> openpgp::Result<Option<Cert>> {
+        for pkesk in pkesks {
+            for pair in &mut self.keypairs {
+                self.state.borrow_mut().attempted = true;
+                if let Some((algo, sk)) = pkesk.decrypt(pair, sym_algo)
+                    && decrypt(algo, &sk)
+                {
+                    self.state.borrow_mut().decrypted = true;
+                    return Ok(None);
+                }
+            }
+        }
+        Err(anyhow::anyhow!("not encrypted to the list key"))
     }
 }
 
@@ -341,6 +473,9 @@ struct PstVerifier<'a> {
     pst: &'a [Cert],
     p: &'a dyn Policy,
     now: DateTime<Utc>,
+    /// Decrypting a message (encryption and compression layers expected),
+    /// rather than checking a detached signature.
+    decrypting: bool,
     outcome: Option<Result<VerifiedSigner, SignatureProblem>>,
 }
 
@@ -350,8 +485,14 @@ impl PstVerifier<'_> {
         let mut digests = Vec::new();
         let mut times = Vec::new();
         for layer in structure {
-            let MessageLayer::SignatureGroup { results } = layer else {
-                return Err(SignatureProblem::Malformed);
+            let results = match layer {
+                MessageLayer::SignatureGroup { results } => results,
+                MessageLayer::Compression { .. } | MessageLayer::Encryption { .. }
+                    if self.decrypting =>
+                {
+                    continue;
+                }
+                _ => return Err(SignatureProblem::Malformed),
             };
             for result in results {
                 let good = result.map_err(|e| match e {
@@ -387,7 +528,7 @@ impl PstVerifier<'_> {
         }
         digests.sort();
         digests.dedup();
-        let cert = signer.ok_or(SignatureProblem::Bad)?;
+        let cert = signer.ok_or(SignatureProblem::Unsigned)?;
         let (Some(oldest), Some(newest)) = (times.iter().min(), times.iter().max()) else {
             return Err(SignatureProblem::Bad);
         };

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::daemon::Relay;
 use crate::inbound::smtp::{Envelope, Reply};
 use crate::intake::Intake;
+use crate::intake::mime::to_crlf;
 
 /// Accepted and committed.
 pub const EX_OK: u8 = 0;
@@ -117,21 +118,6 @@ fn strip_mbox_from(raw: &[u8]) -> &[u8] {
     } else {
         raw
     }
-}
-
-/// MTAs hand pipes UNIX line ends; PGP/MIME signatures cover the canonical
-/// CRLF form (RFC 3156), so every bare LF becomes CRLF. CRLF stays as is.
-pub fn to_crlf(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
-    let mut prev = 0u8;
-    for &b in raw {
-        if b == b'\n' && prev != b'\r' {
-            out.push(b'\r');
-        }
-        out.push(b);
-        prev = b;
-    }
-    out
 }
 
 #[cfg(test)]

@@ -20,12 +20,87 @@ pub struct SignedMail {
     pub signature: Vec<u8>,
 }
 
+/// A mail as it arrives: its single From, its outer Subject, and the one
+/// root-level protection that counts.
+#[derive(Debug)]
+pub struct Incoming {
+    /// The single From address, lowercased.
+    pub from: String,
+    /// The outer Subject (unsigned; used only when no protected Subject is signed).
+    pub outer_subject: Option<String>,
+    pub body: Protected,
+}
+
+/// What the root of the mail is.
+#[derive(Debug)]
+pub enum Protected {
+    /// RFC 3156 `multipart/signed`.
+    Signed(SignedEntity),
+    /// RFC 3156 `multipart/encrypted`: the OpenPGP message, as sent.
+    Encrypted(Vec<u8>),
+}
+
+/// A `multipart/signed` entity split into what was signed and the signature.
+#[derive(Debug)]
+pub struct SignedEntity {
+    /// The first body part, byte for byte as signed, MIME headers included.
+    pub signed_part: Secret,
+    /// The second body part, decoded: the detached signature.
+    pub signature: Vec<u8>,
+}
+
 /// Splits a raw mail into its signed part and signature, or says why not.
 pub fn parse_signed(raw: &[u8]) -> Result<SignedMail, Rejection> {
+    let incoming = parse(raw)?;
+    match incoming.body {
+        Protected::Signed(e) => Ok(SignedMail {
+            from: incoming.from,
+            outer_subject: incoming.outer_subject,
+            signed_part: e.signed_part,
+            signature: e.signature,
+        }),
+        Protected::Encrypted(_) => Err(Rejection::Unsigned),
+    }
+}
+
+/// Reads the From, the outer Subject and the root-level PGP/MIME structure.
+/// Only the root counts: a signed or encrypted part anywhere else is not
+/// looked for, so nothing unsigned around it can pass for signed.
+pub fn parse(raw: &[u8]) -> Result<Incoming, Rejection> {
     let msg = MessageParser::default()
         .parse(raw)
         .ok_or(Rejection::Malformed("not a parseable RFC 5322 message"))?;
     let from = single_from(&msg)?;
+    let outer_subject = msg.subject().map(sanitize_subject);
+    let root = msg.root_part();
+    let is_multipart = |sub: &str| {
+        root.content_type().is_some_and(|c| {
+            c.ctype().eq_ignore_ascii_case("multipart")
+                && c.subtype().is_some_and(|s| s.eq_ignore_ascii_case(sub))
+        })
+    };
+    let body = if is_multipart("encrypted") {
+        Protected::Encrypted(encrypted_payload(raw, &msg)?)
+    } else {
+        Protected::Signed(split_signed(raw, &msg)?)
+    };
+    Ok(Incoming {
+        from,
+        outer_subject,
+        body,
+    })
+}
+
+/// Splits a MIME entity (a whole mail, or a decrypted entity without From)
+/// whose root is `multipart/signed`.
+pub fn signed_entity(raw: &[u8]) -> Result<SignedEntity, Rejection> {
+    let msg = MessageParser::default()
+        .parse(raw)
+        .ok_or(Rejection::Malformed("not a parseable MIME entity"))?;
+    split_signed(raw, &msg)
+}
+
+fn split_signed(raw: &[u8], msg: &mail_parser::Message<'_>) -> Result<SignedEntity, Rejection> {
     let root = msg.root_part();
     let ctype = root.content_type().ok_or(Rejection::Unsigned)?;
     if !(ctype.ctype().eq_ignore_ascii_case("multipart")
@@ -66,12 +141,78 @@ pub fn parse_signed(raw: &[u8]) -> Result<SignedMail, Rejection> {
             "second part of multipart/signed is not application/pgp-signature",
         ));
     }
-    Ok(SignedMail {
-        from,
-        outer_subject: msg.subject().map(sanitize_subject),
+    Ok(SignedEntity {
         signed_part: Secret::new(signed.to_vec()),
         signature: sig_part.contents().to_vec(),
     })
+}
+
+/// The OpenPGP message of an RFC 3156 `multipart/encrypted` root: exactly
+/// two parts, `application/pgp-encrypted` then `application/octet-stream`.
+fn encrypted_payload(raw: &[u8], msg: &mail_parser::Message<'_>) -> Result<Vec<u8>, Rejection> {
+    let root = msg.root_part();
+    let ctype = root
+        .content_type()
+        .ok_or(Rejection::Malformed("multipart/encrypted without a type"))?;
+    if !ctype
+        .attribute("protocol")
+        .is_some_and(|p| p.eq_ignore_ascii_case("application/pgp-encrypted"))
+    {
+        return Err(Rejection::Malformed(
+            "multipart/encrypted without protocol=\"application/pgp-encrypted\"",
+        ));
+    }
+    let boundary = ctype.attribute("boundary").ok_or(Rejection::Malformed(
+        "multipart/encrypted without a boundary",
+    ))?;
+    let body = raw
+        .get(root.raw_body_offset() as usize..)
+        .ok_or(Rejection::Malformed("message has no body"))?;
+    let parts = split_multipart(body, boundary).ok_or(Rejection::Malformed(
+        "multipart/encrypted body is not properly delimited",
+    ))?;
+    let [control, payload] = parts[..] else {
+        return Err(Rejection::Malformed(
+            "multipart/encrypted must have exactly two parts",
+        ));
+    };
+    let control = MessageParser::default()
+        .parse(control)
+        .ok_or(Rejection::Malformed("encrypted control part unreadable"))?;
+    if !control
+        .root_part()
+        .is_content_type("application", "pgp-encrypted")
+    {
+        return Err(Rejection::Malformed(
+            "first part of multipart/encrypted is not application/pgp-encrypted",
+        ));
+    }
+    let payload = MessageParser::default()
+        .parse(payload)
+        .ok_or(Rejection::Malformed("encrypted payload unreadable"))?;
+    let part = payload.root_part();
+    if !part.is_content_type("application", "octet-stream") {
+        return Err(Rejection::Malformed(
+            "second part of multipart/encrypted is not application/octet-stream",
+        ));
+    }
+    Ok(part.contents().to_vec())
+}
+
+/// MIME entities travel with CRLF line ends, the form PGP/MIME signatures
+/// cover (RFC 3156); MTA pipes and decrypted content may carry UNIX line
+/// ends. Every bare LF becomes CRLF; CRLF stays as is.
+pub fn to_crlf(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
+    let mut prev = 0u8;
+    for &b in raw {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    out
 }
 
 fn single_from(msg: &mail_parser::Message<'_>) -> Result<String, Rejection> {

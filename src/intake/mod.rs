@@ -11,7 +11,7 @@ use sequoia_openpgp::Cert;
 use sequoia_openpgp::policy::{Policy, StandardPolicy};
 
 use crate::config::PolicyConfig;
-use crate::crypto::{SignatureProblem, random_hex};
+use crate::crypto::{ListKey, SignatureProblem, random_hex};
 use crate::daemon::Relay;
 use crate::embargo::{self, Command, Request, Terms, TermsError};
 use crate::inbound::smtp::{Envelope, MailHandler, Reply};
@@ -40,15 +40,23 @@ pub enum Rejection {
     Embargo(TermsError),
     #[error("command refused: {0}")]
     Command(String),
+    #[error("{0}")]
+    Encrypted(crate::crypto::OpenProblem),
+    #[error(
+        "encrypted to the list, but not signed: encrypted mail must be signed by a PST key inside"
+    )]
+    EncryptedUnsigned,
 }
 
 impl Rejection {
     /// The SMTP reply carrying the reason.
     pub fn reply(&self) -> Reply {
         let (code, enhanced) = match self {
-            Rejection::Unsigned | Rejection::Signature(_) | Rejection::FromNotSigner { .. } => {
-                (550, "5.7.1")
-            }
+            Rejection::Unsigned
+            | Rejection::Signature(_)
+            | Rejection::FromNotSigner { .. }
+            | Rejection::EncryptedUnsigned => (550, "5.7.1"),
+            Rejection::Encrypted(_) => (550, "5.7.5"),
             Rejection::Replay(_) | Rejection::Command(_) | Rejection::SignatureTime(_) => {
                 (550, "5.7.0")
             }
@@ -148,23 +156,37 @@ impl Announcement {
 }
 
 /// Parses and authorizes a raw mail. Pure: no I/O, no clock of its own.
+/// What a mail is checked against.
+pub struct Gate<'a> {
+    /// Decrypts mail encrypted to the list.
+    pub list: &'a ListKey,
+    /// The certificates allowed to announce.
+    pub pst: &'a [Cert],
+    pub policy: &'a PolicyConfig,
+    /// The largest decrypted content accepted (the message size limit).
+    pub max_size: usize,
+}
+
 pub fn examine(
     raw: &[u8],
-    pst: &[Cert],
+    gate: &Gate<'_>,
     p: &dyn Policy,
     now: DateTime<Utc>,
-    policy: &PolicyConfig,
 ) -> Result<Examined, Rejection> {
-    let mail = mime::parse_signed(raw)?;
-    let auth = verify::authorize(&mail, pst, p, now)?;
-    let subject = relayed_subject(
-        mime::protected_subject(mail.signed_part.expose()),
-        mail.outer_subject.clone(),
-    );
+    let Gate {
+        list,
+        pst,
+        policy,
+        max_size,
+    } = *gate;
+    let mail = mime::parse(raw)?;
+    let (from, outer_subject) = (mail.from.clone(), mail.outer_subject.clone());
+    let (auth, signed_part) = verify::authorize(mail, list, pst, p, now, max_size)?;
+    let subject = relayed_subject(mime::protected_subject(signed_part.expose()), outer_subject);
     let freshness = verify::fresh(&auth, now, policy.signature_max_age);
     let sender = Sender {
         signer: auth.signer,
-        from: mail.from.clone(),
+        from,
         subject,
         digests: auth.signature_digests,
     };
@@ -172,7 +194,7 @@ pub fn examine(
     if let Err(stale) = freshness {
         return refused(stale, sender);
     }
-    let entity = mail.signed_part.expose();
+    let entity = signed_part.expose();
     let terms = match embargo::request(entity, now, policy.max_embargo) {
         Ok(Request::Announce(terms)) => terms,
         Ok(Request::Command(command)) => return Ok(Examined::Command { command, sender }),
@@ -190,7 +212,7 @@ pub fn examine(
         subject: sender.subject,
         terms,
         public_to,
-        entity: mail.signed_part,
+        entity: signed_part,
     };
     Ok(Examined::Announcement(announcement, sender.digests))
 }
@@ -253,7 +275,13 @@ impl Intake {
         let relay = &self.relay;
         let now = relay.clock.now();
         let p = StandardPolicy::new();
-        let examined = examine(raw, &relay.pst, &p, now, &relay.config.policy);
+        let gate = Gate {
+            list: &relay.config.list_key,
+            pst: &relay.pst,
+            policy: &relay.config.policy,
+            max_size: relay.config.smtp.max_message_size,
+        };
+        let examined = examine(raw, &gate, &p, now);
         let (announcement, digests) = match examined {
             Ok(Examined::Announcement(a, digests)) => (a, digests),
             Ok(Examined::Command { command, sender }) => {
@@ -573,20 +601,23 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
             part,
             &sig,
         );
-        let Examined::Announcement(a, digests) = examine(
-            &raw,
-            std::slice::from_ref(&pst),
-            &p,
-            now,
-            &PolicyConfig {
+        let list = crate::crypto::ListKey::from_cert(
+            crate::crypto::generate_key("List <list@example.org>", now, None).unwrap(),
+        )
+        .unwrap();
+        let gate = Gate {
+            list: &list,
+            pst: std::slice::from_ref(&pst),
+            policy: &PolicyConfig {
                 max_embargo: chrono::Duration::days(14),
                 public_recipients: vec!["announce@example.org".into()],
                 reminder_before: chrono::Duration::hours(24),
                 late_after: chrono::Duration::seconds(60),
                 signature_max_age: chrono::Duration::hours(72),
             },
-        )
-        .unwrap() else {
+            max_size: 1 << 20,
+        };
+        let Examined::Announcement(a, digests) = examine(&raw, &gate, &p, now).unwrap() else {
             panic!("an announcement")
         };
         assert_eq!(a.subject, "CVE-2026-9: signed subject");

@@ -6,8 +6,9 @@ use sequoia_openpgp::Cert;
 use sequoia_openpgp::policy::Policy;
 
 use super::Rejection;
-use super::mime::SignedMail;
-use crate::crypto;
+use super::mime::{self, Incoming, Protected, SignedEntity, to_crlf};
+use crate::crypto::{self, ListKey, OpenProblem, VerifiedSigner};
+use crate::secret::Secret;
 
 /// Who signed, once the checks passed.
 #[derive(Debug, Clone)]
@@ -20,14 +21,42 @@ pub struct Authorized {
     pub signature_digests: Vec<String>,
 }
 
+/// Authorizes a mail and returns the entity that was signed: the signed
+/// part of a `multipart/signed` mail, or the decrypted content of one
+/// encrypted to the list key (signed inside, either as an OpenPGP signed
+/// message or as a `multipart/signed` entity). Nothing but that entity is
+/// ever relayed.
 pub fn authorize(
-    mail: &SignedMail,
+    mail: Incoming,
+    list: &ListKey,
     pst: &[Cert],
     p: &dyn Policy,
     now: DateTime<Utc>,
-) -> Result<Authorized, Rejection> {
-    let verified = crypto::verify_detached(p, now, pst, mail.signed_part.expose(), &mail.signature)
-        .map_err(Rejection::Signature)?;
+    limit: usize,
+) -> Result<(Authorized, Secret), Rejection> {
+    let (verified, entity) = match mail.body {
+        Protected::Signed(signed) => (detached(&signed, pst, p, now)?, signed.signed_part),
+        Protected::Encrypted(ciphertext) => {
+            let opened =
+                crypto::open_announcement(list, p, now, pst, &ciphertext, limit).map_err(|e| {
+                    match e {
+                        OpenProblem::Signature(problem) => Rejection::Signature(problem),
+                        other => Rejection::Encrypted(other),
+                    }
+                })?;
+            match opened.signer {
+                Some(signer) => (signer, Secret::new(to_crlf(opened.plaintext.expose()))),
+                None => {
+                    let inner =
+                        mime::signed_entity(opened.plaintext.expose()).map_err(|e| match e {
+                            Rejection::Unsigned => Rejection::EncryptedUnsigned,
+                            other => other,
+                        })?;
+                    (detached(&inner, pst, p, now)?, inner.signed_part)
+                }
+            }
+        }
+    };
     let emails = crypto::valid_emails(&verified.cert, p, now);
     if !emails.iter().any(|e| e.eq_ignore_ascii_case(&mail.from)) {
         return Err(Rejection::FromNotSigner {
@@ -35,12 +64,23 @@ pub fn authorize(
             signer: verified.cert.fingerprint().to_hex(),
         });
     }
-    Ok(Authorized {
+    let auth = Authorized {
         signer: verified.cert.fingerprint().to_hex(),
         oldest: verified.oldest,
         newest: verified.newest,
         signature_digests: verified.signature_digests,
-    })
+    };
+    Ok((auth, entity))
+}
+
+fn detached(
+    signed: &SignedEntity,
+    pst: &[Cert],
+    p: &dyn Policy,
+    now: DateTime<Utc>,
+) -> Result<VerifiedSigner, Rejection> {
+    crypto::verify_detached(p, now, pst, signed.signed_part.expose(), &signed.signature)
+        .map_err(Rejection::Signature)
 }
 
 /// The replay window: a good PST signature older than `max_age`, or dated

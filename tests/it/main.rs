@@ -6,6 +6,7 @@ mod crash;
 mod delivery;
 mod demo;
 mod durability;
+mod encrypted;
 mod operator;
 mod rejection;
 mod release;
