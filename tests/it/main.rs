@@ -13,3 +13,4 @@ mod release;
 mod replay;
 mod smuggling;
 mod submit;
+mod wrapped;
