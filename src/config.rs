@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::crypto::ListKey;
 use crate::roster::{Member, Roster};
+use crate::secret::Secret;
 
 /// A configuration problem, naming the file and the field and saying how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,25 @@ pub struct RawList {
 pub struct RawInbound {
     #[serde(default)]
     pub smtp: RawSmtp,
+    pub imap: Option<RawImap>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawImap {
+    pub host: String,
+    pub port: Option<u16>,
+    /// `tls` (implicit TLS, port 993), `starttls` (port 143) or `none`
+    /// (loopback only).
+    pub tls: Option<String>,
+    /// Extra trust root (PEM) for the server's certificate, e.g. a private CA.
+    pub ca_file: Option<PathBuf>,
+    pub user: String,
+    pub password_file: PathBuf,
+    pub mailbox: Option<String>,
+    pub poll_interval: Option<String>,
+    /// Move processed mail here instead of deleting it.
+    pub done_folder: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +140,8 @@ pub struct Config {
     pub list_key: ListKey,
     pub state_dir: PathBuf,
     pub smtp: SmtpConfig,
+    /// The mailbox to poll, if any.
+    pub imap: Option<ImapConfig>,
     pub outbound: OutboundConfig,
     pub policy: PolicyConfig,
     pub roster: Roster,
@@ -146,6 +168,31 @@ pub struct SmtpConfig {
     pub command_timeout: Duration,
     pub data_timeout: Duration,
     pub session_timeout: Duration,
+}
+
+/// How the IMAP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImapTls {
+    /// TLS from the first byte (port 993).
+    Implicit,
+    /// Plain connection upgraded with STARTTLS before login (port 143).
+    StartTls,
+    /// No TLS: allowed only to a loopback address.
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImapConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: ImapTls,
+    /// Extra trust root (PEM) for the server's certificate.
+    pub ca_pem: Option<Vec<u8>>,
+    pub user: String,
+    pub password: Secret,
+    pub mailbox: String,
+    pub poll_interval: Duration,
+    pub done_folder: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -215,6 +262,7 @@ impl Validator<'_> {
         let list_key = ListKey::load(&key_path)
             .map_err(|e| self.err("list.secret_key", format!("{}: {e:#}", key_path.display())))?;
         let smtp = self.smtp(raw.inbound.smtp)?;
+        let imap = raw.inbound.imap.map(|i| self.imap(i)).transpose()?;
         let outbound = self.outbound(raw.outbound)?;
         let max_embargo = self.duration("policy.max_embargo", raw.policy.max_embargo, "14d")?;
         let reminder_before =
@@ -250,9 +298,74 @@ impl Validator<'_> {
             list_key,
             state_dir: self.resolve(&raw.list.state_dir),
             smtp,
+            imap,
             outbound,
             policy,
             roster,
+        })
+    }
+
+    fn imap(&self, raw: RawImap) -> Result<ImapConfig, ConfigError> {
+        let tls = match raw.tls.as_deref().unwrap_or("tls") {
+            "tls" => ImapTls::Implicit,
+            "starttls" => ImapTls::StartTls,
+            "none" => ImapTls::None,
+            other => {
+                return Err(self.err(
+                    "inbound.imap.tls",
+                    format!("`{other}`: use \"tls\" (port 993), \"starttls\" (port 143) or \"none\" (loopback only)"),
+                ));
+            }
+        };
+        let host = raw.host.trim().to_owned();
+        if host.is_empty() {
+            return Err(self.err("inbound.imap.host", "names no host"));
+        }
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if tls == ImapTls::None && !loopback {
+            return Err(self.err(
+                "inbound.imap.tls",
+                format!("\"none\" would send the password to {host} in clear; it is allowed only for 127.0.0.1, ::1 or localhost"),
+            ));
+        }
+        let read = |field: &str, p: &Path| {
+            let p = self.resolve(p);
+            std::fs::read(&p).map_err(|e| self.err(field, format!("{}: {e}", p.display())))
+        };
+        let password = read("inbound.imap.password_file", &raw.password_file)?;
+        let password = String::from_utf8(password)
+            .map_err(|_| self.err("inbound.imap.password_file", "is not UTF-8 text"))?;
+        let password = password.trim_end_matches(['\r', '\n']);
+        if password.is_empty() || password.contains(['\r', '\n']) {
+            return Err(self.err(
+                "inbound.imap.password_file",
+                "must hold the password on one line",
+            ));
+        }
+        let ca_pem = raw
+            .ca_file
+            .map(|p| read("inbound.imap.ca_file", &p))
+            .transpose()?;
+        let poll_interval =
+            self.duration("inbound.imap.poll_interval", raw.poll_interval, "60s")?;
+        if poll_interval < Duration::from_secs(1) {
+            return Err(self.err("inbound.imap.poll_interval", "must be at least 1s"));
+        }
+        Ok(ImapConfig {
+            port: raw
+                .port
+                .unwrap_or(if tls == ImapTls::Implicit { 993 } else { 143 }),
+            host,
+            tls,
+            ca_pem,
+            user: raw.user,
+            password: Secret::new(password.as_bytes().to_vec()),
+            mailbox: raw.mailbox.unwrap_or_else(|| "INBOX".to_owned()),
+            poll_interval,
+            done_folder: raw.done_folder,
         })
     }
 
@@ -496,6 +609,45 @@ mod tests {
         assert_eq!(raw.members.len(), 2);
         assert!(raw.members[0].pst);
         parse_smarthost(&raw.outbound.smarthost).unwrap();
+    }
+
+    #[test]
+    fn imap_settings_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
+        let path = dir.path().join("c.toml");
+        let v = Validator {
+            path: &path,
+            base: dir.path(),
+        };
+        let raw = |host: &str, tls: Option<&str>, pw: &str| RawImap {
+            host: host.into(),
+            port: None,
+            tls: tls.map(Into::into),
+            ca_file: None,
+            user: "relay".into(),
+            password_file: pw.into(),
+            mailbox: None,
+            poll_interval: None,
+            done_folder: None,
+        };
+        let ok = v.imap(raw("imap.example.org", None, "pw")).unwrap();
+        assert_eq!((ok.port, ok.tls), (993, ImapTls::Implicit));
+        assert_eq!(ok.password.expose(), b"s3cret");
+        assert!(!format!("{ok:?}").contains("s3cret"), "password redacted");
+        assert_eq!(ok.mailbox, "INBOX");
+        let local = v.imap(raw("127.0.0.1", Some("none"), "pw")).unwrap();
+        assert_eq!(local.port, 143);
+        let err = v
+            .imap(raw("imap.example.org", Some("none"), "pw"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("inbound.imap.tls") && err.contains("in clear"), "{err}");
+        let err = v
+            .imap(raw("imap.example.org", None, "missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("inbound.imap.password_file"), "{err}");
     }
 
     #[test]

@@ -95,6 +95,16 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running
         shutdown.clone(),
         tracker.clone(),
     );
+    if let Some(imap) = relay.config.imap.clone() {
+        let poller = crate::inbound::imap::run(relay.clone(), imap, shutdown.clone());
+        supervise(
+            &tracker,
+            &shutdown,
+            &failed,
+            "imap poller",
+            tokio::spawn(poller),
+        );
+    }
     let fanout = fanout::run(relay.clone(), outbound, shutdown.clone());
     supervise(
         &tracker,

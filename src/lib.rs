@@ -3,8 +3,10 @@
 //! Data flows one way:
 //!
 //! ```text
-//! inbound::smtp ──► intake (mime → verify) ──► spool (SQLite: sealed announcement,
-//!   (listener)        PST signature check        one delivery row per member, audit)
+//! inbound::smtp ─┐
+//! inbound::imap ─┼─► intake ──────────────► spool (SQLite: sealed announcement,
+//! inbound::pipe ─┘   (mime → verify:         one delivery row per member, audit)
+//!                     PST signature check)
 //!                                                     │
 //!                                   fanout ◄──────────┘  one copy per member:
 //!                                     │                  signed by the list key,
@@ -18,6 +20,8 @@
 //! - [`config`]: TOML → validated [`config::Config`]; [`roster`]: members and PST keys.
 //! - [`clock`]: the only source of the current time.
 //! - [`inbound::smtp`]: RFC 5321 listener, generic over the stream and the handler.
+//! - [`inbound::imap`]: mailbox poller (IDLE where offered); [`inbound::pipe`]: `submit`.
+//! - [`failpoint`]: named crash points for the crash tests.
 //! - [`intake`]: parses (bounded) and verifies an incoming mail; decides accept/reject.
 //! - [`crypto`]: every OpenPGP operation (verify, seal to the spool, seal per member).
 //! - [`spool`]: durable state; [`fanout`]: turns spooled announcements into deliveries.
@@ -35,6 +39,7 @@ pub mod crypto;
 pub mod daemon;
 pub mod demo;
 pub mod embargo;
+pub mod failpoint;
 pub mod fanout;
 pub mod inbound;
 pub mod intake;

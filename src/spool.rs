@@ -56,6 +56,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
     PRIMARY KEY (message_id, member, kind)
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS fetched (
+    digest      TEXT PRIMARY KEY,
+    at          INTEGER NOT NULL,
+    outcome     TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     at          INTEGER NOT NULL,
@@ -84,6 +89,10 @@ pub struct NewMessage<'a> {
     pub public_to: &'a [String],
     /// The PST address to remind, and when (none if that time has passed).
     pub reminder: Option<(&'a str, DateTime<Utc>)>,
+    /// SHA-256 of the raw mail as fetched from a mailbox, recorded in the
+    /// same transaction so that a crash before the mailbox copy is deleted
+    /// never processes it twice.
+    pub fetched: Option<&'a str>,
 }
 
 /// What a delivery carries.
@@ -270,6 +279,13 @@ impl Spool {
             )
             .map_err(|e| self.db(e))?;
         }
+        if let Some(digest) = msg.fetched {
+            tx.execute(
+                "INSERT OR IGNORE INTO fetched (digest, at, outcome) VALUES (?1, ?2, ?3)",
+                params![digest, t, format!("accepted as {}", msg.id)],
+            )
+            .map_err(|e| self.db(e))?;
+        }
         let until = to_millis(msg.embargo_until);
         let rows = msg.members.iter().map(|m| (m.as_str(), "copy", t));
         let releases = msg.public_to.iter().map(|p| (p.as_str(), "release", until));
@@ -348,6 +364,34 @@ impl Spool {
         };
         write().map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))
+    }
+
+    /// What became of a mail fetched before with this digest, if anything.
+    pub fn fetched(&self, digest: &str) -> Result<Option<String>, SpoolError> {
+        self.lock()
+            .query_row(
+                "SELECT outcome FROM fetched WHERE digest = ?1",
+                [digest],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db(e))
+    }
+
+    /// Records that a fetched mail was dealt with (accepted, rejected).
+    pub fn record_fetched(
+        &self,
+        digest: &str,
+        outcome: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), SpoolError> {
+        self.lock()
+            .execute(
+                "INSERT OR IGNORE INTO fetched (digest, at, outcome) VALUES (?1, ?2, ?3)",
+                params![digest, to_millis(now), outcome],
+            )
+            .map(drop)
+            .map_err(|e| self.db(e))
     }
 
     /// Appends an audit record on its own.
@@ -969,6 +1013,7 @@ mod tests {
             members: &members,
             public_to: &[],
             reminder: None,
+            fetched: None,
         };
         let now = t("2026-11-20T12:00:00Z");
         spool.accept(&msg, now).unwrap();
@@ -1015,6 +1060,7 @@ mod tests {
                 members: &members,
                 public_to: &public,
                 reminder: Some(("pst@x.org", t("2026-11-21T12:00:00Z"))),
+                fetched: None,
             };
             spool.accept(&msg, now).unwrap();
         }
@@ -1118,6 +1164,7 @@ mod tests {
             members: &[],
             public_to: &public,
             reminder: None,
+            fetched: None,
         };
         spool.accept(&msg, now).unwrap();
         // One list has it already (say, a release-now raced by a clock read).
@@ -1156,6 +1203,7 @@ mod tests {
                     members: &members,
                     public_to: &[],
                     reminder: None,
+                    fetched: Some("raw-digest"),
                 },
                 now,
             )
@@ -1163,5 +1211,11 @@ mod tests {
         let reopened = Spool::open(dir.path()).unwrap();
         assert_eq!(reopened.due(now, 10).unwrap().len(), 1);
         assert_eq!(reopened.sealed("m1").unwrap(), b"c");
+        assert_eq!(
+            reopened.fetched("raw-digest").unwrap().as_deref(),
+            Some("accepted as m1"),
+            "a fetched mail is recorded with its acceptance"
+        );
+        assert_eq!(reopened.fetched("other").unwrap(), None);
     }
 }

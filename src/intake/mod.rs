@@ -272,6 +272,12 @@ impl Intake {
     /// Verifies, seals and commits; the returned reply is the final answer
     /// to DATA (or, through `submit`, the exit code).
     pub fn process(&self, envelope: &Envelope, raw: &[u8]) -> Reply {
+        self.process_fetched(envelope, raw, None)
+    }
+
+    /// [`Intake::process`] for a mail fetched from a mailbox: `fetched` (the
+    /// raw mail's digest) is committed with an accepted announcement.
+    pub fn process_fetched(&self, envelope: &Envelope, raw: &[u8], fetched: Option<&str>) -> Reply {
         let relay = &self.relay;
         let now = relay.clock.now();
         let p = StandardPolicy::new();
@@ -328,6 +334,7 @@ impl Intake {
                 announcement.terms.until - relay.config.policy.reminder_before,
             ))
             .filter(|(_, at)| *at > now),
+            fetched,
         };
         match relay.spool.accept(&new, now) {
             Ok(()) => {

@@ -342,9 +342,15 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &Path, log: &Path) -> Daemon {
+        Self::start_with(config, log, &[])
+    }
+
+    /// Starts it with extra environment variables (e.g. a failpoint).
+    pub fn start_with(config: &Path, log: &Path, env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_embargo-relay"))
             .args(["run", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "embargo_relay=trace,info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -399,6 +405,18 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits for the daemon to exit on its own (a failpoint); true if it did.
+    pub fn wait_exit(&mut self) -> bool {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while std::time::Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     /// SIGKILL: no chance to clean up.

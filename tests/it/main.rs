@@ -7,6 +7,7 @@ mod delivery;
 mod demo;
 mod durability;
 mod encrypted;
+mod imap;
 mod operator;
 mod rejection;
 mod release;

@@ -1,0 +1,391 @@
+//! The IMAP poller: fetches new mail from a mailbox, commits each one
+//! through the intake, and only then deletes it (or moves it to
+//! `done_folder`). A crash between fetch and commit fetches the mail again;
+//! a crash between commit and delete finds its digest in the spool and
+//! deletes it without processing it twice. With IDLE the server tells us
+//! of new mail at once; otherwise the mailbox is polled.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_imap::{Client, Session};
+use futures_util::TryStreamExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ImapConfig, ImapTls};
+use crate::crypto::sha256_hex;
+use crate::daemon::Relay;
+use crate::failpoint;
+use crate::inbound::smtp::Envelope;
+use crate::intake::Intake;
+
+/// Any byte stream a session runs over: TCP or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + Debug {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Debug> Io for T {}
+
+type Imap = Session<Box<dyn Io>>;
+
+/// How long one IMAP command may take before the connection is dropped.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why a session ended; logged without any message content.
+#[derive(Debug, thiserror::Error)]
+enum PollError {
+    #[error("{0}")]
+    Imap(String),
+    #[error("IMAP server did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+fn imap_error(e: async_imap::error::Error) -> PollError {
+    use async_imap::error::Error;
+    // Parse errors can quote server data (a message's bytes): never shown.
+    PollError::Imap(match e {
+        Error::Io(e) => format!("connection: {e}"),
+        Error::Bad(s) => format!("server said BAD: {}", one_line(&s)),
+        Error::No(s) => format!("server said NO: {}", one_line(&s)),
+        Error::ConnectionLost => "connection lost".to_owned(),
+        Error::Parse(_) => "unparseable server response".to_owned(),
+        Error::Validate(_) => "invalid mailbox or folder name".to_owned(),
+        _ => "IMAP error".to_owned(),
+    })
+}
+
+fn one_line(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(200).collect()
+}
+
+/// Runs `f` under the command timeout.
+async fn timed<T>(f: impl Future<Output = async_imap::error::Result<T>>) -> Result<T, PollError> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, f).await {
+        Ok(r) => r.map_err(imap_error),
+        Err(_) => Err(PollError::Timeout(COMMAND_TIMEOUT)),
+    }
+}
+
+/// Polls until `shutdown`; connection trouble is logged and retried with
+/// backoff (5 s doubling to 5 min), never fatal to the daemon.
+pub async fn run(relay: Arc<Relay>, config: ImapConfig, shutdown: CancellationToken) {
+    let intake = Intake::new(relay.clone());
+    let mut backoff = Duration::from_secs(5);
+    loop {
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = session(&relay, &intake, &config, &shutdown) => r,
+        };
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(host = %config.host, port = config.port, error = %e, retry_in = ?backoff, "IMAP session failed; reconnecting");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(300));
+    }
+}
+
+async fn connect(config: &ImapConfig) -> Result<Client<Box<dyn Io>>, PollError> {
+    let io = |e: std::io::Error| PollError::Imap(format!("connection: {e}"));
+    let tcp = tokio::time::timeout(
+        COMMAND_TIMEOUT,
+        TcpStream::connect((config.host.as_str(), config.port)),
+    )
+    .await
+    .map_err(|_| PollError::Timeout(COMMAND_TIMEOUT))?
+    .map_err(io)?;
+    tcp.set_nodelay(true).map_err(io)?;
+    let stream: Box<dyn Io> = match config.tls {
+        ImapTls::Implicit => Box::new(tls(config, tcp).await?),
+        ImapTls::None | ImapTls::StartTls => Box::new(tcp),
+    };
+    let mut client = Client::new(stream);
+    let greeting = tokio::time::timeout(COMMAND_TIMEOUT, client.read_response())
+        .await
+        .map_err(|_| PollError::Timeout(COMMAND_TIMEOUT))?
+        .map_err(io)?;
+    if greeting.is_none() {
+        return Err(PollError::Imap("server closed before its greeting".into()));
+    }
+    if config.tls == ImapTls::StartTls {
+        timed(client.run_command_and_check_ok("STARTTLS", None)).await?;
+        // No greeting follows STARTTLS (RFC 3501 6.2.1).
+        let upgraded: Box<dyn Io> = Box::new(tls(config, client.into_inner()).await?);
+        client = Client::new(upgraded);
+    }
+    Ok(client)
+}
+
+fn connector(config: &ImapConfig) -> Result<tokio_native_tls::TlsConnector, PollError> {
+    use tokio_native_tls::native_tls;
+    let mut builder = native_tls::TlsConnector::builder();
+    builder.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
+    if let Some(pem) = &config.ca_pem {
+        let ca = native_tls::Certificate::from_pem(pem)
+            .map_err(|e| PollError::Imap(format!("inbound.imap.ca_file: {e}")))?;
+        builder.add_root_certificate(ca);
+    }
+    let c = builder
+        .build()
+        .map_err(|e| PollError::Imap(format!("TLS setup: {e}")))?;
+    Ok(tokio_native_tls::TlsConnector::from(c))
+}
+
+async fn tls<S: AsyncRead + AsyncWrite + Unpin + Send + Debug>(
+    config: &ImapConfig,
+    stream: S,
+) -> Result<tokio_native_tls::TlsStream<S>, PollError> {
+    tokio::time::timeout(
+        COMMAND_TIMEOUT,
+        connector(config)?.connect(&config.host, stream),
+    )
+    .await
+    .map_err(|_| PollError::Timeout(COMMAND_TIMEOUT))?
+    .map_err(|e| PollError::Imap(format!("TLS with {}: {e}", config.host)))
+}
+
+/// One connection: log in, then drain the mailbox and wait, until shutdown.
+async fn session(
+    relay: &Arc<Relay>,
+    intake: &Intake,
+    config: &ImapConfig,
+    shutdown: &CancellationToken,
+) -> Result<(), PollError> {
+    let client = connect(config).await?;
+    let password = String::from_utf8_lossy(config.password.expose()).into_owned();
+    let mut imap =
+        match tokio::time::timeout(COMMAND_TIMEOUT, client.login(&config.user, password)).await {
+            Err(_) => return Err(PollError::Timeout(COMMAND_TIMEOUT)),
+            Ok(Err((e, _))) => {
+                return Err(PollError::Imap(format!(
+                    "login as {} failed: {}",
+                    config.user,
+                    imap_error(e)
+                )));
+            }
+            Ok(Ok(s)) => s,
+        };
+    let caps = timed(imap.capabilities()).await?;
+    let idle = caps.has_str("IDLE");
+    let uidplus = caps.has_str("UIDPLUS");
+    let can_move = caps.has_str("MOVE");
+    timed(imap.select(&config.mailbox)).await?;
+    tracing::info!(host = %config.host, mailbox = %config.mailbox, idle, "IMAP poller connected");
+    let remove = Remove {
+        uidplus,
+        can_move,
+        done_folder: config.done_folder.clone(),
+    };
+    loop {
+        drain(relay, intake, config, &mut imap, &remove).await?;
+        while imap.unsolicited_responses.try_recv().is_ok() {}
+        if shutdown.is_cancelled() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), imap.logout()).await;
+            return Ok(());
+        }
+        imap = if idle {
+            wait_idle(imap, config.poll_interval, shutdown).await?
+        } else {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(config.poll_interval) => {}
+            }
+            imap
+        };
+        if shutdown.is_cancelled() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), imap.logout()).await;
+            return Ok(());
+        }
+    }
+}
+
+/// Waits in IDLE until the server reports something, the poll interval
+/// passes (a safety net) or the daemon shuts down.
+async fn wait_idle(
+    imap: Imap,
+    interval: Duration,
+    shutdown: &CancellationToken,
+) -> Result<Imap, PollError> {
+    let mut handle = imap.idle();
+    timed(handle.init()).await?;
+    {
+        let (wait, stop) = handle.wait_with_timeout(interval);
+        tokio::pin!(wait);
+        tokio::select! {
+            r = &mut wait => { r.map_err(imap_error)?; }
+            _ = shutdown.cancelled() => { drop(stop); let _ = wait.await; }
+        }
+    }
+    timed(handle.done()).await
+}
+
+/// How processed mail leaves the mailbox.
+struct Remove {
+    uidplus: bool,
+    can_move: bool,
+    done_folder: Option<String>,
+}
+
+/// Processes every message in the mailbox, oldest first.
+async fn drain(
+    relay: &Arc<Relay>,
+    intake: &Intake,
+    config: &ImapConfig,
+    imap: &mut Imap,
+    remove: &Remove,
+) -> Result<(), PollError> {
+    let mut uids: Vec<u32> = timed(imap.uid_search("UNDELETED"))
+        .await?
+        .into_iter()
+        .collect();
+    uids.sort_unstable();
+    for uid in uids {
+        let limit = relay.config.smtp.max_message_size;
+        let size = fetch_size(imap, uid).await?;
+        let Some(size) = size else { continue };
+        let raw = if size as usize > limit {
+            None
+        } else {
+            match fetch_body(imap, uid).await? {
+                Some(raw) => Some(raw),
+                None => continue,
+            }
+        };
+        failpoint::hit("imap-after-fetch");
+        let done = match raw {
+            None => {
+                let detail = format!(
+                    "IMAP {}/{} uid {uid}: message of {size} octets larger than the limit of {limit} octets (inbound.smtp.max_message_size)",
+                    config.host, config.mailbox
+                );
+                tracing::warn!(uid, size, limit, "fetched mail too large; rejected");
+                let now = relay.clock.now();
+                relay
+                    .spool
+                    .audit(now, "rejected", None, None, &detail)
+                    .is_ok()
+            }
+            Some(raw) => process(relay, intake, config, uid, raw).await,
+        };
+        if !done {
+            // Temporary trouble: leave it for the next round.
+            continue;
+        }
+        failpoint::hit("imap-before-delete");
+        remove_message(imap, uid, remove).await?;
+    }
+    Ok(())
+}
+
+/// Commits one fetched mail; true when it was dealt with for good
+/// (accepted, rejected, or seen before) and may leave the mailbox.
+async fn process(
+    relay: &Arc<Relay>,
+    intake: &Intake,
+    config: &ImapConfig,
+    uid: u32,
+    raw: Vec<u8>,
+) -> bool {
+    let digest = sha256_hex(&raw);
+    match relay.spool.fetched(&digest) {
+        Ok(Some(outcome)) => {
+            tracing::info!(uid, %outcome, "fetched mail was processed before; removing it");
+            return true;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "spool unreadable; leaving the mail in the mailbox");
+            return false;
+        }
+    }
+    let envelope = Envelope {
+        helo: "imap".to_owned(),
+        mail_from: String::new(),
+        rcpt_to: vec![relay.config.list_address.clone()],
+        peer: format!("IMAP {}/{} uid {uid}", config.host, config.mailbox),
+    };
+    let this = intake.clone();
+    let key = digest.clone();
+    let reply = match tokio::task::spawn_blocking(move || {
+        let raw = crate::intake::mime::to_crlf(&raw);
+        this.process_fetched(&envelope, &raw, Some(&key))
+    })
+    .await
+    {
+        Ok(reply) => reply,
+        Err(e) => {
+            tracing::error!(error = %e, "intake task failed");
+            return false;
+        }
+    };
+    if (400..500).contains(&reply.code) {
+        tracing::warn!(uid, reply = %reply.text, "temporary failure; the mail stays in the mailbox");
+        return false;
+    }
+    let outcome = format!("{} {} {}", reply.code, reply.enhanced, reply.text);
+    if let Err(e) = relay
+        .spool
+        .record_fetched(&digest, &outcome, relay.clock.now())
+    {
+        tracing::error!(error = %e, "could not record the fetched mail; leaving it in the mailbox");
+        return false;
+    }
+    true
+}
+
+async fn fetch_size(imap: &mut Imap, uid: u32) -> Result<Option<u32>, PollError> {
+    let fetches: Vec<_> = timed(async {
+        imap.uid_fetch(uid.to_string(), "RFC822.SIZE")
+            .await?
+            .try_collect()
+            .await
+    })
+    .await?;
+    Ok(fetches
+        .iter()
+        .find(|f| f.uid == Some(uid))
+        .and_then(|f| f.size))
+}
+
+async fn fetch_body(imap: &mut Imap, uid: u32) -> Result<Option<Vec<u8>>, PollError> {
+    let fetches: Vec<_> = timed(async {
+        imap.uid_fetch(uid.to_string(), "BODY.PEEK[]")
+            .await?
+            .try_collect()
+            .await
+    })
+    .await?;
+    Ok(fetches
+        .iter()
+        .find(|f| f.uid == Some(uid))
+        .and_then(|f| f.body())
+        .map(<[u8]>::to_vec))
+}
+
+async fn remove_message(imap: &mut Imap, uid: u32, how: &Remove) -> Result<(), PollError> {
+    let set = uid.to_string();
+    if let Some(folder) = &how.done_folder {
+        if how.can_move {
+            return timed(imap.uid_mv(&set, folder)).await;
+        }
+        timed(imap.uid_copy(&set, folder)).await?;
+    }
+    timed(async {
+        imap.uid_store(&set, "+FLAGS.SILENT (\\Deleted)")
+            .await?
+            .try_collect::<Vec<_>>()
+            .await
+    })
+    .await?;
+    if how.uidplus {
+        timed(async { imap.uid_expunge(&set).await?.try_collect::<Vec<_>>().await }).await?;
+    } else {
+        timed(async { imap.expunge().await?.try_collect::<Vec<_>>().await }).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! Issue 4, acceptance 1: the IMAP poller against a real Dovecot on
+//! loopback. A signed announcement appended to the mailbox is relayed to
+//! every member (by IDLE, long before the poll interval), the mailbox is
+//! empty after, and a crash between fetch and commit, or between commit and
+//! delete, loses nothing and relays nothing twice.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use embargo_relay::sink::CaptureSink;
+
+use crate::common::*;
+
+const USER: &str = "relay";
+const PASSWORD: &str = "imap-test-password";
+
+/// A throwaway Dovecot on 127.0.0.1, killed on drop.
+pub struct Dovecot {
+    child: Child,
+    _dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+}
+
+fn dovecot_binary() -> Option<PathBuf> {
+    ["/usr/sbin/dovecot", "/usr/local/sbin/dovecot"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+fn id(flag: &str) -> String {
+    let out = Command::new("id").arg(flag).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+impl Dovecot {
+    /// Starts Dovecot, or returns `None` (with a visible message) where it
+    /// is not installed; in CI (`CI` set) a missing Dovecot fails the test.
+    pub fn start() -> Option<Dovecot> {
+        let Some(binary) = dovecot_binary() else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "Dovecot is not installed, but CI must run the IMAP tests (scripts/deps installs dovecot-imapd)"
+            );
+            eprintln!(
+                "SKIPPED: Dovecot is not installed here; `apt-get install dovecot-imapd` (scripts/deps) to run the IMAP tests"
+            );
+            return None;
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("dovecot")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let path = |p: &str| dir.path().join(p);
+        // Dovecot's own users must traverse the directory.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        for d in ["run", "state", "mail"] {
+            std::fs::create_dir(path(d)).unwrap();
+        }
+        std::fs::write(path("passwd"), format!("{USER}:{{PLAIN}}{PASSWORD}\n")).unwrap();
+        let root = std::fs::metadata(path("passwd")).unwrap().uid() == 0;
+        // Dovecot refuses root as a mail user: as root, mail belongs to nobody.
+        let (users, mail_user) = if root {
+            std::os::unix::fs::chown(path("mail"), Some(65534), Some(65534)).unwrap();
+            (
+                "default_internal_user = dovecot\ndefault_login_user = dovenull\n".to_owned(),
+                "uid=65534 gid=65534".to_owned(),
+            )
+        } else {
+            let (user, group) = (id("-un"), id("-gn"));
+            (
+                format!(
+                    "default_internal_user = {user}\ndefault_internal_group = {group}\ndefault_login_user = {user}\n\
+first_valid_uid = 1\nservice anvil {{\n  chroot =\n}}\n"
+                ),
+                format!("uid={user} gid={group}"),
+            )
+        };
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let d = dir.path().display();
+        let conf = format!(
+            "base_dir = {d}/run\nstate_dir = {d}/state\nlog_path = /dev/stderr\nprotocols = imap\n\
+listen = 127.0.0.1\nssl = no\ndisable_plaintext_auth = no\nauth_mechanisms = plain login\n{users}\
+mail_location = maildir:{d}/mail/%u\n\
+passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN {d}/passwd\n}}\n\
+userdb {{\n  driver = static\n  args = {mail_user} home={d}/mail/%u\n}}\n\
+service imap-login {{\n  chroot =\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n\
+  inet_listener imaps {{\n    port = 0\n  }}\n}}\n"
+        );
+        std::fs::write(path("dovecot.conf"), conf).unwrap();
+        let log = std::fs::File::create(path("dovecot.log")).unwrap();
+        let child = Command::new(binary)
+            .args(["-F", "-c"])
+            .arg(path("dovecot.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut dovecot = Dovecot {
+            child,
+            _dir: dir,
+            addr,
+        };
+        dovecot.wait_ready();
+        Some(dovecot)
+    }
+
+    /// Ready when a connection gets the `* OK` greeting (a bound port is not enough).
+    fn wait_ready(&mut self) {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            if let Ok(s) = TcpStream::connect(self.addr) {
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut line = String::new();
+                if BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("* OK") {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "dovecot exited with {status}:\n{}",
+                    std::fs::read_to_string(self._dir.path().join("dovecot.log")).unwrap()
+                );
+            }
+            assert!(std::time::Instant::now() < deadline, "dovecot not ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A logged-in session with INBOX selected, as a mail client has.
+    pub async fn client(&self) -> async_imap::Session<tokio::net::TcpStream> {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let mut client = async_imap::Client::new(tcp);
+        client.read_response().await.unwrap().unwrap();
+        let mut session = client.login(USER, PASSWORD).await.map_err(|e| e.0).unwrap();
+        session.select("INBOX").await.unwrap();
+        session
+    }
+
+    /// Delivers `raw` into INBOX, as the MTA in front of the mailbox would.
+    pub async fn append(&self, raw: &[u8]) {
+        let mut s = self.client().await;
+        s.append("INBOX", None, None, raw).await.unwrap();
+        s.logout().await.unwrap();
+    }
+
+    /// The number of (undeleted) messages in INBOX.
+    pub async fn count(&self) -> usize {
+        let mut s = self.client().await;
+        let n = s.uid_search("UNDELETED").await.unwrap().len();
+        s.logout().await.unwrap();
+        n
+    }
+
+    /// Waits until INBOX is empty.
+    pub async fn wait_empty(&self) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.count().await > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "mailbox not emptied"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Adds an `[inbound.imap]` section to the fixture's config.
+fn with_imap(config: &Path, dovecot: &Dovecot, poll: &str) {
+    let dir = config.parent().unwrap();
+    std::fs::write(dir.join("imap.password"), format!("{PASSWORD}\n")).unwrap();
+    let mut text = std::fs::read_to_string(config).unwrap();
+    text = text.replacen(
+        "[outbound]",
+        &format!(
+            "[inbound.imap]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nuser = \"{USER}\"\n\
+password_file = \"imap.password\"\npoll_interval = \"{poll}\"\n\n[outbound]",
+            dovecot.addr.port()
+        ),
+        1,
+    );
+    std::fs::write(config, text).unwrap();
+}
+
+/// Waits until the daemon's log shows the poller logged in.
+async fn wait_poller(daemon: &Daemon) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let log = std::fs::read_to_string(&daemon.log).unwrap_or_default();
+        if log.matches("IMAP poller connected").count() > 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "poller not connected:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn imap_poller_relays_from_a_real_dovecot_and_survives_crashes() {
+    let Some(dovecot) = Dovecot::start() else {
+        return;
+    };
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let config = f.write_config(sink.addr());
+    // A poll interval far beyond the test's patience: only IDLE can be quick.
+    with_imap(&config, &dovecot, "1h");
+    let n = f.usable_members().count();
+
+    let log = f.path("daemon.log");
+    let mut daemon = Daemon::start(&config, &log);
+    wait_poller(&daemon).await;
+    let first = f.gpg_signed(PST, "CVE-2026-50: by IMAP", &embargoed("fetched"));
+    dovecot.append(&first).await;
+    wait_copies(&sink, n).await;
+    dovecot.wait_empty().await;
+    daemon.terminate();
+
+    // Crash after the fetch, before the commit: fetched again, relayed once.
+    let second = f.gpg_signed(PST, "CVE-2026-51: crash 1", &embargoed("again"));
+    dovecot.append(&second).await;
+    let mut crashing = Daemon::start_with(
+        &config,
+        &log,
+        &[("EMBARGO_RELAY_FAILPOINT", "imap-after-fetch")],
+    );
+    assert!(crashing.wait_exit(), "the failpoint stopped the daemon");
+    assert_eq!(dovecot.count().await, 1, "the mail is still in the mailbox");
+
+    // Crash after the commit, before the delete: removed, not relayed twice.
+    // (The second one is fetched again first and crashes the same way.)
+    let third = f.gpg_signed(PST, "CVE-2026-52: crash 2", &embargoed("once"));
+    dovecot.append(&third).await;
+    let mut crashing = Daemon::start_with(
+        &config,
+        &log,
+        &[("EMBARGO_RELAY_FAILPOINT", "imap-before-delete")],
+    );
+    assert!(crashing.wait_exit(), "the failpoint stopped the daemon");
+    assert_eq!(dovecot.count().await, 2, "committed, but not yet removed");
+    let _restarted = Daemon::start(&config, &log);
+    dovecot.wait_empty().await;
+    wait_copies(&sink, 3 * n).await;
+    f.wait_until_no_pending().await;
+    assert_eq!(
+        copies(&sink.captured()).len(),
+        3 * n,
+        "each relayed exactly once"
+    );
+    let audit = f.audit();
+    assert_eq!(
+        audit.iter().filter(|r| r.event == "accepted").count(),
+        3,
+        "three announcements"
+    );
+    assert!(
+        !audit.iter().any(|r| r.event == "rejected"),
+        "nothing re-processed as a replay: {audit:#?}"
+    );
+    drop(crashing);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn imap_mail_that_fails_the_checks_is_rejected_and_removed() {
+    let Some(dovecot) = Dovecot::start() else {
+        return;
+    };
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let config = f.write_config(sink.addr());
+    with_imap(&config, &dovecot, "1h");
+    let forged = format!("From: {PST}\r\nTo: {LIST}\r\nSubject: x\r\n\r\nunsigned\r\n");
+    dovecot.append(forged.as_bytes()).await;
+    let daemon = Daemon::start(&config, &f.path("daemon.log"));
+    dovecot.wait_empty().await;
+    let audit = f.audit();
+    let rejected: Vec<_> = audit.iter().filter(|r| r.event == "rejected").collect();
+    assert_eq!(rejected.len(), 1, "{audit:#?}");
+    assert!(
+        rejected[0].detail.contains("not PGP/MIME signed"),
+        "{rejected:?}"
+    );
+    assert!(
+        rejected[0].detail.contains("IMAP 127.0.0.1/INBOX uid"),
+        "{rejected:?}"
+    );
+    assert!(sink.captured().is_empty());
+    drop(daemon);
+}
