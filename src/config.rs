@@ -112,6 +112,8 @@ pub struct RawPolicy {
     pub late_after: Option<String>,
     /// Signatures older than this are refused as possible replays.
     pub signature_max_age: Option<String>,
+    /// What happens to a signed post from a member: `list`, `pst` or `reject`.
+    pub member_posts: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -158,6 +160,18 @@ pub struct PolicyConfig {
     pub late_after: chrono::Duration,
     /// Signatures older than this are refused (replay window).
     pub signature_max_age: chrono::Duration,
+    pub member_posts: MemberPosts,
+}
+
+/// Where a member's signed, encrypted post goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberPosts {
+    /// Re-encrypted to every member (the PST included).
+    List,
+    /// Re-encrypted to the PST only.
+    Pst,
+    /// Refused.
+    Reject,
 }
 
 #[derive(Debug, Clone)]
@@ -290,6 +304,17 @@ impl Validator<'_> {
                 .map_err(|_| self.err("policy.late_after", "too long"))?,
             signature_max_age: chrono::Duration::from_std(signature_max_age)
                 .map_err(|_| self.err("policy.signature_max_age", "too long"))?,
+            member_posts: match raw.policy.member_posts.as_deref().unwrap_or("list") {
+                "list" => MemberPosts::List,
+                "pst" => MemberPosts::Pst,
+                "reject" => MemberPosts::Reject,
+                other => {
+                    return Err(self.err(
+                        "policy.member_posts",
+                        format!("`{other}`: use \"list\", \"pst\" or \"reject\""),
+                    ));
+                }
+            },
         };
         let roster = self.roster(raw.members)?;
         Ok(Config {
@@ -642,7 +667,10 @@ mod tests {
             .imap(raw("imap.example.org", Some("none"), "pw"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("inbound.imap.tls") && err.contains("in clear"), "{err}");
+        assert!(
+            err.contains("inbound.imap.tls") && err.contains("in clear"),
+            "{err}"
+        );
         let err = v
             .imap(raw("imap.example.org", None, "missing"))
             .unwrap_err()

@@ -279,6 +279,8 @@ pub enum SignatureProblem {
     Expired,
     #[error("no signature")]
     Unsigned,
+    #[error("signatures by several senders (a PST key beside a member's, or two members')")]
+    Mixed,
 }
 
 /// How far ahead of ours a sender's clock may be (seconds).
@@ -289,10 +291,13 @@ pub const CLOCK_SKEW_S: i64 = 300;
 /// (and the PST told) rather than reported as a bad signature.
 const LOOKAHEAD_DAYS: i64 = 366;
 
-/// A signature accepted as the PST's.
+/// Good signatures, each by one of the offered certificates.
 #[derive(Debug, Clone)]
 pub struct VerifiedSigner {
+    /// The first signer's certificate.
     pub cert: Cert,
+    /// Fingerprints of every signing certificate, sorted, without duplicates.
+    pub signers: Vec<Fingerprint>,
     /// Creation time of the oldest and of the newest good signature: the
     /// caller holds them to its freshness window.
     pub oldest: DateTime<Utc>,
@@ -484,6 +489,7 @@ impl PstVerifier<'_> {
         let mut signer: Option<Cert> = None;
         let mut digests = Vec::new();
         let mut times = Vec::new();
+        let mut signers = Vec::new();
         for layer in structure {
             let results = match layer {
                 MessageLayer::SignatureGroup { results } => results,
@@ -522,8 +528,9 @@ impl PstVerifier<'_> {
                     .ok_or(SignatureProblem::Malformed)?;
                 times.push(created);
                 digests.push(signature_identity(good.sig, &good.ka.key().fingerprint()));
-                // Several PST signers are fine; the first is matched against From.
+                // Several signers are fine; the first is matched against From.
                 signer.get_or_insert_with(|| cert.clone());
+                signers.push(cert.fingerprint());
             }
         }
         digests.sort();
@@ -532,8 +539,11 @@ impl PstVerifier<'_> {
         let (Some(oldest), Some(newest)) = (times.iter().min(), times.iter().max()) else {
             return Err(SignatureProblem::Bad);
         };
+        signers.sort();
+        signers.dedup();
         Ok(VerifiedSigner {
             cert,
+            signers,
             oldest: *oldest,
             newest: *newest,
             signature_digests: digests,
@@ -561,8 +571,19 @@ impl PstVerifier<'_> {
 }
 
 impl VerificationHelper for PstVerifier<'_> {
-    fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
-        Ok(self.pst.to_vec())
+    fn get_certs(&mut self, ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+        // Only the certificates the signatures name (by issuer): a roster of
+        // thousands is not cloned for every mail. Sequoia still matches the
+        // signing key by fingerprint.
+        Ok(self
+            .pst
+            .iter()
+            .filter(|c| {
+                c.keys()
+                    .any(|k| ids.iter().any(|id| k.key().key_handle().aliases(id)))
+            })
+            .cloned()
+            .collect())
     }
 
     fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {

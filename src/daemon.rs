@@ -27,6 +27,9 @@ pub struct Relay {
     pub config: Config,
     /// The PST certificates, extracted once from the roster.
     pub pst: Vec<Cert>,
+    /// Every certificate whose signature the intake checks: the PST's, then
+    /// the other members' (whose posts `policy.member_posts` governs).
+    pub known: Vec<Cert>,
     pub spool: Spool,
     pub clock: SharedClock,
     /// Wakes the fan-out when a new announcement is committed.
@@ -39,6 +42,11 @@ impl Relay {
         let spool = Spool::open(&config.state_dir)?;
         Ok(Relay {
             pst: config.roster.pst_certs(),
+            known: {
+                let mut known = config.roster.pst_certs();
+                known.extend(config.roster.member_certs());
+                known
+            },
             config,
             spool,
             clock,

@@ -243,8 +243,8 @@ async fn deliver_one(
         Ok(answer) => {
             let mut late_release = false;
             let answer = match d.kind {
-                Kind::Copy => {
-                    tracing::info!(message_id = %d.message_id, member = %d.member, "copy delivered to the smarthost");
+                Kind::Copy | Kind::Post => {
+                    tracing::info!(message_id = %d.message_id, member = %d.member, kind = ?d.kind, "copy delivered to the smarthost");
                     format!("smarthost answered {answer}")
                 }
                 Kind::Release => {
@@ -327,7 +327,14 @@ async fn defer(relay: &Arc<Relay>, d: &DueDelivery, error: String) -> Result<(),
 /// Builds what a delivery sends: a member's sealed copy or a public release.
 fn build(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
     match d.kind {
-        Kind::Copy => seal_copy(relay, a, d),
+        Kind::Copy => seal_copy(
+            relay,
+            a,
+            d,
+            Some(a.terms.until),
+            outbound::PLACEHOLDER_SUBJECT,
+        ),
+        Kind::Post => seal_copy(relay, a, d, None, outbound::POST_SUBJECT),
         Kind::Release => release_message(relay, a, d),
         Kind::Receipt => receipt_message(relay, a, d),
         Kind::Lifted => lifted_message(relay, a, d),
@@ -656,7 +663,15 @@ fn release_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<V
 }
 
 /// Builds one member's copy: protected inner entity, sealed, wrapped in RFC 3156.
-fn seal_copy(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
+/// One member's copy: the entity in protected headers (with the embargo
+/// notice for an announcement), signed and encrypted to that member alone.
+fn seal_copy(
+    relay: &Relay,
+    a: &Announcement,
+    d: &DueDelivery,
+    until: Option<DateTime<Utc>>,
+    outer_subject: &str,
+) -> Result<Vec<u8>, SealError> {
     let (member, cert) = member_cert(relay, &d.member)?;
     let message_id = copy_message_id(relay, d);
     let headers = CopyHeaders {
@@ -665,15 +680,14 @@ fn seal_copy(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>
         message_id: &message_id,
         date: relay.clock.now(),
     };
-    let inner =
-        outbound::protected_inner(&headers, &a.subject, Some(a.terms.until), a.entity.expose())
-            .map_err(|e| SealError::Crypto(format!("bad address: {e}")))?;
+    let inner = outbound::protected_inner(&headers, &a.subject, until, a.entity.expose())
+        .map_err(|e| SealError::Crypto(format!("bad address: {e}")))?;
     let p = StandardPolicy::new();
     let armored = relay
         .config
         .list_key
         .seal_for(&p, headers.date, cert, inner.expose())?;
-    outbound::encrypted_outer(&headers, outbound::PLACEHOLDER_SUBJECT, &armored)
+    outbound::encrypted_outer(&headers, outer_subject, &armored)
         .map_err(|e| SealError::Crypto(e.to_string()))
 }
 

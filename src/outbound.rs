@@ -17,6 +17,9 @@ use crate::secret::Secret;
 /// The outer Subject of every member copy: it says nothing about the content.
 pub const PLACEHOLDER_SUBJECT: &str = "[embargoed announcement]";
 
+/// The outer Subject of a member's post relayed to the list.
+pub const POST_SUBJECT: &str = "[embargoed list post]";
+
 /// The outer Subject of a receipt to the PST.
 pub const RECEIPT_SUBJECT: &str = "[embargo-relay receipt]";
 

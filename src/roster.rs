@@ -57,6 +57,26 @@ impl Roster {
             .find(|m| m.email.eq_ignore_ascii_case(email))
     }
 
+    /// The certificates of members outside the PST, whose signed posts
+    /// (replies) the list may relay under `policy.member_posts`.
+    pub fn member_certs(&self) -> Vec<Cert> {
+        let pst = self.pst_certs();
+        self.members
+            .iter()
+            .filter(|m| !m.pst)
+            .filter_map(|m| m.cert().ok().cloned())
+            .filter(|c| !pst.iter().any(|p| p.fingerprint() == c.fingerprint()))
+            .collect()
+    }
+
+    /// The member whose certificate has this fingerprint.
+    pub fn by_fingerprint(&self, fpr: &str) -> Option<&Member> {
+        self.members.iter().find(|m| {
+            m.cert()
+                .is_ok_and(|c| c.fingerprint().to_hex().eq_ignore_ascii_case(fpr))
+        })
+    }
+
     /// The certificates whose signatures are accepted as the PST's.
     pub fn pst_certs(&self) -> Vec<Cert> {
         self.members

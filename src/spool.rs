@@ -30,30 +30,43 @@ pub enum SpoolError {
     },
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS messages (
+/// The schema version this code writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+fn messages_ddl(name: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {name} (
     id           TEXT PRIMARY KEY,
     received_at  INTEGER NOT NULL,
     signer       TEXT NOT NULL,
     embargo_until INTEGER NOT NULL,
     embargo_state TEXT NOT NULL DEFAULT 'held' CHECK (embargo_state IN ('held', 'cancelled')),
-    kind         TEXT NOT NULL DEFAULT 'announcement' CHECK (kind IN ('announcement', 'refusal')),
+    kind         TEXT NOT NULL DEFAULT 'announcement' CHECK (kind IN ('announcement', 'refusal', 'post')),
     sealed       BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS seen_signatures (
-    digest      TEXT PRIMARY KEY,
-    message_id  TEXT NOT NULL REFERENCES messages(id)
-);
-CREATE TABLE IF NOT EXISTS deliveries (
+);"
+    )
+}
+
+fn deliveries_ddl(name: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {name} (
     message_id      TEXT NOT NULL REFERENCES messages(id),
     member          TEXT NOT NULL,
-    kind            TEXT NOT NULL DEFAULT 'copy' CHECK (kind IN ('copy', 'release', 'receipt', 'lifted', 'reminder', 'refusal')),
+    kind            TEXT NOT NULL DEFAULT 'copy' CHECK (kind IN ('copy', 'release', 'receipt', 'lifted', 'reminder', 'refusal', 'post')),
     copy_id         TEXT NOT NULL,
     state           TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'skipped', 'failed', 'cancelled')),
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL,
     last_error      TEXT,
     PRIMARY KEY (message_id, member, kind)
+);"
+    )
+}
+
+const OTHER_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS seen_signatures (
+    digest      TEXT PRIMARY KEY,
+    message_id  TEXT NOT NULL REFERENCES messages(id)
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
 CREATE TABLE IF NOT EXISTS fetched (
@@ -70,6 +83,54 @@ CREATE TABLE IF NOT EXISTS audit (
     detail      TEXT NOT NULL
 );
 ";
+
+/// Creates the schema, or brings an older spool up to [`SCHEMA_VERSION`].
+/// Runs in one IMMEDIATE transaction, so a daemon and `submit` opening the
+/// same spool at once do not both migrate it.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    // Table rebuilds need foreign keys off; it cannot change inside a transaction.
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < 1 {
+        let old: Option<String> = tx
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if old.is_some_and(|sql| !sql.contains("'post'")) {
+            // Version 0: the kind CHECKs lack 'post'. SQLite cannot alter a
+            // CHECK, so both tables are rebuilt (sqlite.org/lang_altertable.html).
+            for (table, ddl) in [
+                ("messages", messages_ddl("messages_v1")),
+                ("deliveries", deliveries_ddl("deliveries_v1")),
+            ] {
+                tx.execute_batch(&format!(
+                    "{ddl}\nINSERT INTO {table}_v1 SELECT * FROM {table};\nDROP TABLE {table};\nALTER TABLE {table}_v1 RENAME TO {table};"
+                ))?;
+            }
+        }
+    }
+    tx.execute_batch(&messages_ddl("messages"))?;
+    tx.execute_batch(&deliveries_ddl("deliveries"))?;
+    tx.execute_batch(OTHER_TABLES)?;
+    let broken: Option<String> = tx
+        .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+        .optional()?;
+    if let Some(table) = broken {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+            Some(format!(
+                "spool migration left a broken reference in {table}"
+            )),
+        ));
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+}
 
 /// A new, verified announcement to commit, already sealed to the list key.
 #[derive(Debug)]
@@ -95,6 +156,22 @@ pub struct NewMessage<'a> {
     pub fetched: Option<&'a str>,
 }
 
+/// A verified member post to commit, sealed to the list key.
+#[derive(Debug)]
+pub struct NewPost<'a> {
+    pub id: &'a str,
+    /// Fingerprint of the member certificate that signed it.
+    pub signer: &'a str,
+    pub sig_digests: &'a [String],
+    pub sealed: &'a [u8],
+    /// Who gets a copy: every member, or the PST only (`member_posts`).
+    pub recipients: &'a [String],
+    /// The raw mail's digest when it was fetched from a mailbox.
+    pub fetched: Option<&'a str>,
+    /// For the audit record: who posted, from which organization.
+    pub detail: &'a str,
+}
+
 /// What a delivery carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -110,6 +187,8 @@ pub enum Kind {
     Reminder,
     /// Why an authenticated PST mail was refused, encrypted to its signer.
     Refusal,
+    /// A member's post (a reply to an announcement), re-encrypted to one recipient.
+    Post,
 }
 
 impl Kind {
@@ -121,6 +200,7 @@ impl Kind {
             Kind::Lifted => "lifted",
             Kind::Reminder => "reminder",
             Kind::Refusal => "refusal",
+            Kind::Post => "post",
         }
     }
 }
@@ -227,10 +307,10 @@ impl Spool {
             .map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db)?;
-        conn.execute_batch(SCHEMA).map_err(db)?;
+        let mut conn = conn;
+        migrate(&mut conn).map_err(db)?;
         set_private(&path, 0o600).map_err(io)?;
         Ok(Spool {
             conn: Arc::new(Mutex::new(conn)),
@@ -366,6 +446,44 @@ impl Spool {
         tx.commit().map_err(|e| self.db(e))
     }
 
+    /// Commits a member post and one `post` delivery per recipient, with its
+    /// signatures in the replay cache, in one transaction.
+    pub fn accept_post(&self, post: &NewPost<'_>, now: DateTime<Utc>) -> Result<(), SpoolError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.db(e))?;
+        if let Some(previous) = seen_before(&tx, post.sig_digests).map_err(|e| self.db(e))? {
+            return Err(SpoolError::Replay(previous));
+        }
+        let t = to_millis(now);
+        let write = || -> rusqlite::Result<()> {
+            tx.execute(
+                "INSERT INTO messages (id, received_at, signer, embargo_until, sealed, kind) VALUES (?1, ?2, ?3, ?2, ?4, 'post')",
+                params![post.id, t, post.signer, post.sealed],
+            )?;
+            for digest in post.sig_digests {
+                tx.execute(
+                    "INSERT INTO seen_signatures (digest, message_id) VALUES (?1, ?2)",
+                    params![digest, post.id],
+                )?;
+            }
+            for to in post.recipients {
+                tx.execute(
+                    "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, 'post', ?3, 'pending', ?4)",
+                    params![post.id, to, crate::crypto::random_hex(12), t],
+                )?;
+            }
+            if let Some(digest) = post.fetched {
+                tx.execute(
+                    "INSERT OR IGNORE INTO fetched (digest, at, outcome) VALUES (?1, ?2, ?3)",
+                    params![digest, t, format!("member post {}", post.id)],
+                )?;
+            }
+            insert_audit(&tx, t, "member-post", Some(post.id), None, post.detail)
+        };
+        write().map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))
+    }
+
     /// What became of a mail fetched before with this digest, if anything.
     pub fn fetched(&self, digest: &str) -> Result<Option<String>, SpoolError> {
         self.lock()
@@ -433,6 +551,7 @@ impl Spool {
                     "lifted" => Kind::Lifted,
                     "reminder" => Kind::Reminder,
                     "refusal" => Kind::Refusal,
+                    "post" => Kind::Post,
                     _ => Kind::Copy,
                 };
                 Ok(DueDelivery {
@@ -521,6 +640,7 @@ impl Spool {
             (Kind::Lifted, Finished::Sent) => "lifted-sent",
             (Kind::Reminder, Finished::Sent) => "reminder-sent",
             (Kind::Refusal, Finished::Sent) => "refusal-sent",
+            (Kind::Post, Finished::Sent) => "post-sent",
             _ => state.as_str(),
         };
         insert_audit(
@@ -1184,6 +1304,67 @@ mod tests {
                 "{refused:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_version_0_spool_is_migrated_keeping_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The schema as the first release wrote it (no user_version, no 'post').
+            let conn = Connection::open(dir.path().join("spool.sqlite")).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE messages (id TEXT PRIMARY KEY, received_at INTEGER NOT NULL, signer TEXT NOT NULL,
+                   embargo_until INTEGER NOT NULL,
+                   embargo_state TEXT NOT NULL DEFAULT 'held' CHECK (embargo_state IN ('held', 'cancelled')),
+                   kind TEXT NOT NULL DEFAULT 'announcement' CHECK (kind IN ('announcement', 'refusal')),
+                   sealed BLOB NOT NULL);
+                 CREATE TABLE seen_signatures (digest TEXT PRIMARY KEY, message_id TEXT NOT NULL REFERENCES messages(id));
+                 CREATE TABLE deliveries (message_id TEXT NOT NULL REFERENCES messages(id), member TEXT NOT NULL,
+                   kind TEXT NOT NULL DEFAULT 'copy' CHECK (kind IN ('copy', 'release', 'receipt', 'lifted', 'reminder', 'refusal')),
+                   copy_id TEXT NOT NULL,
+                   state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'skipped', 'failed', 'cancelled')),
+                   attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL, last_error TEXT,
+                   PRIMARY KEY (message_id, member, kind));
+                 CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, event TEXT NOT NULL,
+                   message_id TEXT, member TEXT, detail TEXT NOT NULL);
+                 INSERT INTO messages (id, received_at, signer, embargo_until, sealed) VALUES ('old', 1, 'F', 2, x'00');
+                 INSERT INTO seen_signatures VALUES ('d-old', 'old');
+                 INSERT INTO deliveries (message_id, member, copy_id, state, next_attempt_at) VALUES ('old', 'a@x.org', 'c', 'pending', 1);",
+            )
+            .unwrap();
+        }
+        let spool = Spool::open(dir.path()).unwrap();
+        let version: i64 = spool
+            .lock()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let now = t("2026-11-20T12:00:00Z");
+        assert_eq!(spool.due(now, 10).unwrap().len(), 1, "the old delivery is kept");
+        assert_eq!(spool.sealed("old").unwrap(), vec![0u8]);
+        // The new kinds are accepted, and the replay cache still holds.
+        let post = |id: &'static str, digest: &'static str| {
+            let digests = [digest.to_owned()];
+            let to = ["a@x.org".to_owned()];
+            spool.accept_post(
+                &NewPost {
+                    id,
+                    signer: "M",
+                    sig_digests: &digests,
+                    sealed: b"p",
+                    recipients: &to,
+                    fetched: None,
+                    detail: "test",
+                },
+                now,
+            )
+        };
+        post("p1", "d-new").unwrap();
+        assert!(matches!(post("p2", "d-old"), Err(SpoolError::Replay(id)) if id == "old"));
+        assert_eq!(spool.due(now, 10).unwrap().len(), 2);
+        drop(spool);
+        // Opening again changes nothing.
+        assert_eq!(Spool::open(dir.path()).unwrap().due(now, 10).unwrap().len(), 2);
     }
 
     #[test]

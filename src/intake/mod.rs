@@ -4,19 +4,21 @@
 pub mod mime;
 pub mod verify;
 
+use verify::Role;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset, Utc};
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::policy::{Policy, StandardPolicy};
 
-use crate::config::PolicyConfig;
+use crate::config::{MemberPosts, PolicyConfig};
 use crate::crypto::{ListKey, SignatureProblem, random_hex};
 use crate::daemon::Relay;
 use crate::embargo::{self, Command, Request, Terms, TermsError};
 use crate::inbound::smtp::{Envelope, MailHandler, Reply};
 use crate::secret::Secret;
-use crate::spool::{NewMessage, Origin, SpoolError};
+use crate::spool::{NewMessage, NewPost, Origin, SpoolError};
 
 /// Why a mail was not accepted. The text names the problem and never
 /// contains any of the mail's content.
@@ -30,7 +32,7 @@ pub enum Rejection {
     FromHeader(&'static str),
     #[error("{0}")]
     Signature(SignatureProblem),
-    #[error("From address {from} is not a user ID of the signing PST key {signer}")]
+    #[error("From address {from} is not a user ID of the signing key {signer}")]
     FromNotSigner { from: String, signer: String },
     #[error("replayed announcement: this signature was already accepted as message {0}")]
     Replay(String),
@@ -46,6 +48,8 @@ pub enum Rejection {
         "encrypted to the list, but not signed: encrypted mail must be signed by a PST key inside"
     )]
     EncryptedUnsigned,
+    #[error("member post refused: {0}")]
+    MemberPost(&'static str),
 }
 
 impl Rejection {
@@ -55,7 +59,8 @@ impl Rejection {
             Rejection::Unsigned
             | Rejection::Signature(_)
             | Rejection::FromNotSigner { .. }
-            | Rejection::EncryptedUnsigned => (550, "5.7.1"),
+            | Rejection::EncryptedUnsigned
+            | Rejection::MemberPost(_) => (550, "5.7.1"),
             Rejection::Encrypted(_) => (550, "5.7.5"),
             Rejection::Replay(_) | Rejection::Command(_) | Rejection::SignatureTime(_) => {
                 (550, "5.7.0")
@@ -162,6 +167,9 @@ pub struct Gate<'a> {
     pub list: &'a ListKey,
     /// The certificates allowed to announce.
     pub pst: &'a [Cert],
+    /// Every certificate whose signature is checked: the PST's and the
+    /// other members' (whose posts are relayed under `policy.member_posts`).
+    pub known: &'a [Cert],
     pub policy: &'a PolicyConfig,
     /// The largest decrypted content accepted (the message size limit).
     pub max_size: usize,
@@ -173,16 +181,31 @@ pub fn examine(
     p: &dyn Policy,
     now: DateTime<Utc>,
 ) -> Result<Examined, Rejection> {
-    let Gate {
-        list,
-        pst,
-        policy,
-        max_size,
-    } = *gate;
+    let policy = gate.policy;
     let mail = mime::parse(raw)?;
     let (from, outer_subject) = (mail.from.clone(), mail.outer_subject.clone());
-    let (auth, signed_part) = verify::authorize(mail, list, pst, p, now, max_size)?;
+    let (auth, signed_part, encrypted) = verify::authorize(mail, gate, p, now)?;
     let subject = relayed_subject(mime::protected_subject(signed_part.expose()), outer_subject);
+    if auth.role == Role::Member {
+        if policy.member_posts == MemberPosts::Reject {
+            return Err(Rejection::MemberPost(
+                "this list does not relay member posts (policy.member_posts = \"reject\")",
+            ));
+        }
+        if !encrypted {
+            return Err(Rejection::MemberPost(
+                "a member post must be encrypted to the list key, not only signed",
+            ));
+        }
+        verify::fresh(&auth, now, policy.signature_max_age)?;
+        let post = Post {
+            signer: auth.signer,
+            from,
+            subject,
+            entity: signed_part,
+        };
+        return Ok(Examined::MemberPost(post, auth.signature_digests));
+    }
     let freshness = verify::fresh(&auth, now, policy.signature_max_age);
     let sender = Sender {
         signer: auth.signer,
@@ -230,9 +253,22 @@ pub struct Sender {
     pub digests: Vec<String>,
 }
 
+/// A member's verified post (a reply to an announcement).
+#[derive(Debug)]
+pub struct Post {
+    /// Fingerprint of the member's certificate.
+    pub signer: String,
+    pub from: String,
+    pub subject: String,
+    /// The signed entity, verbatim.
+    pub entity: Secret,
+}
+
 /// What an authorized mail turned out to be.
 #[derive(Debug)]
 pub enum Examined {
+    /// A member's post, with its signature identities.
+    MemberPost(Post, Vec<String>),
     /// A new announcement, with its signature identities.
     Announcement(Announcement, Vec<String>),
     /// A command on an existing embargo.
@@ -256,6 +292,24 @@ fn relayed_subject(protected: Option<String>, outer: Option<String>) -> String {
         (_, Some(outer)) if !outer.is_empty() => format!("{UNVERIFIED_SUBJECT} {outer}"),
         _ => "(no subject)".to_owned(),
     }
+}
+
+/// `entity` preceded by a plain-text note, as one `multipart/mixed` entity.
+fn with_note(note: &str, entity: &[u8]) -> Secret {
+    let boundary = loop {
+        let b = format!("note-{}", random_hex(12));
+        if !entity.windows(b.len()).any(|w| w == b.as_bytes()) {
+            break b;
+        }
+    };
+    let mut out = format!(
+        "Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n--{boundary}\r\n\
+Content-Type: text/plain; charset=\"utf-8\"\r\nContent-Description: list note\r\n\r\n{note}\r\n--{boundary}\r\n"
+    )
+    .into_bytes();
+    out.extend_from_slice(entity);
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    Secret::new(out)
 }
 
 /// The SMTP handler of the daemon.
@@ -284,6 +338,7 @@ impl Intake {
         let gate = Gate {
             list: &relay.config.list_key,
             pst: &relay.pst,
+            known: &relay.known,
             policy: &relay.config.policy,
             max_size: relay.config.smtp.max_message_size,
         };
@@ -292,6 +347,9 @@ impl Intake {
             Ok(Examined::Announcement(a, digests)) => (a, digests),
             Ok(Examined::Command { command, sender }) => {
                 return self.command(envelope, &command, &sender, now);
+            }
+            Ok(Examined::MemberPost(post, digests)) => {
+                return self.post(envelope, post, &digests, now, fetched);
             }
             Ok(Examined::Refused { rejection, sender }) => {
                 return self.refuse(envelope, &rejection, &sender, now);
@@ -350,6 +408,104 @@ impl Intake {
                     digests,
                 };
                 self.replayed(envelope, &previous, &sender, now)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "spool write failed; answering 451");
+                Reply::new(
+                    451,
+                    "4.3.0",
+                    "local error while storing the message; try again later",
+                )
+            }
+        }
+    }
+
+    /// Relays a member's post, re-encrypted to every member or to the PST
+    /// only (`policy.member_posts`), opening with a note naming who posted
+    /// it and from which organization.
+    fn post(
+        &self,
+        envelope: &Envelope,
+        post: Post,
+        digests: &[String],
+        now: DateTime<Utc>,
+        fetched: Option<&str>,
+    ) -> Reply {
+        let relay = &self.relay;
+        let roster = &relay.config.roster;
+        let Some(member) = roster.by_fingerprint(&post.signer) else {
+            // The certificate came from the roster; it cannot vanish.
+            return Reply::new(451, "4.3.0", "roster changed; try again later");
+        };
+        let recipients: Vec<String> = roster
+            .members()
+            .iter()
+            .filter(|m| relay.config.policy.member_posts == MemberPosts::List || m.pst)
+            .map(|m| m.email.clone())
+            .collect();
+        let note = format!(
+            "Posted to the list by {} ({}). The list verified their signature (key {}).",
+            member.email, member.organization, post.signer
+        );
+        let entity = with_note(&note, post.entity.expose());
+        let sealed_post = Announcement {
+            signer: post.signer.clone(),
+            from: post.from.clone(),
+            subject: format!("[{}] {}", member.organization, post.subject),
+            terms: Terms {
+                until: now,
+                sender_offset: FixedOffset::east_opt(0).expect("UTC is a valid offset"),
+                public_to: Vec::new(),
+                override_reason: None,
+            },
+            public_to: Vec::new(),
+            entity,
+        };
+        let p = StandardPolicy::new();
+        let sealed = match relay
+            .config
+            .list_key
+            .seal_to_self(&p, sealed_post.to_bytes().expose())
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "sealing a member post failed");
+                return Reply::new(
+                    451,
+                    "4.3.0",
+                    "local error while storing the message; try again later",
+                );
+            }
+        };
+        let id = random_hex(8);
+        let detail = format!(
+            "from {} ({}), signed by {}; {} copies queued ({})",
+            member.email,
+            member.organization,
+            post.signer,
+            recipients.len(),
+            match relay.config.policy.member_posts {
+                MemberPosts::Pst => "to the PST only",
+                _ => "to every member",
+            }
+        );
+        let new = NewPost {
+            id: &id,
+            signer: &post.signer,
+            sig_digests: digests,
+            sealed: &sealed,
+            recipients: &recipients,
+            fetched,
+            detail: &detail,
+        };
+        match relay.spool.accept_post(&new, now) {
+            Ok(()) => {
+                tracing::info!(message_id = %id, member = %member.email, organization = %member.organization, recipients = recipients.len(), "member post accepted");
+                relay.wake.notify_one();
+                Reply::new(250, "2.0.0", format!("member post accepted as {id}"))
+            }
+            Err(SpoolError::Replay(previous)) => {
+                self.reject(envelope, &Rejection::Replay(previous), now)
             }
             Err(e) => {
                 tracing::error!(error = %e, "spool write failed; answering 451");
@@ -615,12 +771,14 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
         let gate = Gate {
             list: &list,
             pst: std::slice::from_ref(&pst),
+            known: std::slice::from_ref(&pst),
             policy: &PolicyConfig {
                 max_embargo: chrono::Duration::days(14),
                 public_recipients: vec!["announce@example.org".into()],
                 reminder_before: chrono::Duration::hours(24),
                 late_after: chrono::Duration::seconds(60),
                 signature_max_age: chrono::Duration::hours(72),
+                member_posts: MemberPosts::List,
             },
             max_size: 1 << 20,
         };

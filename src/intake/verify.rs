@@ -5,15 +5,17 @@ use chrono::{DateTime, Utc};
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::policy::Policy;
 
-use super::Rejection;
 use super::mime::{self, Incoming, Protected, SignedEntity, to_crlf};
-use crate::crypto::{self, ListKey, OpenProblem, VerifiedSigner};
+use super::{Gate, Rejection};
+use crate::crypto::{self, OpenProblem, SignatureProblem, VerifiedSigner};
 use crate::secret::Secret;
 
 /// Who signed, once the checks passed.
 #[derive(Debug, Clone)]
 pub struct Authorized {
     pub signer: String,
+    /// The PST, or one other member (a post).
+    pub role: Role,
     /// Creation times of the oldest and newest good signature.
     pub oldest: DateTime<Utc>,
     pub newest: DateTime<Utc>,
@@ -21,29 +23,37 @@ pub struct Authorized {
     pub signature_digests: Vec<String>,
 }
 
+/// Whose signatures a mail carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Every signature is a PST key's: an announcement or a command.
+    Pst,
+    /// Signed by one member outside the PST: a post.
+    Member,
+}
+
 /// Authorizes a mail and returns the entity that was signed: the signed
 /// part of a `multipart/signed` mail, or the decrypted content of one
 /// encrypted to the list key (signed inside, either as an OpenPGP signed
-/// message or as a `multipart/signed` entity). Nothing but that entity is
-/// ever relayed.
+/// message or as a `multipart/signed` entity), and whether it came
+/// encrypted. Nothing but that entity is ever relayed.
 pub fn authorize(
     mail: Incoming,
-    list: &ListKey,
-    pst: &[Cert],
+    gate: &Gate<'_>,
     p: &dyn Policy,
     now: DateTime<Utc>,
-    limit: usize,
-) -> Result<(Authorized, Secret), Rejection> {
+) -> Result<(Authorized, Secret, bool), Rejection> {
+    let known = gate.known;
+    let encrypted = matches!(mail.body, Protected::Encrypted(_));
     let (verified, entity) = match mail.body {
-        Protected::Signed(signed) => (detached(&signed, pst, p, now)?, signed.signed_part),
+        Protected::Signed(signed) => (detached(&signed, known, p, now)?, signed.signed_part),
         Protected::Encrypted(ciphertext) => {
             let opened =
-                crypto::open_announcement(list, p, now, pst, &ciphertext, limit).map_err(|e| {
-                    match e {
+                crypto::open_announcement(gate.list, p, now, known, &ciphertext, gate.max_size)
+                    .map_err(|e| match e {
                         OpenProblem::Signature(problem) => Rejection::Signature(problem),
                         other => Rejection::Encrypted(other),
-                    }
-                })?;
+                    })?;
             match opened.signer {
                 Some(signer) => (signer, Secret::new(to_crlf(opened.plaintext.expose()))),
                 None => {
@@ -52,10 +62,20 @@ pub fn authorize(
                             Rejection::Unsigned => Rejection::EncryptedUnsigned,
                             other => other,
                         })?;
-                    (detached(&inner, pst, p, now)?, inner.signed_part)
+                    (detached(&inner, known, p, now)?, inner.signed_part)
                 }
             }
         }
+    };
+    let is_pst = |f: &sequoia_openpgp::Fingerprint| gate.pst.iter().any(|c| c.fingerprint() == *f);
+    let role = if verified.signers.iter().all(is_pst) {
+        Role::Pst
+    } else if verified.signers.len() == 1 {
+        Role::Member
+    } else {
+        // A member's signature beside the PST's, or two members': neither
+        // an announcement nor one member's post.
+        return Err(Rejection::Signature(SignatureProblem::Mixed));
     };
     let emails = crypto::valid_emails(&verified.cert, p, now);
     if !emails.iter().any(|e| e.eq_ignore_ascii_case(&mail.from)) {
@@ -66,11 +86,12 @@ pub fn authorize(
     }
     let auth = Authorized {
         signer: verified.cert.fingerprint().to_hex(),
+        role,
         oldest: verified.oldest,
         newest: verified.newest,
         signature_digests: verified.signature_digests,
     };
-    Ok((auth, entity))
+    Ok((auth, entity, encrypted))
 }
 
 fn detached(
@@ -130,6 +151,7 @@ mod tests {
             .into();
         let auth = |oldest: i64, newest: i64| Authorized {
             signer: "X".into(),
+            role: Role::Pst,
             oldest: now + chrono::Duration::seconds(oldest),
             newest: now + chrono::Duration::seconds(newest),
             signature_digests: Vec::new(),

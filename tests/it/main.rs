@@ -9,6 +9,7 @@ mod durability;
 mod encrypted;
 mod imap;
 mod operator;
+mod posts;
 mod rejection;
 mod release;
 mod replay;

@@ -71,7 +71,7 @@ async fn forged_or_broken_announcements_are_refused_and_nothing_is_sent() {
             "From not on the key",
             wrong_from,
             550,
-            "is not a user ID of the signing PST key",
+            "is not a user ID of the signing key",
         ),
         ("tampered", tampered, 550, "signature does not verify"),
         (
