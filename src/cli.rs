@@ -31,12 +31,14 @@ pub enum Command {
     /// The message is verified and committed like one received over SMTP.
     /// Exit codes (sysexits): 0 accepted; 75 temporary failure, the MTA
     /// should retry (spool or configuration unavailable); 65 malformed or
-    /// invalid mail; 77 not authorized (signature, From, replay). The
+    /// invalid mail; 77 not authorized (signature, From, replay); 67 the
+    /// recipient is neither the list nor its request address. The
     /// reason is printed on standard error. The running daemon relays it
     /// within a second. See deploy/postfix/ for the Postfix wiring.
     ///
     /// Example (Postfix master.cf):
-    ///   argv=/usr/bin/embargo-relay submit --config /etc/embargo-relay/config.toml --sender ${sender}
+    ///   argv=/usr/bin/embargo-relay submit --config /etc/embargo-relay/config.toml
+    ///        --sender ${sender} --recipient ${recipient}
     Submit {
         /// The configuration file of the list.
         #[arg(long, short, default_value = "/etc/embargo-relay/config.toml")]
@@ -44,6 +46,10 @@ pub enum Command {
         /// The envelope sender the MTA passes, recorded in the audit log.
         #[arg(long)]
         sender: Option<String>,
+        /// The recipient the MTA delivers to: the list address (default) or
+        /// its request address (a join request).
+        #[arg(long)]
+        recipient: Option<String>,
     },
     /// Inspect and change embargoes; works while the daemon runs (it notices within a second).
     ///

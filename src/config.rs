@@ -53,6 +53,8 @@ pub struct RawList {
     /// Name used in the SMTP greeting and in Message-IDs; defaults to the
     /// domain of the list address.
     pub hostname: Option<String>,
+    /// Where join requests go; defaults to `<list>-request@<domain>`.
+    pub request_address: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,6 +140,8 @@ pub struct RawMember {
 #[derive(Debug)]
 pub struct Config {
     pub list_address: String,
+    /// Join requests to this address are forwarded to the PST with a checklist.
+    pub request_address: String,
     pub hostname: String,
     pub list_key: ListKey,
     pub state_dir: PathBuf,
@@ -272,6 +276,16 @@ impl Validator<'_> {
                 .map(|(_, d)| d.to_owned())
                 .unwrap_or_default(),
         };
+        let request_address = match raw.list.request_address {
+            Some(a) => check_address(&a).map_err(|p| self.err("list.request_address", p))?,
+            None => {
+                let (local, domain) = list_address.split_once('@').unwrap_or_default();
+                format!("{local}-request@{domain}")
+            }
+        };
+        if request_address == list_address {
+            return Err(self.err("list.request_address", "must differ from list.address"));
+        }
         let key_path = self.resolve(&raw.list.secret_key);
         let list_key = ListKey::load(&key_path)
             .map_err(|e| self.err("list.secret_key", format!("{}: {e:#}", key_path.display())))?;
@@ -319,6 +333,7 @@ impl Validator<'_> {
         let roster = self.roster(raw.members)?;
         Ok(Config {
             list_address,
+            request_address,
             hostname,
             list_key,
             state_dir: self.resolve(&raw.list.state_dir),

@@ -22,6 +22,7 @@
 //! - [`inbound::smtp`]: RFC 5321 listener, generic over the stream and the handler.
 //! - [`inbound::imap`]: mailbox poller (IDLE where offered); [`inbound::pipe`]: `submit`.
 //! - [`failpoint`]: named crash points for the crash tests.
+//! - [`membership`]: the membership criteria and the join-request checklist.
 //! - [`intake`]: parses (bounded) and verifies an incoming mail; decides accept/reject.
 //! - [`crypto`]: every OpenPGP operation (verify, seal to the spool, seal per member).
 //! - [`spool`]: durable state; [`fanout`]: turns spooled announcements into deliveries.
@@ -43,6 +44,7 @@ pub mod failpoint;
 pub mod fanout;
 pub mod inbound;
 pub mod intake;
+pub mod membership;
 pub mod operator;
 pub mod outbound;
 pub mod roster;

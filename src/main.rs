@@ -31,13 +31,13 @@ fn main() -> ExitCode {
 
 /// `submit` answers the MTA with a sysexits code; a configuration that does
 /// not load is a temporary failure, so the MTA keeps the mail.
-fn submit(config: &std::path::Path, sender: Option<String>) -> ExitCode {
+fn submit(config: &std::path::Path, sender: Option<String>, recipient: Option<String>) -> ExitCode {
     use embargo_relay::inbound::pipe;
     let outcome = match Config::load(config) {
         Ok(config) => pipe::submit(
             config,
             Arc::new(SystemClock),
-            &pipe::Origin { sender },
+            &pipe::Origin { sender, recipient },
             &mut std::io::stdin().lock(),
         ),
         Err(e) => pipe::Outcome {
@@ -63,7 +63,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = Config::load(&config)?;
             embargo_relay::operator::embargo(&config, action, &SystemClock, &mut std::io::stdout())
         }
-        Command::Submit { config, sender } => return Ok(submit(&config, sender)),
+        Command::Submit {
+            config,
+            sender,
+            recipient,
+        } => return Ok(submit(&config, sender, recipient)),
         Command::Demo { keep } => runtime.block_on(embargo_relay::demo::run(keep.as_deref())),
     };
     done.map(|()| ExitCode::SUCCESS)

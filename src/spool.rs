@@ -168,7 +168,8 @@ pub struct NewPost<'a> {
     pub recipients: &'a [String],
     /// The raw mail's digest when it was fetched from a mailbox.
     pub fetched: Option<&'a str>,
-    /// For the audit record: who posted, from which organization.
+    /// The audit record: its event (`member-post`, `join-request`) and detail.
+    pub event: &'a str,
     pub detail: &'a str,
 }
 
@@ -478,7 +479,7 @@ impl Spool {
                     params![digest, t, format!("member post {}", post.id)],
                 )?;
             }
-            insert_audit(&tx, t, "member-post", Some(post.id), None, post.detail)
+            insert_audit(&tx, t, post.event, Some(post.id), None, post.detail)
         };
         write().map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))
@@ -1340,7 +1341,11 @@ mod tests {
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
         let now = t("2026-11-20T12:00:00Z");
-        assert_eq!(spool.due(now, 10).unwrap().len(), 1, "the old delivery is kept");
+        assert_eq!(
+            spool.due(now, 10).unwrap().len(),
+            1,
+            "the old delivery is kept"
+        );
         assert_eq!(spool.sealed("old").unwrap(), vec![0u8]);
         // The new kinds are accepted, and the replay cache still holds.
         let post = |id: &'static str, digest: &'static str| {
@@ -1354,6 +1359,7 @@ mod tests {
                     sealed: b"p",
                     recipients: &to,
                     fetched: None,
+                    event: "member-post",
                     detail: "test",
                 },
                 now,
@@ -1364,7 +1370,10 @@ mod tests {
         assert_eq!(spool.due(now, 10).unwrap().len(), 2);
         drop(spool);
         // Opening again changes nothing.
-        assert_eq!(Spool::open(dir.path()).unwrap().due(now, 10).unwrap().len(), 2);
+        assert_eq!(
+            Spool::open(dir.path()).unwrap().due(now, 10).unwrap().len(),
+            2
+        );
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub const EX_DATAERR: u8 = 65;
 pub const EX_TEMPFAIL: u8 = 75;
 /// Not authorized: bad or unknown signature, From not the signer, replay.
 pub const EX_NOPERM: u8 = 77;
+/// The recipient is neither the list nor its request address.
+pub const EX_NOUSER: u8 = 67;
 
 /// The outcome of one submission: the exit code and the line for stderr.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +60,9 @@ impl Outcome {
 pub struct Origin {
     /// The envelope sender the MTA passes (Postfix `${sender}`).
     pub sender: Option<String>,
+    /// The recipient the MTA delivers to (Postfix `${recipient}`): the
+    /// request address makes it a join request. Default: the list.
+    pub recipient: Option<String>,
 }
 
 /// Loads nothing itself: `config` failing to load is the caller's tempfail.
@@ -75,9 +80,28 @@ pub fn submit(
     let envelope = Envelope {
         helo: "submit".to_owned(),
         mail_from: origin.sender.clone().unwrap_or_default(),
-        rcpt_to: vec![relay.config.list_address.clone()],
+        rcpt_to: vec![
+            origin
+                .recipient
+                .clone()
+                .unwrap_or_else(|| relay.config.list_address.clone()),
+        ],
         peer: "stdin (submit)".to_owned(),
     };
+    if let Some(rcpt) = &origin.recipient {
+        let config = &relay.config;
+        if !rcpt.eq_ignore_ascii_case(&config.list_address)
+            && !rcpt.eq_ignore_ascii_case(&config.request_address)
+        {
+            return Outcome {
+                code: EX_NOUSER,
+                message: format!(
+                    "550 5.1.1 <{rcpt}> is not {} or {}",
+                    config.list_address, config.request_address
+                ),
+            };
+        }
+    }
     let limit = relay.config.smtp.max_message_size;
     let mut raw = Vec::new();
     if let Err(e) = input.take(limit as u64 + 1).read_to_end(&mut raw) {

@@ -215,6 +215,48 @@ pub fn to_crlf(raw: &[u8]) -> Vec<u8> {
     out
 }
 
+/// What a join request says: its sender, subject and plain text.
+#[derive(Debug)]
+pub struct PlainRequest {
+    pub from: String,
+    pub subject: String,
+    /// The first text part, at most 64 KiB of it.
+    pub text: String,
+}
+
+/// Reads an (unsigned) request mail: one From, the Subject, the text.
+pub fn plain_request(raw: &[u8]) -> Result<PlainRequest, Rejection> {
+    const MAX_TEXT: usize = 64 * 1024;
+    let msg = MessageParser::default()
+        .parse(raw)
+        .ok_or(Rejection::Malformed("not a parseable RFC 5322 message"))?;
+    let from = single_from(&msg)?;
+    let subject = msg
+        .subject()
+        .map(sanitize_subject)
+        .unwrap_or_else(|| "(no subject)".to_owned());
+    let mut text: String = msg
+        .body_text(0)
+        .map(|t| t.into_owned())
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| *c == '\n' || *c == '\t' || !c.is_control())
+        .collect();
+    if text.len() > MAX_TEXT {
+        let mut end = MAX_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("\n[... cut at 64 KiB]");
+    }
+    Ok(PlainRequest {
+        from,
+        subject,
+        text,
+    })
+}
+
 fn single_from(msg: &mail_parser::Message<'_>) -> Result<String, Rejection> {
     let count = msg
         .headers()

@@ -334,6 +334,17 @@ impl Intake {
     pub fn process_fetched(&self, envelope: &Envelope, raw: &[u8], fetched: Option<&str>) -> Reply {
         let relay = &self.relay;
         let now = relay.clock.now();
+        let request = &relay.config.request_address;
+        let for_request = |r: &String| r.eq_ignore_ascii_case(request);
+        if envelope.rcpt_to.iter().any(for_request) {
+            if !envelope.rcpt_to.iter().all(for_request) {
+                let why = Rejection::Malformed(
+                    "a join request goes to the request address alone, not with list mail",
+                );
+                return self.reject(envelope, &why, now);
+            }
+            return self.join_request(envelope, raw, now);
+        }
         let p = StandardPolicy::new();
         let gate = Gate {
             list: &relay.config.list_key,
@@ -496,6 +507,7 @@ impl Intake {
             sealed: &sealed,
             recipients: &recipients,
             fetched,
+            event: "member-post",
             detail: &detail,
         };
         match relay.spool.accept_post(&new, now) {
@@ -503,6 +515,114 @@ impl Intake {
                 tracing::info!(message_id = %id, member = %member.email, organization = %member.organization, recipients = recipients.len(), "member post accepted");
                 relay.wake.notify_one();
                 Reply::new(250, "2.0.0", format!("member post accepted as {id}"))
+            }
+            Err(SpoolError::Replay(previous)) => {
+                self.reject(envelope, &Rejection::Replay(previous), now)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "spool write failed; answering 451");
+                Reply::new(
+                    451,
+                    "4.3.0",
+                    "local error while storing the message; try again later",
+                )
+            }
+        }
+    }
+
+    /// Forwards a join request to the PST, encrypted, with a checklist of
+    /// the membership criteria it answers. The request is not signed and
+    /// may come from anyone; only the PST sees it. A byte-identical resend
+    /// is refused as a replay.
+    fn join_request(&self, envelope: &Envelope, raw: &[u8], now: DateTime<Utc>) -> Reply {
+        let relay = &self.relay;
+        let request = match mime::plain_request(raw) {
+            Ok(r) => r,
+            Err(why) => return self.reject(envelope, &why, now),
+        };
+        let answered = crate::membership::checklist(&request.text);
+        let text = format!(
+            "A request to join the list reached {} on {} UTC.\n\n\
+From: {}\nSubject: {}\nEnvelope sender: <{}>, via {}\n\n\
+The sender is not authenticated: check the request with the distribution\n\
+through a channel you trust before adding anyone.\n\n\
+Membership criteria (policy: Membership Criteria), as the request answers them:\n\n{}\n\
+---- the request's text follows ----\n\n{}\n",
+            relay.config.request_address,
+            now.format("%Y-%m-%d %H:%M"),
+            request.from,
+            request.subject,
+            envelope.mail_from,
+            envelope.peer,
+            crate::membership::checklist_text(&answered),
+            request.text
+        );
+        let entity = format!(
+            "Content-Type: text/plain; charset=\"utf-8\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{}",
+            text.lines().map(|l| format!("{l}\r\n")).collect::<String>()
+        );
+        let notice = Announcement {
+            signer: String::new(),
+            from: request.from.clone(),
+            subject: format!("[join request] {}", request.subject),
+            terms: Terms {
+                until: now,
+                sender_offset: FixedOffset::east_opt(0).expect("UTC is a valid offset"),
+                public_to: Vec::new(),
+                override_reason: None,
+            },
+            public_to: Vec::new(),
+            entity: Secret::new(entity.into_bytes()),
+        };
+        let p = StandardPolicy::new();
+        let Ok(sealed) = relay
+            .config
+            .list_key
+            .seal_to_self(&p, notice.to_bytes().expose())
+        else {
+            return Reply::new(
+                451,
+                "4.3.0",
+                "local error while storing the message; try again later",
+            );
+        };
+        let pst: Vec<String> = relay
+            .config
+            .roster
+            .members()
+            .iter()
+            .filter(|m| m.pst)
+            .map(|m| m.email.clone())
+            .collect();
+        let id = random_hex(8);
+        let digests = [format!("join-request:{}", crate::crypto::sha256_hex(raw))];
+        let detail = format!(
+            "from {} via {}; {} of {} criteria answered; forwarded to {} PST members",
+            request.from,
+            envelope.peer,
+            answered.iter().filter(|a| **a).count(),
+            answered.len(),
+            pst.len()
+        );
+        let new = NewPost {
+            id: &id,
+            signer: "",
+            sig_digests: &digests,
+            sealed: &sealed,
+            recipients: &pst,
+            fetched: None,
+            event: "join-request",
+            detail: &detail,
+        };
+        match relay.spool.accept_post(&new, now) {
+            Ok(()) => {
+                tracing::info!(message_id = %id, from = %request.from, "join request forwarded to the PST");
+                relay.wake.notify_one();
+                Reply::new(
+                    250,
+                    "2.0.0",
+                    format!("join request {id} forwarded to the list's security team"),
+                )
             }
             Err(SpoolError::Replay(previous)) => {
                 self.reject(envelope, &Rejection::Replay(previous), now)
@@ -696,13 +816,16 @@ host lists them.\n",
 
 impl MailHandler for Intake {
     fn check_rcpt(&self, rcpt: &str) -> Result<(), Reply> {
-        if rcpt.eq_ignore_ascii_case(&self.relay.config.list_address) {
+        let config = &self.relay.config;
+        if rcpt.eq_ignore_ascii_case(&config.list_address)
+            || rcpt.eq_ignore_ascii_case(&config.request_address)
+        {
             Ok(())
         } else {
             Err(Reply::new(
                 550,
                 "5.1.1",
-                "no such list here; only the list address is accepted",
+                "no such list here; only the list and its request address are accepted",
             ))
         }
     }

@@ -434,11 +434,21 @@ impl Drop for Daemon {
 
 /// Sends `raw` to the daemon with lettre; returns the reply code and text.
 pub async fn send(addr: SocketAddr, from: &str, raw: &[u8]) -> Result<String, (u16, String)> {
+    send_to(addr, from, LIST, raw).await
+}
+
+/// Sends `raw` to `to` (the list or its request address).
+pub async fn send_to(
+    addr: SocketAddr,
+    from: &str,
+    to: &str,
+    raw: &[u8],
+) -> Result<String, (u16, String)> {
     let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(addr.ip().to_string())
         .port(addr.port())
         .build();
     let envelope =
-        lettre::address::Envelope::new(Some(from.parse().unwrap()), vec![LIST.parse().unwrap()])
+        lettre::address::Envelope::new(Some(from.parse().unwrap()), vec![to.parse().unwrap()])
             .unwrap();
     match transport.send_raw(&envelope, raw).await {
         Ok(r) => Ok(r.message().collect::<Vec<_>>().join(" ")),
