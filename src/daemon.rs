@@ -2,7 +2,7 @@
 //! shutdown token and task tracker.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::roster::Roster;
 use crate::inbound::smtp::{self, SmtpSettings};
 use crate::intake::Intake;
 use crate::outbound::Outbound;
@@ -24,34 +25,62 @@ use crate::{crypto, fanout};
 
 /// What every task of the daemon shares.
 pub struct Relay {
+    /// The configuration; its roster is moved into `directory` (read that).
     pub config: Config,
-    /// The PST certificates, extracted once from the roster.
-    pub pst: Vec<Cert>,
-    /// Every certificate whose signature the intake checks: the PST's, then
-    /// the other members' (whose posts `policy.member_posts` governs).
-    pub known: Vec<Cert>,
+    directory: RwLock<Arc<Directory>>,
     pub spool: Spool,
     pub clock: SharedClock,
     /// Wakes the fan-out when a new announcement is committed.
     pub wake: Notify,
 }
 
+/// The roster in force and the certificates derived from it. Replaced as a
+/// whole when the roster changes, so a reader always sees one version.
+#[derive(Debug)]
+pub struct Directory {
+    pub roster: Roster,
+    /// The PST certificates.
+    pub pst: Vec<Cert>,
+    /// Every certificate whose signature the intake checks: the PST's, then
+    /// the other members' (whose posts `policy.member_posts` governs).
+    pub known: Vec<Cert>,
+}
+
+impl Directory {
+    pub fn new(roster: Roster) -> Directory {
+        let pst = roster.pst_certs();
+        let mut known = pst.clone();
+        known.extend(roster.member_certs());
+        Directory { roster, pst, known }
+    }
+}
+
 impl Relay {
     /// Opens the spool for `config`; what the daemon and `submit` share.
-    pub fn open(config: Config, clock: SharedClock) -> anyhow::Result<Relay> {
+    pub fn open(mut config: Config, clock: SharedClock) -> anyhow::Result<Relay> {
         let spool = Spool::open(&config.state_dir)?;
+        let roster = std::mem::take(&mut config.roster);
         Ok(Relay {
-            pst: config.roster.pst_certs(),
-            known: {
-                let mut known = config.roster.pst_certs();
-                known.extend(config.roster.member_certs());
-                known
-            },
             config,
+            directory: RwLock::new(Arc::new(Directory::new(roster))),
             spool,
             clock,
             wake: Notify::new(),
         })
+    }
+
+    /// The roster in force now.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.directory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Puts a new roster in force.
+    pub fn set_roster(&self, roster: Roster) {
+        let next = Arc::new(Directory::new(roster));
+        *self.directory.write().unwrap_or_else(|e| e.into_inner()) = next;
     }
 }
 
@@ -128,7 +157,7 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running
         "fan-out",
         tokio::spawn(fanout),
     );
-    tracing::info!(addr = %smtp_addr, list = %relay.config.list_address, members = relay.config.roster.members().len(), "SMTP listener ready");
+    tracing::info!(addr = %smtp_addr, list = %relay.config.list_address, members = relay.directory().roster.members().len(), "SMTP listener ready");
     Ok(Running {
         smtp_addr,
         relay,

@@ -346,7 +346,7 @@ fn build(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, Se
                 relay,
                 a,
                 d,
-                pst,
+                &pst,
                 &a.subject,
                 &reason,
                 outbound::REFUSAL_SUBJECT,
@@ -356,14 +356,13 @@ fn build(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, Se
 }
 
 /// The certificate that signed the announcement (receipts and reminders go to it).
-fn signer_cert<'a>(
-    relay: &'a Relay,
-    a: &Announcement,
-) -> Result<&'a sequoia_openpgp::Cert, SealError> {
+fn signer_cert(relay: &Relay, a: &Announcement) -> Result<sequoia_openpgp::Cert, SealError> {
     relay
+        .directory()
         .pst
         .iter()
         .find(|c| c.fingerprint().to_hex() == a.signer)
+        .cloned()
         .ok_or_else(|| {
             SealError::Recipient("the signing PST certificate is no longer configured".to_owned())
         })
@@ -372,11 +371,11 @@ fn signer_cert<'a>(
 /// The PST certificate a receipt to `address` is encrypted to: the one
 /// whose user ID it is (a command may come from another PST member), else
 /// the announcement's signer.
-fn pst_cert_for<'a>(
-    relay: &'a Relay,
+fn pst_cert_for(
+    relay: &Relay,
     a: &Announcement,
     address: &str,
-) -> Result<&'a sequoia_openpgp::Cert, SealError> {
+) -> Result<sequoia_openpgp::Cert, SealError> {
     let p = StandardPolicy::new();
     let now = relay.clock.now();
     let has_address = |c: &sequoia_openpgp::Cert| {
@@ -386,16 +385,17 @@ fn pst_cert_for<'a>(
     };
     // The announcement's own signer first: PST members may share an address.
     if let Ok(signer) = signer_cert(relay, a)
-        && has_address(signer)
+        && has_address(&signer)
     {
         return Ok(signer);
     }
-    let owner = relay.pst.iter().find(|c| {
+    let directory = relay.directory();
+    let owner = directory.pst.iter().find(|c| {
         crate::crypto::valid_emails(c, &p, now)
             .iter()
             .any(|e| e.eq_ignore_ascii_case(address))
     });
-    owner.map_or_else(|| signer_cert(relay, a), Ok)
+    owner.cloned().map_or_else(|| signer_cert(relay, a), Ok)
 }
 
 /// The PST's receipt: what happened to the announcement, as it stands now.
@@ -433,7 +433,7 @@ fn receipt_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<V
         &released,
     );
     let subject = format!("Receipt: {}", a.subject);
-    notice(relay, a, d, pst, &subject, &text, outbound::RECEIPT_SUBJECT)
+    notice(relay, a, d, &pst, &subject, &text, outbound::RECEIPT_SUBJECT)
 }
 
 /// The PST's reminder before the embargo lifts; says plainly if nothing will be published.
@@ -468,28 +468,28 @@ fn reminder_message(
         relay,
         a,
         d,
-        pst,
+        &pst,
         &format!("Reminder: {}", a.subject),
         &text,
         outbound::REMINDER_SUBJECT,
     )
 }
 
-/// A roster member and the certificate to encrypt to, or why there is none
-/// (then the member is skipped, never sent plaintext).
-fn member_cert<'a>(
-    relay: &'a Relay,
+/// A roster member's address and the certificate to encrypt to, or why
+/// there is none (then the member is skipped, never sent plaintext).
+fn member_cert(
+    relay: &Relay,
     address: &str,
-) -> Result<(&'a crate::roster::Member, &'a sequoia_openpgp::Cert), SealError> {
-    let member = relay
-        .config
+) -> Result<(String, sequoia_openpgp::Cert), SealError> {
+    let directory = relay.directory();
+    let member = directory
         .roster
         .find(address)
         .ok_or_else(|| SealError::Recipient("no longer on the roster".to_owned()))?;
     let cert = member
         .cert()
         .map_err(|e| SealError::Recipient(e.to_owned()))?;
-    Ok((member, cert))
+    Ok((member.email.clone(), cert.clone()))
 }
 
 /// The Message-ID of what a delivery sends: stable across retries.
@@ -511,7 +511,7 @@ the list will publish nothing.\n\nSubject: {}\n\nKeep the announcement confident
             d.message_id, a.subject
         );
         let subject = format!("Embargo cancelled: {}", a.subject);
-        return notice(relay, a, d, cert, &subject, &text, outbound::LIFTED_SUBJECT);
+        return notice(relay, a, d, &cert, &subject, &text, outbound::LIFTED_SUBJECT);
     }
     let mut text = format!(
         "The embargo on announcement {} lifted at {} UTC.\n\nSubject: {}\n\n",
@@ -531,7 +531,7 @@ the list will publish nothing.\n\nSubject: {}\n\nKeep the announcement confident
         relay,
         a,
         d,
-        cert,
+        &cert,
         &format!("Embargo lifted: {}", a.subject),
         &text,
         outbound::LIFTED_SUBJECT,
@@ -583,9 +583,9 @@ fn receipt_text(
     releases: &[String],
     released: &[(String, String)],
 ) -> String {
+    let directory = relay.directory();
     let organization = |m: &str| {
-        relay
-            .config
+        directory
             .roster
             .find(m)
             .map(|m| m.organization.clone())
@@ -672,11 +672,11 @@ fn seal_copy(
     until: Option<DateTime<Utc>>,
     outer_subject: &str,
 ) -> Result<Vec<u8>, SealError> {
-    let (member, cert) = member_cert(relay, &d.member)?;
+    let (email, cert) = member_cert(relay, &d.member)?;
     let message_id = copy_message_id(relay, d);
     let headers = CopyHeaders {
         list: &relay.config.list_address,
-        member: &member.email,
+        member: &email,
         message_id: &message_id,
         date: relay.clock.now(),
     };
@@ -686,7 +686,7 @@ fn seal_copy(
     let armored = relay
         .config
         .list_key
-        .seal_for(&p, headers.date, cert, inner.expose())?;
+        .seal_for(&p, headers.date, &cert, inner.expose())?;
     outbound::encrypted_outer(&headers, outer_subject, &armored)
         .map_err(|e| SealError::Crypto(e.to_string()))
 }

@@ -7,7 +7,7 @@ use sequoia_openpgp::parse::Parse;
 
 /// One `[[member]]` of the configuration with its certificate, or the
 /// reason it could not be read (such a member is skipped, never sent plaintext).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Member {
     pub email: String,
     pub organization: String,
@@ -37,7 +37,7 @@ impl Member {
 }
 
 /// Everyone on the list.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Roster {
     members: Vec<Member>,
 }

@@ -346,10 +346,11 @@ impl Intake {
             return self.join_request(envelope, raw, now);
         }
         let p = StandardPolicy::new();
+        let directory = relay.directory();
         let gate = Gate {
             list: &relay.config.list_key,
-            pst: &relay.pst,
-            known: &relay.known,
+            pst: &directory.pst,
+            known: &directory.known,
             policy: &relay.config.policy,
             max_size: relay.config.smtp.max_message_size,
         };
@@ -384,7 +385,7 @@ impl Intake {
             }
         };
         let members: Vec<String> = relay
-            .config
+            .directory()
             .roster
             .members()
             .iter()
@@ -443,7 +444,8 @@ impl Intake {
         fetched: Option<&str>,
     ) -> Reply {
         let relay = &self.relay;
-        let roster = &relay.config.roster;
+        let directory = relay.directory();
+        let roster = &directory.roster;
         let Some(member) = roster.by_fingerprint(&post.signer) else {
             // The certificate came from the roster; it cannot vanish.
             return Reply::new(451, "4.3.0", "roster changed; try again later");
@@ -587,7 +589,7 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
             );
         };
         let pst: Vec<String> = relay
-            .config
+            .directory()
             .roster
             .members()
             .iter()
