@@ -55,6 +55,8 @@ pub struct RawList {
     pub hostname: Option<String>,
     /// Where join requests go; defaults to `<list>-request@<domain>`.
     pub request_address: Option<String>,
+    /// Members added by signed `Roster-Add:` commands live here.
+    pub roster_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,6 +144,8 @@ pub struct Config {
     pub list_address: String,
     /// Join requests to this address are forwarded to the PST with a checklist.
     pub request_address: String,
+    /// The file `Roster-Add`/`Roster-Remove` commands edit (none: refused).
+    pub roster_file: Option<PathBuf>,
     pub hostname: String,
     pub list_key: ListKey,
     pub state_dir: PathBuf,
@@ -330,10 +334,12 @@ impl Validator<'_> {
                 }
             },
         };
-        let roster = self.roster(raw.members)?;
+        let roster_file = raw.list.roster_file.as_deref().map(|p| self.resolve(p));
+        let roster = self.roster(raw.members, roster_file.as_deref())?;
         Ok(Config {
             list_address,
             request_address,
+            roster_file,
             hostname,
             list_key,
             state_dir: self.resolve(&raw.list.state_dir),
@@ -462,7 +468,7 @@ impl Validator<'_> {
         parse_duration(value.as_deref().unwrap_or(default)).map_err(|p| self.err(field, p))
     }
 
-    fn roster(&self, raw: Vec<RawMember>) -> Result<Roster, ConfigError> {
+    fn roster(&self, raw: Vec<RawMember>, file: Option<&Path>) -> Result<Roster, ConfigError> {
         let mut members: Vec<Member> = Vec::with_capacity(raw.len());
         for (i, m) in raw.into_iter().enumerate() {
             let field = format!("member[{i}]");
@@ -486,6 +492,20 @@ impl Validator<'_> {
                 self.resolve(&m.key),
                 m.pst,
             ));
+        }
+        if let Some(file) = file {
+            for m in crate::roster::file::load(file).map_err(|p| self.err("list.roster_file", p))? {
+                if members.iter().any(|o| o.email == m.email) {
+                    return Err(self.err(
+                        "list.roster_file",
+                        format!(
+                            "{} is also a [[member]] of the config; remove one entry",
+                            m.email
+                        ),
+                    ));
+                }
+                members.push(m);
+            }
         }
         if members.is_empty() {
             return Err(self.err(

@@ -2,8 +2,8 @@
 //! shutdown token and task tracker.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use sequoia_openpgp::Cert;
@@ -16,10 +16,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::roster::Roster;
 use crate::inbound::smtp::{self, SmtpSettings};
 use crate::intake::Intake;
 use crate::outbound::Outbound;
+use crate::roster::Roster;
 use crate::spool::Spool;
 use crate::{crypto, fanout};
 
@@ -142,6 +142,16 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running
             tokio::spawn(poller),
         );
     }
+    if let Some(path) = relay.config.roster_file.clone() {
+        let watch = watch_roster_file(relay.clone(), path, shutdown.clone());
+        supervise(
+            &tracker,
+            &shutdown,
+            &failed,
+            "roster watcher",
+            tokio::spawn(watch),
+        );
+    }
     let fanout = fanout::run(relay.clone(), outbound, shutdown.clone());
     supervise(
         &tracker,
@@ -165,6 +175,40 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running
         tracker,
         failed,
     })
+}
+
+/// Reloads the roster file when it changes on disk: a `Roster-Add` that
+/// came through `submit` (another process) or an operator's edit takes
+/// effect within two seconds. A file that does not load is logged and the
+/// roster in force stays.
+async fn watch_roster_file(
+    relay: Arc<Relay>,
+    path: std::path::PathBuf,
+    shutdown: CancellationToken,
+) {
+    let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = stamp(&path);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+        }
+        let now = stamp(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match crate::roster::file::load(&path) {
+            Ok(members) => {
+                let roster = relay.directory().roster.with_file_members(members);
+                tracing::info!(file = %path.display(), members = roster.members().len(), "roster file changed; reloaded");
+                relay.set_roster(roster);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "roster file changed but does not load; the roster in force stays")
+            }
+        }
+    }
 }
 
 /// Watches a task: if it ends while the daemon is not shutting down, the

@@ -11,22 +11,84 @@ use crate::config::check_address;
 pub const FIELDS: [&str; 3] = ["Embargo-Until", "Public-To", "Embargo-Override"];
 
 /// The fields of a command mail; a command carries exactly one of them.
-pub const COMMAND_FIELDS: [&str; 3] = ["Embargo-Extend", "Embargo-Cancel", "Embargo-Release-Now"];
+pub const COMMAND_FIELDS: [&str; 5] = [
+    "Embargo-Extend",
+    "Embargo-Cancel",
+    "Embargo-Release-Now",
+    "Roster-Add",
+    "Roster-Remove",
+];
 
-/// A PST command on an existing embargo.
+/// A PST command: on an existing embargo, or on the roster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Extend { id: String, to: DateTime<Utc> },
-    Cancel { id: String },
-    ReleaseNow { id: String },
+    Extend {
+        id: String,
+        to: DateTime<Utc>,
+    },
+    Cancel {
+        id: String,
+    },
+    ReleaseNow {
+        id: String,
+    },
+    /// Add a member; the certificate is attached to the signed mail.
+    RosterAdd {
+        email: String,
+        organization: String,
+        fingerprint: String,
+    },
+    RosterRemove {
+        email: String,
+    },
 }
 
 impl Command {
+    /// The embargo id, or the member address of a roster command.
     pub fn id(&self) -> &str {
         match self {
             Command::Extend { id, .. } | Command::Cancel { id } | Command::ReleaseNow { id } => id,
+            Command::RosterAdd { email, .. } | Command::RosterRemove { email } => email,
         }
     }
+}
+
+/// `Roster-Add: email, organization, fingerprint` / `Roster-Remove: email`.
+fn roster_command(name: &str, value: &str) -> Result<Command, TermsError> {
+    let bad = |why: String| TermsError::BadCommand(format!("{name}: {why}"));
+    if name.eq_ignore_ascii_case("Roster-Remove") {
+        let email = check_address(value).map_err(bad)?;
+        return Ok(Command::RosterRemove { email });
+    }
+    let parts: Vec<&str> = value.split(',').map(str::trim).collect();
+    let [email, organization, fingerprint] = parts[..] else {
+        return Err(bad(
+            "expected `address, organization, fingerprint` (three values separated by commas)"
+                .into(),
+        ));
+    };
+    let email = check_address(email).map_err(bad)?;
+    if organization.is_empty() {
+        return Err(bad("the organization is empty".into()));
+    }
+    let fingerprint: String = fingerprint
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    if !(fingerprint.len() == 40 || fingerprint.len() == 64)
+        || !fingerprint.chars().all(|c| c.is_ascii_hexdigit())
+    {
+        return Err(bad(format!(
+            "`{}` is not a full OpenPGP fingerprint (40 or 64 hex digits)",
+            shorten(&fingerprint)
+        )));
+    }
+    Ok(Command::RosterAdd {
+        email,
+        organization: organization.to_owned(),
+        fingerprint,
+    })
 }
 
 /// What a PST mail asks for.
@@ -60,6 +122,9 @@ pub fn request(
         return Err(TermsError::BadCommand(format!(
             "{name} must be the only field of its mail"
         )));
+    }
+    if name.to_ascii_lowercase().starts_with("roster-") {
+        return roster_command(name, value).map(Request::Command);
     }
     let mut words = value.split_whitespace();
     let id = words.next().unwrap_or_default();

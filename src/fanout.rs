@@ -433,7 +433,15 @@ fn receipt_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<V
         &released,
     );
     let subject = format!("Receipt: {}", a.subject);
-    notice(relay, a, d, &pst, &subject, &text, outbound::RECEIPT_SUBJECT)
+    notice(
+        relay,
+        a,
+        d,
+        &pst,
+        &subject,
+        &text,
+        outbound::RECEIPT_SUBJECT,
+    )
 }
 
 /// The PST's reminder before the embargo lifts; says plainly if nothing will be published.
@@ -477,10 +485,7 @@ fn reminder_message(
 
 /// A roster member's address and the certificate to encrypt to, or why
 /// there is none (then the member is skipped, never sent plaintext).
-fn member_cert(
-    relay: &Relay,
-    address: &str,
-) -> Result<(String, sequoia_openpgp::Cert), SealError> {
+fn member_cert(relay: &Relay, address: &str) -> Result<(String, sequoia_openpgp::Cert), SealError> {
     let directory = relay.directory();
     let member = directory
         .roster
@@ -511,7 +516,15 @@ the list will publish nothing.\n\nSubject: {}\n\nKeep the announcement confident
             d.message_id, a.subject
         );
         let subject = format!("Embargo cancelled: {}", a.subject);
-        return notice(relay, a, d, &cert, &subject, &text, outbound::LIFTED_SUBJECT);
+        return notice(
+            relay,
+            a,
+            d,
+            &cert,
+            &subject,
+            &text,
+            outbound::LIFTED_SUBJECT,
+        );
     }
     let mut text = format!(
         "The embargo on announcement {} lifted at {} UTC.\n\nSubject: {}\n\n",

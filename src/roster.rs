@@ -13,6 +13,8 @@ pub struct Member {
     pub organization: String,
     pub key_path: PathBuf,
     pub pst: bool,
+    /// Added by a `Roster-Add` command (listed in the roster file), not the config.
+    pub added: bool,
     cert: Result<Cert, String>,
 }
 
@@ -27,6 +29,7 @@ impl Member {
             organization,
             key_path,
             pst,
+            added: false,
             cert,
         }
     }
@@ -49,6 +52,14 @@ impl Roster {
 
     pub fn members(&self) -> &[Member] {
         &self.members
+    }
+
+    /// The configuration's own members with the roster file's members
+    /// (as read now) in place of the ones read before.
+    pub fn with_file_members(&self, from_file: Vec<Member>) -> Roster {
+        let mut members: Vec<Member> = self.members.iter().filter(|m| !m.added).cloned().collect();
+        members.extend(from_file);
+        Roster { members }
     }
 
     pub fn find(&self, email: &str) -> Option<&Member> {
@@ -84,5 +95,127 @@ impl Roster {
             .filter(|m| m.pst)
             .filter_map(|m| m.cert().ok().cloned())
             .collect()
+    }
+}
+
+/// The roster file (`list.roster_file`): the members added and removed by
+/// signed PST commands, as `[[member]]` tables (email, organization, key),
+/// beside the fixed members of the configuration. Never PST members.
+pub mod file {
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+
+    use sequoia_openpgp::Cert;
+    use serde::{Deserialize, Serialize};
+
+    use super::Member;
+    use crate::config::check_address;
+
+    #[derive(Debug, Default, Deserialize, Serialize)]
+    #[serde(deny_unknown_fields)]
+    struct RosterFile {
+        #[serde(default, rename = "member")]
+        members: Vec<Entry>,
+    }
+
+    #[derive(Debug, Clone, Deserialize, Serialize)]
+    #[serde(deny_unknown_fields)]
+    struct Entry {
+        email: String,
+        organization: String,
+        /// Relative to the roster file's directory.
+        key: PathBuf,
+    }
+
+    fn dir(path: &Path) -> &Path {
+        path.parent().unwrap_or(Path::new("."))
+    }
+
+    fn read(path: &Path) -> Result<RosterFile, String> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RosterFile::default()),
+            Err(e) => Err(format!("{}: cannot read: {e}", path.display())),
+        }
+    }
+
+    /// The members in the file (none if it does not exist yet).
+    pub fn load(path: &Path) -> Result<Vec<Member>, String> {
+        let mut out: Vec<Member> = Vec::new();
+        for (i, e) in read(path)?.members.into_iter().enumerate() {
+            let email = check_address(&e.email)
+                .map_err(|p| format!("{}: member[{i}].email: {p}", path.display()))?;
+            if e.organization.trim().is_empty() || e.organization.contains(['\r', '\n']) {
+                return Err(format!(
+                    "{}: member[{i}].organization: must be a non-empty single line",
+                    path.display()
+                ));
+            }
+            if out.iter().any(|m| m.email == email) {
+                return Err(format!("{}: {email} is listed twice", path.display()));
+            }
+            let key = dir(path).join(&e.key);
+            let mut member = Member::load(email, e.organization, key, false);
+            member.added = true;
+            out.push(member);
+        }
+        Ok(out)
+    }
+
+    /// Writes `bytes` to `path` atomically: a temporary file in the same
+    /// directory, synced, renamed over it, and the directory synced.
+    fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+        let d = dir(path);
+        let fail = |e: std::io::Error| format!("{}: cannot write: {e}", path.display());
+        std::fs::create_dir_all(d).map_err(fail)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(d).map_err(fail)?;
+        tmp.write_all(bytes).map_err(fail)?;
+        tmp.as_file().sync_all().map_err(fail)?;
+        tmp.persist(path).map_err(|e| fail(e.error))?;
+        std::fs::File::open(d)
+            .and_then(|f| f.sync_all())
+            .map_err(fail)
+    }
+
+    fn save(path: &Path, file: &RosterFile) -> Result<(), String> {
+        let text = toml::to_string(file).map_err(|e| e.to_string())?;
+        let header = "# Members added by signed Roster-Add commands (embargo-relay).\n\
+# Edited by the daemon: change it with Roster-Add/Roster-Remove mails.\n\n";
+        write_atomic(path, format!("{header}{text}").as_bytes())
+    }
+
+    /// Adds a member: its certificate to `keys/<FINGERPRINT>.asc` beside the
+    /// file, then the file rewritten with the new entry.
+    pub fn add(path: &Path, email: &str, organization: &str, cert: &Cert) -> Result<(), String> {
+        let mut file = read(path)?;
+        if file
+            .members
+            .iter()
+            .any(|m| m.email.eq_ignore_ascii_case(email))
+        {
+            return Err(format!("{email} is already in the roster file"));
+        }
+        let key = PathBuf::from("keys").join(format!("{}.asc", cert.fingerprint().to_hex()));
+        let armored = crate::crypto::armored_public(cert).map_err(|e| e.to_string())?;
+        write_atomic(&dir(path).join(&key), &armored)?;
+        file.members.push(Entry {
+            email: email.to_owned(),
+            organization: organization.to_owned(),
+            key,
+        });
+        save(path, &file)
+    }
+
+    /// Removes a member; false if the file does not list it.
+    pub fn remove(path: &Path, email: &str) -> Result<bool, String> {
+        let mut file = read(path)?;
+        let before = file.members.len();
+        file.members
+            .retain(|m| !m.email.eq_ignore_ascii_case(email));
+        if file.members.len() == before {
+            return Ok(false);
+        }
+        save(path, &file)?;
+        Ok(true)
     }
 }

@@ -485,6 +485,11 @@ impl Spool {
         tx.commit().map_err(|e| self.db(e))
     }
 
+    /// The message that carried any of these signatures before, if any.
+    pub fn replay_of(&self, digests: &[String]) -> Result<Option<String>, SpoolError> {
+        seen_before(&self.lock(), digests).map_err(|e| self.db(e))
+    }
+
     /// What became of a mail fetched before with this digest, if anything.
     pub fn fetched(&self, digest: &str) -> Result<Option<String>, SpoolError> {
         self.lock()

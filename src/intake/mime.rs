@@ -215,6 +215,21 @@ pub fn to_crlf(raw: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The first OpenPGP certificate attached to a (signed) entity: a part of
+/// type `application/pgp-keys`, or any part that holds an armored public key.
+pub fn attached_keys(entity: &[u8]) -> Option<Vec<u8>> {
+    let msg = MessageParser::default().parse(entity)?;
+    msg.parts
+        .iter()
+        .filter(|part| !part.is_multipart())
+        .map(|part| (part, part.contents()))
+        .find(|(part, contents)| {
+            part.is_content_type("application", "pgp-keys")
+                || contents.starts_with(b"-----BEGIN PGP PUBLIC KEY BLOCK-----")
+        })
+        .map(|(_, contents)| contents.to_vec())
+}
+
 /// What a join request says: its sender, subject and plain text.
 #[derive(Debug)]
 pub struct PlainRequest {

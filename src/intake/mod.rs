@@ -220,7 +220,17 @@ pub fn examine(
     let entity = signed_part.expose();
     let terms = match embargo::request(entity, now, policy.max_embargo) {
         Ok(Request::Announce(terms)) => terms,
-        Ok(Request::Command(command)) => return Ok(Examined::Command { command, sender }),
+        Ok(Request::Command(command)) => {
+            let keys = match command {
+                Command::RosterAdd { .. } => mime::attached_keys(entity),
+                _ => None,
+            };
+            return Ok(Examined::Command {
+                command,
+                sender,
+                keys,
+            });
+        }
         Err(e) => return refused(Rejection::Embargo(e), sender),
     };
     let public_to = match embargo::public_advisory(entity) {
@@ -272,7 +282,12 @@ pub enum Examined {
     /// A new announcement, with its signature identities.
     Announcement(Announcement, Vec<String>),
     /// A command on an existing embargo.
-    Command { command: Command, sender: Sender },
+    Command {
+        command: Command,
+        sender: Sender,
+        /// A certificate attached to the signed entity (for `Roster-Add`).
+        keys: Option<Vec<u8>>,
+    },
     /// Authenticated, but invalid: the PST is told why, signed and encrypted.
     Refused {
         rejection: Rejection,
@@ -292,6 +307,72 @@ fn relayed_subject(protected: Option<String>, outer: Option<String>) -> String {
         (_, Some(outer)) if !outer.is_empty() => format!("{UNVERIFIED_SUBJECT} {outer}"),
         _ => "(no subject)".to_owned(),
     }
+}
+
+/// Checks a `Roster-Add` and writes it to the roster file; the receipt text.
+#[allow(clippy::too_many_arguments)]
+fn add_member(
+    path: &std::path::Path,
+    roster: &crate::roster::Roster,
+    keys: Option<&[u8]>,
+    email: &str,
+    organization: &str,
+    fingerprint: &str,
+    p: &dyn Policy,
+    now: DateTime<Utc>,
+) -> Result<String, String> {
+    use sequoia_openpgp::parse::Parse;
+    if roster.find(email).is_some() {
+        return Err(format!("{email} is already a member"));
+    }
+    if organization.contains(['\r', '\n']) {
+        return Err("the organization must be one line".into());
+    }
+    let keys =
+        keys.ok_or("attach the member's certificate (application/pgp-keys) to the signed mail")?;
+    let cert = Cert::from_bytes(keys)
+        .map_err(|_| "the attached certificate cannot be read".to_owned())?
+        .strip_secret_key_material();
+    let fpr = cert.fingerprint().to_hex();
+    if fpr != fingerprint {
+        return Err(format!(
+            "the attached certificate is {fpr}, not {fingerprint}"
+        ));
+    }
+    if !crate::crypto::valid_emails(&cert, p, now)
+        .iter()
+        .any(|e| e.eq_ignore_ascii_case(email))
+    {
+        return Err(format!("{email} is not a user ID of certificate {fpr}"));
+    }
+    crate::crypto::usable_for_encryption(&cert, p, now)?;
+    crate::roster::file::add(path, email, organization, &cert)?;
+    Ok(format!(
+        "Added {email} ({organization}) with certificate {fpr}. They receive every announcement from now on."
+    ))
+}
+
+/// Removes a member that a `Roster-Add` added; the receipt text.
+fn remove_member(
+    path: &std::path::Path,
+    roster: &crate::roster::Roster,
+    email: &str,
+) -> Result<String, String> {
+    let member = roster
+        .find(email)
+        .ok_or_else(|| format!("{email} is not a member"))?;
+    if !member.added {
+        return Err(format!(
+            "{email} is a member of the configuration file, not the roster file; remove it there"
+        ));
+    }
+    if !crate::roster::file::remove(path, email)? {
+        return Err(format!("{email} is not in the roster file"));
+    }
+    Ok(format!(
+        "Removed {email} ({}). They receive nothing from now on; copies already queued for them are skipped.",
+        member.organization
+    ))
 }
 
 /// `entity` preceded by a plain-text note, as one `multipart/mixed` entity.
@@ -357,7 +438,17 @@ impl Intake {
         let examined = examine(raw, &gate, &p, now);
         let (announcement, digests) = match examined {
             Ok(Examined::Announcement(a, digests)) => (a, digests),
-            Ok(Examined::Command { command, sender }) => {
+            Ok(Examined::Command {
+                command,
+                sender,
+                keys,
+            }) => {
+                if matches!(
+                    command,
+                    Command::RosterAdd { .. } | Command::RosterRemove { .. }
+                ) {
+                    return self.roster_command(envelope, &command, keys.as_deref(), &sender, now);
+                }
                 return self.command(envelope, &command, &sender, now);
             }
             Ok(Examined::MemberPost(post, digests)) => {
@@ -640,6 +731,100 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
         }
     }
 
+    /// Applies `Roster-Add` / `Roster-Remove`: the roster file is rewritten
+    /// atomically, the new roster takes effect at once, and the PST gets a
+    /// signed, encrypted receipt (which also records the command's
+    /// signatures, so a replay is refused).
+    fn roster_command(
+        &self,
+        envelope: &Envelope,
+        command: &Command,
+        keys: Option<&[u8]>,
+        sender: &Sender,
+        now: DateTime<Utc>,
+    ) -> Reply {
+        let relay = &self.relay;
+        let refuse = |why: String| self.refuse(envelope, &Rejection::Command(why), sender, now);
+        let Some(path) = &relay.config.roster_file else {
+            return refuse(
+                "roster changes by mail need `list.roster_file` in the configuration".into(),
+            );
+        };
+        match relay.spool.replay_of(&sender.digests) {
+            Ok(Some(previous)) => return self.replayed(envelope, &previous, sender, now),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "spool unreadable; answering 451");
+                return Reply::new(451, "4.3.0", "local error; try again later");
+            }
+        }
+        let directory = relay.directory();
+        let p = StandardPolicy::new();
+        let changed = match command {
+            Command::RosterAdd {
+                email,
+                organization,
+                fingerprint,
+            } => add_member(
+                path,
+                &directory.roster,
+                keys,
+                email,
+                organization,
+                fingerprint,
+                &p,
+                now,
+            ),
+            Command::RosterRemove { email } => remove_member(path, &directory.roster, email),
+            _ => Err("not a roster command".to_owned()),
+        };
+        let text = match changed {
+            Ok(text) => text,
+            Err(why) => return refuse(why),
+        };
+        match crate::roster::file::load(path) {
+            Ok(members) => relay.set_roster(directory.roster.with_file_members(members)),
+            Err(e) => {
+                tracing::error!(error = %e, "roster file unreadable after a change; restart to load it")
+            }
+        }
+        let event = match command {
+            Command::RosterAdd { .. } => "roster-add",
+            _ => "roster-remove",
+        };
+        let detail = format!("by PST {}: {text}", sender.signer);
+        if let Err(e) = relay
+            .spool
+            .audit(now, event, None, Some(command.id()), &detail)
+        {
+            tracing::error!(error = %e, "could not audit a roster change");
+        }
+        tracing::info!(member = %command.id(), %event, "roster changed by PST command");
+        let receipt = format!(
+            "{text}\n\nMembers now: {}.\n",
+            relay.directory().roster.members().len()
+        );
+        let subject = format!("Roster changed: {}", command.id());
+        match self.notify_pst(
+            &random_hex(8),
+            sender,
+            &subject,
+            &receipt,
+            &sender.digests,
+            now,
+        ) {
+            Err(SpoolError::Replay(previous)) => self.replayed(envelope, &previous, sender, now),
+            _ => Reply::new(
+                250,
+                "2.0.0",
+                format!(
+                    "roster updated ({event} {}); a receipt follows",
+                    command.id()
+                ),
+            ),
+        }
+    }
+
     /// Applies a PST command; its receipt is queued in the same transaction.
     fn command(
         &self,
@@ -665,6 +850,10 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
             Command::Extend { id, to } => spool.extend(id, *to, now, &actor, Some(&origin)),
             Command::Cancel { id } => spool.cancel(id, now, &actor, Some(&origin)),
             Command::ReleaseNow { id } => spool.release_now(id, now, &actor, Some(&origin)),
+            // Routed to `roster_command` before this.
+            Command::RosterAdd { .. } | Command::RosterRemove { .. } => {
+                Err(SpoolError::Refused("not an embargo command".to_owned()))
+            }
         };
         let id = command.id();
         match result {

@@ -14,6 +14,7 @@ mod posts;
 mod rejection;
 mod release;
 mod replay;
+mod roster;
 mod smuggling;
 mod submit;
 mod wrapped;
