@@ -38,7 +38,7 @@ pub enum Command {
     ///
     /// Example (Postfix master.cf):
     ///   argv=/usr/bin/embargo-relay submit --config /etc/embargo-relay/config.toml
-    ///        --sender ${sender} --recipient ${recipient}
+    ///        --sender=${sender} --recipient=${recipient}
     Submit {
         /// The configuration file of the list.
         #[arg(long, short, default_value = "/etc/embargo-relay/config.toml")]

@@ -322,6 +322,36 @@ pub fn verify_detached(
     data: &[u8],
     sig: &[u8],
 ) -> Result<VerifiedSigner, SignatureProblem> {
+    with_lookahead(now, |reference| {
+        verify_detached_at(p, now, reference, pst, data, sig)
+    })
+}
+
+/// Verification happens at `now` plus the tolerated clock skew, so a
+/// signature's own expiry is honoured. Only if that fails is it tried again
+/// a year ahead: a PST signature from a clock far in the future then
+/// verifies, and the caller tells the PST (it refuses anything newer than
+/// `CLOCK_SKEW_S`) rather than calling the signature bad.
+fn with_lookahead<T>(
+    now: DateTime<Utc>,
+    mut attempt: impl FnMut(DateTime<Utc>) -> Result<T, SignatureProblem>,
+) -> Result<T, SignatureProblem> {
+    match attempt(now + chrono::Duration::seconds(CLOCK_SKEW_S)) {
+        Err(SignatureProblem::Bad) => {
+            attempt(now + chrono::Duration::days(LOOKAHEAD_DAYS)).map_err(|_| SignatureProblem::Bad)
+        }
+        other => other,
+    }
+}
+
+fn verify_detached_at(
+    p: &dyn Policy,
+    now: DateTime<Utc>,
+    reference: DateTime<Utc>,
+    pst: &[Cert],
+    data: &[u8],
+    sig: &[u8],
+) -> Result<VerifiedSigner, SignatureProblem> {
     let helper = PstVerifier {
         pst,
         p,
@@ -329,10 +359,6 @@ pub fn verify_detached(
         decrypting: false,
         outcome: None,
     };
-    // Signatures dated ahead of `now` still verify here, so that the caller
-    // can tell the PST its clock is wrong; the caller refuses any newer than
-    // CLOCK_SKEW_S. The key itself is judged at `now`.
-    let reference = now + chrono::Duration::days(LOOKAHEAD_DAYS);
     let mut v = DetachedVerifierBuilder::from_bytes(sig)
         .map_err(|_| SignatureProblem::Malformed)?
         .with_policy(p, Some(at(reference)), helper)
@@ -384,6 +410,36 @@ pub fn open_announcement(
     ciphertext: &[u8],
     limit: usize,
 ) -> Result<OpenedAnnouncement, OpenProblem> {
+    // As `verify_detached`: at now (+ skew) first, a year ahead only to
+    // recognise a future-dated PST signature.
+    let mut other = None;
+    let opened = with_lookahead(now, |reference| {
+        match open_at(list, p, now, reference, pst, ciphertext, limit) {
+            Ok(opened) => Ok(opened),
+            Err(OpenProblem::Signature(problem)) => Err(problem),
+            Err(problem) => {
+                other = Some(problem);
+                // Not a signature problem: stop, and report it below.
+                Err(SignatureProblem::Malformed)
+            }
+        }
+    });
+    match (opened, other) {
+        (_, Some(problem)) => Err(problem),
+        (Ok(opened), None) => Ok(opened),
+        (Err(problem), None) => Err(OpenProblem::Signature(problem)),
+    }
+}
+
+fn open_at(
+    list: &ListKey,
+    p: &dyn Policy,
+    now: DateTime<Utc>,
+    reference: DateTime<Utc>,
+    pst: &[Cert],
+    ciphertext: &[u8],
+    limit: usize,
+) -> Result<OpenedAnnouncement, OpenProblem> {
     let state = RefCell::new(OpenState::default());
     let helper = PstOpener {
         verifier: PstVerifier {
@@ -394,11 +450,12 @@ pub fn open_announcement(
             outcome: None,
         },
         keypairs: list.decryption_keypairs(p),
+        list_cert: list.cert(),
         state: &state,
     };
-    let reference = now + chrono::Duration::days(LOOKAHEAD_DAYS);
     let mut plaintext = Vec::new();
     let read = DecryptorBuilder::from_bytes(ciphertext)
+        .map(|b| b.buffer_size(limit.max(1 << 16)))
         .and_then(|b| b.with_policy(p, Some(at(reference)), helper))
         .and_then(|d| Ok(d.take(limit as u64 + 1).read_to_end(&mut plaintext)?));
     let plaintext = Secret::new(plaintext);
@@ -431,6 +488,10 @@ struct OpenState {
 struct PstOpener<'a> {
     verifier: PstVerifier<'a>,
     keypairs: Vec<KeyPair>,
+    /// Named as the decrypting certificate, so that Sequoia rejects
+    /// signatures whose Intended Recipient subpackets name someone else (a
+    /// PST mail to another party, re-encrypted to the list).
+    list_cert: Cert,
     state: &'a RefCell<OpenState>,
 }
 
@@ -459,16 +520,38 @@ impl DecryptionHelper for PstOpener<'_> {
         sym_algo: Option<SymmetricAlgorithm>,
         decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
     ) -> openpgp::Result<Option<Cert>> {
+        // Only the packets addressed to a list key are tried, and at most a
+        // few anonymous ones: each try is a public-key operation, and anyone
+        // can send a message with thousands of packets.
+        const MAX_WILDCARDS: usize = 4;
+        let mut wildcards = 0;
         for pkesk in pkesks {
+            let for_us = |pair: &KeyPair| match pkesk.recipient() {
+                Some(id) => pair.public().key_handle().aliases(&id),
+                None => true,
+            };
+            if pkesk.recipient().is_none() {
+                wildcards += 1;
+                if wildcards > MAX_WILDCARDS {
+                    break;
+                }
+            }
             for pair in &mut self.keypairs {
+                if !for_us(pair) {
+                    continue;
+                }
                 self.state.borrow_mut().attempted = true;
                 if let Some((algo, sk)) = pkesk.decrypt(pair, sym_algo)
                     && decrypt(algo, &sk)
                 {
                     self.state.borrow_mut().decrypted = true;
-                    return Ok(None);
+                    return Ok(Some(self.list_cert.clone()));
                 }
             }
+        }
+        if !pkesks.is_empty() {
+            // Encrypted to public keys, none of them ours.
+            self.state.borrow_mut().attempted = true;
         }
         Err(anyhow::anyhow!("not encrypted to the list key"))
     }
@@ -892,6 +975,110 @@ mod tests {
         }
         let fresh = sign_detached(&p, &pst[0], now() - chrono::Duration::seconds(1), data).unwrap();
         assert_ne!(id(&fresh), original, "a new signature is a new identity");
+    }
+
+    #[test]
+    fn a_signature_with_an_expiry_is_good_until_it_expires() {
+        use openpgp::packet::signature::SignatureBuilder;
+        let p = StandardPolicy::new();
+        let pst = generate_key(
+            "PST <pst@example.org>",
+            now() - chrono::Duration::days(2),
+            None,
+        )
+        .unwrap();
+        let data = b"signed with default-sig-expire 1d";
+        let sign = |created: DateTime<Utc>| {
+            let pair = pst
+                .keys()
+                .unencrypted_secret()
+                .with_policy(&p, None)
+                .for_signing()
+                .next()
+                .unwrap()
+                .key()
+                .clone()
+                .into_keypair()
+                .unwrap();
+            let template = SignatureBuilder::new(openpgp::types::SignatureType::Binary)
+                .set_signature_validity_period(std::time::Duration::from_secs(86400))
+                .unwrap();
+            let mut sink = Vec::new();
+            let mut w = Signer::with_template(Message::new(&mut sink), pair, template)
+                .unwrap()
+                .detached()
+                .creation_time(at(created))
+                .build()
+                .unwrap();
+            w.write_all(data).unwrap();
+            w.finalize().unwrap();
+            sink
+        };
+        let pst = std::slice::from_ref(&pst);
+        let fresh = sign(now() - chrono::Duration::hours(1));
+        assert!(verify_detached(&p, now(), pst, data, &fresh).is_ok());
+        let expired = sign(now() - chrono::Duration::hours(25));
+        assert_eq!(
+            verify_detached(&p, now(), pst, data, &expired).unwrap_err(),
+            SignatureProblem::Bad
+        );
+    }
+
+    /// A PST message signed for someone else (Intended Recipient), which
+    /// that recipient re-encrypts to the list, is not accepted; the same
+    /// signature made for the list is.
+    #[test]
+    fn a_pst_message_meant_for_someone_else_is_refused_when_reencrypted() {
+        let p = StandardPolicy::new();
+        let pst = key("PST <pst@example.org>");
+        let eve = key("Eve <eve@evil.example>");
+        let list = ListKey::from_cert(key("List <list@example.org>")).unwrap();
+        let signed_for = |recipient: &Cert| {
+            let pair = pst
+                .keys()
+                .unencrypted_secret()
+                .with_policy(&p, None)
+                .for_signing()
+                .next()
+                .unwrap()
+                .key()
+                .clone()
+                .into_keypair()
+                .unwrap();
+            let mut inner = Vec::new();
+            let m = Signer::new(Message::new(&mut inner), pair)
+                .unwrap()
+                .add_intended_recipient(recipient)
+                .build()
+                .unwrap();
+            let mut w = LiteralWriter::new(m).build().unwrap();
+            w.write_all(b"Content-Type: text/plain\r\n\r\nembargoed\r\n")
+                .unwrap();
+            w.finalize().unwrap();
+            // The signed packets, encrypted as they are to the list key.
+            let vc = list.cert();
+            let vc = vc.with_policy(&p, None).unwrap();
+            let to: Vec<Recipient> = vc
+                .keys()
+                .key_flags(encryption_flags())
+                .map(Into::into)
+                .collect();
+            let mut outer = Vec::new();
+            let mut m = Encryptor::for_recipients(Message::new(&mut outer), to)
+                .build()
+                .unwrap();
+            m.write_all(&inner).unwrap();
+            m.finalize().unwrap();
+            outer
+        };
+        let pst = std::slice::from_ref(&pst);
+        let for_list = signed_for(&list.cert());
+        assert!(open_announcement(&list, &p, now(), pst, &for_list, 1 << 20).is_ok());
+        let for_eve = signed_for(&eve);
+        assert!(matches!(
+            open_announcement(&list, &p, now(), pst, &for_eve, 1 << 20),
+            Err(OpenProblem::Signature(_) | OpenProblem::Failed)
+        ));
     }
 
     #[test]

@@ -12,7 +12,16 @@ use embargo_relay::config::Config;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // An MTA must never see clap's exit code 2 (a hard bounce in
+        // Postfix): a `submit` it cannot parse is a temporary failure.
+        Err(e) if std::env::args().nth(1).as_deref() == Some("submit") && e.use_stderr() => {
+            say(&format!("embargo-relay submit: {e}"));
+            return ExitCode::from(embargo_relay::inbound::pipe::EX_TEMPFAIL);
+        }
+        Err(e) => e.exit(),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -45,16 +54,22 @@ fn submit(config: &std::path::Path, sender: Option<String>, recipient: Option<St
             message: format!("cannot load the configuration: {e}"),
         },
     };
-    eprintln!("embargo-relay submit: {}", outcome.message);
+    say(&format!("embargo-relay submit: {}", outcome.message));
     ExitCode::from(outcome.code)
 }
 
+/// One line on stderr; a closed stderr is ignored rather than a panic.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let runtime = || tokio::runtime::Runtime::new().context("cannot start the async runtime");
     let done = match cli.command {
         Command::Run { config } => {
             let config = Config::load(&config)?;
-            runtime.block_on(embargo_relay::daemon::run_until_signal(
+            runtime()?.block_on(embargo_relay::daemon::run_until_signal(
                 config,
                 Arc::new(SystemClock),
             ))
@@ -67,8 +82,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             sender,
             recipient,
-        } => return Ok(submit(&config, sender, recipient)),
-        Command::Demo { keep } => runtime.block_on(embargo_relay::demo::run(keep.as_deref())),
+        } => {
+            // A panic must reach the MTA as "try again" (75), not as 101.
+            let code = std::panic::catch_unwind(|| submit(&config, sender, recipient))
+                .unwrap_or_else(|_| ExitCode::from(embargo_relay::inbound::pipe::EX_TEMPFAIL));
+            return Ok(code);
+        }
+        Command::Demo { keep } => runtime()?.block_on(embargo_relay::demo::run(keep.as_deref())),
     };
     done.map(|()| ExitCode::SUCCESS)
 }

@@ -343,7 +343,9 @@ impl Spool {
     /// transaction; only after this returns may the sender be told 250.
     pub fn accept(&self, msg: &NewMessage<'_>, now: DateTime<Utc>) -> Result<(), SpoolError> {
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.db(e))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.db(e))?;
         if let Some(previous) = seen_before(&tx, msg.sig_digests).map_err(|e| self.db(e))? {
             return Err(SpoolError::Replay(previous));
         }
@@ -410,7 +412,9 @@ impl Spool {
         now: DateTime<Utc>,
     ) -> Result<(), SpoolError> {
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.db(e))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.db(e))?;
         if let Some(previous) = seen_before(&tx, digests).map_err(|e| self.db(e))? {
             return Err(SpoolError::Replay(previous));
         }
@@ -451,7 +455,9 @@ impl Spool {
     /// signatures in the replay cache, in one transaction.
     pub fn accept_post(&self, post: &NewPost<'_>, now: DateTime<Utc>) -> Result<(), SpoolError> {
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.db(e))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.db(e))?;
         if let Some(previous) = seen_before(&tx, post.sig_digests).map_err(|e| self.db(e))? {
             return Err(SpoolError::Replay(previous));
         }
@@ -623,7 +629,9 @@ impl Spool {
         now: DateTime<Utc>,
     ) -> Result<(), SpoolError> {
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.db(e))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.db(e))?;
         tx.execute(
             "UPDATE deliveries SET state = ?3, attempts = attempts + ?4, last_error = ?5
              WHERE message_id = ?1 AND member = ?2 AND kind = ?6 AND copy_id = ?7",
@@ -670,7 +678,9 @@ impl Spool {
         now: DateTime<Utc>,
     ) -> Result<(), SpoolError> {
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.db(e))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.db(e))?;
         tx.execute(
             "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?3, last_error = ?4
              WHERE message_id = ?1 AND member = ?2 AND kind = ?5 AND copy_id = ?6",
@@ -705,7 +715,9 @@ impl Spool {
         now: DateTime<Utc>,
     ) -> Result<bool, SpoolError> {
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.db(e))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.db(e))?;
         let (untried, receipts): (i64, i64) = tx
             .query_row(
                 "SELECT

@@ -9,6 +9,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_imap::types::UnsolicitedResponse;
 use async_imap::{Client, Session};
 use futures_util::TryStreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -44,7 +45,9 @@ fn imap_error(e: async_imap::error::Error) -> PollError {
     use async_imap::error::Error;
     // Parse errors can quote server data (a message's bytes): never shown.
     PollError::Imap(match e {
-        Error::Io(e) => format!("connection: {e}"),
+        // Only the kind: async-imap's parse failures arrive as Io errors
+        // whose text quotes the unparsed response, message bodies included.
+        Error::Io(e) => format!("connection: {}", e.kind()),
         Error::Bad(s) => format!("server said BAD: {}", one_line(&s)),
         Error::No(s) => format!("server said NO: {}", one_line(&s)),
         Error::ConnectionLost => "connection lost".to_owned(),
@@ -70,12 +73,18 @@ async fn timed<T>(f: impl Future<Output = async_imap::error::Result<T>>) -> Resu
 /// backoff (5 s doubling to 5 min), never fatal to the daemon.
 pub async fn run(relay: Arc<Relay>, config: ImapConfig, shutdown: CancellationToken) {
     let intake = Intake::new(relay.clone());
-    let mut backoff = Duration::from_secs(5);
+    const FIRST: Duration = Duration::from_secs(5);
+    let mut backoff = FIRST;
     loop {
+        let mut connected = false;
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = session(&relay, &intake, &config, &shutdown) => r,
+            r = session(&relay, &intake, &config, &shutdown, &mut connected) => r,
         };
+        if connected {
+            // A session that got going: the next trouble starts the backoff anew.
+            backoff = FIRST;
+        }
         match result {
             Ok(()) => return,
             Err(e) => {
@@ -91,7 +100,8 @@ pub async fn run(relay: Arc<Relay>, config: ImapConfig, shutdown: CancellationTo
 }
 
 async fn connect(config: &ImapConfig) -> Result<Client<Box<dyn Io>>, PollError> {
-    let io = |e: std::io::Error| PollError::Imap(format!("connection: {e}"));
+    // Only the kind: a read error may quote server data (see `imap_error`).
+    let io = |e: std::io::Error| PollError::Imap(format!("connection: {}", e.kind()));
     let tcp = tokio::time::timeout(
         COMMAND_TIMEOUT,
         TcpStream::connect((config.host.as_str(), config.port)),
@@ -155,6 +165,7 @@ async fn session(
     intake: &Intake,
     config: &ImapConfig,
     shutdown: &CancellationToken,
+    connected: &mut bool,
 ) -> Result<(), PollError> {
     let client = connect(config).await?;
     let password = String::from_utf8_lossy(config.password.expose()).into_owned();
@@ -181,9 +192,21 @@ async fn session(
         can_move,
         done_folder: config.done_folder.clone(),
     };
+    *connected = true;
     loop {
         drain(relay, intake, config, &mut imap, &remove).await?;
-        while imap.unsolicited_responses.try_recv().is_ok() {}
+        // Mail that arrived during the drain was announced then (EXISTS):
+        // drain again instead of idling past it.
+        let mut news = false;
+        while let Ok(r) = imap.unsolicited_responses.try_recv() {
+            news |= matches!(
+                r,
+                UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_)
+            );
+        }
+        if news && !shutdown.is_cancelled() {
+            continue;
+        }
         if shutdown.is_cancelled() {
             let _ = tokio::time::timeout(Duration::from_secs(5), imap.logout()).await;
             return Ok(());
@@ -216,8 +239,11 @@ async fn wait_idle(
     {
         let (wait, stop) = handle.wait_with_timeout(interval);
         tokio::pin!(wait);
+        // The server's keep-alives restart async-imap's own timeout, so the
+        // poll interval (the safety net under IDLE) is enforced here.
         tokio::select! {
             r = &mut wait => { r.map_err(imap_error)?; }
+            _ = tokio::time::sleep(interval) => { drop(stop); let _ = wait.await; }
             _ = shutdown.cancelled() => { drop(stop); let _ = wait.await; }
         }
     }
@@ -247,13 +273,19 @@ async fn drain(
     for uid in uids {
         let limit = relay.config.smtp.max_message_size;
         let size = fetch_size(imap, uid).await?;
-        let Some(size) = size else { continue };
+        let Some(size) = size else {
+            tracing::warn!(uid, "server gave no size for a message; skipped this round");
+            continue;
+        };
         let raw = if size as usize > limit {
             None
         } else {
             match fetch_body(imap, uid).await? {
                 Some(raw) => Some(raw),
-                None => continue,
+                None => {
+                    tracing::warn!(uid, "server gave no body for a message; skipped this round");
+                    continue;
+                }
             }
         };
         failpoint::hit("imap-after-fetch");
@@ -277,7 +309,12 @@ async fn drain(
             continue;
         }
         failpoint::hit("imap-before-delete");
-        remove_message(imap, uid, remove).await?;
+        // One mail that cannot be removed (a missing done_folder, no right
+        // to delete) must not hold up the ones behind it; it is recorded as
+        // processed, so the next round removes it without processing it.
+        if let Err(e) = remove_message(imap, uid, remove).await {
+            tracing::error!(uid, error = %e, "processed mail could not be removed from the mailbox");
+        }
     }
     Ok(())
 }

@@ -166,6 +166,7 @@ async fn encrypted_announcements_are_decrypted_and_held_to_the_pst_check() {
     for c in sink.captured() {
         assert!(find(&c.raw, secret.as_bytes()).is_none());
         assert!(find(&c.raw, combined_text.as_bytes()).is_none());
+        assert!(find(&c.raw, nested_text.as_bytes()).is_none());
     }
     let log = std::fs::read(f.path("daemon.log")).unwrap();
     for canary in [secret, combined_text, nested_text] {

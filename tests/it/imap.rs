@@ -157,10 +157,11 @@ service imap-login {{\n  chroot =\n  inet_listener imap {{\n    address = 127.0.
         s.logout().await.unwrap();
     }
 
-    /// The number of (undeleted) messages in INBOX.
+    /// The number of messages in INBOX, deleted-but-not-expunged included:
+    /// the poller must expunge, not only flag.
     pub async fn count(&self) -> usize {
         let mut s = self.client().await;
-        let n = s.uid_search("UNDELETED").await.unwrap().len();
+        let n = s.uid_search("ALL").await.unwrap().len();
         s.logout().await.unwrap();
         n
     }

@@ -89,6 +89,16 @@ async fn submit_answers_the_mta_with_sysexits_and_the_daemon_relays_what_it_acce
     assert_eq!(code, 75, "{stderr}");
     assert!(stderr.contains("cannot open the spool"), "{stderr}");
 
+    // 75, never clap's 2: arguments it cannot parse (an envelope sender
+    // starting with '-' passed without '=').
+    let out = Command::new(env!("CARGO_BIN_EXE_embargo-relay"))
+        .args(["submit", "--sender", "-oops", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(75));
+
     // 75: a configuration that does not load.
     let (code, stderr) = submit(&f.path("missing.toml"), &other);
     assert_eq!(code, 75, "{stderr}");
