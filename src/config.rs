@@ -118,6 +118,8 @@ pub struct RawPolicy {
     pub signature_max_age: Option<String>,
     /// What happens to a signed post from a member: `list`, `pst` or `reject`.
     pub member_posts: Option<String>,
+    /// Accept inline PGP (a cleartext-signed body) as well as PGP/MIME.
+    pub inline_pgp: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,6 +171,8 @@ pub struct PolicyConfig {
     /// Signatures older than this are refused (replay window).
     pub signature_max_age: chrono::Duration,
     pub member_posts: MemberPosts,
+    /// Accept a body that is one cleartext-signed block (default: no).
+    pub inline_pgp: bool,
 }
 
 /// Where a member's signed, encrypted post goes.
@@ -322,6 +326,7 @@ impl Validator<'_> {
                 .map_err(|_| self.err("policy.late_after", "too long"))?,
             signature_max_age: chrono::Duration::from_std(signature_max_age)
                 .map_err(|_| self.err("policy.signature_max_age", "too long"))?,
+            inline_pgp: raw.policy.inline_pgp.unwrap_or(false),
             member_posts: match raw.policy.member_posts.as_deref().unwrap_or("list") {
                 "list" => MemberPosts::List,
                 "pst" => MemberPosts::Pst,

@@ -14,7 +14,7 @@ use openpgp::packet::{PKESK, SKESK};
 use openpgp::parse::Parse;
 use openpgp::parse::stream::{
     DecryptionHelper, DecryptorBuilder, DetachedVerifierBuilder, MessageLayer, MessageStructure,
-    VerificationError, VerificationHelper,
+    VerificationError, VerificationHelper, VerifierBuilder,
 };
 use openpgp::policy::Policy;
 use openpgp::serialize::SerializeInto;
@@ -370,6 +370,69 @@ fn verify_detached_at(
         (_, Some(Err(SignatureProblem::Unsigned))) => Err(SignatureProblem::Malformed),
         (_, Some(Err(problem))) => Err(problem),
         _ => Err(SignatureProblem::Bad),
+    }
+}
+
+/// Verifies a cleartext-signed (inline PGP) body and returns its signed
+/// text, by the same rule as a detached signature (every signature good and
+/// from one of `certs`). The text is at most `limit` octets.
+pub fn verify_inline(
+    p: &dyn Policy,
+    now: DateTime<Utc>,
+    certs: &[Cert],
+    body: &[u8],
+    limit: usize,
+) -> Result<(VerifiedSigner, Secret), SignatureProblem> {
+    with_lookahead(now, |reference| {
+        let outcome = RefCell::new(None);
+        let helper = Watched {
+            verifier: PstVerifier {
+                pst: certs,
+                p,
+                now,
+                decrypting: false,
+                outcome: None,
+            },
+            outcome: &outcome,
+        };
+        let mut text = Vec::new();
+        let read = VerifierBuilder::from_bytes(body)
+            .map_err(|_| SignatureProblem::Malformed)?
+            .buffer_size(limit.max(1 << 16))
+            .with_policy(p, Some(at(reference)), helper)
+            .and_then(|v| Ok(v.take(limit as u64 + 1).read_to_end(&mut text)?));
+        let text = Secret::new(text);
+        match (read, outcome.into_inner()) {
+            (Ok(_), _) if text.len() > limit => Err(SignatureProblem::Malformed),
+            (Ok(_), Some(Ok(signer))) => Ok((signer, text)),
+            (_, Some(Err(SignatureProblem::Unsigned))) => Err(SignatureProblem::Malformed),
+            (_, Some(Err(problem))) => Err(problem),
+            _ => Err(SignatureProblem::Bad),
+        }
+    })
+}
+
+/// A [`PstVerifier`] whose judgement can be read even when verification
+/// failed (the builder consumes the helper on error).
+struct Watched<'a> {
+    verifier: PstVerifier<'a>,
+    outcome: &'a RefCell<Option<Result<VerifiedSigner, SignatureProblem>>>,
+}
+
+impl VerificationHelper for Watched<'_> {
+    fn get_certs(&mut self, ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+        self.verifier.get_certs(ids)
+    }
+
+    fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
+        let outcome = self.verifier.judge(structure);
+        let ok = outcome.is_ok();
+        *self.outcome.borrow_mut() = Some(outcome);
+        if ok {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!("signature rejected"))
+        }
     }
 }
 

@@ -38,7 +38,11 @@ pub enum Protected {
     Signed(SignedEntity),
     /// RFC 3156 `multipart/encrypted`: the OpenPGP message, as sent.
     Encrypted(Vec<u8>),
+    /// A plain-text body that is a cleartext-signed (inline PGP) block.
+    Inline(Vec<u8>),
 }
+
+const INLINE_BEGIN: &[u8] = b"-----BEGIN PGP SIGNED MESSAGE-----";
 
 /// A `multipart/signed` entity split into what was signed and the signature.
 #[derive(Debug)]
@@ -59,7 +63,7 @@ pub fn parse_signed(raw: &[u8]) -> Result<SignedMail, Rejection> {
             signed_part: e.signed_part,
             signature: e.signature,
         }),
-        Protected::Encrypted(_) => Err(Rejection::Unsigned),
+        Protected::Encrypted(_) | Protected::Inline(_) => Err(Rejection::Unsigned),
     }
 }
 
@@ -79,8 +83,14 @@ pub fn parse(raw: &[u8]) -> Result<Incoming, Rejection> {
                 && c.subtype().is_some_and(|s| s.eq_ignore_ascii_case(sub))
         })
     };
+    let plain = root.content_type().is_none_or(|c| {
+        c.ctype().eq_ignore_ascii_case("text")
+            && c.subtype().is_none_or(|s| s.eq_ignore_ascii_case("plain"))
+    });
     let body = if is_multipart("encrypted") {
         Protected::Encrypted(encrypted_payload(raw, &msg)?)
+    } else if plain && has_inline_block(root.contents()) {
+        Protected::Inline(root.contents().to_vec())
     } else {
         Protected::Signed(split_signed(raw, &msg)?)
     };
@@ -375,6 +385,38 @@ pub fn sanitize_subject(s: &str) -> String {
         .chars()
         .take(400)
         .collect()
+}
+
+/// Whether a plain-text body holds a cleartext-signed block anywhere.
+fn has_inline_block(body: &[u8]) -> bool {
+    body.trim_ascii_start().starts_with(INLINE_BEGIN)
+        || body
+            .windows(INLINE_BEGIN.len() + 1)
+            .any(|w| w[0] == b'\n' && &w[1..] == INLINE_BEGIN)
+}
+
+/// The one cleartext-signed block an inline-PGP body must be, nothing
+/// before or after it (whitespace aside), or why not.
+pub fn whole_inline_block(body: &[u8]) -> Result<&[u8], Rejection> {
+    let block = body.trim_ascii();
+    let at_line_start = |needle: &[u8]| {
+        let mut n = usize::from(block.starts_with(needle));
+        n += block
+            .windows(needle.len() + 1)
+            .filter(|w| w[0] == b'\n' && &w[1..] == needle)
+            .count();
+        n
+    };
+    if !block.starts_with(INLINE_BEGIN)
+        || !block.ends_with(b"-----END PGP SIGNATURE-----")
+        || at_line_start(INLINE_BEGIN) != 1
+        || at_line_start(b"-----BEGIN PGP SIGNATURE-----") != 1
+    {
+        return Err(Rejection::Malformed(
+            "inline PGP: the body must be exactly one signed block, with nothing outside it",
+        ));
+    }
+    Ok(block)
 }
 
 #[cfg(test)]

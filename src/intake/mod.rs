@@ -50,6 +50,10 @@ pub enum Rejection {
     EncryptedUnsigned,
     #[error("member post refused: {0}")]
     MemberPost(&'static str),
+    #[error(
+        "inline PGP (a cleartext-signed body) is not accepted here; send PGP/MIME (multipart/signed) or ask the operator about policy.inline_pgp"
+    )]
+    InlineRefused,
 }
 
 impl Rejection {
@@ -60,7 +64,8 @@ impl Rejection {
             | Rejection::Signature(_)
             | Rejection::FromNotSigner { .. }
             | Rejection::EncryptedUnsigned
-            | Rejection::MemberPost(_) => (550, "5.7.1"),
+            | Rejection::MemberPost(_)
+            | Rejection::InlineRefused => (550, "5.7.1"),
             Rejection::Encrypted(_) => (550, "5.7.5"),
             Rejection::Replay(_) | Rejection::Command(_) | Rejection::SignatureTime(_) => {
                 (550, "5.7.0")
@@ -182,6 +187,18 @@ pub fn examine(
     now: DateTime<Utc>,
 ) -> Result<Examined, Rejection> {
     let policy = gate.policy;
+    // What SMTP refuses in DATA is refused from a pipe or a mailbox too: a
+    // bare CR can make the relayed entity parse differently from what a
+    // text-mode signature covered.
+    if raw
+        .iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'\r' && raw.get(i + 1) != Some(&b'\n'))
+    {
+        return Err(Rejection::Malformed(
+            "bare CR in the message; lines must end in CRLF",
+        ));
+    }
     let mail = mime::parse(raw)?;
     let (from, outer_subject) = (mail.from.clone(), mail.outer_subject.clone());
     let (auth, signed_part, encrypted) = verify::authorize(mail, gate, p, now)?;
@@ -1093,6 +1110,7 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
                 late_after: chrono::Duration::seconds(60),
                 signature_max_age: chrono::Duration::hours(72),
                 member_posts: MemberPosts::List,
+                inline_pgp: false,
             },
             max_size: 1 << 20,
         };

@@ -47,6 +47,17 @@ pub fn authorize(
     let encrypted = matches!(mail.body, Protected::Encrypted(_));
     let (verified, entity) = match mail.body {
         Protected::Signed(signed) => (detached(&signed, known, p, now)?, signed.signed_part),
+        Protected::Inline(body) => {
+            if !gate.policy.inline_pgp {
+                return Err(Rejection::InlineRefused);
+            }
+            let block = mime::whole_inline_block(&body)?;
+            let (signer, text) = crypto::verify_inline(p, now, known, block, gate.max_size)
+                .map_err(Rejection::Signature)?;
+            let mut entity = b"Content-Type: text/plain; charset=\"utf-8\"\r\n\r\n".to_vec();
+            entity.extend_from_slice(&to_crlf(text.expose()));
+            (signer, Secret::new(entity))
+        }
         Protected::Encrypted(ciphertext) => {
             let opened =
                 crypto::open_announcement(gate.list, p, now, known, &ciphertext, gate.max_size)
@@ -57,11 +68,12 @@ pub fn authorize(
             match opened.signer {
                 Some(signer) => (signer, Secret::new(to_crlf(opened.plaintext.expose()))),
                 None => {
-                    let inner =
-                        mime::signed_entity(opened.plaintext.expose()).map_err(|e| match e {
-                            Rejection::Unsigned => Rejection::EncryptedUnsigned,
-                            other => other,
-                        })?;
+                    // RFC 3156: the entity was signed in canonical (CRLF) form.
+                    let canonical = Secret::new(to_crlf(opened.plaintext.expose()));
+                    let inner = mime::signed_entity(canonical.expose()).map_err(|e| match e {
+                        Rejection::Unsigned => Rejection::EncryptedUnsigned,
+                        other => other,
+                    })?;
                     (detached(&inner, known, p, now)?, inner.signed_part)
                 }
             }

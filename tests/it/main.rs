@@ -8,6 +8,7 @@ mod demo;
 mod durability;
 mod encrypted;
 mod imap;
+mod inline;
 mod join;
 mod operator;
 mod posts;

@@ -72,6 +72,14 @@ async fn submit_answers_the_mta_with_sysexits_and_the_daemon_relays_what_it_acce
     assert_eq!(code, 65, "{stderr}");
     assert!(stderr.contains("exactly one From"), "{stderr}");
 
+    // 65: a bare CR, which SMTP refuses in DATA, is refused from a pipe too.
+    let bare_cr = String::from_utf8(f.gpg_signed(PST, "CVE-2026-13: cr", &embargoed("x")))
+        .unwrap()
+        .replacen("\r\n\r\n", "\r\n\r\r\n", 1);
+    let (code, stderr) = submit(&config, bare_cr.as_bytes());
+    assert_eq!(code, 65, "{stderr}");
+    assert!(stderr.contains("bare CR"), "{stderr}");
+
     // 65: larger than max_message_size (1 MiB in the fixture).
     let (code, stderr) = submit(&config, &vec![b'x'; 1024 * 1024 + 10]);
     assert_eq!(code, 65, "{stderr}");
@@ -109,7 +117,7 @@ async fn submit_answers_the_mta_with_sysexits_and_the_daemon_relays_what_it_acce
         .iter()
         .filter(|r| r.event == "rejected" && r.detail.contains("stdin (submit)"))
         .count();
-    assert_eq!(rejected, 4, "one audit record per rejection");
+    assert_eq!(rejected, 5, "one audit record per rejection");
 
     // The daemon, started afterwards, relays what submit committed.
     let daemon = Daemon::start(&config, &f.path("daemon.log"));
