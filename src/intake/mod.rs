@@ -102,6 +102,30 @@ impl std::fmt::Debug for Announcement {
 const FORMAT: &[u8] = b"embargo-relay announcement v2\n";
 
 impl Announcement {
+    /// What the spool keeps for a message that carries no embargo (a
+    /// member post, a join request, a notice to the PST).
+    pub fn unembargoed(
+        signer: String,
+        from: String,
+        subject: String,
+        entity: Secret,
+        now: DateTime<Utc>,
+    ) -> Announcement {
+        Announcement {
+            signer,
+            from,
+            subject,
+            terms: Terms {
+                until: now,
+                sender_offset: FixedOffset::east_opt(0).expect("UTC is a valid offset"),
+                public_to: Vec::new(),
+                override_reason: None,
+            },
+            public_to: Vec::new(),
+            entity,
+        }
+    }
+
     /// Frames the announcement for sealing: one line per field, then the entity.
     pub fn to_bytes(&self) -> Secret {
         let t = &self.terms;
@@ -410,6 +434,15 @@ Content-Type: text/plain; charset=\"utf-8\"\r\nContent-Description: list note\r\
     Secret::new(out)
 }
 
+/// The answer when the spool cannot take a message now.
+fn try_later() -> Reply {
+    Reply::new(
+        451,
+        "4.3.0",
+        "local error while storing the message; try again later",
+    )
+}
+
 /// The SMTP handler of the daemon.
 #[derive(Clone)]
 pub struct Intake {
@@ -419,6 +452,18 @@ pub struct Intake {
 impl Intake {
     pub fn new(relay: Arc<Relay>) -> Self {
         Self { relay }
+    }
+
+    /// Seals what the spool keeps to the list key (signed and encrypted);
+    /// `None`, logged, if that fails.
+    fn seal(&self, a: &Announcement) -> Option<Vec<u8>> {
+        let p = StandardPolicy::new();
+        self.relay
+            .config
+            .list_key
+            .seal_to_self(&p, a.to_bytes().expose())
+            .map_err(|e| tracing::error!(error = %e, "sealing to the list key failed"))
+            .ok()
     }
 
     /// Verifies, seals and commits; the returned reply is the final answer
@@ -477,20 +522,8 @@ impl Intake {
             Err(rejection) => return self.reject(envelope, &rejection, now),
         };
         let id = random_hex(8);
-        let sealed = match relay
-            .config
-            .list_key
-            .seal_to_self(&p, announcement.to_bytes().expose())
-        {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "sealing an announcement to the list key failed");
-                return Reply::new(
-                    451,
-                    "4.3.0",
-                    "local error while storing the message; try again later",
-                );
-            }
+        let Some(sealed) = self.seal(&announcement) else {
+            return try_later();
         };
         let members: Vec<String> = relay
             .directory()
@@ -531,11 +564,7 @@ impl Intake {
             }
             Err(e) => {
                 tracing::error!(error = %e, "spool write failed; answering 451");
-                Reply::new(
-                    451,
-                    "4.3.0",
-                    "local error while storing the message; try again later",
-                )
+                try_later()
             }
         }
     }
@@ -569,34 +598,15 @@ impl Intake {
             member.email, member.organization, post.signer
         );
         let entity = with_note(&note, post.entity.expose());
-        let sealed_post = Announcement {
-            signer: post.signer.clone(),
-            from: post.from.clone(),
-            subject: format!("[{}] {}", member.organization, post.subject),
-            terms: Terms {
-                until: now,
-                sender_offset: FixedOffset::east_opt(0).expect("UTC is a valid offset"),
-                public_to: Vec::new(),
-                override_reason: None,
-            },
-            public_to: Vec::new(),
+        let sealed_post = Announcement::unembargoed(
+            post.signer.clone(),
+            post.from.clone(),
+            format!("[{}] {}", member.organization, post.subject),
             entity,
-        };
-        let p = StandardPolicy::new();
-        let sealed = match relay
-            .config
-            .list_key
-            .seal_to_self(&p, sealed_post.to_bytes().expose())
-        {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "sealing a member post failed");
-                return Reply::new(
-                    451,
-                    "4.3.0",
-                    "local error while storing the message; try again later",
-                );
-            }
+            now,
+        );
+        let Some(sealed) = self.seal(&sealed_post) else {
+            return try_later();
         };
         let id = random_hex(8);
         let detail = format!(
@@ -631,11 +641,7 @@ impl Intake {
             }
             Err(e) => {
                 tracing::error!(error = %e, "spool write failed; answering 451");
-                Reply::new(
-                    451,
-                    "4.3.0",
-                    "local error while storing the message; try again later",
-                )
+                try_later()
             }
         }
     }
@@ -671,30 +677,15 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
             "Content-Type: text/plain; charset=\"utf-8\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{}",
             text.lines().map(|l| format!("{l}\r\n")).collect::<String>()
         );
-        let notice = Announcement {
-            signer: String::new(),
-            from: request.from.clone(),
-            subject: format!("[join request] {}", request.subject),
-            terms: Terms {
-                until: now,
-                sender_offset: FixedOffset::east_opt(0).expect("UTC is a valid offset"),
-                public_to: Vec::new(),
-                override_reason: None,
-            },
-            public_to: Vec::new(),
-            entity: Secret::new(entity.into_bytes()),
-        };
-        let p = StandardPolicy::new();
-        let Ok(sealed) = relay
-            .config
-            .list_key
-            .seal_to_self(&p, notice.to_bytes().expose())
-        else {
-            return Reply::new(
-                451,
-                "4.3.0",
-                "local error while storing the message; try again later",
-            );
+        let notice = Announcement::unembargoed(
+            String::new(),
+            request.from.clone(),
+            format!("[join request] {}", request.subject),
+            Secret::new(entity.into_bytes()),
+            now,
+        );
+        let Some(sealed) = self.seal(&notice) else {
+            return try_later();
         };
         let pst: Vec<String> = relay
             .directory()
@@ -739,11 +730,7 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
             }
             Err(e) => {
                 tracing::error!(error = %e, "spool write failed; answering 451");
-                Reply::new(
-                    451,
-                    "4.3.0",
-                    "local error while storing the message; try again later",
-                )
+                try_later()
             }
         }
     }
@@ -968,30 +955,15 @@ host lists them.\n",
         now: DateTime<Utc>,
     ) -> Result<(), SpoolError> {
         let relay = &self.relay;
-        let notice = Announcement {
-            signer: sender.signer.clone(),
-            from: sender.from.clone(),
-            subject: subject.to_owned(),
-            terms: Terms {
-                until: now,
-                sender_offset: FixedOffset::east_opt(0).expect("UTC is a valid offset"),
-                public_to: Vec::new(),
-                override_reason: None,
-            },
-            public_to: Vec::new(),
-            entity: Secret::new(text.as_bytes().to_vec()),
-        };
-        let p = StandardPolicy::new();
-        let sealed = match relay
-            .config
-            .list_key
-            .seal_to_self(&p, notice.to_bytes().expose())
-        {
-            Ok(sealed) => sealed,
-            Err(e) => {
-                tracing::error!(error = %e, "could not seal a notice to the PST");
-                return Ok(());
-            }
+        let notice = Announcement::unembargoed(
+            sender.signer.clone(),
+            sender.from.clone(),
+            subject.to_owned(),
+            Secret::new(text.as_bytes().to_vec()),
+            now,
+        );
+        let Some(sealed) = self.seal(&notice) else {
+            return Ok(());
         };
         match relay
             .spool
