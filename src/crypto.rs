@@ -959,6 +959,20 @@ mod tests {
         generate_key(userid, now() - chrono::Duration::days(1), None).unwrap()
     }
 
+    fn signing_pair(cert: &Cert) -> KeyPair {
+        let p = StandardPolicy::new();
+        cert.keys()
+            .unencrypted_secret()
+            .with_policy(&p, None)
+            .for_signing()
+            .next()
+            .unwrap()
+            .key()
+            .clone()
+            .into_keypair()
+            .unwrap()
+    }
+
     #[test]
     fn pst_signature_is_accepted_and_others_are_named() {
         let p = StandardPolicy::new();
@@ -1052,17 +1066,7 @@ mod tests {
         .unwrap();
         let data = b"signed with default-sig-expire 1d";
         let sign = |created: DateTime<Utc>| {
-            let pair = pst
-                .keys()
-                .unencrypted_secret()
-                .with_policy(&p, None)
-                .for_signing()
-                .next()
-                .unwrap()
-                .key()
-                .clone()
-                .into_keypair()
-                .unwrap();
+            let pair = signing_pair(&pst);
             let template = SignatureBuilder::new(openpgp::types::SignatureType::Binary)
                 .set_signature_validity_period(std::time::Duration::from_secs(86400))
                 .unwrap();
@@ -1097,17 +1101,7 @@ mod tests {
         let eve = key("Eve <eve@evil.example>");
         let list = ListKey::from_cert(key("List <list@example.org>")).unwrap();
         let signed_for = |recipient: &Cert| {
-            let pair = pst
-                .keys()
-                .unencrypted_secret()
-                .with_policy(&p, None)
-                .for_signing()
-                .next()
-                .unwrap()
-                .key()
-                .clone()
-                .into_keypair()
-                .unwrap();
+            let pair = signing_pair(&pst);
             let mut inner = Vec::new();
             let m = Signer::new(Message::new(&mut inner), pair)
                 .unwrap()

@@ -375,33 +375,32 @@ async fn process(
     true
 }
 
-async fn fetch_size(imap: &mut Imap, uid: u32) -> Result<Option<u32>, PollError> {
+/// `UID FETCH uid query`: the response for that message, if the server gave one.
+async fn fetch_one(
+    imap: &mut Imap,
+    uid: u32,
+    query: &str,
+) -> Result<Option<async_imap::types::Fetch>, PollError> {
     let fetches: Vec<_> = timed(async {
-        imap.uid_fetch(uid.to_string(), "RFC822.SIZE")
+        imap.uid_fetch(uid.to_string(), query)
             .await?
             .try_collect()
             .await
     })
     .await?;
-    Ok(fetches
-        .iter()
-        .find(|f| f.uid == Some(uid))
+    Ok(fetches.into_iter().find(|f| f.uid == Some(uid)))
+}
+
+async fn fetch_size(imap: &mut Imap, uid: u32) -> Result<Option<u32>, PollError> {
+    Ok(fetch_one(imap, uid, "RFC822.SIZE")
+        .await?
         .and_then(|f| f.size))
 }
 
 async fn fetch_body(imap: &mut Imap, uid: u32) -> Result<Option<Vec<u8>>, PollError> {
-    let fetches: Vec<_> = timed(async {
-        imap.uid_fetch(uid.to_string(), "BODY.PEEK[]")
-            .await?
-            .try_collect()
-            .await
-    })
-    .await?;
-    Ok(fetches
-        .iter()
-        .find(|f| f.uid == Some(uid))
-        .and_then(|f| f.body())
-        .map(<[u8]>::to_vec))
+    Ok(fetch_one(imap, uid, "BODY.PEEK[]")
+        .await?
+        .and_then(|f| f.body().map(<[u8]>::to_vec)))
 }
 
 async fn remove_message(imap: &mut Imap, uid: u32, how: &Remove) -> Result<(), PollError> {
