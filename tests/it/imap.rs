@@ -22,7 +22,15 @@ const PASSWORD: &str = "imap-test-password";
 pub struct Dovecot {
     child: Child,
     _dir: tempfile::TempDir,
+    /// IMAP (STARTTLS offered when started with TLS).
     pub addr: SocketAddr,
+    /// IMAP over TLS, and the self-signed certificate (PEM) it presents.
+    pub tls: Option<(SocketAddr, PathBuf)>,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }
 
 fn dovecot_binary() -> Option<PathBuf> {
@@ -41,6 +49,13 @@ impl Dovecot {
     /// Starts Dovecot, or returns `None` (with a visible message) where it
     /// is not installed; in CI (`CI` set) a missing Dovecot fails the test.
     pub fn start() -> Option<Dovecot> {
+        Self::start_with(false)
+    }
+
+    /// With `tls`: a self-signed certificate for 127.0.0.1 (made with the
+    /// `openssl` tool Dovecot depends on), TLS required for login, and an
+    /// implicit-TLS listener beside the STARTTLS one.
+    pub fn start_with(tls: bool) -> Option<Dovecot> {
         let Some(binary) = dovecot_binary() else {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -84,19 +99,46 @@ first_valid_uid = 1\nservice anvil {{\n  chroot =\n}}\n"
                 format!("uid={user} gid={group}"),
             )
         };
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let port = free_port();
         let d = dir.path().display();
+        let (ssl, imaps_port) = if tls {
+            let out = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ])
+                .args(["-subj", "/CN=127.0.0.1"])
+                .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+                .arg("-keyout")
+                .arg(path("key.pem"))
+                .arg("-out")
+                .arg(path("cert.pem"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::set_permissions(
+                path("key.pem"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o644),
+            )
+            .unwrap();
+            (
+                format!("ssl = yes\nssl_cert = <{d}/cert.pem\nssl_key = <{d}/key.pem\n"),
+                free_port(),
+            )
+        } else {
+            ("ssl = no\n".to_owned(), 0)
+        };
         let conf = format!(
             "base_dir = {d}/run\nstate_dir = {d}/state\nlog_path = /dev/stderr\nprotocols = imap\n\
-listen = 127.0.0.1\nssl = no\ndisable_plaintext_auth = no\nauth_mechanisms = plain login\n{users}\
+listen = 127.0.0.1\n{ssl}disable_plaintext_auth = no\nauth_mechanisms = plain login\n{users}\
 mail_location = maildir:{d}/mail/%u\n\
 passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN {d}/passwd\n}}\n\
 userdb {{\n  driver = static\n  args = {mail_user} home={d}/mail/%u\n}}\n\
 service imap-login {{\n  chroot =\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n\
-  inet_listener imaps {{\n    port = 0\n  }}\n}}\n"
+  inet_listener imaps {{\n    address = 127.0.0.1\n    port = {imaps_port}\n    ssl = yes\n  }}\n}}\n"
         );
         std::fs::write(path("dovecot.conf"), conf).unwrap();
         let log = std::fs::File::create(path("dovecot.log")).unwrap();
@@ -109,10 +151,15 @@ service imap-login {{\n  chroot =\n  inet_listener imap {{\n    address = 127.0.
             .spawn()
             .unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let tls = tls.then(|| {
+            let a: SocketAddr = format!("127.0.0.1:{imaps_port}").parse().unwrap();
+            (a, path("cert.pem"))
+        });
         let mut dovecot = Dovecot {
             child,
             _dir: dir,
             addr,
+            tls,
         };
         dovecot.wait_ready();
         Some(dovecot)
@@ -190,15 +237,27 @@ impl Drop for Dovecot {
 
 /// Adds an `[inbound.imap]` section to the fixture's config.
 fn with_imap(config: &Path, dovecot: &Dovecot, poll: &str) {
+    with_imap_at(config, dovecot.addr.port(), "none", None, poll);
+}
+
+/// `[inbound.imap]` for `port` with a TLS mode and an optional CA file;
+/// replaces a section written before.
+fn with_imap_at(config: &Path, port: u16, tls: &str, ca: Option<&Path>, poll: &str) {
     let dir = config.parent().unwrap();
     std::fs::write(dir.join("imap.password"), format!("{PASSWORD}\n")).unwrap();
-    let mut text = std::fs::read_to_string(config).unwrap();
-    text = text.replacen(
+    let text = std::fs::read_to_string(config).unwrap();
+    let text = match (text.find("[inbound.imap]"), text.find("[outbound]")) {
+        (Some(a), Some(b)) => format!("{}{}", &text[..a], &text[b..]),
+        _ => text,
+    };
+    let ca = ca.map_or(String::new(), |p| {
+        format!("ca_file = \"{}\"\n", p.display())
+    });
+    let text = text.replacen(
         "[outbound]",
         &format!(
-            "[inbound.imap]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nuser = \"{USER}\"\n\
-password_file = \"imap.password\"\npoll_interval = \"{poll}\"\n\n[outbound]",
-            dovecot.addr.port()
+            "[inbound.imap]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"{tls}\"\n{ca}user = \"{USER}\"\n\
+password_file = \"imap.password\"\npoll_interval = \"{poll}\"\n\n[outbound]"
         ),
         1,
     );
@@ -207,18 +266,67 @@ password_file = \"imap.password\"\npoll_interval = \"{poll}\"\n\n[outbound]",
 
 /// Waits until the daemon's log shows the poller logged in.
 async fn wait_poller(daemon: &Daemon) {
+    wait_log(daemon, "IMAP poller connected", 1).await;
+}
+
+/// Waits until the daemon's log holds `needle` `n` times; returns the log.
+async fn wait_log(daemon: &Daemon, needle: &str, n: usize) -> String {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let log = std::fs::read_to_string(&daemon.log).unwrap_or_default();
-        if log.matches("IMAP poller connected").count() > 0 {
-            return;
+        if log.matches(needle).count() >= n {
+            return log;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "poller not connected:\n{log}"
+            "no {needle:?} in the log:\n{log}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn imap_over_tls_and_starttls_checks_the_servers_certificate() {
+    let Some(dovecot) = Dovecot::start_with(true) else {
+        return;
+    };
+    let (tls_addr, cert) = dovecot.tls.clone().unwrap();
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let config = f.write_config(sink.addr());
+    let n = f.usable_members().count();
+
+    // A certificate nobody vouched for: no login, nothing fetched.
+    with_imap_at(&config, tls_addr.port(), "tls", None, "1h");
+    dovecot
+        .append(&f.gpg_signed(PST, "CVE-2026-53: tls", &embargoed("over TLS")))
+        .await;
+    let daemon = Daemon::start(&config, &f.path("untrusted.log"));
+    let log = wait_log(&daemon, "IMAP session failed", 1).await;
+    assert!(log.contains("TLS with 127.0.0.1"), "{log}");
+    assert!(!log.contains(PASSWORD), "the password is never logged");
+    assert_eq!(dovecot.count().await, 1, "nothing fetched");
+    drop(daemon);
+
+    // Implicit TLS, the server's certificate as the trust root.
+    with_imap_at(&config, tls_addr.port(), "tls", Some(&cert), "1h");
+    let daemon = Daemon::start(&config, &f.path("tls.log"));
+    wait_copies(&sink, n).await;
+    dovecot.wait_empty().await;
+    drop(daemon);
+
+    // STARTTLS on the plain port.
+    with_imap_at(&config, dovecot.addr.port(), "starttls", Some(&cert), "1h");
+    let daemon = Daemon::start(&config, &f.path("starttls.log"));
+    wait_poller(&daemon).await;
+    dovecot
+        .append(&f.gpg_signed(PST, "CVE-2026-54: starttls", &embargoed("upgraded")))
+        .await;
+    wait_copies(&sink, 2 * n).await;
+    dovecot.wait_empty().await;
+    f.wait_until_no_pending().await;
+    assert_eq!(copies(&sink.captured()).len(), 2 * n);
+    drop(daemon);
 }
 
 #[tokio::test(flavor = "multi_thread")]
