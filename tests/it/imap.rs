@@ -420,4 +420,30 @@ async fn imap_mail_that_fails_the_checks_is_rejected_and_removed() {
     );
     assert!(sink.captured().is_empty());
     drop(daemon);
+
+    // With done_folder, processed mail (here an accepted announcement and
+    // a rejected forgery) is moved there instead of deleted.
+    let mut s = dovecot.client().await;
+    s.create("Processed").await.unwrap();
+    s.logout().await.unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "poll_interval = \"1h\"\n",
+        "poll_interval = \"1h\"\ndone_folder = \"Processed\"\n",
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    dovecot
+        .append(forged.replace("unsigned", "again").as_bytes())
+        .await;
+    dovecot
+        .append(&f.gpg_signed(PST, "CVE-2026-55: kept", &embargoed("moved")))
+        .await;
+    let daemon = Daemon::start(&config, &f.path("daemon.log"));
+    dovecot.wait_empty().await;
+    wait_copies(&sink, f.usable_members().count()).await;
+    let mut s = dovecot.client().await;
+    let kept = s.select("Processed").await.unwrap().exists;
+    s.logout().await.unwrap();
+    assert_eq!(kept, 2, "both moved to the done folder");
+    drop(daemon);
 }
