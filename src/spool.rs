@@ -355,19 +355,10 @@ impl Spool {
             params![msg.id, t, msg.signer, to_millis(msg.embargo_until), msg.sealed],
         )
         .map_err(|e| self.db(e))?;
-        for digest in msg.sig_digests {
-            tx.execute(
-                "INSERT INTO seen_signatures (digest, message_id) VALUES (?1, ?2)",
-                params![digest, msg.id],
-            )
-            .map_err(|e| self.db(e))?;
-        }
+        insert_signatures(&tx, msg.sig_digests, msg.id).map_err(|e| self.db(e))?;
         if let Some(digest) = msg.fetched {
-            tx.execute(
-                "INSERT OR IGNORE INTO fetched (digest, at, outcome) VALUES (?1, ?2, ?3)",
-                params![digest, t, format!("accepted as {}", msg.id)],
-            )
-            .map_err(|e| self.db(e))?;
+            insert_fetched(&tx, digest, t, &format!("accepted as {}", msg.id))
+                .map_err(|e| self.db(e))?;
         }
         let until = to_millis(msg.embargo_until);
         let rows = msg.members.iter().map(|m| (m.as_str(), "copy", t));
@@ -435,12 +426,7 @@ impl Spool {
                 "INSERT INTO messages (id, received_at, signer, embargo_until, sealed, kind) VALUES (?1, ?2, ?3, ?2, ?4, 'refusal')",
                 params![id, t, signer, sealed],
             )?;
-            for digest in digests {
-                tx.execute(
-                    "INSERT INTO seen_signatures (digest, message_id) VALUES (?1, ?2)",
-                    params![digest, id],
-                )?;
-            }
+            insert_signatures(&tx, digests, id)?;
             tx.execute(
                 "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, 'refusal', ?3, 'pending', ?4)",
                 params![id, to, crate::crypto::random_hex(12), t],
@@ -467,12 +453,7 @@ impl Spool {
                 "INSERT INTO messages (id, received_at, signer, embargo_until, sealed, kind) VALUES (?1, ?2, ?3, ?2, ?4, 'post')",
                 params![post.id, t, post.signer, post.sealed],
             )?;
-            for digest in post.sig_digests {
-                tx.execute(
-                    "INSERT INTO seen_signatures (digest, message_id) VALUES (?1, ?2)",
-                    params![digest, post.id],
-                )?;
-            }
+            insert_signatures(&tx, post.sig_digests, post.id)?;
             for to in post.recipients {
                 tx.execute(
                     "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, 'post', ?3, 'pending', ?4)",
@@ -480,10 +461,7 @@ impl Spool {
                 )?;
             }
             if let Some(digest) = post.fetched {
-                tx.execute(
-                    "INSERT OR IGNORE INTO fetched (digest, at, outcome) VALUES (?1, ?2, ?3)",
-                    params![digest, t, format!("member post {}", post.id)],
-                )?;
+                insert_fetched(&tx, digest, t, &format!("{} {}", post.event, post.id))?;
             }
             insert_audit(&tx, t, post.event, Some(post.id), None, post.detail)
         };
@@ -515,13 +493,7 @@ impl Spool {
         outcome: &str,
         now: DateTime<Utc>,
     ) -> Result<(), SpoolError> {
-        self.lock()
-            .execute(
-                "INSERT OR IGNORE INTO fetched (digest, at, outcome) VALUES (?1, ?2, ?3)",
-                params![digest, to_millis(now), outcome],
-            )
-            .map(drop)
-            .map_err(|e| self.db(e))
+        insert_fetched(&self.lock(), digest, to_millis(now), outcome).map_err(|e| self.db(e))
     }
 
     /// Appends an audit record on its own.
@@ -956,13 +928,7 @@ impl Spool {
             )));
         }
         if let Some(origin) = origin {
-            for digest in origin.digests {
-                tx.execute(
-                    "INSERT INTO seen_signatures (digest, message_id) VALUES (?1, ?2)",
-                    params![digest, id],
-                )
-                .map_err(|e| self.db(e))?;
-            }
+            insert_signatures(&tx, origin.digests, id).map_err(|e| self.db(e))?;
             // The answer: a fresh receipt (it shows the state after this change).
             insert_receipt(&tx, id, origin.reply_to, now).map_err(|e| self.db(e))?;
         }
@@ -1087,6 +1053,26 @@ fn insert_receipt(
 }
 
 /// The message a signature identity was first seen with, if any.
+/// Adds a message's signature identities to the replay cache.
+fn insert_signatures(conn: &Connection, digests: &[String], id: &str) -> rusqlite::Result<()> {
+    for digest in digests {
+        conn.execute(
+            "INSERT INTO seen_signatures (digest, message_id) VALUES (?1, ?2)",
+            params![digest, id],
+        )?;
+    }
+    Ok(())
+}
+
+/// Records what became of a fetched mail (first outcome wins).
+fn insert_fetched(conn: &Connection, digest: &str, at: i64, outcome: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO fetched (digest, at, outcome) VALUES (?1, ?2, ?3)",
+        params![digest, at, outcome],
+    )
+    .map(drop)
+}
+
 fn seen_before(conn: &Connection, digests: &[String]) -> rusqlite::Result<Option<String>> {
     for digest in digests {
         let seen: Option<String> = conn
