@@ -90,7 +90,7 @@ CREATE TABLE IF NOT EXISTS audit (
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     // Table rebuilds need foreign keys off; it cannot change inside a transaction.
     conn.pragma_update(None, "foreign_keys", "OFF")?;
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = write_tx(conn)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version < 1 {
         let old: Option<String> = tx
@@ -339,16 +339,20 @@ impl Spool {
             .map_err(|e| self.db(e))
     }
 
+    /// `Err(Replay)` naming the message that carried any of `digests` before.
+    fn not_seen(&self, conn: &Connection, digests: &[String]) -> Result<(), SpoolError> {
+        match seen_before(conn, digests).map_err(|e| self.db(e))? {
+            Some(previous) => Err(SpoolError::Replay(previous)),
+            None => Ok(()),
+        }
+    }
+
     /// Commits a verified announcement and its deliveries in one fsynced
     /// transaction; only after this returns may the sender be told 250.
     pub fn accept(&self, msg: &NewMessage<'_>, now: DateTime<Utc>) -> Result<(), SpoolError> {
         let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| self.db(e))?;
-        if let Some(previous) = seen_before(&tx, msg.sig_digests).map_err(|e| self.db(e))? {
-            return Err(SpoolError::Replay(previous));
-        }
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        self.not_seen(&tx, msg.sig_digests)?;
         let t = to_millis(now);
         tx.execute(
             "INSERT INTO messages (id, received_at, signer, embargo_until, sealed) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -403,12 +407,8 @@ impl Spool {
         now: DateTime<Utc>,
     ) -> Result<(), SpoolError> {
         let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| self.db(e))?;
-        if let Some(previous) = seen_before(&tx, digests).map_err(|e| self.db(e))? {
-            return Err(SpoolError::Replay(previous));
-        }
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        self.not_seen(&tx, digests)?;
         let queued: bool = tx
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM messages WHERE id = ?1)",
@@ -441,12 +441,8 @@ impl Spool {
     /// signatures in the replay cache, in one transaction.
     pub fn accept_post(&self, post: &NewPost<'_>, now: DateTime<Utc>) -> Result<(), SpoolError> {
         let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| self.db(e))?;
-        if let Some(previous) = seen_before(&tx, post.sig_digests).map_err(|e| self.db(e))? {
-            return Err(SpoolError::Replay(previous));
-        }
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        self.not_seen(&tx, post.sig_digests)?;
         let t = to_millis(now);
         let write = || -> rusqlite::Result<()> {
             tx.execute(
@@ -601,9 +597,7 @@ impl Spool {
         now: DateTime<Utc>,
     ) -> Result<(), SpoolError> {
         let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| self.db(e))?;
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
         tx.execute(
             "UPDATE deliveries SET state = ?3, attempts = attempts + ?4, last_error = ?5
              WHERE message_id = ?1 AND member = ?2 AND kind = ?6 AND copy_id = ?7",
@@ -650,9 +644,7 @@ impl Spool {
         now: DateTime<Utc>,
     ) -> Result<(), SpoolError> {
         let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| self.db(e))?;
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
         tx.execute(
             "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?3, last_error = ?4
              WHERE message_id = ?1 AND member = ?2 AND kind = ?5 AND copy_id = ?6",
@@ -687,9 +679,7 @@ impl Spool {
         now: DateTime<Utc>,
     ) -> Result<bool, SpoolError> {
         let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| self.db(e))?;
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
         let (untried, receipts): (i64, i64) = tx
             .query_row(
                 "SELECT
@@ -892,13 +882,9 @@ impl Spool {
         apply: impl FnOnce(&rusqlite::Transaction<'_>, DateTime<Utc>) -> Result<String, SpoolError>,
     ) -> Result<(), SpoolError> {
         let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| self.db(e))?;
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
         let digests = origin.map(|o| o.digests).unwrap_or_default();
-        if let Some(previous) = seen_before(&tx, digests).map_err(|e| self.db(e))? {
-            return Err(SpoolError::Replay(previous));
-        }
+        self.not_seen(&tx, digests)?;
         let row: Option<(String, i64, i64)> = tx
             .query_row(
                 "SELECT embargo_state, embargo_until,
@@ -1053,6 +1039,13 @@ fn insert_receipt(
 }
 
 /// The message a signature identity was first seen with, if any.
+/// A write transaction that takes the write lock at once (IMMEDIATE): the
+/// daemon and `submit` write the same WAL database, and a deferred
+/// transaction that read first fails at once on a stale snapshot.
+fn write_tx(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
 /// Adds a message's signature identities to the replay cache.
 fn insert_signatures(conn: &Connection, digests: &[String], id: &str) -> rusqlite::Result<()> {
     for digest in digests {
