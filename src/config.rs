@@ -103,6 +103,8 @@ pub struct RawOutbound {
     pub timeout: Option<String>,
     pub retry_initial: Option<String>,
     pub retry_max: Option<String>,
+    pub retry_lifetime: Option<String>,
+    pub concurrency: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -228,6 +230,10 @@ pub struct OutboundConfig {
     pub timeout: Duration,
     pub retry_initial: Duration,
     pub retry_max: Duration,
+    /// How long after its first transient failure a delivery is given up.
+    pub retry_lifetime: Duration,
+    /// How many deliveries run at once (public releases have as many more of their own).
+    pub concurrency: usize,
 }
 
 impl Config {
@@ -461,6 +467,14 @@ impl Validator<'_> {
             timeout: self.duration("outbound.timeout", raw.timeout, "60s")?,
             retry_initial: self.duration("outbound.retry_initial", raw.retry_initial, "5m")?,
             retry_max: self.duration("outbound.retry_max", raw.retry_max, "1h")?,
+            retry_lifetime: self.duration("outbound.retry_lifetime", raw.retry_lifetime, "5d")?,
+            concurrency: match raw.concurrency {
+                None => 8,
+                Some(n @ 1..=1024) => n,
+                Some(_) => {
+                    return Err(self.err("outbound.concurrency", "must be between 1 and 1024"));
+                }
+            },
         })
     }
 
@@ -603,6 +617,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(ms))
 }
 
+/// Writes a duration the way the configuration spells it: `5d`, `90m`, `30s`.
+pub fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms >= size && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 /// Parses `1000`, `512KiB`, `25MiB`, `1GiB` (also KB/MB as powers of 1000).
 pub fn parse_size(s: &str) -> Result<usize, String> {
     let s = s.trim();
@@ -637,6 +667,9 @@ mod tests {
         );
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("5 weeks").is_err());
+        for spelled in ["5d", "90m", "1h", "30s", "250ms"] {
+            assert_eq!(human_duration(parse_duration(spelled).unwrap()), spelled);
+        }
         assert_eq!(parse_size("25MiB").unwrap(), 25 << 20);
         assert_eq!(parse_size("1000").unwrap(), 1000);
         assert!(parse_size("lots").is_err());

@@ -802,6 +802,18 @@ pub fn open_copy(
     list_cert: &Cert,
     ciphertext: &[u8],
 ) -> anyhow::Result<OpenedCopy> {
+    open_copy_at(p, member_tsk, list_cert, ciphertext, None)
+}
+
+/// [`open_copy`] as a reader at `at` (default: now) sees it.
+pub fn open_copy_at(
+    p: &dyn Policy,
+    member_tsk: &Cert,
+    list_cert: &Cert,
+    ciphertext: &[u8],
+    at: Option<DateTime<Utc>>,
+) -> anyhow::Result<OpenedCopy> {
+    let at = at.map(std::time::SystemTime::from);
     let keypairs = member_tsk
         .keys()
         .unencrypted_secret()
@@ -815,7 +827,7 @@ pub fn open_copy(
         recipients: Vec::new(),
         signer: None,
     };
-    let mut d = DecryptorBuilder::from_bytes(ciphertext)?.with_policy(p, None, helper)?;
+    let mut d = DecryptorBuilder::from_bytes(ciphertext)?.with_policy(p, at, helper)?;
     let mut out = Vec::new();
     d.read_to_end(&mut out)?;
     let helper = d.into_helper();

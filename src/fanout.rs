@@ -2,12 +2,14 @@
 //! hands each to the outbound transport; a member without a usable key is
 //! skipped (never sent plaintext), a transient failure is retried with backoff.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sequoia_openpgp::policy::StandardPolicy;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::crypto::SealError;
@@ -37,39 +39,224 @@ enum Stall {
 /// yet, keyed by (message id, recipient, kind), with the smarthost's answer. They are
 /// recorded, never sent again, once the spool works (a crash in between
 /// costs at most one duplicate).
-type Unrecorded = HashMap<(String, String, Kind), String>;
+type Unrecorded = Mutex<HashMap<Key, String>>;
 
-/// Delivers until `shutdown`; woken early by `relay.wake`. If an outcome
-/// cannot be recorded, the worker pauses (doubling up to a minute) and
-/// remembers what was sent, so nothing is sent twice while it waits.
+/// One delivery row: (message id, recipient, kind).
+type Key = (String, String, Kind);
+
+fn key(d: &DueDelivery) -> Key {
+    (d.message_id.clone(), d.member.clone(), d.kind)
+}
+
+/// The two lanes deliveries run in, each bounded by `outbound.concurrency`:
+/// public releases and lifted notices have their own, so a fan-out that
+/// fills the other lane (or a dead member server holding its slots) never
+/// delays them.
+struct Lanes {
+    timely: Arc<Semaphore>,
+    other: Arc<Semaphore>,
+}
+
+impl Lanes {
+    fn new(bound: usize) -> Lanes {
+        Lanes {
+            timely: Arc::new(Semaphore::new(bound)),
+            other: Arc::new(Semaphore::new(bound)),
+        }
+    }
+
+    fn try_enter(&self, kind: Kind) -> Option<OwnedSemaphorePermit> {
+        let lane = if matches!(kind, Kind::Release | Kind::Lifted) {
+            &self.timely
+        } else {
+            &self.other
+        };
+        lane.clone().try_acquire_owned().ok()
+    }
+}
+
+/// Delivers until `shutdown`; woken early by `relay.wake`. Each due
+/// delivery runs as its own task, at most `outbound.concurrency` at once
+/// per lane. If an outcome cannot be recorded, the worker pauses (doubling
+/// up to a minute) and remembers what was sent, so nothing is sent twice
+/// while it waits. On shutdown it waits for the deliveries in flight:
+/// copies are abandoned (sent again after restart), a release is finished.
 pub async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: CancellationToken) {
+    let lanes = Lanes::new(relay.config.outbound.concurrency);
+    let unrecorded: Arc<Unrecorded> = Arc::default();
+    let mut flying: HashSet<Key> = HashSet::new();
+    let mut tasks: JoinSet<(Key, Result<(), Stall>)> = JoinSet::new();
+    let mut opened: HashMap<String, Arc<Announcement>> = HashMap::new();
     let mut pause = FIRST_PAUSE;
-    let mut unrecorded = Unrecorded::new();
+    let mut stalled: Option<Stall> = None;
     loop {
-        match deliver_due(&relay, &outbound, &shutdown, &mut unrecorded).await {
-            Ok(n) if n > 0 => {
-                pause = FIRST_PAUSE;
-                continue;
+        while let Some(done) = tasks.try_join_next() {
+            landed(done, &mut flying, &mut stalled);
+        }
+        if let Some(e) = stalled.take() {
+            tracing::error!(error = %e, pause_s = pause.as_secs(), "fan-out paused: the spool cannot be read or written");
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(pause) => {}
             }
-            Ok(_) => pause = FIRST_PAUSE,
+            pause = (pause * 2).min(IDLE);
+            continue;
+        }
+        let job = Dispatch {
+            relay: &relay,
+            outbound: &outbound,
+            shutdown: &shutdown,
+            lanes: &lanes,
+            unrecorded: &unrecorded,
+        };
+        match job.dispatch(&mut flying, &mut tasks, &mut opened).await {
+            Ok(()) => pause = FIRST_PAUSE,
             Err(e) => {
-                tracing::error!(error = %e, pause_s = pause.as_secs(), "fan-out paused: the spool cannot be read or written");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(pause) => {}
-                }
-                pause = (pause * 2).min(IDLE);
+                stalled = Some(e);
                 continue;
             }
         }
         let wake_at = next_wake(&relay).await;
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             _ = relay.wake.notified() => {}
             _ = relay.clock.sleep_until(wake_at) => {}
             _ = spool_changed(&relay) => {}
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                landed(done, &mut flying, &mut stalled);
+            }
         }
     }
+    while let Some(done) = tasks.join_next().await {
+        landed(done, &mut flying, &mut stalled);
+    }
+}
+
+/// Takes note of a delivery task that ended.
+fn landed(
+    done: Result<(Key, Result<(), Stall>), tokio::task::JoinError>,
+    flying: &mut HashSet<Key>,
+    stalled: &mut Option<Stall>,
+) {
+    match done {
+        Ok((key, outcome)) => {
+            flying.remove(&key);
+            if let Err(e) = outcome {
+                *stalled = Some(e);
+            }
+        }
+        // The task's key is lost with it: the row stays pending and is
+        // picked up again after a restart; the daemon's supervisor logs it.
+        Err(e) => {
+            *stalled = Some(Stall::Task(if e.is_panic() {
+                "panicked"
+            } else {
+                "was cancelled"
+            }))
+        }
+    }
+}
+
+/// What starting delivery tasks needs.
+struct Dispatch<'a> {
+    relay: &'a Arc<Relay>,
+    outbound: &'a Outbound,
+    shutdown: &'a CancellationToken,
+    lanes: &'a Lanes,
+    unrecorded: &'a Arc<Unrecorded>,
+}
+
+impl Dispatch<'_> {
+    /// Starts a task for each due delivery not already in flight, as far as
+    /// its lane has room. An announcement is opened once and shared by its
+    /// tasks; `opened` keeps it while it still has due deliveries.
+    async fn dispatch(
+        &self,
+        flying: &mut HashSet<Key>,
+        tasks: &mut JoinSet<(Key, Result<(), Stall>)>,
+        opened: &mut HashMap<String, Arc<Announcement>>,
+    ) -> Result<(), Stall> {
+        let relay = self.relay;
+        let r = relay.clone();
+        let now = relay.clock.now();
+        let limit = BATCH + flying.len();
+        let due = blocking(move || r.spool.due(now, limit)).await??;
+        opened.retain(|id, _| due.iter().any(|d| &d.message_id == id));
+        for d in due {
+            if self.shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let k = key(&d);
+            if flying.contains(&k) {
+                continue;
+            }
+            let Some(permit) = self.lanes.try_enter(d.kind) else {
+                continue;
+            };
+            let announcement = match opened.get(&d.message_id) {
+                Some(a) if a.terms.until == d.embargo_until => a.clone(),
+                _ => {
+                    let (r, id) = (relay.clone(), d.message_id.clone());
+                    match blocking(move || open(&r, &id)).await?? {
+                        Ok(mut a) => {
+                            // The spool's embargo time is authoritative (operators can change it).
+                            a.terms.until = d.embargo_until;
+                            let a = Arc::new(a);
+                            opened.insert(d.message_id.clone(), a.clone());
+                            a
+                        }
+                        Err(e) => {
+                            // E.g. the list key was replaced: fixable, so keep the copies and retry.
+                            tracing::error!(message_id = %d.message_id, error = %e, "cannot open a spooled announcement");
+                            defer(
+                                relay,
+                                &d,
+                                format!("cannot open the spooled announcement: {e}"),
+                            )
+                            .await?;
+                            continue;
+                        }
+                    }
+                }
+            };
+            flying.insert(k.clone());
+            let (relay, outbound, shutdown, unrecorded) = (
+                relay.clone(),
+                self.outbound.clone(),
+                self.shutdown.clone(),
+                self.unrecorded.clone(),
+            );
+            tasks.spawn(async move {
+                let outcome =
+                    deliver_one(&relay, &outbound, &announcement, &d, &shutdown, &unrecorded).await;
+                drop(permit);
+                let outcome = match outcome {
+                    Ok(()) if d.kind == Kind::Copy => {
+                        receipt_when_tried(&relay, &announcement, &d).await
+                    }
+                    other => other,
+                };
+                (k, outcome)
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Queues the PST's receipt once every member copy has been tried.
+async fn receipt_when_tried(
+    relay: &Arc<Relay>,
+    a: &Announcement,
+    d: &DueDelivery,
+) -> Result<(), Stall> {
+    let (r, id, to, now) = (
+        relay.clone(),
+        d.message_id.clone(),
+        a.from.clone(),
+        relay.clock.now(),
+    );
+    blocking(move || r.spool.queue_receipt_when_tried(&id, &to, now)).await??;
+    Ok(())
 }
 
 /// Resolves when another process (the operator's CLI) has committed to the
@@ -93,12 +280,14 @@ async fn spool_changed(relay: &Arc<Relay>) {
     }
 }
 
-/// When the worker should look again: the next due delivery (or release),
-/// at most [`IDLE`] from now.
+/// When the worker should look again: when the next delivery not yet due
+/// falls due, at most [`IDLE`] from now. (Due deliveries waiting for a lane
+/// are started when a task in flight ends.)
 async fn next_wake(relay: &Arc<Relay>) -> DateTime<Utc> {
     let r = relay.clone();
-    let latest = relay.clock.now() + chrono::Duration::from_std(IDLE).unwrap_or_default();
-    match blocking(move || r.spool.next_due()).await {
+    let now = relay.clock.now();
+    let latest = now + chrono::Duration::from_std(IDLE).unwrap_or_default();
+    match blocking(move || r.spool.next_due_after(now)).await {
         Ok(Ok(Some(at))) => at.min(latest),
         _ => latest,
     }
@@ -112,61 +301,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
             "was cancelled"
         })
     })
-}
-
-/// Works through one batch of due deliveries; returns how many it handled.
-async fn deliver_due(
-    relay: &Arc<Relay>,
-    outbound: &Outbound,
-    shutdown: &CancellationToken,
-    unrecorded: &mut Unrecorded,
-) -> Result<usize, Stall> {
-    let r = relay.clone();
-    let now = relay.clock.now();
-    let due = blocking(move || r.spool.due(now, BATCH)).await??;
-    let mut handled = 0;
-    for group in due.chunk_by(|a, b| a.message_id == b.message_id) {
-        let r = relay.clone();
-        let id = group[0].message_id.clone();
-        let announcement = match blocking(move || open(&r, &id)).await?? {
-            Ok(mut a) => {
-                // The spool's embargo time is authoritative (operators can change it).
-                a.terms.until = group[0].embargo_until;
-                Arc::new(a)
-            }
-            Err(e) => {
-                // E.g. the list key was replaced: fixable, so keep the copies and retry.
-                tracing::error!(message_id = %group[0].message_id, error = %e, "cannot open a spooled announcement");
-                for d in group {
-                    defer(
-                        relay,
-                        d,
-                        format!("cannot open the spooled announcement: {e}"),
-                    )
-                    .await?;
-                }
-                handled += group.len();
-                continue;
-            }
-        };
-        for d in group {
-            if shutdown.is_cancelled() {
-                return Ok(handled);
-            }
-            deliver_one(relay, outbound, &announcement, d, shutdown, unrecorded).await?;
-            handled += 1;
-        }
-        if group.iter().any(|d| d.kind == Kind::Copy) {
-            let (r, id, to, now) = (
-                relay.clone(),
-                group[0].message_id.clone(),
-                announcement.from.clone(),
-                relay.clock.now(),
-            );
-            blocking(move || r.spool.queue_receipt_when_tried(&id, &to, now)).await??;
-        }
-    }
-    Ok(handled)
 }
 
 /// Reads and opens a spooled announcement: a spool error pauses the worker,
@@ -192,12 +326,13 @@ async fn deliver_one(
     announcement: &Arc<Announcement>,
     d: &DueDelivery,
     shutdown: &CancellationToken,
-    unrecorded: &mut Unrecorded,
+    unrecorded: &Unrecorded,
 ) -> Result<(), Stall> {
-    let key = (d.message_id.clone(), d.member.clone(), d.kind);
-    if let Some(answer) = unrecorded.get(&key).cloned() {
+    let key = key(d);
+    let known = lock(unrecorded).get(&key).cloned();
+    if let Some(answer) = known {
         finish(relay, d, Finished::Sent, answer).await?;
-        unrecorded.remove(&key);
+        lock(unrecorded).remove(&key);
         return Ok(());
     }
     let (r, dd, now) = (relay.clone(), d.clone(), relay.clock.now());
@@ -259,7 +394,7 @@ async fn deliver_one(
             };
             let recorded = finish(relay, d, Finished::Sent, answer.clone()).await;
             if recorded.is_err() {
-                unrecorded.insert(key, answer);
+                lock(unrecorded).insert(key, answer);
             } else if late_release {
                 // The PST hears how late, in a fresh receipt (only once the
                 // release itself is recorded: a failure here re-sends nothing).
@@ -307,21 +442,39 @@ async fn postpone(relay: &Arc<Relay>, d: &DueDelivery, until: DateTime<Utc>) -> 
     tracing::warn!(message_id = %d.message_id, public_list = %d.member, "release due but the embargo has not lifted by the clock; postponed");
     let (r, dd, now) = (relay.clone(), d.clone(), relay.clock.now());
     Ok(blocking(move || {
-        r.spool
-            .retry_later(&dd, "embargo not lifted yet by the clock", until, now)
+        r.spool.retry_later(
+            &dd,
+            "embargo not lifted yet by the clock",
+            until,
+            now,
+            false,
+        )
     })
     .await??)
 }
 
-/// Schedules the next attempt of a delivery after a transient failure.
+/// Schedules the next attempt of a delivery after a transient failure, or
+/// gives it up once `outbound.retry_lifetime` has passed since its first
+/// failure (the PST hears of it in a fresh receipt).
 async fn defer(relay: &Arc<Relay>, d: &DueDelivery, error: String) -> Result<(), Stall> {
     let cfg = &relay.config.outbound;
-    let delay = outbound::backoff(cfg.retry_initial, cfg.retry_max, d.attempts);
     let now = relay.clock.now();
+    let lifetime = chrono::Duration::from_std(cfg.retry_lifetime).unwrap_or(chrono::Duration::MAX);
+    if let Some(first) = d.first_failed
+        && now - first >= lifetime
+    {
+        let detail = format!(
+            "gave up after {} of retries (outbound.retry_lifetime); the last answer: {error}",
+            crate::config::human_duration(cfg.retry_lifetime)
+        );
+        tracing::error!(message_id = %d.message_id, member = %d.member, kind = ?d.kind, %error, "delivery given up");
+        return finish(relay, d, Finished::Failed, detail).await;
+    }
+    let delay = outbound::backoff(cfg.retry_initial, cfg.retry_max, d.attempts);
     let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1));
     tracing::warn!(message_id = %d.message_id, member = %d.member, %error, retry_in_s = delay.as_secs(), "copy deferred");
     let (r, dd) = (relay.clone(), d.clone());
-    Ok(blocking(move || r.spool.retry_later(&dd, &error, next, now)).await??)
+    Ok(blocking(move || r.spool.retry_later(&dd, &error, next, now, true)).await??)
 }
 
 /// Builds what a delivery sends: a member's sealed copy or a public release.
@@ -404,8 +557,16 @@ fn receipt_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<V
     let spool_error = |e: SpoolError| SealError::Crypto(e.to_string());
     let report = relay
         .spool
-        .copy_report(&d.message_id)
+        .delivery_report(&d.message_id, Kind::Copy)
         .map_err(spool_error)?;
+    let failed_releases: Vec<(String, String)> = relay
+        .spool
+        .delivery_report(&d.message_id, Kind::Release)
+        .map_err(spool_error)?
+        .into_iter()
+        .filter(|(_, state, _)| state == "failed")
+        .map(|(to, _, why)| (to, why.unwrap_or_default()))
+        .collect();
     let releases = relay
         .spool
         .release_targets(&d.message_id)
@@ -423,7 +584,7 @@ fn receipt_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<V
         .filter(|r| r.event == "released")
         .map(|r| (r.member.unwrap_or_default(), r.detail))
         .collect();
-    let text = receipt_text(
+    let mut text = receipt_text(
         relay,
         a,
         &d.message_id,
@@ -432,6 +593,11 @@ fn receipt_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<V
         &releases,
         &released,
     );
+    for (to, why) in &failed_releases {
+        text.push_str(&format!(
+            "\nTHE PUBLIC ADVISORY DID NOT REACH {to}: {why}\nPublish it there yourself.\n"
+        ));
+    }
     let subject = format!("Receipt: {}", a.subject);
     notice(
         relay,
@@ -634,7 +800,10 @@ Embargo state:  {state}\nEmbargo lifts:  {} UTC ({} in the offset you wrote)\nCo
             "Skipped (no usable key; nothing was sent to them, not even in plaintext)",
         ),
         ("pending", "Still being retried"),
-        ("failed", "Refused permanently"),
+        (
+            "failed",
+            "NOT DELIVERED (refused permanently, or given up after retries; the remote server's answer follows)",
+        ),
     ] {
         let rows = list(row_state);
         if !rows.is_empty() {
@@ -702,6 +871,10 @@ fn seal_copy(
         .seal_for(&p, headers.date, &cert, inner.expose())?;
     outbound::encrypted_outer(&headers, outer_subject, &armored)
         .map_err(|e| SealError::Crypto(e.to_string()))
+}
+
+fn lock(unrecorded: &Unrecorded) -> std::sync::MutexGuard<'_, HashMap<Key, String>> {
+    unrecorded.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 async fn finish(

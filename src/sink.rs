@@ -1,6 +1,7 @@
 //! A loopback SMTP capture sink: stands in for the smarthost in the demo and
 //! the tests, recording every envelope and message it is given.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,6 +12,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
 use crate::inbound::smtp::{self, Envelope, MailHandler, Reply, SmtpSettings};
 
 /// One message the sink received.
@@ -18,6 +20,8 @@ use crate::inbound::smtp::{self, Envelope, MailHandler, Reply, SmtpSettings};
 pub struct Captured {
     pub envelope: Envelope,
     pub raw: Vec<u8>,
+    /// When the sink accepted it, by the wall clock.
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 struct Store {
@@ -31,6 +35,11 @@ struct Store {
     hold_only: Mutex<Option<String>>,
     /// Messages received and waiting for the gate.
     waiting: AtomicUsize,
+    /// Scripted answers per recipient: the code, and how many more times
+    /// to give it (`None`: always).
+    scripted: Mutex<HashMap<String, (u16, Option<usize>)>>,
+    /// Every message offered, accepted or not, per recipient.
+    attempts: Mutex<HashMap<String, usize>>,
 }
 
 impl Default for Store {
@@ -42,6 +51,8 @@ impl Default for Store {
             open: watch::channel(true).0,
             hold_only: Mutex::new(None),
             waiting: AtomicUsize::new(0),
+            scripted: Mutex::default(),
+            attempts: Mutex::default(),
         }
     }
 }
@@ -62,6 +73,13 @@ impl MailHandler for Store {
             let _ = self.open.subscribe().wait_for(|open| *open).await;
             self.waiting.fetch_sub(1, Ordering::SeqCst);
         }
+        for rcpt in &envelope.rcpt_to {
+            *lock(&self.attempts).entry(rcpt.clone()).or_default() += 1;
+        }
+        if let Some(code) = self.scripted_answer(&envelope.rcpt_to) {
+            let status = if code >= 500 { "5.1.1" } else { "4.2.0" };
+            return Reply::new(code, status, "sink says: scripted answer");
+        }
         let refuse = self
             .temp_fail
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -72,10 +90,39 @@ impl MailHandler for Store {
         self.captured
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(Captured { envelope, raw });
+            .push(Captured {
+                envelope,
+                raw,
+                at: crate::clock::SystemClock.now(),
+            });
         self.arrived.notify_waiters();
         Reply::new(250, "2.0.0", "captured")
     }
+}
+
+impl Store {
+    /// The scripted answer to a message for `rcpts`, counting it down.
+    fn scripted_answer(&self, rcpts: &[String]) -> Option<u16> {
+        let mut scripted = lock(&self.scripted);
+        for rcpt in rcpts {
+            if let Some((code, left)) = scripted.get_mut(rcpt) {
+                let code = *code;
+                match left {
+                    Some(0) => {}
+                    Some(n) => {
+                        *n -= 1;
+                        return Some(code);
+                    }
+                    None => return Some(code),
+                }
+            }
+        }
+        None
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A running capture sink on 127.0.0.1.
@@ -127,6 +174,17 @@ impl CaptureSink {
     /// Answers the next `n` messages with a transient 451.
     pub fn fail_next(&self, n: usize) {
         self.store.temp_fail.store(n, Ordering::SeqCst);
+    }
+
+    /// Answers messages to `rcpt` with `code` (e.g. 451 or 550), `times`
+    /// times (`None`: always); then they are accepted again.
+    pub fn answer_for(&self, rcpt: &str, code: u16, times: Option<usize>) {
+        lock(&self.store.scripted).insert(rcpt.to_owned(), (code, times));
+    }
+
+    /// How many messages to `rcpt` were offered, accepted or not.
+    pub fn attempts(&self, rcpt: &str) -> usize {
+        lock(&self.store.attempts).get(rcpt).copied().unwrap_or(0)
     }
 
     /// Holds every message after its data arrived, before answering, until [`CaptureSink::release`].

@@ -31,7 +31,7 @@ pub enum SpoolError {
 }
 
 /// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 fn messages_ddl(name: &str) -> String {
     format!(
@@ -116,6 +116,10 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     tx.execute_batch(&messages_ddl("messages"))?;
     tx.execute_batch(&deliveries_ddl("deliveries"))?;
     tx.execute_batch(OTHER_TABLES)?;
+    if version < 2 {
+        // Version 2: when a delivery first failed, for the retry lifetime.
+        tx.execute_batch("ALTER TABLE deliveries ADD COLUMN first_failed_at INTEGER;")?;
+    }
     let broken: Option<String> = tx
         .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
         .optional()?;
@@ -219,6 +223,8 @@ pub struct DueDelivery {
     pub embargo_cancelled: bool,
     pub copy_id: String,
     pub attempts: u32,
+    /// When an attempt first failed transiently (the retry lifetime runs from then).
+    pub first_failed: Option<DateTime<Utc>>,
 }
 
 /// A change asked for by signed mail: its signatures (against replays) and
@@ -517,10 +523,10 @@ impl Spool {
         let conn = self.lock();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT d.message_id, d.member, d.kind, d.copy_id, d.attempts, m.embargo_until, m.embargo_state FROM deliveries d
+                "SELECT d.message_id, d.member, d.kind, d.copy_id, d.attempts, m.embargo_until, m.embargo_state, d.first_failed_at FROM deliveries d
                  JOIN messages m ON m.id = d.message_id
                  WHERE d.state = 'pending' AND d.next_attempt_at <= ?1
-                 ORDER BY m.received_at, d.message_id, d.member LIMIT ?2",
+                 ORDER BY d.kind IN ('release', 'lifted') DESC, m.received_at, d.message_id, d.member LIMIT ?2",
             )
             .map_err(|e| self.db(e))?;
         let rows = stmt
@@ -542,6 +548,7 @@ impl Spool {
                     attempts: r.get(4)?,
                     embargo_until: from_millis(r.get(5)?),
                     embargo_cancelled: r.get::<_, String>(6)? == "cancelled",
+                    first_failed: r.get::<_, Option<i64>>(7)?.map(from_millis),
                 })
             })
             .map_err(|e| self.db(e))?;
@@ -564,13 +571,13 @@ impl Spool {
         Ok(n > 0)
     }
 
-    /// When the next pending delivery falls due, if any is pending.
-    pub fn next_due(&self) -> Result<Option<DateTime<Utc>>, SpoolError> {
+    /// When the next pending delivery not yet due at `now` falls due, if any.
+    pub fn next_due_after(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, SpoolError> {
         let ms: Option<i64> = self
             .lock()
             .query_row(
-                "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'",
-                [],
+                "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending' AND next_attempt_at > ?1",
+                [to_millis(now)],
                 |r| r.get(0),
             )
             .map_err(|e| self.db(e))?;
@@ -632,21 +639,37 @@ impl Spool {
             detail,
         )
         .map_err(|e| self.db(e))?;
+        if state == Finished::Failed && matches!(d.kind, Kind::Copy | Kind::Release | Kind::Lifted)
+        {
+            // The PST hears of every copy that will never arrive: its
+            // receipt is sent again, now listing this one. Before the first
+            // receipt is queued there is nothing to redo; it will list it.
+            tx.execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, first_failed_at = NULL, last_error = NULL,
+                   next_attempt_at = ?2, copy_id = ?3 WHERE message_id = ?1 AND kind = 'receipt'",
+                params![d.message_id, to_millis(now), crate::crypto::random_hex(12)],
+            )
+            .map_err(|e| self.db(e))?;
+        }
         tx.commit().map_err(|e| self.db(e))
     }
 
     /// Records a transient failure and when to try again.
+    /// `failed` says it was an attempt that failed (which starts the retry
+    /// lifetime), not a postponement.
     pub fn retry_later(
         &self,
         d: &DueDelivery,
         error: &str,
         next: DateTime<Utc>,
         now: DateTime<Utc>,
+        failed: bool,
     ) -> Result<(), SpoolError> {
         let mut conn = self.lock();
         let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
         tx.execute(
-            "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?3, last_error = ?4
+            "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?3, last_error = ?4,
+               first_failed_at = CASE WHEN ?7 THEN COALESCE(first_failed_at, ?8) ELSE first_failed_at END
              WHERE message_id = ?1 AND member = ?2 AND kind = ?5 AND copy_id = ?6",
             params![
                 d.message_id,
@@ -654,7 +677,9 @@ impl Spool {
                 to_millis(next),
                 error,
                 d.kind.as_str(),
-                d.copy_id
+                d.copy_id,
+                failed,
+                to_millis(now)
             ],
         )
         .map_err(|e| self.db(e))?;
@@ -701,19 +726,22 @@ impl Spool {
         Ok(true)
     }
 
-    /// Each member copy of a message: (member, state, last error).
-    pub fn copy_report(
+    /// Each delivery of one kind of a message: (recipient, state, last error).
+    pub fn delivery_report(
         &self,
         message_id: &str,
+        kind: Kind,
     ) -> Result<Vec<(String, String, Option<String>)>, SpoolError> {
         let conn = self.lock();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT member, state, last_error FROM deliveries WHERE message_id = ?1 AND kind = 'copy' ORDER BY member",
+                "SELECT member, state, last_error FROM deliveries WHERE message_id = ?1 AND kind = ?2 ORDER BY member",
             )
             .map_err(|e| self.db(e))?;
         let rows = stmt
-            .query_map([message_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_map(params![message_id, kind.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .map_err(|e| self.db(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
     }
@@ -1144,10 +1172,19 @@ mod tests {
             .finish(&due[0], Finished::Sent, "250 ok", now)
             .unwrap();
         let later = t("2026-11-20T12:05:00Z");
-        spool.retry_later(&due[1], "451 busy", later, now).unwrap();
+        spool
+            .retry_later(&due[1], "451 busy", later, now, true)
+            .unwrap();
         assert!(spool.due(now, 10).unwrap().is_empty());
-        assert_eq!(spool.next_due().unwrap(), Some(later));
-        assert_eq!(spool.due(later, 10).unwrap()[0].attempts, 1);
+        assert_eq!(spool.next_due_after(now).unwrap(), Some(later));
+        assert!(spool.next_due_after(later).unwrap() > Some(later));
+        let retry = &spool.due(later, 10).unwrap()[0];
+        assert_eq!(retry.attempts, 1);
+        assert_eq!(
+            retry.first_failed,
+            Some(now),
+            "the retry lifetime starts at the first failure"
+        );
         let c = spool.counts("m1").unwrap();
         assert_eq!((c.sent, c.pending), (1, 1));
         let events: Vec<String> = spool

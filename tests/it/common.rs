@@ -506,25 +506,39 @@ pub fn reminders(got: &[embargo_relay::sink::Captured]) -> Vec<&embargo_relay::s
 
 /// The plaintext of every receipt to the PST, decrypted with the PST's key.
 pub fn receipt_texts(f: &Fixture, got: &[embargo_relay::sink::Captured]) -> Vec<String> {
-    decrypted_for_pst(f, receipts(got))
+    decrypted_for_pst(f, receipts(got), None)
+}
+
+/// The same, read at `at` (a manual clock's time, so later signatures verify).
+pub fn receipt_texts_at(
+    f: &Fixture,
+    got: &[embargo_relay::sink::Captured],
+    at: chrono::DateTime<Utc>,
+) -> Vec<String> {
+    decrypted_for_pst(f, receipts(got), Some(at))
 }
 
 /// The plaintext of every refusal notice to the PST.
 pub fn refusal_texts(f: &Fixture, got: &[embargo_relay::sink::Captured]) -> Vec<String> {
-    decrypted_for_pst(f, with_subject(got, "[embargo-relay refusal]"))
+    decrypted_for_pst(f, with_subject(got, "[embargo-relay refusal]"), None)
 }
 
-fn decrypted_for_pst(f: &Fixture, mails: Vec<&embargo_relay::sink::Captured>) -> Vec<String> {
+fn decrypted_for_pst(
+    f: &Fixture,
+    mails: Vec<&embargo_relay::sink::Captured>,
+    at: Option<chrono::DateTime<Utc>>,
+) -> Vec<String> {
     let list = f.list.clone().strip_secret_key_material();
     let p = sequoia_openpgp::policy::StandardPolicy::new();
     mails
         .iter()
         .filter_map(|c| {
-            embargo_relay::crypto::open_copy(
+            embargo_relay::crypto::open_copy_at(
                 &p,
                 &f.members[0].secret,
                 &list,
                 armored_payload(&c.raw),
+                at,
             )
             .ok()
         })

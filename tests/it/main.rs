@@ -15,6 +15,7 @@ mod posts;
 mod rejection;
 mod release;
 mod replay;
+mod retry;
 mod roster;
 mod smuggling;
 mod submit;

@@ -26,10 +26,27 @@ async fn manual_list() -> (
     ManualClock,
     embargo_relay::daemon::Running,
 ) {
+    manual_list_with("").await
+}
+
+/// The same, with `outbound` lines added to the config's `[outbound]`.
+async fn manual_list_with(
+    outbound: &str,
+) -> (
+    Fixture,
+    CaptureSink,
+    ManualClock,
+    embargo_relay::daemon::Running,
+) {
     let f = Fixture::new();
     let sink = CaptureSink::start().await.unwrap();
     let clock = ManualClock::new(now());
-    let config = Config::load(&f.write_config(sink.addr())).unwrap();
+    let path = f.write_config(sink.addr());
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("[outbound]\n", &format!("[outbound]\n{outbound}"));
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path).unwrap();
     let running = embargo_relay::daemon::start(config, Arc::new(clock.clone()))
         .await
         .unwrap();
@@ -238,9 +255,10 @@ async fn restarts_keep_the_advisory_held_and_a_missed_time_releases_at_start_mar
 #[tokio::test(flavor = "multi_thread")]
 async fn a_clock_jumping_back_mid_batch_delays_the_release() {
     // Sorts after every member address, so the members' lifted notices
-    // come first in the batch and the release is still ahead when the clock jumps.
+    // come first in the batch and the release is still ahead when the clock
+    // jumps: one delivery at a time, so the first notice holds the lane.
     const LAST: &str = "zz-public@lists.example.net";
-    let (f, sink, clock, running) = manual_list().await;
+    let (f, sink, clock, running) = manual_list_with("concurrency = 1\n").await;
     let stamp = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let until_text = stamp(clock.now() + chrono::Duration::days(1));
     let until: chrono::DateTime<chrono::Utc> = chrono::DateTime::parse_from_rfc3339(&until_text)
