@@ -300,7 +300,12 @@ impl Validator<'_> {
         if request_address == list_address {
             return Err(self.err("list.request_address", "must differ from list.address"));
         }
-        let key_path = self.resolve(&raw.list.secret_key);
+        let key_path = key_source(
+            &self.resolve(&raw.list.secret_key),
+            std::env::var_os("CREDENTIALS_DIRECTORY")
+                .as_deref()
+                .map(Path::new),
+        );
         let list_key = ListKey::load(&key_path)
             .map_err(|e| self.err("list.secret_key", format!("{}: {e:#}", key_path.display())))?;
         let smtp = self.smtp(raw.inbound.smtp)?;
@@ -617,6 +622,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(ms))
 }
 
+/// The systemd credential the list's secret key may come in as
+/// (`LoadCredential=list-key:…`).
+pub const KEY_CREDENTIAL: &str = "list-key";
+
+/// Where the list's secret key is read from: the systemd credential when
+/// the service manager passed one (`$CREDENTIALS_DIRECTORY/list-key`),
+/// else `list.secret_key` (as for `submit`, run by the MTA outside the unit).
+pub fn key_source(secret_key: &Path, credentials_dir: Option<&Path>) -> PathBuf {
+    credentials_dir
+        .map(|dir| dir.join(KEY_CREDENTIAL))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| secret_key.to_owned())
+}
+
 /// Writes a duration the way the configuration spells it: `5d`, `90m`, `30s`.
 pub fn human_duration(d: Duration) -> String {
     let ms = d.as_millis();
@@ -658,6 +677,23 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_comes_from_the_systemd_credential_when_there_is_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Path::new("/etc/embargo-relay/keys/list.key");
+        assert_eq!(key_source(file, None), file);
+        assert_eq!(
+            key_source(file, Some(dir.path())),
+            file,
+            "no such credential"
+        );
+        std::fs::write(dir.path().join(KEY_CREDENTIAL), "key").unwrap();
+        assert_eq!(
+            key_source(file, Some(dir.path())),
+            dir.path().join("list-key")
+        );
+    }
 
     #[test]
     fn durations_and_sizes() {

@@ -36,6 +36,7 @@ fn encryption_flags() -> KeyFlags {
 }
 
 /// The list's own key: signs every outgoing copy and decrypts the spool.
+#[derive(Clone)]
 pub struct ListKey {
     tsk: Cert,
 }

@@ -2,10 +2,12 @@
 //! shutdown token and task tracker.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
+use sd_notify::NotifyState;
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::policy::StandardPolicy;
 use tokio::net::TcpListener;
@@ -25,13 +27,16 @@ use crate::{crypto, fanout};
 
 /// What every task of the daemon shares.
 pub struct Relay {
-    /// The configuration; its roster is moved into `directory` (read that).
-    pub config: Config,
+    /// The configuration in force (read it with [`Relay::config`]); its
+    /// roster is moved into `directory`. A SIGHUP replaces it.
+    config: RwLock<Arc<Config>>,
     directory: RwLock<Arc<Directory>>,
     pub spool: Spool,
     pub clock: SharedClock,
     /// Wakes the fan-out when a new announcement is committed.
     pub wake: Notify,
+    /// Whether the fan-out loop is alive, for the watchdog.
+    pub health: crate::service::Health,
 }
 
 /// The roster in force and the certificates derived from it. Replaced as a
@@ -61,12 +66,77 @@ impl Relay {
         let spool = Spool::open(&config.state_dir)?;
         let roster = std::mem::take(&mut config.roster);
         Ok(Relay {
-            config,
+            config: RwLock::new(Arc::new(config)),
             directory: RwLock::new(Arc::new(Directory::new(roster))),
             spool,
             clock,
             wake: Notify::new(),
+            health: crate::service::Health::default(),
         })
+    }
+
+    /// Puts a newly loaded configuration in force (SIGHUP): the roster,
+    /// the policy, the public lists, the retry schedule. What the running
+    /// daemon cannot change without a restart keeps its old value; the
+    /// names of such fields that changed are returned.
+    pub fn reload(&self, mut next: Config) -> Vec<&'static str> {
+        let old = self.config();
+        let mut kept = Vec::new();
+        let mut keep = |changed: bool, field: &'static str| {
+            if changed {
+                kept.push(field);
+            }
+        };
+        keep(next.list_address != old.list_address, "list.address");
+        keep(
+            next.request_address != old.request_address,
+            "list.request_address",
+        );
+        keep(next.roster_file != old.roster_file, "list.roster_file");
+        keep(next.hostname != old.hostname, "list.hostname");
+        keep(
+            next.list_key.fingerprint() != old.list_key.fingerprint(),
+            "list.secret_key",
+        );
+        keep(next.state_dir != old.state_dir, "list.state_dir");
+        keep(
+            format!("{:?}", next.smtp) != format!("{:?}", old.smtp),
+            "inbound.smtp",
+        );
+        keep(
+            format!("{:?}", next.imap) != format!("{:?}", old.imap),
+            "inbound.imap",
+        );
+        let (n, o) = (&next.outbound, &old.outbound);
+        keep(
+            (&n.host, n.port, n.timeout, n.concurrency)
+                != (&o.host, o.port, o.timeout, o.concurrency),
+            "outbound.smarthost/timeout/concurrency",
+        );
+        next.list_address = old.list_address.clone();
+        next.request_address = old.request_address.clone();
+        next.roster_file = old.roster_file.clone();
+        next.hostname = old.hostname.clone();
+        next.list_key = old.list_key.clone();
+        next.state_dir = old.state_dir.clone();
+        next.smtp = old.smtp.clone();
+        next.imap = old.imap.clone();
+        next.outbound.host = o.host.clone();
+        next.outbound.port = o.port;
+        next.outbound.timeout = o.timeout;
+        next.outbound.concurrency = o.concurrency;
+        let roster = std::mem::take(&mut next.roster);
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        self.set_roster(roster);
+        kept
+    }
+
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The roster in force now.
@@ -132,7 +202,7 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running
         shutdown.clone(),
         tracker.clone(),
     );
-    if let Some(imap) = relay.config.imap.clone() {
+    if let Some(imap) = relay.config().imap.clone() {
         let poller = crate::inbound::imap::run(relay.clone(), imap, shutdown.clone());
         supervise(
             &tracker,
@@ -142,7 +212,7 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running
             tokio::spawn(poller),
         );
     }
-    if let Some(path) = relay.config.roster_file.clone() {
+    if let Some(path) = relay.config().roster_file.clone() {
         let watch = watch_roster_file(relay.clone(), path, shutdown.clone());
         supervise(
             &tracker,
@@ -157,6 +227,13 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running
         &tracker,
         &shutdown,
         &failed,
+        "watchdog",
+        tokio::spawn(crate::service::watchdog(relay.clone(), shutdown.clone())),
+    );
+    supervise(
+        &tracker,
+        &shutdown,
+        &failed,
         "smtp listener",
         tokio::spawn(serve),
     );
@@ -167,7 +244,7 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running
         "fan-out",
         tokio::spawn(fanout),
     );
-    tracing::info!(addr = %smtp_addr, list = %relay.config.list_address, members = relay.directory().roster.members().len(), "SMTP listener ready");
+    tracing::info!(addr = %smtp_addr, list = %relay.config().list_address, members = relay.directory().roster.members().len(), "SMTP listener ready");
     Ok(Running {
         smtp_addr,
         relay,
@@ -240,14 +317,26 @@ fn supervise(
     });
 }
 
-/// Runs until SIGTERM or SIGINT (or a task dies), then shuts down cleanly.
-pub async fn run_until_signal(config: Config, clock: SharedClock) -> anyhow::Result<()> {
+/// Runs until SIGTERM or SIGINT (or a task dies), then shuts down cleanly;
+/// SIGHUP reloads the configuration file (a file that does not load is
+/// refused with the reason, and the configuration in force stays). Tells
+/// the service manager READY once the spool is open and the listener bound.
+pub async fn run_until_signal(config_path: &Path, clock: SharedClock) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let mut signals = Signals::new()?;
     let running = start(config, clock).await?;
+    crate::service::notify(&[NotifyState::Ready, NotifyState::Status("relaying")]);
     let stopped = running.shutdown.clone();
-    tokio::select! {
-        signal = wait_for_signal() => signal?,
-        _ = stopped.cancelled() => {}
+    loop {
+        tokio::select! {
+            signal = signals.next() => match signal {
+                Signal::Stop => break,
+                Signal::Reload => reload(&running.relay, config_path),
+            },
+            _ = stopped.cancelled() => break,
+        }
     }
+    crate::service::notify(&[NotifyState::Stopping]);
     tracing::info!("shutting down");
     let failed = running.failed.load(Ordering::SeqCst);
     running.shutdown().await;
@@ -257,20 +346,59 @@ pub async fn run_until_signal(config: Config, clock: SharedClock) -> anyhow::Res
     Ok(())
 }
 
-#[cfg(unix)]
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        r = tokio::signal::ctrl_c() => r?,
+/// Reloads the configuration file on SIGHUP.
+fn reload(relay: &Relay, path: &Path) {
+    crate::service::notify(&[NotifyState::Reloading]);
+    match Config::load(path) {
+        Ok(next) => {
+            warn_about_roster(&next, &relay.clock);
+            let members = next.roster.members().len();
+            for field in relay.reload(next) {
+                tracing::warn!(
+                    field,
+                    "changed in the configuration file, but takes effect only at the next restart"
+                );
+            }
+            tracing::info!(file = %path.display(), members, "configuration reloaded");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "configuration reload refused; the configuration in force stays");
+        }
     }
-    Ok(())
+    crate::service::notify(&[NotifyState::Ready]);
 }
 
-#[cfg(not(unix))]
-async fn wait_for_signal() -> anyhow::Result<()> {
-    Ok(tokio::signal::ctrl_c().await?)
+/// What a signal asks of the daemon.
+enum Signal {
+    Stop,
+    Reload,
+}
+
+/// SIGTERM, SIGINT and SIGHUP, installed before the daemon starts so an
+/// early signal is not lost.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
+        }
+    }
 }
 
 /// Logs every member who will be skipped, so the operator hears of it at start.

@@ -2,13 +2,40 @@
 //! variable `EMBARGO_RELAY_FAILPOINT` names a point, the process aborts
 //! there, as a `kill -9` would stop it. Unset (always, in production), a
 //! point costs one environment look-up.
+//!
+//! The value is `POINT` (abort at the first hit), `POINT@N` (abort at the
+//! N-th hit, e.g. mid-fan-out) or `POINT:stall` (block that thread forever,
+//! as a hung disk would; for the watchdog test).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The environment variable that names the point to abort at.
 pub const VAR: &str = "EMBARGO_RELAY_FAILPOINT";
 
-/// Aborts the process if `VAR` names `point`.
+/// How often the named point was reached so far.
+static HITS: AtomicUsize = AtomicUsize::new(0);
+
+/// Aborts (or stalls) the process if `VAR` names `point`.
 pub fn hit(point: &str) {
-    if std::env::var_os(VAR).is_some_and(|v| v == point) {
+    let Some(value) = std::env::var_os(VAR) else {
+        return;
+    };
+    let value = value.to_string_lossy();
+    let (name, action) = match value.split_once(['@', ':']) {
+        Some((name, rest)) => (name, rest),
+        None => (value.as_ref(), "1"),
+    };
+    if name != point {
+        return;
+    }
+    if action == "stall" {
+        eprintln!("embargo-relay: failpoint {point}: stalling");
+        loop {
+            std::thread::park();
+        }
+    }
+    let nth: usize = action.parse().unwrap_or(1);
+    if HITS.fetch_add(1, Ordering::SeqCst) + 1 >= nth {
         eprintln!("embargo-relay: failpoint {point}: aborting");
         std::process::abort();
     }

@@ -82,7 +82,7 @@ impl Lanes {
 /// while it waits. On shutdown it waits for the deliveries in flight:
 /// copies are abandoned (sent again after restart), a release is finished.
 pub async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: CancellationToken) {
-    let lanes = Lanes::new(relay.config.outbound.concurrency);
+    let lanes = Lanes::new(relay.config().outbound.concurrency);
     let unrecorded: Arc<Unrecorded> = Arc::default();
     let mut flying: HashSet<Key> = HashSet::new();
     let mut tasks: JoinSet<(Key, Result<(), Stall>)> = JoinSet::new();
@@ -94,6 +94,7 @@ pub async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: CancellationTo
             landed(done, &mut flying, &mut stalled);
         }
         if let Some(e) = stalled.take() {
+            relay.health.idle();
             tracing::error!(error = %e, pause_s = pause.as_secs(), "fan-out paused: the spool cannot be read or written");
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -102,6 +103,7 @@ pub async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: CancellationTo
             pause = (pause * 2).min(IDLE);
             continue;
         }
+        relay.health.busy();
         let job = Dispatch {
             relay: &relay,
             outbound: &outbound,
@@ -117,6 +119,7 @@ pub async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: CancellationTo
             }
         }
         let wake_at = next_wake(&relay).await;
+        relay.health.idle();
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = relay.wake.notified() => {}
@@ -180,7 +183,11 @@ impl Dispatch<'_> {
         let r = relay.clone();
         let now = relay.clock.now();
         let limit = BATCH + flying.len();
-        let due = blocking(move || r.spool.due(now, limit)).await??;
+        let due = blocking(move || {
+            crate::failpoint::hit("fanout-dispatch");
+            r.spool.due(now, limit)
+        })
+        .await??;
         opened.retain(|id, _| due.iter().any(|d| &d.message_id == id));
         for d in due {
             if self.shutdown.is_cancelled() {
@@ -309,7 +316,7 @@ fn open(relay: &Relay, message_id: &str) -> Result<anyhow::Result<Announcement>,
     let sealed = relay.spool.sealed(message_id)?;
     let p = StandardPolicy::new();
     Ok(relay
-        .config
+        .config()
         .list_key
         .open_from_self(&p, &sealed)
         .and_then(|plain| {
@@ -363,7 +370,8 @@ async fn deliver_one(
             return defer(relay, d, format!("sealing failed: {reason}")).await;
         }
     };
-    let send = outbound.send(&relay.config.list_address, &d.member, &message);
+    let config = relay.config();
+    let send = outbound.send(&config.list_address, &d.member, &message);
     let sent = if d.kind == Kind::Release {
         // A public release is not abandoned halfway on shutdown (the list
         // might get it twice); it ends within the smarthost timeout.
@@ -421,7 +429,7 @@ async fn deliver_one(
 /// Logs a public release and says how late it was, if it was.
 fn released(relay: &Relay, a: &Announcement, d: &DueDelivery, answer: &str) -> (String, bool) {
     let late = relay.clock.now() - a.terms.until;
-    if late > relay.config.policy.late_after {
+    if late > relay.config().policy.late_after {
         tracing::warn!(message_id = %d.message_id, public_list = %d.member, late_s = late.num_seconds(), "public advisory released LATE");
         let detail = format!(
             "public advisory released {} s late; smarthost answered {answer}",
@@ -457,7 +465,7 @@ async fn postpone(relay: &Arc<Relay>, d: &DueDelivery, until: DateTime<Utc>) -> 
 /// gives it up once `outbound.retry_lifetime` has passed since its first
 /// failure (the PST hears of it in a fresh receipt).
 async fn defer(relay: &Arc<Relay>, d: &DueDelivery, error: String) -> Result<(), Stall> {
-    let cfg = &relay.config.outbound;
+    let cfg = &relay.config().outbound;
     let now = relay.clock.now();
     let lifetime = chrono::Duration::from_std(cfg.retry_lifetime).unwrap_or(chrono::Duration::MAX);
     if let Some(first) = d.first_failed
@@ -665,7 +673,7 @@ fn member_cert(relay: &Relay, address: &str) -> Result<(String, sequoia_openpgp:
 
 /// The Message-ID of what a delivery sends: stable across retries.
 fn copy_message_id(relay: &Relay, d: &DueDelivery) -> String {
-    format!("{}.{}@{}", d.message_id, d.copy_id, relay.config.hostname)
+    format!("{}.{}@{}", d.message_id, d.copy_id, relay.config().hostname)
 }
 
 /// A member's notice that the embargo has lifted.
@@ -734,7 +742,7 @@ fn notice(
     );
     let message_id = copy_message_id(relay, d);
     let headers = CopyHeaders {
-        list: &relay.config.list_address,
+        list: &relay.config().list_address,
         member: &d.member,
         message_id: &message_id,
         date: relay.clock.now(),
@@ -745,7 +753,7 @@ fn notice(
         .map_err(|e| SealError::Crypto(format!("bad address: {e}")))?;
     let p = StandardPolicy::new();
     let armored = relay
-        .config
+        .config()
         .list_key
         .seal_for(&p, headers.date, cert, inner.expose())?;
     outbound::encrypted_outer(&headers, outer_subject, &armored)
@@ -788,7 +796,7 @@ fn receipt_text(
     let mut text = format!(
         "Your announcement was accepted and relayed by {}.\n\nEmbargo id:     {message_id}\nSubject:        {}\n\
 Embargo state:  {state}\nEmbargo lifts:  {} UTC ({} in the offset you wrote)\nCopies sent:    {sent} of {} members\n",
-        relay.config.list_address,
+        relay.config().list_address,
         a.subject,
         a.terms.until.format("%Y-%m-%d %H:%M:%S"),
         local.format("%Y-%m-%d %H:%M:%S %:z"),
@@ -833,13 +841,18 @@ fn release_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<V
         .ok_or_else(|| SealError::Crypto("the held public advisory is missing".to_owned()))?;
     let message_id = copy_message_id(relay, d);
     let headers = CopyHeaders {
-        list: &relay.config.list_address,
+        list: &relay.config().list_address,
         member: &d.member,
         message_id: &message_id,
         date: relay.clock.now(),
     };
     let p = StandardPolicy::new();
-    let sign = |part: &[u8]| relay.config.list_key.sign_detached(&p, headers.date, part);
+    let sign = |part: &[u8]| {
+        relay
+            .config()
+            .list_key
+            .sign_detached(&p, headers.date, part)
+    };
     outbound::public_release(&headers, &a.subject, &advisory, sign)
         .map_err(|e| SealError::Crypto(e.to_string()))
 }
@@ -857,7 +870,7 @@ fn seal_copy(
     let (email, cert) = member_cert(relay, &d.member)?;
     let message_id = copy_message_id(relay, d);
     let headers = CopyHeaders {
-        list: &relay.config.list_address,
+        list: &relay.config().list_address,
         member: &email,
         message_id: &message_id,
         date: relay.clock.now(),
@@ -866,7 +879,7 @@ fn seal_copy(
         .map_err(|e| SealError::Crypto(format!("bad address: {e}")))?;
     let p = StandardPolicy::new();
     let armored = relay
-        .config
+        .config()
         .list_key
         .seal_for(&p, headers.date, &cert, inner.expose())?;
     outbound::encrypted_outer(&headers, outer_subject, &armored)

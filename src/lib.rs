@@ -49,5 +49,6 @@ pub mod operator;
 pub mod outbound;
 pub mod roster;
 pub mod secret;
+pub mod service;
 pub mod sink;
 pub mod spool;

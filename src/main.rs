@@ -67,13 +67,10 @@ fn say(line: &str) {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = || tokio::runtime::Runtime::new().context("cannot start the async runtime");
     let done = match cli.command {
-        Command::Run { config } => {
-            let config = Config::load(&config)?;
-            runtime()?.block_on(embargo_relay::daemon::run_until_signal(
-                config,
-                Arc::new(SystemClock),
-            ))
-        }
+        Command::Run { config } => runtime()?.block_on(embargo_relay::daemon::run_until_signal(
+            &config,
+            Arc::new(SystemClock),
+        )),
         Command::Embargo { config, action } => {
             let config = Config::load(&config)?;
             embargo_relay::operator::embargo(&config, action, &SystemClock, &mut std::io::stdout())

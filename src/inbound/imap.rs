@@ -271,7 +271,7 @@ async fn drain(
         .collect();
     uids.sort_unstable();
     for uid in uids {
-        let limit = relay.config.smtp.max_message_size;
+        let limit = relay.config().smtp.max_message_size;
         let size = fetch_size(imap, uid).await?;
         let Some(size) = size else {
             tracing::warn!(uid, "server gave no size for a message; skipped this round");
@@ -343,7 +343,7 @@ async fn process(
     let envelope = Envelope {
         helo: "imap".to_owned(),
         mail_from: String::new(),
-        rcpt_to: vec![relay.config.list_address.clone()],
+        rcpt_to: vec![relay.config().list_address.clone()],
         peer: format!("IMAP {}/{} uid {uid}", config.host, config.mailbox),
     };
     let this = intake.clone();

@@ -84,12 +84,12 @@ pub fn submit(
             origin
                 .recipient
                 .clone()
-                .unwrap_or_else(|| relay.config.list_address.clone()),
+                .unwrap_or_else(|| relay.config().list_address.clone()),
         ],
         peer: "stdin (submit)".to_owned(),
     };
     if let Some(rcpt) = &origin.recipient {
-        let config = &relay.config;
+        let config = relay.config();
         if !rcpt.eq_ignore_ascii_case(&config.list_address)
             && !rcpt.eq_ignore_ascii_case(&config.request_address)
         {
@@ -102,7 +102,7 @@ pub fn submit(
             };
         }
     }
-    let limit = relay.config.smtp.max_message_size;
+    let limit = relay.config().smtp.max_message_size;
     let mut raw = Vec::new();
     if let Err(e) = input.take(limit as u64 + 1).read_to_end(&mut raw) {
         return Outcome::tempfail(format!("cannot read the message on stdin: {e}"));

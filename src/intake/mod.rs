@@ -459,7 +459,7 @@ impl Intake {
     fn seal(&self, a: &Announcement) -> Option<Vec<u8>> {
         let p = StandardPolicy::new();
         self.relay
-            .config
+            .config()
             .list_key
             .seal_to_self(&p, a.to_bytes().expose())
             .map_err(|e| tracing::error!(error = %e, "sealing to the list key failed"))
@@ -477,7 +477,7 @@ impl Intake {
     pub fn process_fetched(&self, envelope: &Envelope, raw: &[u8], fetched: Option<&str>) -> Reply {
         let relay = &self.relay;
         let now = relay.clock.now();
-        let request = &relay.config.request_address;
+        let request = &relay.config().request_address;
         let for_request = |r: &String| r.eq_ignore_ascii_case(request);
         if envelope.rcpt_to.iter().any(for_request) {
             if !envelope.rcpt_to.iter().all(for_request) {
@@ -491,11 +491,11 @@ impl Intake {
         let p = StandardPolicy::new();
         let directory = relay.directory();
         let gate = Gate {
-            list: &relay.config.list_key,
+            list: &relay.config().list_key,
             pst: &directory.pst,
             known: &directory.known,
-            policy: &relay.config.policy,
-            max_size: relay.config.smtp.max_message_size,
+            policy: &relay.config().policy,
+            max_size: relay.config().smtp.max_message_size,
         };
         let examined = examine(raw, &gate, &p, now);
         let (announcement, digests) = match examined {
@@ -542,7 +542,7 @@ impl Intake {
             public_to: &announcement.public_to,
             reminder: Some((
                 announcement.from.as_str(),
-                announcement.terms.until - relay.config.policy.reminder_before,
+                announcement.terms.until - relay.config().policy.reminder_before,
             ))
             .filter(|(_, at)| *at > now),
             fetched,
@@ -590,7 +590,7 @@ impl Intake {
         let recipients: Vec<String> = roster
             .members()
             .iter()
-            .filter(|m| relay.config.policy.member_posts == MemberPosts::List || m.pst)
+            .filter(|m| relay.config().policy.member_posts == MemberPosts::List || m.pst)
             .map(|m| m.email.clone())
             .collect();
         let note = format!(
@@ -615,7 +615,7 @@ impl Intake {
             member.organization,
             post.signer,
             recipients.len(),
-            match relay.config.policy.member_posts {
+            match relay.config().policy.member_posts {
                 MemberPosts::Pst => "to the PST only",
                 _ => "to every member",
             }
@@ -664,7 +664,7 @@ The sender is not authenticated: check the request with the distribution\n\
 through a channel you trust before adding anyone.\n\n\
 Membership criteria (policy: Membership Criteria), as the request answers them:\n\n{}\n\
 ---- the request's text follows ----\n\n{}\n",
-            relay.config.request_address,
+            relay.config().request_address,
             now.format("%Y-%m-%d %H:%M"),
             request.from,
             request.subject,
@@ -749,7 +749,7 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
     ) -> Reply {
         let relay = &self.relay;
         let refuse = |why: String| self.refuse(envelope, &Rejection::Command(why), sender, now);
-        let Some(path) = &relay.config.roster_file else {
+        let Some(path) = &relay.config().roster_file else {
             return refuse(
                 "roster changes by mail need `list.roster_file` in the configuration".into(),
             );
@@ -844,7 +844,7 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
             reply_to: &sender.from,
         };
         let actor = format!("PST {signer}");
-        let max = self.relay.config.policy.max_embargo;
+        let max = self.relay.config().policy.max_embargo;
         let result = match command {
             Command::Extend { to, .. } if *to - now > max => Err(SpoolError::Refused(format!(
                 "{} is more than the maximum of {} days ahead",
@@ -996,7 +996,7 @@ host lists them.\n",
 
 impl MailHandler for Intake {
     fn check_rcpt(&self, rcpt: &str) -> Result<(), Reply> {
-        let config = &self.relay.config;
+        let config = self.relay.config();
         if rcpt.eq_ignore_ascii_case(&config.list_address)
             || rcpt.eq_ignore_ascii_case(&config.request_address)
         {

@@ -17,6 +17,7 @@ mod release;
 mod replay;
 mod retry;
 mod roster;
+mod service;
 mod smuggling;
 mod submit;
 mod wrapped;
