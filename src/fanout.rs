@@ -370,6 +370,7 @@ async fn deliver_one(
             return defer(relay, d, format!("sealing failed: {reason}")).await;
         }
     };
+    crate::failpoint::hit("before-send");
     let config = relay.config();
     let send = outbound.send(&config.list_address, &d.member, &message);
     let sent = if d.kind == Kind::Release {
@@ -384,6 +385,11 @@ async fn deliver_one(
     };
     match sent {
         Ok(answer) => {
+            crate::failpoint::hit(if d.kind == Kind::Release {
+                "release-sent"
+            } else {
+                "after-send"
+            });
             let mut late_release = false;
             let answer = match d.kind {
                 Kind::Copy | Kind::Post => {

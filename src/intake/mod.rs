@@ -549,6 +549,7 @@ impl Intake {
         };
         match relay.spool.accept(&new, now) {
             Ok(()) => {
+                crate::failpoint::hit("accepted");
                 tracing::info!(message_id = %id, signer = %announcement.signer, peer = %envelope.peer, embargo_until = %announcement.terms.until.to_rfc3339(), members = members.len(), "announcement accepted");
                 relay.wake.notify_one();
                 Reply::new(250, "2.0.0", format!("announcement accepted as {id}"))

@@ -230,3 +230,84 @@ async fn a_crash_mid_release_never_resends_to_a_list_that_has_it() {
     );
     assert!(got.iter().any(|c| to(c, SECOND)));
 }
+
+/// Issue 5, acceptance 3: kill -9 (an abort at a named point) after the
+/// commit, mid-fan-out, mid-delivery and mid-release. After a restart every
+/// member has the announcement, the public advisory went out no earlier
+/// than its time, and nobody got more duplicates than there were crashes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_kill_9_matrix_loses_nothing_and_releases_nothing_early() {
+    let cases = [
+        // Committed, before the client heard 250.
+        "accepted",
+        // One copy delivered and recorded, the next one sealed but not sent.
+        "before-send@2",
+        // The smarthost took a copy; the crash comes before it is recorded.
+        "after-send@2",
+        // The public list took the advisory; the crash comes before it is recorded.
+        "release-sent",
+    ];
+    let runs = cases.map(crash_and_restart);
+    futures_util::future::join_all(runs).await;
+}
+
+async fn crash_and_restart(failpoint: &'static str) {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let (config, log) = (f.write_config(sink.addr()), f.path("daemon.log"));
+    let mut daemon = Daemon::start_with(&config, &log, &[("EMBARGO_RELAY_FAILPOINT", failpoint)]);
+    let (mail, until) = short_embargo(&f, 6);
+    let answer = send(daemon.addr, PST, &mail).await;
+    assert_eq!(
+        answer.is_err(),
+        failpoint == "accepted",
+        "{failpoint}: {answer:?}"
+    );
+    assert!(daemon.wait_exit(), "{failpoint}: the daemon did not crash");
+    assert!(
+        std::fs::read_to_string(&log).unwrap().contains(&format!(
+            "failpoint {}",
+            failpoint.split('@').next().unwrap()
+        )),
+        "{failpoint}: crashed at the point"
+    );
+
+    let _daemon = Daemon::start(&config, &log);
+    let done = |g: &[embargo_relay::sink::Captured]| {
+        releases(g) >= 1
+            && f.usable_members().all(|m| {
+                copies(g)
+                    .iter()
+                    .any(|c| c.envelope.rcpt_to == [m.email.clone()])
+            })
+    };
+    sink.wait_until(PATIENCE, done).await;
+    f.wait_until_no_pending().await;
+    let got = sink.captured();
+    assert!(
+        done(&got),
+        "{failpoint}: every member and the public list served"
+    );
+    for m in f.usable_members() {
+        let count = copies(&got)
+            .iter()
+            .filter(|c| c.envelope.rcpt_to == [m.email.clone()])
+            .count();
+        assert!(
+            (1..=2).contains(&count),
+            "{failpoint}: {} got {count} copies (one crash allows one duplicate)",
+            m.email
+        );
+    }
+    assert!((1..=2).contains(&releases(&got)), "{failpoint}");
+    for c in got
+        .iter()
+        .filter(|c| c.envelope.rcpt_to == [PUBLIC_DEFAULT.to_owned()])
+    {
+        assert!(
+            c.at >= until,
+            "{failpoint}: advisory out at {} before {until}",
+            c.at
+        );
+    }
+}
