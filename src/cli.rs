@@ -64,6 +64,64 @@ pub enum Command {
         #[command(subcommand)]
         action: EmbargoAction,
     },
+    /// Load everything the daemon would and report each problem with the file, field and fix.
+    ///
+    /// Checks the configuration (unknown keys, bad values), the list key, and
+    /// every member certificate: unreadable, expired, revoked, no encryption
+    /// subkey, expiring within 30 days, SHA-1 self-signatures, RSA under 2048
+    /// bits, DSA/ElGamal, a PST certificate that cannot sign, one certificate
+    /// shared by two members. Exit status 0 only when clean, 1 otherwise.
+    ///
+    /// Example: embargo-relay check --config /etc/embargo-relay/config.toml --format json
+    Check {
+        /// The configuration file of the list.
+        #[arg(long, short, default_value = "/etc/embargo-relay/config.toml")]
+        config: PathBuf,
+        /// `text` for people, `json` for monitoring.
+        #[arg(long, value_enum, default_value = "text")]
+        format: crate::check::Format,
+    },
+    /// The delivery queue, held embargoes, recent rejections and keys needing attention.
+    ///
+    /// Reads the running daemon's state directory; changes nothing.
+    Status {
+        /// The configuration file of the list.
+        #[arg(long, short, default_value = "/etc/embargo-relay/config.toml")]
+        config: PathBuf,
+    },
+    /// List and change the roster (members added here live in list.roster_file).
+    ///
+    /// A running daemon picks up a change within two seconds.
+    ///
+    /// Examples:
+    ///   embargo-relay roster list
+    ///   embargo-relay roster add secalert@distro.example --organization "Distro" --key distro.asc
+    ///   embargo-relay roster import-markdown private-distributors-list.md
+    Roster {
+        /// The configuration file of the list.
+        #[arg(long, short, default_value = "/etc/embargo-relay/config.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: RosterAction,
+    },
+    /// Who was sent what and when, delivered or not (for a post-leak retrospective).
+    ///
+    /// Without options: every delivery and the whole audit trail.
+    ///
+    /// Examples:
+    ///   embargo-relay audit --embargo 5c74c187e80a969c
+    ///   embargo-relay audit --member secalert@distro.example
+    Audit {
+        /// The configuration file of the list.
+        #[arg(long, short, default_value = "/etc/embargo-relay/config.toml")]
+        config: PathBuf,
+        /// Only this embargo (announcement) id.
+        #[arg(long)]
+        embargo: Option<String>,
+        /// Only deliveries to and records about this address.
+        #[arg(long)]
+        member: Option<String>,
+    },
     /// Run a whole list on loopback with generated keys and show what members get.
     ///
     /// Generates a list key, a PST key and member keys in a temporary
@@ -89,4 +147,27 @@ pub enum EmbargoAction {
     Cancel { id: String },
     /// Lift a held embargo now, e.g. after a leak ("when in doubt, go public").
     ReleaseNow { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RosterAction {
+    /// Every member: address, organization, where it is configured, PST, key state.
+    List,
+    /// Add a member (or replace its organization and certificate) in the roster file.
+    Add {
+        email: String,
+        /// The member's organization, as the PST knows it.
+        #[arg(long)]
+        organization: String,
+        /// The member's armored public certificate; it must be able to receive encrypted mail.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Remove a member from the roster file.
+    Remove { email: String },
+    /// Import a Markdown membership table (| Email | Organization |), as in the policy document.
+    ///
+    /// Members not yet on the roster are added without a certificate (they
+    /// receive nothing until one is added); the report lists who lacks one.
+    ImportMarkdown { file: PathBuf },
 }

@@ -32,6 +32,7 @@
 //! - [`daemon`]: wires the tasks together with one shutdown token.
 #![forbid(unsafe_code)]
 
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod compose;
@@ -44,6 +45,7 @@ pub mod failpoint;
 pub mod fanout;
 pub mod inbound;
 pub mod intake;
+pub mod keycheck;
 pub mod membership;
 pub mod operator;
 pub mod outbound;

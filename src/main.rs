@@ -85,6 +85,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|_| ExitCode::from(embargo_relay::inbound::pipe::EX_TEMPFAIL));
             return Ok(code);
         }
+        Command::Check { config, format } => {
+            let clean = embargo_relay::check::run(
+                &config,
+                format,
+                embargo_relay::clock::Clock::now(&SystemClock),
+                &mut std::io::stdout(),
+            )?;
+            return Ok(if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        Command::Status { config } => {
+            let config = Config::load(&config)?;
+            embargo_relay::operator::status(&config, &SystemClock, &mut std::io::stdout())
+        }
+        Command::Roster { config, action } => {
+            let config = Config::load(&config)?;
+            embargo_relay::operator::roster(&config, action, &SystemClock, &mut std::io::stdout())
+        }
+        Command::Audit {
+            config,
+            embargo,
+            member,
+        } => {
+            let config = Config::load(&config)?;
+            embargo_relay::operator::audit(
+                &config,
+                embargo.as_deref(),
+                member.as_deref(),
+                &mut std::io::stdout(),
+            )
+        }
         Command::Demo { keep } => runtime()?.block_on(embargo_relay::demo::run(keep.as_deref())),
     };
     done.map(|()| ExitCode::SUCCESS)

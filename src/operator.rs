@@ -1,5 +1,5 @@
-//! The operator's `embargo` commands: list, show, extend, cancel, release
-//! now. They change the spool directly; a running daemon notices within a
+//! The operator's commands: `embargo` (list, show, extend, cancel, release
+//! now), `roster`, `audit` and `status`. They change the spool directly; a running daemon notices within a
 //! second (`PRAGMA data_version`).
 
 use std::io::Write;
@@ -7,9 +7,13 @@ use std::io::Write;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
-use crate::cli::EmbargoAction;
+use sequoia_openpgp::parse::Parse;
+use sequoia_openpgp::policy::StandardPolicy;
+
+use crate::cli::{EmbargoAction, RosterAction};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::keycheck::{self, Role};
 use crate::spool::{EmbargoInfo, Spool};
 
 /// Who the audit trail names for changes made here.
@@ -150,4 +154,305 @@ fn releases(e: &EmbargoInfo) -> String {
         .map(|(to, state)| format!("{to} ({state})"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Runs one `roster` command against `list.roster_file`; a running daemon
+/// picks the change up within two seconds.
+pub fn roster(
+    config: &Config,
+    action: RosterAction,
+    clock: &dyn Clock,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let now = clock.now();
+    let p = StandardPolicy::new();
+    let file = || {
+        config.roster_file.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "list.roster_file is not set: roster add, remove and import-markdown edit that file \
+(members in the configuration file itself are edited there, then `systemctl reload embargo-relay`)"
+            )
+        })
+    };
+    let in_config = |email: &str| {
+        config
+            .roster
+            .members()
+            .iter()
+            .find(|m| !m.added && m.email.eq_ignore_ascii_case(email))
+            .is_some()
+    };
+    match action {
+        RosterAction::List => {
+            writeln!(
+                out,
+                "{:<40} {:<24} {:<7} {:<6} KEY",
+                "EMAIL", "ORGANIZATION", "SOURCE", "PST"
+            )?;
+            for m in config.roster.members() {
+                let key = match m.cert() {
+                    Err(e) => format!("MISSING: {e}"),
+                    Ok(cert) => {
+                        let role = if m.pst { Role::Pst } else { Role::Member };
+                        let issues = keycheck::cert_issues(cert, role, &p, now);
+                        let mut s = cert.fingerprint().to_hex();
+                        for i in issues {
+                            s.push_str(&format!("; {}", i.problem));
+                        }
+                        s
+                    }
+                };
+                writeln!(
+                    out,
+                    "{:<40} {:<24} {:<7} {:<6} {key}",
+                    m.email,
+                    m.organization,
+                    if m.added { "file" } else { "config" },
+                    if m.pst { "yes" } else { "" },
+                )?;
+            }
+            Ok(())
+        }
+        RosterAction::Add {
+            email,
+            organization,
+            key,
+        } => {
+            let email = crate::config::check_address(&email)
+                .map_err(|e| anyhow::anyhow!("{email}: {e}"))?;
+            if in_config(&email) {
+                anyhow::bail!("{email} is a member in the configuration file; change it there");
+            }
+            let cert = sequoia_openpgp::Cert::from_file(&key)
+                .with_context(|| format!("{}: not an OpenPGP certificate", key.display()))?;
+            if cert.is_tsk() {
+                anyhow::bail!(
+                    "{} holds secret key material: give the member's public certificate only",
+                    key.display()
+                );
+            }
+            if let Some(i) = keycheck::cert_issues(&cert, Role::Member, &p, now)
+                .into_iter()
+                .find(|i| i.unusable)
+            {
+                anyhow::bail!("{}: {} ({})", key.display(), i.problem, i.fix);
+            }
+            let organization = organization.trim();
+            if organization.is_empty() || organization.contains(['\r', '\n']) {
+                anyhow::bail!("--organization must be a non-empty single line");
+            }
+            crate::roster::file::upsert(&file()?, &email, organization, Some(&cert))
+                .map_err(|e| anyhow::anyhow!(e))?;
+            writeln!(
+                out,
+                "{email} ({organization}) on the roster with key {}",
+                cert.fingerprint()
+            )?;
+            Ok(())
+        }
+        RosterAction::Remove { email } => {
+            if in_config(&email) {
+                anyhow::bail!(
+                    "{email} is a member in the configuration file; remove it there and reload"
+                );
+            }
+            if !crate::roster::file::remove(&file()?, &email).map_err(|e| anyhow::anyhow!(e))? {
+                anyhow::bail!("{email} is not in the roster file");
+            }
+            writeln!(out, "{email} removed from the roster")?;
+            Ok(())
+        }
+        RosterAction::ImportMarkdown { file: table } => {
+            let text = std::fs::read_to_string(&table)
+                .with_context(|| format!("cannot read {}", table.display()))?;
+            let (rows, bad) = crate::roster::parse_markdown_table(&text);
+            let path = file()?;
+            let (mut added, mut known) = (0, 0);
+            for (_, email, organization) in &rows {
+                if config.roster.find(email).is_some() {
+                    known += 1;
+                    continue;
+                }
+                crate::roster::file::upsert(&path, email, organization, None)
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                added += 1;
+            }
+            writeln!(
+                out,
+                "{} rows read from {}: {added} imported, {known} already on the roster",
+                rows.len(),
+                table.display()
+            )?;
+            for (line, why) in &bad {
+                writeln!(out, "line {line} skipped: {why}")?;
+            }
+            let members = crate::roster::file::load(&path).map_err(|e| anyhow::anyhow!(e))?;
+            let lacking: Vec<_> = members.iter().filter(|m| m.cert().is_err()).collect();
+            if !lacking.is_empty() {
+                writeln!(
+                    out,
+                    "\n{} member(s) still lack a certificate and receive nothing until it is there:",
+                    lacking.len()
+                )?;
+                for m in lacking {
+                    writeln!(
+                        out,
+                        "  {:<40} {:<24} put it at {} or run `embargo-relay roster add {} --organization … --key FILE`",
+                        m.email,
+                        m.organization,
+                        m.key_path.display(),
+                        m.email
+                    )?;
+                }
+            }
+            if !bad.is_empty() {
+                anyhow::bail!("{} row(s) could not be read (see above)", bad.len());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `audit`: who was sent what and when, delivered or not, from the spool's
+/// deliveries and its append-only audit trail.
+pub fn audit(
+    config: &Config,
+    embargo: Option<&str>,
+    member: Option<&str>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let spool = Spool::open(&config.state_dir)?;
+    if let Some(id) = embargo {
+        let e = spool.embargo(id)?;
+        writeln!(
+            out,
+            "embargo {} received {} UTC, signed by {}, lifts {} UTC{}",
+            e.id,
+            e.received_at.format("%Y-%m-%d %H:%M:%S"),
+            e.signer,
+            e.until.format("%Y-%m-%d %H:%M:%S"),
+            if e.cancelled { " (cancelled)" } else { "" }
+        )?;
+    }
+    let organization = |m: &str| {
+        config
+            .roster
+            .find(m)
+            .map(|m| m.organization.clone())
+            .unwrap_or_default()
+    };
+    writeln!(out, "\nDELIVERIES")?;
+    writeln!(
+        out,
+        "{:<18} {:<9} {:<36} {:<20} {:<9} {:>3}  LAST ANSWER",
+        "EMBARGO", "KIND", "TO", "ORGANIZATION", "STATE", "TRY"
+    )?;
+    for d in spool.deliveries(embargo, member)? {
+        writeln!(
+            out,
+            "{:<18} {:<9} {:<36} {:<20} {:<9} {:>3}  {}",
+            d.message_id,
+            d.kind,
+            d.member,
+            organization(&d.member),
+            d.state,
+            d.attempts,
+            d.last_error.unwrap_or_default()
+        )?;
+    }
+    writeln!(out, "\nTRAIL (UTC)")?;
+    for r in spool.audit_query(embargo, member)? {
+        writeln!(
+            out,
+            "{}  {:<18} {:<14} {:<36} {}",
+            r.at.format("%Y-%m-%d %H:%M:%S"),
+            r.message_id.unwrap_or_default(),
+            r.event,
+            r.member.unwrap_or_default(),
+            r.detail
+        )?;
+    }
+    Ok(())
+}
+
+/// `status`: the queue, held embargoes, recent rejections and keys that
+/// need attention, from the running daemon's state directory.
+pub fn status(config: &Config, clock: &dyn Clock, out: &mut dyn Write) -> anyhow::Result<()> {
+    let spool = Spool::open(&config.state_dir)?;
+    let now = clock.now();
+    let rows = spool.deliveries(None, None)?;
+    let pending: Vec<_> = rows.iter().filter(|d| d.state == "pending").collect();
+    let retrying = pending.iter().filter(|d| d.attempts > 0).count();
+    let failed: Vec<_> = rows.iter().filter(|d| d.state == "failed").collect();
+    writeln!(
+        out,
+        "QUEUE: {} pending ({retrying} retrying), {} failed",
+        pending.len(),
+        failed.len()
+    )?;
+    for d in pending
+        .iter()
+        .filter(|d| d.attempts > 0)
+        .chain(failed.iter())
+    {
+        writeln!(
+            out,
+            "  {:<9} {:<36} {:<9} {:<18} tries {:>2}  {}{}",
+            d.state,
+            d.member,
+            d.kind,
+            d.message_id,
+            d.attempts,
+            if d.state == "pending" {
+                format!("next {} UTC; ", d.next_attempt.format("%Y-%m-%d %H:%M"))
+            } else {
+                String::new()
+            },
+            d.last_error.clone().unwrap_or_default()
+        )?;
+    }
+    let held: Vec<_> = spool
+        .embargoes()?
+        .into_iter()
+        .filter(|e| e.state(now) == "held")
+        .collect();
+    writeln!(out, "\nHELD EMBARGOES: {}", held.len())?;
+    for e in held {
+        writeln!(
+            out,
+            "  {:<18} lifts {} UTC ({} left); public: {}",
+            e.id,
+            e.until.format("%Y-%m-%d %H:%M:%S"),
+            time_left(&e, now),
+            releases(&e)
+        )?;
+    }
+    let since = now - chrono::Duration::days(7);
+    let rejections: Vec<_> = spool
+        .audit_query(None, None)?
+        .into_iter()
+        .filter(|r| r.at >= since && (r.event == "rejected" || r.event.contains("replay")))
+        .collect();
+    writeln!(out, "\nREJECTIONS IN THE LAST 7 DAYS: {}", rejections.len())?;
+    for r in rejections.iter().rev().take(20) {
+        writeln!(out, "  {}  {}", r.at.format("%Y-%m-%d %H:%M:%S"), r.detail)?;
+    }
+    let p = StandardPolicy::new();
+    let mut keys = Vec::new();
+    for m in config.roster.members() {
+        let role = if m.pst { Role::Pst } else { Role::Member };
+        match m.cert() {
+            Err(e) => keys.push(format!("{}: {e}", m.email)),
+            Ok(cert) => keys.extend(
+                keycheck::cert_issues(cert, role, &p, now)
+                    .into_iter()
+                    .map(|i| format!("{}: {}", m.email, i.problem)),
+            ),
+        }
+    }
+    writeln!(out, "\nKEYS NEEDING ATTENTION: {}", keys.len())?;
+    for k in keys {
+        writeln!(out, "  {k}")?;
+    }
+    Ok(())
 }

@@ -98,6 +98,41 @@ impl Roster {
     }
 }
 
+/// One row of a membership table: (line number, email, organization).
+pub type TableRow = (usize, String, String);
+
+/// A membership table in Markdown, as the policy document keeps it:
+/// `| Email | Organization |` rows (a last row without its closing pipe is
+/// read too). Returns the rows as (line number, email, organization) and
+/// the rows that are not a member, with the reason.
+pub fn parse_markdown_table(text: &str) -> (Vec<TableRow>, Vec<(usize, String)>) {
+    let (mut rows, mut bad) = (Vec::new(), Vec::new());
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let Some(inner) = line.trim().strip_prefix('|') else {
+            continue;
+        };
+        let inner = inner.strip_suffix('|').unwrap_or(inner);
+        let cells: Vec<&str> = inner.split('|').map(str::trim).collect();
+        let first = cells.first().copied().unwrap_or("");
+        if first.eq_ignore_ascii_case("email")
+            || first.chars().all(|c| matches!(c, '-' | ':' | ' '))
+        {
+            continue; // the header, or the row under it
+        }
+        match cells.as_slice() {
+            [email, organization, ..] if !organization.is_empty() => {
+                match crate::config::check_address(email) {
+                    Ok(email) => rows.push((n, email, (*organization).to_owned())),
+                    Err(e) => bad.push((n, format!("`{email}`: {e}"))),
+                }
+            }
+            _ => bad.push((n, "expected | email | organization |".to_owned())),
+        }
+    }
+    (rows, bad)
+}
+
 /// The roster file (`list.roster_file`): the members added and removed by
 /// signed PST commands, as `[[member]]` tables (email, organization, key),
 /// beside the fixed members of the configuration. Never PST members.
@@ -206,6 +241,44 @@ pub mod file {
         save(path, &file)
     }
 
+    /// Adds a member or replaces its organization and certificate (the
+    /// operator's `roster add`). Without a certificate the entry points at
+    /// `keys/<email>.asc`, where the operator can put it later; until then
+    /// the member is skipped, never sent plaintext.
+    pub fn upsert(
+        path: &Path,
+        email: &str,
+        organization: &str,
+        cert: Option<&Cert>,
+    ) -> Result<(), String> {
+        let mut file = read(path)?;
+        let key = match cert {
+            Some(cert) => {
+                let key =
+                    PathBuf::from("keys").join(format!("{}.asc", cert.fingerprint().to_hex()));
+                let armored = crate::crypto::armored_public(cert).map_err(|e| e.to_string())?;
+                write_atomic(&dir(path).join(&key), &armored)?;
+                key
+            }
+            None => PathBuf::from("keys").join(format!("{}.asc", email.to_ascii_lowercase())),
+        };
+        let entry = Entry {
+            email: email.to_owned(),
+            organization: organization.to_owned(),
+            key,
+        };
+        match file
+            .members
+            .iter_mut()
+            .find(|m| m.email.eq_ignore_ascii_case(email))
+        {
+            Some(old) if cert.is_none() => old.organization = entry.organization,
+            Some(old) => *old = entry,
+            None => file.members.push(entry),
+        }
+        save(path, &file)
+    }
+
     /// Removes a member; false if the file does not list it.
     pub fn remove(path: &Path, email: &str) -> Result<bool, String> {
         let mut file = read(path)?;
@@ -217,5 +290,25 @@ pub mod file {
         }
         save(path, &file)?;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_markdown_table_is_read_with_or_without_the_closing_pipe() {
+        let text = "Intro.\n\n| Email\t\t| Organization\t|\n| ------------- |:-------------:|\n\
+| a@x.example | Org A |\n| b@y.example | Org B\n|not-an-address | C |\n| c@z.example | |\n";
+        let (rows, bad) = parse_markdown_table(text);
+        assert_eq!(
+            rows,
+            vec![
+                (5, "a@x.example".to_owned(), "Org A".to_owned()),
+                (6, "b@y.example".to_owned(), "Org B".to_owned()),
+            ]
+        );
+        assert_eq!(bad.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![7, 8]);
     }
 }

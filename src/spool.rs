@@ -82,6 +82,10 @@ CREATE TABLE IF NOT EXISTS audit (
     member      TEXT,
     detail      TEXT NOT NULL
 );
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 ";
 
 /// Creates the schema, or brings an older spool up to [`SCHEMA_VERSION`].
@@ -269,6 +273,20 @@ pub struct AuditRecord {
     pub message_id: Option<String>,
     pub member: Option<String>,
     pub detail: String,
+}
+
+/// One delivery as the operator's CLI shows it.
+#[derive(Debug, Clone)]
+pub struct DeliveryRow {
+    pub message_id: String,
+    pub member: String,
+    /// `copy`, `release`, `receipt`, …
+    pub kind: String,
+    /// `pending`, `sent`, `skipped`, `failed`, `cancelled`.
+    pub state: String,
+    pub attempts: u32,
+    pub next_attempt: DateTime<Utc>,
+    pub last_error: Option<String>,
 }
 
 /// Per-state counts of a message's deliveries.
@@ -1011,6 +1029,66 @@ impl Spool {
         now: DateTime<Utc>,
     ) -> Result<(), SpoolError> {
         insert_receipt(&self.lock(), message_id, to, now).map_err(|e| self.db(e))
+    }
+
+    /// The audit trail of one message and/or one recipient (both `None`:
+    /// all of it), oldest first.
+    pub fn audit_query(
+        &self,
+        message_id: Option<&str>,
+        member: Option<&str>,
+    ) -> Result<Vec<AuditRecord>, SpoolError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT at, event, message_id, member, detail FROM audit
+                 WHERE (?1 IS NULL OR message_id = ?1) AND (?2 IS NULL OR member = ?2 COLLATE NOCASE)
+                 ORDER BY seq",
+            )
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map(params![message_id, member], |r| {
+                Ok(AuditRecord {
+                    at: from_millis(r.get(0)?),
+                    event: r.get(1)?,
+                    message_id: r.get(2)?,
+                    member: r.get(3)?,
+                    detail: r.get(4)?,
+                })
+            })
+            .map_err(|e| self.db(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
+    }
+
+    /// Deliveries of one message and/or to one recipient (both `None`: all).
+    pub fn deliveries(
+        &self,
+        message_id: Option<&str>,
+        member: Option<&str>,
+    ) -> Result<Vec<DeliveryRow>, SpoolError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT d.message_id, d.member, d.kind, d.state, d.attempts, d.next_attempt_at, d.last_error
+                 FROM deliveries d JOIN messages m ON m.id = d.message_id
+                 WHERE (?1 IS NULL OR d.message_id = ?1) AND (?2 IS NULL OR d.member = ?2 COLLATE NOCASE)
+                 ORDER BY m.received_at, d.message_id, d.kind, d.member",
+            )
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map(params![message_id, member], |r| {
+                Ok(DeliveryRow {
+                    message_id: r.get(0)?,
+                    member: r.get(1)?,
+                    kind: r.get(2)?,
+                    state: r.get(3)?,
+                    attempts: r.get(4)?,
+                    next_attempt: from_millis(r.get(5)?),
+                    last_error: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.db(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
     }
 
     /// The whole audit trail, oldest first.

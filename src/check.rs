@@ -1,0 +1,170 @@
+//! `embargo-relay check`: loads everything the daemon would and reports
+//! each problem with the file, the field and the fix.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use sequoia_openpgp::policy::StandardPolicy;
+use serde::Serialize;
+
+use crate::config::{Config, ConfigError};
+use crate::keycheck::{self, Role};
+
+/// One problem `check` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub file: PathBuf,
+    pub field: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+/// Everything wrong with the configuration at `path` at `now`; empty when clean.
+pub fn findings(path: &Path, now: DateTime<Utc>) -> Vec<Finding> {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return vec![config_finding(path, e)],
+    };
+    let p = StandardPolicy::new();
+    let mut out = Vec::new();
+    let list_cert = config.list_key.cert();
+    for i in keycheck::cert_issues(&list_cert, Role::Pst, &p, now) {
+        out.push(Finding {
+            file: path.to_owned(),
+            field: "list.secret_key".into(),
+            problem: format!("the list key: {}", i.problem),
+            fix: "extend or replace the list key; members must then import the new certificate"
+                .into(),
+        });
+    }
+    let (mut in_config, mut in_file) = (0, 0);
+    let mut seen: Vec<(String, &str)> = Vec::new();
+    for m in config.roster.members() {
+        let (file, index) = if m.added {
+            in_file += 1;
+            (config.roster_file.clone().unwrap_or_default(), in_file - 1)
+        } else {
+            in_config += 1;
+            (path.to_owned(), in_config - 1)
+        };
+        let field = format!("member[{index}].key ({})", m.email);
+        let cert = match m.cert() {
+            Ok(c) => c,
+            Err(e) => {
+                out.push(Finding {
+                    file,
+                    field,
+                    problem: e.to_owned(),
+                    fix: format!(
+                        "put the member's armored certificate at {} (or remove the member)",
+                        m.key_path.display()
+                    ),
+                });
+                continue;
+            }
+        };
+        let role = if m.pst { Role::Pst } else { Role::Member };
+        for i in keycheck::cert_issues(cert, role, &p, now) {
+            out.push(Finding {
+                file: file.clone(),
+                field: field.clone(),
+                problem: i.problem,
+                fix: i.fix,
+            });
+        }
+        let fpr = cert.fingerprint().to_hex();
+        if let Some((_, other)) = seen.iter().find(|(f, _)| *f == fpr) {
+            out.push(Finding {
+                file,
+                field,
+                problem: format!("the same certificate {fpr} as {other}"),
+                fix: "each member needs its own key: remove the duplicate or fix the key path"
+                    .into(),
+            });
+        } else {
+            seen.push((fpr, &m.email));
+        }
+    }
+    out
+}
+
+fn config_finding(path: &Path, e: ConfigError) -> Finding {
+    match e {
+        ConfigError::Read { path, source } => Finding {
+            file: path,
+            field: String::new(),
+            problem: format!("cannot read: {source}"),
+            fix: "check the path and that this user may read it".into(),
+        },
+        ConfigError::Syntax { path, message } => Finding {
+            file: path,
+            field: String::new(),
+            problem: message,
+            fix: "correct it; unknown keys are refused, compare with config/embargo-relay.example.toml".into(),
+        },
+        ConfigError::Field {
+            path: file,
+            field,
+            problem,
+        } => {
+            let fix = format!("correct `{field}` in {}", path.display());
+            Finding {
+                file,
+                field,
+                problem,
+                fix,
+            }
+        }
+    }
+}
+
+/// Output format of `check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Runs `check`; true when the configuration is clean.
+pub fn run(
+    path: &Path,
+    format: Format,
+    now: DateTime<Utc>,
+    out: &mut dyn Write,
+) -> anyhow::Result<bool> {
+    let found = findings(path, now);
+    match format {
+        Format::Json => {
+            #[derive(Serialize)]
+            struct Report<'a> {
+                config: &'a Path,
+                clean: bool,
+                problems: &'a [Finding],
+            }
+            let report = Report {
+                config: path,
+                clean: found.is_empty(),
+                problems: &found,
+            };
+            writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+        }
+        Format::Text => {
+            for f in &found {
+                let field = if f.field.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}:", f.field)
+                };
+                writeln!(out, "{}:{field} {}", f.file.display(), f.problem)?;
+                writeln!(out, "    fix: {}", f.fix)?;
+            }
+            if found.is_empty() {
+                writeln!(out, "{}: clean", path.display())?;
+            } else {
+                writeln!(out, "{} problem(s)", found.len())?;
+            }
+        }
+    }
+    Ok(found.is_empty())
+}

@@ -1,0 +1,281 @@
+//! Key health: what makes a certificate unusable for its role on the list,
+//! or weak, or about to expire. Shared by `embargo-relay check`, `status`
+//! and the daemon's weekly key check.
+
+use chrono::{DateTime, Utc};
+use sequoia_openpgp::Cert;
+use sequoia_openpgp::policy::Policy;
+use sequoia_openpgp::types::{HashAlgorithm, PublicKeyAlgorithm, RevocationStatus};
+
+/// A key that expires this soon is reported.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// What the certificate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A member: copies are encrypted to it.
+    Member,
+    /// A PST member: a member whose signatures make announcements.
+    Pst,
+}
+
+/// One problem with a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyIssue {
+    pub problem: String,
+    pub fix: String,
+    /// The certificate cannot be used at all now (as opposed to weak or expiring).
+    pub unusable: bool,
+}
+
+fn issue(problem: String, fix: &str, unusable: bool) -> KeyIssue {
+    KeyIssue {
+        problem,
+        fix: fix.to_owned(),
+        unusable,
+    }
+}
+
+const NEW_KEY: &str =
+    "ask for a new certificate (Ed25519/Cv25519 or RSA 3072+) and replace the key file";
+const UPDATED: &str = "ask the key holder to extend the key and send the updated certificate, then replace the key file";
+
+/// Every problem with `cert` for `role` at `now` under `policy` (the
+/// daemon's standard policy). Empty: the certificate is fine.
+pub fn cert_issues(
+    cert: &Cert,
+    role: Role,
+    policy: &dyn Policy,
+    now: DateTime<Utc>,
+) -> Vec<KeyIssue> {
+    let mut out = weak_parts(cert);
+    let at = std::time::SystemTime::from(now);
+    if let RevocationStatus::Revoked(_) = cert.revocation_status(policy, at) {
+        out.push(issue("the certificate is revoked".into(), NEW_KEY, true));
+        return out;
+    }
+    let vc = match cert.with_policy(policy, at) {
+        Ok(vc) => vc,
+        Err(e) => {
+            out.push(issue(
+                format!("the certificate is not valid under the standard policy: {e}"),
+                NEW_KEY,
+                true,
+            ));
+            return out;
+        }
+    };
+    if vc.alive().is_err() {
+        let when = vc
+            .primary_key()
+            .key_expiration_time()
+            .map(|t| format!(" on {}", DateTime::<Utc>::from(t).format("%Y-%m-%d")))
+            .unwrap_or_default();
+        out.push(issue(
+            format!("the certificate expired{when}"),
+            UPDATED,
+            true,
+        ));
+        return out;
+    }
+    let mut needs = vec![(
+        "no usable encryption subkey (copies cannot be encrypted to it)",
+        sequoia_openpgp::types::KeyFlags::empty()
+            .set_transport_encryption()
+            .set_storage_encryption(),
+    )];
+    if role == Role::Pst {
+        needs.push((
+            "no usable signing key (its announcements cannot be verified)",
+            sequoia_openpgp::types::KeyFlags::empty().set_signing(),
+        ));
+    }
+    let soon = now + chrono::Duration::days(EXPIRY_WARNING_DAYS);
+    for (missing, flags) in needs {
+        let keys: Vec<_> = vc
+            .keys()
+            .supported()
+            .alive()
+            .revoked(false)
+            .key_flags(flags)
+            .collect();
+        if keys.is_empty() {
+            out.push(issue(missing.to_owned(), NEW_KEY, true));
+            continue;
+        }
+        // The capability lasts as long as its longest-lived key (and the primary).
+        let expires = keys
+            .iter()
+            .map(|k| k.key_expiration_time())
+            .max_by_key(|t| t.map_or(i64::MAX, |t| DateTime::<Utc>::from(t).timestamp()))
+            .flatten()
+            .map(DateTime::<Utc>::from);
+        let primary = vc
+            .primary_key()
+            .key_expiration_time()
+            .map(DateTime::<Utc>::from);
+        let first = match (expires, primary) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(t) = first.filter(|t| *t <= soon) {
+            out.push(issue(
+                format!(
+                    "expires on {} (in {} days)",
+                    t.format("%Y-%m-%d"),
+                    (t - now).num_days()
+                ),
+                UPDATED,
+                false,
+            ));
+        }
+    }
+    out.dedup();
+    out
+}
+
+/// Weak algorithms anywhere in the certificate, whatever a policy says:
+/// RSA under 2048 bits, DSA or ElGamal keys, SHA-1 or MD5 self-signatures.
+fn weak_parts(cert: &Cert) -> Vec<KeyIssue> {
+    let mut out = Vec::new();
+    for ka in cert.keys() {
+        let key = ka.key();
+        let id = key.keyid();
+        match key.pk_algo() {
+            #[allow(deprecated)]
+            PublicKeyAlgorithm::RSAEncryptSign
+            | PublicKeyAlgorithm::RSAEncrypt
+            | PublicKeyAlgorithm::RSASign => {
+                if let Some(bits) = key.mpis().bits().filter(|b| *b < 2048) {
+                    out.push(issue(
+                        format!("RSA key {id} has {bits} bits (under 2048)"),
+                        NEW_KEY,
+                        false,
+                    ));
+                }
+            }
+            #[allow(deprecated)]
+            PublicKeyAlgorithm::DSA
+            | PublicKeyAlgorithm::ElGamalEncrypt
+            | PublicKeyAlgorithm::ElGamalEncryptSign => out.push(issue(
+                format!("key {id} uses {} (refused by policy)", key.pk_algo()),
+                NEW_KEY,
+                false,
+            )),
+            _ => {}
+        }
+    }
+    let weak = |h: HashAlgorithm| matches!(h, HashAlgorithm::SHA1 | HashAlgorithm::MD5);
+    let newest_weak = |sigs: &mut dyn Iterator<Item = &sequoia_openpgp::packet::Signature>| {
+        sigs.max_by_key(|s| s.signature_creation_time())
+            .map(|s| s.hash_algo())
+            .filter(|h| weak(*h))
+    };
+    for ua in cert.userids() {
+        if let Some(h) = newest_weak(&mut ua.self_signatures()) {
+            out.push(issue(
+                format!(
+                    "the self-signature on user ID \"{}\" uses {h}",
+                    String::from_utf8_lossy(ua.userid().value())
+                ),
+                "ask the key holder to re-sign the certificate with SHA-256 or better (e.g. extend its expiry) and send it again",
+                false,
+            ));
+        }
+    }
+    for ka in cert.keys().subkeys() {
+        if let Some(h) = newest_weak(&mut ka.self_signatures()) {
+            out.push(issue(
+                format!("the binding signature of subkey {} uses {h}", ka.key().keyid()),
+                "ask the key holder to re-bind the subkey with SHA-256 or better and send the certificate again",
+                false,
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sequoia_openpgp::cert::CertBuilder;
+    use sequoia_openpgp::policy::StandardPolicy;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
+            .unwrap()
+            .into()
+    }
+
+    fn born() -> std::time::SystemTime {
+        (now() - chrono::Duration::days(1)).into()
+    }
+
+    #[test]
+    fn a_good_member_key_has_no_issues() {
+        let (cert, _) = CertBuilder::general_purpose(Some("m <m@x.example>"))
+            .set_creation_time(born())
+            .generate()
+            .unwrap();
+        let p = StandardPolicy::new();
+        assert_eq!(cert_issues(&cert, Role::Pst, &p, now()), vec![]);
+    }
+
+    #[test]
+    fn revoked_signing_only_and_expiring_keys_are_named() {
+        let p = StandardPolicy::new();
+        let (cert, rev) = CertBuilder::general_purpose(Some("m <m@x.example>"))
+            .set_creation_time(born())
+            .generate()
+            .unwrap();
+        let revoked = cert.insert_packets(rev).unwrap().0;
+        let issues = cert_issues(&revoked, Role::Member, &p, now());
+        assert!(issues[0].problem.contains("revoked") && issues[0].unusable);
+
+        let (signer, _) = CertBuilder::new()
+            .add_userid("s <s@x.example>")
+            .add_signing_subkey()
+            .set_creation_time(born())
+            .generate()
+            .unwrap();
+        let issues = cert_issues(&signer, Role::Member, &p, now());
+        assert!(
+            issues[0].problem.contains("no usable encryption subkey"),
+            "{issues:?}"
+        );
+
+        let (enc_only, _) = CertBuilder::new()
+            .add_userid("e <e@x.example>")
+            .add_transport_encryption_subkey()
+            .set_creation_time(born())
+            .generate()
+            .unwrap();
+        let issues = cert_issues(&enc_only, Role::Pst, &p, now());
+        assert!(
+            issues[0].problem.contains("no usable signing key"),
+            "{issues:?}"
+        );
+        assert!(cert_issues(&enc_only, Role::Member, &p, now()).is_empty());
+
+        let (short, _) = CertBuilder::general_purpose(Some("t <t@x.example>"))
+            .set_creation_time(born())
+            .set_validity_period(std::time::Duration::from_secs(11 * 86400))
+            .generate()
+            .unwrap();
+        let issues = cert_issues(&short, Role::Member, &p, now());
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert!(
+            issues[0]
+                .problem
+                .contains("expires on 2026-12-04 (in 10 days)"),
+            "{issues:?}"
+        );
+        assert!(!issues[0].unusable);
+        let later = now() + chrono::Duration::days(12);
+        let issues = cert_issues(&short, Role::Member, &p, later);
+        assert!(
+            issues[0].problem.contains("expired") && issues[0].unusable,
+            "{issues:?}"
+        );
+    }
+}

@@ -1,0 +1,427 @@
+//! Issue 5, acceptance 5 to 7: the operator's `check`, `roster` and
+//! `audit` commands, run as the binary an operator runs, and `status`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use embargo_relay::crypto;
+use embargo_relay::sink::CaptureSink;
+use sequoia_openpgp::cert::CertBuilder;
+
+use crate::common::*;
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_embargo-relay"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A list config with the fixture's list key and the given member blocks.
+fn config_with(f: &Fixture, members: &str, extra_list: &str) -> std::path::PathBuf {
+    let text = format!(
+        "[list]\naddress = \"{LIST}\"\nsecret_key = \"keys/list.key\"\nstate_dir = \"state\"\n{extra_list}\n\
+[outbound]\nsmarthost = \"smtp://127.0.0.1:25\"\n{members}"
+    );
+    let path = f.path("check.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn member(email: &str, key: &str, pst: bool) -> String {
+    format!(
+        "\n[[member]]\nemail = \"{email}\"\norganization = \"Org of {email}\"\nkey = \"{key}\"\npst = {pst}\n"
+    )
+}
+
+fn write_cert(f: &Fixture, name: &str, cert: &sequoia_openpgp::Cert) -> String {
+    let rel = format!("keys/{name}.asc");
+    std::fs::write(
+        f.path(&rel),
+        crypto::armored_public(&cert.clone().strip_secret_key_material()).unwrap(),
+    )
+    .unwrap();
+    rel
+}
+
+/// A key made by GnuPG with a weak choice: `algo` for both keys, extra options.
+fn gpg_key(f: &Fixture, name: &str, algo: &str, sub: &str, extra: &[&str]) -> String {
+    let gpg = Gpg::new();
+    let uid = format!("{name} <{name}@weak.example>");
+    let mut args: Vec<&str> = extra.to_vec();
+    args.extend(["--quick-gen-key", &uid, algo, "sign", "never"]);
+    assert!(gpg.run(&args, b"").status.success());
+    let listing =
+        String::from_utf8(gpg.run(&["--with-colons", "--list-keys", &uid], b"").stdout).unwrap();
+    let fpr = listing
+        .lines()
+        .find(|l| l.starts_with("fpr:"))
+        .and_then(|l| l.split(':').nth(9))
+        .unwrap()
+        .to_owned();
+    let mut args: Vec<&str> = extra.to_vec();
+    args.extend(["--quick-add-key", &fpr, sub, "encr", "never"]);
+    assert!(gpg.run(&args, b"").status.success());
+    let public = gpg.run(&["--armor", "--export", &fpr], b"").stdout;
+    let rel = format!("keys/{name}.asc");
+    std::fs::write(f.path(&rel), public).unwrap();
+    rel
+}
+
+#[test]
+fn check_finds_each_planted_key_problem_and_passes_a_clean_config() {
+    let f = Fixture::new();
+    let born = now() - chrono::Duration::days(1);
+    let good = |name: &str| {
+        crypto::generate_key(&format!("{name} <{name}@ok.example>"), born, None).unwrap()
+    };
+    let pst = write_cert(&f, "pst", &good("pst"));
+    let a = write_cert(&f, "a", &good("a"));
+    let clean = config_with(
+        &f,
+        &(member(PST, &pst, true) + &member("a@ok.example", &a, false)),
+        "",
+    );
+    let out = cli(&["check", "--config", clean.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("clean"));
+
+    let build = |b: CertBuilder<'static>| {
+        b.set_creation_time(std::time::SystemTime::from(born))
+            .generate()
+            .unwrap()
+    };
+    let (revoked, rev) = build(CertBuilder::general_purpose(Some("r <r@x.example>")));
+    let revoked = revoked.insert_packets(rev).unwrap().0;
+    let (signing_only, _) = build(
+        CertBuilder::new()
+            .add_userid("s <s@x.example>")
+            .add_signing_subkey(),
+    );
+    let (cannot_sign, _) = build(
+        CertBuilder::new()
+            .add_userid("c <c@x.example>")
+            .add_transport_encryption_subkey(),
+    );
+    let (expiring, _) = build(
+        CertBuilder::general_purpose(Some("e <e@x.example>"))
+            .set_validity_period(Duration::from_secs(10 * 86400)),
+    );
+    let expired = f.members.iter().find(|m| !m.usable).unwrap().secret.clone();
+    let planted = [
+        (
+            "revoked@x.example",
+            write_cert(&f, "revoked", &revoked),
+            false,
+            "revoked",
+        ),
+        (
+            "nocrypt@x.example",
+            write_cert(&f, "nocrypt", &signing_only),
+            false,
+            "no usable encryption subkey",
+        ),
+        (
+            "nosign@x.example",
+            write_cert(&f, "nosign", &cannot_sign),
+            true,
+            "no usable signing key",
+        ),
+        (
+            "soon@x.example",
+            write_cert(&f, "soon", &expiring),
+            false,
+            "expires on",
+        ),
+        (
+            "expired@x.example",
+            write_cert(&f, "expired", &expired),
+            false,
+            "expired",
+        ),
+        (
+            "missing@x.example",
+            "keys/nothing-here.asc".to_owned(),
+            false,
+            "unreadable",
+        ),
+        (
+            "rsa1024@x.example",
+            gpg_key(&f, "rsa1024", "rsa1024", "rsa1024", &[]),
+            false,
+            "has 1024 bits (under 2048)",
+        ),
+        (
+            "sha1@x.example",
+            gpg_key(
+                &f,
+                "sha1",
+                "ed25519",
+                "cv25519",
+                &["--cert-digest-algo", "SHA1"],
+            ),
+            false,
+            "uses SHA1",
+        ),
+        ("twin@x.example", a.clone(), false, "the same certificate"),
+    ];
+    let mut members = member(PST, &pst, true) + &member("a@ok.example", &a, false);
+    for (email, key, pst, _) in &planted {
+        members.push_str(&member(email, key, *pst));
+    }
+    let bad = config_with(&f, &members, "");
+    let out = cli(&[
+        "check",
+        "--config",
+        bad.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["clean"], false);
+    let problems = report["problems"].as_array().unwrap();
+    for (email, _, _, problem) in &planted {
+        assert!(
+            problems.iter().any(|p| {
+                p["field"].as_str().unwrap().contains(email)
+                    && p["problem"].as_str().unwrap().contains(problem)
+                    && !p["fix"].as_str().unwrap().is_empty()
+                    && p["file"].as_str().unwrap().ends_with("check.toml")
+            }),
+            "{email}: `{problem}` not reported: {report:#}"
+        );
+    }
+    let named: Vec<&str> = problems
+        .iter()
+        .map(|p| p["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        !named
+            .iter()
+            .any(|f| f.contains("a@ok.example") || f.contains(PST)),
+        "the good keys are not flagged (the twin is, once): {named:?}"
+    );
+
+    // Problems of the configuration itself, one file each.
+    let list_public = f.path("keys/list-public.asc");
+    std::fs::write(
+        &list_public,
+        crypto::armored_public(&f.list.clone().strip_secret_key_material()).unwrap(),
+    )
+    .unwrap();
+    for (what, members, list_extra, field, problem) in [
+        (
+            "unknown key",
+            member(PST, &pst, true),
+            "colour = \"blue\"",
+            "",
+            "colour",
+        ),
+        (
+            "duplicate member",
+            member(PST, &pst, true)
+                + &member("a@ok.example", &a, false)
+                + &member("a@ok.example", &a, false),
+            "",
+            "member",
+            "listed twice",
+        ),
+    ] {
+        let path = config_with(&f, &members, list_extra);
+        let out = cli(&["check", "--config", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", text(&out));
+        assert!(
+            text(&out).contains(problem) && text(&out).contains(field),
+            "{what}: {}",
+            text(&out)
+        );
+        assert!(text(&out).contains("fix:"), "{what}: {}", text(&out));
+    }
+    let path = config_with(&f, &member(PST, &pst, true), "")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let text_cfg = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("keys/list.key", "keys/list-public.asc");
+    std::fs::write(&path, text_cfg).unwrap();
+    let out = cli(&["check", "--config", &path]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("list.secret_key") && text(&out).contains("no secret key material"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn import_markdown_reads_all_27_rows_and_names_who_lacks_a_certificate() {
+    let f = Fixture::new();
+    let born = now() - chrono::Duration::days(1);
+    let pst = write_cert(
+        &f,
+        "pst",
+        &crypto::generate_key("pst <pst@ok.example>", born, None).unwrap(),
+    );
+    let config = config_with(
+        &f,
+        &member(PST, &pst, true),
+        "roster_file = \"roster.toml\"",
+    );
+    let table =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/private-distributors-list.md");
+    let cfg = config.to_str().unwrap();
+    let out = cli(&[
+        "roster",
+        "--config",
+        cfg,
+        "import-markdown",
+        table.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report = text(&out);
+    assert!(
+        report.contains("27 rows read") && report.contains("27 imported"),
+        "{report}"
+    );
+    assert!(
+        report.contains("27 member(s) still lack a certificate"),
+        "{report}"
+    );
+    // The last row has no closing pipe.
+    assert!(report.contains("security@platform9.com"), "{report}");
+
+    let list = text(&cli(&["roster", "--config", cfg, "list"]));
+    for (email, org) in [
+        ("argoprod@us.ibm.com", "IBM"),
+        ("security@platform9.com", "Platform9"),
+        ("security@gravitational.com", "Gravitational"),
+        ("secalert@redhat.com", "Red Hat"),
+    ] {
+        let line = list
+            .lines()
+            .find(|l| l.starts_with(email))
+            .unwrap_or_else(|| panic!("{list}"));
+        assert!(line.contains(org) && line.contains("MISSING"), "{line}");
+    }
+    assert_eq!(
+        list.lines().count(),
+        1 + 1 + 27,
+        "header, the PST, 27 imported:\n{list}"
+    );
+
+    // Adding the certificate makes the member complete; importing again adds nobody.
+    let key = write_cert(
+        &f,
+        "ibm",
+        &crypto::generate_key("IBM <argoprod@us.ibm.com>", born, None).unwrap(),
+    );
+    let out = cli(&[
+        "roster",
+        "--config",
+        cfg,
+        "add",
+        "argoprod@us.ibm.com",
+        "--organization",
+        "IBM",
+        "--key",
+        f.path(&key).to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let again = text(&cli(&[
+        "roster",
+        "--config",
+        cfg,
+        "import-markdown",
+        table.to_str().unwrap(),
+    ]));
+    assert!(again.contains("0 imported, 27 already"), "{again}");
+    assert!(again.contains("26 member(s) still lack"), "{again}");
+    let out = cli(&["roster", "--config", cfg, "remove", "argoprod@us.ibm.com"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cli(&["roster", "--config", cfg, "remove", PST]);
+    assert!(
+        !out.status.success(),
+        "a config member is edited in the config"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_answers_for_an_announcement_after_a_mixed_delivery() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    sink.answer_for(SQ_MEMBER, 550, None);
+    sink.answer_for(GPG_MEMBER, 451, None);
+    let config = f.write_config(sink.addr());
+    let text_cfg = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("retry_initial = \"1s\"", "retry_initial = \"1h\"")
+        .replace("retry_max = \"2s\"", "retry_max = \"1h\"");
+    std::fs::write(&config, text_cfg).unwrap();
+    let daemon = Daemon::start(&config, &f.path("daemon.log"));
+    let reply = send(
+        daemon.addr,
+        PST,
+        &f.gpg_signed(PST, "mixed", &embargoed("AUDIT-CANARY")),
+    )
+    .await
+    .unwrap();
+    let id = reply.rsplit(' ').next().unwrap().to_owned();
+    sink.wait_until(PATIENCE, |g| !receipts(g).is_empty()).await;
+
+    let cfg = config.to_str().unwrap();
+    let out = cli(&["audit", "--config", cfg, "--embargo", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report = text(&out);
+    let row = |who: &str| {
+        report
+            .lines()
+            .find(|l| l.contains(" copy ") && l.contains(who))
+            .unwrap_or_else(|| panic!("no copy row for {who}:\n{report}"))
+            .to_owned()
+    };
+    assert!(row(PST).contains("sent"), "{report}");
+    assert!(
+        row(SQ_MEMBER).contains("failed") && row(SQ_MEMBER).contains("550"),
+        "{report}"
+    );
+    assert!(
+        row(SQ_MEMBER).contains("Org 2"),
+        "the organization: {report}"
+    );
+    assert!(
+        row(GPG_MEMBER).contains("pending") && row(GPG_MEMBER).contains("451"),
+        "{report}"
+    );
+    assert!(row(EXPIRED_MEMBER).contains("skipped"), "{report}");
+    assert!(
+        report.contains("TRAIL") && report.contains("accepted"),
+        "{report}"
+    );
+    assert!(!report.contains("AUDIT-CANARY"), "no content in the audit");
+
+    let mine = text(&cli(&["audit", "--config", cfg, "--member", SQ_MEMBER]));
+    assert!(mine.contains("failed") && mine.contains(&id), "{mine}");
+    assert!(!mine.contains(GPG_MEMBER), "only that member: {mine}");
+
+    let status = text(&cli(&["status", "--config", cfg]));
+    assert!(status.contains("(1 retrying), 1 failed"), "{status}");
+    assert!(
+        status.contains("HELD EMBARGOES: 1") && status.contains(&id),
+        "{status}"
+    );
+    assert!(
+        status.contains(EXPIRED_MEMBER) && status.contains(MISSING_MEMBER),
+        "keys: {status}"
+    );
+}
