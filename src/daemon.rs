@@ -227,6 +227,13 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running
         &tracker,
         &shutdown,
         &failed,
+        "key check",
+        tokio::spawn(crate::keycheck::weekly(relay.clone(), shutdown.clone())),
+    );
+    supervise(
+        &tracker,
+        &shutdown,
+        &failed,
         "watchdog",
         tokio::spawn(crate::service::watchdog(relay.clone(), shutdown.clone())),
     );

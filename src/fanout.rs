@@ -401,7 +401,7 @@ async fn deliver_one(
                     late_release = late;
                     detail
                 }
-                Kind::Receipt | Kind::Lifted | Kind::Reminder | Kind::Refusal => {
+                Kind::Receipt | Kind::Lifted | Kind::Reminder | Kind::Refusal | Kind::Notice => {
                     tracing::info!(message_id = %d.message_id, to = %d.member, kind = ?d.kind, "notice sent");
                     format!("smarthost answered {answer}")
                 }
@@ -506,6 +506,7 @@ fn build(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, Se
         Kind::Receipt => receipt_message(relay, a, d),
         Kind::Lifted => lifted_message(relay, a, d),
         Kind::Reminder => reminder_message(relay, a, d),
+        Kind::Notice => notice_message(relay, a, d),
         Kind::Refusal => {
             let pst = pst_cert_for(relay, a, &d.member)?;
             let reason = String::from_utf8_lossy(a.entity.expose()).into_owned();
@@ -753,8 +754,8 @@ fn notice(
         message_id: &message_id,
         date: relay.clock.now(),
     };
-    // A refusal is about no embargo: it carries no embargo notice.
-    let until = (d.kind != Kind::Refusal).then_some(a.terms.until);
+    // A refusal or a key notice is about no embargo: no embargo notice.
+    let until = (!matches!(d.kind, Kind::Refusal | Kind::Notice)).then_some(a.terms.until);
     let inner = outbound::protected_inner(&headers, subject, until, part.as_bytes())
         .map_err(|e| SealError::Crypto(format!("bad address: {e}")))?;
     let p = StandardPolicy::new();
@@ -839,6 +840,38 @@ Embargo state:  {state}\nEmbargo lifts:  {} UTC ({} in the offset you wrote)\nCo
         )
     });
     text
+}
+
+/// A notice from the list to a roster member: encrypted to its key when
+/// that key is usable, else signed only (it says nothing confidential:
+/// which key has which problem).
+fn notice_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
+    let text = String::from_utf8_lossy(a.entity.expose()).into_owned();
+    let p = StandardPolicy::new();
+    if let Ok((_, cert)) = member_cert(relay, &d.member)
+        && crate::crypto::usable_for_encryption(&cert, &p, relay.clock.now()).is_ok()
+    {
+        return notice(
+            relay,
+            a,
+            d,
+            &cert,
+            &a.subject,
+            &text,
+            outbound::NOTICE_SUBJECT,
+        );
+    }
+    let message_id = copy_message_id(relay, d);
+    let headers = CopyHeaders {
+        list: &relay.config().list_address,
+        member: &d.member,
+        message_id: &message_id,
+        date: relay.clock.now(),
+    };
+    let config = relay.config();
+    let sign = |part: &[u8]| config.list_key.sign_detached(&p, headers.date, part);
+    outbound::public_release(&headers, &a.subject, &text, sign)
+        .map_err(|e| SealError::Crypto(e.to_string()))
 }
 
 /// The public advisory for one public list, signed by the list key.

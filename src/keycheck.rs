@@ -195,6 +195,149 @@ fn weak_parts(cert: &Cert) -> Vec<KeyIssue> {
     out
 }
 
+/// How often the daemon checks the roster's keys.
+pub const CHECK_EVERY_DAYS: i64 = 7;
+
+/// The audit event of a key check (its time schedules the next).
+const EVENT: &str = "key-check";
+
+/// The weekly key check inside the daemon: five minutes after start and
+/// then once a week (counted from the last check in the audit trail, so
+/// restarts do not repeat it), the PST gets the members whose keys expire
+/// within 30 days or cannot be used, and each such member a signed notice
+/// (encrypted when its key allows).
+pub async fn weekly(
+    relay: std::sync::Arc<crate::daemon::Relay>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut next = relay.clock.now() + chrono::Duration::minutes(5);
+    loop {
+        let r = relay.clone();
+        let last = tokio::task::spawn_blocking(move || r.spool.last_event(EVENT)).await;
+        if let Ok(Ok(Some(last))) = last {
+            next = next.max(last + chrono::Duration::days(CHECK_EVERY_DAYS));
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = relay.clock.sleep_until(next) => {}
+        }
+        let r = relay.clone();
+        match tokio::task::spawn_blocking(move || run_if_due(&r)).await {
+            Ok(Ok(queued)) => {
+                if queued {
+                    relay.wake.notify_one();
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the weekly key check failed; trying again in an hour")
+            }
+            Err(_) => tracing::error!("the weekly key check panicked; trying again in an hour"),
+        }
+        next = relay.clock.now() + chrono::Duration::hours(1);
+    }
+}
+
+/// Runs the key check if a week has passed since the last; true if it queued notices.
+pub fn run_if_due(relay: &crate::daemon::Relay) -> anyhow::Result<bool> {
+    let now = relay.clock.now();
+    if relay
+        .spool
+        .last_event(EVENT)?
+        .is_some_and(|last| now - last < chrono::Duration::days(CHECK_EVERY_DAYS))
+    {
+        return Ok(false);
+    }
+    let p = sequoia_openpgp::policy::StandardPolicy::new();
+    let directory = relay.directory();
+    let mut affected: Vec<(&crate::roster::Member, Vec<String>)> = Vec::new();
+    for m in directory.roster.members() {
+        let problems: Vec<String> = match m.cert() {
+            Err(e) => vec![e.to_owned()],
+            Ok(cert) => {
+                let role = if m.pst { Role::Pst } else { Role::Member };
+                cert_issues(cert, role, &p, now)
+                    .into_iter()
+                    .map(|i| format!("{} ({})", i.problem, i.fix))
+                    .collect()
+            }
+        };
+        if !problems.is_empty() {
+            affected.push((m, problems));
+        }
+    }
+    let config = relay.config();
+    let seal = |to: &str, subject: &str, text: String| -> anyhow::Result<(String, Vec<u8>)> {
+        let notice = crate::intake::Announcement::unembargoed(
+            config.list_key.fingerprint().to_hex(),
+            config.list_address.clone(),
+            subject.to_owned(),
+            crate::secret::Secret::new(text.into_bytes()),
+            now,
+        );
+        Ok((
+            to.to_owned(),
+            config
+                .list_key
+                .seal_to_self(&p, notice.to_bytes().expose())?,
+        ))
+    };
+    let mut notices = Vec::new();
+    if !affected.is_empty() {
+        let mut report = format!(
+            "Weekly key check of {}: {} member(s) have keys that expire within {EXPIRY_WARNING_DAYS} days or cannot be used.\n\
+Members whose key cannot be used receive no announcements until it is fixed.\n\n",
+            config.list_address,
+            affected.len()
+        );
+        for (m, problems) in &affected {
+            report.push_str(&format!("{} ({}):\n", m.email, m.organization));
+            for problem in problems {
+                report.push_str(&format!("  - {problem}\n"));
+            }
+        }
+        for pst in directory.roster.members().iter().filter(|m| m.pst) {
+            notices.push(seal(
+                &pst.email,
+                "Weekly key check: members' keys need attention",
+                report.clone(),
+            )?);
+        }
+        for (m, problems) in &affected {
+            let text = format!(
+                "Your OpenPGP certificate on the list {} needs attention:\n\n{}\n\
+If it cannot be used, you receive no embargoed announcements until it is fixed.\n\
+Send your updated certificate to the Product Security Team.\n",
+                config.list_address,
+                problems
+                    .iter()
+                    .map(|p| format!("  - {p}\n"))
+                    .collect::<String>()
+            );
+            notices.push(seal(
+                &m.email,
+                "Your key on the list needs attention",
+                text,
+            )?);
+        }
+    }
+    let detail = format!(
+        "{} member(s) with key problems: {}",
+        affected.len(),
+        affected
+            .iter()
+            .map(|(m, _)| m.email.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    relay.spool.queue_notices(&notices, EVENT, &detail, now)?;
+    tracing::info!(
+        members = affected.len(),
+        notices = notices.len(),
+        "weekly key check done"
+    );
+    Ok(!notices.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

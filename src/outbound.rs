@@ -29,6 +29,9 @@ pub const REMINDER_SUBJECT: &str = "[embargo-relay reminder]";
 /// The outer Subject of a refusal sent to the PST.
 pub const REFUSAL_SUBJECT: &str = "[embargo-relay refusal]";
 
+/// The outer Subject of a notice from the list (the weekly key check).
+pub const NOTICE_SUBJECT: &str = "[embargo-relay notice]";
+
 /// The outer Subject of a member's notice that an embargo has lifted.
 pub const LIFTED_SUBJECT: &str = "[embargo lifted]";
 

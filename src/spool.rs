@@ -31,7 +31,7 @@ pub enum SpoolError {
 }
 
 /// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 fn messages_ddl(name: &str) -> String {
     format!(
@@ -41,7 +41,7 @@ fn messages_ddl(name: &str) -> String {
     signer       TEXT NOT NULL,
     embargo_until INTEGER NOT NULL,
     embargo_state TEXT NOT NULL DEFAULT 'held' CHECK (embargo_state IN ('held', 'cancelled')),
-    kind         TEXT NOT NULL DEFAULT 'announcement' CHECK (kind IN ('announcement', 'refusal', 'post')),
+    kind         TEXT NOT NULL DEFAULT 'announcement' CHECK (kind IN ('announcement', 'refusal', 'post', 'notice')),
     sealed       BLOB NOT NULL
 );"
     )
@@ -52,12 +52,13 @@ fn deliveries_ddl(name: &str) -> String {
         "CREATE TABLE IF NOT EXISTS {name} (
     message_id      TEXT NOT NULL REFERENCES messages(id),
     member          TEXT NOT NULL,
-    kind            TEXT NOT NULL DEFAULT 'copy' CHECK (kind IN ('copy', 'release', 'receipt', 'lifted', 'reminder', 'refusal', 'post')),
+    kind            TEXT NOT NULL DEFAULT 'copy' CHECK (kind IN ('copy', 'release', 'receipt', 'lifted', 'reminder', 'refusal', 'post', 'notice')),
     copy_id         TEXT NOT NULL,
     state           TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'skipped', 'failed', 'cancelled')),
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL,
     last_error      TEXT,
+    first_failed_at INTEGER,
     PRIMARY KEY (message_id, member, kind)
 );"
     )
@@ -96,34 +97,43 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "foreign_keys", "OFF")?;
     let tx = write_tx(conn)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version < 1 {
-        let old: Option<String> = tx
-            .query_row(
-                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if old.is_some_and(|sql| !sql.contains("'post'")) {
-            // Version 0: the kind CHECKs lack 'post'. SQLite cannot alter a
-            // CHECK, so both tables are rebuilt (sqlite.org/lang_altertable.html).
-            for (table, ddl) in [
-                ("messages", messages_ddl("messages_v1")),
-                ("deliveries", deliveries_ddl("deliveries_v1")),
-            ] {
-                tx.execute_batch(&format!(
-                    "{ddl}\nINSERT INTO {table}_v1 SELECT * FROM {table};\nDROP TABLE {table};\nALTER TABLE {table}_v1 RENAME TO {table};"
-                ))?;
-            }
+    if version > SCHEMA_VERSION {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+            Some(format!(
+                "the spool has schema version {version}, newer than this program's {SCHEMA_VERSION}: run the newer embargo-relay"
+            )),
+        ));
+    }
+    let old: Option<String> = tx
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if old.is_some_and(|sql| !sql.contains("'notice'")) {
+        // Versions 0 to 2: the kind CHECKs lack 'post' (0) or 'notice'
+        // (before 3). SQLite cannot alter a CHECK, so both tables are
+        // rebuilt (sqlite.org/lang_altertable.html), copying the columns
+        // the old table has (version 2 added first_failed_at).
+        for (table, ddl) in [
+            ("messages", messages_ddl("rebuilt")),
+            ("deliveries", deliveries_ddl("rebuilt")),
+        ] {
+            let columns: Vec<String> = tx
+                .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let columns = columns.join(", ");
+            tx.execute_batch(&format!(
+                "{ddl}\nINSERT INTO rebuilt ({columns}) SELECT {columns} FROM {table};\nDROP TABLE {table};\nALTER TABLE rebuilt RENAME TO {table};"
+            ))?;
         }
     }
     tx.execute_batch(&messages_ddl("messages"))?;
     tx.execute_batch(&deliveries_ddl("deliveries"))?;
     tx.execute_batch(OTHER_TABLES)?;
-    if version < 2 {
-        // Version 2: when a delivery first failed, for the retry lifetime.
-        tx.execute_batch("ALTER TABLE deliveries ADD COLUMN first_failed_at INTEGER;")?;
-    }
     let broken: Option<String> = tx
         .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
         .optional()?;
@@ -198,6 +208,9 @@ pub enum Kind {
     Refusal,
     /// A member's post (a reply to an announcement), re-encrypted to one recipient.
     Post,
+    /// A notice from the list to one roster member (the weekly key check):
+    /// encrypted when the member's key is usable, else signed only.
+    Notice,
 }
 
 impl Kind {
@@ -209,6 +222,7 @@ impl Kind {
             Kind::Lifted => "lifted",
             Kind::Reminder => "reminder",
             Kind::Refusal => "refusal",
+            Kind::Notice => "notice",
             Kind::Post => "post",
         }
     }
@@ -461,6 +475,47 @@ impl Spool {
         tx.commit().map_err(|e| self.db(e))
     }
 
+    /// Queues notices from the list (each a sealed text to one address)
+    /// and their audit record, in one transaction.
+    pub fn queue_notices(
+        &self,
+        notices: &[(String, Vec<u8>)],
+        event: &str,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), SpoolError> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        let t = to_millis(now);
+        let write = || -> rusqlite::Result<()> {
+            for (to, sealed) in notices {
+                let id = format!("notice-{}", crate::crypto::random_hex(8));
+                tx.execute(
+                    "INSERT INTO messages (id, received_at, signer, embargo_until, sealed, kind) VALUES (?1, ?2, '', ?2, ?3, 'notice')",
+                    params![id, t, sealed],
+                )?;
+                tx.execute(
+                    "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, 'notice', ?3, 'pending', ?4)",
+                    params![id, to, crate::crypto::random_hex(12), t],
+                )?;
+            }
+            insert_audit(&tx, t, event, None, None, detail)
+        };
+        write().map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))
+    }
+
+    /// When `event` was last recorded in the audit trail, if ever.
+    pub fn last_event(&self, event: &str) -> Result<Option<DateTime<Utc>>, SpoolError> {
+        let ms: Option<i64> = self
+            .lock()
+            .query_row("SELECT MAX(at) FROM audit WHERE event = ?1", [event], |r| {
+                r.get(0)
+            })
+            .map_err(|e| self.db(e))?;
+        Ok(ms.map(from_millis))
+    }
+
     /// Commits a member post and one `post` delivery per recipient, with its
     /// signatures in the replay cache, in one transaction.
     pub fn accept_post(&self, post: &NewPost<'_>, now: DateTime<Utc>) -> Result<(), SpoolError> {
@@ -555,6 +610,7 @@ impl Spool {
                     "lifted" => Kind::Lifted,
                     "reminder" => Kind::Reminder,
                     "refusal" => Kind::Refusal,
+                    "notice" => Kind::Notice,
                     "post" => Kind::Post,
                     _ => Kind::Copy,
                 };
@@ -646,6 +702,7 @@ impl Spool {
             (Kind::Reminder, Finished::Sent) => "reminder-sent",
             (Kind::Refusal, Finished::Sent) => "refusal-sent",
             (Kind::Post, Finished::Sent) => "post-sent",
+            (Kind::Notice, Finished::Sent) => "notice-sent",
             _ => state.as_str(),
         };
         insert_audit(

@@ -11,6 +11,7 @@ mod encrypted;
 mod imap;
 mod inline;
 mod join;
+mod keycheck;
 mod operator;
 mod posts;
 mod rejection;
