@@ -348,6 +348,7 @@ impl Daemon {
     /// Starts it with extra environment variables (e.g. a failpoint).
     pub fn start_with(config: &Path, log: &Path, env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_embargo-relay"))
+            .env_remove("JOURNAL_STREAM")
             .args(["run", "--config"])
             .arg(config)
             .envs(env.iter().copied())
