@@ -76,6 +76,12 @@ impl ListKey {
         self.tsk.fingerprint()
     }
 
+    /// Whether `other` is this very key, with the same signatures (an
+    /// extended expiry is a change).
+    pub fn same_as(&self, other: &ListKey) -> bool {
+        self.tsk == other.tsk
+    }
+
     /// The public certificate, as members import it to verify copies.
     pub fn cert(&self) -> Cert {
         self.tsk.clone().strip_secret_key_material()

@@ -94,10 +94,7 @@ impl Relay {
         );
         keep(next.roster_file != old.roster_file, "list.roster_file");
         keep(next.hostname != old.hostname, "list.hostname");
-        keep(
-            next.list_key.fingerprint() != old.list_key.fingerprint(),
-            "list.secret_key",
-        );
+        keep(!next.list_key.same_as(&old.list_key), "list.secret_key");
         keep(next.state_dir != old.state_dir, "list.state_dir");
         keep(
             format!("{:?}", next.smtp) != format!("{:?}", old.smtp),

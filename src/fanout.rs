@@ -41,11 +41,17 @@ enum Stall {
 /// costs at most one duplicate).
 type Unrecorded = Mutex<HashMap<Key, String>>;
 
-/// One delivery row: (message id, recipient, kind).
-type Key = (String, String, Kind);
+/// One delivery row: (message id, recipient, kind, copy id). The copy id
+/// tells a re-queued receipt from the one sent before.
+type Key = (String, String, Kind, String);
 
 fn key(d: &DueDelivery) -> Key {
-    (d.message_id.clone(), d.member.clone(), d.kind)
+    (
+        d.message_id.clone(),
+        d.member.clone(),
+        d.kind,
+        d.copy_id.clone(),
+    )
 }
 
 /// The two lanes deliveries run in, each bounded by `outbound.concurrency`:
@@ -84,14 +90,14 @@ impl Lanes {
 pub async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: CancellationToken) {
     let lanes = Lanes::new(relay.config().outbound.concurrency);
     let unrecorded: Arc<Unrecorded> = Arc::default();
-    let mut flying: HashSet<Key> = HashSet::new();
-    let mut tasks: JoinSet<(Key, Result<(), Stall>)> = JoinSet::new();
+    let mut flying = Flying::default();
+    let mut tasks: JoinSet<Result<(), Stall>> = JoinSet::new();
     let mut opened: HashMap<String, Arc<Announcement>> = HashMap::new();
     let mut pause = FIRST_PAUSE;
     let mut stalled: Option<Stall> = None;
     loop {
-        while let Some(done) = tasks.try_join_next() {
-            landed(done, &mut flying, &mut stalled);
+        while let Some(done) = tasks.try_join_next_with_id() {
+            flying.landed(done, &mut stalled);
         }
         if let Some(e) = stalled.take() {
             relay.health.idle();
@@ -111,51 +117,72 @@ pub async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: CancellationTo
             lanes: &lanes,
             unrecorded: &unrecorded,
         };
-        match job.dispatch(&mut flying, &mut tasks, &mut opened).await {
+        // One time for both: a row that falls due in between is neither
+        // missed by the dispatch nor slept past.
+        let now = relay.clock.now();
+        match job
+            .dispatch(now, &mut flying, &mut tasks, &mut opened)
+            .await
+        {
             Ok(()) => pause = FIRST_PAUSE,
             Err(e) => {
                 stalled = Some(e);
                 continue;
             }
         }
-        let wake_at = next_wake(&relay).await;
+        let wake_at = next_wake(&relay, now).await;
         relay.health.idle();
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = relay.wake.notified() => {}
             _ = relay.clock.sleep_until(wake_at) => {}
             _ = spool_changed(&relay) => {}
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                landed(done, &mut flying, &mut stalled);
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                flying.landed(done, &mut stalled);
             }
         }
     }
-    while let Some(done) = tasks.join_next().await {
-        landed(done, &mut flying, &mut stalled);
+    while let Some(done) = tasks.join_next_with_id().await {
+        flying.landed(done, &mut stalled);
     }
 }
 
-/// Takes note of a delivery task that ended.
-fn landed(
-    done: Result<(Key, Result<(), Stall>), tokio::task::JoinError>,
-    flying: &mut HashSet<Key>,
-    stalled: &mut Option<Stall>,
-) {
-    match done {
-        Ok((key, outcome)) => {
-            flying.remove(&key);
-            if let Err(e) = outcome {
-                *stalled = Some(e);
-            }
+/// The deliveries in flight, by row and by task.
+#[derive(Default)]
+struct Flying {
+    rows: HashSet<Key>,
+    tasks: HashMap<tokio::task::Id, Key>,
+}
+
+impl Flying {
+    fn start(&mut self, id: tokio::task::Id, key: Key) {
+        self.rows.insert(key.clone());
+        self.tasks.insert(id, key);
+    }
+
+    /// Takes note of a delivery task that ended, however it ended: its row
+    /// may be dispatched again (a panicked task's row is retried).
+    fn landed(
+        &mut self,
+        done: Result<(tokio::task::Id, Result<(), Stall>), tokio::task::JoinError>,
+        stalled: &mut Option<Stall>,
+    ) {
+        let (id, outcome) = match done {
+            Ok((id, outcome)) => (id, outcome),
+            Err(e) => (
+                e.id(),
+                Err(Stall::Task(if e.is_panic() {
+                    "panicked"
+                } else {
+                    "was cancelled"
+                })),
+            ),
+        };
+        if let Some(key) = self.tasks.remove(&id) {
+            self.rows.remove(&key);
         }
-        // The task's key is lost with it: the row stays pending and is
-        // picked up again after a restart; the daemon's supervisor logs it.
-        Err(e) => {
-            *stalled = Some(Stall::Task(if e.is_panic() {
-                "panicked"
-            } else {
-                "was cancelled"
-            }))
+        if let Err(e) = outcome {
+            *stalled = Some(e);
         }
     }
 }
@@ -175,14 +202,14 @@ impl Dispatch<'_> {
     /// tasks; `opened` keeps it while it still has due deliveries.
     async fn dispatch(
         &self,
-        flying: &mut HashSet<Key>,
-        tasks: &mut JoinSet<(Key, Result<(), Stall>)>,
+        now: DateTime<Utc>,
+        flying: &mut Flying,
+        tasks: &mut JoinSet<Result<(), Stall>>,
         opened: &mut HashMap<String, Arc<Announcement>>,
     ) -> Result<(), Stall> {
         let relay = self.relay;
         let r = relay.clone();
-        let now = relay.clock.now();
-        let limit = BATCH + flying.len();
+        let limit = BATCH + flying.rows.len();
         let due = blocking(move || {
             crate::failpoint::hit("fanout-dispatch");
             r.spool.due(now, limit)
@@ -194,7 +221,7 @@ impl Dispatch<'_> {
                 return Ok(());
             }
             let k = key(&d);
-            if flying.contains(&k) {
+            if flying.rows.contains(&k) {
                 continue;
             }
             let Some(permit) = self.lanes.try_enter(d.kind) else {
@@ -221,30 +248,30 @@ impl Dispatch<'_> {
                                 format!("cannot open the spooled announcement: {e}"),
                             )
                             .await?;
+                            // (No receipt: its address is inside what cannot be opened.)
                             continue;
                         }
                     }
                 }
             };
-            flying.insert(k.clone());
             let (relay, outbound, shutdown, unrecorded) = (
                 relay.clone(),
                 self.outbound.clone(),
                 self.shutdown.clone(),
                 self.unrecorded.clone(),
             );
-            tasks.spawn(async move {
+            let task = tasks.spawn(async move {
                 let outcome =
                     deliver_one(&relay, &outbound, &announcement, &d, &shutdown, &unrecorded).await;
                 drop(permit);
-                let outcome = match outcome {
+                match outcome {
                     Ok(()) if d.kind == Kind::Copy => {
                         receipt_when_tried(&relay, &announcement, &d).await
                     }
                     other => other,
-                };
-                (k, outcome)
+                }
             });
+            flying.start(task.id(), k);
         }
         Ok(())
     }
@@ -290,9 +317,8 @@ async fn spool_changed(relay: &Arc<Relay>) {
 /// When the worker should look again: when the next delivery not yet due
 /// falls due, at most [`IDLE`] from now. (Due deliveries waiting for a lane
 /// are started when a task in flight ends.)
-async fn next_wake(relay: &Arc<Relay>) -> DateTime<Utc> {
+async fn next_wake(relay: &Arc<Relay>, now: DateTime<Utc>) -> DateTime<Utc> {
     let r = relay.clone();
-    let now = relay.clock.now();
     let latest = now + chrono::Duration::from_std(IDLE).unwrap_or_default();
     match blocking(move || r.spool.next_due_after(now)).await {
         Ok(Ok(Some(at))) => at.min(latest),
@@ -351,7 +377,13 @@ async fn deliver_one(
     let (a, dd) = (announcement.clone(), d.clone());
     if d.kind == Kind::Release && d.embargo_cancelled {
         // Never publish a cancelled embargo's advisory, whatever the row says.
-        return Ok(());
+        return finish(
+            relay,
+            d,
+            Finished::Skipped,
+            "the embargo was cancelled: nothing published".to_owned(),
+        )
+        .await;
     }
     let at_the_time = matches!(d.kind, Kind::Release | Kind::Lifted) && !d.embargo_cancelled;
     if at_the_time && relay.clock.now() < announcement.terms.until {
@@ -848,6 +880,11 @@ Embargo state:  {state}\nEmbargo lifts:  {} UTC ({} in the offset you wrote)\nCo
 fn notice_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
     let text = String::from_utf8_lossy(a.entity.expose()).into_owned();
     let p = StandardPolicy::new();
+    let pst = relay
+        .directory()
+        .roster
+        .find(&d.member)
+        .is_some_and(|m| m.pst);
     if let Ok((_, cert)) = member_cert(relay, &d.member)
         && crate::crypto::usable_for_encryption(&cert, &p, relay.clock.now()).is_ok()
     {
@@ -860,6 +897,12 @@ fn notice_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Ve
             &text,
             outbound::NOTICE_SUBJECT,
         );
+    }
+    if pst {
+        // A PST member's report names other members and their keys: only encrypted.
+        return Err(SealError::Recipient(
+            "the PST member's key cannot receive encrypted mail; the key report is not sent in the clear".to_owned(),
+        ));
     }
     let message_id = copy_message_id(relay, d);
     let headers = CopyHeaders {

@@ -260,7 +260,21 @@ pub mod file {
                 write_atomic(&dir(path).join(&key), &armored)?;
                 key
             }
-            None => PathBuf::from("keys").join(format!("{}.asc", email.to_ascii_lowercase())),
+            None => {
+                // A file name from the address: nothing that leaves keys/.
+                let name: String = email
+                    .to_ascii_lowercase()
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || "@.-_+".contains(c) {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                PathBuf::from("keys").join(format!("{}.asc", name.trim_start_matches('.')))
+            }
         };
         let entry = Entry {
             email: email.to_owned(),
@@ -296,6 +310,19 @@ pub mod file {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_member_without_a_key_points_at_a_file_inside_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roster.toml");
+        file::upsert(&path, "../../etc/x@y.example", "Org", None).unwrap();
+        let members = file::load(&path).unwrap();
+        assert_eq!(
+            members[0].key_path,
+            dir.path().join("keys/_.._etc_x@y.example.asc"),
+            "the file name never leaves keys/"
+        );
+    }
 
     #[test]
     fn a_markdown_table_is_read_with_or_without_the_closing_pipe() {

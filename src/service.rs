@@ -59,7 +59,7 @@ impl Health {
     }
 }
 
-/// Feeds the systemd watchdog every half period while the daemon is
+/// Feeds the systemd watchdog four times a period while the daemon is
 /// healthy: the fan-out loop is not stuck in one round for longer than a
 /// period, and the spool answers. A stuck daemon stops feeding it, and
 /// systemd restarts it (`WatchdogSec=`).
@@ -67,14 +67,28 @@ pub async fn watchdog(relay: Arc<Relay>, shutdown: CancellationToken) {
     let Some(period) = sd_notify::watchdog_enabled() else {
         return shutdown.cancelled().await;
     };
-    let mut tick = tokio::time::interval(period / 2);
+    // Four checks a period, and the spool must fail two in a row: one slow
+    // answer (a long write holding the spool) does not cost a restart.
+    let mut tick = tokio::time::interval(period / 4);
     let mut starving = false;
+    let mut spool_failures = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match problem(&relay, period).await {
+        let found = match problem(&relay, period).await {
+            Some(Problem::Spool(why)) => {
+                spool_failures += 1;
+                (spool_failures >= 2).then_some(why)
+            }
+            Some(Problem::Stuck(why)) => Some(why),
+            None => {
+                spool_failures = 0;
+                None
+            }
+        };
+        match found {
             None => {
                 if starving {
                     tracing::info!("healthy again; feeding the watchdog");
@@ -95,17 +109,23 @@ pub async fn watchdog(relay: Arc<Relay>, shutdown: CancellationToken) {
     }
 }
 
+/// Why the daemon is not healthy now.
+enum Problem {
+    Stuck(&'static str),
+    Spool(&'static str),
+}
+
 /// Why the daemon is not healthy now, if it is not.
-async fn problem(relay: &Arc<Relay>, period: Duration) -> Option<&'static str> {
+async fn problem(relay: &Arc<Relay>, period: Duration) -> Option<Problem> {
     if relay.health.stuck_for() > period {
-        return Some("the fan-out loop is stuck");
+        return Some(Problem::Stuck("the fan-out loop is stuck"));
     }
     let r = relay.clone();
     let spool = tokio::task::spawn_blocking(move || r.spool.data_version());
-    match tokio::time::timeout(period / 4, spool).await {
+    match tokio::time::timeout(period / 3, spool).await {
         Ok(Ok(Ok(_))) => None,
-        Ok(_) => Some("the spool cannot be read"),
-        Err(_) => Some("the spool does not answer"),
+        Ok(_) => Some(Problem::Spool("the spool cannot be read")),
+        Err(_) => Some(Problem::Spool("the spool does not answer")),
     }
 }
 

@@ -599,7 +599,7 @@ impl Spool {
                 "SELECT d.message_id, d.member, d.kind, d.copy_id, d.attempts, m.embargo_until, m.embargo_state, d.first_failed_at FROM deliveries d
                  JOIN messages m ON m.id = d.message_id
                  WHERE d.state = 'pending' AND d.next_attempt_at <= ?1
-                 ORDER BY d.kind IN ('release', 'lifted') DESC, m.received_at, d.message_id, d.member LIMIT ?2",
+                 ORDER BY d.kind = 'release' DESC, d.kind = 'lifted' DESC, m.received_at, d.message_id, d.member LIMIT ?2",
             )
             .map_err(|e| self.db(e))?;
         let rows = stmt
@@ -1070,11 +1070,7 @@ impl Spool {
 
     /// The audit trail of one message, oldest first.
     pub fn audit_for(&self, message_id: &str) -> Result<Vec<AuditRecord>, SpoolError> {
-        Ok(self
-            .audit_records()?
-            .into_iter()
-            .filter(|r| r.message_id.as_deref() == Some(message_id))
-            .collect())
+        self.audit_query(Some(message_id), None)
     }
 
     /// Queues a fresh receipt to `to` (replacing an earlier one): the PST
@@ -1150,22 +1146,7 @@ impl Spool {
 
     /// The whole audit trail, oldest first.
     pub fn audit_records(&self) -> Result<Vec<AuditRecord>, SpoolError> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare("SELECT at, event, message_id, member, detail FROM audit ORDER BY seq")
-            .map_err(|e| self.db(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(AuditRecord {
-                    at: from_millis(r.get(0)?),
-                    event: r.get(1)?,
-                    message_id: r.get(2)?,
-                    member: r.get(3)?,
-                    detail: r.get(4)?,
-                })
-            })
-            .map_err(|e| self.db(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
+        self.audit_query(None, None)
     }
 }
 

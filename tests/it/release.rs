@@ -254,9 +254,9 @@ async fn restarts_keep_the_advisory_held_and_a_missed_time_releases_at_start_mar
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_clock_jumping_back_mid_batch_delays_the_release() {
-    // Sorts after every member address, so the members' lifted notices
-    // come first in the batch and the release is still ahead when the clock
-    // jumps: one delivery at a time, so the first notice holds the lane.
+    // Two public lists, one delivery at a time: the release to FIRST holds
+    // the lane, so the one to LAST is still ahead when the clock jumps.
+    const FIRST: &str = "aa-public@lists.example.net";
     const LAST: &str = "zz-public@lists.example.net";
     let (f, sink, clock, running) = manual_list_with("concurrency = 1\n").await;
     let stamp = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
@@ -264,7 +264,7 @@ async fn a_clock_jumping_back_mid_batch_delays_the_release() {
     let until: chrono::DateTime<chrono::Utc> = chrono::DateTime::parse_from_rfc3339(&until_text)
         .unwrap()
         .into();
-    let body = format!("Embargo-Until: {until_text}\nPublic-To: {LAST}\n\n{PRIVATE}\n");
+    let body = format!("Embargo-Until: {until_text}\nPublic-To: {FIRST}, {LAST}\n\n{PRIVATE}\n");
     let entity = compose::text_with_advisory(SUBJECT, &body, ADVISORY);
     send(
         running.smtp_addr,
