@@ -904,38 +904,34 @@ fn notice_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Ve
             "the PST member's key cannot receive encrypted mail; the key report is not sent in the clear".to_owned(),
         ));
     }
-    let message_id = copy_message_id(relay, d);
-    let headers = CopyHeaders {
-        list: &relay.config().list_address,
-        member: &d.member,
-        message_id: &message_id,
-        date: relay.clock.now(),
-    };
-    let config = relay.config();
-    let sign = |part: &[u8]| config.list_key.sign_detached(&p, headers.date, part);
-    outbound::public_release(&headers, &a.subject, &text, sign)
-        .map_err(|e| SealError::Crypto(e.to_string()))
+    signed_in_clear(relay, d, &a.subject, &text)
 }
 
 /// The public advisory for one public list, signed by the list key.
 fn release_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
     let advisory = embargo::public_advisory(a.entity.expose())
         .ok_or_else(|| SealError::Crypto("the held public advisory is missing".to_owned()))?;
+    signed_in_clear(relay, d, &a.subject, &advisory)
+}
+
+/// A plaintext text/plain message, RFC 3156 `multipart/signed` by the list key.
+fn signed_in_clear(
+    relay: &Relay,
+    d: &DueDelivery,
+    subject: &str,
+    text: &str,
+) -> Result<Vec<u8>, SealError> {
+    let config = relay.config();
     let message_id = copy_message_id(relay, d);
     let headers = CopyHeaders {
-        list: &relay.config().list_address,
+        list: &config.list_address,
         member: &d.member,
         message_id: &message_id,
         date: relay.clock.now(),
     };
     let p = StandardPolicy::new();
-    let sign = |part: &[u8]| {
-        relay
-            .config()
-            .list_key
-            .sign_detached(&p, headers.date, part)
-    };
-    outbound::public_release(&headers, &a.subject, &advisory, sign)
+    let sign = |part: &[u8]| config.list_key.sign_detached(&p, headers.date, part);
+    outbound::public_release(&headers, subject, text, sign)
         .map_err(|e| SealError::Crypto(e.to_string()))
 }
 
