@@ -5,7 +5,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use sequoia_openpgp::policy::StandardPolicy;
 use serde::Serialize;
 
 use crate::config::{Config, ConfigError};
@@ -26,7 +25,7 @@ pub fn findings(path: &Path, now: DateTime<Utc>) -> Vec<Finding> {
         Ok(c) => c,
         Err(e) => return vec![config_finding(path, e)],
     };
-    let p = StandardPolicy::new();
+    let p = crate::crypto::policy();
     let mut out = Vec::new();
     let list_cert = config.list_key.cert();
     for i in keycheck::cert_issues(&list_cert, Role::Pst, &p, now) {

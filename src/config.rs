@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::crypto::ListKey;
+use crate::intake::mime::MimeLimits;
 use crate::roster::{Member, Roster};
 use crate::secret::Secret;
 
@@ -122,6 +123,11 @@ pub struct RawPolicy {
     pub member_posts: Option<String>,
     /// Accept inline PGP (a cleartext-signed body) as well as PGP/MIME.
     pub inline_pgp: Option<bool>,
+    /// Bounds on a mail's MIME structure (see `intake::mime::MimeLimits`).
+    pub mime_max_depth: Option<usize>,
+    pub mime_max_parts: Option<usize>,
+    pub mime_max_headers: Option<usize>,
+    pub mime_max_header_size: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -175,6 +181,8 @@ pub struct PolicyConfig {
     pub member_posts: MemberPosts,
     /// Accept a body that is one cleartext-signed block (default: no).
     pub inline_pgp: bool,
+    /// Bounds on the MIME structure of every mail taken in.
+    pub mime: MimeLimits,
 }
 
 /// Where a member's signed, encrypted post goes.
@@ -311,6 +319,7 @@ impl Validator<'_> {
         let smtp = self.smtp(raw.inbound.smtp)?;
         let imap = raw.inbound.imap.map(|i| self.imap(i)).transpose()?;
         let outbound = self.outbound(raw.outbound)?;
+        let mime = self.mime_limits(&raw.policy)?;
         let max_embargo = self.duration("policy.max_embargo", raw.policy.max_embargo, "14d")?;
         let reminder_before =
             self.duration("policy.reminder_before", raw.policy.reminder_before, "24h")?;
@@ -338,6 +347,7 @@ impl Validator<'_> {
             signature_max_age: chrono::Duration::from_std(signature_max_age)
                 .map_err(|_| self.err("policy.signature_max_age", "too long"))?,
             inline_pgp: raw.policy.inline_pgp.unwrap_or(false),
+            mime,
             member_posts: match raw.policy.member_posts.as_deref().unwrap_or("list") {
                 "list" => MemberPosts::List,
                 "pst" => MemberPosts::Pst,
@@ -480,6 +490,37 @@ impl Validator<'_> {
                     return Err(self.err("outbound.concurrency", "must be between 1 and 1024"));
                 }
             },
+        })
+    }
+
+    fn mime_limits(&self, raw: &RawPolicy) -> Result<MimeLimits, ConfigError> {
+        let d = MimeLimits::default();
+        let count = |field: &str, value: Option<usize>, default: usize| match value {
+            Some(0) => Err(self.err(field, "must be at least 1")),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        let max_header_size = match raw.mime_max_header_size.as_deref() {
+            Some(text) => {
+                parse_size(text).map_err(|p| self.err("policy.mime_max_header_size", p))?
+            }
+            None => d.max_header_size,
+        };
+        if max_header_size < 1000 {
+            return Err(self.err(
+                "policy.mime_max_header_size",
+                "must be at least 1000 octets (one SMTP line)",
+            ));
+        }
+        Ok(MimeLimits {
+            max_depth: count("policy.mime_max_depth", raw.mime_max_depth, d.max_depth)?,
+            max_parts: count("policy.mime_max_parts", raw.mime_max_parts, d.max_parts)?,
+            max_headers: count(
+                "policy.mime_max_headers",
+                raw.mime_max_headers,
+                d.max_headers,
+            )?,
+            max_header_size,
         })
     }
 

@@ -57,7 +57,7 @@ impl ListKey {
 
     pub fn from_cert(tsk: Cert) -> anyhow::Result<ListKey> {
         let key = ListKey { tsk };
-        let p = openpgp::policy::StandardPolicy::new();
+        let p = policy();
         if !key.tsk.is_tsk() {
             anyhow::bail!(
                 "holds no secret key material (a certificate was given, not the secret key)"
@@ -276,10 +276,14 @@ pub fn usable_for_encryption<'a>(
 pub enum SignatureProblem {
     #[error("signature not from a PST key")]
     NotPst,
-    #[error("PST key {0} is expired, revoked or not valid now")]
-    BadKey(String),
+    #[error("key {0} cannot be used: {1}")]
+    BadKey(String, String),
     #[error("signature does not verify")]
     Bad,
+    #[error(
+        "signature made with {0}, which the list's policy rejects; sign with SHA-256 or better"
+    )]
+    WeakHash(String),
     #[error("malformed signature")]
     Malformed,
     #[error("signature has expired")]
@@ -288,6 +292,32 @@ pub enum SignatureProblem {
     Unsigned,
     #[error("signatures by several senders (a PST key beside a member's, or two members')")]
     Mixed,
+}
+
+/// The list's OpenPGP policy, used for every signature checked, key judged
+/// and copy sealed: sequoia's standard policy (no MD5 or SHA-1 data
+/// signatures, no RSA under 2048 bits, among others) and, explicitly, no DSA
+/// and no ElGamal at all, whatever their size: GnuPG has not made such keys
+/// by default for a decade, and a PST or member still holding one is told
+/// by `check` and the weekly key check to replace it.
+pub fn policy() -> openpgp::policy::StandardPolicy<'static> {
+    use openpgp::policy::AsymmetricAlgorithm as A;
+    let mut p = openpgp::policy::StandardPolicy::new();
+    for algo in [
+        A::RSA1024,
+        A::DSA1024,
+        A::DSA2048,
+        A::DSA3072,
+        A::DSA4096,
+        A::ElGamal1024,
+        A::ElGamal2048,
+        A::ElGamal3072,
+        A::ElGamal4096,
+    ] {
+        p.reject_asymmetric_algo(algo);
+    }
+    p.reject_hash(HashAlgorithm::MD5);
+    p
 }
 
 /// How far ahead of ours a sender's clock may be (seconds).
@@ -459,8 +489,14 @@ pub enum OpenProblem {
     Malformed,
     #[error("encrypted, but not to the list key")]
     NotForList,
-    #[error("decryption failed (tampered or not integrity-protected ciphertext)")]
+    #[error(
+        "decryption failed: the ciphertext is tampered or not integrity-protected, or what it holds is malformed (nested too deeply, for one)"
+    )]
     Failed,
+    #[error(
+        "ciphertext without integrity protection (a SED packet) is never decrypted; encrypt with a current OpenPGP program"
+    )]
+    Unprotected,
     #[error("decrypted content larger than the limit of {0} octets")]
     TooLarge(usize),
     #[error("{0}")]
@@ -482,6 +518,9 @@ pub fn open_announcement(
 ) -> Result<OpenedAnnouncement, OpenProblem> {
     // As `verify_detached`: at now (+ skew) first, a year ahead only to
     // recognise a future-dated PST signature.
+    if holds_unprotected_data(ciphertext) {
+        return Err(OpenProblem::Unprotected);
+    }
     let mut other = None;
     let opened = with_lookahead(now, |reference| {
         match open_at(list, p, now, reference, pst, ciphertext, limit) {
@@ -499,6 +538,27 @@ pub fn open_announcement(
         (Ok(opened), None) => Ok(opened),
         (Err(problem), None) => Err(OpenProblem::Signature(problem)),
     }
+}
+
+/// Whether a top-level packet is Symmetrically Encrypted Data (tag 9): no
+/// integrity protection, the EFAIL malleability. Only the outer packet
+/// sequence is read; nothing is decrypted.
+fn holds_unprotected_data(ciphertext: &[u8]) -> bool {
+    use openpgp::packet::Tag;
+    use openpgp::parse::{PacketParser, PacketParserResult};
+    let Ok(mut ppr) = PacketParser::from_bytes(ciphertext) else {
+        return false;
+    };
+    while let PacketParserResult::Some(pp) = ppr {
+        if pp.packet.tag() == Tag::SED {
+            return true;
+        }
+        match pp.next() {
+            Ok((_, next)) => ppr = next,
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 fn open_at(
@@ -533,11 +593,12 @@ fn open_at(
     match (read, state.outcome) {
         (_, _) if !state.decrypted && !state.attempted => Err(OpenProblem::Malformed),
         (_, _) if !state.decrypted => Err(OpenProblem::NotForList),
+        // Reading stopped at the limit, before any signature was reached.
+        (Ok(_), _) if plaintext.len() > limit => Err(OpenProblem::TooLarge(limit)),
         (_, Some(Err(problem))) if problem != SignatureProblem::Unsigned => {
             Err(OpenProblem::Signature(problem))
         }
         (Err(_), _) | (_, None) => Err(OpenProblem::Failed),
-        (Ok(_), _) if plaintext.len() > limit => Err(OpenProblem::TooLarge(limit)),
         (Ok(_), Some(outcome)) => Ok(OpenedAnnouncement {
             plaintext,
             signer: outcome.ok(),
@@ -656,13 +717,22 @@ impl PstVerifier<'_> {
             for result in results {
                 let good = result.map_err(|e| match e {
                     VerificationError::MissingKey { .. } => SignatureProblem::NotPst,
-                    VerificationError::UnboundKey { cert, .. } => {
-                        SignatureProblem::BadKey(cert.fingerprint().to_hex())
+                    VerificationError::UnboundKey { cert, .. } => SignatureProblem::BadKey(
+                        cert.fingerprint().to_hex(),
+                        why_unusable(cert, None, self.p, self.now),
+                    ),
+                    VerificationError::BadKey { ka, .. } => SignatureProblem::BadKey(
+                        ka.cert().fingerprint().to_hex(),
+                        why_unusable(ka.cert(), Some(&ka.key().fingerprint()), self.p, self.now),
+                    ),
+                    VerificationError::BadSignature { sig, .. } => {
+                        let security = openpgp::policy::HashAlgoSecurity::CollisionResistance;
+                        if self.p.signature(sig, security).is_err() {
+                            SignatureProblem::WeakHash(sig.hash_algo().to_string())
+                        } else {
+                            SignatureProblem::Bad
+                        }
                     }
-                    VerificationError::BadKey { ka, .. } => {
-                        SignatureProblem::BadKey(ka.cert().fingerprint().to_hex())
-                    }
-                    VerificationError::BadSignature { .. } => SignatureProblem::Bad,
                     _ => SignatureProblem::Malformed,
                 })?;
                 let cert = good.ka.cert();
@@ -706,7 +776,12 @@ impl PstVerifier<'_> {
     /// Sequoia judges the key at the signature's creation time; the relay
     /// also demands it be alive and unrevoked now.
     fn alive_now(&self, cert: &Cert, key: &Fingerprint) -> Result<(), SignatureProblem> {
-        let bad = || SignatureProblem::BadKey(cert.fingerprint().to_hex());
+        let bad = || {
+            SignatureProblem::BadKey(
+                cert.fingerprint().to_hex(),
+                why_unusable(cert, Some(key), self.p, self.now),
+            )
+        };
         let vc = cert.with_policy(self.p, at(self.now)).map_err(|_| bad())?;
         if vc.alive().is_err() || matches!(vc.revocation_status(), RevocationStatus::Revoked(_)) {
             return Err(bad());
@@ -721,6 +796,50 @@ impl PstVerifier<'_> {
             .is_some();
         if ok { Ok(()) } else { Err(bad()) }
     }
+}
+
+/// Why a certificate (or the key of it that signed) cannot make a signature
+/// this list accepts now: the reason goes into the rejection, so the sender
+/// knows what to fix.
+fn why_unusable(
+    cert: &Cert,
+    key: Option<&Fingerprint>,
+    p: &dyn Policy,
+    now: DateTime<Utc>,
+) -> String {
+    let t = at(now);
+    if let RevocationStatus::Revoked(_) = cert.revocation_status(p, t) {
+        return "the certificate is revoked (whatever the reason, the list accepts no signature from it)".into();
+    }
+    if cert.primary_key().key().creation_time() > t {
+        return "the certificate is not valid yet (its creation time is in the future)".into();
+    }
+    let vc = match cert.with_policy(p, t) {
+        Ok(vc) => vc,
+        Err(e) => return format!("the certificate is rejected by the list's policy: {e}"),
+    };
+    if vc.alive().is_err() {
+        return "the certificate has expired".into();
+    }
+    let Some(key) = key else {
+        return "the signing key is not bound to the certificate".into();
+    };
+    let Some(ka) = vc.keys().key_handle(key.clone()).next() else {
+        return "the signing key is not valid under the list's policy".into();
+    };
+    if let Err(e) = p.key(&ka) {
+        return format!("the signing key is rejected by the list's policy: {e}");
+    }
+    if !ka.for_signing() {
+        return "the signing key is not marked for signing (key flags)".into();
+    }
+    if ka.alive().is_err() {
+        return "the signing key has expired".into();
+    }
+    if let RevocationStatus::Revoked(_) = ka.revocation_status() {
+        return "the signing key is revoked".into();
+    }
+    "the key is not valid now".into()
 }
 
 impl VerificationHelper for PstVerifier<'_> {
@@ -965,7 +1084,6 @@ pub fn sign_detached(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openpgp::policy::StandardPolicy;
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-20T12:00:00Z")
@@ -979,7 +1097,7 @@ mod tests {
     }
 
     fn signing_pair(cert: &Cert) -> KeyPair {
-        let p = StandardPolicy::new();
+        let p = policy();
         cert.keys()
             .unencrypted_secret()
             .with_policy(&p, None)
@@ -994,7 +1112,7 @@ mod tests {
 
     #[test]
     fn pst_signature_is_accepted_and_others_are_named() {
-        let p = StandardPolicy::new();
+        let p = policy();
         let pst = key("PST <pst@example.org>");
         let other = key("Eve <eve@example.org>");
         let data = b"Content-Type: text/plain\r\n\r\nhello\r\n";
@@ -1021,7 +1139,7 @@ mod tests {
     fn replay_identity_ignores_encoding_and_unhashed_subpackets() {
         use openpgp::Packet;
         use openpgp::packet::signature::subpacket::{Subpacket, SubpacketValue};
-        let p = StandardPolicy::new();
+        let p = policy();
         let pst = key("PST <pst@example.org>");
         let data = b"announcement";
         let armored = sign_detached(&p, &pst, now(), data).unwrap();
@@ -1076,7 +1194,7 @@ mod tests {
     #[test]
     fn a_signature_with_an_expiry_is_good_until_it_expires() {
         use openpgp::packet::signature::SignatureBuilder;
-        let p = StandardPolicy::new();
+        let p = policy();
         let pst = generate_key(
             "PST <pst@example.org>",
             now() - chrono::Duration::days(2),
@@ -1115,7 +1233,7 @@ mod tests {
     /// signature made for the list is.
     #[test]
     fn a_pst_message_meant_for_someone_else_is_refused_when_reencrypted() {
-        let p = StandardPolicy::new();
+        let p = policy();
         let pst = key("PST <pst@example.org>");
         let eve = key("Eve <eve@evil.example>");
         let list = ListKey::from_cert(key("List <list@example.org>")).unwrap();
@@ -1159,7 +1277,7 @@ mod tests {
 
     #[test]
     fn signatures_dated_ahead_verify_and_report_their_time() {
-        let p = StandardPolicy::new();
+        let p = policy();
         let pst = key("PST <pst@example.org>");
         let data = b"x";
         let pst = std::slice::from_ref(&pst);
@@ -1180,7 +1298,7 @@ mod tests {
 
     #[test]
     fn revoked_pst_key_is_rejected() {
-        let p = StandardPolicy::new();
+        let p = policy();
         let born = now() - chrono::Duration::days(2);
         let (cert, revocation) = CertBuilder::general_purpose(Some("PST <pst@example.org>"))
             .set_creation_time(at(born))
@@ -1191,13 +1309,13 @@ mod tests {
         let (revoked, _) = cert.insert_packets(Some(revocation)).unwrap();
         assert!(matches!(
             verify_detached(&p, now(), std::slice::from_ref(&revoked), data, &sig),
-            Err(SignatureProblem::BadKey(_))
+            Err(SignatureProblem::BadKey(..))
         ));
     }
 
     #[test]
     fn expired_pst_key_is_rejected_even_for_an_old_signature() {
-        let p = StandardPolicy::new();
+        let p = policy();
         let created = now() - chrono::Duration::days(10);
         let pst = generate_key(
             "PST <pst@example.org>",
@@ -1209,13 +1327,13 @@ mod tests {
         let sig = sign_detached(&p, &pst, created + chrono::Duration::hours(1), data).unwrap();
         assert!(matches!(
             verify_detached(&p, now(), std::slice::from_ref(&pst), data, &sig),
-            Err(SignatureProblem::BadKey(_))
+            Err(SignatureProblem::BadKey(..))
         ));
     }
 
     #[test]
     fn copy_names_only_its_member_and_carries_the_list_signature() {
-        let p = StandardPolicy::new();
+        let p = policy();
         let list = ListKey::from_cert(key("List <list@example.org>")).unwrap();
         let member = key("M <m@example.org>");
         let sealed = list.seal_for(&p, now(), &member, b"secret body").unwrap();
@@ -1234,7 +1352,7 @@ mod tests {
 
     #[test]
     fn expired_member_cannot_be_sealed_for() {
-        let p = StandardPolicy::new();
+        let p = policy();
         let t = now() - chrono::Duration::days(10);
         let list =
             ListKey::from_cert(generate_key("List <list@example.org>", t, None).unwrap()).unwrap();
@@ -1252,7 +1370,7 @@ mod tests {
 
     #[test]
     fn spool_sealing_round_trips() {
-        let p = StandardPolicy::new();
+        let p = policy();
         let list =
             ListKey::from_cert(generate_key("List <list@example.org>", now(), None).unwrap())
                 .unwrap();

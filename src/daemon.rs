@@ -9,7 +9,6 @@ use std::sync::{Arc, RwLock};
 use anyhow::Context;
 use sd_notify::NotifyState;
 use sequoia_openpgp::Cert;
-use sequoia_openpgp::policy::StandardPolicy;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -407,7 +406,7 @@ impl Signals {
 
 /// Logs every member who will be skipped, so the operator hears of it at start.
 fn warn_about_roster(config: &Config, clock: &SharedClock) {
-    let p = StandardPolicy::new();
+    let p = crate::crypto::policy();
     for m in config.roster.members() {
         let problem = match m.cert() {
             Err(e) => Some(e.to_owned()),

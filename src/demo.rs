@@ -61,7 +61,7 @@ pub async fn run(keep: Option<&Path>) -> anyhow::Result<()> {
         }
     };
     let clock = SystemClock;
-    let p = StandardPolicy::new();
+    let p = crate::crypto::policy();
     let born = clock.now() - chrono::Duration::minutes(5);
     println!("== embargo-relay demo in {}", dir.display());
 

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sequoia_openpgp::policy::StandardPolicy;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -340,7 +339,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 /// a decryption or format error is the announcement's own problem.
 fn open(relay: &Relay, message_id: &str) -> Result<anyhow::Result<Announcement>, SpoolError> {
     let sealed = relay.spool.sealed(message_id)?;
-    let p = StandardPolicy::new();
+    let p = crate::crypto::policy();
     Ok(relay
         .config()
         .list_key
@@ -576,7 +575,7 @@ fn pst_cert_for(
     a: &Announcement,
     address: &str,
 ) -> Result<sequoia_openpgp::Cert, SealError> {
-    let p = StandardPolicy::new();
+    let p = crate::crypto::policy();
     let now = relay.clock.now();
     let has_address = |c: &sequoia_openpgp::Cert| {
         crate::crypto::valid_emails(c, &p, now)
@@ -790,7 +789,7 @@ fn notice(
     let until = (!matches!(d.kind, Kind::Refusal | Kind::Notice)).then_some(a.terms.until);
     let inner = outbound::protected_inner(&headers, subject, until, part.as_bytes())
         .map_err(|e| SealError::Crypto(format!("bad address: {e}")))?;
-    let p = StandardPolicy::new();
+    let p = crate::crypto::policy();
     let armored = relay
         .config()
         .list_key
@@ -879,7 +878,7 @@ Embargo state:  {state}\nEmbargo lifts:  {} UTC ({} in the offset you wrote)\nCo
 /// which key has which problem).
 fn notice_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
     let text = String::from_utf8_lossy(a.entity.expose()).into_owned();
-    let p = StandardPolicy::new();
+    let p = crate::crypto::policy();
     let pst = relay
         .directory()
         .roster
@@ -929,7 +928,7 @@ fn signed_in_clear(
         message_id: &message_id,
         date: relay.clock.now(),
     };
-    let p = StandardPolicy::new();
+    let p = crate::crypto::policy();
     let sign = |part: &[u8]| config.list_key.sign_detached(&p, headers.date, part);
     outbound::public_release(&headers, subject, text, sign)
         .map_err(|e| SealError::Crypto(e.to_string()))
@@ -955,7 +954,7 @@ fn seal_copy(
     };
     let inner = outbound::protected_inner(&headers, &a.subject, until, a.entity.expose())
         .map_err(|e| SealError::Crypto(format!("bad address: {e}")))?;
-    let p = StandardPolicy::new();
+    let p = crate::crypto::policy();
     let armored = relay
         .config()
         .list_key

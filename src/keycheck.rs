@@ -41,7 +41,7 @@ const NEW_KEY: &str =
 const UPDATED: &str = "ask the key holder to extend the key and send the updated certificate, then replace the key file";
 
 /// Every problem with `cert` for `role` at `now` under `policy` (the
-/// daemon's standard policy). Empty: the certificate is fine.
+/// list's policy, `crypto::policy`). Empty: the certificate is fine.
 pub fn cert_issues(
     cert: &Cert,
     role: Role,
@@ -58,7 +58,9 @@ pub fn cert_issues(
         Ok(vc) => vc,
         Err(e) => {
             out.push(issue(
-                format!("the certificate is not valid under the standard policy: {e}"),
+                format!(
+                    "the certificate is rejected by the list's policy ({e}): RSA under 2048 bits, DSA, ElGamal, MD5 and SHA-1 are not accepted"
+                ),
                 NEW_KEY,
                 true,
             ));
@@ -247,7 +249,7 @@ pub fn run_if_due(relay: &crate::daemon::Relay) -> anyhow::Result<bool> {
     {
         return Ok(false);
     }
-    let p = sequoia_openpgp::policy::StandardPolicy::new();
+    let p = crate::crypto::policy();
     let directory = relay.directory();
     let mut affected: Vec<(&crate::roster::Member, Vec<String>)> = Vec::new();
     for m in directory.roster.members() {
@@ -342,7 +344,6 @@ Send your updated certificate to the Product Security Team.\n",
 mod tests {
     use super::*;
     use sequoia_openpgp::cert::CertBuilder;
-    use sequoia_openpgp::policy::StandardPolicy;
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
@@ -360,13 +361,13 @@ mod tests {
             .set_creation_time(born())
             .generate()
             .unwrap();
-        let p = StandardPolicy::new();
+        let p = crate::crypto::policy();
         assert_eq!(cert_issues(&cert, Role::Pst, &p, now()), vec![]);
     }
 
     #[test]
     fn revoked_signing_only_and_expiring_keys_are_named() {
-        let p = StandardPolicy::new();
+        let p = crate::crypto::policy();
         let (cert, rev) = CertBuilder::general_purpose(Some("m <m@x.example>"))
             .set_creation_time(born())
             .generate()

@@ -8,7 +8,6 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 
 use sequoia_openpgp::parse::Parse;
-use sequoia_openpgp::policy::StandardPolicy;
 
 use crate::cli::{EmbargoAction, RosterAction};
 use crate::clock::Clock;
@@ -165,7 +164,7 @@ pub fn roster(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let now = clock.now();
-    let p = StandardPolicy::new();
+    let p = crate::crypto::policy();
     let file = || {
         config.roster_file.clone().ok_or_else(|| {
             anyhow::anyhow!(
@@ -437,7 +436,7 @@ pub fn status(config: &Config, clock: &dyn Clock, out: &mut dyn Write) -> anyhow
     for r in rejections.iter().rev().take(20) {
         writeln!(out, "  {}  {}", r.at.format("%Y-%m-%d %H:%M:%S"), r.detail)?;
     }
-    let p = StandardPolicy::new();
+    let p = crate::crypto::policy();
     let mut keys = Vec::new();
     for m in config.roster.members() {
         let role = if m.pst { Role::Pst } else { Role::Member };

@@ -173,7 +173,10 @@ fn public_subject(subject: &str) -> String {
 /// A signable text/plain part: 7bit when it is short-lined ASCII, else
 /// base64 (RFC 3156 wants signed content 7-bit clean).
 fn text_part(text: &str) -> Vec<u8> {
-    let crlf: String = text.lines().map(|l| format!("{l}\r\n")).collect();
+    // Every line end, CRLF, bare LF or bare CR, becomes CRLF: a bare CR
+    // left in would be refused by any standard MTA (and the release lost).
+    let unified = text.replace("\r\n", "\n").replace('\r', "\n");
+    let crlf: String = unified.lines().map(|l| format!("{l}\r\n")).collect();
     let plain = crlf.is_ascii() && crlf.lines().all(|l| l.len() <= 998);
     let mut out = b"Content-Type: text/plain; charset=\"utf-8\"\r\n".to_vec();
     if plain {

@@ -68,6 +68,11 @@ pub trait MailHandler: Send + Sync + 'static {
     /// Takes a complete message (CRLF line endings, dot-unstuffed) and
     /// returns the final reply to DATA: a 2xx only once it is durably kept.
     fn deliver(&self, envelope: Envelope, raw: Vec<u8>) -> impl Future<Output = Reply> + Send;
+    /// Hears of a mail or session the server itself refused (a smuggling
+    /// attempt, an overlong line, a message over the size limit, a client
+    /// that broke the protocol or fell silent), for the audit trail. Called
+    /// at most a few times a session; the reply carries no mail content.
+    fn refused(&self, _peer: &str, _mail_from: Option<&str>, _reply: &Reply) {}
 }
 
 /// Limits and names for the server.
@@ -186,8 +191,9 @@ pub async fn serve<H: MailHandler>(
         let _ = stream.set_nodelay(true);
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "too many SMTP sessions; refusing connection");
+            let reply = Reply::new(421, "4.3.2", "too many connections, try again later");
+            handler.refused(&peer.to_string(), None, &reply);
             tracker.spawn(async move {
-                let reply = Reply::new(421, "4.3.2", "too many connections, try again later");
                 let _ = stream.write_all(reply.to_wire().as_bytes()).await;
                 let _ = stream.shutdown().await;
             });
@@ -481,8 +487,17 @@ where
         };
         let reply = match step {
             Step::Eof => return Ok(()),
-            Step::Close(reply) => return conn.close(&reply).await,
-            Step::Reply(reply) => reply,
+            Step::Close(reply) => {
+                if !shutdown.is_cancelled() {
+                    handler.refused(&peer, tx.mail_from.as_deref(), &reply);
+                }
+                return conn.close(&reply).await;
+            }
+            Step::Reply(reply) => {
+                // A line the server could not take as a command at all.
+                handler.refused(&peer, tx.mail_from.as_deref(), &reply);
+                reply
+            }
             Step::Command(Command::Quit) => {
                 return conn.close(&Reply::new(221, "2.0.0", "bye")).await;
             }
@@ -499,21 +514,27 @@ where
                 continue;
             }
             Step::Command(Command::Data) => {
+                let mail_from = tx.mail_from.clone();
                 match data_phase(&mut conn, &mut tx, &peer, handler, settings, shutdown).await? {
-                    Step::Close(reply) => return conn.close(&reply).await,
+                    Step::Close(reply) => {
+                        if !shutdown.is_cancelled() {
+                            handler.refused(&peer, mail_from.as_deref(), &reply);
+                        }
+                        return conn.close(&reply).await;
+                    }
                     Step::Reply(reply) => reply,
                     Step::Command(_) | Step::Eof => return Ok(()),
                 }
             }
-            Step::Command(other) => handle_command(other, &mut tx, handler, settings),
+            Step::Command(other) => handle_command(other, &mut tx, &peer, handler, settings),
         };
         if reply.code >= 500 {
             errors += 1;
         }
         if errors >= MAX_ERRORS {
-            return conn
-                .close(&Reply::new(421, "4.7.0", "too many errors, closing"))
-                .await;
+            let reply = Reply::new(421, "4.7.0", "too many errors, closing");
+            handler.refused(&peer, tx.mail_from.as_deref(), &reply);
+            return conn.close(&reply).await;
         }
         conn.send(&reply).await?;
     }
@@ -559,11 +580,9 @@ where
             helo: tx.helo.take(),
             ..Transaction::default()
         };
-        return Ok(Step::Reply(Reply::new(
-            503,
-            "5.5.0",
-            "data sent before 354 without PIPELINING",
-        )));
+        let reply = Reply::new(503, "5.5.0", "data sent before 354 without PIPELINING");
+        handler.refused(peer, None, &reply);
+        return Ok(Step::Reply(reply));
     }
     conn.w
         .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
@@ -593,7 +612,9 @@ where
         }
         Err(fault) => {
             tracing::warn!(peer, ?fault, "DATA refused");
-            Step::Reply(fault.reply(settings.max_message_size))
+            let reply = fault.reply(settings.max_message_size);
+            handler.refused(peer, Some(&envelope.mail_from), &reply);
+            Step::Reply(reply)
         }
     })
 }
@@ -601,6 +622,7 @@ where
 fn handle_command<H: MailHandler>(
     command: Command,
     tx: &mut Transaction,
+    peer: &str,
     handler: &H,
     settings: &SmtpSettings,
 ) -> Reply {
@@ -618,14 +640,16 @@ fn handle_command<H: MailHandler>(
             } else if tx.mail_from.is_some() {
                 Reply::new(503, "5.5.1", "nested MAIL command")
             } else if size.is_some_and(|s| s > settings.max_message_size) {
-                Reply::new(
+                let reply = Reply::new(
                     552,
                     "5.3.4",
                     format!(
                         "message exceeds the size limit of {} octets",
                         settings.max_message_size
                     ),
-                )
+                );
+                handler.refused(peer, Some(&from), &reply);
+                reply
             } else {
                 tx.mail_from = Some(from);
                 Reply::new(250, "2.1.0", "sender ok")

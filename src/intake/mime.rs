@@ -53,9 +53,110 @@ pub struct SignedEntity {
     pub signature: Vec<u8>,
 }
 
+/// Bounds on a mail's MIME structure, checked right after the parse and
+/// before anything in the mail is looked at (`policy.mime_max_*`). The parse
+/// itself is linear in the mail's size, which `inbound.smtp.max_message_size`
+/// bounds; these bound what it builds and what later steps walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MimeLimits {
+    /// Nesting of multiparts and attached messages (the root is level 1).
+    pub max_depth: usize,
+    /// Parts in all, nested messages' parts included.
+    pub max_parts: usize,
+    /// Header fields in any one part (or the mail's own header).
+    pub max_headers: usize,
+    /// Octets of one header field, folded lines included.
+    pub max_header_size: usize,
+}
+
+impl Default for MimeLimits {
+    /// Far above what a mail client makes (a signed announcement with a few
+    /// attachments has depth 3 and under 10 parts), far below what hurts.
+    fn default() -> Self {
+        MimeLimits {
+            max_depth: 8,
+            max_parts: 64,
+            max_headers: 500,
+            max_header_size: 16 * 1024,
+        }
+    }
+}
+
+/// Parses `raw` and holds it to `limits`.
+fn parse_bounded<'a>(
+    raw: &'a [u8],
+    limits: &MimeLimits,
+    unreadable: &'static str,
+) -> Result<mail_parser::Message<'a>, Rejection> {
+    let msg = MessageParser::default()
+        .parse(raw)
+        .ok_or(Rejection::Malformed(unreadable))?;
+    check_limits(&msg, limits)?;
+    Ok(msg)
+}
+
+/// Walks the part tree without recursion, so a deep mail cannot exhaust the
+/// stack, and stops at the first limit passed.
+fn check_limits(msg: &mail_parser::Message<'_>, limits: &MimeLimits) -> Result<(), Rejection> {
+    let over = |what: &str, limit: usize, field: &str| {
+        Err(Rejection::Limit(format!(
+            "{what} over the limit of {limit} (policy.{field})"
+        )))
+    };
+    let mut parts = 0usize;
+    // (message, part index, depth)
+    let mut stack = vec![(msg, 0usize, 1usize)];
+    while let Some((m, index, depth)) = stack.pop() {
+        if depth > limits.max_depth {
+            return over("MIME nesting", limits.max_depth, "mime_max_depth");
+        }
+        parts += 1;
+        if parts > limits.max_parts {
+            return over("number of MIME parts", limits.max_parts, "mime_max_parts");
+        }
+        let Some(part) = m.parts.get(index) else {
+            continue;
+        };
+        if part.headers.len() > limits.max_headers {
+            return over(
+                "header fields in one part",
+                limits.max_headers,
+                "mime_max_headers",
+            );
+        }
+        if part
+            .headers
+            .iter()
+            .any(|h| h.offset_end.saturating_sub(h.offset_field) as usize > limits.max_header_size)
+        {
+            return over(
+                "size of a header field (octets)",
+                limits.max_header_size,
+                "mime_max_header_size",
+            );
+        }
+        match &part.body {
+            mail_parser::PartType::Multipart(children) => {
+                // Children always come after their parent: a malformed
+                // index cannot make the walk loop.
+                stack.extend(
+                    children
+                        .iter()
+                        .map(|c| *c as usize)
+                        .filter(|c| *c > index)
+                        .map(|c| (m, c, depth + 1)),
+                );
+            }
+            mail_parser::PartType::Message(inner) => stack.push((inner, 0, depth + 1)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Splits a raw mail into its signed part and signature, or says why not.
 pub fn parse_signed(raw: &[u8]) -> Result<SignedMail, Rejection> {
-    let incoming = parse(raw)?;
+    let incoming = parse(raw, &MimeLimits::default())?;
     match incoming.body {
         Protected::Signed(e) => Ok(SignedMail {
             from: incoming.from,
@@ -70,10 +171,8 @@ pub fn parse_signed(raw: &[u8]) -> Result<SignedMail, Rejection> {
 /// Reads the From, the outer Subject and the root-level PGP/MIME structure.
 /// Only the root counts: a signed or encrypted part anywhere else is not
 /// looked for, so nothing unsigned around it can pass for signed.
-pub fn parse(raw: &[u8]) -> Result<Incoming, Rejection> {
-    let msg = MessageParser::default()
-        .parse(raw)
-        .ok_or(Rejection::Malformed("not a parseable RFC 5322 message"))?;
+pub fn parse(raw: &[u8], limits: &MimeLimits) -> Result<Incoming, Rejection> {
+    let msg = parse_bounded(raw, limits, "not a parseable RFC 5322 message")?;
     let from = single_from(&msg)?;
     let outer_subject = msg.subject().map(sanitize_subject);
     let root = msg.root_part();
@@ -103,10 +202,8 @@ pub fn parse(raw: &[u8]) -> Result<Incoming, Rejection> {
 
 /// Splits a MIME entity (a whole mail, or a decrypted entity without From)
 /// whose root is `multipart/signed`.
-pub fn signed_entity(raw: &[u8]) -> Result<SignedEntity, Rejection> {
-    let msg = MessageParser::default()
-        .parse(raw)
-        .ok_or(Rejection::Malformed("not a parseable MIME entity"))?;
+pub fn signed_entity(raw: &[u8], limits: &MimeLimits) -> Result<SignedEntity, Rejection> {
+    let msg = parse_bounded(raw, limits, "not a parseable MIME entity")?;
     split_signed(raw, &msg)
 }
 
@@ -250,11 +347,9 @@ pub struct PlainRequest {
 }
 
 /// Reads an (unsigned) request mail: one From, the Subject, the text.
-pub fn plain_request(raw: &[u8]) -> Result<PlainRequest, Rejection> {
+pub fn plain_request(raw: &[u8], limits: &MimeLimits) -> Result<PlainRequest, Rejection> {
     const MAX_TEXT: usize = 64 * 1024;
-    let msg = MessageParser::default()
-        .parse(raw)
-        .ok_or(Rejection::Malformed("not a parseable RFC 5322 message"))?;
+    let msg = parse_bounded(raw, limits, "not a parseable RFC 5322 message")?;
     let from = single_from(&msg)?;
     let subject = msg
         .subject()

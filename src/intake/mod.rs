@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset, Utc};
 use sequoia_openpgp::Cert;
-use sequoia_openpgp::policy::{Policy, StandardPolicy};
+use sequoia_openpgp::policy::Policy;
 
 use crate::config::{MemberPosts, PolicyConfig};
 use crate::crypto::{ListKey, SignatureProblem, random_hex};
@@ -28,6 +28,8 @@ pub enum Rejection {
     Unsigned,
     #[error("malformed message: {0}")]
     Malformed(&'static str),
+    #[error("message structure refused: {0}")]
+    Limit(String),
     #[error("{0}")]
     FromHeader(&'static str),
     #[error("{0}")]
@@ -70,9 +72,10 @@ impl Rejection {
             Rejection::Replay(_) | Rejection::Command(_) | Rejection::SignatureTime(_) => {
                 (550, "5.7.0")
             }
-            Rejection::Malformed(_) | Rejection::FromHeader(_) | Rejection::Embargo(_) => {
-                (554, "5.6.0")
-            }
+            Rejection::Malformed(_)
+            | Rejection::Limit(_)
+            | Rejection::FromHeader(_)
+            | Rejection::Embargo(_) => (554, "5.6.0"),
         };
         Reply::new(code, enhanced, self.to_string())
     }
@@ -223,7 +226,7 @@ pub fn examine(
             "bare CR in the message; lines must end in CRLF",
         ));
     }
-    let mail = mime::parse(raw)?;
+    let mail = mime::parse(raw, &policy.mime)?;
     let (from, outer_subject) = (mail.from.clone(), mail.outer_subject.clone());
     let (auth, signed_part, encrypted) = verify::authorize(mail, gate, p, now)?;
     let subject = relayed_subject(mime::protected_subject(signed_part.expose()), outer_subject);
@@ -457,7 +460,7 @@ impl Intake {
     /// Seals what the spool keeps to the list key (signed and encrypted);
     /// `None`, logged, if that fails.
     fn seal(&self, a: &Announcement) -> Option<Vec<u8>> {
-        let p = StandardPolicy::new();
+        let p = crate::crypto::policy();
         self.relay
             .config()
             .list_key
@@ -488,7 +491,7 @@ impl Intake {
             }
             return self.join_request(envelope, raw, now);
         }
-        let p = StandardPolicy::new();
+        let p = crate::crypto::policy();
         let directory = relay.directory();
         let gate = Gate {
             list: &relay.config().list_key,
@@ -653,7 +656,7 @@ impl Intake {
     /// is refused as a replay.
     fn join_request(&self, envelope: &Envelope, raw: &[u8], now: DateTime<Utc>) -> Reply {
         let relay = &self.relay;
-        let request = match mime::plain_request(raw) {
+        let request = match mime::plain_request(raw, &self.relay.config().policy.mime) {
             Ok(r) => r,
             Err(why) => return self.reject(envelope, &why, now),
         };
@@ -764,7 +767,7 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
             }
         }
         let directory = relay.directory();
-        let p = StandardPolicy::new();
+        let p = crate::crypto::policy();
         let changed = match command {
             Command::RosterAdd {
                 email,
@@ -1011,6 +1014,23 @@ impl MailHandler for Intake {
         }
     }
 
+    fn refused(&self, peer: &str, mail_from: Option<&str>, reply: &Reply) {
+        let detail = format!(
+            "from peer {peer} envelope sender <{}>: refused in the SMTP session: {} {} {}",
+            mail_from.unwrap_or(""),
+            reply.code,
+            reply.enhanced,
+            reply.text
+        );
+        if let Err(e) =
+            self.relay
+                .spool
+                .audit(self.relay.clock.now(), "rejected", None, None, &detail)
+        {
+            tracing::error!(error = %e, "could not write the audit record of a refusal");
+        }
+    }
+
     async fn deliver(&self, envelope: Envelope, raw: Vec<u8>) -> Reply {
         let this = self.clone();
         match tokio::task::spawn_blocking(move || this.process(&envelope, &raw)).await {
@@ -1042,7 +1062,7 @@ mod tests {
 
     #[test]
     fn thunderbird_style_mixed_entity_is_relayed_verbatim_with_its_protected_subject() {
-        let p = StandardPolicy::new();
+        let p = crate::crypto::policy();
         let now: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-11-20T12:00:00Z")
             .unwrap()
             .into();
@@ -1084,6 +1104,7 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
                 signature_max_age: chrono::Duration::hours(72),
                 member_posts: MemberPosts::List,
                 inline_pgp: false,
+                mime: mime::MimeLimits::default(),
             },
             max_size: 1 << 20,
         };

@@ -70,10 +70,11 @@ pub fn authorize(
                 None => {
                     // RFC 3156: the entity was signed in canonical (CRLF) form.
                     let canonical = Secret::new(to_crlf(opened.plaintext.expose()));
-                    let inner = mime::signed_entity(canonical.expose()).map_err(|e| match e {
-                        Rejection::Unsigned => Rejection::EncryptedUnsigned,
-                        other => other,
-                    })?;
+                    let inner = mime::signed_entity(canonical.expose(), &gate.policy.mime)
+                        .map_err(|e| match e {
+                            Rejection::Unsigned => Rejection::EncryptedUnsigned,
+                            other => other,
+                        })?;
                     (detached(&inner, known, p, now)?, inner.signed_part)
                 }
             }

@@ -3,6 +3,8 @@
 mod admin;
 mod commands;
 mod common;
+mod corpus;
+mod corpus_make;
 mod crash;
 mod delivery;
 mod demo;
