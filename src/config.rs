@@ -829,6 +829,39 @@ mod tests {
     }
 
     #[test]
+    fn mime_limits_default_and_are_checked() {
+        let path = Path::new("/etc/er.toml");
+        let v = Validator {
+            path,
+            base: Path::new("/etc"),
+        };
+        assert_eq!(
+            v.mime_limits(&RawPolicy::default()).unwrap(),
+            MimeLimits::default()
+        );
+        let set = v
+            .mime_limits(&RawPolicy {
+                mime_max_parts: Some(10),
+                mime_max_header_size: Some("4KiB".into()),
+                ..RawPolicy::default()
+            })
+            .unwrap();
+        assert_eq!((set.max_parts, set.max_header_size), (10, 4096));
+        let zero = RawPolicy {
+            mime_max_depth: Some(0),
+            ..RawPolicy::default()
+        };
+        let err = v.mime_limits(&zero).unwrap_err().to_string();
+        assert!(err.contains("policy.mime_max_depth"), "{err}");
+        let tiny = RawPolicy {
+            mime_max_header_size: Some("100".into()),
+            ..RawPolicy::default()
+        };
+        let err = v.mime_limits(&tiny).unwrap_err().to_string();
+        assert!(err.contains("policy.mime_max_header_size"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let err = Config::parse(
             "[list]\naddress='l@x.org'\nsecret_key='k'\nstate_dir='s'\nsurprise=1\n[outbound]\nsmarthost='smtp://h'\n",

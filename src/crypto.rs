@@ -584,11 +584,21 @@ fn open_at(
         state: &state,
     };
     let mut plaintext = Vec::new();
-    let read = DecryptorBuilder::from_bytes(ciphertext)
-        .map(|b| b.buffer_size(limit.max(1 << 16)))
-        .and_then(|b| b.with_policy(p, Some(at(reference)), helper))
-        .and_then(|d| Ok(d.take(limit as u64 + 1).read_to_end(&mut plaintext)?));
+    // Sequoia 2.4.2 panics on some malformed ciphertexts (an SEIPDv1 packet
+    // shorter than its own header, found by fuzzing: an `unwrap` in
+    // `parse.rs`). Such a mail is refused like any other that fails to
+    // decrypt, rather than ending the intake task with a 451 forever.
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        DecryptorBuilder::from_bytes(ciphertext)
+            .map(|b| b.buffer_size(limit.max(1 << 16)))
+            .and_then(|b| b.with_policy(p, Some(at(reference)), helper))
+            .and_then(|d| Ok(d.take(limit as u64 + 1).read_to_end(&mut plaintext)?))
+    }));
     let plaintext = Secret::new(plaintext);
+    let Ok(read) = read else {
+        tracing::warn!("the OpenPGP parser panicked on an encrypted mail; refused");
+        return Err(OpenProblem::Failed);
+    };
     let state = state.into_inner();
     match (read, state.outcome) {
         (_, _) if !state.decrypted && !state.attempted => Err(OpenProblem::Malformed),

@@ -500,7 +500,18 @@ impl Intake {
             policy: &relay.config().policy,
             max_size: relay.config().smtp.max_message_size,
         };
-        let examined = examine(raw, &gate, &p, now);
+        // `examine` has no side effects: should a parser panic on some
+        // input, that input is refused (and audited) like any bad mail,
+        // instead of a 451 that the sender would retry for ever.
+        let examined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            examine(raw, &gate, &p, now)
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!("examining a mail panicked; refusing it");
+            Err(Rejection::Malformed(
+                "the mail could not be examined (internal error); it was refused",
+            ))
+        });
         let (announcement, digests) = match examined {
             Ok(Examined::Announcement(a, digests)) => (a, digests),
             Ok(Examined::Command {
