@@ -104,6 +104,11 @@ impl Gpg {
             &["--quick-gen-key", uid, "future-default", "default", "never"],
             b"",
         );
+        self.fingerprint(uid)
+    }
+
+    /// The fingerprint of the (first) key with `uid`.
+    pub fn fingerprint(&self, uid: &str) -> String {
         let listing =
             String::from_utf8(self.ok(&["--with-colons", "--list-keys", uid], b"")).unwrap();
         listing

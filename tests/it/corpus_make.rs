@@ -138,14 +138,7 @@ fn make_keys(dir: &Path) {
                     out.stdout
                 };
                 run(&["--quick-gen-key", uid, "dsa2048", "sign,cert", "never"]);
-                let listing =
-                    String::from_utf8(run(&["--with-colons", "--list-keys", uid])).unwrap();
-                let fpr = listing
-                    .lines()
-                    .find(|l| l.starts_with("fpr:"))
-                    .and_then(|l| l.split(':').nth(9))
-                    .unwrap()
-                    .to_owned();
+                let fpr = gpg.fingerprint(uid);
                 run(&["--quick-add-key", &fpr, "elg2048", "encr", "never"]);
                 gpg.export_secret(&fpr)
             }
@@ -248,23 +241,15 @@ fn data_signer(stem: &str) -> KeyPair {
             .parts_into_secret()
             .unwrap()
             .role_into_unspecified(),
-        "pst-no-sign-flag" => cert
-            .keys()
-            .subkeys()
-            .with_policy(&p, Some(at.into()))
-            .for_authentication()
-            .secret()
-            .next()
-            .unwrap()
-            .key()
-            .clone()
-            .parts_into_secret()
-            .unwrap()
-            .role_into_unspecified(),
         _ => cert
             .keys()
             .with_policy(&p, Some(at.into()))
-            .for_signing()
+            // The key without the signing flag signs all the same.
+            .key_flags(if stem == "pst-no-sign-flag" {
+                KeyFlags::empty().set_authentication()
+            } else {
+                KeyFlags::empty().set_signing()
+            })
             .secret()
             .next()
             .unwrap()
@@ -1167,12 +1152,15 @@ fn smtp_cases() {
         data.extend_from_slice(b"\r\n.\r\n");
         smtp_session(&data)
     };
+    let overlong = [&[b'x'; 1200][..], b"\n.\r\n"].concat();
     for (name, ending) in [
         ("smuggle-lf-dot-lf.smtp", &b"\n.\n"[..]),
         ("smuggle-lf-dot-crlf.smtp", b"\n.\r\n"),
         ("smuggle-crlf-dot-lf.smtp", b"\r\n.\n"),
         ("smuggle-cr-dot-cr.smtp", b"\r.\r"),
         ("smuggle-cr-crlf-dot-crlf.smtp", b"\r\r\n.\r\n"),
+        // The bare LF hides at the end of a line over 1,000 octets.
+        ("smuggle-lf-dot-crlf-after-overlong-line.smtp", &overlong),
     ] {
         write(
             "smtp",
@@ -1181,6 +1169,18 @@ fn smtp_cases() {
             &smuggled(ending),
         );
     }
+    // A bare LF inside an otherwise valid, PST-signed message.
+    let text = String::from_utf8_lossy(&first).into_owned();
+    let bare = text.replacen("EMBARGOED-PLAINTEXT", "x\nEMBARGOED-PLAINTEXT", 1);
+    assert_ne!(bare, text);
+    let mut data = bare.into_bytes();
+    data.extend_from_slice(b"\r\n.\r\n");
+    write(
+        "smtp",
+        "bare-lf-inside-a-signed-message.smtp",
+        "expect: 554 5.6.0 bare CR or LF\nclosed: yes",
+        &smtp_session(&data),
+    );
     // Commands and data sent before 354, without PIPELINING offered.
     let mut pipelined =
         format!("EHLO client.example\r\nMAIL FROM:<{PST}>\r\nRCPT TO:<{LIST}>\r\nDATA\r\n")

@@ -22,6 +22,5 @@ mod replay;
 mod retry;
 mod roster;
 mod service;
-mod smuggling;
 mod submit;
 mod wrapped;
