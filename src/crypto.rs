@@ -736,8 +736,13 @@ impl PstVerifier<'_> {
                         why_unusable(ka.cert(), Some(&ka.key().fingerprint()), self.p, self.now),
                     ),
                     VerificationError::BadSignature { sig, .. } => {
+                        // Named only when the hash is what the policy refuses.
                         let security = openpgp::policy::HashAlgoSecurity::CollisionResistance;
-                        if self.p.signature(sig, security).is_err() {
+                        let made = sig.signature_creation_time();
+                        let refused = policy()
+                            .hash_cutoff(sig.hash_algo(), security)
+                            .is_some_and(|cutoff| made.is_none_or(|m| m >= cutoff));
+                        if refused {
                             SignatureProblem::WeakHash(sig.hash_algo().to_string())
                         } else {
                             SignatureProblem::Bad

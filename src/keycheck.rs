@@ -59,7 +59,7 @@ pub fn cert_issues(
         Err(e) => {
             out.push(issue(
                 format!(
-                    "the certificate is rejected by the list's policy ({e}): RSA under 2048 bits, DSA, ElGamal, MD5 and SHA-1 are not accepted"
+                    "the certificate is rejected by the list's policy ({e}); the policy refuses, among others, RSA under 2048 bits, DSA, ElGamal, MD5 and SHA-1"
                 ),
                 NEW_KEY,
                 true,

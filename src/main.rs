@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     init_logging();
+    quiet_panics();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -36,6 +37,19 @@ fn main() -> ExitCode {
 /// (`ER_MESSAGE_ID`, `ER_MEMBER`, …, and the level as the priority), when
 /// the service manager connected stderr to it (`JOURNAL_STREAM`); else
 /// plain lines on stderr.
+/// A panic's message can quote the data being parsed (a failed slice
+/// shows the string), and a parser panic on a mail is caught and the mail
+/// refused: so the log gets where it happened, never what it said.
+fn quiet_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(location = %at, "panic (its message is withheld: it may quote mail)");
+    }));
+}
+
 fn init_logging() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;

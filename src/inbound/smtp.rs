@@ -20,6 +20,34 @@ const MAX_TEXT_LINE: usize = 1000;
 /// Unrecognised commands tolerated before the session is closed.
 const MAX_ERRORS: usize = 10;
 
+/// Refusals a single session reports to [`MailHandler::refused`]: a client
+/// sending nothing but bad lines leaves a few audit records, not hundreds.
+pub const MAX_AUDITED: u8 = 3;
+
+/// How often connections refused for being over `max_sessions` are
+/// reported (as one record with their count).
+const OVER_CAPACITY_REPORT: Duration = Duration::from_secs(60);
+
+/// The refusals of one session, capped at [`MAX_AUDITED`].
+struct SessionAudit<'a, H> {
+    handler: &'a H,
+    peer: &'a str,
+    left: std::sync::atomic::AtomicU8,
+}
+
+impl<H: MailHandler> SessionAudit<'_, H> {
+    fn refused(&self, mail_from: Option<&str>, reply: &Reply) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self
+            .left
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            self.handler.refused(self.peer, mail_from, reply);
+        }
+    }
+}
+
 /// An SMTP reply: code, enhanced status code and text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -71,7 +99,9 @@ pub trait MailHandler: Send + Sync + 'static {
     /// Hears of a mail or session the server itself refused (a smuggling
     /// attempt, an overlong line, a message over the size limit, a client
     /// that broke the protocol or fell silent), for the audit trail. Called
-    /// at most a few times a session; the reply carries no mail content.
+    /// at most [`MAX_AUDITED`] times a session, and for connections over
+    /// `max_sessions` at most once a minute; the reply carries no mail
+    /// content. It must not block: the caller is an async task.
     fn refused(&self, _peer: &str, _mail_from: Option<&str>, _reply: &Reply) {}
 }
 
@@ -175,6 +205,9 @@ pub async fn serve<H: MailHandler>(
     tracker: TaskTracker,
 ) {
     let permits = Arc::new(Semaphore::new(settings.max_sessions));
+    // Connections refused for capacity since the last report, and when.
+    let mut over_capacity = 0u64;
+    let mut reported: Option<Instant> = None;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -192,7 +225,20 @@ pub async fn serve<H: MailHandler>(
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "too many SMTP sessions; refusing connection");
             let reply = Reply::new(421, "4.3.2", "too many connections, try again later");
-            handler.refused(&peer.to_string(), None, &reply);
+            over_capacity += 1;
+            if reported.is_none_or(|at| at.elapsed() >= OVER_CAPACITY_REPORT) {
+                let summary = Reply::new(
+                    421,
+                    "4.3.2",
+                    format!(
+                        "too many connections: {over_capacity} refused since the last such record (max_sessions {})",
+                        settings.max_sessions
+                    ),
+                );
+                handler.refused(&peer.to_string(), None, &summary);
+                over_capacity = 0;
+                reported = Some(Instant::now());
+            }
             tracker.spawn(async move {
                 let _ = stream.write_all(reply.to_wire().as_bytes()).await;
                 let _ = stream.shutdown().await;
@@ -476,6 +522,11 @@ where
         line: Vec::with_capacity(MAX_COMMAND_LINE),
         deadline: Instant::now() + settings.max_session,
     };
+    let audit = SessionAudit {
+        handler,
+        peer: &peer,
+        left: std::sync::atomic::AtomicU8::new(MAX_AUDITED),
+    };
     let greeting = format!("220 {} ESMTP embargo-relay\r\n", settings.hostname);
     conn.w.write_all(greeting.as_bytes()).await?;
     let mut tx = Transaction::default();
@@ -489,13 +540,13 @@ where
             Step::Eof => return Ok(()),
             Step::Close(reply) => {
                 if !shutdown.is_cancelled() {
-                    handler.refused(&peer, tx.mail_from.as_deref(), &reply);
+                    audit.refused(tx.mail_from.as_deref(), &reply);
                 }
                 return conn.close(&reply).await;
             }
             Step::Reply(reply) => {
                 // A line the server could not take as a command at all.
-                handler.refused(&peer, tx.mail_from.as_deref(), &reply);
+                audit.refused(tx.mail_from.as_deref(), &reply);
                 reply
             }
             Step::Command(Command::Quit) => {
@@ -515,10 +566,10 @@ where
             }
             Step::Command(Command::Data) => {
                 let mail_from = tx.mail_from.clone();
-                match data_phase(&mut conn, &mut tx, &peer, handler, settings, shutdown).await? {
+                match data_phase(&mut conn, &mut tx, &audit, settings, shutdown).await? {
                     Step::Close(reply) => {
                         if !shutdown.is_cancelled() {
-                            handler.refused(&peer, mail_from.as_deref(), &reply);
+                            audit.refused(mail_from.as_deref(), &reply);
                         }
                         return conn.close(&reply).await;
                     }
@@ -526,14 +577,14 @@ where
                     Step::Command(_) | Step::Eof => return Ok(()),
                 }
             }
-            Step::Command(other) => handle_command(other, &mut tx, &peer, handler, settings),
+            Step::Command(other) => handle_command(other, &mut tx, &audit, settings),
         };
         if reply.code >= 500 {
             errors += 1;
         }
         if errors >= MAX_ERRORS {
             let reply = Reply::new(421, "4.7.0", "too many errors, closing");
-            handler.refused(&peer, tx.mail_from.as_deref(), &reply);
+            audit.refused(tx.mail_from.as_deref(), &reply);
             return conn.close(&reply).await;
         }
         conn.send(&reply).await?;
@@ -551,8 +602,7 @@ fn shutting_down() -> Reply {
 async fn data_phase<R, W, H>(
     conn: &mut Conn<R, W>,
     tx: &mut Transaction,
-    peer: &str,
-    handler: &H,
+    audit: &SessionAudit<'_, H>,
     settings: &SmtpSettings,
     shutdown: &CancellationToken,
 ) -> std::io::Result<Step>
@@ -561,6 +611,7 @@ where
     W: AsyncWrite + Unpin,
     H: MailHandler,
 {
+    let (peer, handler) = (audit.peer, audit.handler);
     if tx.helo.is_none() {
         return Ok(Step::Reply(Reply::new(503, "5.5.1", "send EHLO first")));
     }
@@ -576,12 +627,12 @@ where
     }
     if !conn.r.buffer().is_empty() {
         // Without PIPELINING a client must wait for 354 before sending data.
+        let reply = Reply::new(503, "5.5.0", "data sent before 354 without PIPELINING");
+        audit.refused(tx.mail_from.as_deref(), &reply);
         *tx = Transaction {
             helo: tx.helo.take(),
             ..Transaction::default()
         };
-        let reply = Reply::new(503, "5.5.0", "data sent before 354 without PIPELINING");
-        handler.refused(peer, None, &reply);
         return Ok(Step::Reply(reply));
     }
     conn.w
@@ -613,7 +664,7 @@ where
         Err(fault) => {
             tracing::warn!(peer, ?fault, "DATA refused");
             let reply = fault.reply(settings.max_message_size);
-            handler.refused(peer, Some(&envelope.mail_from), &reply);
+            audit.refused(Some(&envelope.mail_from), &reply);
             Step::Reply(reply)
         }
     })
@@ -622,10 +673,10 @@ where
 fn handle_command<H: MailHandler>(
     command: Command,
     tx: &mut Transaction,
-    peer: &str,
-    handler: &H,
+    audit: &SessionAudit<'_, H>,
     settings: &SmtpSettings,
 ) -> Reply {
+    let handler = audit.handler;
     match command {
         Command::Helo(domain) => {
             *tx = Transaction {
@@ -648,7 +699,7 @@ fn handle_command<H: MailHandler>(
                         settings.max_message_size
                     ),
                 );
-                handler.refused(peer, Some(&from), &reply);
+                audit.refused(Some(&from), &reply);
                 reply
             } else {
                 tx.mail_from = Some(from);

@@ -82,12 +82,16 @@ impl Default for MimeLimits {
     }
 }
 
-/// Parses `raw` and holds it to `limits`.
+/// Parses `raw` and holds it to `limits`: first a linear scan that counts
+/// header fields and MIME delimiters without building anything (so a mail
+/// of millions of tiny parts or headers is refused before the parser
+/// allocates for each), then the exact checks on the parsed tree.
 fn parse_bounded<'a>(
     raw: &'a [u8],
     limits: &MimeLimits,
     unreadable: &'static str,
 ) -> Result<mail_parser::Message<'a>, Rejection> {
+    prescan(raw, limits)?;
     let msg = MessageParser::default()
         .parse(raw)
         .ok_or(Rejection::Malformed(unreadable))?;
@@ -95,14 +99,124 @@ fn parse_bounded<'a>(
     Ok(msg)
 }
 
+fn over(what: &str, limit: usize, field: &str) -> Rejection {
+    Rejection::Limit(format!("{what} over the limit of {limit} (policy.{field})"))
+}
+
+/// Counts, in one pass and without allocating per line, the header fields
+/// of each header block (the mail's, each part's, each attached message's)
+/// and the opening delimiters of the boundaries the mail declares. It never
+/// counts more than the parser would find, so it refuses nothing the exact
+/// checks would accept.
+fn prescan(raw: &[u8], limits: &MimeLimits) -> Result<(), Rejection> {
+    // The boundaries declared anywhere (`boundary=` parameters).
+    let mut boundaries: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+    let mut at = 0;
+    while let Some(i) = find_ci(&raw[at..], b"boundary=") {
+        let start = at + i + b"boundary=".len();
+        let value = match raw.get(start) {
+            Some(b'"') => {
+                let rest = &raw[start + 1..];
+                &rest[..rest.iter().position(|b| *b == b'"').unwrap_or(rest.len())]
+            }
+            _ => {
+                let rest = &raw[start..];
+                let end = rest
+                    .iter()
+                    .position(|b| matches!(b, b';' | b' ' | b'\t' | b'\r' | b'\n'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            }
+        };
+        if !value.is_empty() {
+            boundaries.insert(value);
+            if boundaries.len() > limits.max_parts {
+                return Err(over(
+                    "number of MIME parts",
+                    limits.max_parts,
+                    "mime_max_parts",
+                ));
+            }
+        }
+        at = start;
+    }
+    let (mut in_header, mut fields, mut field_size, mut message_follows) = (true, 0, 0, false);
+    let mut delimiters = 0;
+    for line in raw.split(|b| *b == b'\n') {
+        let text = line.strip_suffix(b"\r").unwrap_or(line);
+        if in_header {
+            if text.is_empty() {
+                // An attached message's own header follows its part's.
+                (in_header, fields, field_size) = (message_follows, 0, 0);
+                message_follows = false;
+            } else if text[0] == b' ' || text[0] == b'\t' {
+                field_size += line.len();
+            } else {
+                fields += 1;
+                field_size = line.len();
+                if fields > limits.max_headers {
+                    return Err(over(
+                        "header fields in one part",
+                        limits.max_headers,
+                        "mime_max_headers",
+                    ));
+                }
+                if starts_with_ci(text, b"content-type:")
+                    && find_ci(text, b"message/rfc822").is_some()
+                {
+                    message_follows = true;
+                }
+            }
+            if field_size > limits.max_header_size {
+                return Err(over(
+                    "size of a header field (octets)",
+                    limits.max_header_size,
+                    "mime_max_header_size",
+                ));
+            }
+        } else if let Some(rest) = text.strip_prefix(b"--") {
+            let rest = rest.trim_ascii_end();
+            if boundaries.contains(rest) {
+                delimiters += 1;
+                if delimiters > limits.max_parts {
+                    return Err(over(
+                        "number of MIME parts",
+                        limits.max_parts,
+                        "mime_max_parts",
+                    ));
+                }
+                (in_header, fields, field_size, message_follows) = (true, 0, 0, false);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn starts_with_ci(hay: &[u8], prefix: &[u8]) -> bool {
+    hay.len() >= prefix.len() && hay[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+/// The first position of `needle` (ASCII, any case) in `hay`.
+fn find_ci(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let first = needle[0].to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(i) = hay[from..]
+        .iter()
+        .position(|b| b.to_ascii_lowercase() == first)
+    {
+        let at = from + i;
+        if starts_with_ci(&hay[at..], needle) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
 /// Walks the part tree without recursion, so a deep mail cannot exhaust the
 /// stack, and stops at the first limit passed.
 fn check_limits(msg: &mail_parser::Message<'_>, limits: &MimeLimits) -> Result<(), Rejection> {
-    let over = |what: &str, limit: usize, field: &str| {
-        Err(Rejection::Limit(format!(
-            "{what} over the limit of {limit} (policy.{field})"
-        )))
-    };
+    let over = |what: &str, limit: usize, field: &str| Err(over(what, limit, field));
     let mut parts = 0usize;
     // (message, part index, depth)
     let mut stack = vec![(msg, 0usize, 1usize)];
@@ -198,6 +312,11 @@ pub fn parse(raw: &[u8], limits: &MimeLimits) -> Result<Incoming, Rejection> {
         outer_subject,
         body,
     })
+}
+
+/// Holds a MIME entity (a decrypted one, say) to `limits`.
+pub fn check_entity(raw: &[u8], limits: &MimeLimits) -> Result<(), Rejection> {
+    parse_bounded(raw, limits, "not a parseable MIME entity").map(drop)
 }
 
 /// Splits a MIME entity (a whole mail, or a decrypted entity without From)
@@ -517,6 +636,34 @@ pub fn whole_inline_block(body: &[u8]) -> Result<&[u8], Rejection> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_prescan_counts_declared_delimiters_and_each_header_block() {
+        let limits = MimeLimits::default();
+        // Dashed lines in the text are not delimiters.
+        let mut art = b"From: a@example.org\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\r\n"
+            .to_vec();
+        for _ in 0..500 {
+            art.extend_from_slice(b"--------------------\r\n-- \r\n");
+        }
+        art.extend_from_slice(b"--b--\r\n");
+        assert_eq!(prescan(&art, &limits), Ok(()));
+        // An attached message's header counts as a header block of its own.
+        let mut nested = b"From: a@example.org\r\nContent-Type: message/rfc822\r\n\r\n".to_vec();
+        for i in 0..=limits.max_headers {
+            nested.extend_from_slice(format!("X-{i}: x\r\n").as_bytes());
+        }
+        nested.extend_from_slice(b"\r\nbody\r\n");
+        let err = prescan(&nested, &limits).unwrap_err().to_string();
+        assert!(err.contains("policy.mime_max_headers"), "{err}");
+        // So does each part's, after its delimiter.
+        let mut part = b"Content-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\n".to_vec();
+        part.extend_from_slice(
+            format!("X-Long: {}\r\n", "a".repeat(limits.max_header_size)).as_bytes(),
+        );
+        let err = prescan(&part, &limits).unwrap_err().to_string();
+        assert!(err.contains("policy.mime_max_header_size"), "{err}");
+    }
 
     #[test]
     fn delimiters_follow_rfc_2046() {

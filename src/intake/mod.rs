@@ -438,6 +438,14 @@ Content-Type: text/plain; charset=\"utf-8\"\r\nContent-Description: list note\r\
 }
 
 /// The answer when the spool cannot take a message now.
+/// An address from the envelope, fit for the audit trail and a terminal:
+/// control characters become `?`.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 fn try_later() -> Reply {
     Reply::new(
         451,
@@ -1000,7 +1008,8 @@ host lists them.\n",
         tracing::warn!(peer = %envelope.peer, mail_from = %envelope.mail_from, reason = %rejection, "mail rejected");
         let detail = format!(
             "from peer {} envelope sender <{}>: {rejection}",
-            envelope.peer, envelope.mail_from
+            envelope.peer,
+            printable(&envelope.mail_from)
         );
         if let Err(e) = self.relay.spool.audit(now, "rejected", None, None, &detail) {
             tracing::error!(error = %e, "could not write the audit record of a rejection");
@@ -1028,17 +1037,23 @@ impl MailHandler for Intake {
     fn refused(&self, peer: &str, mail_from: Option<&str>, reply: &Reply) {
         let detail = format!(
             "from peer {peer} envelope sender <{}>: refused in the SMTP session: {} {} {}",
-            mail_from.unwrap_or(""),
+            printable(mail_from.unwrap_or("")),
             reply.code,
             reply.enhanced,
             reply.text
         );
-        if let Err(e) =
-            self.relay
-                .spool
-                .audit(self.relay.clock.now(), "rejected", None, None, &detail)
-        {
-            tracing::error!(error = %e, "could not write the audit record of a refusal");
+        let relay = self.relay.clone();
+        let now = relay.clock.now();
+        let write = move || {
+            if let Err(e) = relay.spool.audit(now, "rejected", None, None, &detail) {
+                tracing::error!(error = %e, "could not write the audit record of a refusal");
+            }
+        };
+        // The caller is an SMTP session task: the fsync'd write goes to the
+        // blocking pool, not onto the runtime.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(write)),
+            Err(_) => write(),
         }
     }
 

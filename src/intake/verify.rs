@@ -66,7 +66,14 @@ pub fn authorize(
                         other => Rejection::Encrypted(other),
                     })?;
             match opened.signer {
-                Some(signer) => (signer, Secret::new(to_crlf(opened.plaintext.expose()))),
+                Some(signer) => {
+                    // Signed inside the OpenPGP message: what it holds is
+                    // parsed later (embargo fields, advisory, keys), so it
+                    // is held to the same structure limits first.
+                    let entity = Secret::new(to_crlf(opened.plaintext.expose()));
+                    mime::check_entity(entity.expose(), &gate.policy.mime)?;
+                    (signer, entity)
+                }
                 None => {
                     // RFC 3156: the entity was signed in canonical (CRLF) form.
                     let canonical = Secret::new(to_crlf(opened.plaintext.expose()));

@@ -501,9 +501,32 @@ fn mime_cases() {
     for i in (0..=1000).rev() {
         body.extend_from_slice(format!("--b{i}--\r\n").as_bytes());
     }
+    // (So many levels declare so many boundaries that the pre-scan stops
+    // the mail before the parser runs.)
     write(
         "mail",
         "nesting-multipart-1000-levels.eml",
+        &format!("{refused}: number of MIME parts over the limit of 64"),
+        &mail(PST, "multipart/mixed; boundary=\"b0\"", &body, ""),
+    );
+    // Nine levels: few parts, but one level too deep.
+    let mut body = Vec::new();
+    for i in 0..9 {
+        body.extend_from_slice(
+            format!(
+                "--b{i}\r\nContent-Type: multipart/mixed; boundary=\"b{}\"\r\n\r\n",
+                i + 1
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(b"--b9\r\nContent-Type: text/plain\r\n\r\nx\r\n");
+    for i in (0..=9).rev() {
+        body.extend_from_slice(format!("--b{i}--\r\n").as_bytes());
+    }
+    write(
+        "mail",
+        "nesting-multipart-9-levels.eml",
         &format!("{refused}: MIME nesting over the limit of 8"),
         &mail(PST, "multipart/mixed; boundary=\"b0\"", &body, ""),
     );
@@ -876,7 +899,7 @@ fn signature_cases() {
     let attacker_fpr = attacker.public().fingerprint();
     let forged = sig_with(
         builder_at(signed_at())
-            .set_issuer(pst_signing_id)
+            .set_issuer(pst_signing_id.clone())
             .unwrap()
             .set_issuer_fingerprint(attacker_fpr)
             .unwrap(),
@@ -886,6 +909,18 @@ fn signature_cases() {
     write(
         "mail",
         "issuer-key-id-of-pst-other-fingerprint.eml",
+        "expect: 550 signature does not verify",
+        &signed_mail(PST, &p, &forged),
+    );
+    // The PST key's ID alone, as old signatures carry it: no fingerprint.
+    let forged = sig_with(
+        builder_at(signed_at()).set_issuer(pst_signing_id).unwrap(),
+        &mut data_signer("attacker"),
+        &p,
+    );
+    write(
+        "mail",
+        "issuer-key-id-of-pst-only.eml",
         "expect: 550 signature does not verify",
         &signed_mail(PST, &p, &forged),
     );
@@ -986,6 +1021,29 @@ fn encrypted_cases() {
         "expect: 550 signature not from a PST key",
         &encrypted_mail(&encrypt_to_list(&p, Some("attacker"), 0)),
     );
+    // Encrypted to the list, signed by no one.
+    write(
+        "mail",
+        "encrypted-not-signed.eml",
+        "expect: 550 encrypted to the list, but not signed",
+        &encrypted_mail(&encrypt_to_list(&p, None, 0)),
+    );
+    // Encrypted, holding unsigned text around a genuine signed entity.
+    let (ctype, body) = multipart(
+        "mixed",
+        &[
+            b"Content-Type: text/plain\r\n\r\nUNSIGNED-INJECTED inside the ciphertext".to_vec(),
+            signed_entity("inside the ciphertext"),
+        ],
+    );
+    let mut inner = format!("Content-Type: {ctype}\r\n\r\n").into_bytes();
+    inner.extend_from_slice(&body);
+    write(
+        "mail",
+        "encrypted-unsigned-text-around-a-signed-entity.eml",
+        "expect: 550 encrypted to the list, but not signed",
+        &encrypted_mail(&encrypt_to_list(&inner, None, 0)),
+    );
 }
 
 fn identity_cases() {
@@ -1019,7 +1077,7 @@ Message-ID: <corpus@pst.example>\r\n{extra}MIME-Version: 1.0\r\nContent-Type: {c
     write(
         "mail",
         "from-empty.eml",
-        "expect: 554 From",
+        "expect: 554 From header must name exactly one address",
         &with_from("From: \r\n", ""),
     );
     write(
@@ -1092,6 +1150,34 @@ Message-ID: <corpus@pst.example>\r\n{extra}MIME-Version: 1.0\r\nContent-Type: {c
 }
 
 fn output_cases() {
+    // No protected Subject: the outer one, which no signature covers, is
+    // what the relay would show; it must not carry a header into the copy.
+    let p = compose::text_part(None, &body("outer subject injection"));
+    let sig = sign("pst", &p);
+    let (ctype, signed) = signed_body(&p, &sig);
+    let mut m = format!(
+        "From: {PST}\r\nTo: {LIST}\r\nSubject: =?utf-8?q?CVE-2026-0005_x=0D=0ABcc:_evil@attacker.example=00?=\r\n\
+Date: Fri, 20 Nov 2026 11:00:00 +0000\r\nMessage-ID: <corpus@pst.example>\r\nMIME-Version: 1.0\r\nContent-Type: {ctype}\r\n\r\n"
+    )
+    .into_bytes();
+    m.extend_from_slice(&signed);
+    write(
+        "mail",
+        "outer-subject-encoded-crlf-nul.eml",
+        "expect: 250\ncheck: outbound-headers",
+        &m,
+    );
+    let p = part("display name with NUL");
+    write(
+        "mail",
+        "from-display-name-encoded-nul.eml",
+        "expect: 250\ncheck: outbound-headers",
+        &signed_mail(
+            &format!("=?utf-8?q?PST=00Bcc:_evil@attacker.example?= <{PST}>"),
+            &p,
+            &sign("pst", &p),
+        ),
+    );
     let inject = "=?utf-8?q?CVE-2026-0002_x=0D=0ABcc:_evil@attacker.example=00?=";
     let p = compose::text_part(Some(inject), &body("encoded CRLF in the signed subject"));
     write(
@@ -1165,7 +1251,7 @@ fn smtp_cases() {
         write(
             "smtp",
             name,
-            "expect: 554 5.6.0\nclosed: yes",
+            "expect: 554 5.6.0 bare CR or LF\nclosed: yes",
             &smuggled(ending),
         );
     }
