@@ -2,13 +2,14 @@
 //! (real Subject only inside, as a protected header) and sends it through
 //! the smarthost with lettre, one SMTP envelope per member.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use lettre::message::header::{self, ContentDisposition, ContentType, Headers};
 use lettre::message::{Mailbox, Mailboxes, MultiPart, SinglePart};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::extension::ClientId;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use crate::config::OutboundConfig;
 use crate::crypto::random_hex;
@@ -203,20 +204,44 @@ pub struct SendError {
     pub detail: String,
 }
 
-/// The SMTP connection to the smarthost.
+/// Connections to the smarthost, kept open between deliveries: a fan-out
+/// to thousands of members does not pay a TCP and SMTP handshake per copy.
+/// Each has `TCP_NODELAY` (lettre's own pool, without it, stalls on delayed
+/// ACKs: ~23 messages a second instead of ~800 on loopback).
 #[derive(Clone)]
 pub struct Outbound {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    pool: Arc<Pool>,
 }
+
+struct Pool {
+    host: String,
+    port: u16,
+    /// For each step (connect, greeting) and, with an allowance per
+    /// megabyte, for a whole transaction.
+    timeout: Duration,
+    hello: ClientId,
+    idle: std::sync::Mutex<Vec<(AsyncSmtpConnection, std::time::Instant)>>,
+    max_idle: usize,
+}
+
+/// An idle connection older than this is closed rather than reused.
+const IDLE_LIMIT: Duration = Duration::from_secs(30);
+/// An idle connection older than this is checked (NOOP) before reuse.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 impl Outbound {
     pub fn new(cfg: &OutboundConfig, hostname: &str) -> Outbound {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(cfg.host.clone())
-            .port(cfg.port)
-            .timeout(Some(cfg.timeout))
-            .hello_name(ClientId::Domain(hostname.to_owned()))
-            .build();
-        Outbound { transport }
+        Outbound {
+            pool: Arc::new(Pool {
+                host: cfg.host.clone(),
+                port: cfg.port,
+                timeout: cfg.timeout,
+                hello: ClientId::Domain(hostname.to_owned()),
+                idle: std::sync::Mutex::new(Vec::new()),
+                // Both lanes (copies, and releases with lifted notices).
+                max_idle: cfg.concurrency * 2,
+            }),
+        }
     }
 
     /// Sends one message to one recipient; returns the server's final answer.
@@ -235,17 +260,91 @@ impl Outbound {
             permanent: true,
             detail: e.to_string(),
         })?;
-        match self.transport.send_raw(&envelope, message).await {
-            Ok(response) => Ok(format!(
-                "{} {}",
-                response.code(),
-                response.message().collect::<Vec<_>>().join(" ")
-            )),
-            Err(e) => Err(SendError {
-                permanent: e.is_permanent(),
-                detail: e.to_string(),
-            }),
+        let transient = |detail: String| SendError {
+            permanent: false,
+            detail,
+        };
+        let mut conn = match self.pool.take().await {
+            Some(conn) => conn,
+            None => self.pool.connect().await.map_err(transient)?,
+        };
+        // The whole transaction is bounded, so a stalled smarthost cannot
+        // hold a delivery (or a shutdown) for ever.
+        let allowance = self.pool.timeout + Duration::from_secs(message.len() as u64 >> 20);
+        match tokio::time::timeout(allowance, conn.send(&envelope, message)).await {
+            Err(_) => Err(transient(format!(
+                "the smarthost did not finish the transaction within {}s",
+                allowance.as_secs()
+            ))),
+            Ok(Ok(response)) => {
+                self.pool.put(conn);
+                Ok(format!(
+                    "{} {}",
+                    response.code(),
+                    response.message().collect::<Vec<_>>().join(" ")
+                ))
+            }
+            Ok(Err(e)) => {
+                // Not reused: the server's transaction state is unknown.
+                Err(SendError {
+                    permanent: e.is_permanent(),
+                    detail: e.to_string(),
+                })
+            }
         }
+    }
+}
+
+impl Pool {
+    /// An idle connection that still answers, if there is one.
+    async fn take(&self) -> Option<AsyncSmtpConnection> {
+        loop {
+            let (mut conn, since) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            let age = since.elapsed();
+            if age > IDLE_LIMIT || conn.has_broken() {
+                continue;
+            }
+            if age > IDLE_CHECK {
+                let alive = tokio::time::timeout(self.timeout, conn.test_connected()).await;
+                if alive != Ok(true) {
+                    continue;
+                }
+            }
+            return Some(conn);
+        }
+    }
+
+    fn put(&self, conn: AsyncSmtpConnection) {
+        if conn.has_broken() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push((conn, std::time::Instant::now()));
+        }
+    }
+
+    async fn connect(&self) -> Result<AsyncSmtpConnection, String> {
+        let addr = (self.host.as_str(), self.port);
+        let stream = tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| format!("connecting to {}:{} timed out", self.host, self.port))?
+            .map_err(|e| format!("cannot connect to {}:{}: {e}", self.host, self.port))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| format!("cannot set TCP_NODELAY: {e}"))?;
+        tokio::time::timeout(
+            self.timeout,
+            AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "the smarthost {}:{} did not greet in time",
+                self.host, self.port
+            )
+        })?
+        .map_err(|e| e.to_string())
     }
 }
 
