@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use chrono::{DateTime, Utc};
 use openpgp::cert::prelude::*;
 use openpgp::crypto::{KeyPair, SessionKey};
+use openpgp::packet::pkesk::PKESK3;
 use openpgp::packet::{PKESK, SKESK};
 use openpgp::parse::Parse;
 use openpgp::parse::stream::{
@@ -197,7 +198,106 @@ impl ListKey {
     }
 }
 
+/// One announcement signed by the list key and encrypted once, under a
+/// fresh session key that never serves another announcement: each member's
+/// copy is its own PKESK (to that member's key alone) before this same
+/// ciphertext. The design note "one session key, one PKESK per member":
+/// ~11× less work than encrypting each copy separately at 1 MB.
+pub struct SharedSeal {
+    algo: SymmetricAlgorithm,
+    session_key: SessionKey,
+    /// The SEIPDv1 packet (signed literal data inside), serialized.
+    ciphertext: Vec<u8>,
+}
+
+impl std::fmt::Debug for SharedSeal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SharedSeal({} octets, session key redacted)",
+            self.ciphertext.len()
+        )
+    }
+}
+
 impl ListKey {
+    /// Signs `plaintext` and encrypts it once under a fresh session key
+    /// (SEIPDv1, which every client reads), for [`ListKey::seal_to_member`].
+    pub fn seal_shared(
+        &self,
+        p: &dyn Policy,
+        now: DateTime<Utc>,
+        plaintext: &[u8],
+    ) -> Result<SharedSeal, SealError> {
+        let crypto = |e: anyhow::Error| SealError::Crypto(e.to_string());
+        let algo = SymmetricAlgorithm::AES256;
+        let session_key = SessionKey::new(algo.key_size().map_err(crypto)?).map_err(crypto)?;
+        let signer = self
+            .signing_keypair(p, Some(at(now)))
+            .map_err(|e| SealError::Crypto(format!("list key {e}")))?;
+        let mut ciphertext = Vec::with_capacity(plaintext.len() + 1024);
+        let message = Message::new(&mut ciphertext);
+        // No recipients: only the SEIPD packet; the PKESKs come per member.
+        let message = Encryptor::with_session_key(message, algo, session_key.clone())
+            .map_err(crypto)?
+            .build()
+            .map_err(crypto)?;
+        let message = Signer::new(message, signer)
+            .map_err(crypto)?
+            .creation_time(at(now))
+            .build()
+            .map_err(crypto)?;
+        let mut w = LiteralWriter::new(message).build().map_err(crypto)?;
+        w.write_all(plaintext)
+            .map_err(|e| SealError::Crypto(e.to_string()))?;
+        w.finalize().map_err(crypto)?;
+        Ok(SharedSeal {
+            algo,
+            session_key,
+            ciphertext,
+        })
+    }
+
+    /// One member's copy of a [`SharedSeal`]: a PKESK to each of the
+    /// member's usable encryption keys (and no one else's), then the shared
+    /// ciphertext, ASCII-armored.
+    pub fn seal_to_member(
+        &self,
+        p: &dyn Policy,
+        now: DateTime<Utc>,
+        recipient: &Cert,
+        shared: &SharedSeal,
+    ) -> Result<Vec<u8>, SealError> {
+        use openpgp::serialize::Marshal;
+        let crypto = |e: anyhow::Error| SealError::Crypto(e.to_string());
+        let vc = usable_for_encryption(recipient, p, now).map_err(SealError::Recipient)?;
+        let mut out = Vec::with_capacity(shared.ciphertext.len() * 4 / 3 + 2048);
+        let mut w = openpgp::armor::Writer::new(&mut out, openpgp::armor::Kind::Message)
+            .map_err(|e| SealError::Crypto(e.to_string()))?;
+        let mut any = false;
+        for ka in vc
+            .keys()
+            .supported()
+            .alive()
+            .revoked(false)
+            .key_flags(encryption_flags())
+        {
+            let pkesk = PKESK3::for_recipient(shared.algo, &shared.session_key, ka.key())
+                .map_err(crypto)?;
+            openpgp::Packet::from(openpgp::packet::PKESK::from(pkesk))
+                .serialize(&mut w)
+                .map_err(crypto)?;
+            any = true;
+        }
+        if !any {
+            return Err(SealError::Recipient("no usable encryption key".to_owned()));
+        }
+        w.write_all(&shared.ciphertext)
+            .map_err(|e| SealError::Crypto(e.to_string()))?;
+        w.finalize().map_err(|e| SealError::Crypto(e.to_string()))?;
+        Ok(out)
+    }
+
     /// An armored detached signature by the list key (SHA-512, as the
     /// `micalg=pgp-sha512` of the public release says).
     pub fn sign_detached(

@@ -36,6 +36,8 @@ pub struct Relay {
     pub wake: Notify,
     /// Whether the fan-out loop is alive, for the watchdog.
     pub health: crate::service::Health,
+    /// The shared seal of each announcement whose copies are going out.
+    pub seals: crate::fanout::Seals,
 }
 
 /// The roster in force and the certificates derived from it. Replaced as a
@@ -71,6 +73,7 @@ impl Relay {
             clock,
             wake: Notify::new(),
             health: crate::service::Health::default(),
+            seals: crate::fanout::Seals::default(),
         })
     }
 

@@ -215,6 +215,9 @@ impl Dispatch<'_> {
         })
         .await??;
         opened.retain(|id, _| due.iter().any(|d| &d.message_id == id));
+        relay
+            .seals
+            .retain(|id| due.iter().any(|d| d.message_id == id));
         for d in due {
             if self.shutdown.is_cancelled() {
                 return Ok(());
@@ -946,21 +949,65 @@ fn seal_copy(
 ) -> Result<Vec<u8>, SealError> {
     let (email, cert) = member_cert(relay, &d.member)?;
     let message_id = copy_message_id(relay, d);
+    let config = relay.config();
     let headers = CopyHeaders {
-        list: &relay.config().list_address,
+        list: &config.list_address,
         member: &email,
         message_id: &message_id,
         date: relay.clock.now(),
     };
-    let inner = outbound::protected_inner(&headers, &a.subject, until, a.entity.expose())
-        .map_err(|e| SealError::Crypto(format!("bad address: {e}")))?;
     let p = crate::crypto::policy();
-    let armored = relay
-        .config()
+    // The first copy's task seals the announcement once; the others wait
+    // for it and add only their own PKESK.
+    let shared = relay
+        .seals
+        .cell(&d.message_id)
+        .get_or_init(|| {
+            let inner_id = format!("{}@{}", d.message_id, config.hostname);
+            let inner_headers = CopyHeaders {
+                list: &config.list_address,
+                // The same plaintext for every member: To is the list.
+                member: &config.list_address,
+                message_id: &inner_id,
+                date: headers.date,
+            };
+            let inner =
+                outbound::protected_inner(&inner_headers, &a.subject, until, a.entity.expose())
+                    .map_err(|e| format!("bad address: {e}"))?;
+            config
+                .list_key
+                .seal_shared(&p, headers.date, inner.expose())
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(SealError::Crypto)?;
+    let armored = config
         .list_key
-        .seal_for(&p, headers.date, &cert, inner.expose())?;
+        .seal_to_member(&p, headers.date, &cert, &shared)?;
     outbound::encrypted_outer(&headers, outer_subject, &armored)
         .map_err(|e| SealError::Crypto(e.to_string()))
+}
+
+/// The shared seal (`crypto::SharedSeal`) of each announcement whose copies
+/// are going out, made once by whichever copy comes first. An entry goes
+/// when its announcement has no due delivery left; a retry later seals
+/// afresh, under a new session key.
+#[derive(Default)]
+pub struct Seals(std::sync::Mutex<HashMap<String, Arc<SealCell>>>);
+
+type SealCell = std::sync::OnceLock<Result<Arc<crate::crypto::SharedSeal>, String>>;
+
+impl Seals {
+    fn cell(&self, message_id: &str) -> Arc<SealCell> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(message_id.to_owned()).or_default().clone()
+    }
+
+    fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|id, _| keep(id));
+    }
 }
 
 fn lock(unrecorded: &Unrecorded) -> std::sync::MutexGuard<'_, HashMap<Key, String>> {

@@ -40,6 +40,10 @@ struct Store {
     scripted: Mutex<HashMap<String, (u16, Option<usize>)>>,
     /// Every message offered, accepted or not, per recipient.
     attempts: Mutex<HashMap<String, usize>>,
+    /// Keep only envelopes, not bodies (for the benchmark's big fan-outs).
+    discard_bodies: std::sync::atomic::AtomicBool,
+    /// Messages accepted so far.
+    accepted: AtomicUsize,
 }
 
 impl Default for Store {
@@ -53,6 +57,8 @@ impl Default for Store {
             waiting: AtomicUsize::new(0),
             scripted: Mutex::default(),
             attempts: Mutex::default(),
+            discard_bodies: std::sync::atomic::AtomicBool::new(false),
+            accepted: AtomicUsize::new(0),
         }
     }
 }
@@ -87,6 +93,11 @@ impl MailHandler for Store {
         if refuse {
             return Reply::new(451, "4.3.0", "sink says: try again later");
         }
+        let raw = if self.discard_bodies.load(Ordering::Relaxed) {
+            Vec::new()
+        } else {
+            raw
+        };
         self.captured
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -95,6 +106,7 @@ impl MailHandler for Store {
                 raw,
                 at: crate::clock::SystemClock.now(),
             });
+        self.accepted.fetch_add(1, Ordering::SeqCst);
         self.arrived.notify_waiters();
         Reply::new(250, "2.0.0", "captured")
     }
@@ -219,6 +231,29 @@ impl CaptureSink {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Keeps envelopes only from now on: `Captured::raw` stays empty.
+    pub fn discard_bodies(&self) {
+        self.store.discard_bodies.store(true, Ordering::Relaxed);
+    }
+
+    /// How many messages were accepted so far (without copying them).
+    pub fn count(&self) -> usize {
+        self.store.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` messages were accepted or `timeout` passed;
+    /// returns the count.
+    pub async fn wait_count(&self, n: usize, timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.store.arrived.notified();
+            let count = self.count();
+            if count >= n || tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.count();
+            }
+        }
     }
 
     /// Waits until at least `n` messages arrived or `timeout` passed; returns what arrived.

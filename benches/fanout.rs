@@ -1,0 +1,399 @@
+//! The fan-out benchmark (issue 7): the whole path in one process tree,
+//! beside a `gpg` loop doing the same cryptographic work.
+//!
+//! ```text
+//! cargo bench --bench fanout                      # 30/300/3000 × 10 KB/1 MB
+//! cargo bench --bench fanout -- --members 300 --sizes 10k --no-gpg
+//! ```
+//!
+//! Each case runs in a fresh child process (so its peak RSS is its own): a
+//! list with N members on loopback, a lettre SMTP client sends one signed
+//! announcement to the daemon's listener, and a loopback sink counts the
+//! copies. Printed: time from the client's first byte to the last copy at
+//! the sink, copies/s, the child's peak RSS, the list's own crypto alone
+//! (one sealed copy per member, in process), and a `gpg --sign --encrypt`
+//! loop over the same members and body (GnuPG from Debian, keys in a
+//! GNUPGHOME under `target/`), as ratios. A last case measures how late the
+//! public release goes out while a 3,000-member fan-out is running.
+//!
+//! Member keys are generated once and kept under `target/bench-keys`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use embargo_relay::clock::{Clock, SystemClock};
+use embargo_relay::config::Config;
+use embargo_relay::crypto::{self, ListKey};
+use embargo_relay::sink::CaptureSink;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use sequoia_openpgp::Cert;
+use sequoia_openpgp::parse::Parse;
+
+const LIST: &str = "list@bench.example";
+const PST: &str = "pst@bench.example";
+const PUBLIC: &str = "public@bench.example";
+
+fn now() -> chrono::DateTime<Utc> {
+    SystemClock.now()
+}
+
+fn member(i: usize) -> String {
+    format!("m{i}@bench.example")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+fn keys_dir() -> PathBuf {
+    target_dir().join("bench-keys")
+}
+
+/// The list key, the PST key and `n` member keys, made once and kept.
+fn ensure_keys(n: usize) {
+    let dir = keys_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let born = now() - chrono::Duration::days(1);
+    let make = |path: PathBuf, uid: &str, secret: bool| {
+        if !path.exists() {
+            let cert = crypto::generate_key(uid, born, None).unwrap();
+            let bytes = if secret {
+                crypto::armored_secret(&cert)
+            } else {
+                crypto::armored_public(&cert)
+            };
+            std::fs::write(path, bytes.unwrap()).unwrap();
+        }
+    };
+    make(dir.join("list.key"), &format!("List <{LIST}>"), true);
+    make(dir.join("pst.key"), &format!("PST <{PST}>"), true);
+    for i in 0..n {
+        make(
+            dir.join(format!("m{i}.asc")),
+            &format!("M{i} <{}>", member(i)),
+            false,
+        );
+    }
+}
+
+fn parse_size(s: &str) -> usize {
+    let s = s.to_ascii_lowercase();
+    match s.strip_suffix('k') {
+        Some(k) => k.parse::<usize>().unwrap() * 1024,
+        None => match s.strip_suffix('m') {
+            Some(m) => m.parse::<usize>().unwrap() << 20,
+            None => s.parse().unwrap(),
+        },
+    }
+}
+
+fn size_name(size: usize) -> String {
+    if size >= 1 << 20 {
+        format!("{} MB", size >> 20)
+    } else {
+        format!("{} KB", size >> 10)
+    }
+}
+
+/// An announcement body of about `size` octets of text.
+fn body(size: usize, until: chrono::DateTime<Utc>) -> String {
+    let mut text = format!("Embargo-Until: {}\n\n", until.format("%Y-%m-%dT%H:%M:%SZ"));
+    let line = "The quick brown fox jumps over the lazy dog; CVE-2026-0000 details.\n";
+    while text.len() < size {
+        text.push_str(line);
+    }
+    text
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn write_config(dir: &Path, sink: std::net::SocketAddr, n: usize) -> PathBuf {
+    let keys = keys_dir();
+    let mut text = format!(
+        "[list]\naddress = \"{LIST}\"\nsecret_key = \"{}\"\nstate_dir = \"{}\"\n\n\
+[inbound.smtp]\nlisten = \"127.0.0.1:0\"\nmax_message_size = \"8MiB\"\n\n\
+[outbound]\nsmarthost = \"smtp://{sink}\"\n\n[public]\nrecipients = [\"{PUBLIC}\"]\n\n\
+[[member]]\nemail = \"{PST}\"\norganization = \"PST\"\nkey = \"{}\"\npst = true\n",
+        keys.join("list.key").display(),
+        dir.join("state").display(),
+        dir.join("pst.asc").display(),
+    );
+    let pst = Cert::from_file(keys.join("pst.key")).unwrap();
+    std::fs::write(
+        dir.join("pst.asc"),
+        crypto::armored_public(&pst.strip_secret_key_material()).unwrap(),
+    )
+    .unwrap();
+    for i in 0..n {
+        text.push_str(&format!(
+            "\n[[member]]\nemail = \"{}\"\norganization = \"Org {i}\"\nkey = \"{}\"\n",
+            member(i),
+            keys.join(format!("m{i}.asc")).display()
+        ));
+    }
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn smtp_send(port: u16, raw: &[u8]) {
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(port)
+        .timeout(Some(Duration::from_secs(120)))
+        .build();
+    let envelope =
+        lettre::address::Envelope::new(Some(PST.parse().unwrap()), vec![LIST.parse().unwrap()])
+            .unwrap();
+    transport
+        .send_raw(&envelope, raw)
+        .await
+        .expect("the list accepts the announcement");
+}
+
+/// One case, in this (child) process: prints `RESULT secs rss_mb crypto_secs`.
+fn run_case(n: usize, size: usize) {
+    ensure_keys(n);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let p = crypto::policy();
+    let pst = Cert::from_file(keys_dir().join("pst.key")).unwrap();
+    let until = now() + chrono::Duration::days(2);
+    let text = body(size, until);
+    let (secs, crypto_secs) = rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = CaptureSink::start().await.unwrap();
+        sink.discard_bodies();
+        let config = Config::load(&write_config(dir.path(), sink.addr(), n)).unwrap();
+        let running = embargo_relay::daemon::start(config, Arc::new(SystemClock))
+            .await
+            .unwrap();
+        let raw = embargo_relay::compose::signed_announcement(
+            &p,
+            &pst,
+            now() - chrono::Duration::seconds(5),
+            PST,
+            LIST,
+            "CVE-2026-0000: benchmark",
+            &text,
+        )
+        .unwrap();
+        let t0 = Instant::now();
+        smtp_send(running.smtp_addr.port(), &raw).await;
+        // Every member and the PST get a copy.
+        let got = sink.wait_count(n + 1, Duration::from_secs(1800)).await;
+        let secs = t0.elapsed().as_secs_f64();
+        assert!(got > n, "only {got} of {} copies arrived", n + 1);
+        running.shutdown().await;
+        // The list's crypto alone: one sealed copy per member.
+        let list = ListKey::load(&keys_dir().join("list.key")).unwrap();
+        let certs: Vec<Cert> = (0..n)
+            .map(|i| Cert::from_file(keys_dir().join(format!("m{i}.asc"))).unwrap())
+            .collect();
+        // As the fan-out does it: sealed once, then a PKESK per member.
+        let t1 = Instant::now();
+        let shared = list.seal_shared(&p, now(), text.as_bytes()).unwrap();
+        for cert in &certs {
+            list.seal_to_member(&p, now(), cert, &shared).unwrap();
+        }
+        (secs, t1.elapsed().as_secs_f64())
+    });
+    println!("RESULT {secs:.3} {:.1} {crypto_secs:.3}", peak_rss_mb());
+}
+
+/// How late the public release goes out while `n` copies are in flight.
+fn run_release(n: usize) {
+    ensure_keys(n);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let p = crypto::policy();
+    let pst = Cert::from_file(keys_dir().join("pst.key")).unwrap();
+    let lateness = rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = CaptureSink::start().await.unwrap();
+        sink.discard_bodies();
+        let config = Config::load(&write_config(dir.path(), sink.addr(), n)).unwrap();
+        let running = embargo_relay::daemon::start(config, Arc::new(SystemClock))
+            .await
+            .unwrap();
+        // The embargo lifts 3 s after sending, well inside the fan-out.
+        let now = now();
+        let until = chrono::DateTime::<Utc>::from_timestamp(now.timestamp() + 4, 0).unwrap();
+        let entity = embargo_relay::compose::text_with_advisory(
+            "CVE-2026-0001: release timing",
+            &body(10 * 1024, until),
+            "The public advisory.\n",
+        );
+        let sig =
+            crypto::sign_detached(&p, &pst, now - chrono::Duration::seconds(5), &entity).unwrap();
+        let raw = embargo_relay::compose::multipart_signed(PST, LIST, "timing", &entity, &sig);
+        smtp_send(running.smtp_addr.port(), &raw).await;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let released = loop {
+            let got = sink.captured();
+            if let Some(c) = got
+                .iter()
+                .find(|c| c.envelope.rcpt_to.iter().any(|r| r == PUBLIC))
+            {
+                break c.at;
+            }
+            assert!(Instant::now() < deadline, "no release");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let in_flight = sink.count();
+        running.shutdown().await;
+        (
+            (released - until).num_milliseconds() as f64 / 1000.0,
+            in_flight,
+        )
+    });
+    println!("RESULT {:.3} {}", lateness.0, lateness.1);
+}
+
+/// `gpg --sign --encrypt` of `body` to each of `n` members, one process each.
+fn gpg_loop(n: usize, size: usize) -> f64 {
+    let home = target_dir().join("bench-gnupg");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let gpg = |args: &[&str]| {
+        Command::new("gpg")
+            .env("GNUPGHOME", &home)
+            .args(["--batch", "--yes", "--quiet", "--trust-model", "always"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("gpg is installed")
+    };
+    let imported = home.join(format!("imported-{n}"));
+    if !imported.exists() {
+        let mut all = std::fs::read(keys_dir().join("list.key")).unwrap();
+        for i in 0..n {
+            all.extend(std::fs::read(keys_dir().join(format!("m{i}.asc"))).unwrap());
+        }
+        let file = home.join("import.asc");
+        std::fs::write(&file, all).unwrap();
+        assert!(gpg(&["--import", file.to_str().unwrap()]).success());
+        std::fs::write(&imported, b"").unwrap();
+    }
+    let input = home.join("body.txt");
+    std::fs::write(&input, body(size, now())).unwrap();
+    let t0 = Instant::now();
+    for i in 0..n {
+        let status = gpg(&[
+            "--armor",
+            "--sign",
+            "--encrypt",
+            "--local-user",
+            LIST,
+            "--recipient",
+            &member(i),
+            "--output",
+            "/dev/null",
+            input.to_str().unwrap(),
+        ]);
+        assert!(status.success(), "gpg failed for member {i}");
+    }
+    t0.elapsed().as_secs_f64()
+}
+
+fn child(args: &[&str]) -> Vec<String> {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "case {args:?} failed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no result from {args:?}: {text}"))
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    if let Some(n) = arg("--case") {
+        return run_case(n.parse().unwrap(), parse_size(&arg("--size").unwrap()));
+    }
+    if let Some(n) = arg("--release-case") {
+        return run_release(n.parse().unwrap());
+    }
+    let members: Vec<usize> = arg("--members")
+        .unwrap_or_else(|| "30,300,3000".into())
+        .split(',')
+        .map(|m| m.parse().unwrap())
+        .collect();
+    let sizes: Vec<usize> = arg("--sizes")
+        .unwrap_or_else(|| "10k,1m".into())
+        .split(',')
+        .map(parse_size)
+        .collect();
+    let with_gpg = !args.iter().any(|a| a == "--no-gpg");
+    ensure_keys(members.iter().copied().max().unwrap_or(0));
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("embargo-relay fan-out benchmark ({cpus} CPUs)\n");
+    println!(
+        "| members | body | all delivered | copies/s | peak RSS | crypto only | gpg loop | vs gpg (end to end) | vs gpg (crypto) |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for &size in &sizes {
+        for &n in &members {
+            let r = child(&["--case", &n.to_string(), "--size", &size.to_string()]);
+            let (secs, rss, crypto_secs): (f64, f64, f64) = (
+                r[0].parse().unwrap(),
+                r[1].parse().unwrap(),
+                r[2].parse().unwrap(),
+            );
+            let (gpg, vs, vs_crypto) = if with_gpg {
+                let g = gpg_loop(n, size);
+                (
+                    format!("{g:.2} s"),
+                    format!("{:.1}×", g / secs),
+                    format!("{:.1}×", g / crypto_secs),
+                )
+            } else {
+                ("-".into(), "-".into(), "-".into())
+            };
+            println!(
+                "| {n} | {} | {secs:.2} s | {:.0} | {rss:.0} MB | {crypto_secs:.2} s | {gpg} | {vs} | {vs_crypto} |",
+                size_name(size),
+                (n + 1) as f64 / secs,
+            );
+            std::io::stdout().flush().unwrap();
+        }
+    }
+    if !args.iter().any(|a| a == "--no-release") {
+        let n = members.iter().copied().max().unwrap_or(3000);
+        let r = child(&["--release-case", &n.to_string()]);
+        println!(
+            "\npublic release during a {n}-member fan-out: {} s after its time ({} copies delivered by then)",
+            r[0], r[1]
+        );
+    }
+}
