@@ -797,7 +797,7 @@ fn notice(
         .config()
         .list_key
         .seal_for(&p, headers.date, cert, inner.expose())?;
-    outbound::encrypted_outer(&headers, outer_subject, &armored)
+    outbound::encrypted_outer(&headers, outer_subject, armored)
         .map_err(|e| SealError::Crypto(e.to_string()))
 }
 
@@ -985,7 +985,7 @@ fn seal_copy(
     let armored = config
         .list_key
         .seal_to_member(&p, headers.date, &cert, &shared)?;
-    outbound::encrypted_outer(&headers, outer_subject, &armored)
+    outbound::encrypted_outer(&headers, outer_subject, armored)
         .map_err(|e| SealError::Crypto(e.to_string()))
 }
 

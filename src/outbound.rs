@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
-use lettre::message::header::{self, ContentDisposition, ContentType, Headers};
-use lettre::message::{Mailbox, Mailboxes, MultiPart, SinglePart};
+use lettre::message::header::{self, Headers};
+use lettre::message::{Mailbox, Mailboxes};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::extension::ClientId;
 
@@ -107,31 +107,43 @@ Do not share this beyond need-to-know until then.\r\n",
 pub fn encrypted_outer(
     h: &CopyHeaders<'_>,
     outer_subject: &str,
-    armored: &[u8],
+    armored: Vec<u8>,
 ) -> anyhow::Result<Vec<u8>> {
-    let armored = String::from_utf8_lossy(armored).into_owned();
-    let control = SinglePart::builder()
-        .header(ContentType::parse("application/pgp-encrypted").expect("valid content type"))
-        .body("Version: 1\r\n".to_owned());
-    let payload = SinglePart::builder()
-        .header(
-            ContentType::parse("application/octet-stream; name=\"encrypted.asc\"")
-                .expect("valid content type"),
+    // Built by hand around the armor, which is already 7-bit with CRLF
+    // line ends: lettre's body handling copies and rescans a 1 MB armor
+    // several times (and its line-end conversion is quadratic).
+    // (Sequoia's armor has bare LFs; the list's own is CRLF already, and
+    // is then wrapped in place, without another copy of a large message.)
+    let mut armored = if armored.windows(2).all(|w| w[1] != b'\n' || w[0] == b'\r') {
+        armored
+    } else {
+        crate::intake::mime::to_crlf(&armored)
+    };
+    let boundary = format!("er-{}", random_hex(12));
+    let mut headers = Headers::new();
+    headers.set(header::From::from(Mailboxes::from(mailbox(h.list)?)));
+    headers.set(header::To::from(Mailboxes::from(mailbox(h.member)?)));
+    headers.set(header::Subject::from(outer_subject.to_owned()));
+    headers.set(header::Date::new(SystemTime::from(h.date)));
+    headers.set(header::MessageId::from(format!("<{}>", h.message_id)));
+    headers.set(header::MIME_VERSION_1_0);
+    let mut out = headers.to_string().into_bytes();
+    out.extend_from_slice(
+        format!(
+            "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"{boundary}\"\r\n\r\n\
+This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)\r\n\
+--{boundary}\r\nContent-Type: application/pgp-encrypted\r\nContent-Description: PGP/MIME version identification\r\n\r\nVersion: 1\r\n\r\n\
+--{boundary}\r\nContent-Type: application/octet-stream; name=\"encrypted.asc\"\r\n\
+Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\r\n"
         )
-        .header(ContentDisposition::inline_with_name("encrypted.asc"))
-        .body(armored);
-    let message = lettre::Message::builder()
-        .from(mailbox(h.list)?)
-        .to(mailbox(h.member)?)
-        .subject(outer_subject)
-        .date(SystemTime::from(h.date))
-        .message_id(Some(format!("<{}>", h.message_id)))
-        .multipart(
-            MultiPart::encrypted("application/pgp-encrypted".to_owned())
-                .singlepart(control)
-                .singlepart(payload),
-        )?;
-    Ok(message.formatted())
+        .as_bytes(),
+    );
+    if !armored.ends_with(b"\r\n") {
+        armored.extend_from_slice(b"\r\n");
+    }
+    armored.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    armored.splice(0..0, out);
+    Ok(armored)
 }
 
 /// The public advisory as it goes to a public list once the embargo lifts:
@@ -373,7 +385,7 @@ mod tests {
         let out = encrypted_outer(
             &headers(),
             PLACEHOLDER_SUBJECT,
-            b"-----BEGIN PGP MESSAGE-----\n\nwcBM\n-----END PGP MESSAGE-----\n",
+            b"-----BEGIN PGP MESSAGE-----\n\nwcBM\n-----END PGP MESSAGE-----\n".to_vec(),
         )
         .unwrap();
         let text = String::from_utf8(out).unwrap();

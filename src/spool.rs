@@ -70,6 +70,8 @@ CREATE TABLE IF NOT EXISTS seen_signatures (
     message_id  TEXT NOT NULL REFERENCES messages(id)
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
+-- Whether any copy of a message is still untried, asked after every copy.
+CREATE INDEX IF NOT EXISTS deliveries_untried ON deliveries (message_id, kind, state, attempts);
 CREATE TABLE IF NOT EXISTS fetched (
     digest      TEXT PRIMARY KEY,
     at          INTEGER NOT NULL,
@@ -780,11 +782,13 @@ impl Spool {
     ) -> Result<bool, SpoolError> {
         let mut conn = self.lock();
         let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        // EXISTS on an index: constant work per copy, not a scan of the
+        // whole roster (which made a 3,000-member fan-out quadratic).
         let (untried, receipts): (i64, i64) = tx
             .query_row(
                 "SELECT
-                   (SELECT COUNT(*) FROM deliveries WHERE message_id = ?1 AND kind = 'copy' AND state = 'pending' AND attempts = 0),
-                   (SELECT COUNT(*) FROM deliveries WHERE message_id = ?1 AND kind = 'receipt')",
+                   EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?1 AND kind = 'copy' AND state = 'pending' AND attempts = 0),
+                   EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?1 AND kind = 'receipt')",
                 [message_id],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
