@@ -369,6 +369,70 @@ pub fn backoff(initial: Duration, max: Duration, attempts: u32) -> Duration {
 mod tests {
     use super::*;
 
+    /// Sends go over one kept connection (counted by a forwarding proxy in
+    /// front of the capture sink); one that the server dropped while idle
+    /// is noticed and replaced, and nothing is lost.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn connections_are_kept_reused_and_replaced_when_dropped() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let sink = crate::sink::CaptureSink::start().await.unwrap();
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = proxy.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (count, target) = (accepted.clone(), sink.addr());
+        // Each connection is forwarded; `cut` drops the first one.
+        let cut = tokio_util::sync::CancellationToken::new();
+        let cutter = cut.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut client, _) = proxy.accept().await.unwrap();
+                // Only the first connection is ever cut.
+                let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+                let cut = cutter.clone();
+                tokio::spawn(async move {
+                    let mut server = tokio::net::TcpStream::connect(target).await.unwrap();
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.cancelled(), if first => {}
+                    }
+                });
+            }
+        });
+        let cfg = OutboundConfig {
+            host: "127.0.0.1".into(),
+            port,
+            timeout: Duration::from_secs(10),
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(1),
+            retry_lifetime: Duration::from_secs(60),
+            concurrency: 2,
+        };
+        let out = Outbound::new(&cfg, "relay.example.org");
+        let mail = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: x\r\n\r\nbody\r\n";
+        for _ in 0..5 {
+            out.send("a@example.org", "b@example.org", mail)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one connection for five mails"
+        );
+        // The server side goes away while the connection is idle.
+        cut.cancel();
+        tokio::time::sleep(IDLE_CHECK + Duration::from_millis(200)).await;
+        out.send("a@example.org", "b@example.org", mail)
+            .await
+            .unwrap();
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "a fresh connection replaced it"
+        );
+        assert_eq!(sink.count(), 6);
+    }
+
     fn headers() -> CopyHeaders<'static> {
         CopyHeaders {
             list: "list@example.org",
