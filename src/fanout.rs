@@ -961,7 +961,7 @@ fn seal_copy(
     // for it and add only their own PKESK.
     let shared = relay
         .seals
-        .cell(&d.message_id)
+        .cell(&d.message_id, until)
         .get_or_init(|| {
             let inner_id = format!("{}@{}", d.message_id, config.hostname);
             let inner_headers = CopyHeaders {
@@ -994,19 +994,25 @@ fn seal_copy(
 /// when its announcement has no due delivery left; a retry later seals
 /// afresh, under a new session key.
 #[derive(Default)]
-pub struct Seals(std::sync::Mutex<HashMap<String, Arc<SealCell>>>);
+pub struct Seals(std::sync::Mutex<HashMap<SealKey, Arc<SealCell>>>);
+
+/// A seal is for one message at one embargo time (the time is in the sealed
+/// text): an operator's change of the time makes a new seal.
+type SealKey = (String, Option<DateTime<Utc>>);
 
 type SealCell = std::sync::OnceLock<Result<Arc<crate::crypto::SharedSeal>, String>>;
 
 impl Seals {
-    fn cell(&self, message_id: &str) -> Arc<SealCell> {
+    fn cell(&self, message_id: &str, until: Option<DateTime<Utc>>) -> Arc<SealCell> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(message_id.to_owned()).or_default().clone()
+        map.entry((message_id.to_owned(), until))
+            .or_default()
+            .clone()
     }
 
     fn retain(&self, keep: impl Fn(&str) -> bool) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|id, _| keep(id));
+        map.retain(|(id, _), _| keep(id));
     }
 }
 
