@@ -185,17 +185,29 @@ impl ListKey {
         let message = Encryptor::for_recipients(message, recipients)
             .build()
             .map_err(crypto)?;
-        let message = Signer::new(message, signer)
-            .map_err(crypto)?
-            .creation_time(at(now))
-            .build()
-            .map_err(crypto)?;
-        let mut w = LiteralWriter::new(message).build().map_err(crypto)?;
-        w.write_all(plaintext)
-            .map_err(|e| SealError::Crypto(e.to_string()))?;
-        w.finalize().map_err(crypto)?;
+        signed_literal(message, signer, now, plaintext)?;
         Ok(sink)
     }
+}
+
+/// Writes `plaintext` as literal data signed by `signer` into `message`
+/// (inside whatever encryption it already has) and finishes it.
+fn signed_literal(
+    message: Message<'_>,
+    signer: KeyPair,
+    now: DateTime<Utc>,
+    plaintext: &[u8],
+) -> Result<(), SealError> {
+    let crypto = |e: anyhow::Error| SealError::Crypto(e.to_string());
+    let message = Signer::new(message, signer)
+        .map_err(crypto)?
+        .creation_time(at(now))
+        .build()
+        .map_err(crypto)?;
+    let mut w = LiteralWriter::new(message).build().map_err(crypto)?;
+    w.write_all(plaintext)
+        .map_err(|e| SealError::Crypto(e.to_string()))?;
+    w.finalize().map_err(crypto)
 }
 
 /// ASCII armor (RFC 9580, section 6.2) for a PGP message, written directly
@@ -297,15 +309,7 @@ impl ListKey {
             .map_err(crypto)?
             .build()
             .map_err(crypto)?;
-        let message = Signer::new(message, signer)
-            .map_err(crypto)?
-            .creation_time(at(now))
-            .build()
-            .map_err(crypto)?;
-        let mut w = LiteralWriter::new(message).build().map_err(crypto)?;
-        w.write_all(plaintext)
-            .map_err(|e| SealError::Crypto(e.to_string()))?;
-        w.finalize().map_err(crypto)?;
+        signed_literal(message, signer, now, plaintext)?;
         Ok(SharedSeal {
             algo,
             session_key,
