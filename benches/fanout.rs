@@ -112,10 +112,18 @@ fn body(size: usize, until: chrono::DateTime<Utc>) -> String {
 }
 
 fn peak_rss_mb() -> f64 {
+    status_mb("VmHWM:")
+}
+
+fn current_rss_mb() -> f64 {
+    status_mb("VmRSS:")
+}
+
+fn status_mb(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
@@ -175,7 +183,7 @@ fn run_case(n: usize, size: usize) {
     let pst = Cert::from_file(keys_dir().join("pst.key")).unwrap();
     let until = now() + chrono::Duration::days(2);
     let text = body(size, until);
-    let (secs, rss, crypto_secs) = rt.block_on(async {
+    let (secs, rss, crypto_secs, idle) = rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let sink = CaptureSink::start().await.unwrap();
         sink.discard_bodies();
@@ -183,6 +191,8 @@ fn run_case(n: usize, size: usize) {
         let running = embargo_relay::daemon::start(config, Arc::new(SystemClock))
             .await
             .unwrap();
+        // What the list holds before any mail: the roster's keys, mostly.
+        let idle = current_rss_mb();
         let raw = embargo_relay::compose::signed_announcement(
             &p,
             &pst,
@@ -214,9 +224,9 @@ fn run_case(n: usize, size: usize) {
         for cert in &certs {
             list.seal_to_member(&p, now(), cert, &shared).unwrap();
         }
-        (secs, rss, t1.elapsed().as_secs_f64())
+        (secs, rss, t1.elapsed().as_secs_f64(), idle)
     });
-    println!("RESULT {secs:.3} {rss:.1} {crypto_secs:.3}");
+    println!("RESULT {secs:.3} {rss:.1} {crypto_secs:.3} {idle:.1}");
 }
 
 /// How late the public release goes out while `n` copies are in flight.
@@ -276,7 +286,8 @@ fn run_release(n: usize) {
 
 /// `gpg --sign --encrypt` of `body` to each of `n` members, one process each.
 fn gpg_loop(n: usize, size: usize) -> f64 {
-    let home = target_dir().join("bench-gnupg");
+    // A keyring of exactly these members (a bigger one slows gpg down).
+    let home = target_dir().join(format!("bench-gnupg-{n}"));
     std::fs::create_dir_all(&home).unwrap();
     std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     let gpg = |args: &[&str]| {
@@ -289,7 +300,7 @@ fn gpg_loop(n: usize, size: usize) -> f64 {
             .status()
             .expect("gpg is installed")
     };
-    let imported = home.join(format!("imported-{n}"));
+    let imported = home.join("imported");
     if !imported.exists() {
         let mut all = std::fs::read(keys_dir().join("list.key")).unwrap();
         for i in 0..n {
@@ -306,6 +317,9 @@ fn gpg_loop(n: usize, size: usize) -> f64 {
     for i in 0..n {
         let status = gpg(&[
             "--armor",
+            // The list does not compress either (and the body repeats).
+            "--compress-algo",
+            "none",
             "--sign",
             "--encrypt",
             "--local-user",
@@ -375,16 +389,17 @@ fn main() {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("embargo-relay fan-out benchmark ({cpus} CPUs)\n");
     println!(
-        "| members | body | all delivered | copies/s | peak RSS | crypto only | gpg loop | vs gpg (end to end) | vs gpg (crypto) |"
+        "| members | body | all delivered | copies/s | peak RSS | RSS before sending | crypto only | gpg loop | vs gpg (end to end) | vs gpg (crypto) |"
     );
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for &size in &sizes {
         for &n in &members {
             let r = child(&["--case", &n.to_string(), "--size", &size.to_string()]);
-            let (secs, rss, crypto_secs): (f64, f64, f64) = (
+            let (secs, rss, crypto_secs, idle): (f64, f64, f64, f64) = (
                 r[0].parse().unwrap(),
                 r[1].parse().unwrap(),
                 r[2].parse().unwrap(),
+                r[3].parse().unwrap(),
             );
             let (gpg, vs, vs_crypto) = if with_gpg {
                 let g = gpg_loop(n, size);
@@ -397,7 +412,7 @@ fn main() {
                 ("-".into(), "-".into(), "-".into())
             };
             println!(
-                "| {n} | {} | {secs:.2} s | {:.0} | {rss:.0} MB | {crypto_secs:.2} s | {gpg} | {vs} | {vs_crypto} |",
+                "| {n} | {} | {secs:.2} s | {:.0} | {rss:.0} MB | {idle:.0} MB | {crypto_secs:.2} s | {gpg} | {vs} | {vs_crypto} |",
                 size_name(size),
                 (n + 1) as f64 / secs,
             );

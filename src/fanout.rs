@@ -215,9 +215,10 @@ impl Dispatch<'_> {
         })
         .await??;
         opened.retain(|id, _| due.iter().any(|d| &d.message_id == id));
-        relay
-            .seals
-            .retain(|id| due.iter().any(|d| d.message_id == id));
+        relay.seals.retain(|id, until| {
+            due.iter()
+                .any(|d| d.message_id == id && until.is_none_or(|until| until == d.embargo_until))
+        });
         for d in due {
             if self.shutdown.is_cancelled() {
                 return Ok(());
@@ -957,12 +958,22 @@ fn seal_copy(
         date: relay.clock.now(),
     };
     let p = crate::crypto::policy();
+    if cert.primary_key().key().version() >= 6 {
+        // A v6 key takes a v6 PKESK and SEIPDv2: sealed for it alone.
+        let inner = outbound::protected_inner(&headers, &a.subject, until, a.entity.expose())
+            .map_err(|e| SealError::Crypto(format!("bad address: {e}")))?;
+        let armored = config
+            .list_key
+            .seal_for(&p, headers.date, &cert, inner.expose())?;
+        return outbound::encrypted_outer(&headers, outer_subject, armored)
+            .map_err(|e| SealError::Crypto(e.to_string()));
+    }
     // The first copy's task seals the announcement once; the others wait
     // for it and add only their own PKESK.
     let shared = relay
         .seals
         .cell(&d.message_id, until)
-        .get_or_init(|| {
+        .get_or_try_init(|| {
             let inner_id = format!("{}@{}", d.message_id, config.hostname);
             let inner_headers = CopyHeaders {
                 list: &config.list_address,
@@ -980,7 +991,6 @@ fn seal_copy(
                 .map(Arc::new)
                 .map_err(|e| e.to_string())
         })
-        .clone()
         .map_err(SealError::Crypto)?;
     let armored = config
         .list_key
@@ -1000,7 +1010,26 @@ pub struct Seals(std::sync::Mutex<HashMap<SealKey, Arc<SealCell>>>);
 /// text): an operator's change of the time makes a new seal.
 type SealKey = (String, Option<DateTime<Utc>>);
 
-type SealCell = std::sync::OnceLock<Result<Arc<crate::crypto::SharedSeal>, String>>;
+/// Filled once, by the first copy that seals successfully; a failure is not
+/// kept, so the next copy tries again.
+#[derive(Default)]
+struct SealCell(std::sync::Mutex<Option<Arc<crate::crypto::SharedSeal>>>);
+
+impl SealCell {
+    fn get_or_try_init(
+        &self,
+        seal: impl FnOnce() -> Result<Arc<crate::crypto::SharedSeal>, String>,
+    ) -> Result<Arc<crate::crypto::SharedSeal>, String> {
+        // Held while sealing: the other copies wait rather than seal too.
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = slot.as_ref() {
+            return Ok(shared.clone());
+        }
+        let shared = seal()?;
+        *slot = Some(shared.clone());
+        Ok(shared)
+    }
+}
 
 impl Seals {
     fn cell(&self, message_id: &str, until: Option<DateTime<Utc>>) -> Arc<SealCell> {
@@ -1010,9 +1039,10 @@ impl Seals {
             .clone()
     }
 
-    fn retain(&self, keep: impl Fn(&str) -> bool) {
+    /// Keeps the seals of what is still due at its current embargo time.
+    fn retain(&self, keep: impl Fn(&str, Option<DateTime<Utc>>) -> bool) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|(id, _), _| keep(id));
+        map.retain(|(id, until), _| keep(id, *until));
     }
 }
 

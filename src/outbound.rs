@@ -238,8 +238,6 @@ struct Pool {
 
 /// An idle connection older than this is closed rather than reused.
 const IDLE_LIMIT: Duration = Duration::from_secs(30);
-/// An idle connection older than this is checked (NOOP) before reuse.
-const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 impl Outbound {
     pub fn new(cfg: &OutboundConfig, hostname: &str) -> Outbound {
@@ -276,14 +274,21 @@ impl Outbound {
             permanent: false,
             detail,
         };
-        let mut conn = match self.pool.take().await {
-            Some(conn) => conn,
-            None => self.pool.connect().await.map_err(transient)?,
-        };
-        // The whole transaction is bounded, so a stalled smarthost cannot
-        // hold a delivery (or a shutdown) for ever.
-        let allowance = self.pool.timeout + Duration::from_secs(message.len() as u64 >> 20);
-        match tokio::time::timeout(allowance, conn.send(&envelope, message)).await {
+        // One deadline for finding a connection and the whole transaction,
+        // so a stalled smarthost cannot hold a delivery (or a shutdown) for
+        // ever: the per-step timeout twice, and a second per MiB.
+        let allowance = self.pool.timeout * 2 + Duration::from_secs(message.len() as u64 >> 20);
+        let deadline = tokio::time::Instant::now() + allowance;
+        let conn = tokio::time::timeout_at(deadline, async {
+            match self.pool.take().await {
+                Some(conn) => Ok(conn),
+                None => self.pool.connect().await,
+            }
+        })
+        .await
+        .map_err(|_| transient("no connection to the smarthost in time".to_owned()))?;
+        let mut conn = conn.map_err(transient)?;
+        match tokio::time::timeout_at(deadline, conn.send(&envelope, message)).await {
             Err(_) => Err(transient(format!(
                 "the smarthost did not finish the transaction within {}s",
                 allowance.as_secs()
@@ -308,21 +313,19 @@ impl Outbound {
 }
 
 impl Pool {
-    /// An idle connection that still answers, if there is one.
+    /// An idle connection that still answers (NOOP), if there is one: a
+    /// connection the smarthost dropped (a 421, a restart) is never handed
+    /// out, so it cannot turn a delivery, or a release, into a retry later.
     async fn take(&self) -> Option<AsyncSmtpConnection> {
         loop {
             let (mut conn, since) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
-            let age = since.elapsed();
-            if age > IDLE_LIMIT || conn.has_broken() {
+            if since.elapsed() > IDLE_LIMIT || conn.has_broken() {
                 continue;
             }
-            if age > IDLE_CHECK {
-                let alive = tokio::time::timeout(self.timeout, conn.test_connected()).await;
-                if alive != Ok(true) {
-                    continue;
-                }
+            let alive = tokio::time::timeout(self.timeout, conn.test_connected()).await;
+            if alive == Ok(true) {
+                return Some(conn);
             }
-            return Some(conn);
         }
     }
 
@@ -419,9 +422,9 @@ mod tests {
             1,
             "one connection for five mails"
         );
-        // The server side goes away while the connection is idle.
+        // The server side goes away right after the last use.
         cut.cancel();
-        tokio::time::sleep(IDLE_CHECK + Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
         out.send("a@example.org", "b@example.org", mail)
             .await
             .unwrap();
