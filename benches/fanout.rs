@@ -32,6 +32,7 @@ use embargo_relay::sink::CaptureSink;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::parse::Parse;
+use sequoia_openpgp::policy::StandardPolicy;
 
 const LIST: &str = "list@bench.example";
 const PST: &str = "pst@bench.example";
@@ -172,25 +173,42 @@ async fn smtp_send(port: u16, raw: &[u8]) {
         .expect("the list accepts the announcement");
 }
 
-/// One case, in this (child) process: prints `RESULT secs rss_mb crypto_secs`.
-fn run_case(n: usize, size: usize) {
+/// The runtime, the policy and the PST key a case needs.
+fn setup(n: usize) -> (tokio::runtime::Runtime, StandardPolicy<'static>, Cert) {
     ensure_keys(n);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let p = crypto::policy();
     let pst = Cert::from_file(keys_dir().join("pst.key")).unwrap();
+    (rt, crypto::policy(), pst)
+}
+
+/// A running list of `n` members (and the PST) in front of a counting sink.
+async fn start_list(
+    n: usize,
+) -> (
+    tempfile::TempDir,
+    CaptureSink,
+    embargo_relay::daemon::Running,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = CaptureSink::start().await.unwrap();
+    sink.discard_bodies();
+    let config = Config::load(&write_config(dir.path(), sink.addr(), n)).unwrap();
+    let running = embargo_relay::daemon::start(config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    (dir, sink, running)
+}
+
+/// One case, in this (child) process: prints `RESULT secs rss_mb crypto_secs`.
+fn run_case(n: usize, size: usize) {
+    let (rt, p, pst) = setup(n);
     let until = now() + chrono::Duration::days(2);
     let text = body(size, until);
     let (secs, rss, crypto_secs, idle) = rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let sink = CaptureSink::start().await.unwrap();
-        sink.discard_bodies();
-        let config = Config::load(&write_config(dir.path(), sink.addr(), n)).unwrap();
-        let running = embargo_relay::daemon::start(config, Arc::new(SystemClock))
-            .await
-            .unwrap();
+        let (_dir, sink, running) = start_list(n).await;
         // What the list holds before any mail: the roster's keys, mostly.
         let idle = current_rss_mb();
         let raw = embargo_relay::compose::signed_announcement(
@@ -231,21 +249,9 @@ fn run_case(n: usize, size: usize) {
 
 /// How late the public release goes out while `n` copies are in flight.
 fn run_release(n: usize) {
-    ensure_keys(n);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let p = crypto::policy();
-    let pst = Cert::from_file(keys_dir().join("pst.key")).unwrap();
+    let (rt, p, pst) = setup(n);
     let lateness = rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let sink = CaptureSink::start().await.unwrap();
-        sink.discard_bodies();
-        let config = Config::load(&write_config(dir.path(), sink.addr(), n)).unwrap();
-        let running = embargo_relay::daemon::start(config, Arc::new(SystemClock))
-            .await
-            .unwrap();
+        let (_dir, sink, running) = start_list(n).await;
         // One member's server takes the message and never answers.
         sink.hold_for(&member(0));
         // The embargo lifts 4 s after sending, well inside the fan-out of a
