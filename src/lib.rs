@@ -24,7 +24,8 @@
 //! - [`failpoint`]: named crash points for the crash tests.
 //! - [`membership`]: the membership criteria and the join-request checklist.
 //! - [`intake`]: parses (bounded) and verifies an incoming mail; decides accept/reject.
-//! - [`crypto`]: every OpenPGP operation (verify, seal to the spool, seal per member).
+//! - [`crypto`]: every OpenPGP operation (verify, seal to the spool, seal per member);
+//!   [`armor`]: the member copies' ASCII armor, with its CRC-24 line.
 //! - [`spool`]: durable state; [`fanout`]: turns spooled announcements into deliveries.
 //! - [`outbound`]: RFC 3156 member copies and the SMTP transport to the smarthost.
 //! - [`compose`]: builds PGP/MIME signed mail as a PST client would (demo and tests).
@@ -32,6 +33,7 @@
 //! - [`daemon`]: wires the tasks together with one shutdown token.
 #![forbid(unsafe_code)]
 
+pub mod armor;
 pub mod check;
 pub mod cli;
 pub mod clock;

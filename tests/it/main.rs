@@ -16,6 +16,7 @@ mod join;
 mod keycheck;
 mod operator;
 mod posts;
+mod readers;
 mod rejection;
 mod release;
 mod replay;
