@@ -17,12 +17,22 @@ fn main() -> ExitCode {
         // An MTA must never see clap's exit code 2 (a hard bounce in
         // Postfix): a `submit` it cannot parse is a temporary failure.
         Err(e) if std::env::args().nth(1).as_deref() == Some("submit") && e.use_stderr() => {
-            say(&format!("embargo-relay submit: {e}"));
+            let first = e.to_string();
+            let first = first
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("error: ");
+            say(&format!("embargo-relay: {first}"));
             return ExitCode::from(embargo_relay::inbound::pipe::EX_TEMPFAIL);
         }
         Err(e) => e.exit(),
     };
-    init_logging();
+    if matches!(cli.command, Command::Submit { .. }) {
+        init_submit_logging();
+    } else {
+        init_logging();
+    }
     quiet_panics();
     match run(cli) {
         Ok(code) => code,
@@ -70,6 +80,31 @@ fn init_logging() {
         .init();
 }
 
+/// `submit`'s standard error is the MTA's bounce text: one line, the
+/// reason, and nothing else. Its log goes to the journal where there is one
+/// (an MTA's pipe passes no `JOURNAL_STREAM`, so the socket is tried), to
+/// stderr only when asked with `RUST_LOG`, and else nowhere.
+fn init_submit_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    if let Ok(filter) = EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    } else if let Ok(journal) = tracing_journald::layer() {
+        tracing_subscriber::registry()
+            .with(EnvFilter::new("info"))
+            .with(
+                journal
+                    .with_field_prefix(Some("ER".to_owned()))
+                    .with_syslog_identifier("embargo-relay-submit".to_owned()),
+            )
+            .init();
+    }
+}
+
 /// `submit` answers the MTA with a sysexits code; a configuration that does
 /// not load is a temporary failure, so the MTA keeps the mail.
 fn submit(config: &std::path::Path, sender: Option<String>, recipient: Option<String>) -> ExitCode {
@@ -86,7 +121,9 @@ fn submit(config: &std::path::Path, sender: Option<String>, recipient: Option<St
             message: format!("cannot load the configuration: {e}"),
         },
     };
-    say(&format!("embargo-relay submit: {}", outcome.message));
+    // One line, whatever the reason's text holds.
+    let line = outcome.message.replace(['\r', '\n'], " ");
+    say(&format!("embargo-relay: {line}"));
     ExitCode::from(outcome.code)
 }
 

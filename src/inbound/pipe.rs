@@ -25,7 +25,11 @@ pub const EX_NOPERM: u8 = 77;
 /// The recipient is neither the list nor its request address.
 pub const EX_NOUSER: u8 = 67;
 
-/// The outcome of one submission: the exit code and the line for stderr.
+/// The outcome of one submission: the exit code and the reason, the one
+/// line `submit` prints on stderr. An MTA puts that line into the bounce's
+/// `Diagnostic-Code` (Postfix: `x-unix; embargo-relay: <reason>`), so it
+/// is the reply's text alone: no SMTP codes (Postfix would take a leading
+/// `5.7.1` for the bounce's status), no log prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub code: u8,
@@ -50,7 +54,7 @@ impl Outcome {
         };
         Outcome {
             code,
-            message: format!("{} {} {}", reply.code, reply.enhanced, reply.text),
+            message: reply.text.clone(),
         }
     }
 }
@@ -96,7 +100,7 @@ pub fn submit(
             return Outcome {
                 code: EX_NOUSER,
                 message: format!(
-                    "550 5.1.1 <{rcpt}> is not {} or {}",
+                    "the recipient is not {} or {}",
                     config.list_address, config.request_address
                 ),
             };

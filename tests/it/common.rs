@@ -352,11 +352,18 @@ impl Daemon {
 
     /// Starts it with extra environment variables (e.g. a failpoint).
     pub fn start_with(config: &Path, log: &Path, env: &[(&str, &str)]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_embargo-relay"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_embargo-relay"));
+        command.envs(env.iter().copied());
+        Self::spawn(command, config, log)
+    }
+
+    /// Runs `embargo-relay run --config config` from `command` (which may
+    /// set the user or the environment), its stderr teed to `log`.
+    pub fn spawn(mut command: Command, config: &Path, log: &Path) -> Daemon {
+        let mut child = command
             .env_remove("JOURNAL_STREAM")
             .args(["run", "--config"])
             .arg(config)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "embargo_relay=trace,info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -15,6 +15,7 @@ mod inline;
 mod join;
 mod keycheck;
 mod operator;
+mod postfix;
 mod posts;
 mod readers;
 mod rejection;

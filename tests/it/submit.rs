@@ -12,6 +12,7 @@ use crate::common::*;
 /// Runs `submit` with `raw` on stdin; returns the exit code and stderr.
 fn submit(config: &Path, raw: &[u8]) -> (i32, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_embargo-relay"))
+        .env_remove("RUST_LOG")
         .args([
             "submit",
             "--sender",
@@ -27,10 +28,11 @@ fn submit(config: &Path, raw: &[u8]) -> (i32, String) {
     // A child that exits early (bad config) may close stdin first.
     let _ = child.stdin.take().unwrap().write_all(raw);
     let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().expect("exited, not killed"),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    // The MTA's bounce text: one line, the reason, no log lines.
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("embargo-relay: "), "{stderr}");
+    (out.status.code().expect("exited, not killed"), stderr)
 }
 
 /// As Postfix's pipe transport hands a message over: UNIX line ends.
@@ -106,6 +108,8 @@ async fn submit_answers_the_mta_with_sysexits_and_the_daemon_relays_what_it_acce
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(75));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line for the bounce: {stderr}");
 
     // 75: a configuration that does not load.
     let (code, stderr) = submit(&f.path("missing.toml"), &other);
