@@ -109,7 +109,11 @@ async fn submit_answers_the_mta_with_sysexits_and_the_daemon_relays_what_it_acce
         .unwrap();
     assert_eq!(out.status.code(), Some(75));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "one line for the bounce: {stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "one line for the bounce: {stderr}"
+    );
 
     // 75: a configuration that does not load.
     let (code, stderr) = submit(&f.path("missing.toml"), &other);
