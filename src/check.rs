@@ -37,6 +37,17 @@ pub fn findings(path: &Path, now: DateTime<Utc>) -> Vec<Finding> {
                 .into(),
         });
     }
+    let listen = config.smtp.listen;
+    if !listen.ip().is_loopback() {
+        out.push(Finding {
+            file: path.to_owned(),
+            field: "inbound.smtp.listen".into(),
+            problem: format!(
+                "the SMTP listener binds {listen}, which is not loopback: anyone who can reach it may send to the list directly, past your MTA's limits"
+            ),
+            fix: "bind 127.0.0.1 behind your MTA, or make sure only the MTA and the PST's hosts can reach this address (firewall)".into(),
+        });
+    }
     let (mut in_config, mut in_file) = (0, 0);
     let mut seen: Vec<(String, &str)> = Vec::new();
     for m in config.roster.members() {
@@ -64,6 +75,23 @@ pub fn findings(path: &Path, now: DateTime<Utc>) -> Vec<Finding> {
             }
         };
         let role = if m.pst { Role::Pst } else { Role::Member };
+        // The PST's From must be a user ID of the signing key: an address
+        // that is not one refuses every announcement the PST sends.
+        if m.pst
+            && !crate::crypto::valid_emails(cert, &p, now)
+                .iter()
+                .any(|e| e.eq_ignore_ascii_case(&m.email))
+        {
+            out.push(Finding {
+                file: file.clone(),
+                field: format!("member[{index}].email ({})", m.email),
+                problem: format!(
+                    "the PST member's address is not a valid user ID of its certificate {}: announcements from it would be refused (From is not a user ID of the signing key)",
+                    cert.fingerprint()
+                ),
+                fix: "use the address that is on the PST key, or add it to the key as a user ID and export the certificate again".into(),
+            });
+        }
         for i in keycheck::cert_issues(cert, role, &p, now) {
             out.push(Finding {
                 file: file.clone(),

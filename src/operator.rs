@@ -381,19 +381,26 @@ pub fn status(config: &Config, clock: &dyn Clock, out: &mut dyn Write) -> anyhow
     let now = clock.now();
     let rows = spool.deliveries(None, None)?;
     let pending: Vec<_> = rows.iter().filter(|d| d.state == "pending").collect();
-    let retrying = pending.iter().filter(|d| d.attempts > 0).count();
+    // Tried and failed for now; never tried and due; never tried and due
+    // later (releases, lifted notices, reminders: a healthy queue).
+    let retrying: Vec<_> = pending.iter().filter(|d| d.attempts > 0).collect();
+    let due = pending
+        .iter()
+        .filter(|d| d.attempts == 0 && d.next_attempt <= now)
+        .count();
+    let scheduled: Vec<_> = pending
+        .iter()
+        .filter(|d| d.attempts == 0 && d.next_attempt > now)
+        .collect();
     let failed: Vec<_> = rows.iter().filter(|d| d.state == "failed").collect();
     writeln!(
         out,
-        "QUEUE: {} pending ({retrying} retrying), {} failed",
-        pending.len(),
-        failed.len()
+        "QUEUE: {due} due now, {} retrying, {} failed; {} scheduled for later",
+        retrying.len(),
+        failed.len(),
+        scheduled.len(),
     )?;
-    for d in pending
-        .iter()
-        .filter(|d| d.attempts > 0)
-        .chain(failed.iter())
-    {
+    for d in retrying.iter().copied().chain(failed.iter()) {
         writeln!(
             out,
             "  {:<9} {:<36} {:<9} {:<18} tries {:>2}  {}{}",
@@ -408,6 +415,30 @@ pub fn status(config: &Config, clock: &dyn Clock, out: &mut dyn Write) -> anyhow
                 String::new()
             },
             d.last_error.clone().unwrap_or_default()
+        )?;
+    }
+    // One line per announcement, kind and time: a lifted notice goes to
+    // every member at once.
+    let mut groups: Vec<(&str, &str, DateTime<Utc>, Vec<&str>)> = Vec::new();
+    for d in &scheduled {
+        match groups.iter_mut().find(|(id, kind, at, _)| {
+            *id == d.message_id && *kind == d.kind && *at == d.next_attempt
+        }) {
+            Some(group) => group.3.push(&d.member),
+            None => groups.push((&d.message_id, &d.kind, d.next_attempt, vec![&d.member])),
+        }
+    }
+    groups.sort_by_key(|g| g.2);
+    writeln!(out, "\nSCHEDULED: {}", scheduled.len())?;
+    for (id, kind, at, to) in groups {
+        let to = match to.as_slice() {
+            [one] => (*one).to_owned(),
+            many => format!("{} recipients", many.len()),
+        };
+        writeln!(
+            out,
+            "  {kind:<9} {to:<36} {id:<18} due {} UTC",
+            at.format("%Y-%m-%d %H:%M")
         )?;
     }
     let held: Vec<_> = spool

@@ -84,7 +84,11 @@ fn check_finds_each_planted_key_problem_and_passes_a_clean_config() {
     let good = |name: &str| {
         crypto::generate_key(&format!("{name} <{name}@ok.example>"), born, None).unwrap()
     };
-    let pst = write_cert(&f, "pst", &good("pst"));
+    let pst = write_cert(
+        &f,
+        "pst",
+        &crypto::generate_key(&format!("PST <{PST}>"), born, None).unwrap(),
+    );
     let a = write_cert(&f, "a", &good("a"));
     let clean = config_with(
         &f,
@@ -173,6 +177,12 @@ fn check_finds_each_planted_key_problem_and_passes_a_clean_config() {
             "uses SHA1",
         ),
         ("twin@x.example", a.clone(), false, "the same certificate"),
+        (
+            "not-on-key@x.example",
+            write_cert(&f, "other", &good("other")),
+            true,
+            "is not a valid user ID of its certificate",
+        ),
     ];
     let mut members = member(PST, &pst, true) + &member("a@ok.example", &a, false);
     for (email, key, pst, _) in &planted {
@@ -210,6 +220,19 @@ fn check_finds_each_planted_key_problem_and_passes_a_clean_config() {
             .iter()
             .any(|f| f.contains("a@ok.example") || f.contains(PST)),
         "the good keys are not flagged (the twin is, once): {named:?}"
+    );
+
+    // A listener on a public address is worth a warning.
+    let open = config_with(&f, &member(PST, &pst, true), "");
+    let mut text_open = std::fs::read_to_string(&open).unwrap();
+    text_open.push_str("\n[inbound.smtp]\nlisten = \"0.0.0.0:2525\"\n");
+    std::fs::write(&open, text_open).unwrap();
+    let out = cli(&["check", "--config", open.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("inbound.smtp.listen") && text(&out).contains("not loopback"),
+        "{}",
+        text(&out)
     );
 
     // Problems of the configuration itself, one file each.
@@ -415,7 +438,18 @@ async fn audit_answers_for_an_announcement_after_a_mixed_delivery() {
     assert!(!mine.contains(GPG_MEMBER), "only that member: {mine}");
 
     let status = text(&cli(&["status", "--config", cfg]));
-    assert!(status.contains("(1 retrying), 1 failed"), "{status}");
+    assert!(
+        status.contains("0 due now, 1 retrying, 1 failed; 6 scheduled for later"),
+        "{status}"
+    );
+    // The reminder a day before the embargo lifts is scheduled, not stuck.
+    assert!(
+        status.lines().any(|l| l.contains("reminder")
+            && l.contains(PST)
+            && l.contains(&id)
+            && l.contains("due ")),
+        "{status}"
+    );
     assert!(
         status.contains("HELD EMBARGOES: 1") && status.contains(&id),
         "{status}"
@@ -424,4 +458,108 @@ async fn audit_answers_for_an_announcement_after_a_mixed_delivery() {
         status.contains(EXPIRED_MEMBER) && status.contains(MISSING_MEMBER),
         "keys: {status}"
     );
+}
+
+/// Issue 13: relative paths are taken from the config file's directory for
+/// every command, also when the config itself is given as a bare name
+/// (`--config config.toml`, run from its folder).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_command_takes_a_relative_config_path() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let config = f.write_config(sink.addr());
+    let text_cfg = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[list]\n", "[list]\nroster_file = \"roster.toml\"\n");
+    std::fs::write(&config, text_cfg).unwrap();
+    let here = f.dir.path();
+    let rel = |args: &[&str], stdin: &[u8]| -> Output {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_embargo-relay"))
+            .args(args)
+            .current_dir(here)
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = child.stdin.take().unwrap().write_all(stdin);
+        child.wait_with_output().unwrap()
+    };
+    let ok = |args: &[&str]| -> String {
+        let out = rel(args, b"");
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        text(&out)
+    };
+    let c = ["--config", "config.toml"];
+
+    // check: the keys are found (only the planted expired and missing ones are reported).
+    let out = rel(&["check", c[0], c[1]], b"");
+    let report = text(&out);
+    assert!(
+        report.contains(EXPIRED_MEMBER) && report.contains(MISSING_MEMBER),
+        "{report}"
+    );
+    assert!(report.contains("2 problem(s)"), "{report}");
+
+    // run, from the config's folder.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_embargo-relay"));
+    command.current_dir(here);
+    let daemon = Daemon::spawn(command, Path::new("config.toml"), &f.path("daemon.log"));
+    let reply = send(
+        daemon.addr,
+        PST,
+        &f.gpg_signed(PST, "relative", &embargoed("relative config")),
+    )
+    .await
+    .unwrap();
+    let id = reply.rsplit(' ').next().unwrap().to_owned();
+    wait_copies(&sink, f.usable_members().count()).await;
+
+    // submit.
+    let mail = f.gpg_signed(PST, "relative 2", &embargoed("by submit"));
+    let out = rel(&["submit", c[0], c[1]], &mail);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // roster: import-markdown (the reported failure), add, list, remove.
+    std::fs::write(
+        f.path("members.md"),
+        "| Email | Organization |\n| --- | --- |\n| security@new.example | New Org |\n",
+    )
+    .unwrap();
+    let report = ok(&["roster", c[0], c[1], "import-markdown", "members.md"]);
+    assert!(report.contains("1 imported"), "{report}");
+    let key = write_cert(
+        &f,
+        "new",
+        &crypto::generate_key("New <security@new.example>", now(), None).unwrap(),
+    );
+    ok(&[
+        "roster",
+        c[0],
+        c[1],
+        "add",
+        "security@new.example",
+        "--organization",
+        "New Org",
+        "--key",
+        &key,
+    ]);
+    assert!(f.path("roster.toml").exists(), "written beside the config");
+    let list = ok(&["roster", c[0], c[1], "list"]);
+    assert!(list.contains("security@new.example"), "{list}");
+    ok(&["roster", c[0], c[1], "remove", "security@new.example"]);
+
+    // status, audit, embargo list/show/extend/release-now.
+    assert!(ok(&["status", c[0], c[1]]).contains("HELD EMBARGOES: 2"));
+    assert!(ok(&["audit", c[0], c[1], "--embargo", &id]).contains("accepted"));
+    assert!(ok(&["embargo", c[0], c[1], "list"]).contains(&id));
+    assert!(ok(&["embargo", c[0], c[1], "show", &id]).contains(&id));
+    let later = (now() + chrono::Duration::days(3))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    ok(&["embargo", c[0], c[1], "extend", &id, &later]);
+    ok(&["embargo", c[0], c[1], "release-now", &id]);
+    drop(daemon);
 }
