@@ -261,7 +261,11 @@ impl Config {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        // Relative paths are taken from the config file's directory, made
+        // absolute now: `--config config.toml` has the empty parent "", in
+        // which no file can be created (a roster rewrite's temp file).
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let base = absolute.parent().unwrap_or(Path::new("."));
         Validator { path, base }.config(raw)
     }
 }

@@ -162,8 +162,12 @@ pub mod file {
         key: PathBuf,
     }
 
+    /// The file's directory; "." for a bare file name (whose parent is "").
     fn dir(path: &Path) -> &Path {
-        path.parent().unwrap_or(Path::new("."))
+        match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        }
     }
 
     fn read(path: &Path) -> Result<RosterFile, String> {
