@@ -129,7 +129,10 @@ pub enum Command {
     /// smarthost, sends a signed announcement over SMTP, and decrypts and
     /// verifies every member's copy. Exits 0 only if every copy checks out.
     Demo {
-        /// Keep the demo's keys, config and state in this directory instead of a temporary one.
+        /// Keep the demo's keys (secret ones mode 0600), config, spool and the
+        /// members' copies in this directory instead of a temporary one. Run
+        /// again with the same directory to send another announcement to the
+        /// kept list; it prints how to read a copy with gpg.
         #[arg(long)]
         keep: Option<PathBuf>,
     },

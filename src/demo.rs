@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use sequoia_openpgp::Cert;
+use sequoia_openpgp::parse::Parse;
 use sequoia_openpgp::policy::StandardPolicy;
 
 use crate::clock::{Clock, SystemClock};
@@ -65,21 +66,41 @@ pub async fn run(keep: Option<&Path>) -> anyhow::Result<()> {
     let born = clock.now() - chrono::Duration::minutes(5);
     println!("== embargo-relay demo in {}", dir.display());
 
-    let list = crypto::generate_key(&format!("Distributors list <{LIST}>"), born, None)?;
-    let pst = crypto::generate_key(&format!("{} <{}>", PST.1, PST.0), born, None)?;
+    // A kept list is used again: the same keys, roster and spool.
+    let reuse = keep.is_some() && dir.join("config.toml").exists();
+    let key = |rel: &str, uid: String| -> anyhow::Result<Cert> {
+        let path = dir.join(rel);
+        if reuse {
+            Cert::from_file(&path).with_context(|| format!("cannot read {}", path.display()))
+        } else {
+            let cert = crypto::generate_key(&uid, born, None)?;
+            write_secret(&path, &crypto::armored_secret(&cert)?)?;
+            Ok(cert)
+        }
+    };
+    std::fs::create_dir_all(dir.join("keys/members"))?;
+    std::fs::create_dir_all(dir.join("keys/secret"))?;
+    let secret = |email: &str| format!("keys/secret/{email}.key");
+    let list = key("keys/list.key", format!("Distributors list <{LIST}>"))?;
+    let pst = key(&secret(PST.0), format!("{} <{}>", PST.1, PST.0))?;
     let mut recipients: Vec<(String, Cert)> = vec![(PST.0.to_owned(), pst.clone())];
     for (email, org) in MEMBERS {
         recipients.push((
             email.to_owned(),
-            crypto::generate_key(&format!("{org} <{email}>"), born, None)?,
+            key(&secret(email), format!("{org} <{email}>"))?,
         ));
     }
-    std::fs::create_dir_all(dir.join("keys/members"))?;
-    std::fs::write(dir.join("keys/list.key"), crypto::armored_secret(&list)?)?;
+    std::fs::write(
+        dir.join("keys/list.asc"),
+        crypto::armored_public(&list.clone().strip_secret_key_material())?,
+    )?;
     let mut members = String::new();
     for (i, (email, cert)) in recipients.iter().enumerate() {
         let file = format!("keys/members/{i}.asc");
-        std::fs::write(dir.join(&file), crypto::armored_public(cert)?)?;
+        std::fs::write(
+            dir.join(&file),
+            crypto::armored_public(&cert.clone().strip_secret_key_material())?,
+        )?;
         let (org, is_pst) = if i == 0 {
             (PST.1, true)
         } else {
@@ -91,7 +112,8 @@ pub async fn run(keep: Option<&Path>) -> anyhow::Result<()> {
         )?;
     }
     println!(
-        "generated the list key {}, a PST key and {} member keys",
+        "{} the list key {}, a PST key and {} member keys",
+        if reuse { "reusing" } else { "generated" },
         list.fingerprint(),
         MEMBERS.len()
     );
@@ -139,9 +161,20 @@ pub async fn run(keep: Option<&Path>) -> anyhow::Result<()> {
         })
         .await;
     let list_cert = list.strip_secret_key_material();
+    if keep.is_some() {
+        keep_copies(&dir, &recipients, &captured)?;
+    }
     let result = check_copies(&p, &recipients, &list_cert, &captured)
         .and(receipt_story(&p, &sink, &pst, &list_cert).await)
         .and(release_story(&p, &sink, &list_cert, &until).await);
+    // The members' lifted notices follow the release: let them go out, so
+    // a kept spool holds nothing due for a smarthost that is gone.
+    for _ in 0..100 {
+        if running.relay.spool.due(SystemClock.now(), 1)?.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     println!("\n== audit trail");
     for r in running.relay.spool.audit_records()? {
         println!(
@@ -153,7 +186,70 @@ pub async fn run(keep: Option<&Path>) -> anyhow::Result<()> {
         );
     }
     running.shutdown().await;
+    if keep.is_some() && result.is_ok() {
+        print_kept(&dir, &recipients);
+    }
     result
+}
+
+/// Writes a secret key readable by its owner alone (0600), also when the
+/// file already exists with a wider mode.
+fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)?;
+    Ok(())
+}
+
+/// Keeps each member's copy, as the armored message its client reads, in
+/// `mail/<address>.asc`.
+fn keep_copies(
+    dir: &Path,
+    recipients: &[(String, Cert)],
+    captured: &[Captured],
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir.join("mail"))?;
+    for (email, _) in recipients {
+        let copy = captured.iter().rev().find(|c| {
+            c.envelope.rcpt_to == [email.clone()] && has_subject(c, outbound::PLACEHOLDER_SUBJECT)
+        });
+        if let Some(armored) = copy.and_then(|c| armored(&c.raw)) {
+            std::fs::write(dir.join("mail").join(format!("{email}.asc")), armored)?;
+        }
+    }
+    Ok(())
+}
+
+/// The commands to use the kept list again and to read a copy with GnuPG.
+fn print_kept(dir: &Path, recipients: &[(String, Cert)]) {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+    let d = dir.display();
+    let member = &recipients[1].0;
+    println!("\n== the list is kept in {d}");
+    println!("secret keys (mode 0600) are in {d}/keys/secret, the members' copies in {d}/mail");
+    println!("send another announcement to this list (same keys, roster and spool):");
+    println!("   embargo-relay demo --keep {d}");
+    println!("read {member}'s copy with GnuPG:");
+    println!("   export GNUPGHOME=$(mktemp -d)");
+    println!("   gpg --import {d}/keys/secret/{member}.key {d}/keys/list.asc");
+    println!("   gpg --decrypt {d}/mail/{member}.asc");
+    println!("look at the spool: embargo-relay status --config {d}/config.toml");
+}
+
+/// The armored PGP message in a captured copy.
+fn armored(raw: &[u8]) -> Option<&[u8]> {
+    let find = |needle: &[u8]| raw.windows(needle.len()).position(|w| w == needle);
+    let start = find(b"-----BEGIN PGP MESSAGE-----")?;
+    let end = find(b"-----END PGP MESSAGE-----")? + 25;
+    Some(&raw[start..end])
 }
 
 fn has_subject(c: &Captured, subject: &str) -> bool {
