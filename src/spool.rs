@@ -343,6 +343,12 @@ impl Spool {
             path: path.clone(),
             source,
         };
+        // SQLite gives the -wal and -shm files the database file's mode:
+        // 0600 before the first open, so none of the three is ever wider.
+        if !path.exists() {
+            create_private(&path).map_err(io)?;
+        }
+        set_private(&path, 0o600).map_err(io)?;
         let conn = Connection::open(&path).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
@@ -352,7 +358,12 @@ impl Spool {
             .map_err(db)?;
         let mut conn = conn;
         migrate(&mut conn).map_err(db)?;
-        set_private(&path, 0o600).map_err(io)?;
+        for suffix in ["-wal", "-shm"] {
+            let side = state_dir.join(format!("spool.sqlite{suffix}"));
+            if side.exists() {
+                set_private(&side, 0o600).map_err(io)?;
+            }
+        }
         Ok(Spool {
             conn: Arc::new(Mutex::new(conn)),
             path,
@@ -1245,6 +1256,23 @@ fn insert_audit(
     .map(|_| ())
 }
 
+/// Creates an empty file readable and writable by its owner alone.
+#[cfg(unix)]
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+}
+
+#[cfg(not(unix))]
+fn create_private(path: &Path) -> std::io::Result<()> {
+    std::fs::File::create(path).map(drop)
+}
+
 #[cfg(unix)]
 fn set_private(path: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -1262,6 +1290,29 @@ mod tests {
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().into()
+    }
+
+    /// The database and its -wal and -shm files are the owner's alone,
+    /// whatever the process's umask, on first open and on later ones.
+    #[test]
+    fn the_spool_and_its_wal_and_shm_files_are_mode_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..2 {
+            let spool = Spool::open(dir.path()).unwrap();
+            spool
+                .audit(t("2026-11-20T12:00:00Z"), "test", None, None, "x")
+                .unwrap();
+            let second = Spool::open(dir.path()).unwrap();
+            for name in ["spool.sqlite", "spool.sqlite-wal", "spool.sqlite-shm"] {
+                let mode = std::fs::metadata(dir.path().join(name))
+                    .unwrap_or_else(|e| panic!("{name}: {e}"))
+                    .permissions()
+                    .mode();
+                assert_eq!(mode & 0o777, 0o600, "{name}");
+            }
+            drop((spool, second));
+        }
     }
 
     #[test]
