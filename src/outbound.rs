@@ -183,14 +183,16 @@ fn public_subject(subject: &str) -> String {
     }
 }
 
-/// A signable text/plain part: 7bit when it is short-lined ASCII, else
-/// base64 (RFC 3156 wants signed content 7-bit clean).
+/// A signable text/plain part: 7bit when it is short-lined printable
+/// ASCII, else base64 (RFC 3156 wants signed content 7-bit clean; a NUL or
+/// another control octet is not 7bit text, RFC 2045 section 2.7).
 fn text_part(text: &str) -> Vec<u8> {
     // Every line end, CRLF, bare LF or bare CR, becomes CRLF: a bare CR
     // left in would be refused by any standard MTA (and the release lost).
     let unified = text.replace("\r\n", "\n").replace('\r', "\n");
     let crlf: String = unified.lines().map(|l| format!("{l}\r\n")).collect();
-    let plain = crlf.is_ascii() && crlf.lines().all(|l| l.len() <= 998);
+    let printable = |b: u8| matches!(b, b'\t' | b'\r' | b'\n' | 0x20..=0x7e);
+    let plain = crlf.bytes().all(printable) && crlf.lines().all(|l| l.len() <= 998);
     let mut out = b"Content-Type: text/plain; charset=\"utf-8\"\r\n".to_vec();
     if plain {
         out.extend_from_slice(b"Content-Transfer-Encoding: 7bit\r\n\r\n");
@@ -371,6 +373,41 @@ pub fn backoff(initial: Duration, max: Duration, attempts: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every octet that is not printable text (each control octet, DEL,
+    /// 8-bit) makes the advisory's part base64, never a raw octet under
+    /// 7bit; printable ASCII stays 7bit. Either way it decodes to the text.
+    #[test]
+    fn an_advisory_with_a_control_octet_is_sent_base64() {
+        use base64::Engine;
+        let odd = (0u8..0x20)
+            .filter(|b| !matches!(b, b'\t' | b'\r' | b'\n'))
+            .chain([0x7f])
+            .map(char::from)
+            .chain(['é', '\u{80}']);
+        let cases = odd
+            .map(|c| (format!("Fixed in 1.2.{c}3.\n"), false))
+            .chain([("Fixed in 1.2.3.\tUpgrade.\n".to_owned(), true)]);
+        for (text, seven_bit) in cases {
+            let part = String::from_utf8(text_part(&text)).unwrap();
+            let (head, body) = part.split_once("\r\n\r\n").unwrap();
+            assert!(
+                body.bytes()
+                    .all(|b| matches!(b, b'\t' | b'\r' | b'\n' | 0x20..=0x7e)),
+                "{text:?}: a raw octet in {part:?}"
+            );
+            if seven_bit {
+                assert!(head.ends_with("7bit"), "{part:?}");
+                assert_eq!(body, text.replace('\n', "\r\n"));
+            } else {
+                assert!(head.ends_with("base64"), "{text:?}: {part:?}");
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(body.replace("\r\n", ""))
+                    .unwrap();
+                assert_eq!(decoded, text.replace('\n', "\r\n").into_bytes());
+            }
+        }
+    }
 
     /// Sends go over one kept connection (counted by a forwarding proxy in
     /// front of the capture sink); one that the server dropped while idle
