@@ -6,6 +6,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 use mail_parser::MessageParser;
 
 use crate::config::check_address;
+use crate::quote::Quoted;
 
 /// The fields an announcement may carry, in the signed text's field block.
 pub const FIELDS: [&str; 3] = ["Embargo-Until", "Public-To", "Embargo-Override"];
@@ -44,6 +45,17 @@ pub enum Command {
 }
 
 impl Command {
+    /// The command's field name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Extend { .. } => "Embargo-Extend",
+            Command::Cancel { .. } => "Embargo-Cancel",
+            Command::ReleaseNow { .. } => "Embargo-Release-Now",
+            Command::RosterAdd { .. } => "Roster-Add",
+            Command::RosterRemove { .. } => "Roster-Remove",
+        }
+    }
+
     /// The embargo id, or the member address of a roster command.
     pub fn id(&self) -> &str {
         match self {
@@ -54,22 +66,27 @@ impl Command {
 }
 
 /// `Roster-Add: email, organization, fingerprint` / `Roster-Remove: email`.
-fn roster_command(name: &str, value: &str) -> Result<Command, TermsError> {
-    let bad = |why: String| TermsError::BadCommand(format!("{name}: {why}"));
-    if name.eq_ignore_ascii_case("Roster-Remove") {
-        let email = check_address(value).map_err(bad)?;
+fn roster_command(name: &'static str, value: &str) -> Result<Command, TermsError> {
+    let bad = |problem: &str, quoted: &str| TermsError::BadCommand {
+        field: name,
+        problem: problem.to_owned(),
+        quoted: Some(Quoted::new(quoted)),
+    };
+    const NOT_AN_ADDRESS: &str = "the address is not a plain address such as list@example.org";
+    if name == "Roster-Remove" {
+        let email = check_address(value).map_err(|_| bad(NOT_AN_ADDRESS, value))?;
         return Ok(Command::RosterRemove { email });
     }
     let parts: Vec<&str> = value.split(',').map(str::trim).collect();
     let [email, organization, fingerprint] = parts[..] else {
         return Err(bad(
-            "expected `address, organization, fingerprint` (three values separated by commas)"
-                .into(),
+            "expected `address, organization, fingerprint` (three values separated by commas)",
+            value,
         ));
     };
-    let email = check_address(email).map_err(bad)?;
+    let email = check_address(email).map_err(|_| bad(NOT_AN_ADDRESS, email))?;
     if organization.is_empty() {
-        return Err(bad("the organization is empty".into()));
+        return Err(bad("the organization is empty", value));
     }
     let fingerprint: String = fingerprint
         .chars()
@@ -79,16 +96,25 @@ fn roster_command(name: &str, value: &str) -> Result<Command, TermsError> {
     if !(fingerprint.len() == 40 || fingerprint.len() == 64)
         || !fingerprint.chars().all(|c| c.is_ascii_hexdigit())
     {
-        return Err(bad(format!(
-            "`{}` is not a full OpenPGP fingerprint (40 or 64 hex digits)",
-            shorten(&fingerprint)
-        )));
+        return Err(bad(
+            "the fingerprint is not a full OpenPGP fingerprint (40 or 64 hex digits)",
+            &fingerprint,
+        ));
     }
     Ok(Command::RosterAdd {
         email,
         organization: organization.to_owned(),
         fingerprint,
     })
+}
+
+/// The field's name as this grammar spells it (names match in any case).
+fn canonical(name: &str) -> Option<&'static str> {
+    FIELDS
+        .iter()
+        .chain(COMMAND_FIELDS.iter())
+        .find(|f| f.eq_ignore_ascii_case(name))
+        .copied()
 }
 
 /// What a PST mail asks for.
@@ -106,52 +132,56 @@ pub fn request(
 ) -> Result<Request, TermsError> {
     let text = first_text(entity).ok_or(TermsError::NoText)?;
     let fields = field_block(&text)?;
-    let commands: Vec<&(String, String)> = fields
+    let commands: Vec<&Field> = fields
         .iter()
-        .filter(|(k, _)| COMMAND_FIELDS.iter().any(|c| c.eq_ignore_ascii_case(k)))
+        .filter(|f| COMMAND_FIELDS.contains(&f.name))
         .collect();
-    let [(name, value)] = commands[..] else {
+    let [command] = commands[..] else {
         if commands.is_empty() {
             return terms(entity, now, max_embargo).map(Request::Announce);
         }
-        return Err(TermsError::BadCommand(
-            "a command mail carries exactly one command field".into(),
-        ));
+        return Err(TermsError::BadCommand {
+            field: commands[0].name,
+            problem: "a command mail carries exactly one command field".into(),
+            quoted: None,
+        });
+    };
+    let (name, value) = (command.name, command.value.as_str());
+    let bad = |problem: &str, quoted: Option<&str>| TermsError::BadCommand {
+        field: name,
+        problem: problem.to_owned(),
+        quoted: quoted.map(Quoted::new),
     };
     if fields.len() > 1 {
-        return Err(TermsError::BadCommand(format!(
-            "{name} must be the only field of its mail"
-        )));
+        return Err(bad("it must be the only field of its mail", None));
     }
-    if name.to_ascii_lowercase().starts_with("roster-") {
+    if name.starts_with("Roster-") {
         return roster_command(name, value).map(Request::Command);
     }
     let mut words = value.split_whitespace();
     let id = words.next().unwrap_or_default();
     if id.len() != 16 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(TermsError::BadCommand(format!(
-            "{name}: `{}` is not an embargo id (16 hex digits, from the receipt)",
-            shorten(id)
-        )));
+        return Err(bad(
+            "the embargo id is not 16 hex digits (the id from the receipt)",
+            Some(id),
+        ));
     }
     let id = id.to_ascii_lowercase();
-    let command = if name.eq_ignore_ascii_case("Embargo-Extend") {
+    let command = if name == "Embargo-Extend" {
         let time = words.next().unwrap_or_default();
-        let to =
-            DateTime::parse_from_rfc3339(time).map_err(|_| TermsError::BadTime(shorten(time)))?;
+        let to = DateTime::parse_from_rfc3339(time)
+            .map_err(|_| TermsError::BadTime(name, Quoted::new(time)))?;
         Command::Extend {
             id,
             to: to.with_timezone(&Utc),
         }
-    } else if name.eq_ignore_ascii_case("Embargo-Cancel") {
+    } else if name == "Embargo-Cancel" {
         Command::Cancel { id }
     } else {
         Command::ReleaseNow { id }
     };
-    if words.next().is_some() {
-        return Err(TermsError::BadCommand(format!(
-            "{name}: unexpected words after the command"
-        )));
+    if let Some(extra) = words.next() {
+        return Err(bad("unexpected words after the command", Some(extra)));
     }
     Ok(Request::Command(command))
 }
@@ -170,7 +200,8 @@ pub struct Terms {
 }
 
 /// What is wrong with an announcement's embargo fields. The text names the
-/// field and says what would be accepted; it never quotes the body.
+/// field (and the line) and says what would be accepted; what the PST wrote
+/// is a [`Quoted`], shown only in the encrypted refusal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TermsError {
     #[error("no text part: the embargo fields go at the top of the first text/plain part")]
@@ -180,25 +211,29 @@ pub enum TermsError {
     )]
     MissingUntil,
     #[error(
-        "Embargo-Until `{0}` is not an RFC 3339 time with an explicit offset or Z (e.g. 2026-12-08T16:00:00Z)"
+        "{0}: the time{1} is not an RFC 3339 time with an explicit offset or Z (e.g. 2026-12-08T16:00:00Z)"
     )]
-    BadTime(String),
+    BadTime(&'static str, Quoted),
     #[error("Embargo-Until {0} is not in the future")]
     Past(String),
     #[error(
         "embargo of {days} days exceeds the maximum of {max_days} days; add `Embargo-Override: <reason>` to go beyond it"
     )]
     TooLong { days: i64, max_days: i64 },
-    #[error("Public-To: `{0}` is not a plain address")]
-    BadPublicTo(String),
+    #[error("Public-To: the address{0} is not a plain address")]
+    BadPublicTo(Quoted),
     #[error(
-        "unknown field `{0}` in the embargo block (known: Embargo-Until, Public-To, Embargo-Override)"
+        "line {line}: unknown field{name} in the embargo block (known: Embargo-Until, Public-To, Embargo-Override)"
     )]
-    UnknownField(String),
-    #[error("field `{0}` is given twice")]
-    Duplicate(String),
-    #[error("invalid command: {0}")]
-    BadCommand(String),
+    UnknownField { line: usize, name: Quoted },
+    #[error("line {line}: field {name} is given twice")]
+    Duplicate { line: usize, name: &'static str },
+    #[error("invalid command: {field}: {problem}{}", quoted.as_ref().map(|q| q.wrote().to_string()).unwrap_or_default())]
+    BadCommand {
+        field: &'static str,
+        problem: String,
+        quoted: Option<Quoted>,
+    },
     #[error(
         "a public advisory is attached but there is nowhere to publish it: add `Public-To:` or configure [public] recipients"
     )]
@@ -242,12 +277,12 @@ pub fn terms(
     let get = |name: &str| {
         fields
             .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .find(|f| f.name == name)
+            .map(|f| f.value.as_str())
     };
     let raw_until = get("Embargo-Until").ok_or(TermsError::MissingUntil)?;
     let until = DateTime::parse_from_rfc3339(raw_until)
-        .map_err(|_| TermsError::BadTime(shorten(raw_until)))?;
+        .map_err(|_| TermsError::BadTime("Embargo-Until", Quoted::new(raw_until)))?;
     let until_utc = until.with_timezone(&Utc);
     if until_utc <= now {
         return Err(TermsError::Past(until_utc.to_rfc3339()));
@@ -268,7 +303,7 @@ pub fn terms(
             .split(',')
             .map(str::trim)
             .filter(|a| !a.is_empty())
-            .map(|a| check_address(a).map_err(|_| TermsError::BadPublicTo(shorten(a))))
+            .map(|a| check_address(a).map_err(|_| TermsError::BadPublicTo(Quoted::new(a))))
             .collect::<Result<_, _>>()?,
     };
     Ok(Terms {
@@ -290,11 +325,19 @@ fn first_text(entity: &[u8]) -> Option<String> {
     Some(part.text_contents()?.to_owned())
 }
 
+/// One `Field: value` line of the field block.
+#[derive(Debug)]
+struct Field {
+    /// As the grammar spells it.
+    name: &'static str,
+    value: String,
+}
+
 /// The `Field: value` lines before the first blank line; an empty block if
 /// the text does not start with one.
-fn field_block(text: &str) -> Result<Vec<(String, String)>, TermsError> {
-    let mut fields: Vec<(String, String)> = Vec::new();
-    for line in text.lines() {
+fn field_block(text: &str) -> Result<Vec<Field>, TermsError> {
+    let mut fields: Vec<Field> = Vec::new();
+    for (index, line) in text.lines().enumerate() {
         let line = line.trim_end();
         if line.is_empty() {
             break;
@@ -306,21 +349,24 @@ fn field_block(text: &str) -> Result<Vec<(String, String)>, TermsError> {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             break;
         }
-        let mut known = FIELDS.iter().chain(COMMAND_FIELDS.iter());
-        if !known.any(|f| f.eq_ignore_ascii_case(name)) {
-            return Err(TermsError::UnknownField(shorten(name)));
+        let Some(name) = canonical(name) else {
+            return Err(TermsError::UnknownField {
+                line: index + 1,
+                name: Quoted::new(name),
+            });
+        };
+        if fields.iter().any(|f| f.name == name) {
+            return Err(TermsError::Duplicate {
+                line: index + 1,
+                name,
+            });
         }
-        if fields.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
-            return Err(TermsError::Duplicate(name.to_owned()));
-        }
-        fields.push((name.to_owned(), value.trim().to_owned()));
+        fields.push(Field {
+            name,
+            value: value.trim().to_owned(),
+        });
     }
     Ok(fields)
-}
-
-/// At most 64 characters of a field value, for error messages.
-fn shorten(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(64).collect()
 }
 
 #[cfg(test)]
@@ -358,12 +404,12 @@ mod tests {
         assert_eq!(parse("Just text.\r\n"), Err(TermsError::MissingUntil));
         assert!(matches!(
             parse("Embargo-Until: 2026-12-01 16:00\r\n"),
-            Err(TermsError::BadTime(_))
+            Err(TermsError::BadTime(..))
         ));
         assert!(
             matches!(
                 parse("Embargo-Until: 2026-12-01T16:00:00\r\n"),
-                Err(TermsError::BadTime(_))
+                Err(TermsError::BadTime(..))
             ),
             "no offset"
         );
@@ -380,11 +426,11 @@ mod tests {
         );
         assert!(matches!(
             parse("Embargo-Untill: 2026-12-01T16:00:00Z\r\n"),
-            Err(TermsError::UnknownField(_))
+            Err(TermsError::UnknownField { .. })
         ));
         assert!(matches!(
             parse("Embargo-Until: 2026-12-01T16:00:00Z\r\nEmbargo-Until: 2026-12-02T16:00:00Z\r\n"),
-            Err(TermsError::Duplicate(_))
+            Err(TermsError::Duplicate { .. })
         ));
         assert!(matches!(
             parse("Embargo-Until: 2026-12-01T16:00:00Z\r\nPublic-To: not an address\r\n"),
@@ -444,15 +490,15 @@ mod tests {
         );
         assert!(matches!(
             req("Embargo-Cancel: nope\r\n"),
-            Err(TermsError::BadCommand(_))
+            Err(TermsError::BadCommand { .. })
         ));
         assert!(matches!(
             req("Embargo-Extend: 5c74c187e80a969c tomorrow\r\n"),
-            Err(TermsError::BadTime(_))
+            Err(TermsError::BadTime(..))
         ));
         assert!(matches!(
             req("Embargo-Cancel: 5c74c187e80a969c\r\nEmbargo-Until: 2026-12-01T16:00:00Z\r\n"),
-            Err(TermsError::BadCommand(_))
+            Err(TermsError::BadCommand { .. })
         ));
         assert!(matches!(
             req("Embargo-Until: 2026-12-01T16:00:00Z\r\n"),

@@ -51,6 +51,7 @@ pub mod keycheck;
 pub mod membership;
 pub mod operator;
 pub mod outbound;
+pub mod quote;
 pub mod roster;
 pub mod secret;
 pub mod service;

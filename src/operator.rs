@@ -38,7 +38,9 @@ pub fn embargo(
                     )
                 })?
                 .into();
-            spool.extend(&id, to, now, ACTOR, None)?;
+            spool
+                .extend(&id, to, now, ACTOR, None)
+                .with_context(|| format!("embargo {id}"))?;
             writeln!(
                 out,
                 "embargo {id} now lifts at {} UTC",
@@ -47,7 +49,9 @@ pub fn embargo(
             Ok(())
         }
         EmbargoAction::Cancel { id } => {
-            spool.cancel(&id, now, ACTOR, None)?;
+            spool
+                .cancel(&id, now, ACTOR, None)
+                .with_context(|| format!("embargo {id}"))?;
             writeln!(
                 out,
                 "embargo {id} cancelled: the held advisory is discarded, members are being told"
@@ -55,7 +59,9 @@ pub fn embargo(
             Ok(())
         }
         EmbargoAction::ReleaseNow { id } => {
-            spool.release_now(&id, now, ACTOR, None)?;
+            spool
+                .release_now(&id, now, ACTOR, None)
+                .with_context(|| format!("embargo {id}"))?;
             writeln!(
                 out,
                 "embargo {id} lifted now: the advisory and the members' notices go out within a second"

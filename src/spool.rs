@@ -874,7 +874,7 @@ impl Spool {
             )
             .optional()
             .map_err(|e| self.db(e))?
-            .ok_or_else(|| SpoolError::Refused(format!("no embargo with id {id}")))?;
+            .ok_or_else(|| SpoolError::Refused("no embargo with this id".to_owned()))?;
         let releases = {
             let conn = self.lock();
             let mut stmt = conn
@@ -1014,20 +1014,20 @@ impl Spool {
             .optional()
             .map_err(|e| self.db(e))?;
         let Some((state, until, released)) = row else {
-            return Err(SpoolError::Refused(format!("no embargo with id {id}")));
+            return Err(SpoolError::Refused("no embargo with this id".to_owned()));
         };
         let until = from_millis(until);
         if state == "cancelled" {
-            return Err(SpoolError::Refused(format!("embargo {id} was cancelled")));
+            return Err(SpoolError::Refused("the embargo was cancelled".to_owned()));
         }
         if released > 0 {
-            return Err(SpoolError::Refused(format!(
-                "embargo {id} was already released to a public list"
-            )));
+            return Err(SpoolError::Refused(
+                "the embargo was already released to a public list".to_owned(),
+            ));
         }
         if until <= now {
             return Err(SpoolError::Refused(format!(
-                "embargo {id} already lifted at {}",
+                "the embargo already lifted at {}",
                 until.to_rfc3339()
             )));
         }

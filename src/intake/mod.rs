@@ -17,6 +17,7 @@ use crate::crypto::{ListKey, SignatureProblem, random_hex};
 use crate::daemon::Relay;
 use crate::embargo::{self, Command, Request, Terms, TermsError};
 use crate::inbound::smtp::{Envelope, MailHandler, Reply};
+use crate::quote::Quoted;
 use crate::secret::Secret;
 use crate::spool::{NewMessage, NewPost, Origin, SpoolError};
 
@@ -34,16 +35,18 @@ pub enum Rejection {
     FromHeader(&'static str),
     #[error("{0}")]
     Signature(SignatureProblem),
-    #[error("From address {from} is not a user ID of the signing key {signer}")]
-    FromNotSigner { from: String, signer: String },
+    #[error("the From address{from} is not a user ID of the signing key {signer}")]
+    FromNotSigner { from: Quoted, signer: String },
     #[error("replayed announcement: this signature was already accepted as message {0}")]
     Replay(String),
     #[error("{0}")]
     SignatureTime(String),
     #[error("invalid embargo: {0}")]
     Embargo(TermsError),
-    #[error("command refused: {0}")]
-    Command(String),
+    /// A PST command that cannot be applied; `on` is the embargo id or
+    /// member address it named, shown in the encrypted refusal only.
+    #[error("command refused: {problem}{}", on.wrote())]
+    Command { problem: String, on: Quoted },
     #[error("{0}")]
     Encrypted(crate::crypto::OpenProblem),
     #[error(
@@ -69,7 +72,7 @@ impl Rejection {
             | Rejection::MemberPost(_)
             | Rejection::InlineRefused => (550, "5.7.1"),
             Rejection::Encrypted(_) => (550, "5.7.5"),
-            Rejection::Replay(_) | Rejection::Command(_) | Rejection::SignatureTime(_) => {
+            Rejection::Replay(_) | Rejection::Command { .. } | Rejection::SignatureTime(_) => {
                 (550, "5.7.0")
             }
             Rejection::Malformed(_)
@@ -367,7 +370,7 @@ fn add_member(
 ) -> Result<String, String> {
     use sequoia_openpgp::parse::Parse;
     if roster.find(email).is_some() {
-        return Err(format!("{email} is already a member"));
+        return Err("the address is already a member".to_owned());
     }
     if organization.contains(['\r', '\n']) {
         return Err("the organization must be one line".into());
@@ -380,14 +383,14 @@ fn add_member(
     let fpr = cert.fingerprint().to_hex();
     if fpr != fingerprint {
         return Err(format!(
-            "the attached certificate is {fpr}, not {fingerprint}"
+            "the attached certificate is {fpr}, not the fingerprint given"
         ));
     }
     if !crate::crypto::valid_emails(&cert, p, now)
         .iter()
         .any(|e| e.eq_ignore_ascii_case(email))
     {
-        return Err(format!("{email} is not a user ID of certificate {fpr}"));
+        return Err(format!("the address is not a user ID of certificate {fpr}"));
     }
     crate::crypto::usable_for_encryption(&cert, p, now)?;
     crate::roster::file::add(path, email, organization, &cert)?;
@@ -404,14 +407,15 @@ fn remove_member(
 ) -> Result<String, String> {
     let member = roster
         .find(email)
-        .ok_or_else(|| format!("{email} is not a member"))?;
+        .ok_or_else(|| "the address is not a member".to_owned())?;
     if !member.added {
-        return Err(format!(
-            "{email} is a member of the configuration file, not the roster file; remove it there"
-        ));
+        return Err(
+            "the address is a member of the configuration file, not the roster file; remove it there"
+                .to_owned(),
+        );
     }
     if !crate::roster::file::remove(path, email)? {
-        return Err(format!("{email} is not in the roster file"));
+        return Err("the address is not in the roster file".to_owned());
     }
     Ok(format!(
         "Removed {email} ({}). They receive nothing from now on; copies already queued for them are skipped.",
@@ -771,7 +775,10 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
         now: DateTime<Utc>,
     ) -> Reply {
         let relay = &self.relay;
-        let refuse = |why: String| self.refuse(envelope, &Rejection::Command(why), sender, now);
+        let refuse = |problem: String| {
+            let on = Quoted::new(command.id());
+            self.refuse(envelope, &Rejection::Command { problem, on }, sender, now)
+        };
         let Some(path) = &relay.config().roster_file else {
             return refuse(
                 "roster changes by mail need `list.roster_file` in the configuration".into(),
@@ -885,7 +892,7 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
         let id = command.id();
         match result {
             Ok(()) => {
-                tracing::info!(embargo = %id, %signer, ?command, "PST command applied");
+                tracing::info!(embargo = %id, %signer, command = command.name(), "PST command applied");
                 self.relay.wake.notify_one();
                 Reply::new(
                     250,
@@ -893,8 +900,9 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
                     format!("command applied to embargo {id}; a receipt follows"),
                 )
             }
-            Err(SpoolError::Refused(why)) => {
-                self.refuse(envelope, &Rejection::Command(why), sender, now)
+            Err(SpoolError::Refused(problem)) => {
+                let on = Quoted::new(id);
+                self.refuse(envelope, &Rejection::Command { problem, on }, sender, now)
             }
             Err(SpoolError::Replay(previous)) => self.replayed(envelope, &previous, sender, now),
             Err(e) => {
@@ -918,10 +926,13 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
         sender: &Sender,
         now: DateTime<Utc>,
     ) -> Reply {
-        let text = format!(
-            "The list refused your mail.\n\nReason: {rejection}\n\nNothing was relayed. Fix the mail and send it again; \
+        // The one place the quoted text is shown: signed and encrypted to the PST.
+        let text = crate::quote::revealed(|| {
+            format!(
+                "The list refused your mail.\n\nReason: {rejection}\n\nNothing was relayed. Fix the mail and send it again; \
 a resent copy of this one counts as a replay.\n"
-        );
+            )
+        });
         let subject = format!("Refused: {}", sender.subject);
         match self.notify_pst(
             &random_hex(8),

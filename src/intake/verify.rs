@@ -100,7 +100,7 @@ pub fn authorize(
     let emails = crypto::valid_emails(&verified.cert, p, now);
     if !emails.iter().any(|e| e.eq_ignore_ascii_case(&mail.from)) {
         return Err(Rejection::FromNotSigner {
-            from: mail.from.clone(),
+            from: crate::quote::Quoted::new(&mail.from),
             signer: verified.cert.fingerprint().to_hex(),
         });
     }

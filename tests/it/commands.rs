@@ -120,11 +120,19 @@ async fn pst_command_mails_extend_release_and_cancel() {
     )
     .await
     .unwrap_err();
-    assert!(code == 550 && text.contains("no embargo with id"), "{text}");
+    assert!(
+        code == 550 && text.contains("no embargo with this id"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("00000000000000ff"),
+        "the id is not quoted in the clear: {text}"
+    );
+    // The encrypted refusal names the id the PST wrote.
     let said = |g: &[Captured]| {
         refusal_texts(&f, g)
             .iter()
-            .any(|t| t.contains("no embargo with id"))
+            .any(|t| t.contains("no embargo with this id (you wrote `00000000000000ff`)"))
     };
     let got = sink.wait_until(PATIENCE, said).await;
     assert!(said(&got), "the PST is told why, signed and encrypted");

@@ -1,6 +1,7 @@
 //! Integration tests: the real daemon binary, real SMTP clients, GnuPG.
 
 mod admin;
+mod cleartext;
 mod commands;
 mod common;
 mod corpus;

@@ -98,7 +98,10 @@ async fn operators_change_embargoes_from_the_cli_while_the_daemon_runs() {
     let (ok, _, err) = cli(&config, &["release-now", &b]);
     assert!(!ok && err.contains("was cancelled"), "{err}");
     let (ok, _, err) = cli(&config, &["cancel", "0000000000000000"]);
-    assert!(!ok && err.contains("no embargo with id"), "{err}");
+    assert!(
+        !ok && err.contains("embargo 0000000000000000: no embargo with this id"),
+        "{err}"
+    );
     let (ok, _, err) = cli(&config, &["extend", &a, "next tuesday"]);
     assert!(!ok && err.contains("RFC 3339"), "{err}");
 }
