@@ -714,8 +714,11 @@ fn member_cert(relay: &Relay, address: &str) -> Result<(String, sequoia_openpgp:
 }
 
 /// The Message-ID of what a delivery sends: stable across retries.
+/// A delivery's Message-ID: its own random copy id, the same on every
+/// retry of it (so a resend after a crash is recognisably the same mail),
+/// and nothing that links it to the announcement or to other copies.
 fn copy_message_id(relay: &Relay, d: &DueDelivery) -> String {
-    format!("{}.{}@{}", d.message_id, d.copy_id, relay.config().hostname)
+    format!("{}@{}", d.copy_id, relay.config().hostname)
 }
 
 /// A member's notice that the embargo has lifted.

@@ -79,6 +79,25 @@ async fn gpg_signed_announcement_reaches_each_member_encrypted_to_that_member_al
         "the receipt does not repeat the announcement"
     );
 
+    // Message-IDs: one per delivery, none naming the embargo, so that
+    // someone who sees the traffic cannot link the copies by them.
+    let message_ids: Vec<String> = all
+        .iter()
+        .map(|c| {
+            let text = String::from_utf8_lossy(&c.raw);
+            text.lines()
+                .find_map(|l| l.strip_prefix("Message-ID: "))
+                .expect("a Message-ID")
+                .to_owned()
+        })
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = message_ids.iter().collect();
+    assert_eq!(distinct.len(), message_ids.len(), "{message_ids:?}");
+    assert!(
+        message_ids.iter().all(|m| !m.contains(id)),
+        "the embargo id {id} in {message_ids:?}"
+    );
+
     let others: Vec<&TestMember> = f.members.iter().collect();
     for m in &usable {
         let copies: Vec<_> = captured
