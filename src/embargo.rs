@@ -304,8 +304,12 @@ pub fn terms(
             .map(str::trim)
             .filter(|a| !a.is_empty())
             .map(|a| check_address(a).map_err(|_| TermsError::BadPublicTo(Quoted::new(a))))
-            .collect::<Result<_, _>>()?,
+            .collect::<Result<Vec<_>, _>>()?,
     };
+    // One release per list: `oss@x, OSS@x` names one list twice.
+    let mut public_to = public_to;
+    let mut seen = std::collections::HashSet::new();
+    public_to.retain(|a: &String| seen.insert(a.clone()));
     Ok(Terms {
         until: until_utc,
         sender_offset: *until.offset(),
@@ -436,6 +440,13 @@ mod tests {
             parse("Embargo-Until: 2026-12-01T16:00:00Z\r\nPublic-To: not an address\r\n"),
             Err(TermsError::BadPublicTo(_))
         ));
+        // One list named twice, in any case, is one release (it broke the
+        // spool's primary key and answered 451 forever).
+        let t = parse(
+            "Embargo-Until: 2026-12-01T16:00:00Z\r\nPublic-To: oss@x.org, OSS@x.org, b@y.org, oss@X.ORG\r\n",
+        )
+        .unwrap();
+        assert_eq!(t.public_to, ["oss@x.org", "b@y.org"]);
     }
 
     #[test]

@@ -30,6 +30,20 @@ pub enum SpoolError {
     },
 }
 
+impl SpoolError {
+    /// A constraint of the schema refused the write: the data as given can
+    /// never be stored, so trying again cannot help (a refusal, not a 451).
+    pub fn is_constraint(&self) -> bool {
+        matches!(
+            self,
+            SpoolError::Db {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } if e.code == rusqlite::ErrorCode::ConstraintViolation
+        )
+    }
+}
+
 /// The schema version this code writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 3;
 
@@ -1338,6 +1352,18 @@ mod tests {
         assert_ne!(due[0].copy_id, due[1].copy_id);
         let again = NewMessage { id: "m2", ..msg };
         assert!(matches!(spool.accept(&again, now), Err(SpoolError::Replay(id)) if id == "m1"));
+        // A list named twice breaks a key: told apart from a passing fault,
+        // so the intake refuses it instead of answering 451 forever.
+        let twice = ["oss@x.org".to_owned(), "oss@x.org".to_owned()];
+        let dup = NewMessage {
+            id: "m3",
+            sig_digests: &["d3".to_owned()],
+            public_to: &twice,
+            ..msg
+        };
+        let err = spool.accept(&dup, now).unwrap_err();
+        assert!(err.is_constraint(), "{err}");
+        assert!(!SpoolError::Replay("m1".into()).is_constraint());
 
         spool
             .finish(&due[0], Finished::Sent, "250 ok", now)

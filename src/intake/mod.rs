@@ -589,6 +589,14 @@ impl Intake {
                 };
                 self.replayed(envelope, &previous, &sender, now)
             }
+            Err(e) if e.is_constraint() => {
+                tracing::error!(error = %e, "the spool's schema refused the announcement");
+                self.reject(
+                    envelope,
+                    &Rejection::Malformed("the announcement cannot be stored as given (it repeats a recipient or an id)"),
+                    now,
+                )
+            }
             Err(e) => {
                 tracing::error!(error = %e, "spool write failed; answering 451");
                 try_later()
