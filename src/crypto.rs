@@ -402,6 +402,114 @@ pub enum SignatureProblem {
     Unsigned,
     #[error("signatures by several senders (a PST key beside a member's, or two members')")]
     Mixed,
+    /// Counted before any verification: see [`PacketLimits`].
+    #[error("{0}")]
+    TooMany(TooMany),
+}
+
+/// Bounds on the OpenPGP packets of one incoming mail, counted with
+/// hashing off before anything is verified or decrypted past the session
+/// key: Sequoia's verification keeps one hash context per signature and
+/// clones each per signature, so 20,000 copies of one signature (4 MB) cost
+/// 600 s of CPU. A PST signs once; a few co-signing PST members fit.
+pub struct PacketLimits;
+
+impl PacketLimits {
+    /// Signatures and one-pass signatures, each.
+    pub const SIGNATURES: usize = 8;
+    /// Literal data packets: a signed message holds one.
+    pub const LITERALS: usize = 1;
+    /// PKESKs in an encrypted mail (one per key it is encrypted to).
+    pub const PKESKS: usize = 32;
+    /// PKESKs tried with the list key: a public-key operation each.
+    pub const PKESK_TRIES: usize = 4;
+    /// Packets in all, at any depth.
+    pub const PACKETS: usize = 64;
+}
+
+/// A mail over one of the [`PacketLimits`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("more than {limit} {what} in the OpenPGP data (the list's limit)")]
+pub struct TooMany {
+    pub what: &'static str,
+    pub limit: usize,
+}
+
+/// Counts packets by kind against [`PacketLimits`].
+#[derive(Default)]
+struct Census {
+    signatures: usize,
+    one_pass: usize,
+    literals: usize,
+    pkesks: usize,
+    packets: usize,
+}
+
+impl Census {
+    fn count(&mut self, tag: openpgp::packet::Tag) -> Result<(), TooMany> {
+        use openpgp::packet::Tag;
+        let over = |n: &mut usize, limit: usize, what: &'static str| {
+            *n += 1;
+            if *n > limit {
+                Err(TooMany { what, limit })
+            } else {
+                Ok(())
+            }
+        };
+        over(&mut self.packets, PacketLimits::PACKETS, "packets")?;
+        match tag {
+            Tag::Signature => over(&mut self.signatures, PacketLimits::SIGNATURES, "signatures"),
+            Tag::OnePassSig => over(
+                &mut self.one_pass,
+                PacketLimits::SIGNATURES,
+                "one-pass signatures",
+            ),
+            Tag::Literal => over(
+                &mut self.literals,
+                PacketLimits::LITERALS,
+                "literal data packets",
+            ),
+            Tag::PKESK => over(&mut self.pkesks, PacketLimits::PKESKS, "PKESK packets"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Counts the packets of a detached signature or a signed (or
+/// cleartext-signed) message, hashing nothing. Data it cannot parse is left
+/// to the verifier to refuse.
+fn census(bytes: &[u8]) -> Result<(), TooMany> {
+    use openpgp::parse::{PacketParserBuilder, PacketParserResult};
+    // A cleartext-signed text: Sequoia parses every signature of its
+    // signature block before the first packet comes out (it makes one
+    // one-pass signature of each), so that block is counted first, alone.
+    const SIGNATURE_BLOCK: &[u8] = b"-----BEGIN PGP SIGNATURE-----";
+    if bytes.starts_with(b"-----BEGIN PGP SIGNED MESSAGE-----")
+        && let Some(at) = bytes
+            .windows(SIGNATURE_BLOCK.len())
+            .position(|w| w == SIGNATURE_BLOCK)
+    {
+        census(&bytes[at..])?;
+    }
+    let Ok(builder) = PacketParserBuilder::from_bytes(bytes) else {
+        return Ok(());
+    };
+    let Ok(mut ppr) = builder
+        .automatic_hashing(false)
+        .process_csf_message(true)
+        .build()
+    else {
+        return Ok(());
+    };
+    let mut census = Census::default();
+    while let PacketParserResult::Some(pp) = ppr {
+        census.count(pp.packet.tag())?;
+        match pp.recurse() {
+            Ok((_, next)) => ppr = next,
+            Err(_) => return Ok(()),
+        }
+    }
+    Ok(())
 }
 
 /// The list's OpenPGP policy, used for every signature checked, key judged
@@ -469,6 +577,7 @@ pub fn verify_detached(
     data: &[u8],
     sig: &[u8],
 ) -> Result<VerifiedSigner, SignatureProblem> {
+    census(sig).map_err(SignatureProblem::TooMany)?;
     with_lookahead(now, |reference| {
         verify_detached_at(p, now, reference, pst, data, sig)
     })
@@ -530,6 +639,7 @@ pub fn verify_inline(
     body: &[u8],
     limit: usize,
 ) -> Result<(VerifiedSigner, Secret), SignatureProblem> {
+    census(body).map_err(SignatureProblem::TooMany)?;
     with_lookahead(now, |reference| {
         let outcome = RefCell::new(None);
         let helper = Watched {
@@ -628,12 +738,28 @@ pub fn open_announcement(
 ) -> Result<OpenedAnnouncement, OpenProblem> {
     // As `verify_detached`: at now (+ skew) first, a year ahead only to
     // recognise a future-dated PST signature.
+    // The census first: it stops at the packet limits, so the scan for
+    // unprotected data below reads a bounded number of packets.
+    // Sequoia 2.4.2 can panic on malformed ciphertext (see `open_at`).
+    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        census_encrypted(list, p, ciphertext, limit)
+    }))
+    .map_err(|_| OpenProblem::Failed)??;
     if holds_unprotected_data(ciphertext) {
         return Err(OpenProblem::Unprotected);
     }
     let mut other = None;
     let opened = with_lookahead(now, |reference| {
-        match open_at(list, p, now, reference, pst, ciphertext, limit) {
+        match open_at(
+            list,
+            p,
+            now,
+            reference,
+            pst,
+            ciphertext,
+            limit,
+            found.as_ref(),
+        ) {
             Ok(opened) => Ok(opened),
             Err(OpenProblem::Signature(problem)) => Err(problem),
             Err(problem) => {
@@ -671,6 +797,105 @@ fn holds_unprotected_data(ciphertext: &[u8]) -> bool {
     false
 }
 
+/// The session key a census pass found, for the real pass to reuse (no
+/// second public-key operation).
+type FoundKey = (Option<SymmetricAlgorithm>, SessionKey);
+
+/// Counts the packets of a mail encrypted to the list key, inside the
+/// encryption too, hashing nothing: PKESKs (at most
+/// [`PacketLimits::PKESK_TRIES`] tried with the list key), then the
+/// decrypted packets, literal data read at most `limit` octets in all.
+/// An excess is reported only once the integrity check at the end held, so
+/// that a tampered ciphertext learns nothing from it. Anything the census
+/// cannot decrypt or parse is left to the real pass to refuse.
+fn census_encrypted(
+    list: &ListKey,
+    p: &dyn Policy,
+    ciphertext: &[u8],
+    limit: usize,
+) -> Result<Option<FoundKey>, OpenProblem> {
+    use openpgp::packet::Packet;
+    use openpgp::parse::{PacketParserBuilder, PacketParserResult};
+    let Ok(builder) = PacketParserBuilder::from_bytes(ciphertext) else {
+        return Ok(None);
+    };
+    let Ok(mut ppr) = builder.automatic_hashing(false).build() else {
+        return Ok(None);
+    };
+    let mut census = Census::default();
+    let mut excess: Option<TooMany> = None;
+    let mut pkesks: Vec<PKESK> = Vec::new();
+    let mut found: Option<FoundKey> = None;
+    let mut literal_bytes = 0usize;
+    let mut keypairs = list.decryption_keypairs(p);
+    while let PacketParserResult::Some(mut pp) = ppr {
+        if let Err(too_many) = census.count(pp.packet.tag()) {
+            // Stop at once where no integrity check can follow (outside
+            // the encryption): those packets are the sender's own.
+            if found.is_none() {
+                return Err(OpenProblem::Signature(SignatureProblem::TooMany(too_many)));
+            }
+            excess.get_or_insert(too_many);
+        }
+        match &pp.packet {
+            Packet::SEIP(_) if found.is_none() => {
+                let mut tries = 0;
+                'pkesks: for pkesk in &pkesks {
+                    for pair in &mut keypairs {
+                        let ours = pkesk
+                            .recipient()
+                            .is_none_or(|id| pair.public().key_handle().aliases(&id));
+                        if !ours {
+                            continue;
+                        }
+                        tries += 1;
+                        if tries > PacketLimits::PKESK_TRIES {
+                            break 'pkesks;
+                        }
+                        if let Some((algo, sk)) = pkesk.decrypt(pair, None)
+                            && pp.decrypt(algo, &sk).is_ok()
+                        {
+                            found = Some((algo, sk));
+                            break 'pkesks;
+                        }
+                    }
+                }
+                if found.is_none() {
+                    return Ok(None);
+                }
+            }
+            Packet::Literal(_) => {
+                let room = (limit - literal_bytes.min(limit)) as u64;
+                let read = std::io::copy(&mut (&mut pp).take(room + 1), &mut std::io::sink())
+                    .map_err(|_| OpenProblem::Failed)?;
+                literal_bytes += read as usize;
+                if literal_bytes > limit {
+                    return Err(OpenProblem::TooLarge(limit));
+                }
+            }
+            _ => {}
+        }
+        let (packet, next) = match pp.recurse() {
+            Ok(step) => step,
+            Err(_) => return Ok(None),
+        };
+        // The MDC variant is deprecated because the parser checks it
+        // itself for its stream users; this census reads it by hand.
+        #[allow(deprecated)]
+        match packet {
+            Packet::PKESK(pkesk) => pkesks.push(pkesk),
+            Packet::MDC(mdc) if !mdc.valid() => return Ok(None),
+            _ => {}
+        }
+        ppr = next;
+    }
+    match excess {
+        Some(too_many) => Err(OpenProblem::Signature(SignatureProblem::TooMany(too_many))),
+        None => Ok(found),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn open_at(
     list: &ListKey,
     p: &dyn Policy,
@@ -679,6 +904,7 @@ fn open_at(
     pst: &[Cert],
     ciphertext: &[u8],
     limit: usize,
+    found: Option<&FoundKey>,
 ) -> Result<OpenedAnnouncement, OpenProblem> {
     let state = RefCell::new(OpenState::default());
     let helper = PstOpener {
@@ -692,6 +918,7 @@ fn open_at(
         keypairs: list.decryption_keypairs(p),
         list_cert: list.cert(),
         state: &state,
+        found,
     };
     let mut plaintext = Vec::new();
     // Sequoia 2.4.2 panics on some malformed ciphertexts (an SEIPDv1 packet
@@ -744,6 +971,8 @@ struct PstOpener<'a> {
     /// PST mail to another party, re-encrypted to the list).
     list_cert: Cert,
     state: &'a RefCell<OpenState>,
+    /// The session key the census found, tried before any PKESK.
+    found: Option<&'a FoundKey>,
 }
 
 impl VerificationHelper for PstOpener<'_> {
@@ -774,8 +1003,17 @@ impl DecryptionHelper for PstOpener<'_> {
         // Only the packets addressed to a list key are tried, and at most a
         // few anonymous ones: each try is a public-key operation, and anyone
         // can send a message with thousands of packets.
+        if let Some((algo, sk)) = self.found
+            && decrypt(*algo, sk)
+        {
+            let mut state = self.state.borrow_mut();
+            state.attempted = true;
+            state.decrypted = true;
+            return Ok(Some(self.list_cert.clone()));
+        }
         const MAX_WILDCARDS: usize = 4;
         let mut wildcards = 0;
+        let mut tries = 0;
         for pkesk in pkesks {
             let for_us = |pair: &KeyPair| match pkesk.recipient() {
                 Some(id) => pair.public().key_handle().aliases(&id),
@@ -790,6 +1028,10 @@ impl DecryptionHelper for PstOpener<'_> {
             for pair in &mut self.keypairs {
                 if !for_us(pair) {
                     continue;
+                }
+                tries += 1;
+                if tries > PacketLimits::PKESK_TRIES {
+                    break;
                 }
                 self.state.borrow_mut().attempted = true;
                 if let Some((algo, sk)) = pkesk.decrypt(pair, sym_algo)
@@ -1262,6 +1504,108 @@ mod tests {
             .clone()
             .into_keypair()
             .unwrap()
+    }
+
+    /// Up to the limit of signatures is judged as before; one more is
+    /// refused by count, before any hashing: detached, inline (several
+    /// signers of one cleartext-signed text), and encrypted.
+    #[test]
+    fn signatures_over_the_packet_limit_are_refused_before_verifying() {
+        use openpgp::serialize::Marshal;
+        let p = policy();
+        let pst = key("PST <pst@example.org>");
+        let certs = std::slice::from_ref(&pst);
+        let data = b"Content-Type: text/plain\r\n\r\nhello\r\n";
+        let sig = sign_detached(&p, &pst, now(), data).unwrap();
+        let packet = openpgp::PacketPile::from_bytes(&sig)
+            .unwrap()
+            .into_children()
+            .next()
+            .unwrap();
+        let repeated = |n: usize| {
+            let mut out = Vec::new();
+            for _ in 0..n {
+                packet.serialize(&mut out).unwrap();
+            }
+            out
+        };
+        let at_limit = verify_detached(&p, now(), certs, data, &repeated(PacketLimits::SIGNATURES));
+        assert!(at_limit.is_ok(), "{at_limit:?}");
+        let over = verify_detached(
+            &p,
+            now(),
+            certs,
+            data,
+            &repeated(PacketLimits::SIGNATURES + 1),
+        );
+        assert!(
+            matches!(&over, Err(SignatureProblem::TooMany(t)) if t.what == "signatures"),
+            "{over:?}"
+        );
+        // 20,000 copies (4 MB): refused by count, not after minutes of hashing.
+        let flood = verify_detached(&p, now(), certs, data, &repeated(20_000));
+        assert!(
+            matches!(flood, Err(SignatureProblem::TooMany(_))),
+            "{flood:?}"
+        );
+
+        let inline = |signers: usize| {
+            let mut out = Vec::new();
+            let message = Message::new(&mut out);
+            let mut signer = Signer::new(message, signing_pair(&pst)).unwrap();
+            for _ in 1..signers {
+                signer = signer.add_signer(signing_pair(&pst)).unwrap();
+            }
+            let mut w = signer.creation_time(at(now())).cleartext().build().unwrap();
+            w.write_all(b"hello\n").unwrap();
+            w.finalize().unwrap();
+            out
+        };
+        assert!(verify_inline(&p, now(), certs, &inline(2), 1 << 20).is_ok());
+        assert!(matches!(
+            verify_inline(
+                &p,
+                now(),
+                certs,
+                &inline(PacketLimits::SIGNATURES + 1),
+                1 << 20
+            ),
+            Err(SignatureProblem::TooMany(_))
+        ));
+
+        // Encrypted to the list: nine one-pass signatures inside.
+        let list = ListKey::from_cert(key("L <l@example.org>")).unwrap();
+        let list_cert = list.cert();
+        let sealed = |signers: usize| {
+            let mut out = Vec::new();
+            let message = Message::new(&mut out);
+            let recipients: Vec<Recipient> = list_cert
+                .keys()
+                .with_policy(&p, None)
+                .for_transport_encryption()
+                .map(Into::into)
+                .collect();
+            let message = Encryptor::for_recipients(message, recipients)
+                .build()
+                .unwrap();
+            let mut signer = Signer::new(message, signing_pair(&pst)).unwrap();
+            for _ in 1..signers {
+                signer = signer.add_signer(signing_pair(&pst)).unwrap();
+            }
+            let message = signer.creation_time(at(now())).build().unwrap();
+            let mut w = LiteralWriter::new(message).build().unwrap();
+            w.write_all(data).unwrap();
+            w.finalize().unwrap();
+            out
+        };
+        let opened = open_announcement(&list, &p, now(), certs, &sealed(2), 1 << 20).unwrap();
+        assert_eq!(opened.plaintext.expose(), data);
+        let over = open_announcement(&list, &p, now(), certs, &sealed(9), 1 << 20);
+        assert!(
+            matches!(&over, Err(OpenProblem::Signature(SignatureProblem::TooMany(t))) if t.what == "one-pass signatures"),
+            "{:?}",
+            over.err()
+        );
     }
 
     #[test]

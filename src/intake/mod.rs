@@ -65,6 +65,9 @@ impl Rejection {
     /// The SMTP reply carrying the reason.
     pub fn reply(&self) -> Reply {
         let (code, enhanced) = match self {
+            // Over a packet limit: the structure, not who signed (554, as
+            // the other limits).
+            Rejection::Signature(SignatureProblem::TooMany(_)) => (554, "5.6.0"),
             Rejection::Unsigned
             | Rejection::Signature(_)
             | Rejection::FromNotSigner { .. }

@@ -481,6 +481,107 @@ fn corpus_make() {
     identity_cases();
     output_cases();
     smtp_cases();
+    limit_cases();
+}
+
+/// Only the packet-limit cases (issue 14), so that making them does not
+/// remake the rest of the corpus.
+#[test]
+#[ignore = "regenerates the committed corpus; run by hand"]
+fn corpus_make_limits() {
+    make_keys(&corpus_dir().join("keys"));
+    limit_cases();
+}
+
+/// Mails over the packet limits (`crypto::PacketLimits`), refused before
+/// any verification: repeated signatures cost Sequoia quadratic CPU.
+fn limit_cases() {
+    let p = part("many signatures");
+    // One bad signature naming the PST key as issuer, a thousand times
+    // (0.2 MB; it cost 1.2 s of CPU before the limit).
+    let bad = builder_at(signed_at())
+        .sign_message(&mut data_signer("pst"), b"other bytes")
+        .unwrap();
+    let many: Vec<Packet> = (0..1000).map(|_| bad.clone().into()).collect();
+    write(
+        "mail",
+        "signature-part-one-bad-signature-1000-times.eml",
+        "expect: 554 more than 8 signatures",
+        &signed_mail(PST, &p, &armor_sig(&many)),
+    );
+    // Nine good PST signatures: a handful of co-signers is fine, nine is not.
+    let nine: Vec<Packet> = (0..9)
+        .map(|_| {
+            builder_at(signed_at())
+                .sign_message(&mut data_signer("pst"), &p)
+                .unwrap()
+                .into()
+        })
+        .collect();
+    write(
+        "mail",
+        "signature-part-nine-good-signatures.eml",
+        "expect: 554 more than 8 signatures",
+        &signed_mail(PST, &p, &armor_sig(&nine)),
+    );
+    // Inside the encryption: nine one-pass signatures and signatures.
+    let policy = StandardPolicy::new();
+    let list = load("list");
+    let to_list = || -> Vec<Recipient> {
+        list.keys()
+            .with_policy(&policy, Some(ts(CORPUS_NOW)))
+            .supported()
+            .for_transport_encryption()
+            .map(Into::into)
+            .collect()
+    };
+    let inner = signed_entity("nine signatures inside");
+    let mut sink = Vec::new();
+    {
+        let message = Message::new(&mut sink);
+        let mut message = Encryptor::for_recipients(message, to_list())
+            .build()
+            .unwrap();
+        for _ in 0..9 {
+            message = Signer::new(message, data_signer("pst"))
+                .unwrap()
+                .creation_time(ts(CORPUS_NOW) - std::time::Duration::from_secs(3600))
+                .build()
+                .unwrap();
+        }
+        let mut w = LiteralWriter::new(message).build().unwrap();
+        w.write_all(&inner).unwrap();
+        w.finalize().unwrap();
+    }
+    write(
+        "mail",
+        "encrypted-nine-signatures-inside.eml",
+        "expect: 554 more than 8 one-pass signatures",
+        &encrypted_mail(&sink),
+    );
+    // Encrypted to the list key forty times over: forty PKESKs.
+    let mut sink = Vec::new();
+    {
+        let message = Message::new(&mut sink);
+        let recipients: Vec<Recipient> = (0..40).flat_map(|_| to_list()).collect();
+        let message = Encryptor::for_recipients(message, recipients)
+            .build()
+            .unwrap();
+        let message = Signer::new(message, data_signer("pst"))
+            .unwrap()
+            .creation_time(ts(CORPUS_NOW) - std::time::Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let mut w = LiteralWriter::new(message).build().unwrap();
+        w.write_all(&signed_entity("forty PKESKs")).unwrap();
+        w.finalize().unwrap();
+    }
+    write(
+        "mail",
+        "encrypted-to-the-list-key-40-times.eml",
+        "expect: 554 more than 32 PKESK packets",
+        &encrypted_mail(&sink),
+    );
 }
 
 fn mime_cases() {

@@ -1,0 +1,240 @@
+//! The packet-limit benchmark (issue 14, point 1): the worst mails that fit
+//! in the default `max_message_size` (25 MiB), through the whole intake
+//! check (`intake::examine`: MIME parse, packet census, verification), and
+//! the CPU each costs before it is refused.
+//!
+//! ```text
+//! cargo bench --bench limits
+//! ```
+//!
+//! CPU time is this thread's own, from `/proc/thread-self/schedstat`
+//! (nanoseconds on the CPU), the least of three runs.
+
+use std::io::Write;
+
+use chrono::{DateTime, Utc};
+use embargo_relay::clock::{Clock, SystemClock};
+use embargo_relay::config::Config;
+use embargo_relay::intake::{Gate, examine};
+use embargo_relay::{compose, crypto};
+use sequoia_openpgp as openpgp;
+use sequoia_openpgp::parse::Parse;
+use sequoia_openpgp::serialize::Marshal;
+use sequoia_openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient, Signer};
+
+const LIST: &str = "list@bench.example";
+const PST: &str = "pst@bench.example";
+const MAX: usize = 25 << 20;
+
+fn cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .expect("/proc/thread-self/schedstat")
+}
+
+fn armored(binary: &[u8], kind: openpgp::armor::Kind) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut w = openpgp::armor::Writer::new(&mut out, kind).unwrap();
+    w.write_all(binary).unwrap();
+    w.finalize().unwrap();
+    out
+}
+
+/// How many binary octets fit in `budget` octets of armor with CRLF line
+/// ends (4 characters per 3 octets, 66 per 64-character line).
+fn binary_room(budget: usize) -> usize {
+    budget / 66 * 64 / 4 * 3
+}
+
+/// `packet` serialized, repeated until `budget` octets of armor are used.
+fn repeated(packet: &openpgp::Packet, budget: usize) -> (Vec<u8>, usize) {
+    let mut one = Vec::new();
+    packet.serialize(&mut one).unwrap();
+    let n = binary_room(budget) / one.len();
+    (one.repeat(n), n)
+}
+
+fn main() {
+    let now: DateTime<Utc> = SystemClock.now();
+    let born = now - chrono::Duration::days(1);
+    let dir = tempfile::tempdir().unwrap();
+    let list = crypto::generate_key(&format!("List <{LIST}>"), born, None).unwrap();
+    let pst = crypto::generate_key(&format!("PST <{PST}>"), born, None).unwrap();
+    std::fs::write(
+        dir.path().join("list.key"),
+        crypto::armored_secret(&list).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pst.asc"),
+        crypto::armored_public(&pst.clone().strip_secret_key_material()).unwrap(),
+    )
+    .unwrap();
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[list]\naddress = \"{LIST}\"\nsecret_key = \"list.key\"\nstate_dir = \"state\"\n\
+[outbound]\nsmarthost = \"smtp://127.0.0.1:25\"\n[policy]\ninline_pgp = true\n\
+[[member]]\nemail = \"{PST}\"\norganization = \"PST\"\nkey = \"pst.asc\"\npst = true\n"
+        ),
+    )
+    .unwrap();
+    let config = Config::load(&config_path).unwrap();
+    assert_eq!(config.smtp.max_message_size, MAX);
+    let p = crypto::policy();
+    let pst_public = pst.clone().strip_secret_key_material();
+    let certs = std::slice::from_ref(&pst_public);
+    let gate = Gate {
+        list: &config.list_key,
+        pst: certs,
+        known: certs,
+        policy: &config.policy,
+        max_size: MAX,
+    };
+    let signer = || {
+        pst.keys()
+            .unencrypted_secret()
+            .with_policy(&p, None)
+            .for_signing()
+            .next()
+            .unwrap()
+            .key()
+            .clone()
+            .into_keypair()
+            .unwrap()
+    };
+    let entity = compose::text_part(Some("x"), "Embargo-Until: 2030-01-01T00:00:00Z\n\nx\n");
+    // One bad signature naming the PST key: over other bytes.
+    let bad: openpgp::Packet =
+        openpgp::packet::signature::SignatureBuilder::new(openpgp::types::SignatureType::Binary)
+            .sign_message(&mut signer(), b"other bytes")
+            .unwrap()
+            .into();
+    let room = MAX - 4096;
+
+    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    // 1. Detached: the signature part filled with one bad signature.
+    let (sigs, n) = repeated(&bad, room);
+    let sig = armored(&sigs, openpgp::armor::Kind::Signature);
+    cases.push((
+        format!("multipart/signed, {n} copies of one bad signature"),
+        compose::multipart_signed(PST, LIST, "x", &entity, &sig),
+    ));
+    // 2. Inline (policy.inline_pgp on): a cleartext-signed text whose
+    //    signature block is filled the same way.
+    let inline = format!(
+        "-----BEGIN PGP SIGNED MESSAGE-----\r\nHash: SHA512\r\n\r\nx\r\n{}",
+        String::from_utf8(sig.clone())
+            .unwrap()
+            .replace('\n', "\r\n")
+    );
+    cases.push((
+        format!("inline PGP, {n} copies of one bad signature"),
+        format!(
+            "From: {PST}\r\nTo: {LIST}\r\nSubject: x\r\nContent-Type: text/plain\r\n\r\n{inline}"
+        )
+        .into_bytes(),
+    ));
+    // 3. Encrypted to the list: the outer packets filled with PKESKs to
+    //    the list key, then a small signed message.
+    let recipients = || -> Vec<Recipient> {
+        list.keys()
+            .with_policy(&p, None)
+            .for_transport_encryption()
+            .map(Into::into)
+            .collect()
+    };
+    let sealed = |signers: usize, body: &[u8]| {
+        let mut out = Vec::new();
+        let message = Message::new(&mut out);
+        let message = Encryptor::for_recipients(message, recipients())
+            .build()
+            .unwrap();
+        let mut s = Signer::new(message, signer()).unwrap();
+        for _ in 1..signers {
+            s = s.add_signer(signer()).unwrap();
+        }
+        let message = s.build().unwrap();
+        let mut w = LiteralWriter::new(message).build().unwrap();
+        w.write_all(body).unwrap();
+        w.finalize().unwrap();
+        out
+    };
+    let small = sealed(1, &entity);
+    let pkesk = openpgp::PacketPile::from_bytes(&small)
+        .unwrap()
+        .into_children()
+        .next()
+        .unwrap();
+    let (mut pkesks, n) = repeated(&pkesk, room - small.len() * 2);
+    pkesks.extend_from_slice(&small);
+    let encrypted = |binary: &[u8]| {
+        compose::multipart_encrypted(
+            PST,
+            LIST,
+            "x",
+            &armored(binary, openpgp::armor::Kind::Message),
+        )
+    };
+    cases.push((
+        format!("encrypted, {n} PKESKs to the list key"),
+        encrypted(&pkesks),
+    ));
+    // 4. Encrypted: nine signatures inside, over a literal that fills the
+    //    mail (the census decrypts to the end, for the integrity check,
+    //    before it reports the excess).
+    let filler = vec![b'x'; binary_room(room) - 8192];
+    cases.push((
+        format!(
+            "encrypted, 9 signatures inside, {} MiB literal",
+            filler.len() >> 20
+        ),
+        encrypted(&sealed(9, &filler)),
+    ));
+    // 5. For scale: a legitimate encrypted announcement of the same size,
+    //    which is read in full anyway.
+    let mut big = entity.clone();
+    big.truncate(big.len() - 3);
+    big.extend_from_slice(&filler[..filler.len() - entity.len()]);
+    big.extend_from_slice(b"\r\n");
+    let sig = crypto::sign_detached(&p, &pst, now, &big).unwrap();
+    let inner = compose::multipart_signed(PST, LIST, "x", &big, &sig);
+    cases.push((
+        "for scale: an encrypted, signed announcement of the same size".to_owned(),
+        encrypted(&sealed(1, &inner)),
+    ));
+
+    println!("| mail (each within 25 MiB) | size | verdict | CPU | of which MIME parse |");
+    println!("| --- | ---: | --- | ---: | ---: |");
+    for (name, raw) in &cases {
+        assert!(raw.len() <= MAX, "{name}: {} octets", raw.len());
+        let mut best = u64::MAX;
+        let mut verdict = String::new();
+        for _ in 0..3 {
+            let start = cpu_ns();
+            let result = examine(raw, &gate, &p, now);
+            best = best.min(cpu_ns() - start);
+            verdict = match result {
+                Ok(_) => "accepted".to_owned(),
+                Err(e) => {
+                    let r = e.reply();
+                    format!("{} {}", r.code, r.text)
+                }
+            };
+        }
+        let mut parse = u64::MAX;
+        for _ in 0..3 {
+            let start = cpu_ns();
+            let _ = embargo_relay::intake::mime::parse(raw, &config.policy.mime);
+            parse = parse.min(cpu_ns() - start);
+        }
+        println!(
+            "| {name} | {:.1} MiB | {verdict} | {:.1} ms | {:.1} ms |",
+            raw.len() as f64 / (1 << 20) as f64,
+            best as f64 / 1e6,
+            parse as f64 / 1e6
+        );
+    }
+}
