@@ -91,6 +91,8 @@ pub struct RawImap {
 pub struct RawSmtp {
     pub listen: Option<String>,
     pub max_message_size: Option<String>,
+    /// Message bytes all SMTP sessions may hold at once.
+    pub max_data_in_flight: Option<String>,
     pub max_sessions: Option<usize>,
     pub command_timeout: Option<String>,
     pub data_timeout: Option<String>,
@@ -200,6 +202,9 @@ pub enum MemberPosts {
 pub struct SmtpConfig {
     pub listen: SocketAddr,
     pub max_message_size: usize,
+    /// Message bytes all sessions hold at once, DATA to answer (default
+    /// four messages of the largest size); beyond, DATA gets 452.
+    pub max_data_in_flight: usize,
     pub max_sessions: usize,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
@@ -455,6 +460,18 @@ impl Validator<'_> {
         })?;
         let max_message_size = parse_size(raw.max_message_size.as_deref().unwrap_or("25MiB"))
             .map_err(|p| self.err("inbound.smtp.max_message_size", p))?;
+        let max_data_in_flight = match raw.max_data_in_flight.as_deref() {
+            None => max_message_size.saturating_mul(4),
+            Some(size) => {
+                parse_size(size).map_err(|p| self.err("inbound.smtp.max_data_in_flight", p))?
+            }
+        };
+        if max_data_in_flight < max_message_size {
+            return Err(self.err(
+                "inbound.smtp.max_data_in_flight",
+                "must be at least inbound.smtp.max_message_size, or no message of the largest size could ever be taken",
+            ));
+        }
         let max_sessions = raw.max_sessions.unwrap_or(32);
         if max_sessions == 0 {
             return Err(self.err("inbound.smtp.max_sessions", "must be at least 1"));
@@ -462,6 +479,7 @@ impl Validator<'_> {
         Ok(SmtpConfig {
             listen,
             max_message_size,
+            max_data_in_flight,
             max_sessions,
             command_timeout: self.duration(
                 "inbound.smtp.command_timeout",

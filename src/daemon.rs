@@ -187,6 +187,7 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running
         command_timeout: config.smtp.command_timeout,
         data_timeout: config.smtp.data_timeout,
         max_session: config.smtp.session_timeout,
+        data_budget: smtp::DataBudget::new(config.smtp.max_data_in_flight),
     });
     let outbound = Outbound::new(&config.outbound, &config.hostname);
     let relay = Arc::new(Relay::open(config, clock)?);

@@ -164,6 +164,8 @@ impl CaptureSink {
             command_timeout: Duration::from_secs(60),
             data_timeout: Duration::from_secs(60),
             max_session: Duration::from_secs(600),
+            // A test peer: as much as the tests send.
+            data_budget: smtp::DataBudget::new(usize::MAX),
         });
         tokio::spawn(smtp::serve(
             listener,

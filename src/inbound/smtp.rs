@@ -117,6 +117,75 @@ pub struct SmtpSettings {
     /// The longest a whole session may last, so slow clients cannot hold
     /// every session slot for ever.
     pub max_session: Duration,
+    /// Message bytes held by all sessions together, from the first byte of
+    /// DATA until the handler has answered.
+    pub data_budget: Arc<DataBudget>,
+}
+
+/// A cap on the message bytes all sessions hold at once: 32 sessions each
+/// sending 24 MiB reached 518 MB RSS. A DATA that starts while the budget
+/// is spent, or whose bytes would overspend it, is answered `452 4.3.1`.
+#[derive(Debug)]
+pub struct DataBudget {
+    limit: usize,
+    used: std::sync::atomic::AtomicUsize,
+}
+
+impl DataBudget {
+    pub fn new(limit: usize) -> Arc<DataBudget> {
+        Arc::new(DataBudget {
+            limit,
+            used: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn spent(&self) -> bool {
+        self.used() >= self.limit
+    }
+
+    /// Takes `n` more bytes for `held`, if they fit.
+    fn take(&self, held: &mut usize, n: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        let fits = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used + n <= self.limit).then_some(used + n)
+            })
+            .is_ok();
+        if fits {
+            *held += n;
+        }
+        fits
+    }
+
+    fn give_back(&self, n: usize) {
+        self.used.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Bytes of the [`DataBudget`] one message holds; given back on drop.
+struct Held<'a> {
+    budget: &'a DataBudget,
+    bytes: usize,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.budget.give_back(self.bytes);
+    }
+}
+
+fn over_budget() -> Reply {
+    Reply::new(
+        452,
+        "4.3.1",
+        "too much mail in flight on this server; try again in a few minutes",
+    )
 }
 
 /// A parsed command line. Parsing does no I/O.
@@ -352,6 +421,7 @@ enum DataFault {
     BareLineEnding,
     LineTooLong,
     TooBig,
+    OverBudget,
 }
 
 impl DataFault {
@@ -372,6 +442,7 @@ impl DataFault {
                 "5.3.4",
                 format!("message exceeds the size limit of {max} octets"),
             ),
+            DataFault::OverBudget => over_budget(),
         }
     }
 }
@@ -382,12 +453,14 @@ impl DataFault {
 /// Any bare CR or LF makes the whole message invalid; it is read to that
 /// terminator and refused (and the session then closed), so one DATA can
 /// never become two messages.
-async fn read_data<R: AsyncBufRead + Unpin>(
+async fn read_data<'b, R: AsyncBufRead + Unpin>(
     r: &mut R,
     max_size: usize,
+    budget: &'b DataBudget,
     line_timeout: Duration,
     deadline: Instant,
-) -> std::io::Result<Result<Vec<u8>, DataFault>> {
+) -> std::io::Result<Result<(Vec<u8>, Held<'b>), DataFault>> {
+    let mut held = Held { budget, bytes: 0 };
     let mut msg = Vec::new();
     let mut fault = None;
     let mut bare_line_ending = false;
@@ -408,7 +481,7 @@ async fn read_data<R: AsyncBufRead + Unpin>(
             return Ok(match (bare_line_ending, fault) {
                 (true, _) => Err(DataFault::BareLineEnding),
                 (false, Some(f)) => Err(f),
-                (false, None) => Ok(msg),
+                (false, None) => Ok((msg, held)),
             });
         }
         after_crlf = read.ends_crlf;
@@ -423,6 +496,12 @@ async fn read_data<R: AsyncBufRead + Unpin>(
         if msg.len() + unstuffed.len() > max_size {
             fault = Some(DataFault::TooBig);
             msg = Vec::new();
+            continue;
+        }
+        if !budget.take(&mut held.bytes, unstuffed.len()) {
+            fault = Some(DataFault::OverBudget);
+            msg = Vec::new();
+            budget.give_back(std::mem::take(&mut held.bytes));
             continue;
         }
         msg.extend_from_slice(unstuffed);
@@ -635,12 +714,21 @@ where
         };
         return Ok(Step::Reply(reply));
     }
+    if settings.data_budget.spent() {
+        let reply = over_budget();
+        audit.refused(tx.mail_from.as_deref(), &reply);
+        *tx = Transaction {
+            helo: tx.helo.take(),
+            ..Transaction::default()
+        };
+        return Ok(Step::Reply(reply));
+    }
     conn.w
         .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
         .await?;
     let data = tokio::select! {
         _ = shutdown.cancelled() => return Ok(Step::Close(shutting_down())),
-        data = read_data(&mut conn.r, settings.max_message_size, settings.data_timeout, conn.deadline) => match data {
+        data = read_data(&mut conn.r, settings.max_message_size, &settings.data_budget, settings.data_timeout, conn.deadline) => match data {
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 return Ok(Step::Close(Reply::new(421, "4.4.2", "timeout in DATA, closing")));
             }
@@ -654,7 +742,8 @@ where
         peer: peer.to_owned(),
     };
     Ok(match data {
-        Ok(raw) => Step::Reply(handler.deliver(envelope, raw).await),
+        // The bytes stay counted until the handler has answered.
+        Ok((raw, _held)) => Step::Reply(handler.deliver(envelope, raw).await),
         Err(fault @ DataFault::BareLineEnding) => {
             // Like Postfix's smtpd_forbid_bare_newline: refuse and hang up, so
             // no later bytes can be read as commands the client did not mean.
@@ -773,17 +862,21 @@ mod tests {
             command_timeout: Duration::from_secs(5),
             data_timeout: Duration::from_secs(5),
             max_session: Duration::from_secs(30),
+            data_budget: DataBudget::new(1 << 20),
         }
     }
 
     /// Plays `input` against a session, one client write per chunk, each
     /// written only after the server has answered the previous one.
     async fn converse(chunks: &[&[u8]]) -> (String, Vec<Vec<u8>>) {
+        converse_with(&settings(), chunks).await
+    }
+
+    async fn converse_with(settings: &SmtpSettings, chunks: &[&[u8]]) -> (String, Vec<Vec<u8>>) {
         let handler = Recorder::default();
         let (client, server) = tokio::io::duplex(1 << 16);
-        let settings = settings();
         let token = CancellationToken::new();
-        let server = session(server, "test".into(), &handler, &settings, &token);
+        let server = session(server, "test".into(), &handler, settings, &token);
         let client = async move {
             let (mut r, mut w) = tokio::io::split(client);
             let mut transcript = Vec::new();
@@ -812,6 +905,46 @@ mod tests {
         b"RCPT TO:<list@example.org>\r\n",
         b"DATA\r\n",
     ];
+
+    /// The bytes all sessions hold are capped: a DATA that starts with the
+    /// budget spent is answered 452 at once, one whose bytes would overspend
+    /// it 452 at its end; a message held is counted until its answer, and
+    /// once the budget is free again the same message is taken.
+    #[tokio::test]
+    async fn data_beyond_the_shared_budget_gets_452() {
+        let settings = SmtpSettings {
+            data_budget: DataBudget::new(300),
+            ..settings()
+        };
+        let budget = &settings.data_budget;
+        let message: &[u8] = b"Subject: x\r\n\r\n0123456789012345678901234567890123456789\r\n.\r\n";
+        let mut chunks = HEAD.to_vec();
+        chunks.push(message);
+        chunks.push(b"QUIT\r\n");
+        // Another session holds 250 octets: this message does not fit.
+        let mut other = 0;
+        assert!(budget.take(&mut other, 250));
+        let (t, msgs) = converse_with(&settings, &chunks).await;
+        assert!(t.contains("354 "), "{t}");
+        assert!(t.contains("452 4.3.1"), "{t}");
+        assert!(msgs.is_empty());
+        assert_eq!(
+            budget.used(),
+            250,
+            "what the refused message took is given back"
+        );
+        // All of it held: DATA itself is refused, before 354.
+        assert!(budget.take(&mut other, 50));
+        let (t, msgs) = converse_with(&settings, &chunks).await;
+        assert!(!t.contains("354 ") && t.contains("452 4.3.1"), "{t}");
+        assert!(msgs.is_empty());
+        // Given back: taken, and nothing stays counted after the answer.
+        budget.give_back(other);
+        let (t, msgs) = converse_with(&settings, &chunks).await;
+        assert!(t.contains("250 2.0.0 queued"), "{t}");
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(budget.used(), 0);
+    }
 
     #[tokio::test]
     async fn a_clean_transaction_is_delivered_dot_unstuffed() {
