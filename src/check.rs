@@ -17,6 +17,10 @@ pub struct Finding {
     pub field: String,
     pub problem: String,
     pub fix: String,
+    /// Worth a look, but possibly meant (a public listener behind a
+    /// firewall): reported, and `check` still exits 0.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
 }
 
 /// Everything wrong with the configuration at `path` at `now`; empty when clean.
@@ -35,6 +39,7 @@ pub fn findings(path: &Path, now: DateTime<Utc>) -> Vec<Finding> {
             problem: format!("the list key: {}", i.problem),
             fix: "extend or replace the list key; members must then import the new certificate"
                 .into(),
+            warning: false,
         });
     }
     let listen = config.smtp.listen;
@@ -46,6 +51,7 @@ pub fn findings(path: &Path, now: DateTime<Utc>) -> Vec<Finding> {
                 "the SMTP listener binds {listen}, which is not loopback: anyone who can reach it may send to the list directly, past your MTA's limits"
             ),
             fix: "bind 127.0.0.1 behind your MTA, or make sure only the MTA and the PST's hosts can reach this address (firewall)".into(),
+            warning: true,
         });
     }
     let (mut in_config, mut in_file) = (0, 0);
@@ -70,6 +76,7 @@ pub fn findings(path: &Path, now: DateTime<Utc>) -> Vec<Finding> {
                         "put the member's armored certificate at {} (or remove the member)",
                         m.key_path.display()
                     ),
+                    warning: false,
                 });
                 continue;
             }
@@ -90,6 +97,7 @@ pub fn findings(path: &Path, now: DateTime<Utc>) -> Vec<Finding> {
                     cert.fingerprint()
                 ),
                 fix: "use the address that is on the PST key, or add it to the key as a user ID and export the certificate again".into(),
+                warning: false,
             });
         }
         for i in keycheck::cert_issues(cert, role, &p, now) {
@@ -98,6 +106,7 @@ pub fn findings(path: &Path, now: DateTime<Utc>) -> Vec<Finding> {
                 field: field.clone(),
                 problem: i.problem,
                 fix: i.fix,
+                warning: false,
             });
         }
         let fpr = cert.fingerprint().to_hex();
@@ -108,6 +117,7 @@ pub fn findings(path: &Path, now: DateTime<Utc>) -> Vec<Finding> {
                 problem: format!("the same certificate {fpr} as {other}"),
                 fix: "each member needs its own key: remove the duplicate or fix the key path"
                     .into(),
+                warning: false,
             });
         } else {
             seen.push((fpr, &m.email));
@@ -123,12 +133,14 @@ fn config_finding(path: &Path, e: ConfigError) -> Finding {
             field: String::new(),
             problem: format!("cannot read: {source}"),
             fix: "check the path and that this user may read it".into(),
+            warning: false,
         },
         ConfigError::Syntax { path, message } => Finding {
             file: path,
             field: String::new(),
             problem: message,
             fix: "correct it; unknown keys are refused, compare with config/embargo-relay.example.toml".into(),
+            warning: false,
         },
         ConfigError::Field {
             path: file,
@@ -141,6 +153,7 @@ fn config_finding(path: &Path, e: ConfigError) -> Finding {
                 field,
                 problem,
                 fix,
+                warning: false,
             }
         }
     }
@@ -153,7 +166,7 @@ pub enum Format {
     Json,
 }
 
-/// Runs `check`; true when the configuration is clean.
+/// Runs `check`; true when the configuration is clean (warnings aside).
 pub fn run(
     path: &Path,
     format: Format,
@@ -171,7 +184,7 @@ pub fn run(
             }
             let report = Report {
                 config: path,
-                clean: found.is_empty(),
+                clean: found.iter().all(|f| f.warning),
                 problems: &found,
             };
             writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
@@ -183,15 +196,19 @@ pub fn run(
                 } else {
                     format!(" {}:", f.field)
                 };
-                writeln!(out, "{}:{field} {}", f.file.display(), f.problem)?;
+                let level = if f.warning { " warning:" } else { "" };
+                writeln!(out, "{}:{field}{level} {}", f.file.display(), f.problem)?;
                 writeln!(out, "    fix: {}", f.fix)?;
             }
-            if found.is_empty() {
-                writeln!(out, "{}: clean", path.display())?;
-            } else {
-                writeln!(out, "{} problem(s)", found.len())?;
+            let warnings = found.iter().filter(|f| f.warning).count();
+            let problems = found.len() - warnings;
+            match (problems, warnings) {
+                (0, 0) => writeln!(out, "{}: clean", path.display())?,
+                (0, w) => writeln!(out, "{}: clean, {w} warning(s)", path.display())?,
+                (p, 0) => writeln!(out, "{p} problem(s)")?,
+                (p, w) => writeln!(out, "{p} problem(s), {w} warning(s)")?,
             }
         }
     }
-    Ok(found.is_empty())
+    Ok(found.iter().all(|f| f.warning))
 }

@@ -233,15 +233,19 @@ fn print_kept(dir: &Path, recipients: &[(String, Cert)]) {
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
     let d = dir.display();
     let member = &recipients[1].0;
+    // The program as it was started, which need not be on PATH.
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "embargo-relay".to_owned());
     println!("\n== the list is kept in {d}");
     println!("secret keys (mode 0600) are in {d}/keys/secret, the members' copies in {d}/mail");
     println!("send another announcement to this list (same keys, roster and spool):");
-    println!("   embargo-relay demo --keep {d}");
+    println!("   {exe} demo --keep {d}");
     println!("read {member}'s copy with GnuPG:");
     println!("   export GNUPGHOME=$(mktemp -d)");
     println!("   gpg --import {d}/keys/secret/{member}.key {d}/keys/list.asc");
     println!("   gpg --decrypt {d}/mail/{member}.asc");
-    println!("look at the spool: embargo-relay status --config {d}/config.toml");
+    println!("look at the spool: {exe} status --config {d}/config.toml");
 }
 
 /// The armored PGP message in a captured copy.

@@ -713,7 +713,6 @@ fn member_cert(relay: &Relay, address: &str) -> Result<(String, sequoia_openpgp:
     Ok((member.email.clone(), cert.clone()))
 }
 
-/// The Message-ID of what a delivery sends: stable across retries.
 /// A delivery's Message-ID: its own random copy id, the same on every
 /// retry of it (so a resend after a crash is recognisably the same mail),
 /// and nothing that links it to the announcement or to other copies.

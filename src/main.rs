@@ -150,8 +150,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             recipient,
         } => {
             // A panic must reach the MTA as "try again" (75), not as 101.
+            // Its stderr is the bounce text: one line then too.
             let code = std::panic::catch_unwind(|| submit(&config, sender, recipient))
-                .unwrap_or_else(|_| ExitCode::from(embargo_relay::inbound::pipe::EX_TEMPFAIL));
+                .unwrap_or_else(|_| {
+                    say("embargo-relay: internal error; try again later");
+                    ExitCode::from(embargo_relay::inbound::pipe::EX_TEMPFAIL)
+                });
             return Ok(code);
         }
         Command::Check { config, format } => {

@@ -192,6 +192,17 @@ postlog   unix-dgram n - n - 1 postlogd\n"
         );
     }
 
+    /// A main.cf setting of this instance, as Postfix reads it.
+    fn postconf(&self, name: &str) -> String {
+        let out = Command::new("/usr/sbin/postconf")
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["-h", name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.base.path().join("log/maillog")).unwrap_or_default()
     }
@@ -262,12 +273,57 @@ async fn behind_postfix_as_deployed_members_get_copies_and_refusals_bounce_one_l
     std::fs::set_permissions(f.dir.path(), PermissionsExt::from_mode(0o711)).unwrap();
     std::fs::create_dir(f.state_dir()).unwrap();
     std::os::unix::fs::chown(f.state_dir(), Some(nobody.0), Some(nobody.1)).unwrap();
-    let binary = Path::new(env!("CARGO_BIN_EXE_embargo-relay"));
+    // A copy of the binary where `nobody` can run it, whatever the modes
+    // of the build directory (a clone under /root is 0700).
+    let binary = f.path("embargo-relay");
+    std::fs::copy(env!("CARGO_BIN_EXE_embargo-relay"), &binary).unwrap();
+    std::fs::set_permissions(&binary, PermissionsExt::from_mode(0o755)).unwrap();
+    let binary = binary.as_path();
     let mut command = Command::new(binary);
     command.uid(nobody.0).gid(nobody.1);
     let daemon = Daemon::spawn(command, &config, &f.path("daemon.log"));
     let postfix = Postfix::start(port, sink.addr(), binary, &config, "nobody");
     let list = f.list.clone();
+
+    // 0. The size limit holds the members' copies of the largest
+    //    announcement: a copy is about 1.38 times its announcement.
+    let default_max = embargo_relay::config::Config::parse(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/embargo-relay.example.toml"),
+        )
+        .unwrap()
+        .replace(
+            "/etc/embargo-relay/keys/list.key",
+            f.path("keys/list.key").to_str().unwrap(),
+        )
+        .replace(
+            "/etc/embargo-relay/keys/members/distro.asc",
+            f.path("keys/m1.asc").to_str().unwrap(),
+        ),
+        &f.path("example.toml"),
+    )
+    .map(|c| c.smtp.max_message_size)
+    .unwrap_or(25 << 20);
+    let limit: usize = postfix.postconf("message_size_limit").parse().unwrap();
+    assert!(
+        limit as f64 >= 1.4 * default_max as f64,
+        "message_size_limit {limit} cannot carry the copies of a {default_max}-octet announcement"
+    );
+    let pipe_size = format!("size={default_max}");
+    assert!(
+        shipped("master.cf").contains(&pipe_size),
+        "the pipe's {pipe_size}"
+    );
+    // Only the list's two addresses are valid in its domain.
+    let (code, text) = send_to(
+        postfix.addr,
+        PST,
+        "nobody@lists.example.org",
+        b"Subject: x\r\n\r\nx\r\n",
+    )
+    .await
+    .unwrap_err();
+    assert!(code == 550 && text.contains("5.1.1"), "{text}");
 
     // 1. An announcement sent to Postfix reaches every member, the one in
     //    the list's subdomain included, readable by gpg, rnp and sq.
@@ -359,6 +415,49 @@ async fn behind_postfix_as_deployed_members_get_copies_and_refusals_bounce_one_l
         }
         assert!(!text.contains(CANARY), "the body came back: {text}");
         assert!(text.contains("text/rfc822-headers"), "{text}");
+    }
+
+    // 2b. One mail to both of the list's addresses is delivered to each
+    //     alone (one recipient per submit run): nothing stays queued.
+    let transport =
+        lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(postfix.addr.port())
+            .build();
+    let both = lettre::address::Envelope::new(
+        Some("security@seven.example".parse().unwrap()),
+        vec![LIST.parse().unwrap(), REQUEST.parse().unwrap()],
+    )
+    .unwrap();
+    let twice = format!(
+        "From: <security@seven.example>\r\nTo: {LIST}, {REQUEST}\r\nSubject: both\r\n\r\nTo both.\r\n"
+    );
+    lettre::AsyncTransport::send_raw(&transport, &both, twice.as_bytes())
+        .await
+        .expect("Postfix takes it for both");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let log = postfix.log();
+        let runs = log
+            .lines()
+            .filter(|l| {
+                l.contains("postfix-embargo-test/pipe")
+                    && l.contains("to=<")
+                    && !l.contains("status=deferred")
+            })
+            .filter(|l| {
+                l.contains(&format!("to=<{LIST}>")) || l.contains(&format!("to=<{REQUEST}>"))
+            })
+            .count();
+        let deferred = log
+            .lines()
+            .any(|l| l.contains("relay=embargo-relay") && l.contains("status=deferred"));
+        assert!(!deferred, "a pipe delivery was deferred; {}", log);
+        // The announcement and the two of this mail (the refusals bounce).
+        if runs >= 5 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", log);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
     // 3. A join request reaches the PST, encrypted.
