@@ -42,6 +42,20 @@ pub fn findings(path: &Path, now: DateTime<Utc>) -> Vec<Finding> {
             warning: false,
         });
     }
+    if let Err(e) = crate::spool::Spool::inspect(&config.state_dir) {
+        let fix = if e.is_damage() {
+            "stop the daemon; restore the spool from a backup (deploy/README.md, Backups), or start afresh with `embargo-relay run --new-spool`"
+        } else {
+            "check that this user may read the state directory"
+        };
+        out.push(Finding {
+            file: path.to_owned(),
+            field: "list.state_dir".into(),
+            problem: e.to_string(),
+            fix: fix.into(),
+            warning: false,
+        });
+    }
     let listen = config.smtp.listen;
     if !listen.ip().is_loopback() {
         out.push(Finding {

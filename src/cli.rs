@@ -25,6 +25,11 @@ pub enum Command {
         /// The configuration file (see config/embargo-relay.example.toml).
         #[arg(long, short, default_value = "/etc/embargo-relay/config.toml")]
         config: PathBuf,
+        /// Set the spool aside (renamed, never deleted) and start with a new
+        /// one. Only after damage no backup can mend: held releases, the
+        /// audit trail and replay protection start over.
+        #[arg(long)]
+        new_spool: bool,
     },
     /// Take one message on standard input, as an MTA's pipe transport delivers it.
     ///

@@ -136,10 +136,19 @@ fn say(line: &str) {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = || tokio::runtime::Runtime::new().context("cannot start the async runtime");
     let done = match cli.command {
-        Command::Run { config } => runtime()?.block_on(embargo_relay::daemon::run_until_signal(
-            &config,
-            Arc::new(SystemClock),
-        )),
+        Command::Run { config, new_spool } => {
+            if new_spool {
+                let state_dir = Config::load(&config)?.state_dir;
+                let now = embargo_relay::clock::Clock::now(&SystemClock);
+                for moved in embargo_relay::spool::Spool::set_aside(&state_dir, now)? {
+                    tracing::warn!(file = %moved.display(), "the old spool was set aside; starting with a new one");
+                }
+            }
+            runtime()?.block_on(embargo_relay::daemon::run_until_signal(
+                &config,
+                Arc::new(SystemClock),
+            ))
+        }
         Command::Embargo { config, action } => {
             let config = Config::load(&config)?;
             embargo_relay::operator::embargo(&config, action, &SystemClock, &mut std::io::stdout())

@@ -120,6 +120,9 @@ async fn problem(relay: &Arc<Relay>, period: Duration) -> Option<Problem> {
     if relay.health.stuck_for() > period {
         return Some(Problem::Stuck("the fan-out loop is stuck"));
     }
+    if relay.spool.damaged() {
+        return Some(Problem::Spool("the spool is damaged"));
+    }
     let r = relay.clone();
     let spool = tokio::task::spawn_blocking(move || r.spool.data_version());
     match tokio::time::timeout(period / 3, spool).await {

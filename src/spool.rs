@@ -28,9 +28,42 @@ pub enum SpoolError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// `PRAGMA quick_check` failed, or SQLite said the file is corrupt.
+    #[error(
+        "the spool {path} is damaged ({report}); stop the daemon and restore it from a backup (deploy/README.md, Backups), or set it aside and start afresh with `embargo-relay run --new-spool`"
+    )]
+    Damaged { path: PathBuf, report: String },
+    /// The state directory has held a spool, and it is gone or empty.
+    #[error(
+        "the spool {path} is missing or empty, but this state directory has held one ({marker} exists): held releases, the audit trail and replay protection would be lost. Restore it from a backup, or start afresh with `embargo-relay run --new-spool`"
+    )]
+    Missing { path: PathBuf, marker: PathBuf },
+}
+
+/// Written beside a new spool: a state directory that has it has held a
+/// spool, so a missing or empty one there is damage, not a fresh start.
+const MARKER: &str = "spool.created";
+
+/// Whether SQLite says the file is not a sound database.
+fn is_corrupt(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
 }
 
 impl SpoolError {
+    /// The spool itself is unusable (damaged or missing), rather than busy
+    /// or refusing one write.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            SpoolError::Damaged { .. } | SpoolError::Missing { .. } => true,
+            SpoolError::Db { source, .. } => is_corrupt(source),
+            _ => false,
+        }
+    }
+
     /// A constraint of the schema refused the write: the data as given can
     /// never be stored, so trying again cannot help (a refusal, not a 451).
     pub fn is_constraint(&self) -> bool {
@@ -334,6 +367,9 @@ pub struct DeliveryCounts {
 pub struct Spool {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// Set at the first sign of corruption: the intake then answers 451
+    /// and the watchdog stops being fed.
+    damaged: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Spool {
@@ -344,7 +380,9 @@ impl std::fmt::Debug for Spool {
 
 impl Spool {
     /// Opens (creating if needed) `spool.sqlite` in `state_dir`, which is
-    /// made private to the daemon's user.
+    /// made private to the daemon's user. A spool that fails SQLite's
+    /// `quick_check`, or a missing or empty one where one was before
+    /// (`spool.created`), is refused: never used silently as a new one.
     pub fn open(state_dir: &Path) -> Result<Spool, SpoolError> {
         let io = |source| SpoolError::Io {
             path: state_dir.to_owned(),
@@ -353,10 +391,24 @@ impl Spool {
         std::fs::create_dir_all(state_dir).map_err(io)?;
         set_private(state_dir, 0o700).map_err(io)?;
         let path = state_dir.join("spool.sqlite");
-        let db = |source| SpoolError::Db {
-            path: path.clone(),
-            source,
+        let marker = state_dir.join(MARKER);
+        let db = |source: rusqlite::Error| {
+            if is_corrupt(&source) {
+                SpoolError::Damaged {
+                    path: path.clone(),
+                    report: source.to_string(),
+                }
+            } else {
+                SpoolError::Db {
+                    path: path.clone(),
+                    source,
+                }
+            }
         };
+        let empty = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
+        if empty && marker.exists() {
+            return Err(SpoolError::Missing { path, marker });
+        }
         // SQLite gives the -wal and -shm files the database file's mode:
         // 0600 before the first open, so none of the three is ever wider.
         if !path.exists() {
@@ -370,6 +422,10 @@ impl Spool {
             .map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db)?;
+        let report = quick_check(&conn).map_err(db)?;
+        if report != "ok" {
+            return Err(SpoolError::Damaged { path, report });
+        }
         let mut conn = conn;
         migrate(&mut conn).map_err(db)?;
         for suffix in ["-wal", "-shm"] {
@@ -378,10 +434,103 @@ impl Spool {
                 set_private(&side, 0o600).map_err(io)?;
             }
         }
+        if !marker.exists() {
+            write_marker(&marker).map_err(io)?;
+        }
         Ok(Spool {
             conn: Arc::new(Mutex::new(conn)),
             path,
+            damaged: Arc::default(),
         })
+    }
+
+    /// Sets the spool of `state_dir` aside (renamed with the time, never
+    /// deleted) and opens a new one: `run --new-spool`, the operator's
+    /// choice after damage that no backup can mend. Returns where the old
+    /// files went.
+    pub fn set_aside(state_dir: &Path, now: DateTime<Utc>) -> Result<Vec<PathBuf>, SpoolError> {
+        let io = |source| SpoolError::Io {
+            path: state_dir.to_owned(),
+            source,
+        };
+        let stamp = now.format("%Y%m%dT%H%M%SZ");
+        let mut moved = Vec::new();
+        for name in [
+            "spool.sqlite",
+            "spool.sqlite-wal",
+            "spool.sqlite-shm",
+            MARKER,
+        ] {
+            let from = state_dir.join(name);
+            if from.exists() {
+                let to = state_dir.join(format!("{name}.set-aside-{stamp}"));
+                std::fs::rename(&from, &to).map_err(io)?;
+                moved.push(to);
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Checks the spool of `state_dir` without creating or changing
+    /// anything, for `check`: fine when there is none yet.
+    pub fn inspect(state_dir: &Path) -> Result<(), SpoolError> {
+        let path = state_dir.join("spool.sqlite");
+        let marker = state_dir.join(MARKER);
+        let empty = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
+        if empty {
+            return if marker.exists() {
+                Err(SpoolError::Missing { path, marker })
+            } else {
+                Ok(())
+            };
+        }
+        let damaged = |report: String| SpoolError::Damaged {
+            path: path.clone(),
+            report,
+        };
+        let db = |source: rusqlite::Error| {
+            if is_corrupt(&source) {
+                damaged(source.to_string())
+            } else {
+                SpoolError::Db {
+                    path: path.clone(),
+                    source,
+                }
+            }
+        };
+        let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(db)?;
+        match quick_check(&conn).map_err(db)? {
+            ok if ok == "ok" => Ok(()),
+            report => Err(damaged(report)),
+        }
+    }
+
+    /// Whether the spool has shown corruption since it was opened.
+    pub fn damaged(&self) -> bool {
+        self.damaged.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Runs SQLite's `quick_check` now ("ok" when sound).
+    pub fn quick_check(&self) -> Result<String, SpoolError> {
+        let report = quick_check(&self.lock()).map_err(|e| self.db(e))?;
+        if report != "ok" {
+            self.mark_damaged(&report);
+        }
+        Ok(report)
+    }
+
+    fn mark_damaged(&self, why: &str) {
+        if !self
+            .damaged
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::error!(
+                spool = %self.path.display(),
+                problem = why,
+                "the spool is damaged: mail is answered 451 and the watchdog is no longer fed; restore the spool from a backup"
+            );
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -389,6 +538,9 @@ impl Spool {
     }
 
     fn db(&self, source: rusqlite::Error) -> SpoolError {
+        if is_corrupt(&source) {
+            self.mark_damaged(&source.to_string());
+        }
         SpoolError::Db {
             path: self.path.clone(),
             source,
@@ -1270,13 +1422,36 @@ fn insert_audit(
     .map(|_| ())
 }
 
+/// `PRAGMA quick_check`'s report, its lines joined ("ok" when sound; at
+/// most ten problems).
+fn quick_check(conn: &Connection) -> rusqlite::Result<String> {
+    let mut stmt = conn.prepare("PRAGMA quick_check(10)")?;
+    let lines: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(lines.join("; "))
+}
+
+/// Notes, durably, that this state directory holds a spool.
+fn write_marker(path: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(
+        b"This state directory holds an embargo-relay spool (spool.sqlite). If that file\n\
+goes missing or empty, the daemon refuses to start rather than begin afresh.\n",
+    )?;
+    file.sync_all()
+}
+
 /// Creates an empty file readable and writable by its owner alone.
 #[cfg(unix)]
 fn create_private(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
+    // create, not create_new: `submit` and the daemon may race to make it.
     std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(false)
         .mode(0o600)
         .open(path)
         .map(drop)
@@ -1304,6 +1479,89 @@ mod tests {
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().into()
+    }
+
+    /// A damaged spool, or a missing or empty one where one was, is
+    /// refused by `open` and `inspect`, never used as a new one; setting it
+    /// aside keeps the old files and starts afresh.
+    #[test]
+    fn a_damaged_or_vanished_spool_is_refused_never_used_silently() {
+        use std::io::{Seek, SeekFrom, Write};
+        let dir = tempfile::tempdir().unwrap();
+        // A fresh directory: a new spool, and the marker beside it.
+        assert!(
+            Spool::inspect(dir.path()).is_ok(),
+            "nothing there yet is fine"
+        );
+        let spool = Spool::open(dir.path()).unwrap();
+        assert!(dir.path().join(MARKER).exists());
+        for i in 0..2000 {
+            spool
+                .audit(
+                    t("2026-11-20T12:00:00Z"),
+                    "test",
+                    None,
+                    None,
+                    &format!("row {i} {}", "x".repeat(100)),
+                )
+                .unwrap();
+        }
+        assert_eq!(spool.quick_check().unwrap(), "ok");
+        drop(spool);
+        assert!(Spool::inspect(dir.path()).is_ok());
+        let path = dir.path().join("spool.sqlite");
+        // Everything in the database file itself, none left in the WAL.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
+
+        // Random bytes over the last page.
+        let len = std::fs::metadata(&path).unwrap().len();
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.seek(SeekFrom::Start(len - 4096)).unwrap();
+        let noise: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        file.write_all(&noise).unwrap();
+        drop(file);
+        let err = Spool::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, SpoolError::Damaged { .. }) && err.is_damage(),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--new-spool"), "{err}");
+        assert!(matches!(
+            Spool::inspect(dir.path()),
+            Err(SpoolError::Damaged { .. })
+        ));
+
+        // Emptied (a zero-length file), or gone: refused, not a fresh start.
+        std::fs::write(&path, b"").unwrap();
+        let err = Spool::open(dir.path()).unwrap_err();
+        assert!(matches!(err, SpoolError::Missing { .. }), "{err}");
+        assert!(matches!(
+            Spool::inspect(dir.path()),
+            Err(SpoolError::Missing { .. })
+        ));
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            Spool::open(dir.path()),
+            Err(SpoolError::Missing { .. })
+        ));
+
+        // The operator's choice: set aside (kept), then a new spool.
+        std::fs::write(&path, b"").unwrap();
+        let moved = Spool::set_aside(dir.path(), t("2026-11-21T08:00:00Z")).unwrap();
+        assert!(moved.iter().all(|m| m.exists()), "{moved:?}");
+        assert!(
+            moved
+                .iter()
+                .any(|m| m.ends_with("spool.sqlite.set-aside-20261121T080000Z"))
+        );
+        let fresh = Spool::open(dir.path()).unwrap();
+        assert_eq!(fresh.quick_check().unwrap(), "ok");
+        assert!(fresh.audit_records().unwrap().is_empty());
     }
 
     /// The database and its -wal and -shm files are the owner's alone,

@@ -494,6 +494,14 @@ impl Intake {
     /// raw mail's digest) is committed with an accepted announcement.
     pub fn process_fetched(&self, envelope: &Envelope, raw: &[u8], fetched: Option<&str>) -> Reply {
         let relay = &self.relay;
+        if relay.spool.damaged() {
+            // Nothing can be committed safely: the sender keeps the mail.
+            return Reply::new(
+                451,
+                "4.3.0",
+                "the list's spool is damaged; the operator must restore it. Try again later",
+            );
+        }
         let now = relay.clock.now();
         let request = &relay.config().request_address;
         let for_request = |r: &String| r.eq_ignore_ascii_case(request);

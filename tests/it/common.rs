@@ -359,11 +359,17 @@ impl Daemon {
 
     /// Runs `embargo-relay run --config config` from `command` (which may
     /// set the user or the environment), its stderr teed to `log`.
-    pub fn spawn(mut command: Command, config: &Path, log: &Path) -> Daemon {
+    pub fn spawn(command: Command, config: &Path, log: &Path) -> Daemon {
+        Self::spawn_with(command, config, log, &[])
+    }
+
+    /// [`Daemon::spawn`] with more arguments to `run` (`--new-spool`).
+    pub fn spawn_with(mut command: Command, config: &Path, log: &Path, args: &[&str]) -> Daemon {
         let mut child = command
             .env_remove("JOURNAL_STREAM")
             .args(["run", "--config"])
             .arg(config)
+            .args(args)
             .env("RUST_LOG", "embargo_relay=trace,info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -25,5 +25,6 @@ mod replay;
 mod retry;
 mod roster;
 mod service;
+mod spool_damage;
 mod submit;
 mod wrapped;
