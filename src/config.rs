@@ -94,6 +94,13 @@ pub struct RawSmtp {
     /// Message bytes all SMTP sessions may hold at once.
     pub max_data_in_flight: Option<String>,
     pub max_sessions: Option<usize>,
+    /// Sessions one untrusted address may hold at once.
+    pub max_sessions_per_peer: Option<usize>,
+    /// Addresses exempt from the per-address limit, with slots of their own.
+    #[serde(default)]
+    pub trusted_peers: Vec<String>,
+    /// Of max_sessions, the slots only trusted peers may take.
+    pub reserved_sessions: Option<usize>,
     pub command_timeout: Option<String>,
     pub data_timeout: Option<String>,
     pub session_timeout: Option<String>,
@@ -206,6 +213,13 @@ pub struct SmtpConfig {
     /// four messages of the largest size); beyond, DATA gets 452.
     pub max_data_in_flight: usize,
     pub max_sessions: usize,
+    /// Sessions one untrusted address may hold (default: an eighth of
+    /// max_sessions, at least 1).
+    pub max_sessions_per_peer: usize,
+    /// Exempt from that, and with `reserved_sessions` of their own (default:
+    /// loopback, where the local MTA connects from).
+    pub trusted_peers: Vec<std::net::IpAddr>,
+    pub reserved_sessions: usize,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
     pub session_timeout: Duration,
@@ -476,11 +490,45 @@ impl Validator<'_> {
         if max_sessions == 0 {
             return Err(self.err("inbound.smtp.max_sessions", "must be at least 1"));
         }
+        let max_sessions_per_peer = raw
+            .max_sessions_per_peer
+            .unwrap_or((max_sessions / 8).max(1));
+        if max_sessions_per_peer == 0 {
+            return Err(self.err("inbound.smtp.max_sessions_per_peer", "must be at least 1"));
+        }
+        let trusted_peers = if raw.trusted_peers.is_empty() {
+            vec![
+                std::net::IpAddr::from([127, 0, 0, 1]),
+                std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            ]
+        } else {
+            raw.trusted_peers
+                .iter()
+                .map(|a| {
+                    a.parse().map_err(|_| {
+                        self.err(
+                            "inbound.smtp.trusted_peers",
+                            format!("`{a}` is not an IP address such as 127.0.0.1 or ::1"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let reserved_sessions = raw.reserved_sessions.unwrap_or(max_sessions / 4);
+        if reserved_sessions >= max_sessions {
+            return Err(self.err(
+                "inbound.smtp.reserved_sessions",
+                "must be less than inbound.smtp.max_sessions, or untrusted peers get no session at all",
+            ));
+        }
         Ok(SmtpConfig {
             listen,
             max_message_size,
             max_data_in_flight,
             max_sessions,
+            max_sessions_per_peer,
+            trusted_peers,
+            reserved_sessions,
             command_timeout: self.duration(
                 "inbound.smtp.command_timeout",
                 raw.command_timeout,

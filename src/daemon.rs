@@ -188,6 +188,9 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running
         data_timeout: config.smtp.data_timeout,
         max_session: config.smtp.session_timeout,
         data_budget: smtp::DataBudget::new(config.smtp.max_data_in_flight),
+        max_sessions_per_peer: config.smtp.max_sessions_per_peer,
+        trusted_peers: config.smtp.trusted_peers.clone(),
+        reserved_sessions: config.smtp.reserved_sessions,
     });
     let outbound = Outbound::new(&config.outbound, &config.hostname);
     let relay = Arc::new(Relay::open(config, clock)?);

@@ -166,6 +166,9 @@ impl CaptureSink {
             max_session: Duration::from_secs(600),
             // A test peer: as much as the tests send.
             data_budget: smtp::DataBudget::new(usize::MAX),
+            max_sessions_per_peer: 256,
+            trusted_peers: Vec::new(),
+            reserved_sessions: 0,
         });
         tokio::spawn(smtp::serve(
             listener,

@@ -120,6 +120,97 @@ pub struct SmtpSettings {
     /// Message bytes held by all sessions together, from the first byte of
     /// DATA until the handler has answered.
     pub data_budget: Arc<DataBudget>,
+    /// Sessions one untrusted address may hold at once.
+    pub max_sessions_per_peer: usize,
+    /// Addresses (the local MTA, the PST's submission hosts) that are not
+    /// held to `max_sessions_per_peer` and have sessions of their own.
+    pub trusted_peers: Vec<std::net::IpAddr>,
+    /// Of `max_sessions`, how many only trusted peers may use.
+    pub reserved_sessions: usize,
+}
+
+/// Who may open a session: every peer shares `max_sessions -
+/// reserved_sessions` slots, at most `max_sessions_per_peer` each; trusted
+/// peers are not counted per address and may also use the reserved slots.
+/// So no single address, nor a crowd of untrusted ones, can lock the PST's
+/// MTA out.
+struct Admission {
+    shared: Arc<Semaphore>,
+    reserved: Arc<Semaphore>,
+    per_peer: PeerCounts,
+}
+
+/// Sessions open per untrusted address.
+type PeerCounts = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
+/// A session's place; given back on drop.
+struct Admitted {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    peer: Option<(std::net::IpAddr, PeerCounts)>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some((ip, counts)) = &self.peer {
+            let mut counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = counts.get_mut(ip) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(ip);
+                }
+            }
+        }
+    }
+}
+
+impl Admission {
+    fn new(settings: &SmtpSettings) -> Admission {
+        let reserved = settings.reserved_sessions.min(settings.max_sessions);
+        Admission {
+            shared: Arc::new(Semaphore::new(settings.max_sessions - reserved)),
+            reserved: Arc::new(Semaphore::new(reserved)),
+            per_peer: Arc::default(),
+        }
+    }
+
+    /// A place for `ip`, or why not.
+    fn admit(&self, ip: std::net::IpAddr, settings: &SmtpSettings) -> Result<Admitted, Reply> {
+        let full = || Reply::new(421, "4.3.2", "too many connections, try again later");
+        if settings.trusted_peers.contains(&ip) {
+            let permit = self
+                .shared
+                .clone()
+                .try_acquire_owned()
+                .or_else(|_| self.reserved.clone().try_acquire_owned())
+                .map_err(|_| full())?;
+            return Ok(Admitted {
+                _permit: permit,
+                peer: None,
+            });
+        }
+        let mut counts = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.get(&ip).copied().unwrap_or(0);
+        if n >= settings.max_sessions_per_peer {
+            return Err(Reply::new(
+                421,
+                "4.7.0",
+                format!(
+                    "too many connections from your address (at most {}); try again later",
+                    settings.max_sessions_per_peer
+                ),
+            ));
+        }
+        let permit = self
+            .shared
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| full())?;
+        counts.insert(ip, n + 1);
+        Ok(Admitted {
+            _permit: permit,
+            peer: Some((ip, self.per_peer.clone())),
+        })
+    }
 }
 
 /// A cap on the message bytes all sessions hold at once: 32 sessions each
@@ -264,8 +355,9 @@ fn path_arg<'a>(rest: &'a str, prefix: &str) -> Option<(String, &'a str)> {
     Some((addr.to_owned(), rest[end + 1..].trim()))
 }
 
-/// Accepts connections until `shutdown`, at most `max_sessions` at once;
-/// a connection over the bound is told `421` and closed.
+/// Accepts connections until `shutdown`, at most `max_sessions` at once
+/// and at most `max_sessions_per_peer` from one untrusted address (see
+/// [`Admission`]); a connection over a bound is told `421` and closed.
 pub async fn serve<H: MailHandler>(
     listener: TcpListener,
     handler: Arc<H>,
@@ -273,7 +365,7 @@ pub async fn serve<H: MailHandler>(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let permits = Arc::new(Semaphore::new(settings.max_sessions));
+    let admission = Admission::new(&settings);
     // Connections refused for capacity since the last report, and when.
     let mut over_capacity = 0u64;
     let mut reported: Option<Instant> = None;
@@ -291,33 +383,35 @@ pub async fn serve<H: MailHandler>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "too many SMTP sessions; refusing connection");
-            let reply = Reply::new(421, "4.3.2", "too many connections, try again later");
-            over_capacity += 1;
-            if reported.is_none_or(|at| at.elapsed() >= OVER_CAPACITY_REPORT) {
-                let summary = Reply::new(
-                    421,
-                    "4.3.2",
-                    format!(
-                        "too many connections: {over_capacity} refused since the last such record (max_sessions {})",
-                        settings.max_sessions
-                    ),
-                );
-                handler.refused(&peer.to_string(), None, &summary);
-                over_capacity = 0;
-                reported = Some(Instant::now());
+        let admitted = match admission.admit(peer.ip(), &settings) {
+            Ok(admitted) => admitted,
+            Err(reply) => {
+                tracing::warn!(%peer, reply = %reply.text, "SMTP connection refused");
+                over_capacity += 1;
+                if reported.is_none_or(|at| at.elapsed() >= OVER_CAPACITY_REPORT) {
+                    let summary = Reply::new(
+                        421,
+                        "4.3.2",
+                        format!(
+                            "too many connections: {over_capacity} refused since the last such record (max_sessions {}, {} per address)",
+                            settings.max_sessions, settings.max_sessions_per_peer
+                        ),
+                    );
+                    handler.refused(&peer.to_string(), None, &summary);
+                    over_capacity = 0;
+                    reported = Some(Instant::now());
+                }
+                tracker.spawn(async move {
+                    let _ = stream.write_all(reply.to_wire().as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+                continue;
             }
-            tracker.spawn(async move {
-                let _ = stream.write_all(reply.to_wire().as_bytes()).await;
-                let _ = stream.shutdown().await;
-            });
-            continue;
         };
         let (handler, settings, shutdown) = (handler.clone(), settings.clone(), shutdown.clone());
         tracker.spawn(async move {
             bounded_session(stream, peer.to_string(), &*handler, &settings, &shutdown).await;
-            drop(permit);
+            drop(admitted);
         });
     }
 }
@@ -863,6 +957,9 @@ mod tests {
             data_timeout: Duration::from_secs(5),
             max_session: Duration::from_secs(30),
             data_budget: DataBudget::new(1 << 20),
+            max_sessions_per_peer: 4,
+            trusted_peers: Vec::new(),
+            reserved_sessions: 0,
         }
     }
 

@@ -15,6 +15,7 @@ mod imap;
 mod inline;
 mod join;
 mod keycheck;
+mod lockout;
 mod operator;
 mod postfix;
 mod posts;
