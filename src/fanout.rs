@@ -94,6 +94,7 @@ pub async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: CancellationTo
     let mut opened: HashMap<String, Arc<Announcement>> = HashMap::new();
     let mut pause = FIRST_PAUSE;
     let mut stalled: Option<Stall> = None;
+    owed_receipts(&relay).await;
     loop {
         while let Some(done) = tasks.try_join_next_with_id() {
             flying.landed(done, &mut stalled);
@@ -278,6 +279,42 @@ impl Dispatch<'_> {
         }
         Ok(())
     }
+}
+
+/// Queues the receipts a crash kept from being queued (see
+/// `Spool::receipts_owed`): the PST always hears what happened.
+async fn owed_receipts(relay: &Arc<Relay>) {
+    let r = relay.clone();
+    let owed = match blocking(move || r.spool.receipts_owed()).await {
+        Ok(Ok(owed)) => owed,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot look for receipts owed");
+            return;
+        }
+        Err(_) => return,
+    };
+    for id in owed {
+        let (r, message_id) = (relay.clone(), id.clone());
+        let queued = blocking(move || -> Result<bool, String> {
+            let a = match open(&r, &message_id).map_err(|e| e.to_string())? {
+                Ok(a) => a,
+                Err(e) => return Err(e.to_string()),
+            };
+            r.spool
+                .queue_receipt_when_tried(&message_id, &a.from, r.clock.now())
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        match queued {
+            Ok(Ok(true)) => tracing::info!(message_id = %id, "receipt owed since a crash: queued"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(message_id = %id, error = %e, "cannot queue a receipt owed")
+            }
+            Err(_) => {}
+        }
+    }
+    relay.wake.notify_one();
 }
 
 /// Queues the PST's receipt once every member copy has been tried.

@@ -949,6 +949,26 @@ impl Spool {
         tx.commit().map_err(|e| self.db(e))
     }
 
+    /// Announcements whose copies have all been tried but whose receipt
+    /// was never queued: a crash came between the last copy's outcome and
+    /// the receipt's own transaction. The fan-out queues them at start.
+    pub fn receipts_owed(&self) -> Result<Vec<String>, SpoolError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT m.id FROM messages m WHERE m.kind = 'announcement'
+                   AND EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.kind = 'copy')
+                   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.kind = 'copy' AND d.state = 'pending' AND d.attempts = 0)
+                   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.kind = 'receipt')",
+            )
+            .map_err(|e| self.db(e))?;
+        let ids = stmt
+            .query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+            .map_err(|e| self.db(e))?;
+        Ok(ids)
+    }
+
     /// Queues the receipt to `to` once every member copy of the message
     /// has been tried at least once; returns whether it was queued now.
     pub fn queue_receipt_when_tried(
@@ -973,6 +993,7 @@ impl Spool {
         if untried > 0 || receipts > 0 {
             return Ok(false);
         }
+        crate::failpoint::hit("before-receipt");
         tx.execute(
             "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, 'receipt', ?3, 'pending', ?4)",
             params![message_id, to, crate::crypto::random_hex(12), to_millis(now)],

@@ -246,6 +246,8 @@ async fn the_kill_9_matrix_loses_nothing_and_releases_nothing_early() {
         "after-send@2",
         // The public list took the advisory; the crash comes before it is recorded.
         "release-sent",
+        // Every copy tried and recorded; the crash comes before the receipt is queued.
+        "before-receipt",
     ];
     let runs = cases.map(crash_and_restart);
     futures_util::future::join_all(runs).await;
@@ -275,6 +277,7 @@ async fn crash_and_restart(failpoint: &'static str) {
     let _daemon = Daemon::start(&config, &log);
     let done = |g: &[embargo_relay::sink::Captured]| {
         releases(g) >= 1
+            && !receipts(g).is_empty()
             && f.usable_members().all(|m| {
                 copies(g)
                     .iter()
@@ -286,7 +289,7 @@ async fn crash_and_restart(failpoint: &'static str) {
     let got = sink.captured();
     assert!(
         done(&got),
-        "{failpoint}: every member and the public list served"
+        "{failpoint}: every member, the PST's receipt and the public list served"
     );
     for m in f.usable_members() {
         let count = copies(&got)
