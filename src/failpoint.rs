@@ -4,8 +4,9 @@
 //! point costs one environment look-up.
 //!
 //! The value is `POINT` (abort at the first hit), `POINT@N` (abort at the
-//! N-th hit, e.g. mid-fan-out) or `POINT:stall` (block that thread forever,
-//! as a hung disk would; for the watchdog test).
+//! N-th hit, e.g. mid-fan-out), `POINT:stall` (block that thread forever,
+//! as a hung disk would; for the watchdog test) or `POINT:panic` (panic at
+//! every hit, as a bug there would).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -27,6 +28,9 @@ pub fn hit(point: &str) {
     };
     if name != point {
         return;
+    }
+    if action == "panic" {
+        panic!("failpoint {point}: panicking");
     }
     if action == "stall" {
         eprintln!("embargo-relay: failpoint {point}: stalling");

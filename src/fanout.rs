@@ -430,7 +430,23 @@ async fn deliver_one(
         // Never early: the clock is checked now, not only when the row fell due.
         return postpone(relay, d, announcement.terms.until).await;
     }
-    let message = match blocking(move || build(&r, &a, &dd)).await? {
+    // A builder that panics fails this delivery, with the reason, instead
+    // of pausing the whole fan-out on it again and again.
+    let built = blocking(move || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&r, &a, &dd)))
+    })
+    .await?;
+    let Ok(built) = built else {
+        tracing::error!(message_id = %d.message_id, member = %d.member, kind = ?d.kind, "building the message panicked; the delivery fails");
+        return finish(
+            relay,
+            d,
+            Finished::Failed,
+            "the message could not be built (internal error)".to_owned(),
+        )
+        .await;
+    };
+    let message = match built {
         Ok(m) => m,
         Err(SealError::Recipient(reason)) => {
             tracing::warn!(message_id = %d.message_id, member = %d.member, %reason, "member skipped: no usable encryption key, nothing sent");
@@ -565,6 +581,7 @@ async fn defer(relay: &Arc<Relay>, d: &DueDelivery, error: String) -> Result<(),
 
 /// Builds what a delivery sends: a member's sealed copy or a public release.
 fn build(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
+    crate::failpoint::hit("build");
     match d.kind {
         Kind::Copy => seal_copy(
             relay,

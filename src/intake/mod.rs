@@ -698,11 +698,23 @@ impl Intake {
     /// is refused as a replay.
     fn join_request(&self, envelope: &Envelope, raw: &[u8], now: DateTime<Utc>) -> Reply {
         let relay = &self.relay;
-        let request = match mime::plain_request(raw, &self.relay.config().policy.mime) {
+        // Parsing and reading the request touch untrusted input and have no
+        // side effects: a panic there refuses the mail, as in `examine`.
+        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::failpoint::hit("join-request");
+            mime::plain_request(raw, &self.relay.config().policy.mime)
+                .map(|r| (crate::membership::checklist(&r.text), r))
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!("reading a join request panicked; refusing it");
+            Err(Rejection::Malformed(
+                "the request could not be read (internal error); it was refused",
+            ))
+        });
+        let (answered, request) = match parsed {
             Ok(r) => r,
             Err(why) => return self.reject(envelope, &why, now),
         };
-        let answered = crate::membership::checklist(&request.text);
         let text = format!(
             "A request to join the list reached {} on {} UTC.\n\n\
 From: {}\nSubject: {}\nEnvelope sender: <{}>, via {}\n\n\

@@ -17,6 +17,7 @@ mod join;
 mod keycheck;
 mod lockout;
 mod operator;
+mod panics;
 mod postfix;
 mod posts;
 mod readers;
