@@ -78,7 +78,7 @@ impl SpoolError {
 }
 
 /// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 fn messages_ddl(name: &str) -> String {
     format!(
@@ -119,6 +119,14 @@ CREATE TABLE IF NOT EXISTS seen_signatures (
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
 -- Whether any copy of a message is still untried, asked after every copy.
 CREATE INDEX IF NOT EXISTS deliveries_untried ON deliveries (message_id, kind, state, attempts);
+-- What was accepted, by the digest of its envelope and bytes: the same
+-- submission again (an MTA resending after a lost 250) is answered as
+-- accepted, and nothing is relayed twice.
+CREATE TABLE IF NOT EXISTS submissions (
+    digest      TEXT PRIMARY KEY,
+    message_id  TEXT NOT NULL REFERENCES messages(id),
+    at          INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS fetched (
     digest      TEXT PRIMARY KEY,
     at          INTEGER NOT NULL,
@@ -221,6 +229,9 @@ pub struct NewMessage<'a> {
     /// same transaction so that a crash before the mailbox copy is deleted
     /// never processes it twice.
     pub fetched: Option<&'a str>,
+    /// The submission's digest (envelope and bytes), so that the same
+    /// submission again is answered as accepted.
+    pub submission: Option<&'a str>,
 }
 
 /// A verified member post to commit, sealed to the list key.
@@ -235,6 +246,8 @@ pub struct NewPost<'a> {
     pub recipients: &'a [String],
     /// The raw mail's digest when it was fetched from a mailbox.
     pub fetched: Option<&'a str>,
+    /// The submission's digest (see [`NewMessage::submission`]).
+    pub submission: Option<&'a str>,
     /// The audit record: its event (`member-post`, `join-request`) and detail.
     pub event: &'a str,
     pub detail: &'a str,
@@ -577,6 +590,9 @@ impl Spool {
         )
         .map_err(|e| self.db(e))?;
         insert_signatures(&tx, msg.sig_digests, msg.id).map_err(|e| self.db(e))?;
+        if let Some(digest) = msg.submission {
+            insert_submission(&tx, digest, msg.id, t).map_err(|e| self.db(e))?;
+        }
         if let Some(digest) = msg.fetched {
             insert_fetched(&tx, digest, t, &format!("accepted as {}", msg.id))
                 .map_err(|e| self.db(e))?;
@@ -708,6 +724,9 @@ impl Spool {
                 params![post.id, t, post.signer, post.sealed],
             )?;
             insert_signatures(&tx, post.sig_digests, post.id)?;
+            if let Some(digest) = post.submission {
+                insert_submission(&tx, digest, post.id, t)?;
+            }
             for to in post.recipients {
                 tx.execute(
                     "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, 'post', ?3, 'pending', ?4)",
@@ -947,6 +966,18 @@ impl Spool {
         )
         .map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))
+    }
+
+    /// The message a submission with this digest was accepted as, if any.
+    pub fn submitted(&self, digest: &str) -> Result<Option<String>, SpoolError> {
+        self.lock()
+            .query_row(
+                "SELECT message_id FROM submissions WHERE digest = ?1",
+                [digest],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db(e))
     }
 
     /// Announcements whose copies have all been tried but whose receipt
@@ -1443,6 +1474,19 @@ fn insert_audit(
     .map(|_| ())
 }
 
+fn insert_submission(
+    tx: &rusqlite::Transaction<'_>,
+    digest: &str,
+    message_id: &str,
+    at: i64,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO submissions (digest, message_id, at) VALUES (?1, ?2, ?3)",
+        params![digest, message_id, at],
+    )
+    .map(drop)
+}
+
 /// `PRAGMA quick_check`'s report, its lines joined ("ok" when sound; at
 /// most ten problems).
 fn quick_check(conn: &Connection) -> rusqlite::Result<String> {
@@ -1623,6 +1667,7 @@ mod tests {
             public_to: &[],
             reminder: None,
             fetched: None,
+            submission: None,
         };
         let now = t("2026-11-20T12:00:00Z");
         spool.accept(&msg, now).unwrap();
@@ -1691,6 +1736,7 @@ mod tests {
                 public_to: &public,
                 reminder: Some(("pst@x.org", t("2026-11-21T12:00:00Z"))),
                 fetched: None,
+                submission: None,
             };
             spool.accept(&msg, now).unwrap();
         }
@@ -1795,6 +1841,7 @@ mod tests {
             public_to: &public,
             reminder: None,
             fetched: None,
+            submission: None,
         };
         spool.accept(&msg, now).unwrap();
         // One list has it already (say, a release-now raced by a clock read).
@@ -1868,6 +1915,7 @@ mod tests {
                     sealed: b"p",
                     recipients: &to,
                     fetched: None,
+                    submission: None,
                     event: "member-post",
                     detail: "test",
                 },
@@ -1903,6 +1951,7 @@ mod tests {
                     public_to: &[],
                     reminder: None,
                     fetched: Some("raw-digest"),
+                    submission: None,
                 },
                 now,
             )

@@ -453,6 +453,29 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
+/// SHA-256 over the envelope (sender, recipients in any case or order) and
+/// the bytes (line ends at the very end aside): what makes a submission the
+/// same one again.
+fn submission_digest(envelope: &Envelope, raw: &[u8]) -> String {
+    let mut rcpts: Vec<String> = envelope
+        .rcpt_to
+        .iter()
+        .map(|r| r.to_ascii_lowercase())
+        .collect();
+    rcpts.sort();
+    let mut input = envelope.mail_from.to_ascii_lowercase().into_bytes();
+    input.push(0);
+    input.extend_from_slice(rcpts.join(",").as_bytes());
+    input.push(0);
+    // The end of the data: SMTP's DATA always ends a line, a pipe need not.
+    let end = raw
+        .iter()
+        .rposition(|b| *b != b'\r' && *b != b'\n')
+        .map_or(0, |i| i + 1);
+    input.extend_from_slice(&raw[..end]);
+    crate::crypto::sha256_hex(&input)
+}
+
 fn try_later() -> Reply {
     Reply::new(
         451,
@@ -503,6 +526,33 @@ impl Intake {
             );
         }
         let now = relay.clock.now();
+        // The same submission again (an MTA that lost our 250 and sent it
+        // once more): answered as accepted, nothing relayed twice, no alarm.
+        // Anything else that repeats a signature is still a replay.
+        let submission = submission_digest(envelope, raw);
+        match relay.spool.submitted(&submission) {
+            Ok(Some(previous)) => {
+                let detail = format!(
+                    "the same submission again (envelope and bytes) from peer {} envelope sender <{}>: nothing relayed twice",
+                    envelope.peer,
+                    printable(&envelope.mail_from)
+                );
+                if let Err(e) = relay
+                    .spool
+                    .audit(now, "duplicate", Some(&previous), None, &detail)
+                {
+                    tracing::error!(error = %e, "could not audit a duplicate submission");
+                    return try_later();
+                }
+                tracing::info!(message_id = %previous, peer = %envelope.peer, "duplicate submission answered as accepted");
+                return Reply::new(250, "2.0.0", format!("already accepted as {previous}"));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "spool unreadable; answering 451");
+                return try_later();
+            }
+        }
         let request = &relay.config().request_address;
         let for_request = |r: &String| r.eq_ignore_ascii_case(request);
         if envelope.rcpt_to.iter().any(for_request) {
@@ -512,7 +562,7 @@ impl Intake {
                 );
                 return self.reject(envelope, &why, now);
             }
-            return self.join_request(envelope, raw, now);
+            return self.join_request(envelope, raw, now, &submission);
         }
         let p = crate::crypto::policy();
         let directory = relay.directory();
@@ -551,7 +601,7 @@ impl Intake {
                 return self.command(envelope, &command, &sender, now);
             }
             Ok(Examined::MemberPost(post, digests)) => {
-                return self.post(envelope, post, &digests, now, fetched);
+                return self.post(envelope, post, &digests, now, fetched, &submission);
             }
             Ok(Examined::Refused { rejection, sender }) => {
                 return self.refuse(envelope, &rejection, &sender, now);
@@ -583,6 +633,7 @@ impl Intake {
             ))
             .filter(|(_, at)| *at > now),
             fetched,
+            submission: Some(&submission),
         };
         match relay.spool.accept(&new, now) {
             Ok(()) => {
@@ -618,6 +669,7 @@ impl Intake {
     /// Relays a member's post, re-encrypted to every member or to the PST
     /// only (`policy.member_posts`), opening with a note naming who posted
     /// it and from which organization.
+    #[allow(clippy::too_many_arguments)]
     fn post(
         &self,
         envelope: &Envelope,
@@ -625,6 +677,7 @@ impl Intake {
         digests: &[String],
         now: DateTime<Utc>,
         fetched: Option<&str>,
+        submission: &str,
     ) -> Reply {
         let relay = &self.relay;
         let directory = relay.directory();
@@ -675,6 +728,7 @@ impl Intake {
             fetched,
             event: "member-post",
             detail: &detail,
+            submission: Some(submission),
         };
         match relay.spool.accept_post(&new, now) {
             Ok(()) => {
@@ -696,7 +750,13 @@ impl Intake {
     /// the membership criteria it answers. The request is not signed and
     /// may come from anyone; only the PST sees it. A byte-identical resend
     /// is refused as a replay.
-    fn join_request(&self, envelope: &Envelope, raw: &[u8], now: DateTime<Utc>) -> Reply {
+    fn join_request(
+        &self,
+        envelope: &Envelope,
+        raw: &[u8],
+        now: DateTime<Utc>,
+        submission: &str,
+    ) -> Reply {
         let relay = &self.relay;
         // Parsing and reading the request touch untrusted input and have no
         // side effects: a panic there refuses the mail, as in `examine`.
@@ -772,6 +832,7 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
             fetched: None,
             event: "join-request",
             detail: &detail,
+            submission: Some(submission),
         };
         match relay.spool.accept_post(&new, now) {
             Ok(()) => {

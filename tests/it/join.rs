@@ -35,14 +35,20 @@ Yes: security@seven.example.\r\n\r\n\
         reply.contains("forwarded to the list's security team"),
         "{reply}"
     );
-    let (code, text) = send_to(
+    // The same submission again (an MTA resending): answered as accepted,
+    // forwarded once. The same bytes from another envelope: a replay.
+    let again = send_to(
         daemon.addr,
         "security@seven.example",
         REQUEST,
         raw.as_bytes(),
     )
     .await
-    .unwrap_err();
+    .expect("the same submission again is answered as accepted");
+    assert!(again.contains("already accepted as"), "{again}");
+    let (code, text) = send_to(daemon.addr, "other@seven.example", REQUEST, raw.as_bytes())
+        .await
+        .unwrap_err();
     assert!(code == 550 && text.contains("replayed"), "{text}");
     // Not both at once.
     let transport =

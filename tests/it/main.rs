@@ -24,6 +24,7 @@ mod readers;
 mod rejection;
 mod release;
 mod replay;
+mod resubmit;
 mod retry;
 mod roster;
 mod service;

@@ -46,11 +46,15 @@ async fn replays_stale_and_future_signatures_are_rejected_and_the_pst_is_told() 
         compose::multipart_signed(PST, LIST, "x", &part, &out.stdout)
     };
 
-    // The genuine announcement, then the same bytes, then the same signed
+    // The genuine announcement, then the same bytes from elsewhere, then the same signed
     // part and signature under new outer headers (Message-ID, Subject).
     let (good, part) = f.gpg_signed_with_part(PST, "CVE-2026-19: real", &embargoed("genuine"));
     send(daemon.addr, PST, &good).await.expect("accepted");
-    let (code, text) = send(daemon.addr, PST, &good).await.unwrap_err();
+    // The same bytes under the same envelope are the same submission
+    // (tests/it/resubmit.rs); under another envelope, a replay.
+    let (code, text) = send(daemon.addr, "relay@elsewhere.example", &good)
+        .await
+        .unwrap_err();
     assert!(
         code == 550 && text.contains("replayed"),
         "byte-identical: {text}"

@@ -11,14 +11,14 @@ use crate::common::*;
 
 /// Runs `submit` with `raw` on stdin; returns the exit code and stderr.
 fn submit(config: &Path, raw: &[u8]) -> (i32, String) {
+    submit_from(config, "bounces@project.example.org", raw)
+}
+
+/// The same, with `sender` as the envelope sender.
+fn submit_from(config: &Path, sender: &str, raw: &[u8]) -> (i32, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_embargo-relay"))
         .env_remove("RUST_LOG")
-        .args([
-            "submit",
-            "--sender",
-            "bounces@project.example.org",
-            "--config",
-        ])
+        .args(["submit", "--sender", sender, "--config"])
         .arg(config)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -56,8 +56,13 @@ async fn submit_answers_the_mta_with_sysexits_and_the_daemon_relays_what_it_acce
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("announcement accepted as"), "{stderr}");
 
-    // 77: authorization: the same signature again is a replay.
+    // 0: the same submission again (the MTA lost our answer): accepted once.
     let (code, stderr) = submit(&config, &good);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("already accepted as"), "{stderr}");
+
+    // 77: authorization: the same signature from another sender is a replay.
+    let (code, stderr) = submit_from(&config, "someone@elsewhere.example", &good);
     assert_eq!(code, 77, "{stderr}");
     assert!(stderr.contains("replayed announcement"), "{stderr}");
 

@@ -1,0 +1,87 @@
+//! Issue 14, point 3: resubmission is idempotent, replays stay refused.
+//! An MTA that lost our 250 (a crash 13 ms after the final dot) sends the
+//! same bytes again: that is answered as accepted, relays nothing twice,
+//! is audited as a duplicate and tells the PST nothing. The same signed
+//! mail under another envelope is a replay, refused and reported as before.
+//! The line: the same envelope (sender and recipients, in any case or
+//! order) and the same bytes.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use embargo_relay::sink::CaptureSink;
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_submission_again_is_accepted_once_and_a_replay_is_refused() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let config = f.write_config(sink.addr());
+    let daemon = Daemon::start(&config, &f.path("daemon.log"));
+    let mail = f.gpg_signed(
+        PST,
+        "CVE-2026-31: resent",
+        &embargoed("resent after a lost 250"),
+    );
+    let first = send(daemon.addr, PST, &mail).await.unwrap();
+    let id = first.rsplit(' ').next().unwrap().to_owned();
+    let again = send(daemon.addr, PST, &mail)
+        .await
+        .expect("the same submission again is answered as accepted");
+    assert!(
+        again.contains(&format!("already accepted as {id}")),
+        "{again}"
+    );
+
+    // Through submit too (the MTA's pipe): exit 0, the same answer.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_embargo-relay"))
+        .env_remove("RUST_LOG")
+        .args(["submit", "--sender", PST, "--config"])
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&mail).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains(&format!("already accepted as {id}")),
+        "{said}"
+    );
+
+    // The same bytes from another envelope sender: a replay, as before.
+    let (code, text) = send(daemon.addr, "someone@elsewhere.example", &mail)
+        .await
+        .unwrap_err();
+    assert!(code == 550 && text.contains("replayed"), "{text}");
+
+    // One copy each, one receipt; the PST hears of the replay alone.
+    let n = f.usable_members().count();
+    sink.wait_until(PATIENCE, |g| {
+        copies(g).len() >= n && !receipts(g).is_empty()
+    })
+    .await;
+    f.wait_until_no_pending().await;
+    let got = sink.captured();
+    assert_eq!(copies(&got).len(), n, "nothing relayed twice");
+    assert_eq!(receipts(&got).len(), 1);
+    let notices = refusal_texts(&f, &got);
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(
+        notices[0].contains("someone@elsewhere.example"),
+        "{}",
+        notices[0]
+    );
+    let audit = f.audit();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|r| r.event == "duplicate" && r.message_id.as_deref() == Some(id.as_str()))
+            .count(),
+        2,
+        "{audit:?}"
+    );
+}
