@@ -200,13 +200,14 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running
     let intake = Arc::new(Intake::new(relay.clone()));
     let serve = smtp::serve(
         listener,
-        intake,
+        intake.clone(),
         settings,
         shutdown.clone(),
         tracker.clone(),
     );
     if let Some(imap) = relay.config().imap.clone() {
-        let poller = crate::inbound::imap::run(relay.clone(), imap, shutdown.clone());
+        let poller =
+            crate::inbound::imap::run(relay.clone(), (*intake).clone(), imap, shutdown.clone());
         supervise(
             &tracker,
             &shutdown,
@@ -225,6 +226,13 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running
             tokio::spawn(watch),
         );
     }
+    supervise(
+        &tracker,
+        &shutdown,
+        &failed,
+        "maintenance",
+        tokio::spawn(maintenance(relay.clone(), intake, shutdown.clone())),
+    );
     let fanout = fanout::run(relay.clone(), outbound, shutdown.clone());
     supervise(
         &tracker,
@@ -354,6 +362,46 @@ pub async fn run_until_signal(config_path: &Path, clock: SharedClock) -> anyhow:
         anyhow::bail!("a daemon task stopped unexpectedly (see the log above)");
     }
     Ok(())
+}
+
+/// Keeps what grows in check: every minute the counted rejections are
+/// written (and at shutdown, so none is lost); every hour, and at start,
+/// the spool forgets replay-cache entries and digests that can no longer
+/// matter (`Spool::prune`).
+async fn maintenance(relay: Arc<Relay>, intake: Arc<Intake>, shutdown: CancellationToken) {
+    const FLUSH: std::time::Duration = std::time::Duration::from_secs(60);
+    const PRUNE_EVERY: u32 = 60;
+    let mut tick = tokio::time::interval(FLUSH);
+    let mut ticks = 0u32;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                let (i, now) = (intake.clone(), relay.clock.now());
+                let _ = tokio::task::spawn_blocking(move || i.flush_tally(now)).await;
+                return;
+            }
+            _ = tick.tick() => {}
+        }
+        let (i, r) = (intake.clone(), relay.clone());
+        let prune = ticks.is_multiple_of(PRUNE_EVERY);
+        ticks = ticks.wrapping_add(1);
+        let _ = tokio::task::spawn_blocking(move || {
+            let now = r.clock.now();
+            i.flush_tally(now);
+            if prune {
+                // A signature older than signature_max_age (+ the skew) is
+                // refused for its age; twice that, at least a week, is kept
+                // so that raising the setting later loses nothing.
+                let keep = (r.config().policy.signature_max_age * 2).max(chrono::Duration::days(7));
+                match r.spool.prune(now - keep, now - chrono::Duration::days(7)) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "spool pruned"),
+                    Err(e) => tracing::error!(error = %e, "cannot prune the spool"),
+                }
+            }
+        })
+        .await;
+    }
 }
 
 /// Reloads the configuration file on SIGHUP.

@@ -127,6 +127,13 @@ CREATE TABLE IF NOT EXISTS submissions (
     message_id  TEXT NOT NULL REFERENCES messages(id),
     at          INTEGER NOT NULL
 );
+-- Join requests taken, for their rate limit per sender and peer.
+CREATE TABLE IF NOT EXISTS join_requests (
+    at          INTEGER NOT NULL,
+    sender      TEXT NOT NULL,
+    peer        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS join_requests_at ON join_requests (at);
 CREATE TABLE IF NOT EXISTS fetched (
     digest      TEXT PRIMARY KEY,
     at          INTEGER NOT NULL,
@@ -248,6 +255,8 @@ pub struct NewPost<'a> {
     pub fetched: Option<&'a str>,
     /// The submission's digest (see [`NewMessage::submission`]).
     pub submission: Option<&'a str>,
+    /// A join request's envelope sender and peer, for its rate limit.
+    pub join_from: Option<(&'a str, &'a str)>,
     /// The audit record: its event (`member-post`, `join-request`) and detail.
     pub event: &'a str,
     pub detail: &'a str,
@@ -727,6 +736,12 @@ impl Spool {
             if let Some(digest) = post.submission {
                 insert_submission(&tx, digest, post.id, t)?;
             }
+            if let Some((sender, peer)) = post.join_from {
+                tx.execute(
+                    "INSERT INTO join_requests (at, sender, peer) VALUES (?1, ?2, ?3)",
+                    params![t, sender.to_ascii_lowercase(), peer],
+                )?;
+            }
             for to in post.recipients {
                 tx.execute(
                     "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, 'post', ?3, 'pending', ?4)",
@@ -966,6 +981,65 @@ impl Spool {
         )
         .map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))
+    }
+
+    /// Join requests taken since `since` from `sender` and from `peer`.
+    pub fn join_requests_since(
+        &self,
+        since: DateTime<Utc>,
+        sender: &str,
+        peer: &str,
+    ) -> Result<(u64, u64), SpoolError> {
+        let (by_sender, by_peer): (i64, i64) = self
+            .lock()
+            .query_row(
+                "SELECT
+                   (SELECT COUNT(*) FROM join_requests WHERE at >= ?1 AND sender = ?2),
+                   (SELECT COUNT(*) FROM join_requests WHERE at >= ?1 AND peer = ?3)",
+                params![to_millis(since), sender.to_ascii_lowercase(), peer],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.db(e))?;
+        Ok((by_sender.max(0) as u64, by_peer.max(0) as u64))
+    }
+
+    /// Forgets what only ever guards against replays and resends once it
+    /// cannot matter: replay-cache entries and submission digests of
+    /// messages received before `before` (a signature that old is refused
+    /// by its age anyway), fetched-mail digests and join-request counts
+    /// older than `scratch_before`. The audit trail is kept. Returns the
+    /// rows removed.
+    pub fn prune(
+        &self,
+        before: DateTime<Utc>,
+        scratch_before: DateTime<Utc>,
+    ) -> Result<usize, SpoolError> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        let old = "SELECT id FROM messages WHERE received_at < ?1";
+        let mut removed = 0;
+        for (sql, at) in [
+            (
+                format!("DELETE FROM seen_signatures WHERE message_id IN ({old})"),
+                before,
+            ),
+            (
+                format!("DELETE FROM submissions WHERE message_id IN ({old})"),
+                before,
+            ),
+            (
+                "DELETE FROM fetched WHERE at < ?1".to_owned(),
+                scratch_before,
+            ),
+            (
+                "DELETE FROM join_requests WHERE at < ?1".to_owned(),
+                scratch_before,
+            ),
+        ] {
+            removed += tx.execute(&sql, [to_millis(at)]).map_err(|e| self.db(e))?;
+        }
+        tx.commit().map_err(|e| self.db(e))?;
+        Ok(removed)
     }
 
     /// The message a submission with this digest was accepted as, if any.
@@ -1546,6 +1620,58 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().into()
     }
 
+    /// Pruning forgets the replay-cache entries and submission digests of
+    /// messages received before the cut, and scratch rows (fetched mail,
+    /// join-request counts) older than theirs; later ones stay.
+    #[test]
+    fn prune_forgets_only_what_is_older_than_the_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let members = vec!["a@x.org".to_owned()];
+        let accept = |id: &str, digest: &str, at: &str| {
+            let d = [digest.to_owned()];
+            let sub = format!("sub-{id}");
+            spool
+                .accept(
+                    &NewMessage {
+                        id,
+                        signer: "FPR",
+                        embargo_until: t("2026-12-30T12:00:00Z"),
+                        sig_digests: &d,
+                        sealed: b"x",
+                        members: &members,
+                        public_to: &[],
+                        reminder: None,
+                        fetched: Some(&format!("fetched-{id}")),
+                        submission: Some(&sub),
+                    },
+                    t(at),
+                )
+                .unwrap();
+        };
+        accept("old", "d-old", "2026-11-01T12:00:00Z");
+        accept("new", "d-new", "2026-11-20T12:00:00Z");
+        let removed = spool
+            .prune(t("2026-11-10T00:00:00Z"), t("2026-11-10T00:00:00Z"))
+            .unwrap();
+        assert_eq!(
+            removed, 3,
+            "the old signature, submission and fetched digest"
+        );
+        assert_eq!(spool.submitted("sub-old").unwrap(), None);
+        assert_eq!(spool.submitted("sub-new").unwrap().as_deref(), Some("new"));
+        assert_eq!(spool.replay_of(&["d-old".to_owned()]).unwrap(), None);
+        assert_eq!(
+            spool.replay_of(&["d-new".to_owned()]).unwrap().as_deref(),
+            Some("new")
+        );
+        assert_eq!(
+            spool.audit_records().unwrap().len(),
+            2,
+            "the audit trail is kept"
+        );
+    }
+
     /// A damaged spool, or a missing or empty one where one was, is
     /// refused by `open` and `inspect`, never used as a new one; setting it
     /// aside keeps the old files and starts afresh.
@@ -1916,6 +2042,7 @@ mod tests {
                     recipients: &to,
                     fetched: None,
                     submission: None,
+                    join_from: None,
                     event: "member-post",
                     detail: "test",
                 },

@@ -69,10 +69,16 @@ async fn timed<T>(f: impl Future<Output = async_imap::error::Result<T>>) -> Resu
     }
 }
 
-/// Polls until `shutdown`; connection trouble is logged and retried with
-/// backoff (5 s doubling to 5 min), never fatal to the daemon.
-pub async fn run(relay: Arc<Relay>, config: ImapConfig, shutdown: CancellationToken) {
-    let intake = Intake::new(relay.clone());
+/// Polls until `shutdown`, handing mail to `intake` (the daemon's, so its
+/// rejections are counted with the listener's); connection trouble is
+/// logged and retried with backoff (5 s doubling to 5 min), never fatal to
+/// the daemon.
+pub async fn run(
+    relay: Arc<Relay>,
+    intake: Intake,
+    config: ImapConfig,
+    shutdown: CancellationToken,
+) {
     const FIRST: Duration = Duration::from_secs(5);
     let mut backoff = FIRST;
     loop {

@@ -369,9 +369,35 @@ pub async fn serve<H: MailHandler>(
     // Connections refused for capacity since the last report, and when.
     let mut over_capacity = 0u64;
     let mut reported: Option<Instant> = None;
+    // Refusals counted since the last record are written when its minute
+    // is up (not only at the next refusal) and at shutdown.
+    let summary = |count: u64| {
+        Reply::new(
+            421,
+            "4.3.2",
+            format!(
+                "too many connections: {count} refused since the last such record (max_sessions {}, {} per address)",
+                settings.max_sessions, settings.max_sessions_per_peer
+            ),
+        )
+    };
     loop {
+        let report_due = async {
+            match reported {
+                Some(at) if over_capacity > 0 => {
+                    tokio::time::sleep_until(at + OVER_CAPACITY_REPORT).await
+                }
+                _ => std::future::pending().await,
+            }
+        };
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = report_due => {
+                handler.refused("(several)", None, &summary(over_capacity));
+                over_capacity = 0;
+                reported = Some(Instant::now());
+                continue;
+            }
             a = listener.accept() => a,
         };
         let (mut stream, peer) = match accepted {
@@ -389,15 +415,7 @@ pub async fn serve<H: MailHandler>(
                 tracing::warn!(%peer, reply = %reply.text, "SMTP connection refused");
                 over_capacity += 1;
                 if reported.is_none_or(|at| at.elapsed() >= OVER_CAPACITY_REPORT) {
-                    let summary = Reply::new(
-                        421,
-                        "4.3.2",
-                        format!(
-                            "too many connections: {over_capacity} refused since the last such record (max_sessions {}, {} per address)",
-                            settings.max_sessions, settings.max_sessions_per_peer
-                        ),
-                    );
-                    handler.refused(&peer.to_string(), None, &summary);
+                    handler.refused(&peer.to_string(), None, &summary(over_capacity));
                     over_capacity = 0;
                     reported = Some(Instant::now());
                 }
@@ -413,6 +431,9 @@ pub async fn serve<H: MailHandler>(
             bounded_session(stream, peer.to_string(), &*handler, &settings, &shutdown).await;
             drop(admitted);
         });
+    }
+    if over_capacity > 0 {
+        handler.refused("(several)", None, &summary(over_capacity));
     }
 }
 

@@ -476,6 +476,21 @@ fn submission_digest(envelope: &Envelope, raw: &[u8]) -> String {
     crate::crypto::sha256_hex(&input)
 }
 
+/// Join requests a sender may make in an hour.
+const JOIN_PER_SENDER_HOUR: u64 = 3;
+/// Join requests one host (the peer's address) may bring in an hour.
+const JOIN_PER_PEER_HOUR: u64 = 10;
+
+/// A peer's host: `127.0.0.1:4321` without its port.
+fn peer_host(peer: &str) -> String {
+    match peer.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
+            host.trim_matches(['[', ']']).to_owned()
+        }
+        _ => peer.to_owned(),
+    }
+}
+
 fn try_later() -> Reply {
     Reply::new(
         451,
@@ -488,11 +503,79 @@ fn try_later() -> Reply {
 #[derive(Clone)]
 pub struct Intake {
     relay: Arc<Relay>,
+    /// Shared by the clones, so the whole daemon counts in one window.
+    tally: Arc<std::sync::Mutex<Tally>>,
 }
+
+/// Rejections counted rather than each written out: the first
+/// [`RECORDED_EACH`] of a reason from a peer host in a window get their own
+/// audit records at once; the others are counted and written as one record
+/// when the window ends ([`Intake::flush_tally`], every minute and at
+/// shutdown). Junk at 1,500 mails a second then adds a few records a
+/// minute, not 0.5 GB an hour.
+#[derive(Default)]
+struct Tally {
+    since: Option<DateTime<Utc>>,
+    /// (peer host, reason) → how many in this window.
+    seen: std::collections::HashMap<(String, String), u64>,
+    /// (peer host, reason) → how many beyond the ones recorded.
+    more: std::collections::HashMap<(String, String), u64>,
+}
+
+/// Rejections of one reason from one host recorded one by one in a window.
+const RECORDED_EACH: u64 = 8;
 
 impl Intake {
     pub fn new(relay: Arc<Relay>) -> Self {
-        Self { relay }
+        Self {
+            relay,
+            tally: Arc::default(),
+        }
+    }
+
+    /// Audits a rejection, or counts it if one like it (same peer host and
+    /// reason) was audited in this window.
+    fn tally_or_audit(&self, now: DateTime<Utc>, host: &str, reason: &str, detail: &str) {
+        {
+            let mut tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
+            tally.since.get_or_insert(now);
+            let seen = tally
+                .seen
+                .entry((host.to_owned(), reason.to_owned()))
+                .or_insert(0);
+            *seen += 1;
+            if *seen > RECORDED_EACH {
+                *tally
+                    .more
+                    .entry((host.to_owned(), reason.to_owned()))
+                    .or_insert(0) += 1;
+                return;
+            }
+        }
+        if let Err(e) = self.relay.spool.audit(now, "rejected", None, None, detail) {
+            tracing::error!(error = %e, "could not write the audit record of a rejection");
+        }
+    }
+
+    /// Writes what [`Intake::tally_or_audit`] counted since the window
+    /// began, one record per peer host and reason, and starts a new window.
+    pub fn flush_tally(&self, now: DateTime<Utc>) {
+        let (since, more) = {
+            let mut tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
+            let since = tally.since.take();
+            tally.seen.clear();
+            (since, std::mem::take(&mut tally.more))
+        };
+        let Some(since) = since else { return };
+        for ((host, reason), n) in more.into_iter().filter(|(_, n)| *n > 0) {
+            let detail = format!(
+                "{n} more rejections from peer {host} since {}: {reason}",
+                since.format("%Y-%m-%d %H:%M:%S UTC")
+            );
+            if let Err(e) = self.relay.spool.audit(now, "rejected", None, None, &detail) {
+                tracing::error!(error = %e, "could not write the count of rejections");
+            }
+        }
     }
 
     /// Seals what the spool keeps to the list key (signed and encrypted);
@@ -729,6 +812,7 @@ impl Intake {
             event: "member-post",
             detail: &detail,
             submission: Some(submission),
+            join_from: None,
         };
         match relay.spool.accept_post(&new, now) {
             Ok(()) => {
@@ -758,6 +842,40 @@ impl Intake {
         submission: &str,
     ) -> Reply {
         let relay = &self.relay;
+        // At most a few requests an hour from one sender or one peer: each
+        // queues a signed, encrypted delivery per PST member, and one
+        // changed byte makes a new request.
+        let peer_host = peer_host(&envelope.peer);
+        let hour_ago = now - chrono::Duration::hours(1);
+        match relay
+            .spool
+            .join_requests_since(hour_ago, &envelope.mail_from, &peer_host)
+        {
+            Ok((from_sender, from_peer))
+                if from_sender >= JOIN_PER_SENDER_HOUR || from_peer >= JOIN_PER_PEER_HOUR =>
+            {
+                let reply = Reply::new(
+                    450,
+                    "4.7.1",
+                    format!(
+                        "too many join requests from this sender or host (at most {JOIN_PER_SENDER_HOUR} a sender and {JOIN_PER_PEER_HOUR} a host an hour); try again later"
+                    ),
+                );
+                let detail = format!(
+                    "from peer {} envelope sender <{}>: {}",
+                    envelope.peer,
+                    printable(&envelope.mail_from),
+                    reply.text
+                );
+                self.tally_or_audit(now, &peer_host, &reply.text, &detail);
+                return reply;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "spool unreadable; answering 451");
+                return try_later();
+            }
+        }
         // Parsing and reading the request touch untrusted input and have no
         // side effects: a panic there refuses the mail, as in `examine`.
         let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -833,6 +951,7 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
             event: "join-request",
             detail: &detail,
             submission: Some(submission),
+            join_from: Some((&envelope.mail_from, &peer_host)),
         };
         match relay.spool.accept_post(&new, now) {
             Ok(()) => {
@@ -1114,10 +1233,9 @@ host lists them.\n",
             envelope.peer,
             printable(&envelope.mail_from)
         );
-        if let Err(e) = self.relay.spool.audit(now, "rejected", None, None, &detail) {
-            tracing::error!(error = %e, "could not write the audit record of a rejection");
-        }
-        rejection.reply()
+        let reply = rejection.reply();
+        self.tally_or_audit(now, &peer_host(&envelope.peer), &reply.text, &detail);
+        reply
     }
 }
 

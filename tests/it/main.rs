@@ -11,6 +11,7 @@ mod delivery;
 mod demo;
 mod durability;
 mod encrypted;
+mod growth;
 mod imap;
 mod inline;
 mod join;

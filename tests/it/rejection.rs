@@ -106,12 +106,15 @@ async fn forged_or_broken_announcements_are_refused_and_nothing_is_sent() {
         );
     }
 
-    // A replay of an accepted announcement is refused too.
+    // A replay of an accepted announcement (not the same submission: from
+    // another envelope) is refused too.
     let good = f.gpg_signed(PST, "real", &embargoed("genuine announcement"));
     send(daemon.addr, PST, &good)
         .await
         .expect("a genuine announcement is still accepted");
-    let (code, text) = send(daemon.addr, PST, &good).await.expect_err("replay");
+    let (code, text) = send(daemon.addr, "relay@elsewhere.example", &good)
+        .await
+        .expect_err("replay");
     assert_eq!(code, 550, "{text}");
     assert!(text.contains("replayed"), "{text}");
 

@@ -1,0 +1,115 @@
+//! Issue 14, point 5: growth is bounded. Junk mail from one peer adds an
+//! audit record for each of the first eight of a reason and one count for
+//! the rest of the minute, written at the latest when the daemon stops; join requests
+//! are rate-limited per sender and host.
+
+use embargo_relay::sink::CaptureSink;
+
+use crate::common::*;
+
+const REQUEST: &str = "distributors-announce-request@lists.example.org";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn junk_is_counted_not_recorded_one_by_one_and_join_requests_are_limited() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let config = f.write_config(sink.addr());
+    let mut daemon = Daemon::start(&config, &f.path("daemon.log"));
+    let before = f.audit().len();
+    for i in 0..200 {
+        let junk =
+            format!("From: <x{i}@junk.example>\r\nTo: {LIST}\r\nSubject: junk\r\n\r\njunk {i}\r\n");
+        let (code, _) = send(daemon.addr, "junk@junk.example", junk.as_bytes())
+            .await
+            .unwrap_err();
+        assert_eq!(code, 550);
+    }
+    let during = f.audit();
+    let rejected: Vec<_> = during[before..]
+        .iter()
+        .filter(|r| r.event == "rejected")
+        .collect();
+    assert_eq!(
+        rejected.len(),
+        8,
+        "the first eight are recorded at once: {rejected:?}"
+    );
+
+    // Join requests: three an hour from one sender, then 450.
+    for i in 0..4 {
+        let request = format!(
+            "From: <a@seven.example>\r\nTo: {REQUEST}\r\nSubject: join {i}\r\n\r\nPlease, {i}.\r\n"
+        );
+        let answer = send_to(daemon.addr, "a@seven.example", REQUEST, request.as_bytes()).await;
+        if i < 3 {
+            answer.expect("within the limit");
+        } else {
+            let (code, text) = answer.unwrap_err();
+            assert!(
+                code == 450 && text.contains("too many join requests"),
+                "{text}"
+            );
+        }
+    }
+
+    // Stopping writes the count: nothing counted is lost.
+    assert!(daemon.terminate());
+    let after = f.audit();
+    let counted: Vec<_> = after[before..]
+        .iter()
+        .filter(|r| {
+            r.event == "rejected" && r.detail.contains("192 more rejections from peer 127.0.0.1")
+        })
+        .collect();
+    assert_eq!(counted.len(), 1, "{:?}", &after[before..]);
+    let all_rejected = after[before..]
+        .iter()
+        .filter(|r| r.event == "rejected")
+        .count();
+    assert!(
+        all_rejected <= 10,
+        "200 junk mails and a limited join: {all_rejected} records"
+    );
+}
+
+/// Connections refused for capacity are counted, and the count reaches the
+/// audit trail when the daemon stops, not only at a later refusal.
+#[tokio::test(flavor = "multi_thread")]
+async fn capacity_refusals_are_counted_and_written_at_shutdown() {
+    use tokio::io::AsyncReadExt;
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let config = f.write_config(sink.addr());
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "max_message_size = \"1MiB\"\n",
+        "max_message_size = \"1MiB\"\nmax_sessions = 2\nreserved_sessions = 0\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut daemon = Daemon::start(&config, &f.path("daemon.log"));
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..7 {
+        let mut stream = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+        let mut greeting = [0u8; 128];
+        let n = stream.read(&mut greeting).await.unwrap_or(0);
+        if greeting[..n].starts_with(b"421") {
+            refused += 1;
+        }
+        held.push(stream);
+    }
+    assert_eq!(refused, 5);
+    assert!(daemon.terminate());
+    let records: Vec<String> = f
+        .audit()
+        .into_iter()
+        .filter(|r| r.event == "rejected" && r.detail.contains("too many connections"))
+        .map(|r| r.detail)
+        .collect();
+    let total: u64 = records
+        .iter()
+        .filter_map(|d| d.split("too many connections: ").nth(1))
+        .filter_map(|d| d.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(total, 5, "every refusal counted: {records:?}");
+    drop(held);
+}
