@@ -94,26 +94,8 @@ async fn text_a_refusal_quotes_reaches_the_pst_encrypted_and_nowhere_else() {
             let sig = f.pst_gpg.detach_sign(&f.pst_fpr, &entity);
             return compose::multipart_signed(from, LIST, "refused", &entity, &sig);
         }
-        let out = f.pst_gpg.run(
-            &[
-                "--armor",
-                "--trust-model",
-                "always",
-                "--sign",
-                "--encrypt",
-                "--local-user",
-                &f.pst_fpr,
-                "--recipient",
-                &list_fpr,
-            ],
-            &entity,
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        compose::multipart_encrypted(from, LIST, "...", &out.stdout)
+        let sealed = f.pst_gpg.sign_encrypt(&f.pst_fpr, &list_fpr, &entity);
+        compose::multipart_encrypted(from, LIST, "...", &sealed)
     };
 
     let mut canaries = Vec::new();

@@ -127,6 +127,25 @@ impl Gpg {
         self.ok(&["--import"], key);
     }
 
+    /// `data` signed by `signer` and encrypted to `recipient` (fingerprints),
+    /// armored, as `gpg --sign --encrypt` and the mail clients on it make it.
+    pub fn sign_encrypt(&self, signer: &str, recipient: &str, data: &[u8]) -> Vec<u8> {
+        self.ok(
+            &[
+                "--armor",
+                "--trust-model",
+                "always",
+                "--sign",
+                "--encrypt",
+                "--local-user",
+                signer,
+                "--recipient",
+                recipient,
+            ],
+            data,
+        )
+    }
+
     /// A detached armored signature, as mutt or Thunderbird make over a MIME part.
     pub fn detach_sign(&self, fpr: &str, data: &[u8]) -> Vec<u8> {
         self.ok(&["--armor", "--detach-sign", "--local-user", fpr], data)

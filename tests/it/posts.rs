@@ -48,26 +48,8 @@ fn reply(f: &Fixture, gpg: &Gpg, fpr: &str, encrypt: bool) -> Vec<u8> {
         return compose::multipart_signed(GPG_MEMBER, LIST, "Re: x", &entity, &sig);
     }
     let list_fpr = f.list.fingerprint().to_hex();
-    let out = gpg.run(
-        &[
-            "--armor",
-            "--trust-model",
-            "always",
-            "--sign",
-            "--encrypt",
-            "--local-user",
-            fpr,
-            "--recipient",
-            &list_fpr,
-        ],
-        &entity,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    compose::multipart_encrypted(GPG_MEMBER, LIST, "...", &out.stdout)
+    let sealed = gpg.sign_encrypt(fpr, &list_fpr, &entity);
+    compose::multipart_encrypted(GPG_MEMBER, LIST, "...", &sealed)
 }
 
 /// Decrypts each post with its recipient's key; returns (recipient, plaintext).

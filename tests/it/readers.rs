@@ -43,6 +43,19 @@ pub struct Readers {
     list_key_ids: Vec<String>,
 }
 
+/// gpg's verdict: its status lines on exit 0, else the status and stderr.
+fn exit_status(out: std::process::Output) -> Result<String, String> {
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
 /// Runs `program` with `args` and `stdin`; Ok(stdout + stderr) on exit 0.
 fn run(program: &str, args: &[&str], stdin: &[u8]) -> Result<String, String> {
     use std::io::Write;
@@ -158,15 +171,7 @@ impl Readers {
         let gpg = self
             .gpg
             .run(&["--status-fd", "1", "--decrypt", &input], b"");
-        self.gpg_signed_by_list(if gpg.status.success() {
-            Ok(String::from_utf8_lossy(&gpg.stdout).into_owned())
-        } else {
-            Err(format!(
-                "{}: {}",
-                gpg.status,
-                String::from_utf8_lossy(&gpg.stderr)
-            ))
-        })?;
+        self.gpg_signed_by_list(exit_status(gpg))?;
         let now = at.timestamp().to_string();
         let home = self.rnp_home.path().to_str().unwrap();
         let plain = self.file("out.txt", b"");
@@ -215,15 +220,7 @@ impl Readers {
         let gpg = self
             .gpg
             .run(&["--status-fd", "1", "--verify", &sig, &dat], b"");
-        self.gpg_signed_by_list(if gpg.status.success() {
-            Ok(String::from_utf8_lossy(&gpg.stdout).into_owned())
-        } else {
-            Err(format!(
-                "{}: {}",
-                gpg.status,
-                String::from_utf8_lossy(&gpg.stderr)
-            ))
-        })?;
+        self.gpg_signed_by_list(exit_status(gpg))?;
         let now = at.timestamp().to_string();
         let home = self.rnp_home.path().to_str().unwrap();
         let rnp = run(
@@ -462,26 +459,12 @@ async fn gpg_rnp_and_sq_read_everything_the_list_sends_at_every_length() {
             Some("Re: CVE-2026-0"),
             &format!("Looks right{}.\n", "!".repeat(k)),
         );
-        let out = member_gpg.run(
-            &[
-                "--armor",
-                "--trust-model",
-                "always",
-                "--sign",
-                "--encrypt",
-                "--local-user",
-                &member_fpr,
-                "--recipient",
-                &f.list.fingerprint().to_hex(),
-            ],
-            &entity,
-        );
-        assert!(out.status.success());
+        let sealed = member_gpg.sign_encrypt(&member_fpr, &f.list.fingerprint().to_hex(), &entity);
         keep_up();
         send(
             addr,
             GPG_MEMBER,
-            &compose::multipart_encrypted(GPG_MEMBER, LIST, "...", &out.stdout),
+            &compose::multipart_encrypted(GPG_MEMBER, LIST, "...", &sealed),
         )
         .await
         .expect("a member post is accepted");
