@@ -20,7 +20,28 @@ pub trait Clock: Send + Sync + 'static {
     /// Resolves once `now() >= at`. It never resolves early: a clock that
     /// jumps backwards makes it wait longer.
     fn sleep_until(&self, at: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+
+    /// How far the wall clock has run ahead of the time that really passed
+    /// since this process first asked: a jump forward (a wrong clock set
+    /// right, or set wrong) that would make held advisories look due.
+    fn leap(&self) -> chrono::Duration {
+        chrono::Duration::zero()
+    }
 }
+
+/// Seconds since boot, suspend included (`/proc/uptime`): what really
+/// passed, whatever the wall clock says.
+fn uptime() -> Option<f64> {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The wall clock and the uptime when the process first asked for a leap.
+static LEAP_BASE: std::sync::OnceLock<Option<(DateTime<Utc>, f64)>> = std::sync::OnceLock::new();
 
 /// The real wall clock.
 #[derive(Debug, Default, Clone, Copy)]
@@ -30,6 +51,15 @@ impl Clock for SystemClock {
     #[allow(clippy::disallowed_methods)] // the one sanctioned caller
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
+    }
+
+    fn leap(&self) -> chrono::Duration {
+        let base = LEAP_BASE.get_or_init(|| Some((self.now(), uptime()?)));
+        let (Some((wall0, up0)), Some(up)) = (base, uptime()) else {
+            return chrono::Duration::zero();
+        };
+        let passed = chrono::Duration::milliseconds(((up - up0) * 1000.0) as i64);
+        (self.now() - *wall0) - passed
     }
 
     fn sleep_until(&self, at: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
@@ -47,22 +77,39 @@ impl Clock for SystemClock {
 }
 
 /// A clock that stands still until told to move; waiters wake when it does.
+/// A clock for tests: time moves only by [`ManualClock::set`] (time
+/// passing) or [`ManualClock::leap_by`] (the wall clock jumping).
 #[derive(Debug, Clone)]
-pub struct ManualClock(Arc<watch::Sender<DateTime<Utc>>>);
+pub struct ManualClock(
+    Arc<watch::Sender<DateTime<Utc>>>,
+    Arc<std::sync::atomic::AtomicI64>,
+);
 
 impl ManualClock {
     pub fn new(at: DateTime<Utc>) -> Self {
-        Self(Arc::new(watch::channel(at).0))
+        Self(Arc::new(watch::channel(at).0), Arc::default())
     }
 
     pub fn set(&self, at: DateTime<Utc>) {
         self.0.send_replace(at);
+    }
+
+    /// The wall clock jumps `by` while no time passes.
+    pub fn leap_by(&self, by: chrono::Duration) {
+        self.1
+            .fetch_add(by.num_milliseconds(), std::sync::atomic::Ordering::SeqCst);
+        let now = *self.0.borrow();
+        self.0.send_replace(now + by);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.0.borrow()
+    }
+
+    fn leap(&self) -> chrono::Duration {
+        chrono::Duration::milliseconds(self.1.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     fn sleep_until(&self, at: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {

@@ -175,6 +175,8 @@ impl Running {
 /// Opens the spool, binds the listener and starts the tasks.
 pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running> {
     warn_about_roster(&config, &clock);
+    // The clock's leaps are measured from now (see `Clock::leap`).
+    let _ = clock.leap();
     let listener = TcpListener::bind(config.smtp.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.smtp.listen))?;

@@ -430,6 +430,13 @@ async fn deliver_one(
         // Never early: the clock is checked now, not only when the row fell due.
         return postpone(relay, d, announcement.terms.until).await;
     }
+    if at_the_time && relay.clock.leap() > LEAP_LIMIT {
+        let (r, id) = (relay.clone(), d.message_id.clone());
+        let operator_lifted = blocking(move || r.spool.audited(&id, "released-now")).await??;
+        if !operator_lifted {
+            return hold_for_leap(relay, announcement, d).await;
+        }
+    }
     // A builder that panics fails this delivery, with the reason, instead
     // of pausing the whole fan-out on it again and again.
     let built = blocking(move || {
@@ -540,6 +547,73 @@ fn released(relay: &Relay, a: &Announcement, d: &DueDelivery, answer: &str) -> (
 }
 
 /// Puts a release back until its embargo time (the clock went backwards).
+/// How far the wall clock may run ahead of the time that passed before
+/// releases are held: NTP's steps are seconds, a wrong clock hours or years.
+const LEAP_LIMIT: chrono::Duration = chrono::Duration::minutes(10);
+
+/// How long a release held for a clock leap waits before it is looked at again.
+const LEAP_RECHECK: chrono::Duration = chrono::Duration::minutes(10);
+
+/// Holds a release (or a lifted notice) whose time came only because the
+/// wall clock leapt ahead while the daemon ran: a host clock set far into
+/// the future must not publish every held advisory at once. The operator
+/// (log, audit) and the PST (a signed, encrypted notice) are told once per
+/// announcement; `embargo release-now` still releases it.
+async fn hold_for_leap(relay: &Arc<Relay>, a: &Announcement, d: &DueDelivery) -> Result<(), Stall> {
+    let leap = relay.clock.leap();
+    tracing::error!(message_id = %d.message_id, recipient = %d.member, leap_s = leap.num_seconds(), "the wall clock leapt ahead of the time that passed: held, not released; check the clock, then `embargo-relay embargo release-now` if the embargo really is over");
+    let (r, dd, a) = (relay.clone(), d.clone(), a.clone());
+    Ok(blocking(move || -> Result<(), SpoolError> {
+        let now = r.clock.now();
+        if !r.spool.audited(&dd.message_id, "release-held")? {
+            let detail = format!(
+                "the wall clock ran {} min ahead of the time that passed: the release and the members' notices are held until an operator runs release-now",
+                leap.num_minutes()
+            );
+            r.spool
+                .audit(now, "release-held", Some(&dd.message_id), None, &detail)?;
+            let text = format!(
+                "The clock of the list's host jumped {} minutes ahead of the time that really passed.\n\n\
+The public advisory of announcement {} (embargo until {} UTC) and the members' notices that it lifted\n\
+are held rather than sent on that clock. The operator is told the same. If the embargo really is over,\n\
+the operator releases it with `embargo-relay embargo release-now {}`.\n",
+                leap.num_minutes(),
+                dd.message_id,
+                a.terms.until.format("%Y-%m-%d %H:%M:%S"),
+                dd.message_id
+            );
+            let notice = Announcement::unembargoed(
+                a.signer.clone(),
+                a.from.clone(),
+                format!("Release held: {}", a.subject),
+                crate::secret::Secret::new(text.into_bytes()),
+                now,
+            );
+            let p = crate::crypto::policy();
+            match r.config().list_key.seal_to_self(&p, notice.to_bytes().expose()) {
+                Ok(sealed) => r.spool.queue_refusal(
+                    &format!("{}-clock", dd.message_id),
+                    &a.signer,
+                    &a.from,
+                    &sealed,
+                    &[],
+                    now,
+                )?,
+                Err(e) => tracing::error!(error = %e, "cannot seal the notice to the PST"),
+            }
+            r.wake.notify_one();
+        }
+        r.spool.retry_later(
+            &dd,
+            "held: the wall clock leapt ahead of the time that passed",
+            now + LEAP_RECHECK,
+            now,
+            false,
+        )
+    })
+    .await??)
+}
+
 async fn postpone(relay: &Arc<Relay>, d: &DueDelivery, until: DateTime<Utc>) -> Result<(), Stall> {
     tracing::warn!(message_id = %d.message_id, public_list = %d.member, "release due but the embargo has not lifted by the clock; postponed");
     let (r, dd, now) = (relay.clone(), d.clone(), relay.clock.now());

@@ -1042,6 +1042,17 @@ impl Spool {
         Ok(removed)
     }
 
+    /// Whether the audit trail has an `event` record for `message_id`.
+    pub fn audited(&self, message_id: &str, event: &str) -> Result<bool, SpoolError> {
+        self.lock()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM audit WHERE message_id = ?1 AND event = ?2)",
+                [message_id, event],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.db(e))
+    }
+
     /// The message a submission with this digest was accepted as, if any.
     pub fn submitted(&self, digest: &str) -> Result<Option<String>, SpoolError> {
         self.lock()
@@ -1295,17 +1306,18 @@ impl Spool {
         let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
         let digests = origin.map(|o| o.digests).unwrap_or_default();
         self.not_seen(&tx, digests)?;
-        let row: Option<(String, i64, i64)> = tx
+        let row: Option<(String, i64, i64, i64)> = tx
             .query_row(
                 "SELECT embargo_state, embargo_until,
-                   (SELECT COUNT(*) FROM deliveries WHERE message_id = ?1 AND kind = 'release' AND state = 'sent')
+                   (SELECT COUNT(*) FROM deliveries WHERE message_id = ?1 AND kind = 'release' AND state = 'sent'),
+                   (SELECT COUNT(*) FROM deliveries WHERE message_id = ?1 AND kind IN ('release', 'lifted') AND state = 'pending')
                  FROM messages WHERE id = ?1 AND kind = 'announcement'",
                 [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()
             .map_err(|e| self.db(e))?;
-        let Some((state, until, released)) = row else {
+        let Some((state, until, released, still_held)) = row else {
             return Err(SpoolError::Refused("no embargo with this id".to_owned()));
         };
         let until = from_millis(until);
@@ -1317,7 +1329,10 @@ impl Spool {
                 "the embargo was already released to a public list".to_owned(),
             ));
         }
-        if until <= now {
+        // Past its time but not out (held for a clock leap, or the daemon
+        // was down): release-now may still send it at once.
+        let held_past = event == "released-now" && still_held > 0;
+        if until <= now && !held_past {
             return Err(SpoolError::Refused(format!(
                 "the embargo already lifted at {}",
                 until.to_rfc3339()

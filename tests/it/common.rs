@@ -589,6 +589,15 @@ pub fn refusal_texts(f: &Fixture, got: &[embargo_relay::sink::Captured]) -> Vec<
     decrypted_for_pst(f, with_subject(got, "[embargo-relay refusal]"), None)
 }
 
+/// The same, read at `at` (a manual clock's time).
+pub fn refusal_texts_at(
+    f: &Fixture,
+    got: &[embargo_relay::sink::Captured],
+    at: chrono::DateTime<Utc>,
+) -> Vec<String> {
+    decrypted_for_pst(f, with_subject(got, "[embargo-relay refusal]"), Some(at))
+}
+
 fn decrypted_for_pst(
     f: &Fixture,
     mails: Vec<&embargo_relay::sink::Captured>,

@@ -310,3 +310,67 @@ async fn a_clock_jumping_back_mid_batch_delays_the_release() {
     assert_eq!(got.iter().filter(|c| to(c, LAST)).count(), 1);
     running.shutdown().await;
 }
+
+/// Issue 14, point 7: the wall clock leaping far ahead while the daemon
+/// runs does not publish the held advisory (nor tell members it lifted):
+/// the release is held, the operator and the PST are told once, and the
+/// operator's release-now still releases it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clock_leaping_ahead_holds_the_release_until_the_operator_lifts_it() {
+    let (f, sink, clock, running) = manual_list().await;
+    let stamp = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let until = clock.now() + chrono::Duration::hours(1);
+    let body = format!(
+        "Embargo-Until: {}\nPublic-To: {PUBLIC_A}\n\n{PRIVATE}\n",
+        stamp(until)
+    );
+    let entity = compose::text_with_advisory(SUBJECT, &body, ADVISORY);
+    let reply = send(
+        running.smtp_addr,
+        PST,
+        &f.gpg_signed_entity(PST, SUBJECT, &entity),
+    )
+    .await
+    .expect("accepted");
+    let id = reply.rsplit(' ').next().unwrap().to_owned();
+    wait_copies(&sink, f.usable_members().count()).await;
+
+    // The host's clock jumps two hours; no time passed.
+    clock.leap_by(chrono::Duration::hours(2));
+    let held = |g: &[Captured]| {
+        refusal_texts_at(&f, g, clock.now())
+            .iter()
+            .any(|t| t.contains("held rather than sent"))
+    };
+    let got = sink.wait_until(PATIENCE, held).await;
+    assert!(held(&got), "the PST is told");
+    assert!(!got.iter().any(|c| to(c, PUBLIC_A)), "nothing published");
+    assert!(
+        lifted_notices(&got).is_empty(),
+        "members not told it lifted"
+    );
+    let audit = f.audit();
+    assert_eq!(
+        audit.iter().filter(|r| r.event == "release-held").count(),
+        1,
+        "{audit:?}"
+    );
+
+    // The operator checked the clock: release-now releases it.
+    let config = Config::load(&f.path("config.toml")).unwrap();
+    embargo_relay::operator::embargo(
+        &config,
+        embargo_relay::cli::EmbargoAction::ReleaseNow { id: id.clone() },
+        &clock,
+        &mut Vec::new(),
+    )
+    .unwrap();
+    let got = sink
+        .wait_until(PATIENCE, |g| g.iter().any(|c| to(c, PUBLIC_A)))
+        .await;
+    assert!(
+        got.iter().any(|c| to(c, PUBLIC_A)),
+        "released by the operator"
+    );
+    running.shutdown().await;
+}
