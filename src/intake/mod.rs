@@ -525,6 +525,10 @@ struct Tally {
 /// Rejections of one reason from one host recorded one by one in a window.
 const RECORDED_EACH: u64 = 8;
 
+/// Distinct (host, reason) pairs a window keeps apart; beyond, one shared
+/// count.
+const TALLY_KEYS: usize = 4096;
+
 impl Intake {
     pub fn new(relay: Arc<Relay>) -> Self {
         Self {
@@ -539,16 +543,16 @@ impl Intake {
         {
             let mut tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
             tally.since.get_or_insert(now);
-            let seen = tally
-                .seen
-                .entry((host.to_owned(), reason.to_owned()))
-                .or_insert(0);
+            // Many hosts or reasons in one window share one count, so the
+            // tally itself cannot grow without bound between flushes.
+            let mut key = (host.to_owned(), reason.to_owned());
+            if tally.seen.len() >= TALLY_KEYS && !tally.seen.contains_key(&key) {
+                key = ("(many hosts)".to_owned(), "(various reasons)".to_owned());
+            }
+            let seen = tally.seen.entry(key.clone()).or_insert(0);
             *seen += 1;
             if *seen > RECORDED_EACH {
-                *tally
-                    .more
-                    .entry((host.to_owned(), reason.to_owned()))
-                    .or_insert(0) += 1;
+                *tally.more.entry(key).or_insert(0) += 1;
                 return;
             }
         }
