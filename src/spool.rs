@@ -125,7 +125,10 @@ CREATE INDEX IF NOT EXISTS deliveries_untried ON deliveries (message_id, kind, s
 CREATE TABLE IF NOT EXISTS submissions (
     digest      TEXT PRIMARY KEY,
     message_id  TEXT NOT NULL REFERENCES messages(id),
-    at          INTEGER NOT NULL
+    at          INTEGER NOT NULL,
+    -- The answer it got when it was refused (a refusal to the PST); none
+    -- when it was accepted.
+    reply       TEXT
 );
 -- Join requests taken, for their rate limit per sender and peer.
 CREATE TABLE IF NOT EXISTS join_requests (
@@ -322,6 +325,8 @@ pub struct DueDelivery {
 pub struct Origin<'a> {
     pub digests: &'a [String],
     pub reply_to: &'a str,
+    /// The command mail's submission digest (see [`NewMessage::submission`]).
+    pub submission: Option<&'a str>,
 }
 
 /// An embargo as operators see it.
@@ -600,7 +605,7 @@ impl Spool {
         .map_err(|e| self.db(e))?;
         insert_signatures(&tx, msg.sig_digests, msg.id).map_err(|e| self.db(e))?;
         if let Some(digest) = msg.submission {
-            insert_submission(&tx, digest, msg.id, t).map_err(|e| self.db(e))?;
+            insert_submission(&tx, digest, msg.id, t, None).map_err(|e| self.db(e))?;
         }
         if let Some(digest) = msg.fetched {
             insert_fetched(&tx, digest, t, &format!("accepted as {}", msg.id))
@@ -639,6 +644,7 @@ impl Spool {
     /// Keeps a refusal notice for an authenticated PST mail (sealed like an
     /// announcement) and queues it to `to`; the mail's signatures are
     /// recorded, so a replay of it is refused without another notice.
+    #[allow(clippy::too_many_arguments)]
     pub fn queue_refusal(
         &self,
         id: &str,
@@ -646,6 +652,7 @@ impl Spool {
         to: &str,
         sealed: &[u8],
         digests: &[String],
+        submission: Option<(&str, &str)>,
         now: DateTime<Utc>,
     ) -> Result<(), SpoolError> {
         let mut conn = self.lock();
@@ -669,6 +676,9 @@ impl Spool {
                 params![id, t, signer, sealed],
             )?;
             insert_signatures(&tx, digests, id)?;
+            if let Some((digest, reply)) = submission {
+                insert_submission(&tx, digest, id, t, Some(reply))?;
+            }
             tx.execute(
                 "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, 'refusal', ?3, 'pending', ?4)",
                 params![id, to, crate::crypto::random_hex(12), t],
@@ -734,7 +744,7 @@ impl Spool {
             )?;
             insert_signatures(&tx, post.sig_digests, post.id)?;
             if let Some(digest) = post.submission {
-                insert_submission(&tx, digest, post.id, t)?;
+                insert_submission(&tx, digest, post.id, t, None)?;
             }
             if let Some((sender, peer)) = post.join_from {
                 tx.execute(
@@ -1053,13 +1063,14 @@ impl Spool {
             .map_err(|e| self.db(e))
     }
 
-    /// The message a submission with this digest was accepted as, if any.
-    pub fn submitted(&self, digest: &str) -> Result<Option<String>, SpoolError> {
+    /// What a submission with this digest became, if it was seen: the
+    /// message id, and the reply it got if it was refused.
+    pub fn submitted(&self, digest: &str) -> Result<Option<(String, Option<String>)>, SpoolError> {
         self.lock()
             .query_row(
-                "SELECT message_id FROM submissions WHERE digest = ?1",
+                "SELECT message_id, reply FROM submissions WHERE digest = ?1",
                 [digest],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
             .map_err(|e| self.db(e))
@@ -1340,6 +1351,9 @@ impl Spool {
         }
         if let Some(origin) = origin {
             insert_signatures(&tx, origin.digests, id).map_err(|e| self.db(e))?;
+            if let Some(digest) = origin.submission {
+                insert_submission(&tx, digest, id, to_millis(now), None).map_err(|e| self.db(e))?;
+            }
             // The answer: a fresh receipt (it shows the state after this change).
             insert_receipt(&tx, id, origin.reply_to, now).map_err(|e| self.db(e))?;
         }
@@ -1568,10 +1582,11 @@ fn insert_submission(
     digest: &str,
     message_id: &str,
     at: i64,
+    reply: Option<&str>,
 ) -> rusqlite::Result<()> {
     tx.execute(
-        "INSERT OR IGNORE INTO submissions (digest, message_id, at) VALUES (?1, ?2, ?3)",
-        params![digest, message_id, at],
+        "INSERT OR IGNORE INTO submissions (digest, message_id, at, reply) VALUES (?1, ?2, ?3, ?4)",
+        params![digest, message_id, at, reply],
     )
     .map(drop)
 }
@@ -1674,7 +1689,10 @@ mod tests {
             "the old signature, submission and fetched digest"
         );
         assert_eq!(spool.submitted("sub-old").unwrap(), None);
-        assert_eq!(spool.submitted("sub-new").unwrap().as_deref(), Some("new"));
+        assert_eq!(
+            spool.submitted("sub-new").unwrap(),
+            Some(("new".to_owned(), None))
+        );
         assert_eq!(spool.replay_of(&["d-old".to_owned()]).unwrap(), None);
         assert_eq!(
             spool.replay_of(&["d-new".to_owned()]).unwrap().as_deref(),

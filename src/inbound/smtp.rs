@@ -69,6 +69,35 @@ impl Reply {
         (200..400).contains(&self.code)
     }
 
+    /// `code enhanced text` on one line, for keeping (see [`Reply::from_line`]).
+    pub fn line(&self) -> String {
+        format!("{} {} {}", self.code, self.enhanced, self.text).replace(['\r', '\n'], " ")
+    }
+
+    /// The reply [`Reply::line`] wrote.
+    pub fn from_line(line: &str) -> Option<Reply> {
+        const ENHANCED: [&str; 13] = [
+            "2.0.0", "4.3.0", "4.3.1", "4.3.2", "4.4.2", "4.7.0", "4.7.1", "5.1.1", "5.3.4",
+            "5.6.0", "5.7.0", "5.7.1", "5.7.5",
+        ];
+        let mut words = line.splitn(3, ' ');
+        let code: u16 = words.next()?.parse().ok()?;
+        let enhanced = words.next()?;
+        let text = words.next().unwrap_or("");
+        let enhanced = ENHANCED
+            .iter()
+            .find(|e| **e == enhanced)
+            .copied()
+            .unwrap_or(match code {
+                200..=299 => "2.0.0",
+                400..=499 => "4.0.0",
+                _ => "5.0.0",
+            });
+        (200..600)
+            .contains(&code)
+            .then(|| Reply::new(code, enhanced, text))
+    }
+
     fn to_wire(&self) -> String {
         // Reply text never carries a line break, whatever a handler put in it.
         let text: String = self
@@ -1023,6 +1052,26 @@ mod tests {
         b"RCPT TO:<list@example.org>\r\n",
         b"DATA\r\n",
     ];
+
+    #[test]
+    fn a_reply_kept_as_a_line_reads_back_the_same() {
+        for reply in [
+            Reply::new(
+                250,
+                "2.0.0",
+                "roster updated (roster-add a@b); a receipt follows",
+            ),
+            Reply::new(554, "5.6.0", "invalid embargo: line 1: unknown field"),
+            Reply::new(550, "5.7.0", "command refused: no embargo with this id"),
+        ] {
+            let back = Reply::from_line(&reply.line()).unwrap();
+            assert_eq!(
+                (back.code, back.enhanced, back.text.as_str()),
+                (reply.code, reply.enhanced, reply.text.as_str())
+            );
+        }
+        assert!(Reply::from_line("garbage").is_none());
+    }
 
     /// The bytes all sessions hold are capped: a DATA that starts with the
     /// budget spent is answered 452 at once, one whose bytes would overspend

@@ -613,14 +613,14 @@ impl Intake {
             );
         }
         let now = relay.clock.now();
-        // The same submission again (an MTA that lost our 250 and sent it
-        // once more): answered as accepted, nothing relayed twice, no alarm.
+        // The same submission again (an MTA that lost our answer and sent
+        // it once more): the same answer, nothing relayed twice, no alarm.
         // Anything else that repeats a signature is still a replay.
         let submission = submission_digest(envelope, raw);
         match relay.spool.submitted(&submission) {
-            Ok(Some(previous)) => {
+            Ok(Some((previous, refused))) => {
                 let detail = format!(
-                    "the same submission again (envelope and bytes) from peer {} envelope sender <{}>: nothing relayed twice",
+                    "the same submission again (envelope and bytes) from peer {} envelope sender <{}>: answered as before, nothing relayed twice",
                     envelope.peer,
                     printable(&envelope.mail_from)
                 );
@@ -631,8 +631,11 @@ impl Intake {
                     tracing::error!(error = %e, "could not audit a duplicate submission");
                     return try_later();
                 }
-                tracing::info!(message_id = %previous, peer = %envelope.peer, "duplicate submission answered as accepted");
-                return Reply::new(250, "2.0.0", format!("already accepted as {previous}"));
+                tracing::info!(message_id = %previous, peer = %envelope.peer, "duplicate submission answered as before");
+                return match refused.as_deref().and_then(Reply::from_line) {
+                    Some(reply) => reply,
+                    None => Reply::new(250, "2.0.0", format!("already accepted as {previous}")),
+                };
             }
             Ok(None) => {}
             Err(e) => {
@@ -683,15 +686,22 @@ impl Intake {
                     command,
                     Command::RosterAdd { .. } | Command::RosterRemove { .. }
                 ) {
-                    return self.roster_command(envelope, &command, keys.as_deref(), &sender, now);
+                    return self.roster_command(
+                        envelope,
+                        &command,
+                        keys.as_deref(),
+                        &sender,
+                        now,
+                        &submission,
+                    );
                 }
-                return self.command(envelope, &command, &sender, now);
+                return self.command(envelope, &command, &sender, now, &submission);
             }
             Ok(Examined::MemberPost(post, digests)) => {
                 return self.post(envelope, post, &digests, now, fetched, &submission);
             }
             Ok(Examined::Refused { rejection, sender }) => {
-                return self.refuse(envelope, &rejection, &sender, now);
+                return self.refuse(envelope, &rejection, &sender, now, Some(&submission));
             }
             Err(rejection) => return self.reject(envelope, &rejection, now),
         };
@@ -981,6 +991,7 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
     /// atomically, the new roster takes effect at once, and the PST gets a
     /// signed, encrypted receipt (which also records the command's
     /// signatures, so a replay is refused).
+    #[allow(clippy::too_many_arguments)]
     fn roster_command(
         &self,
         envelope: &Envelope,
@@ -988,11 +999,18 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
         keys: Option<&[u8]>,
         sender: &Sender,
         now: DateTime<Utc>,
+        submission: &str,
     ) -> Reply {
         let relay = &self.relay;
         let refuse = |problem: String| {
             let on = Quoted::new(command.id());
-            self.refuse(envelope, &Rejection::Command { problem, on }, sender, now)
+            self.refuse(
+                envelope,
+                &Rejection::Command { problem, on },
+                sender,
+                now,
+                Some(submission),
+            )
         };
         let Some(path) = &relay.config().roster_file else {
             return refuse(
@@ -1054,23 +1072,27 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
             relay.directory().roster.members().len()
         );
         let subject = format!("Roster changed: {}", command.id());
+        let done = Reply::new(
+            250,
+            "2.0.0",
+            format!(
+                "roster updated ({event} {}); a receipt follows",
+                command.id()
+            ),
+        );
+        // The same submission again gets this same answer.
+        let line = done.line();
         match self.notify_pst(
             &random_hex(8),
             sender,
             &subject,
             &receipt,
             &sender.digests,
+            Some((submission, line.as_str())),
             now,
         ) {
             Err(SpoolError::Replay(previous)) => self.replayed(envelope, &previous, sender, now),
-            _ => Reply::new(
-                250,
-                "2.0.0",
-                format!(
-                    "roster updated ({event} {}); a receipt follows",
-                    command.id()
-                ),
-            ),
+            _ => done,
         }
     }
 
@@ -1081,12 +1103,14 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
         command: &Command,
         sender: &Sender,
         now: DateTime<Utc>,
+        submission: &str,
     ) -> Reply {
         let spool = &self.relay.spool;
         let signer = &sender.signer;
         let origin = Origin {
             digests: &sender.digests,
             reply_to: &sender.from,
+            submission: Some(submission),
         };
         let actor = format!("PST {signer}");
         let max = self.relay.config().policy.max_embargo;
@@ -1117,7 +1141,13 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
             }
             Err(SpoolError::Refused(problem)) => {
                 let on = Quoted::new(id);
-                self.refuse(envelope, &Rejection::Command { problem, on }, sender, now)
+                self.refuse(
+                    envelope,
+                    &Rejection::Command { problem, on },
+                    sender,
+                    now,
+                    Some(submission),
+                )
             }
             Err(SpoolError::Replay(previous)) => self.replayed(envelope, &previous, sender, now),
             Err(e) => {
@@ -1140,6 +1170,7 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
         rejection: &Rejection,
         sender: &Sender,
         now: DateTime<Utc>,
+        submission: Option<&str>,
     ) -> Reply {
         // The one place the quoted text is shown: signed and encrypted to the PST.
         let text = crate::quote::revealed(|| {
@@ -1149,12 +1180,16 @@ a resent copy of this one counts as a replay.\n"
             )
         });
         let subject = format!("Refused: {}", sender.subject);
+        // The same submission again gets this same refusal (and no new
+        // notice); see `process_fetched`.
+        let line = rejection.reply().line();
         match self.notify_pst(
             &random_hex(8),
             sender,
             &subject,
             &text,
             &sender.digests,
+            submission.map(|digest| (digest, line.as_str())),
             now,
         ) {
             Err(SpoolError::Replay(previous)) => self.replayed(envelope, &previous, sender, now),
@@ -1187,6 +1222,7 @@ host lists them.\n",
             &subject,
             &text,
             &[],
+            None,
             now,
         );
         self.reject(envelope, &Rejection::Replay(previous.to_owned()), now)
@@ -1194,6 +1230,7 @@ host lists them.\n",
 
     /// Queues a signed, encrypted notice to the PST who sent a mail. A
     /// notice whose id is already queued is not queued again.
+    #[allow(clippy::too_many_arguments)]
     fn notify_pst(
         &self,
         id: &str,
@@ -1201,6 +1238,7 @@ host lists them.\n",
         subject: &str,
         text: &str,
         digests: &[String],
+        submission: Option<(&str, &str)>,
         now: DateTime<Utc>,
     ) -> Result<(), SpoolError> {
         let relay = &self.relay;
@@ -1214,10 +1252,15 @@ host lists them.\n",
         let Some(sealed) = self.seal(&notice) else {
             return Ok(());
         };
-        match relay
-            .spool
-            .queue_refusal(id, &sender.signer, &sender.from, &sealed, digests, now)
-        {
+        match relay.spool.queue_refusal(
+            id,
+            &sender.signer,
+            &sender.from,
+            &sealed,
+            digests,
+            submission,
+            now,
+        ) {
             Ok(()) => {
                 relay.wake.notify_one();
                 Ok(())

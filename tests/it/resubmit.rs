@@ -85,3 +85,62 @@ async fn the_same_submission_again_is_accepted_once_and_a_replay_is_refused() {
         "{audit:?}"
     );
 }
+
+/// Commands and refusals too: the same command mail again is answered as
+/// accepted and applied once; the same refused mail again gets the same
+/// refusal, and the PST one notice.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_command_or_refused_mail_again_gets_the_same_answer() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let config = f.write_config(sink.addr());
+    let daemon = Daemon::start(&config, &f.path("daemon.log"));
+    let first = send(
+        daemon.addr,
+        PST,
+        &f.gpg_signed(PST, "CVE-2026-32: held", &embargoed("held")),
+    )
+    .await
+    .unwrap();
+    let id = first.rsplit(' ').next().unwrap().to_owned();
+    let later = (now() + chrono::Duration::days(4)).format("%Y-%m-%dT%H:%M:%SZ");
+    let extend = f.gpg_signed(PST, "extend", &format!("Embargo-Extend: {id} {later}\n"));
+    let applied = send(daemon.addr, PST, &extend).await.unwrap();
+    assert!(applied.contains("command applied"), "{applied}");
+    let again = send(daemon.addr, PST, &extend)
+        .await
+        .expect("the same command mail again is answered as accepted");
+    assert!(
+        again.contains(&format!("already accepted as {id}")),
+        "{again}"
+    );
+
+    let refused = f.gpg_signed(
+        PST,
+        "refused",
+        "Embargo-Until: 2020-01-01T00:00:00Z\n\nlate\n",
+    );
+    let (code1, text1) = send(daemon.addr, PST, &refused).await.unwrap_err();
+    let (code2, text2) = send(daemon.addr, PST, &refused).await.unwrap_err();
+    assert_eq!((code1, code2), (554, 554), "{text1} / {text2}");
+    assert!(
+        text2.contains("invalid embargo"),
+        "the same refusal: {text2}"
+    );
+    assert!(!text2.contains("replayed"), "{text2}");
+
+    f.wait_until_no_pending().await;
+    let texts = refusal_texts(&f, &sink.captured());
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|t| t.contains("The list refused your mail"))
+            .count(),
+        1,
+        "one refusal notice: {texts:?}"
+    );
+    assert!(
+        !texts.iter().any(|t| t.contains("rejected as a replay")),
+        "no replay alarm: {texts:?}"
+    );
+}
