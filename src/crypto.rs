@@ -419,6 +419,7 @@ impl PacketLimits {
     pub const SIGNATURES: usize = 8;
     /// Literal data packets: a signed message holds one.
     pub const LITERALS: usize = 1;
+    // (Bodies, decompressed, are read at most max_message_size octets in all.)
     /// PKESKs in an encrypted mail (one per key it is encrypted to).
     pub const PKESKS: usize = 32;
     /// PKESKs tried with the list key: a public-key operation each.
@@ -475,41 +476,92 @@ impl Census {
     }
 }
 
-/// Counts the packets of a detached signature or a signed (or
-/// cleartext-signed) message, hashing nothing. Data it cannot parse is left
-/// to the verifier to refuse.
-fn census(bytes: &[u8]) -> Result<(), TooMany> {
+/// Counts the packets of a detached signature, hashing nothing, parsed as
+/// the detached verifier parses it (no cleartext-signature handling): only
+/// signature (and marker) packets, none nested, at most
+/// [`PacketLimits::SIGNATURES`]. Anything else, or anything it cannot
+/// parse, is refused here, before any verifier sees it.
+fn census_detached(sig: &[u8]) -> Result<(), SignatureProblem> {
+    use openpgp::Packet;
+    use openpgp::parse::{PacketParserBuilder, PacketParserResult};
+    let mut ppr = PacketParserBuilder::from_bytes(sig)
+        .and_then(|b| {
+            b.automatic_hashing(false)
+                .process_csf_message(false)
+                .build()
+        })
+        .map_err(|_| SignatureProblem::Malformed)?;
+    let mut signatures = 0;
+    while let PacketParserResult::Some(pp) = ppr {
+        match pp.packet {
+            Packet::Signature(_) => {
+                signatures += 1;
+                if signatures > PacketLimits::SIGNATURES {
+                    return Err(SignatureProblem::TooMany(TooMany {
+                        what: "signatures",
+                        limit: PacketLimits::SIGNATURES,
+                    }));
+                }
+            }
+            Packet::Marker(_) => {}
+            _ => return Err(SignatureProblem::Malformed),
+        }
+        ppr = pp.next().map_err(|_| SignatureProblem::Malformed)?.1;
+    }
+    if signatures == 0 {
+        return Err(SignatureProblem::Malformed);
+    }
+    Ok(())
+}
+
+/// Counts the packets of a signed (or cleartext-signed) message, hashing
+/// nothing, parsed as the verifier parses it, and reads the bodies of all
+/// packets at most `limit` octets in all, so compressed data cannot make it
+/// inflate without end. What it cannot parse is refused.
+fn census(bytes: &[u8], limit: usize) -> Result<(), SignatureProblem> {
     use openpgp::parse::{PacketParserBuilder, PacketParserResult};
     // A cleartext-signed text: Sequoia parses every signature of its
     // signature block before the first packet comes out (it makes one
     // one-pass signature of each), so that block is counted first, alone.
-    const SIGNATURE_BLOCK: &[u8] = b"-----BEGIN PGP SIGNATURE-----";
+    const SIGNATURE_BLOCK: &[u8] = b"\n-----BEGIN PGP SIGNATURE-----";
     if bytes.starts_with(b"-----BEGIN PGP SIGNED MESSAGE-----")
         && let Some(at) = bytes
             .windows(SIGNATURE_BLOCK.len())
             .position(|w| w == SIGNATURE_BLOCK)
     {
-        census(&bytes[at..])?;
+        census_detached(&bytes[at + 1..])?;
     }
-    let Ok(builder) = PacketParserBuilder::from_bytes(bytes) else {
-        return Ok(());
-    };
-    let Ok(mut ppr) = builder
-        .automatic_hashing(false)
-        .process_csf_message(true)
-        .build()
-    else {
-        return Ok(());
-    };
+    let mut ppr = PacketParserBuilder::from_bytes(bytes)
+        .and_then(|b| b.automatic_hashing(false).process_csf_message(true).build())
+        .map_err(|_| SignatureProblem::Malformed)?;
     let mut census = Census::default();
-    while let PacketParserResult::Some(pp) = ppr {
-        census.count(pp.packet.tag())?;
-        match pp.recurse() {
-            Ok((_, next)) => ppr = next,
-            Err(_) => return Ok(()),
+    let mut read = 0usize;
+    while let PacketParserResult::Some(mut pp) = ppr {
+        census
+            .count(pp.packet.tag())
+            .map_err(SignatureProblem::TooMany)?;
+        read +=
+            read_body(&mut pp, limit - read.min(limit)).map_err(|_| SignatureProblem::Malformed)?;
+        if read > limit {
+            return Err(SignatureProblem::TooMany(TooMany {
+                what: "octets of (decompressed) OpenPGP data",
+                limit,
+            }));
         }
+        ppr = pp.recurse().map_err(|_| SignatureProblem::Malformed)?.1;
     }
     Ok(())
+}
+
+/// Reads what is left of a packet's body (none for containers, which are
+/// recursed into), at most `room + 1` octets; the octets read. Done by hand
+/// so that the parser never drains an unbounded decompressed body itself.
+fn read_body(pp: &mut openpgp::parse::PacketParser<'_>, room: usize) -> std::io::Result<usize> {
+    use openpgp::Packet;
+    if matches!(pp.packet, Packet::CompressedData(_) | Packet::SEIP(_)) {
+        return Ok(0);
+    }
+    std::io::copy(&mut pp.take(room as u64 + 1), &mut std::io::sink()).map(|n| n as usize)
 }
 
 /// The list's OpenPGP policy, used for every signature checked, key judged
@@ -577,7 +629,7 @@ pub fn verify_detached(
     data: &[u8],
     sig: &[u8],
 ) -> Result<VerifiedSigner, SignatureProblem> {
-    census(sig).map_err(SignatureProblem::TooMany)?;
+    census_detached(sig)?;
     with_lookahead(now, |reference| {
         verify_detached_at(p, now, reference, pst, data, sig)
     })
@@ -639,7 +691,7 @@ pub fn verify_inline(
     body: &[u8],
     limit: usize,
 ) -> Result<(VerifiedSigner, Secret), SignatureProblem> {
-    census(body).map_err(SignatureProblem::TooMany)?;
+    census(body, limit)?;
     with_lookahead(now, |reference| {
         let outcome = RefCell::new(None);
         let helper = Watched {
@@ -864,19 +916,23 @@ fn census_encrypted(
                     return Ok(None);
                 }
             }
-            Packet::Literal(_) => {
-                let room = (limit - literal_bytes.min(limit)) as u64;
-                let read = std::io::copy(&mut (&mut pp).take(room + 1), &mut std::io::sink())
+            _ => {
+                // Every body read here, at most `limit` octets in all: no
+                // compressed packet inflates past it.
+                let read = read_body(&mut pp, limit - literal_bytes.min(limit))
                     .map_err(|_| OpenProblem::Failed)?;
-                literal_bytes += read as usize;
+                literal_bytes += read;
                 if literal_bytes > limit {
                     return Err(OpenProblem::TooLarge(limit));
                 }
             }
-            _ => {}
         }
+        // Once decrypted, what does not parse or fails its integrity check
+        // is refused here, with the same answer the real pass would give:
+        // an excess counted so far must not be thrown away with it.
         let (packet, next) = match pp.recurse() {
             Ok(step) => step,
+            Err(_) if found.is_some() => return Err(OpenProblem::Failed),
             Err(_) => return Ok(None),
         };
         // The MDC variant is deprecated because the parser checks it
@@ -884,7 +940,7 @@ fn census_encrypted(
         #[allow(deprecated)]
         match packet {
             Packet::PKESK(pkesk) => pkesks.push(pkesk),
-            Packet::MDC(mdc) if !mdc.valid() => return Ok(None),
+            Packet::MDC(mdc) if !mdc.valid() => return Err(OpenProblem::Failed),
             _ => {}
         }
         ppr = next;
@@ -1598,6 +1654,15 @@ mod tests {
             w.finalize().unwrap();
             out
         };
+        // The census's verdict on a tampered ciphertext is its own, not
+        // thrown away for the real pass to hash everything first.
+        let mut tampered = sealed(PacketLimits::SIGNATURES + 1);
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(matches!(
+            census_encrypted(&list, &p, &tampered, 1 << 20),
+            Err(OpenProblem::Failed)
+        ));
         let opened = open_announcement(&list, &p, now(), certs, &sealed(2), 1 << 20).unwrap();
         assert_eq!(opened.plaintext.expose(), data);
         let over = open_announcement(&list, &p, now(), certs, &sealed(9), 1 << 20);
@@ -1606,6 +1671,67 @@ mod tests {
             "{:?}",
             over.err()
         );
+    }
+
+    /// The detached census parses as the detached verifier does: a
+    /// cleartext-signature header in front does not hide the signatures
+    /// from it, and nothing but signatures (no compressed data to inflate)
+    /// passes. A signed message's compressed data is read at most `limit`
+    /// octets.
+    #[test]
+    fn the_packet_census_cannot_be_sidestepped_or_inflated() {
+        use openpgp::serialize::Marshal;
+        use openpgp::serialize::stream::Compressor;
+        let p = policy();
+        let pst = key("PST <pst@example.org>");
+        let certs = std::slice::from_ref(&pst);
+        let data = b"Content-Type: text/plain\r\n\r\nhello\r\n";
+        let sig = sign_detached(&p, &pst, now(), data).unwrap();
+        let packet = openpgp::PacketPile::from_bytes(&sig)
+            .unwrap()
+            .into_children()
+            .next()
+            .unwrap();
+        let mut many = Vec::new();
+        for _ in 0..2000 {
+            packet.serialize(&mut many).unwrap();
+        }
+        let mut armored = Vec::new();
+        let mut w =
+            openpgp::armor::Writer::new(&mut armored, openpgp::armor::Kind::Signature).unwrap();
+        w.write_all(&many).unwrap();
+        w.finalize().unwrap();
+        let mut disguised =
+            b"> -----BEGIN PGP SIGNED MESSAGE-----\r\nHash: SHA256\r\n\r\nhello\r\n".to_vec();
+        disguised.extend_from_slice(&armored);
+        assert!(matches!(
+            verify_detached(&p, now(), certs, data, &disguised),
+            Err(SignatureProblem::TooMany(_) | SignatureProblem::Malformed)
+        ));
+        // Compressed zeros where a signature belongs.
+        let bomb = |size: usize| {
+            let mut out = Vec::new();
+            let message = Message::new(&mut out);
+            let message = Compressor::new(message).build().unwrap();
+            let mut w = LiteralWriter::new(message).build().unwrap();
+            let zeros = vec![0u8; 1 << 20];
+            for _ in 0..size >> 20 {
+                w.write_all(&zeros).unwrap();
+            }
+            w.finalize().unwrap();
+            out
+        };
+        let small = bomb(64 << 20);
+        assert!(small.len() < 1 << 20, "{} octets", small.len());
+        assert_eq!(
+            verify_detached(&p, now(), certs, data, &small).unwrap_err(),
+            SignatureProblem::Malformed
+        );
+        // A signed message whose compressed data inflates past the limit.
+        assert!(matches!(
+            verify_inline(&p, now(), certs, &small, 1 << 20),
+            Err(SignatureProblem::TooMany(t)) if t.what.contains("octets")
+        ));
     }
 
     #[test]

@@ -63,10 +63,21 @@ impl Directory {
 
 impl Relay {
     /// Opens the spool for `config`; what the daemon and `submit` share.
-    pub fn open(mut config: Config, clock: SharedClock) -> anyhow::Result<Relay> {
+    pub fn open(config: Config, clock: SharedClock) -> anyhow::Result<Relay> {
         let spool = Spool::open(&config.state_dir)?;
+        Ok(Self::with_spool(config, clock, spool))
+    }
+
+    /// [`Relay::open`] for `submit`, one process per mail: the spool is
+    /// opened without its full `quick_check` (see `Spool::open_unchecked`).
+    pub fn open_for_submit(config: Config, clock: SharedClock) -> anyhow::Result<Relay> {
+        let spool = Spool::open_unchecked(&config.state_dir)?;
+        Ok(Self::with_spool(config, clock, spool))
+    }
+
+    fn with_spool(mut config: Config, clock: SharedClock, spool: Spool) -> Relay {
         let roster = std::mem::take(&mut config.roster);
-        Ok(Relay {
+        Relay {
             config: RwLock::new(Arc::new(config)),
             directory: RwLock::new(Arc::new(Directory::new(roster))),
             spool,
@@ -74,7 +85,7 @@ impl Relay {
             wake: Notify::new(),
             health: crate::service::Health::default(),
             seals: crate::fanout::Seals::default(),
-        })
+        }
     }
 
     /// Puts a newly loaded configuration in force (SIGHUP): the roster,

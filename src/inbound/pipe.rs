@@ -77,7 +77,7 @@ pub fn submit(
     origin: &Origin,
     input: &mut dyn Read,
 ) -> Outcome {
-    let relay = match Relay::open(config, clock) {
+    let relay = match Relay::open_for_submit(config, clock) {
         Ok(relay) => Arc::new(relay),
         Err(e) => return Outcome::tempfail(format!("cannot open the spool: {e:#}")),
     };
