@@ -532,6 +532,7 @@ impl Spool {
             "spool.sqlite-wal",
             "spool.sqlite-shm",
             MARKER,
+            DAMAGED,
         ] {
             let from = state_dir.join(name);
             if from.exists() {
