@@ -1562,29 +1562,32 @@ mod tests {
             .unwrap()
     }
 
-    /// Up to the limit of signatures is judged as before; one more is
-    /// refused by count, before any hashing: detached, inline (several
-    /// signers of one cleartext-signed text), and encrypted.
-    #[test]
-    fn signatures_over_the_packet_limit_are_refused_before_verifying() {
+    /// A detached signature by `pst` over `data`, its packet `n` times over.
+    fn signature_repeated(pst: &Cert, data: &[u8], n: usize) -> Vec<u8> {
         use openpgp::serialize::Marshal;
-        let p = policy();
-        let pst = key("PST <pst@example.org>");
-        let certs = std::slice::from_ref(&pst);
-        let data = b"Content-Type: text/plain\r\n\r\nhello\r\n";
-        let sig = sign_detached(&p, &pst, now(), data).unwrap();
+        let sig = sign_detached(&policy(), pst, now(), data).unwrap();
         let packet = openpgp::PacketPile::from_bytes(&sig)
             .unwrap()
             .into_children()
             .next()
             .unwrap();
-        let repeated = |n: usize| {
-            let mut out = Vec::new();
-            for _ in 0..n {
-                packet.serialize(&mut out).unwrap();
-            }
-            out
-        };
+        let mut out = Vec::new();
+        for _ in 0..n {
+            packet.serialize(&mut out).unwrap();
+        }
+        out
+    }
+
+    /// Up to the limit of signatures is judged as before; one more is
+    /// refused by count, before any hashing: detached, inline (several
+    /// signers of one cleartext-signed text), and encrypted.
+    #[test]
+    fn signatures_over_the_packet_limit_are_refused_before_verifying() {
+        let p = policy();
+        let pst = key("PST <pst@example.org>");
+        let certs = std::slice::from_ref(&pst);
+        let data = b"Content-Type: text/plain\r\n\r\nhello\r\n";
+        let repeated = |n: usize| signature_repeated(&pst, data, n);
         let at_limit = verify_detached(&p, now(), certs, data, &repeated(PacketLimits::SIGNATURES));
         assert!(at_limit.is_ok(), "{at_limit:?}");
         let over = verify_detached(
@@ -1680,22 +1683,12 @@ mod tests {
     /// octets.
     #[test]
     fn the_packet_census_cannot_be_sidestepped_or_inflated() {
-        use openpgp::serialize::Marshal;
         use openpgp::serialize::stream::Compressor;
         let p = policy();
         let pst = key("PST <pst@example.org>");
         let certs = std::slice::from_ref(&pst);
         let data = b"Content-Type: text/plain\r\n\r\nhello\r\n";
-        let sig = sign_detached(&p, &pst, now(), data).unwrap();
-        let packet = openpgp::PacketPile::from_bytes(&sig)
-            .unwrap()
-            .into_children()
-            .next()
-            .unwrap();
-        let mut many = Vec::new();
-        for _ in 0..2000 {
-            packet.serialize(&mut many).unwrap();
-        }
+        let many = signature_repeated(&pst, data, 2000);
         let mut armored = Vec::new();
         let mut w =
             openpgp::armor::Writer::new(&mut armored, openpgp::armor::Kind::Signature).unwrap();
