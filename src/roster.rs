@@ -232,7 +232,7 @@ pub mod file {
             .iter()
             .any(|m| m.email.eq_ignore_ascii_case(email))
         {
-            return Err(format!("{email} is already in the roster file"));
+            return Err("the address is already in the roster file".to_owned());
         }
         let key = PathBuf::from("keys").join(format!("{}.asc", cert.fingerprint().to_hex()));
         let armored = crate::crypto::armored_public(cert).map_err(|e| e.to_string())?;

@@ -1003,14 +1003,7 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
     ) -> Reply {
         let relay = &self.relay;
         let refuse = |problem: String| {
-            let on = Quoted::new(command.id());
-            self.refuse(
-                envelope,
-                &Rejection::Command { problem, on },
-                sender,
-                now,
-                Some(submission),
-            )
+            self.refuse_command(envelope, problem, command.id(), sender, now, submission)
         };
         let Some(path) = &relay.config().roster_file else {
             return refuse(
@@ -1075,10 +1068,9 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
         let done = Reply::new(
             250,
             "2.0.0",
-            format!(
-                "roster updated ({event} {}); a receipt follows",
-                command.id()
-            ),
+            // The member's address is in the PST's encrypted receipt, not
+            // in this clear reply.
+            format!("roster updated ({event}); a receipt follows"),
         );
         // The same submission again gets this same answer.
         let line = done.line();
@@ -1140,14 +1132,7 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
                 )
             }
             Err(SpoolError::Refused(problem)) => {
-                let on = Quoted::new(id);
-                self.refuse(
-                    envelope,
-                    &Rejection::Command { problem, on },
-                    sender,
-                    now,
-                    Some(submission),
-                )
+                self.refuse_command(envelope, problem, id, sender, now, submission)
             }
             Err(SpoolError::Replay(previous)) => self.replayed(envelope, &previous, sender, now),
             Err(e) => {
@@ -1195,6 +1180,27 @@ a resent copy of this one counts as a replay.\n"
             Err(SpoolError::Replay(previous)) => self.replayed(envelope, &previous, sender, now),
             _ => self.reject(envelope, rejection, now),
         }
+    }
+
+    /// Refuses a PST command that cannot be applied; `on` (the embargo id
+    /// or member address it named) is quoted in the encrypted refusal only.
+    fn refuse_command(
+        &self,
+        envelope: &Envelope,
+        problem: String,
+        on: &str,
+        sender: &Sender,
+        now: DateTime<Utc>,
+        submission: &str,
+    ) -> Reply {
+        let on = Quoted::new(on);
+        self.refuse(
+            envelope,
+            &Rejection::Command { problem, on },
+            sender,
+            now,
+            Some(submission),
+        )
     }
 
     /// Rejects a replay of `previous` and tells the PST, once per replayed
@@ -1310,13 +1316,10 @@ impl MailHandler for Intake {
             reply.enhanced,
             reply.text
         );
-        let relay = self.relay.clone();
-        let now = relay.clock.now();
-        let write = move || {
-            if let Err(e) = relay.spool.audit(now, "rejected", None, None, &detail) {
-                tracing::error!(error = %e, "could not write the audit record of a refusal");
-            }
-        };
+        // Counted like every other rejection (`tally_or_audit`).
+        let (this, host, reason) = (self.clone(), peer_host(peer), reply.text.clone());
+        let now = self.relay.clock.now();
+        let write = move || this.tally_or_audit(now, &host, &reason, &detail);
         // The caller is an SMTP session task: the fsync'd write goes to the
         // blocking pool, not onto the runtime.
         match tokio::runtime::Handle::try_current() {
