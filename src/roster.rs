@@ -203,9 +203,20 @@ pub mod file {
 
     /// Writes `bytes` to `path` atomically: a temporary file in the same
     /// directory, synced, renamed over it, and the directory synced.
+    /// Only a regular file is replaced: renaming over a symlink, a FIFO or
+    /// a device (a roster path of `/dev/null`) would silently put a file in
+    /// its place.
     fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
         let d = dir(path);
         let fail = |e: std::io::Error| format!("{}: cannot write: {e}", path.display());
+        if let Ok(meta) = std::fs::symlink_metadata(path)
+            && !meta.file_type().is_file()
+        {
+            return Err(format!(
+                "{}: cannot write: not a regular file (a symlink, device or FIFO is never replaced)",
+                path.display()
+            ));
+        }
         std::fs::create_dir_all(d).map_err(fail)?;
         let mut tmp = tempfile::NamedTempFile::new_in(d).map_err(fail)?;
         tmp.write_all(bytes).map_err(fail)?;
@@ -325,6 +336,24 @@ mod tests {
             members[0].key_path,
             dir.path().join("keys/_.._etc_x@y.example.asc"),
             "the file name never leaves keys/"
+        );
+    }
+
+    #[test]
+    fn a_symlinked_roster_file_is_refused_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.toml");
+        std::fs::write(&real, "").unwrap();
+        let link = dir.path().join("roster.toml");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = file::upsert(&link, "a@x.example", "Org", None).unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "the symlink is still there"
         );
     }
 
