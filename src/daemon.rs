@@ -200,7 +200,13 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running
         command_timeout: config.smtp.command_timeout,
         data_timeout: config.smtp.data_timeout,
         max_session: config.smtp.session_timeout,
-        data_budget: smtp::DataBudget::new(config.smtp.max_data_in_flight),
+        // The last message's worth (when there is room for two) is for
+        // trusted peers only.
+        data_budget: smtp::DataBudget::new(
+            config.smtp.max_data_in_flight,
+            (config.smtp.max_data_in_flight - config.smtp.max_message_size)
+                .min(config.smtp.max_message_size),
+        ),
         max_sessions_per_peer: config.smtp.max_sessions_per_peer,
         trusted_peers: config.smtp.trusted_peers.clone(),
         reserved_sessions: config.smtp.reserved_sessions,

@@ -165,7 +165,7 @@ impl CaptureSink {
             data_timeout: Duration::from_secs(60),
             max_session: Duration::from_secs(600),
             // A test peer: as much as the tests send.
-            data_budget: smtp::DataBudget::new(usize::MAX),
+            data_budget: smtp::DataBudget::new(usize::MAX, 0),
             max_sessions_per_peer: 256,
             trusted_peers: Vec::new(),
             reserved_sessions: 0,

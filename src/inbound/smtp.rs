@@ -205,7 +205,7 @@ impl Admission {
     /// A place for `ip`, or why not.
     fn admit(&self, ip: std::net::IpAddr, settings: &SmtpSettings) -> Result<Admitted, Reply> {
         let full = || Reply::new(421, "4.3.2", "too many connections, try again later");
-        if settings.trusted_peers.contains(&ip) {
+        if super::is_trusted(&settings.trusted_peers, ip) {
             let permit = self
                 .shared
                 .clone()
@@ -217,6 +217,8 @@ impl Admission {
                 peer: None,
             });
         }
+        // IPv6 peers are counted by /64, IPv4-mapped ones as IPv4.
+        let ip = super::peer_key(ip);
         let mut counts = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
         let n = counts.get(&ip).copied().unwrap_or(0);
         if n >= settings.max_sessions_per_peer {
@@ -245,16 +247,21 @@ impl Admission {
 /// A cap on the message bytes all sessions hold at once: 32 sessions each
 /// sending 24 MiB reached 518 MB RSS. A DATA that starts while the budget
 /// is spent, or whose bytes would overspend it, is answered `452 4.3.1`.
+/// The last `reserve` bytes are for trusted peers only, so junk from
+/// elsewhere cannot spend the budget the PST's MTA needs.
 #[derive(Debug)]
 pub struct DataBudget {
     limit: usize,
+    reserve: usize,
     used: std::sync::atomic::AtomicUsize,
 }
 
 impl DataBudget {
-    pub fn new(limit: usize) -> Arc<DataBudget> {
+    /// `limit` bytes in all, of which `reserve` only trusted peers may use.
+    pub fn new(limit: usize, reserve: usize) -> Arc<DataBudget> {
         Arc::new(DataBudget {
             limit,
+            reserve: reserve.min(limit),
             used: std::sync::atomic::AtomicUsize::new(0),
         })
     }
@@ -264,17 +271,26 @@ impl DataBudget {
         self.used.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn spent(&self) -> bool {
-        self.used() >= self.limit
+    fn cap(&self, trusted: bool) -> usize {
+        if trusted {
+            self.limit
+        } else {
+            self.limit - self.reserve
+        }
+    }
+
+    fn spent(&self, trusted: bool) -> bool {
+        self.used() >= self.cap(trusted)
     }
 
     /// Takes `n` more bytes for `held`, if they fit.
-    fn take(&self, held: &mut usize, n: usize) -> bool {
+    fn take(&self, held: &mut usize, n: usize, trusted: bool) -> bool {
         use std::sync::atomic::Ordering;
+        let cap = self.cap(trusted);
         let fits = self
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                (used + n <= self.limit).then_some(used + n)
+                (used + n <= cap).then_some(used + n)
             })
             .is_ok();
         if fits {
@@ -600,7 +616,7 @@ impl DataFault {
 async fn read_data<'b, R: AsyncBufRead + Unpin>(
     r: &mut R,
     max_size: usize,
-    budget: &'b DataBudget,
+    (budget, trusted): (&'b DataBudget, bool),
     line_timeout: Duration,
     deadline: Instant,
 ) -> std::io::Result<Result<(Vec<u8>, Held<'b>), DataFault>> {
@@ -640,9 +656,11 @@ async fn read_data<'b, R: AsyncBufRead + Unpin>(
         if msg.len() + unstuffed.len() > max_size {
             fault = Some(DataFault::TooBig);
             msg = Vec::new();
+            // Nothing more is kept of this message: its bytes are free.
+            budget.give_back(std::mem::take(&mut held.bytes));
             continue;
         }
-        if !budget.take(&mut held.bytes, unstuffed.len()) {
+        if !budget.take(&mut held.bytes, unstuffed.len(), trusted) {
             fault = Some(DataFault::OverBudget);
             msg = Vec::new();
             budget.give_back(std::mem::take(&mut held.bytes));
@@ -858,7 +876,11 @@ where
         };
         return Ok(Step::Reply(reply));
     }
-    if settings.data_budget.spent() {
+    // Trusted peers (the PST's MTA) may also use the budget's reserve.
+    let trusted = peer
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| super::is_trusted(&settings.trusted_peers, a.ip()));
+    if settings.data_budget.spent(trusted) {
         let reply = over_budget();
         audit.refused(tx.mail_from.as_deref(), &reply);
         *tx = Transaction {
@@ -872,7 +894,7 @@ where
         .await?;
     let data = tokio::select! {
         _ = shutdown.cancelled() => return Ok(Step::Close(shutting_down())),
-        data = read_data(&mut conn.r, settings.max_message_size, &settings.data_budget, settings.data_timeout, conn.deadline) => match data {
+        data = read_data(&mut conn.r, settings.max_message_size, (&settings.data_budget, trusted), settings.data_timeout, conn.deadline) => match data {
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 return Ok(Step::Close(Reply::new(421, "4.4.2", "timeout in DATA, closing")));
             }
@@ -1006,7 +1028,7 @@ mod tests {
             command_timeout: Duration::from_secs(5),
             data_timeout: Duration::from_secs(5),
             max_session: Duration::from_secs(30),
-            data_budget: DataBudget::new(1 << 20),
+            data_budget: DataBudget::new(1 << 20, 0),
             max_sessions_per_peer: 4,
             trusted_peers: Vec::new(),
             reserved_sessions: 0,
@@ -1020,10 +1042,18 @@ mod tests {
     }
 
     async fn converse_with(settings: &SmtpSettings, chunks: &[&[u8]]) -> (String, Vec<Vec<u8>>) {
+        converse_as(settings, "test", chunks).await
+    }
+
+    async fn converse_as(
+        settings: &SmtpSettings,
+        peer: &str,
+        chunks: &[&[u8]],
+    ) -> (String, Vec<Vec<u8>>) {
         let handler = Recorder::default();
         let (client, server) = tokio::io::duplex(1 << 16);
         let token = CancellationToken::new();
-        let server = session(server, "test".into(), &handler, settings, &token);
+        let server = session(server, peer.into(), &handler, settings, &token);
         let client = async move {
             let (mut r, mut w) = tokio::io::split(client);
             let mut transcript = Vec::new();
@@ -1080,7 +1110,7 @@ mod tests {
     #[tokio::test]
     async fn data_beyond_the_shared_budget_gets_452() {
         let settings = SmtpSettings {
-            data_budget: DataBudget::new(300),
+            data_budget: DataBudget::new(300, 0),
             ..settings()
         };
         let budget = &settings.data_budget;
@@ -1090,7 +1120,7 @@ mod tests {
         chunks.push(b"QUIT\r\n");
         // Another session holds 250 octets: this message does not fit.
         let mut other = 0;
-        assert!(budget.take(&mut other, 250));
+        assert!(budget.take(&mut other, 250, false));
         let (t, msgs) = converse_with(&settings, &chunks).await;
         assert!(t.contains("354 "), "{t}");
         assert!(t.contains("452 4.3.1"), "{t}");
@@ -1101,7 +1131,7 @@ mod tests {
             "what the refused message took is given back"
         );
         // All of it held: DATA itself is refused, before 354.
-        assert!(budget.take(&mut other, 50));
+        assert!(budget.take(&mut other, 50, false));
         let (t, msgs) = converse_with(&settings, &chunks).await;
         assert!(!t.contains("354 ") && t.contains("452 4.3.1"), "{t}");
         assert!(msgs.is_empty());
@@ -1111,6 +1141,83 @@ mod tests {
         assert!(t.contains("250 2.0.0 queued"), "{t}");
         assert_eq!(msgs.len(), 1);
         assert_eq!(budget.used(), 0);
+    }
+
+    /// The budget's reserve is for trusted peers: junk from elsewhere that
+    /// spends the rest cannot keep the PST's MTA out. A message refused for
+    /// its size holds none of the budget while the client sends the rest.
+    #[tokio::test]
+    async fn trusted_peers_have_a_reserve_of_the_budget() {
+        let settings = SmtpSettings {
+            data_budget: DataBudget::new(300, 100),
+            trusted_peers: vec!["127.0.0.1".parse().unwrap()],
+            ..settings()
+        };
+        let budget = &settings.data_budget;
+        let message: &[u8] = b"Subject: x\r\n\r\n0123456789012345678901234567890123456789\r\n.\r\n";
+        let mut chunks = HEAD.to_vec();
+        chunks.push(message);
+        chunks.push(b"QUIT\r\n");
+        let mut other = 0;
+        assert!(budget.take(&mut other, 150, false));
+        let (t, msgs) = converse_as(&settings, "192.0.2.1:40000", &chunks).await;
+        assert!(t.contains("452 4.3.1") && msgs.is_empty(), "{t}");
+        for trusted in ["127.0.0.1:40000", "[::ffff:127.0.0.1]:40000"] {
+            let (t, msgs) = converse_as(&settings, trusted, &chunks).await;
+            assert!(t.contains("250 2.0.0 queued"), "{trusted}: {t}");
+            assert_eq!(msgs.len(), 1);
+        }
+        // Untrusted peers alone cannot reach into the reserve.
+        assert!(budget.take(&mut other, 50, false));
+        assert!(!budget.take(&mut other, 1, false));
+        assert!(budget.take(&mut other, 100, true));
+        budget.give_back(other);
+        assert_eq!(budget.used(), 0);
+
+        // Too big: what was read is given back at once, not at the final dot.
+        let settings = SmtpSettings {
+            max_message_size: 20,
+            data_budget: DataBudget::new(300, 0),
+            ..settings
+        };
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let handler = Recorder::default();
+        let token = CancellationToken::new();
+        let server = session(server, "192.0.2.1:1".into(), &handler, &settings, &token);
+        let budget = settings.data_budget.clone();
+        let client = async move {
+            let (mut r, mut w) = tokio::io::split(client);
+            let mut buf = [0u8; 4096];
+            let _ = r.read(&mut buf).await.unwrap();
+            for chunk in HEAD {
+                w.write_all(chunk).await.unwrap();
+                let _ = r.read(&mut buf).await.unwrap();
+            }
+            let wait_for = |n: usize| {
+                let budget = budget.clone();
+                async move {
+                    for _ in 0..500 {
+                        if budget.used() == n {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    budget.used()
+                }
+            };
+            w.write_all(b"0123456789012345\r\n").await.unwrap();
+            assert_eq!(wait_for(18).await, 18, "the first line is held");
+            // The second line makes it too big.
+            w.write_all(b"0123456789012345\r\n").await.unwrap();
+            let held = wait_for(0).await;
+            w.write_all(b".\r\nQUIT\r\n").await.unwrap();
+            let mut rest = Vec::new();
+            let _ = r.read_to_end(&mut rest).await;
+            (held, String::from_utf8_lossy(&rest).into_owned())
+        };
+        let (_, (held, t)) = tokio::join!(server, client);
+        assert_eq!(held, 0, "a too-big message holds nothing");
+        assert!(t.contains("552"), "{t}");
     }
 
     #[tokio::test]
