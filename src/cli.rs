@@ -55,6 +55,11 @@ pub enum Command {
         /// its request address (a join request).
         #[arg(long)]
         recipient: Option<String>,
+        /// The address the MTA received the mail from (Postfix
+        /// `${client_address}`): rejections are counted and join requests
+        /// limited per client. Empty or absent: local submission.
+        #[arg(long)]
+        client: Option<String>,
     },
     /// Inspect and change embargoes; works while the daemon runs (it notices within a second).
     ///

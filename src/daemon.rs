@@ -396,7 +396,7 @@ async fn maintenance(relay: Arc<Relay>, intake: Arc<Intake>, shutdown: Cancellat
         tokio::select! {
             _ = shutdown.cancelled() => {
                 let (i, now) = (intake.clone(), relay.clock.now());
-                let _ = tokio::task::spawn_blocking(move || i.flush_tally(now)).await;
+                let _ = tokio::task::spawn_blocking(move || i.flush_tally(now, true)).await;
                 return;
             }
             _ = tick.tick() => {}
@@ -406,8 +406,16 @@ async fn maintenance(relay: Arc<Relay>, intake: Arc<Intake>, shutdown: Cancellat
         ticks = ticks.wrapping_add(1);
         let _ = tokio::task::spawn_blocking(move || {
             let now = r.clock.now();
-            i.flush_tally(now);
-            if prune {
+            i.flush_tally(now, false);
+            // A wall clock that leapt ahead would forget replay-cache
+            // entries that are still needed once it is set right.
+            let leapt = r.clock.leap() > crate::fanout::LEAP_LIMIT;
+            if leapt && prune {
+                tracing::warn!(
+                    "the wall clock leapt ahead; the spool is not pruned until it is right"
+                );
+            }
+            if prune && !leapt {
                 // A signature older than signature_max_age (+ the skew) is
                 // refused for its age; twice that, at least a week, is kept
                 // so that raising the setting later loses nothing.

@@ -107,13 +107,13 @@ fn init_submit_logging() {
 
 /// `submit` answers the MTA with a sysexits code; a configuration that does
 /// not load is a temporary failure, so the MTA keeps the mail.
-fn submit(config: &std::path::Path, sender: Option<String>, recipient: Option<String>) -> ExitCode {
+fn submit(config: &std::path::Path, origin: embargo_relay::inbound::pipe::Origin) -> ExitCode {
     use embargo_relay::inbound::pipe;
     let outcome = match Config::load(config) {
         Ok(config) => pipe::submit(
             config,
             Arc::new(SystemClock),
-            &pipe::Origin { sender, recipient },
+            &origin,
             &mut std::io::stdin().lock(),
         ),
         Err(e) => pipe::Outcome {
@@ -157,14 +157,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             sender,
             recipient,
+            client,
         } => {
+            let origin = embargo_relay::inbound::pipe::Origin {
+                sender,
+                recipient,
+                client,
+            };
             // A panic must reach the MTA as "try again" (75), not as 101.
             // Its stderr is the bounce text: one line then too.
-            let code = std::panic::catch_unwind(|| submit(&config, sender, recipient))
-                .unwrap_or_else(|_| {
-                    say("embargo-relay: internal error; try again later");
-                    ExitCode::from(embargo_relay::inbound::pipe::EX_TEMPFAIL)
-                });
+            let code = std::panic::catch_unwind(|| submit(&config, origin)).unwrap_or_else(|_| {
+                say("embargo-relay: internal error; try again later");
+                ExitCode::from(embargo_relay::inbound::pipe::EX_TEMPFAIL)
+            });
             return Ok(code);
         }
         Command::Check { config, format } => {

@@ -82,7 +82,7 @@ impl SpoolError {
 }
 
 /// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 fn messages_ddl(name: &str) -> String {
     format!(
@@ -118,7 +118,10 @@ fn deliveries_ddl(name: &str) -> String {
 const OTHER_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS seen_signatures (
     digest      TEXT PRIMARY KEY,
-    message_id  TEXT NOT NULL REFERENCES messages(id)
+    message_id  TEXT NOT NULL REFERENCES messages(id),
+    -- When it was taken (a command's signature is kept under the
+    -- announcement it changed, which can be much older). Version 6.
+    at          INTEGER
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
 -- Whether any copy of a message is still untried, asked after every copy.
@@ -153,6 +156,19 @@ CREATE TABLE IF NOT EXISTS audit (
     message_id  TEXT,
     member      TEXT,
     detail      TEXT NOT NULL
+);
+-- `audited`: has this message an event of this kind (e.g. release-held)?
+CREATE INDEX IF NOT EXISTS audit_message_event ON audit (message_id, event);
+-- Rejections counted rather than each recorded, by processes that do not
+-- live for a window (`submit`): one row per event, peer and reason.
+CREATE TABLE IF NOT EXISTS rejection_tally (
+    event       TEXT NOT NULL,
+    host        TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    since       INTEGER NOT NULL,
+    seen        INTEGER NOT NULL,
+    more        INTEGER NOT NULL,
+    PRIMARY KEY (event, host, reason)
 );
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
@@ -204,6 +220,20 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     }
     tx.execute_batch(&messages_ddl("messages"))?;
     tx.execute_batch(&deliveries_ddl("deliveries"))?;
+    // Before version 6, `seen_signatures` had no `at`.
+    let seen_exists: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seen_signatures')",
+        [],
+        |r| r.get(0),
+    )?;
+    let seen_has_at: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('seen_signatures') WHERE name = 'at')",
+        [],
+        |r| r.get(0),
+    )?;
+    if seen_exists && !seen_has_at {
+        tx.execute_batch("ALTER TABLE seen_signatures ADD COLUMN at INTEGER;")?;
+    }
     tx.execute_batch(OTHER_TABLES)?;
     // Version 4 made `submissions` without its `reply` column.
     let has_reply: bool = tx.query_row(
@@ -649,7 +679,7 @@ impl Spool {
             params![msg.id, t, msg.signer, to_millis(msg.embargo_until), msg.sealed],
         )
         .map_err(|e| self.db(e))?;
-        insert_signatures(&tx, msg.sig_digests, msg.id).map_err(|e| self.db(e))?;
+        insert_signatures(&tx, msg.sig_digests, msg.id, t).map_err(|e| self.db(e))?;
         if let Some(digest) = msg.submission {
             insert_submission(&tx, digest, msg.id, t, None).map_err(|e| self.db(e))?;
         }
@@ -721,7 +751,7 @@ impl Spool {
                 "INSERT INTO messages (id, received_at, signer, embargo_until, sealed, kind) VALUES (?1, ?2, ?3, ?2, ?4, 'refusal')",
                 params![id, t, signer, sealed],
             )?;
-            insert_signatures(&tx, digests, id)?;
+            insert_signatures(&tx, digests, id, t)?;
             if let Some((digest, reply)) = submission {
                 insert_submission(&tx, digest, id, t, Some(reply))?;
             }
@@ -788,7 +818,7 @@ impl Spool {
                 "INSERT INTO messages (id, received_at, signer, embargo_until, sealed, kind) VALUES (?1, ?2, ?3, ?2, ?4, 'post')",
                 params![post.id, t, post.signer, post.sealed],
             )?;
-            insert_signatures(&tx, post.sig_digests, post.id)?;
+            insert_signatures(&tx, post.sig_digests, post.id, t)?;
             if let Some(digest) = post.submission {
                 insert_submission(&tx, digest, post.id, t, None)?;
             }
@@ -1072,17 +1102,16 @@ impl Spool {
     ) -> Result<usize, SpoolError> {
         let mut conn = self.lock();
         let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
-        let old = "SELECT id FROM messages WHERE received_at < ?1";
+        // By when each was taken: a command's signature and digest are kept
+        // under the (maybe much older) announcement it changed. Rows from
+        // before version 6 have no time of their own: their message's.
         let mut removed = 0;
         for (sql, at) in [
             (
-                format!("DELETE FROM seen_signatures WHERE message_id IN ({old})"),
+                "DELETE FROM seen_signatures WHERE COALESCE(at, (SELECT received_at FROM messages WHERE id = message_id)) < ?1".to_owned(),
                 before,
             ),
-            (
-                format!("DELETE FROM submissions WHERE message_id IN ({old})"),
-                before,
-            ),
+            ("DELETE FROM submissions WHERE at < ?1".to_owned(), before),
             (
                 "DELETE FROM fetched WHERE at < ?1".to_owned(),
                 scratch_before,
@@ -1096,6 +1125,95 @@ impl Spool {
         }
         tx.commit().map_err(|e| self.db(e))?;
         Ok(removed)
+    }
+
+    /// Records a rejection (or a repeated duplicate) by a process that does
+    /// not live for a window, such as `submit`: the first `each` of an
+    /// `event`, `host` and `reason` in a `window` get their own audit
+    /// record; the others are counted, and written as one record when the
+    /// window has passed (at the next such rejection, or by the daemon's
+    /// [`Spool::flush_tally`]). Beyond [`TALLY_KEYS`] distinct rows, one shared
+    /// row counts for all, so the tally cannot grow without bound either.
+    pub fn tally(
+        &self,
+        now: DateTime<Utc>,
+        key: &TallyKey<'_>,
+        message_id: Option<&str>,
+        detail: &str,
+    ) -> Result<(), SpoolError> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        let t = to_millis(now);
+        let run = || -> rusqlite::Result<()> {
+            let find = |host: &str, reason: &str| {
+                tx.query_row(
+                    "SELECT since, seen, more FROM rejection_tally WHERE event = ?1 AND host = ?2 AND reason = ?3",
+                    params![key.event, host, reason],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+                )
+                .optional()
+            };
+            let (mut host, mut reason) = (key.host, key.reason);
+            let mut row = find(host, reason)?;
+            if row.is_none() {
+                let rows: i64 =
+                    tx.query_row("SELECT COUNT(*) FROM rejection_tally", [], |r| r.get(0))?;
+                if rows >= TALLY_KEYS as i64 {
+                    (host, reason) = ("(many hosts)", "(various reasons)");
+                    row = find(host, reason)?;
+                }
+            }
+            if let Some((since, _, more)) = row
+                && since <= t - key.window.num_milliseconds()
+            {
+                write_count(&tx, t, key.event, host, reason, since, more)?;
+                row = None;
+            }
+            let (since, seen, more) = row.unwrap_or((t, 0, 0));
+            let seen = seen + 1;
+            let more = if seen > key.each as i64 {
+                more + 1
+            } else {
+                insert_audit(&tx, t, key.event, message_id, None, detail)?;
+                more
+            };
+            tx.execute(
+                "INSERT OR REPLACE INTO rejection_tally (event, host, reason, since, seen, more) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![key.event, host, reason, since, seen, more],
+            )?;
+            Ok(())
+        };
+        run().map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))
+    }
+
+    /// Writes the counts [`Spool::tally`] kept in windows that began
+    /// before `before` (all of them with `None`), one audit record each,
+    /// and forgets those windows.
+    pub fn flush_tally(
+        &self,
+        now: DateTime<Utc>,
+        before: Option<DateTime<Utc>>,
+    ) -> Result<(), SpoolError> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        let cut = before.map_or(i64::MAX, to_millis);
+        let run = || -> rusqlite::Result<()> {
+            let rows: Vec<(String, String, String, i64, i64)> = tx
+                .prepare(
+                    "SELECT event, host, reason, since, more FROM rejection_tally WHERE since < ?1",
+                )?
+                .query_map([cut], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            for (event, host, reason, since, more) in rows {
+                write_count(&tx, to_millis(now), &event, &host, &reason, since, more)?;
+            }
+            Ok(())
+        };
+        run().map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))
     }
 
     /// Whether the audit trail has an `event` record for `message_id`.
@@ -1396,7 +1514,7 @@ impl Spool {
             )));
         }
         if let Some(origin) = origin {
-            insert_signatures(&tx, origin.digests, id).map_err(|e| self.db(e))?;
+            insert_signatures(&tx, origin.digests, id, to_millis(now)).map_err(|e| self.db(e))?;
             if let Some(digest) = origin.submission {
                 insert_submission(&tx, digest, id, to_millis(now), None).map_err(|e| self.db(e))?;
             }
@@ -1573,11 +1691,16 @@ fn write_tx(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>
 }
 
 /// Adds a message's signature identities to the replay cache.
-fn insert_signatures(conn: &Connection, digests: &[String], id: &str) -> rusqlite::Result<()> {
+fn insert_signatures(
+    conn: &Connection,
+    digests: &[String],
+    id: &str,
+    at: i64,
+) -> rusqlite::Result<()> {
     for digest in digests {
         conn.execute(
-            "INSERT INTO seen_signatures (digest, message_id) VALUES (?1, ?2)",
-            params![digest, id],
+            "INSERT INTO seen_signatures (digest, message_id, at) VALUES (?1, ?2, ?3)",
+            params![digest, id, at],
         )?;
     }
     Ok(())
@@ -1591,6 +1714,58 @@ fn insert_fetched(conn: &Connection, digest: &str, at: i64, outcome: &str) -> ru
     )
     .map(drop)
 }
+
+/// The one audit record for what a tally window counted beyond the
+/// records it wrote one by one (none when it counted nothing more), and the
+/// window forgotten.
+fn write_count(
+    conn: &Connection,
+    at: i64,
+    event: &str,
+    host: &str,
+    reason: &str,
+    since: i64,
+    more: i64,
+) -> rusqlite::Result<()> {
+    if more > 0 {
+        let detail = tally_detail(more as u64, event, host, from_millis(since), reason);
+        insert_audit(conn, at, event, None, None, &detail)?;
+    }
+    conn.execute(
+        "DELETE FROM rejection_tally WHERE event = ?1 AND host = ?2 AND reason = ?3",
+        params![event, host, reason],
+    )
+    .map(drop)
+}
+
+/// The text of a count record, the same for the daemon's tally in memory
+/// and the spool's.
+pub fn tally_detail(n: u64, event: &str, host: &str, since: DateTime<Utc>, reason: &str) -> String {
+    let what = if event == "duplicate" {
+        "duplicate submissions"
+    } else {
+        "rejections"
+    };
+    format!(
+        "{n} more {what} from peer {host} since {}: {reason}",
+        since.format("%Y-%m-%d %H:%M:%S UTC")
+    )
+}
+
+/// What a rejection is counted by (see [`Spool::tally`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TallyKey<'a> {
+    /// The audit event: `rejected` or `duplicate`.
+    pub event: &'a str,
+    pub host: &'a str,
+    pub reason: &'a str,
+    /// Recorded one by one in a window.
+    pub each: u64,
+    pub window: chrono::Duration,
+}
+
+/// Distinct rows a tally keeps apart; beyond, one shared count.
+pub const TALLY_KEYS: usize = 4096;
 
 fn seen_before(conn: &Connection, digests: &[String]) -> rusqlite::Result<Option<String>> {
     for digest in digests {
@@ -1727,12 +1902,37 @@ mod tests {
         };
         accept("old", "d-old", "2026-11-01T12:00:00Z");
         accept("new", "d-new", "2026-11-20T12:00:00Z");
+        // A command after the cut about the old announcement: its signature
+        // and digest are kept by their own time, not the announcement's.
+        let cmd = ["d-cmd".to_owned()];
+        spool
+            .extend(
+                "old",
+                t("2026-12-31T12:00:00Z"),
+                t("2026-11-15T12:00:00Z"),
+                "test",
+                Some(&Origin {
+                    digests: &cmd,
+                    reply_to: "pst@x.org",
+                    submission: Some("sub-cmd"),
+                }),
+            )
+            .unwrap();
         let removed = spool
             .prune(t("2026-11-10T00:00:00Z"), t("2026-11-10T00:00:00Z"))
             .unwrap();
         assert_eq!(
             removed, 3,
             "the old signature, submission and fetched digest"
+        );
+        assert_eq!(
+            spool.replay_of(&cmd).unwrap().as_deref(),
+            Some("old"),
+            "the later command's signature is still refused as a replay"
+        );
+        assert_eq!(
+            spool.submitted("sub-cmd").unwrap(),
+            Some(("old".to_owned(), None))
         );
         assert_eq!(spool.submitted("sub-old").unwrap(), None);
         assert_eq!(
@@ -1746,9 +1946,50 @@ mod tests {
         );
         assert_eq!(
             spool.audit_records().unwrap().len(),
-            2,
+            3,
             "the audit trail is kept"
         );
+    }
+
+    /// The spool's tally: eight records a window, then a count, written
+    /// when the window has passed (at the next rejection or a flush).
+    #[test]
+    fn the_tally_records_eight_then_counts_per_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let key = TallyKey {
+            event: "rejected",
+            host: "192.0.2.7",
+            reason: "junk",
+            each: 8,
+            window: chrono::Duration::minutes(1),
+        };
+        let t0 = t("2026-11-20T12:00:00Z");
+        for _ in 0..10 {
+            spool.tally(t0, &key, None, "one").unwrap();
+        }
+        assert_eq!(spool.audit_records().unwrap().len(), 8);
+        spool.flush_tally(t0, Some(t0)).unwrap();
+        assert_eq!(spool.audit_records().unwrap().len(), 8, "not yet passed");
+        spool
+            .tally(t0 + chrono::Duration::seconds(61), &key, None, "one")
+            .unwrap();
+        let records = spool.audit_records().unwrap();
+        assert_eq!(records.len(), 10, "{records:?}");
+        assert!(
+            records[8].detail.starts_with(
+                "2 more rejections from peer 192.0.2.7 since 2026-11-20 12:00:00 UTC: junk"
+            ),
+            "{records:?}"
+        );
+        assert_eq!(records[9].detail, "one", "a new window records again");
+        spool.flush_tally(t0, None).unwrap();
+        assert_eq!(spool.audit_records().unwrap().len(), 10, "nothing more");
+        let rows: i64 = spool
+            .lock()
+            .query_row("SELECT COUNT(*) FROM rejection_tally", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0, "flushed windows are forgotten");
     }
 
     /// A damaged spool, or a missing or empty one where one was, is

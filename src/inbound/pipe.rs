@@ -67,6 +67,10 @@ pub struct Origin {
     /// The recipient the MTA delivers to (Postfix `${recipient}`): the
     /// request address makes it a join request. Default: the list.
     pub recipient: Option<String>,
+    /// The address the MTA received the mail from (Postfix
+    /// `${client_address}`; empty for local submission): rejections and
+    /// join requests are counted per client.
+    pub client: Option<String>,
 }
 
 /// Loads nothing itself: `config` failing to load is the caller's tempfail.
@@ -90,7 +94,12 @@ pub fn submit(
                 .clone()
                 .unwrap_or_else(|| relay.config().list_address.clone()),
         ],
-        peer: "stdin (submit)".to_owned(),
+        // Postfix's ${client_address}: the host the mail came from, which
+        // limits and counts are kept by; empty for mail submitted locally.
+        peer: match origin.client.as_deref().map(str::trim) {
+            Some(client) if !client.is_empty() => format!("{} (submit)", printable_client(client)),
+            _ => "stdin (submit)".to_owned(),
+        },
     };
     if let Some(rcpt) = &origin.recipient {
         let config = relay.config();
@@ -132,8 +141,17 @@ pub fn submit(
         return Outcome::from_reply(&reply);
     }
     let raw = to_crlf(strip_mbox_from(&raw));
-    let reply = Intake::new(relay).process(&envelope, &raw);
+    let reply = Intake::for_one_mail(relay).process(&envelope, &raw);
     Outcome::from_reply(&reply)
+}
+
+/// The client address as given, if it is one (an IP address); otherwise
+/// a mark that it was not, so no argument text reaches the audit trail.
+fn printable_client(client: &str) -> String {
+    match client.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => "(not an IP address)".to_owned(),
+    }
 }
 
 /// Drops a leading mbox `From ` envelope line (Postfix `pipe` flag `F`).

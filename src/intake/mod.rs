@@ -481,8 +481,17 @@ const JOIN_PER_SENDER_HOUR: u64 = 3;
 /// Join requests one host (the peer's address) may bring in an hour.
 const JOIN_PER_PEER_HOUR: u64 = 10;
 
-/// A peer's host: `127.0.0.1:4321` without its port.
+/// What a peer is counted by (rejections, join requests): its address
+/// without the port, an IPv6 address as its /64 (`inbound::peer_key`);
+/// `submit`'s peer is the client address Postfix passes.
 fn peer_host(peer: &str) -> String {
+    let peer = peer.strip_suffix(" (submit)").unwrap_or(peer);
+    if let Ok(addr) = peer.parse::<std::net::SocketAddr>() {
+        return crate::inbound::peer_key_label(addr.ip());
+    }
+    if let Ok(ip) = peer.parse::<std::net::IpAddr>() {
+        return crate::inbound::peer_key_label(ip);
+    }
     match peer.rsplit_once(':') {
         Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
             host.trim_matches(['[', ']']).to_owned()
@@ -503,8 +512,10 @@ fn try_later() -> Reply {
 #[derive(Clone)]
 pub struct Intake {
     relay: Arc<Relay>,
-    /// Shared by the clones, so the whole daemon counts in one window.
-    tally: Arc<std::sync::Mutex<Tally>>,
+    /// Shared by the clones, so the whole daemon counts in one window;
+    /// `None` in a process that lives for one mail (`submit`), which counts
+    /// in the spool instead ([`Spool::tally`]).
+    tally: Option<Arc<std::sync::Mutex<Tally>>>,
 }
 
 /// Rejections counted rather than each written out: the first
@@ -516,38 +527,68 @@ pub struct Intake {
 #[derive(Default)]
 struct Tally {
     since: Option<DateTime<Utc>>,
-    /// (peer host, reason) → how many in this window.
-    seen: std::collections::HashMap<(String, String), u64>,
-    /// (peer host, reason) → how many beyond the ones recorded.
-    more: std::collections::HashMap<(String, String), u64>,
+    /// (event, peer host, reason) → how many in this window.
+    seen: std::collections::HashMap<(String, String, String), u64>,
+    /// (event, peer host, reason) → how many beyond the ones recorded.
+    more: std::collections::HashMap<(String, String, String), u64>,
 }
 
 /// Rejections of one reason from one host recorded one by one in a window.
 const RECORDED_EACH: u64 = 8;
 
-/// Distinct (host, reason) pairs a window keeps apart; beyond, one shared
-/// count.
-const TALLY_KEYS: usize = 4096;
+/// The tally's window.
+const TALLY_WINDOW: chrono::Duration = chrono::Duration::minutes(1);
 
 impl Intake {
     pub fn new(relay: Arc<Relay>) -> Self {
         Self {
             relay,
-            tally: Arc::default(),
+            tally: Some(Arc::default()),
         }
     }
 
-    /// Audits a rejection, or counts it if one like it (same peer host and
-    /// reason) was audited in this window.
-    fn tally_or_audit(&self, now: DateTime<Utc>, host: &str, reason: &str, detail: &str) {
+    /// For a process that takes one mail and exits (`submit`): rejections
+    /// are counted in the spool, where every such process sees them.
+    pub fn for_one_mail(relay: Arc<Relay>) -> Self {
+        Self { relay, tally: None }
+    }
+
+    /// Audits a rejection (`event` "rejected") or a duplicate, or counts it
+    /// if ones like it (same event, peer host and reason) were audited in
+    /// this window.
+    fn tally_or_audit(
+        &self,
+        now: DateTime<Utc>,
+        key: (&str, &str, &str),
+        message_id: Option<&str>,
+        detail: &str,
+    ) {
+        let (event, host, reason) = key;
+        let Some(tally) = &self.tally else {
+            let key = crate::spool::TallyKey {
+                event,
+                host,
+                reason,
+                each: RECORDED_EACH,
+                window: TALLY_WINDOW,
+            };
+            if let Err(e) = self.relay.spool.tally(now, &key, message_id, detail) {
+                tracing::error!(error = %e, "could not write the audit record of a rejection");
+            }
+            return;
+        };
         {
-            let mut tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
+            let mut tally = tally.lock().unwrap_or_else(|e| e.into_inner());
             tally.since.get_or_insert(now);
             // Many hosts or reasons in one window share one count, so the
             // tally itself cannot grow without bound between flushes.
-            let mut key = (host.to_owned(), reason.to_owned());
-            if tally.seen.len() >= TALLY_KEYS && !tally.seen.contains_key(&key) {
-                key = ("(many hosts)".to_owned(), "(various reasons)".to_owned());
+            let mut key = (event.to_owned(), host.to_owned(), reason.to_owned());
+            if tally.seen.len() >= crate::spool::TALLY_KEYS && !tally.seen.contains_key(&key) {
+                key = (
+                    event.to_owned(),
+                    "(many hosts)".to_owned(),
+                    "(various reasons)".to_owned(),
+                );
             }
             let seen = tally.seen.entry(key.clone()).or_insert(0);
             *seen += 1;
@@ -556,27 +597,31 @@ impl Intake {
                 return;
             }
         }
-        if let Err(e) = self.relay.spool.audit(now, "rejected", None, None, detail) {
+        if let Err(e) = self.relay.spool.audit(now, event, message_id, None, detail) {
             tracing::error!(error = %e, "could not write the audit record of a rejection");
         }
     }
 
     /// Writes what [`Intake::tally_or_audit`] counted since the window
-    /// began, one record per peer host and reason, and starts a new window.
-    pub fn flush_tally(&self, now: DateTime<Utc>) {
+    /// began, one record per event, peer host and reason, and starts a new
+    /// window; also the counts `submit` left in the spool whose window has
+    /// passed (all of them when `all`, at shutdown).
+    pub fn flush_tally(&self, now: DateTime<Utc>, all: bool) {
+        let before = (!all).then(|| now - TALLY_WINDOW);
+        if let Err(e) = self.relay.spool.flush_tally(now, before) {
+            tracing::error!(error = %e, "could not write the count of rejections");
+        }
+        let Some(tally) = &self.tally else { return };
         let (since, more) = {
-            let mut tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
+            let mut tally = tally.lock().unwrap_or_else(|e| e.into_inner());
             let since = tally.since.take();
             tally.seen.clear();
             (since, std::mem::take(&mut tally.more))
         };
         let Some(since) = since else { return };
-        for ((host, reason), n) in more.into_iter().filter(|(_, n)| *n > 0) {
-            let detail = format!(
-                "{n} more rejections from peer {host} since {}: {reason}",
-                since.format("%Y-%m-%d %H:%M:%S UTC")
-            );
-            if let Err(e) = self.relay.spool.audit(now, "rejected", None, None, &detail) {
+        for ((event, host, reason), n) in more.into_iter().filter(|(_, n)| *n > 0) {
+            let detail = crate::spool::tally_detail(n, &event, &host, since, &reason);
+            if let Err(e) = self.relay.spool.audit(now, &event, None, None, &detail) {
                 tracing::error!(error = %e, "could not write the count of rejections");
             }
         }
@@ -624,13 +669,15 @@ impl Intake {
                     envelope.peer,
                     printable(&envelope.mail_from)
                 );
-                if let Err(e) = relay
-                    .spool
-                    .audit(now, "duplicate", Some(&previous), None, &detail)
-                {
-                    tracing::error!(error = %e, "could not audit a duplicate submission");
-                    return try_later();
-                }
+                // Counted like rejections: a captured PST mail sent again
+                // and again adds a few records a minute, not one each.
+                let reason = format!("the same submission again, answered as for {previous}");
+                self.tally_or_audit(
+                    now,
+                    ("duplicate", &peer_host(&envelope.peer), &reason),
+                    Some(&previous),
+                    &detail,
+                );
                 tracing::info!(message_id = %previous, peer = %envelope.peer, "duplicate submission answered as before");
                 return match refused.as_deref().and_then(Reply::from_line) {
                     Some(reply) => reply,
@@ -881,7 +928,7 @@ impl Intake {
                     printable(&envelope.mail_from),
                     reply.text
                 );
-                self.tally_or_audit(now, &peer_host, &reply.text, &detail);
+                self.tally_or_audit(now, ("rejected", &peer_host, &reply.text), None, &detail);
                 return reply;
             }
             Ok(_) => {}
@@ -1287,7 +1334,12 @@ host lists them.\n",
             printable(&envelope.mail_from)
         );
         let reply = rejection.reply();
-        self.tally_or_audit(now, &peer_host(&envelope.peer), &reply.text, &detail);
+        self.tally_or_audit(
+            now,
+            ("rejected", &peer_host(&envelope.peer), &reply.text),
+            None,
+            &detail,
+        );
         reply
     }
 }
@@ -1319,7 +1371,7 @@ impl MailHandler for Intake {
         // Counted like every other rejection (`tally_or_audit`).
         let (this, host, reason) = (self.clone(), peer_host(peer), reply.text.clone());
         let now = self.relay.clock.now();
-        let write = move || this.tally_or_audit(now, &host, &reason, &detail);
+        let write = move || this.tally_or_audit(now, ("rejected", &host, &reason), None, &detail);
         // The caller is an SMTP session task: the fsync'd write goes to the
         // blocking pool, not onto the runtime.
         match tokio::runtime::Handle::try_current() {

@@ -113,3 +113,82 @@ async fn capacity_refusals_are_counted_and_written_at_shutdown() {
     assert_eq!(total, 5, "every refusal counted: {records:?}");
     drop(held);
 }
+
+/// Runs `submit` as Postfix's pipe does, with `client` as
+/// `${client_address}`; returns the exit code.
+fn submit_from_client(config: &std::path::Path, client: &str, raw: &[u8]) -> i32 {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_embargo-relay"))
+        .env_remove("RUST_LOG")
+        .args(["submit", "--sender=pst@project.example.org"])
+        .arg(format!("--client={client}"))
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(raw);
+    child.wait().unwrap().code().expect("exited, not killed")
+}
+
+/// Through `submit` (a process per mail, behind Postfix) junk is counted
+/// too, in the spool, per client (an IPv6 client by its /64), and so are
+/// the same PST mail sent again and again; the counts are written when
+/// the minute has passed or the daemon stops.
+#[tokio::test(flavor = "multi_thread")]
+async fn junk_and_duplicates_through_submit_are_counted_per_client() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let config = f.write_config(sink.addr());
+    let junk = |i: usize| {
+        format!("From: <x{i}@junk.example>\r\nTo: {LIST}\r\nSubject: junk\r\n\r\njunk {i}\r\n")
+            .into_bytes()
+    };
+    for i in 0..20 {
+        assert_eq!(submit_from_client(&config, "192.0.2.7", &junk(i)), 77);
+    }
+    for i in 0..6 {
+        // One host's /64, six addresses.
+        let client = format!("2001:db8:1:2::{}", i + 1);
+        assert_eq!(submit_from_client(&config, &client, &junk(i)), 77);
+    }
+    let good = f.gpg_signed(PST, "CVE-2026-31: again", &embargoed("again"));
+    for _ in 0..12 {
+        assert_eq!(submit_from_client(&config, "127.0.0.1", &good), 0);
+    }
+    let during = f.audit();
+    let count = |rows: &[embargo_relay::spool::AuditRecord], event: &str, peer: &str| {
+        rows.iter()
+            .filter(|r| r.event == event && r.detail.contains(peer))
+            .count()
+    };
+    assert_eq!(
+        count(&during, "rejected", "from peer 192.0.2.7 (submit)"),
+        8
+    );
+    assert_eq!(count(&during, "rejected", "from peer 2001:db8:1:2::"), 6);
+    assert_eq!(count(&during, "duplicate", "127.0.0.1 (submit)"), 8);
+
+    // The daemon writes the counts when it stops.
+    let mut daemon = Daemon::start(&config, &f.path("daemon.log"));
+    assert!(daemon.terminate());
+    let after = f.audit();
+    let counted = |what: &str| after.iter().filter(|r| r.detail.contains(what)).count();
+    assert_eq!(
+        counted("12 more rejections from peer 192.0.2.7 since"),
+        1,
+        "{after:?}"
+    );
+    assert_eq!(
+        counted("3 more duplicate submissions from peer 127.0.0.1"),
+        1
+    );
+    assert_eq!(
+        counted("more rejections from peer 2001:db8:1:2::/64"),
+        0,
+        "six in one /64 are within the eight"
+    );
+}

@@ -416,6 +416,14 @@ async fn behind_postfix_as_deployed_members_get_copies_and_refusals_bounce_one_l
         assert!(!text.contains(CANARY), "the body came back: {text}");
         assert!(text.contains("text/rfc822-headers"), "{text}");
     }
+    // The shipped pipe passes the client's address: refusals are counted
+    // per host, like the daemon's own listener does.
+    let by_client = f
+        .audit()
+        .into_iter()
+        .filter(|r| r.event == "rejected" && r.detail.contains("from peer 127.0.0.1 (submit)"))
+        .count();
+    assert_eq!(by_client, 2, "{:?}", f.audit());
 
     // 2b. One mail to both of the list's addresses is delivered to each
     //     alone (one recipient per submit run): nothing stays queued.
