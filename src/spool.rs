@@ -1153,6 +1153,13 @@ impl Spool {
                 )
                 .optional()
             };
+            // One window for all rows, as the daemon's tally in memory: once
+            // it has passed, its counts are written and a new one begins.
+            let oldest: Option<i64> =
+                tx.query_row("SELECT MIN(since) FROM rejection_tally", [], |r| r.get(0))?;
+            if oldest.is_some_and(|since| since <= t - key.window.num_milliseconds()) {
+                flush_rows(&tx, t, i64::MAX)?;
+            }
             let (mut host, mut reason) = (key.host, key.reason);
             let mut row = find(host, reason)?;
             if row.is_none() {
@@ -1163,15 +1170,14 @@ impl Spool {
                     row = find(host, reason)?;
                 }
             }
-            if let Some((since, _, more)) = row
-                && since <= t - key.window.num_milliseconds()
-            {
-                write_count(&tx, t, key.event, host, reason, since, more)?;
-                row = None;
-            }
             let (since, seen, more) = row.unwrap_or((t, 0, 0));
             let seen = seen + 1;
-            let more = if seen > key.each as i64 {
+            let recorded: i64 = tx.query_row(
+                "SELECT COALESCE(SUM(MIN(seen, ?1)), 0) FROM rejection_tally",
+                [key.each as i64],
+                |r| r.get(0),
+            )?;
+            let more = if seen > key.each as i64 || recorded >= TALLY_RECORDED as i64 {
                 more + 1
             } else {
                 insert_audit(&tx, t, key.event, message_id, None, detail)?;
@@ -1198,21 +1204,7 @@ impl Spool {
         let mut conn = self.lock();
         let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
         let cut = before.map_or(i64::MAX, to_millis);
-        let run = || -> rusqlite::Result<()> {
-            let rows: Vec<(String, String, String, i64, i64)> = tx
-                .prepare(
-                    "SELECT event, host, reason, since, more FROM rejection_tally WHERE since < ?1",
-                )?
-                .query_map([cut], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })?
-                .collect::<Result<_, _>>()?;
-            for (event, host, reason, since, more) in rows {
-                write_count(&tx, to_millis(now), &event, &host, &reason, since, more)?;
-            }
-            Ok(())
-        };
-        run().map_err(|e| self.db(e))?;
+        flush_rows(&tx, to_millis(now), cut).map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))
     }
 
@@ -1715,6 +1707,21 @@ fn insert_fetched(conn: &Connection, digest: &str, at: i64, outcome: &str) -> ru
     .map(drop)
 }
 
+/// Writes the counts of the tally's rows whose window began before `cut`
+/// and forgets them.
+fn flush_rows(conn: &Connection, at: i64, cut: i64) -> rusqlite::Result<()> {
+    let rows: Vec<(String, String, String, i64, i64)> = conn
+        .prepare("SELECT event, host, reason, since, more FROM rejection_tally WHERE since < ?1")?
+        .query_map([cut], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (event, host, reason, since, more) in rows {
+        write_count(conn, at, &event, &host, &reason, since, more)?;
+    }
+    Ok(())
+}
+
 /// The one audit record for what a tally window counted beyond the
 /// records it wrote one by one (none when it counted nothing more), and the
 /// window forgotten.
@@ -1764,8 +1771,13 @@ pub struct TallyKey<'a> {
     pub window: chrono::Duration,
 }
 
-/// Distinct rows a tally keeps apart; beyond, one shared count.
-pub const TALLY_KEYS: usize = 4096;
+/// Distinct rows a tally keeps apart in a window; beyond, one shared count.
+pub const TALLY_KEYS: usize = 512;
+
+/// Records a tally writes one by one in a window, all keys together;
+/// beyond, only counts. With [`TALLY_KEYS`], a window adds at most
+/// 256 + 512 records (about 110 KB), whatever the number of hosts.
+pub const TALLY_RECORDED: u64 = 256;
 
 fn seen_before(conn: &Connection, digests: &[String]) -> rusqlite::Result<Option<String>> {
     for digest in digests {
@@ -1990,6 +2002,24 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM rejection_tally", [], |r| r.get(0))
             .unwrap();
         assert_eq!(rows, 0, "flushed windows are forgotten");
+
+        // Many hosts: at most TALLY_RECORDED records one by one in a
+        // window, all hosts together; the rest are counted.
+        let before = spool.audit_records().unwrap().len();
+        let t1 = t0 + chrono::Duration::minutes(5);
+        for i in 0..300 {
+            let host = format!("198.51.100.{i}");
+            let key = TallyKey { host: &host, ..key };
+            spool.tally(t1, &key, None, "one").unwrap();
+        }
+        let added = spool.audit_records().unwrap().len() - before;
+        assert_eq!(added, TALLY_RECORDED as usize);
+        spool.flush_tally(t1, None).unwrap();
+        let counts = spool.audit_records().unwrap()[before..]
+            .iter()
+            .filter(|r| r.detail.starts_with("1 more rejections"))
+            .count();
+        assert_eq!(counts, 300 - TALLY_RECORDED as usize);
     }
 
     /// A damaged spool, or a missing or empty one where one was, is

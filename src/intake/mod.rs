@@ -531,6 +531,8 @@ struct Tally {
     seen: std::collections::HashMap<(String, String, String), u64>,
     /// (event, peer host, reason) → how many beyond the ones recorded.
     more: std::collections::HashMap<(String, String, String), u64>,
+    /// Records written one by one in this window, all keys together.
+    recorded: u64,
 }
 
 /// Rejections of one reason from one host recorded one by one in a window.
@@ -592,10 +594,11 @@ impl Intake {
             }
             let seen = tally.seen.entry(key.clone()).or_insert(0);
             *seen += 1;
-            if *seen > RECORDED_EACH {
+            if *seen > RECORDED_EACH || tally.recorded >= crate::spool::TALLY_RECORDED {
                 *tally.more.entry(key).or_insert(0) += 1;
                 return;
             }
+            tally.recorded += 1;
         }
         if let Err(e) = self.relay.spool.audit(now, event, message_id, None, detail) {
             tracing::error!(error = %e, "could not write the audit record of a rejection");
@@ -616,6 +619,7 @@ impl Intake {
             let mut tally = tally.lock().unwrap_or_else(|e| e.into_inner());
             let since = tally.since.take();
             tally.seen.clear();
+            tally.recorded = 0;
             (since, std::mem::take(&mut tally.more))
         };
         let Some(since) = since else { return };
