@@ -27,6 +27,36 @@ pub trait Clock: Send + Sync + 'static {
     fn leap(&self) -> chrono::Duration {
         chrono::Duration::zero()
     }
+
+    /// Where [`Clock::leap`] is measured from, to keep across restarts of
+    /// the daemon on the same boot (a daemon restarted after the clock
+    /// leapt would otherwise measure from the leapt clock). `None`: this
+    /// clock cannot tell.
+    fn leap_base(&self) -> Option<LeapBase> {
+        None
+    }
+
+    /// Measures leaps from `base` from now on, if it was taken on this
+    /// boot; returns whether it was.
+    fn adopt_leap_base(&self, _base: &LeapBase) -> bool {
+        false
+    }
+}
+
+/// The wall clock and the time since boot at one moment of one boot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeapBase {
+    /// `/proc/sys/kernel/random/boot_id`: uptimes of different boots are
+    /// not comparable.
+    pub boot: String,
+    pub wall: DateTime<Utc>,
+    /// Seconds since boot, suspend included.
+    pub uptime: f64,
+}
+
+fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(id.trim().to_owned()).filter(|id| !id.is_empty())
 }
 
 /// Seconds since boot, suspend included (`/proc/uptime`): what really
@@ -40,8 +70,9 @@ fn uptime() -> Option<f64> {
         .ok()
 }
 
-/// The wall clock and the uptime when the process first asked for a leap.
-static LEAP_BASE: std::sync::OnceLock<Option<(DateTime<Utc>, f64)>> = std::sync::OnceLock::new();
+/// Where leaps are measured from: when the process first asked, or the base
+/// an earlier daemon of this boot kept in the spool.
+static LEAP_BASE: std::sync::Mutex<Option<LeapBase>> = std::sync::Mutex::new(None);
 
 /// The real wall clock.
 #[derive(Debug, Default, Clone, Copy)]
@@ -54,12 +85,31 @@ impl Clock for SystemClock {
     }
 
     fn leap(&self) -> chrono::Duration {
-        let base = LEAP_BASE.get_or_init(|| Some((self.now(), uptime()?)));
-        let (Some((wall0, up0)), Some(up)) = (base, uptime()) else {
+        let (Some(base), Some(up)) = (self.leap_base(), uptime()) else {
             return chrono::Duration::zero();
         };
-        let passed = chrono::Duration::milliseconds(((up - up0) * 1000.0) as i64);
-        (self.now() - *wall0) - passed
+        let passed = chrono::Duration::milliseconds(((up - base.uptime) * 1000.0) as i64);
+        (self.now() - base.wall) - passed
+    }
+
+    fn leap_base(&self) -> Option<LeapBase> {
+        let mut base = LEAP_BASE.lock().unwrap_or_else(|e| e.into_inner());
+        if base.is_none() {
+            *base = Some(LeapBase {
+                boot: boot_id()?,
+                wall: self.now(),
+                uptime: uptime()?,
+            });
+        }
+        base.clone()
+    }
+
+    fn adopt_leap_base(&self, stored: &LeapBase) -> bool {
+        if boot_id().as_deref() != Some(stored.boot.as_str()) {
+            return false;
+        }
+        *LEAP_BASE.lock().unwrap_or_else(|e| e.into_inner()) = Some(stored.clone());
+        true
     }
 
     fn sleep_until(&self, at: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {

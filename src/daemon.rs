@@ -183,11 +183,32 @@ impl Running {
     }
 }
 
+/// The clock's leaps are measured from the base an earlier daemon of this
+/// boot kept in the spool, or from now (and that kept): a daemon restarted
+/// after the clock leapt must not take the leapt clock as right.
+fn keep_leap_base(relay: &Relay) -> anyhow::Result<()> {
+    let stored = relay.spool.leap_base()?;
+    if let Some(base) = &stored
+        && relay.clock.adopt_leap_base(base)
+    {
+        let leap = relay.clock.leap();
+        if leap > crate::fanout::LEAP_LIMIT {
+            tracing::error!(
+                leap_s = leap.num_seconds(),
+                "the wall clock is ahead of the time that passed since this boot's first daemon start: releases that come due are held"
+            );
+        }
+        return Ok(());
+    }
+    if let Some(base) = relay.clock.leap_base() {
+        relay.spool.set_leap_base(&base)?;
+    }
+    Ok(())
+}
+
 /// Opens the spool, binds the listener and starts the tasks.
 pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running> {
     warn_about_roster(&config, &clock);
-    // The clock's leaps are measured from now (see `Clock::leap`).
-    let _ = clock.leap();
     let listener = TcpListener::bind(config.smtp.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.smtp.listen))?;
@@ -213,6 +234,7 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running
     });
     let outbound = Outbound::new(&config.outbound, &config.hostname);
     let relay = Arc::new(Relay::open(config, clock)?);
+    keep_leap_base(&relay)?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let failed = Arc::new(AtomicBool::new(false));

@@ -430,7 +430,10 @@ async fn deliver_one(
         // Never early: the clock is checked now, not only when the row fell due.
         return postpone(relay, d, announcement.terms.until).await;
     }
-    if at_the_time && relay.clock.leap() > LEAP_LIMIT {
+    // Held only while the time that really passed has not reached the
+    // embargo: a leap long before it, or a clock set right, holds nothing.
+    let leap = relay.clock.leap();
+    if at_the_time && leap > LEAP_LIMIT && relay.clock.now() - leap < announcement.terms.until {
         let (r, id) = (relay.clone(), d.message_id.clone());
         let operator_lifted = blocking(move || r.spool.audited(&id, "released-now")).await??;
         if !operator_lifted {
@@ -565,18 +568,17 @@ async fn hold_for_leap(relay: &Arc<Relay>, a: &Announcement, d: &DueDelivery) ->
     let (r, dd, a) = (relay.clone(), d.clone(), a.clone());
     Ok(blocking(move || -> Result<(), SpoolError> {
         let now = r.clock.now();
-        if !r.spool.audited(&dd.message_id, "release-held")? {
-            let detail = format!(
-                "the wall clock ran {} min ahead of the time that passed: the release and the members' notices are held until an operator runs release-now",
-                leap.num_minutes()
-            );
-            r.spool
-                .audit(now, "release-held", Some(&dd.message_id), None, &detail)?;
+        let detail = format!(
+            "the wall clock ran {} min ahead of the time that passed: the release and the members' notices are held until the time that passed reaches the embargo, or an operator runs release-now",
+            leap.num_minutes()
+        );
+        if r.spool.audit_once(now, "release-held", &dd.message_id, &detail)? {
             let text = format!(
                 "The clock of the list's host jumped {} minutes ahead of the time that really passed.\n\n\
 The public advisory of announcement {} (embargo until {} UTC) and the members' notices that it lifted\n\
-are held rather than sent on that clock. The operator is told the same. If the embargo really is over,\n\
-the operator releases it with `embargo-relay embargo release-now {}`.\n",
+are held rather than sent on that clock. The operator is told the same. They go out by themselves once the\n\
+time that really passed reaches the embargo; if the embargo really is over sooner, the operator releases\n\
+it with `embargo-relay embargo release-now {}`.\n",
                 leap.num_minutes(),
                 dd.message_id,
                 a.terms.until.format("%Y-%m-%d %H:%M:%S"),
@@ -604,12 +606,14 @@ the operator releases it with `embargo-relay embargo release-now {}`.\n",
             }
             r.wake.notify_one();
         }
-        r.spool.retry_later(
+        // Looked at again when the time that passed reaches the embargo
+        // (on this clock, its time plus the leap), and every LEAP_RECHECK
+        // in case the clock is set right sooner. Not an attempt.
+        let due = a.terms.until + leap;
+        r.spool.hold_until(
             &dd,
             "held: the wall clock leapt ahead of the time that passed",
-            now + LEAP_RECHECK,
-            now,
-            false,
+            due.min(now + LEAP_RECHECK),
         )
     })
     .await??)

@@ -157,6 +157,14 @@ CREATE TABLE IF NOT EXISTS audit (
     member      TEXT,
     detail      TEXT NOT NULL
 );
+-- Where the daemon measures clock leaps from (`clock::LeapBase`), so a
+-- restart on the same boot does not measure from a clock that leapt.
+CREATE TABLE IF NOT EXISTS leap_base (
+    one         INTEGER PRIMARY KEY CHECK (one = 1),
+    boot        TEXT NOT NULL,
+    wall        INTEGER NOT NULL,
+    uptime      REAL NOT NULL
+);
 -- `audited`: has this message an event of this kind (e.g. release-held)?
 CREATE INDEX IF NOT EXISTS audit_message_event ON audit (message_id, event);
 -- Rejections counted rather than each recorded, by processes that do not
@@ -1206,6 +1214,83 @@ impl Spool {
         let cut = before.map_or(i64::MAX, to_millis);
         flush_rows(&tx, to_millis(now), cut).map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))
+    }
+
+    /// The clock's leap base an earlier daemon kept, if any.
+    pub fn leap_base(&self) -> Result<Option<crate::clock::LeapBase>, SpoolError> {
+        self.lock()
+            .query_row("SELECT boot, wall, uptime FROM leap_base", [], |r| {
+                Ok(crate::clock::LeapBase {
+                    boot: r.get(0)?,
+                    wall: from_millis(r.get(1)?),
+                    uptime: r.get(2)?,
+                })
+            })
+            .optional()
+            .map_err(|e| self.db(e))
+    }
+
+    /// Keeps the clock's leap base for the next daemon of this boot.
+    pub fn set_leap_base(&self, base: &crate::clock::LeapBase) -> Result<(), SpoolError> {
+        self.lock()
+            .execute(
+                "INSERT OR REPLACE INTO leap_base (one, boot, wall, uptime) VALUES (1, ?1, ?2, ?3)",
+                params![base.boot, to_millis(base.wall), base.uptime],
+            )
+            .map(drop)
+            .map_err(|e| self.db(e))
+    }
+
+    /// Writes an `event` record for `message_id` unless there is one
+    /// already, in one transaction (two tasks cannot both write it);
+    /// returns whether it wrote.
+    pub fn audit_once(
+        &self,
+        now: DateTime<Utc>,
+        event: &str,
+        message_id: &str,
+        detail: &str,
+    ) -> Result<bool, SpoolError> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        let there: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM audit WHERE message_id = ?1 AND event = ?2)",
+                [message_id, event],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.db(e))?;
+        if !there {
+            insert_audit(&tx, to_millis(now), event, Some(message_id), None, detail)
+                .map_err(|e| self.db(e))?;
+        }
+        tx.commit().map_err(|e| self.db(e))?;
+        Ok(!there)
+    }
+
+    /// Puts a delivery off until `next` without counting an attempt (a
+    /// hold, not a failure).
+    pub fn hold_until(
+        &self,
+        d: &DueDelivery,
+        why: &str,
+        next: DateTime<Utc>,
+    ) -> Result<(), SpoolError> {
+        self.lock()
+            .execute(
+                "UPDATE deliveries SET next_attempt_at = ?3, last_error = ?4
+                 WHERE message_id = ?1 AND member = ?2 AND kind = ?5 AND copy_id = ?6",
+                params![
+                    d.message_id,
+                    d.member,
+                    to_millis(next),
+                    why,
+                    d.kind.as_str(),
+                    d.copy_id
+                ],
+            )
+            .map(drop)
+            .map_err(|e| self.db(e))
     }
 
     /// Whether the audit trail has an `event` record for `message_id`.

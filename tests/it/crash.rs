@@ -314,3 +314,54 @@ async fn crash_and_restart(failpoint: &'static str) {
         );
     }
 }
+
+/// Issue 14, point 7: a daemon restarted after the wall clock leapt ahead
+/// (here: the leap base the first daemon kept says the clock now reads two
+/// hours more than the time that passed) still holds the release: it
+/// measures from the base this boot's first daemon kept, not from its own
+/// start. The operator's release-now still releases it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_after_the_clock_leapt_still_holds_the_release() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let (config, log) = (f.write_config(sink.addr()), f.path("daemon.log"));
+    let mut daemon = Daemon::start(&config, &log);
+    let (mail, until) = short_embargo(&f, 4);
+    let reply = send(daemon.addr, PST, &mail).await.unwrap();
+    let id = reply.rsplit(' ').next().unwrap().to_owned();
+    wait_copies(&sink, f.usable_members().count()).await;
+    daemon.kill();
+
+    let spool = f.spool();
+    let mut base = spool
+        .leap_base()
+        .unwrap()
+        .expect("the daemon kept its leap base");
+    base.wall -= chrono::Duration::hours(2);
+    spool.set_leap_base(&base).unwrap();
+    drop(spool);
+
+    let _daemon = Daemon::start(&config, &log);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !f.audit().iter().any(|r| r.event == "release-held") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never held: {:?}",
+            f.audit()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(now() >= until);
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(releases(&sink.captured()), 0, "published on a leapt clock");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_embargo-relay"))
+        .args(["embargo", "--config"])
+        .arg(&config)
+        .args(["release-now", &id])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let got = sink.wait_until(PATIENCE, |g| releases(g) >= 1).await;
+    assert_eq!(releases(&got), 1, "released by the operator");
+}

@@ -374,3 +374,57 @@ async fn a_clock_leaping_ahead_holds_the_release_until_the_operator_lifts_it() {
     );
     running.shutdown().await;
 }
+
+/// A leap holds the release only while the time that really passed has
+/// not reached the embargo: once it has, the advisory goes out by itself,
+/// without the operator, and the hold never counted as a failed attempt.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_release_goes_out_once_the_time_that_passed_reaches_the_embargo() {
+    let (f, sink, clock, running) = manual_list().await;
+    let stamp = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let start = clock.now();
+    let until = start + chrono::Duration::hours(1);
+    let body = format!(
+        "Embargo-Until: {}\nPublic-To: {PUBLIC_A}\n\n{PRIVATE}\n",
+        stamp(until)
+    );
+    let entity = compose::text_with_advisory(SUBJECT, &body, ADVISORY);
+    send(
+        running.smtp_addr,
+        PST,
+        &f.gpg_signed_entity(PST, SUBJECT, &entity),
+    )
+    .await
+    .expect("accepted");
+    wait_copies(&sink, f.usable_members().count()).await;
+
+    clock.leap_by(chrono::Duration::hours(2));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !f.audit().iter().any(|r| r.event == "release-held") {
+        assert!(tokio::time::Instant::now() < deadline, "never held");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Half an hour really passes: still early.
+    clock.set(clock.now() + chrono::Duration::minutes(30));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!sink.captured().iter().any(|c| to(c, PUBLIC_A)));
+    // The time that passed reaches the embargo: out by itself.
+    clock.set(until + chrono::Duration::hours(2));
+    let got = sink
+        .wait_until(PATIENCE, |g| g.iter().any(|c| to(c, PUBLIC_A)))
+        .await;
+    assert_eq!(got.iter().filter(|c| to(c, PUBLIC_A)).count(), 1);
+    let audit = f.audit();
+    assert_eq!(
+        audit.iter().filter(|r| r.event == "release-held").count(),
+        1,
+        "{audit:?}"
+    );
+    assert!(
+        !audit
+            .iter()
+            .any(|r| r.event == "deferred" && r.member.as_deref() == Some(PUBLIC_A)),
+        "a hold is not a failed attempt: {audit:?}"
+    );
+    running.shutdown().await;
+}
