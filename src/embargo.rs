@@ -214,8 +214,10 @@ pub enum TermsError {
         "{0}: the time{1} is not an RFC 3339 time with an explicit offset or Z (e.g. 2026-12-08T16:00:00Z)"
     )]
     BadTime(&'static str, Quoted),
-    #[error("Embargo-Until {0} is not in the future")]
-    Past(String),
+    /// The time is quoted in the encrypted refusal only: a reply in the
+    /// clear would tell everyone on the path when the embargo lifts.
+    #[error("Embargo-Until{0} is not in the future")]
+    Past(Quoted),
     #[error(
         "embargo of {days} days exceeds the maximum of {max_days} days; add `Embargo-Override: <reason>` to go beyond it"
     )]
@@ -285,7 +287,7 @@ pub fn terms(
         .map_err(|_| TermsError::BadTime("Embargo-Until", Quoted::new(raw_until)))?;
     let until_utc = until.with_timezone(&Utc);
     if until_utc <= now {
-        return Err(TermsError::Past(until_utc.to_rfc3339()));
+        return Err(TermsError::Past(Quoted::new(&until_utc.to_rfc3339())));
     }
     let override_reason = get("Embargo-Override")
         .map(str::to_owned)

@@ -15,6 +15,11 @@ pub enum SpoolError {
     /// An embargo operation that cannot be done, with the reason.
     #[error("{0}")]
     Refused(String),
+    /// The same, where the reason involves embargo times: `times` is for
+    /// the operator's CLI and the PST's encrypted refusal, never for a
+    /// reply in the clear (an embargo's time is itself confidential).
+    #[error("{reason} ({times})")]
+    RefusedAt { reason: &'static str, times: String },
     /// The same signature was accepted before.
     #[error("signature already seen (message {0})")]
     Replay(String),
@@ -1463,11 +1468,14 @@ impl Spool {
     ) -> Result<(), SpoolError> {
         self.change(id, (actor, origin), now, "extended", |tx, until| {
             if to <= until {
-                return Err(SpoolError::Refused(format!(
-                    "{} is not later than the current embargo time {}",
-                    to.to_rfc3339(),
-                    until.to_rfc3339()
-                )));
+                return Err(SpoolError::RefusedAt {
+                    reason: "the new time is not later than the current embargo time",
+                    times: format!(
+                        "asked for {}, now {}",
+                        to.to_rfc3339(),
+                        until.to_rfc3339()
+                    ),
+                });
             }
             let delta = to_millis(to) - to_millis(until);
             let db = |e| self.db(e);
@@ -1585,10 +1593,10 @@ impl Spool {
         // was down): release-now may still send it at once.
         let held_past = event == "released-now" && still_held > 0;
         if until <= now && !held_past {
-            return Err(SpoolError::Refused(format!(
-                "the embargo already lifted at {}",
-                until.to_rfc3339()
-            )));
+            return Err(SpoolError::RefusedAt {
+                reason: "the embargo already lifted",
+                times: format!("at {}", until.to_rfc3339()),
+            });
         }
         if let Some(origin) = origin {
             insert_signatures(&tx, origin.digests, id, to_millis(now)).map_err(|e| self.db(e))?;
@@ -2313,7 +2321,7 @@ mod tests {
         assert!(
             matches!(
                 spool.extend("m1", t("2026-11-21T00:00:00Z"), now, "test", None),
-                Err(SpoolError::Refused(_))
+                Err(SpoolError::RefusedAt { .. })
             ),
             "earlier is no extension"
         );
@@ -2352,7 +2360,7 @@ mod tests {
         assert!(
             matches!(
                 spool.cancel("m2", t("2026-11-20T12:00:01Z"), "test", None),
-                Err(SpoolError::Refused(_))
+                Err(SpoolError::RefusedAt { .. })
             ),
             "already lifted"
         );

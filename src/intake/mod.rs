@@ -45,8 +45,13 @@ pub enum Rejection {
     Embargo(TermsError),
     /// A PST command that cannot be applied; `on` is the embargo id or
     /// member address it named, shown in the encrypted refusal only.
-    #[error("command refused: {problem}{}", on.wrote())]
-    Command { problem: String, on: Quoted },
+    #[error("command refused: {problem}{times}{}", on.wrote())]
+    Command {
+        problem: String,
+        /// Embargo times the reason involves: in the encrypted refusal only.
+        times: Quoted,
+        on: Quoted,
+    },
     #[error("{0}")]
     Encrypted(crate::crypto::OpenProblem),
     #[error(
@@ -1054,7 +1059,14 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
     ) -> Reply {
         let relay = &self.relay;
         let refuse = |problem: String| {
-            self.refuse_command(envelope, problem, command.id(), sender, now, submission)
+            self.refuse_command(
+                envelope,
+                (problem, ""),
+                command.id(),
+                sender,
+                now,
+                submission,
+            )
         };
         let Some(path) = &relay.config().roster_file else {
             return refuse(
@@ -1158,11 +1170,14 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
         let actor = format!("PST {signer}");
         let max = self.relay.config().policy.max_embargo;
         let result = match command {
-            Command::Extend { to, .. } if *to - now > max => Err(SpoolError::Refused(format!(
-                "{} is more than the maximum of {} days ahead",
-                to.to_rfc3339(),
-                max.num_days()
-            ))),
+            Command::Extend { to, .. } if *to - now > max => Err(SpoolError::RefusedAt {
+                reason: "the new time is beyond the longest embargo (policy.max_embargo_days)",
+                times: format!(
+                    "asked for {}, at most {} days ahead",
+                    to.to_rfc3339(),
+                    max.num_days()
+                ),
+            }),
             Command::Extend { id, to } => spool.extend(id, *to, now, &actor, Some(&origin)),
             Command::Cancel { id } => spool.cancel(id, now, &actor, Some(&origin)),
             Command::ReleaseNow { id } => spool.release_now(id, now, &actor, Some(&origin)),
@@ -1183,8 +1198,16 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
                 )
             }
             Err(SpoolError::Refused(problem)) => {
-                self.refuse_command(envelope, problem, id, sender, now, submission)
+                self.refuse_command(envelope, (problem, ""), id, sender, now, submission)
             }
+            Err(SpoolError::RefusedAt { reason, times }) => self.refuse_command(
+                envelope,
+                (reason.to_owned(), &times),
+                id,
+                sender,
+                now,
+                submission,
+            ),
             Err(SpoolError::Replay(previous)) => self.replayed(envelope, &previous, sender, now),
             Err(e) => {
                 tracing::error!(error = %e, "spool write failed; answering 451");
@@ -1238,16 +1261,17 @@ a resent copy of this one counts as a replay.\n"
     fn refuse_command(
         &self,
         envelope: &Envelope,
-        problem: String,
+        (problem, times): (String, &str),
         on: &str,
         sender: &Sender,
         now: DateTime<Utc>,
         submission: &str,
     ) -> Reply {
         let on = Quoted::new(on);
+        let times = Quoted::new(times);
         self.refuse(
             envelope,
-            &Rejection::Command { problem, on },
+            &Rejection::Command { problem, times, on },
             sender,
             now,
             Some(submission),

@@ -177,3 +177,73 @@ async fn text_a_refusal_quotes_reaches_the_pst_encrypted_and_nowhere_else() {
         "{audit:?}"
     );
 }
+
+/// An embargo's time is confidential too: refusals that involve times
+/// (an extension to an earlier or too late time, an Embargo-Until in the
+/// past) name the problem in the SMTP reply and on `submit`'s stderr, and
+/// give the times only in the PST's encrypted refusal.
+#[tokio::test(flavor = "multi_thread")]
+async fn embargo_times_stay_out_of_replies() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let config = f.write_config(sink.addr());
+    let daemon = Daemon::start(&config, &f.path("daemon.log"));
+    let minute = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M").to_string();
+    let stamp = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let held = now() + chrono::Duration::days(2);
+    let reply = send(
+        daemon.addr,
+        PST,
+        &f.gpg_signed(
+            PST,
+            "CVE-2026-77: held",
+            &format!("Embargo-Until: {}\n\nx\n", stamp(held)),
+        ),
+    )
+    .await
+    .expect("accepted");
+    let id = reply.rsplit(' ').next().unwrap().to_owned();
+    let earlier = now() + chrono::Duration::days(1);
+    let too_late = now() + chrono::Duration::days(400);
+    let past = now() - chrono::Duration::days(1);
+    let cases = [
+        (
+            format!("Embargo-Extend: {id} {}\n", stamp(earlier)),
+            vec![held, earlier],
+        ),
+        (
+            format!("Embargo-Extend: {id} {}\n", stamp(too_late)),
+            vec![too_late],
+        ),
+        (format!("Embargo-Until: {}\n", stamp(past)), vec![past]),
+    ];
+    for (n, (block, times)) in cases.iter().enumerate() {
+        for by_submit in [false, true] {
+            let raw = f.gpg_signed(PST, "times", &format!("{block}\nnonce {n} {by_submit}\n"));
+            let answer = if by_submit {
+                let (code, out) = submit(&config, &raw);
+                assert!(code == 65 || code == 77, "case {n}: {code} {out}");
+                out
+            } else {
+                send(daemon.addr, PST, &raw).await.expect_err("refused").1
+            };
+            for t in times {
+                assert!(
+                    !answer.contains(&minute(*t)),
+                    "case {n} (submit: {by_submit}): a time in the clear: {answer}"
+                );
+            }
+        }
+    }
+    // The PST is told the times, encrypted.
+    let got = sink
+        .wait_until(PATIENCE, |g| refusal_texts(&f, g).len() >= 6)
+        .await;
+    let texts = refusal_texts(&f, &got).join("\n");
+    for t in [held, earlier, too_late, past] {
+        assert!(
+            texts.contains(&minute(t)),
+            "the PST is not told {t}: {texts}"
+        );
+    }
+}
