@@ -525,9 +525,7 @@ fn census(bytes: &[u8], limit: usize) -> Result<(), SignatureProblem> {
     // one-pass signature of each), so that block is counted first, alone.
     const SIGNATURE_BLOCK: &[u8] = b"\n-----BEGIN PGP SIGNATURE-----";
     if bytes.starts_with(b"-----BEGIN PGP SIGNED MESSAGE-----")
-        && let Some(at) = bytes
-            .windows(SIGNATURE_BLOCK.len())
-            .position(|w| w == SIGNATURE_BLOCK)
+        && let Some(at) = memchr::memmem::find(bytes, SIGNATURE_BLOCK)
     {
         census_detached(&bytes[at + 1..])?;
     }

@@ -61,7 +61,7 @@ pub fn protected_inner(
 ) -> Result<Secret, lettre::address::AddressError> {
     let boundary = loop {
         let b = format!("er-{}", random_hex(12));
-        if !entity.windows(b.len()).any(|w| w == b.as_bytes()) {
+        if memchr::memmem::find(entity, b.as_bytes()).is_none() {
             break b;
         }
     };

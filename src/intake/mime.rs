@@ -196,21 +196,15 @@ fn starts_with_ci(hay: &[u8], prefix: &[u8]) -> bool {
     hay.len() >= prefix.len() && hay[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
-/// The first position of `needle` (ASCII, any case) in `hay`.
+/// The first position of `needle` (ASCII, any case) in `hay`. Jumps from
+/// one occurrence of its first byte (either case) to the next with
+/// `memchr2`, so a 25 MiB body is scanned at memory speed.
 fn find_ci(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    let first = needle[0].to_ascii_lowercase();
-    let mut from = 0;
-    while let Some(i) = hay[from..]
-        .iter()
-        .position(|b| b.to_ascii_lowercase() == first)
-    {
-        let at = from + i;
-        if starts_with_ci(&hay[at..], needle) {
-            return Some(at);
-        }
-        from = at + 1;
-    }
-    None
+    let (lower, upper) = (
+        needle[0].to_ascii_lowercase(),
+        needle[0].to_ascii_uppercase(),
+    );
+    memchr::memchr2_iter(lower, upper, hay).find(|&at| starts_with_ci(&hay[at..], needle))
 }
 
 /// Walks the part tree without recursion, so a deep mail cannot exhaust the
@@ -548,26 +542,23 @@ pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Option<Vec<&'a [u8
 }
 
 /// Finds the next `CRLF--boundary` at or after `from` that is a whole delimiter.
-fn find_delimiter(body: &[u8], mut from: usize, delim: &[u8]) -> Option<usize> {
-    loop {
-        let i = from + find(&body[from..], b"\r\n")?;
-        let cand = &body[i + 2..];
-        if cand.starts_with(delim) {
-            let tail = &cand[delim.len()..];
-            if tail.starts_with(b"--")
+fn find_delimiter(body: &[u8], from: usize, delim: &[u8]) -> Option<usize> {
+    let mut line_delim = Vec::with_capacity(delim.len() + 2);
+    line_delim.extend_from_slice(b"\r\n");
+    line_delim.extend_from_slice(delim);
+    memchr::memmem::find_iter(&body[from..], &line_delim)
+        .map(|i| from + i)
+        .find(|&i| {
+            let tail = &body[i + line_delim.len()..];
+            tail.starts_with(b"--")
                 || tail.starts_with(b"\r\n")
                 || tail.starts_with(b" ")
                 || tail.starts_with(b"\t")
-            {
-                return Some(i);
-            }
-        }
-        from = i + 2;
-    }
+        })
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 /// The Subject the relay will use: a signed protected-headers Subject if the
@@ -603,24 +594,24 @@ pub fn sanitize_subject(s: &str) -> String {
 
 /// Whether a plain-text body holds a cleartext-signed block anywhere.
 fn has_inline_block(body: &[u8]) -> bool {
-    body.trim_ascii_start().starts_with(INLINE_BEGIN)
-        || body
-            .windows(INLINE_BEGIN.len() + 1)
-            .any(|w| w[0] == b'\n' && &w[1..] == INLINE_BEGIN)
+    body.trim_ascii_start().starts_with(INLINE_BEGIN) || lines_starting(body, INLINE_BEGIN) > 0
+}
+
+/// How many lines after the first start with `needle` (memchr's search:
+/// these scans run over whole 25 MiB bodies).
+fn lines_starting(hay: &[u8], needle: &[u8]) -> usize {
+    let mut at_line = Vec::with_capacity(needle.len() + 1);
+    at_line.push(b'\n');
+    at_line.extend_from_slice(needle);
+    memchr::memmem::find_iter(hay, &at_line).count()
 }
 
 /// The one cleartext-signed block an inline-PGP body must be, nothing
 /// before or after it (whitespace aside), or why not.
 pub fn whole_inline_block(body: &[u8]) -> Result<&[u8], Rejection> {
     let block = body.trim_ascii();
-    let at_line_start = |needle: &[u8]| {
-        let mut n = usize::from(block.starts_with(needle));
-        n += block
-            .windows(needle.len() + 1)
-            .filter(|w| w[0] == b'\n' && &w[1..] == needle)
-            .count();
-        n
-    };
+    let at_line_start =
+        |needle: &[u8]| usize::from(block.starts_with(needle)) + lines_starting(block, needle);
     if !block.starts_with(INLINE_BEGIN)
         || !block.ends_with(b"-----END PGP SIGNATURE-----")
         || at_line_start(INLINE_BEGIN) != 1

@@ -435,7 +435,7 @@ fn remove_member(
 fn with_note(note: &str, entity: &[u8]) -> Secret {
     let boundary = loop {
         let b = format!("note-{}", random_hex(12));
-        if !entity.windows(b.len()).any(|w| w == b.as_bytes()) {
+        if memchr::memmem::find(entity, b.as_bytes()).is_none() {
             break b;
         }
     };
