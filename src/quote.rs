@@ -45,7 +45,8 @@ impl std::fmt::Display for YouWrote<'_> {
 
 impl std::fmt::Display for Quoted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if REVEAL.with(Cell::get) {
+        // Nothing quoted (an optional detail left out): nothing shown.
+        if REVEAL.with(Cell::get) && !self.0.is_empty() {
             write!(f, " `{}`", self.0)
         } else {
             Ok(())
@@ -91,5 +92,6 @@ mod tests {
             "bad. (you wrote `CANARY-x`)"
         );
         assert_eq!(Quoted::new(&"x".repeat(100)).0.len(), 64);
+        assert_eq!(revealed(|| format!("x{}", Quoted::new(""))), "x");
     }
 }

@@ -19,7 +19,7 @@ pub enum SpoolError {
     /// the operator's CLI and the PST's encrypted refusal, never for a
     /// reply in the clear (an embargo's time is itself confidential).
     #[error("{reason} ({times})")]
-    RefusedAt { reason: &'static str, times: String },
+    RefusedAt { reason: String, times: String },
     /// The same signature was accepted before.
     #[error("signature already seen (message {0})")]
     Replay(String),
@@ -1469,7 +1469,7 @@ impl Spool {
         self.change(id, (actor, origin), now, "extended", |tx, until| {
             if to <= until {
                 return Err(SpoolError::RefusedAt {
-                    reason: "the new time is not later than the current embargo time",
+                    reason: "the new time is not later than the current embargo time".to_owned(),
                     times: format!(
                         "asked for {}, now {}",
                         to.to_rfc3339(),
@@ -1594,7 +1594,7 @@ impl Spool {
         let held_past = event == "released-now" && still_held > 0;
         if until <= now && !held_past {
             return Err(SpoolError::RefusedAt {
-                reason: "the embargo already lifted",
+                reason: "the embargo already lifted".to_owned(),
                 times: format!("at {}", until.to_rfc3339()),
             });
         }

@@ -1171,12 +1171,11 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
         let max = self.relay.config().policy.max_embargo;
         let result = match command {
             Command::Extend { to, .. } if *to - now > max => Err(SpoolError::RefusedAt {
-                reason: "the new time is beyond the longest embargo (policy.max_embargo_days)",
-                times: format!(
-                    "asked for {}, at most {} days ahead",
-                    to.to_rfc3339(),
+                reason: format!(
+                    "the new time is more than the maximum of {} days ahead (policy.max_embargo)",
                     max.num_days()
                 ),
+                times: format!("asked for {}", to.to_rfc3339()),
             }),
             Command::Extend { id, to } => spool.extend(id, *to, now, &actor, Some(&origin)),
             Command::Cancel { id } => spool.cancel(id, now, &actor, Some(&origin)),
@@ -1200,14 +1199,9 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
             Err(SpoolError::Refused(problem)) => {
                 self.refuse_command(envelope, (problem, ""), id, sender, now, submission)
             }
-            Err(SpoolError::RefusedAt { reason, times }) => self.refuse_command(
-                envelope,
-                (reason.to_owned(), &times),
-                id,
-                sender,
-                now,
-                submission,
-            ),
+            Err(SpoolError::RefusedAt { reason, times }) => {
+                self.refuse_command(envelope, (reason, &times), id, sender, now, submission)
+            }
             Err(SpoolError::Replay(previous)) => self.replayed(envelope, &previous, sender, now),
             Err(e) => {
                 tracing::error!(error = %e, "spool write failed; answering 451");
