@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use embargo_relay::clock::{Clock, SystemClock};
 use embargo_relay::config::Config;
+use embargo_relay::context::Relay;
 use embargo_relay::crypto;
-use embargo_relay::daemon::Relay;
 use embargo_relay::inbound::smtp::Envelope;
 use embargo_relay::intake::Intake;
 use embargo_relay::spool::Spool;

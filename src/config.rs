@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::address::check_address;
 use crate::crypto::ListKey;
-use crate::intake::mime::MimeLimits;
 use crate::roster::{Member, Roster};
 use crate::secret::Secret;
 
@@ -132,7 +132,7 @@ pub struct RawPolicy {
     pub member_posts: Option<String>,
     /// Accept inline PGP (a cleartext-signed body) as well as PGP/MIME.
     pub inline_pgp: Option<bool>,
-    /// Bounds on a mail's MIME structure (see `intake::mime::MimeLimits`).
+    /// Bounds on a mail's MIME structure (see [`MimeLimits`]).
     pub mime_max_depth: Option<usize>,
     pub mime_max_parts: Option<usize>,
     pub mime_max_headers: Option<usize>,
@@ -615,15 +615,12 @@ impl Validator<'_> {
                     format!("{email} is listed twice; remove one entry"),
                 ));
             }
-            if m.organization.trim().is_empty() || m.organization.contains(['\r', '\n']) {
-                return Err(self.err(
-                    &format!("{field}.organization"),
-                    "must be a non-empty single line",
-                ));
-            }
+            let organization = crate::address::check_organization(&m.organization)
+                .map_err(|p| self.err(&format!("{field}.organization"), p))?
+                .to_owned();
             members.push(Member::load(
                 email,
-                m.organization,
+                organization,
                 self.resolve(&m.key),
                 m.pst,
             ));
@@ -655,26 +652,6 @@ impl Validator<'_> {
             ));
         }
         Ok(Roster::new(members))
-    }
-}
-
-/// Checks that `addr` is a plain `local@domain` address and returns it lowercased.
-pub fn check_address(addr: &str) -> Result<String, String> {
-    let addr = addr.trim();
-    let bad = addr.is_empty()
-        || addr.len() > 254
-        || addr
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\"\\".contains(c));
-    match addr.split_once('@') {
-        Some((local, domain))
-            if !bad && !local.is_empty() && !domain.is_empty() && !domain.contains('@') =>
-        {
-            Ok(addr.to_ascii_lowercase())
-        }
-        _ => Err(format!(
-            "`{addr}` is not a plain address such as list@example.org"
-        )),
     }
 }
 
@@ -783,6 +760,35 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+/// Bounds on a mail's MIME structure, checked right after the parse and
+/// before anything in the mail is looked at (`policy.mime_max_*`). The parse
+/// itself is linear in the mail's size, which `inbound.smtp.max_message_size`
+/// bounds; these bound what it builds and what later steps walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MimeLimits {
+    /// Nesting of multiparts and attached messages (the root is level 1).
+    pub max_depth: usize,
+    /// Parts in all, nested messages' parts included.
+    pub max_parts: usize,
+    /// Header fields in any one part (or the mail's own header).
+    pub max_headers: usize,
+    /// Octets of one header field, folded lines included.
+    pub max_header_size: usize,
+}
+
+impl Default for MimeLimits {
+    /// Far above what a mail client makes (a signed announcement with a few
+    /// attachments has depth 3 and under 10 parts), far below what hurts.
+    fn default() -> Self {
+        MimeLimits {
+            max_depth: 8,
+            max_parts: 64,
+            max_headers: 500,
+            max_header_size: 16 * 1024,
+        }
+    }
 }
 
 #[cfg(test)]

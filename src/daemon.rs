@@ -3,166 +3,23 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use sd_notify::NotifyState;
-use sequoia_openpgp::Cert;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::context::Relay;
 use crate::inbound::smtp::{self, SmtpSettings};
 use crate::intake::Intake;
 use crate::outbound::Outbound;
-use crate::roster::Roster;
-use crate::spool::Spool;
 use crate::{crypto, fanout};
-
-/// What every task of the daemon shares.
-pub struct Relay {
-    /// The configuration in force (read it with [`Relay::config`]); its
-    /// roster is moved into `directory`. A SIGHUP replaces it.
-    config: RwLock<Arc<Config>>,
-    directory: RwLock<Arc<Directory>>,
-    pub spool: Spool,
-    pub clock: SharedClock,
-    /// Wakes the fan-out when a new announcement is committed.
-    pub wake: Notify,
-    /// Whether the fan-out loop is alive, for the watchdog.
-    pub health: crate::service::Health,
-    /// The shared seal of each announcement whose copies are going out.
-    pub seals: crate::fanout::Seals,
-}
-
-/// The roster in force and the certificates derived from it. Replaced as a
-/// whole when the roster changes, so a reader always sees one version.
-#[derive(Debug)]
-pub struct Directory {
-    pub roster: Roster,
-    /// The PST certificates.
-    pub pst: Vec<Cert>,
-    /// Every certificate whose signature the intake checks: the PST's, then
-    /// the other members' (whose posts `policy.member_posts` governs).
-    pub known: Vec<Cert>,
-}
-
-impl Directory {
-    pub fn new(roster: Roster) -> Directory {
-        let pst = roster.pst_certs();
-        let mut known = pst.clone();
-        known.extend(roster.member_certs());
-        Directory { roster, pst, known }
-    }
-}
-
-impl Relay {
-    /// Opens the spool for `config`; what the daemon and `submit` share.
-    pub fn open(config: Config, clock: SharedClock) -> anyhow::Result<Relay> {
-        let spool = Spool::open(&config.state_dir)?;
-        Ok(Self::with_spool(config, clock, spool))
-    }
-
-    /// [`Relay::open`] for `submit`, one process per mail: the spool is
-    /// opened without its full `quick_check` (see `Spool::open_unchecked`).
-    pub fn open_for_submit(config: Config, clock: SharedClock) -> anyhow::Result<Relay> {
-        let spool = Spool::open_unchecked(&config.state_dir)?;
-        Ok(Self::with_spool(config, clock, spool))
-    }
-
-    fn with_spool(mut config: Config, clock: SharedClock, spool: Spool) -> Relay {
-        let roster = std::mem::take(&mut config.roster);
-        Relay {
-            config: RwLock::new(Arc::new(config)),
-            directory: RwLock::new(Arc::new(Directory::new(roster))),
-            spool,
-            clock,
-            wake: Notify::new(),
-            health: crate::service::Health::default(),
-            seals: crate::fanout::Seals::default(),
-        }
-    }
-
-    /// Puts a newly loaded configuration in force (SIGHUP): the roster,
-    /// the policy, the public lists, the retry schedule. What the running
-    /// daemon cannot change without a restart keeps its old value; the
-    /// names of such fields that changed are returned.
-    pub fn reload(&self, mut next: Config) -> Vec<&'static str> {
-        let old = self.config();
-        let mut kept = Vec::new();
-        let mut keep = |changed: bool, field: &'static str| {
-            if changed {
-                kept.push(field);
-            }
-        };
-        keep(next.list_address != old.list_address, "list.address");
-        keep(
-            next.request_address != old.request_address,
-            "list.request_address",
-        );
-        keep(next.roster_file != old.roster_file, "list.roster_file");
-        keep(next.hostname != old.hostname, "list.hostname");
-        keep(!next.list_key.same_as(&old.list_key), "list.secret_key");
-        keep(next.state_dir != old.state_dir, "list.state_dir");
-        keep(
-            format!("{:?}", next.smtp) != format!("{:?}", old.smtp),
-            "inbound.smtp",
-        );
-        keep(
-            format!("{:?}", next.imap) != format!("{:?}", old.imap),
-            "inbound.imap",
-        );
-        let (n, o) = (&next.outbound, &old.outbound);
-        keep(
-            (&n.host, n.port, n.timeout, n.concurrency)
-                != (&o.host, o.port, o.timeout, o.concurrency),
-            "outbound.smarthost/timeout/concurrency",
-        );
-        next.list_address = old.list_address.clone();
-        next.request_address = old.request_address.clone();
-        next.roster_file = old.roster_file.clone();
-        next.hostname = old.hostname.clone();
-        next.list_key = old.list_key.clone();
-        next.state_dir = old.state_dir.clone();
-        next.smtp = old.smtp.clone();
-        next.imap = old.imap.clone();
-        next.outbound.host = o.host.clone();
-        next.outbound.port = o.port;
-        next.outbound.timeout = o.timeout;
-        next.outbound.concurrency = o.concurrency;
-        let roster = std::mem::take(&mut next.roster);
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
-        self.set_roster(roster);
-        kept
-    }
-
-    /// The configuration in force now.
-    pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// The roster in force now.
-    pub fn directory(&self) -> Arc<Directory> {
-        self.directory
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Puts a new roster in force.
-    pub fn set_roster(&self, roster: Roster) {
-        let next = Arc::new(Directory::new(roster));
-        *self.directory.write().unwrap_or_else(|e| e.into_inner()) = next;
-    }
-}
 
 /// A started daemon.
 pub struct Running {

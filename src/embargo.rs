@@ -5,7 +5,7 @@
 use chrono::{DateTime, FixedOffset, Utc};
 use mail_parser::MessageParser;
 
-use crate::config::check_address;
+use crate::address::check_address;
 use crate::quote::Quoted;
 
 /// The fields an announcement may carry, in the signed text's field block.
@@ -85,7 +85,7 @@ fn roster_command(name: &'static str, value: &str) -> Result<Command, TermsError
         ));
     };
     let email = check_address(email).map_err(|_| bad(NOT_AN_ADDRESS, email))?;
-    if organization.is_empty() {
+    if crate::address::check_organization(organization).is_err() {
         return Err(bad("the organization is empty", value));
     }
     let fingerprint: String = fingerprint

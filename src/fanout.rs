@@ -11,11 +11,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::context::Relay;
 use crate::crypto::SealError;
-use crate::daemon::Relay;
 use crate::embargo;
-use crate::intake::Announcement;
 use crate::outbound::{self, CopyHeaders, Outbound};
+use crate::record::Record;
 use crate::spool::{DueDelivery, Finished, Kind, SpoolError};
 
 /// How many due deliveries are taken from the spool at a time.
@@ -91,7 +91,7 @@ pub async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: CancellationTo
     let unrecorded: Arc<Unrecorded> = Arc::default();
     let mut flying = Flying::default();
     let mut tasks: JoinSet<Result<(), Stall>> = JoinSet::new();
-    let mut opened: HashMap<String, Arc<Announcement>> = HashMap::new();
+    let mut opened: HashMap<String, Arc<Record>> = HashMap::new();
     let mut pause = FIRST_PAUSE;
     let mut stalled: Option<Stall> = None;
     owed_receipts(&relay).await;
@@ -205,7 +205,7 @@ impl Dispatch<'_> {
         now: DateTime<Utc>,
         flying: &mut Flying,
         tasks: &mut JoinSet<Result<(), Stall>>,
-        opened: &mut HashMap<String, Arc<Announcement>>,
+        opened: &mut HashMap<String, Arc<Record>>,
     ) -> Result<(), Stall> {
         let relay = self.relay;
         let r = relay.clone();
@@ -318,11 +318,7 @@ async fn owed_receipts(relay: &Arc<Relay>) {
 }
 
 /// Queues the PST's receipt once every member copy has been tried.
-async fn receipt_when_tried(
-    relay: &Arc<Relay>,
-    a: &Announcement,
-    d: &DueDelivery,
-) -> Result<(), Stall> {
+async fn receipt_when_tried(relay: &Arc<Relay>, a: &Record, d: &DueDelivery) -> Result<(), Stall> {
     let (r, id, to, now) = (
         relay.clone(),
         d.message_id.clone(),
@@ -378,7 +374,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 /// Reads and opens a spooled announcement: a spool error pauses the worker,
 /// a decryption or format error is the announcement's own problem.
-fn open(relay: &Relay, message_id: &str) -> Result<anyhow::Result<Announcement>, SpoolError> {
+fn open(relay: &Relay, message_id: &str) -> Result<anyhow::Result<Record>, SpoolError> {
     let sealed = relay.spool.sealed(message_id)?;
     let p = crate::crypto::policy();
     Ok(relay
@@ -386,7 +382,7 @@ fn open(relay: &Relay, message_id: &str) -> Result<anyhow::Result<Announcement>,
         .list_key
         .open_from_self(&p, &sealed)
         .and_then(|plain| {
-            Announcement::from_bytes(plain.expose())
+            Record::from_bytes(plain.expose())
                 .ok_or_else(|| anyhow::anyhow!("unknown spool format"))
         }))
 }
@@ -396,7 +392,7 @@ fn open(relay: &Relay, message_id: &str) -> Result<anyhow::Result<Announcement>,
 async fn deliver_one(
     relay: &Arc<Relay>,
     outbound: &Outbound,
-    announcement: &Arc<Announcement>,
+    announcement: &Arc<Record>,
     d: &DueDelivery,
     shutdown: &CancellationToken,
     unrecorded: &Unrecorded,
@@ -531,7 +527,7 @@ async fn deliver_one(
 }
 
 /// Logs a public release and says how late it was, if it was.
-fn released(relay: &Relay, a: &Announcement, d: &DueDelivery, answer: &str) -> (String, bool) {
+fn released(relay: &Relay, a: &Record, d: &DueDelivery, answer: &str) -> (String, bool) {
     let late = relay.clock.now() - a.terms.until;
     if late > relay.config().policy.late_after {
         tracing::warn!(message_id = %d.message_id, public_list = %d.member, late_s = late.num_seconds(), "public advisory released LATE");
@@ -562,7 +558,7 @@ const LEAP_RECHECK: chrono::Duration = chrono::Duration::minutes(10);
 /// the future must not publish every held advisory at once. The operator
 /// (log, audit) and the PST (a signed, encrypted notice) are told once per
 /// announcement; `embargo release-now` still releases it.
-async fn hold_for_leap(relay: &Arc<Relay>, a: &Announcement, d: &DueDelivery) -> Result<(), Stall> {
+async fn hold_for_leap(relay: &Arc<Relay>, a: &Record, d: &DueDelivery) -> Result<(), Stall> {
     let leap = relay.clock.leap();
     tracing::error!(message_id = %d.message_id, recipient = %d.member, leap_s = leap.num_seconds(), "the wall clock leapt ahead of the time that passed: held, not released; check the clock, then `embargo-relay embargo release-now` if the embargo really is over");
     let (r, dd, a) = (relay.clone(), d.clone(), a.clone());
@@ -584,7 +580,7 @@ it with `embargo-relay embargo release-now {}`.\n",
                 a.terms.until.format("%Y-%m-%d %H:%M:%S"),
                 dd.message_id
             );
-            let notice = Announcement::unembargoed(
+            let notice = Record::unembargoed(
                 a.signer.clone(),
                 a.from.clone(),
                 format!("Release held: {}", a.subject),
@@ -659,7 +655,7 @@ async fn defer(relay: &Arc<Relay>, d: &DueDelivery, error: String) -> Result<(),
 }
 
 /// Builds what a delivery sends: a member's sealed copy or a public release.
-fn build(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
+fn build(relay: &Relay, a: &Record, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
     crate::failpoint::hit("build");
     match d.kind {
         Kind::Copy => seal_copy(
@@ -692,7 +688,7 @@ fn build(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, Se
 }
 
 /// The certificate that signed the announcement (receipts and reminders go to it).
-fn signer_cert(relay: &Relay, a: &Announcement) -> Result<sequoia_openpgp::Cert, SealError> {
+fn signer_cert(relay: &Relay, a: &Record) -> Result<sequoia_openpgp::Cert, SealError> {
     relay
         .directory()
         .pst
@@ -709,7 +705,7 @@ fn signer_cert(relay: &Relay, a: &Announcement) -> Result<sequoia_openpgp::Cert,
 /// the announcement's signer.
 fn pst_cert_for(
     relay: &Relay,
-    a: &Announcement,
+    a: &Record,
     address: &str,
 ) -> Result<sequoia_openpgp::Cert, SealError> {
     let p = crate::crypto::policy();
@@ -735,7 +731,7 @@ fn pst_cert_for(
 }
 
 /// The PST's receipt: what happened to the announcement, as it stands now.
-fn receipt_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
+fn receipt_message(relay: &Relay, a: &Record, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
     let pst = pst_cert_for(relay, a, &d.member)?;
     let spool_error = |e: SpoolError| SealError::Crypto(e.to_string());
     let report = relay
@@ -794,11 +790,7 @@ fn receipt_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<V
 }
 
 /// The PST's reminder before the embargo lifts; says plainly if nothing will be published.
-fn reminder_message(
-    relay: &Relay,
-    a: &Announcement,
-    d: &DueDelivery,
-) -> Result<Vec<u8>, SealError> {
+fn reminder_message(relay: &Relay, a: &Record, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
     let pst = signer_cert(relay, a)?;
     let releases = relay
         .spool
@@ -854,7 +846,7 @@ fn copy_message_id(relay: &Relay, d: &DueDelivery) -> String {
 }
 
 /// A member's notice that the embargo has lifted.
-fn lifted_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
+fn lifted_message(relay: &Relay, a: &Record, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
     let (_, cert) = member_cert(relay, &d.member)?;
     let releases = relay
         .spool
@@ -906,7 +898,7 @@ the list will publish nothing.\n\nSubject: {}\n\nKeep the announcement confident
 /// signed by the list key, encrypted to `cert` alone.
 fn notice(
     relay: &Relay,
-    a: &Announcement,
+    a: &Record,
     d: &DueDelivery,
     cert: &sequoia_openpgp::Cert,
     subject: &str,
@@ -940,7 +932,7 @@ fn notice(
 /// The receipt's text: embargo id and times, who got a copy, who did not and why.
 fn receipt_text(
     relay: &Relay,
-    a: &Announcement,
+    a: &Record,
     message_id: &str,
     state: &str,
     report: &[(String, String, Option<String>)],
@@ -1015,7 +1007,7 @@ Embargo state:  {state}\nEmbargo lifts:  {} UTC ({} in the offset you wrote)\nCo
 /// A notice from the list to a roster member: encrypted to its key when
 /// that key is usable, else signed only (it says nothing confidential:
 /// which key has which problem).
-fn notice_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
+fn notice_message(relay: &Relay, a: &Record, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
     let text = String::from_utf8_lossy(a.entity.expose()).into_owned();
     let p = crate::crypto::policy();
     let pst = relay
@@ -1046,7 +1038,7 @@ fn notice_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Ve
 }
 
 /// The public advisory for one public list, signed by the list key.
-fn release_message(relay: &Relay, a: &Announcement, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
+fn release_message(relay: &Relay, a: &Record, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
     let advisory = embargo::public_advisory(a.entity.expose())
         .ok_or_else(|| SealError::Crypto("the held public advisory is missing".to_owned()))?;
     signed_in_clear(relay, d, &a.subject, &advisory)
@@ -1078,7 +1070,7 @@ fn signed_in_clear(
 /// notice for an announcement), signed and encrypted to that member alone.
 fn seal_copy(
     relay: &Relay,
-    a: &Announcement,
+    a: &Record,
     d: &DueDelivery,
     until: Option<DateTime<Utc>>,
     outer_subject: &str,
@@ -1132,53 +1124,6 @@ fn seal_copy(
         .seal_to_member(&p, headers.date, &cert, &shared)?;
     outbound::encrypted_outer(&headers, outer_subject, armored)
         .map_err(|e| SealError::Crypto(e.to_string()))
-}
-
-/// The shared seal (`crypto::SharedSeal`) of each announcement whose copies
-/// are going out, made once by whichever copy comes first. An entry goes
-/// when its announcement has no due delivery left; a retry later seals
-/// afresh, under a new session key.
-#[derive(Default)]
-pub struct Seals(std::sync::Mutex<HashMap<SealKey, Arc<SealCell>>>);
-
-/// A seal is for one message at one embargo time (the time is in the sealed
-/// text): an operator's change of the time makes a new seal.
-type SealKey = (String, Option<DateTime<Utc>>);
-
-/// Filled once, by the first copy that seals successfully; a failure is not
-/// kept, so the next copy tries again.
-#[derive(Default)]
-struct SealCell(std::sync::Mutex<Option<Arc<crate::crypto::SharedSeal>>>);
-
-impl SealCell {
-    fn get_or_try_init(
-        &self,
-        seal: impl FnOnce() -> Result<Arc<crate::crypto::SharedSeal>, String>,
-    ) -> Result<Arc<crate::crypto::SharedSeal>, String> {
-        // Held while sealing: the other copies wait rather than seal too.
-        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(shared) = slot.as_ref() {
-            return Ok(shared.clone());
-        }
-        let shared = seal()?;
-        *slot = Some(shared.clone());
-        Ok(shared)
-    }
-}
-
-impl Seals {
-    fn cell(&self, message_id: &str, until: Option<DateTime<Utc>>) -> Arc<SealCell> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry((message_id.to_owned(), until))
-            .or_default()
-            .clone()
-    }
-
-    /// Keeps the seals of what is still due at its current embargo time.
-    fn retain(&self, keep: impl Fn(&str, Option<DateTime<Utc>>) -> bool) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|(id, until), _| keep(id, *until));
-    }
 }
 
 fn lock(unrecorded: &Unrecorded) -> std::sync::MutexGuard<'_, HashMap<Key, String>> {

@@ -209,7 +209,7 @@ const EVENT: &str = "key-check";
 /// within 30 days or cannot be used, and each such member a signed notice
 /// (encrypted when its key allows).
 pub async fn weekly(
-    relay: std::sync::Arc<crate::daemon::Relay>,
+    relay: std::sync::Arc<crate::context::Relay>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut next = relay.clock.now() + chrono::Duration::minutes(5);
@@ -240,7 +240,7 @@ pub async fn weekly(
 }
 
 /// Runs the key check if a week has passed since the last; true if it queued notices.
-pub fn run_if_due(relay: &crate::daemon::Relay) -> anyhow::Result<bool> {
+pub fn run_if_due(relay: &crate::context::Relay) -> anyhow::Result<bool> {
     let now = relay.clock.now();
     if relay
         .spool
@@ -269,7 +269,7 @@ pub fn run_if_due(relay: &crate::daemon::Relay) -> anyhow::Result<bool> {
     }
     let config = relay.config();
     let seal = |to: &str, subject: &str, text: String| -> anyhow::Result<(String, Vec<u8>)> {
-        let notice = crate::intake::Announcement::unembargoed(
+        let notice = crate::record::Record::unembargoed(
             config.list_key.fingerprint().to_hex(),
             config.list_address.clone(),
             subject.to_owned(),

@@ -223,7 +223,7 @@ pub fn roster(
             organization,
             key,
         } => {
-            let email = crate::config::check_address(&email)
+            let email = crate::address::check_address(&email)
                 .map_err(|e| anyhow::anyhow!("{email}: {e}"))?;
             if in_config(&email) {
                 anyhow::bail!("{email} is a member in the configuration file; change it there");
@@ -242,10 +242,8 @@ pub fn roster(
             {
                 anyhow::bail!("{}: {} ({})", key.display(), i.problem, i.fix);
             }
-            let organization = organization.trim();
-            if organization.is_empty() || organization.contains(['\r', '\n']) {
-                anyhow::bail!("--organization must be a non-empty single line");
-            }
+            let organization = crate::address::check_organization(&organization)
+                .map_err(|p| anyhow::anyhow!("--organization {p}"))?;
             crate::roster::file::upsert(&file()?, &email, organization, Some(&cert))
                 .map_err(|e| anyhow::anyhow!(e))?;
             writeln!(

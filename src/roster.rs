@@ -122,7 +122,7 @@ pub fn parse_markdown_table(text: &str) -> (Vec<TableRow>, Vec<(usize, String)>)
         }
         match cells.as_slice() {
             [email, organization, ..] if !organization.is_empty() => {
-                match crate::config::check_address(email) {
+                match crate::address::check_address(email) {
                     Ok(email) => rows.push((n, email, (*organization).to_owned())),
                     Err(e) => bad.push((n, format!("`{email}`: {e}"))),
                 }
@@ -144,7 +144,7 @@ pub mod file {
     use serde::{Deserialize, Serialize};
 
     use super::Member;
-    use crate::config::check_address;
+    use crate::address::check_address;
 
     #[derive(Debug, Default, Deserialize, Serialize)]
     #[serde(deny_unknown_fields)]
@@ -184,17 +184,14 @@ pub mod file {
         for (i, e) in read(path)?.members.into_iter().enumerate() {
             let email = check_address(&e.email)
                 .map_err(|p| format!("{}: member[{i}].email: {p}", path.display()))?;
-            if e.organization.trim().is_empty() || e.organization.contains(['\r', '\n']) {
-                return Err(format!(
-                    "{}: member[{i}].organization: must be a non-empty single line",
-                    path.display()
-                ));
-            }
+            let organization = crate::address::check_organization(&e.organization)
+                .map_err(|p| format!("{}: member[{i}].organization: {p}", path.display()))?
+                .to_owned();
             if out.iter().any(|m| m.email == email) {
                 return Err(format!("{}: {email} is listed twice", path.display()));
             }
             let key = dir(path).join(&e.key);
-            let mut member = Member::load(email, e.organization, key, false);
+            let mut member = Member::load(email, organization, key, false);
             member.added = true;
             out.push(member);
         }

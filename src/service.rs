@@ -3,59 +3,17 @@
 //! Without systemd (`NOTIFY_SOCKET` unset) every call is a no-op.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::Relay;
+use crate::context::Relay;
 
 /// Tells the service manager; a failure is logged, never fatal.
 pub fn notify(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {
         tracing::warn!(error = %e, "could not notify the service manager");
-    }
-}
-
-/// How the fan-out's main loop shows it is alive: the time it started its
-/// current round of work, or zero while it waits for work.
-#[derive(Debug)]
-pub struct Health {
-    started: Instant,
-    busy_since_ms: AtomicU64,
-}
-
-impl Default for Health {
-    fn default() -> Self {
-        Health {
-            started: Instant::now(),
-            busy_since_ms: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Health {
-    /// The loop starts a round of work.
-    pub fn busy(&self) {
-        let ms = self.started.elapsed().as_millis().max(1) as u64;
-        self.busy_since_ms.store(ms, Ordering::SeqCst);
-    }
-
-    /// The loop waits for work.
-    pub fn idle(&self) {
-        self.busy_since_ms.store(0, Ordering::SeqCst);
-    }
-
-    /// How long the current round has been running (zero while idle).
-    pub fn stuck_for(&self) -> Duration {
-        match self.busy_since_ms.load(Ordering::SeqCst) {
-            0 => Duration::ZERO,
-            since => self
-                .started
-                .elapsed()
-                .saturating_sub(Duration::from_millis(since)),
-        }
     }
 }
 
@@ -129,24 +87,5 @@ async fn problem(relay: &Arc<Relay>, period: Duration) -> Option<Problem> {
         Ok(Ok(Ok(_))) => None,
         Ok(_) => Some(Problem::Spool("the spool cannot be read")),
         Err(_) => Some(Problem::Spool("the spool does not answer")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn health_counts_only_time_spent_busy() {
-        let h = Health::default();
-        assert_eq!(h.stuck_for(), Duration::ZERO);
-        h.busy();
-        std::thread::sleep(Duration::from_millis(20));
-        assert!(
-            h.stuck_for() >= Duration::from_millis(10),
-            "millisecond precision"
-        );
-        h.idle();
-        assert_eq!(h.stuck_for(), Duration::ZERO);
     }
 }

@@ -17,8 +17,8 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ImapConfig, ImapTls};
+use crate::context::Relay;
 use crate::crypto::sha256_hex;
-use crate::daemon::Relay;
 use crate::failpoint;
 use crate::inbound::smtp::Envelope;
 use crate::intake::Intake;

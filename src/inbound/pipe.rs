@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::daemon::Relay;
+use crate::context::Relay;
 use crate::inbound::smtp::{Envelope, Reply};
 use crate::intake::Intake;
 use crate::intake::mime::to_crlf;

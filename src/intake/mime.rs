@@ -4,7 +4,7 @@
 
 use mail_parser::{HeaderName, MessageParser, MimeHeaders};
 
-use super::Rejection;
+use super::rejection::Rejection;
 use crate::secret::Secret;
 
 /// The parts of a PGP/MIME signed mail that the checks need.
@@ -53,34 +53,7 @@ pub struct SignedEntity {
     pub signature: Vec<u8>,
 }
 
-/// Bounds on a mail's MIME structure, checked right after the parse and
-/// before anything in the mail is looked at (`policy.mime_max_*`). The parse
-/// itself is linear in the mail's size, which `inbound.smtp.max_message_size`
-/// bounds; these bound what it builds and what later steps walk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MimeLimits {
-    /// Nesting of multiparts and attached messages (the root is level 1).
-    pub max_depth: usize,
-    /// Parts in all, nested messages' parts included.
-    pub max_parts: usize,
-    /// Header fields in any one part (or the mail's own header).
-    pub max_headers: usize,
-    /// Octets of one header field, folded lines included.
-    pub max_header_size: usize,
-}
-
-impl Default for MimeLimits {
-    /// Far above what a mail client makes (a signed announcement with a few
-    /// attachments has depth 3 and under 10 parts), far below what hurts.
-    fn default() -> Self {
-        MimeLimits {
-            max_depth: 8,
-            max_parts: 64,
-            max_headers: 500,
-            max_header_size: 16 * 1024,
-        }
-    }
-}
+pub use crate::config::MimeLimits;
 
 /// Parses `raw` and holds it to `limits`: first a linear scan that counts
 /// header fields and MIME delimiters without building anything (so a mail

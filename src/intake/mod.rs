@@ -2,206 +2,28 @@
 //! announcement; if it is, commits it sealed to the spool and wakes the fanout.
 
 pub mod mime;
+mod rejection;
 pub mod verify;
+
+pub use rejection::Rejection;
 
 use verify::Role;
 
 use std::sync::Arc;
 
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, Utc};
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::policy::Policy;
 
 use crate::config::{MemberPosts, PolicyConfig};
-use crate::crypto::{ListKey, SignatureProblem, random_hex};
-use crate::daemon::Relay;
-use crate::embargo::{self, Command, Request, Terms, TermsError};
+use crate::context::Relay;
+use crate::crypto::{ListKey, random_hex};
+use crate::embargo::{self, Command, Request, TermsError};
 use crate::inbound::smtp::{Envelope, MailHandler, Reply};
 use crate::quote::Quoted;
+use crate::record::Record;
 use crate::secret::Secret;
 use crate::spool::{NewMessage, NewPost, Origin, SpoolError};
-
-/// Why a mail was not accepted. The text names the problem and never
-/// contains any of the mail's content.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Rejection {
-    #[error("message is not PGP/MIME signed (multipart/signed)")]
-    Unsigned,
-    #[error("malformed message: {0}")]
-    Malformed(&'static str),
-    #[error("message structure refused: {0}")]
-    Limit(String),
-    #[error("{0}")]
-    FromHeader(&'static str),
-    #[error("{0}")]
-    Signature(SignatureProblem),
-    #[error("the From address{from} is not a user ID of the signing key {signer}")]
-    FromNotSigner { from: Quoted, signer: String },
-    #[error("replayed announcement: this signature was already accepted as message {0}")]
-    Replay(String),
-    #[error("{0}")]
-    SignatureTime(String),
-    #[error("invalid embargo: {0}")]
-    Embargo(TermsError),
-    /// A PST command that cannot be applied; `on` is the embargo id or
-    /// member address it named, shown in the encrypted refusal only.
-    #[error("command refused: {problem}{times}{}", on.wrote())]
-    Command {
-        problem: String,
-        /// Embargo times the reason involves: in the encrypted refusal only.
-        times: Quoted,
-        on: Quoted,
-    },
-    #[error("{0}")]
-    Encrypted(crate::crypto::OpenProblem),
-    #[error(
-        "encrypted to the list, but not signed: encrypted mail must be signed by a PST key inside"
-    )]
-    EncryptedUnsigned,
-    #[error("member post refused: {0}")]
-    MemberPost(&'static str),
-    #[error(
-        "inline PGP (a cleartext-signed body) is not accepted here; send PGP/MIME (multipart/signed) or ask the operator about policy.inline_pgp"
-    )]
-    InlineRefused,
-}
-
-impl Rejection {
-    /// The SMTP reply carrying the reason.
-    pub fn reply(&self) -> Reply {
-        let (code, enhanced) = match self {
-            // Over a packet limit: the structure, not who signed (554, as
-            // the other limits).
-            Rejection::Signature(SignatureProblem::TooMany(_)) => (554, "5.6.0"),
-            Rejection::Unsigned
-            | Rejection::Signature(_)
-            | Rejection::FromNotSigner { .. }
-            | Rejection::EncryptedUnsigned
-            | Rejection::MemberPost(_)
-            | Rejection::InlineRefused => (550, "5.7.1"),
-            Rejection::Encrypted(_) => (550, "5.7.5"),
-            Rejection::Replay(_) | Rejection::Command { .. } | Rejection::SignatureTime(_) => {
-                (550, "5.7.0")
-            }
-            Rejection::Malformed(_)
-            | Rejection::Limit(_)
-            | Rejection::FromHeader(_)
-            | Rejection::Embargo(_) => (554, "5.6.0"),
-        };
-        Reply::new(code, enhanced, self.to_string())
-    }
-}
-
-/// A verified announcement: what the spool keeps (sealed) and the fanout sends.
-#[derive(Clone)]
-pub struct Announcement {
-    pub signer: String,
-    pub from: String,
-    pub subject: String,
-    /// The embargo terms from the signed field block.
-    pub terms: Terms,
-    /// Where the held public advisory goes at the embargo time (empty: none held).
-    pub public_to: Vec<String>,
-    /// The signed MIME entity, verbatim.
-    pub entity: Secret,
-}
-
-impl std::fmt::Debug for Announcement {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The Subject is embargoed content too.
-        write!(f, "Announcement(signer {}, [redacted])", self.signer)
-    }
-}
-
-const FORMAT: &[u8] = b"embargo-relay announcement v2\n";
-
-impl Announcement {
-    /// What the spool keeps for a message that carries no embargo (a
-    /// member post, a join request, a notice to the PST).
-    pub fn unembargoed(
-        signer: String,
-        from: String,
-        subject: String,
-        entity: Secret,
-        now: DateTime<Utc>,
-    ) -> Announcement {
-        Announcement {
-            signer,
-            from,
-            subject,
-            terms: Terms {
-                until: now,
-                sender_offset: FixedOffset::east_opt(0).expect("UTC is a valid offset"),
-                public_to: Vec::new(),
-                override_reason: None,
-            },
-            public_to: Vec::new(),
-            entity,
-        }
-    }
-
-    /// Frames the announcement for sealing: one line per field, then the entity.
-    pub fn to_bytes(&self) -> Secret {
-        let t = &self.terms;
-        let fields = [
-            self.signer.clone(),
-            self.from.clone(),
-            self.subject.clone(),
-            t.until.to_rfc3339(),
-            t.sender_offset.local_minus_utc().to_string(),
-            t.public_to.join(","),
-            t.override_reason.clone().unwrap_or_default(),
-            self.public_to.join(","),
-        ];
-        let mut out = Vec::with_capacity(self.entity.len() + 512);
-        out.extend_from_slice(FORMAT);
-        for field in fields {
-            // Every field is a single line by construction (sanitized or generated).
-            out.extend_from_slice(field.replace('\n', " ").as_bytes());
-            out.push(b'\n');
-        }
-        out.extend_from_slice(self.entity.expose());
-        Secret::new(out)
-    }
-
-    pub fn from_bytes(bytes: &[u8]) -> Option<Announcement> {
-        let mut rest = bytes.strip_prefix(FORMAT)?;
-        let mut line = || {
-            let end = rest.iter().position(|b| *b == b'\n')?;
-            let field = std::str::from_utf8(&rest[..end]).ok()?.to_owned();
-            rest = &rest[end + 1..];
-            Some(field)
-        };
-        let (signer, from, subject) = (line()?, line()?, line()?);
-        let until = DateTime::parse_from_rfc3339(&line()?)
-            .ok()?
-            .with_timezone(&Utc);
-        let sender_offset = FixedOffset::east_opt(line()?.parse().ok()?)?;
-        let public_to = line()?;
-        let override_reason = line()?;
-        let resolved_public_to = line()?;
-        let list = |s: &str| -> Vec<String> {
-            s.split(',')
-                .filter(|a| !a.is_empty())
-                .map(str::to_owned)
-                .collect()
-        };
-        let terms = Terms {
-            until,
-            sender_offset,
-            public_to: list(&public_to),
-            override_reason: Some(override_reason).filter(|r| !r.is_empty()),
-        };
-        Some(Announcement {
-            signer,
-            from,
-            subject,
-            terms,
-            public_to: list(&resolved_public_to),
-            entity: Secret::new(rest.to_vec()),
-        })
-    }
-}
 
 /// Parses and authorizes a raw mail. Pure: no I/O, no clock of its own.
 /// What a mail is checked against.
@@ -294,7 +116,7 @@ pub fn examine(
         Some(_) if !policy.public_recipients.is_empty() => policy.public_recipients.clone(),
         Some(_) => return refused(Rejection::Embargo(TermsError::NoPublicRecipients), sender),
     };
-    let announcement = Announcement {
+    let announcement = Record {
         signer: sender.signer,
         from: sender.from,
         subject: sender.subject,
@@ -335,7 +157,7 @@ pub enum Examined {
     /// A member's post, with its signature identities.
     MemberPost(Post, Vec<String>),
     /// A new announcement, with its signature identities.
-    Announcement(Announcement, Vec<String>),
+    Announcement(Record, Vec<String>),
     /// A command on an existing embargo.
     Command {
         command: Command,
@@ -380,9 +202,8 @@ fn add_member(
     if roster.find(email).is_some() {
         return Err("the address is already a member".to_owned());
     }
-    if organization.contains(['\r', '\n']) {
-        return Err("the organization must be one line".into());
-    }
+    let organization = crate::address::check_organization(organization)
+        .map_err(|p| format!("the organization {p}"))?;
     let keys =
         keys.ok_or("attach the member's certificate (application/pgp-keys) to the signed mail")?;
     let cert = Cert::from_bytes(keys)
@@ -638,7 +459,7 @@ impl Intake {
 
     /// Seals what the spool keeps to the list key (signed and encrypted);
     /// `None`, logged, if that fails.
-    fn seal(&self, a: &Announcement) -> Option<Vec<u8>> {
+    fn seal(&self, a: &Record) -> Option<Vec<u8>> {
         let p = crate::crypto::policy();
         self.relay
             .config()
@@ -850,7 +671,7 @@ impl Intake {
             member.email, member.organization, post.signer
         );
         let entity = with_note(&note, post.entity.expose());
-        let sealed_post = Announcement::unembargoed(
+        let sealed_post = Record::unembargoed(
             post.signer.clone(),
             post.from.clone(),
             format!("[{}] {}", member.organization, post.subject),
@@ -983,7 +804,7 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
             "Content-Type: text/plain; charset=\"utf-8\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{}",
             text.lines().map(|l| format!("{l}\r\n")).collect::<String>()
         );
-        let notice = Announcement::unembargoed(
+        let notice = Record::unembargoed(
             String::new(),
             request.from.clone(),
             format!("[join request] {}", request.subject),
@@ -1317,7 +1138,7 @@ host lists them.\n",
         now: DateTime<Utc>,
     ) -> Result<(), SpoolError> {
         let relay = &self.relay;
-        let notice = Announcement::unembargoed(
+        let notice = Record::unembargoed(
             sender.signer.clone(),
             sender.from.clone(),
             subject.to_owned(),
@@ -1489,32 +1310,5 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
             "the signed entity, byte for byte"
         );
         assert_eq!(digests.len(), 1);
-    }
-
-    #[test]
-    fn announcement_framing_round_trips() {
-        let a = Announcement {
-            signer: "ABCD".into(),
-            from: "pst@example.org".into(),
-            subject: "CVE-2026-1: thing".into(),
-            terms: Terms {
-                until: DateTime::parse_from_rfc3339("2026-12-01T16:00:00Z")
-                    .unwrap()
-                    .into(),
-                sender_offset: FixedOffset::east_opt(-5 * 3600).unwrap(),
-                public_to: vec!["a@x.org".into(), "b@y.org".into()],
-                override_reason: None,
-            },
-            public_to: vec!["a@x.org".into()],
-            entity: Secret::new(
-                b"Content-Type: text/plain\r\n\r\nline\nwith\nnewlines\r\n".to_vec(),
-            ),
-        };
-        let b = Announcement::from_bytes(a.to_bytes().expose()).unwrap();
-        assert_eq!((b.signer, b.from, b.subject), (a.signer, a.from, a.subject));
-        assert_eq!(b.terms, a.terms);
-        assert_eq!(b.public_to, a.public_to);
-        assert_eq!(b.entity, a.entity);
-        assert!(Announcement::from_bytes(b"something else").is_none());
     }
 }

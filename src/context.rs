@@ -1,0 +1,265 @@
+//! The shared context of one list: what every task of the daemon (and a
+//! `submit` process) shares. It imports nothing above the spool, so every
+//! part of the daemon can take it without a cycle; `daemon` only wires.
+//! Several lists (issue 16) become several of these.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sequoia_openpgp::Cert;
+use tokio::sync::Notify;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::roster::Roster;
+use crate::spool::Spool;
+
+/// What every task of the daemon shares.
+pub struct Relay {
+    /// The configuration in force (read it with [`Relay::config`]); its
+    /// roster is moved into `directory`. A SIGHUP replaces it.
+    config: RwLock<Arc<Config>>,
+    directory: RwLock<Arc<Directory>>,
+    pub spool: Spool,
+    pub clock: SharedClock,
+    /// Wakes the fan-out when a new announcement is committed.
+    pub wake: Notify,
+    /// Whether the fan-out loop is alive, for the watchdog.
+    pub health: Health,
+    /// The shared seal of each announcement whose copies are going out.
+    pub seals: Seals,
+}
+
+/// The roster in force and the certificates derived from it. Replaced as a
+/// whole when the roster changes, so a reader always sees one version.
+#[derive(Debug)]
+pub struct Directory {
+    pub roster: Roster,
+    /// The PST certificates.
+    pub pst: Vec<Cert>,
+    /// Every certificate whose signature the intake checks: the PST's, then
+    /// the other members' (whose posts `policy.member_posts` governs).
+    pub known: Vec<Cert>,
+}
+
+impl Directory {
+    pub fn new(roster: Roster) -> Directory {
+        let pst = roster.pst_certs();
+        let mut known = pst.clone();
+        known.extend(roster.member_certs());
+        Directory { roster, pst, known }
+    }
+}
+
+impl Relay {
+    /// Opens the spool for `config`; what the daemon and `submit` share.
+    pub fn open(config: Config, clock: SharedClock) -> anyhow::Result<Relay> {
+        let spool = Spool::open(&config.state_dir)?;
+        Ok(Self::with_spool(config, clock, spool))
+    }
+
+    /// [`Relay::open`] for `submit`, one process per mail: the spool is
+    /// opened without its full `quick_check` (see `Spool::open_unchecked`).
+    pub fn open_for_submit(config: Config, clock: SharedClock) -> anyhow::Result<Relay> {
+        let spool = Spool::open_unchecked(&config.state_dir)?;
+        Ok(Self::with_spool(config, clock, spool))
+    }
+
+    fn with_spool(mut config: Config, clock: SharedClock, spool: Spool) -> Relay {
+        let roster = std::mem::take(&mut config.roster);
+        Relay {
+            config: RwLock::new(Arc::new(config)),
+            directory: RwLock::new(Arc::new(Directory::new(roster))),
+            spool,
+            clock,
+            wake: Notify::new(),
+            health: Health::default(),
+            seals: Seals::default(),
+        }
+    }
+
+    /// Puts a newly loaded configuration in force (SIGHUP): the roster,
+    /// the policy, the public lists, the retry schedule. What the running
+    /// daemon cannot change without a restart keeps its old value; the
+    /// names of such fields that changed are returned.
+    pub fn reload(&self, mut next: Config) -> Vec<&'static str> {
+        let old = self.config();
+        let mut kept = Vec::new();
+        let mut keep = |changed: bool, field: &'static str| {
+            if changed {
+                kept.push(field);
+            }
+        };
+        keep(next.list_address != old.list_address, "list.address");
+        keep(
+            next.request_address != old.request_address,
+            "list.request_address",
+        );
+        keep(next.roster_file != old.roster_file, "list.roster_file");
+        keep(next.hostname != old.hostname, "list.hostname");
+        keep(!next.list_key.same_as(&old.list_key), "list.secret_key");
+        keep(next.state_dir != old.state_dir, "list.state_dir");
+        keep(
+            format!("{:?}", next.smtp) != format!("{:?}", old.smtp),
+            "inbound.smtp",
+        );
+        keep(
+            format!("{:?}", next.imap) != format!("{:?}", old.imap),
+            "inbound.imap",
+        );
+        let (n, o) = (&next.outbound, &old.outbound);
+        keep(
+            (&n.host, n.port, n.timeout, n.concurrency)
+                != (&o.host, o.port, o.timeout, o.concurrency),
+            "outbound.smarthost/timeout/concurrency",
+        );
+        next.list_address = old.list_address.clone();
+        next.request_address = old.request_address.clone();
+        next.roster_file = old.roster_file.clone();
+        next.hostname = old.hostname.clone();
+        next.list_key = old.list_key.clone();
+        next.state_dir = old.state_dir.clone();
+        next.smtp = old.smtp.clone();
+        next.imap = old.imap.clone();
+        next.outbound.host = o.host.clone();
+        next.outbound.port = o.port;
+        next.outbound.timeout = o.timeout;
+        next.outbound.concurrency = o.concurrency;
+        let roster = std::mem::take(&mut next.roster);
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        self.set_roster(roster);
+        kept
+    }
+
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The roster in force now.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.directory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Puts a new roster in force.
+    pub fn set_roster(&self, roster: Roster) {
+        let next = Arc::new(Directory::new(roster));
+        *self.directory.write().unwrap_or_else(|e| e.into_inner()) = next;
+    }
+}
+
+/// How the fan-out's main loop shows it is alive: the time it started its
+/// current round of work, or zero while it waits for work.
+#[derive(Debug)]
+pub struct Health {
+    started: Instant,
+    busy_since_ms: AtomicU64,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            started: Instant::now(),
+            busy_since_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Health {
+    /// The loop starts a round of work.
+    pub fn busy(&self) {
+        let ms = self.started.elapsed().as_millis().max(1) as u64;
+        self.busy_since_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// The loop waits for work.
+    pub fn idle(&self) {
+        self.busy_since_ms.store(0, Ordering::SeqCst);
+    }
+
+    /// How long the current round has been running (zero while idle).
+    pub fn stuck_for(&self) -> Duration {
+        match self.busy_since_ms.load(Ordering::SeqCst) {
+            0 => Duration::ZERO,
+            since => self
+                .started
+                .elapsed()
+                .saturating_sub(Duration::from_millis(since)),
+        }
+    }
+}
+
+/// The shared seal (`crypto::SharedSeal`) of each announcement whose copies
+/// are going out, made once by whichever copy comes first. An entry goes
+/// when its announcement has no due delivery left; a retry later seals
+/// afresh, under a new session key.
+#[derive(Default)]
+pub struct Seals(std::sync::Mutex<HashMap<SealKey, Arc<SealCell>>>);
+
+/// A seal is for one message at one embargo time (the time is in the sealed
+/// text): an operator's change of the time makes a new seal.
+type SealKey = (String, Option<DateTime<Utc>>);
+
+/// Filled once, by the first copy that seals successfully; a failure is not
+/// kept, so the next copy tries again.
+#[derive(Default)]
+pub(crate) struct SealCell(std::sync::Mutex<Option<Arc<crate::crypto::SharedSeal>>>);
+
+impl SealCell {
+    pub(crate) fn get_or_try_init(
+        &self,
+        seal: impl FnOnce() -> Result<Arc<crate::crypto::SharedSeal>, String>,
+    ) -> Result<Arc<crate::crypto::SharedSeal>, String> {
+        // Held while sealing: the other copies wait rather than seal too.
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = slot.as_ref() {
+            return Ok(shared.clone());
+        }
+        let shared = seal()?;
+        *slot = Some(shared.clone());
+        Ok(shared)
+    }
+}
+
+impl Seals {
+    pub(crate) fn cell(&self, message_id: &str, until: Option<DateTime<Utc>>) -> Arc<SealCell> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((message_id.to_owned(), until))
+            .or_default()
+            .clone()
+    }
+
+    /// Keeps the seals of what is still due at its current embargo time.
+    pub(crate) fn retain(&self, keep: impl Fn(&str, Option<DateTime<Utc>>) -> bool) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|(id, until), _| keep(id, *until));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_counts_only_time_spent_busy() {
+        let h = Health::default();
+        assert_eq!(h.stuck_for(), Duration::ZERO);
+        h.busy();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            h.stuck_for() >= Duration::from_millis(10),
+            "millisecond precision"
+        );
+        h.idle();
+        assert_eq!(h.stuck_for(), Duration::ZERO);
+    }
+}

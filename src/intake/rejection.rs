@@ -1,0 +1,78 @@
+//! Why a mail was not accepted, and the SMTP reply that says so: the text
+//! names the problem and never contains the mail's content.
+
+use crate::crypto::SignatureProblem;
+use crate::embargo::TermsError;
+use crate::inbound::smtp::Reply;
+use crate::quote::Quoted;
+
+/// Why a mail was not accepted. The text names the problem and never
+/// contains any of the mail's content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("message is not PGP/MIME signed (multipart/signed)")]
+    Unsigned,
+    #[error("malformed message: {0}")]
+    Malformed(&'static str),
+    #[error("message structure refused: {0}")]
+    Limit(String),
+    #[error("{0}")]
+    FromHeader(&'static str),
+    #[error("{0}")]
+    Signature(SignatureProblem),
+    #[error("the From address{from} is not a user ID of the signing key {signer}")]
+    FromNotSigner { from: Quoted, signer: String },
+    #[error("replayed announcement: this signature was already accepted as message {0}")]
+    Replay(String),
+    #[error("{0}")]
+    SignatureTime(String),
+    #[error("invalid embargo: {0}")]
+    Embargo(TermsError),
+    /// A PST command that cannot be applied; `on` is the embargo id or
+    /// member address it named, shown in the encrypted refusal only.
+    #[error("command refused: {problem}{times}{}", on.wrote())]
+    Command {
+        problem: String,
+        /// Embargo times the reason involves: in the encrypted refusal only.
+        times: Quoted,
+        on: Quoted,
+    },
+    #[error("{0}")]
+    Encrypted(crate::crypto::OpenProblem),
+    #[error(
+        "encrypted to the list, but not signed: encrypted mail must be signed by a PST key inside"
+    )]
+    EncryptedUnsigned,
+    #[error("member post refused: {0}")]
+    MemberPost(&'static str),
+    #[error(
+        "inline PGP (a cleartext-signed body) is not accepted here; send PGP/MIME (multipart/signed) or ask the operator about policy.inline_pgp"
+    )]
+    InlineRefused,
+}
+
+impl Rejection {
+    /// The SMTP reply carrying the reason.
+    pub fn reply(&self) -> Reply {
+        let (code, enhanced) = match self {
+            // Over a packet limit: the structure, not who signed (554, as
+            // the other limits).
+            Rejection::Signature(SignatureProblem::TooMany(_)) => (554, "5.6.0"),
+            Rejection::Unsigned
+            | Rejection::Signature(_)
+            | Rejection::FromNotSigner { .. }
+            | Rejection::EncryptedUnsigned
+            | Rejection::MemberPost(_)
+            | Rejection::InlineRefused => (550, "5.7.1"),
+            Rejection::Encrypted(_) => (550, "5.7.5"),
+            Rejection::Replay(_) | Rejection::Command { .. } | Rejection::SignatureTime(_) => {
+                (550, "5.7.0")
+            }
+            Rejection::Malformed(_)
+            | Rejection::Limit(_)
+            | Rejection::FromHeader(_)
+            | Rejection::Embargo(_) => (554, "5.6.0"),
+        };
+        Reply::new(code, enhanced, self.to_string())
+    }
+}
