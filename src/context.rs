@@ -19,10 +19,10 @@ use crate::spool::Spool;
 
 /// What every task of the daemon shares.
 pub struct Relay {
-    /// The configuration in force (read it with [`Relay::config`]); its
-    /// roster is moved into `directory`. A SIGHUP replaces it.
-    config: RwLock<Arc<Config>>,
-    directory: RwLock<Arc<Directory>>,
+    /// The configuration and roster in force, replaced together (read
+    /// them with [`Relay::snapshot`], or one with [`Relay::config`] or
+    /// [`Relay::directory`]). A SIGHUP replaces both.
+    now: RwLock<Snapshot>,
     pub spool: Spool,
     pub clock: SharedClock,
     /// Wakes the fan-out when a new announcement is committed.
@@ -31,6 +31,13 @@ pub struct Relay {
     pub health: Health,
     /// The shared seal of each announcement whose copies are going out.
     pub seals: Seals,
+}
+
+/// The configuration and the roster in force at one moment.
+#[derive(Clone)]
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub directory: Arc<Directory>,
 }
 
 /// The roster in force and the certificates derived from it. Replaced as a
@@ -71,8 +78,10 @@ impl Relay {
     fn with_spool(mut config: Config, clock: SharedClock, spool: Spool) -> Relay {
         let roster = std::mem::take(&mut config.roster);
         Relay {
-            config: RwLock::new(Arc::new(config)),
-            directory: RwLock::new(Arc::new(Directory::new(roster))),
+            now: RwLock::new(Snapshot {
+                config: Arc::new(config),
+                directory: Arc::new(Directory::new(roster)),
+            }),
             spool,
             clock,
             wake: Notify::new(),
@@ -129,31 +138,39 @@ impl Relay {
         next.outbound.timeout = o.timeout;
         next.outbound.concurrency = o.concurrency;
         let roster = std::mem::take(&mut next.roster);
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
-        self.set_roster(roster);
+        // Both at once: a piece of work that takes a snapshot sees the old
+        // pair or the new one, never half of each.
+        *self.now.write().unwrap_or_else(|e| e.into_inner()) = Snapshot {
+            config: Arc::new(next),
+            directory: Arc::new(Directory::new(roster)),
+        };
         kept
+    }
+
+    /// The configuration and the roster in force now, as one consistent
+    /// pair: take one per piece of work (a mail, a delivery), so that a
+    /// SIGHUP in the middle of it cannot mix two configurations.
+    pub fn snapshot(&self) -> Snapshot {
+        self.now.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The configuration in force now.
     pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.snapshot().config
     }
 
     /// The roster in force now.
     pub fn directory(&self) -> Arc<Directory> {
-        self.directory
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.snapshot().directory
     }
 
     /// Puts a new roster in force.
     pub fn set_roster(&self, roster: Roster) {
         let next = Arc::new(Directory::new(roster));
-        *self.directory.write().unwrap_or_else(|e| e.into_inner()) = next;
+        self.now
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .directory = next;
     }
 }
 

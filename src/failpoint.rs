@@ -5,8 +5,9 @@
 //!
 //! The value is `POINT` (abort at the first hit), `POINT@N` (abort at the
 //! N-th hit, e.g. mid-fan-out), `POINT:stall` (block that thread forever,
-//! as a hung disk would; for the watchdog test) or `POINT:panic` (panic at
-//! every hit, as a bug there would).
+//! as a hung disk would; for the watchdog test), `POINT:panic` (panic at
+//! every hit, as a bug there would) or `POINT:sleep=MS` (wait MS
+//! milliseconds at every hit, for a test to act in between).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -31,6 +32,11 @@ pub fn hit(point: &str) {
     }
     if action == "panic" {
         panic!("failpoint {point}: panicking");
+    }
+    if let Some(ms) = action.strip_prefix("sleep=") {
+        eprintln!("embargo-relay: failpoint {point}: sleeping {ms} ms");
+        std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+        return;
     }
     if action == "stall" {
         eprintln!("embargo-relay: failpoint {point}: stalling");

@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::policy::Policy;
 
-use crate::config::{MemberPosts, PolicyConfig};
-use crate::context::Relay;
+use crate::config::{Config, MemberPosts, PolicyConfig};
+use crate::context::{Directory, Relay, Snapshot};
 use crate::crypto::{ListKey, random_hex};
 use crate::embargo::{self, Command, Request, TermsError};
 use crate::inbound::smtp::{Envelope, MailHandler, Reply};
@@ -342,6 +342,9 @@ pub struct Intake {
     /// `None` in a process that lives for one mail (`submit`), which counts
     /// in the spool instead ([`Spool::tally`]).
     tally: Option<Arc<std::sync::Mutex<Tally>>>,
+    /// The configuration and roster this mail is handled under, taken once
+    /// when its handling begins ([`Intake::process_fetched`]).
+    pinned: Option<Snapshot>,
 }
 
 /// Rejections counted rather than each written out: the first
@@ -372,13 +375,18 @@ impl Intake {
         Self {
             relay,
             tally: Some(Arc::default()),
+            pinned: None,
         }
     }
 
     /// For a process that takes one mail and exits (`submit`): rejections
     /// are counted in the spool, where every such process sees them.
     pub fn for_one_mail(relay: Arc<Relay>) -> Self {
-        Self { relay, tally: None }
+        Self {
+            relay,
+            tally: None,
+            pinned: None,
+        }
     }
 
     /// Audits a rejection (`event` "rejected") or a duplicate, or counts it
@@ -457,12 +465,27 @@ impl Intake {
         }
     }
 
+    /// The configuration this mail is handled under.
+    fn config(&self) -> Arc<Config> {
+        match &self.pinned {
+            Some(snapshot) => snapshot.config.clone(),
+            None => self.relay.config(),
+        }
+    }
+
+    /// The roster this mail is handled under.
+    fn directory(&self) -> Arc<Directory> {
+        match &self.pinned {
+            Some(snapshot) => snapshot.directory.clone(),
+            None => self.relay.directory(),
+        }
+    }
+
     /// Seals what the spool keeps to the list key (signed and encrypted);
     /// `None`, logged, if that fails.
     fn seal(&self, a: &Record) -> Option<Vec<u8>> {
         let p = crate::crypto::policy();
-        self.relay
-            .config()
+        self.config()
             .list_key
             .seal_to_self(&p, a.to_bytes().expose())
             .map_err(|e| tracing::error!(error = %e, "sealing to the list key failed"))
@@ -478,6 +501,16 @@ impl Intake {
     /// [`Intake::process`] for a mail fetched from a mailbox: `fetched` (the
     /// raw mail's digest) is committed with an accepted announcement.
     pub fn process_fetched(&self, envelope: &Envelope, raw: &[u8], fetched: Option<&str>) -> Reply {
+        // One configuration and roster for the whole mail, whatever a
+        // SIGHUP does meanwhile.
+        let this = Intake {
+            pinned: Some(self.relay.snapshot()),
+            ..self.clone()
+        };
+        this.process_pinned(envelope, raw, fetched)
+    }
+
+    fn process_pinned(&self, envelope: &Envelope, raw: &[u8], fetched: Option<&str>) -> Reply {
         let relay = &self.relay;
         if relay.spool.damaged() {
             // Nothing can be committed safely: the sender keeps the mail.
@@ -520,7 +553,7 @@ impl Intake {
                 return try_later();
             }
         }
-        let request = &relay.config().request_address;
+        let request = &self.config().request_address;
         let for_request = |r: &String| r.eq_ignore_ascii_case(request);
         if envelope.rcpt_to.iter().any(for_request) {
             if !envelope.rcpt_to.iter().all(for_request) {
@@ -532,13 +565,13 @@ impl Intake {
             return self.join_request(envelope, raw, now, &submission);
         }
         let p = crate::crypto::policy();
-        let directory = relay.directory();
+        let directory = self.directory();
         let gate = Gate {
-            list: &relay.config().list_key,
+            list: &self.config().list_key,
             pst: &directory.pst,
             known: &directory.known,
-            policy: &relay.config().policy,
-            max_size: relay.config().smtp.max_message_size,
+            policy: &self.config().policy,
+            max_size: self.config().smtp.max_message_size,
         };
         // `examine` has no side effects: should a parser panic on some
         // input, that input is refused (and audited) like any bad mail,
@@ -552,6 +585,7 @@ impl Intake {
                 "the mail could not be examined (internal error); it was refused",
             ))
         });
+        crate::failpoint::hit("examined");
         let (announcement, digests) = match examined {
             Ok(Examined::Announcement(a, digests)) => (a, digests),
             Ok(Examined::Command {
@@ -586,7 +620,7 @@ impl Intake {
         let Some(sealed) = self.seal(&announcement) else {
             return try_later();
         };
-        let members: Vec<String> = relay
+        let members: Vec<String> = self
             .directory()
             .roster
             .members()
@@ -603,7 +637,7 @@ impl Intake {
             public_to: &announcement.public_to,
             reminder: Some((
                 announcement.from.as_str(),
-                announcement.terms.until - relay.config().policy.reminder_before,
+                announcement.terms.until - self.config().policy.reminder_before,
             ))
             .filter(|(_, at)| *at > now),
             fetched,
@@ -654,7 +688,7 @@ impl Intake {
         submission: &str,
     ) -> Reply {
         let relay = &self.relay;
-        let directory = relay.directory();
+        let directory = self.directory();
         let roster = &directory.roster;
         let Some(member) = roster.by_fingerprint(&post.signer) else {
             // The certificate came from the roster; it cannot vanish.
@@ -663,7 +697,7 @@ impl Intake {
         let recipients: Vec<String> = roster
             .members()
             .iter()
-            .filter(|m| relay.config().policy.member_posts == MemberPosts::List || m.pst)
+            .filter(|m| self.config().policy.member_posts == MemberPosts::List || m.pst)
             .map(|m| m.email.clone())
             .collect();
         let note = format!(
@@ -688,7 +722,7 @@ impl Intake {
             member.organization,
             post.signer,
             recipients.len(),
-            match relay.config().policy.member_posts {
+            match self.config().policy.member_posts {
                 MemberPosts::Pst => "to the PST only",
                 _ => "to every member",
             }
@@ -771,7 +805,7 @@ impl Intake {
         // side effects: a panic there refuses the mail, as in `examine`.
         let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             crate::failpoint::hit("join-request");
-            mime::plain_request(raw, &self.relay.config().policy.mime)
+            mime::plain_request(raw, &self.config().policy.mime)
                 .map(|r| (crate::membership::checklist(&r.text), r))
         }))
         .unwrap_or_else(|_| {
@@ -791,7 +825,7 @@ The sender is not authenticated: check the request with the distribution\n\
 through a channel you trust before adding anyone.\n\n\
 Membership criteria (policy: Membership Criteria), as the request answers them:\n\n{}\n\
 ---- the request's text follows ----\n\n{}\n",
-            relay.config().request_address,
+            self.config().request_address,
             now.format("%Y-%m-%d %H:%M"),
             request.from,
             request.subject,
@@ -814,7 +848,7 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
         let Some(sealed) = self.seal(&notice) else {
             return try_later();
         };
-        let pst: Vec<String> = relay
+        let pst: Vec<String> = self
             .directory()
             .roster
             .members()
@@ -889,7 +923,7 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
                 submission,
             )
         };
-        let Some(path) = &relay.config().roster_file else {
+        let Some(path) = &self.config().roster_file else {
             return refuse(
                 "roster changes by mail need `list.roster_file` in the configuration".into(),
             );
@@ -902,7 +936,7 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
                 return Reply::new(451, "4.3.0", "local error; try again later");
             }
         }
-        let directory = relay.directory();
+        let directory = self.directory();
         let p = crate::crypto::policy();
         let changed = match command {
             Command::RosterAdd {
@@ -946,7 +980,8 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
         tracing::info!(member = %command.id(), %event, "roster changed by PST command");
         let receipt = format!(
             "{text}\n\nMembers now: {}.\n",
-            relay.directory().roster.members().len()
+            // The roster just changed: the new count.
+            self.relay.directory().roster.members().len()
         );
         let subject = format!("Roster changed: {}", command.id());
         let done = Reply::new(
@@ -989,7 +1024,7 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
             submission: Some(submission),
         };
         let actor = format!("PST {signer}");
-        let max = self.relay.config().policy.max_embargo;
+        let max = self.config().policy.max_embargo;
         let result = match command {
             Command::Extend { to, .. } if *to - now > max => Err(SpoolError::RefusedAt {
                 reason: format!(

@@ -194,3 +194,71 @@ async fn the_list_key_can_come_in_as_a_systemd_credential() {
     .expect("the daemon runs with the key from the credential");
     wait_copies(&sink, f.usable_members().count()).await;
 }
+
+/// Issue 15: a mail is handled under one configuration and roster. A
+/// SIGHUP that lands while it is examined (held there by a failpoint)
+/// changes the roster for later mail only: this one is queued for the
+/// roster it was verified under.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_during_one_mail_does_not_mix_two_rosters() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let config = f.write_config(sink.addr());
+    let good = std::fs::read_to_string(&config).unwrap();
+    let mut daemon = Daemon::start_with(
+        &config,
+        &f.path("daemon.log"),
+        &[(embargo_relay::failpoint::VAR, "examined:sleep=3000")],
+    );
+    let mail = f.gpg_signed(PST, "during reload", &embargoed("x"));
+    let addr = daemon.addr;
+    let sending = tokio::spawn(async move { send(addr, PST, &mail).await });
+    daemon.wait_log("failpoint examined");
+    std::fs::write(
+        &config,
+        good.replace(
+            &format!("email = \"{SQ_MEMBER}\""),
+            "email = \"gone@distro-b.example\"",
+        ),
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    daemon.wait_log("configuration reloaded");
+    let reply = sending.await.unwrap().expect("accepted");
+    let id = reply.rsplit(' ').next().unwrap().to_owned();
+    // Queued for every member of the roster it was verified under; the
+    // fan-out, later work under the new roster, then sends nothing to the
+    // member who left (skipped, with the reason).
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let left = loop {
+        let audit = f.audit();
+        let left: Vec<_> = audit
+            .into_iter()
+            .filter(|r| {
+                r.message_id.as_deref() == Some(&id) && r.member.as_deref() == Some(SQ_MEMBER)
+            })
+            .collect();
+        if !left.is_empty() {
+            break left;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no outcome for {SQ_MEMBER}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(
+        left.iter()
+            .any(|r| r.event == "skipped" && r.detail.contains("no longer on the roster")),
+        "{left:?}"
+    );
+    assert!(
+        !sink
+            .captured()
+            .iter()
+            .any(|c| c.envelope.rcpt_to == vec![SQ_MEMBER.to_owned()]),
+        "nothing sent to a member who left"
+    );
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit());
+}
