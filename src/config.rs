@@ -205,7 +205,7 @@ pub enum MemberPosts {
     Reject,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SmtpConfig {
     pub listen: SocketAddr,
     pub max_message_size: usize,
@@ -236,7 +236,9 @@ pub enum ImapTls {
     None,
 }
 
-#[derive(Debug, Clone)]
+/// Compared whole by `Relay::reload` (never by its `Debug` text, which
+/// hides the password's value).
+#[derive(Debug, Clone, PartialEq)]
 pub struct ImapConfig {
     pub host: String,
     pub port: u16,

@@ -449,3 +449,38 @@ async fn imap_mail_that_fails_the_checks_is_rejected_and_removed() {
     assert_eq!(kept, 2, "both moved to the done folder");
     drop(daemon);
 }
+
+/// Issue 15: a reload that changes only the IMAP password, to one of the
+/// same length, is noticed (the running poller keeps its connection
+/// settings until a restart, and says so). The settings were compared by
+/// their `Debug` text, which shows a password's length only.
+#[test]
+fn a_same_length_password_change_is_noticed_on_reload() {
+    let f = Fixture::new();
+    let config = f.write_config("127.0.0.1:9".parse().unwrap());
+    with_imap_at(&config, 1, "none", None, "1s");
+    let relay = embargo_relay::context::Relay::open(
+        embargo_relay::config::Config::load(&config).unwrap(),
+        std::sync::Arc::new(embargo_relay::clock::SystemClock),
+    )
+    .unwrap();
+    let same = embargo_relay::config::Config::load(&config).unwrap();
+    assert!(
+        !relay.reload(same).contains(&"inbound.imap"),
+        "nothing changed"
+    );
+    let password = config.parent().unwrap().join("imap.password");
+    let old = std::fs::read_to_string(&password).unwrap();
+    let new: String = old
+        .trim_end()
+        .chars()
+        .map(|c| if c == 'x' { 'y' } else { 'x' })
+        .collect();
+    assert_eq!(new.len(), old.trim_end().len());
+    std::fs::write(&password, format!("{new}\n")).unwrap();
+    let next = embargo_relay::config::Config::load(&config).unwrap();
+    assert!(
+        relay.reload(next).contains(&"inbound.imap"),
+        "a changed password of the same length is a change"
+    );
+}
