@@ -266,6 +266,13 @@ pub struct OutboundConfig {
 }
 
 impl Config {
+    /// Whether the list takes mail for `rcpt`: its address or its request
+    /// address, in any case. The one recipient check (SMTP's RCPT, `submit`).
+    pub fn serves(&self, rcpt: &str) -> bool {
+        rcpt.eq_ignore_ascii_case(&self.list_address)
+            || rcpt.eq_ignore_ascii_case(&self.request_address)
+    }
+
     /// Reads and validates the configuration file; relative paths in it are
     /// taken from the file's own directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -344,6 +344,18 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, for the one mapping to and from the spool's text.
+    const ALL: [Kind; 8] = [
+        Kind::Copy,
+        Kind::Release,
+        Kind::Receipt,
+        Kind::Lifted,
+        Kind::Reminder,
+        Kind::Refusal,
+        Kind::Post,
+        Kind::Notice,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             Kind::Copy => "copy",
@@ -355,6 +367,19 @@ impl Kind {
             Kind::Notice => "notice",
             Kind::Post => "post",
         }
+    }
+}
+
+/// The spool's text for a kind, back; an unknown one is an error, never
+/// taken for a member copy.
+impl std::str::FromStr for Kind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Kind, String> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown delivery kind `{s}` in the spool"))
     }
 }
 
@@ -701,16 +726,20 @@ impl Spool {
                 .map_err(|e| self.db(e))?;
         }
         let until = to_millis(msg.embargo_until);
-        let rows = msg.members.iter().map(|m| (m.as_str(), "copy", t));
-        let releases = msg.public_to.iter().map(|p| (p.as_str(), "release", until));
-        let lifted = msg.members.iter().map(|m| (m.as_str(), "lifted", until));
-        let reminder = msg.reminder.map(|(to, at)| (to, "reminder", to_millis(at)));
+        let rows = msg.members.iter().map(|m| (m.as_str(), Kind::Copy, t));
+        let releases = msg
+            .public_to
+            .iter()
+            .map(|p| (p.as_str(), Kind::Release, until));
+        let lifted = msg
+            .members
+            .iter()
+            .map(|m| (m.as_str(), Kind::Lifted, until));
+        let reminder = msg
+            .reminder
+            .map(|(to, at)| (to, Kind::Reminder, to_millis(at)));
         for (to, kind, due) in rows.chain(releases).chain(lifted).chain(reminder) {
-            tx.execute(
-                "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
-                params![msg.id, to, kind, crate::crypto::random_hex(12), due],
-            )
-            .map_err(|e| self.db(e))?;
+            insert_delivery(&tx, msg.id, to, kind, due).map_err(|e| self.db(e))?;
         }
         insert_audit(
             &tx,
@@ -768,10 +797,7 @@ impl Spool {
             if let Some((digest, reply)) = submission {
                 insert_submission(&tx, digest, id, t, Some(reply))?;
             }
-            tx.execute(
-                "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, 'refusal', ?3, 'pending', ?4)",
-                params![id, to, crate::crypto::random_hex(12), t],
-            )?;
+            insert_delivery(&tx, id, to, Kind::Refusal, t)?;
             Ok(())
         };
         write().map_err(|e| self.db(e))?;
@@ -797,10 +823,7 @@ impl Spool {
                     "INSERT INTO messages (id, received_at, signer, embargo_until, sealed, kind) VALUES (?1, ?2, '', ?2, ?3, 'notice')",
                     params![id, t, sealed],
                 )?;
-                tx.execute(
-                    "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, 'notice', ?3, 'pending', ?4)",
-                    params![id, to, crate::crypto::random_hex(12), t],
-                )?;
+                insert_delivery(&tx, &id, to, Kind::Notice, t)?;
             }
             insert_audit(&tx, t, event, None, None, detail)
         };
@@ -842,10 +865,7 @@ impl Spool {
                 )?;
             }
             for to in post.recipients {
-                tx.execute(
-                    "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, 'post', ?3, 'pending', ?4)",
-                    params![post.id, to, crate::crypto::random_hex(12), t],
-                )?;
+                insert_delivery(&tx, post.id, to, Kind::Post, t)?;
             }
             if let Some(digest) = post.fetched {
                 insert_fetched(&tx, digest, t, &format!("{} {}", post.event, post.id))?;
@@ -916,16 +936,13 @@ impl Spool {
             .map_err(|e| self.db(e))?;
         let rows = stmt
             .query_map(params![to_millis(now), limit as i64], |r| {
-                let kind = match r.get::<_, String>(2)?.as_str() {
-                    "release" => Kind::Release,
-                    "receipt" => Kind::Receipt,
-                    "lifted" => Kind::Lifted,
-                    "reminder" => Kind::Reminder,
-                    "refusal" => Kind::Refusal,
-                    "notice" => Kind::Notice,
-                    "post" => Kind::Post,
-                    _ => Kind::Copy,
-                };
+                let kind = r.get::<_, String>(2)?.parse::<Kind>().map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        2,
+                        rusqlite::types::Type::Text,
+                        e.into(),
+                    )
+                })?;
                 Ok(DueDelivery {
                     message_id: r.get(0)?,
                     member: r.get(1)?,
@@ -1367,11 +1384,8 @@ impl Spool {
             return Ok(false);
         }
         crate::failpoint::hit("before-receipt");
-        tx.execute(
-            "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, 'receipt', ?3, 'pending', ?4)",
-            params![message_id, to, crate::crypto::random_hex(12), to_millis(now)],
-        )
-        .map_err(|e| self.db(e))?;
+        insert_delivery(&tx, message_id, to, Kind::Receipt, to_millis(now))
+            .map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))?;
         Ok(true)
     }
@@ -1775,6 +1789,23 @@ fn write_tx(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>
     conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
 }
 
+/// Queues one delivery of `message_id` to `to`, due at `due`, with a fresh
+/// copy id (a resend after a crash keeps it; a re-queue makes a new one).
+/// Every delivery row is made here.
+fn insert_delivery(
+    conn: &Connection,
+    message_id: &str,
+    to: &str,
+    kind: Kind,
+    due: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
+        params![message_id, to, kind.as_str(), crate::crypto::random_hex(12), due],
+    )
+    .map(drop)
+}
+
 /// Adds a message's signature identities to the replay cache.
 fn insert_signatures(
     conn: &Connection,
@@ -2054,6 +2085,15 @@ mod tests {
             3,
             "the audit trail is kept"
         );
+    }
+
+    #[test]
+    fn every_kind_reads_back_and_an_unknown_one_is_refused() {
+        for kind in Kind::ALL {
+            assert_eq!(kind.as_str().parse::<Kind>(), Ok(kind));
+        }
+        assert!("copy ".parse::<Kind>().is_err());
+        assert!("bounce".parse::<Kind>().is_err());
     }
 
     /// The spool's tally: eight records a window, then a count, written

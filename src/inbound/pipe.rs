@@ -103,9 +103,7 @@ pub fn submit(
     };
     if let Some(rcpt) = &origin.recipient {
         let config = relay.config();
-        if !rcpt.eq_ignore_ascii_case(&config.list_address)
-            && !rcpt.eq_ignore_ascii_case(&config.request_address)
-        {
+        if !config.serves(rcpt) {
             return Outcome {
                 code: EX_NOUSER,
                 message: format!(

@@ -643,27 +643,53 @@ impl Intake {
             fetched,
             submission: Some(&submission),
         };
-        match relay.spool.accept(&new, now) {
-            Ok(()) => {
+        let result = relay.spool.accept(&new, now);
+        self.answer(
+            envelope,
+            result,
+            now,
+            || {
                 crate::failpoint::hit("accepted");
                 tracing::info!(message_id = %id, signer = %announcement.signer, peer = %envelope.peer, embargo_until = %announcement.terms.until.to_rfc3339(), members = members.len(), "announcement accepted");
-                relay.wake.notify_one();
                 Reply::new(250, "2.0.0", format!("announcement accepted as {id}"))
-            }
-            Err(SpoolError::Replay(previous)) => {
+            },
+            |previous| {
                 let sender = Sender {
-                    signer: announcement.signer,
-                    from: announcement.from,
-                    subject: announcement.subject,
-                    digests,
+                    signer: announcement.signer.clone(),
+                    from: announcement.from.clone(),
+                    subject: announcement.subject.clone(),
+                    digests: digests.clone(),
                 };
                 self.replayed(envelope, &previous, &sender, now)
+            },
+        )
+    }
+
+    /// The answer to a commit, the same for every kind of mail: `accepted`
+    /// once it is durable (and the fan-out woken), `on_replay` for a
+    /// signature seen before, a refusal when the spool's schema refuses the
+    /// data as given (trying again cannot help), else 451.
+    fn answer(
+        &self,
+        envelope: &Envelope,
+        result: Result<(), SpoolError>,
+        now: DateTime<Utc>,
+        accepted: impl FnOnce() -> Reply,
+        on_replay: impl FnOnce(String) -> Reply,
+    ) -> Reply {
+        match result {
+            Ok(()) => {
+                self.relay.wake.notify_one();
+                accepted()
             }
+            Err(SpoolError::Replay(previous)) => on_replay(previous),
             Err(e) if e.is_constraint() => {
-                tracing::error!(error = %e, "the spool's schema refused the announcement");
+                tracing::error!(error = %e, "the spool's schema refused the mail");
                 self.reject(
                     envelope,
-                    &Rejection::Malformed("the announcement cannot be stored as given (it repeats a recipient or an id)"),
+                    &Rejection::Malformed(
+                        "the mail cannot be stored as given (it repeats a recipient or an id)",
+                    ),
                     now,
                 )
             }
@@ -739,20 +765,17 @@ impl Intake {
             submission: Some(submission),
             join_from: None,
         };
-        match relay.spool.accept_post(&new, now) {
-            Ok(()) => {
+        let result = relay.spool.accept_post(&new, now);
+        self.answer(
+            envelope,
+            result,
+            now,
+            || {
                 tracing::info!(message_id = %id, member = %member.email, organization = %member.organization, recipients = recipients.len(), "member post accepted");
-                relay.wake.notify_one();
                 Reply::new(250, "2.0.0", format!("member post accepted as {id}"))
-            }
-            Err(SpoolError::Replay(previous)) => {
-                self.reject(envelope, &Rejection::Replay(previous), now)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "spool write failed; answering 451");
-                try_later()
-            }
-        }
+            },
+            |previous| self.reject(envelope, &Rejection::Replay(previous), now),
+        )
     }
 
     /// Forwards a join request to the PST, encrypted, with a checklist of
@@ -878,24 +901,21 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
             submission: Some(submission),
             join_from: Some((&envelope.mail_from, &peer_host)),
         };
-        match relay.spool.accept_post(&new, now) {
-            Ok(()) => {
+        let result = relay.spool.accept_post(&new, now);
+        self.answer(
+            envelope,
+            result,
+            now,
+            || {
                 tracing::info!(message_id = %id, from = %request.from, "join request forwarded to the PST");
-                relay.wake.notify_one();
                 Reply::new(
                     250,
                     "2.0.0",
                     format!("join request {id} forwarded to the list's security team"),
                 )
-            }
-            Err(SpoolError::Replay(previous)) => {
-                self.reject(envelope, &Rejection::Replay(previous), now)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "spool write failed; answering 451");
-                try_later()
-            }
-        }
+            },
+            |previous| self.reject(envelope, &Rejection::Replay(previous), now),
+        )
     }
 
     /// Applies `Roster-Add` / `Roster-Remove`: the roster file is rewritten
@@ -1224,10 +1244,7 @@ host lists them.\n",
 
 impl MailHandler for Intake {
     fn check_rcpt(&self, rcpt: &str) -> Result<(), Reply> {
-        let config = self.relay.config();
-        if rcpt.eq_ignore_ascii_case(&config.list_address)
-            || rcpt.eq_ignore_ascii_case(&config.request_address)
-        {
+        if self.relay.config().serves(rcpt) {
             Ok(())
         } else {
             Err(Reply::new(
