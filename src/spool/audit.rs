@@ -1,0 +1,306 @@
+//! The append-only audit trail, the rejection tally that keeps it from
+//! growing without bound, pruning, and the clock's leap base.
+
+use super::*;
+
+/// Writes the counts of the tally's rows whose window began before `cut`
+/// and forgets them.
+pub(super) fn flush_rows(conn: &Connection, at: i64, cut: i64) -> rusqlite::Result<()> {
+    let rows: Vec<(String, String, String, i64, i64)> = conn
+        .prepare("SELECT event, host, reason, since, more FROM rejection_tally WHERE since < ?1")?
+        .query_map([cut], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (event, host, reason, since, more) in rows {
+        write_count(conn, at, &event, &host, &reason, since, more)?;
+    }
+    Ok(())
+}
+
+/// The one audit record for what a tally window counted beyond the
+/// records it wrote one by one (none when it counted nothing more), and the
+/// window forgotten.
+pub(super) fn write_count(
+    conn: &Connection,
+    at: i64,
+    event: &str,
+    host: &str,
+    reason: &str,
+    since: i64,
+    more: i64,
+) -> rusqlite::Result<()> {
+    if more > 0 {
+        let detail = tally_detail(more as u64, event, host, from_millis(since), reason);
+        insert_audit(conn, at, event, None, None, &detail)?;
+    }
+    conn.execute(
+        "DELETE FROM rejection_tally WHERE event = ?1 AND host = ?2 AND reason = ?3",
+        params![event, host, reason],
+    )
+    .map(drop)
+}
+
+/// The text of a count record, the same for the daemon's tally in memory
+/// and the spool's.
+pub fn tally_detail(n: u64, event: &str, host: &str, since: DateTime<Utc>, reason: &str) -> String {
+    let what = if event == "duplicate" {
+        "duplicate submissions"
+    } else {
+        "rejections"
+    };
+    format!(
+        "{n} more {what} from peer {host} since {}: {reason}",
+        since.format("%Y-%m-%d %H:%M:%S UTC")
+    )
+}
+
+/// What a rejection is counted by (see [`Spool::tally`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TallyKey<'a> {
+    /// The audit event: `rejected` or `duplicate`.
+    pub event: &'a str,
+    pub host: &'a str,
+    pub reason: &'a str,
+    /// Recorded one by one in a window.
+    pub each: u64,
+    pub window: chrono::Duration,
+}
+
+/// Distinct rows a tally keeps apart in a window; beyond, one shared count.
+pub const TALLY_KEYS: usize = 512;
+
+/// Records a tally writes one by one in a window, all keys together;
+/// beyond, only counts. With [`TALLY_KEYS`], a window adds at most
+/// 256 + 512 records (about 110 KB), whatever the number of hosts.
+pub const TALLY_RECORDED: u64 = 256;
+
+pub(super) fn insert_audit(
+    conn: &Connection,
+    at: i64,
+    event: &str,
+    message_id: Option<&str>,
+    member: Option<&str>,
+    detail: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO audit (at, event, message_id, member, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![at, event, message_id, member, detail],
+    )
+    .map(|_| ())
+}
+
+impl Spool {
+    /// When `event` was last recorded in the audit trail, if ever.
+    pub fn last_event(&self, event: &str) -> Result<Option<DateTime<Utc>>, SpoolError> {
+        let ms: Option<i64> = self
+            .lock()
+            .query_row("SELECT MAX(at) FROM audit WHERE event = ?1", [event], |r| {
+                r.get(0)
+            })
+            .map_err(|e| self.db(e))?;
+        Ok(ms.map(from_millis))
+    }
+
+    /// Appends an audit record on its own.
+    pub fn audit(
+        &self,
+        now: DateTime<Utc>,
+        event: &str,
+        message_id: Option<&str>,
+        member: Option<&str>,
+        detail: &str,
+    ) -> Result<(), SpoolError> {
+        insert_audit(
+            &self.lock(),
+            to_millis(now),
+            event,
+            message_id,
+            member,
+            detail,
+        )
+        .map_err(|e| self.db(e))
+    }
+
+    /// Forgets what only ever guards against replays and resends once it
+    /// cannot matter: replay-cache entries and submission digests of
+    /// messages received before `before` (a signature that old is refused
+    /// by its age anyway), fetched-mail digests and join-request counts
+    /// older than `scratch_before`. The audit trail is kept. Returns the
+    /// rows removed.
+    pub fn prune(
+        &self,
+        before: DateTime<Utc>,
+        scratch_before: DateTime<Utc>,
+    ) -> Result<usize, SpoolError> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        // By when each was taken: a command's signature and digest are kept
+        // under the (maybe much older) announcement it changed. Rows from
+        // before version 6 have no time of their own: their message's.
+        let mut removed = 0;
+        for (sql, at) in [
+            (
+                "DELETE FROM seen_signatures WHERE COALESCE(at, (SELECT received_at FROM messages WHERE id = message_id)) < ?1".to_owned(),
+                before,
+            ),
+            ("DELETE FROM submissions WHERE at < ?1".to_owned(), before),
+            (
+                "DELETE FROM fetched WHERE at < ?1".to_owned(),
+                scratch_before,
+            ),
+            (
+                "DELETE FROM join_requests WHERE at < ?1".to_owned(),
+                scratch_before,
+            ),
+        ] {
+            removed += tx.execute(&sql, [to_millis(at)]).map_err(|e| self.db(e))?;
+        }
+        tx.commit().map_err(|e| self.db(e))?;
+        Ok(removed)
+    }
+
+    /// Records a rejection (or a repeated duplicate) by a process that does
+    /// not live for a window, such as `submit`: the first `each` of an
+    /// `event`, `host` and `reason` in a `window` get their own audit
+    /// record; the others are counted, and written as one record when the
+    /// window has passed (at the next such rejection, or by the daemon's
+    /// [`Spool::flush_tally`]). Beyond [`TALLY_KEYS`] distinct rows, one shared
+    /// row counts for all, so the tally cannot grow without bound either.
+    pub fn tally(
+        &self,
+        now: DateTime<Utc>,
+        key: &TallyKey<'_>,
+        message_id: Option<&str>,
+        detail: &str,
+    ) -> Result<(), SpoolError> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        let t = to_millis(now);
+        let run = || -> rusqlite::Result<()> {
+            let find = |host: &str, reason: &str| {
+                tx.query_row(
+                    "SELECT since, seen, more FROM rejection_tally WHERE event = ?1 AND host = ?2 AND reason = ?3",
+                    params![key.event, host, reason],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+                )
+                .optional()
+            };
+            // One window for all rows, as the daemon's tally in memory: once
+            // it has passed, its counts are written and a new one begins.
+            let oldest: Option<i64> =
+                tx.query_row("SELECT MIN(since) FROM rejection_tally", [], |r| r.get(0))?;
+            if oldest.is_some_and(|since| since <= t - key.window.num_milliseconds()) {
+                flush_rows(&tx, t, i64::MAX)?;
+            }
+            let (mut host, mut reason) = (key.host, key.reason);
+            let mut row = find(host, reason)?;
+            if row.is_none() {
+                let rows: i64 =
+                    tx.query_row("SELECT COUNT(*) FROM rejection_tally", [], |r| r.get(0))?;
+                if rows >= TALLY_KEYS as i64 {
+                    (host, reason) = ("(many hosts)", "(various reasons)");
+                    row = find(host, reason)?;
+                }
+            }
+            let (since, seen, more) = row.unwrap_or((t, 0, 0));
+            let seen = seen + 1;
+            let recorded: i64 = tx.query_row(
+                "SELECT COALESCE(SUM(MIN(seen, ?1)), 0) FROM rejection_tally",
+                [key.each as i64],
+                |r| r.get(0),
+            )?;
+            let more = if seen > key.each as i64 || recorded >= TALLY_RECORDED as i64 {
+                more + 1
+            } else {
+                insert_audit(&tx, t, key.event, message_id, None, detail)?;
+                more
+            };
+            tx.execute(
+                "INSERT OR REPLACE INTO rejection_tally (event, host, reason, since, seen, more) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![key.event, host, reason, since, seen, more],
+            )?;
+            Ok(())
+        };
+        run().map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))
+    }
+
+    /// Writes the counts [`Spool::tally`] kept in windows that began
+    /// before `before` (all of them with `None`), one audit record each,
+    /// and forgets those windows.
+    pub fn flush_tally(
+        &self,
+        now: DateTime<Utc>,
+        before: Option<DateTime<Utc>>,
+    ) -> Result<(), SpoolError> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        let cut = before.map_or(i64::MAX, to_millis);
+        flush_rows(&tx, to_millis(now), cut).map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))
+    }
+
+    /// The clock's leap base an earlier daemon kept, if any.
+    pub fn leap_base(&self) -> Result<Option<crate::clock::LeapBase>, SpoolError> {
+        self.lock()
+            .query_row("SELECT boot, wall, uptime FROM leap_base", [], |r| {
+                Ok(crate::clock::LeapBase {
+                    boot: r.get(0)?,
+                    wall: from_millis(r.get(1)?),
+                    uptime: r.get(2)?,
+                })
+            })
+            .optional()
+            .map_err(|e| self.db(e))
+    }
+
+    /// Keeps the clock's leap base for the next daemon of this boot.
+    pub fn set_leap_base(&self, base: &crate::clock::LeapBase) -> Result<(), SpoolError> {
+        self.lock()
+            .execute(
+                "INSERT OR REPLACE INTO leap_base (one, boot, wall, uptime) VALUES (1, ?1, ?2, ?3)",
+                params![base.boot, to_millis(base.wall), base.uptime],
+            )
+            .map(drop)
+            .map_err(|e| self.db(e))
+    }
+
+    /// Writes an `event` record for `message_id` unless there is one
+    /// already, in one transaction (two tasks cannot both write it);
+    /// returns whether it wrote.
+    pub fn audit_once(
+        &self,
+        now: DateTime<Utc>,
+        event: &str,
+        message_id: &str,
+        detail: &str,
+    ) -> Result<bool, SpoolError> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        let there: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM audit WHERE message_id = ?1 AND event = ?2)",
+                [message_id, event],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.db(e))?;
+        if !there {
+            insert_audit(&tx, to_millis(now), event, Some(message_id), None, detail)
+                .map_err(|e| self.db(e))?;
+        }
+        tx.commit().map_err(|e| self.db(e))?;
+        Ok(!there)
+    }
+
+    /// Whether the audit trail has an `event` record for `message_id`.
+    pub fn audited(&self, message_id: &str, event: &str) -> Result<bool, SpoolError> {
+        self.lock()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM audit WHERE message_id = ?1 AND event = ?2)",
+                [message_id, event],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.db(e))
+    }
+}

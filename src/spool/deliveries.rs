@@ -1,0 +1,312 @@
+//! The delivery queue: what is due, each outcome, retries and holds, and
+//! the PST's receipt once every copy was tried.
+
+use super::*;
+
+/// Queues a receipt to `to`, replacing an earlier one for the same message.
+pub(super) fn insert_receipt(
+    conn: &Connection,
+    message_id: &str,
+    to: &str,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, 'receipt', ?3, 'pending', ?4)",
+        params![message_id, to, crate::crypto::random_hex(12), to_millis(now)],
+    )
+    .map(|_| ())
+}
+
+/// Queues one delivery of `message_id` to `to`, due at `due`, with a fresh
+/// copy id (a resend after a crash keeps it; a re-queue makes a new one).
+/// Every delivery row is made here.
+pub(super) fn insert_delivery(
+    conn: &Connection,
+    message_id: &str,
+    to: &str,
+    kind: Kind,
+    due: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
+        params![message_id, to, kind.as_str(), crate::crypto::random_hex(12), due],
+    )
+    .map(drop)
+}
+
+impl Spool {
+    /// Pending deliveries due at `now`, oldest message first.
+    pub fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<DueDelivery>, SpoolError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT d.message_id, d.member, d.kind, d.copy_id, d.attempts, m.embargo_until, m.embargo_state, d.first_failed_at FROM deliveries d
+                 JOIN messages m ON m.id = d.message_id
+                 WHERE d.state = 'pending' AND d.next_attempt_at <= ?1
+                 ORDER BY d.kind = 'release' DESC, d.kind = 'lifted' DESC, m.received_at, d.message_id, d.member LIMIT ?2",
+            )
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map(params![to_millis(now), limit as i64], |r| {
+                let kind = r.get::<_, String>(2)?.parse::<Kind>().map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        2,
+                        rusqlite::types::Type::Text,
+                        e.into(),
+                    )
+                })?;
+                Ok(DueDelivery {
+                    message_id: r.get(0)?,
+                    member: r.get(1)?,
+                    kind,
+                    copy_id: r.get(3)?,
+                    attempts: r.get(4)?,
+                    embargo_until: from_millis(r.get(5)?),
+                    embargo_cancelled: r.get::<_, String>(6)? == "cancelled",
+                    first_failed: r.get::<_, Option<i64>>(7)?.map(from_millis),
+                })
+            })
+            .map_err(|e| self.db(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
+    }
+
+    /// Whether this very delivery row is still pending and due at `now`:
+    /// false once an operator or the PST changed it (extended, cancelled,
+    /// re-queued) after the batch was read.
+    pub fn still_due(&self, d: &DueDelivery, now: DateTime<Utc>) -> Result<bool, SpoolError> {
+        let n: i64 = self
+            .lock()
+            .query_row(
+                "SELECT COUNT(*) FROM deliveries WHERE message_id = ?1 AND member = ?2 AND kind = ?3
+                 AND copy_id = ?4 AND state = 'pending' AND next_attempt_at <= ?5",
+                params![d.message_id, d.member, d.kind.as_str(), d.copy_id, to_millis(now)],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.db(e))?;
+        Ok(n > 0)
+    }
+
+    /// When the next pending delivery not yet due at `now` falls due, if any.
+    pub fn next_due_after(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, SpoolError> {
+        let ms: Option<i64> = self
+            .lock()
+            .query_row(
+                "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending' AND next_attempt_at > ?1",
+                [to_millis(now)],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.db(e))?;
+        Ok(ms.map(from_millis))
+    }
+
+    /// The sealed announcement of a message.
+    pub fn sealed(&self, message_id: &str) -> Result<Vec<u8>, SpoolError> {
+        self.lock()
+            .query_row(
+                "SELECT sealed FROM messages WHERE id = ?1",
+                [message_id],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.db(e))
+    }
+
+    /// Ends a delivery (`sent`, `skipped` or `failed`) with its audit record, atomically.
+    pub fn finish(
+        &self,
+        d: &DueDelivery,
+        state: Finished,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), SpoolError> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        tx.execute(
+            "UPDATE deliveries SET state = ?3, attempts = attempts + ?4, last_error = ?5
+             WHERE message_id = ?1 AND member = ?2 AND kind = ?6 AND copy_id = ?7",
+            params![
+                d.message_id,
+                d.member,
+                state.as_str(),
+                i64::from(state != Finished::Skipped),
+                (state != Finished::Sent).then_some(detail),
+                d.kind.as_str(),
+                d.copy_id
+            ],
+        )
+        .map_err(|e| self.db(e))?;
+        let event = match (d.kind, state) {
+            (Kind::Release, Finished::Sent) => "released",
+            (Kind::Release, Finished::Failed) => "release-failed",
+            (Kind::Receipt, Finished::Sent) => "receipt-sent",
+            (Kind::Receipt, _) => "receipt-failed",
+            (Kind::Lifted, Finished::Sent) => "lifted-sent",
+            (Kind::Reminder, Finished::Sent) => "reminder-sent",
+            (Kind::Refusal, Finished::Sent) => "refusal-sent",
+            (Kind::Post, Finished::Sent) => "post-sent",
+            (Kind::Notice, Finished::Sent) => "notice-sent",
+            _ => state.as_str(),
+        };
+        insert_audit(
+            &tx,
+            to_millis(now),
+            event,
+            Some(&d.message_id),
+            Some(&d.member),
+            detail,
+        )
+        .map_err(|e| self.db(e))?;
+        if state == Finished::Failed && matches!(d.kind, Kind::Copy | Kind::Release | Kind::Lifted)
+        {
+            // The PST hears of every copy that will never arrive: its
+            // receipt is sent again, now listing this one. Before the first
+            // receipt is queued there is nothing to redo; it will list it.
+            tx.execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, first_failed_at = NULL, last_error = NULL,
+                   next_attempt_at = ?2, copy_id = ?3 WHERE message_id = ?1 AND kind = 'receipt'",
+                params![d.message_id, to_millis(now), crate::crypto::random_hex(12)],
+            )
+            .map_err(|e| self.db(e))?;
+        }
+        tx.commit().map_err(|e| self.db(e))
+    }
+
+    /// Records a transient failure and when to try again.
+    /// `failed` says it was an attempt that failed (which starts the retry
+    /// lifetime), not a postponement.
+    pub fn retry_later(
+        &self,
+        d: &DueDelivery,
+        error: &str,
+        next: DateTime<Utc>,
+        now: DateTime<Utc>,
+        failed: bool,
+    ) -> Result<(), SpoolError> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        tx.execute(
+            "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?3, last_error = ?4,
+               first_failed_at = CASE WHEN ?7 THEN COALESCE(first_failed_at, ?8) ELSE first_failed_at END
+             WHERE message_id = ?1 AND member = ?2 AND kind = ?5 AND copy_id = ?6",
+            params![
+                d.message_id,
+                d.member,
+                to_millis(next),
+                error,
+                d.kind.as_str(),
+                d.copy_id,
+                failed,
+                to_millis(now)
+            ],
+        )
+        .map_err(|e| self.db(e))?;
+        insert_audit(
+            &tx,
+            to_millis(now),
+            "deferred",
+            Some(&d.message_id),
+            Some(&d.member),
+            &format!("{error}; next attempt at {}", next.to_rfc3339()),
+        )
+        .map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))
+    }
+
+    /// Puts a delivery off until `next` without counting an attempt (a
+    /// hold, not a failure).
+    pub fn hold_until(
+        &self,
+        d: &DueDelivery,
+        why: &str,
+        next: DateTime<Utc>,
+    ) -> Result<(), SpoolError> {
+        self.lock()
+            .execute(
+                "UPDATE deliveries SET next_attempt_at = ?3, last_error = ?4
+                 WHERE message_id = ?1 AND member = ?2 AND kind = ?5 AND copy_id = ?6",
+                params![
+                    d.message_id,
+                    d.member,
+                    to_millis(next),
+                    why,
+                    d.kind.as_str(),
+                    d.copy_id
+                ],
+            )
+            .map(drop)
+            .map_err(|e| self.db(e))
+    }
+
+    /// Announcements whose copies have all been tried but whose receipt
+    /// was never queued: a crash came between the last copy's outcome and
+    /// the receipt's own transaction. The fan-out queues them at start.
+    pub fn receipts_owed(&self) -> Result<Vec<String>, SpoolError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT m.id FROM messages m WHERE m.kind = 'announcement'
+                   AND EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.kind = 'copy')
+                   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.kind = 'copy' AND d.state = 'pending' AND d.attempts = 0)
+                   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.kind = 'receipt')",
+            )
+            .map_err(|e| self.db(e))?;
+        let ids = stmt
+            .query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+            .map_err(|e| self.db(e))?;
+        Ok(ids)
+    }
+
+    /// Queues the receipt to `to` once every member copy of the message
+    /// has been tried at least once; returns whether it was queued now.
+    pub fn queue_receipt_when_tried(
+        &self,
+        message_id: &str,
+        to: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, SpoolError> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        // EXISTS on an index: constant work per copy, not a scan of the
+        // whole roster (which made a 3,000-member fan-out quadratic).
+        let (untried, receipts): (i64, i64) = tx
+            .query_row(
+                "SELECT
+                   EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?1 AND kind = 'copy' AND state = 'pending' AND attempts = 0),
+                   EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?1 AND kind = 'receipt')",
+                [message_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.db(e))?;
+        if untried > 0 || receipts > 0 {
+            return Ok(false);
+        }
+        crate::failpoint::hit("before-receipt");
+        insert_delivery(&tx, message_id, to, Kind::Receipt, to_millis(now))
+            .map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))?;
+        Ok(true)
+    }
+
+    /// The public lists a message's advisory is held for.
+    pub fn release_targets(&self, message_id: &str) -> Result<Vec<String>, SpoolError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT member FROM deliveries WHERE message_id = ?1 AND kind = 'release' ORDER BY member")
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map([message_id], |r| r.get(0))
+            .map_err(|e| self.db(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
+    }
+
+    /// Queues a fresh receipt to `to` (replacing an earlier one): the PST
+    /// hears of a change, e.g. a late release.
+    pub fn requeue_receipt(
+        &self,
+        message_id: &str,
+        to: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), SpoolError> {
+        insert_receipt(&self.lock(), message_id, to, now).map_err(|e| self.db(e))
+    }
+}

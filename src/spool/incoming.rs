@@ -1,0 +1,298 @@
+//! Writes of what arrives: an accepted announcement with its deliveries,
+//! posts and join requests, refusals and notices to the PST, the replay cache,
+//! submission and fetched-mail digests, join-request counts.
+
+use super::*;
+
+/// Adds a message's signature identities to the replay cache.
+pub(super) fn insert_signatures(
+    conn: &Connection,
+    digests: &[String],
+    id: &str,
+    at: i64,
+) -> rusqlite::Result<()> {
+    for digest in digests {
+        conn.execute(
+            "INSERT INTO seen_signatures (digest, message_id, at) VALUES (?1, ?2, ?3)",
+            params![digest, id, at],
+        )?;
+    }
+    Ok(())
+}
+
+/// Records what became of a fetched mail (first outcome wins).
+pub(super) fn insert_fetched(
+    conn: &Connection,
+    digest: &str,
+    at: i64,
+    outcome: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO fetched (digest, at, outcome) VALUES (?1, ?2, ?3)",
+        params![digest, at, outcome],
+    )
+    .map(drop)
+}
+
+pub(super) fn seen_before(
+    conn: &Connection,
+    digests: &[String],
+) -> rusqlite::Result<Option<String>> {
+    for digest in digests {
+        let seen: Option<String> = conn
+            .query_row(
+                "SELECT message_id FROM seen_signatures WHERE digest = ?1",
+                [digest],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if seen.is_some() {
+            return Ok(seen);
+        }
+    }
+    Ok(None)
+}
+
+pub(super) fn insert_submission(
+    tx: &rusqlite::Transaction<'_>,
+    digest: &str,
+    message_id: &str,
+    at: i64,
+    reply: Option<&str>,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO submissions (digest, message_id, at, reply) VALUES (?1, ?2, ?3, ?4)",
+        params![digest, message_id, at, reply],
+    )
+    .map(drop)
+}
+
+impl Spool {
+    /// `Err(Replay)` naming the message that carried any of `digests` before.
+    pub(super) fn not_seen(&self, conn: &Connection, digests: &[String]) -> Result<(), SpoolError> {
+        match seen_before(conn, digests).map_err(|e| self.db(e))? {
+            Some(previous) => Err(SpoolError::Replay(previous)),
+            None => Ok(()),
+        }
+    }
+
+    /// Commits a verified announcement and its deliveries in one fsynced
+    /// transaction; only after this returns may the sender be told 250.
+    pub fn accept(&self, msg: &NewMessage<'_>, now: DateTime<Utc>) -> Result<(), SpoolError> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        self.not_seen(&tx, msg.sig_digests)?;
+        let t = to_millis(now);
+        tx.execute(
+            "INSERT INTO messages (id, received_at, signer, embargo_until, sealed) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![msg.id, t, msg.signer, to_millis(msg.embargo_until), msg.sealed],
+        )
+        .map_err(|e| self.db(e))?;
+        insert_signatures(&tx, msg.sig_digests, msg.id, t).map_err(|e| self.db(e))?;
+        if let Some(digest) = msg.submission {
+            insert_submission(&tx, digest, msg.id, t, None).map_err(|e| self.db(e))?;
+        }
+        if let Some(digest) = msg.fetched {
+            insert_fetched(&tx, digest, t, &format!("accepted as {}", msg.id))
+                .map_err(|e| self.db(e))?;
+        }
+        let until = to_millis(msg.embargo_until);
+        let rows = msg.members.iter().map(|m| (m.as_str(), Kind::Copy, t));
+        let releases = msg
+            .public_to
+            .iter()
+            .map(|p| (p.as_str(), Kind::Release, until));
+        let lifted = msg
+            .members
+            .iter()
+            .map(|m| (m.as_str(), Kind::Lifted, until));
+        let reminder = msg
+            .reminder
+            .map(|(to, at)| (to, Kind::Reminder, to_millis(at)));
+        for (to, kind, due) in rows.chain(releases).chain(lifted).chain(reminder) {
+            insert_delivery(&tx, msg.id, to, kind, due).map_err(|e| self.db(e))?;
+        }
+        insert_audit(
+            &tx,
+            t,
+            "accepted",
+            Some(msg.id),
+            None,
+            &format!(
+                "signed by {}; embargo until {}; {} member copies queued; {} public releases held",
+                msg.signer,
+                msg.embargo_until.to_rfc3339(),
+                msg.members.len(),
+                msg.public_to.len()
+            ),
+        )
+        .map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))
+    }
+
+    /// Keeps a refusal notice for an authenticated PST mail (sealed like an
+    /// announcement) and queues it to `to`; the mail's signatures are
+    /// recorded, so a replay of it is refused without another notice.
+    #[allow(clippy::too_many_arguments)]
+    pub fn queue_refusal(
+        &self,
+        id: &str,
+        signer: &str,
+        to: &str,
+        sealed: &[u8],
+        digests: &[String],
+        submission: Option<(&str, &str)>,
+        now: DateTime<Utc>,
+    ) -> Result<(), SpoolError> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        self.not_seen(&tx, digests)?;
+        let queued: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE id = ?1)",
+                [id],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.db(e))?;
+        if queued {
+            // A once-only notice (e.g. of a replay) that is already queued.
+            return Ok(());
+        }
+        let t = to_millis(now);
+        let write = || -> rusqlite::Result<()> {
+            tx.execute(
+                "INSERT INTO messages (id, received_at, signer, embargo_until, sealed, kind) VALUES (?1, ?2, ?3, ?2, ?4, 'refusal')",
+                params![id, t, signer, sealed],
+            )?;
+            insert_signatures(&tx, digests, id, t)?;
+            if let Some((digest, reply)) = submission {
+                insert_submission(&tx, digest, id, t, Some(reply))?;
+            }
+            insert_delivery(&tx, id, to, Kind::Refusal, t)?;
+            Ok(())
+        };
+        write().map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))
+    }
+
+    /// Queues notices from the list (each a sealed text to one address)
+    /// and their audit record, in one transaction.
+    pub fn queue_notices(
+        &self,
+        notices: &[(String, Vec<u8>)],
+        event: &str,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), SpoolError> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        let t = to_millis(now);
+        let write = || -> rusqlite::Result<()> {
+            for (to, sealed) in notices {
+                let id = format!("notice-{}", crate::crypto::random_hex(8));
+                tx.execute(
+                    "INSERT INTO messages (id, received_at, signer, embargo_until, sealed, kind) VALUES (?1, ?2, '', ?2, ?3, 'notice')",
+                    params![id, t, sealed],
+                )?;
+                insert_delivery(&tx, &id, to, Kind::Notice, t)?;
+            }
+            insert_audit(&tx, t, event, None, None, detail)
+        };
+        write().map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))
+    }
+
+    /// Commits a member post and one `post` delivery per recipient, with its
+    /// signatures in the replay cache, in one transaction.
+    pub fn accept_post(&self, post: &NewPost<'_>, now: DateTime<Utc>) -> Result<(), SpoolError> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        self.not_seen(&tx, post.sig_digests)?;
+        let t = to_millis(now);
+        let write = || -> rusqlite::Result<()> {
+            tx.execute(
+                "INSERT INTO messages (id, received_at, signer, embargo_until, sealed, kind) VALUES (?1, ?2, ?3, ?2, ?4, 'post')",
+                params![post.id, t, post.signer, post.sealed],
+            )?;
+            insert_signatures(&tx, post.sig_digests, post.id, t)?;
+            if let Some(digest) = post.submission {
+                insert_submission(&tx, digest, post.id, t, None)?;
+            }
+            if let Some((sender, peer)) = post.join_from {
+                tx.execute(
+                    "INSERT INTO join_requests (at, sender, peer) VALUES (?1, ?2, ?3)",
+                    params![t, sender.to_ascii_lowercase(), peer],
+                )?;
+            }
+            for to in post.recipients {
+                insert_delivery(&tx, post.id, to, Kind::Post, t)?;
+            }
+            if let Some(digest) = post.fetched {
+                insert_fetched(&tx, digest, t, &format!("{} {}", post.event, post.id))?;
+            }
+            insert_audit(&tx, t, post.event, Some(post.id), None, post.detail)
+        };
+        write().map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))
+    }
+
+    /// The message that carried any of these signatures before, if any.
+    pub fn replay_of(&self, digests: &[String]) -> Result<Option<String>, SpoolError> {
+        seen_before(&self.lock(), digests).map_err(|e| self.db(e))
+    }
+
+    /// What became of a mail fetched before with this digest, if anything.
+    pub fn fetched(&self, digest: &str) -> Result<Option<String>, SpoolError> {
+        self.lock()
+            .query_row(
+                "SELECT outcome FROM fetched WHERE digest = ?1",
+                [digest],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db(e))
+    }
+
+    /// Records that a fetched mail was dealt with (accepted, rejected).
+    pub fn record_fetched(
+        &self,
+        digest: &str,
+        outcome: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), SpoolError> {
+        insert_fetched(&self.lock(), digest, to_millis(now), outcome).map_err(|e| self.db(e))
+    }
+
+    /// Join requests taken since `since` from `sender` and from `peer`.
+    pub fn join_requests_since(
+        &self,
+        since: DateTime<Utc>,
+        sender: &str,
+        peer: &str,
+    ) -> Result<(u64, u64), SpoolError> {
+        let (by_sender, by_peer): (i64, i64) = self
+            .lock()
+            .query_row(
+                "SELECT
+                   (SELECT COUNT(*) FROM join_requests WHERE at >= ?1 AND sender = ?2),
+                   (SELECT COUNT(*) FROM join_requests WHERE at >= ?1 AND peer = ?3)",
+                params![to_millis(since), sender.to_ascii_lowercase(), peer],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.db(e))?;
+        Ok((by_sender.max(0) as u64, by_peer.max(0) as u64))
+    }
+
+    /// What a submission with this digest became, if it was seen: the
+    /// message id, and the reply it got if it was refused.
+    pub fn submitted(&self, digest: &str) -> Result<Option<(String, Option<String>)>, SpoolError> {
+        self.lock()
+            .query_row(
+                "SELECT message_id, reply FROM submissions WHERE digest = ?1",
+                [digest],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.db(e))
+    }
+}

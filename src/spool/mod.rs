@@ -1,0 +1,968 @@
+//! The durable store (SQLite, WAL, `synchronous=FULL`): accepted announcements
+//! sealed to the list key, one delivery row per member, the replay cache and
+//! the audit trail. It never holds plaintext.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::clock::{from_millis, to_millis};
+
+mod audit;
+mod deliveries;
+mod embargoes;
+mod incoming;
+mod reports;
+mod schema;
+mod types;
+
+pub use audit::*;
+use deliveries::*;
+use incoming::*;
+use schema::*;
+pub use types::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// An embargo operation that cannot be done, with the reason.
+    #[error("{0}")]
+    Refused(String),
+    /// The same, where the reason involves embargo times: `times` is for
+    /// the operator's CLI and the PST's encrypted refusal, never for a
+    /// reply in the clear (an embargo's time is itself confidential).
+    #[error("{reason} ({times})")]
+    RefusedAt { reason: String, times: String },
+    /// The same signature was accepted before.
+    #[error("signature already seen (message {0})")]
+    Replay(String),
+    #[error("spool database {path}: {source}")]
+    Db {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("state directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `PRAGMA quick_check` failed, or SQLite said the file is corrupt.
+    #[error(
+        "the spool {path} is damaged ({report}); stop the daemon and restore it from a backup (deploy/README.md, Backups), or set it aside and start afresh with `embargo-relay run --new-spool`"
+    )]
+    Damaged { path: PathBuf, report: String },
+    /// The state directory has held a spool, and it is gone or empty.
+    #[error(
+        "the spool {path} is missing or empty, but this state directory has held one ({marker} exists): held releases, the audit trail and replay protection would be lost. Restore it from a backup, or start afresh with `embargo-relay run --new-spool`"
+    )]
+    Missing { path: PathBuf, marker: PathBuf },
+}
+
+/// Written beside a new spool: a state directory that has it has held a
+/// spool, so a missing or empty one there is damage, not a fresh start.
+const MARKER: &str = "spool.created";
+
+/// Written beside a spool that failed its `quick_check`, removed when one
+/// passes: what `submit` (which skips the check) goes by.
+const DAMAGED: &str = "spool.damaged";
+
+/// Whether SQLite says the file is not a sound database.
+fn is_corrupt(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
+impl SpoolError {
+    /// The spool itself is unusable (damaged or missing), rather than busy
+    /// or refusing one write.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            SpoolError::Damaged { .. } | SpoolError::Missing { .. } => true,
+            SpoolError::Db { source, .. } => is_corrupt(source),
+            _ => false,
+        }
+    }
+
+    /// A constraint of the schema refused the write: the data as given can
+    /// never be stored, so trying again cannot help (a refusal, not a 451).
+    pub fn is_constraint(&self) -> bool {
+        matches!(
+            self,
+            SpoolError::Db {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } if e.code == rusqlite::ErrorCode::ConstraintViolation
+        )
+    }
+}
+
+/// Handle to the spool; cheap to clone. Calls block: async callers use
+/// `spawn_blocking`.
+#[derive(Clone)]
+pub struct Spool {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+    /// Set at the first sign of corruption: the intake then answers 451
+    /// and the watchdog stops being fed.
+    damaged: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Spool({})", self.path.display())
+    }
+}
+
+impl Spool {
+    /// Opens (creating if needed) `spool.sqlite` in `state_dir`, which is
+    /// made private to the daemon's user. A spool that fails SQLite's
+    /// `quick_check`, or a missing or empty one where one was before
+    /// (`spool.created`), is refused: never used silently as a new one.
+    pub fn open(state_dir: &Path) -> Result<Spool, SpoolError> {
+        let opened = Self::open_with(state_dir, true);
+        if let Err(SpoolError::Damaged { report, .. }) = &opened {
+            let _ = std::fs::write(state_dir.join(DAMAGED), format!("{report}\n"));
+        }
+        opened
+    }
+
+    /// [`Spool::open`] without the `quick_check`, which reads the whole
+    /// file: for `submit`, run once per mail (a 290 MB spool took 0.9 s
+    /// a mail). Corruption it meets still marks the spool damaged, and the
+    /// daemon, `check` and `status` run the check.
+    pub fn open_unchecked(state_dir: &Path) -> Result<Spool, SpoolError> {
+        Self::open_with(state_dir, false)
+    }
+
+    fn open_with(state_dir: &Path, check: bool) -> Result<Spool, SpoolError> {
+        let io = |source| SpoolError::Io {
+            path: state_dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(state_dir).map_err(io)?;
+        set_private(state_dir, 0o700).map_err(io)?;
+        let path = state_dir.join("spool.sqlite");
+        let marker = state_dir.join(MARKER);
+        let db = |source: rusqlite::Error| {
+            if is_corrupt(&source) {
+                SpoolError::Damaged {
+                    path: path.clone(),
+                    report: source.to_string(),
+                }
+            } else {
+                SpoolError::Db {
+                    path: path.clone(),
+                    source,
+                }
+            }
+        };
+        let empty = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
+        if empty && marker.exists() {
+            return Err(SpoolError::Missing { path, marker });
+        }
+        // SQLite gives the -wal and -shm files the database file's mode:
+        // 0600 before the first open, so none of the three is ever wider.
+        if !path.exists() {
+            create_private(&path).map_err(io)?;
+        }
+        set_private(&path, 0o600).map_err(io)?;
+        let conn = Connection::open(&path).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db)?;
+        // The last full check's verdict is kept beside the spool, so that
+        // `submit`, which does not run it, refuses a spool found damaged.
+        let flag = state_dir.join(DAMAGED);
+        if check {
+            let report = match quick_check(&conn) {
+                Ok(report) => report,
+                Err(e) if is_corrupt(&e) => e.to_string(),
+                Err(e) => return Err(db(e)),
+            };
+            if report != "ok" {
+                return Err(SpoolError::Damaged { path, report });
+            }
+            let _ = std::fs::remove_file(&flag);
+        } else if flag.exists() {
+            let report = format!(
+                "found damaged by the last check ({})",
+                std::fs::read_to_string(&flag).unwrap_or_default().trim()
+            );
+            return Err(SpoolError::Damaged { path, report });
+        }
+        let mut conn = conn;
+        migrate(&mut conn).map_err(db)?;
+        for suffix in ["-wal", "-shm"] {
+            let side = state_dir.join(format!("spool.sqlite{suffix}"));
+            if side.exists() {
+                set_private(&side, 0o600).map_err(io)?;
+            }
+        }
+        if !marker.exists() {
+            write_marker(&marker).map_err(io)?;
+        }
+        Ok(Spool {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+            damaged: Arc::default(),
+        })
+    }
+
+    /// Sets the spool of `state_dir` aside (renamed with the time, never
+    /// deleted) and opens a new one: `run --new-spool`, the operator's
+    /// choice after damage that no backup can mend. Returns where the old
+    /// files went.
+    pub fn set_aside(state_dir: &Path, now: DateTime<Utc>) -> Result<Vec<PathBuf>, SpoolError> {
+        let io = |source| SpoolError::Io {
+            path: state_dir.to_owned(),
+            source,
+        };
+        let stamp = now.format("%Y%m%dT%H%M%SZ");
+        let mut moved = Vec::new();
+        for name in [
+            "spool.sqlite",
+            "spool.sqlite-wal",
+            "spool.sqlite-shm",
+            MARKER,
+            DAMAGED,
+        ] {
+            let from = state_dir.join(name);
+            if from.exists() {
+                let to = state_dir.join(format!("{name}.set-aside-{stamp}"));
+                std::fs::rename(&from, &to).map_err(io)?;
+                moved.push(to);
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Checks the spool of `state_dir` without creating or changing
+    /// anything, for `check`: fine when there is none yet.
+    pub fn inspect(state_dir: &Path) -> Result<(), SpoolError> {
+        let path = state_dir.join("spool.sqlite");
+        let marker = state_dir.join(MARKER);
+        let empty = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
+        if empty {
+            return if marker.exists() {
+                Err(SpoolError::Missing { path, marker })
+            } else {
+                Ok(())
+            };
+        }
+        let damaged = |report: String| SpoolError::Damaged {
+            path: path.clone(),
+            report,
+        };
+        let db = |source: rusqlite::Error| {
+            if is_corrupt(&source) {
+                damaged(source.to_string())
+            } else {
+                SpoolError::Db {
+                    path: path.clone(),
+                    source,
+                }
+            }
+        };
+        let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(db)?;
+        match quick_check(&conn).map_err(db)? {
+            ok if ok == "ok" => Ok(()),
+            report => Err(damaged(report)),
+        }
+    }
+
+    /// Whether the spool has shown corruption since it was opened.
+    pub fn damaged(&self) -> bool {
+        self.damaged.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Runs SQLite's `quick_check` now ("ok" when sound).
+    pub fn quick_check(&self) -> Result<String, SpoolError> {
+        let report = quick_check(&self.lock()).map_err(|e| self.db(e))?;
+        if report != "ok" {
+            self.mark_damaged(&report);
+        }
+        Ok(report)
+    }
+
+    fn mark_damaged(&self, why: &str) {
+        if !self
+            .damaged
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::error!(
+                spool = %self.path.display(),
+                problem = why,
+                "the spool is damaged: mail is answered 451 and the watchdog is no longer fed; restore the spool from a backup"
+            );
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn db(&self, source: rusqlite::Error) -> SpoolError {
+        if is_corrupt(&source) {
+            self.mark_damaged(&source.to_string());
+        }
+        SpoolError::Db {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// While `on`, every write is refused (`PRAGMA query_only`): for
+    /// maintenance and for proving how the daemon behaves when the spool
+    /// cannot be written.
+    pub fn set_read_only(&self, on: bool) -> Result<(), SpoolError> {
+        self.lock()
+            .pragma_update(None, "query_only", on)
+            .map_err(|e| self.db(e))
+    }
+}
+
+/// The message a signature identity was first seen with, if any.
+/// A write transaction that takes the write lock at once (IMMEDIATE): the
+/// daemon and `submit` write the same WAL database, and a deferred
+/// transaction that read first fails at once on a stale snapshot.
+fn write_tx(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
+/// `PRAGMA quick_check`'s report, its lines joined ("ok" when sound; at
+/// most ten problems).
+fn quick_check(conn: &Connection) -> rusqlite::Result<String> {
+    let mut stmt = conn.prepare("PRAGMA quick_check(10)")?;
+    let lines: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(lines.join("; "))
+}
+
+/// Notes, durably, that this state directory holds a spool.
+fn write_marker(path: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(
+        b"This state directory holds an embargo-relay spool (spool.sqlite). If that file\n\
+goes missing or empty, the daemon refuses to start rather than begin afresh.\n",
+    )?;
+    file.sync_all()
+}
+
+/// Creates an empty file readable and writable by its owner alone.
+#[cfg(unix)]
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // create, not create_new: `submit` and the daemon may race to make it.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+}
+
+#[cfg(not(unix))]
+fn create_private(path: &Path) -> std::io::Result<()> {
+    std::fs::File::create(path).map(drop)
+}
+
+#[cfg(unix)]
+fn set_private(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn set_private(_path: &Path, _mode: u32) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().into()
+    }
+
+    /// Pruning forgets the replay-cache entries and submission digests of
+    /// messages received before the cut, and scratch rows (fetched mail,
+    /// join-request counts) older than theirs; later ones stay.
+    #[test]
+    fn prune_forgets_only_what_is_older_than_the_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let members = vec!["a@x.org".to_owned()];
+        let accept = |id: &str, digest: &str, at: &str| {
+            let d = [digest.to_owned()];
+            let sub = format!("sub-{id}");
+            spool
+                .accept(
+                    &NewMessage {
+                        id,
+                        signer: "FPR",
+                        embargo_until: t("2026-12-30T12:00:00Z"),
+                        sig_digests: &d,
+                        sealed: b"x",
+                        members: &members,
+                        public_to: &[],
+                        reminder: None,
+                        fetched: Some(&format!("fetched-{id}")),
+                        submission: Some(&sub),
+                    },
+                    t(at),
+                )
+                .unwrap();
+        };
+        accept("old", "d-old", "2026-11-01T12:00:00Z");
+        accept("new", "d-new", "2026-11-20T12:00:00Z");
+        // A command after the cut about the old announcement: its signature
+        // and digest are kept by their own time, not the announcement's.
+        let cmd = ["d-cmd".to_owned()];
+        spool
+            .extend(
+                "old",
+                t("2026-12-31T12:00:00Z"),
+                t("2026-11-15T12:00:00Z"),
+                "test",
+                Some(&Origin {
+                    digests: &cmd,
+                    reply_to: "pst@x.org",
+                    submission: Some("sub-cmd"),
+                }),
+            )
+            .unwrap();
+        let removed = spool
+            .prune(t("2026-11-10T00:00:00Z"), t("2026-11-10T00:00:00Z"))
+            .unwrap();
+        assert_eq!(
+            removed, 3,
+            "the old signature, submission and fetched digest"
+        );
+        assert_eq!(
+            spool.replay_of(&cmd).unwrap().as_deref(),
+            Some("old"),
+            "the later command's signature is still refused as a replay"
+        );
+        assert_eq!(
+            spool.submitted("sub-cmd").unwrap(),
+            Some(("old".to_owned(), None))
+        );
+        assert_eq!(spool.submitted("sub-old").unwrap(), None);
+        assert_eq!(
+            spool.submitted("sub-new").unwrap(),
+            Some(("new".to_owned(), None))
+        );
+        assert_eq!(spool.replay_of(&["d-old".to_owned()]).unwrap(), None);
+        assert_eq!(
+            spool.replay_of(&["d-new".to_owned()]).unwrap().as_deref(),
+            Some("new")
+        );
+        assert_eq!(
+            spool.audit_records().unwrap().len(),
+            3,
+            "the audit trail is kept"
+        );
+    }
+
+    #[test]
+    fn every_kind_reads_back_and_an_unknown_one_is_refused() {
+        for kind in Kind::ALL {
+            assert_eq!(kind.as_str().parse::<Kind>(), Ok(kind));
+        }
+        assert!("copy ".parse::<Kind>().is_err());
+        assert!("bounce".parse::<Kind>().is_err());
+    }
+
+    /// The spool's tally: eight records a window, then a count, written
+    /// when the window has passed (at the next rejection or a flush).
+    #[test]
+    fn the_tally_records_eight_then_counts_per_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let key = TallyKey {
+            event: "rejected",
+            host: "192.0.2.7",
+            reason: "junk",
+            each: 8,
+            window: chrono::Duration::minutes(1),
+        };
+        let t0 = t("2026-11-20T12:00:00Z");
+        for _ in 0..10 {
+            spool.tally(t0, &key, None, "one").unwrap();
+        }
+        assert_eq!(spool.audit_records().unwrap().len(), 8);
+        spool.flush_tally(t0, Some(t0)).unwrap();
+        assert_eq!(spool.audit_records().unwrap().len(), 8, "not yet passed");
+        spool
+            .tally(t0 + chrono::Duration::seconds(61), &key, None, "one")
+            .unwrap();
+        let records = spool.audit_records().unwrap();
+        assert_eq!(records.len(), 10, "{records:?}");
+        assert!(
+            records[8].detail.starts_with(
+                "2 more rejections from peer 192.0.2.7 since 2026-11-20 12:00:00 UTC: junk"
+            ),
+            "{records:?}"
+        );
+        assert_eq!(records[9].detail, "one", "a new window records again");
+        spool.flush_tally(t0, None).unwrap();
+        assert_eq!(spool.audit_records().unwrap().len(), 10, "nothing more");
+        let rows: i64 = spool
+            .lock()
+            .query_row("SELECT COUNT(*) FROM rejection_tally", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0, "flushed windows are forgotten");
+
+        // Many hosts: at most TALLY_RECORDED records one by one in a
+        // window, all hosts together; the rest are counted.
+        let before = spool.audit_records().unwrap().len();
+        let t1 = t0 + chrono::Duration::minutes(5);
+        for i in 0..300 {
+            let host = format!("198.51.100.{i}");
+            let key = TallyKey { host: &host, ..key };
+            spool.tally(t1, &key, None, "one").unwrap();
+        }
+        let added = spool.audit_records().unwrap().len() - before;
+        assert_eq!(added, TALLY_RECORDED as usize);
+        spool.flush_tally(t1, None).unwrap();
+        let counts = spool.audit_records().unwrap()[before..]
+            .iter()
+            .filter(|r| r.detail.starts_with("1 more rejections"))
+            .count();
+        assert_eq!(counts, 300 - TALLY_RECORDED as usize);
+    }
+
+    /// A damaged spool, or a missing or empty one where one was, is
+    /// refused by `open` and `inspect`, never used as a new one; setting it
+    /// aside keeps the old files and starts afresh.
+    #[test]
+    fn a_damaged_or_vanished_spool_is_refused_never_used_silently() {
+        use std::io::{Seek, SeekFrom, Write};
+        let dir = tempfile::tempdir().unwrap();
+        // A fresh directory: a new spool, and the marker beside it.
+        assert!(
+            Spool::inspect(dir.path()).is_ok(),
+            "nothing there yet is fine"
+        );
+        let spool = Spool::open(dir.path()).unwrap();
+        assert!(dir.path().join(MARKER).exists());
+        for i in 0..2000 {
+            spool
+                .audit(
+                    t("2026-11-20T12:00:00Z"),
+                    "test",
+                    None,
+                    None,
+                    &format!("row {i} {}", "x".repeat(100)),
+                )
+                .unwrap();
+        }
+        assert_eq!(spool.quick_check().unwrap(), "ok");
+        drop(spool);
+        assert!(Spool::inspect(dir.path()).is_ok());
+        let path = dir.path().join("spool.sqlite");
+        // Everything in the database file itself, none left in the WAL.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
+
+        // Random bytes over the last page.
+        let len = std::fs::metadata(&path).unwrap().len();
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.seek(SeekFrom::Start(len - 4096)).unwrap();
+        let noise: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        file.write_all(&noise).unwrap();
+        drop(file);
+        let err = Spool::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, SpoolError::Damaged { .. }) && err.is_damage(),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--new-spool"), "{err}");
+        assert!(matches!(
+            Spool::inspect(dir.path()),
+            Err(SpoolError::Damaged { .. })
+        ));
+
+        // Emptied (a zero-length file), or gone: refused, not a fresh start.
+        std::fs::write(&path, b"").unwrap();
+        let err = Spool::open(dir.path()).unwrap_err();
+        assert!(matches!(err, SpoolError::Missing { .. }), "{err}");
+        assert!(matches!(
+            Spool::inspect(dir.path()),
+            Err(SpoolError::Missing { .. })
+        ));
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            Spool::open(dir.path()),
+            Err(SpoolError::Missing { .. })
+        ));
+
+        // The operator's choice: set aside (kept), then a new spool.
+        std::fs::write(&path, b"").unwrap();
+        let moved = Spool::set_aside(dir.path(), t("2026-11-21T08:00:00Z")).unwrap();
+        assert!(moved.iter().all(|m| m.exists()), "{moved:?}");
+        assert!(
+            moved
+                .iter()
+                .any(|m| m.ends_with("spool.sqlite.set-aside-20261121T080000Z"))
+        );
+        let fresh = Spool::open(dir.path()).unwrap();
+        assert_eq!(fresh.quick_check().unwrap(), "ok");
+        assert!(fresh.audit_records().unwrap().is_empty());
+    }
+
+    /// The database and its -wal and -shm files are the owner's alone,
+    /// whatever the process's umask, on first open and on later ones.
+    #[test]
+    fn the_spool_and_its_wal_and_shm_files_are_mode_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..2 {
+            let spool = Spool::open(dir.path()).unwrap();
+            spool
+                .audit(t("2026-11-20T12:00:00Z"), "test", None, None, "x")
+                .unwrap();
+            let second = Spool::open(dir.path()).unwrap();
+            for name in ["spool.sqlite", "spool.sqlite-wal", "spool.sqlite-shm"] {
+                let mode = std::fs::metadata(dir.path().join(name))
+                    .unwrap_or_else(|e| panic!("{name}: {e}"))
+                    .permissions()
+                    .mode();
+                assert_eq!(mode & 0o777, 0o600, "{name}");
+            }
+            drop((spool, second));
+        }
+    }
+
+    #[test]
+    fn accept_queues_one_delivery_per_member_and_refuses_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let members = vec!["a@x.org".to_owned(), "b@y.org".to_owned()];
+        let msg = NewMessage {
+            id: "m1",
+            signer: "FPR",
+            embargo_until: t("2026-11-22T12:00:00Z"),
+            sig_digests: &["d1".to_owned()],
+            sealed: b"ciphertext",
+            members: &members,
+            public_to: &[],
+            reminder: None,
+            fetched: None,
+            submission: None,
+        };
+        let now = t("2026-11-20T12:00:00Z");
+        spool.accept(&msg, now).unwrap();
+        let due = spool.due(now, 10).unwrap();
+        assert_eq!(due.len(), 2);
+        assert_ne!(due[0].copy_id, due[1].copy_id);
+        let again = NewMessage { id: "m2", ..msg };
+        assert!(matches!(spool.accept(&again, now), Err(SpoolError::Replay(id)) if id == "m1"));
+        // A list named twice breaks a key: told apart from a passing fault,
+        // so the intake refuses it instead of answering 451 forever.
+        let twice = ["oss@x.org".to_owned(), "oss@x.org".to_owned()];
+        let dup = NewMessage {
+            id: "m3",
+            sig_digests: &["d3".to_owned()],
+            public_to: &twice,
+            ..msg
+        };
+        let err = spool.accept(&dup, now).unwrap_err();
+        assert!(err.is_constraint(), "{err}");
+        assert!(!SpoolError::Replay("m1".into()).is_constraint());
+
+        spool
+            .finish(&due[0], Finished::Sent, "250 ok", now)
+            .unwrap();
+        let later = t("2026-11-20T12:05:00Z");
+        spool
+            .retry_later(&due[1], "451 busy", later, now, true)
+            .unwrap();
+        assert!(spool.due(now, 10).unwrap().is_empty());
+        assert_eq!(spool.next_due_after(now).unwrap(), Some(later));
+        assert!(spool.next_due_after(later).unwrap() > Some(later));
+        let retry = &spool.due(later, 10).unwrap()[0];
+        assert_eq!(retry.attempts, 1);
+        assert_eq!(
+            retry.first_failed,
+            Some(now),
+            "the retry lifetime starts at the first failure"
+        );
+        let c = spool.counts("m1").unwrap();
+        assert_eq!((c.sent, c.pending), (1, 1));
+        let events: Vec<String> = spool
+            .audit_records()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event)
+            .collect();
+        assert_eq!(events, ["accepted", "sent", "deferred"]);
+    }
+
+    #[test]
+    fn operators_extend_release_and_cancel_held_embargoes() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let now = t("2026-11-20T12:00:00Z");
+        let until = t("2026-11-22T12:00:00Z");
+        let members = vec!["a@x.org".to_owned()];
+        let public = vec!["pub@x.org".to_owned()];
+        for (id, digest) in [("m1", "d1"), ("m2", "d2")] {
+            let msg = NewMessage {
+                id,
+                signer: "F",
+                embargo_until: until,
+                sig_digests: &[digest.to_owned()],
+                sealed: b"c",
+                members: &members,
+                public_to: &public,
+                reminder: Some(("pst@x.org", t("2026-11-21T12:00:00Z"))),
+                fetched: None,
+                submission: None,
+            };
+            spool.accept(&msg, now).unwrap();
+        }
+        let kinds_due = |at| -> Vec<(String, Kind)> {
+            spool
+                .due(at, 100)
+                .unwrap()
+                .into_iter()
+                .map(|d| (d.message_id, d.kind))
+                .collect()
+        };
+        assert_eq!(spool.embargo("m1").unwrap().state(now), "held");
+        assert!(
+            matches!(
+                spool.extend("m1", t("2026-11-21T00:00:00Z"), now, "test", None),
+                Err(SpoolError::RefusedAt { .. })
+            ),
+            "earlier is no extension"
+        );
+        spool
+            .extend("m1", t("2026-11-23T12:00:00Z"), now, "test", None)
+            .unwrap();
+        assert_eq!(
+            spool.embargo("m1").unwrap().until,
+            t("2026-11-23T12:00:00Z")
+        );
+        let at_old_time: Vec<Kind> = kinds_due(until)
+            .into_iter()
+            .filter(|(m, _)| m == "m1")
+            .map(|(_, k)| k)
+            .collect();
+        assert!(
+            !at_old_time.contains(&Kind::Release) && !at_old_time.contains(&Kind::Lifted),
+            "{at_old_time:?}"
+        );
+        // The reminder moved by the same day: due at the old embargo time, not before.
+        assert!(at_old_time.contains(&Kind::Reminder));
+        let just_before = until - chrono::Duration::seconds(1);
+        assert!(!kinds_due(just_before).contains(&("m1".to_owned(), Kind::Reminder)));
+
+        spool.release_now("m2", now, "test", None).unwrap();
+        let due_now: Vec<Kind> = kinds_due(now)
+            .into_iter()
+            .filter(|(m, _)| m == "m2")
+            .map(|(_, k)| k)
+            .collect();
+        assert!(
+            due_now.contains(&Kind::Release) && due_now.contains(&Kind::Lifted),
+            "{due_now:?}"
+        );
+        assert!(!due_now.contains(&Kind::Reminder));
+        assert!(
+            matches!(
+                spool.cancel("m2", t("2026-11-20T12:00:01Z"), "test", None),
+                Err(SpoolError::RefusedAt { .. })
+            ),
+            "already lifted"
+        );
+
+        spool.cancel("m1", now, "test", None).unwrap();
+        let info = spool.embargo("m1").unwrap();
+        assert_eq!(info.state(now), "cancelled");
+        assert_eq!(
+            info.releases,
+            [("pub@x.org".to_owned(), "cancelled".to_owned())]
+        );
+        let m1_now: Vec<Kind> = kinds_due(now)
+            .into_iter()
+            .filter(|(m, _)| m == "m1")
+            .map(|(_, k)| k)
+            .collect();
+        assert!(
+            m1_now.contains(&Kind::Lifted) && !m1_now.contains(&Kind::Release),
+            "{m1_now:?}"
+        );
+        assert!(matches!(spool.embargo("nope"), Err(SpoolError::Refused(_))));
+        let events: Vec<String> = spool
+            .audit_records()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event)
+            .collect();
+        assert!(
+            events.contains(&"extended".to_owned()) && events.contains(&"cancelled".to_owned())
+        );
+    }
+
+    #[test]
+    fn an_embargo_with_a_release_out_cannot_be_cancelled_or_extended() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let now = t("2026-11-20T12:00:00Z");
+        let until = t("2026-11-22T12:00:00Z");
+        let public = vec!["pub1@x.org".to_owned(), "pub2@x.org".to_owned()];
+        let msg = NewMessage {
+            id: "m1",
+            signer: "F",
+            embargo_until: until,
+            sig_digests: &["d1".to_owned()],
+            sealed: b"c",
+            members: &[],
+            public_to: &public,
+            reminder: None,
+            fetched: None,
+            submission: None,
+        };
+        spool.accept(&msg, now).unwrap();
+        // One list has it already (say, a release-now raced by a clock read).
+        let first = spool
+            .due(until, 10)
+            .unwrap()
+            .into_iter()
+            .find(|d| d.kind == Kind::Release)
+            .unwrap();
+        spool.finish(&first, Finished::Sent, "250", until).unwrap();
+        for refused in [
+            spool.cancel("m1", now, "test", None),
+            spool.extend("m1", t("2026-11-23T12:00:00Z"), now, "test", None),
+        ] {
+            assert!(
+                matches!(refused, Err(SpoolError::Refused(ref why)) if why.contains("released")),
+                "{refused:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_version_0_spool_is_migrated_keeping_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The schema as the first release wrote it (no user_version, no 'post').
+            let conn = Connection::open(dir.path().join("spool.sqlite")).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE messages (id TEXT PRIMARY KEY, received_at INTEGER NOT NULL, signer TEXT NOT NULL,
+                   embargo_until INTEGER NOT NULL,
+                   embargo_state TEXT NOT NULL DEFAULT 'held' CHECK (embargo_state IN ('held', 'cancelled')),
+                   kind TEXT NOT NULL DEFAULT 'announcement' CHECK (kind IN ('announcement', 'refusal')),
+                   sealed BLOB NOT NULL);
+                 CREATE TABLE seen_signatures (digest TEXT PRIMARY KEY, message_id TEXT NOT NULL REFERENCES messages(id));
+                 CREATE TABLE deliveries (message_id TEXT NOT NULL REFERENCES messages(id), member TEXT NOT NULL,
+                   kind TEXT NOT NULL DEFAULT 'copy' CHECK (kind IN ('copy', 'release', 'receipt', 'lifted', 'reminder', 'refusal')),
+                   copy_id TEXT NOT NULL,
+                   state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'skipped', 'failed', 'cancelled')),
+                   attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL, last_error TEXT,
+                   PRIMARY KEY (message_id, member, kind));
+                 CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, event TEXT NOT NULL,
+                   message_id TEXT, member TEXT, detail TEXT NOT NULL);
+                 INSERT INTO messages (id, received_at, signer, embargo_until, sealed) VALUES ('old', 1, 'F', 2, x'00');
+                 INSERT INTO seen_signatures VALUES ('d-old', 'old');
+                 INSERT INTO deliveries (message_id, member, copy_id, state, next_attempt_at) VALUES ('old', 'a@x.org', 'c', 'pending', 1);",
+            )
+            .unwrap();
+        }
+        let spool = Spool::open(dir.path()).unwrap();
+        let version: i64 = spool
+            .lock()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let now = t("2026-11-20T12:00:00Z");
+        assert_eq!(
+            spool.due(now, 10).unwrap().len(),
+            1,
+            "the old delivery is kept"
+        );
+        assert_eq!(spool.sealed("old").unwrap(), vec![0u8]);
+        // The new kinds are accepted, and the replay cache still holds.
+        let post = |id: &'static str, digest: &'static str| {
+            let digests = [digest.to_owned()];
+            let to = ["a@x.org".to_owned()];
+            spool.accept_post(
+                &NewPost {
+                    id,
+                    signer: "M",
+                    sig_digests: &digests,
+                    sealed: b"p",
+                    recipients: &to,
+                    fetched: None,
+                    submission: None,
+                    join_from: None,
+                    event: "member-post",
+                    detail: "test",
+                },
+                now,
+            )
+        };
+        post("p1", "d-new").unwrap();
+        assert!(matches!(post("p2", "d-old"), Err(SpoolError::Replay(id)) if id == "old"));
+        assert_eq!(spool.due(now, 10).unwrap().len(), 2);
+        drop(spool);
+        // Opening again changes nothing.
+        assert_eq!(
+            Spool::open(dir.path()).unwrap().due(now, 10).unwrap().len(),
+            2
+        );
+    }
+
+    #[test]
+    fn state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = t("2026-11-20T12:00:00Z");
+        let members = vec!["a@x.org".to_owned()];
+        Spool::open(dir.path())
+            .unwrap()
+            .accept(
+                &NewMessage {
+                    id: "m1",
+                    signer: "F",
+                    embargo_until: now + chrono::Duration::days(1),
+                    sig_digests: &["d".to_owned()],
+                    sealed: b"c",
+                    members: &members,
+                    public_to: &[],
+                    reminder: None,
+                    fetched: Some("raw-digest"),
+                    submission: None,
+                },
+                now,
+            )
+            .unwrap();
+        let reopened = Spool::open(dir.path()).unwrap();
+        assert_eq!(reopened.due(now, 10).unwrap().len(), 1);
+        assert_eq!(reopened.sealed("m1").unwrap(), b"c");
+        assert_eq!(
+            reopened.fetched("raw-digest").unwrap().as_deref(),
+            Some("accepted as m1"),
+            "a fetched mail is recorded with its acceptance"
+        );
+        assert_eq!(reopened.fetched("other").unwrap(), None);
+    }
+}

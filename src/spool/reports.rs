@@ -1,0 +1,130 @@
+//! Read-only queries for operators (`status`, `audit`, `embargo show`) and
+//! the fan-out's receipts.
+
+use super::*;
+
+impl Spool {
+    /// Each delivery of one kind of a message: (recipient, state, last error).
+    pub fn delivery_report(
+        &self,
+        message_id: &str,
+        kind: Kind,
+    ) -> Result<Vec<(String, String, Option<String>)>, SpoolError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT member, state, last_error FROM deliveries WHERE message_id = ?1 AND kind = ?2 ORDER BY member",
+            )
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map(params![message_id, kind.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| self.db(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
+    }
+
+    /// Changes whenever another connection commits (`PRAGMA data_version`):
+    /// how the daemon notices the operator's CLI within a second.
+    pub fn data_version(&self) -> Result<i64, SpoolError> {
+        self.lock()
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| self.db(e))
+    }
+
+    /// Delivery states of one message.
+    pub fn counts(&self, message_id: &str) -> Result<DeliveryCounts, SpoolError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT state, COUNT(*) FROM deliveries WHERE message_id = ?1 AND kind = 'copy' GROUP BY state",
+            )
+            .map_err(|e| self.db(e))?;
+        let mut counts = DeliveryCounts::default();
+        let rows = stmt
+            .query_map([message_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(|e| self.db(e))?;
+        for row in rows {
+            let (state, n) = row.map_err(|e| self.db(e))?;
+            match state.as_str() {
+                "pending" => counts.pending = n as usize,
+                "sent" => counts.sent = n as usize,
+                "skipped" => counts.skipped = n as usize,
+                _ => counts.failed = n as usize,
+            }
+        }
+        Ok(counts)
+    }
+
+    /// The audit trail of one message, oldest first.
+    pub fn audit_for(&self, message_id: &str) -> Result<Vec<AuditRecord>, SpoolError> {
+        self.audit_query(Some(message_id), None)
+    }
+
+    /// The audit trail of one message and/or one recipient (both `None`:
+    /// all of it), oldest first.
+    pub fn audit_query(
+        &self,
+        message_id: Option<&str>,
+        member: Option<&str>,
+    ) -> Result<Vec<AuditRecord>, SpoolError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT at, event, message_id, member, detail FROM audit
+                 WHERE (?1 IS NULL OR message_id = ?1) AND (?2 IS NULL OR member = ?2 COLLATE NOCASE)
+                 ORDER BY seq",
+            )
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map(params![message_id, member], |r| {
+                Ok(AuditRecord {
+                    at: from_millis(r.get(0)?),
+                    event: r.get(1)?,
+                    message_id: r.get(2)?,
+                    member: r.get(3)?,
+                    detail: r.get(4)?,
+                })
+            })
+            .map_err(|e| self.db(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
+    }
+
+    /// Deliveries of one message and/or to one recipient (both `None`: all).
+    pub fn deliveries(
+        &self,
+        message_id: Option<&str>,
+        member: Option<&str>,
+    ) -> Result<Vec<DeliveryRow>, SpoolError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT d.message_id, d.member, d.kind, d.state, d.attempts, d.next_attempt_at, d.last_error
+                 FROM deliveries d JOIN messages m ON m.id = d.message_id
+                 WHERE (?1 IS NULL OR d.message_id = ?1) AND (?2 IS NULL OR d.member = ?2 COLLATE NOCASE)
+                 ORDER BY m.received_at, d.message_id, d.kind, d.member",
+            )
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map(params![message_id, member], |r| {
+                Ok(DeliveryRow {
+                    message_id: r.get(0)?,
+                    member: r.get(1)?,
+                    kind: r.get(2)?,
+                    state: r.get(3)?,
+                    attempts: r.get(4)?,
+                    next_attempt: from_millis(r.get(5)?),
+                    last_error: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.db(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
+    }
+
+    /// The whole audit trail, oldest first.
+    pub fn audit_records(&self) -> Result<Vec<AuditRecord>, SpoolError> {
+        self.audit_query(None, None)
+    }
+}

@@ -1,0 +1,192 @@
+//! The spool's schema and its migrations: what the spool stores, table by
+//! table (`OTHER_TABLES` comments each), and how an older spool is brought
+//! up to `SCHEMA_VERSION` in one transaction.
+
+use super::*;
+
+/// The schema version this code writes (`PRAGMA user_version`).
+pub(super) const SCHEMA_VERSION: i64 = 6;
+
+pub(super) fn messages_ddl(name: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {name} (
+    id           TEXT PRIMARY KEY,
+    received_at  INTEGER NOT NULL,
+    signer       TEXT NOT NULL,
+    embargo_until INTEGER NOT NULL,
+    embargo_state TEXT NOT NULL DEFAULT 'held' CHECK (embargo_state IN ('held', 'cancelled')),
+    kind         TEXT NOT NULL DEFAULT 'announcement' CHECK (kind IN ('announcement', 'refusal', 'post', 'notice')),
+    sealed       BLOB NOT NULL
+);"
+    )
+}
+
+pub(super) fn deliveries_ddl(name: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {name} (
+    message_id      TEXT NOT NULL REFERENCES messages(id),
+    member          TEXT NOT NULL,
+    kind            TEXT NOT NULL DEFAULT 'copy' CHECK (kind IN ('copy', 'release', 'receipt', 'lifted', 'reminder', 'refusal', 'post', 'notice')),
+    copy_id         TEXT NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'skipped', 'failed', 'cancelled')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error      TEXT,
+    first_failed_at INTEGER,
+    PRIMARY KEY (message_id, member, kind)
+);"
+    )
+}
+
+pub(super) const OTHER_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS seen_signatures (
+    digest      TEXT PRIMARY KEY,
+    message_id  TEXT NOT NULL REFERENCES messages(id),
+    -- When it was taken (a command's signature is kept under the
+    -- announcement it changed, which can be much older). Version 6.
+    at          INTEGER
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
+-- Whether any copy of a message is still untried, asked after every copy.
+CREATE INDEX IF NOT EXISTS deliveries_untried ON deliveries (message_id, kind, state, attempts);
+-- What was accepted, by the digest of its envelope and bytes: the same
+-- submission again (an MTA resending after a lost 250) is answered as
+-- accepted, and nothing is relayed twice.
+CREATE TABLE IF NOT EXISTS submissions (
+    digest      TEXT PRIMARY KEY,
+    message_id  TEXT NOT NULL REFERENCES messages(id),
+    at          INTEGER NOT NULL,
+    -- The answer it got when it was refused (a refusal to the PST); none
+    -- when it was accepted.
+    reply       TEXT
+);
+-- Join requests taken, for their rate limit per sender and peer.
+CREATE TABLE IF NOT EXISTS join_requests (
+    at          INTEGER NOT NULL,
+    sender      TEXT NOT NULL,
+    peer        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS join_requests_at ON join_requests (at);
+CREATE TABLE IF NOT EXISTS fetched (
+    digest      TEXT PRIMARY KEY,
+    at          INTEGER NOT NULL,
+    outcome     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          INTEGER NOT NULL,
+    event       TEXT NOT NULL,
+    message_id  TEXT,
+    member      TEXT,
+    detail      TEXT NOT NULL
+);
+-- Where the daemon measures clock leaps from (`clock::LeapBase`), so a
+-- restart on the same boot does not measure from a clock that leapt.
+CREATE TABLE IF NOT EXISTS leap_base (
+    one         INTEGER PRIMARY KEY CHECK (one = 1),
+    boot        TEXT NOT NULL,
+    wall        INTEGER NOT NULL,
+    uptime      REAL NOT NULL
+);
+-- `audited`: has this message an event of this kind (e.g. release-held)?
+CREATE INDEX IF NOT EXISTS audit_message_event ON audit (message_id, event);
+-- Rejections counted rather than each recorded, by processes that do not
+-- live for a window (`submit`): one row per event, peer and reason.
+CREATE TABLE IF NOT EXISTS rejection_tally (
+    event       TEXT NOT NULL,
+    host        TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    since       INTEGER NOT NULL,
+    seen        INTEGER NOT NULL,
+    more        INTEGER NOT NULL,
+    PRIMARY KEY (event, host, reason)
+);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+";
+
+/// Creates the schema, or brings an older spool up to [`SCHEMA_VERSION`].
+/// Runs in one IMMEDIATE transaction, so a daemon and `submit` opening the
+/// same spool at once do not both migrate it.
+pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    // Table rebuilds need foreign keys off; it cannot change inside a transaction.
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let tx = write_tx(conn)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+            Some(format!(
+                "the spool has schema version {version}, newer than this program's {SCHEMA_VERSION}: run the newer embargo-relay"
+            )),
+        ));
+    }
+    let old: Option<String> = tx
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if old.is_some_and(|sql| !sql.contains("'notice'")) {
+        // Versions 0 to 2: the kind CHECKs lack 'post' (0) or 'notice'
+        // (before 3). SQLite cannot alter a CHECK, so both tables are
+        // rebuilt (sqlite.org/lang_altertable.html), copying the columns
+        // the old table has (version 2 added first_failed_at).
+        for (table, ddl) in [
+            ("messages", messages_ddl("rebuilt")),
+            ("deliveries", deliveries_ddl("rebuilt")),
+        ] {
+            let columns: Vec<String> = tx
+                .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let columns = columns.join(", ");
+            tx.execute_batch(&format!(
+                "{ddl}\nINSERT INTO rebuilt ({columns}) SELECT {columns} FROM {table};\nDROP TABLE {table};\nALTER TABLE rebuilt RENAME TO {table};"
+            ))?;
+        }
+    }
+    tx.execute_batch(&messages_ddl("messages"))?;
+    tx.execute_batch(&deliveries_ddl("deliveries"))?;
+    // Before version 6, `seen_signatures` had no `at`.
+    let seen_exists: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seen_signatures')",
+        [],
+        |r| r.get(0),
+    )?;
+    let seen_has_at: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('seen_signatures') WHERE name = 'at')",
+        [],
+        |r| r.get(0),
+    )?;
+    if seen_exists && !seen_has_at {
+        tx.execute_batch("ALTER TABLE seen_signatures ADD COLUMN at INTEGER;")?;
+    }
+    tx.execute_batch(OTHER_TABLES)?;
+    // Version 4 made `submissions` without its `reply` column.
+    let has_reply: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('submissions') WHERE name = 'reply')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_reply {
+        tx.execute_batch("ALTER TABLE submissions ADD COLUMN reply TEXT;")?;
+    }
+    let broken: Option<String> = tx
+        .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+        .optional()?;
+    if let Some(table) = broken {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+            Some(format!(
+                "spool migration left a broken reference in {table}"
+            )),
+        ));
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+}

@@ -1,0 +1,218 @@
+//! What goes into the spool and comes out of it: new messages and posts,
+//! delivery kinds and rows, embargo and audit views.
+
+use super::*;
+
+/// A new, verified announcement to commit, already sealed to the list key.
+#[derive(Debug)]
+pub struct NewMessage<'a> {
+    pub id: &'a str,
+    pub signer: &'a str,
+    /// When the announcement's embargo lifts.
+    pub embargo_until: DateTime<Utc>,
+    /// Identities of its signatures (replay cache keys); any seen before
+    /// makes the message a replay.
+    pub sig_digests: &'a [String],
+    pub sealed: &'a [u8],
+    /// One delivery is created per member address.
+    pub members: &'a [String],
+    /// The public lists the held advisory goes to at `embargo_until`
+    /// (empty: no advisory held).
+    pub public_to: &'a [String],
+    /// The PST address to remind, and when (none if that time has passed).
+    pub reminder: Option<(&'a str, DateTime<Utc>)>,
+    /// SHA-256 of the raw mail as fetched from a mailbox, recorded in the
+    /// same transaction so that a crash before the mailbox copy is deleted
+    /// never processes it twice.
+    pub fetched: Option<&'a str>,
+    /// The submission's digest (envelope and bytes), so that the same
+    /// submission again is answered as accepted.
+    pub submission: Option<&'a str>,
+}
+
+/// A verified member post to commit, sealed to the list key.
+#[derive(Debug)]
+pub struct NewPost<'a> {
+    pub id: &'a str,
+    /// Fingerprint of the member certificate that signed it.
+    pub signer: &'a str,
+    pub sig_digests: &'a [String],
+    pub sealed: &'a [u8],
+    /// Who gets a copy: every member, or the PST only (`member_posts`).
+    pub recipients: &'a [String],
+    /// The raw mail's digest when it was fetched from a mailbox.
+    pub fetched: Option<&'a str>,
+    /// The submission's digest (see [`NewMessage::submission`]).
+    pub submission: Option<&'a str>,
+    /// A join request's envelope sender and peer, for its rate limit.
+    pub join_from: Option<(&'a str, &'a str)>,
+    /// The audit record: its event (`member-post`, `join-request`) and detail.
+    pub event: &'a str,
+    pub detail: &'a str,
+}
+
+/// What a delivery carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A member's encrypted copy of the announcement.
+    Copy,
+    /// The public advisory, to one public list, at the embargo time.
+    Release,
+    /// The signed, encrypted receipt to the PST member who sent it.
+    Receipt,
+    /// A member's encrypted notice that the embargo has lifted.
+    Lifted,
+    /// The PST's encrypted reminder before the embargo lifts.
+    Reminder,
+    /// Why an authenticated PST mail was refused, encrypted to its signer.
+    Refusal,
+    /// A member's post (a reply to an announcement), re-encrypted to one recipient.
+    Post,
+    /// A notice from the list to one roster member (the weekly key check):
+    /// encrypted when the member's key is usable, else signed only.
+    Notice,
+}
+
+impl Kind {
+    /// Every kind, for the one mapping to and from the spool's text.
+    pub(super) const ALL: [Kind; 8] = [
+        Kind::Copy,
+        Kind::Release,
+        Kind::Receipt,
+        Kind::Lifted,
+        Kind::Reminder,
+        Kind::Refusal,
+        Kind::Post,
+        Kind::Notice,
+    ];
+
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Kind::Copy => "copy",
+            Kind::Release => "release",
+            Kind::Receipt => "receipt",
+            Kind::Lifted => "lifted",
+            Kind::Reminder => "reminder",
+            Kind::Refusal => "refusal",
+            Kind::Notice => "notice",
+            Kind::Post => "post",
+        }
+    }
+}
+
+/// The spool's text for a kind, back; an unknown one is an error, never
+/// taken for a member copy.
+impl std::str::FromStr for Kind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Kind, String> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown delivery kind `{s}` in the spool"))
+    }
+}
+
+/// A delivery whose time has come.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub message_id: String,
+    /// The member's address, or the public list's for a release.
+    pub member: String,
+    pub kind: Kind,
+    /// The embargo time in force (the spool's, which operators may change).
+    pub embargo_until: DateTime<Utc>,
+    /// The embargo was cancelled: nothing is published.
+    pub embargo_cancelled: bool,
+    pub copy_id: String,
+    pub attempts: u32,
+    /// When an attempt first failed transiently (the retry lifetime runs from then).
+    pub first_failed: Option<DateTime<Utc>>,
+}
+
+/// A change asked for by signed mail: its signatures (against replays) and
+/// where the receipt goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub digests: &'a [String],
+    pub reply_to: &'a str,
+    /// The command mail's submission digest (see [`NewMessage::submission`]).
+    pub submission: Option<&'a str>,
+}
+
+/// An embargo as operators see it.
+#[derive(Debug, Clone)]
+pub struct EmbargoInfo {
+    pub id: String,
+    pub signer: String,
+    pub received_at: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub cancelled: bool,
+    /// Public lists and the state of the release to each.
+    pub releases: Vec<(String, String)>,
+    pub copies: DeliveryCounts,
+}
+
+impl EmbargoInfo {
+    /// `held`, `lifted` or `cancelled` at `now`.
+    pub fn state(&self, now: DateTime<Utc>) -> &'static str {
+        if self.cancelled {
+            "cancelled"
+        } else if self.until > now {
+            "held"
+        } else {
+            "lifted"
+        }
+    }
+}
+
+/// One audit record.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub at: DateTime<Utc>,
+    pub event: String,
+    pub message_id: Option<String>,
+    pub member: Option<String>,
+    pub detail: String,
+}
+
+/// One delivery as the operator's CLI shows it.
+#[derive(Debug, Clone)]
+pub struct DeliveryRow {
+    pub message_id: String,
+    pub member: String,
+    /// `copy`, `release`, `receipt`, …
+    pub kind: String,
+    /// `pending`, `sent`, `skipped`, `failed`, `cancelled`.
+    pub state: String,
+    pub attempts: u32,
+    pub next_attempt: DateTime<Utc>,
+    pub last_error: Option<String>,
+}
+
+/// Per-state counts of a message's deliveries.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DeliveryCounts {
+    pub pending: usize,
+    pub sent: usize,
+    pub skipped: usize,
+    pub failed: usize,
+}
+
+/// How a delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    Sent,
+    Skipped,
+    Failed,
+}
+
+impl Finished {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Finished::Sent => "sent",
+            Finished::Skipped => "skipped",
+            Finished::Failed => "failed",
+        }
+    }
+}
