@@ -43,10 +43,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to the systemd journal, with each event's fields as journal fields
-/// (`ER_MESSAGE_ID`, `ER_MEMBER`, …, and the level as the priority), when
-/// the service manager connected stderr to it (`JOURNAL_STREAM`); else
-/// plain lines on stderr.
 /// A panic's message can quote the data being parsed (a failed slice
 /// shows the string), and a parser panic on a mail is caught and the mail
 /// refused: so the log gets where it happened, never what it said.
@@ -60,6 +56,10 @@ fn quiet_panics() {
     }));
 }
 
+/// Logs to the systemd journal, with each event's fields as journal fields
+/// (`ER_MESSAGE_ID`, `ER_MEMBER`, …, and the level as the priority), when
+/// the service manager connected stderr to it (`JOURNAL_STREAM`); else
+/// plain lines on stderr.
 fn init_logging() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;

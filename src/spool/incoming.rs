@@ -34,6 +34,7 @@ pub(super) fn insert_fetched(
     .map(drop)
 }
 
+/// The message a signature identity was first seen with, if any.
 pub(super) fn seen_before(
     conn: &Connection,
     digests: &[String],

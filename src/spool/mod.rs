@@ -329,7 +329,6 @@ impl Spool {
     }
 }
 
-/// The message a signature identity was first seen with, if any.
 /// A write transaction that takes the write lock at once (IMMEDIATE): the
 /// daemon and `submit` write the same WAL database, and a deferred
 /// transaction that read first fails at once on a stale snapshot.

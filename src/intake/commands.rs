@@ -1,0 +1,313 @@
+//! PST command mails (embargo and roster commands), refusals of
+//! authenticated PST mail, replays, and the signed, encrypted notices that
+//! answer them.
+
+use super::*;
+
+impl Intake {
+    /// Applies `Roster-Add` / `Roster-Remove`: the roster file is rewritten
+    /// atomically, the new roster takes effect at once, and the PST gets a
+    /// signed, encrypted receipt (which also records the command's
+    /// signatures, so a replay is refused).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn roster_command(
+        &self,
+        envelope: &Envelope,
+        command: &Command,
+        keys: Option<&[u8]>,
+        sender: &Sender,
+        now: DateTime<Utc>,
+        submission: &str,
+    ) -> Reply {
+        let relay = &self.relay;
+        let refuse = |problem: String| {
+            self.refuse_command(
+                envelope,
+                (problem, ""),
+                command.id(),
+                sender,
+                now,
+                submission,
+            )
+        };
+        let Some(path) = &self.config().roster_file else {
+            return refuse(
+                "roster changes by mail need `list.roster_file` in the configuration".into(),
+            );
+        };
+        match relay.spool.replay_of(&sender.digests) {
+            Ok(Some(previous)) => return self.replayed(envelope, &previous, sender, now),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "spool unreadable; answering 451");
+                return Reply::new(451, "4.3.0", "local error; try again later");
+            }
+        }
+        let directory = self.directory();
+        let p = crate::crypto::policy();
+        let changed = match command {
+            Command::RosterAdd {
+                email,
+                organization,
+                fingerprint,
+            } => add_member(
+                path,
+                &directory.roster,
+                keys,
+                email,
+                organization,
+                fingerprint,
+                &p,
+                now,
+            ),
+            Command::RosterRemove { email } => remove_member(path, &directory.roster, email),
+            _ => Err("not a roster command".to_owned()),
+        };
+        let text = match changed {
+            Ok(text) => text,
+            Err(why) => return refuse(why),
+        };
+        match crate::roster::file::load(path) {
+            Ok(members) => relay.set_roster(directory.roster.with_file_members(members)),
+            Err(e) => {
+                tracing::error!(error = %e, "roster file unreadable after a change; restart to load it")
+            }
+        }
+        let event = match command {
+            Command::RosterAdd { .. } => "roster-add",
+            _ => "roster-remove",
+        };
+        let detail = format!("by PST {}: {text}", sender.signer);
+        if let Err(e) = relay
+            .spool
+            .audit(now, event, None, Some(command.id()), &detail)
+        {
+            tracing::error!(error = %e, "could not audit a roster change");
+        }
+        tracing::info!(member = %command.id(), %event, "roster changed by PST command");
+        let receipt = format!(
+            "{text}\n\nMembers now: {}.\n",
+            // The roster just changed: the new count.
+            self.relay.directory().roster.members().len()
+        );
+        let subject = format!("Roster changed: {}", command.id());
+        let done = Reply::new(
+            250,
+            "2.0.0",
+            // The member's address is in the PST's encrypted receipt, not
+            // in this clear reply.
+            format!("roster updated ({event}); a receipt follows"),
+        );
+        // The same submission again gets this same answer.
+        let line = done.line();
+        match self.notify_pst(
+            &random_hex(8),
+            sender,
+            &subject,
+            &receipt,
+            &sender.digests,
+            Some((submission, line.as_str())),
+            now,
+        ) {
+            Err(SpoolError::Replay(previous)) => self.replayed(envelope, &previous, sender, now),
+            _ => done,
+        }
+    }
+
+    /// Applies a PST command; its receipt is queued in the same transaction.
+    pub(super) fn command(
+        &self,
+        envelope: &Envelope,
+        command: &Command,
+        sender: &Sender,
+        now: DateTime<Utc>,
+        submission: &str,
+    ) -> Reply {
+        let spool = &self.relay.spool;
+        let signer = &sender.signer;
+        let origin = Origin {
+            digests: &sender.digests,
+            reply_to: &sender.from,
+            submission: Some(submission),
+        };
+        let actor = format!("PST {signer}");
+        let max = self.config().policy.max_embargo;
+        let result = match command {
+            Command::Extend { to, .. } if *to - now > max => Err(SpoolError::RefusedAt {
+                reason: format!(
+                    "the new time is more than the maximum of {} days ahead (policy.max_embargo)",
+                    max.num_days()
+                ),
+                times: format!("asked for {}", to.to_rfc3339()),
+            }),
+            Command::Extend { id, to } => spool.extend(id, *to, now, &actor, Some(&origin)),
+            Command::Cancel { id } => spool.cancel(id, now, &actor, Some(&origin)),
+            Command::ReleaseNow { id } => spool.release_now(id, now, &actor, Some(&origin)),
+            // Routed to `roster_command` before this.
+            Command::RosterAdd { .. } | Command::RosterRemove { .. } => {
+                Err(SpoolError::Refused("not an embargo command".to_owned()))
+            }
+        };
+        let id = command.id();
+        match result {
+            Ok(()) => {
+                tracing::info!(embargo = %id, %signer, command = command.name(), "PST command applied");
+                self.relay.wake.notify_one();
+                Reply::new(
+                    250,
+                    "2.0.0",
+                    format!("command applied to embargo {id}; a receipt follows"),
+                )
+            }
+            Err(SpoolError::Refused(problem)) => {
+                self.refuse_command(envelope, (problem, ""), id, sender, now, submission)
+            }
+            Err(SpoolError::RefusedAt { reason, times }) => {
+                self.refuse_command(envelope, (reason, &times), id, sender, now, submission)
+            }
+            Err(SpoolError::Replay(previous)) => self.replayed(envelope, &previous, sender, now),
+            Err(e) => {
+                tracing::error!(error = %e, "spool write failed; answering 451");
+                Reply::new(
+                    451,
+                    "4.3.0",
+                    "local error while applying the command; try again later",
+                )
+            }
+        }
+    }
+
+    /// Refuses an authenticated PST mail: the SMTP reply, the audit record,
+    /// and the reason sent to the sender signed and encrypted. A replay of
+    /// a refused mail is refused as a replay.
+    pub(super) fn refuse(
+        &self,
+        envelope: &Envelope,
+        rejection: &Rejection,
+        sender: &Sender,
+        now: DateTime<Utc>,
+        submission: Option<&str>,
+    ) -> Reply {
+        // The one place the quoted text is shown: signed and encrypted to the PST.
+        let text = crate::quote::revealed(|| {
+            format!(
+                "The list refused your mail.\n\nReason: {rejection}\n\nNothing was relayed. Fix the mail and send it again; \
+a resent copy of this one counts as a replay.\n"
+            )
+        });
+        let subject = format!("Refused: {}", sender.subject);
+        // The same submission again gets this same refusal (and no new
+        // notice); see `process_fetched`.
+        let line = rejection.reply().line();
+        match self.notify_pst(
+            &random_hex(8),
+            sender,
+            &subject,
+            &text,
+            &sender.digests,
+            submission.map(|digest| (digest, line.as_str())),
+            now,
+        ) {
+            Err(SpoolError::Replay(previous)) => self.replayed(envelope, &previous, sender, now),
+            _ => self.reject(envelope, rejection, now),
+        }
+    }
+
+    /// Refuses a PST command that cannot be applied; `on` (the embargo id
+    /// or member address it named) is quoted in the encrypted refusal only.
+    pub(super) fn refuse_command(
+        &self,
+        envelope: &Envelope,
+        (problem, times): (String, &str),
+        on: &str,
+        sender: &Sender,
+        now: DateTime<Utc>,
+        submission: &str,
+    ) -> Reply {
+        let on = Quoted::new(on);
+        let times = Quoted::new(times);
+        self.refuse(
+            envelope,
+            &Rejection::Command { problem, times, on },
+            sender,
+            now,
+            Some(submission),
+        )
+    }
+
+    /// Rejects a replay of `previous` and tells the PST, once per replayed
+    /// message (further replays of it are only audited): a replay the PST
+    /// did not send means someone holds a copy of its mail.
+    pub(super) fn replayed(
+        &self,
+        envelope: &Envelope,
+        previous: &str,
+        sender: &Sender,
+        now: DateTime<Utc>,
+    ) -> Reply {
+        let text = format!(
+            "A mail carrying the signature of your message {previous} reached the list again, \
+from {} (envelope sender <{}>), and was rejected as a replay. Nothing was relayed.\n\n\
+If you did not resend it, someone holds a copy of your signed mail. Further replays of \
+this message are rejected without another notice; `embargo-relay audit` on the list \
+host lists them.\n",
+            envelope.peer, envelope.mail_from
+        );
+        let subject = format!("Replay rejected: {}", sender.subject);
+        let _ = self.notify_pst(
+            &format!("{previous}-replay"),
+            sender,
+            &subject,
+            &text,
+            &[],
+            None,
+            now,
+        );
+        self.reject(envelope, &Rejection::Replay(previous.to_owned()), now)
+    }
+
+    /// Queues a signed, encrypted notice to the PST who sent a mail. A
+    /// notice whose id is already queued is not queued again.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn notify_pst(
+        &self,
+        id: &str,
+        sender: &Sender,
+        subject: &str,
+        text: &str,
+        digests: &[String],
+        submission: Option<(&str, &str)>,
+        now: DateTime<Utc>,
+    ) -> Result<(), SpoolError> {
+        let relay = &self.relay;
+        let notice = Record::unembargoed(
+            sender.signer.clone(),
+            sender.from.clone(),
+            subject.to_owned(),
+            Secret::new(text.as_bytes().to_vec()),
+            now,
+        );
+        let Some(sealed) = self.seal(&notice) else {
+            return Ok(());
+        };
+        match relay.spool.queue_refusal(
+            id,
+            &sender.signer,
+            &sender.from,
+            &sealed,
+            digests,
+            submission,
+            now,
+        ) {
+            Ok(()) => {
+                relay.wake.notify_one();
+                Ok(())
+            }
+            Err(SpoolError::Replay(previous)) => Err(SpoolError::Replay(previous)),
+            Err(e) => {
+                tracing::error!(error = %e, "could not queue a notice to the PST");
+                Ok(())
+            }
+        }
+    }
+}

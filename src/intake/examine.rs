@@ -1,0 +1,166 @@
+//! The pure decision on one mail: `examine` parses (bounded), verifies and
+//! authorizes a raw mail against a `Gate` and says what it is. No I/O, no
+//! clock of its own; fuzzed (`fuzz/fuzz_targets/verify.rs`).
+
+use super::*;
+
+/// What a mail is checked against.
+pub struct Gate<'a> {
+    /// Decrypts mail encrypted to the list.
+    pub list: &'a ListKey,
+    /// The certificates allowed to announce.
+    pub pst: &'a [Cert],
+    /// Every certificate whose signature is checked: the PST's and the
+    /// other members' (whose posts are relayed under `policy.member_posts`).
+    pub known: &'a [Cert],
+    pub policy: &'a PolicyConfig,
+    /// The largest decrypted content accepted (the message size limit).
+    pub max_size: usize,
+}
+
+/// Parses and authorizes a raw mail. Pure: no I/O, no clock of its own.
+pub fn examine(
+    raw: &[u8],
+    gate: &Gate<'_>,
+    p: &dyn Policy,
+    now: DateTime<Utc>,
+) -> Result<Examined, Rejection> {
+    let policy = gate.policy;
+    // What SMTP refuses in DATA is refused from a pipe or a mailbox too: a
+    // bare CR can make the relayed entity parse differently from what a
+    // text-mode signature covered.
+    if raw
+        .iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'\r' && raw.get(i + 1) != Some(&b'\n'))
+    {
+        return Err(Rejection::Malformed(
+            "bare CR in the message; lines must end in CRLF",
+        ));
+    }
+    let mail = mime::parse(raw, &policy.mime)?;
+    let (from, outer_subject) = (mail.from.clone(), mail.outer_subject.clone());
+    let (auth, signed_part, encrypted) = verify::authorize(mail, gate, p, now)?;
+    let subject = relayed_subject(mime::protected_subject(signed_part.expose()), outer_subject);
+    if auth.role == Role::Member {
+        if policy.member_posts == MemberPosts::Reject {
+            return Err(Rejection::MemberPost(
+                "this list does not relay member posts (policy.member_posts = \"reject\")",
+            ));
+        }
+        if !encrypted {
+            return Err(Rejection::MemberPost(
+                "a member post must be encrypted to the list key, not only signed",
+            ));
+        }
+        verify::fresh(&auth, now, policy.signature_max_age)?;
+        let post = Post {
+            signer: auth.signer,
+            from,
+            subject,
+            entity: signed_part,
+        };
+        return Ok(Examined::MemberPost(post, auth.signature_digests));
+    }
+    let freshness = verify::fresh(&auth, now, policy.signature_max_age);
+    let sender = Sender {
+        signer: auth.signer,
+        from,
+        subject,
+        digests: auth.signature_digests,
+    };
+    let refused = |rejection, sender| Ok(Examined::Refused { rejection, sender });
+    if let Err(stale) = freshness {
+        return refused(stale, sender);
+    }
+    let entity = signed_part.expose();
+    let terms = match embargo::request(entity, now, policy.max_embargo) {
+        Ok(Request::Announce(terms)) => terms,
+        Ok(Request::Command(command)) => {
+            let keys = match command {
+                Command::RosterAdd { .. } => mime::attached_keys(entity),
+                _ => None,
+            };
+            return Ok(Examined::Command {
+                command,
+                sender,
+                keys,
+            });
+        }
+        Err(e) => return refused(Rejection::Embargo(e), sender),
+    };
+    let public_to = match embargo::public_advisory(entity) {
+        None => Vec::new(),
+        Some(_) if !terms.public_to.is_empty() => terms.public_to.clone(),
+        Some(_) if !policy.public_recipients.is_empty() => policy.public_recipients.clone(),
+        Some(_) => return refused(Rejection::Embargo(TermsError::NoPublicRecipients), sender),
+    };
+    let announcement = Record {
+        signer: sender.signer,
+        from: sender.from,
+        subject: sender.subject,
+        terms,
+        public_to,
+        entity: signed_part,
+    };
+    Ok(Examined::Announcement(announcement, sender.digests))
+}
+
+/// An authenticated PST sender and its mail's identity.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    /// Fingerprint of the PST certificate that signed.
+    pub signer: String,
+    /// The From address (a user ID of that certificate).
+    pub from: String,
+    /// The Subject the relay would use.
+    pub subject: String,
+    /// Identities of the mail's signatures (replay cache).
+    pub digests: Vec<String>,
+}
+
+/// A member's verified post (a reply to an announcement).
+#[derive(Debug)]
+pub struct Post {
+    /// Fingerprint of the member's certificate.
+    pub signer: String,
+    pub from: String,
+    pub subject: String,
+    /// The signed entity, verbatim.
+    pub entity: Secret,
+}
+
+/// What an authorized mail turned out to be.
+#[derive(Debug)]
+pub enum Examined {
+    /// A member's post, with its signature identities.
+    MemberPost(Post, Vec<String>),
+    /// A new announcement, with its signature identities.
+    Announcement(Record, Vec<String>),
+    /// A command on an existing embargo.
+    Command {
+        command: Command,
+        sender: Sender,
+        /// A certificate attached to the signed entity (for `Roster-Add`).
+        keys: Option<Vec<u8>>,
+    },
+    /// Authenticated, but invalid: the PST is told why, signed and encrypted.
+    Refused {
+        rejection: Rejection,
+        sender: Sender,
+    },
+}
+
+/// Marks an outer Subject that no signature covers before the list re-signs it.
+pub const UNVERIFIED_SUBJECT: &str = "[unverified subject]";
+
+/// The Subject members see: the signed (protected) one; failing that the
+/// outer one, marked as unverified, since the list's signature must not
+/// vouch for what the PST did not sign.
+pub(super) fn relayed_subject(protected: Option<String>, outer: Option<String>) -> String {
+    match (protected, outer) {
+        (Some(signed), _) if !signed.is_empty() => signed,
+        (_, Some(outer)) if !outer.is_empty() => format!("{UNVERIFIED_SUBJECT} {outer}"),
+        _ => "(no subject)".to_owned(),
+    }
+}

@@ -1,0 +1,248 @@
+//! Mail that is not an announcement but is relayed: members' posts and
+//! join requests to the PST.
+
+use super::*;
+
+/// `entity` preceded by a plain-text note, as one `multipart/mixed` entity.
+pub(super) fn with_note(note: &str, entity: &[u8]) -> Secret {
+    let boundary = loop {
+        let b = format!("note-{}", random_hex(12));
+        if memchr::memmem::find(entity, b.as_bytes()).is_none() {
+            break b;
+        }
+    };
+    let mut out = format!(
+        "Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n--{boundary}\r\n\
+Content-Type: text/plain; charset=\"utf-8\"\r\nContent-Description: list note\r\n\r\n{note}\r\n--{boundary}\r\n"
+    )
+    .into_bytes();
+    out.extend_from_slice(entity);
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    Secret::new(out)
+}
+
+/// Join requests a sender may make in an hour.
+pub(super) const JOIN_PER_SENDER_HOUR: u64 = 3;
+
+/// Join requests one host (the peer's address) may bring in an hour.
+pub(super) const JOIN_PER_PEER_HOUR: u64 = 10;
+
+impl Intake {
+    /// Relays a member's post, re-encrypted to every member or to the PST
+    /// only (`policy.member_posts`), opening with a note naming who posted
+    /// it and from which organization.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn post(
+        &self,
+        envelope: &Envelope,
+        post: Post,
+        digests: &[String],
+        now: DateTime<Utc>,
+        fetched: Option<&str>,
+        submission: &str,
+    ) -> Reply {
+        let relay = &self.relay;
+        let directory = self.directory();
+        let roster = &directory.roster;
+        let Some(member) = roster.by_fingerprint(&post.signer) else {
+            // The certificate came from the roster; it cannot vanish.
+            return Reply::new(451, "4.3.0", "roster changed; try again later");
+        };
+        let recipients: Vec<String> = roster
+            .members()
+            .iter()
+            .filter(|m| self.config().policy.member_posts == MemberPosts::List || m.pst)
+            .map(|m| m.email.clone())
+            .collect();
+        let note = format!(
+            "Posted to the list by {} ({}). The list verified their signature (key {}).",
+            member.email, member.organization, post.signer
+        );
+        let entity = with_note(&note, post.entity.expose());
+        let sealed_post = Record::unembargoed(
+            post.signer.clone(),
+            post.from.clone(),
+            format!("[{}] {}", member.organization, post.subject),
+            entity,
+            now,
+        );
+        let Some(sealed) = self.seal(&sealed_post) else {
+            return try_later();
+        };
+        let id = random_hex(8);
+        let detail = format!(
+            "from {} ({}), signed by {}; {} copies queued ({})",
+            member.email,
+            member.organization,
+            post.signer,
+            recipients.len(),
+            match self.config().policy.member_posts {
+                MemberPosts::Pst => "to the PST only",
+                _ => "to every member",
+            }
+        );
+        let new = NewPost {
+            id: &id,
+            signer: &post.signer,
+            sig_digests: digests,
+            sealed: &sealed,
+            recipients: &recipients,
+            fetched,
+            event: "member-post",
+            detail: &detail,
+            submission: Some(submission),
+            join_from: None,
+        };
+        let result = relay.spool.accept_post(&new, now);
+        self.answer(
+            envelope,
+            result,
+            now,
+            || {
+                tracing::info!(message_id = %id, member = %member.email, organization = %member.organization, recipients = recipients.len(), "member post accepted");
+                Reply::new(250, "2.0.0", format!("member post accepted as {id}"))
+            },
+            |previous| self.reject(envelope, &Rejection::Replay(previous), now),
+        )
+    }
+
+    /// Forwards a join request to the PST, encrypted, with a checklist of
+    /// the membership criteria it answers. The request is not signed and
+    /// may come from anyone; only the PST sees it. A byte-identical resend
+    /// is refused as a replay.
+    pub(super) fn join_request(
+        &self,
+        envelope: &Envelope,
+        raw: &[u8],
+        now: DateTime<Utc>,
+        submission: &str,
+    ) -> Reply {
+        let relay = &self.relay;
+        // At most a few requests an hour from one sender or one peer: each
+        // queues a signed, encrypted delivery per PST member, and one
+        // changed byte makes a new request.
+        let peer_host = peer_host(&envelope.peer);
+        let hour_ago = now - chrono::Duration::hours(1);
+        match relay
+            .spool
+            .join_requests_since(hour_ago, &envelope.mail_from, &peer_host)
+        {
+            Ok((from_sender, from_peer))
+                if from_sender >= JOIN_PER_SENDER_HOUR || from_peer >= JOIN_PER_PEER_HOUR =>
+            {
+                let reply = Reply::new(
+                    450,
+                    "4.7.1",
+                    format!(
+                        "too many join requests from this sender or host (at most {JOIN_PER_SENDER_HOUR} a sender and {JOIN_PER_PEER_HOUR} a host an hour); try again later"
+                    ),
+                );
+                let detail = format!(
+                    "from peer {} envelope sender <{}>: {}",
+                    envelope.peer,
+                    printable(&envelope.mail_from),
+                    reply.text
+                );
+                self.tally_or_audit(now, ("rejected", &peer_host, &reply.text), None, &detail);
+                return reply;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "spool unreadable; answering 451");
+                return try_later();
+            }
+        }
+        // Parsing and reading the request touch untrusted input and have no
+        // side effects: a panic there refuses the mail, as in `examine`.
+        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::failpoint::hit("join-request");
+            mime::plain_request(raw, &self.config().policy.mime)
+                .map(|r| (crate::membership::checklist(&r.text), r))
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!("reading a join request panicked; refusing it");
+            Err(Rejection::Malformed(
+                "the request could not be read (internal error); it was refused",
+            ))
+        });
+        let (answered, request) = match parsed {
+            Ok(r) => r,
+            Err(why) => return self.reject(envelope, &why, now),
+        };
+        let text = format!(
+            "A request to join the list reached {} on {} UTC.\n\n\
+From: {}\nSubject: {}\nEnvelope sender: <{}>, via {}\n\n\
+The sender is not authenticated: check the request with the distribution\n\
+through a channel you trust before adding anyone.\n\n\
+Membership criteria (policy: Membership Criteria), as the request answers them:\n\n{}\n\
+---- the request's text follows ----\n\n{}\n",
+            self.config().request_address,
+            now.format("%Y-%m-%d %H:%M"),
+            request.from,
+            request.subject,
+            envelope.mail_from,
+            envelope.peer,
+            crate::membership::checklist_text(&answered),
+            request.text
+        );
+        let entity = format!(
+            "Content-Type: text/plain; charset=\"utf-8\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{}",
+            text.lines().map(|l| format!("{l}\r\n")).collect::<String>()
+        );
+        let notice = Record::unembargoed(
+            String::new(),
+            request.from.clone(),
+            format!("[join request] {}", request.subject),
+            Secret::new(entity.into_bytes()),
+            now,
+        );
+        let Some(sealed) = self.seal(&notice) else {
+            return try_later();
+        };
+        let pst: Vec<String> = self
+            .directory()
+            .roster
+            .members()
+            .iter()
+            .filter(|m| m.pst)
+            .map(|m| m.email.clone())
+            .collect();
+        let id = random_hex(8);
+        let digests = [format!("join-request:{}", crate::crypto::sha256_hex(raw))];
+        let detail = format!(
+            "from {} via {}; {} of {} criteria answered; forwarded to {} PST members",
+            request.from,
+            envelope.peer,
+            answered.iter().filter(|a| **a).count(),
+            answered.len(),
+            pst.len()
+        );
+        let new = NewPost {
+            id: &id,
+            signer: "",
+            sig_digests: &digests,
+            sealed: &sealed,
+            recipients: &pst,
+            fetched: None,
+            event: "join-request",
+            detail: &detail,
+            submission: Some(submission),
+            join_from: Some((&envelope.mail_from, &peer_host)),
+        };
+        let result = relay.spool.accept_post(&new, now);
+        self.answer(
+            envelope,
+            result,
+            now,
+            || {
+                tracing::info!(message_id = %id, from = %request.from, "join request forwarded to the PST");
+                Reply::new(
+                    250,
+                    "2.0.0",
+                    format!("join request {id} forwarded to the list's security team"),
+                )
+            },
+            |previous| self.reject(envelope, &Rejection::Replay(previous), now),
+        )
+    }
+}
