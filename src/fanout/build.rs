@@ -1,0 +1,501 @@
+//! What each kind of delivery is, as a message ready for the wire: a
+//! member's copy (sealed once per announcement, a PKESK per member), the
+//! public advisory, the PST's receipts and reminders, lifted notices, key
+//! notices.
+
+use super::*;
+
+/// Builds what a delivery sends: a member's sealed copy or a public release.
+pub(super) fn build(relay: &Relay, a: &Record, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
+    crate::failpoint::hit("build");
+    match d.kind {
+        Kind::Copy => seal_copy(
+            relay,
+            a,
+            d,
+            Some(a.terms.until),
+            outbound::PLACEHOLDER_SUBJECT,
+        ),
+        Kind::Post => seal_copy(relay, a, d, None, outbound::POST_SUBJECT),
+        Kind::Release => release_message(relay, a, d),
+        Kind::Receipt => receipt_message(relay, a, d),
+        Kind::Lifted => lifted_message(relay, a, d),
+        Kind::Reminder => reminder_message(relay, a, d),
+        Kind::Notice => notice_message(relay, a, d),
+        Kind::Refusal => {
+            let pst = pst_cert_for(relay, a, &d.member)?;
+            let reason = String::from_utf8_lossy(a.entity.expose()).into_owned();
+            notice(
+                relay,
+                a,
+                d,
+                &pst,
+                &a.subject,
+                &reason,
+                outbound::REFUSAL_SUBJECT,
+            )
+        }
+    }
+}
+
+/// The certificate that signed the announcement (receipts and reminders go to it).
+pub(super) fn signer_cert(relay: &Relay, a: &Record) -> Result<sequoia_openpgp::Cert, SealError> {
+    relay
+        .directory()
+        .pst
+        .iter()
+        .find(|c| c.fingerprint().to_hex() == a.signer)
+        .cloned()
+        .ok_or_else(|| {
+            SealError::Recipient("the signing PST certificate is no longer configured".to_owned())
+        })
+}
+
+/// The PST certificate a receipt to `address` is encrypted to: the one
+/// whose user ID it is (a command may come from another PST member), else
+/// the announcement's signer.
+pub(super) fn pst_cert_for(
+    relay: &Relay,
+    a: &Record,
+    address: &str,
+) -> Result<sequoia_openpgp::Cert, SealError> {
+    let p = crate::crypto::policy();
+    let now = relay.clock.now();
+    let has_address = |c: &sequoia_openpgp::Cert| {
+        crate::crypto::valid_emails(c, &p, now)
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case(address))
+    };
+    // The announcement's own signer first: PST members may share an address.
+    if let Ok(signer) = signer_cert(relay, a)
+        && has_address(&signer)
+    {
+        return Ok(signer);
+    }
+    let directory = relay.directory();
+    let owner = directory.pst.iter().find(|c| {
+        crate::crypto::valid_emails(c, &p, now)
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case(address))
+    });
+    owner.cloned().map_or_else(|| signer_cert(relay, a), Ok)
+}
+
+/// The PST's receipt: what happened to the announcement, as it stands now.
+pub(super) fn receipt_message(
+    relay: &Relay,
+    a: &Record,
+    d: &DueDelivery,
+) -> Result<Vec<u8>, SealError> {
+    let pst = pst_cert_for(relay, a, &d.member)?;
+    let spool_error = |e: SpoolError| SealError::Crypto(e.to_string());
+    let report = relay
+        .spool
+        .delivery_report(&d.message_id, Kind::Copy)
+        .map_err(spool_error)?;
+    let failed_releases: Vec<(String, String)> = relay
+        .spool
+        .delivery_report(&d.message_id, Kind::Release)
+        .map_err(spool_error)?
+        .into_iter()
+        .filter(|(_, state, _)| state == "failed")
+        .map(|(to, _, why)| (to, why.unwrap_or_default()))
+        .collect();
+    let releases = relay
+        .spool
+        .release_targets(&d.message_id)
+        .map_err(spool_error)?;
+    let state = match (d.embargo_cancelled, a.terms.until > relay.clock.now()) {
+        (true, _) => "cancelled (the held advisory was discarded)",
+        (false, true) => "held",
+        (false, false) => "lifted",
+    };
+    let released: Vec<(String, String)> = relay
+        .spool
+        .audit_for(&d.message_id)
+        .map_err(spool_error)?
+        .into_iter()
+        .filter(|r| r.event == "released")
+        .map(|r| (r.member.unwrap_or_default(), r.detail))
+        .collect();
+    let mut text = receipt_text(
+        relay,
+        a,
+        &d.message_id,
+        state,
+        &report,
+        &releases,
+        &released,
+    );
+    for (to, why) in &failed_releases {
+        text.push_str(&format!(
+            "\nTHE PUBLIC ADVISORY DID NOT REACH {to}: {why}\nPublish it there yourself.\n"
+        ));
+    }
+    let subject = format!("Receipt: {}", a.subject);
+    notice(
+        relay,
+        a,
+        d,
+        &pst,
+        &subject,
+        &text,
+        outbound::RECEIPT_SUBJECT,
+    )
+}
+
+/// The PST's reminder before the embargo lifts; says plainly if nothing will be published.
+pub(super) fn reminder_message(
+    relay: &Relay,
+    a: &Record,
+    d: &DueDelivery,
+) -> Result<Vec<u8>, SealError> {
+    let pst = signer_cert(relay, a)?;
+    let releases = relay
+        .spool
+        .release_targets(&d.message_id)
+        .map_err(|e| SealError::Crypto(e.to_string()))?;
+    let left = a.terms.until - relay.clock.now();
+    let mut text = format!(
+        "Reminder: the embargo on announcement {} lifts in about {} hours, at {} UTC ({} in the offset you wrote).\n\nSubject: {}\n\n",
+        d.message_id,
+        left.num_hours().max(0),
+        a.terms.until.format("%Y-%m-%d %H:%M:%S"),
+        a.terms
+            .until
+            .with_timezone(&a.terms.sender_offset)
+            .format("%Y-%m-%d %H:%M:%S %:z"),
+        a.subject,
+    );
+    text.push_str(&if releases.is_empty() {
+        "NO PUBLIC ADVISORY IS HELD for this embargo: the list will publish nothing when it lifts. Publish the advisory yourself.\n".to_owned()
+    } else {
+        format!("Public advisory: held; it goes to {} when the embargo lifts.\n", releases.join(", "))
+    });
+    notice(
+        relay,
+        a,
+        d,
+        &pst,
+        &format!("Reminder: {}", a.subject),
+        &text,
+        outbound::REMINDER_SUBJECT,
+    )
+}
+
+/// A roster member's address and the certificate to encrypt to, or why
+/// there is none (then the member is skipped, never sent plaintext).
+pub(super) fn member_cert(
+    relay: &Relay,
+    address: &str,
+) -> Result<(String, sequoia_openpgp::Cert), SealError> {
+    let directory = relay.directory();
+    let member = directory
+        .roster
+        .find(address)
+        .ok_or_else(|| SealError::Recipient("no longer on the roster".to_owned()))?;
+    let cert = member
+        .cert()
+        .map_err(|e| SealError::Recipient(e.to_owned()))?;
+    Ok((member.email.clone(), cert.clone()))
+}
+
+/// A delivery's Message-ID: its own random copy id, the same on every
+/// retry of it (so a resend after a crash is recognisably the same mail),
+/// and nothing that links it to the announcement or to other copies.
+pub(super) fn copy_message_id(relay: &Relay, d: &DueDelivery) -> String {
+    format!("{}@{}", d.copy_id, relay.config().hostname)
+}
+
+/// A member's notice that the embargo has lifted.
+pub(super) fn lifted_message(
+    relay: &Relay,
+    a: &Record,
+    d: &DueDelivery,
+) -> Result<Vec<u8>, SealError> {
+    let (_, cert) = member_cert(relay, &d.member)?;
+    let releases = relay
+        .spool
+        .release_targets(&d.message_id)
+        .map_err(|e| SealError::Crypto(e.to_string()))?;
+    if d.embargo_cancelled {
+        let text = format!(
+            "The embargo on announcement {} was cancelled. The held public advisory was discarded; \
+the list will publish nothing.\n\nSubject: {}\n\nKeep the announcement confidential until the PST says otherwise.\n",
+            d.message_id, a.subject
+        );
+        let subject = format!("Embargo cancelled: {}", a.subject);
+        return notice(
+            relay,
+            a,
+            d,
+            &cert,
+            &subject,
+            &text,
+            outbound::LIFTED_SUBJECT,
+        );
+    }
+    let mut text = format!(
+        "The embargo on announcement {} lifted at {} UTC.\n\nSubject: {}\n\n",
+        d.message_id,
+        a.terms.until.format("%Y-%m-%d %H:%M:%S"),
+        a.subject
+    );
+    text.push_str(&if releases.is_empty() {
+        "The list published no advisory; the PST coordinates publication.\n".to_owned()
+    } else {
+        format!(
+            "The public advisory has been sent to {}.\n",
+            releases.join(", ")
+        )
+    });
+    notice(
+        relay,
+        a,
+        d,
+        &cert,
+        &format!("Embargo lifted: {}", a.subject),
+        &text,
+        outbound::LIFTED_SUBJECT,
+    )
+}
+
+/// A short text from the list to one recipient: protected Subject inside,
+/// signed by the list key, encrypted to `cert` alone.
+pub(super) fn notice(
+    relay: &Relay,
+    a: &Record,
+    d: &DueDelivery,
+    cert: &sequoia_openpgp::Cert,
+    subject: &str,
+    text: &str,
+    outer_subject: &str,
+) -> Result<Vec<u8>, SealError> {
+    let part = format!(
+        "Content-Type: text/plain; charset=\"utf-8\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{}",
+        text.lines().map(|l| format!("{l}\r\n")).collect::<String>()
+    );
+    let message_id = copy_message_id(relay, d);
+    let headers = CopyHeaders {
+        list: &relay.config().list_address,
+        member: &d.member,
+        message_id: &message_id,
+        date: relay.clock.now(),
+    };
+    // A refusal or a key notice is about no embargo: no embargo notice.
+    let until = (!matches!(d.kind, Kind::Refusal | Kind::Notice)).then_some(a.terms.until);
+    let inner = outbound::protected_inner(&headers, subject, until, part.as_bytes())
+        .map_err(|e| SealError::Crypto(format!("bad address: {e}")))?;
+    let p = crate::crypto::policy();
+    let armored = relay
+        .config()
+        .list_key
+        .seal_for(&p, headers.date, cert, inner.expose())?;
+    outbound::encrypted_outer(&headers, outer_subject, armored)
+        .map_err(|e| SealError::Crypto(e.to_string()))
+}
+
+/// The receipt's text: embargo id and times, who got a copy, who did not and why.
+pub(super) fn receipt_text(
+    relay: &Relay,
+    a: &Record,
+    message_id: &str,
+    state: &str,
+    report: &[(String, String, Option<String>)],
+    releases: &[String],
+    released: &[(String, String)],
+) -> String {
+    let directory = relay.directory();
+    let organization = |m: &str| {
+        directory
+            .roster
+            .find(m)
+            .map(|m| m.organization.clone())
+            .unwrap_or_default()
+    };
+    let list = |state: &str| -> String {
+        report
+            .iter()
+            .filter(|(_, s, _)| s == state)
+            .map(|(m, _, why)| {
+                format!(
+                    "  - {m} ({}): {}\n",
+                    organization(m),
+                    why.as_deref().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    let sent = report.iter().filter(|(_, s, _)| s == "sent").count();
+    let local = a.terms.until.with_timezone(&a.terms.sender_offset);
+    let mut text = format!(
+        "Your announcement was accepted and relayed by {}.\n\nEmbargo id:     {message_id}\nSubject:        {}\n\
+Embargo state:  {state}\nEmbargo lifts:  {} UTC ({} in the offset you wrote)\nCopies sent:    {sent} of {} members\n",
+        relay.config().list_address,
+        a.subject,
+        a.terms.until.format("%Y-%m-%d %H:%M:%S"),
+        local.format("%Y-%m-%d %H:%M:%S %:z"),
+        report.len(),
+    );
+    for (row_state, title) in [
+        (
+            "skipped",
+            "Skipped (no usable key; nothing was sent to them, not even in plaintext)",
+        ),
+        ("pending", "Still being retried"),
+        (
+            "failed",
+            "NOT DELIVERED (refused permanently, or given up after retries; the remote server's answer follows)",
+        ),
+    ] {
+        let rows = list(row_state);
+        if !rows.is_empty() {
+            text.push_str(&format!("\n{title}:\n{rows}"));
+        }
+    }
+    text.push_str(&if releases.is_empty() {
+        "\nPublic advisory: none held. Nothing will be published by the list.\n".to_owned()
+    } else if !released.is_empty() {
+        let lines: String = released
+            .iter()
+            .map(|(to, detail)| format!("  - {to}: {detail}\n"))
+            .collect();
+        format!("\nPublic advisory:\n{lines}")
+    } else {
+        format!(
+            "\nPublic advisory: held; it goes to {} when the embargo lifts.\n",
+            releases.join(", ")
+        )
+    });
+    text
+}
+
+/// A notice from the list to a roster member: encrypted to its key when
+/// that key is usable, else signed only (it says nothing confidential:
+/// which key has which problem).
+pub(super) fn notice_message(
+    relay: &Relay,
+    a: &Record,
+    d: &DueDelivery,
+) -> Result<Vec<u8>, SealError> {
+    let text = String::from_utf8_lossy(a.entity.expose()).into_owned();
+    let p = crate::crypto::policy();
+    let pst = relay
+        .directory()
+        .roster
+        .find(&d.member)
+        .is_some_and(|m| m.pst);
+    if let Ok((_, cert)) = member_cert(relay, &d.member)
+        && crate::crypto::usable_for_encryption(&cert, &p, relay.clock.now()).is_ok()
+    {
+        return notice(
+            relay,
+            a,
+            d,
+            &cert,
+            &a.subject,
+            &text,
+            outbound::NOTICE_SUBJECT,
+        );
+    }
+    if pst {
+        // A PST member's report names other members and their keys: only encrypted.
+        return Err(SealError::Recipient(
+            "the PST member's key cannot receive encrypted mail; the key report is not sent in the clear".to_owned(),
+        ));
+    }
+    signed_in_clear(relay, d, &a.subject, &text)
+}
+
+/// The public advisory for one public list, signed by the list key.
+pub(super) fn release_message(
+    relay: &Relay,
+    a: &Record,
+    d: &DueDelivery,
+) -> Result<Vec<u8>, SealError> {
+    let advisory = embargo::public_advisory(a.entity.expose())
+        .ok_or_else(|| SealError::Crypto("the held public advisory is missing".to_owned()))?;
+    signed_in_clear(relay, d, &a.subject, &advisory)
+}
+
+/// A plaintext text/plain message, RFC 3156 `multipart/signed` by the list key.
+pub(super) fn signed_in_clear(
+    relay: &Relay,
+    d: &DueDelivery,
+    subject: &str,
+    text: &str,
+) -> Result<Vec<u8>, SealError> {
+    let config = relay.config();
+    let message_id = copy_message_id(relay, d);
+    let headers = CopyHeaders {
+        list: &config.list_address,
+        member: &d.member,
+        message_id: &message_id,
+        date: relay.clock.now(),
+    };
+    let p = crate::crypto::policy();
+    let sign = |part: &[u8]| config.list_key.sign_detached(&p, headers.date, part);
+    outbound::public_release(&headers, subject, text, sign)
+        .map_err(|e| SealError::Crypto(e.to_string()))
+}
+
+/// Builds one member's copy: protected inner entity, sealed, wrapped in RFC 3156.
+/// One member's copy: the entity in protected headers (with the embargo
+/// notice for an announcement), signed and encrypted to that member alone.
+pub(super) fn seal_copy(
+    relay: &Relay,
+    a: &Record,
+    d: &DueDelivery,
+    until: Option<DateTime<Utc>>,
+    outer_subject: &str,
+) -> Result<Vec<u8>, SealError> {
+    let (email, cert) = member_cert(relay, &d.member)?;
+    let message_id = copy_message_id(relay, d);
+    let config = relay.config();
+    let headers = CopyHeaders {
+        list: &config.list_address,
+        member: &email,
+        message_id: &message_id,
+        date: relay.clock.now(),
+    };
+    let p = crate::crypto::policy();
+    if cert.primary_key().key().version() >= 6 {
+        // A v6 key takes a v6 PKESK and SEIPDv2: sealed for it alone.
+        let inner = outbound::protected_inner(&headers, &a.subject, until, a.entity.expose())
+            .map_err(|e| SealError::Crypto(format!("bad address: {e}")))?;
+        let armored = config
+            .list_key
+            .seal_for(&p, headers.date, &cert, inner.expose())?;
+        return outbound::encrypted_outer(&headers, outer_subject, armored)
+            .map_err(|e| SealError::Crypto(e.to_string()));
+    }
+    // The first copy's task seals the announcement once; the others wait
+    // for it and add only their own PKESK.
+    let shared = relay
+        .seals
+        .cell(&d.message_id, until)
+        .get_or_try_init(|| {
+            let inner_id = format!("{}@{}", d.message_id, config.hostname);
+            let inner_headers = CopyHeaders {
+                list: &config.list_address,
+                // The same plaintext for every member: To is the list.
+                member: &config.list_address,
+                message_id: &inner_id,
+                date: headers.date,
+            };
+            let inner =
+                outbound::protected_inner(&inner_headers, &a.subject, until, a.entity.expose())
+                    .map_err(|e| format!("bad address: {e}"))?;
+            config
+                .list_key
+                .seal_shared(&p, headers.date, inner.expose())
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        })
+        .map_err(SealError::Crypto)?;
+    let armored = config
+        .list_key
+        .seal_to_member(&p, headers.date, &cert, &shared)?;
+    outbound::encrypted_outer(&headers, outer_subject, armored)
+        .map_err(|e| SealError::Crypto(e.to_string()))
+}

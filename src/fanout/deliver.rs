@@ -1,0 +1,344 @@
+//! One delivery, start to end: the row checked again, held or postponed
+//! when its time has not really come, built, sent, and its outcome recorded
+//! (a retry with backoff, a failure, the PST's receipt once every copy was
+//! tried).
+
+use super::*;
+
+/// Queues the receipts a crash kept from being queued (see
+/// `Spool::receipts_owed`): the PST always hears what happened.
+pub(super) async fn owed_receipts(relay: &Arc<Relay>) {
+    let r = relay.clone();
+    let owed = match blocking(move || r.spool.receipts_owed()).await {
+        Ok(Ok(owed)) => owed,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot look for receipts owed");
+            return;
+        }
+        Err(_) => return,
+    };
+    for id in owed {
+        let (r, message_id) = (relay.clone(), id.clone());
+        let queued = blocking(move || -> Result<bool, String> {
+            let a = match open(&r, &message_id).map_err(|e| e.to_string())? {
+                Ok(a) => a,
+                Err(e) => return Err(e.to_string()),
+            };
+            r.spool
+                .queue_receipt_when_tried(&message_id, &a.from, r.clock.now())
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        match queued {
+            Ok(Ok(true)) => tracing::info!(message_id = %id, "receipt owed since a crash: queued"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(message_id = %id, error = %e, "cannot queue a receipt owed")
+            }
+            Err(_) => {}
+        }
+    }
+    relay.wake.notify_one();
+}
+
+/// Queues the PST's receipt once every member copy has been tried.
+pub(super) async fn receipt_when_tried(
+    relay: &Arc<Relay>,
+    a: &Record,
+    d: &DueDelivery,
+) -> Result<(), Stall> {
+    let (r, id, to, now) = (
+        relay.clone(),
+        d.message_id.clone(),
+        a.from.clone(),
+        relay.clock.now(),
+    );
+    blocking(move || r.spool.queue_receipt_when_tried(&id, &to, now)).await??;
+    Ok(())
+}
+
+/// Seals and sends one copy; records how it ended. An error means the
+/// outcome could not be recorded, and the worker must pause.
+pub(super) async fn deliver_one(
+    relay: &Arc<Relay>,
+    outbound: &Outbound,
+    announcement: &Arc<Record>,
+    d: &DueDelivery,
+    shutdown: &CancellationToken,
+    unrecorded: &Unrecorded,
+) -> Result<(), Stall> {
+    let key = key(d);
+    let known = lock(unrecorded).get(&key).cloned();
+    if let Some(answer) = known {
+        finish(relay, d, Finished::Sent, answer).await?;
+        lock(unrecorded).remove(&key);
+        return Ok(());
+    }
+    let (r, dd, now) = (relay.clone(), d.clone(), relay.clock.now());
+    if !blocking(move || r.spool.still_due(&dd, now)).await?? {
+        tracing::debug!(message_id = %d.message_id, to = %d.member, kind = ?d.kind, "changed since it was read; skipped");
+        return Ok(());
+    }
+    let r = relay.clone();
+    let (a, dd) = (announcement.clone(), d.clone());
+    if d.kind == Kind::Release && d.embargo_cancelled {
+        // Never publish a cancelled embargo's advisory, whatever the row says.
+        return finish(
+            relay,
+            d,
+            Finished::Skipped,
+            "the embargo was cancelled: nothing published".to_owned(),
+        )
+        .await;
+    }
+    let at_the_time = matches!(d.kind, Kind::Release | Kind::Lifted) && !d.embargo_cancelled;
+    if at_the_time && relay.clock.now() < announcement.terms.until {
+        // Never early: the clock is checked now, not only when the row fell due.
+        return postpone(relay, d, announcement.terms.until).await;
+    }
+    // Held only while the time that really passed has not reached the
+    // embargo: a leap long before it, or a clock set right, holds nothing.
+    let leap = relay.clock.leap();
+    if at_the_time && leap > LEAP_LIMIT && relay.clock.now() - leap < announcement.terms.until {
+        let (r, id) = (relay.clone(), d.message_id.clone());
+        let operator_lifted = blocking(move || r.spool.audited(&id, "released-now")).await??;
+        if !operator_lifted {
+            return hold_for_leap(relay, announcement, d).await;
+        }
+    }
+    // A builder that panics fails this delivery, with the reason, instead
+    // of pausing the whole fan-out on it again and again.
+    let built = blocking(move || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&r, &a, &dd)))
+    })
+    .await?;
+    let Ok(built) = built else {
+        tracing::error!(message_id = %d.message_id, member = %d.member, kind = ?d.kind, "building the message panicked; the delivery fails");
+        return finish(
+            relay,
+            d,
+            Finished::Failed,
+            "the message could not be built (internal error)".to_owned(),
+        )
+        .await;
+    };
+    let message = match built {
+        Ok(m) => m,
+        Err(SealError::Recipient(reason)) => {
+            tracing::warn!(message_id = %d.message_id, member = %d.member, %reason, "member skipped: no usable encryption key, nothing sent");
+            return finish(relay, d, Finished::Skipped, reason).await;
+        }
+        Err(SealError::Crypto(reason)) => {
+            // E.g. the list's signing key expired: the operator can fix that, so retry.
+            tracing::error!(message_id = %d.message_id, member = %d.member, %reason, "sealing a copy failed");
+            return defer(relay, d, format!("sealing failed: {reason}")).await;
+        }
+    };
+    crate::failpoint::hit("before-send");
+    let config = relay.config();
+    let send = outbound.send(&config.list_address, &d.member, &message);
+    let sent = if d.kind == Kind::Release {
+        // A public release is not abandoned halfway on shutdown (the list
+        // might get it twice); it ends within the smarthost timeout.
+        send.await
+    } else {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()), // still pending: sent again after restart
+            sent = send => sent,
+        }
+    };
+    match sent {
+        Ok(answer) => {
+            crate::failpoint::hit(if d.kind == Kind::Release {
+                "release-sent"
+            } else {
+                "after-send"
+            });
+            let mut late_release = false;
+            let answer = match d.kind {
+                Kind::Copy | Kind::Post => {
+                    tracing::info!(message_id = %d.message_id, member = %d.member, kind = ?d.kind, "copy delivered to the smarthost");
+                    format!("smarthost answered {answer}")
+                }
+                Kind::Release => {
+                    let (detail, late) = released(relay, announcement, d, &answer);
+                    late_release = late;
+                    detail
+                }
+                Kind::Receipt | Kind::Lifted | Kind::Reminder | Kind::Refusal | Kind::Notice => {
+                    tracing::info!(message_id = %d.message_id, to = %d.member, kind = ?d.kind, "notice sent");
+                    format!("smarthost answered {answer}")
+                }
+            };
+            let recorded = finish(relay, d, Finished::Sent, answer.clone()).await;
+            if recorded.is_err() {
+                lock(unrecorded).insert(key, answer);
+            } else if late_release {
+                // The PST hears how late, in a fresh receipt (only once the
+                // release itself is recorded: a failure here re-sends nothing).
+                let (r, id, to, now) = (
+                    relay.clone(),
+                    d.message_id.clone(),
+                    announcement.from.clone(),
+                    relay.clock.now(),
+                );
+                if let Err(e) = blocking(move || r.spool.requeue_receipt(&id, &to, now)).await? {
+                    tracing::error!(error = %e, "could not queue the late-release receipt");
+                }
+            }
+            recorded
+        }
+        Err(e) if e.permanent => {
+            tracing::warn!(message_id = %d.message_id, member = %d.member, error = %e, "copy refused permanently");
+            finish(relay, d, Finished::Failed, e.detail).await
+        }
+        Err(e) => defer(relay, d, e.detail).await,
+    }
+}
+
+/// Logs a public release and says how late it was, if it was.
+pub(super) fn released(relay: &Relay, a: &Record, d: &DueDelivery, answer: &str) -> (String, bool) {
+    let late = relay.clock.now() - a.terms.until;
+    if late > relay.config().policy.late_after {
+        tracing::warn!(message_id = %d.message_id, public_list = %d.member, late_s = late.num_seconds(), "public advisory released LATE");
+        let detail = format!(
+            "public advisory released {} s late; smarthost answered {answer}",
+            late.num_seconds()
+        );
+        (detail, true)
+    } else {
+        tracing::info!(message_id = %d.message_id, public_list = %d.member, "public advisory released");
+        (
+            format!("public advisory released on time; smarthost answered {answer}"),
+            false,
+        )
+    }
+}
+
+/// Puts a release back until its embargo time (the clock went backwards).
+/// How far the wall clock may run ahead of the time that passed before
+/// releases are held: NTP's steps are seconds, a wrong clock hours or years.
+pub const LEAP_LIMIT: chrono::Duration = chrono::Duration::minutes(10);
+
+/// How long a release held for a clock leap waits before it is looked at again.
+pub(super) const LEAP_RECHECK: chrono::Duration = chrono::Duration::minutes(10);
+
+/// Holds a release (or a lifted notice) whose time came only because the
+/// wall clock leapt ahead while the daemon ran: a host clock set far into
+/// the future must not publish every held advisory at once. The operator
+/// (log, audit) and the PST (a signed, encrypted notice) are told once per
+/// announcement; `embargo release-now` still releases it.
+pub(super) async fn hold_for_leap(
+    relay: &Arc<Relay>,
+    a: &Record,
+    d: &DueDelivery,
+) -> Result<(), Stall> {
+    let leap = relay.clock.leap();
+    tracing::error!(message_id = %d.message_id, recipient = %d.member, leap_s = leap.num_seconds(), "the wall clock leapt ahead of the time that passed: held, not released; check the clock, then `embargo-relay embargo release-now` if the embargo really is over");
+    let (r, dd, a) = (relay.clone(), d.clone(), a.clone());
+    Ok(blocking(move || -> Result<(), SpoolError> {
+        let now = r.clock.now();
+        let detail = format!(
+            "the wall clock ran {} min ahead of the time that passed: the release and the members' notices are held until the time that passed reaches the embargo, or an operator runs release-now",
+            leap.num_minutes()
+        );
+        if r.spool.audit_once(now, "release-held", &dd.message_id, &detail)? {
+            let text = format!(
+                "The clock of the list's host jumped {} minutes ahead of the time that really passed.\n\n\
+The public advisory of announcement {} (embargo until {} UTC) and the members' notices that it lifted\n\
+are held rather than sent on that clock. The operator is told the same. They go out by themselves once the\n\
+time that really passed reaches the embargo; if the embargo really is over sooner, the operator releases\n\
+it with `embargo-relay embargo release-now {}`.\n",
+                leap.num_minutes(),
+                dd.message_id,
+                a.terms.until.format("%Y-%m-%d %H:%M:%S"),
+                dd.message_id
+            );
+            let notice = Record::unembargoed(
+                a.signer.clone(),
+                a.from.clone(),
+                format!("Release held: {}", a.subject),
+                crate::secret::Secret::new(text.into_bytes()),
+                now,
+            );
+            let p = crate::crypto::policy();
+            match r.config().list_key.seal_to_self(&p, notice.to_bytes().expose()) {
+                Ok(sealed) => r.spool.queue_refusal(
+                    &format!("{}-clock", dd.message_id),
+                    &a.signer,
+                    &a.from,
+                    &sealed,
+                    &[],
+                    None,
+                    now,
+                )?,
+                Err(e) => tracing::error!(error = %e, "cannot seal the notice to the PST"),
+            }
+            r.wake.notify_one();
+        }
+        // Looked at again when the time that passed reaches the embargo
+        // (on this clock, its time plus the leap), and every LEAP_RECHECK
+        // in case the clock is set right sooner. Not an attempt.
+        let due = a.terms.until + leap;
+        r.spool.hold_until(
+            &dd,
+            "held: the wall clock leapt ahead of the time that passed",
+            due.min(now + LEAP_RECHECK),
+        )
+    })
+    .await??)
+}
+
+pub(super) async fn postpone(
+    relay: &Arc<Relay>,
+    d: &DueDelivery,
+    until: DateTime<Utc>,
+) -> Result<(), Stall> {
+    tracing::warn!(message_id = %d.message_id, public_list = %d.member, "release due but the embargo has not lifted by the clock; postponed");
+    let (r, dd, now) = (relay.clone(), d.clone(), relay.clock.now());
+    Ok(blocking(move || {
+        r.spool.retry_later(
+            &dd,
+            "embargo not lifted yet by the clock",
+            until,
+            now,
+            false,
+        )
+    })
+    .await??)
+}
+
+/// Schedules the next attempt of a delivery after a transient failure, or
+/// gives it up once `outbound.retry_lifetime` has passed since its first
+/// failure (the PST hears of it in a fresh receipt).
+pub(super) async fn defer(relay: &Arc<Relay>, d: &DueDelivery, error: String) -> Result<(), Stall> {
+    let cfg = &relay.config().outbound;
+    let now = relay.clock.now();
+    let lifetime = chrono::Duration::from_std(cfg.retry_lifetime).unwrap_or(chrono::Duration::MAX);
+    if let Some(first) = d.first_failed
+        && now - first >= lifetime
+    {
+        let detail = format!(
+            "gave up after {} of retries (outbound.retry_lifetime); the last answer: {error}",
+            crate::config::human_duration(cfg.retry_lifetime)
+        );
+        tracing::error!(message_id = %d.message_id, member = %d.member, kind = ?d.kind, %error, "delivery given up");
+        return finish(relay, d, Finished::Failed, detail).await;
+    }
+    let delay = outbound::backoff(cfg.retry_initial, cfg.retry_max, d.attempts);
+    let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1));
+    tracing::warn!(message_id = %d.message_id, member = %d.member, %error, retry_in_s = delay.as_secs(), "copy deferred");
+    let (r, dd) = (relay.clone(), d.clone());
+    Ok(blocking(move || r.spool.retry_later(&dd, &error, next, now, true)).await??)
+}
+
+pub(super) async fn finish(
+    relay: &Arc<Relay>,
+    d: &DueDelivery,
+    state: Finished,
+    detail: String,
+) -> Result<(), Stall> {
+    let (r, dd) = (relay.clone(), d.clone());
+    let now = relay.clock.now();
+    Ok(blocking(move || r.spool.finish(&dd, state, &detail, now)).await??)
+}

@@ -1,0 +1,352 @@
+//! Fan-out: turns pending deliveries into one sealed copy per member and
+//! hands each to the outbound transport; a member without a usable key is
+//! skipped (never sent plaintext), a transient failure is retried with backoff.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::Relay;
+use crate::crypto::SealError;
+use crate::embargo;
+use crate::outbound::{self, CopyHeaders, Outbound};
+use crate::record::Record;
+use crate::spool::{DueDelivery, Finished, Kind, SpoolError};
+
+mod build;
+mod deliver;
+
+use build::*;
+pub use deliver::*;
+
+/// How many due deliveries are taken from the spool at a time.
+const BATCH: usize = 256;
+
+/// The longest the worker sleeps without looking at the spool again.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// The first pause after the spool could not be read or written.
+const FIRST_PAUSE: Duration = Duration::from_secs(5);
+
+/// Why the worker has to pause: it cannot trust what it would record.
+#[derive(Debug, thiserror::Error)]
+enum Stall {
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error("a blocking task {0}")]
+    Task(&'static str),
+}
+
+/// Copies the smarthost accepted whose `sent` state could not be written
+/// yet, keyed by (message id, recipient, kind), with the smarthost's answer. They are
+/// recorded, never sent again, once the spool works (a crash in between
+/// costs at most one duplicate).
+type Unrecorded = Mutex<HashMap<Key, String>>;
+
+/// One delivery row: (message id, recipient, kind, copy id). The copy id
+/// tells a re-queued receipt from the one sent before.
+type Key = (String, String, Kind, String);
+
+fn key(d: &DueDelivery) -> Key {
+    (
+        d.message_id.clone(),
+        d.member.clone(),
+        d.kind,
+        d.copy_id.clone(),
+    )
+}
+
+/// The two lanes deliveries run in, each bounded by `outbound.concurrency`:
+/// public releases and lifted notices have their own, so a fan-out that
+/// fills the other lane (or a dead member server holding its slots) never
+/// delays them.
+struct Lanes {
+    timely: Arc<Semaphore>,
+    other: Arc<Semaphore>,
+}
+
+impl Lanes {
+    fn new(bound: usize) -> Lanes {
+        Lanes {
+            timely: Arc::new(Semaphore::new(bound)),
+            other: Arc::new(Semaphore::new(bound)),
+        }
+    }
+
+    fn try_enter(&self, kind: Kind) -> Option<OwnedSemaphorePermit> {
+        let lane = if matches!(kind, Kind::Release | Kind::Lifted) {
+            &self.timely
+        } else {
+            &self.other
+        };
+        lane.clone().try_acquire_owned().ok()
+    }
+}
+
+/// Delivers until `shutdown`; woken early by `relay.wake`. Each due
+/// delivery runs as its own task, at most `outbound.concurrency` at once
+/// per lane. If an outcome cannot be recorded, the worker pauses (doubling
+/// up to a minute) and remembers what was sent, so nothing is sent twice
+/// while it waits. On shutdown it waits for the deliveries in flight:
+/// copies are abandoned (sent again after restart), a release is finished.
+pub async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: CancellationToken) {
+    let lanes = Lanes::new(relay.config().outbound.concurrency);
+    let unrecorded: Arc<Unrecorded> = Arc::default();
+    let mut flying = Flying::default();
+    let mut tasks: JoinSet<Result<(), Stall>> = JoinSet::new();
+    let mut opened: HashMap<String, Arc<Record>> = HashMap::new();
+    let mut pause = FIRST_PAUSE;
+    let mut stalled: Option<Stall> = None;
+    owed_receipts(&relay).await;
+    loop {
+        while let Some(done) = tasks.try_join_next_with_id() {
+            flying.landed(done, &mut stalled);
+        }
+        if let Some(e) = stalled.take() {
+            relay.health.idle();
+            tracing::error!(error = %e, pause_s = pause.as_secs(), "fan-out paused: the spool cannot be read or written");
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(IDLE);
+            continue;
+        }
+        relay.health.busy();
+        let job = Dispatch {
+            relay: &relay,
+            outbound: &outbound,
+            shutdown: &shutdown,
+            lanes: &lanes,
+            unrecorded: &unrecorded,
+        };
+        // One time for both: a row that falls due in between is neither
+        // missed by the dispatch nor slept past.
+        let now = relay.clock.now();
+        match job
+            .dispatch(now, &mut flying, &mut tasks, &mut opened)
+            .await
+        {
+            Ok(()) => pause = FIRST_PAUSE,
+            Err(e) => {
+                stalled = Some(e);
+                continue;
+            }
+        }
+        let wake_at = next_wake(&relay, now).await;
+        relay.health.idle();
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = relay.wake.notified() => {}
+            _ = relay.clock.sleep_until(wake_at) => {}
+            _ = spool_changed(&relay) => {}
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                flying.landed(done, &mut stalled);
+            }
+        }
+    }
+    while let Some(done) = tasks.join_next_with_id().await {
+        flying.landed(done, &mut stalled);
+    }
+}
+
+/// The deliveries in flight, by row and by task.
+#[derive(Default)]
+struct Flying {
+    rows: HashSet<Key>,
+    tasks: HashMap<tokio::task::Id, Key>,
+}
+
+impl Flying {
+    fn start(&mut self, id: tokio::task::Id, key: Key) {
+        self.rows.insert(key.clone());
+        self.tasks.insert(id, key);
+    }
+
+    /// Takes note of a delivery task that ended, however it ended: its row
+    /// may be dispatched again (a panicked task's row is retried).
+    fn landed(
+        &mut self,
+        done: Result<(tokio::task::Id, Result<(), Stall>), tokio::task::JoinError>,
+        stalled: &mut Option<Stall>,
+    ) {
+        let (id, outcome) = match done {
+            Ok((id, outcome)) => (id, outcome),
+            Err(e) => (
+                e.id(),
+                Err(Stall::Task(if e.is_panic() {
+                    "panicked"
+                } else {
+                    "was cancelled"
+                })),
+            ),
+        };
+        if let Some(key) = self.tasks.remove(&id) {
+            self.rows.remove(&key);
+        }
+        if let Err(e) = outcome {
+            *stalled = Some(e);
+        }
+    }
+}
+
+/// What starting delivery tasks needs.
+struct Dispatch<'a> {
+    relay: &'a Arc<Relay>,
+    outbound: &'a Outbound,
+    shutdown: &'a CancellationToken,
+    lanes: &'a Lanes,
+    unrecorded: &'a Arc<Unrecorded>,
+}
+
+impl Dispatch<'_> {
+    /// Starts a task for each due delivery not already in flight, as far as
+    /// its lane has room. An announcement is opened once and shared by its
+    /// tasks; `opened` keeps it while it still has due deliveries.
+    async fn dispatch(
+        &self,
+        now: DateTime<Utc>,
+        flying: &mut Flying,
+        tasks: &mut JoinSet<Result<(), Stall>>,
+        opened: &mut HashMap<String, Arc<Record>>,
+    ) -> Result<(), Stall> {
+        let relay = self.relay;
+        let r = relay.clone();
+        let limit = BATCH + flying.rows.len();
+        let due = blocking(move || {
+            crate::failpoint::hit("fanout-dispatch");
+            r.spool.due(now, limit)
+        })
+        .await??;
+        opened.retain(|id, _| due.iter().any(|d| &d.message_id == id));
+        relay.seals.retain(|id, until| {
+            due.iter()
+                .any(|d| d.message_id == id && until.is_none_or(|until| until == d.embargo_until))
+        });
+        for d in due {
+            if self.shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let k = key(&d);
+            if flying.rows.contains(&k) {
+                continue;
+            }
+            let Some(permit) = self.lanes.try_enter(d.kind) else {
+                continue;
+            };
+            let announcement = match opened.get(&d.message_id) {
+                Some(a) if a.terms.until == d.embargo_until => a.clone(),
+                _ => {
+                    let (r, id) = (relay.clone(), d.message_id.clone());
+                    match blocking(move || open(&r, &id)).await?? {
+                        Ok(mut a) => {
+                            // The spool's embargo time is authoritative (operators can change it).
+                            a.terms.until = d.embargo_until;
+                            let a = Arc::new(a);
+                            opened.insert(d.message_id.clone(), a.clone());
+                            a
+                        }
+                        Err(e) => {
+                            // E.g. the list key was replaced: fixable, so keep the copies and retry.
+                            tracing::error!(message_id = %d.message_id, error = %e, "cannot open a spooled announcement");
+                            defer(
+                                relay,
+                                &d,
+                                format!("cannot open the spooled announcement: {e}"),
+                            )
+                            .await?;
+                            // (No receipt: its address is inside what cannot be opened.)
+                            continue;
+                        }
+                    }
+                }
+            };
+            let (relay, outbound, shutdown, unrecorded) = (
+                relay.clone(),
+                self.outbound.clone(),
+                self.shutdown.clone(),
+                self.unrecorded.clone(),
+            );
+            let task = tasks.spawn(async move {
+                let outcome =
+                    deliver_one(&relay, &outbound, &announcement, &d, &shutdown, &unrecorded).await;
+                drop(permit);
+                match outcome {
+                    Ok(()) if d.kind == Kind::Copy => {
+                        receipt_when_tried(&relay, &announcement, &d).await
+                    }
+                    other => other,
+                }
+            });
+            flying.start(task.id(), k);
+        }
+        Ok(())
+    }
+}
+
+/// Resolves when another process (the operator's CLI) has committed to the
+/// spool; checked once a second, a cheap pragma read.
+async fn spool_changed(relay: &Arc<Relay>) {
+    let version = |relay: &Arc<Relay>| {
+        let r = relay.clone();
+        async move {
+            blocking(move || r.spool.data_version())
+                .await
+                .ok()
+                .and_then(Result::ok)
+        }
+    };
+    let start = version(relay).await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if version(relay).await != start {
+            return;
+        }
+    }
+}
+
+/// When the worker should look again: when the next delivery not yet due
+/// falls due, at most [`IDLE`] from now. (Due deliveries waiting for a lane
+/// are started when a task in flight ends.)
+async fn next_wake(relay: &Arc<Relay>, now: DateTime<Utc>) -> DateTime<Utc> {
+    let r = relay.clone();
+    let latest = now + chrono::Duration::from_std(IDLE).unwrap_or_default();
+    match blocking(move || r.spool.next_due_after(now)).await {
+        Ok(Ok(Some(at))) => at.min(latest),
+        _ => latest,
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Stall> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        Stall::Task(if e.is_panic() {
+            "panicked"
+        } else {
+            "was cancelled"
+        })
+    })
+}
+
+/// Reads and opens a spooled announcement: a spool error pauses the worker,
+/// a decryption or format error is the announcement's own problem.
+fn open(relay: &Relay, message_id: &str) -> Result<anyhow::Result<Record>, SpoolError> {
+    let sealed = relay.spool.sealed(message_id)?;
+    let p = crate::crypto::policy();
+    Ok(relay
+        .config()
+        .list_key
+        .open_from_self(&p, &sealed)
+        .and_then(|plain| {
+            Record::from_bytes(plain.expose())
+                .ok_or_else(|| anyhow::anyhow!("unknown spool format"))
+        }))
+}
+
+fn lock(unrecorded: &Unrecorded) -> std::sync::MutexGuard<'_, HashMap<Key, String>> {
+    unrecorded.lock().unwrap_or_else(|e| e.into_inner())
+}
