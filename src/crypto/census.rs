@@ -1,0 +1,266 @@
+//! The packet census: a mail's OpenPGP packets counted with hashing off,
+//! before any signature is hashed (Sequoia's verification is quadratic in
+//! the number of signatures), on every path: detached, inline, inside an
+//! encrypted mail.
+
+use super::*;
+
+/// Bounds on the OpenPGP packets of one incoming mail, counted with
+/// hashing off before anything is verified or decrypted past the session
+/// key: Sequoia's verification keeps one hash context per signature and
+/// clones each per signature, so 20,000 copies of one signature (4 MB) cost
+/// 600 s of CPU. A PST signs once; a few co-signing PST members fit.
+pub struct PacketLimits;
+
+impl PacketLimits {
+    /// Signatures and one-pass signatures, each.
+    pub const SIGNATURES: usize = 8;
+    /// Literal data packets: a signed message holds one.
+    pub const LITERALS: usize = 1;
+    // (Bodies, decompressed, are read at most max_message_size octets in all.)
+    /// PKESKs in an encrypted mail (one per key it is encrypted to).
+    pub const PKESKS: usize = 32;
+    /// PKESKs tried with the list key: a public-key operation each.
+    pub const PKESK_TRIES: usize = 4;
+    /// Packets in all, at any depth.
+    pub const PACKETS: usize = 64;
+}
+
+/// A mail over one of the [`PacketLimits`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("more than {limit} {what} in the OpenPGP data (the list's limit)")]
+pub struct TooMany {
+    pub what: &'static str,
+    pub limit: usize,
+}
+
+/// Counts packets by kind against [`PacketLimits`].
+#[derive(Default)]
+pub(super) struct Census {
+    signatures: usize,
+    one_pass: usize,
+    literals: usize,
+    pkesks: usize,
+    packets: usize,
+}
+
+impl Census {
+    fn count(&mut self, tag: openpgp::packet::Tag) -> Result<(), TooMany> {
+        use openpgp::packet::Tag;
+        let over = |n: &mut usize, limit: usize, what: &'static str| {
+            *n += 1;
+            if *n > limit {
+                Err(TooMany { what, limit })
+            } else {
+                Ok(())
+            }
+        };
+        over(&mut self.packets, PacketLimits::PACKETS, "packets")?;
+        match tag {
+            Tag::Signature => over(&mut self.signatures, PacketLimits::SIGNATURES, "signatures"),
+            Tag::OnePassSig => over(
+                &mut self.one_pass,
+                PacketLimits::SIGNATURES,
+                "one-pass signatures",
+            ),
+            Tag::Literal => over(
+                &mut self.literals,
+                PacketLimits::LITERALS,
+                "literal data packets",
+            ),
+            Tag::PKESK => over(&mut self.pkesks, PacketLimits::PKESKS, "PKESK packets"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Counts the packets of a detached signature, hashing nothing, parsed as
+/// the detached verifier parses it (no cleartext-signature handling): only
+/// signature (and marker) packets, none nested, at most
+/// [`PacketLimits::SIGNATURES`]. Anything else, or anything it cannot
+/// parse, is refused here, before any verifier sees it.
+pub(super) fn census_detached(sig: &[u8]) -> Result<(), SignatureProblem> {
+    use openpgp::Packet;
+    use openpgp::parse::{PacketParserBuilder, PacketParserResult};
+    let mut ppr = PacketParserBuilder::from_bytes(sig)
+        .and_then(|b| {
+            b.automatic_hashing(false)
+                .process_csf_message(false)
+                .build()
+        })
+        .map_err(|_| SignatureProblem::Malformed)?;
+    let mut signatures = 0;
+    while let PacketParserResult::Some(pp) = ppr {
+        match pp.packet {
+            Packet::Signature(_) => {
+                signatures += 1;
+                if signatures > PacketLimits::SIGNATURES {
+                    return Err(SignatureProblem::TooMany(TooMany {
+                        what: "signatures",
+                        limit: PacketLimits::SIGNATURES,
+                    }));
+                }
+            }
+            Packet::Marker(_) => {}
+            _ => return Err(SignatureProblem::Malformed),
+        }
+        ppr = pp.next().map_err(|_| SignatureProblem::Malformed)?.1;
+    }
+    if signatures == 0 {
+        return Err(SignatureProblem::Malformed);
+    }
+    Ok(())
+}
+
+/// Counts the packets of a signed (or cleartext-signed) message, hashing
+/// nothing, parsed as the verifier parses it, and reads the bodies of all
+/// packets at most `limit` octets in all, so compressed data cannot make it
+/// inflate without end. What it cannot parse is refused.
+pub(super) fn census(bytes: &[u8], limit: usize) -> Result<(), SignatureProblem> {
+    use openpgp::parse::{PacketParserBuilder, PacketParserResult};
+    // A cleartext-signed text: Sequoia parses every signature of its
+    // signature block before the first packet comes out (it makes one
+    // one-pass signature of each), so that block is counted first, alone.
+    const SIGNATURE_BLOCK: &[u8] = b"\n-----BEGIN PGP SIGNATURE-----";
+    if bytes.starts_with(b"-----BEGIN PGP SIGNED MESSAGE-----")
+        && let Some(at) = memchr::memmem::find(bytes, SIGNATURE_BLOCK)
+    {
+        census_detached(&bytes[at + 1..])?;
+    }
+    let mut ppr = PacketParserBuilder::from_bytes(bytes)
+        .and_then(|b| b.automatic_hashing(false).process_csf_message(true).build())
+        .map_err(|_| SignatureProblem::Malformed)?;
+    let mut census = Census::default();
+    let mut read = 0usize;
+    while let PacketParserResult::Some(mut pp) = ppr {
+        census
+            .count(pp.packet.tag())
+            .map_err(SignatureProblem::TooMany)?;
+        read +=
+            read_body(&mut pp, limit - read.min(limit)).map_err(|_| SignatureProblem::Malformed)?;
+        if read > limit {
+            return Err(SignatureProblem::TooMany(TooMany {
+                what: "octets of (decompressed) OpenPGP data",
+                limit,
+            }));
+        }
+        ppr = pp.recurse().map_err(|_| SignatureProblem::Malformed)?.1;
+    }
+    Ok(())
+}
+
+/// Reads what is left of a packet's body (none for containers, which are
+/// recursed into), at most `room + 1` octets; the octets read. Done by hand
+/// so that the parser never drains an unbounded decompressed body itself.
+pub(super) fn read_body(
+    pp: &mut openpgp::parse::PacketParser<'_>,
+    room: usize,
+) -> std::io::Result<usize> {
+    use openpgp::Packet;
+    if matches!(pp.packet, Packet::CompressedData(_) | Packet::SEIP(_)) {
+        return Ok(0);
+    }
+    std::io::copy(&mut pp.take(room as u64 + 1), &mut std::io::sink()).map(|n| n as usize)
+}
+
+/// The session key a census pass found, for the real pass to reuse (no
+/// second public-key operation).
+pub(super) type FoundKey = (Option<SymmetricAlgorithm>, SessionKey);
+
+/// Counts the packets of a mail encrypted to the list key, inside the
+/// encryption too, hashing nothing: PKESKs (at most
+/// [`PacketLimits::PKESK_TRIES`] tried with the list key), then the
+/// decrypted packets, literal data read at most `limit` octets in all.
+/// An excess is reported only once the integrity check at the end held, so
+/// that a tampered ciphertext learns nothing from it. Anything the census
+/// cannot decrypt or parse is left to the real pass to refuse.
+pub(super) fn census_encrypted(
+    list: &ListKey,
+    p: &dyn Policy,
+    ciphertext: &[u8],
+    limit: usize,
+) -> Result<Option<FoundKey>, OpenProblem> {
+    use openpgp::packet::Packet;
+    use openpgp::parse::{PacketParserBuilder, PacketParserResult};
+    let Ok(builder) = PacketParserBuilder::from_bytes(ciphertext) else {
+        return Ok(None);
+    };
+    let Ok(mut ppr) = builder.automatic_hashing(false).build() else {
+        return Ok(None);
+    };
+    let mut census = Census::default();
+    let mut excess: Option<TooMany> = None;
+    let mut pkesks: Vec<PKESK> = Vec::new();
+    let mut found: Option<FoundKey> = None;
+    let mut literal_bytes = 0usize;
+    let mut keypairs = list.decryption_keypairs(p);
+    while let PacketParserResult::Some(mut pp) = ppr {
+        if let Err(too_many) = census.count(pp.packet.tag()) {
+            // Stop at once where no integrity check can follow (outside
+            // the encryption): those packets are the sender's own.
+            if found.is_none() {
+                return Err(OpenProblem::Signature(SignatureProblem::TooMany(too_many)));
+            }
+            excess.get_or_insert(too_many);
+        }
+        match &pp.packet {
+            Packet::SEIP(_) if found.is_none() => {
+                let mut tries = 0;
+                'pkesks: for pkesk in &pkesks {
+                    for pair in &mut keypairs {
+                        let ours = pkesk
+                            .recipient()
+                            .is_none_or(|id| pair.public().key_handle().aliases(&id));
+                        if !ours {
+                            continue;
+                        }
+                        tries += 1;
+                        if tries > PacketLimits::PKESK_TRIES {
+                            break 'pkesks;
+                        }
+                        if let Some((algo, sk)) = pkesk.decrypt(pair, None)
+                            && pp.decrypt(algo, &sk).is_ok()
+                        {
+                            found = Some((algo, sk));
+                            break 'pkesks;
+                        }
+                    }
+                }
+                if found.is_none() {
+                    return Ok(None);
+                }
+            }
+            _ => {
+                // Every body read here, at most `limit` octets in all: no
+                // compressed packet inflates past it.
+                let read = read_body(&mut pp, limit - literal_bytes.min(limit))
+                    .map_err(|_| OpenProblem::Failed)?;
+                literal_bytes += read;
+                if literal_bytes > limit {
+                    return Err(OpenProblem::TooLarge(limit));
+                }
+            }
+        }
+        // Once decrypted, what does not parse or fails its integrity check
+        // is refused here, with the same answer the real pass would give:
+        // an excess counted so far must not be thrown away with it.
+        let (packet, next) = match pp.recurse() {
+            Ok(step) => step,
+            Err(_) if found.is_some() => return Err(OpenProblem::Failed),
+            Err(_) => return Ok(None),
+        };
+        // The MDC variant is deprecated because the parser checks it
+        // itself for its stream users; this census reads it by hand.
+        #[allow(deprecated)]
+        match packet {
+            Packet::PKESK(pkesk) => pkesks.push(pkesk),
+            Packet::MDC(mdc) if !mdc.valid() => return Err(OpenProblem::Failed),
+            _ => {}
+        }
+        ppr = next;
+    }
+    match excess {
+        Some(too_many) => Err(OpenProblem::Signature(SignatureProblem::TooMany(too_many))),
+        None => Ok(found),
+    }
+}

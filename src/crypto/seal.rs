@@ -1,0 +1,277 @@
+//! Sealing with the list key: what the spool keeps (to the list itself), a
+//! member's copy (one shared, signed ciphertext per announcement and a PKESK
+//! per member), detached signatures by the list.
+
+use super::*;
+
+/// Writes `plaintext` as literal data signed by `signer` into `message`
+/// (inside whatever encryption it already has) and finishes it.
+pub(super) fn signed_literal(
+    message: Message<'_>,
+    signer: KeyPair,
+    now: DateTime<Utc>,
+    plaintext: &[u8],
+) -> Result<(), SealError> {
+    let crypto = |e: anyhow::Error| SealError::Crypto(e.to_string());
+    let message = Signer::new(message, signer)
+        .map_err(crypto)?
+        .creation_time(at(now))
+        .build()
+        .map_err(crypto)?;
+    let mut w = LiteralWriter::new(message).build().map_err(crypto)?;
+    w.write_all(plaintext)
+        .map_err(|e| SealError::Crypto(e.to_string()))?;
+    w.finalize().map_err(crypto)
+}
+
+/// One announcement signed by the list key and encrypted once, under a
+/// fresh session key that never serves another announcement: each member's
+/// copy is its own PKESK (to that member's key alone) before this same
+/// ciphertext. The design note "one session key, one PKESK per member":
+/// ~11× less work than encrypting each copy separately at 1 MB.
+pub struct SharedSeal {
+    algo: SymmetricAlgorithm,
+    session_key: SessionKey,
+    /// The SEIPDv1 packet (signed literal data inside), serialized.
+    ciphertext: Vec<u8>,
+    /// The ciphertext's part of each copy's armor checksum, computed once.
+    crc: crate::armor::Suffix,
+}
+
+impl std::fmt::Debug for SharedSeal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SharedSeal({} octets, session key redacted)",
+            self.ciphertext.len()
+        )
+    }
+}
+
+impl ListKey {
+    /// Signs spool contents with the list key and encrypts them to its own
+    /// encryption keys (binary), so the spool can be neither read nor forged
+    /// without the list's secret key.
+    pub fn seal_to_self(&self, p: &dyn Policy, plaintext: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let vc = self.tsk.with_policy(p, None)?;
+        let recipients: Vec<Recipient> = vc
+            .keys()
+            .supported()
+            .key_flags(encryption_flags())
+            .map(Into::into)
+            .collect();
+        if recipients.is_empty() {
+            anyhow::bail!("list key has no encryption subkey");
+        }
+        let signer = self.signing_keypair(p, None)?;
+        let mut sink = Vec::with_capacity(plaintext.len() + 512);
+        let message = Message::new(&mut sink);
+        let message = Encryptor::for_recipients(message, recipients).build()?;
+        let message = Signer::new(message, signer)?.build()?;
+        let mut w = LiteralWriter::new(message).build()?;
+        w.write_all(plaintext)?;
+        w.finalize()?;
+        Ok(sink)
+    }
+
+    /// Decrypts what [`ListKey::seal_to_self`] made; fails unless the list
+    /// key's signature inside is good.
+    pub fn open_from_self(&self, p: &dyn Policy, ciphertext: &[u8]) -> anyhow::Result<Secret> {
+        let helper = Opener {
+            keypairs: self.decryption_keypairs(p),
+            verify_with: Some(self.cert()),
+            recipients: Vec::new(),
+            signer: None,
+        };
+        let mut d = DecryptorBuilder::from_bytes(ciphertext)?.with_policy(p, None, helper)?;
+        let mut out = Vec::new();
+        d.read_to_end(&mut out)?;
+        Ok(Secret::new(out))
+    }
+
+    /// Signs `plaintext` with the list key and encrypts it to `recipient`
+    /// alone, ASCII-armored, honouring the recipient's advertised features
+    /// (SEIPDv1 for GnuPG 2.2-era certificates).
+    pub fn seal_for(
+        &self,
+        p: &dyn Policy,
+        now: DateTime<Utc>,
+        recipient: &Cert,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, SealError> {
+        let vc = usable_for_encryption(recipient, p, now).map_err(SealError::Recipient)?;
+        let recipients: Vec<Recipient> = vc
+            .keys()
+            .supported()
+            .alive()
+            .revoked(false)
+            .key_flags(encryption_flags())
+            .map(Into::into)
+            .collect();
+        let signer = self
+            .signing_keypair(p, Some(at(now)))
+            .map_err(|e| SealError::Crypto(format!("list key {e}")))?;
+        let mut sink = Vec::with_capacity(plaintext.len() * 4 / 3 + 1024);
+        let crypto = |e: anyhow::Error| SealError::Crypto(e.to_string());
+        let message = Message::new(&mut sink);
+        let message = Armorer::new(message).build().map_err(crypto)?;
+        let message = Encryptor::for_recipients(message, recipients)
+            .build()
+            .map_err(crypto)?;
+        signed_literal(message, signer, now, plaintext)?;
+        Ok(sink)
+    }
+
+    /// Signs `plaintext` and encrypts it once under a fresh session key
+    /// (SEIPDv1, which every client reads), for [`ListKey::seal_to_member`].
+    pub fn seal_shared(
+        &self,
+        p: &dyn Policy,
+        now: DateTime<Utc>,
+        plaintext: &[u8],
+    ) -> Result<SharedSeal, SealError> {
+        let crypto = |e: anyhow::Error| SealError::Crypto(e.to_string());
+        let algo = SymmetricAlgorithm::AES256;
+        let session_key = SessionKey::new(algo.key_size().map_err(crypto)?).map_err(crypto)?;
+        let signer = self
+            .signing_keypair(p, Some(at(now)))
+            .map_err(|e| SealError::Crypto(format!("list key {e}")))?;
+        let mut ciphertext = Vec::with_capacity(plaintext.len() + 1024);
+        let message = Message::new(&mut ciphertext);
+        // No recipients: only the SEIPD packet; the PKESKs come per member.
+        let message = Encryptor::with_session_key(message, algo, session_key.clone())
+            .map_err(crypto)?
+            .build()
+            .map_err(crypto)?;
+        signed_literal(message, signer, now, plaintext)?;
+        let crc = crate::armor::Crc24::of_suffix(&ciphertext);
+        Ok(SharedSeal {
+            algo,
+            session_key,
+            ciphertext,
+            crc,
+        })
+    }
+
+    /// One member's copy of a [`SharedSeal`]: a PKESK to each of the
+    /// member's usable encryption keys (and no one else's), then the shared
+    /// ciphertext, ASCII-armored with the CRC-24 line that GnuPG 2.2 and
+    /// RNP 0.16 need (see [`crate::armor`]).
+    pub fn seal_to_member(
+        &self,
+        p: &dyn Policy,
+        now: DateTime<Utc>,
+        recipient: &Cert,
+        shared: &SharedSeal,
+    ) -> Result<Vec<u8>, SealError> {
+        use openpgp::serialize::Marshal;
+        let crypto = |e: anyhow::Error| SealError::Crypto(e.to_string());
+        let vc = usable_for_encryption(recipient, p, now).map_err(SealError::Recipient)?;
+        let mut pkesks = Vec::new();
+        let mut any = false;
+        for ka in vc
+            .keys()
+            .supported()
+            .alive()
+            .revoked(false)
+            .key_flags(encryption_flags())
+        {
+            let pkesk = PKESK3::for_recipient(shared.algo, &shared.session_key, ka.key())
+                .map_err(crypto)?;
+            openpgp::Packet::from(openpgp::packet::PKESK::from(pkesk))
+                .serialize(&mut pkesks)
+                .map_err(crypto)?;
+            any = true;
+        }
+        if !any {
+            return Err(SealError::Recipient("no usable encryption key".to_owned()));
+        }
+        // Room for the MIME wrapping, so the whole copy is one allocation.
+        let crc = crate::armor::Crc24::combine(&pkesks, &shared.crc);
+        Ok(crate::armor::armor_parts(
+            &[&pkesks, &shared.ciphertext],
+            crc,
+            2048,
+        ))
+    }
+
+    /// An armored detached signature by the list key (SHA-512, as the
+    /// `micalg=pgp-sha512` of the public release says).
+    pub fn sign_detached(
+        &self,
+        p: &dyn Policy,
+        now: DateTime<Utc>,
+        data: &[u8],
+    ) -> anyhow::Result<Vec<u8>> {
+        let signer = self.signing_keypair(p, Some(at(now)))?;
+        let mut sink = Vec::new();
+        let message = Message::new(&mut sink);
+        let message = Armorer::new(message)
+            .kind(openpgp::armor::Kind::Signature)
+            .build()?;
+        let mut w = Signer::new(message, signer)?
+            .hash_algo(HashAlgorithm::SHA512)?
+            .detached()
+            .creation_time(at(now))
+            .build()?;
+        w.write_all(data)?;
+        w.finalize()?;
+        Ok(sink)
+    }
+}
+
+pub(super) struct Opener {
+    pub(super) keypairs: Vec<KeyPair>,
+    /// A good signature by this certificate is required.
+    pub(super) verify_with: Option<Cert>,
+    pub(super) recipients: Vec<KeyHandle>,
+    pub(super) signer: Option<Fingerprint>,
+}
+
+impl VerificationHelper for Opener {
+    fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+        Ok(self.verify_with.iter().cloned().collect())
+    }
+
+    fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
+        if self.verify_with.is_none() {
+            return Ok(());
+        }
+        for layer in structure {
+            if let MessageLayer::SignatureGroup { results } = layer {
+                for r in results {
+                    let good = r.map_err(|e| anyhow::anyhow!("bad signature: {e}"))?;
+                    self.signer = Some(good.ka.cert().fingerprint());
+                }
+            }
+        }
+        match self.signer {
+            Some(_) => Ok(()),
+            None => Err(anyhow::anyhow!("no signature by the expected key")),
+        }
+    }
+}
+
+impl DecryptionHelper for Opener {
+    fn decrypt(
+        &mut self,
+        pkesks: &[PKESK],
+        _skesks: &[SKESK],
+        sym_algo: Option<SymmetricAlgorithm>,
+        decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
+    ) -> openpgp::Result<Option<Cert>> {
+        self.recipients = pkesks.iter().filter_map(|p| p.recipient()).collect();
+        for pkesk in pkesks {
+            for pair in &mut self.keypairs {
+                if let Some((algo, sk)) = pkesk.decrypt(pair, sym_algo)
+                    && decrypt(algo, &sk)
+                {
+                    return Ok(None);
+                }
+            }
+        }
+        Err(anyhow::anyhow!(
+            "no secret key for any recipient of this message"
+        ))
+    }
+}
