@@ -1,6 +1,6 @@
-//! Builds PGP/MIME signed mail (RFC 3156 `multipart/signed`): the way a PST
-//! member's client does (for the demo and the tests), and the signed body
-//! of the public release.
+//! Builds PGP/MIME signed mail (RFC 3156 `multipart/signed`) the way a PST
+//! member's client does: for the demo, the tests and the benchmarks. The
+//! daemon does not use it (its own entities are in `entity`).
 
 use chrono::{DateTime, Utc};
 use sequoia_openpgp::Cert;
@@ -21,12 +21,11 @@ pub fn text_part(subject: Option<&str>, body: &str) -> Vec<u8> {
         }
         None => out.push_str("Content-Type: text/plain; charset=\"utf-8\"\r\n"),
     }
-    out.push_str("Content-Transfer-Encoding: 8bit\r\n\r\n");
-    for line in body.lines() {
-        out.push_str(line);
-        out.push_str("\r\n");
-    }
-    out.into_bytes()
+    let mut out = out.into_bytes();
+    out.extend_from_slice(
+        &crate::entity::text_plain(body)["Content-Type: text/plain; charset=\"utf-8\"\r\n".len()..],
+    );
+    out
 }
 
 /// The entity a PST signs when a public advisory goes with the announcement,
@@ -61,7 +60,7 @@ pub fn multipart_signed(
     signed_part: &[u8],
     signature: &[u8],
 ) -> Vec<u8> {
-    let (content_type, body) = signed_body(signed_part, signature);
+    let (content_type, body) = crate::entity::signed_body(signed_part, signature);
     let mut out = format!(
         "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{}@pst.example>\r\nMIME-Version: 1.0\r\nContent-Type: {content_type}\r\n\r\n",
         crypto::random_hex(8)
@@ -88,35 +87,6 @@ Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\r\n",
     out.extend_from_slice(&crate::intake::mime::to_crlf(armored));
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     out
-}
-
-/// The RFC 3156 `multipart/signed` body around a signed part and its
-/// detached signature: returns the Content-Type value and the body.
-pub fn signed_body(signed_part: &[u8], signature: &[u8]) -> (String, Vec<u8>) {
-    let boundary = format!("sig-{}", crypto::random_hex(12));
-    let content_type = format!(
-        "multipart/signed; micalg=pgp-sha512; protocol=\"application/pgp-signature\"; boundary=\"{boundary}\""
-    );
-    let mut out =
-        format!("This is an OpenPGP/MIME signed message (RFC 4880 and 3156)\r\n--{boundary}\r\n")
-            .into_bytes();
-    out.extend_from_slice(signed_part);
-    out.extend_from_slice(
-        format!(
-            "\r\n--{boundary}\r\nContent-Type: application/pgp-signature; name=\"signature.asc\"\r\n\
-Content-Description: OpenPGP digital signature\r\nContent-Disposition: attachment; filename=\"signature.asc\"\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    let sig = String::from_utf8_lossy(signature)
-        .replace("\r\n", "\n")
-        .replace('\n', "\r\n");
-    out.extend_from_slice(sig.as_bytes());
-    if !sig.ends_with("\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (content_type, out)
 }
 
 /// A complete announcement signed by `pst_tsk`, as a PST member would send it.

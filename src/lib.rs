@@ -50,6 +50,7 @@ pub mod crypto;
 pub mod daemon;
 pub mod demo;
 pub mod embargo;
+pub mod entity;
 pub mod failpoint;
 pub mod fanout;
 pub mod inbound;

@@ -156,7 +156,7 @@ pub fn public_release(
 ) -> anyhow::Result<Vec<u8>> {
     let part = text_part(advisory);
     let signature = sign(&part)?;
-    let (content_type, body) = crate::compose::signed_body(&part, &signature);
+    let (content_type, body) = crate::entity::signed_body(&part, &signature);
     let mut headers = Headers::new();
     headers.set(header::From::from(Mailboxes::from(mailbox(h.list)?)));
     headers.set(header::To::from(Mailboxes::from(mailbox(h.member)?)));

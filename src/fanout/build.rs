@@ -271,10 +271,7 @@ pub(super) fn notice(
     text: &str,
     outer_subject: &str,
 ) -> Result<Vec<u8>, SealError> {
-    let part = format!(
-        "Content-Type: text/plain; charset=\"utf-8\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{}",
-        text.lines().map(|l| format!("{l}\r\n")).collect::<String>()
-    );
+    let part = crate::entity::text_plain(text);
     let message_id = copy_message_id(relay, d);
     let headers = CopyHeaders {
         list: &relay.config().list_address,
@@ -284,7 +281,7 @@ pub(super) fn notice(
     };
     // A refusal or a key notice is about no embargo: no embargo notice.
     let until = (!matches!(d.kind, Kind::Refusal | Kind::Notice)).then_some(a.terms.until);
-    let inner = outbound::protected_inner(&headers, subject, until, part.as_bytes())
+    let inner = outbound::protected_inner(&headers, subject, until, &part)
         .map_err(|e| SealError::Crypto(format!("bad address: {e}")))?;
     let p = crate::crypto::policy();
     let armored = relay

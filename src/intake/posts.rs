@@ -185,15 +185,12 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
             crate::membership::checklist_text(&answered),
             request.text
         );
-        let entity = format!(
-            "Content-Type: text/plain; charset=\"utf-8\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{}",
-            text.lines().map(|l| format!("{l}\r\n")).collect::<String>()
-        );
+        let entity = crate::entity::text_plain(&text);
         let notice = Record::unembargoed(
             String::new(),
             request.from.clone(),
             format!("[join request] {}", request.subject),
-            Secret::new(entity.into_bytes()),
+            Secret::new(entity),
             now,
         );
         let Some(sealed) = self.seal(&notice) else {

@@ -321,9 +321,9 @@ fn signed_mail(from: &str, part: &[u8], sig: &[u8]) -> Vec<u8> {
     mail(from, &ctype, &body, "")
 }
 
-/// `compose::signed_body` with a fixed boundary.
+/// `entity::signed_body` with a fixed boundary.
 fn signed_body(part: &[u8], sig: &[u8]) -> (String, Vec<u8>) {
-    let (ctype, body) = compose::signed_body(part, sig);
+    let (ctype, body) = embargo_relay::entity::signed_body(part, sig);
     let random = ctype
         .split("boundary=\"")
         .nth(1)

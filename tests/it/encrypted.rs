@@ -61,7 +61,7 @@ async fn encrypted_announcements_are_decrypted_and_held_to_the_pst_check() {
     let nested_text = "CANARY-nested-0b7d";
     let part = compose::text_part(Some("CVE-2026-31: nested"), &embargoed(nested_text));
     let sig = f.pst_gpg.detach_sign(&f.pst_fpr, &part);
-    let (ctype, body) = compose::signed_body(&part, &sig);
+    let (ctype, body) = embargo_relay::entity::signed_body(&part, &sig);
     let mut signed_entity = format!("Content-Type: {ctype}\r\n\r\n").into_bytes();
     signed_entity.extend_from_slice(&body);
     let armored = enc(&f.pst_gpg, &["--recipient", &list_fpr], &signed_entity);

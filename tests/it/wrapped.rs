@@ -36,7 +36,7 @@ async fn wrapped_signatures_never_relay_unsigned_text() {
     // One genuine signed entity, reused inside every wrapper.
     let part = compose::text_part(Some("CVE-2026-40: wrapped"), &embargoed("signed text"));
     let sig = f.pst_gpg.detach_sign(&f.pst_fpr, &part);
-    let (ctype, body) = compose::signed_body(&part, &sig);
+    let (ctype, body) = embargo_relay::entity::signed_body(&part, &sig);
     let mut signed_entity = format!("Content-Type: {ctype}\r\n\r\n").into_bytes();
     signed_entity.extend_from_slice(&body);
     let text = format!("Content-Type: text/plain\r\n\r\n{UNSIGNED}\r\n").into_bytes();

@@ -1,0 +1,47 @@
+//! The MIME entities the relay writes itself, each rule once: a UTF-8
+//! text entity with CRLF line ends, and the RFC 3156 `multipart/signed`
+//! body around a signed part and its detached signature.
+
+use crate::crypto;
+
+/// A `text/plain; charset="utf-8"` entity (8bit) of `text`, every line
+/// ended by CRLF.
+pub fn text_plain(text: &str) -> Vec<u8> {
+    let mut out =
+        b"Content-Type: text/plain; charset=\"utf-8\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+            .to_vec();
+    for line in text.lines() {
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// The RFC 3156 `multipart/signed` body around a signed part and its
+/// detached signature: returns the Content-Type value and the body.
+pub fn signed_body(signed_part: &[u8], signature: &[u8]) -> (String, Vec<u8>) {
+    let boundary = format!("sig-{}", crypto::random_hex(12));
+    let content_type = format!(
+        "multipart/signed; micalg=pgp-sha512; protocol=\"application/pgp-signature\"; boundary=\"{boundary}\""
+    );
+    let mut out =
+        format!("This is an OpenPGP/MIME signed message (RFC 4880 and 3156)\r\n--{boundary}\r\n")
+            .into_bytes();
+    out.extend_from_slice(signed_part);
+    out.extend_from_slice(
+        format!(
+            "\r\n--{boundary}\r\nContent-Type: application/pgp-signature; name=\"signature.asc\"\r\n\
+Content-Description: OpenPGP digital signature\r\nContent-Disposition: attachment; filename=\"signature.asc\"\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let sig = String::from_utf8_lossy(signature)
+        .replace("\r\n", "\n")
+        .replace('\n', "\r\n");
+    out.extend_from_slice(sig.as_bytes());
+    if !sig.ends_with("\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (content_type, out)
+}
