@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::{Config, ConfigError};
-use crate::keycheck::{self, Role};
+use crate::keycheck::{self, CertRole};
 
 /// One problem `check` found.
 #[derive(Debug, Clone, Serialize)]
@@ -32,7 +32,7 @@ pub fn findings(path: &Path, now: DateTime<Utc>) -> Vec<Finding> {
     let p = crate::crypto::policy();
     let mut out = Vec::new();
     let list_cert = config.list_key.cert();
-    for i in keycheck::cert_issues(&list_cert, Role::Pst, &p, now) {
+    for i in keycheck::cert_issues(&list_cert, CertRole::Pst, &p, now) {
         out.push(Finding {
             file: path.to_owned(),
             field: "list.secret_key".into(),
@@ -95,7 +95,11 @@ pub fn findings(path: &Path, now: DateTime<Utc>) -> Vec<Finding> {
                 continue;
             }
         };
-        let role = if m.pst { Role::Pst } else { Role::Member };
+        let role = if m.pst {
+            CertRole::Pst
+        } else {
+            CertRole::Member
+        };
         // The PST's From must be a user ID of the signing key: an address
         // that is not one refuses every announcement the PST sends.
         if m.pst

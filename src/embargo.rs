@@ -22,7 +22,7 @@ pub const COMMAND_FIELDS: [&str; 5] = [
 
 /// A PST command: on an existing embargo, or on the roster.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub enum PstCommand {
     Extend {
         id: String,
         to: DateTime<Utc>,
@@ -44,29 +44,31 @@ pub enum Command {
     },
 }
 
-impl Command {
+impl PstCommand {
     /// The command's field name, for logs.
     pub fn name(&self) -> &'static str {
         match self {
-            Command::Extend { .. } => "Embargo-Extend",
-            Command::Cancel { .. } => "Embargo-Cancel",
-            Command::ReleaseNow { .. } => "Embargo-Release-Now",
-            Command::RosterAdd { .. } => "Roster-Add",
-            Command::RosterRemove { .. } => "Roster-Remove",
+            PstCommand::Extend { .. } => "Embargo-Extend",
+            PstCommand::Cancel { .. } => "Embargo-Cancel",
+            PstCommand::ReleaseNow { .. } => "Embargo-Release-Now",
+            PstCommand::RosterAdd { .. } => "Roster-Add",
+            PstCommand::RosterRemove { .. } => "Roster-Remove",
         }
     }
 
     /// The embargo id, or the member address of a roster command.
     pub fn id(&self) -> &str {
         match self {
-            Command::Extend { id, .. } | Command::Cancel { id } | Command::ReleaseNow { id } => id,
-            Command::RosterAdd { email, .. } | Command::RosterRemove { email } => email,
+            PstCommand::Extend { id, .. }
+            | PstCommand::Cancel { id }
+            | PstCommand::ReleaseNow { id } => id,
+            PstCommand::RosterAdd { email, .. } | PstCommand::RosterRemove { email } => email,
         }
     }
 }
 
 /// `Roster-Add: email, organization, fingerprint` / `Roster-Remove: email`.
-fn roster_command(name: &'static str, value: &str) -> Result<Command, TermsError> {
+fn roster_command(name: &'static str, value: &str) -> Result<PstCommand, TermsError> {
     let bad = |problem: &str, quoted: &str| TermsError::BadCommand {
         field: name,
         problem: problem.to_owned(),
@@ -75,7 +77,7 @@ fn roster_command(name: &'static str, value: &str) -> Result<Command, TermsError
     const NOT_AN_ADDRESS: &str = "the address is not a plain address such as list@example.org";
     if name == "Roster-Remove" {
         let email = check_address(value).map_err(|_| bad(NOT_AN_ADDRESS, value))?;
-        return Ok(Command::RosterRemove { email });
+        return Ok(PstCommand::RosterRemove { email });
     }
     let parts: Vec<&str> = value.split(',').map(str::trim).collect();
     let [email, organization, fingerprint] = parts[..] else {
@@ -101,7 +103,7 @@ fn roster_command(name: &'static str, value: &str) -> Result<Command, TermsError
             &fingerprint,
         ));
     }
-    Ok(Command::RosterAdd {
+    Ok(PstCommand::RosterAdd {
         email,
         organization: organization.to_owned(),
         fingerprint,
@@ -121,7 +123,7 @@ fn canonical(name: &str) -> Option<&'static str> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Announce(Terms),
-    Command(Command),
+    PstCommand(PstCommand),
 }
 
 /// Reads the field block: a command if it names one, else an announcement's terms.
@@ -156,7 +158,7 @@ pub fn request(
         return Err(bad("it must be the only field of its mail", None));
     }
     if name.starts_with("Roster-") {
-        return roster_command(name, value).map(Request::Command);
+        return roster_command(name, value).map(Request::PstCommand);
     }
     let mut words = value.split_whitespace();
     let id = words.next().unwrap_or_default();
@@ -171,19 +173,19 @@ pub fn request(
         let time = words.next().unwrap_or_default();
         let to = DateTime::parse_from_rfc3339(time)
             .map_err(|_| TermsError::BadTime(name, Quoted::new(time)))?;
-        Command::Extend {
+        PstCommand::Extend {
             id,
             to: to.with_timezone(&Utc),
         }
     } else if name == "Embargo-Cancel" {
-        Command::Cancel { id }
+        PstCommand::Cancel { id }
     } else {
-        Command::ReleaseNow { id }
+        PstCommand::ReleaseNow { id }
     };
     if let Some(extra) = words.next() {
         return Err(bad("unexpected words after the command", Some(extra)));
     }
-    Ok(Request::Command(command))
+    Ok(Request::PstCommand(command))
 }
 
 /// The embargo terms of an accepted announcement.
@@ -488,13 +490,13 @@ mod tests {
         };
         assert_eq!(
             req("Embargo-Release-Now: 5C74C187E80A969C\r\n\r\nLeaked on a forum.\r\n"),
-            Ok(Request::Command(Command::ReleaseNow {
+            Ok(Request::PstCommand(PstCommand::ReleaseNow {
                 id: "5c74c187e80a969c".into()
             }))
         );
         assert_eq!(
             req("Embargo-Extend: 5c74c187e80a969c 2026-12-10T16:00:00+01:00\r\n"),
-            Ok(Request::Command(Command::Extend {
+            Ok(Request::PstCommand(PstCommand::Extend {
                 id: "5c74c187e80a969c".into(),
                 to: DateTime::parse_from_rfc3339("2026-12-10T15:00:00Z")
                     .unwrap()

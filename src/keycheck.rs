@@ -12,7 +12,7 @@ pub const EXPIRY_WARNING_DAYS: i64 = 30;
 
 /// What the certificate is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub enum CertRole {
     /// A member: copies are encrypted to it.
     Member,
     /// A PST member: a member whose signatures make announcements.
@@ -44,7 +44,7 @@ const UPDATED: &str = "ask the key holder to extend the key and send the updated
 /// list's policy, `crypto::policy`). Empty: the certificate is fine.
 pub fn cert_issues(
     cert: &Cert,
-    role: Role,
+    role: CertRole,
     policy: &dyn Policy,
     now: DateTime<Utc>,
 ) -> Vec<KeyIssue> {
@@ -86,7 +86,7 @@ pub fn cert_issues(
             .set_transport_encryption()
             .set_storage_encryption(),
     )];
-    if role == Role::Pst {
+    if role == CertRole::Pst {
         needs.push((
             "no usable signing key (its announcements cannot be verified)",
             sequoia_openpgp::types::KeyFlags::empty().set_signing(),
@@ -256,7 +256,11 @@ pub fn run_if_due(relay: &crate::context::Relay) -> anyhow::Result<bool> {
         let problems: Vec<String> = match m.cert() {
             Err(e) => vec![e.to_owned()],
             Ok(cert) => {
-                let role = if m.pst { Role::Pst } else { Role::Member };
+                let role = if m.pst {
+                    CertRole::Pst
+                } else {
+                    CertRole::Member
+                };
                 cert_issues(cert, role, &p, now)
                     .into_iter()
                     .map(|i| format!("{} ({})", i.problem, i.fix))
@@ -362,7 +366,7 @@ mod tests {
             .generate()
             .unwrap();
         let p = crate::crypto::policy();
-        assert_eq!(cert_issues(&cert, Role::Pst, &p, now()), vec![]);
+        assert_eq!(cert_issues(&cert, CertRole::Pst, &p, now()), vec![]);
     }
 
     #[test]
@@ -373,7 +377,7 @@ mod tests {
             .generate()
             .unwrap();
         let revoked = cert.insert_packets(rev).unwrap().0;
-        let issues = cert_issues(&revoked, Role::Member, &p, now());
+        let issues = cert_issues(&revoked, CertRole::Member, &p, now());
         assert!(issues[0].problem.contains("revoked") && issues[0].unusable);
 
         let (signer, _) = CertBuilder::new()
@@ -382,7 +386,7 @@ mod tests {
             .set_creation_time(born())
             .generate()
             .unwrap();
-        let issues = cert_issues(&signer, Role::Member, &p, now());
+        let issues = cert_issues(&signer, CertRole::Member, &p, now());
         assert!(
             issues[0].problem.contains("no usable encryption subkey"),
             "{issues:?}"
@@ -394,19 +398,19 @@ mod tests {
             .set_creation_time(born())
             .generate()
             .unwrap();
-        let issues = cert_issues(&enc_only, Role::Pst, &p, now());
+        let issues = cert_issues(&enc_only, CertRole::Pst, &p, now());
         assert!(
             issues[0].problem.contains("no usable signing key"),
             "{issues:?}"
         );
-        assert!(cert_issues(&enc_only, Role::Member, &p, now()).is_empty());
+        assert!(cert_issues(&enc_only, CertRole::Member, &p, now()).is_empty());
 
         let (short, _) = CertBuilder::general_purpose(Some("t <t@x.example>"))
             .set_creation_time(born())
             .set_validity_period(std::time::Duration::from_secs(11 * 86400))
             .generate()
             .unwrap();
-        let issues = cert_issues(&short, Role::Member, &p, now());
+        let issues = cert_issues(&short, CertRole::Member, &p, now());
         assert_eq!(issues.len(), 1, "{issues:?}");
         assert!(
             issues[0]
@@ -416,7 +420,7 @@ mod tests {
         );
         assert!(!issues[0].unusable);
         let later = now() + chrono::Duration::days(12);
-        let issues = cert_issues(&short, Role::Member, &p, later);
+        let issues = cert_issues(&short, CertRole::Member, &p, later);
         assert!(
             issues[0].problem.contains("expired") && issues[0].unusable,
             "{issues:?}"

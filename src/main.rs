@@ -107,7 +107,7 @@ fn init_submit_logging() {
 
 /// `submit` answers the MTA with a sysexits code; a configuration that does
 /// not load is a temporary failure, so the MTA keeps the mail.
-fn submit(config: &std::path::Path, origin: embargo_relay::inbound::pipe::Origin) -> ExitCode {
+fn submit(config: &std::path::Path, origin: embargo_relay::inbound::pipe::Handoff) -> ExitCode {
     use embargo_relay::inbound::pipe;
     let outcome = match Config::load(config) {
         Ok(config) => pipe::submit(
@@ -159,7 +159,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             recipient,
             client,
         } => {
-            let origin = embargo_relay::inbound::pipe::Origin {
+            let origin = embargo_relay::inbound::pipe::Handoff {
                 sender,
                 recipient,
                 client,

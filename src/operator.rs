@@ -12,7 +12,7 @@ use sequoia_openpgp::parse::Parse;
 use crate::cli::{EmbargoAction, RosterAction};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::keycheck::{self, Role};
+use crate::keycheck::{self, CertRole};
 use crate::spool::{EmbargoInfo, Spool};
 
 /// Who the audit trail names for changes made here.
@@ -198,7 +198,11 @@ pub fn roster(
                 let key = match m.cert() {
                     Err(e) => format!("MISSING: {e}"),
                     Ok(cert) => {
-                        let role = if m.pst { Role::Pst } else { Role::Member };
+                        let role = if m.pst {
+                            CertRole::Pst
+                        } else {
+                            CertRole::Member
+                        };
                         let issues = keycheck::cert_issues(cert, role, &p, now);
                         let mut s = cert.fingerprint().to_hex();
                         for i in issues {
@@ -236,7 +240,7 @@ pub fn roster(
                     key.display()
                 );
             }
-            if let Some(i) = keycheck::cert_issues(&cert, Role::Member, &p, now)
+            if let Some(i) = keycheck::cert_issues(&cert, CertRole::Member, &p, now)
                 .into_iter()
                 .find(|i| i.unusable)
             {
@@ -474,7 +478,11 @@ pub fn status(config: &Config, clock: &dyn Clock, out: &mut dyn Write) -> anyhow
     let p = crate::crypto::policy();
     let mut keys = Vec::new();
     for m in config.roster.members() {
-        let role = if m.pst { Role::Pst } else { Role::Member };
+        let role = if m.pst {
+            CertRole::Pst
+        } else {
+            CertRole::Member
+        };
         match m.cert() {
             Err(e) => keys.push(format!("{}: {e}", m.email)),
             Ok(cert) => keys.extend(

@@ -23,7 +23,7 @@ pub(super) fn build(relay: &Relay, a: &Record, d: &DueDelivery) -> Result<Vec<u8
         Kind::Reminder => reminder_message(relay, a, d),
         Kind::Notice => notice_message(relay, a, d),
         Kind::Refusal => {
-            let pst = pst_cert_for(relay, a, &d.member)?;
+            let pst = pst_cert_for(relay, a, &d.to)?;
             let reason = String::from_utf8_lossy(a.entity.expose()).into_owned();
             notice(
                 relay,
@@ -87,7 +87,7 @@ pub(super) fn receipt_message(
     a: &Record,
     d: &DueDelivery,
 ) -> Result<Vec<u8>, SealError> {
-    let pst = pst_cert_for(relay, a, &d.member)?;
+    let pst = pst_cert_for(relay, a, &d.to)?;
     let spool_error = |e: SpoolError| SealError::Crypto(e.to_string());
     let report = relay
         .spool
@@ -213,7 +213,7 @@ pub(super) fn lifted_message(
     a: &Record,
     d: &DueDelivery,
 ) -> Result<Vec<u8>, SealError> {
-    let (_, cert) = member_cert(relay, &d.member)?;
+    let (_, cert) = member_cert(relay, &d.to)?;
     let releases = relay
         .spool
         .release_targets(&d.message_id)
@@ -275,7 +275,7 @@ pub(super) fn notice(
     let message_id = copy_message_id(relay, d);
     let headers = CopyHeaders {
         list: &relay.config().list_address,
-        member: &d.member,
+        member: &d.to,
         message_id: &message_id,
         date: relay.clock.now(),
     };
@@ -377,12 +377,8 @@ pub(super) fn notice_message(
 ) -> Result<Vec<u8>, SealError> {
     let text = String::from_utf8_lossy(a.entity.expose()).into_owned();
     let p = crate::crypto::policy();
-    let pst = relay
-        .directory()
-        .roster
-        .find(&d.member)
-        .is_some_and(|m| m.pst);
-    if let Ok((_, cert)) = member_cert(relay, &d.member)
+    let pst = relay.directory().roster.find(&d.to).is_some_and(|m| m.pst);
+    if let Ok((_, cert)) = member_cert(relay, &d.to)
         && crate::crypto::usable_for_encryption(&cert, &p, relay.clock.now()).is_ok()
     {
         return notice(
@@ -426,7 +422,7 @@ pub(super) fn signed_in_clear(
     let message_id = copy_message_id(relay, d);
     let headers = CopyHeaders {
         list: &config.list_address,
-        member: &d.member,
+        member: &d.to,
         message_id: &message_id,
         date: relay.clock.now(),
     };
@@ -446,7 +442,7 @@ pub(super) fn seal_copy(
     until: Option<DateTime<Utc>>,
     outer_subject: &str,
 ) -> Result<Vec<u8>, SealError> {
-    let (email, cert) = member_cert(relay, &d.member)?;
+    let (email, cert) = member_cert(relay, &d.to)?;
     let message_id = copy_message_id(relay, d);
     let config = relay.config();
     let headers = CopyHeaders {

@@ -76,7 +76,7 @@ pub(super) async fn deliver_one(
     }
     let (r, dd, now) = (relay.clone(), d.clone(), relay.clock.now());
     if !blocking(move || r.spool.still_due(&dd, now)).await?? {
-        tracing::debug!(message_id = %d.message_id, to = %d.member, kind = ?d.kind, "changed since it was read; skipped");
+        tracing::debug!(message_id = %d.message_id, to = %d.to, kind = ?d.kind, "changed since it was read; skipped");
         return Ok(());
     }
     let r = relay.clone();
@@ -113,7 +113,7 @@ pub(super) async fn deliver_one(
     })
     .await?;
     let Ok(built) = built else {
-        tracing::error!(message_id = %d.message_id, member = %d.member, kind = ?d.kind, "building the message panicked; the delivery fails");
+        tracing::error!(message_id = %d.message_id, member = %d.to, kind = ?d.kind, "building the message panicked; the delivery fails");
         return finish(
             relay,
             d,
@@ -125,18 +125,18 @@ pub(super) async fn deliver_one(
     let message = match built {
         Ok(m) => m,
         Err(SealError::Recipient(reason)) => {
-            tracing::warn!(message_id = %d.message_id, member = %d.member, %reason, "member skipped: no usable encryption key, nothing sent");
+            tracing::warn!(message_id = %d.message_id, member = %d.to, %reason, "member skipped: no usable encryption key, nothing sent");
             return finish(relay, d, Finished::Skipped, reason).await;
         }
         Err(SealError::Crypto(reason)) => {
             // E.g. the list's signing key expired: the operator can fix that, so retry.
-            tracing::error!(message_id = %d.message_id, member = %d.member, %reason, "sealing a copy failed");
+            tracing::error!(message_id = %d.message_id, member = %d.to, %reason, "sealing a copy failed");
             return defer(relay, d, format!("sealing failed: {reason}")).await;
         }
     };
     crate::failpoint::hit("before-send");
     let config = relay.config();
-    let send = outbound.send(&config.list_address, &d.member, &message);
+    let send = outbound.send(&config.list_address, &d.to, &message);
     let sent = if d.kind == Kind::Release {
         // A public release is not abandoned halfway on shutdown (the list
         // might get it twice); it ends within the smarthost timeout.
@@ -157,7 +157,7 @@ pub(super) async fn deliver_one(
             let mut late_release = false;
             let answer = match d.kind {
                 Kind::Copy | Kind::Post => {
-                    tracing::info!(message_id = %d.message_id, member = %d.member, kind = ?d.kind, "copy delivered to the smarthost");
+                    tracing::info!(message_id = %d.message_id, member = %d.to, kind = ?d.kind, "copy delivered to the smarthost");
                     format!("smarthost answered {answer}")
                 }
                 Kind::Release => {
@@ -166,7 +166,7 @@ pub(super) async fn deliver_one(
                     detail
                 }
                 Kind::Receipt | Kind::Lifted | Kind::Reminder | Kind::Refusal | Kind::Notice => {
-                    tracing::info!(message_id = %d.message_id, to = %d.member, kind = ?d.kind, "notice sent");
+                    tracing::info!(message_id = %d.message_id, to = %d.to, kind = ?d.kind, "notice sent");
                     format!("smarthost answered {answer}")
                 }
             };
@@ -189,7 +189,7 @@ pub(super) async fn deliver_one(
             recorded
         }
         Err(e) if e.permanent => {
-            tracing::warn!(message_id = %d.message_id, member = %d.member, error = %e, "copy refused permanently");
+            tracing::warn!(message_id = %d.message_id, member = %d.to, error = %e, "copy refused permanently");
             finish(relay, d, Finished::Failed, e.detail).await
         }
         Err(e) => defer(relay, d, e.detail).await,
@@ -200,14 +200,14 @@ pub(super) async fn deliver_one(
 pub(super) fn released(relay: &Relay, a: &Record, d: &DueDelivery, answer: &str) -> (String, bool) {
     let late = relay.clock.now() - a.terms.until;
     if late > relay.config().policy.late_after {
-        tracing::warn!(message_id = %d.message_id, public_list = %d.member, late_s = late.num_seconds(), "public advisory released LATE");
+        tracing::warn!(message_id = %d.message_id, public_list = %d.to, late_s = late.num_seconds(), "public advisory released LATE");
         let detail = format!(
             "public advisory released {} s late; smarthost answered {answer}",
             late.num_seconds()
         );
         (detail, true)
     } else {
-        tracing::info!(message_id = %d.message_id, public_list = %d.member, "public advisory released");
+        tracing::info!(message_id = %d.message_id, public_list = %d.to, "public advisory released");
         (
             format!("public advisory released on time; smarthost answered {answer}"),
             false,
@@ -234,7 +234,7 @@ pub(super) async fn hold_for_leap(
     d: &DueDelivery,
 ) -> Result<(), Stall> {
     let leap = relay.clock.leap();
-    tracing::error!(message_id = %d.message_id, recipient = %d.member, leap_s = leap.num_seconds(), "the wall clock leapt ahead of the time that passed: held, not released; check the clock, then `embargo-relay embargo release-now` if the embargo really is over");
+    tracing::error!(message_id = %d.message_id, recipient = %d.to, leap_s = leap.num_seconds(), "the wall clock leapt ahead of the time that passed: held, not released; check the clock, then `embargo-relay embargo release-now` if the embargo really is over");
     let (r, dd, a) = (relay.clone(), d.clone(), a.clone());
     Ok(blocking(move || -> Result<(), SpoolError> {
         let now = r.clock.now();
@@ -294,7 +294,7 @@ pub(super) async fn postpone(
     d: &DueDelivery,
     until: DateTime<Utc>,
 ) -> Result<(), Stall> {
-    tracing::warn!(message_id = %d.message_id, public_list = %d.member, "release due but the embargo has not lifted by the clock; postponed");
+    tracing::warn!(message_id = %d.message_id, public_list = %d.to, "release due but the embargo has not lifted by the clock; postponed");
     let (r, dd, now) = (relay.clone(), d.clone(), relay.clock.now());
     Ok(blocking(move || {
         r.spool.retry_later(
@@ -322,12 +322,12 @@ pub(super) async fn defer(relay: &Arc<Relay>, d: &DueDelivery, error: String) ->
             "gave up after {} of retries (outbound.retry_lifetime); the last answer: {error}",
             crate::config::human_duration(cfg.retry_lifetime)
         );
-        tracing::error!(message_id = %d.message_id, member = %d.member, kind = ?d.kind, %error, "delivery given up");
+        tracing::error!(message_id = %d.message_id, member = %d.to, kind = ?d.kind, %error, "delivery given up");
         return finish(relay, d, Finished::Failed, detail).await;
     }
     let delay = outbound::backoff(cfg.retry_initial, cfg.retry_max, d.attempts);
     let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1));
-    tracing::warn!(message_id = %d.message_id, member = %d.member, %error, retry_in_s = delay.as_secs(), "copy deferred");
+    tracing::warn!(message_id = %d.message_id, member = %d.to, %error, retry_in_s = delay.as_secs(), "copy deferred");
     let (r, dd) = (relay.clone(), d.clone());
     Ok(blocking(move || r.spool.retry_later(&dd, &error, next, now, true)).await??)
 }

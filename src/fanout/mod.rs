@@ -55,7 +55,7 @@ type Key = (String, String, Kind, String);
 fn key(d: &DueDelivery) -> Key {
     (
         d.message_id.clone(),
-        d.member.clone(),
+        d.to.clone(),
         d.kind,
         d.copy_id.clone(),
     )

@@ -61,7 +61,7 @@ impl Outcome {
 
 /// Who handed the message over, for the audit record.
 #[derive(Debug, Clone, Default)]
-pub struct Origin {
+pub struct Handoff {
     /// The envelope sender the MTA passes (Postfix `${sender}`).
     pub sender: Option<String>,
     /// The recipient the MTA delivers to (Postfix `${recipient}`): the
@@ -78,7 +78,7 @@ pub struct Origin {
 pub fn submit(
     config: Config,
     clock: SharedClock,
-    origin: &Origin,
+    origin: &Handoff,
     input: &mut dyn Read,
 ) -> Outcome {
     let relay = match Relay::open_for_submit(config, clock) {

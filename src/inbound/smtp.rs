@@ -326,7 +326,7 @@ fn over_budget() -> Reply {
 
 /// A parsed command line. Parsing does no I/O.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub enum SmtpCommand {
     Ehlo(String),
     Helo(String),
     Mail { from: String, size: Option<usize> },
@@ -341,33 +341,33 @@ pub enum Command {
 }
 
 /// Parses one command line (without CRLF).
-pub fn parse_command(line: &str) -> Command {
+pub fn parse_command(line: &str) -> SmtpCommand {
     let (verb, rest) = match line.find(' ') {
         Some(i) => (&line[..i], line[i + 1..].trim()),
         None => (line, ""),
     };
     match verb.to_ascii_uppercase().as_str() {
-        "EHLO" if !rest.is_empty() => Command::Ehlo(rest.to_owned()),
-        "HELO" if !rest.is_empty() => Command::Helo(rest.to_owned()),
-        "EHLO" | "HELO" => Command::Invalid("a domain is required"),
+        "EHLO" if !rest.is_empty() => SmtpCommand::Ehlo(rest.to_owned()),
+        "HELO" if !rest.is_empty() => SmtpCommand::Helo(rest.to_owned()),
+        "EHLO" | "HELO" => SmtpCommand::Invalid("a domain is required"),
         "MAIL" => parse_mail(rest),
         "RCPT" => match path_arg(rest, "TO:") {
-            Some((addr, _)) if !addr.is_empty() => Command::Rcpt(addr),
-            _ => Command::Invalid("syntax: RCPT TO:<address>"),
+            Some((addr, _)) if !addr.is_empty() => SmtpCommand::Rcpt(addr),
+            _ => SmtpCommand::Invalid("syntax: RCPT TO:<address>"),
         },
-        "DATA" if rest.is_empty() => Command::Data,
-        "RSET" if rest.is_empty() => Command::Rset,
-        "NOOP" => Command::Noop,
-        "QUIT" if rest.is_empty() => Command::Quit,
-        "VRFY" => Command::Vrfy,
-        "DATA" | "RSET" | "QUIT" => Command::Invalid("no parameters allowed"),
-        _ => Command::Unknown,
+        "DATA" if rest.is_empty() => SmtpCommand::Data,
+        "RSET" if rest.is_empty() => SmtpCommand::Rset,
+        "NOOP" => SmtpCommand::Noop,
+        "QUIT" if rest.is_empty() => SmtpCommand::Quit,
+        "VRFY" => SmtpCommand::Vrfy,
+        "DATA" | "RSET" | "QUIT" => SmtpCommand::Invalid("no parameters allowed"),
+        _ => SmtpCommand::Unknown,
     }
 }
 
-fn parse_mail(rest: &str) -> Command {
+fn parse_mail(rest: &str) -> SmtpCommand {
     let Some((from, params)) = path_arg(rest, "FROM:") else {
-        return Command::Invalid("syntax: MAIL FROM:<address>");
+        return SmtpCommand::Invalid("syntax: MAIL FROM:<address>");
     };
     let mut size = None;
     for param in params.split_ascii_whitespace() {
@@ -375,13 +375,13 @@ fn parse_mail(rest: &str) -> Command {
         match key.to_ascii_uppercase().as_str() {
             "SIZE" => match value.parse() {
                 Ok(n) => size = Some(n),
-                Err(_) => return Command::Invalid("SIZE needs a number"),
+                Err(_) => return SmtpCommand::Invalid("SIZE needs a number"),
             },
             "BODY" if ["7BIT", "8BITMIME"].contains(&value.to_ascii_uppercase().as_str()) => {}
-            _ => return Command::Invalid("unsupported MAIL parameter"),
+            _ => return SmtpCommand::Invalid("unsupported MAIL parameter"),
         }
     }
-    Command::Mail { from, size }
+    SmtpCommand::Mail { from, size }
 }
 
 /// Splits `FROM:<addr> params` into the address and the parameters.
@@ -679,7 +679,7 @@ struct Transaction {
 
 /// What the session does next.
 enum Step {
-    Command(Command),
+    SmtpCommand(SmtpCommand),
     /// Answer this and read the next command.
     Reply(Reply),
     /// Answer this, then close the connection.
@@ -734,7 +734,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
             .strip_suffix(b"\r\n")
             .and_then(|l| std::str::from_utf8(l).ok());
         match text {
-            Some(text) if read.clean() => Ok(Step::Command(parse_command(text))),
+            Some(text) if read.clean() => Ok(Step::SmtpCommand(parse_command(text))),
             _ => Ok(Step::Reply(Reply::new(
                 500,
                 "5.5.2",
@@ -790,10 +790,10 @@ where
                 audit.refused(tx.mail_from.as_deref(), &reply);
                 reply
             }
-            Step::Command(Command::Quit) => {
+            Step::SmtpCommand(SmtpCommand::Quit) => {
                 return conn.close(&Reply::new(221, "2.0.0", "bye")).await;
             }
-            Step::Command(Command::Ehlo(domain)) => {
+            Step::SmtpCommand(SmtpCommand::Ehlo(domain)) => {
                 tx = Transaction {
                     helo: Some(domain),
                     ..Transaction::default()
@@ -805,7 +805,7 @@ where
                 conn.w.write_all(ehlo.as_bytes()).await?;
                 continue;
             }
-            Step::Command(Command::Data) => {
+            Step::SmtpCommand(SmtpCommand::Data) => {
                 let mail_from = tx.mail_from.clone();
                 match data_phase(&mut conn, &mut tx, &audit, settings, shutdown).await? {
                     Step::Close(reply) => {
@@ -815,10 +815,10 @@ where
                         return conn.close(&reply).await;
                     }
                     Step::Reply(reply) => reply,
-                    Step::Command(_) | Step::Eof => return Ok(()),
+                    Step::SmtpCommand(_) | Step::Eof => return Ok(()),
                 }
             }
-            Step::Command(other) => handle_command(other, &mut tx, &audit, settings),
+            Step::SmtpCommand(other) => handle_command(other, &mut tx, &audit, settings),
         };
         if reply.code >= 500 {
             errors += 1;
@@ -926,21 +926,21 @@ where
 }
 
 fn handle_command<H: MailHandler>(
-    command: Command,
+    command: SmtpCommand,
     tx: &mut Transaction,
     audit: &SessionAudit<'_, H>,
     settings: &SmtpSettings,
 ) -> Reply {
     let handler = audit.handler;
     match command {
-        Command::Helo(domain) => {
+        SmtpCommand::Helo(domain) => {
             *tx = Transaction {
                 helo: Some(domain),
                 ..Transaction::default()
             };
             Reply::new(250, "2.0.0", settings.hostname.clone())
         }
-        Command::Mail { from, size } => {
+        SmtpCommand::Mail { from, size } => {
             if tx.helo.is_none() {
                 Reply::new(503, "5.5.1", "send EHLO first")
             } else if tx.mail_from.is_some() {
@@ -961,7 +961,7 @@ fn handle_command<H: MailHandler>(
                 Reply::new(250, "2.1.0", "sender ok")
             }
         }
-        Command::Rcpt(rcpt) => {
+        SmtpCommand::Rcpt(rcpt) => {
             if tx.mail_from.is_none() {
                 Reply::new(503, "5.5.1", "send MAIL FROM first")
             } else if tx.rcpt_to.len() >= settings.max_recipients {
@@ -978,16 +978,16 @@ fn handle_command<H: MailHandler>(
                 }
             }
         }
-        Command::Rset => {
+        SmtpCommand::Rset => {
             tx.mail_from = None;
             tx.rcpt_to.clear();
             Reply::new(250, "2.0.0", "reset")
         }
-        Command::Noop => Reply::new(250, "2.0.0", "ok"),
-        Command::Vrfy => Reply::new(252, "2.5.0", "cannot verify users"),
-        Command::Invalid(why) => Reply::new(501, "5.5.4", why),
-        Command::Unknown => Reply::new(500, "5.5.1", "command not recognised"),
-        Command::Quit | Command::Ehlo(_) | Command::Data => {
+        SmtpCommand::Noop => Reply::new(250, "2.0.0", "ok"),
+        SmtpCommand::Vrfy => Reply::new(252, "2.5.0", "cannot verify users"),
+        SmtpCommand::Invalid(why) => Reply::new(501, "5.5.4", why),
+        SmtpCommand::Unknown => Reply::new(500, "5.5.1", "command not recognised"),
+        SmtpCommand::Quit | SmtpCommand::Ehlo(_) | SmtpCommand::Data => {
             unreachable!("handled by the session loop")
         }
     }
@@ -1501,31 +1501,31 @@ mod tests {
     fn command_parsing() {
         assert_eq!(
             parse_command("MAIL FROM:<a@b.org> SIZE=100 BODY=8BITMIME"),
-            Command::Mail {
+            SmtpCommand::Mail {
                 from: "a@b.org".into(),
                 size: Some(100)
             }
         );
         assert_eq!(
             parse_command("mail from:<>"),
-            Command::Mail {
+            SmtpCommand::Mail {
                 from: String::new(),
                 size: None
             }
         );
         assert_eq!(
             parse_command("RCPT TO:<list@x.org>"),
-            Command::Rcpt("list@x.org".into())
+            SmtpCommand::Rcpt("list@x.org".into())
         );
         assert!(matches!(
             parse_command("RCPT TO:list@x.org"),
-            Command::Invalid(_)
+            SmtpCommand::Invalid(_)
         ));
         assert!(matches!(
             parse_command("MAIL FROM:<a b@c>"),
-            Command::Invalid(_)
+            SmtpCommand::Invalid(_)
         ));
-        assert_eq!(parse_command("QUIT"), Command::Quit);
-        assert_eq!(parse_command("XYZZY"), Command::Unknown);
+        assert_eq!(parse_command("QUIT"), SmtpCommand::Quit);
+        assert_eq!(parse_command("XYZZY"), SmtpCommand::Unknown);
     }
 }

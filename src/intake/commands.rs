@@ -13,7 +13,7 @@ impl Intake {
     pub(super) fn roster_command(
         &self,
         envelope: &Envelope,
-        command: &Command,
+        command: &PstCommand,
         keys: Option<&[u8]>,
         sender: &Sender,
         now: DateTime<Utc>,
@@ -46,7 +46,7 @@ impl Intake {
         let directory = self.directory();
         let p = crate::crypto::policy();
         let changed = match command {
-            Command::RosterAdd {
+            PstCommand::RosterAdd {
                 email,
                 organization,
                 fingerprint,
@@ -60,7 +60,7 @@ impl Intake {
                 &p,
                 now,
             ),
-            Command::RosterRemove { email } => remove_member(path, &directory.roster, email),
+            PstCommand::RosterRemove { email } => remove_member(path, &directory.roster, email),
             _ => Err("not a roster command".to_owned()),
         };
         let text = match changed {
@@ -74,7 +74,7 @@ impl Intake {
             }
         }
         let event = match command {
-            Command::RosterAdd { .. } => "roster-add",
+            PstCommand::RosterAdd { .. } => "roster-add",
             _ => "roster-remove",
         };
         let detail = format!("by PST {}: {text}", sender.signer);
@@ -118,14 +118,14 @@ impl Intake {
     pub(super) fn command(
         &self,
         envelope: &Envelope,
-        command: &Command,
+        command: &PstCommand,
         sender: &Sender,
         now: DateTime<Utc>,
         submission: &str,
     ) -> Reply {
         let spool = &self.relay.spool;
         let signer = &sender.signer;
-        let origin = Origin {
+        let origin = CommandOrigin {
             digests: &sender.digests,
             reply_to: &sender.from,
             submission: Some(submission),
@@ -133,18 +133,18 @@ impl Intake {
         let actor = format!("PST {signer}");
         let max = self.config().policy.max_embargo;
         let result = match command {
-            Command::Extend { to, .. } if *to - now > max => Err(SpoolError::RefusedAt {
+            PstCommand::Extend { to, .. } if *to - now > max => Err(SpoolError::RefusedAt {
                 reason: format!(
                     "the new time is more than the maximum of {} days ahead (policy.max_embargo)",
                     max.num_days()
                 ),
                 times: format!("asked for {}", to.to_rfc3339()),
             }),
-            Command::Extend { id, to } => spool.extend(id, *to, now, &actor, Some(&origin)),
-            Command::Cancel { id } => spool.cancel(id, now, &actor, Some(&origin)),
-            Command::ReleaseNow { id } => spool.release_now(id, now, &actor, Some(&origin)),
+            PstCommand::Extend { id, to } => spool.extend(id, *to, now, &actor, Some(&origin)),
+            PstCommand::Cancel { id } => spool.cancel(id, now, &actor, Some(&origin)),
+            PstCommand::ReleaseNow { id } => spool.release_now(id, now, &actor, Some(&origin)),
             // Routed to `roster_command` before this.
-            Command::RosterAdd { .. } | Command::RosterRemove { .. } => {
+            PstCommand::RosterAdd { .. } | PstCommand::RosterRemove { .. } => {
                 Err(SpoolError::Refused("not an embargo command".to_owned()))
             }
         };

@@ -42,7 +42,7 @@ pub fn examine(
     let (from, outer_subject) = (mail.from.clone(), mail.outer_subject.clone());
     let (auth, signed_part, encrypted) = verify::authorize(mail, gate, p, now)?;
     let subject = relayed_subject(mime::protected_subject(signed_part.expose()), outer_subject);
-    if auth.role == Role::Member {
+    if auth.role == SignedBy::Member {
         if policy.member_posts == MemberPosts::Reject {
             return Err(Rejection::MemberPost(
                 "this list does not relay member posts (policy.member_posts = \"reject\")",
@@ -76,12 +76,12 @@ pub fn examine(
     let entity = signed_part.expose();
     let terms = match embargo::request(entity, now, policy.max_embargo) {
         Ok(Request::Announce(terms)) => terms,
-        Ok(Request::Command(command)) => {
+        Ok(Request::PstCommand(command)) => {
             let keys = match command {
-                Command::RosterAdd { .. } => mime::attached_keys(entity),
+                PstCommand::RosterAdd { .. } => mime::attached_keys(entity),
                 _ => None,
             };
-            return Ok(Examined::Command {
+            return Ok(Examined::PstCommand {
                 command,
                 sender,
                 keys,
@@ -138,8 +138,8 @@ pub enum Examined {
     /// A new announcement, with its signature identities.
     Announcement(Record, Vec<String>),
     /// A command on an existing embargo.
-    Command {
-        command: Command,
+    PstCommand {
+        command: PstCommand,
         sender: Sender,
         /// A certificate attached to the signed entity (for `Roster-Add`).
         keys: Option<Vec<u8>>,

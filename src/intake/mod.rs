@@ -14,7 +14,7 @@ pub use examine::*;
 pub use rejection::Rejection;
 use roster_edit::*;
 use tally::*;
-use verify::Role;
+use verify::SignedBy;
 
 use std::sync::Arc;
 
@@ -25,12 +25,12 @@ use sequoia_openpgp::policy::Policy;
 use crate::config::{Config, MemberPosts, PolicyConfig};
 use crate::context::{Directory, Relay, Snapshot};
 use crate::crypto::{ListKey, random_hex};
-use crate::embargo::{self, Command, Request, TermsError};
+use crate::embargo::{self, PstCommand, Request, TermsError};
 use crate::inbound::smtp::{Envelope, MailHandler, Reply};
 use crate::quote::Quoted;
 use crate::record::Record;
 use crate::secret::Secret;
-use crate::spool::{NewMessage, NewPost, Origin, SpoolError};
+use crate::spool::{CommandOrigin, NewMessage, NewPost, SpoolError};
 
 /// An address from the envelope, fit for the audit trail and a terminal:
 /// control characters become `?`.
@@ -246,14 +246,14 @@ impl Intake {
         crate::failpoint::hit("examined");
         let (announcement, digests) = match examined {
             Ok(Examined::Announcement(a, digests)) => (a, digests),
-            Ok(Examined::Command {
+            Ok(Examined::PstCommand {
                 command,
                 sender,
                 keys,
             }) => {
                 if matches!(
                     command,
-                    Command::RosterAdd { .. } | Command::RosterRemove { .. }
+                    PstCommand::RosterAdd { .. } | PstCommand::RosterRemove { .. }
                 ) {
                     return self.roster_command(
                         envelope,

@@ -15,7 +15,7 @@ use crate::secret::Secret;
 pub struct Authorized {
     pub signer: String,
     /// The PST, or one other member (a post).
-    pub role: Role,
+    pub role: SignedBy,
     /// Creation times of the oldest and newest good signature.
     pub oldest: DateTime<Utc>,
     pub newest: DateTime<Utc>,
@@ -25,7 +25,7 @@ pub struct Authorized {
 
 /// Whose signatures a mail carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub enum SignedBy {
     /// Every signature is a PST key's: an announcement or a command.
     Pst,
     /// Signed by one member outside the PST: a post.
@@ -89,9 +89,9 @@ pub fn authorize(
     };
     let is_pst = |f: &sequoia_openpgp::Fingerprint| gate.pst.iter().any(|c| c.fingerprint() == *f);
     let role = if verified.signers.iter().all(is_pst) {
-        Role::Pst
+        SignedBy::Pst
     } else if verified.signers.len() == 1 {
-        Role::Member
+        SignedBy::Member
     } else {
         // A member's signature beside the PST's, or two members': neither
         // an announcement nor one member's post.
@@ -171,7 +171,7 @@ mod tests {
             .into();
         let auth = |oldest: i64, newest: i64| Authorized {
             signer: "X".into(),
-            role: Role::Pst,
+            role: SignedBy::Pst,
             oldest: now + chrono::Duration::seconds(oldest),
             newest: now + chrono::Duration::seconds(newest),
             signature_digests: Vec::new(),

@@ -57,7 +57,7 @@ impl Spool {
                 })?;
                 Ok(DueDelivery {
                     message_id: r.get(0)?,
-                    member: r.get(1)?,
+                    to: r.get(1)?,
                     kind,
                     copy_id: r.get(3)?,
                     attempts: r.get(4)?,
@@ -79,7 +79,7 @@ impl Spool {
             .query_row(
                 "SELECT COUNT(*) FROM deliveries WHERE message_id = ?1 AND member = ?2 AND kind = ?3
                  AND copy_id = ?4 AND state = 'pending' AND next_attempt_at <= ?5",
-                params![d.message_id, d.member, d.kind.as_str(), d.copy_id, to_millis(now)],
+                params![d.message_id, d.to, d.kind.as_str(), d.copy_id, to_millis(now)],
                 |r| r.get(0),
             )
             .map_err(|e| self.db(e))?;
@@ -125,7 +125,7 @@ impl Spool {
              WHERE message_id = ?1 AND member = ?2 AND kind = ?6 AND copy_id = ?7",
             params![
                 d.message_id,
-                d.member,
+                d.to,
                 state.as_str(),
                 i64::from(state != Finished::Skipped),
                 (state != Finished::Sent).then_some(detail),
@@ -151,7 +151,7 @@ impl Spool {
             to_millis(now),
             event,
             Some(&d.message_id),
-            Some(&d.member),
+            Some(&d.to),
             detail,
         )
         .map_err(|e| self.db(e))?;
@@ -189,7 +189,7 @@ impl Spool {
              WHERE message_id = ?1 AND member = ?2 AND kind = ?5 AND copy_id = ?6",
             params![
                 d.message_id,
-                d.member,
+                d.to,
                 to_millis(next),
                 error,
                 d.kind.as_str(),
@@ -204,7 +204,7 @@ impl Spool {
             to_millis(now),
             "deferred",
             Some(&d.message_id),
-            Some(&d.member),
+            Some(&d.to),
             &format!("{error}; next attempt at {}", next.to_rfc3339()),
         )
         .map_err(|e| self.db(e))?;
@@ -225,7 +225,7 @@ impl Spool {
                  WHERE message_id = ?1 AND member = ?2 AND kind = ?5 AND copy_id = ?6",
                 params![
                     d.message_id,
-                    d.member,
+                    d.to,
                     to_millis(next),
                     why,
                     d.kind.as_str(),

@@ -60,7 +60,7 @@ impl Spool {
         to: DateTime<Utc>,
         now: DateTime<Utc>,
         actor: &str,
-        origin: Option<&Origin<'_>>,
+        origin: Option<&CommandOrigin<'_>>,
     ) -> Result<(), SpoolError> {
         self.change(id, (actor, origin), now, "extended", |tx, until| {
             if to <= until {
@@ -97,7 +97,7 @@ impl Spool {
         id: &str,
         now: DateTime<Utc>,
         actor: &str,
-        origin: Option<&Origin<'_>>,
+        origin: Option<&CommandOrigin<'_>>,
     ) -> Result<(), SpoolError> {
         self.change(id, (actor, origin), now, "released-now", |tx, until| {
             let db = |e| self.db(e);
@@ -123,7 +123,7 @@ impl Spool {
         id: &str,
         now: DateTime<Utc>,
         actor: &str,
-        origin: Option<&Origin<'_>>,
+        origin: Option<&CommandOrigin<'_>>,
     ) -> Result<(), SpoolError> {
         self.change(id, (actor, origin), now, "cancelled", |tx, _| {
             let db = |e| self.db(e);
@@ -153,7 +153,7 @@ impl Spool {
     pub(super) fn change(
         &self,
         id: &str,
-        (actor, origin): (&str, Option<&Origin<'_>>),
+        (actor, origin): (&str, Option<&CommandOrigin<'_>>),
         now: DateTime<Utc>,
         event: &str,
         apply: impl FnOnce(&rusqlite::Transaction<'_>, DateTime<Utc>) -> Result<String, SpoolError>,

@@ -435,7 +435,7 @@ mod tests {
                 t("2026-12-31T12:00:00Z"),
                 t("2026-11-15T12:00:00Z"),
                 "test",
-                Some(&Origin {
+                Some(&CommandOrigin {
                     digests: &cmd,
                     reply_to: "pst@x.org",
                     submission: Some("sub-cmd"),

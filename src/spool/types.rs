@@ -117,8 +117,9 @@ impl std::str::FromStr for Kind {
 #[derive(Debug, Clone)]
 pub struct DueDelivery {
     pub message_id: String,
-    /// The member's address, or the public list's for a release.
-    pub member: String,
+    /// Where it goes: a member's address, or a public list's for a
+    /// release (the spool's `member` column).
+    pub to: String,
     pub kind: Kind,
     /// The embargo time in force (the spool's, which operators may change).
     pub embargo_until: DateTime<Utc>,
@@ -133,7 +134,7 @@ pub struct DueDelivery {
 /// A change asked for by signed mail: its signatures (against replays) and
 /// where the receipt goes.
 #[derive(Debug, Clone, Copy)]
-pub struct Origin<'a> {
+pub struct CommandOrigin<'a> {
     pub digests: &'a [String],
     pub reply_to: &'a str,
     /// The command mail's submission digest (see [`NewMessage::submission`]).
