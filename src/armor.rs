@@ -85,11 +85,13 @@ fn update(mut r: u32, data: &[u8]) -> u32 {
 
 impl Crc24 {
     /// The checksum of `data`.
+    #[cfg(test)]
     pub fn of(data: &[u8]) -> Crc24 {
         Crc24(update(INIT, data))
     }
 
     /// The checksum of `parts` one after the other.
+    #[cfg(test)]
     pub fn of_parts(parts: &[&[u8]]) -> Crc24 {
         Crc24(parts.iter().fold(INIT, |r, p| update(r, p)))
     }
@@ -125,6 +127,7 @@ pub struct Suffix {
 }
 
 /// An armored `PGP MESSAGE` of `binary`, with its checksum line.
+#[cfg(test)]
 pub fn armor_message(binary: &[u8]) -> Vec<u8> {
     armor_parts(&[binary], Crc24::of(binary), 0)
 }

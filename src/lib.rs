@@ -14,32 +14,43 @@
 //!                                 outbound (PGP/MIME assembly, SMTP to the smarthost)
 //! ```
 //!
-//! Modules:
-//! - [`cli`]: command-line definitions; [`demo`]: the self-contained demo;
-//!   [`operator`]: the `embargo` commands an operator runs beside the daemon.
-//! - [`config`]: TOML → validated [`config::Config`]; [`roster`]: members and PST keys;
-//!   [`address`]: the rules of a member entry (address, organization), written once.
-//! - [`clock`]: the only source of the current time.
-//! - [`inbound::smtp`]: RFC 5321 listener, generic over the stream and the handler.
-//! - [`inbound::imap`]: mailbox poller (IDLE where offered); [`inbound::pipe`]: `submit`.
-//! - [`failpoint`]: named crash points for the crash tests.
-//! - [`membership`]: the membership criteria and the join-request checklist.
-//! - [`intake`]: parses (bounded) and verifies an incoming mail; decides accept/reject.
-//! - [`crypto`]: every OpenPGP operation (verify, seal to the spool, seal per member);
-//!   [`armor`]: the member copies' ASCII armor, with its CRC-24 line.
-//! - [`record`]: what the spool keeps of each message, sealed (announcement, post,
-//!   refusal, notice) and its framing.
-//! - [`spool`]: durable state; [`fanout`]: turns spooled announcements into deliveries.
-//! - [`outbound`]: RFC 3156 member copies and the SMTP transport to the smarthost.
-//! - [`compose`]: builds PGP/MIME signed mail as a PST client would (demo and tests).
-//! - [`sink`]: a loopback SMTP capture sink (demo and tests).
-//! - [`context`]: one list's shared context ([`context::Relay`]): config and roster
-//!   snapshots, spool, clock, seal cache, health; below everything that uses it.
-//! - [`daemon`]: wires the tasks together with one shutdown token.
+//! Modules, in layers: each uses only those above it in this list
+//! (`scripts/check-layers` fails on an import cycle). `pub` where the
+//! binary, the tests, the benchmarks or the fuzz targets reach in;
+//! `pub(crate)` otherwise.
+//!
+//! 1. Leaves, importing nothing of the crate: [`clock`] (the only source of
+//!    the current time), `secret` (bytes that never print), [`failpoint`]
+//!    (named crash points for the crash tests), `quote` (mail text
+//!    withheld from every cleartext output), `address` (the rules of a
+//!    member entry), `armor` (the member copies' armor, with its CRC-24
+//!    line), `membership` (the membership criteria and the join-request
+//!    checklist).
+//! 2. Data and its rules: [`crypto`] (every OpenPGP operation: `verify`,
+//!    `census`, `seal`, and `client` helpers for the demo and tests),
+//!    `roster` (members, PST keys, the roster file), [`config`] (TOML →
+//!    validated [`config::Config`]), [`embargo`] (the announcement's field
+//!    block and the PST's commands), `record` (what the spool keeps of
+//!    each message, sealed), [`entity`] (the MIME entities the relay writes).
+//! 3. [`spool`]: durable state (SQLite): `schema`, `incoming`, `deliveries`,
+//!    `embargoes`, `audit`, `reports`.
+//! 4. [`context`]: one list's shared context, [`context::Relay`]: config and
+//!    roster snapshots, spool, clock, seal cache, health.
+//! 5. The work, each on the context: [`inbound`] (`smtp` listener, `imap`
+//!    poller, `pipe` for `submit`), [`intake`] (`examine` decides, `mime`
+//!    and `verify` read, `commands`, `posts`, `tally`; the handler in
+//!    `mod.rs`), `fanout` (the scheduler, `deliver`, `build`),
+//!    `outbound` (RFC 3156 copies, SMTP to the smarthost), `keycheck`
+//!    (the weekly key check).
+//! 6. Wiring and front ends: [`daemon`] (starts the tasks under one shutdown
+//!    token), `service` (systemd notify and watchdog), [`operator`] and
+//!    [`check`] (the CLI's commands), [`cli`] (clap definitions), [`demo`],
+//!    and for the demo and tests [`compose`] (mail as a PST client makes it)
+//!    and [`sink`] (a loopback SMTP capture sink).
 #![forbid(unsafe_code)]
 
-pub mod address;
-pub mod armor;
+pub(crate) mod address;
+pub(crate) mod armor;
 pub mod check;
 pub mod cli;
 pub mod clock;
@@ -52,17 +63,17 @@ pub mod demo;
 pub mod embargo;
 pub mod entity;
 pub mod failpoint;
-pub mod fanout;
+pub(crate) mod fanout;
 pub mod inbound;
 pub mod intake;
-pub mod keycheck;
-pub mod membership;
+pub(crate) mod keycheck;
+pub(crate) mod membership;
 pub mod operator;
-pub mod outbound;
-pub mod quote;
-pub mod record;
-pub mod roster;
-pub mod secret;
-pub mod service;
+pub(crate) mod outbound;
+pub(crate) mod quote;
+pub(crate) mod record;
+pub(crate) mod roster;
+pub(crate) mod secret;
+pub(crate) mod service;
 pub mod sink;
 pub mod spool;
