@@ -5,8 +5,31 @@
 
 use super::*;
 
+/// Why a message could not be built.
+#[derive(Debug)]
+pub(super) enum BuildError {
+    /// The recipient cannot receive it (no usable key): skipped, never
+    /// sent plaintext.
+    Recipient(String),
+    /// Sealing or assembling failed (e.g. the list's key expired): the
+    /// operator can fix that, so it is retried.
+    Seal(String),
+    /// The spool could not be read for what the message says: the worker
+    /// pauses, as for any spool error.
+    Spool(SpoolError),
+}
+
+impl From<SealError> for BuildError {
+    fn from(e: SealError) -> BuildError {
+        match e {
+            SealError::Recipient(why) => BuildError::Recipient(why),
+            SealError::Crypto(why) => BuildError::Seal(why),
+        }
+    }
+}
+
 /// Builds what a delivery sends: a member's sealed copy or a public release.
-pub(super) fn build(relay: &Relay, a: &Record, d: &DueDelivery) -> Result<Vec<u8>, SealError> {
+pub(super) fn build(relay: &Relay, a: &Record, d: &DueDelivery) -> Result<Vec<u8>, BuildError> {
     crate::failpoint::hit("build");
     match d.kind {
         Kind::Copy => seal_copy(
@@ -39,7 +62,7 @@ pub(super) fn build(relay: &Relay, a: &Record, d: &DueDelivery) -> Result<Vec<u8
 }
 
 /// The certificate that signed the announcement (receipts and reminders go to it).
-pub(super) fn signer_cert(relay: &Relay, a: &Record) -> Result<sequoia_openpgp::Cert, SealError> {
+pub(super) fn signer_cert(relay: &Relay, a: &Record) -> Result<sequoia_openpgp::Cert, BuildError> {
     relay
         .directory()
         .pst
@@ -47,7 +70,7 @@ pub(super) fn signer_cert(relay: &Relay, a: &Record) -> Result<sequoia_openpgp::
         .find(|c| c.fingerprint().to_hex() == a.signer)
         .cloned()
         .ok_or_else(|| {
-            SealError::Recipient("the signing PST certificate is no longer configured".to_owned())
+            BuildError::Recipient("the signing PST certificate is no longer configured".to_owned())
         })
 }
 
@@ -58,7 +81,7 @@ pub(super) fn pst_cert_for(
     relay: &Relay,
     a: &Record,
     address: &str,
-) -> Result<sequoia_openpgp::Cert, SealError> {
+) -> Result<sequoia_openpgp::Cert, BuildError> {
     let p = crate::crypto::policy();
     let now = relay.clock.now();
     let has_address = |c: &sequoia_openpgp::Cert| {
@@ -86,17 +109,16 @@ pub(super) fn receipt_message(
     relay: &Relay,
     a: &Record,
     d: &DueDelivery,
-) -> Result<Vec<u8>, SealError> {
+) -> Result<Vec<u8>, BuildError> {
     let pst = pst_cert_for(relay, a, &d.to)?;
-    let spool_error = |e: SpoolError| SealError::Crypto(e.to_string());
     let report = relay
         .spool
         .delivery_report(&d.message_id, Kind::Copy)
-        .map_err(spool_error)?;
+        .map_err(BuildError::Spool)?;
     let failed_releases: Vec<(String, String)> = relay
         .spool
         .delivery_report(&d.message_id, Kind::Release)
-        .map_err(spool_error)?
+        .map_err(BuildError::Spool)?
         .into_iter()
         .filter(|(_, state, _)| state == "failed")
         .map(|(to, _, why)| (to, why.unwrap_or_default()))
@@ -104,7 +126,7 @@ pub(super) fn receipt_message(
     let releases = relay
         .spool
         .release_targets(&d.message_id)
-        .map_err(spool_error)?;
+        .map_err(BuildError::Spool)?;
     let state = match (d.embargo_cancelled, a.terms.until > relay.clock.now()) {
         (true, _) => "cancelled (the held advisory was discarded)",
         (false, true) => "held",
@@ -113,7 +135,7 @@ pub(super) fn receipt_message(
     let released: Vec<(String, String)> = relay
         .spool
         .audit_for(&d.message_id)
-        .map_err(spool_error)?
+        .map_err(BuildError::Spool)?
         .into_iter()
         .filter(|r| r.event == "released")
         .map(|r| (r.member.unwrap_or_default(), r.detail))
@@ -149,12 +171,12 @@ pub(super) fn reminder_message(
     relay: &Relay,
     a: &Record,
     d: &DueDelivery,
-) -> Result<Vec<u8>, SealError> {
+) -> Result<Vec<u8>, BuildError> {
     let pst = signer_cert(relay, a)?;
     let releases = relay
         .spool
         .release_targets(&d.message_id)
-        .map_err(|e| SealError::Crypto(e.to_string()))?;
+        .map_err(BuildError::Spool)?;
     let left = a.terms.until - relay.clock.now();
     let mut text = format!(
         "Reminder: the embargo on announcement {} lifts in about {} hours, at {} UTC ({} in the offset you wrote).\n\nSubject: {}\n\n",
@@ -188,15 +210,15 @@ pub(super) fn reminder_message(
 pub(super) fn member_cert(
     relay: &Relay,
     address: &str,
-) -> Result<(String, sequoia_openpgp::Cert), SealError> {
+) -> Result<(String, sequoia_openpgp::Cert), BuildError> {
     let directory = relay.directory();
     let member = directory
         .roster
         .find(address)
-        .ok_or_else(|| SealError::Recipient("no longer on the roster".to_owned()))?;
+        .ok_or_else(|| BuildError::Recipient("no longer on the roster".to_owned()))?;
     let cert = member
         .cert()
-        .map_err(|e| SealError::Recipient(e.to_owned()))?;
+        .map_err(|e| BuildError::Recipient(e.to_owned()))?;
     Ok((member.email.clone(), cert.clone()))
 }
 
@@ -212,12 +234,12 @@ pub(super) fn lifted_message(
     relay: &Relay,
     a: &Record,
     d: &DueDelivery,
-) -> Result<Vec<u8>, SealError> {
+) -> Result<Vec<u8>, BuildError> {
     let (_, cert) = member_cert(relay, &d.to)?;
     let releases = relay
         .spool
         .release_targets(&d.message_id)
-        .map_err(|e| SealError::Crypto(e.to_string()))?;
+        .map_err(BuildError::Spool)?;
     if d.embargo_cancelled {
         let text = format!(
             "The embargo on announcement {} was cancelled. The held public advisory was discarded; \
@@ -270,7 +292,7 @@ pub(super) fn notice(
     subject: &str,
     text: &str,
     outer_subject: &str,
-) -> Result<Vec<u8>, SealError> {
+) -> Result<Vec<u8>, BuildError> {
     let part = crate::entity::text_plain(text);
     let message_id = copy_message_id(relay, d);
     let headers = CopyHeaders {
@@ -282,14 +304,14 @@ pub(super) fn notice(
     // A refusal or a key notice is about no embargo: no embargo notice.
     let until = (!matches!(d.kind, Kind::Refusal | Kind::Notice)).then_some(a.terms.until);
     let inner = outbound::protected_inner(&headers, subject, until, &part)
-        .map_err(|e| SealError::Crypto(format!("bad address: {e}")))?;
+        .map_err(|e| BuildError::Seal(format!("bad address: {e}")))?;
     let p = crate::crypto::policy();
     let armored = relay
         .config()
         .list_key
         .seal_for(&p, headers.date, cert, inner.expose())?;
     outbound::encrypted_outer(&headers, outer_subject, armored)
-        .map_err(|e| SealError::Crypto(e.to_string()))
+        .map_err(|e| BuildError::Seal(e.to_string()))
 }
 
 /// The receipt's text: embargo id and times, who got a copy, who did not and why.
@@ -374,7 +396,7 @@ pub(super) fn notice_message(
     relay: &Relay,
     a: &Record,
     d: &DueDelivery,
-) -> Result<Vec<u8>, SealError> {
+) -> Result<Vec<u8>, BuildError> {
     let text = String::from_utf8_lossy(a.entity.expose()).into_owned();
     let p = crate::crypto::policy();
     let pst = relay.directory().roster.find(&d.to).is_some_and(|m| m.pst);
@@ -393,7 +415,7 @@ pub(super) fn notice_message(
     }
     if pst {
         // A PST member's report names other members and their keys: only encrypted.
-        return Err(SealError::Recipient(
+        return Err(BuildError::Recipient(
             "the PST member's key cannot receive encrypted mail; the key report is not sent in the clear".to_owned(),
         ));
     }
@@ -405,9 +427,9 @@ pub(super) fn release_message(
     relay: &Relay,
     a: &Record,
     d: &DueDelivery,
-) -> Result<Vec<u8>, SealError> {
+) -> Result<Vec<u8>, BuildError> {
     let advisory = embargo::public_advisory(a.entity.expose())
-        .ok_or_else(|| SealError::Crypto("the held public advisory is missing".to_owned()))?;
+        .ok_or_else(|| BuildError::Seal("the held public advisory is missing".to_owned()))?;
     signed_in_clear(relay, d, &a.subject, &advisory)
 }
 
@@ -417,7 +439,7 @@ pub(super) fn signed_in_clear(
     d: &DueDelivery,
     subject: &str,
     text: &str,
-) -> Result<Vec<u8>, SealError> {
+) -> Result<Vec<u8>, BuildError> {
     let config = relay.config();
     let message_id = copy_message_id(relay, d);
     let headers = CopyHeaders {
@@ -429,7 +451,7 @@ pub(super) fn signed_in_clear(
     let p = crate::crypto::policy();
     let sign = |part: &[u8]| config.list_key.sign_detached(&p, headers.date, part);
     outbound::public_release(&headers, subject, text, sign)
-        .map_err(|e| SealError::Crypto(e.to_string()))
+        .map_err(|e| BuildError::Seal(e.to_string()))
 }
 
 /// Builds one member's copy: protected inner entity, sealed, wrapped in RFC 3156.
@@ -441,7 +463,7 @@ pub(super) fn seal_copy(
     d: &DueDelivery,
     until: Option<DateTime<Utc>>,
     outer_subject: &str,
-) -> Result<Vec<u8>, SealError> {
+) -> Result<Vec<u8>, BuildError> {
     let (email, cert) = member_cert(relay, &d.to)?;
     let message_id = copy_message_id(relay, d);
     let config = relay.config();
@@ -455,12 +477,12 @@ pub(super) fn seal_copy(
     if cert.primary_key().key().version() >= 6 {
         // A v6 key takes a v6 PKESK and SEIPDv2: sealed for it alone.
         let inner = outbound::protected_inner(&headers, &a.subject, until, a.entity.expose())
-            .map_err(|e| SealError::Crypto(format!("bad address: {e}")))?;
+            .map_err(|e| BuildError::Seal(format!("bad address: {e}")))?;
         let armored = config
             .list_key
             .seal_for(&p, headers.date, &cert, inner.expose())?;
         return outbound::encrypted_outer(&headers, outer_subject, armored)
-            .map_err(|e| SealError::Crypto(e.to_string()));
+            .map_err(|e| BuildError::Seal(e.to_string()));
     }
     // The first copy's task seals the announcement once; the others wait
     // for it and add only their own PKESK.
@@ -490,5 +512,5 @@ pub(super) fn seal_copy(
         .list_key
         .seal_to_member(&p, headers.date, &cert, &shared)?;
     outbound::encrypted_outer(&headers, outer_subject, armored)
-        .map_err(|e| SealError::Crypto(e.to_string()))
+        .map_err(|e| BuildError::Seal(e.to_string()))
 }

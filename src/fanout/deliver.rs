@@ -124,15 +124,16 @@ pub(super) async fn deliver_one(
     };
     let message = match built {
         Ok(m) => m,
-        Err(SealError::Recipient(reason)) => {
+        Err(BuildError::Recipient(reason)) => {
             tracing::warn!(message_id = %d.message_id, member = %d.to, %reason, "member skipped: no usable encryption key, nothing sent");
             return finish(relay, d, Finished::Skipped, reason).await;
         }
-        Err(SealError::Crypto(reason)) => {
+        Err(BuildError::Seal(reason)) => {
             // E.g. the list's signing key expired: the operator can fix that, so retry.
             tracing::error!(message_id = %d.message_id, member = %d.to, %reason, "sealing a copy failed");
             return defer(relay, d, format!("sealing failed: {reason}")).await;
         }
+        Err(BuildError::Spool(e)) => return Err(Stall::Spool(e)),
     };
     crate::failpoint::hit("before-send");
     let config = relay.config();
