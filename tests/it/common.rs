@@ -9,7 +9,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use chrono::Utc;
+use embargo_relay::clock::ManualClock;
 use embargo_relay::crypto;
+use embargo_relay::sink::CaptureSink;
 use embargo_relay::spool::{AuditRecord, Spool};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use sequoia_openpgp::Cert;
@@ -212,6 +214,34 @@ pub struct Fixture {
     pub members: Vec<TestMember>,
 }
 
+/// A test's own settings for the fixture's configuration, by section:
+/// `(key, TOML value)`, replacing the fixture's value of that key or added;
+/// and members added as `(email, organization, key file)`.
+#[derive(Debug, Default, Clone)]
+pub struct Tweaks {
+    pub smtp: Vec<(&'static str, String)>,
+    pub outbound: Vec<(&'static str, String)>,
+    pub policy: Vec<(&'static str, String)>,
+    pub members: Vec<(String, String, String)>,
+    /// Where the manual clock starts (default: now).
+    pub clock_at: Option<chrono::DateTime<Utc>>,
+}
+
+impl Tweaks {
+    /// A TOML string value.
+    pub fn text(value: &str) -> String {
+        format!("\"{value}\"")
+    }
+}
+
+/// An in-process list started by [`Fixture::start_in_process`].
+pub struct InProcess {
+    pub sink: CaptureSink,
+    pub clock: ManualClock,
+    pub running: embargo_relay::daemon::Running,
+    pub config: PathBuf,
+}
+
 impl Fixture {
     pub fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
@@ -288,25 +318,100 @@ impl Fixture {
 
     /// Writes `config.toml` pointing at `smarthost`; returns its path.
     pub fn write_config(&self, smarthost: SocketAddr) -> PathBuf {
-        let mut text = format!(
-            "[list]\naddress = \"{LIST}\"\nsecret_key = \"keys/list.key\"\nstate_dir = \"state\"\n\n\
-[inbound.smtp]\nlisten = \"127.0.0.1:0\"\nmax_message_size = \"1MiB\"\n\n\
-[outbound]\nsmarthost = \"smtp://{smarthost}\"\ntimeout = \"30s\"\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n\
-[public]\nrecipients = [\"{PUBLIC_DEFAULT}\"]\n\n[policy]\nlate_after = \"1s\"\n"
+        self.write_config_with(smarthost, &Tweaks::default())
+    }
+
+    /// [`Fixture::write_config`] with a test's own settings: each replaces
+    /// the fixture's value of that key in its section, or is added.
+    pub fn write_config_with(&self, smarthost: SocketAddr, tweaks: &Tweaks) -> PathBuf {
+        let section = |name: &str, defaults: &[(&str, String)], mine: &[(&'static str, String)]| {
+            let mut text = format!("[{name}]\n");
+            for (key, value) in defaults {
+                if !mine.iter().any(|(k, _)| k == key) {
+                    text.push_str(&format!("{key} = {value}\n"));
+                }
+            }
+            for (key, value) in mine {
+                text.push_str(&format!("{key} = {value}\n"));
+            }
+            text + "\n"
+        };
+        let q = |s: &str| format!("\"{s}\"");
+        let mut text = section(
+            "list",
+            &[
+                ("address", q(LIST)),
+                ("secret_key", q("keys/list.key")),
+                ("state_dir", q("state")),
+            ],
+            &[],
         );
+        text += &section(
+            "inbound.smtp",
+            &[
+                ("listen", q("127.0.0.1:0")),
+                ("max_message_size", q("1MiB")),
+            ],
+            &tweaks.smtp,
+        );
+        text += &section(
+            "outbound",
+            &[
+                ("smarthost", q(&format!("smtp://{smarthost}"))),
+                ("timeout", q("30s")),
+                ("retry_initial", q("1s")),
+                ("retry_max", q("2s")),
+            ],
+            &tweaks.outbound,
+        );
+        text += &section(
+            "public",
+            &[("recipients", format!("[{}]", q(PUBLIC_DEFAULT)))],
+            &[],
+        );
+        text += &section("policy", &[("late_after", q("1s"))], &tweaks.policy);
         for (i, m) in self.members.iter().enumerate() {
             text.push_str(&format!(
-                "\n[[member]]\nemail = \"{}\"\norganization = \"Org {i}\"\nkey = \"keys/m{i}.asc\"\npst = {}\n",
+                "[[member]]\nemail = \"{}\"\norganization = \"Org {i}\"\nkey = \"keys/m{i}.asc\"\npst = {}\n\n",
                 m.email,
                 m.email == PST
             ));
         }
         text.push_str(&format!(
-            "\n[[member]]\nemail = \"{MISSING_MEMBER}\"\norganization = \"Missing D\"\nkey = \"keys/not-there.asc\"\n"
+            "[[member]]\nemail = \"{MISSING_MEMBER}\"\norganization = \"Missing D\"\nkey = \"keys/not-there.asc\"\n"
         ));
+        for (email, organization, key) in &tweaks.members {
+            text.push_str(&format!(
+                "\n[[member]]\nemail = \"{email}\"\norganization = \"{organization}\"\nkey = \"{key}\"\n"
+            ));
+        }
         let path = self.path("config.toml");
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    /// The one in-process start: the fixture's list with `tweaks`, its
+    /// daemon in this process on a manual clock at now (whole milliseconds,
+    /// as the spool stores times), in front of a fresh capture sink.
+    pub async fn start_in_process(&self, tweaks: &Tweaks) -> InProcess {
+        let sink = CaptureSink::start().await.unwrap();
+        let config = self.write_config_with(sink.addr(), tweaks);
+        let at = tweaks
+            .clock_at
+            .unwrap_or_else(|| embargo_relay::clock::from_millis(now().timestamp_millis()));
+        let clock = ManualClock::new(at);
+        let running = embargo_relay::daemon::start(
+            embargo_relay::config::Config::load(&config).unwrap(),
+            std::sync::Arc::new(clock.clone()),
+        )
+        .await
+        .unwrap();
+        InProcess {
+            sink,
+            clock,
+            running,
+            config,
+        }
     }
 
     /// An announcement signed by `gpg` (the PST's real key) as a mail client makes it.

@@ -3,13 +3,11 @@
 //! days or cannot be used, and each such member gets a signed notice
 //! (encrypted when its key still works).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use embargo_relay::clock::{Clock, ManualClock};
-use embargo_relay::config::Config;
+use embargo_relay::clock::Clock;
 use embargo_relay::crypto;
-use embargo_relay::sink::{CaptureSink, Captured};
+use embargo_relay::sink::Captured;
 use sequoia_openpgp::policy::StandardPolicy;
 
 use crate::common::*;
@@ -42,7 +40,6 @@ fn open(
 #[tokio::test(flavor = "multi_thread")]
 async fn the_weekly_key_check_tells_the_pst_and_each_member_concerned() {
     let f = Fixture::new();
-    let sink = CaptureSink::start().await.unwrap();
     let t0 = embargo_relay::clock::from_millis(now().timestamp_millis());
     // One more member, whose key expires in ten days.
     let soon = crypto::generate_key(
@@ -56,17 +53,18 @@ async fn the_weekly_key_check_tells_the_pst_and_each_member_concerned() {
         crypto::armored_public(&soon.clone().strip_secret_key_material()).unwrap(),
     )
     .unwrap();
-    let path = f.write_config(sink.addr());
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str(&format!(
-        "\n[[member]]\nemail = \"{SOON}\"\norganization = \"Soon E\"\nkey = \"keys/soon.asc\"\n"
-    ));
-    std::fs::write(&path, text).unwrap();
-    let clock = ManualClock::new(t0);
-    let running =
-        embargo_relay::daemon::start(Config::load(&path).unwrap(), Arc::new(clock.clone()))
-            .await
-            .unwrap();
+    let InProcess {
+        sink,
+        clock,
+        running,
+        ..
+    } = f
+        .start_in_process(&Tweaks {
+            members: vec![(SOON.into(), "Soon E".into(), "keys/soon.asc".into())],
+            clock_at: Some(t0),
+            ..Tweaks::default()
+        })
+        .await;
     let checks = || f.audit().iter().filter(|r| r.event == "key-check").count();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(checks(), 0, "not before five minutes");

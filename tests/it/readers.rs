@@ -14,14 +14,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use embargo_relay::clock::{Clock, ManualClock};
+use embargo_relay::clock::Clock;
 use embargo_relay::config::Config;
-use embargo_relay::sink::{CaptureSink, Captured};
+use embargo_relay::sink::Captured;
 use embargo_relay::{compose, crypto};
 use sequoia_openpgp::Cert;
 
@@ -319,7 +318,6 @@ fn stamp(t: DateTime<Utc>) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn gpg_rnp_and_sq_read_everything_the_list_sends_at_every_length() {
     let f = Fixture::new();
-    let sink = CaptureSink::start().await.unwrap();
     // A fifth member with an RSA key made by GnuPG: its PKESK's length varies.
     let rsa_gpg = Gpg::new();
     let rsa_uid = format!("RSA E <{RSA_MEMBER}>");
@@ -346,21 +344,20 @@ async fn gpg_rnp_and_sq_read_everything_the_list_sends_at_every_length() {
         crypto::armored_public(&rsa.clone().strip_secret_key_material()).unwrap(),
     )
     .unwrap();
-    let path = f.write_config(sink.addr());
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("[policy]\n", "[policy]\nreminder_before = \"50m\"\n")
-        + &format!(
-            "\n[[member]]\nemail = \"{RSA_MEMBER}\"\norganization = \"RSA E\"\nkey = \"keys/rsa.asc\"\n"
-        );
-    std::fs::write(&path, text).unwrap();
-    let t0 = embargo_relay::clock::from_millis(now().timestamp_millis());
-    let clock = ManualClock::new(t0);
-    let config = Config::load(&path).unwrap();
-    let running =
-        embargo_relay::daemon::start(Config::load(&path).unwrap(), Arc::new(clock.clone()))
-            .await
-            .unwrap();
+    let InProcess {
+        sink,
+        clock,
+        running,
+        config,
+    } = f
+        .start_in_process(&Tweaks {
+            policy: vec![("reminder_before", Tweaks::text("50m"))],
+            members: vec![(RSA_MEMBER.into(), "RSA E".into(), "keys/rsa.asc".into())],
+            ..Tweaks::default()
+        })
+        .await;
+    let config = Config::load(&config).unwrap();
+    let t0 = clock.now();
     let addr = running.smtp_addr;
 
     // Each recipient's readers; the public lists only verify.

@@ -26,12 +26,12 @@ async fn manual_list() -> (
     ManualClock,
     embargo_relay::daemon::Running,
 ) {
-    manual_list_with("").await
+    manual_list_with(&[]).await
 }
 
-/// The same, with `outbound` lines added to the config's `[outbound]`.
+/// The same, with `outbound` settings in the config's `[outbound]`.
 async fn manual_list_with(
-    outbound: &str,
+    outbound: &[(&'static str, String)],
 ) -> (
     Fixture,
     CaptureSink,
@@ -39,18 +39,13 @@ async fn manual_list_with(
     embargo_relay::daemon::Running,
 ) {
     let f = Fixture::new();
-    let sink = CaptureSink::start().await.unwrap();
-    let clock = ManualClock::new(now());
-    let path = f.write_config(sink.addr());
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("[outbound]\n", &format!("[outbound]\n{outbound}"));
-    std::fs::write(&path, text).unwrap();
-    let config = Config::load(&path).unwrap();
-    let running = embargo_relay::daemon::start(config, Arc::new(clock.clone()))
-        .await
-        .unwrap();
-    (f, sink, clock, running)
+    let list = f
+        .start_in_process(&Tweaks {
+            outbound: outbound.to_vec(),
+            ..Tweaks::default()
+        })
+        .await;
+    (f, list.sink, list.clock, list.running)
 }
 
 fn to(c: &Captured, who: &str) -> bool {
@@ -258,7 +253,7 @@ async fn a_clock_jumping_back_mid_batch_delays_the_release() {
     // the lane, so the one to LAST is still ahead when the clock jumps.
     const FIRST: &str = "aa-public@lists.example.net";
     const LAST: &str = "zz-public@lists.example.net";
-    let (f, sink, clock, running) = manual_list_with("concurrency = 1\n").await;
+    let (f, sink, clock, running) = manual_list_with(&[("concurrency", "1".to_owned())]).await;
     let stamp = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let until_text = stamp(clock.now() + chrono::Duration::days(1));
     let until: chrono::DateTime<chrono::Utc> = chrono::DateTime::parse_from_rfc3339(&until_text)

@@ -3,36 +3,33 @@
 //! or a give-up after the retry lifetime is reported to the PST; one slow
 //! member server holds up neither the other members nor the public release.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use embargo_relay::clock::{Clock, ManualClock};
-use embargo_relay::config::Config;
 use embargo_relay::daemon::Running;
 use embargo_relay::sink::CaptureSink;
 
 use crate::common::*;
 
-/// The fixture's config with the production retry schedule (and `extra`
-/// lines in `[outbound]`), its daemon in-process on a manual clock.
-async fn list_on_manual_clock(extra: &str) -> (Fixture, CaptureSink, ManualClock, Running) {
+/// The fixture's list with the production retry schedule (and `extra`
+/// settings in `[outbound]`), its daemon in-process on a manual clock.
+async fn list_on_manual_clock(
+    extra: &[(&'static str, String)],
+) -> (Fixture, CaptureSink, ManualClock, Running) {
     let f = Fixture::new();
-    let sink = CaptureSink::start().await.unwrap();
-    let path = f.write_config(sink.addr());
-    let text = std::fs::read_to_string(&path).unwrap().replace(
-        "retry_initial = \"1s\"\nretry_max = \"2s\"\n",
-        &format!("retry_initial = \"5m\"\nretry_max = \"1h\"\n{extra}"),
-    );
-    assert!(text.contains("retry_initial = \"5m\""));
-    std::fs::write(&path, text).unwrap();
-    // Whole milliseconds, as the spool stores times.
-    let clock = ManualClock::new(embargo_relay::clock::from_millis(now().timestamp_millis()));
-    let running =
-        embargo_relay::daemon::start(Config::load(&path).unwrap(), Arc::new(clock.clone()))
-            .await
-            .unwrap();
-    (f, sink, clock, running)
+    let mut outbound = vec![
+        ("retry_initial", Tweaks::text("5m")),
+        ("retry_max", Tweaks::text("1h")),
+    ];
+    outbound.extend_from_slice(extra);
+    let list = f
+        .start_in_process(&Tweaks {
+            outbound,
+            ..Tweaks::default()
+        })
+        .await;
+    (f, list.sink, list.clock, list.running)
 }
 
 /// The `deferred` audit records of `member`, oldest first, with the next
@@ -61,7 +58,7 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_451_is_retried_on_the_backoff_schedule_and_delivered_once() {
-    let (f, sink, clock, running) = list_on_manual_clock("").await;
+    let (f, sink, clock, running) = list_on_manual_clock(&[]).await;
     sink.answer_for(GPG_MEMBER, 451, Some(3));
     let t0 = clock.now();
     send(
@@ -166,7 +163,8 @@ async fn a_550_is_reported_to_the_pst_and_the_other_members_are_unaffected() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_delivery_is_given_up_after_the_retry_lifetime_and_the_pst_told() {
-    let (f, sink, clock, running) = list_on_manual_clock("retry_lifetime = \"1h\"\n").await;
+    let (f, sink, clock, running) =
+        list_on_manual_clock(&[("retry_lifetime", Tweaks::text("1h"))]).await;
     sink.answer_for(GPG_MEMBER, 451, None);
     send(
         running.smtp_addr,
@@ -205,7 +203,7 @@ async fn a_delivery_is_given_up_after_the_retry_lifetime_and_the_pst_told() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_member_server_delays_neither_the_others_nor_the_release() {
-    let (f, sink, clock, running) = list_on_manual_clock("").await;
+    let (f, sink, clock, running) = list_on_manual_clock(&[]).await;
     // The smarthost takes this member's copy and never answers.
     sink.hold_for(GPG_MEMBER);
     let until = clock.now() + chrono::Duration::hours(1);
