@@ -470,11 +470,13 @@ async fn audit_answers_for_an_announcement_after_a_mixed_delivery() {
 async fn every_command_takes_a_relative_config_path() {
     let f = Fixture::new();
     let sink = CaptureSink::start().await.unwrap();
-    let config = f.write_config(sink.addr());
-    let text_cfg = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("[list]\n", "[list]\nroster_file = \"roster.toml\"\n");
-    std::fs::write(&config, text_cfg).unwrap();
+    f.write_config_with(
+        sink.addr(),
+        &Tweaks {
+            list: vec![("roster_file", Tweaks::text("roster.toml"))],
+            ..Tweaks::default()
+        },
+    );
     let here = f.dir.path();
     let rel = |args: &[&str], stdin: &[u8]| -> Output {
         use std::io::Write;

@@ -219,6 +219,7 @@ pub struct Fixture {
 /// and members added as `(email, organization, key file)`.
 #[derive(Debug, Default, Clone)]
 pub struct Tweaks {
+    pub list: Vec<(&'static str, String)>,
     pub smtp: Vec<(&'static str, String)>,
     pub outbound: Vec<(&'static str, String)>,
     pub policy: Vec<(&'static str, String)>,
@@ -344,7 +345,7 @@ impl Fixture {
                 ("secret_key", q("keys/list.key")),
                 ("state_dir", q("state")),
             ],
-            &[],
+            &tweaks.list,
         );
         text += &section(
             "inbound.smtp",

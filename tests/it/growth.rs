@@ -79,12 +79,16 @@ async fn capacity_refusals_are_counted_and_written_at_shutdown() {
     use tokio::io::AsyncReadExt;
     let f = Fixture::new();
     let sink = CaptureSink::start().await.unwrap();
-    let config = f.write_config(sink.addr());
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "max_message_size = \"1MiB\"\n",
-        "max_message_size = \"1MiB\"\nmax_sessions = 2\nreserved_sessions = 0\n",
+    let config = f.write_config_with(
+        sink.addr(),
+        &Tweaks {
+            smtp: vec![
+                ("max_sessions", "2".into()),
+                ("reserved_sessions", "0".into()),
+            ],
+            ..Tweaks::default()
+        },
     );
-    std::fs::write(&config, text).unwrap();
     let mut daemon = Daemon::start(&config, &f.path("daemon.log"));
     let mut held = Vec::new();
     let mut refused = 0;

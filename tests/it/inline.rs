@@ -43,10 +43,13 @@ async fn inline_pgp_only_when_allowed_and_only_as_one_whole_block() {
     assert!(code == 550 && reply.contains("inline PGP"), "{reply}");
     drop(daemon);
 
-    let allowed = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("[policy]\n", "[policy]\ninline_pgp = true\n");
-    std::fs::write(&config, allowed).unwrap();
+    let config = f.write_config_with(
+        sink.addr(),
+        &Tweaks {
+            policy: vec![("inline_pgp", "true".into())],
+            ..Tweaks::default()
+        },
+    );
     let daemon = Daemon::start(&config, &f.path("daemon.log"));
     // Text outside the block: refused, whatever the signature.
     let mut wrapped = b"UNSIGNED preface\n".to_vec();

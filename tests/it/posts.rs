@@ -17,12 +17,14 @@ fn posts(got: &[Captured]) -> Vec<&Captured> {
         .collect()
 }
 
-fn set_member_posts(config: &std::path::Path, policy: &str) {
-    let text = std::fs::read_to_string(config).unwrap().replace(
-        "[policy]\n",
-        &format!("[policy]\nmember_posts = \"{policy}\"\n"),
+fn set_member_posts(f: &Fixture, sink: &CaptureSink, policy: &str) {
+    f.write_config_with(
+        sink.addr(),
+        &Tweaks {
+            policy: vec![("member_posts", Tweaks::text(policy))],
+            ..Tweaks::default()
+        },
     );
-    std::fs::write(config, text).unwrap();
 }
 
 /// The GnuPG-using member (Distro A), with its secret key in a fresh GNUPGHOME.
@@ -124,7 +126,7 @@ async fn member_replies_go_to_the_list_or_the_pst_always_encrypted() {
     daemon.terminate();
 
     // member_posts = "pst": the PST alone.
-    set_member_posts(&config, "pst");
+    set_member_posts(&f, &sink, "pst");
     let before = posts(&sink.captured()).len();
     let daemon = Daemon::start(&config, &f.path("daemon.log"));
     send(daemon.addr, GPG_MEMBER, &reply(&f, &gpg, &fpr, true))

@@ -13,12 +13,14 @@ use crate::common::*;
 async fn replays_stale_and_future_signatures_are_rejected_and_the_pst_is_told() {
     let f = Fixture::new();
     let sink = CaptureSink::start().await.unwrap();
-    let config = f.write_config(sink.addr());
     // A short window, so that a signature becomes stale within the test.
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("[policy]\n", "[policy]\nsignature_max_age = \"3s\"\n");
-    std::fs::write(&config, text).unwrap();
+    let config = f.write_config_with(
+        sink.addr(),
+        &Tweaks {
+            policy: vec![("signature_max_age", Tweaks::text("3s"))],
+            ..Tweaks::default()
+        },
+    );
     let mut daemon = Daemon::start(&config, &f.path("daemon.log"));
 
     // Signed now, sent after the window passed.
