@@ -4,7 +4,7 @@
 //! `Roster-Add` mails and the announcement grammar's addresses.
 
 /// Checks that `addr` is a plain `local@domain` address and returns it lowercased.
-pub fn check_address(addr: &str) -> Result<String, String> {
+pub(crate) fn check_address(addr: &str) -> Result<String, String> {
     let addr = addr.trim();
     let bad = addr.is_empty()
         || addr.len() > 254
@@ -25,10 +25,10 @@ pub fn check_address(addr: &str) -> Result<String, String> {
 
 /// What is wrong with an organization, for the caller to put after the
 /// field's name.
-pub const ORGANIZATION_RULE: &str = "must be a non-empty single line";
+pub(crate) const ORGANIZATION_RULE: &str = "must be a non-empty single line";
 
 /// Checks a member's organization and returns it trimmed.
-pub fn check_organization(organization: &str) -> Result<&str, &'static str> {
+pub(crate) fn check_organization(organization: &str) -> Result<&str, &'static str> {
     let organization = organization.trim();
     if organization.is_empty() || organization.contains(['\r', '\n']) {
         return Err(ORGANIZATION_RULE);

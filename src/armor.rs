@@ -17,7 +17,7 @@
 /// The CRC-24 of RFC 9580, section 6.1.1: generator 0x864CFB, initial value
 /// 0xB704CE, most significant bit first, no final XOR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Crc24(u32);
+pub(crate) struct Crc24(u32);
 
 const POLY: u32 = 0x0086_4CFB;
 const INIT: u32 = 0x00B7_04CE;
@@ -86,19 +86,19 @@ fn update(mut r: u32, data: &[u8]) -> u32 {
 impl Crc24 {
     /// The checksum of `data`.
     #[cfg(test)]
-    pub fn of(data: &[u8]) -> Crc24 {
+    pub(crate) fn of(data: &[u8]) -> Crc24 {
         Crc24(update(INIT, data))
     }
 
     /// The checksum of `parts` one after the other.
     #[cfg(test)]
-    pub fn of_parts(parts: &[&[u8]]) -> Crc24 {
+    pub(crate) fn of_parts(parts: &[&[u8]]) -> Crc24 {
         Crc24(parts.iter().fold(INIT, |r, p| update(r, p)))
     }
 
     /// What `suffix` contributes to the checksum of anything it ends, for
     /// [`Crc24::combine`]: computed once for a shared ciphertext.
-    pub fn of_suffix(suffix: &[u8]) -> Suffix {
+    pub(crate) fn of_suffix(suffix: &[u8]) -> Suffix {
         Suffix {
             zero_register: update(0, suffix),
             shift: shift_for(suffix.len()),
@@ -108,12 +108,12 @@ impl Crc24 {
     /// The checksum of `prefix` followed by the suffix, without reading the
     /// suffix again: the register is linear, so the prefix's register
     /// shifted past the suffix, plus the suffix's own from zero.
-    pub fn combine(prefix: &[u8], suffix: &Suffix) -> Crc24 {
+    pub(crate) fn combine(prefix: &[u8], suffix: &Suffix) -> Crc24 {
         Crc24(mul_mod(update(INIT, prefix), suffix.shift) ^ suffix.zero_register)
     }
 
     /// The checksum's three octets, big-endian.
-    pub fn to_bytes(self) -> [u8; 3] {
+    pub(crate) fn to_bytes(self) -> [u8; 3] {
         let [_, a, b, c] = self.0.to_be_bytes();
         [a, b, c]
     }
@@ -121,14 +121,14 @@ impl Crc24 {
 
 /// A suffix's part of a CRC-24, from [`Crc24::of_suffix`].
 #[derive(Debug, Clone, Copy)]
-pub struct Suffix {
+pub(crate) struct Suffix {
     zero_register: u32,
     shift: u32,
 }
 
 /// An armored `PGP MESSAGE` of `binary`, with its checksum line.
 #[cfg(test)]
-pub fn armor_message(binary: &[u8]) -> Vec<u8> {
+pub(crate) fn armor_message(binary: &[u8]) -> Vec<u8> {
     armor_parts(&[binary], Crc24::of(binary), 0)
 }
 
@@ -136,7 +136,7 @@ pub fn armor_message(binary: &[u8]) -> Vec<u8> {
 /// and the shared ciphertext, without copying them together), whose
 /// checksum the caller already has; `headroom` spare capacity is left for
 /// what the caller puts around it.
-pub fn armor_parts(parts: &[&[u8]], crc: Crc24, headroom: usize) -> Vec<u8> {
+pub(crate) fn armor_parts(parts: &[&[u8]], crc: Crc24, headroom: usize) -> Vec<u8> {
     use base64::Engine;
     const LINE: usize = 48; // octets per 64-character line
     let engine = &base64::engine::general_purpose::STANDARD;

@@ -8,11 +8,11 @@ use sequoia_openpgp::policy::Policy;
 use sequoia_openpgp::types::{HashAlgorithm, PublicKeyAlgorithm, RevocationStatus};
 
 /// A key that expires this soon is reported.
-pub const EXPIRY_WARNING_DAYS: i64 = 30;
+pub(crate) const EXPIRY_WARNING_DAYS: i64 = 30;
 
 /// What the certificate is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CertRole {
+pub(crate) enum CertRole {
     /// A member: copies are encrypted to it.
     Member,
     /// A PST member: a member whose signatures make announcements.
@@ -21,7 +21,7 @@ pub enum CertRole {
 
 /// One problem with a certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyIssue {
+pub(crate) struct KeyIssue {
     pub problem: String,
     pub fix: String,
     /// The certificate cannot be used at all now (as opposed to weak or expiring).
@@ -42,7 +42,7 @@ const UPDATED: &str = "ask the key holder to extend the key and send the updated
 
 /// Every problem with `cert` for `role` at `now` under `policy` (the
 /// list's policy, `crypto::policy`). Empty: the certificate is fine.
-pub fn cert_issues(
+pub(crate) fn cert_issues(
     cert: &Cert,
     role: CertRole,
     policy: &dyn Policy,
@@ -198,7 +198,7 @@ fn weak_parts(cert: &Cert) -> Vec<KeyIssue> {
 }
 
 /// How often the daemon checks the roster's keys.
-pub const CHECK_EVERY_DAYS: i64 = 7;
+pub(crate) const CHECK_EVERY_DAYS: i64 = 7;
 
 /// The audit event of a key check (its time schedules the next).
 const EVENT: &str = "key-check";
@@ -208,7 +208,7 @@ const EVENT: &str = "key-check";
 /// restarts do not repeat it), the PST gets the members whose keys expire
 /// within 30 days or cannot be used, and each such member a signed notice
 /// (encrypted when its key allows).
-pub async fn weekly(
+pub(crate) async fn weekly(
     relay: std::sync::Arc<crate::context::Relay>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
@@ -240,7 +240,7 @@ pub async fn weekly(
 }
 
 /// Runs the key check if a week has passed since the last; true if it queued notices.
-pub fn run_if_due(relay: &crate::context::Relay) -> anyhow::Result<bool> {
+pub(crate) fn run_if_due(relay: &crate::context::Relay) -> anyhow::Result<bool> {
     let now = relay.clock.now();
     if relay
         .spool

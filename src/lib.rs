@@ -48,6 +48,7 @@
 //!    and for the demo and tests [`compose`] (mail as a PST client makes it)
 //!    and [`sink`] (a loopback SMTP capture sink).
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub(crate) mod address;
 pub(crate) mod armor;

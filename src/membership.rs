@@ -4,7 +4,7 @@
 
 /// The criteria, in the policy's order and numbering, with words that show
 /// a request talks about one when it does not quote it.
-pub const CRITERIA: [(&str, &[&str]); 9] = [
+pub(crate) const CRITERIA: [(&str, &[&str]); 9] = [
     (
         "Have an actively monitored security email alias for our project.",
         &["alias", "security email", "security contact", "subscribe"],
@@ -49,7 +49,7 @@ pub const CRITERIA: [(&str, &[&str]); 9] = [
 /// the answer below it) is read that way: a criterion counts as answered
 /// when its quote is followed by an answer. Otherwise, the request's own
 /// (unquoted) words are searched for the criterion's key words.
-pub fn checklist(body: &str) -> [bool; 9] {
+pub(crate) fn checklist(body: &str) -> [bool; 9] {
     let mut answered = [false; 9];
     let mut quoted_any = false;
     let mut current: Option<usize> = None;
@@ -115,7 +115,7 @@ fn best_match(quote: &str) -> Option<usize> {
 }
 
 /// The checklist as text for the PST.
-pub fn checklist_text(answered: &[bool; 9]) -> String {
+pub(crate) fn checklist_text(answered: &[bool; 9]) -> String {
     let mut out = String::new();
     for (i, ((text, _), yes)) in CRITERIA.iter().zip(answered).enumerate() {
         let mark = if *yes { "[x]" } else { "[ ]" };

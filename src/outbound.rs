@@ -16,29 +16,29 @@ use crate::crypto::random_hex;
 use crate::secret::Secret;
 
 /// The outer Subject of every member copy: it says nothing about the content.
-pub const PLACEHOLDER_SUBJECT: &str = "[embargoed announcement]";
+pub(crate) const PLACEHOLDER_SUBJECT: &str = "[embargoed announcement]";
 
 /// The outer Subject of a member's post relayed to the list.
-pub const POST_SUBJECT: &str = "[embargoed list post]";
+pub(crate) const POST_SUBJECT: &str = "[embargoed list post]";
 
 /// The outer Subject of a receipt to the PST.
-pub const RECEIPT_SUBJECT: &str = "[embargo-relay receipt]";
+pub(crate) const RECEIPT_SUBJECT: &str = "[embargo-relay receipt]";
 
 /// The outer Subject of a reminder to the PST before an embargo lifts.
-pub const REMINDER_SUBJECT: &str = "[embargo-relay reminder]";
+pub(crate) const REMINDER_SUBJECT: &str = "[embargo-relay reminder]";
 
 /// The outer Subject of a refusal sent to the PST.
-pub const REFUSAL_SUBJECT: &str = "[embargo-relay refusal]";
+pub(crate) const REFUSAL_SUBJECT: &str = "[embargo-relay refusal]";
 
 /// The outer Subject of a notice from the list (the weekly key check).
-pub const NOTICE_SUBJECT: &str = "[embargo-relay notice]";
+pub(crate) const NOTICE_SUBJECT: &str = "[embargo-relay notice]";
 
 /// The outer Subject of a member's notice that an embargo has lifted.
-pub const LIFTED_SUBJECT: &str = "[embargo lifted]";
+pub(crate) const LIFTED_SUBJECT: &str = "[embargo lifted]";
 
 /// The headers one member copy carries, inside and out.
 #[derive(Debug, Clone)]
-pub struct CopyHeaders<'a> {
+pub(crate) struct CopyHeaders<'a> {
     pub list: &'a str,
     pub member: &'a str,
     /// Without angle brackets; stable across retries of the same copy.
@@ -53,7 +53,7 @@ fn mailbox(addr: &str) -> Result<Mailbox, lettre::address::AddressError> {
 /// The plaintext that is signed and encrypted for one member: a
 /// `multipart/mixed; protected-headers="v1"` entity whose headers carry the
 /// real Subject (as Thunderbird reads it) around the PST's signed entity, verbatim.
-pub fn protected_inner(
+pub(crate) fn protected_inner(
     h: &CopyHeaders<'_>,
     subject: &str,
     embargo_until: Option<DateTime<Utc>>,
@@ -104,7 +104,7 @@ Do not share this beyond need-to-know until then.\r\n",
 
 /// The message that goes on the wire: RFC 3156 `multipart/encrypted` with
 /// the neutral placeholder Subject and only this member as recipient.
-pub fn encrypted_outer(
+pub(crate) fn encrypted_outer(
     h: &CopyHeaders<'_>,
     outer_subject: &str,
     armored: Vec<u8>,
@@ -148,7 +148,7 @@ Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\r\n"
 
 /// The public advisory as it goes to a public list once the embargo lifts:
 /// plaintext, RFC 3156 `multipart/signed` by the list key, the real Subject.
-pub fn public_release(
+pub(crate) fn public_release(
     h: &CopyHeaders<'_>,
     subject: &str,
     advisory: &str,
@@ -212,7 +212,7 @@ fn text_part(text: &str) -> Vec<u8> {
 /// Why a send failed, and whether trying again can help.
 #[derive(Debug, thiserror::Error)]
 #[error("{detail}")]
-pub struct SendError {
+pub(crate) struct SendError {
     /// A 5xx answer: trying again will not help.
     pub permanent: bool,
     pub detail: String,
@@ -223,7 +223,7 @@ pub struct SendError {
 /// Each has `TCP_NODELAY` (lettre's own pool, without it, stalls on delayed
 /// ACKs: ~23 messages a second instead of ~800 on loopback).
 #[derive(Clone)]
-pub struct Outbound {
+pub(crate) struct Outbound {
     pool: Arc<Pool>,
 }
 
@@ -242,7 +242,7 @@ struct Pool {
 const IDLE_LIMIT: Duration = Duration::from_secs(30);
 
 impl Outbound {
-    pub fn new(cfg: &OutboundConfig, hostname: &str) -> Outbound {
+    pub(crate) fn new(cfg: &OutboundConfig, hostname: &str) -> Outbound {
         Outbound {
             pool: Arc::new(Pool {
                 host: cfg.host.clone(),
@@ -257,7 +257,12 @@ impl Outbound {
     }
 
     /// Sends one message to one recipient; returns the server's final answer.
-    pub async fn send(&self, from: &str, to: &str, message: &[u8]) -> Result<String, SendError> {
+    pub(crate) async fn send(
+        &self,
+        from: &str,
+        to: &str,
+        message: &[u8],
+    ) -> Result<String, SendError> {
         let envelope = lettre::address::Envelope::new(
             Some(from.parse().map_err(|e| SendError {
                 permanent: true,
@@ -366,7 +371,7 @@ impl Pool {
 }
 
 /// Exponential backoff: `initial × 2^attempts`, at most `max`.
-pub fn backoff(initial: Duration, max: Duration, attempts: u32) -> Duration {
+pub(crate) fn backoff(initial: Duration, max: Duration, attempts: u32) -> Duration {
     initial.saturating_mul(1u32 << attempts.min(20)).min(max)
 }
 

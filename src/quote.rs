@@ -61,7 +61,7 @@ impl std::fmt::Debug for Quoted {
 }
 
 /// Runs `f` with quoted text shown: for the encrypted refusal only.
-pub fn revealed<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn revealed<T>(f: impl FnOnce() -> T) -> T {
     struct Restore(bool);
     impl Drop for Restore {
         fn drop(&mut self) {

@@ -99,13 +99,13 @@ impl Roster {
 }
 
 /// One row of a membership table: (line number, email, organization).
-pub type TableRow = (usize, String, String);
+pub(crate) type TableRow = (usize, String, String);
 
 /// A membership table in Markdown, as the policy document keeps it:
 /// `| Email | Organization |` rows (a last row without its closing pipe is
 /// read too). Returns the rows as (line number, email, organization) and
 /// the rows that are not a member, with the reason.
-pub fn parse_markdown_table(text: &str) -> (Vec<TableRow>, Vec<(usize, String)>) {
+pub(crate) fn parse_markdown_table(text: &str) -> (Vec<TableRow>, Vec<(usize, String)>) {
     let (mut rows, mut bad) = (Vec::new(), Vec::new());
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
@@ -136,7 +136,7 @@ pub fn parse_markdown_table(text: &str) -> (Vec<TableRow>, Vec<(usize, String)>)
 /// The roster file (`list.roster_file`): the members added and removed by
 /// signed PST commands, as `[[member]]` tables (email, organization, key),
 /// beside the fixed members of the configuration. Never PST members.
-pub mod file {
+pub(crate) mod file {
     use std::io::Write;
     use std::path::{Path, PathBuf};
 
@@ -179,7 +179,7 @@ pub mod file {
     }
 
     /// The members in the file (none if it does not exist yet).
-    pub fn load(path: &Path) -> Result<Vec<Member>, String> {
+    pub(crate) fn load(path: &Path) -> Result<Vec<Member>, String> {
         let mut out: Vec<Member> = Vec::new();
         for (i, e) in read(path)?.members.into_iter().enumerate() {
             let email = check_address(&e.email)
@@ -233,7 +233,12 @@ pub mod file {
 
     /// Adds a member: its certificate to `keys/<FINGERPRINT>.asc` beside the
     /// file, then the file rewritten with the new entry.
-    pub fn add(path: &Path, email: &str, organization: &str, cert: &Cert) -> Result<(), String> {
+    pub(crate) fn add(
+        path: &Path,
+        email: &str,
+        organization: &str,
+        cert: &Cert,
+    ) -> Result<(), String> {
         let mut file = read(path)?;
         if file
             .members
@@ -257,7 +262,7 @@ pub mod file {
     /// operator's `roster add`). Without a certificate the entry points at
     /// `keys/<email>.asc`, where the operator can put it later; until then
     /// the member is skipped, never sent plaintext.
-    pub fn upsert(
+    pub(crate) fn upsert(
         path: &Path,
         email: &str,
         organization: &str,
@@ -306,7 +311,7 @@ pub mod file {
     }
 
     /// Removes a member; false if the file does not list it.
-    pub fn remove(path: &Path, email: &str) -> Result<bool, String> {
+    pub(crate) fn remove(path: &Path, email: &str) -> Result<bool, String> {
         let mut file = read(path)?;
         let before = file.members.len();
         file.members

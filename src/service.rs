@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::context::Relay;
 
 /// Tells the service manager; a failure is logged, never fatal.
-pub fn notify(states: &[NotifyState<'_>]) {
+pub(crate) fn notify(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {
         tracing::warn!(error = %e, "could not notify the service manager");
     }
@@ -21,7 +21,7 @@ pub fn notify(states: &[NotifyState<'_>]) {
 /// healthy: the fan-out loop is not stuck in one round for longer than a
 /// period, and the spool answers. A stuck daemon stops feeding it, and
 /// systemd restarts it (`WatchdogSec=`).
-pub async fn watchdog(relay: Arc<Relay>, shutdown: CancellationToken) {
+pub(crate) async fn watchdog(relay: Arc<Relay>, shutdown: CancellationToken) {
     let Some(period) = sd_notify::watchdog_enabled() else {
         return shutdown.cancelled().await;
     };

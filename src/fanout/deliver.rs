@@ -219,7 +219,7 @@ pub(super) fn released(relay: &Relay, a: &Record, d: &DueDelivery, answer: &str)
 /// Puts a release back until its embargo time (the clock went backwards).
 /// How far the wall clock may run ahead of the time that passed before
 /// releases are held: NTP's steps are seconds, a wrong clock hours or years.
-pub const LEAP_LIMIT: chrono::Duration = chrono::Duration::minutes(10);
+pub(crate) const LEAP_LIMIT: chrono::Duration = chrono::Duration::minutes(10);
 
 /// How long a release held for a clock leap waits before it is looked at again.
 pub(super) const LEAP_RECHECK: chrono::Duration = chrono::Duration::minutes(10);

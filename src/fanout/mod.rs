@@ -22,7 +22,7 @@ mod build;
 mod deliver;
 
 use build::*;
-pub use deliver::*;
+pub(crate) use deliver::*;
 
 /// How many due deliveries are taken from the spool at a time.
 const BATCH: usize = 256;
@@ -94,7 +94,7 @@ impl Lanes {
 /// up to a minute) and remembers what was sent, so nothing is sent twice
 /// while it waits. On shutdown it waits for the deliveries in flight:
 /// copies are abandoned (sent again after restart), a release is finished.
-pub async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: CancellationToken) {
+pub(crate) async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: CancellationToken) {
     let lanes = Lanes::new(relay.config().outbound.concurrency);
     let unrecorded: Arc<Unrecorded> = Arc::default();
     let mut flying = Flying::default();
