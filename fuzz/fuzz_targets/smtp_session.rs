@@ -6,7 +6,9 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use embargo_relay::inbound::smtp::{Envelope, MailHandler, Reply, SmtpSettings, session};
+use embargo_relay::inbound::smtp::{
+    DataBudget, Envelope, MailHandler, Reply, SmtpSettings, session,
+};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -45,6 +47,11 @@ fuzz_target!(|input: &[u8]| {
         command_timeout: Duration::from_secs(300),
         data_timeout: Duration::from_secs(180),
         max_session: Duration::from_secs(1800),
+        // Room for one message of the largest size; no trusted peer.
+        data_budget: DataBudget::new(MAX_SIZE, 0),
+        max_sessions_per_peer: 1,
+        trusted_peers: Vec::new(),
+        reserved_sessions: 0,
     };
     let handler = Counter::default();
     let output = rt.block_on(async {
