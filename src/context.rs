@@ -33,6 +33,39 @@ pub struct Relay {
     pub seals: Seals,
 }
 
+/// The shared context with one [`Snapshot`] pinned, for one piece of work
+/// (a delivery): its `config()` and `directory()` are the snapshot's, all
+/// else is the [`Relay`]'s.
+pub struct Pinned {
+    relay: Arc<Relay>,
+    snapshot: Snapshot,
+}
+
+impl Pinned {
+    pub fn new(relay: Arc<Relay>) -> Pinned {
+        let snapshot = relay.snapshot();
+        Pinned { relay, snapshot }
+    }
+
+    /// The configuration this work is done under.
+    pub fn config(&self) -> Arc<Config> {
+        self.snapshot.config.clone()
+    }
+
+    /// The roster this work is done under.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.snapshot.directory.clone()
+    }
+}
+
+impl std::ops::Deref for Pinned {
+    type Target = Relay;
+
+    fn deref(&self) -> &Relay {
+        &self.relay
+    }
+}
+
 /// The configuration and the roster in force at one moment.
 #[derive(Clone)]
 pub struct Snapshot {

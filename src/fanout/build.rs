@@ -4,6 +4,7 @@
 //! notices.
 
 use super::*;
+use crate::context::Pinned;
 
 /// Why a message could not be built.
 #[derive(Debug)]
@@ -29,7 +30,7 @@ impl From<SealError> for BuildError {
 }
 
 /// Builds what a delivery sends: a member's sealed copy or a public release.
-pub(super) fn build(relay: &Relay, a: &Record, d: &DueDelivery) -> Result<Vec<u8>, BuildError> {
+pub(super) fn build(relay: &Pinned, a: &Record, d: &DueDelivery) -> Result<Vec<u8>, BuildError> {
     crate::failpoint::hit("build");
     match d.kind {
         Kind::Copy => seal_copy(
@@ -62,7 +63,7 @@ pub(super) fn build(relay: &Relay, a: &Record, d: &DueDelivery) -> Result<Vec<u8
 }
 
 /// The certificate that signed the announcement (receipts and reminders go to it).
-pub(super) fn signer_cert(relay: &Relay, a: &Record) -> Result<sequoia_openpgp::Cert, BuildError> {
+pub(super) fn signer_cert(relay: &Pinned, a: &Record) -> Result<sequoia_openpgp::Cert, BuildError> {
     relay
         .directory()
         .pst
@@ -78,7 +79,7 @@ pub(super) fn signer_cert(relay: &Relay, a: &Record) -> Result<sequoia_openpgp::
 /// whose user ID it is (a command may come from another PST member), else
 /// the announcement's signer.
 pub(super) fn pst_cert_for(
-    relay: &Relay,
+    relay: &Pinned,
     a: &Record,
     address: &str,
 ) -> Result<sequoia_openpgp::Cert, BuildError> {
@@ -106,7 +107,7 @@ pub(super) fn pst_cert_for(
 
 /// The PST's receipt: what happened to the announcement, as it stands now.
 pub(super) fn receipt_message(
-    relay: &Relay,
+    relay: &Pinned,
     a: &Record,
     d: &DueDelivery,
 ) -> Result<Vec<u8>, BuildError> {
@@ -168,7 +169,7 @@ pub(super) fn receipt_message(
 
 /// The PST's reminder before the embargo lifts; says plainly if nothing will be published.
 pub(super) fn reminder_message(
-    relay: &Relay,
+    relay: &Pinned,
     a: &Record,
     d: &DueDelivery,
 ) -> Result<Vec<u8>, BuildError> {
@@ -208,7 +209,7 @@ pub(super) fn reminder_message(
 /// A roster member's address and the certificate to encrypt to, or why
 /// there is none (then the member is skipped, never sent plaintext).
 pub(super) fn member_cert(
-    relay: &Relay,
+    relay: &Pinned,
     address: &str,
 ) -> Result<(String, sequoia_openpgp::Cert), BuildError> {
     let directory = relay.directory();
@@ -225,13 +226,13 @@ pub(super) fn member_cert(
 /// A delivery's Message-ID: its own random copy id, the same on every
 /// retry of it (so a resend after a crash is recognisably the same mail),
 /// and nothing that links it to the announcement or to other copies.
-pub(super) fn copy_message_id(relay: &Relay, d: &DueDelivery) -> String {
+pub(super) fn copy_message_id(relay: &Pinned, d: &DueDelivery) -> String {
     format!("{}@{}", d.copy_id, relay.config().hostname)
 }
 
 /// A member's notice that the embargo has lifted.
 pub(super) fn lifted_message(
-    relay: &Relay,
+    relay: &Pinned,
     a: &Record,
     d: &DueDelivery,
 ) -> Result<Vec<u8>, BuildError> {
@@ -285,7 +286,7 @@ the list will publish nothing.\n\nSubject: {}\n\nKeep the announcement confident
 /// A short text from the list to one recipient: protected Subject inside,
 /// signed by the list key, encrypted to `cert` alone.
 pub(super) fn notice(
-    relay: &Relay,
+    relay: &Pinned,
     a: &Record,
     d: &DueDelivery,
     cert: &sequoia_openpgp::Cert,
@@ -316,7 +317,7 @@ pub(super) fn notice(
 
 /// The receipt's text: embargo id and times, who got a copy, who did not and why.
 pub(super) fn receipt_text(
-    relay: &Relay,
+    relay: &Pinned,
     a: &Record,
     message_id: &str,
     state: &str,
@@ -393,7 +394,7 @@ Embargo state:  {state}\nEmbargo lifts:  {} UTC ({} in the offset you wrote)\nCo
 /// that key is usable, else signed only (it says nothing confidential:
 /// which key has which problem).
 pub(super) fn notice_message(
-    relay: &Relay,
+    relay: &Pinned,
     a: &Record,
     d: &DueDelivery,
 ) -> Result<Vec<u8>, BuildError> {
@@ -424,7 +425,7 @@ pub(super) fn notice_message(
 
 /// The public advisory for one public list, signed by the list key.
 pub(super) fn release_message(
-    relay: &Relay,
+    relay: &Pinned,
     a: &Record,
     d: &DueDelivery,
 ) -> Result<Vec<u8>, BuildError> {
@@ -435,7 +436,7 @@ pub(super) fn release_message(
 
 /// A plaintext text/plain message, RFC 3156 `multipart/signed` by the list key.
 pub(super) fn signed_in_clear(
-    relay: &Relay,
+    relay: &Pinned,
     d: &DueDelivery,
     subject: &str,
     text: &str,
@@ -458,7 +459,7 @@ pub(super) fn signed_in_clear(
 /// One member's copy: the entity in protected headers (with the embargo
 /// notice for an announcement), signed and encrypted to that member alone.
 pub(super) fn seal_copy(
-    relay: &Relay,
+    relay: &Pinned,
     a: &Record,
     d: &DueDelivery,
     until: Option<DateTime<Utc>>,

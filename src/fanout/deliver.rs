@@ -79,7 +79,9 @@ pub(super) async fn deliver_one(
         tracing::debug!(message_id = %d.message_id, to = %d.to, kind = ?d.kind, "changed since it was read; skipped");
         return Ok(());
     }
-    let r = relay.clone();
+    // One configuration and roster for this whole delivery, whatever a
+    // SIGHUP does meanwhile.
+    let r = Arc::new(crate::context::Pinned::new(relay.clone()));
     let (a, dd) = (announcement.clone(), d.clone());
     if d.kind == Kind::Release && d.embargo_cancelled {
         // Never publish a cancelled embargo's advisory, whatever the row says.
@@ -108,6 +110,7 @@ pub(super) async fn deliver_one(
     }
     // A builder that panics fails this delivery, with the reason, instead
     // of pausing the whole fan-out on it again and again.
+    let pinned = r.clone();
     let built = blocking(move || {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&r, &a, &dd)))
     })
@@ -136,7 +139,7 @@ pub(super) async fn deliver_one(
         Err(BuildError::Spool(e)) => return Err(Stall::Spool(e)),
     };
     crate::failpoint::hit("before-send");
-    let config = relay.config();
+    let config = pinned.config();
     let send = outbound.send(&config.list_address, &d.to, &message);
     let sent = if d.kind == Kind::Release {
         // A public release is not abandoned halfway on shutdown (the list
