@@ -48,6 +48,17 @@ async fn manual_list_with(
     (f, list.sink, list.clock, list.running)
 }
 
+/// Sends an announcement held until `until` whose advisory goes to
+/// `public_to`; returns its id.
+async fn announce(f: &Fixture, addr: std::net::SocketAddr, until: &str, public_to: &str) -> String {
+    let body = format!("Embargo-Until: {until}\nPublic-To: {public_to}\n\n{PRIVATE}\n");
+    let entity = compose::text_with_advisory(SUBJECT, &body, ADVISORY);
+    let reply = send(addr, PST, &f.gpg_signed_entity(PST, SUBJECT, &entity))
+        .await
+        .expect("accepted");
+    reply.rsplit(' ').next().unwrap().to_owned()
+}
+
 fn to(c: &Captured, who: &str) -> bool {
     c.envelope.rcpt_to == vec![who.to_owned()]
 }
@@ -60,16 +71,13 @@ async fn the_public_advisory_goes_out_at_its_time_and_not_before() {
     let until: chrono::DateTime<chrono::Utc> = chrono::DateTime::parse_from_rfc3339(&until_text)
         .unwrap()
         .into();
-    let body =
-        format!("Embargo-Until: {until_text}\nPublic-To: {PUBLIC_A}, {PUBLIC_B}\n\n{PRIVATE}\n");
-    let entity = compose::text_with_advisory(SUBJECT, &body, ADVISORY);
-    send(
+    announce(
+        &f,
         running.smtp_addr,
-        PST,
-        &f.gpg_signed_entity(PST, SUBJECT, &entity),
+        &until_text,
+        &format!("{PUBLIC_A}, {PUBLIC_B}"),
     )
-    .await
-    .expect("accepted");
+    .await;
 
     // Members at once; the public lists nothing.
     let members = f.usable_members().count();
@@ -315,19 +323,7 @@ async fn a_clock_leaping_ahead_holds_the_release_until_the_operator_lifts_it() {
     let (f, sink, clock, running) = manual_list().await;
     let stamp = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let until = clock.now() + chrono::Duration::hours(1);
-    let body = format!(
-        "Embargo-Until: {}\nPublic-To: {PUBLIC_A}\n\n{PRIVATE}\n",
-        stamp(until)
-    );
-    let entity = compose::text_with_advisory(SUBJECT, &body, ADVISORY);
-    let reply = send(
-        running.smtp_addr,
-        PST,
-        &f.gpg_signed_entity(PST, SUBJECT, &entity),
-    )
-    .await
-    .expect("accepted");
-    let id = reply.rsplit(' ').next().unwrap().to_owned();
+    let id = announce(&f, running.smtp_addr, &stamp(until), PUBLIC_A).await;
     wait_copies(&sink, f.usable_members().count()).await;
 
     // The host's clock jumps two hours; no time passed.
@@ -379,18 +375,7 @@ async fn a_held_release_goes_out_once_the_time_that_passed_reaches_the_embargo()
     let stamp = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let start = clock.now();
     let until = start + chrono::Duration::hours(1);
-    let body = format!(
-        "Embargo-Until: {}\nPublic-To: {PUBLIC_A}\n\n{PRIVATE}\n",
-        stamp(until)
-    );
-    let entity = compose::text_with_advisory(SUBJECT, &body, ADVISORY);
-    send(
-        running.smtp_addr,
-        PST,
-        &f.gpg_signed_entity(PST, SUBJECT, &entity),
-    )
-    .await
-    .expect("accepted");
+    announce(&f, running.smtp_addr, &stamp(until), PUBLIC_A).await;
     wait_copies(&sink, f.usable_members().count()).await;
 
     clock.leap_by(chrono::Duration::hours(2));
