@@ -12,6 +12,10 @@ use tokio::sync::watch;
 /// again, so a wall clock that jumps is noticed within this time.
 const RECHECK: Duration = Duration::from_secs(30);
 
+/// How far the wall clock may run ahead of the time that passed before
+/// releases are held: NTP's steps are seconds, a wrong clock hours or years.
+pub const LEAP_LIMIT: chrono::Duration = chrono::Duration::minutes(10);
+
 /// A source of the current time. The daemon uses [`SystemClock`]; tests use
 /// [`ManualClock`] and move time by hand.
 pub trait Clock: Send + Sync + 'static {

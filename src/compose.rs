@@ -9,7 +9,7 @@ use sequoia_openpgp::policy::Policy;
 use crate::crypto;
 
 /// The part a mail client signs: a text/plain entity with CRLF line endings.
-/// With `protected` set, the Subject is carried inside as a protected header.
+/// With `subject` set, the Subject is carried inside as a protected header.
 pub fn text_part(subject: Option<&str>, body: &str) -> Vec<u8> {
     let mut out = String::new();
     match subject {
@@ -84,7 +84,7 @@ Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\r\n",
         crypto::random_hex(8)
     )
     .into_bytes();
-    out.extend_from_slice(&crate::intake::mime::to_crlf(armored));
+    out.extend_from_slice(&crate::entity::to_crlf(armored));
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     out
 }

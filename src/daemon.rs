@@ -49,7 +49,7 @@ fn keep_leap_base(relay: &Relay) -> anyhow::Result<()> {
         && relay.clock.adopt_leap_base(base)
     {
         let leap = relay.clock.leap();
-        if leap > crate::fanout::LEAP_LIMIT {
+        if leap > crate::clock::LEAP_LIMIT {
             tracing::error!(
                 leap_s = leap.num_seconds(),
                 "the wall clock is ahead of the time that passed since this boot's first daemon start: releases that come due are held"
@@ -288,7 +288,7 @@ async fn maintenance(relay: Arc<Relay>, intake: Arc<Intake>, shutdown: Cancellat
             i.flush_tally(now, false);
             // A wall clock that leapt ahead would forget replay-cache
             // entries that are still needed once it is set right.
-            let leapt = r.clock.leap() > crate::fanout::LEAP_LIMIT;
+            let leapt = r.clock.leap() > crate::clock::LEAP_LIMIT;
             if leapt && prune {
                 tracing::warn!(
                     "the wall clock leapt ahead; the spool is not pruned until it is right"

@@ -1,6 +1,7 @@
 //! The MIME entities the relay writes itself, each rule once: a UTF-8
-//! text entity with CRLF line ends, and the RFC 3156 `multipart/signed`
-//! body around a signed part and its detached signature.
+//! text entity with CRLF line ends, the CRLF line ends themselves, and the
+//! RFC 3156 `multipart/signed` body around a signed part and its detached
+//! signature.
 
 use crate::crypto;
 
@@ -44,4 +45,20 @@ Content-Description: OpenPGP digital signature\r\nContent-Disposition: attachmen
     }
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     (content_type, out)
+}
+
+/// MIME entities travel with CRLF line ends, the form PGP/MIME signatures
+/// cover (RFC 3156); MTA pipes and decrypted content may carry UNIX line
+/// ends. Every bare LF becomes CRLF; CRLF stays as is.
+pub fn to_crlf(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
+    let mut prev = 0u8;
+    for &b in raw {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    out
 }

@@ -25,21 +25,22 @@
 //!    withheld from every cleartext output), `address` (the rules of a
 //!    member entry), `armor` (the member copies' armor, with its CRC-24
 //!    line), `membership` (the membership criteria and the join-request
-//!    checklist).
+//!    checklist), [`mail`] (the contract between `inbound` and `intake`:
+//!    `Reply`, `Envelope`, `MailHandler`, peer keys).
 //! 2. Data and its rules: [`crypto`] (every OpenPGP operation: `verify`,
 //!    `census`, `seal`, and `client` helpers for the demo and tests),
 //!    `roster` (members, PST keys, the roster file), [`config`] (TOML →
 //!    validated [`config::Config`]), [`embargo`] (the announcement's field
 //!    block and the PST's commands), `record` (what the spool keeps of
 //!    each message, sealed), [`entity`] (the MIME entities the relay writes).
-//! 3. [`spool`]: durable state (SQLite): `schema`, `incoming`, `deliveries`,
-//!    `embargoes`, `audit`, `reports`.
+//! 3. [`spool`]: durable state (SQLite): `schema`, `types`, `incoming`,
+//!    `deliveries`, `embargoes`, `audit`, `reports`.
 //! 4. [`context`]: one list's shared context, [`context::Relay`]: config and
 //!    roster snapshots, spool, clock, seal cache, health.
 //! 5. The work, each on the context: [`inbound`] (`smtp` listener, `imap`
 //!    poller, `pipe` for `submit`), [`intake`] (`examine` decides, `mime`
-//!    and `verify` read, `commands`, `posts`, `tally`; the handler in
-//!    `mod.rs`), `fanout` (the scheduler, `deliver`, `build`),
+//!    and `verify` read, `rejection` says why not, `commands`, `posts`,
+//!    `tally`, `roster_edit`; the handler in `mod.rs`), `fanout` (the scheduler, `deliver`, `build`),
 //!    `outbound` (RFC 3156 copies, SMTP to the smarthost), `keycheck`
 //!    (the weekly key check).
 //! 6. Wiring and front ends: [`daemon`] (starts the tasks under one shutdown
@@ -68,6 +69,7 @@ pub(crate) mod fanout;
 pub mod inbound;
 pub mod intake;
 pub(crate) mod keycheck;
+pub mod mail;
 pub(crate) mod membership;
 pub mod operator;
 pub(crate) mod outbound;

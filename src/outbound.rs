@@ -117,7 +117,7 @@ pub(crate) fn encrypted_outer(
     let mut armored = if armored.windows(2).all(|w| w[1] != b'\n' || w[0] == b'\r') {
         armored
     } else {
-        crate::intake::mime::to_crlf(&armored)
+        crate::entity::to_crlf(&armored)
     };
     let boundary = format!("er-{}", random_hex(12));
     let mut headers = Headers::new();

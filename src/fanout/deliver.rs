@@ -101,7 +101,10 @@ pub(super) async fn deliver_one(
     // Held only while the time that really passed has not reached the
     // embargo: a leap long before it, or a clock set right, holds nothing.
     let leap = relay.clock.leap();
-    if at_the_time && leap > LEAP_LIMIT && relay.clock.now() - leap < announcement.terms.until {
+    if at_the_time
+        && leap > crate::clock::LEAP_LIMIT
+        && relay.clock.now() - leap < announcement.terms.until
+    {
         let (r, id) = (relay.clone(), d.message_id.clone());
         let operator_lifted = blocking(move || r.spool.audited(&id, "released-now")).await??;
         if !operator_lifted {
@@ -219,11 +222,6 @@ pub(super) fn released(relay: &Relay, a: &Record, d: &DueDelivery, answer: &str)
     }
 }
 
-/// Puts a release back until its embargo time (the clock went backwards).
-/// How far the wall clock may run ahead of the time that passed before
-/// releases are held: NTP's steps are seconds, a wrong clock hours or years.
-pub(crate) const LEAP_LIMIT: chrono::Duration = chrono::Duration::minutes(10);
-
 /// How long a release held for a clock leap waits before it is looked at again.
 pub(super) const LEAP_RECHECK: chrono::Duration = chrono::Duration::minutes(10);
 
@@ -293,6 +291,7 @@ it with `embargo-relay embargo release-now {}`.\n",
     .await??)
 }
 
+/// Puts a release back until its embargo time (the clock went backwards).
 pub(super) async fn postpone(
     relay: &Arc<Relay>,
     d: &DueDelivery,
@@ -336,6 +335,8 @@ pub(super) async fn defer(relay: &Arc<Relay>, d: &DueDelivery, error: String) ->
     Ok(blocking(move || r.spool.retry_later(&dd, &error, next, now, true)).await??)
 }
 
+/// Records how a delivery ended (sent, skipped or failed), in one spool
+/// transaction with its audit record.
 pub(super) async fn finish(
     relay: &Arc<Relay>,
     d: &DueDelivery,

@@ -1,6 +1,8 @@
 //! Fan-out: turns pending deliveries into one sealed copy per member and
 //! hands each to the outbound transport; a member without a usable key is
 //! skipped (never sent plaintext), a transient failure is retried with backoff.
+//! This file is the scheduler (lanes, batches, waking); one delivery is
+//! `deliver.rs`, building each kind of message `build.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -22,7 +24,7 @@ mod build;
 mod deliver;
 
 use build::*;
-pub(crate) use deliver::*;
+use deliver::*;
 
 /// How many due deliveries are taken from the spool at a time.
 const BATCH: usize = 256;

@@ -355,7 +355,7 @@ async fn process(
     let this = intake.clone();
     let key = digest.clone();
     let reply = match tokio::task::spawn_blocking(move || {
-        let raw = crate::intake::mime::to_crlf(&raw);
+        let raw = crate::entity::to_crlf(&raw);
         this.process_fetched(&envelope, &raw, Some(&key))
     })
     .await

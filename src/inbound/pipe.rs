@@ -10,9 +10,9 @@ use std::sync::Arc;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::context::Relay;
+use crate::entity::to_crlf;
 use crate::inbound::smtp::{Envelope, Reply};
 use crate::intake::Intake;
-use crate::intake::mime::to_crlf;
 
 /// Accepted and committed.
 pub const EX_OK: u8 = 0;

@@ -2,7 +2,7 @@
 //! bounded sessions, timeouts, `421` on shutdown. The session is generic over
 //! the byte stream and over a [`MailHandler`] that decides what is accepted.
 
-use std::future::Future;
+pub use crate::mail::{Envelope, MailHandler, Reply};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,92 +46,6 @@ impl<H: MailHandler> SessionAudit<'_, H> {
             self.handler.refused(self.peer, mail_from, reply);
         }
     }
-}
-
-/// An SMTP reply: code, enhanced status code and text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub code: u16,
-    pub enhanced: &'static str,
-    pub text: String,
-}
-
-impl Reply {
-    pub fn new(code: u16, enhanced: &'static str, text: impl Into<String>) -> Reply {
-        Reply {
-            code,
-            enhanced,
-            text: text.into(),
-        }
-    }
-
-    pub fn is_positive(&self) -> bool {
-        (200..400).contains(&self.code)
-    }
-
-    /// `code enhanced text` on one line, for keeping (see [`Reply::from_line`]).
-    pub fn line(&self) -> String {
-        format!("{} {} {}", self.code, self.enhanced, self.text).replace(['\r', '\n'], " ")
-    }
-
-    /// The reply [`Reply::line`] wrote.
-    pub fn from_line(line: &str) -> Option<Reply> {
-        const ENHANCED: [&str; 13] = [
-            "2.0.0", "4.3.0", "4.3.1", "4.3.2", "4.4.2", "4.7.0", "4.7.1", "5.1.1", "5.3.4",
-            "5.6.0", "5.7.0", "5.7.1", "5.7.5",
-        ];
-        let mut words = line.splitn(3, ' ');
-        let code: u16 = words.next()?.parse().ok()?;
-        let enhanced = words.next()?;
-        let text = words.next().unwrap_or("");
-        let enhanced = ENHANCED
-            .iter()
-            .find(|e| **e == enhanced)
-            .copied()
-            .unwrap_or(match code {
-                200..=299 => "2.0.0",
-                400..=499 => "4.0.0",
-                _ => "5.0.0",
-            });
-        (200..600)
-            .contains(&code)
-            .then(|| Reply::new(code, enhanced, text))
-    }
-
-    fn to_wire(&self) -> String {
-        // Reply text never carries a line break, whatever a handler put in it.
-        let text: String = self
-            .text
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        format!("{} {} {}\r\n", self.code, self.enhanced, text)
-    }
-}
-
-/// The envelope of one transaction.
-#[derive(Debug, Clone, Default)]
-pub struct Envelope {
-    pub helo: String,
-    pub mail_from: String,
-    pub rcpt_to: Vec<String>,
-    pub peer: String,
-}
-
-/// What the server does with recipients and messages.
-pub trait MailHandler: Send + Sync + 'static {
-    /// Accepts or refuses one recipient.
-    fn check_rcpt(&self, rcpt: &str) -> Result<(), Reply>;
-    /// Takes a complete message (CRLF line endings, dot-unstuffed) and
-    /// returns the final reply to DATA: a 2xx only once it is durably kept.
-    fn deliver(&self, envelope: Envelope, raw: Vec<u8>) -> impl Future<Output = Reply> + Send;
-    /// Hears of a mail or session the server itself refused (a smuggling
-    /// attempt, an overlong line, a message over the size limit, a client
-    /// that broke the protocol or fell silent), for the audit trail. Called
-    /// at most [`MAX_AUDITED`] times a session, and for connections over
-    /// `max_sessions` at most once a minute; the reply carries no mail
-    /// content. It must not block: the caller is an async task.
-    fn refused(&self, _peer: &str, _mail_from: Option<&str>, _reply: &Reply) {}
 }
 
 /// Limits and names for the server.

@@ -392,21 +392,7 @@ fn encrypted_payload(raw: &[u8], msg: &mail_parser::Message<'_>) -> Result<Vec<u
     Ok(part.contents().to_vec())
 }
 
-/// MIME entities travel with CRLF line ends, the form PGP/MIME signatures
-/// cover (RFC 3156); MTA pipes and decrypted content may carry UNIX line
-/// ends. Every bare LF becomes CRLF; CRLF stays as is.
-pub fn to_crlf(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
-    let mut prev = 0u8;
-    for &b in raw {
-        if b == b'\n' && prev != b'\r' {
-            out.push(b'\r');
-        }
-        out.push(b);
-        prev = b;
-    }
-    out
-}
+pub use crate::entity::to_crlf;
 
 /// The first OpenPGP certificate attached to a (signed) entity: a part of
 /// type `application/pgp-keys`, or any part that holds an armored public key.

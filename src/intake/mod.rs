@@ -1,5 +1,8 @@
-//! Intake: decides, before the final reply to DATA, whether a mail is a PST
-//! announcement; if it is, commits it sealed to the spool and wakes the fanout.
+//! Intake: the handler every kind of mail goes through before the final
+//! reply to DATA (or `submit`'s exit code). This file: the `Intake` handler
+//! (a snapshot pinned per mail, the same submission again, sealing, one
+//! commit-to-reply); the decision itself is `examine.rs`, its kinds of mail
+//! are `commands.rs`, `posts.rs`, and rejections are counted in `tally.rs`.
 
 mod commands;
 mod examine;
@@ -26,7 +29,7 @@ use crate::config::{Config, MemberPosts, PolicyConfig};
 use crate::context::{Directory, Relay, Snapshot};
 use crate::crypto::{ListKey, random_hex};
 use crate::embargo::{self, PstCommand, Request, TermsError};
-use crate::inbound::smtp::{Envelope, MailHandler, Reply};
+use crate::mail::{Envelope, MailHandler, Reply};
 use crate::quote::Quoted;
 use crate::record::Record;
 use crate::secret::Secret;
@@ -69,10 +72,10 @@ fn submission_digest(envelope: &Envelope, raw: &[u8]) -> String {
 fn peer_host(peer: &str) -> String {
     let peer = peer.strip_suffix(" (submit)").unwrap_or(peer);
     if let Ok(addr) = peer.parse::<std::net::SocketAddr>() {
-        return crate::inbound::peer_key_label(addr.ip());
+        return crate::mail::peer_key_label(addr.ip());
     }
     if let Ok(ip) = peer.parse::<std::net::IpAddr>() {
-        return crate::inbound::peer_key_label(ip);
+        return crate::mail::peer_key_label(ip);
     }
     match peer.rsplit_once(':') {
         Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {

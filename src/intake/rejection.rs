@@ -3,7 +3,7 @@
 
 use crate::crypto::SignatureProblem;
 use crate::embargo::TermsError;
-use crate::inbound::smtp::Reply;
+use crate::mail::Reply;
 use crate::quote::Quoted;
 
 /// Why a mail was not accepted. The text names the problem and never

@@ -1,5 +1,6 @@
-//! Authorization: the detached signature must be a PST certificate's, and the
-//! From address one of that certificate's user IDs.
+//! Authorization: every signature must be a PST certificate's (an
+//! announcement or a command) or one member's (a post, `SignedBy::Member`),
+//! and the From address one of that certificate's user IDs.
 
 use chrono::{DateTime, Utc};
 use sequoia_openpgp::Cert;

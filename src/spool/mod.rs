@@ -1,6 +1,9 @@
 //! The durable store (SQLite, WAL, `synchronous=FULL`): accepted announcements
 //! sealed to the list key, one delivery row per member, the replay cache and
-//! the audit trail. It never holds plaintext.
+//! the audit trail. It never holds plaintext. This file opens it (checks,
+//! damage, the marker) and holds its errors; the tables are `schema.rs`,
+//! the rest is split by job (`incoming`, `deliveries`, `embargoes`,
+//! `audit`, `reports`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -1,12 +1,15 @@
 //! The spool's schema and its migrations: what the spool stores, table by
-//! table (`OTHER_TABLES` comments each), and how an older spool is brought
-//! up to `SCHEMA_VERSION` in one transaction.
+//! table, and how an older spool is brought up to `SCHEMA_VERSION` in one
+//! transaction.
 
 use super::*;
 
 /// The schema version this code writes (`PRAGMA user_version`).
 pub(super) const SCHEMA_VERSION: i64 = 6;
 
+/// `messages`: one row per message the list keeps, sealed to the list key
+/// (an announcement with its embargo time and state, or a post, refusal or
+/// notice), never in the clear.
 pub(super) fn messages_ddl(name: &str) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {name} (
@@ -21,6 +24,8 @@ pub(super) fn messages_ddl(name: &str) -> String {
     )
 }
 
+/// `deliveries`: one row per recipient and kind of each message, pending
+/// until an outcome; `copy_id` names the row a worker is sending.
 pub(super) fn deliveries_ddl(name: &str) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {name} (
@@ -39,6 +44,8 @@ pub(super) fn deliveries_ddl(name: &str) -> String {
 }
 
 pub(super) const OTHER_TABLES: &str = "
+-- The replay cache: the identity of every good signature taken (SHA-256 of
+-- the packet with its unhashed area emptied), and the message it came with.
 CREATE TABLE IF NOT EXISTS seen_signatures (
     digest      TEXT PRIMARY KEY,
     message_id  TEXT NOT NULL REFERENCES messages(id),
@@ -67,11 +74,15 @@ CREATE TABLE IF NOT EXISTS join_requests (
     peer        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS join_requests_at ON join_requests (at);
+-- Digests of mail fetched from a mailbox and what became of it, so a mail
+-- fetched again after a crash is deleted, not relayed twice.
 CREATE TABLE IF NOT EXISTS fetched (
     digest      TEXT PRIMARY KEY,
     at          INTEGER NOT NULL,
     outcome     TEXT NOT NULL
 );
+-- The audit trail: append-only (the triggers below refuse UPDATE and
+-- DELETE); details name fields and peers, never a mail's text.
 CREATE TABLE IF NOT EXISTS audit (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     at          INTEGER NOT NULL,
