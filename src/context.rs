@@ -193,6 +193,15 @@ impl Relay {
         self.snapshot().directory
     }
 
+    /// Puts `next(current roster)` in force, under the lock: a SIGHUP at
+    /// the same time is neither lost nor mixed in. Returns the new roster.
+    pub fn update_roster(&self, next: impl FnOnce(&Roster) -> Roster) -> Arc<Directory> {
+        let mut now = self.now.write().unwrap_or_else(|e| e.into_inner());
+        let directory = Arc::new(Directory::new(next(&now.directory.roster)));
+        now.directory = directory.clone();
+        directory
+    }
+
     /// Puts a new roster in force.
     pub fn set_roster(&self, roster: Roster) {
         let next = Arc::new(Directory::new(roster));

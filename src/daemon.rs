@@ -193,9 +193,8 @@ async fn watch_roster_file(
         seen = now;
         match crate::roster::file::load(&path) {
             Ok(members) => {
-                let roster = relay.directory().roster.with_file_members(members);
-                tracing::info!(file = %path.display(), members = roster.members().len(), "roster file changed; reloaded");
-                relay.set_roster(roster);
+                let now = relay.update_roster(|current| current.with_file_members(members));
+                tracing::info!(file = %path.display(), members = now.roster.members().len(), "roster file changed; reloaded");
             }
             Err(e) => {
                 tracing::error!(error = %e, "roster file changed but does not load; the roster in force stays")

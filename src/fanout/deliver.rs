@@ -105,10 +105,11 @@ pub(super) async fn deliver_one(
         && leap > crate::clock::LEAP_LIMIT
         && relay.clock.now() - leap < announcement.terms.until
     {
-        let (r, id) = (relay.clone(), d.message_id.clone());
-        let operator_lifted = blocking(move || r.spool.audited(&id, "released-now")).await??;
+        let (spool_of, id) = (relay.clone(), d.message_id.clone());
+        let operator_lifted =
+            blocking(move || spool_of.spool.audited(&id, "released-now")).await??;
         if !operator_lifted {
-            return hold_for_leap(relay, announcement, d).await;
+            return hold_for_leap(&r, announcement, d).await;
         }
     }
     // A builder that panics fails this delivery, with the reason, instead
@@ -137,7 +138,13 @@ pub(super) async fn deliver_one(
         Err(BuildError::Seal(reason)) => {
             // E.g. the list's signing key expired: the operator can fix that, so retry.
             tracing::error!(message_id = %d.message_id, member = %d.to, %reason, "sealing a copy failed");
-            return defer(relay, d, format!("sealing failed: {reason}")).await;
+            return defer(
+                relay,
+                &pinned.config(),
+                d,
+                format!("sealing failed: {reason}"),
+            )
+            .await;
         }
         Err(BuildError::Spool(e)) => return Err(Stall::Spool(e)),
     };
@@ -168,7 +175,7 @@ pub(super) async fn deliver_one(
                     format!("smarthost answered {answer}")
                 }
                 Kind::Release => {
-                    let (detail, late) = released(relay, announcement, d, &answer);
+                    let (detail, late) = released(&pinned, announcement, d, &answer);
                     late_release = late;
                     detail
                 }
@@ -199,12 +206,17 @@ pub(super) async fn deliver_one(
             tracing::warn!(message_id = %d.message_id, member = %d.to, error = %e, "copy refused permanently");
             finish(relay, d, Finished::Failed, e.detail).await
         }
-        Err(e) => defer(relay, d, e.detail).await,
+        Err(e) => defer(relay, &pinned.config(), d, e.detail).await,
     }
 }
 
 /// Logs a public release and says how late it was, if it was.
-pub(super) fn released(relay: &Relay, a: &Record, d: &DueDelivery, answer: &str) -> (String, bool) {
+pub(super) fn released(
+    relay: &crate::context::Pinned,
+    a: &Record,
+    d: &DueDelivery,
+    answer: &str,
+) -> (String, bool) {
     let late = relay.clock.now() - a.terms.until;
     if late > relay.config().policy.late_after {
         tracing::warn!(message_id = %d.message_id, public_list = %d.to, late_s = late.num_seconds(), "public advisory released LATE");
@@ -231,7 +243,7 @@ pub(super) const LEAP_RECHECK: chrono::Duration = chrono::Duration::minutes(10);
 /// (log, audit) and the PST (a signed, encrypted notice) are told once per
 /// announcement; `embargo release-now` still releases it.
 pub(super) async fn hold_for_leap(
-    relay: &Arc<Relay>,
+    relay: &Arc<crate::context::Pinned>,
     a: &Record,
     d: &DueDelivery,
 ) -> Result<(), Stall> {
@@ -314,8 +326,13 @@ pub(super) async fn postpone(
 /// Schedules the next attempt of a delivery after a transient failure, or
 /// gives it up once `outbound.retry_lifetime` has passed since its first
 /// failure (the PST hears of it in a fresh receipt).
-pub(super) async fn defer(relay: &Arc<Relay>, d: &DueDelivery, error: String) -> Result<(), Stall> {
-    let cfg = &relay.config().outbound;
+pub(super) async fn defer(
+    relay: &Arc<Relay>,
+    config: &crate::config::Config,
+    d: &DueDelivery,
+    error: String,
+) -> Result<(), Stall> {
+    let cfg = &config.outbound;
     let now = relay.clock.now();
     let lifetime = chrono::Duration::from_std(cfg.retry_lifetime).unwrap_or(chrono::Duration::MAX);
     if let Some(first) = d.first_failed

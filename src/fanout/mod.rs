@@ -258,6 +258,7 @@ impl Dispatch<'_> {
                             tracing::error!(message_id = %d.message_id, error = %e, "cannot open a spooled announcement");
                             defer(
                                 relay,
+                                &relay.config(),
                                 &d,
                                 format!("cannot open the spooled announcement: {e}"),
                             )

@@ -67,12 +67,19 @@ impl Intake {
             Ok(text) => text,
             Err(why) => return refuse(why),
         };
-        match crate::roster::file::load(path) {
-            Ok(members) => relay.set_roster(directory.roster.with_file_members(members)),
+        // The roster in force now, not the one pinned for this mail: a
+        // SIGHUP since then is kept.
+        let members_now = match crate::roster::file::load(path) {
+            Ok(members) => relay
+                .update_roster(|current| current.with_file_members(members))
+                .roster
+                .members()
+                .len(),
             Err(e) => {
-                tracing::error!(error = %e, "roster file unreadable after a change; restart to load it")
+                tracing::error!(error = %e, "roster file unreadable after a change; restart to load it");
+                relay.directory().roster.members().len()
             }
-        }
+        };
         let event = match command {
             PstCommand::RosterAdd { .. } => "roster-add",
             _ => "roster-remove",
@@ -85,11 +92,7 @@ impl Intake {
             tracing::error!(error = %e, "could not audit a roster change");
         }
         tracing::info!(member = %command.id(), %event, "roster changed by PST command");
-        let receipt = format!(
-            "{text}\n\nMembers now: {}.\n",
-            // The roster just changed: the new count.
-            self.relay.directory().roster.members().len()
-        );
+        let receipt = format!("{text}\n\nMembers now: {}.\n", members_now);
         let subject = format!("Roster changed: {}", command.id());
         let done = Reply::new(
             250,
