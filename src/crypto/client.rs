@@ -79,11 +79,6 @@ pub fn armored_secret(cert: &Cert) -> anyhow::Result<Vec<u8>> {
     cert.as_tsk().armored().to_vec()
 }
 
-/// Armored public certificate.
-pub fn armored_public(cert: &Cert) -> anyhow::Result<Vec<u8>> {
-    cert.armored().to_vec()
-}
-
 /// Makes an armored detached signature over `data` with `tsk`, as a mail
 /// client signing a PGP/MIME part does.
 pub fn sign_detached(

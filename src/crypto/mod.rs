@@ -176,6 +176,11 @@ pub fn usable_for_encryption<'a>(
     Ok(vc)
 }
 
+/// Armored public certificate (the roster file's keys, notices, the demo).
+pub fn armored_public(cert: &Cert) -> anyhow::Result<Vec<u8>> {
+    cert.armored().to_vec()
+}
+
 /// The list's OpenPGP policy, used for every signature checked, key judged
 /// and copy sealed: sequoia's standard policy (no MD5 or SHA-1 data
 /// signatures, no RSA under 2048 bits, among others) and, explicitly, no DSA
@@ -211,6 +216,13 @@ pub fn valid_emails(cert: &Cert, p: &dyn Policy, now: DateTime<Utc>) -> Vec<Stri
         .revoked(false)
         .filter_map(|ua| ua.userid().email_normalized().ok().flatten())
         .collect()
+}
+
+/// Whether `address` (any case) is a valid user ID of `cert` now.
+pub fn has_email(cert: &Cert, p: &dyn Policy, now: DateTime<Utc>, address: &str) -> bool {
+    valid_emails(cert, p, now)
+        .iter()
+        .any(|e| e.eq_ignore_ascii_case(address))
 }
 
 /// Lowercase hex SHA-256 of `data`.

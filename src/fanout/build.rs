@@ -85,11 +85,7 @@ pub(super) fn pst_cert_for(
 ) -> Result<sequoia_openpgp::Cert, BuildError> {
     let p = crate::crypto::policy();
     let now = relay.clock.now();
-    let has_address = |c: &sequoia_openpgp::Cert| {
-        crate::crypto::valid_emails(c, &p, now)
-            .iter()
-            .any(|e| e.eq_ignore_ascii_case(address))
-    };
+    let has_address = |c: &sequoia_openpgp::Cert| crate::crypto::has_email(c, &p, now, address);
     // The announcement's own signer first: PST members may share an address.
     if let Ok(signer) = signer_cert(relay, a)
         && has_address(&signer)
@@ -97,11 +93,7 @@ pub(super) fn pst_cert_for(
         return Ok(signer);
     }
     let directory = relay.directory();
-    let owner = directory.pst.iter().find(|c| {
-        crate::crypto::valid_emails(c, &p, now)
-            .iter()
-            .any(|e| e.eq_ignore_ascii_case(address))
-    });
+    let owner = directory.pst.iter().find(|c| has_address(c));
     owner.cloned().map_or_else(|| signer_cert(relay, a), Ok)
 }
 

@@ -40,7 +40,7 @@ impl Intake {
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(error = %e, "spool unreadable; answering 451");
-                return Reply::new(451, "4.3.0", "local error; try again later");
+                return try_later();
             }
         }
         let directory = self.directory();
@@ -152,32 +152,36 @@ impl Intake {
             }
         };
         let id = command.id();
-        match result {
-            Ok(()) => {
+        let result = match result {
+            Err(SpoolError::Refused(problem)) => {
+                return self.refuse_command(envelope, (problem, ""), id, sender, now, submission);
+            }
+            Err(SpoolError::RefusedAt { reason, times }) => {
+                return self.refuse_command(
+                    envelope,
+                    (reason, &times),
+                    id,
+                    sender,
+                    now,
+                    submission,
+                );
+            }
+            other => other,
+        };
+        self.answer(
+            envelope,
+            result,
+            now,
+            || {
                 tracing::info!(embargo = %id, %signer, command = command.name(), "PST command applied");
-                self.relay.wake.notify_one();
                 Reply::new(
                     250,
                     "2.0.0",
                     format!("command applied to embargo {id}; a receipt follows"),
                 )
-            }
-            Err(SpoolError::Refused(problem)) => {
-                self.refuse_command(envelope, (problem, ""), id, sender, now, submission)
-            }
-            Err(SpoolError::RefusedAt { reason, times }) => {
-                self.refuse_command(envelope, (reason, &times), id, sender, now, submission)
-            }
-            Err(SpoolError::Replay(previous)) => self.replayed(envelope, &previous, sender, now),
-            Err(e) => {
-                tracing::error!(error = %e, "spool write failed; answering 451");
-                Reply::new(
-                    451,
-                    "4.3.0",
-                    "local error while applying the command; try again later",
-                )
-            }
-        }
+            },
+            |previous| self.replayed(envelope, &previous, sender, now),
+        )
     }
 
     /// Refuses an authenticated PST mail: the SMTP reply, the audit record,

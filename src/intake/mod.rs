@@ -418,7 +418,7 @@ impl MailHandler for Intake {
             Ok(reply) => reply,
             Err(e) => {
                 tracing::error!(error = %e, "intake task failed");
-                Reply::new(451, "4.3.0", "local error; try again later")
+                try_later()
             }
         }
     }

@@ -31,10 +31,7 @@ pub(super) fn add_member(
             "the attached certificate is {fpr}, not the fingerprint given"
         ));
     }
-    if !crate::crypto::valid_emails(&cert, p, now)
-        .iter()
-        .any(|e| e.eq_ignore_ascii_case(email))
-    {
+    if !crate::crypto::has_email(&cert, p, now, email) {
         return Err(format!("the address is not a user ID of certificate {fpr}"));
     }
     crate::crypto::usable_for_encryption(&cert, p, now)?;

@@ -98,8 +98,7 @@ pub fn authorize(
         // an announcement nor one member's post.
         return Err(Rejection::Signature(SignatureProblem::Mixed));
     };
-    let emails = crypto::valid_emails(&verified.cert, p, now);
-    if !emails.iter().any(|e| e.eq_ignore_ascii_case(&mail.from)) {
+    if !crypto::has_email(&verified.cert, p, now, &mail.from) {
         return Err(Rejection::FromNotSigner {
             from: crate::quote::Quoted::new(&mail.from),
             signer: verified.cert.fingerprint().to_hex(),

@@ -11,10 +11,10 @@ pub(super) fn insert_receipt(
     now: DateTime<Utc>,
 ) -> rusqlite::Result<()> {
     conn.execute(
-        "INSERT OR REPLACE INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, 'receipt', ?3, 'pending', ?4)",
-        params![message_id, to, crate::crypto::random_hex(12), to_millis(now)],
-    )
-    .map(|_| ())
+        "DELETE FROM deliveries WHERE message_id = ?1 AND member = ?2 AND kind = 'receipt'",
+        params![message_id, to],
+    )?;
+    insert_delivery(conn, message_id, to, Kind::Receipt, to_millis(now))
 }
 
 /// Queues one delivery of `message_id` to `to`, due at `due`, with a fresh
