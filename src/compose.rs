@@ -11,21 +11,13 @@ use crate::crypto;
 /// The part a mail client signs: a text/plain entity with CRLF line endings.
 /// With `subject` set, the Subject is carried inside as a protected header.
 pub fn text_part(subject: Option<&str>, body: &str) -> Vec<u8> {
-    let mut out = String::new();
     match subject {
-        Some(s) => {
-            out.push_str(
-                "Content-Type: text/plain; charset=\"utf-8\"; protected-headers=\"v1\"\r\n",
-            );
-            out.push_str(&format!("Subject: {s}\r\n"));
-        }
-        None => out.push_str("Content-Type: text/plain; charset=\"utf-8\"\r\n"),
+        Some(s) => crate::entity::text_plain_with(
+            &[("; protected-headers=", "\"v1\""), ("Subject", s)],
+            body,
+        ),
+        None => crate::entity::text_plain(body),
     }
-    let mut out = out.into_bytes();
-    out.extend_from_slice(
-        &crate::entity::text_plain(body)["Content-Type: text/plain; charset=\"utf-8\"\r\n".len()..],
-    );
-    out
 }
 
 /// The entity a PST signs when a public advisory goes with the announcement,
@@ -34,7 +26,7 @@ pub fn text_part(subject: Option<&str>, body: &str) -> Vec<u8> {
 pub fn text_with_advisory(subject: &str, body: &str, advisory: &str) -> Vec<u8> {
     use base64::Engine;
     let boundary = format!("mix-{}", crypto::random_hex(8));
-    let crlf = |t: &str| t.lines().map(|l| format!("{l}\r\n")).collect::<String>();
+    let crlf = crate::entity::crlf_lines;
     let encoded = base64::engine::general_purpose::STANDARD.encode(crlf(advisory));
     let wrapped: String = encoded
         .as_bytes()

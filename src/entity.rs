@@ -8,14 +8,32 @@ use crate::crypto;
 /// A `text/plain; charset="utf-8"` entity (8bit) of `text`, every line
 /// ended by CRLF.
 pub fn text_plain(text: &str) -> Vec<u8> {
-    let mut out =
-        b"Content-Type: text/plain; charset=\"utf-8\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
-            .to_vec();
-    for line in text.lines() {
-        out.extend_from_slice(line.as_bytes());
-        out.extend_from_slice(b"\r\n");
+    text_plain_with(&[], text)
+}
+
+/// [`text_plain`] with more header fields (`Name: value`, e.g. a protected
+/// Subject) and, for a name starting with `;`, Content-Type parameters
+/// after the charset.
+pub fn text_plain_with(more: &[(&str, &str)], text: &str) -> Vec<u8> {
+    let mut out = String::from("Content-Type: text/plain; charset=\"utf-8\"");
+    for (name, value) in more.iter().filter(|(n, _)| n.starts_with(';')) {
+        out.push_str(&format!("{name}{value}"));
     }
-    out
+    out.push_str("\r\n");
+    for (name, value) in more.iter().filter(|(n, _)| !n.starts_with(';')) {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str("Content-Transfer-Encoding: 8bit\r\n\r\n");
+    out.push_str(&crlf_lines(text));
+    out.into_bytes()
+}
+
+/// `text` with every line end (CRLF, a bare LF or a bare CR) made CRLF,
+/// the last line ended too: a bare CR left in would be refused by any
+/// standard MTA.
+pub fn crlf_lines(text: &str) -> String {
+    let unified = text.replace("\r\n", "\n").replace('\r', "\n");
+    unified.lines().map(|l| format!("{l}\r\n")).collect()
 }
 
 /// The RFC 3156 `multipart/signed` body around a signed part and its
@@ -61,4 +79,28 @@ pub fn to_crlf(raw: &[u8]) -> Vec<u8> {
         prev = b;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_line_end_becomes_crlf_and_the_last_line_is_ended() {
+        assert_eq!(crlf_lines("a\r\nb\nc\rd"), "a\r\nb\r\nc\r\nd\r\n");
+        let entity = text_plain_with(
+            &[("; protected-headers=", "\"v1\""), ("Subject", "S")],
+            "x\ry",
+        );
+        assert_eq!(
+            entity,
+            b"Content-Type: text/plain; charset=\"utf-8\"; protected-headers=\"v1\"\r\nSubject: S\r\n\
+Content-Transfer-Encoding: 8bit\r\n\r\nx\r\ny\r\n"
+        );
+        assert!(
+            !text_plain("a\rb")
+                .windows(2)
+                .any(|w| w[0] == b'\r' && w[1] != b'\n')
+        );
+    }
 }

@@ -250,7 +250,8 @@ pub(crate) fn run_if_due(relay: &crate::context::Relay) -> anyhow::Result<bool> 
         return Ok(false);
     }
     let p = crate::crypto::policy();
-    let directory = relay.directory();
+    // One configuration and roster for the whole check.
+    let crate::context::Snapshot { config, directory } = relay.snapshot();
     let mut affected: Vec<(&crate::roster::Member, Vec<String>)> = Vec::new();
     for m in directory.roster.members() {
         let problems: Vec<String> = match m.cert() {
@@ -271,7 +272,6 @@ pub(crate) fn run_if_due(relay: &crate::context::Relay) -> anyhow::Result<bool> 
             affected.push((m, problems));
         }
     }
-    let config = relay.config();
     let seal = |to: &str, subject: &str, text: String| -> anyhow::Result<(String, Vec<u8>)> {
         let notice = crate::record::Record::unembargoed(
             config.list_key.fingerprint().to_hex(),

@@ -189,8 +189,7 @@ fn public_subject(subject: &str) -> String {
 fn text_part(text: &str) -> Vec<u8> {
     // Every line end, CRLF, bare LF or bare CR, becomes CRLF: a bare CR
     // left in would be refused by any standard MTA (and the release lost).
-    let unified = text.replace("\r\n", "\n").replace('\r', "\n");
-    let crlf: String = unified.lines().map(|l| format!("{l}\r\n")).collect();
+    let crlf = crate::entity::crlf_lines(text);
     let printable = |b: u8| matches!(b, b'\t' | b'\r' | b'\n' | 0x20..=0x7e);
     let plain = crlf.bytes().all(printable) && crlf.lines().all(|l| l.len() <= 998);
     let mut out = b"Content-Type: text/plain; charset=\"utf-8\"\r\n".to_vec();
