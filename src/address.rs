@@ -36,6 +36,33 @@ pub(crate) fn check_organization(organization: &str) -> Result<&str, &'static st
     Ok(organization)
 }
 
+/// What is wrong with a member entry, by field.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum EntryError {
+    /// The address is not a plain address (the text says why).
+    Email(String),
+    /// The organization is empty or more than one line.
+    Organization(&'static str),
+    /// The address is already on the roster (it is given, lowercased).
+    Twice(String),
+}
+
+/// The whole rule of a member entry: a plain address (returned lowercased),
+/// an organization on one non-empty line (returned trimmed), and an address
+/// that `taken` says is not on the roster already.
+pub(crate) fn check_entry<'a>(
+    email: &str,
+    organization: &'a str,
+    taken: impl Fn(&str) -> bool,
+) -> Result<(String, &'a str), EntryError> {
+    let email = check_address(email).map_err(EntryError::Email)?;
+    let organization = check_organization(organization).map_err(EntryError::Organization)?;
+    if taken(&email) {
+        return Err(EntryError::Twice(email));
+    }
+    Ok((email, organization))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +80,21 @@ mod tests {
         for bad in ["", "   ", "A\nB", "A\rB"] {
             assert_eq!(check_organization(bad), Err(ORGANIZATION_RULE), "{bad:?}");
         }
+        assert_eq!(
+            check_entry("A@X.example", " Org ", |_| false),
+            Ok(("a@x.example".to_owned(), "Org"))
+        );
+        assert_eq!(
+            check_entry("A@X.example", "Org", |e| e == "a@x.example"),
+            Err(EntryError::Twice("a@x.example".to_owned()))
+        );
+        assert!(matches!(
+            check_entry("nope", "Org", |_| false),
+            Err(EntryError::Email(_))
+        ));
+        assert!(matches!(
+            check_entry("a@x.example", "", |_| false),
+            Err(EntryError::Organization(_))
+        ));
     }
 }

@@ -615,18 +615,20 @@ impl Validator<'_> {
     fn roster(&self, raw: Vec<RawMember>, file: Option<&Path>) -> Result<Roster, ConfigError> {
         let mut members: Vec<Member> = Vec::with_capacity(raw.len());
         for (i, m) in raw.into_iter().enumerate() {
+            use crate::address::{EntryError, check_entry};
             let field = format!("member[{i}]");
-            let email =
-                check_address(&m.email).map_err(|p| self.err(&format!("{field}.email"), p))?;
-            if members.iter().any(|o| o.email == email) {
-                return Err(self.err(
+            let (email, organization) = check_entry(&m.email, &m.organization, |e| {
+                members.iter().any(|o| o.email == e)
+            })
+            .map_err(|e| match e {
+                EntryError::Email(p) => self.err(&format!("{field}.email"), p),
+                EntryError::Organization(p) => self.err(&format!("{field}.organization"), p),
+                EntryError::Twice(email) => self.err(
                     &format!("{field}.email"),
                     format!("{email} is listed twice; remove one entry"),
-                ));
-            }
-            let organization = crate::address::check_organization(&m.organization)
-                .map_err(|p| self.err(&format!("{field}.organization"), p))?
-                .to_owned();
+                ),
+            })?;
+            let organization = organization.to_owned();
             members.push(Member::load(
                 email,
                 organization,

@@ -86,10 +86,13 @@ fn roster_command(name: &'static str, value: &str) -> Result<PstCommand, TermsEr
             value,
         ));
     };
-    let email = check_address(email).map_err(|_| bad(NOT_AN_ADDRESS, email))?;
-    if crate::address::check_organization(organization).is_err() {
-        return Err(bad("the organization is empty", value));
-    }
+    let (email, organization) = match crate::address::check_entry(email, organization, |_| false) {
+        Ok((email, organization)) => (email, organization.to_owned()),
+        Err(crate::address::EntryError::Organization(_)) => {
+            return Err(bad("the organization must be one non-empty line", value));
+        }
+        Err(_) => return Err(bad(NOT_AN_ADDRESS, email)),
+    };
     let fingerprint: String = fingerprint
         .chars()
         .filter(|c| !c.is_whitespace())

@@ -227,8 +227,19 @@ pub fn roster(
             organization,
             key,
         } => {
-            let email = crate::address::check_address(&email)
-                .map_err(|e| anyhow::anyhow!("{email}: {e}"))?;
+            // `roster add` replaces an entry of the file: no duplicate check.
+            let (email, organization) =
+                crate::address::check_entry(&email, &organization, |_| false).map_err(
+                    |e| match e {
+                        crate::address::EntryError::Organization(p) => {
+                            anyhow::anyhow!("--organization {p}")
+                        }
+                        crate::address::EntryError::Email(p) => anyhow::anyhow!("{email}: {p}"),
+                        crate::address::EntryError::Twice(e) => {
+                            anyhow::anyhow!("{e} is listed twice")
+                        }
+                    },
+                )?;
             if in_config(&email) {
                 anyhow::bail!("{email} is a member in the configuration file; change it there");
             }
@@ -246,8 +257,6 @@ pub fn roster(
             {
                 anyhow::bail!("{}: {} ({})", key.display(), i.problem, i.fix);
             }
-            let organization = crate::address::check_organization(&organization)
-                .map_err(|p| anyhow::anyhow!("--organization {p}"))?;
             crate::roster::file::upsert(&file()?, &email, organization, Some(&cert))
                 .map_err(|e| anyhow::anyhow!(e))?;
             writeln!(

@@ -144,7 +144,6 @@ pub(crate) mod file {
     use serde::{Deserialize, Serialize};
 
     use super::Member;
-    use crate::address::check_address;
 
     #[derive(Debug, Default, Deserialize, Serialize)]
     #[serde(deny_unknown_fields)]
@@ -182,14 +181,20 @@ pub(crate) mod file {
     pub(crate) fn load(path: &Path) -> Result<Vec<Member>, String> {
         let mut out: Vec<Member> = Vec::new();
         for (i, e) in read(path)?.members.into_iter().enumerate() {
-            let email = check_address(&e.email)
-                .map_err(|p| format!("{}: member[{i}].email: {p}", path.display()))?;
-            let organization = crate::address::check_organization(&e.organization)
-                .map_err(|p| format!("{}: member[{i}].organization: {p}", path.display()))?
-                .to_owned();
-            if out.iter().any(|m| m.email == email) {
-                return Err(format!("{}: {email} is listed twice", path.display()));
-            }
+            use crate::address::{EntryError, check_entry};
+            let (email, organization) = check_entry(&e.email, &e.organization, |x| {
+                out.iter().any(|m| m.email == x)
+            })
+            .map_err(|err| match err {
+                EntryError::Email(p) => format!("{}: member[{i}].email: {p}", path.display()),
+                EntryError::Organization(p) => {
+                    format!("{}: member[{i}].organization: {p}", path.display())
+                }
+                EntryError::Twice(email) => {
+                    format!("{}: {email} is listed twice", path.display())
+                }
+            })?;
+            let organization = organization.to_owned();
             let key = dir(path).join(&e.key);
             let mut member = Member::load(email, organization, key, false);
             member.added = true;

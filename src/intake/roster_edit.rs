@@ -14,12 +14,17 @@ pub(super) fn add_member(
     p: &dyn Policy,
     now: DateTime<Utc>,
 ) -> Result<String, String> {
+    use crate::address::EntryError;
     use sequoia_openpgp::parse::Parse;
-    if roster.find(email).is_some() {
-        return Err("the address is already a member".to_owned());
-    }
-    let organization = crate::address::check_organization(organization)
-        .map_err(|p| format!("the organization {p}"))?;
+    let (email, organization) =
+        crate::address::check_entry(email, organization, |e| roster.find(e).is_some()).map_err(
+            |e| match e {
+                EntryError::Email(p) => p,
+                EntryError::Organization(p) => format!("the organization {p}"),
+                EntryError::Twice(_) => "the address is already a member".to_owned(),
+            },
+        )?;
+    let email = email.as_str();
     let keys =
         keys.ok_or("attach the member's certificate (application/pgp-keys) to the signed mail")?;
     let cert = Cert::from_bytes(keys)
