@@ -280,12 +280,7 @@ pub(crate) fn run_if_due(relay: &crate::context::Relay) -> anyhow::Result<bool> 
             crate::secret::Secret::new(text.into_bytes()),
             now,
         );
-        Ok((
-            to.to_owned(),
-            config
-                .list_key
-                .seal_to_self(&p, notice.to_bytes().expose())?,
-        ))
+        Ok((to.to_owned(), notice.seal(&config.list_key)?))
     };
     let mut notices = Vec::new();
     if !affected.is_empty() {

@@ -58,6 +58,12 @@ impl Record {
         }
     }
 
+    /// The record as the spool keeps it: framed, signed by and encrypted
+    /// to the list's own key.
+    pub fn seal(&self, list: &crate::crypto::ListKey) -> anyhow::Result<Vec<u8>> {
+        list.seal_to_self(&crate::crypto::policy(), self.to_bytes().expose())
+    }
+
     /// Frames the announcement for sealing: one line per field, then the entity.
     pub fn to_bytes(&self) -> Secret {
         let t = &self.terms;

@@ -275,8 +275,7 @@ it with `embargo-relay embargo release-now {}`.\n",
                 crate::secret::Secret::new(text.into_bytes()),
                 now,
             );
-            let p = crate::crypto::policy();
-            match r.config().list_key.seal_to_self(&p, notice.to_bytes().expose()) {
+            match notice.seal(&r.config().list_key) {
                 Ok(sealed) => r.spool.queue_refusal(
                     &format!("{}-clock", dd.message_id),
                     &a.signer,

@@ -145,10 +145,7 @@ impl Intake {
     /// Seals what the spool keeps to the list key (signed and encrypted);
     /// `None`, logged, if that fails.
     fn seal(&self, a: &Record) -> Option<Vec<u8>> {
-        let p = crate::crypto::policy();
-        self.config()
-            .list_key
-            .seal_to_self(&p, a.to_bytes().expose())
+        a.seal(&self.config().list_key)
             .map_err(|e| tracing::error!(error = %e, "sealing to the list key failed"))
             .ok()
     }
