@@ -276,7 +276,7 @@ it with `embargo-relay embargo release-now {}`.\n",
                 now,
             );
             match notice.seal(&r.config().list_key) {
-                Ok(sealed) => r.spool.queue_refusal(
+                Ok(sealed) => r.spool.queue_notice_to_pst(
                     &format!("{}-clock", dd.message_id),
                     &a.signer,
                     &a.from,

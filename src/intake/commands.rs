@@ -297,7 +297,7 @@ host lists them.\n",
         let Some(sealed) = self.seal(&notice) else {
             return Ok(());
         };
-        match relay.spool.queue_refusal(
+        match relay.spool.queue_notice_to_pst(
             id,
             &sender.signer,
             &sender.from,

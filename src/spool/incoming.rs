@@ -131,11 +131,12 @@ impl Spool {
         tx.commit().map_err(|e| self.db(e))
     }
 
-    /// Keeps a refusal notice for an authenticated PST mail (sealed like an
-    /// announcement) and queues it to `to`; the mail's signatures are
-    /// recorded, so a replay of it is refused without another notice.
+    /// Keeps a notice to the PST (sealed like an announcement: a refusal of
+    /// its mail, a receipt for a roster command, a held release) and queues
+    /// it to `to`; the mail's signatures are recorded, so a replay of it is
+    /// refused without another notice.
     #[allow(clippy::too_many_arguments)]
-    pub fn queue_refusal(
+    pub fn queue_notice_to_pst(
         &self,
         id: &str,
         signer: &str,
