@@ -277,7 +277,9 @@ async fn drain(
         .collect();
     uids.sort_unstable();
     for uid in uids {
-        let limit = relay.config().smtp.max_message_size;
+        // One configuration for this mail, handed on to the intake.
+        let snapshot = relay.snapshot();
+        let limit = snapshot.config.smtp.max_message_size;
         let size = fetch_size(imap, uid).await?;
         let Some(size) = size else {
             tracing::warn!(uid, "server gave no size for a message; skipped this round");
@@ -308,7 +310,7 @@ async fn drain(
                     .audit(now, "rejected", None, None, &detail)
                     .is_ok()
             }
-            Some(raw) => process(relay, intake, config, uid, raw).await,
+            Some(raw) => process(relay, intake, snapshot, config, uid, raw).await,
         };
         if !done {
             // Temporary trouble: leave it for the next round.
@@ -330,6 +332,7 @@ async fn drain(
 async fn process(
     relay: &Arc<Relay>,
     intake: &Intake,
+    snapshot: crate::context::Snapshot,
     config: &ImapConfig,
     uid: u32,
     raw: Vec<u8>,
@@ -349,14 +352,14 @@ async fn process(
     let envelope = Envelope {
         helo: "imap".to_owned(),
         mail_from: String::new(),
-        rcpt_to: vec![relay.config().list_address.clone()],
+        rcpt_to: vec![snapshot.config.list_address.clone()],
         peer: format!("IMAP {}/{} uid {uid}", config.host, config.mailbox),
     };
     let this = intake.clone();
     let key = digest.clone();
     let reply = match tokio::task::spawn_blocking(move || {
         let raw = crate::entity::to_crlf(&raw);
-        this.process_fetched(&envelope, &raw, Some(&key))
+        this.process_under(snapshot, &envelope, &raw, Some(&key))
     })
     .await
     {

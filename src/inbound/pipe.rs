@@ -85,6 +85,9 @@ pub fn submit(
         Ok(relay) => Arc::new(relay),
         Err(e) => return Outcome::tempfail(format!("cannot open the spool: {e:#}")),
     };
+    // One configuration for the whole mail, handed on to the intake.
+    let snapshot = relay.snapshot();
+    let config = snapshot.config.clone();
     let envelope = Envelope {
         helo: "submit".to_owned(),
         mail_from: origin.sender.clone().unwrap_or_default(),
@@ -92,7 +95,7 @@ pub fn submit(
             origin
                 .recipient
                 .clone()
-                .unwrap_or_else(|| relay.config().list_address.clone()),
+                .unwrap_or_else(|| config.list_address.clone()),
         ],
         // Postfix's ${client_address}: the host the mail came from, which
         // limits and counts are kept by; empty for mail submitted locally.
@@ -101,19 +104,18 @@ pub fn submit(
             _ => "stdin (submit)".to_owned(),
         },
     };
-    if let Some(rcpt) = &origin.recipient {
-        let config = relay.config();
-        if !config.serves(rcpt) {
-            return Outcome {
-                code: EX_NOUSER,
-                message: format!(
-                    "the recipient is not {} or {}",
-                    config.list_address, config.request_address
-                ),
-            };
-        }
+    if let Some(rcpt) = &origin.recipient
+        && !config.serves(rcpt)
+    {
+        return Outcome {
+            code: EX_NOUSER,
+            message: format!(
+                "the recipient is not {} or {}",
+                config.list_address, config.request_address
+            ),
+        };
     }
-    let limit = relay.config().smtp.max_message_size;
+    let limit = config.smtp.max_message_size;
     let mut raw = Vec::new();
     if let Err(e) = input.take(limit as u64 + 1).read_to_end(&mut raw) {
         return Outcome::tempfail(format!("cannot read the message on stdin: {e}"));
@@ -139,7 +141,7 @@ pub fn submit(
         return Outcome::from_reply(&reply);
     }
     let raw = to_crlf(strip_mbox_from(&raw));
-    let reply = Intake::for_one_mail(relay).process(&envelope, &raw);
+    let reply = Intake::for_one_mail(relay).process_under(snapshot, &envelope, &raw, None);
     Outcome::from_reply(&reply)
 }
 

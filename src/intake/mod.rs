@@ -159,10 +159,21 @@ impl Intake {
     /// [`Intake::process`] for a mail fetched from a mailbox: `fetched` (the
     /// raw mail's digest) is committed with an accepted announcement.
     pub fn process_fetched(&self, envelope: &Envelope, raw: &[u8], fetched: Option<&str>) -> Reply {
-        // One configuration and roster for the whole mail, whatever a
-        // SIGHUP does meanwhile.
+        self.process_under(self.relay.snapshot(), envelope, raw, fetched)
+    }
+
+    /// [`Intake::process_fetched`] under `snapshot`, the configuration and
+    /// roster the caller already read for this mail (its size limit, its
+    /// recipient): one for the whole mail, whatever a SIGHUP does meanwhile.
+    pub fn process_under(
+        &self,
+        snapshot: Snapshot,
+        envelope: &Envelope,
+        raw: &[u8],
+        fetched: Option<&str>,
+    ) -> Reply {
         let this = Intake {
-            pinned: Some(self.relay.snapshot()),
+            pinned: Some(snapshot),
             ..self.clone()
         };
         this.process_pinned(envelope, raw, fetched)
