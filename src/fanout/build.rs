@@ -133,15 +133,18 @@ pub(super) fn receipt_message(
         .filter(|r| r.event == "released")
         .map(|r| (r.member.unwrap_or_default(), r.detail))
         .collect();
-    let mut text = receipt_text(
-        relay,
-        a,
-        &d.message_id,
+    let directory = relay.directory();
+    let mut text = Receipt {
+        list_address: &relay.config().list_address,
+        roster: &directory.roster,
+        record: a,
+        message_id: &d.message_id,
         state,
-        &report,
-        &releases,
-        &released,
-    );
+        report: &report,
+        releases: &releases,
+        released: &released,
+    }
+    .text();
     for (to, why) in &failed_releases {
         text.push_str(&format!(
             "\nTHE PUBLIC ADVISORY DID NOT REACH {to}: {why}\nPublish it there yourself.\n"
@@ -307,79 +310,98 @@ pub(super) fn notice(
         .map_err(|e| BuildError::Seal(e.to_string()))
 }
 
-/// The receipt's text: embargo id and times, who got a copy, who did not and why.
-pub(super) fn receipt_text(
-    relay: &Pinned,
-    a: &Record,
-    message_id: &str,
-    state: &str,
-    report: &[(String, String, Option<String>)],
-    releases: &[String],
-    released: &[(String, String)],
-) -> String {
-    let directory = relay.directory();
-    let organization = |m: &str| {
-        directory
-            .roster
-            .find(m)
-            .map(|m| m.organization.clone())
-            .unwrap_or_default()
-    };
-    let list = |state: &str| -> String {
-        report
-            .iter()
-            .filter(|(_, s, _)| s == state)
-            .map(|(m, _, why)| {
-                format!(
-                    "  - {m} ({}): {}\n",
-                    organization(m),
-                    why.as_deref().unwrap_or("")
-                )
-            })
-            .collect()
-    };
-    let sent = report.iter().filter(|(_, s, _)| s == "sent").count();
-    let local = a.terms.until.with_timezone(&a.terms.sender_offset);
-    let mut text = format!(
-        "Your announcement was accepted and relayed by {}.\n\nEmbargo id:     {message_id}\nSubject:        {}\n\
+/// What a receipt says, read by the caller (spool, roster, config): its
+/// text is a pure function of these.
+pub(super) struct Receipt<'a> {
+    pub(super) list_address: &'a str,
+    pub(super) roster: &'a crate::roster::Roster,
+    pub(super) record: &'a Record,
+    pub(super) message_id: &'a str,
+    /// held, lifted or cancelled.
+    pub(super) state: &'a str,
+    /// Each member's (address, delivery state, last error).
+    pub(super) report: &'a [(String, String, Option<String>)],
+    /// The public lists the advisory goes to.
+    pub(super) releases: &'a [String],
+    /// The public lists it went to, with the detail of each.
+    pub(super) released: &'a [(String, String)],
+}
+
+impl Receipt<'_> {
+    /// The receipt's text: embargo id and times, who got a copy, who did not and why.
+    pub(super) fn text(&self) -> String {
+        let Receipt {
+            list_address,
+            roster,
+            record: a,
+            message_id,
+            state,
+            report,
+            releases,
+            released,
+        } = *self;
+        let organization = |m: &str| {
+            roster
+                .find(m)
+                .map(|m| m.organization.clone())
+                .unwrap_or_default()
+        };
+        let list = |state: &str| -> String {
+            report
+                .iter()
+                .filter(|(_, s, _)| s == state)
+                .map(|(m, _, why)| {
+                    format!(
+                        "  - {m} ({}): {}\n",
+                        organization(m),
+                        why.as_deref().unwrap_or("")
+                    )
+                })
+                .collect()
+        };
+        let sent = report.iter().filter(|(_, s, _)| s == "sent").count();
+        let local = a.terms.until.with_timezone(&a.terms.sender_offset);
+        let mut text = format!(
+            "Your announcement was accepted and relayed by {}.\n\nEmbargo id:     {message_id}\nSubject:        {}\n\
 Embargo state:  {state}\nEmbargo lifts:  {} UTC ({} in the offset you wrote)\nCopies sent:    {sent} of {} members\n",
-        relay.config().list_address,
-        a.subject,
-        a.terms.until.format("%Y-%m-%d %H:%M:%S"),
-        local.format("%Y-%m-%d %H:%M:%S %:z"),
-        report.len(),
-    );
-    for (row_state, title) in [
-        (
-            "skipped",
-            "Skipped (no usable key; nothing was sent to them, not even in plaintext)",
-        ),
-        ("pending", "Still being retried"),
-        (
-            "failed",
-            "NOT DELIVERED (refused permanently, or given up after retries; the remote server's answer follows)",
-        ),
-    ] {
-        let rows = list(row_state);
-        if !rows.is_empty() {
-            text.push_str(&format!("\n{title}:\n{rows}"));
+            list_address,
+            a.subject,
+            a.terms.until.format("%Y-%m-%d %H:%M:%S"),
+            local.format("%Y-%m-%d %H:%M:%S %:z"),
+            report.len(),
+        );
+        for (row_state, title) in [
+            (
+                "skipped",
+                "Skipped (no usable key; nothing was sent to them, not even in plaintext)",
+            ),
+            ("pending", "Still being retried"),
+            (
+                "failed",
+                "NOT DELIVERED (refused permanently, or given up after retries; the remote server's answer follows)",
+            ),
+        ] {
+            let rows = list(row_state);
+            if !rows.is_empty() {
+                text.push_str(&format!("\n{title}:\n{rows}"));
+            }
         }
+        text.push_str(&if releases.is_empty() {
+            "\nPublic advisory: none held. Nothing will be published by the list.\n".to_owned()
+        } else if !released.is_empty() {
+            let lines: String = released
+                .iter()
+                .map(|(to, detail)| format!("  - {to}: {detail}\n"))
+                .collect();
+            format!("\nPublic advisory:\n{lines}")
+        } else {
+            format!(
+                "\nPublic advisory: held; it goes to {} when the embargo lifts.\n",
+                releases.join(", ")
+            )
+        });
+        text
     }
-    text.push_str(&if releases.is_empty() {
-        "\nPublic advisory: none held. Nothing will be published by the list.\n".to_owned()
-    } else if !released.is_empty() {
-        let lines: String = released
-            .iter()
-            .map(|(to, detail)| format!("  - {to}: {detail}\n"))
-            .collect();
-        format!("\nPublic advisory:\n{lines}")
-    } else {
-        format!(
-            "\nPublic advisory: held; it goes to {} when the embargo lifts.\n",
-            releases.join(", ")
-        )
-    });
-    text
 }
 
 /// A notice from the list to a roster member: encrypted to its key when
@@ -506,4 +528,64 @@ pub(super) fn seal_copy(
         .seal_to_member(&p, headers.date, &cert, &shared)?;
     outbound::encrypted_outer(&headers, outer_subject, armored)
         .map_err(|e| BuildError::Seal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The receipt's text, from data alone: who has the copy, who was
+    /// skipped or failed and why, and where the advisory goes.
+    #[test]
+    fn a_receipt_says_who_has_the_copy_and_who_does_not() {
+        let until = chrono::DateTime::parse_from_rfc3339("2026-12-10T16:00:00-05:00").unwrap();
+        let record = Record {
+            signer: "ABCD".into(),
+            from: "pst@project.example".into(),
+            subject: "CVE-2026-1: thing".into(),
+            terms: crate::embargo::Terms {
+                until: until.with_timezone(&chrono::Utc),
+                sender_offset: *until.offset(),
+                public_to: Vec::new(),
+                override_reason: None,
+            },
+            public_to: vec!["oss@lists.example".into()],
+            entity: crate::secret::Secret::new(Vec::new()),
+        };
+        let report = [
+            ("a@distro.example".to_owned(), "sent".to_owned(), None),
+            (
+                "b@distro.example".to_owned(),
+                "skipped".to_owned(),
+                Some("certificate expired".to_owned()),
+            ),
+            (
+                "c@distro.example".to_owned(),
+                "failed".to_owned(),
+                Some("550 no such user".to_owned()),
+            ),
+        ];
+        let text = Receipt {
+            list_address: "list@project.example",
+            roster: &crate::roster::Roster::default(),
+            record: &record,
+            message_id: "0123456789abcdef",
+            state: "held",
+            report: &report,
+            releases: &["oss@lists.example".to_owned()],
+            released: &[],
+        }
+        .text();
+        for expected in [
+            "Embargo id:     0123456789abcdef",
+            "Embargo lifts:  2026-12-10 21:00:00 UTC (2026-12-10 16:00:00 -05:00",
+            "Copies sent:    1 of 3 members",
+            "b@distro.example (): certificate expired",
+            "NOT DELIVERED",
+            "c@distro.example (): 550 no such user",
+            "held; it goes to oss@lists.example when the embargo lifts",
+        ] {
+            assert!(text.contains(expected), "{expected:?} in:\n{text}");
+        }
+    }
 }
