@@ -304,3 +304,148 @@ impl Spool {
             .map_err(|e| self.db(e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::tests::t;
+
+    /// Pruning forgets the replay-cache entries and submission digests of
+    /// messages received before the cut, and scratch rows (fetched mail,
+    /// join-request counts) older than theirs; later ones stay.
+    #[test]
+    fn prune_forgets_only_what_is_older_than_the_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let members = vec!["a@x.org".to_owned()];
+        let accept = |id: &str, digest: &str, at: &str| {
+            let d = [digest.to_owned()];
+            let sub = format!("sub-{id}");
+            spool
+                .accept(
+                    &NewMessage {
+                        id,
+                        signer: "FPR",
+                        embargo_until: t("2026-12-30T12:00:00Z"),
+                        sig_digests: &d,
+                        sealed: b"x",
+                        members: &members,
+                        public_to: &[],
+                        reminder: None,
+                        fetched: Some(&format!("fetched-{id}")),
+                        submission: Some(&sub),
+                    },
+                    t(at),
+                )
+                .unwrap();
+        };
+        accept("old", "d-old", "2026-11-01T12:00:00Z");
+        accept("new", "d-new", "2026-11-20T12:00:00Z");
+        // A command after the cut about the old announcement: its signature
+        // and digest are kept by their own time, not the announcement's.
+        let cmd = ["d-cmd".to_owned()];
+        spool
+            .extend(
+                "old",
+                t("2026-12-31T12:00:00Z"),
+                t("2026-11-15T12:00:00Z"),
+                "test",
+                Some(&CommandOrigin {
+                    digests: &cmd,
+                    reply_to: "pst@x.org",
+                    submission: Some("sub-cmd"),
+                }),
+            )
+            .unwrap();
+        let removed = spool
+            .prune(t("2026-11-10T00:00:00Z"), t("2026-11-10T00:00:00Z"))
+            .unwrap();
+        assert_eq!(
+            removed, 3,
+            "the old signature, submission and fetched digest"
+        );
+        assert_eq!(
+            spool.replay_of(&cmd).unwrap().as_deref(),
+            Some("old"),
+            "the later command's signature is still refused as a replay"
+        );
+        assert_eq!(
+            spool.submitted("sub-cmd").unwrap(),
+            Some(("old".to_owned(), None))
+        );
+        assert_eq!(spool.submitted("sub-old").unwrap(), None);
+        assert_eq!(
+            spool.submitted("sub-new").unwrap(),
+            Some(("new".to_owned(), None))
+        );
+        assert_eq!(spool.replay_of(&["d-old".to_owned()]).unwrap(), None);
+        assert_eq!(
+            spool.replay_of(&["d-new".to_owned()]).unwrap().as_deref(),
+            Some("new")
+        );
+        assert_eq!(
+            spool.audit_records().unwrap().len(),
+            3,
+            "the audit trail is kept"
+        );
+    }
+
+    /// The spool's tally: eight records a window, then a count, written
+    /// when the window has passed (at the next rejection or a flush).
+    #[test]
+    fn the_tally_records_eight_then_counts_per_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let key = TallyKey {
+            event: "rejected",
+            host: "192.0.2.7",
+            reason: "junk",
+            each: 8,
+            window: chrono::Duration::minutes(1),
+        };
+        let t0 = t("2026-11-20T12:00:00Z");
+        for _ in 0..10 {
+            spool.tally(t0, &key, None, "one").unwrap();
+        }
+        assert_eq!(spool.audit_records().unwrap().len(), 8);
+        spool.flush_tally(t0, Some(t0)).unwrap();
+        assert_eq!(spool.audit_records().unwrap().len(), 8, "not yet passed");
+        spool
+            .tally(t0 + chrono::Duration::seconds(61), &key, None, "one")
+            .unwrap();
+        let records = spool.audit_records().unwrap();
+        assert_eq!(records.len(), 10, "{records:?}");
+        assert!(
+            records[8].detail.starts_with(
+                "2 more rejections from peer 192.0.2.7 since 2026-11-20 12:00:00 UTC: junk"
+            ),
+            "{records:?}"
+        );
+        assert_eq!(records[9].detail, "one", "a new window records again");
+        spool.flush_tally(t0, None).unwrap();
+        assert_eq!(spool.audit_records().unwrap().len(), 10, "nothing more");
+        let rows: i64 = spool
+            .lock()
+            .query_row("SELECT COUNT(*) FROM rejection_tally", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0, "flushed windows are forgotten");
+
+        // Many hosts: at most TALLY_RECORDED records one by one in a
+        // window, all hosts together; the rest are counted.
+        let before = spool.audit_records().unwrap().len();
+        let t1 = t0 + chrono::Duration::minutes(5);
+        for i in 0..300 {
+            let host = format!("198.51.100.{i}");
+            let key = TallyKey { host: &host, ..key };
+            spool.tally(t1, &key, None, "one").unwrap();
+        }
+        let added = spool.audit_records().unwrap().len() - before;
+        assert_eq!(added, TALLY_RECORDED as usize);
+        spool.flush_tally(t1, None).unwrap();
+        let counts = spool.audit_records().unwrap()[before..]
+            .iter()
+            .filter(|r| r.detail.starts_with("1 more rejections"))
+            .count();
+        assert_eq!(counts, 300 - TALLY_RECORDED as usize);
+    }
+}

@@ -215,3 +215,155 @@ impl Spool {
         tx.commit().map_err(|e| self.db(e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::tests::t;
+
+    #[test]
+    fn operators_extend_release_and_cancel_held_embargoes() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let now = t("2026-11-20T12:00:00Z");
+        let until = t("2026-11-22T12:00:00Z");
+        let members = vec!["a@x.org".to_owned()];
+        let public = vec!["pub@x.org".to_owned()];
+        for (id, digest) in [("m1", "d1"), ("m2", "d2")] {
+            let msg = NewMessage {
+                id,
+                signer: "F",
+                embargo_until: until,
+                sig_digests: &[digest.to_owned()],
+                sealed: b"c",
+                members: &members,
+                public_to: &public,
+                reminder: Some(("pst@x.org", t("2026-11-21T12:00:00Z"))),
+                fetched: None,
+                submission: None,
+            };
+            spool.accept(&msg, now).unwrap();
+        }
+        let kinds_due = |at| -> Vec<(String, Kind)> {
+            spool
+                .due(at, 100)
+                .unwrap()
+                .into_iter()
+                .map(|d| (d.message_id, d.kind))
+                .collect()
+        };
+        assert_eq!(spool.embargo("m1").unwrap().state(now), "held");
+        assert!(
+            matches!(
+                spool.extend("m1", t("2026-11-21T00:00:00Z"), now, "test", None),
+                Err(SpoolError::RefusedAt { .. })
+            ),
+            "earlier is no extension"
+        );
+        spool
+            .extend("m1", t("2026-11-23T12:00:00Z"), now, "test", None)
+            .unwrap();
+        assert_eq!(
+            spool.embargo("m1").unwrap().until,
+            t("2026-11-23T12:00:00Z")
+        );
+        let at_old_time: Vec<Kind> = kinds_due(until)
+            .into_iter()
+            .filter(|(m, _)| m == "m1")
+            .map(|(_, k)| k)
+            .collect();
+        assert!(
+            !at_old_time.contains(&Kind::Release) && !at_old_time.contains(&Kind::Lifted),
+            "{at_old_time:?}"
+        );
+        // The reminder moved by the same day: due at the old embargo time, not before.
+        assert!(at_old_time.contains(&Kind::Reminder));
+        let just_before = until - chrono::Duration::seconds(1);
+        assert!(!kinds_due(just_before).contains(&("m1".to_owned(), Kind::Reminder)));
+
+        spool.release_now("m2", now, "test", None).unwrap();
+        let due_now: Vec<Kind> = kinds_due(now)
+            .into_iter()
+            .filter(|(m, _)| m == "m2")
+            .map(|(_, k)| k)
+            .collect();
+        assert!(
+            due_now.contains(&Kind::Release) && due_now.contains(&Kind::Lifted),
+            "{due_now:?}"
+        );
+        assert!(!due_now.contains(&Kind::Reminder));
+        assert!(
+            matches!(
+                spool.cancel("m2", t("2026-11-20T12:00:01Z"), "test", None),
+                Err(SpoolError::RefusedAt { .. })
+            ),
+            "already lifted"
+        );
+
+        spool.cancel("m1", now, "test", None).unwrap();
+        let info = spool.embargo("m1").unwrap();
+        assert_eq!(info.state(now), "cancelled");
+        assert_eq!(
+            info.releases,
+            [("pub@x.org".to_owned(), "cancelled".to_owned())]
+        );
+        let m1_now: Vec<Kind> = kinds_due(now)
+            .into_iter()
+            .filter(|(m, _)| m == "m1")
+            .map(|(_, k)| k)
+            .collect();
+        assert!(
+            m1_now.contains(&Kind::Lifted) && !m1_now.contains(&Kind::Release),
+            "{m1_now:?}"
+        );
+        assert!(matches!(spool.embargo("nope"), Err(SpoolError::Refused(_))));
+        let events: Vec<String> = spool
+            .audit_records()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event)
+            .collect();
+        assert!(
+            events.contains(&"extended".to_owned()) && events.contains(&"cancelled".to_owned())
+        );
+    }
+
+    #[test]
+    fn an_embargo_with_a_release_out_cannot_be_cancelled_or_extended() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let now = t("2026-11-20T12:00:00Z");
+        let until = t("2026-11-22T12:00:00Z");
+        let public = vec!["pub1@x.org".to_owned(), "pub2@x.org".to_owned()];
+        let msg = NewMessage {
+            id: "m1",
+            signer: "F",
+            embargo_until: until,
+            sig_digests: &["d1".to_owned()],
+            sealed: b"c",
+            members: &[],
+            public_to: &public,
+            reminder: None,
+            fetched: None,
+            submission: None,
+        };
+        spool.accept(&msg, now).unwrap();
+        // One list has it already (say, a release-now raced by a clock read).
+        let first = spool
+            .due(until, 10)
+            .unwrap()
+            .into_iter()
+            .find(|d| d.kind == Kind::Release)
+            .unwrap();
+        spool.finish(&first, Finished::Sent, "250", until).unwrap();
+        for refused in [
+            spool.cancel("m1", now, "test", None),
+            spool.extend("m1", t("2026-11-23T12:00:00Z"), now, "test", None),
+        ] {
+            assert!(
+                matches!(refused, Err(SpoolError::Refused(ref why)) if why.contains("released")),
+                "{refused:?}"
+            );
+        }
+    }
+}

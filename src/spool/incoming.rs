@@ -298,3 +298,74 @@ impl Spool {
             .map_err(|e| self.db(e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::tests::t;
+
+    #[test]
+    fn accept_queues_one_delivery_per_member_and_refuses_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let members = vec!["a@x.org".to_owned(), "b@y.org".to_owned()];
+        let msg = NewMessage {
+            id: "m1",
+            signer: "FPR",
+            embargo_until: t("2026-11-22T12:00:00Z"),
+            sig_digests: &["d1".to_owned()],
+            sealed: b"ciphertext",
+            members: &members,
+            public_to: &[],
+            reminder: None,
+            fetched: None,
+            submission: None,
+        };
+        let now = t("2026-11-20T12:00:00Z");
+        spool.accept(&msg, now).unwrap();
+        let due = spool.due(now, 10).unwrap();
+        assert_eq!(due.len(), 2);
+        assert_ne!(due[0].copy_id, due[1].copy_id);
+        let again = NewMessage { id: "m2", ..msg };
+        assert!(matches!(spool.accept(&again, now), Err(SpoolError::Replay(id)) if id == "m1"));
+        // A list named twice breaks a key: told apart from a passing fault,
+        // so the intake refuses it instead of answering 451 forever.
+        let twice = ["oss@x.org".to_owned(), "oss@x.org".to_owned()];
+        let dup = NewMessage {
+            id: "m3",
+            sig_digests: &["d3".to_owned()],
+            public_to: &twice,
+            ..msg
+        };
+        let err = spool.accept(&dup, now).unwrap_err();
+        assert!(err.is_constraint(), "{err}");
+        assert!(!SpoolError::Replay("m1".into()).is_constraint());
+
+        spool
+            .finish(&due[0], Finished::Sent, "250 ok", now)
+            .unwrap();
+        let later = t("2026-11-20T12:05:00Z");
+        spool
+            .retry_later(&due[1], "451 busy", later, now, true)
+            .unwrap();
+        assert!(spool.due(now, 10).unwrap().is_empty());
+        assert_eq!(spool.next_due_after(now).unwrap(), Some(later));
+        assert!(spool.next_due_after(later).unwrap() > Some(later));
+        let retry = &spool.due(later, 10).unwrap()[0];
+        assert_eq!(retry.attempts, 1);
+        assert_eq!(
+            retry.first_failed,
+            Some(now),
+            "the retry lifetime starts at the first failure"
+        );
+        let c = spool.counts("m1").unwrap();
+        assert_eq!((c.sent, c.pending), (1, 1));
+        let events: Vec<String> = spool
+            .audit_records()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event)
+            .collect();
+        assert_eq!(events, ["accepted", "sent", "deferred"]);
+    }
+}

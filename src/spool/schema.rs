@@ -201,3 +201,80 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     tx.commit()?;
     conn.pragma_update(None, "foreign_keys", "ON")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::tests::t;
+
+    #[test]
+    fn a_version_0_spool_is_migrated_keeping_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The schema as the first release wrote it (no user_version, no 'post').
+            let conn = Connection::open(dir.path().join("spool.sqlite")).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE messages (id TEXT PRIMARY KEY, received_at INTEGER NOT NULL, signer TEXT NOT NULL,
+                   embargo_until INTEGER NOT NULL,
+                   embargo_state TEXT NOT NULL DEFAULT 'held' CHECK (embargo_state IN ('held', 'cancelled')),
+                   kind TEXT NOT NULL DEFAULT 'announcement' CHECK (kind IN ('announcement', 'refusal')),
+                   sealed BLOB NOT NULL);
+                 CREATE TABLE seen_signatures (digest TEXT PRIMARY KEY, message_id TEXT NOT NULL REFERENCES messages(id));
+                 CREATE TABLE deliveries (message_id TEXT NOT NULL REFERENCES messages(id), member TEXT NOT NULL,
+                   kind TEXT NOT NULL DEFAULT 'copy' CHECK (kind IN ('copy', 'release', 'receipt', 'lifted', 'reminder', 'refusal')),
+                   copy_id TEXT NOT NULL,
+                   state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'skipped', 'failed', 'cancelled')),
+                   attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL, last_error TEXT,
+                   PRIMARY KEY (message_id, member, kind));
+                 CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, event TEXT NOT NULL,
+                   message_id TEXT, member TEXT, detail TEXT NOT NULL);
+                 INSERT INTO messages (id, received_at, signer, embargo_until, sealed) VALUES ('old', 1, 'F', 2, x'00');
+                 INSERT INTO seen_signatures VALUES ('d-old', 'old');
+                 INSERT INTO deliveries (message_id, member, copy_id, state, next_attempt_at) VALUES ('old', 'a@x.org', 'c', 'pending', 1);",
+            )
+            .unwrap();
+        }
+        let spool = Spool::open(dir.path()).unwrap();
+        let version: i64 = spool
+            .lock()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let now = t("2026-11-20T12:00:00Z");
+        assert_eq!(
+            spool.due(now, 10).unwrap().len(),
+            1,
+            "the old delivery is kept"
+        );
+        assert_eq!(spool.sealed("old").unwrap(), vec![0u8]);
+        // The new kinds are accepted, and the replay cache still holds.
+        let post = |id: &'static str, digest: &'static str| {
+            let digests = [digest.to_owned()];
+            let to = ["a@x.org".to_owned()];
+            spool.accept_post(
+                &NewPost {
+                    id,
+                    signer: "M",
+                    sig_digests: &digests,
+                    sealed: b"p",
+                    recipients: &to,
+                    fetched: None,
+                    submission: None,
+                    join_from: None,
+                    event: "member-post",
+                    detail: "test",
+                },
+                now,
+            )
+        };
+        post("p1", "d-new").unwrap();
+        assert!(matches!(post("p2", "d-old"), Err(SpoolError::Replay(id)) if id == "old"));
+        assert_eq!(spool.due(now, 10).unwrap().len(), 2);
+        drop(spool);
+        // Opening again changes nothing.
+        assert_eq!(
+            Spool::open(dir.path()).unwrap().due(now, 10).unwrap().len(),
+            2
+        );
+    }
+}

@@ -217,3 +217,17 @@ impl Finished {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_reads_back_and_an_unknown_one_is_refused() {
+        for kind in Kind::ALL {
+            assert_eq!(kind.as_str().parse::<Kind>(), Ok(kind));
+        }
+        assert!("copy ".parse::<Kind>().is_err());
+        assert!("bounce".parse::<Kind>().is_err());
+    }
+}
