@@ -414,6 +414,48 @@ mod tests {
         );
     }
 
+    /// The literal-packet and all-packets limits hold too (an inline
+    /// message of two literal packets; one of 65 marker packets).
+    #[test]
+    fn literal_and_packet_counts_are_limited_too() {
+        use openpgp::packet::{Literal, Marker};
+        use openpgp::serialize::Marshal;
+        let p = policy();
+        let pst = key("PST <pst@example.org>");
+        let certs = std::slice::from_ref(&pst);
+        let armor = |packets: Vec<openpgp::Packet>| {
+            let mut bin = Vec::new();
+            for packet in packets {
+                packet.serialize(&mut bin).unwrap();
+            }
+            crate::armor::armor_message(&bin)
+        };
+        let literal = || {
+            let mut l = Literal::new(openpgp::types::DataFormat::Binary);
+            l.set_body(b"x".to_vec());
+            openpgp::Packet::from(l)
+        };
+        let two = verify_inline(
+            &p,
+            now(),
+            certs,
+            &armor(vec![literal(), literal()]),
+            1 << 20,
+        );
+        assert!(
+            matches!(&two, Err(SignatureProblem::TooMany(t)) if t.what == "literal data packets"),
+            "{two:?}"
+        );
+        let markers = (0..=PacketLimits::PACKETS)
+            .map(|_| openpgp::Packet::Marker(Marker::default()))
+            .collect();
+        let many = verify_inline(&p, now(), certs, &armor(markers), 1 << 20);
+        assert!(
+            matches!(&many, Err(SignatureProblem::TooMany(t)) if t.what == "packets"),
+            "{many:?}"
+        );
+    }
+
     /// The detached census parses as the detached verifier does: a
     /// cleartext-signature header in front does not hide the signatures
     /// from it, and nothing but signatures (no compressed data to inflate)
