@@ -31,7 +31,7 @@ use openpgp::serialize::stream::{
 };
 use openpgp::serialize::{Marshal, MarshalInto};
 use openpgp::types::{
-    CompressionAlgorithm, HashAlgorithm, KeyFlags, ReasonForRevocation, SignatureType,
+    CompressionAlgorithm, DataFormat, HashAlgorithm, KeyFlags, ReasonForRevocation, SignatureType,
 };
 use sequoia_openpgp as openpgp;
 
@@ -581,6 +581,63 @@ fn limit_cases() {
         "encrypted-to-the-list-key-40-times.eml",
         "expect: 554 more than 32 PKESK packets",
         &encrypted_mail(&sink),
+    );
+    // The signature part holds a compressed packet (a "bomb" of zeros)
+    // instead of signatures: counted as the verifier parses it, refused
+    // without inflating anything.
+    let mut zeros = Vec::new();
+    {
+        let message = Message::new(&mut zeros);
+        let message = Compressor::new(message)
+            .algo(CompressionAlgorithm::Zip)
+            .build()
+            .unwrap();
+        let mut w = LiteralWriter::new(message).build().unwrap();
+        w.write_all(&vec![0u8; 8 << 20]).unwrap();
+        w.finalize().unwrap();
+    }
+    let bomb = Packet::from_bytes(&zeros).unwrap();
+    let p = part("compressed signature part");
+    write(
+        "mail",
+        "signature-part-compressed-zeros.eml",
+        "expect: 550 signature",
+        &signed_mail(PST, &p, &armor_sig(&[bomb])),
+    );
+    // Inside the encryption, written as raw packets: two literal data
+    // packets; sixty-five marker packets.
+    let raw_inside = |packets: Vec<Packet>| {
+        let mut sink = Vec::new();
+        {
+            let message = Message::new(&mut sink);
+            let mut message = Encryptor::for_recipients(message, to_list())
+                .build()
+                .unwrap();
+            for packet in packets {
+                packet.serialize(&mut message).unwrap();
+            }
+            message.finalize().unwrap();
+        }
+        sink
+    };
+    let literal = || {
+        let mut l = Literal::new(DataFormat::Binary);
+        l.set_body(b"x".to_vec());
+        Packet::from(l)
+    };
+    write(
+        "mail",
+        "encrypted-two-literal-packets-inside.eml",
+        "expect: 554 more than 1 literal data packets",
+        &encrypted_mail(&raw_inside(vec![literal(), literal()])),
+    );
+    write(
+        "mail",
+        "encrypted-65-packets-inside.eml",
+        "expect: 554 more than 64 packets",
+        &encrypted_mail(&raw_inside(
+            (0..65).map(|_| Packet::Marker(Marker::default())).collect(),
+        )),
     );
 }
 
