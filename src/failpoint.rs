@@ -7,7 +7,9 @@
 //! N-th hit, e.g. mid-fan-out), `POINT:stall` (block that thread forever,
 //! as a hung disk would; for the watchdog test), `POINT:panic` (panic at
 //! every hit, as a bug there would) or `POINT:sleep=MS` (wait MS
-//! milliseconds at every hit, for a test to act in between).
+//! milliseconds at every hit, for a test to act in between). `POINT:fail`
+//! makes [`fails`] say yes there: the code then fails as it would on a real
+//! fault (a spool that reports corruption).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -49,4 +51,9 @@ pub fn hit(point: &str) {
         eprintln!("embargo-relay: failpoint {point}: aborting");
         std::process::abort();
     }
+}
+
+/// Whether `VAR` asks the code at `point` to fail (`POINT:fail`).
+pub fn fails(point: &str) -> bool {
+    std::env::var_os(VAR).is_some_and(|v| v.to_string_lossy() == format!("{point}:fail"))
 }

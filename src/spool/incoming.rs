@@ -80,6 +80,12 @@ impl Spool {
     /// Commits a verified announcement and its deliveries in one fsynced
     /// transaction; only after this returns may the sender be told 250.
     pub fn accept(&self, msg: &NewMessage<'_>, now: DateTime<Utc>) -> Result<(), SpoolError> {
+        if crate::failpoint::fails("spool-corrupt") {
+            return Err(self.db(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some("failpoint spool-corrupt".to_owned()),
+            )));
+        }
         let mut conn = self.lock();
         let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
         self.not_seen(&tx, msg.sig_digests)?;

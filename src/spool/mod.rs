@@ -300,6 +300,11 @@ impl Spool {
             .damaged
             .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
+            // Kept beside the spool, so that `submit` (which does not run
+            // the full check) refuses it too.
+            if let Some(dir) = self.path.parent() {
+                let _ = std::fs::write(dir.join(DAMAGED), format!("{why}\n"));
+            }
             tracing::error!(
                 spool = %self.path.display(),
                 problem = why,

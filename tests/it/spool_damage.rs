@@ -129,3 +129,33 @@ async fn a_damaged_or_emptied_spool_stops_the_list_until_the_operator_acts() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("list.state_dir"), "{text}");
 }
+
+/// Damage met while the daemon runs (here a spool write that reports
+/// corruption, by failpoint): that mail is answered 451, and so is every
+/// later one, nothing is taken on a spool that may be damaged; `submit`
+/// refuses it too (the verdict is kept beside the spool), so the MTA keeps
+/// the mail.
+#[tokio::test(flavor = "multi_thread")]
+async fn damage_met_while_running_stops_intake_everywhere() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let config = f.write_config(sink.addr());
+    let daemon = Daemon::start_with(
+        &config,
+        &f.path("daemon.log"),
+        &[(embargo_relay::failpoint::VAR, "spool-corrupt:fail")],
+    );
+    let first = f.gpg_signed(PST, "CVE-2026-61: first", &embargoed("first"));
+    let (code, _) = send(daemon.addr, PST, &first).await.unwrap_err();
+    assert_eq!(code, 451, "the sender keeps the mail");
+    let second = f.gpg_signed(PST, "CVE-2026-62: second", &embargoed("second"));
+    let (code, text) = send(daemon.addr, PST, &second).await.unwrap_err();
+    assert!(code == 451 && text.contains("damaged"), "{code} {text}");
+    daemon.wait_log("the spool is damaged");
+    let out = cli(
+        &["submit", "--config", config.to_str().unwrap()],
+        &f.gpg_signed(PST, "CVE-2026-63: third", &embargoed("third")),
+    );
+    assert_eq!(out.status.code(), Some(75), "{out:?}");
+    assert!(sink.captured().is_empty(), "nothing relayed");
+}
