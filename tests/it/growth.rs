@@ -196,3 +196,28 @@ async fn junk_and_duplicates_through_submit_are_counted_per_client() {
         "six in one /64 are within the eight"
     );
 }
+
+/// Join requests are limited per host too: ten an hour from one address,
+/// whatever the senders, then 450.
+#[tokio::test(flavor = "multi_thread")]
+async fn join_requests_are_limited_per_host() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let config = f.write_config(sink.addr());
+    let daemon = Daemon::start(&config, &f.path("daemon.log"));
+    for i in 0..11 {
+        let sender = format!("s{i}@many.example");
+        let request =
+            format!("From: <{sender}>\r\nTo: {REQUEST}\r\nSubject: join {i}\r\n\r\nPlease.\r\n");
+        let answer = send_to(daemon.addr, &sender, REQUEST, request.as_bytes()).await;
+        if i < 10 {
+            answer.expect("within the host's limit");
+        } else {
+            let (code, text) = answer.unwrap_err();
+            assert!(
+                code == 450 && text.contains("too many join requests"),
+                "{text}"
+            );
+        }
+    }
+}
