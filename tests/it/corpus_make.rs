@@ -631,6 +631,21 @@ fn limit_cases() {
         "expect: 554 more than 1 literal data packets",
         &encrypted_mail(&raw_inside(vec![literal(), literal()])),
     );
+    // Issue 14, point 2: a PST who forgot the field block. The refusal
+    // names the line and the problem; the text (a canary here) goes only
+    // into the encrypted refusal.
+    let forgot = compose::text_part(
+        Some("CVE-2026-0001: field block forgotten"),
+        &format!(
+            "QZ7CANARY-corpus: kubelet subPath traversal\nEmbargo-Until: {EMBARGO_UNTIL}\n\nEMBARGOED-PLAINTEXT forgot.\n"
+        ),
+    );
+    write(
+        "mail",
+        "announcement-field-block-forgotten.eml",
+        "expect: 554 line 1: unknown field",
+        &signed_mail(PST, &forgot, &sign("pst", &forgot)),
+    );
     write(
         "mail",
         "encrypted-65-packets-inside.eml",
