@@ -3,6 +3,20 @@
 
 use super::*;
 
+/// Moves an embargo's lift to `at`: the spool's time, and the pending
+/// release and lifted-notice deliveries with it.
+fn set_lift_time(tx: &Connection, id: &str, at: DateTime<Utc>) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE messages SET embargo_until = ?2 WHERE id = ?1",
+        params![id, to_millis(at)],
+    )?;
+    tx.execute(
+        "UPDATE deliveries SET next_attempt_at = ?2 WHERE message_id = ?1 AND state = 'pending' AND kind IN ('release', 'lifted')",
+        params![id, to_millis(at)],
+    )
+    .map(drop)
+}
+
 impl Spool {
     /// Every embargo, soonest first.
     pub fn embargoes(&self) -> Result<Vec<EmbargoInfo>, SpoolError> {
@@ -75,13 +89,7 @@ impl Spool {
             }
             let delta = to_millis(to) - to_millis(until);
             let db = |e| self.db(e);
-            tx.execute("UPDATE messages SET embargo_until = ?2 WHERE id = ?1", params![id, to_millis(to)])
-                .map_err(db)?;
-            tx.execute(
-                "UPDATE deliveries SET next_attempt_at = ?2 WHERE message_id = ?1 AND state = 'pending' AND kind IN ('release', 'lifted')",
-                params![id, to_millis(to)],
-            )
-            .map_err(db)?;
+            set_lift_time(tx, id, to).map_err(db)?;
             tx.execute(
                 "UPDATE deliveries SET next_attempt_at = next_attempt_at + ?2 WHERE message_id = ?1 AND state = 'pending' AND kind = 'reminder'",
                 params![id, delta],
@@ -101,13 +109,7 @@ impl Spool {
     ) -> Result<(), SpoolError> {
         self.change(id, (actor, origin), now, "released-now", |tx, until| {
             let db = |e| self.db(e);
-            tx.execute("UPDATE messages SET embargo_until = ?2 WHERE id = ?1", params![id, to_millis(now)])
-                .map_err(db)?;
-            tx.execute(
-                "UPDATE deliveries SET next_attempt_at = ?2 WHERE message_id = ?1 AND state = 'pending' AND kind IN ('release', 'lifted')",
-                params![id, to_millis(now)],
-            )
-            .map_err(db)?;
+            set_lift_time(tx, id, now).map_err(db)?;
             tx.execute(
                 "UPDATE deliveries SET state = 'cancelled' WHERE message_id = ?1 AND state = 'pending' AND kind = 'reminder'",
                 [id],
