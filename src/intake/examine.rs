@@ -29,11 +29,7 @@ pub fn examine(
     // What SMTP refuses in DATA is refused from a pipe or a mailbox too: a
     // bare CR can make the relayed entity parse differently from what a
     // text-mode signature covered.
-    if raw
-        .iter()
-        .enumerate()
-        .any(|(i, b)| *b == b'\r' && raw.get(i + 1) != Some(&b'\n'))
-    {
+    if memchr::memchr_iter(b'\r', raw).any(|i| raw.get(i + 1) != Some(&b'\n')) {
         return Err(Rejection::Malformed(
             "bare CR in the message; lines must end in CRLF",
         ));
