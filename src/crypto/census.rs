@@ -34,6 +34,49 @@ pub struct TooMany {
     pub limit: usize,
 }
 
+/// What the census read of the signatures it counted, before anything was
+/// hashed: enough to refuse a stranger's mail without hashing it, and to
+/// know whether a look a year ahead ([`with_lookahead`]) can change the
+/// verdict.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Seen {
+    signatures: usize,
+    /// Signatures that name issuers, none of them a key of a known
+    /// certificate.
+    strangers: usize,
+    /// A signature dated after now plus the tolerated skew (or undated).
+    pub(super) future: bool,
+}
+
+impl Seen {
+    fn note(&mut self, sig: &openpgp::packet::Signature, known: &[Cert], now: DateTime<Utc>) {
+        self.signatures += 1;
+        let issuers = sig.get_issuers();
+        let ours = |issuer: &KeyHandle| {
+            known
+                .iter()
+                .any(|c| c.keys().any(|k| k.key().key_handle().aliases(issuer)))
+        };
+        if !issuers.is_empty() && !issuers.iter().any(ours) {
+            self.strangers += 1;
+        }
+        let horizon = at(now + chrono::Duration::seconds(CLOCK_SKEW_S));
+        if sig.signature_creation_time().is_none_or(|t| t > horizon) {
+            self.future = true;
+        }
+    }
+
+    /// Every signature is a stranger's: the verifier would find no key for
+    /// any of them (`NotPst`), after hashing the whole message.
+    pub(super) fn only_strangers(&self) -> Result<(), SignatureProblem> {
+        if self.signatures > 0 && self.strangers == self.signatures {
+            Err(SignatureProblem::NotPst)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// Counts packets by kind against [`PacketLimits`].
 #[derive(Default)]
 pub(super) struct Census {
@@ -79,7 +122,11 @@ impl Census {
 /// signature (and marker) packets, none nested, at most
 /// [`PacketLimits::SIGNATURES`]. Anything else, or anything it cannot
 /// parse, is refused here, before any verifier sees it.
-pub(super) fn census_detached(sig: &[u8]) -> Result<(), SignatureProblem> {
+pub(super) fn census_detached(
+    sig: &[u8],
+    known: &[Cert],
+    now: DateTime<Utc>,
+) -> Result<Seen, SignatureProblem> {
     use openpgp::Packet;
     use openpgp::parse::{PacketParserBuilder, PacketParserResult};
     let mut ppr = PacketParserBuilder::from_bytes(sig)
@@ -89,12 +136,12 @@ pub(super) fn census_detached(sig: &[u8]) -> Result<(), SignatureProblem> {
                 .build()
         })
         .map_err(|_| SignatureProblem::Malformed)?;
-    let mut signatures = 0;
+    let mut seen = Seen::default();
     while let PacketParserResult::Some(pp) = ppr {
-        match pp.packet {
-            Packet::Signature(_) => {
-                signatures += 1;
-                if signatures > PacketLimits::SIGNATURES {
+        match &pp.packet {
+            Packet::Signature(sig) => {
+                seen.note(sig, known, now);
+                if seen.signatures > PacketLimits::SIGNATURES {
                     return Err(SignatureProblem::TooMany(TooMany {
                         what: "signatures",
                         limit: PacketLimits::SIGNATURES,
@@ -106,17 +153,22 @@ pub(super) fn census_detached(sig: &[u8]) -> Result<(), SignatureProblem> {
         }
         ppr = pp.next().map_err(|_| SignatureProblem::Malformed)?.1;
     }
-    if signatures == 0 {
+    if seen.signatures == 0 {
         return Err(SignatureProblem::Malformed);
     }
-    Ok(())
+    Ok(seen)
 }
 
 /// Counts the packets of a signed (or cleartext-signed) message, hashing
 /// nothing, parsed as the verifier parses it, and reads the bodies of all
 /// packets at most `limit` octets in all, so compressed data cannot make it
 /// inflate without end. What it cannot parse is refused.
-pub(super) fn census(bytes: &[u8], limit: usize) -> Result<(), SignatureProblem> {
+pub(super) fn census(
+    bytes: &[u8],
+    limit: usize,
+    known: &[Cert],
+    now: DateTime<Utc>,
+) -> Result<Seen, SignatureProblem> {
     use openpgp::parse::{PacketParserBuilder, PacketParserResult};
     // A cleartext-signed text: Sequoia parses every signature of its
     // signature block before the first packet comes out (it makes one
@@ -125,19 +177,23 @@ pub(super) fn census(bytes: &[u8], limit: usize) -> Result<(), SignatureProblem>
     if bytes.starts_with(b"-----BEGIN PGP SIGNED MESSAGE-----")
         && let Some(at) = memchr::memmem::find(bytes, SIGNATURE_BLOCK)
     {
-        census_detached(&bytes[at + 1..])?;
+        census_detached(&bytes[at + 1..], known, now)?;
     }
     let mut ppr = PacketParserBuilder::from_bytes(bytes)
         .and_then(|b| b.automatic_hashing(false).process_csf_message(true).build())
         .map_err(|_| SignatureProblem::Malformed)?;
     let mut census = Census::default();
+    let mut seen = Seen::default();
     let mut read = 0usize;
     while let PacketParserResult::Some(mut pp) = ppr {
         census
             .count(pp.packet.tag())
             .map_err(SignatureProblem::TooMany)?;
-        read +=
-            read_body(&mut pp, limit - read.min(limit)).map_err(|_| SignatureProblem::Malformed)?;
+        if let openpgp::Packet::Signature(sig) = &pp.packet {
+            seen.note(sig, known, now);
+        }
+        read += read_body(&mut pp, limit - read.min(limit), None)
+            .map_err(|_| SignatureProblem::Malformed)?;
         if read > limit {
             return Err(SignatureProblem::TooMany(TooMany {
                 what: "octets of (decompressed) OpenPGP data",
@@ -146,7 +202,7 @@ pub(super) fn census(bytes: &[u8], limit: usize) -> Result<(), SignatureProblem>
         }
         ppr = pp.recurse().map_err(|_| SignatureProblem::Malformed)?.1;
     }
-    Ok(())
+    Ok(seen)
 }
 
 /// Reads what is left of a packet's body (none for containers, which are
@@ -155,17 +211,46 @@ pub(super) fn census(bytes: &[u8], limit: usize) -> Result<(), SignatureProblem>
 pub(super) fn read_body(
     pp: &mut openpgp::parse::PacketParser<'_>,
     room: usize,
+    keep: Option<&mut Vec<u8>>,
 ) -> std::io::Result<usize> {
     use openpgp::Packet;
     if matches!(pp.packet, Packet::CompressedData(_) | Packet::SEIP(_)) {
         return Ok(0);
     }
-    std::io::copy(&mut pp.take(room as u64 + 1), &mut std::io::sink()).map(|n| n as usize)
+    let body = &mut pp.take(room as u64 + 1);
+    match keep {
+        Some(out) => body.read_to_end(out),
+        None => std::io::copy(body, &mut std::io::sink()).map(|n| n as usize),
+    }
 }
 
 /// The session key a census pass found, for the real pass to reuse (no
 /// second public-key operation).
 pub(super) type FoundKey = (Option<SymmetricAlgorithm>, SessionKey);
+
+/// What the census of an encrypted mail found.
+pub(super) struct Opened {
+    /// The session key, if the list key could decrypt it.
+    pub(super) key: Option<FoundKey>,
+    pub(super) seen: Seen,
+    /// What a well-formed message, decrypted and its integrity check held,
+    /// holds, so that it is never decrypted twice.
+    pub(super) inside: Option<Inside>,
+}
+
+/// The decrypted content of an encrypted mail.
+pub(super) enum Inside {
+    /// No signature inside: the literal data (a signed MIME entity, then).
+    Unsigned(Secret),
+    /// A signed message: its one-pass signature, literal data and
+    /// signature packets, serialized again without the encryption (and
+    /// compression) around them, for a verifier to check.
+    Signed(Secret),
+    /// A signature inside names intended recipients, none of them the list
+    /// (a PST mail to someone else, re-encrypted to the list): Sequoia's
+    /// decryptor would call that signature bad.
+    NotForList,
+}
 
 /// Counts the packets of a mail encrypted to the list key, inside the
 /// encryption too, hashing nothing: PKESKs (at most
@@ -179,22 +264,40 @@ pub(super) fn census_encrypted(
     p: &dyn Policy,
     ciphertext: &[u8],
     limit: usize,
-) -> Result<Option<FoundKey>, OpenProblem> {
+    known: &[Cert],
+    now: DateTime<Utc>,
+) -> Result<Opened, OpenProblem> {
     use openpgp::packet::Packet;
     use openpgp::parse::{PacketParserBuilder, PacketParserResult};
+    let undecided = |seen| {
+        Ok(Opened {
+            key: None,
+            seen,
+            inside: None,
+        })
+    };
+    let mut seen = Seen::default();
     let Ok(builder) = PacketParserBuilder::from_bytes(ciphertext) else {
-        return Ok(None);
+        return undecided(seen);
     };
     let Ok(mut ppr) = builder.automatic_hashing(false).build() else {
-        return Ok(None);
+        return undecided(seen);
     };
+    let mut literal: Option<Vec<u8>> = None;
+    let mut inner: Vec<Packet> = Vec::new();
+    let mut not_for_list = false;
+    let list_fingerprint = list.cert().fingerprint();
     let mut census = Census::default();
     let mut excess: Option<TooMany> = None;
     let mut pkesks: Vec<PKESK> = Vec::new();
     let mut found: Option<FoundKey> = None;
     let mut literal_bytes = 0usize;
     let mut keypairs = list.decryption_keypairs(p);
-    while let PacketParserResult::Some(mut pp) = ppr {
+    let well_formed = loop {
+        let mut pp = match ppr {
+            PacketParserResult::Some(pp) => pp,
+            PacketParserResult::EOF(eof) => break eof.is_message().is_ok(),
+        };
         if let Err(too_many) = census.count(pp.packet.tag()) {
             // Stop at once where no integrity check can follow (outside
             // the encryption): those packets are the sender's own.
@@ -227,13 +330,17 @@ pub(super) fn census_encrypted(
                     }
                 }
                 if found.is_none() {
-                    return Ok(None);
+                    return undecided(seen);
                 }
             }
             _ => {
                 // Every body read here, at most `limit` octets in all: no
                 // compressed packet inflates past it.
-                let read = read_body(&mut pp, limit - literal_bytes.min(limit))
+                // The literal data is kept (at most `limit` octets, as
+                // the real pass would), for nothing to be decrypted twice.
+                let keep = (pp.packet.tag() == openpgp::packet::Tag::Literal)
+                    .then(|| literal.insert(Vec::new()));
+                let read = read_body(&mut pp, limit - literal_bytes.min(limit), keep)
                     .map_err(|_| OpenProblem::Failed)?;
                 literal_bytes += read;
                 if literal_bytes > limit {
@@ -247,7 +354,7 @@ pub(super) fn census_encrypted(
         let (packet, next) = match pp.recurse() {
             Ok(step) => step,
             Err(_) if found.is_some() => return Err(OpenProblem::Failed),
-            Err(_) => return Ok(None),
+            Err(_) => return undecided(seen),
         };
         // The MDC variant is deprecated because the parser checks it
         // itself for its stream users; this census reads it by hand.
@@ -255,12 +362,48 @@ pub(super) fn census_encrypted(
         match packet {
             Packet::PKESK(pkesk) => pkesks.push(pkesk),
             Packet::MDC(mdc) if !mdc.valid() => return Err(OpenProblem::Failed),
+            Packet::Signature(sig) => {
+                seen.note(&sig, known, now);
+                let named: Vec<&Fingerprint> = sig.intended_recipients().collect();
+                if !named.is_empty() && !named.contains(&&list_fingerprint) {
+                    not_for_list = true;
+                }
+                drop(named);
+                inner.push(sig.into());
+            }
+            Packet::OnePassSig(ops) => inner.push(ops.into()),
+            Packet::Literal(mut l) => {
+                l.set_body(literal.take().unwrap_or_default());
+                inner.push(l.into());
+            }
             _ => {}
         }
         ppr = next;
+    };
+    if let Some(too_many) = excess {
+        return Err(OpenProblem::Signature(SignatureProblem::TooMany(too_many)));
     }
-    match excess {
-        Some(too_many) => Err(OpenProblem::Signature(SignatureProblem::TooMany(too_many))),
-        None => Ok(found),
-    }
+    let inside = (found.is_some() && well_formed).then(|| {
+        if not_for_list {
+            return Some(Inside::NotForList);
+        }
+        if census.signatures == 0 && census.one_pass == 0 {
+            return match inner.pop() {
+                Some(Packet::Literal(mut l)) if inner.is_empty() => {
+                    Some(Inside::Unsigned(Secret::new(l.set_body(Vec::new()))))
+                }
+                _ => None,
+            };
+        }
+        let mut signed = Vec::new();
+        for packet in &inner {
+            openpgp::serialize::Marshal::serialize(packet, &mut signed).ok()?;
+        }
+        Some(Inside::Signed(Secret::new(signed)))
+    });
+    Ok(Opened {
+        key: found,
+        seen,
+        inside: inside.flatten(),
+    })
 }

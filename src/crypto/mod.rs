@@ -401,7 +401,7 @@ mod tests {
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
         assert!(matches!(
-            census_encrypted(&list, &p, &tampered, 1 << 20),
+            census_encrypted(&list, &p, &tampered, 1 << 20, certs, now()),
             Err(OpenProblem::Failed)
         ));
         let opened = open_announcement(&list, &p, now(), certs, &sealed(2), 1 << 20).unwrap();
@@ -412,6 +412,264 @@ mod tests {
             "{:?}",
             over.err()
         );
+    }
+
+    /// An encrypted mail is decrypted once: what it holds is judged from
+    /// what the census kept. That judgement must be the one the full
+    /// decrypting verifier (with its look a year ahead) gives, on every
+    /// kind of content and length: compared here, verdict for verdict.
+    #[test]
+    fn what_the_census_keeps_is_judged_as_the_full_decryption_would() {
+        use openpgp::serialize::stream::Compressor;
+        let p = policy();
+        let list = ListKey::from_cert(key("L <l@example.org>")).unwrap();
+        let list_cert = list.cert();
+        let pst = key("P <p@example.org>");
+        let co = key("Q <q@example.org>");
+        let stranger = key("S <s@example.org>");
+        let other_list = key("O <o@example.org>");
+        let certs = &[
+            pst.clone().strip_secret_key_material(),
+            co.clone().strip_secret_key_material(),
+        ];
+        let recipients = || -> Vec<Recipient> {
+            list_cert
+                .keys()
+                .with_policy(&p, None)
+                .for_transport_encryption()
+                .map(Into::into)
+                .collect()
+        };
+        // How the content is made: signers (and when), intended
+        // recipients, compression; or raw packets put inside as they are.
+        #[derive(Clone, Copy, Debug)]
+        enum Make {
+            Signed(&'static [usize], i64, bool),
+            Named(usize),
+            Unsigned(bool),
+            BadSignature,
+        }
+        let signers = [&pst, &co, &stranger];
+        let seal = |make: Make, body: &[u8]| -> Vec<u8> {
+            let mut out = Vec::new();
+            let message = Message::new(&mut out);
+            let message = Encryptor::for_recipients(message, recipients())
+                .build()
+                .unwrap();
+            match make {
+                Make::Signed(who, ahead_days, compressed) => {
+                    let message = if compressed {
+                        Compressor::new(message).build().unwrap()
+                    } else {
+                        message
+                    };
+                    let mut s = Signer::new(message, signing_pair(signers[who[0]])).unwrap();
+                    for w in &who[1..] {
+                        s = s.add_signer(signing_pair(signers[*w])).unwrap();
+                    }
+                    let when = now() + chrono::Duration::days(ahead_days);
+                    let message = s.creation_time(at(when)).build().unwrap();
+                    let mut w = LiteralWriter::new(message).build().unwrap();
+                    w.write_all(body).unwrap();
+                    w.finalize().unwrap();
+                }
+                Make::Named(whom) => {
+                    let named = [&list_cert, &other_list][whom];
+                    let message = Signer::new(message, signing_pair(&pst))
+                        .unwrap()
+                        .add_intended_recipient(named)
+                        .creation_time(at(now()))
+                        .build()
+                        .unwrap();
+                    let mut w = LiteralWriter::new(message).build().unwrap();
+                    w.write_all(body).unwrap();
+                    w.finalize().unwrap();
+                }
+                Make::Unsigned(compressed) => {
+                    let message = if compressed {
+                        Compressor::new(message).build().unwrap()
+                    } else {
+                        message
+                    };
+                    let mut w = LiteralWriter::new(message).build().unwrap();
+                    w.write_all(body).unwrap();
+                    w.finalize().unwrap();
+                }
+                Make::BadSignature => {
+                    // A PST-signed message whose signature is swapped for
+                    // one over other bytes, written inside as it is.
+                    let mut signed = Vec::new();
+                    let m = Message::new(&mut signed);
+                    let m = Signer::new(m, signing_pair(&pst))
+                        .unwrap()
+                        .creation_time(at(now()))
+                        .build()
+                        .unwrap();
+                    let mut w = LiteralWriter::new(m).build().unwrap();
+                    w.write_all(body).unwrap();
+                    w.finalize().unwrap();
+                    let mut packets: Vec<openpgp::Packet> =
+                        openpgp::PacketPile::from_bytes(&signed)
+                            .unwrap()
+                            .into_children()
+                            .collect();
+                    let bad = openpgp::packet::signature::SignatureBuilder::new(
+                        openpgp::types::SignatureType::Binary,
+                    )
+                    .set_signature_creation_time(at(now()))
+                    .unwrap()
+                    .sign_message(&mut signing_pair(&pst), b"other bytes")
+                    .unwrap();
+                    let last = packets.len() - 1;
+                    packets[last] = bad.into();
+                    let mut message = message;
+                    for packet in &packets {
+                        openpgp::serialize::Marshal::serialize(packet, &mut message).unwrap();
+                    }
+                    message.finalize().unwrap();
+                    return out;
+                }
+            }
+            out
+        };
+        // The reference: the decrypting verifier over the ciphertext,
+        // as before the census kept anything.
+        let reference = |ciphertext: &[u8]| {
+            let mut other = None;
+            let opened = with_lookahead(now(), true, |reference| {
+                match open_at(
+                    &list,
+                    &p,
+                    now(),
+                    reference,
+                    certs,
+                    ciphertext,
+                    1 << 20,
+                    None,
+                ) {
+                    Ok(opened) => Ok(opened),
+                    Err(OpenProblem::Signature(problem)) => Err(problem),
+                    Err(problem) => {
+                        other = Some(problem);
+                        Err(SignatureProblem::Malformed)
+                    }
+                }
+            });
+            match (opened, other) {
+                (_, Some(problem)) => Err(problem),
+                (Ok(opened), None) => Ok(opened),
+                (Err(problem), None) => Err(OpenProblem::Signature(problem)),
+            }
+        };
+        let verdict = |r: Result<OpenedAnnouncement, OpenProblem>| {
+            r.map(|o| {
+                (
+                    o.plaintext.expose().to_vec(),
+                    o.signer
+                        .map(|s| (s.signers, s.oldest, s.newest, s.signature_digests)),
+                )
+            })
+        };
+        let makes = [
+            Make::Signed(&[0], 0, false),
+            Make::Signed(&[0], 0, true),
+            Make::Signed(&[0, 1], 0, false),
+            Make::Signed(&[2], 0, false),
+            Make::Signed(&[0, 2], 0, true),
+            Make::Signed(&[2, 0], 0, false),
+            Make::Signed(&[0], 30, false),
+            Make::Named(0),
+            Make::Named(1),
+            Make::Unsigned(false),
+            Make::Unsigned(true),
+            Make::BadSignature,
+        ];
+        let mut kinds = std::collections::BTreeSet::new();
+        for len in [0usize, 1, 2, 3, 100, 8191, 8192, 70_001] {
+            let body: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+            for make in makes {
+                let ciphertext = seal(make, &body);
+                let ours = verdict(open_announcement(
+                    &list,
+                    &p,
+                    now(),
+                    certs,
+                    &ciphertext,
+                    1 << 20,
+                ));
+                let theirs = verdict(reference(&ciphertext));
+                assert_eq!(ours, theirs, "{make:?}, {len} octets");
+                // Judged from what the census kept, not decrypted again.
+                let census =
+                    census_encrypted(&list, &p, &ciphertext, 1 << 20, certs, now()).unwrap();
+                assert!(census.inside.is_some(), "{make:?}, {len} octets");
+                kinds.insert(match &ours {
+                    Ok((_, Some(_))) => "signed".to_owned(),
+                    Ok((_, None)) => "unsigned".to_owned(),
+                    Err(e) => e.to_string(),
+                });
+            }
+        }
+        // The samples reach every verdict they are meant to.
+        for expected in [
+            "signed",
+            "unsigned",
+            "signature not from a PST key",
+            "signature does not verify",
+        ] {
+            assert!(kinds.contains(expected), "{expected}: {kinds:?}");
+        }
+    }
+
+    /// A second try a year ahead hashes everything again: made only when a
+    /// signature is dated ahead; a stranger's mail is refused unhashed.
+    #[test]
+    fn the_census_spares_the_hashing_it_can() {
+        let p = policy();
+        let pst = key("P <p@example.org>");
+        let stranger = key("S <s@example.org>");
+        let certs = &[pst.clone().strip_secret_key_material()];
+        for future in [false, true] {
+            let mut tries = 0;
+            let r: Result<(), _> = with_lookahead(now(), future, |_| {
+                tries += 1;
+                Err(SignatureProblem::Bad)
+            });
+            assert_eq!(r, Err(SignatureProblem::Bad));
+            assert_eq!(tries, if future { 2 } else { 1 });
+        }
+        let data = b"data\r\n";
+        let sig = |who: &Cert, ahead: i64| {
+            let mut out = Vec::new();
+            let m = Message::new(&mut out);
+            let mut s = Signer::new(m, signing_pair(who))
+                .unwrap()
+                .creation_time(at(now() + chrono::Duration::seconds(ahead)))
+                .detached()
+                .build()
+                .unwrap();
+            s.write_all(data).unwrap();
+            s.finalize().unwrap();
+            out
+        };
+        let seen = |s: &[u8]| census_detached(s, certs, now()).unwrap();
+        assert!(seen(&sig(&pst, 0)).only_strangers().is_ok());
+        assert!(!seen(&sig(&pst, 0)).future);
+        assert!(!seen(&sig(&pst, CLOCK_SKEW_S)).future);
+        assert!(seen(&sig(&pst, CLOCK_SKEW_S + 1)).future);
+        assert_eq!(
+            seen(&sig(&stranger, 0)).only_strangers(),
+            Err(SignatureProblem::NotPst)
+        );
+        // A stranger's beside the PST's is left to the verifier.
+        let both = [sig(&stranger, 0), sig(&pst, 0)].concat();
+        assert!(seen(&both).only_strangers().is_ok());
+        assert_eq!(
+            verify_detached(&p, now(), certs, data, &sig(&stranger, 0)).err(),
+            Some(SignatureProblem::NotPst)
+        );
+        assert!(verify_detached(&p, now(), certs, data, &both).is_err());
+        assert!(verify_detached(&p, now(), certs, data, &sig(&pst, 0)).is_ok());
     }
 
     /// The literal-packet and all-packets limits hold too (an inline

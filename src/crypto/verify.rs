@@ -68,8 +68,9 @@ pub fn verify_detached(
     data: &[u8],
     sig: &[u8],
 ) -> Result<VerifiedSigner, SignatureProblem> {
-    census_detached(sig)?;
-    with_lookahead(now, |reference| {
+    let seen = census_detached(sig, pst, now)?;
+    seen.only_strangers()?;
+    with_lookahead(now, seen.future, |reference| {
         verify_detached_at(p, now, reference, pst, data, sig)
     })
 }
@@ -78,13 +79,17 @@ pub fn verify_detached(
 /// signature's own expiry is honoured. Only if that fails is it tried again
 /// a year ahead: a PST signature from a clock far in the future then
 /// verifies, and the caller tells the PST (it refuses anything newer than
-/// `CLOCK_SKEW_S`) rather than calling the signature bad.
+/// `CLOCK_SKEW_S`) rather than calling the signature bad. The second try
+/// (hashing the whole message again) is made only when the census saw a
+/// signature dated ahead (`future`): for any other, it cannot change the
+/// verdict.
 pub(super) fn with_lookahead<T>(
     now: DateTime<Utc>,
+    future: bool,
     mut attempt: impl FnMut(DateTime<Utc>) -> Result<T, SignatureProblem>,
 ) -> Result<T, SignatureProblem> {
     match attempt(now + chrono::Duration::seconds(CLOCK_SKEW_S)) {
-        Err(SignatureProblem::Bad) => {
+        Err(SignatureProblem::Bad) if future => {
             attempt(now + chrono::Duration::days(LOOKAHEAD_DAYS)).map_err(|_| SignatureProblem::Bad)
         }
         other => other,
@@ -130,8 +135,23 @@ pub fn verify_inline(
     body: &[u8],
     limit: usize,
 ) -> Result<(VerifiedSigner, Secret), SignatureProblem> {
-    census(body, limit)?;
-    with_lookahead(now, |reference| {
+    let seen = census(body, limit, certs, now)?;
+    seen.only_strangers()?;
+    verify_message(p, now, certs, body, limit, seen.future)
+}
+
+/// Verifies a signed OpenPGP message (or cleartext-signed text) already
+/// counted by a census, and returns its literal data, at most `limit`
+/// octets.
+pub(super) fn verify_message(
+    p: &dyn Policy,
+    now: DateTime<Utc>,
+    certs: &[Cert],
+    body: &[u8],
+    limit: usize,
+    future: bool,
+) -> Result<(VerifiedSigner, Secret), SignatureProblem> {
+    with_lookahead(now, future, |reference| {
         let outcome = RefCell::new(None);
         let helper = Watched {
             verifier: PstVerifier {
@@ -232,15 +252,47 @@ pub fn open_announcement(
     // The census first: it stops at the packet limits, so the scan for
     // unprotected data below reads a bounded number of packets.
     // Sequoia 2.4.2 can panic on malformed ciphertext (see `open_at`).
-    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        census_encrypted(list, p, ciphertext, limit)
+    // The armor is decoded once, here, not by each of the three passes
+    // below (`crate::armor::dearmor_message` says why).
+    let binary = crate::armor::dearmor_message(ciphertext);
+    let ciphertext = binary.as_deref().unwrap_or(ciphertext);
+    let census = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        census_encrypted(list, p, ciphertext, limit, pst, now)
     }))
     .map_err(|_| OpenProblem::Failed)??;
     if holds_unprotected_data(ciphertext) {
         return Err(OpenProblem::Unprotected);
     }
+    let (found, seen) = (census.key, census.seen);
+    // Decrypted to its integrity check, which held: a stranger's mail is
+    // refused now, and what it holds is checked from what the census kept,
+    // not decrypted again (twice the cost, with the lookahead three times).
+    if found.is_some() {
+        seen.only_strangers().map_err(OpenProblem::Signature)?;
+        match census.inside {
+            Some(Inside::Unsigned(plaintext)) => {
+                return Ok(OpenedAnnouncement {
+                    plaintext,
+                    signer: None,
+                });
+            }
+            Some(Inside::Signed(message)) => {
+                let (signer, plaintext) =
+                    verify_message(p, now, pst, message.expose(), limit, seen.future)
+                        .map_err(OpenProblem::Signature)?;
+                return Ok(OpenedAnnouncement {
+                    plaintext,
+                    signer: Some(signer),
+                });
+            }
+            Some(Inside::NotForList) => {
+                return Err(OpenProblem::Signature(SignatureProblem::Bad));
+            }
+            None => {}
+        }
+    }
     let mut other = None;
-    let opened = with_lookahead(now, |reference| {
+    let opened = with_lookahead(now, seen.future, |reference| {
         match open_at(
             list,
             p,
