@@ -481,7 +481,7 @@ impl Validator<'_> {
                 format!("`{listen}` is not an IP:port address such as 127.0.0.1:2525"),
             )
         })?;
-        let max_message_size = parse_size(raw.max_message_size.as_deref().unwrap_or("25MiB"))
+        let max_message_size = parse_size(raw.max_message_size.as_deref().unwrap_or("10MiB"))
             .map_err(|p| self.err("inbound.smtp.max_message_size", p))?;
         let max_data_in_flight = match raw.max_data_in_flight.as_deref() {
             None => max_message_size.saturating_mul(4),

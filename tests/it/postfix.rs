@@ -303,7 +303,7 @@ async fn behind_postfix_as_deployed_members_get_copies_and_refusals_bounce_one_l
         &f.path("example.toml"),
     )
     .map(|c| c.smtp.max_message_size)
-    .unwrap_or(25 << 20);
+    .unwrap_or(10 << 20);
     let limit: usize = postfix.postconf("message_size_limit").parse().unwrap();
     assert!(
         limit as f64 >= 1.4 * default_max as f64,
