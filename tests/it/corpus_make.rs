@@ -646,6 +646,21 @@ fn limit_cases() {
         "expect: 554 line 1: unknown field",
         &signed_mail(PST, &forgot, &sign("pst", &forgot)),
     );
+    // Issue 14, point 7: one public list named twice, in two cases. It
+    // broke the spool's primary key and answered 451 forever; now it is
+    // one release of an accepted announcement.
+    let twice = compose::text_part(
+        Some("CVE-2026-0002: public list named twice"),
+        &format!(
+            "Embargo-Until: {EMBARGO_UNTIL}\nPublic-To: oss@lists.example, OSS@Lists.Example\n\nEMBARGOED-PLAINTEXT twice.\n"
+        ),
+    );
+    write(
+        "mail",
+        "announcement-public-to-named-twice.eml",
+        "expect: 250",
+        &signed_mail(PST, &twice, &sign("pst", &twice)),
+    );
     write(
         "mail",
         "encrypted-65-packets-inside.eml",

@@ -396,6 +396,76 @@ async fn imap_poller_relays_from_a_real_dovecot_and_survives_crashes() {
     drop(crashing);
 }
 
+/// A PST command and a refused PST mail, each fetched again after a crash
+/// between its commit and its removal from the mailbox: neither is taken
+/// twice (one extension, one refusal notice) and neither raises the replay
+/// alarm.
+#[tokio::test(flavor = "multi_thread")]
+async fn imap_refetched_command_and_refusal_are_taken_once() {
+    let Some(dovecot) = Dovecot::start() else {
+        return;
+    };
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let config = f.write_config(sink.addr());
+    with_imap(&config, &dovecot, "1h");
+    let log = f.path("daemon.log");
+    let daemon = Daemon::start(&config, &log);
+    wait_poller(&daemon).await;
+    let first = send(
+        daemon.addr,
+        PST,
+        &f.gpg_signed(PST, "CVE-2026-53: held", &embargoed("held")),
+    )
+    .await
+    .unwrap();
+    let id = first.rsplit(' ').next().unwrap().to_owned();
+    drop(daemon);
+    let later = (now() + chrono::Duration::days(4)).format("%Y-%m-%dT%H:%M:%SZ");
+    let extend = f.gpg_signed(PST, "extend", &format!("Embargo-Extend: {id} {later}\n"));
+    let refused = f.gpg_signed(
+        PST,
+        "refused",
+        "Embargo-Until: 2020-01-01T00:00:00Z\n\nlate\n",
+    );
+    dovecot.append(&extend).await;
+    dovecot.append(&refused).await;
+    // The command is committed, then the daemon dies before removing it.
+    let crash = |point: &str| {
+        let mut crashing = Daemon::start_with(&config, &log, &[("EMBARGO_RELAY_FAILPOINT", point)]);
+        assert!(crashing.wait_exit(), "the failpoint stopped the daemon");
+    };
+    crash("imap-before-delete");
+    assert_eq!(dovecot.count().await, 2, "committed, but not yet removed");
+    // Fetched again (and removed), then the refusal: committed, and the
+    // daemon dies before removing it.
+    crash("imap-before-delete@2");
+    assert_eq!(dovecot.count().await, 1, "the refusal is still there");
+    // Fetched again, and removed.
+    let _restarted = Daemon::start(&config, &log);
+    dovecot.wait_empty().await;
+    f.wait_until_no_pending().await;
+
+    let audit = f.audit();
+    let extended: Vec<_> = audit.iter().filter(|r| r.event == "extended").collect();
+    assert_eq!(extended.len(), 1, "extended once: {audit:#?}");
+    let rejected = audit.iter().filter(|r| r.event == "rejected").count();
+    assert_eq!(rejected, 1, "refused once: {audit:#?}");
+    let texts = refusal_texts(&f, &sink.captured());
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|t| t.contains("The list refused your mail"))
+            .count(),
+        1,
+        "one refusal notice: {texts:?}"
+    );
+    assert!(
+        !texts.iter().any(|t| t.contains("rejected as a replay")),
+        "no replay alarm: {texts:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn imap_mail_that_fails_the_checks_is_rejected_and_removed() {
     let Some(dovecot) = Dovecot::start() else {

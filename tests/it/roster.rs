@@ -78,12 +78,20 @@ async fn roster_add_and_remove_by_signed_pst_command() {
     );
 
     // Added: the receipt, the file, and the next announcement reaches them.
-    let reply = send(daemon.addr, PST, &command(&f, &add, Some(&public)))
+    let add_mail = command(&f, &add, Some(&public));
+    let reply = send(daemon.addr, PST, &add_mail)
         .await
         .expect("Roster-Add applied");
     assert!(reply.contains("roster updated"), "{reply}");
+    // The same mail again (an MTA that lost our answer): the same answer,
+    // applied once, one receipt.
+    let again = send(daemon.addr, PST, &add_mail)
+        .await
+        .expect("the same roster command again is answered as accepted");
+    assert_eq!(again, reply, "the same answer");
     let file = std::fs::read_to_string(f.path("roster.toml")).unwrap();
     assert!(file.contains(NEW) && file.contains("New Distro"), "{file}");
+    assert_eq!(file.matches(NEW).count(), 1, "{file}");
     assert!(f.path(&format!("keys/{fpr}.asc")).exists());
     let said = |g: &[Captured]| {
         refusal_texts(&f, g)
@@ -92,6 +100,12 @@ async fn roster_add_and_remove_by_signed_pst_command() {
     };
     let got = sink.wait_until(PATIENCE, said).await;
     assert!(said(&got), "signed, encrypted receipt to the PST");
+    let receipts_of_add = |g: &[Captured]| {
+        refusal_texts(&f, g)
+            .iter()
+            .filter(|t| t.contains(&format!("Added {NEW} (New Distro)")))
+            .count()
+    };
     let first = f.gpg_signed(PST, "CVE-2026-70: after add", &embargoed("welcome"));
     send(daemon.addr, PST, &first).await.expect("accepted");
     let n = f.usable_members().count();
@@ -121,6 +135,18 @@ async fn roster_add_and_remove_by_signed_pst_command() {
             .unwrap()
             .contains(NEW)
     );
+    // The old add mail once more, after the removal: still only a resend,
+    // never applied a second time.
+    let again = send(daemon.addr, PST, &add_mail)
+        .await
+        .expect("answered as accepted");
+    assert!(again.contains("roster updated (roster-add)"), "{again}");
+    assert!(
+        !std::fs::read_to_string(f.path("roster.toml"))
+            .unwrap()
+            .contains(NEW),
+        "a resent add does not add the removed member back"
+    );
     // A config-file member cannot be removed by mail.
     let (code, text) = send(
         daemon.addr,
@@ -136,6 +162,11 @@ async fn roster_add_and_remove_by_signed_pst_command() {
     f.wait_until_no_pending().await;
     assert_eq!(copies(&got).len(), 2 * n + 1);
     assert_eq!(copies_to(&sink.captured(), NEW), 1, "nothing after removal");
+    assert_eq!(
+        receipts_of_add(&sink.captured()),
+        1,
+        "one receipt for the add"
+    );
     let audit = f.audit();
     for event in ["roster-add", "roster-remove"] {
         assert!(audit.iter().any(|r| r.event == event), "{event} audited");
