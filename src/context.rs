@@ -213,11 +213,13 @@ impl Relay {
 }
 
 /// How the fan-out's main loop shows it is alive: the time it started its
-/// current round of work, or zero while it waits for work.
+/// current round of work, or zero while it waits for work; and, while it
+/// sleeps with nothing in flight, when it will next wake.
 #[derive(Debug)]
 pub struct Health {
     started: Instant,
     busy_since_ms: AtomicU64,
+    settled_until: std::sync::Mutex<Option<DateTime<Utc>>>,
 }
 
 impl Default for Health {
@@ -225,6 +227,7 @@ impl Default for Health {
         Health {
             started: Instant::now(),
             busy_since_ms: AtomicU64::new(0),
+            settled_until: std::sync::Mutex::new(None),
         }
     }
 }
@@ -234,11 +237,37 @@ impl Health {
     pub fn busy(&self) {
         let ms = self.started.elapsed().as_millis().max(1) as u64;
         self.busy_since_ms.store(ms, Ordering::SeqCst);
+        self.settle(None);
     }
 
-    /// The loop waits for work.
+    /// The loop waits, but not settled (paused, or deliveries in flight).
     pub fn idle(&self) {
         self.busy_since_ms.store(0, Ordering::SeqCst);
+        self.settle(None);
+    }
+
+    /// The loop sleeps until `wake`: everything due before it is done
+    /// when `nothing_in_flight`.
+    pub fn asleep_until(&self, wake: DateTime<Utc>, nothing_in_flight: bool) {
+        self.busy_since_ms.store(0, Ordering::SeqCst);
+        self.settle(nothing_in_flight.then_some(wake));
+    }
+
+    fn settle(&self, until: Option<DateTime<Utc>>) {
+        *self
+            .settled_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = until;
+    }
+
+    /// Whether the fan-out has done all there is to do at the clock time
+    /// `at`: it sleeps, nothing in flight, until after `at`. What tests
+    /// wait on before they check that nothing was sent.
+    pub fn settled_past(&self, at: DateTime<Utc>) -> bool {
+        self.settled_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|wake| wake > at)
     }
 
     /// How long the current round has been running (zero while idle).

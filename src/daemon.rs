@@ -65,10 +65,29 @@ fn keep_leap_base(relay: &Relay) -> anyhow::Result<()> {
 
 /// Opens the spool, binds the listener and starts the tasks.
 pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running> {
+    start_on(config, clock, None).await
+}
+
+/// [`start`], on a listening socket the service manager passed
+/// (`inherited`, systemd's `LISTEN_FDS` protocol) instead of binding
+/// `inbound.smtp.listen`.
+pub async fn start_on(
+    config: Config,
+    clock: SharedClock,
+    inherited: Option<std::net::TcpListener>,
+) -> anyhow::Result<Running> {
     warn_about_roster(&config, &clock);
-    let listener = TcpListener::bind(config.smtp.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.smtp.listen))?;
+    let passed = inherited.is_some();
+    let listener = match inherited {
+        Some(socket) => {
+            socket.set_nonblocking(true)?;
+            TcpListener::from_std(socket)
+                .context("cannot use the listening socket the service manager passed")?
+        }
+        None => TcpListener::bind(config.smtp.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.smtp.listen))?,
+    };
     let smtp_addr = listener.local_addr()?;
     let settings = Arc::new(SmtpSettings {
         hostname: config.hostname.clone(),
@@ -160,7 +179,7 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running
         "fan-out",
         tokio::spawn(fanout),
     );
-    tracing::info!(addr = %smtp_addr, list = %relay.config().list_address, members = relay.directory().roster.members().len(), "SMTP listener ready");
+    tracing::info!(addr = %smtp_addr, passed, list = %relay.config().list_address, members = relay.directory().roster.members().len(), "SMTP listener ready");
     Ok(Running {
         smtp_addr,
         relay,
@@ -236,10 +255,14 @@ fn supervise(
 /// SIGHUP reloads the configuration file (a file that does not load is
 /// refused with the reason, and the configuration in force stays). Tells
 /// the service manager READY once the spool is open and the listener bound.
-pub async fn run_until_signal(config_path: &Path, clock: SharedClock) -> anyhow::Result<()> {
+pub async fn run_until_signal(
+    config_path: &Path,
+    clock: SharedClock,
+    inherited: Option<std::net::TcpListener>,
+) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let mut signals = Signals::new()?;
-    let running = start(config, clock).await?;
+    let running = start_on(config, clock, inherited).await?;
     crate::service::notify(&[NotifyState::Ready, NotifyState::Status("relaying")]);
     let stopped = running.shutdown.clone();
     loop {

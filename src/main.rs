@@ -144,9 +144,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     tracing::warn!(file = %moved.display(), "the old spool was set aside; starting with a new one");
                 }
             }
+            // A listening socket from the service manager (systemd's
+            // LISTEN_FDS; LISTEN_FDS_FIRST_FD as listenfd reads it), taken
+            // before any thread exists: listenfd unsets the variables.
+            let inherited = listenfd::ListenFd::from_env()
+                .take_tcp_listener(0)
+                .context("LISTEN_FDS: the socket passed is not a TCP socket")?;
             runtime()?.block_on(embargo_relay::daemon::run_until_signal(
                 &config,
                 Arc::new(SystemClock),
+                inherited,
             ))
         }
         Command::Embargo { config, action } => {

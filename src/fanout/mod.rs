@@ -141,7 +141,7 @@ pub(crate) async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: Cancell
             }
         }
         let wake_at = next_wake(&relay, now).await;
-        relay.health.idle();
+        relay.health.asleep_until(wake_at, tasks.is_empty());
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = relay.wake.notified() => {}

@@ -3,9 +3,12 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -235,6 +238,32 @@ impl Tweaks {
     }
 }
 
+/// The one in-process starter: the daemon's own `start` on a config file
+/// and a manual clock. [`Fixture::start_in_process`] writes the config from
+/// typed [`Tweaks`]; the corpus list writes its own (fixed keys).
+pub async fn run_in_process(config: &Path, clock: &ManualClock) -> embargo_relay::daemon::Running {
+    embargo_relay::daemon::start(
+        embargo_relay::config::Config::load(config).unwrap(),
+        Arc::new(clock.clone()),
+    )
+    .await
+    .unwrap()
+}
+
+/// Waits until the fan-out has done everything there is to do at the
+/// clock time `at` (it sleeps past `at`, nothing in flight): the event to
+/// wait for before checking that nothing was sent.
+pub async fn wait_settled(relay: &embargo_relay::context::Relay, at: chrono::DateTime<Utc>) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !relay.health.settled_past(at) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the fan-out never settled at {at}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// An in-process list started by [`Fixture::start_in_process`].
 pub struct InProcess {
     pub sink: CaptureSink,
@@ -401,12 +430,7 @@ impl Fixture {
             .clock_at
             .unwrap_or_else(|| embargo_relay::clock::from_millis(now().timestamp_millis()));
         let clock = ManualClock::new(at);
-        let running = embargo_relay::daemon::start(
-            embargo_relay::config::Config::load(&config).unwrap(),
-            std::sync::Arc::new(clock.clone()),
-        )
-        .await
-        .unwrap();
+        let running = run_in_process(&config, &clock).await;
         InProcess {
             sink,
             clock,
@@ -464,10 +488,17 @@ impl Fixture {
 }
 
 /// The daemon binary running as a child process, its log teed to a file.
+/// It is told its port: the listening socket is bound here and passed as
+/// a service manager passes it (systemd's `LISTEN_FDS`, at the descriptor
+/// listenfd's `LISTEN_FDS_FIRST_FD` names: its standard input), and it is
+/// ready when it says `READY=1` on a notification socket, as systemd
+/// hears it.
 pub struct Daemon {
     child: Child,
     pub addr: SocketAddr,
     pub log: PathBuf,
+    /// Tells the thread that drains the notification socket to stop.
+    done: Arc<AtomicBool>,
 }
 
 impl Daemon {
@@ -489,14 +520,52 @@ impl Daemon {
     }
 
     /// [`Daemon::spawn`] with more arguments to `run` (`--new-spool`).
+    /// Returns once the daemon said READY, unless `command` names its own
+    /// `NOTIFY_SOCKET` (the caller then waits for it).
     pub fn spawn_with(mut command: Command, config: &Path, log: &Path, args: &[&str]) -> Daemon {
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let own_notify = !command.get_envs().any(|(k, _)| k == "NOTIFY_SOCKET");
+        let done = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        if own_notify {
+            let run = RUNS.fetch_add(1, Ordering::SeqCst);
+            let path = log.with_extension(format!("{run}.notify"));
+            let _ = std::fs::remove_file(&path);
+            let socket = UnixDatagram::bind(&path).unwrap();
+            // The daemon may run as another user (`nobody`).
+            std::fs::set_permissions(&path, PermissionsExt::from_mode(0o666)).unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            command.env("NOTIFY_SOCKET", &path);
+            let done = done.clone();
+            // Drained as long as the daemon runs, so that its notifications
+            // never block on a full queue.
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while !done.load(Ordering::SeqCst) {
+                    if let Ok(n) = socket.recv(&mut buf)
+                        && String::from_utf8_lossy(&buf[..n])
+                            .lines()
+                            .any(|l| l == "READY=1")
+                    {
+                        let _ = ready_tx.send(());
+                    }
+                }
+            });
+        }
         let mut child = command
             .env_remove("JOURNAL_STREAM")
+            .env_remove("LISTEN_PID")
+            .env("LISTEN_FDS", "1")
+            .env("LISTEN_FDS_FIRST_FD", "0")
             .args(["run", "--config"])
             .arg(config)
             .args(args)
             .env("RUST_LOG", "embargo_relay=trace,info")
-            .stdin(Stdio::null())
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(listener)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -507,30 +576,38 @@ impl Daemon {
             .append(true)
             .open(log)
             .unwrap();
-        let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 let _ = writeln!(file, "{line}");
-                if line.contains("SMTP listener ready") {
-                    let addr = line
-                        .split("addr=")
-                        .nth(1)
-                        .and_then(|s| s.split_whitespace().next());
-                    let _ = tx.send(addr.and_then(|a| a.parse::<SocketAddr>().ok()));
-                }
             }
         });
-        let addr = rx.recv_timeout(PATIENCE).ok().flatten().unwrap_or_else(|| {
-            panic!(
-                "daemon did not start; log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            )
-        });
+        let deadline = std::time::Instant::now() + PATIENCE;
+        if own_notify {
+            loop {
+                match ready_rx.recv_timeout(Duration::from_millis(50)) {
+                    Ok(()) => break,
+                    Err(_) if child.try_wait().unwrap().is_none() => assert!(
+                        std::time::Instant::now() < deadline,
+                        "daemon never said READY; log:\n{}",
+                        std::fs::read_to_string(log).unwrap_or_default()
+                    ),
+                    Err(_) => {
+                        // Give the log thread a moment to write the last lines.
+                        std::thread::sleep(Duration::from_millis(200));
+                        panic!(
+                            "daemon did not start; log:\n{}",
+                            std::fs::read_to_string(log).unwrap_or_default()
+                        )
+                    }
+                }
+            }
+        }
         Daemon {
             child,
             addr,
             log: log.to_owned(),
+            done,
         }
     }
 
@@ -601,6 +678,7 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
+        self.done.store(true, Ordering::SeqCst);
     }
 }
 

@@ -12,18 +12,16 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use embargo_relay::clock::{Clock, ManualClock};
-use embargo_relay::config::Config;
 use embargo_relay::sink::{CaptureSink, Captured};
 use embargo_relay::spool::Spool;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::common::{Gpg, PATIENCE, armored_payload, find, send};
+use crate::common::{Gpg, PATIENCE, armored_payload, find, run_in_process, send};
 pub use crate::common::{LIST, PST};
 use crate::corpus_make::{addr_of, load};
 
@@ -133,10 +131,7 @@ impl CorpusList {
             .unwrap_or_else(|| dir.path().join("state"));
         let path = Self::write_config(dir.path(), &state, sink.addr());
         let clock = ManualClock::new(t(CORPUS_NOW));
-        let config = Config::load(&path).unwrap();
-        let running = embargo_relay::daemon::start(config, Arc::new(clock.clone()))
-            .await
-            .unwrap();
+        let running = run_in_process(&path, &clock).await;
         CorpusList {
             _dir: dir,
             sink,

@@ -5,10 +5,6 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use embargo_relay::clock::SystemClock;
-use embargo_relay::config::Config;
-use embargo_relay::sink::CaptureSink;
-
 use crate::common::*;
 
 /// Collects the daemon's log lines (in-process, on this test's thread).
@@ -56,12 +52,9 @@ async fn a_copy_whose_outcome_cannot_be_recorded_is_never_sent_twice() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let f = Fixture::new();
-    let sink = CaptureSink::start().await.unwrap();
+    let list = f.start_in_process(&Tweaks::default()).await;
+    let (sink, running) = (&list.sink, &list.running);
     sink.hold();
-    let config = Config::load(&f.write_config(sink.addr())).unwrap();
-    let running = embargo_relay::daemon::start(config, Arc::new(SystemClock))
-        .await
-        .unwrap();
     let mail = f.gpg_signed(PST, "once", &embargoed("exactly once"));
     send(running.smtp_addr, PST, &mail).await.unwrap();
 
@@ -75,7 +68,7 @@ async fn a_copy_whose_outcome_cannot_be_recorded_is_never_sent_twice() {
     .await;
     running.relay.spool.set_read_only(false).unwrap();
 
-    wait_copies(&sink, n).await;
+    wait_copies(sink, n).await;
     f.wait_until_no_pending().await;
     let all = sink.captured();
     let got = copies(&all);
@@ -89,5 +82,5 @@ async fn a_copy_whose_outcome_cannot_be_recorded_is_never_sent_twice() {
     assert_eq!(got.len(), n);
     let sent = f.audit().iter().filter(|r| r.event == "sent").count();
     assert_eq!(sent, n, "every copy recorded as sent once the spool works");
-    running.shutdown().await;
+    list.running.shutdown().await;
 }

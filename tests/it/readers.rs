@@ -14,7 +14,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -509,7 +508,7 @@ async fn gpg_rnp_and_sq_read_everything_the_list_sends_at_every_length() {
         public(g) >= ids.len() && lifted_notices(g).len() >= ids.len() * usable
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_settled(&running.relay, t1).await;
     f.wait_until_nothing_due(t1).await;
     read_new(t1, &mut residues, &mut last_lines);
 

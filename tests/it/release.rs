@@ -3,8 +3,6 @@
 //! per public list, plaintext and signed by the list key; driven by a
 //! controllable clock.
 
-use std::sync::Arc;
-
 use embargo_relay::clock::{Clock, ManualClock};
 use embargo_relay::compose;
 use embargo_relay::config::Config;
@@ -195,11 +193,7 @@ async fn restarts_keep_the_advisory_held_and_a_missed_time_releases_at_start_mar
     let sink = CaptureSink::start().await.unwrap();
     let clock = ManualClock::new(now());
     let config = f.write_config(sink.addr());
-    let start = || async {
-        embargo_relay::daemon::start(Config::load(&config).unwrap(), Arc::new(clock.clone()))
-            .await
-            .unwrap()
-    };
+    let start = || run_in_process(&config, &clock);
     let members = f.usable_members().count();
 
     let running = start().await;

@@ -81,7 +81,7 @@ async fn a_451_is_retried_on_the_backoff_schedule_and_delivered_once() {
         );
         // A second early, nothing happens.
         clock.set(next - chrono::Duration::seconds(1));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_settled(&running.relay, clock.now()).await;
         assert_eq!(sink.attempts(GPG_MEMBER), n + 1, "not retried early");
         clock.set(next);
         last = next;
@@ -95,7 +95,7 @@ async fn a_451_is_retried_on_the_backoff_schedule_and_delivered_once() {
         .await;
     assert_eq!(sink.attempts(GPG_MEMBER), 4, "three 451s, then 250");
     clock.set(last + chrono::Duration::hours(6));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_settled(&running.relay, clock.now()).await;
     let to_member = |got: &[embargo_relay::sink::Captured]| {
         copies(got)
             .iter()
@@ -196,7 +196,7 @@ async fn a_delivery_is_given_up_after_the_retry_lifetime_and_the_pst_told() {
     assert!(section.contains("gave up after 1h"), "{last}");
     assert!(section.contains("451"), "the last answer: {last}");
     clock.set(clock.now() + chrono::Duration::days(1));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_settled(&running.relay, clock.now()).await;
     assert_eq!(sink.attempts(GPG_MEMBER), 5, "never tried again");
     running.shutdown().await;
 }
