@@ -88,10 +88,20 @@ fn main() {
     let p = crypto::policy();
     let pst_public = pst.clone().strip_secret_key_material();
     let certs = std::slice::from_ref(&pst_public);
+    // Seven members beside the PST: a signature may name any known key.
+    let members: Vec<openpgp::Cert> = (0..7)
+        .map(|i| crypto::generate_key(&format!("M{i} <m{i}@bench.example>"), born, None).unwrap())
+        .collect();
+    let mut known = vec![pst_public.clone()];
+    known.extend(
+        members
+            .iter()
+            .map(|m| m.clone().strip_secret_key_material()),
+    );
     let gate = Gate {
         list: &config.list_key,
         pst: certs,
-        known: certs,
+        known: &known,
         policy: &config.policy,
         max_size: MAX,
     };
@@ -142,6 +152,49 @@ fn main() {
     cases.push((
         "multipart/signed, one bad PST signature over the whole part".to_owned(),
         compose::multipart_signed(PST, LIST, "x", &part, &one_bad),
+    ));
+    // 1c. Detached, eight bad text-mode signatures naming the PST key,
+    //     dated a day ahead (so verified twice: now and a year ahead),
+    //     over a part of empty lines (a hash update per line, per
+    //     signature, in text mode).
+    let mut lines = b"Content-Type: text/plain\r\n\r\n".to_vec();
+    while lines.len() < room - 8192 {
+        lines.extend_from_slice(b"\r\n");
+    }
+    let pair = |c: &openpgp::Cert| {
+        c.keys()
+            .unencrypted_secret()
+            .with_policy(&p, None)
+            .for_signing()
+            .next()
+            .unwrap()
+            .key()
+            .clone()
+            .into_keypair()
+            .unwrap()
+    };
+    let bad_text = |c: &openpgp::Cert| -> openpgp::Packet {
+        openpgp::packet::signature::SignatureBuilder::new(openpgp::types::SignatureType::Text)
+            .set_signature_creation_time(now + chrono::Duration::days(1))
+            .unwrap()
+            .sign_message(&mut pair(c), b"other bytes")
+            .unwrap()
+            .into()
+    };
+    let mut eight = Vec::new();
+    for c in std::iter::once(&pst).chain(&members) {
+        bad_text(c).serialize(&mut eight).unwrap();
+    }
+    cases.push((
+        "multipart/signed, 8 bad text signatures by 8 known keys, dated ahead, over empty lines"
+            .to_owned(),
+        compose::multipart_signed(
+            PST,
+            LIST,
+            "x",
+            &lines,
+            &armored(&eight, openpgp::armor::Kind::Signature),
+        ),
     ));
     let stranger = crypto::generate_key("Stranger <x@stranger.example>", born, None).unwrap();
     let by_stranger = crypto::sign_detached(&p, &stranger, now, &part).unwrap();
@@ -251,6 +304,51 @@ fn main() {
         format!(
             "encrypted, signed inside by a stranger, {} MiB literal",
             filler.len() >> 20
+        ),
+        encrypted(&out),
+    ));
+    // 5a. Encrypted: the same eight bad text-mode signatures inside, over
+    //     a literal of empty lines.
+    let empty_lines = b"\n".repeat(filler.len());
+    let mut signed = Vec::new();
+    {
+        let message = Message::new(&mut signed);
+        let mut s = Signer::new(message, signer()).unwrap();
+        for m in &members {
+            s = s.add_signer(pair(m)).unwrap();
+        }
+        let message = s.build().unwrap();
+        let mut w = LiteralWriter::new(message).build().unwrap();
+        w.write_all(&empty_lines).unwrap();
+        w.finalize().unwrap();
+    }
+    let packets: Vec<openpgp::Packet> = openpgp::PacketPile::from_bytes(&signed)
+        .unwrap()
+        .into_children()
+        .collect();
+    let mut inner = Vec::new();
+    let mut eight_keys = std::iter::once(&pst).chain(&members).rev();
+    for packet in &packets {
+        match packet {
+            openpgp::Packet::Signature(_) => bad_text(eight_keys.next().unwrap())
+                .serialize(&mut inner)
+                .unwrap(),
+            other => other.serialize(&mut inner).unwrap(),
+        }
+    }
+    let mut out = Vec::new();
+    {
+        let message = Message::new(&mut out);
+        let mut message = Encryptor::for_recipients(message, recipients())
+            .build()
+            .unwrap();
+        message.write_all(&inner).unwrap();
+        message.finalize().unwrap();
+    }
+    cases.push((
+        format!(
+            "encrypted, 8 bad text signatures by 8 known keys inside, {} MiB of empty lines",
+            empty_lines.len() >> 20
         ),
         encrypted(&out),
     ));

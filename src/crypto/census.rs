@@ -38,9 +38,11 @@ pub struct TooMany {
 /// hashed: enough to refuse a stranger's mail without hashing it, and to
 /// know whether a look a year ahead ([`with_lookahead`]) can change the
 /// verdict.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Seen {
     signatures: usize,
+    /// The signature packets counted (at most [`PacketLimits::SIGNATURES`]).
+    pub(super) read: Vec<openpgp::packet::Signature>,
     /// Signatures that name issuers, none of them a key of a known
     /// certificate.
     strangers: usize,
@@ -51,6 +53,9 @@ pub(super) struct Seen {
 impl Seen {
     fn note(&mut self, sig: &openpgp::packet::Signature, known: &[Cert], now: DateTime<Utc>) {
         self.signatures += 1;
+        if self.read.len() < PacketLimits::SIGNATURES {
+            self.read.push(sig.clone());
+        }
         let issuers = sig.get_issuers();
         let ours = |issuer: &KeyHandle| {
             known
@@ -74,6 +79,168 @@ impl Seen {
         } else {
             Ok(())
         }
+    }
+}
+
+/// How many separate hash computations the signatures of one mail may
+/// need (hash algorithm, v6 salt, text or binary form of the data).
+pub(super) const HASHINGS: usize = 2;
+
+/// Checks every signature of a mail cryptographically against the data
+/// it covers, hashing the data once per hash algorithm (Sequoia's
+/// verifier keeps one hash context per signature, and in text mode updates
+/// it line by line: eight bad text-mode signatures over 10 MiB of empty
+/// lines cost two seconds). A mail that passes is then verified in full by
+/// Sequoia, whose judgement (key validity, expiry, policy) stands; this
+/// only refuses, before that, what cannot pass: a signature naming no key
+/// of a `known` certificate (`NotPst`), two naming one key, more than
+/// [`HASHINGS`] hash computations, or a signature that does not verify
+/// under the key it names (`Bad`, or `WeakHash` where the policy refuses
+/// its hash, as the verifier says).
+pub(super) fn precheck(
+    sigs: &[openpgp::packet::Signature],
+    known: &[Cert],
+    data: &[u8],
+) -> Result<(), SignatureProblem> {
+    use openpgp::types::SignatureType;
+    let keys_named = named_keys(sigs, known)?;
+    // One hash context per way of hashing, over the data as it is or in
+    // its text form (line ends made CRLF, as Sequoia's text mode does).
+    let text = std::cell::OnceCell::new();
+    type Way = (HashAlgorithm, Option<Vec<u8>>, bool);
+    let mut contexts: Vec<(Way, openpgp::crypto::hash::Context)> = Vec::new();
+    for (sig, keys) in sigs.iter().zip(&keys_named) {
+        let text_mode = sig.typ() == SignatureType::Text;
+        let body: &[u8] = if text_mode {
+            text.get_or_init(|| text_form(data))
+        } else {
+            data
+        };
+        let way: Way = (
+            sig.hash_algo(),
+            sig.salt().map(<[u8]>::to_vec),
+            text_mode && matches!(text.get(), Some(std::borrow::Cow::Owned(_))),
+        );
+        let at = match contexts.iter().position(|(w, _)| *w == way) {
+            Some(at) => at,
+            None => {
+                if contexts.len() == HASHINGS {
+                    return Err(SignatureProblem::TooMany(TooMany {
+                        what: "separate hash computations for the signatures",
+                        limit: HASHINGS,
+                    }));
+                }
+                let Ok(mut context) = sig
+                    .hash_algo()
+                    .context()
+                    .map(|c| c.for_signature(sig.version()))
+                else {
+                    return Err(bad_signature(sig));
+                };
+                if let Some(salt) = sig.salt() {
+                    context.update(salt);
+                }
+                context.update(body);
+                contexts.push((way, context));
+                contexts.len() - 1
+            }
+        };
+        let context = &contexts[at].1;
+        if !keys
+            .iter()
+            .any(|key| sig.verify_hash(*key, context.clone()).is_ok())
+        {
+            return Err(bad_signature(sig));
+        }
+    }
+    Ok(())
+}
+
+/// A key of a certificate, as a signature names it.
+pub(super) type PublicKey =
+    openpgp::packet::Key<openpgp::packet::key::PublicParts, openpgp::packet::key::UnspecifiedRole>;
+
+/// The keys of `known` certificates each signature names, refusing (before
+/// anything is hashed) a signature that names none (`NotPst`: no key to
+/// check it with) and two that name one key (no client signs twice with
+/// one key; each would be hashed again).
+pub(super) fn named_keys<'a>(
+    sigs: &[openpgp::packet::Signature],
+    known: &'a [Cert],
+) -> Result<Vec<Vec<&'a PublicKey>>, SignatureProblem> {
+    let mut named = Vec::new();
+    let mut used: Vec<Fingerprint> = Vec::new();
+    for sig in sigs {
+        let issuers = sig.get_issuers();
+        let keys: Vec<&PublicKey> = known
+            .iter()
+            .flat_map(|c| c.keys())
+            .filter(|k| issuers.iter().any(|i| k.key().key_handle().aliases(i)))
+            .map(|k| k.key().role_as_unspecified())
+            .collect();
+        if keys.is_empty() {
+            return Err(SignatureProblem::NotPst);
+        }
+        for key in &keys {
+            let fingerprint = key.fingerprint();
+            if used.contains(&fingerprint) {
+                return Err(SignatureProblem::SameKeyTwice);
+            }
+            used.push(fingerprint);
+        }
+        named.push(keys);
+    }
+    Ok(named)
+}
+
+/// The text form of `data` a text-mode signature covers: `\r\n`, `\r`
+/// and `\n` each made `\r\n`. Borrowed when it already is (a mail's
+/// parts always are): counted, not searched hit by hit, as a part of
+/// millions of empty lines is what an attacker sends.
+fn text_form(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let count = |b| memchr::memchr_iter(b, data).count();
+    let pairs = data
+        .iter()
+        .zip(data.iter().skip(1))
+        .filter(|&(&a, &b)| a == b'\r' && b == b'\n')
+        .count();
+    if pairs == count(b'\r') && pairs == count(b'\n') {
+        return std::borrow::Cow::Borrowed(data);
+    }
+    // At most two octets out for each in; written by index, not pushed.
+    let mut out = vec![0u8; data.len() * 2];
+    let (mut o, mut after_cr) = (0, false);
+    for &b in data {
+        match b {
+            b'\n' if after_cr => {}
+            b'\r' | b'\n' => {
+                out[o] = b'\r';
+                out[o + 1] = b'\n';
+                o += 2;
+            }
+            _ => {
+                out[o] = b;
+                o += 1;
+            }
+        }
+        after_cr = b == b'\r';
+    }
+    out.truncate(o);
+    std::borrow::Cow::Owned(out)
+}
+
+/// What the verifier calls a signature that does not verify: `WeakHash`
+/// where the policy refuses its hash, `Bad` otherwise.
+fn bad_signature(sig: &openpgp::packet::Signature) -> SignatureProblem {
+    let security = openpgp::policy::HashAlgoSecurity::CollisionResistance;
+    let made = sig.signature_creation_time();
+    let refused = policy()
+        .hash_cutoff(sig.hash_algo(), security)
+        .is_some_and(|cutoff| made.is_none_or(|m| m >= cutoff));
+    if refused {
+        SignatureProblem::WeakHash(sig.hash_algo().to_string())
+    } else {
+        SignatureProblem::Bad
     }
 }
 
@@ -232,6 +399,9 @@ pub(super) type FoundKey = (Option<SymmetricAlgorithm>, SessionKey);
 pub(super) struct Opened {
     /// The session key, if the list key could decrypt it.
     pub(super) key: Option<FoundKey>,
+    /// PKESKs to the list key were tried (public-key operations spent)
+    /// and none gave the session key: no second pass tries them again.
+    pub(super) tried: bool,
     pub(super) seen: Seen,
     /// What a well-formed message, decrypted and its integrity check held,
     /// holds, so that it is never decrypted twice.
@@ -244,8 +414,9 @@ pub(super) enum Inside {
     Unsigned(Secret),
     /// A signed message: its one-pass signature, literal data and
     /// signature packets, serialized again without the encryption (and
-    /// compression) around them, for a verifier to check.
-    Signed(Secret),
+    /// compression) around them, for a verifier to check once the
+    /// [`precheck`] of its signatures over the literal data (here) held.
+    Signed(Secret, Result<(), SignatureProblem>),
     /// A signature inside names intended recipients, none of them the list
     /// (a PST mail to someone else, re-encrypted to the list): Sequoia's
     /// decryptor would call that signature bad.
@@ -272,6 +443,7 @@ pub(super) fn census_encrypted(
     let undecided = |seen| {
         Ok(Opened {
             key: None,
+            tried: false,
             seen,
             inside: None,
         })
@@ -330,7 +502,12 @@ pub(super) fn census_encrypted(
                     }
                 }
                 if found.is_none() {
-                    return undecided(seen);
+                    return Ok(Opened {
+                        key: None,
+                        tried: tries > 0,
+                        seen,
+                        inside: None,
+                    });
                 }
             }
             _ => {
@@ -395,14 +572,23 @@ pub(super) fn census_encrypted(
                 _ => None,
             };
         }
+        let body = inner.iter().find_map(|p| match p {
+            Packet::Literal(l) => Some(l.body()),
+            _ => None,
+        });
+        let prechecked = precheck(&seen.read, known, body.unwrap_or_default());
+        if let Err(problem) = prechecked {
+            return Some(Inside::Signed(Secret::new(Vec::new()), Err(problem)));
+        }
         let mut signed = Vec::new();
         for packet in &inner {
             openpgp::serialize::Marshal::serialize(packet, &mut signed).ok()?;
         }
-        Some(Inside::Signed(Secret::new(signed)))
+        Some(Inside::Signed(Secret::new(signed), Ok(())))
     });
     Ok(Opened {
         key: found,
+        tried: false,
         seen,
         inside: inside.flatten(),
     })

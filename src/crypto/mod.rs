@@ -326,7 +326,16 @@ mod tests {
         let certs = std::slice::from_ref(&pst);
         let data = b"Content-Type: text/plain\r\n\r\nhello\r\n";
         let repeated = |n: usize| signature_repeated(&pst, data, n);
-        let at_limit = verify_detached(&p, now(), certs, data, &repeated(PacketLimits::SIGNATURES));
+        // Up to the limit, each by a key of its own (one key twice is
+        // refused on its own account).
+        let co: Vec<Cert> = (0..PacketLimits::SIGNATURES)
+            .map(|i| key(&format!("Co {i} <co{i}@example.org>")))
+            .collect();
+        let at_limit: Vec<u8> = co
+            .iter()
+            .flat_map(|c| signature_repeated(c, data, 1))
+            .collect();
+        let at_limit = verify_detached(&p, now(), &co, data, &at_limit);
         assert!(at_limit.is_ok(), "{at_limit:?}");
         let over = verify_detached(
             &p,
@@ -350,14 +359,17 @@ mod tests {
             let mut out = Vec::new();
             let message = Message::new(&mut out);
             let mut signer = Signer::new(message, signing_pair(&pst)).unwrap();
-            for _ in 1..signers {
-                signer = signer.add_signer(signing_pair(&pst)).unwrap();
+            for c in co.iter().take(signers - 1) {
+                signer = signer.add_signer(signing_pair(c)).unwrap();
             }
             let mut w = signer.creation_time(at(now())).cleartext().build().unwrap();
             w.write_all(b"hello\n").unwrap();
             w.finalize().unwrap();
             out
         };
+        let mut all = vec![pst.clone()];
+        all.extend(co.iter().cloned());
+        let certs = &all[..];
         assert!(verify_inline(&p, now(), certs, &inline(2), 1 << 20).is_ok());
         assert!(matches!(
             verify_inline(
@@ -386,8 +398,8 @@ mod tests {
                 .build()
                 .unwrap();
             let mut signer = Signer::new(message, signing_pair(&pst)).unwrap();
-            for _ in 1..signers {
-                signer = signer.add_signer(signing_pair(&pst)).unwrap();
+            for c in co.iter().take(signers - 1) {
+                signer = signer.add_signer(signing_pair(c)).unwrap();
             }
             let message = signer.creation_time(at(now())).build().unwrap();
             let mut w = LiteralWriter::new(message).build().unwrap();
@@ -448,6 +460,8 @@ mod tests {
             Named(usize),
             Unsigned(bool),
             BadSignature,
+            /// Text-mode signatures by these signers.
+            Text(&'static [usize]),
         }
         let signers = [&pst, &co, &stranger];
         let seal = |make: Make, body: &[u8]| -> Vec<u8> {
@@ -469,6 +483,24 @@ mod tests {
                     }
                     let when = now() + chrono::Duration::days(ahead_days);
                     let message = s.creation_time(at(when)).build().unwrap();
+                    let mut w = LiteralWriter::new(message).build().unwrap();
+                    w.write_all(body).unwrap();
+                    w.finalize().unwrap();
+                }
+                Make::Text(who) => {
+                    let template = || {
+                        openpgp::packet::signature::SignatureBuilder::new(
+                            openpgp::types::SignatureType::Text,
+                        )
+                    };
+                    let mut s =
+                        Signer::with_template(message, signing_pair(signers[who[0]]), template())
+                            .unwrap();
+                    // The template is every signer's.
+                    for w in &who[1..] {
+                        s = s.add_signer(signing_pair(signers[*w])).unwrap();
+                    }
+                    let message = s.creation_time(at(now())).build().unwrap();
                     let mut w = LiteralWriter::new(message).build().unwrap();
                     w.write_all(body).unwrap();
                     w.finalize().unwrap();
@@ -583,6 +615,8 @@ mod tests {
             Make::Unsigned(false),
             Make::Unsigned(true),
             Make::BadSignature,
+            Make::Text(&[0]),
+            Make::Text(&[0, 1]),
         ];
         let mut kinds = std::collections::BTreeSet::new();
         for len in [0usize, 1, 2, 3, 100, 8191, 8192, 70_001] {
@@ -619,6 +653,179 @@ mod tests {
         ] {
             assert!(kinds.contains(expected), "{expected}: {kinds:?}");
         }
+    }
+
+    /// At most `PKESK_TRIES` PKESKs to the list key are tried (a
+    /// public-key operation each), once: three that give another session
+    /// key and then the right one open; four of them and the right one do
+    /// not, and the second pass does not try again.
+    #[test]
+    fn pkesks_to_the_list_key_are_tried_at_most_four_times() {
+        let p = policy();
+        let list = ListKey::from_cert(key("L <l@example.org>")).unwrap();
+        let list_cert = list.cert();
+        let pst = key("P <p@example.org>");
+        let certs = &[pst.clone().strip_secret_key_material()];
+        let seal = |text: &[u8]| {
+            let mut out = Vec::new();
+            let recipients: Vec<Recipient> = list_cert
+                .keys()
+                .with_policy(&p, None)
+                .for_transport_encryption()
+                .map(Into::into)
+                .collect();
+            let m = Encryptor::for_recipients(Message::new(&mut out), recipients)
+                .build()
+                .unwrap();
+            let m = Signer::new(m, signing_pair(&pst))
+                .unwrap()
+                .creation_time(at(now()))
+                .build()
+                .unwrap();
+            let mut w = LiteralWriter::new(m).build().unwrap();
+            w.write_all(text).unwrap();
+            w.finalize().unwrap();
+            openpgp::PacketPile::from_bytes(&out)
+                .unwrap()
+                .into_children()
+                .collect::<Vec<_>>()
+        };
+        let other = seal(b"another message");
+        let real = seal(b"the message");
+        let with_decoys = |decoys: usize| {
+            let mut out = Vec::new();
+            for _ in 0..decoys {
+                openpgp::serialize::Marshal::serialize(&other[0], &mut out).unwrap();
+            }
+            for packet in &real {
+                openpgp::serialize::Marshal::serialize(packet, &mut out).unwrap();
+            }
+            out
+        };
+        let opened = open_announcement(&list, &p, now(), certs, &with_decoys(3), 1 << 20)
+            .expect("the fourth PKESK tried is the right one");
+        assert_eq!(opened.plaintext.expose(), b"the message");
+        assert_eq!(
+            open_announcement(&list, &p, now(), certs, &with_decoys(4), 1 << 20).err(),
+            Some(OpenProblem::NotForList)
+        );
+        let census = census_encrypted(&list, &p, &with_decoys(4), 1 << 20, certs, now()).unwrap();
+        assert!(census.tried && census.key.is_none());
+    }
+
+    /// The precheck (one hash per way of hashing, not per signature) agrees
+    /// with Sequoia's verifier on every signature it lets through or
+    /// refuses as bad: binary and text-mode signatures, good and bad,
+    /// dated ahead or not, over data of every length with CR, LF and CRLF
+    /// line ends; and it refuses before hashing what cannot pass.
+    #[test]
+    fn the_precheck_judges_detached_signatures_as_the_verifier_does() {
+        use openpgp::packet::signature::SignatureBuilder;
+        use openpgp::types::SignatureType;
+        let p = policy();
+        let pst = key("P <p@example.org>");
+        let co = key("Q <q@example.org>");
+        let stranger = key("S <s@example.org>");
+        let certs = &[
+            pst.clone().strip_secret_key_material(),
+            co.clone().strip_secret_key_material(),
+        ];
+        // A signature made as a client makes it (Sequoia's stream signer
+        // puts text in its text form itself).
+        let sign = |who: &Cert, typ: SignatureType, ahead_s: i64, data: &[u8]| {
+            let mut out = Vec::new();
+            let template = SignatureBuilder::new(typ);
+            let mut s = Signer::with_template(Message::new(&mut out), signing_pair(who), template)
+                .unwrap()
+                .creation_time(at(now() + chrono::Duration::seconds(ahead_s)))
+                .detached()
+                .build()
+                .unwrap();
+            s.write_all(data).unwrap();
+            s.finalize().unwrap();
+            out
+        };
+        let reference = |data: &[u8], sig: &[u8]| {
+            with_lookahead(now(), true, |r| {
+                verify_detached_at(&p, now(), r, certs, data, sig)
+            })
+            .map(|v| (v.signers, v.signature_digests))
+        };
+        let ours = |data: &[u8], sig: &[u8]| {
+            verify_detached(&p, now(), certs, data, sig).map(|v| (v.signers, v.signature_digests))
+        };
+        let (bin, text) = (SignatureType::Binary, SignatureType::Text);
+        let made = openpgp::PacketPile::from_bytes(&sign(&pst, text, 0, b"x")).unwrap();
+        assert!(
+            matches!(made.into_children().next(), Some(openpgp::Packet::Signature(s)) if s.typ() == text),
+            "the template makes text-mode signatures"
+        );
+        let mut verdicts = std::collections::BTreeSet::new();
+        for len in [0usize, 1, 2, 3, 64, 1000, 70_001] {
+            let data: Vec<u8> = (0..len)
+                .map(|i| match i % 13 {
+                    3 => b'\n',
+                    7 => b'\r',
+                    11 if i % 2 == 0 => b'\r',
+                    12 => b'\n',
+                    _ => b'a' + (i % 26) as u8,
+                })
+                .collect();
+            let other: Vec<u8> = [&data[..], b"x"].concat();
+            let sets: Vec<Vec<u8>> = vec![
+                sign(&pst, bin, 0, &data),
+                sign(&pst, text, 0, &data),
+                [sign(&pst, text, 0, &data), sign(&co, bin, 0, &data)].concat(),
+                sign(&pst, text, 0, &other),
+                sign(&pst, bin, 0, &other),
+                sign(&pst, text, 86_400, &data),
+                sign(&pst, text, 86_400, &other),
+                sign(&stranger, text, 0, &data),
+                [sign(&pst, bin, 0, &data), sign(&stranger, bin, 0, &data)].concat(),
+                [sign(&pst, bin, 0, &data), sign(&co, text, 0, &other)].concat(),
+            ];
+            for (i, sig) in sets.iter().enumerate() {
+                let (a, b) = (ours(&data, sig), reference(&data, sig));
+                assert_eq!(a, b, "set {i}, {len} octets");
+                verdicts.insert(format!("{:?}", a.map(|_| "good")));
+            }
+            // What cannot pass is refused before anything is hashed.
+            let twice = [sign(&pst, bin, 0, &data), sign(&pst, text, 1, &data)].concat();
+            assert_eq!(ours(&data, &twice), Err(SignatureProblem::SameKeyTwice));
+        }
+        for expected in ["Ok(\"good\")", "Err(Bad)", "Err(NotPst)"] {
+            assert!(verdicts.contains(expected), "{expected}: {verdicts:?}");
+        }
+        // Three ways of hashing (three hash algorithms) are refused.
+        let data = b"data\r\n";
+        let three = [
+            HashAlgorithm::SHA256,
+            HashAlgorithm::SHA384,
+            HashAlgorithm::SHA512,
+        ];
+        let keys: Vec<Cert> = (0..3)
+            .map(|i| key(&format!("K{i} <k{i}@example.org>")))
+            .collect();
+        let mut sigs = Vec::new();
+        for (k, h) in keys.iter().zip(three) {
+            let mut out = Vec::new();
+            let template = SignatureBuilder::new(bin);
+            let mut s = Signer::with_template(Message::new(&mut out), signing_pair(k), template)
+                .unwrap()
+                .hash_algo(h)
+                .unwrap()
+                .detached()
+                .build()
+                .unwrap();
+            s.write_all(data).unwrap();
+            s.finalize().unwrap();
+            sigs.extend(out);
+        }
+        let two_ways = verify_detached(&p, now(), &keys, data, &sigs);
+        assert!(
+            matches!(&two_ways, Err(SignatureProblem::TooMany(t)) if t.limit == HASHINGS),
+            "{two_ways:?}"
+        );
     }
 
     /// A second try a year ahead hashes everything again: made only when a
@@ -829,7 +1036,11 @@ mod tests {
         assert_eq!(original.len(), 1);
         assert_eq!(id(&binary), original, "binary instead of armored");
         assert_eq!(id(&edited), original, "an edited unhashed area");
-        assert_eq!(id(&doubled), original, "the same signature twice");
+        assert_eq!(
+            verify_detached(&p, now(), pst, data, &doubled).unwrap_err(),
+            SignatureProblem::SameKeyTwice,
+            "the same signature twice is refused before hashing"
+        );
         // The 2-byte digest prefix is covered by nothing (Sequoia 2.4 accepts
         // it changed; refusing it would be safe too); flip it (a v4
         // packet with a one-octet length: header 2, fixed fields 4, areas).

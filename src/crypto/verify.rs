@@ -24,6 +24,8 @@ pub enum SignatureProblem {
     Unsigned,
     #[error("signatures by several senders (a PST key beside a member's, or two members')")]
     Mixed,
+    #[error("two signatures name the same key")]
+    SameKeyTwice,
     /// Counted before any verification: see [`PacketLimits`].
     #[error("{0}")]
     TooMany(TooMany),
@@ -69,7 +71,7 @@ pub fn verify_detached(
     sig: &[u8],
 ) -> Result<VerifiedSigner, SignatureProblem> {
     let seen = census_detached(sig, pst, now)?;
-    seen.only_strangers()?;
+    precheck(&seen.read, pst, data)?;
     with_lookahead(now, seen.future, |reference| {
         verify_detached_at(p, now, reference, pst, data, sig)
     })
@@ -136,7 +138,10 @@ pub fn verify_inline(
     limit: usize,
 ) -> Result<(VerifiedSigner, Secret), SignatureProblem> {
     let seen = census(body, limit, certs, now)?;
-    seen.only_strangers()?;
+    // The signed text is known only to the verifier (dash-escaped, its
+    // line ends as the block has them): the keys are checked here, the
+    // signatures by Sequoia.
+    named_keys(&seen.read, certs)?;
     verify_message(p, now, certs, body, limit, seen.future)
 }
 
@@ -263,6 +268,11 @@ pub fn open_announcement(
     if holds_unprotected_data(ciphertext) {
         return Err(OpenProblem::Unprotected);
     }
+    if census.tried {
+        // As the decrypting pass would find: offered to the list key, and
+        // none of the (at most `PacketLimits::PKESK_TRIES`) tries worked.
+        return Err(OpenProblem::NotForList);
+    }
     let (found, seen) = (census.key, census.seen);
     // Decrypted to its integrity check, which held: a stranger's mail is
     // refused now, and what it holds is checked from what the census kept,
@@ -276,7 +286,8 @@ pub fn open_announcement(
                     signer: None,
                 });
             }
-            Some(Inside::Signed(message)) => {
+            Some(Inside::Signed(message, prechecked)) => {
+                prechecked.map_err(OpenProblem::Signature)?;
                 let (signer, plaintext) =
                     verify_message(p, now, pst, message.expose(), limit, seen.future)
                         .map_err(OpenProblem::Signature)?;
