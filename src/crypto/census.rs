@@ -93,17 +93,17 @@ pub(super) const HASHINGS: usize = 2;
 /// lines cost two seconds). A mail that passes is then verified in full by
 /// Sequoia, whose judgement (key validity, expiry, policy) stands; this
 /// only refuses, before that, what cannot pass: a signature naming no key
-/// of a `known` certificate (`NotPst`), two naming one key, more than
-/// [`HASHINGS`] hash computations, or a signature that does not verify
-/// under the key it names (`Bad`, or `WeakHash` where the policy refuses
-/// its hash, as the verifier says).
+/// of a `known` certificate (`NotPst`), more than [`HASHINGS`] hash
+/// computations, a signature that does not verify under the key it names
+/// (`Bad`, or `WeakHash` where the policy refuses its hash, as the
+/// verifier says), then two naming one key.
 pub(super) fn precheck(
     sigs: &[openpgp::packet::Signature],
     known: &[Cert],
     data: &[u8],
 ) -> Result<(), SignatureProblem> {
     use openpgp::types::SignatureType;
-    let keys_named = named_keys(sigs, known)?;
+    let (keys_named, twice) = named_keys(sigs, known)?;
     // One hash context per way of hashing, over the data as it is or in
     // its text form (line ends made CRLF, as Sequoia's text mode does).
     let text = std::cell::OnceCell::new();
@@ -145,13 +145,22 @@ pub(super) fn precheck(
                 contexts.len() - 1
             }
         };
-        let context = &contexts[at].1;
-        if !keys
-            .iter()
-            .any(|key| sig.verify_hash(*key, context.clone()).is_ok())
-        {
+        // The signature's own octets ends the hash; then the public-key
+        // check alone (Sequoia's `verify_hash` also refuses a signature
+        // older than its key, which the verifier reports as a key problem).
+        let mut context = contexts[at].1.clone();
+        let digest = openpgp::crypto::hash::Hash::hash(sig, &mut context)
+            .and_then(|()| context.into_digest());
+        let holds = digest.is_ok_and(|digest| {
+            keys.iter()
+                .any(|key| key.verify(sig.mpis(), sig.hash_algo(), &digest).is_ok())
+        });
+        if !holds {
             return Err(bad_signature(sig));
         }
+    }
+    if twice {
+        return Err(SignatureProblem::SameKeyTwice);
     }
     Ok(())
 }
@@ -162,13 +171,15 @@ pub(super) type PublicKey =
 
 /// The keys of `known` certificates each signature names, refusing (before
 /// anything is hashed) a signature that names none (`NotPst`: no key to
-/// check it with) and two that name one key (no client signs twice with
-/// one key; each would be hashed again).
+/// check it with); and whether two name one key (no client signs twice
+/// with one key, and Sequoia would hash the data again for each: refused
+/// as `SameKeyTwice` once no signature was found bad).
 pub(super) fn named_keys<'a>(
     sigs: &[openpgp::packet::Signature],
     known: &'a [Cert],
-) -> Result<Vec<Vec<&'a PublicKey>>, SignatureProblem> {
+) -> Result<(Vec<Vec<&'a PublicKey>>, bool), SignatureProblem> {
     let mut named = Vec::new();
+    let mut twice = false;
     let mut used: Vec<Fingerprint> = Vec::new();
     for sig in sigs {
         let issuers = sig.get_issuers();
@@ -183,14 +194,12 @@ pub(super) fn named_keys<'a>(
         }
         for key in &keys {
             let fingerprint = key.fingerprint();
-            if used.contains(&fingerprint) {
-                return Err(SignatureProblem::SameKeyTwice);
-            }
+            twice |= used.contains(&fingerprint);
             used.push(fingerprint);
         }
         named.push(keys);
     }
-    Ok(named)
+    Ok((named, twice))
 }
 
 /// The text form of `data` a text-mode signature covers: `\r\n`, `\r`

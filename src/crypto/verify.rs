@@ -141,7 +141,9 @@ pub fn verify_inline(
     // The signed text is known only to the verifier (dash-escaped, its
     // line ends as the block has them): the keys are checked here, the
     // signatures by Sequoia.
-    named_keys(&seen.read, certs)?;
+    if named_keys(&seen.read, certs)?.1 {
+        return Err(SignatureProblem::SameKeyTwice);
+    }
     verify_message(p, now, certs, body, limit, seen.future)
 }
 

@@ -32,8 +32,9 @@ pub const EMBARGO_UNTIL: &str = "2026-11-23T12:00:00Z";
 pub const MEMBER: &str = "security@distro-a.example";
 const PUBLIC: &str = "security-announce@project.example.org";
 
-/// Text that must never appear where a reason, a log or a clear mail is read.
-const PLAINTEXT: &[&str] = &["EMBARGOED-PLAINTEXT", "UNSIGNED-INJECTED"];
+/// Text that must never appear where a reason, a log or a clear mail is
+/// read (`QZ7CANARY`: what a refusal could quote).
+const PLAINTEXT: &[&str] = &["EMBARGOED-PLAINTEXT", "UNSIGNED-INJECTED", "QZ7CANARY"];
 
 /// The roster: the PST, one distributor, and the PST keys no policy accepts.
 const ROSTER: &[&str] = &[

@@ -646,6 +646,39 @@ fn limit_cases() {
         "expect: 554 line 1: unknown field",
         &signed_mail(PST, &forgot, &sign("pst", &forgot)),
     );
+    // Issue 14, point 1: four PKESKs to the list key that give another
+    // message's session key, then the right one: at most four are tried
+    // (a public-key operation each), so it is never opened.
+    let decoy = packets(&encrypt_to_list(&signed_entity("decoy"), Some("pst"), 0));
+    let real = packets(&encrypt_to_list(
+        &signed_entity("behind decoys"),
+        Some("pst"),
+        0,
+    ));
+    let mut binary = decoy[0].repeat(4);
+    for packet in &real {
+        binary.extend_from_slice(packet);
+    }
+    write(
+        "mail",
+        "encrypted-four-decoy-pkesks-first.eml",
+        "expect: 550 encrypted, but not to the list key",
+        &encrypted_mail(&binary),
+    );
+    // Issue 14, point 2: an address error quotes nothing of the address
+    // (a canary here) in the clear.
+    let canary = compose::text_part(
+        Some("CVE-2026-0003: public list misspelt"),
+        &format!(
+            "Embargo-Until: {EMBARGO_UNTIL}\nPublic-To: QZ7CANARY-address@@lists.example\n\nEMBARGOED-PLAINTEXT canary.\n"
+        ),
+    );
+    write(
+        "mail",
+        "announcement-public-to-canary-address.eml",
+        "expect: 554 Public-To: the address is not a plain address",
+        &signed_mail(PST, &canary, &sign("pst", &canary)),
+    );
     // Issue 14, point 7: one public list named twice, in two cases. It
     // broke the spool's primary key and answered 451 forever; now it is
     // one release of an accepted announcement.
