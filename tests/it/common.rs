@@ -487,6 +487,61 @@ impl Fixture {
     }
 }
 
+/// A stand-in for systemd's notification socket.
+pub struct NotifySocket {
+    socket: UnixDatagram,
+    path: std::path::PathBuf,
+}
+
+impl NotifySocket {
+    pub fn bind(f: &Fixture) -> NotifySocket {
+        let path = f.path("notify.sock");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        NotifySocket { socket, path }
+    }
+
+    pub fn env(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+
+    /// Every notification that arrives within `window`, with its arrival time.
+    pub fn collect(&self, window: Duration) -> Vec<(std::time::Instant, String)> {
+        let end = std::time::Instant::now() + window;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while std::time::Instant::now() < end {
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                got.push((
+                    std::time::Instant::now(),
+                    String::from_utf8_lossy(&buf[..n]).into_owned(),
+                ));
+            }
+        }
+        got
+    }
+
+    /// Waits for a notification containing `what`; returns everything up to it.
+    pub fn wait_for(&self, what: &str) -> Vec<String> {
+        let end = std::time::Instant::now() + PATIENCE;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while std::time::Instant::now() < end {
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let done = msg.lines().any(|l| l == what);
+                seen.push(msg);
+                if done {
+                    return seen;
+                }
+            }
+        }
+        panic!("no {what} notification; got {seen:?}");
+    }
+}
+
 /// The daemon binary running as a child process, its log teed to a file.
 /// It is told its port: the listening socket is bound here and passed as
 /// a service manager passes it (systemd's `LISTEN_FDS`, at the descriptor

@@ -3,67 +3,11 @@
 //! (a bad file is refused and the old configuration stays), STOPPING on
 //! SIGTERM; the list key can come in as a systemd credential.
 
-use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use embargo_relay::sink::CaptureSink;
 
 use crate::common::*;
-
-/// A stand-in for systemd's notification socket.
-struct NotifySocket {
-    socket: UnixDatagram,
-    path: std::path::PathBuf,
-}
-
-impl NotifySocket {
-    fn bind(f: &Fixture) -> NotifySocket {
-        let path = f.path("notify.sock");
-        let socket = UnixDatagram::bind(&path).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        NotifySocket { socket, path }
-    }
-
-    fn env(&self) -> String {
-        self.path.to_string_lossy().into_owned()
-    }
-
-    /// Every notification that arrives within `window`, with its arrival time.
-    fn collect(&self, window: Duration) -> Vec<(Instant, String)> {
-        let end = Instant::now() + window;
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        while Instant::now() < end {
-            if let Ok(n) = self.socket.recv(&mut buf) {
-                got.push((
-                    Instant::now(),
-                    String::from_utf8_lossy(&buf[..n]).into_owned(),
-                ));
-            }
-        }
-        got
-    }
-
-    /// Waits for a notification containing `what`; returns everything up to it.
-    fn wait_for(&self, what: &str) -> Vec<String> {
-        let end = Instant::now() + PATIENCE;
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
-        while Instant::now() < end {
-            if let Ok(n) = self.socket.recv(&mut buf) {
-                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let done = msg.lines().any(|l| l == what);
-                seen.push(msg);
-                if done {
-                    return seen;
-                }
-            }
-        }
-        panic!("no {what} notification; got {seen:?}");
-    }
-}
 
 fn pings(got: &[(Instant, String)]) -> Vec<Instant> {
     got.iter()

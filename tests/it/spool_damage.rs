@@ -140,11 +140,18 @@ async fn damage_met_while_running_stops_intake_everywhere() {
     let f = Fixture::new();
     let sink = CaptureSink::start().await.unwrap();
     let config = f.write_config(sink.addr());
+    let notify = NotifySocket::bind(&f);
     let daemon = Daemon::start_with(
         &config,
         &f.path("daemon.log"),
-        &[(embargo_relay::failpoint::VAR, "spool-corrupt:fail")],
+        &[
+            (embargo_relay::failpoint::VAR, "spool-corrupt:fail"),
+            ("NOTIFY_SOCKET", &notify.env()),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
     );
+    notify.wait_for("READY=1");
+    notify.wait_for("WATCHDOG=1");
     let first = f.gpg_signed(PST, "CVE-2026-61: first", &embargoed("first"));
     let (code, _) = send(daemon.addr, PST, &first).await.unwrap_err();
     assert_eq!(code, 451, "the sender keeps the mail");
@@ -152,6 +159,17 @@ async fn damage_met_while_running_stops_intake_everywhere() {
     let (code, text) = send(daemon.addr, PST, &second).await.unwrap_err();
     assert!(code == 451 && text.contains("damaged"), "{code} {text}");
     daemon.wait_log("the spool is damaged");
+    // The watchdog is no longer fed (the service manager restarts the
+    // daemon, whose start then runs the full check).
+    daemon.wait_log("no longer feeding the watchdog");
+    let _ = notify.collect(std::time::Duration::from_millis(100));
+    let quiet = notify.collect(std::time::Duration::from_secs(2));
+    assert!(
+        !quiet
+            .iter()
+            .any(|(_, m)| m.lines().any(|l| l == "WATCHDOG=1")),
+        "still feeding the watchdog: {quiet:?}"
+    );
     let out = cli(
         &["submit", "--config", config.to_str().unwrap()],
         &f.gpg_signed(PST, "CVE-2026-63: third", &embargoed("third")),
