@@ -3,7 +3,21 @@
 //! the number of signatures), on every path: detached, inline, inside an
 //! encrypted mail.
 
-use super::*;
+use std::io::Read;
+
+use chrono::{DateTime, Utc};
+use openpgp::crypto::SessionKey;
+use openpgp::packet::PKESK;
+use openpgp::parse::Parse;
+use openpgp::policy::Policy;
+use openpgp::types::{HashAlgorithm, SymmetricAlgorithm};
+use openpgp::{Cert, Fingerprint, KeyHandle};
+use sequoia_openpgp as openpgp;
+
+use crate::secret::Secret;
+
+use super::problem::{CLOCK_SKEW_S, OpenProblem, SignatureProblem, TooMany};
+use super::{ListKey, at, policy};
 
 /// Bounds on the OpenPGP packets of one incoming mail, counted with
 /// hashing off before anything is verified or decrypted past the session
@@ -24,14 +38,6 @@ impl PacketLimits {
     pub const PKESK_TRIES: usize = 4;
     /// Packets in all, at any depth.
     pub const PACKETS: usize = 64;
-}
-
-/// A mail over one of the [`PacketLimits`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("more than {limit} {what} in the OpenPGP data (the list's limit)")]
-pub struct TooMany {
-    pub what: &'static str,
-    pub limit: usize,
 }
 
 /// What the census read of the signatures it counted, before anything was

@@ -2,7 +2,22 @@
 //! the benchmarks: open a copy, make a key, sign as the PST. Not used by the
 //! daemon.
 
-use super::*;
+use std::io::{Read, Write};
+
+use chrono::{DateTime, Utc};
+use openpgp::cert::prelude::*;
+use openpgp::parse::Parse;
+use openpgp::parse::stream::DecryptorBuilder;
+use openpgp::policy::Policy;
+use openpgp::serialize::SerializeInto;
+use openpgp::serialize::stream::{Armorer, Message, Signer};
+use openpgp::{Cert, Fingerprint, KeyHandle};
+use sequoia_openpgp as openpgp;
+
+use crate::secret::Secret;
+
+use super::seal::Opener;
+use super::{at, encryption_flags};
 
 /// What opening a member copy revealed (used by the demo and the tests).
 #[derive(Debug)]

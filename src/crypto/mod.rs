@@ -3,37 +3,28 @@
 //! (`verify`), counting packets first (`census`), sealing (`seal`), and
 //! what a mail client does, for the demo and tests (`client`).
 
-use std::cell::RefCell;
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
 use openpgp::cert::prelude::*;
-use openpgp::crypto::{KeyPair, SessionKey};
-use openpgp::packet::pkesk::PKESK3;
-use openpgp::packet::{PKESK, SKESK};
+use openpgp::crypto::KeyPair;
 use openpgp::parse::Parse;
-use openpgp::parse::stream::{
-    DecryptionHelper, DecryptorBuilder, DetachedVerifierBuilder, MessageLayer, MessageStructure,
-    VerificationError, VerificationHelper, VerifierBuilder,
-};
 use openpgp::policy::Policy;
 use openpgp::serialize::SerializeInto;
-use openpgp::serialize::stream::{Armorer, Encryptor, LiteralWriter, Message, Recipient, Signer};
-use openpgp::types::{HashAlgorithm, KeyFlags, RevocationStatus, SymmetricAlgorithm};
-use openpgp::{Cert, Fingerprint, KeyHandle};
+use openpgp::types::{HashAlgorithm, KeyFlags, RevocationStatus};
+use openpgp::{Cert, Fingerprint};
 use sequoia_openpgp as openpgp;
-
-use crate::secret::Secret;
 
 mod census;
 mod client;
+mod problem;
 mod seal;
 mod verify;
 
 pub use census::*;
 pub use client::*;
+pub use problem::*;
 pub use seal::*;
 pub use verify::*;
 
@@ -245,6 +236,10 @@ pub fn random_hex(n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+
+    use openpgp::KeyHandle;
+    use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient, Signer};
 
     #[test]
     fn shared_seal_copies_open_for_their_member_alone() {

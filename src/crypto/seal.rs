@@ -2,7 +2,25 @@
 //! member's copy (one shared, signed ciphertext per announcement and a PKESK
 //! per member), detached signatures by the list.
 
-use super::*;
+use std::io::{Read, Write};
+
+use chrono::{DateTime, Utc};
+use openpgp::crypto::{KeyPair, SessionKey};
+use openpgp::packet::pkesk::PKESK3;
+use openpgp::packet::{PKESK, SKESK};
+use openpgp::parse::Parse;
+use openpgp::parse::stream::{
+    DecryptionHelper, DecryptorBuilder, MessageLayer, MessageStructure, VerificationHelper,
+};
+use openpgp::policy::Policy;
+use openpgp::serialize::stream::{Armorer, Encryptor, LiteralWriter, Message, Recipient, Signer};
+use openpgp::types::{HashAlgorithm, SymmetricAlgorithm};
+use openpgp::{Cert, Fingerprint, KeyHandle};
+use sequoia_openpgp as openpgp;
+
+use crate::secret::Secret;
+
+use super::{ListKey, SealError, at, encryption_flags, usable_for_encryption};
 
 /// Writes `plaintext` as literal data signed by `signer` into `message`
 /// (inside whatever encryption it already has) and finishes it.

@@ -1,38 +1,30 @@
 //! Verifying a PST's signature (detached, inline, inside an encrypted mail
 //! to the list) and saying exactly why one is not good enough.
 
-use super::*;
+use std::cell::RefCell;
+use std::io::Read;
 
-/// Why a detached signature was not accepted as the PST's.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignatureProblem {
-    #[error("signature not from a PST key")]
-    NotPst,
-    #[error("key {0} cannot be used: {1}")]
-    BadKey(String, String),
-    #[error("signature does not verify")]
-    Bad,
-    #[error(
-        "signature made with {0}, which the list's policy rejects; sign with SHA-256 or better"
-    )]
-    WeakHash(String),
-    #[error("malformed signature")]
-    Malformed,
-    #[error("signature has expired")]
-    Expired,
-    #[error("no signature")]
-    Unsigned,
-    #[error("signatures by several senders (a PST key beside a member's, or two members')")]
-    Mixed,
-    #[error("two signatures name the same key")]
-    SameKeyTwice,
-    /// Counted before any verification: see [`PacketLimits`].
-    #[error("{0}")]
-    TooMany(TooMany),
-}
+use chrono::{DateTime, Utc};
+use openpgp::cert::prelude::*;
+use openpgp::crypto::{KeyPair, SessionKey};
+use openpgp::packet::{PKESK, SKESK};
+use openpgp::parse::Parse;
+use openpgp::parse::stream::{
+    DecryptionHelper, DecryptorBuilder, DetachedVerifierBuilder, MessageLayer, MessageStructure,
+    VerificationError, VerificationHelper, VerifierBuilder,
+};
+use openpgp::policy::Policy;
+use openpgp::types::{RevocationStatus, SymmetricAlgorithm};
+use openpgp::{Cert, Fingerprint, KeyHandle};
+use sequoia_openpgp as openpgp;
 
-/// How far ahead of ours a sender's clock may be (seconds).
-pub const CLOCK_SKEW_S: i64 = 300;
+use crate::secret::Secret;
+
+use super::census::{
+    FoundKey, Inside, PacketLimits, census, census_detached, census_encrypted, named_keys, precheck,
+};
+use super::problem::{CLOCK_SKEW_S, OpenProblem, SignatureProblem};
+use super::{ListKey, at, policy, sha256_hex};
 
 /// How far ahead a signature may be dated and still be verified, so that a
 /// PST signature from a clock far in the future is recognised as the PST's
@@ -218,27 +210,6 @@ pub struct OpenedAnnouncement {
     /// form, `gpg --sign --encrypt`); `None` when the message carried no
     /// signature, so the plaintext must be a `multipart/signed` entity itself.
     pub signer: Option<VerifiedSigner>,
-}
-
-/// Why an encrypted announcement could not be opened.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OpenProblem {
-    #[error("encrypted part is not an OpenPGP message encrypted to a public key")]
-    Malformed,
-    #[error("encrypted, but not to the list key")]
-    NotForList,
-    #[error(
-        "decryption failed: the ciphertext is tampered or not integrity-protected, or what it holds is malformed (nested too deeply, for one)"
-    )]
-    Failed,
-    #[error(
-        "ciphertext without integrity protection (a SED packet) is never decrypted; encrypt with a current OpenPGP program"
-    )]
-    Unprotected,
-    #[error("decrypted content larger than the limit of {0} octets")]
-    TooLarge(usize),
-    #[error("{0}")]
-    Signature(SignatureProblem),
 }
 
 /// Decrypts a mail encrypted to the list key and judges the signatures in

@@ -3,8 +3,16 @@
 //! public advisory, the PST's receipts and reminders, lifted notices, key
 //! notices.
 
-use super::*;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
 use crate::context::Pinned;
+use crate::crypto::SealError;
+use crate::outbound::CopyHeaders;
+use crate::record::Record;
+use crate::spool::{DueDelivery, Kind, SpoolError};
+use crate::{embargo, outbound};
 
 /// Why a message could not be built.
 #[derive(Debug)]

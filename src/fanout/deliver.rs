@@ -3,7 +3,19 @@
 //! (a retry with backoff, a failure, the PST's receipt once every copy was
 //! tried).
 
-use super::*;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::context::Relay;
+use crate::outbound;
+use crate::outbound::Outbound;
+use crate::record::Record;
+use crate::spool::{DueDelivery, Finished, Kind, SpoolError};
+
+use super::build::{BuildError, build};
+use super::{Stall, Unrecorded, blocking, key, lock, open};
 
 /// Queues the receipts a crash kept from being queued (see
 /// `Spool::receipts_owed`): the PST always hears what happened.

@@ -14,16 +14,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Relay;
-use crate::crypto::SealError;
-use crate::embargo;
-use crate::outbound::{self, CopyHeaders, Outbound};
+use crate::outbound::Outbound;
 use crate::record::Record;
-use crate::spool::{DueDelivery, Finished, Kind, SpoolError};
+use crate::spool::{DueDelivery, Kind, SpoolError};
 
 mod build;
 mod deliver;
 
-use build::*;
 use deliver::*;
 
 /// How many due deliveries are taken from the spool at a time.

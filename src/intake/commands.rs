@@ -2,7 +2,20 @@
 //! authenticated PST mail, replays, and the signed, encrypted notices that
 //! answer them.
 
-use super::*;
+use chrono::{DateTime, Utc};
+
+use crate::crypto::random_hex;
+use crate::embargo::PstCommand;
+use crate::mail::{Envelope, Reply};
+use crate::quote::Quoted;
+use crate::record::Record;
+use crate::secret::Secret;
+use crate::spool::{CommandOrigin, SpoolError};
+
+use super::examine::Sender;
+use super::rejection::Rejection;
+use super::roster_edit::{add_member, remove_member};
+use super::{Intake, try_later};
 
 impl Intake {
     /// Applies `Roster-Add` / `Roster-Remove`: the roster file is rewritten

@@ -2,7 +2,20 @@
 //! authorizes a raw mail against a `Gate` and says what it is. No I/O, no
 //! clock of its own; fuzzed (`fuzz/fuzz_targets/verify.rs`).
 
-use super::*;
+use chrono::{DateTime, Utc};
+use sequoia_openpgp::Cert;
+use sequoia_openpgp::policy::Policy;
+
+use crate::config::{MemberPosts, PolicyConfig};
+use crate::crypto::ListKey;
+use crate::embargo;
+use crate::embargo::{PstCommand, Request, TermsError};
+use crate::record::Record;
+use crate::secret::Secret;
+
+use super::rejection::Rejection;
+use super::verify::SignedBy;
+use super::{mime, verify};
 
 /// What a mail is checked against.
 pub struct Gate<'a> {

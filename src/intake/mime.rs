@@ -4,8 +4,9 @@
 
 use mail_parser::{HeaderName, MessageParser, MimeHeaders};
 
-use super::rejection::Rejection;
 use crate::secret::Secret;
+
+use super::rejection::Rejection;
 
 /// The parts of a PGP/MIME signed mail that the checks need.
 #[derive(Debug)]

@@ -15,25 +15,19 @@ pub mod verify;
 
 pub use examine::*;
 pub use rejection::Rejection;
-use roster_edit::*;
 use tally::*;
-use verify::SignedBy;
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sequoia_openpgp::Cert;
-use sequoia_openpgp::policy::Policy;
 
-use crate::config::{Config, MemberPosts, PolicyConfig};
+use crate::config::Config;
 use crate::context::{Directory, Relay, Snapshot};
-use crate::crypto::{ListKey, random_hex};
-use crate::embargo::{self, PstCommand, Request, TermsError};
+use crate::crypto::random_hex;
+use crate::embargo::PstCommand;
 use crate::mail::{Envelope, MailHandler, Reply};
-use crate::quote::Quoted;
 use crate::record::Record;
-use crate::secret::Secret;
-use crate::spool::{CommandOrigin, NewMessage, NewPost, SpoolError};
+use crate::spool::{NewMessage, SpoolError};
 
 /// An address from the envelope, fit for the audit trail and a terminal:
 /// control characters become `?`.
@@ -435,6 +429,7 @@ impl MailHandler for Intake {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{MemberPosts, PolicyConfig};
 
     #[test]
     fn only_a_signed_subject_is_relayed_as_is() {

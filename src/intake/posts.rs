@@ -1,7 +1,19 @@
 //! Mail that is not an announcement but is relayed: members' posts and
 //! join requests to the PST.
 
-use super::*;
+use chrono::{DateTime, Utc};
+
+use crate::config::MemberPosts;
+use crate::crypto::random_hex;
+use crate::mail::{Envelope, Reply};
+use crate::record::Record;
+use crate::secret::Secret;
+use crate::spool::NewPost;
+
+use super::examine::Post;
+use super::mime;
+use super::rejection::Rejection;
+use super::{Intake, peer_host, printable, try_later};
 
 /// `entity` preceded by a plain-text note, as one `multipart/mixed` entity.
 pub(super) fn with_note(note: &str, entity: &[u8]) -> Secret {

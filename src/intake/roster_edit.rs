@@ -1,6 +1,8 @@
 //! A PST's `Roster-Add` and `Roster-Remove` applied to the roster file.
 
-use super::*;
+use chrono::{DateTime, Utc};
+use sequoia_openpgp::Cert;
+use sequoia_openpgp::policy::Policy;
 
 /// Checks a `Roster-Add` and writes it to the roster file; the receipt text.
 #[allow(clippy::too_many_arguments)]

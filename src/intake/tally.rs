@@ -2,7 +2,9 @@
 //! the audit trail without bound: in memory for the daemon, in the spool for
 //! `submit`.
 
-use super::*;
+use chrono::{DateTime, Utc};
+
+use super::Intake;
 
 /// Rejections counted rather than each written out: the first
 /// [`RECORDED_EACH`] of a reason from a peer host in a window get their own

@@ -6,10 +6,11 @@ use chrono::{DateTime, Utc};
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::policy::Policy;
 
-use super::mime::{self, Incoming, Protected, SignedEntity, to_crlf};
-use super::{Gate, Rejection};
 use crate::crypto::{self, OpenProblem, SignatureProblem, VerifiedSigner};
 use crate::secret::Secret;
+
+use super::mime::{self, Incoming, Protected, SignedEntity, to_crlf};
+use super::{Gate, Rejection};
 
 /// Who signed, once the checks passed.
 #[derive(Debug, Clone)]

@@ -1,7 +1,13 @@
 //! The append-only audit trail, the rejection tally that keeps it from
 //! growing without bound, pruning, and the clock's leap base.
 
-use super::*;
+use chrono::{DateTime, Utc};
+use rusqlite::OptionalExtension;
+use rusqlite::{Connection, params};
+
+use crate::clock::{from_millis, to_millis};
+
+use super::{Spool, SpoolError, write_tx};
 
 /// Writes the counts of the tally's rows whose window began before `cut`
 /// and forgets them.
@@ -309,6 +315,7 @@ impl Spool {
 mod tests {
     use super::*;
     use crate::spool::tests::t;
+    use crate::spool::{CommandOrigin, NewMessage};
 
     /// Pruning forgets the replay-cache entries and submission digests of
     /// messages received before the cut, and scratch rows (fetched mail,

@@ -1,7 +1,14 @@
 //! The delivery queue: what is due, each outcome, retries and holds, and
 //! the PST's receipt once every copy was tried.
 
-use super::*;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, params};
+
+use crate::clock::{from_millis, to_millis};
+
+use super::audit::insert_audit;
+use super::types::{DueDelivery, Finished, Kind};
+use super::{Spool, SpoolError, write_tx};
 
 /// Queues a receipt to `to`, replacing an earlier one for the same message.
 pub(super) fn insert_receipt(

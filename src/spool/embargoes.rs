@@ -1,7 +1,17 @@
 //! Embargo operations by the operator's CLI and the PST's commands: list,
 //! show, extend, release now, cancel.
 
-use super::*;
+use chrono::{DateTime, Utc};
+use rusqlite::OptionalExtension;
+use rusqlite::{Connection, params};
+
+use crate::clock::{from_millis, to_millis};
+
+use super::audit::insert_audit;
+use super::deliveries::insert_receipt;
+use super::incoming::{insert_signatures, insert_submission};
+use super::types::{CommandOrigin, EmbargoInfo};
+use super::{Spool, SpoolError, write_tx};
 
 /// Moves an embargo's lift to `at`: the spool's time, and the pending
 /// release and lifted-notice deliveries with it.
@@ -220,8 +230,8 @@ impl Spool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::spool::tests::t;
+    use crate::spool::{Finished, Kind, NewMessage, Spool, SpoolError};
 
     #[test]
     fn operators_extend_release_and_cancel_held_embargoes() {

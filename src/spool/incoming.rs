@@ -2,7 +2,16 @@
 //! posts and join requests, refusals and notices to the PST, the replay cache,
 //! submission and fetched-mail digests, join-request counts.
 
-use super::*;
+use chrono::{DateTime, Utc};
+use rusqlite::OptionalExtension;
+use rusqlite::{Connection, params};
+
+use crate::clock::to_millis;
+
+use super::audit::insert_audit;
+use super::deliveries::insert_delivery;
+use super::types::{Kind, NewMessage, NewPost};
+use super::{Spool, SpoolError, write_tx};
 
 /// Adds a message's signature identities to the replay cache.
 pub(super) fn insert_signatures(
@@ -307,8 +316,8 @@ impl Spool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::spool::tests::t;
+    use crate::spool::{Finished, NewMessage, Spool, SpoolError};
 
     #[test]
     fn accept_queues_one_delivery_per_member_and_refuses_replays() {

@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
-
-use crate::clock::{from_millis, to_millis};
+use rusqlite::Connection;
 
 mod audit;
 mod deliveries;
@@ -22,8 +20,6 @@ mod schema;
 mod types;
 
 pub use audit::*;
-use deliveries::*;
-use incoming::*;
 use schema::*;
 pub use types::*;
 

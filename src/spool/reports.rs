@@ -1,7 +1,12 @@
 //! Read-only queries for operators (`status`, `audit`, `embargo show`) and
 //! the fan-out's receipts.
 
-use super::*;
+use rusqlite::params;
+
+use crate::clock::from_millis;
+
+use super::types::{AuditRecord, DeliveryCounts, DeliveryRow, Kind};
+use super::{Spool, SpoolError};
 
 impl Spool {
     /// Each delivery of one kind of a message: (recipient, state, last error).

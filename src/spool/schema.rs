@@ -2,7 +2,10 @@
 //! table, and how an older spool is brought up to `SCHEMA_VERSION` in one
 //! transaction.
 
-use super::*;
+use rusqlite::Connection;
+use rusqlite::OptionalExtension;
+
+use super::write_tx;
 
 /// The schema version this code writes (`PRAGMA user_version`).
 pub(super) const SCHEMA_VERSION: i64 = 6;
@@ -206,6 +209,7 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 mod tests {
     use super::*;
     use crate::spool::tests::t;
+    use crate::spool::{NewPost, Spool, SpoolError};
 
     #[test]
     fn a_version_0_spool_is_migrated_keeping_its_rows() {

@@ -1,7 +1,7 @@
 //! What goes into the spool and comes out of it: new messages and posts,
 //! delivery kinds and rows, embargo and audit views.
 
-use super::*;
+use chrono::{DateTime, Utc};
 
 /// A new, verified announcement to commit, already sealed to the list key.
 #[derive(Debug)]
