@@ -31,6 +31,31 @@ pub struct Relay {
     pub health: Health,
     /// The shared seal of each announcement whose copies are going out.
     pub seals: Seals,
+    /// When the weekly key check next wakes, while it sleeps.
+    pub key_check: Asleep,
+}
+
+/// A task that sleeps until a clock time, or `None` while it works: what
+/// a test waits on before it checks that nothing happened.
+#[derive(Debug, Default)]
+pub struct Asleep(std::sync::Mutex<Option<DateTime<Utc>>>);
+
+impl Asleep {
+    pub fn set(&self, until: Option<DateTime<Utc>>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = until;
+    }
+
+    /// Whether the task sleeps until after `at`: it has done all there
+    /// is to do at the clock time `at`.
+    pub fn past(&self, at: DateTime<Utc>) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|wake| wake > at)
+    }
 }
 
 /// The shared context with one [`Snapshot`] pinned, for one piece of work
@@ -119,6 +144,7 @@ impl Relay {
             clock,
             wake: Notify::new(),
             health: Health::default(),
+            key_check: Asleep::default(),
             seals: Seals::default(),
         }
     }
@@ -219,7 +245,7 @@ impl Relay {
 pub struct Health {
     started: Instant,
     busy_since_ms: AtomicU64,
-    settled_until: std::sync::Mutex<Option<DateTime<Utc>>>,
+    settled_until: Asleep,
 }
 
 impl Default for Health {
@@ -227,7 +253,7 @@ impl Default for Health {
         Health {
             started: Instant::now(),
             busy_since_ms: AtomicU64::new(0),
-            settled_until: std::sync::Mutex::new(None),
+            settled_until: Asleep::default(),
         }
     }
 }
@@ -254,20 +280,14 @@ impl Health {
     }
 
     fn settle(&self, until: Option<DateTime<Utc>>) {
-        *self
-            .settled_until
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = until;
+        self.settled_until.set(until);
     }
 
     /// Whether the fan-out has done all there is to do at the clock time
     /// `at`: it sleeps, nothing in flight, until after `at`. What tests
     /// wait on before they check that nothing was sent.
     pub fn settled_past(&self, at: DateTime<Utc>) -> bool {
-        self.settled_until
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_some_and(|wake| wake > at)
+        self.settled_until.past(at)
     }
 
     /// How long the current round has been running (zero while idle).

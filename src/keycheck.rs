@@ -219,10 +219,12 @@ pub(crate) async fn weekly(
         if let Ok(Ok(Some(last))) = last {
             next = next.max(last + chrono::Duration::days(CHECK_EVERY_DAYS));
         }
+        relay.key_check.set(Some(next));
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = relay.clock.sleep_until(next) => {}
         }
+        relay.key_check.set(None);
         let r = relay.clone();
         match tokio::task::spawn_blocking(move || run_if_due(&r)).await {
             Ok(Ok(queued)) => {

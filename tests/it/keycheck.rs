@@ -66,7 +66,7 @@ async fn the_weekly_key_check_tells_the_pst_and_each_member_concerned() {
         })
         .await;
     let checks = || f.audit().iter().filter(|r| r.event == "key-check").count();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_key_check_past(&running.relay, t0).await;
     assert_eq!(checks(), 0, "not before five minutes");
 
     clock.set(t0 + chrono::Duration::minutes(5));
@@ -119,7 +119,7 @@ async fn the_weekly_key_check_tells_the_pst_and_each_member_concerned() {
 
     // Not again within the week; again after it.
     clock.set(at + chrono::Duration::days(3));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_key_check_past(&running.relay, clock.now()).await;
     assert_eq!(checks(), 1, "once a week");
     clock.set(at + chrono::Duration::days(7));
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -131,4 +131,20 @@ async fn the_weekly_key_check_tells_the_pst_and_each_member_concerned() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     running.shutdown().await;
+}
+
+/// Waits until the weekly key check sleeps past `at` (it has done what
+/// was due by then).
+async fn wait_key_check_past(
+    relay: &embargo_relay::context::Relay,
+    at: chrono::DateTime<chrono::Utc>,
+) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !relay.key_check.past(at) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the key check never slept past {at}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
