@@ -17,7 +17,7 @@ use sequoia_openpgp as openpgp;
 use crate::secret::Secret;
 
 use super::problem::{CLOCK_SKEW_S, OpenProblem, SignatureProblem, TooMany};
-use super::{ListKey, at, policy};
+use super::{ListKey, at};
 
 /// Bounds on the OpenPGP packets of one incoming mail, counted with
 /// hashing off before anything is verified or decrypted past the session
@@ -141,7 +141,7 @@ pub(super) fn precheck(
                     .context()
                     .map(|c| c.for_signature(sig.version()))
                 else {
-                    return Err(bad_signature(sig));
+                    return Err(SignatureProblem::bad(sig));
                 };
                 if let Some(salt) = sig.salt() {
                     context.update(salt);
@@ -162,7 +162,7 @@ pub(super) fn precheck(
                 .any(|key| key.verify(sig.mpis(), sig.hash_algo(), &digest).is_ok())
         });
         if !holds {
-            return Err(bad_signature(sig));
+            return Err(SignatureProblem::bad(sig));
         }
     }
     if twice {
@@ -242,21 +242,6 @@ fn text_form(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     }
     out.truncate(o);
     std::borrow::Cow::Owned(out)
-}
-
-/// What the verifier calls a signature that does not verify: `WeakHash`
-/// where the policy refuses its hash, `Bad` otherwise.
-fn bad_signature(sig: &openpgp::packet::Signature) -> SignatureProblem {
-    let security = openpgp::policy::HashAlgoSecurity::CollisionResistance;
-    let made = sig.signature_creation_time();
-    let refused = policy()
-        .hash_cutoff(sig.hash_algo(), security)
-        .is_some_and(|cutoff| made.is_none_or(|m| m >= cutoff));
-    if refused {
-        SignatureProblem::WeakHash(sig.hash_algo().to_string())
-    } else {
-        SignatureProblem::Bad
-    }
 }
 
 /// Counts packets by kind against [`PacketLimits`].

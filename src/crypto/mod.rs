@@ -562,31 +562,7 @@ mod tests {
         // The reference: the decrypting verifier over the ciphertext,
         // as before the census kept anything.
         let reference = |ciphertext: &[u8]| {
-            let mut other = None;
-            let opened = with_lookahead(now(), true, |reference| {
-                match open_at(
-                    &list,
-                    &p,
-                    now(),
-                    reference,
-                    certs,
-                    ciphertext,
-                    1 << 20,
-                    None,
-                ) {
-                    Ok(opened) => Ok(opened),
-                    Err(OpenProblem::Signature(problem)) => Err(problem),
-                    Err(problem) => {
-                        other = Some(problem);
-                        Err(SignatureProblem::Malformed)
-                    }
-                }
-            });
-            match (opened, other) {
-                (_, Some(problem)) => Err(problem),
-                (Ok(opened), None) => Ok(opened),
-                (Err(problem), None) => Err(OpenProblem::Signature(problem)),
-            }
+            open_decrypting(&list, &p, now(), certs, ciphertext, 1 << 20, None, true)
         };
         let verdict = |r: Result<OpenedAnnouncement, OpenProblem>| {
             r.map(|o| {

@@ -60,3 +60,21 @@ pub enum OpenProblem {
     #[error("{0}")]
     Signature(SignatureProblem),
 }
+
+impl SignatureProblem {
+    /// A signature that does not verify: `WeakHash` where the list's policy
+    /// refuses its hash (named, so that the sender knows what to change),
+    /// `Bad` otherwise.
+    pub(super) fn bad(sig: &sequoia_openpgp::packet::Signature) -> SignatureProblem {
+        let security = sequoia_openpgp::policy::HashAlgoSecurity::CollisionResistance;
+        let made = sig.signature_creation_time();
+        let refused = super::policy()
+            .hash_cutoff(sig.hash_algo(), security)
+            .is_some_and(|cutoff| made.is_none_or(|m| m >= cutoff));
+        if refused {
+            SignatureProblem::WeakHash(sig.hash_algo().to_string())
+        } else {
+            SignatureProblem::Bad
+        }
+    }
+}

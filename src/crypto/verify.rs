@@ -24,7 +24,7 @@ use super::census::{
     FoundKey, Inside, PacketLimits, census, census_detached, census_encrypted, named_keys, precheck,
 };
 use super::problem::{CLOCK_SKEW_S, OpenProblem, SignatureProblem};
-use super::{ListKey, at, policy, sha256_hex};
+use super::{ListKey, at, sha256_hex};
 
 /// How far ahead a signature may be dated and still be verified, so that a
 /// PST signature from a clock far in the future is recognised as the PST's
@@ -275,18 +275,35 @@ pub fn open_announcement(
             None => {}
         }
     }
+    open_decrypting(
+        list,
+        p,
+        now,
+        pst,
+        ciphertext,
+        limit,
+        found.as_ref(),
+        seen.future,
+    )
+}
+
+/// Sequoia's decrypting verifier over the ciphertext, with the look a year
+/// ahead when `future`: for what the census could not read (and, in the
+/// tests, the reference the census's verdicts are held to).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn open_decrypting(
+    list: &ListKey,
+    p: &dyn Policy,
+    now: DateTime<Utc>,
+    pst: &[Cert],
+    ciphertext: &[u8],
+    limit: usize,
+    found: Option<&FoundKey>,
+    future: bool,
+) -> Result<OpenedAnnouncement, OpenProblem> {
     let mut other = None;
-    let opened = with_lookahead(now, seen.future, |reference| {
-        match open_at(
-            list,
-            p,
-            now,
-            reference,
-            pst,
-            ciphertext,
-            limit,
-            found.as_ref(),
-        ) {
+    let opened = with_lookahead(now, future, |reference| {
+        match open_at(list, p, now, reference, pst, ciphertext, limit, found) {
             Ok(opened) => Ok(opened),
             Err(OpenProblem::Signature(problem)) => Err(problem),
             Err(problem) => {
@@ -516,19 +533,7 @@ impl PstVerifier<'_> {
                         ka.cert().fingerprint().to_hex(),
                         why_unusable(ka.cert(), Some(&ka.key().fingerprint()), self.p, self.now),
                     ),
-                    VerificationError::BadSignature { sig, .. } => {
-                        // Named only when the hash is what the policy refuses.
-                        let security = openpgp::policy::HashAlgoSecurity::CollisionResistance;
-                        let made = sig.signature_creation_time();
-                        let refused = policy()
-                            .hash_cutoff(sig.hash_algo(), security)
-                            .is_some_and(|cutoff| made.is_none_or(|m| m >= cutoff));
-                        if refused {
-                            SignatureProblem::WeakHash(sig.hash_algo().to_string())
-                        } else {
-                            SignatureProblem::Bad
-                        }
-                    }
+                    VerificationError::BadSignature { sig, .. } => SignatureProblem::bad(sig),
                     _ => SignatureProblem::Malformed,
                 })?;
                 let cert = good.ka.cert();
