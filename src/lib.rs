@@ -25,10 +25,11 @@
 //!    withheld from every cleartext output), `address` (the rules of a
 //!    member entry), `armor` (the member copies' armor, with its CRC-24
 //!    line), `membership` (the membership criteria and the join-request
-//!    checklist), [`mail`] (the contract between `inbound` and `intake`:
+//!    checklist), `mail` (the contract between `inbound` and `intake`:
 //!    `Reply`, `Envelope`, `MailHandler`, peer keys).
 //! 2. Data and its rules: [`crypto`] (every OpenPGP operation: `verify`,
-//!    `census`, `seal`, and `client` helpers for the demo and tests),
+//!    `census` (with the signature precheck), `problem` (the verdicts),
+//!    `seal`, and `client` helpers for the demo and tests),
 //!    `roster` (members, PST keys, the roster file), [`config`] (TOML →
 //!    validated [`config::Config`]), [`embargo`] (the announcement's field
 //!    block and the PST's commands), `record` (what the spool keeps of
@@ -69,7 +70,7 @@ pub(crate) mod fanout;
 pub mod inbound;
 pub mod intake;
 pub(crate) mod keycheck;
-pub mod mail;
+pub(crate) mod mail;
 pub(crate) mod membership;
 pub mod operator;
 pub(crate) mod outbound;

@@ -32,7 +32,7 @@ pub enum SignatureProblem {
     Mixed,
     #[error("two signatures name the same key")]
     SameKeyTwice,
-    /// Counted before any verification: see [`PacketLimits`].
+    /// Counted before any verification: see [`PacketLimits`](super::PacketLimits).
     #[error("{0}")]
     TooMany(TooMany),
 }

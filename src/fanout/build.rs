@@ -477,9 +477,9 @@ pub(super) fn signed_in_clear(
         .map_err(|e| BuildError::Seal(e.to_string()))
 }
 
-/// Builds one member's copy: protected inner entity, sealed, wrapped in RFC 3156.
 /// One member's copy: the entity in protected headers (with the embargo
-/// notice for an announcement), signed and encrypted to that member alone.
+/// notice for an announcement), signed and encrypted to that member alone,
+/// wrapped in RFC 3156.
 pub(super) fn seal_copy(
     relay: &Pinned,
     a: &Record,

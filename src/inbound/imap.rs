@@ -73,7 +73,7 @@ async fn timed<T>(f: impl Future<Output = async_imap::error::Result<T>>) -> Resu
 /// rejections are counted with the listener's); connection trouble is
 /// logged and retried with backoff (5 s doubling to 5 min), never fatal to
 /// the daemon.
-pub async fn run(
+pub(crate) async fn run(
     relay: Arc<Relay>,
     intake: Intake,
     config: ImapConfig,

@@ -146,7 +146,7 @@ pub enum Examined {
     MemberPost(Post, Vec<String>),
     /// A new announcement, with its signature identities.
     Announcement(Record, Vec<String>),
-    /// A command on an existing embargo.
+    /// A PST command: on an existing embargo, or a roster change.
     PstCommand {
         command: PstCommand,
         sender: Sender,

@@ -11,7 +11,7 @@ mod posts;
 mod rejection;
 mod roster_edit;
 mod tally;
-pub mod verify;
+pub(crate) mod verify;
 
 pub use examine::*;
 pub use rejection::Rejection;
@@ -88,7 +88,8 @@ fn try_later() -> Reply {
     )
 }
 
-/// The SMTP handler of the daemon.
+/// The daemon's mail handler: what the SMTP listener, the IMAP poller and
+/// `submit` hand each mail to.
 #[derive(Clone)]
 pub struct Intake {
     relay: Arc<Relay>,

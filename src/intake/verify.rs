@@ -14,7 +14,7 @@ use super::{Gate, Rejection};
 
 /// Who signed, once the checks passed.
 #[derive(Debug, Clone)]
-pub struct Authorized {
+pub(crate) struct Authorized {
     pub signer: String,
     /// The PST, or one other member (a post).
     pub role: SignedBy,
@@ -27,7 +27,7 @@ pub struct Authorized {
 
 /// Whose signatures a mail carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignedBy {
+pub(crate) enum SignedBy {
     /// Every signature is a PST key's: an announcement or a command.
     Pst,
     /// Signed by one member outside the PST: a post.
@@ -39,7 +39,7 @@ pub enum SignedBy {
 /// encrypted to the list key (signed inside, either as an OpenPGP signed
 /// message or as a `multipart/signed` entity), and whether it came
 /// encrypted. Nothing but that entity is ever relayed.
-pub fn authorize(
+pub(crate) fn authorize(
     mail: Incoming,
     gate: &Gate<'_>,
     p: &dyn Policy,
@@ -128,7 +128,7 @@ fn detached(
 /// The replay window: a good PST signature older than `max_age`, or dated
 /// more than the tolerated clock skew ahead of `now`, is refused (and, being
 /// the PST's, the PST is told).
-pub fn fresh(
+pub(crate) fn fresh(
     auth: &Authorized,
     now: DateTime<Utc>,
     max_age: chrono::Duration,

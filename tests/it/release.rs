@@ -380,7 +380,7 @@ async fn a_held_release_goes_out_once_the_time_that_passed_reaches_the_embargo()
     }
     // Half an hour really passes: still early.
     clock.set(clock.now() + chrono::Duration::minutes(30));
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    wait_settled(&running.relay, clock.now()).await;
     assert!(!sink.captured().iter().any(|c| to(c, PUBLIC_A)));
     // The time that passed reaches the embargo: out by itself.
     clock.set(until + chrono::Duration::hours(2));
