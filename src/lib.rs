@@ -43,7 +43,8 @@
 //!    and `verify` read, `rejection` says why not, `commands`, `posts`,
 //!    `tally`, `roster_edit`; the handler in `mod.rs`), `fanout` (the scheduler, `deliver`, `build`),
 //!    `outbound` (RFC 3156 copies, SMTP to the smarthost), `keycheck`
-//!    (the weekly key check).
+//!    (the weekly key check), `upkeep` (the roster-file watcher, tally
+//!    flush and spool pruning, the leap base kept, skipped members named).
 //! 6. Wiring and front ends: [`daemon`] (starts the tasks under one shutdown
 //!    token), `service` (systemd notify and watchdog), [`operator`] and
 //!    [`check`] (the CLI's commands), [`cli`] (clap definitions), [`demo`],
@@ -81,3 +82,4 @@ pub(crate) mod secret;
 pub(crate) mod service;
 pub mod sink;
 pub mod spool;
+pub(crate) mod upkeep;
