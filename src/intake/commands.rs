@@ -114,9 +114,11 @@ impl Intake {
             // in this clear reply.
             format!("roster updated ({event}); a receipt follows"),
         );
-        // The same submission again gets this same answer.
+        // The same submission again gets this same answer. A receipt that
+        // cannot be queued is a 451: the sender tries again, and the PST
+        // is never left without a word.
         let line = done.line();
-        match self.notify_pst(
+        let queued = self.notify_pst(
             &random_hex(8),
             sender,
             &subject,
@@ -124,10 +126,14 @@ impl Intake {
             &sender.digests,
             Some((submission, line.as_str())),
             now,
-        ) {
-            Err(SpoolError::Replay(previous)) => self.replayed(envelope, &previous, sender, now),
-            _ => done,
-        }
+        );
+        self.answer(
+            envelope,
+            queued,
+            now,
+            || done,
+            |previous| self.replayed(envelope, &previous, sender, now),
+        )
     }
 
     /// Applies a PST command; its receipt is queued in the same transaction.
@@ -219,7 +225,7 @@ a resent copy of this one counts as a replay.\n"
         // The same submission again gets this same refusal (and no new
         // notice); see `process_fetched`.
         let line = rejection.reply().line();
-        match self.notify_pst(
+        let queued = self.notify_pst(
             &random_hex(8),
             sender,
             &subject,
@@ -227,10 +233,14 @@ a resent copy of this one counts as a replay.\n"
             &sender.digests,
             submission.map(|digest| (digest, line.as_str())),
             now,
-        ) {
-            Err(SpoolError::Replay(previous)) => self.replayed(envelope, &previous, sender, now),
-            _ => self.reject(envelope, rejection, now),
-        }
+        );
+        self.answer(
+            envelope,
+            queued,
+            now,
+            || self.reject(envelope, rejection, now),
+            |previous| self.replayed(envelope, &previous, sender, now),
+        )
     }
 
     /// Refuses a PST command that cannot be applied; `on` (the embargo id
@@ -287,7 +297,9 @@ host lists them.\n",
     }
 
     /// Queues a signed, encrypted notice to the PST who sent a mail. A
-    /// notice whose id is already queued is not queued again.
+    /// notice whose id is already queued is not queued again. A spool
+    /// error is the caller's to answer (`Intake::answer`: 451 for the
+    /// sender to try again), never dropped.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn notify_pst(
         &self,
@@ -310,7 +322,7 @@ host lists them.\n",
         let Some(sealed) = self.seal(&notice) else {
             return Ok(());
         };
-        match relay.spool.queue_notice_to_pst(
+        relay.spool.queue_notice_to_pst(
             id,
             &sender.signer,
             &sender.from,
@@ -318,16 +330,8 @@ host lists them.\n",
             digests,
             submission,
             now,
-        ) {
-            Ok(()) => {
-                relay.wake.notify_one();
-                Ok(())
-            }
-            Err(SpoolError::Replay(previous)) => Err(SpoolError::Replay(previous)),
-            Err(e) => {
-                tracing::error!(error = %e, "could not queue a notice to the PST");
-                Ok(())
-            }
-        }
+        )?;
+        relay.wake.notify_one();
+        Ok(())
     }
 }

@@ -161,6 +161,12 @@ impl Spool {
         submission: Option<(&str, &str)>,
         now: DateTime<Utc>,
     ) -> Result<(), SpoolError> {
+        if crate::failpoint::fails("notice") {
+            return Err(self.db(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                Some("failpoint notice".to_owned()),
+            )));
+        }
         let mut conn = self.lock();
         let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
         self.not_seen(&tx, digests)?;

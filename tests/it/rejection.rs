@@ -169,3 +169,40 @@ async fn forged_or_broken_announcements_are_refused_and_nothing_is_sent() {
         .unwrap_err();
     assert!(err.to_string().contains("550"), "{err}");
 }
+
+/// A refusal the PST must hear of, or a roster command's receipt, that
+/// cannot be queued is a 451, not an answer given with the notice lost:
+/// the sender tries again and the PST is told then.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notice_to_the_pst_that_cannot_be_queued_is_a_451() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let config = f.write_config(sink.addr());
+    let refused = f.gpg_signed(
+        PST,
+        "refused",
+        "Embargo-Until: 2020-01-01T00:00:00Z\n\nlate\n",
+    );
+    let failing = Daemon::start_with(
+        &config,
+        &f.path("daemon.log"),
+        &[(embargo_relay::failpoint::VAR, "notice:fail")],
+    );
+    let (code, text) = send(failing.addr, PST, &refused).await.unwrap_err();
+    assert_eq!(code, 451, "the sender keeps the mail: {text}");
+    drop(failing);
+    // Sent again once the spool works: refused, and the PST told.
+    let daemon = Daemon::start(&config, &f.path("daemon.log"));
+    let (code, text) = send(daemon.addr, PST, &refused).await.unwrap_err();
+    assert!(
+        code == 554 && text.contains("invalid embargo"),
+        "{code} {text}"
+    );
+    let told = |g: &[embargo_relay::sink::Captured]| {
+        refusal_texts(&f, g)
+            .iter()
+            .any(|t| t.contains("The list refused your mail"))
+    };
+    let got = sink.wait_until(PATIENCE, told).await;
+    assert!(told(&got), "the PST hears of it");
+}
