@@ -2,26 +2,28 @@
 //! (whatever the outer headers), older than `signature_max_age`, or dated in
 //! the future is rejected, nothing is relayed, and the PST is told.
 
-use std::time::Duration;
-
+use embargo_relay::clock::Clock;
 use embargo_relay::compose;
-use embargo_relay::sink::CaptureSink;
 
 use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replays_stale_and_future_signatures_are_rejected_and_the_pst_is_told() {
     let f = Fixture::new();
-    let sink = CaptureSink::start().await.unwrap();
-    // A short window, so that a signature becomes stale within the test.
-    let config = f.write_config_with(
-        sink.addr(),
-        &Tweaks {
+    // A short window, so that a signature becomes stale within the test
+    // (on the list's manual clock).
+    let InProcess {
+        sink,
+        clock,
+        running,
+        ..
+    } = f
+        .start_in_process(&Tweaks {
             policy: vec![("signature_max_age", Tweaks::text("3s"))],
             ..Tweaks::default()
-        },
-    );
-    let mut daemon = Daemon::start(&config, &f.path("daemon.log"));
+        })
+        .await;
+    let addr = running.smtp_addr;
 
     // Signed now, sent after the window passed.
     let stale = f.gpg_signed(PST, "CVE-2026-20: stale", &embargoed("old news"));
@@ -51,10 +53,10 @@ async fn replays_stale_and_future_signatures_are_rejected_and_the_pst_is_told() 
     // The genuine announcement, then the same bytes from elsewhere, then the same signed
     // part and signature under new outer headers (Message-ID, Subject).
     let (good, part) = f.gpg_signed_with_part(PST, "CVE-2026-19: real", &embargoed("genuine"));
-    send(daemon.addr, PST, &good).await.expect("accepted");
+    send(addr, PST, &good).await.expect("accepted");
     // The same bytes under the same envelope are the same submission
     // (tests/it/resubmit.rs); under another envelope, a replay.
-    let (code, text) = send(daemon.addr, "relay@elsewhere.example", &good)
+    let (code, text) = send(addr, "relay@elsewhere.example", &good)
         .await
         .unwrap_err();
     assert!(
@@ -71,25 +73,26 @@ async fn replays_stale_and_future_signatures_are_rejected_and_the_pst_is_told() 
         &good[sig_at..sig_end],
     );
     assert_ne!(rewrapped, good);
-    let (code, text) = send(daemon.addr, PST, &rewrapped).await.unwrap_err();
+    let (code, text) = send(addr, PST, &rewrapped).await.unwrap_err();
     assert!(
         code == 550 && text.contains("replayed"),
         "new headers: {text}"
     );
 
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let (code, text) = send(daemon.addr, PST, &stale).await.unwrap_err();
+    // The window passes (gpg signed a moment after the clock started).
+    clock.set(clock.now() + chrono::Duration::seconds(10));
+    let (code, text) = send(addr, PST, &stale).await.unwrap_err();
     assert!(
         code == 550 && text.contains("more than 3 seconds ago"),
         "stale: {text}"
     );
-    let (code, text) = send(daemon.addr, PST, &future).await.unwrap_err();
+    let (code, text) = send(addr, PST, &future).await.unwrap_err();
     assert!(
         code == 550 && text.contains("in the future"),
         "future: {text}"
     );
     // The stale mail again from elsewhere is a replay of its refusal.
-    let (code, text) = send(daemon.addr, "relay@elsewhere.example", &stale)
+    let (code, text) = send(addr, "relay@elsewhere.example", &stale)
         .await
         .unwrap_err();
     assert!(code == 550 && text.contains("replayed"), "{text}");
@@ -98,7 +101,7 @@ async fn replays_stale_and_future_signatures_are_rejected_and_the_pst_is_told() 
     // replay notice per replayed message (not one per replay).
     let told = |g: &[embargo_relay::sink::Captured]| refusal_texts(&f, g).len() >= 4;
     let got = sink.wait_until(PATIENCE, told).await;
-    f.wait_until_no_pending().await;
+    f.wait_until_nothing_due(clock.now()).await;
     let texts = refusal_texts(&f, &sink.captured());
     let count = |needle: &str| texts.iter().filter(|t| t.contains(needle)).count();
     assert_eq!(count("more than 3 seconds ago"), 1, "{texts:#?}");
@@ -111,7 +114,7 @@ async fn replays_stale_and_future_signatures_are_rejected_and_the_pst_is_told() 
     // Each rejection audited: on its own, or, the same reason again from the
     // same host within the minute, counted in one record written at the
     // latest when the daemon stops.
-    assert!(daemon.terminate());
+    running.shutdown().await;
     let rejected: u64 = f
         .audit()
         .iter()
