@@ -3,7 +3,7 @@
 //! the membership criteria it answers and leaves out.
 
 use embargo_relay::crypto;
-use embargo_relay::sink::{CaptureSink, Captured};
+use embargo_relay::sink::Captured;
 
 use crate::common::*;
 
@@ -12,8 +12,8 @@ const REQUEST: &str = "distributors-announce-request@lists.example.org";
 #[tokio::test(flavor = "multi_thread")]
 async fn a_join_request_reaches_the_pst_with_a_checklist() {
     let f = Fixture::new();
-    let sink = CaptureSink::start().await.unwrap();
-    let daemon = Daemon::start(&f.write_config(sink.addr()), &f.path("daemon.log"));
+    let InProcess { sink, running, .. } = f.start_in_process(&Tweaks::default()).await;
+    let addr = running.smtp_addr;
     let body = "Below are each criterion and why we, Seven-Corp, qualify.\r\n\r\n\
 > 0. Have an actively monitored security email alias for our project.\r\n\r\n\
 Yes: security@seven.example.\r\n\r\n\
@@ -23,37 +23,27 @@ Yes: security@seven.example.\r\n\r\n\
     let raw = format!(
         "From: Seven Security <security@seven.example>\r\nTo: {REQUEST}\r\nSubject: Seven-Corp membership\r\n\r\n{body}"
     );
-    let reply = send_to(
-        daemon.addr,
-        "security@seven.example",
-        REQUEST,
-        raw.as_bytes(),
-    )
-    .await
-    .expect("a join request is accepted");
+    let reply = send_to(addr, "security@seven.example", REQUEST, raw.as_bytes())
+        .await
+        .expect("a join request is accepted");
     assert!(
         reply.contains("forwarded to the list's security team"),
         "{reply}"
     );
     // The same submission again (an MTA resending): answered as accepted,
     // forwarded once. The same bytes from another envelope: a replay.
-    let again = send_to(
-        daemon.addr,
-        "security@seven.example",
-        REQUEST,
-        raw.as_bytes(),
-    )
-    .await
-    .expect("the same submission again is answered as accepted");
+    let again = send_to(addr, "security@seven.example", REQUEST, raw.as_bytes())
+        .await
+        .expect("the same submission again is answered as accepted");
     assert!(again.contains("already accepted as"), "{again}");
-    let (code, text) = send_to(daemon.addr, "other@seven.example", REQUEST, raw.as_bytes())
+    let (code, text) = send_to(addr, "other@seven.example", REQUEST, raw.as_bytes())
         .await
         .unwrap_err();
     assert!(code == 550 && text.contains("replayed"), "{text}");
     // Not both at once.
     let transport =
         lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
-            .port(daemon.addr.port())
+            .port(addr.port())
             .build();
     let both = lettre::address::Envelope::new(
         Some("security@seven.example".parse().unwrap()),
@@ -112,5 +102,5 @@ Yes: security@seven.example.\r\n\r\n\
     assert!(text.contains("not authenticated"), "{text}");
     assert!(f.audit().iter().any(|r| r.event == "join-request"));
     drop(got);
-    drop(daemon);
+    running.shutdown().await;
 }

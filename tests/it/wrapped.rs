@@ -5,7 +5,6 @@
 
 use embargo_relay::compose;
 use embargo_relay::crypto;
-use embargo_relay::sink::CaptureSink;
 
 use crate::common::*;
 
@@ -30,8 +29,8 @@ Content-Type: multipart/{sub}; boundary=\"outer\"\r\n\r\n"
 #[tokio::test(flavor = "multi_thread")]
 async fn wrapped_signatures_never_relay_unsigned_text() {
     let f = Fixture::new();
-    let sink = CaptureSink::start().await.unwrap();
-    let daemon = Daemon::start(&f.write_config(sink.addr()), &f.path("daemon.log"));
+    let InProcess { sink, running, .. } = f.start_in_process(&Tweaks::default()).await;
+    let addr = running.smtp_addr;
 
     // One genuine signed entity, reused inside every wrapper.
     let part = compose::text_part(Some("CVE-2026-40: wrapped"), &embargoed("signed text"));
@@ -100,7 +99,7 @@ async fn wrapped_signatures_never_relay_unsigned_text() {
         ),
     ];
     for (name, mail, reason) in &cases {
-        let (code, reply) = send(daemon.addr, PST, mail).await.expect_err(name);
+        let (code, reply) = send(addr, PST, mail).await.expect_err(name);
         assert!(code >= 550, "{name}: {reply}");
         assert!(
             reply.contains(reason),
@@ -114,7 +113,7 @@ async fn wrapped_signatures_never_relay_unsigned_text() {
     let at = find(&with_outside, b"This is an OpenPGP/MIME signed message").unwrap();
     with_outside.splice(at..at, format!("{UNSIGNED} preamble\r\n").into_bytes());
     with_outside.extend_from_slice(format!("{UNSIGNED} epilogue\r\n").as_bytes());
-    send(daemon.addr, PST, &with_outside)
+    send(addr, PST, &with_outside)
         .await
         .expect("preamble and epilogue are ignored");
 
@@ -134,5 +133,5 @@ async fn wrapped_signatures_never_relay_unsigned_text() {
         assert!(text.contains("signed text"), "{text}");
         assert!(!text.contains(UNSIGNED), "unsigned text relayed: {text}");
     }
-    drop(daemon);
+    running.shutdown().await;
 }
