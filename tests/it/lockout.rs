@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use embargo_relay::sink::CaptureSink;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
@@ -14,12 +13,12 @@ use crate::common::*;
 #[tokio::test(flavor = "multi_thread")]
 async fn two_hundred_junk_clients_from_other_addresses_do_not_lock_the_pst_out() {
     let f = Fixture::new();
-    let sink = CaptureSink::start().await.unwrap();
-    let daemon = Daemon::start(&f.write_config(sink.addr()), &f.path("daemon.log"));
+    let InProcess { running, .. } = f.start_in_process(&Tweaks::default()).await;
+    let addr = running.smtp_addr;
     let connect = |ip: std::net::Ipv4Addr| async move {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind((ip, 0).into()).unwrap();
-        let mut stream = socket.connect(daemon.addr).await.unwrap();
+        let mut stream = socket.connect(addr).await.unwrap();
         let mut greeting = [0u8; 256];
         let n = tokio::time::timeout(PATIENCE, stream.read(&mut greeting))
             .await
@@ -64,7 +63,7 @@ async fn two_hundred_junk_clients_from_other_addresses_do_not_lock_the_pst_out()
     assert!(admitted.values().all(|n| *n <= 4), "{admitted:?}");
     assert!(admitted.values().sum::<usize>() <= 24 - 4, "{admitted:?}");
     let reply = send(
-        daemon.addr,
+        addr,
         PST,
         &f.gpg_signed(PST, "through the crowd", &embargoed("still heard")),
     )
@@ -73,5 +72,5 @@ async fn two_hundred_junk_clients_from_other_addresses_do_not_lock_the_pst_out()
     assert!(reply.contains("announcement accepted as"), "{reply}");
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(junk);
-    drop(daemon);
+    running.shutdown().await;
 }
