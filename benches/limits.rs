@@ -105,18 +105,8 @@ fn main() {
         policy: &config.policy,
         max_size: MAX,
     };
-    let signer = || {
-        pst.keys()
-            .unencrypted_secret()
-            .with_policy(&p, None)
-            .for_signing()
-            .next()
-            .unwrap()
-            .key()
-            .clone()
-            .into_keypair()
-            .unwrap()
-    };
+    let pair = |c: &openpgp::Cert| crypto::signing_keypair(&p, c, now).unwrap();
+    let signer = || pair(&pst);
     let entity = compose::text_part(Some("x"), "Embargo-Until: 2030-01-01T00:00:00Z\n\nx\n");
     // One bad signature naming the PST key: over other bytes.
     let bad: openpgp::Packet =
@@ -161,18 +151,6 @@ fn main() {
     while lines.len() < room - 8192 {
         lines.extend_from_slice(b"\r\n");
     }
-    let pair = |c: &openpgp::Cert| {
-        c.keys()
-            .unencrypted_secret()
-            .with_policy(&p, None)
-            .for_signing()
-            .next()
-            .unwrap()
-            .key()
-            .clone()
-            .into_keypair()
-            .unwrap()
-    };
     let bad_text = |c: &openpgp::Cert| -> openpgp::Packet {
         openpgp::packet::signature::SignatureBuilder::new(openpgp::types::SignatureType::Text)
             .set_signature_creation_time(now + chrono::Duration::days(1))
@@ -275,17 +253,7 @@ fn main() {
     ));
     // 5. Encrypted to the list and signed inside by a key that is not on
     //    it: no limit is passed, so it is decrypted and verified in full.
-    let stranger_signer = stranger
-        .keys()
-        .unencrypted_secret()
-        .with_policy(&p, None)
-        .for_signing()
-        .next()
-        .unwrap()
-        .key()
-        .clone()
-        .into_keypair()
-        .unwrap();
+    let stranger_signer = pair(&stranger);
     let mut out = Vec::new();
     {
         let message = Message::new(&mut out);

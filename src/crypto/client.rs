@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 
 use chrono::{DateTime, Utc};
 use openpgp::cert::prelude::*;
+use openpgp::crypto::KeyPair;
 use openpgp::parse::Parse;
 use openpgp::parse::stream::DecryptorBuilder;
 use openpgp::policy::Policy;
@@ -94,16 +95,9 @@ pub fn armored_secret(cert: &Cert) -> anyhow::Result<Vec<u8>> {
     cert.as_tsk().armored().to_vec()
 }
 
-/// Makes an armored detached signature over `data` with `tsk`, as a mail
-/// client signing a PGP/MIME part does.
-pub fn sign_detached(
-    p: &dyn Policy,
-    tsk: &Cert,
-    now: DateTime<Utc>,
-    data: &[u8],
-) -> anyhow::Result<Vec<u8>> {
-    let keypair = tsk
-        .keys()
+/// The signing key of `tsk` usable at `now`, as a keypair.
+pub fn signing_keypair(p: &dyn Policy, tsk: &Cert, now: DateTime<Utc>) -> anyhow::Result<KeyPair> {
+    tsk.keys()
         .unencrypted_secret()
         .with_policy(p, at(now))
         .supported()
@@ -114,7 +108,18 @@ pub fn sign_detached(
         .ok_or_else(|| anyhow::anyhow!("no usable signing key"))?
         .key()
         .clone()
-        .into_keypair()?;
+        .into_keypair()
+}
+
+/// Makes an armored detached signature over `data` with `tsk`, as a mail
+/// client signing a PGP/MIME part does.
+pub fn sign_detached(
+    p: &dyn Policy,
+    tsk: &Cert,
+    now: DateTime<Utc>,
+    data: &[u8],
+) -> anyhow::Result<Vec<u8>> {
+    let keypair = signing_keypair(p, tsk, now)?;
     let mut sink = Vec::new();
     let message = Message::new(&mut sink);
     let message = Armorer::new(message)

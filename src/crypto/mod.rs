@@ -283,16 +283,7 @@ mod tests {
 
     fn signing_pair(cert: &Cert) -> KeyPair {
         let p = policy();
-        cert.keys()
-            .unencrypted_secret()
-            .with_policy(&p, None)
-            .for_signing()
-            .next()
-            .unwrap()
-            .key()
-            .clone()
-            .into_keypair()
-            .unwrap()
+        signing_keypair(&p, cert, now()).unwrap()
     }
 
     /// A detached signature by `pst` over `data`, its packet `n` times over.
