@@ -458,6 +458,7 @@ pub(super) fn census_encrypted(
     let mut literal: Option<Vec<u8>> = None;
     let mut inner: Vec<Packet> = Vec::new();
     let mut not_for_list = false;
+    let mut outside = false;
     let list_fingerprint = list.cert().fingerprint();
     let mut census = Census::default();
     let mut excess: Option<TooMany> = None;
@@ -535,6 +536,14 @@ pub(super) fn census_encrypted(
         };
         // The MDC variant is deprecated because the parser checks it
         // itself for its stream users; this census reads it by hand.
+        // Signatures or data outside the encryption (a signature over the
+        // encrypted message, say) are left to Sequoia's decrypting
+        // verifier: what is kept is only what the encryption held.
+        let content = matches!(
+            packet,
+            Packet::Signature(_) | Packet::OnePassSig(_) | Packet::Literal(_)
+        );
+        outside |= content && found.is_none();
         #[allow(deprecated)]
         match packet {
             Packet::PKESK(pkesk) => pkesks.push(pkesk),
@@ -560,7 +569,7 @@ pub(super) fn census_encrypted(
     if let Some(too_many) = excess {
         return Err(OpenProblem::Signature(SignatureProblem::TooMany(too_many)));
     }
-    let inside = (found.is_some() && well_formed).then(|| {
+    let inside = (found.is_some() && well_formed && !outside).then(|| {
         if not_for_list {
             return Some(Inside::NotForList);
         }
