@@ -708,11 +708,31 @@ mod tests {
     /// line ends; and it refuses before hashing what cannot pass.
     #[test]
     fn the_precheck_judges_detached_signatures_as_the_verifier_does() {
+        // Each kind of key a PST may sign with (EdDSA, RSA, ECDSA): the
+        // precheck's public-key check is the backend's for each.
+        for suite in [
+            openpgp::cert::CipherSuite::Cv25519,
+            openpgp::cert::CipherSuite::RSA3k,
+            openpgp::cert::CipherSuite::P256,
+        ] {
+            precheck_agrees_for(suite);
+        }
+    }
+
+    fn precheck_agrees_for(suite: openpgp::cert::CipherSuite) {
         use openpgp::packet::signature::SignatureBuilder;
         use openpgp::types::SignatureType;
         let p = policy();
-        let pst = key("P <p@example.org>");
-        let co = key("Q <q@example.org>");
+        let key_of = |userid: &str| {
+            CertBuilder::general_purpose(Some(userid))
+                .set_cipher_suite(suite)
+                .set_creation_time(at(now() - chrono::Duration::days(1)))
+                .generate()
+                .unwrap()
+                .0
+        };
+        let pst = key_of("P <p@example.org>");
+        let co = key_of("Q <q@example.org>");
         let stranger = key("S <s@example.org>");
         let certs = &[
             pst.clone().strip_secret_key_material(),
@@ -774,7 +794,7 @@ mod tests {
             ];
             for (i, sig) in sets.iter().enumerate() {
                 let (a, b) = (ours(&data, sig), reference(&data, sig));
-                assert_eq!(a, b, "set {i}, {len} octets");
+                assert_eq!(a, b, "{suite:?}, set {i}, {len} octets");
                 verdicts.insert(format!("{:?}", a.map(|_| "good")));
             }
             // What cannot pass is refused before anything is hashed.
