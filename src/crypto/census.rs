@@ -111,22 +111,16 @@ pub(super) fn precheck(
     use openpgp::types::SignatureType;
     let (keys_named, twice) = named_keys(sigs, known)?;
     // One hash context per way of hashing, over the data as it is or in
-    // its text form (line ends made CRLF, as Sequoia's text mode does).
-    let text = std::cell::OnceCell::new();
+    // its text form (line ends made CRLF, as Sequoia's text mode does);
+    // the ways are counted before anything is hashed.
+    let canonical = std::cell::OnceCell::new();
     type Way = (HashAlgorithm, Option<Vec<u8>>, bool);
     let mut contexts: Vec<(Way, openpgp::crypto::hash::Context)> = Vec::new();
-    for (sig, keys) in sigs.iter().zip(&keys_named) {
-        let text_mode = sig.typ() == SignatureType::Text;
-        let body: &[u8] = if text_mode {
-            text.get_or_init(|| text_form(data))
-        } else {
-            data
-        };
-        let way: Way = (
-            sig.hash_algo(),
-            sig.salt().map(<[u8]>::to_vec),
-            text_mode && matches!(text.get(), Some(std::borrow::Cow::Owned(_))),
-        );
+    let mut way_of = Vec::with_capacity(sigs.len());
+    for sig in sigs {
+        let text_mode =
+            sig.typ() == SignatureType::Text && !*canonical.get_or_init(|| is_text_form(data));
+        let way: Way = (sig.hash_algo(), sig.salt().map(<[u8]>::to_vec), text_mode);
         let at = match contexts.iter().position(|(w, _)| *w == way) {
             Some(at) => at,
             None => {
@@ -146,11 +140,20 @@ pub(super) fn precheck(
                 if let Some(salt) = sig.salt() {
                     context.update(salt);
                 }
-                context.update(body);
                 contexts.push((way, context));
                 contexts.len() - 1
             }
         };
+        way_of.push(at);
+    }
+    for ((_, _, text_mode), context) in &mut contexts {
+        if *text_mode {
+            in_text_form(data, |chunk| context.update(chunk));
+        } else {
+            context.update(data);
+        }
+    }
+    for ((sig, keys), at) in sigs.iter().zip(&keys_named).zip(way_of) {
         // The signature's own octets ends the hash; then the public-key
         // check alone (Sequoia's `verify_hash` also refuses a signature
         // older than its key, which the verifier reports as a key problem).
@@ -208,40 +211,47 @@ pub(super) fn named_keys<'a>(
     Ok((named, twice))
 }
 
-/// The text form of `data` a text-mode signature covers: `\r\n`, `\r`
-/// and `\n` each made `\r\n`. Borrowed when it already is (a mail's
-/// parts always are): counted, not searched hit by hit, as a part of
-/// millions of empty lines is what an attacker sends.
-fn text_form(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+/// Whether `data` is already its own text form (every line end `\r\n`,
+/// as a mail's parts always are): counted, not searched hit by hit, as a
+/// part of millions of empty lines is what an attacker sends.
+fn is_text_form(data: &[u8]) -> bool {
     let count = |b| memchr::memchr_iter(b, data).count();
     let pairs = data
         .iter()
         .zip(data.iter().skip(1))
         .filter(|&(&a, &b)| a == b'\r' && b == b'\n')
         .count();
-    if pairs == count(b'\r') && pairs == count(b'\n') {
-        return std::borrow::Cow::Borrowed(data);
-    }
-    // At most two octets out for each in; written by index, not pushed.
-    let mut out = vec![0u8; data.len() * 2];
-    let (mut o, mut after_cr) = (0, false);
-    for &b in data {
-        match b {
-            b'\n' if after_cr => {}
-            b'\r' | b'\n' => {
-                out[o] = b'\r';
-                out[o + 1] = b'\n';
-                o += 2;
+    pairs == count(b'\r') && pairs == count(b'\n')
+}
+
+/// Hands `data`'s text form (`\r\n`, `\r` and `\n` each made `\r\n`)
+/// to `feed` in pieces of at most 64 KiB, never the whole: a text of
+/// empty lines doubles in its text form. Octet by octet into a fixed
+/// buffer, which costs less than a search per line when the lines are
+/// empty.
+fn in_text_form(data: &[u8], mut feed: impl FnMut(&[u8])) {
+    const CHUNK: usize = 32 << 10;
+    let mut out = vec![0u8; 2 * CHUNK];
+    let mut after_cr = false;
+    for chunk in data.chunks(CHUNK) {
+        let mut o = 0;
+        for &b in chunk {
+            match b {
+                b'\n' if after_cr => {}
+                b'\r' | b'\n' => {
+                    out[o] = b'\r';
+                    out[o + 1] = b'\n';
+                    o += 2;
+                }
+                _ => {
+                    out[o] = b;
+                    o += 1;
+                }
             }
-            _ => {
-                out[o] = b;
-                o += 1;
-            }
+            after_cr = b == b'\r';
         }
-        after_cr = b == b'\r';
+        feed(&out[..o]);
     }
-    out.truncate(o);
-    std::borrow::Cow::Owned(out)
 }
 
 /// Counts packets by kind against [`PacketLimits`].
@@ -601,4 +611,70 @@ pub(super) fn census_encrypted(
         seen,
         inside: inside.flatten(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{in_text_form, is_text_form};
+
+    /// The text form written the plain way, one octet at a time.
+    fn naive(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut after_cr = false;
+        for &b in data {
+            match b {
+                b'\n' if after_cr => {}
+                b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+                _ => out.push(b),
+            }
+            after_cr = b == b'\r';
+        }
+        out
+    }
+
+    #[test]
+    fn text_form_in_pieces_is_the_text_form() {
+        // Every mix of line ends, lines around the piece size, empty lines
+        // by the hundred thousand, and ends with and without a line end.
+        let alphabet: [&[u8]; 5] = [b"\r\n", b"\n", b"\r", b"a", b"\n\r"];
+        let mut inputs: Vec<Vec<u8>> = vec![Vec::new()];
+        for i in 0..3000usize {
+            let mut x = i;
+            let mut data = Vec::new();
+            for _ in 0..(i % 9) {
+                data.extend_from_slice(alphabet[x % 5]);
+                x = x / 5 + i;
+            }
+            inputs.push(data);
+        }
+        for len in [
+            (64 << 10) - 3,
+            (64 << 10) - 1,
+            64 << 10,
+            (64 << 10) + 1,
+            200_000,
+        ] {
+            for end in ["", "\r", "\n", "\r\n"] {
+                let mut data = vec![b'x'; len];
+                data.extend_from_slice(end.as_bytes());
+                data.extend_from_slice(b"y\nz");
+                inputs.push(data);
+            }
+        }
+        inputs.push(b"\n".repeat(300_000));
+        inputs.push(b"\r\n".repeat(300_000));
+        inputs.push(b"\r".repeat(300_000));
+        for data in &inputs {
+            let mut pieces = Vec::new();
+            let mut largest = 0;
+            in_text_form(data, |piece| {
+                largest = largest.max(piece.len());
+                pieces.extend_from_slice(piece);
+            });
+            let want = naive(data);
+            assert_eq!(pieces, want, "input of {} octets", data.len());
+            assert!(largest <= (64 << 10).max(data.len()));
+            assert_eq!(is_text_form(data), want == *data, "{data:?}");
+        }
+    }
 }
