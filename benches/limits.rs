@@ -151,8 +151,17 @@ fn main() {
     while lines.len() < room - 8192 {
         lines.extend_from_slice(b"\r\n");
     }
+    // Two ways of hashing (the most the precheck takes, `HASHINGS`): SHA-512
+    // for the PST and every other member, SHA-256 for the rest.
+    let hashing = std::cell::Cell::new(0);
     let bad_text = |c: &openpgp::Cert| -> openpgp::Packet {
+        hashing.set(hashing.get() + 1);
+        let algo = match hashing.get() % 2 {
+            1 => openpgp::types::HashAlgorithm::SHA512,
+            _ => openpgp::types::HashAlgorithm::SHA256,
+        };
         openpgp::packet::signature::SignatureBuilder::new(openpgp::types::SignatureType::Text)
+            .set_hash_algo(algo)
             .set_signature_creation_time(now + chrono::Duration::days(1))
             .unwrap()
             .sign_message(&mut pair(c), b"other bytes")
@@ -164,7 +173,7 @@ fn main() {
         bad_text(c).serialize(&mut eight).unwrap();
     }
     cases.push((
-        "multipart/signed, 8 bad text signatures by 8 known keys, dated ahead, over empty lines"
+        "multipart/signed, 8 bad text signatures by 8 known keys in two hashes, dated ahead, over empty lines"
             .to_owned(),
         compose::multipart_signed(
             PST,
@@ -315,7 +324,7 @@ fn main() {
     }
     cases.push((
         format!(
-            "encrypted, 8 bad text signatures by 8 known keys inside, {} MiB of empty lines",
+            "encrypted, 8 bad text signatures by 8 known keys in two hashes inside, {} MiB of empty lines",
             empty_lines.len() >> 20
         ),
         encrypted(&out),

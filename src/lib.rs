@@ -26,9 +26,11 @@
 //!    member entry), `armor` (the member copies' armor, with its CRC-24
 //!    line), `membership` (the membership criteria and the join-request
 //!    checklist), `mail` (the contract between `inbound` and `intake`:
-//!    `Reply`, `Envelope`, `MailHandler`, peer keys).
+//!    `Reply`, `Envelope`, `MailHandler`, peer keys), `lines` (line ends
+//!    counted at memory speed).
 //! 2. Data and its rules: [`crypto`] (every OpenPGP operation: `verify`,
-//!    `census` (with the signature precheck), `problem` (the verdicts),
+//!    `census` (with the signature precheck), `seipd` (SEIPDv1 with AES in
+//!    one pass, for the census), `problem` (the verdicts),
 //!    `seal`, and `client` helpers for the demo and tests),
 //!    `roster` (members, PST keys, the roster file), [`config`] (TOML →
 //!    validated [`config::Config`]), [`embargo`] (the announcement's field
@@ -71,6 +73,7 @@ pub(crate) mod fanout;
 pub mod inbound;
 pub mod intake;
 pub(crate) mod keycheck;
+pub(crate) mod lines;
 pub(crate) mod mail;
 pub(crate) mod membership;
 pub mod operator;

@@ -17,6 +17,7 @@ use sequoia_openpgp as openpgp;
 use crate::secret::Secret;
 
 use super::problem::{CLOCK_SKEW_S, OpenProblem, SignatureProblem, TooMany};
+use super::seipd::{self, Seipd};
 use super::{ListKey, at};
 
 /// Bounds on the OpenPGP packets of one incoming mail, counted with
@@ -118,8 +119,8 @@ pub(super) fn precheck(
     let mut contexts: Vec<(Way, openpgp::crypto::hash::Context)> = Vec::new();
     let mut way_of = Vec::with_capacity(sigs.len());
     for sig in sigs {
-        let text_mode =
-            sig.typ() == SignatureType::Text && !*canonical.get_or_init(|| is_text_form(data));
+        let text_mode = sig.typ() == SignatureType::Text
+            && !*canonical.get_or_init(|| crate::lines::crlf_only(data));
         let way: Way = (sig.hash_algo(), sig.salt().map(<[u8]>::to_vec), text_mode);
         let at = match contexts.iter().position(|(w, _)| *w == way) {
             Some(at) => at,
@@ -146,14 +147,20 @@ pub(super) fn precheck(
         };
         way_of.push(at);
     }
-    for ((_, _, text_mode), context) in &mut contexts {
-        if *text_mode {
-            in_text_form(data, |chunk| context.update(chunk));
-        } else {
-            context.update(data);
-        }
-    }
+    // Each way is hashed when its first signature is checked, in order: a
+    // bad signature stops the check before another way costs anything, so
+    // only a holder of a known key can make both ways count.
+    let mut hashed = vec![false; contexts.len()];
     for ((sig, keys), at) in sigs.iter().zip(&keys_named).zip(way_of) {
+        if !hashed[at] {
+            let ((_, _, text_mode), context) = &mut contexts[at];
+            if *text_mode {
+                in_text_form(data, |piece| context.update(piece));
+            } else {
+                context.update(data);
+            }
+            hashed[at] = true;
+        }
         // The signature's own octets ends the hash; then the public-key
         // check alone (Sequoia's `verify_hash` also refuses a signature
         // older than its key, which the verifier reports as a key problem).
@@ -209,19 +216,6 @@ pub(super) fn named_keys<'a>(
         named.push(keys);
     }
     Ok((named, twice))
-}
-
-/// Whether `data` is already its own text form (every line end `\r\n`,
-/// as a mail's parts always are): counted, not searched hit by hit, as a
-/// part of millions of empty lines is what an attacker sends.
-fn is_text_form(data: &[u8]) -> bool {
-    let count = |b| memchr::memchr_iter(b, data).count();
-    let pairs = data
-        .iter()
-        .zip(data.iter().skip(1))
-        .filter(|&(&a, &b)| a == b'\r' && b == b'\n')
-        .count();
-    pairs == count(b'\r') && pairs == count(b'\n')
 }
 
 /// Hands `data`'s text form (`\r\n`, `\r` and `\n` each made `\r\n`)
@@ -449,137 +443,57 @@ pub(super) fn census_encrypted(
     now: DateTime<Utc>,
 ) -> Result<Opened, OpenProblem> {
     use openpgp::packet::Packet;
-    use openpgp::parse::{PacketParserBuilder, PacketParserResult};
-    let undecided = |seen| {
-        Ok(Opened {
+    let mut walk = Walk {
+        keypairs: list.decryption_keypairs(p),
+        list_fingerprint: list.cert().fingerprint(),
+        known,
+        now,
+        limit,
+        seen: Seen::default(),
+        census: Census::default(),
+        excess: None,
+        pkesks: Vec::new(),
+        found: None,
+        literal_bytes: 0,
+        inner: Vec::new(),
+        not_for_list: false,
+        outside: false,
+    };
+    let well_formed = match walk.walk(ciphertext) {
+        Ok(well_formed) => well_formed,
+        Err(Stop::Undecided) => false,
+        Err(Stop::NoKey { tried }) => {
+            return Ok(Opened {
+                key: None,
+                tried,
+                seen: walk.seen,
+                inside: None,
+            });
+        }
+        Err(Stop::Refused(problem)) => return Err(problem),
+    };
+    let Walk {
+        seen,
+        census,
+        excess,
+        found,
+        mut inner,
+        not_for_list,
+        outside,
+        ..
+    } = walk;
+    if found.is_none() {
+        return Ok(Opened {
             key: None,
             tried: false,
             seen,
             inside: None,
-        })
-    };
-    let mut seen = Seen::default();
-    let Ok(builder) = PacketParserBuilder::from_bytes(ciphertext) else {
-        return undecided(seen);
-    };
-    let Ok(mut ppr) = builder.automatic_hashing(false).build() else {
-        return undecided(seen);
-    };
-    let mut literal: Option<Vec<u8>> = None;
-    let mut inner: Vec<Packet> = Vec::new();
-    let mut not_for_list = false;
-    let mut outside = false;
-    let list_fingerprint = list.cert().fingerprint();
-    let mut census = Census::default();
-    let mut excess: Option<TooMany> = None;
-    let mut pkesks: Vec<PKESK> = Vec::new();
-    let mut found: Option<FoundKey> = None;
-    let mut literal_bytes = 0usize;
-    let mut keypairs = list.decryption_keypairs(p);
-    let well_formed = loop {
-        let mut pp = match ppr {
-            PacketParserResult::Some(pp) => pp,
-            PacketParserResult::EOF(eof) => break eof.is_message().is_ok(),
-        };
-        if let Err(too_many) = census.count(pp.packet.tag()) {
-            // Stop at once where no integrity check can follow (outside
-            // the encryption): those packets are the sender's own.
-            if found.is_none() {
-                return Err(OpenProblem::Signature(SignatureProblem::TooMany(too_many)));
-            }
-            excess.get_or_insert(too_many);
-        }
-        match &pp.packet {
-            Packet::SEIP(_) if found.is_none() => {
-                let mut tries = 0;
-                'pkesks: for pkesk in &pkesks {
-                    for pair in &mut keypairs {
-                        let ours = pkesk
-                            .recipient()
-                            .is_none_or(|id| pair.public().key_handle().aliases(&id));
-                        if !ours {
-                            continue;
-                        }
-                        tries += 1;
-                        if tries > PacketLimits::PKESK_TRIES {
-                            break 'pkesks;
-                        }
-                        if let Some((algo, sk)) = pkesk.decrypt(pair, None)
-                            && pp.decrypt(algo, &sk).is_ok()
-                        {
-                            found = Some((algo, sk));
-                            break 'pkesks;
-                        }
-                    }
-                }
-                if found.is_none() {
-                    return Ok(Opened {
-                        key: None,
-                        tried: tries > 0,
-                        seen,
-                        inside: None,
-                    });
-                }
-            }
-            _ => {
-                // Every body read here, at most `limit` octets in all: no
-                // compressed packet inflates past it.
-                // The literal data is kept (at most `limit` octets, as
-                // the real pass would), for nothing to be decrypted twice.
-                let keep = (pp.packet.tag() == openpgp::packet::Tag::Literal)
-                    .then(|| literal.insert(Vec::new()));
-                let read = read_body(&mut pp, limit - literal_bytes.min(limit), keep)
-                    .map_err(|_| OpenProblem::Failed)?;
-                literal_bytes += read;
-                if literal_bytes > limit {
-                    return Err(OpenProblem::TooLarge(limit));
-                }
-            }
-        }
-        // Once decrypted, what does not parse or fails its integrity check
-        // is refused here, with the same answer the real pass would give:
-        // an excess counted so far must not be thrown away with it.
-        let (packet, next) = match pp.recurse() {
-            Ok(step) => step,
-            Err(_) if found.is_some() => return Err(OpenProblem::Failed),
-            Err(_) => return undecided(seen),
-        };
-        // The MDC variant is deprecated because the parser checks it
-        // itself for its stream users; this census reads it by hand.
-        // Signatures or data outside the encryption (a signature over the
-        // encrypted message, say) are left to Sequoia's decrypting
-        // verifier: what is kept is only what the encryption held.
-        let content = matches!(
-            packet,
-            Packet::Signature(_) | Packet::OnePassSig(_) | Packet::Literal(_)
-        );
-        outside |= content && found.is_none();
-        #[allow(deprecated)]
-        match packet {
-            Packet::PKESK(pkesk) => pkesks.push(pkesk),
-            Packet::MDC(mdc) if !mdc.valid() => return Err(OpenProblem::Failed),
-            Packet::Signature(sig) => {
-                seen.note(&sig, known, now);
-                let named: Vec<&Fingerprint> = sig.intended_recipients().collect();
-                if !named.is_empty() && !named.contains(&&list_fingerprint) {
-                    not_for_list = true;
-                }
-                drop(named);
-                inner.push(sig.into());
-            }
-            Packet::OnePassSig(ops) => inner.push(ops.into()),
-            Packet::Literal(mut l) => {
-                l.set_body(literal.take().unwrap_or_default());
-                inner.push(l.into());
-            }
-            _ => {}
-        }
-        ppr = next;
-    };
+        });
+    }
     if let Some(too_many) = excess {
         return Err(OpenProblem::Signature(SignatureProblem::TooMany(too_many)));
     }
-    let inside = (found.is_some() && well_formed && !outside).then(|| {
+    let inside = (well_formed && !outside).then(|| {
         if not_for_list {
             return Some(Inside::NotForList);
         }
@@ -613,9 +527,186 @@ pub(super) fn census_encrypted(
     })
 }
 
+/// Why [`Walk::walk`] stopped before the end.
+enum Stop {
+    /// The census cannot tell (a parse it cannot follow before the
+    /// session key): the real pass decides.
+    Undecided,
+    /// No PKESK gave the session key; `tried`: public-key operations were
+    /// spent on it.
+    NoKey { tried: bool },
+    /// Refused, with the answer the real pass would give.
+    Refused(OpenProblem),
+}
+
+/// The state of one census of an encrypted mail: the packets outside the
+/// encryption and those it held (walked as a message of their own once
+/// decrypted and its integrity check held).
+struct Walk<'a> {
+    keypairs: Vec<openpgp::crypto::KeyPair>,
+    list_fingerprint: Fingerprint,
+    known: &'a [Cert],
+    now: DateTime<Utc>,
+    limit: usize,
+    seen: Seen,
+    census: Census,
+    excess: Option<TooMany>,
+    pkesks: Vec<PKESK>,
+    found: Option<FoundKey>,
+    literal_bytes: usize,
+    inner: Vec<openpgp::Packet>,
+    not_for_list: bool,
+    outside: bool,
+}
+
+impl Walk<'_> {
+    /// Walks the packets of `data`; whether they form an OpenPGP message.
+    fn walk(&mut self, data: &[u8]) -> Result<bool, Stop> {
+        use buffered_reader::BufferedReader;
+        use openpgp::packet::{Packet, SEIP};
+        use openpgp::parse::{PacketParserBuilder, PacketParserResult};
+        let Ok(builder) = PacketParserBuilder::from_bytes(data) else {
+            return Err(Stop::Undecided);
+        };
+        let Ok(mut ppr) = builder.automatic_hashing(false).build() else {
+            return Err(Stop::Undecided);
+        };
+        let mut literal: Option<Vec<u8>> = None;
+        let mut held_well_formed = true;
+        loop {
+            let mut pp = match ppr {
+                PacketParserResult::Some(pp) => pp,
+                PacketParserResult::EOF(eof) => {
+                    return Ok(eof.is_message().is_ok() && held_well_formed);
+                }
+            };
+            if let Err(too_many) = self.census.count(pp.packet.tag()) {
+                // Stop at once where no integrity check can follow (outside
+                // the encryption): those packets are the sender's own.
+                if self.found.is_none() {
+                    return Err(Stop::Refused(OpenProblem::Signature(
+                        SignatureProblem::TooMany(too_many),
+                    )));
+                }
+                self.excess.get_or_insert(too_many);
+            }
+            match &pp.packet {
+                Packet::SEIP(seip) if self.found.is_none() => {
+                    let v1 = matches!(seip, SEIP::V1(_));
+                    let mut tries = 0;
+                    let mut held = None;
+                    'pkesks: for pkesk in &self.pkesks {
+                        for pair in &mut self.keypairs {
+                            let ours = pkesk
+                                .recipient()
+                                .is_none_or(|id| pair.public().key_handle().aliases(&id));
+                            if !ours {
+                                continue;
+                            }
+                            tries += 1;
+                            if tries > PacketLimits::PKESK_TRIES {
+                                break 'pkesks;
+                            }
+                            let Some((algo, sk)) = pkesk.decrypt(pair, None) else {
+                                continue;
+                            };
+                            // SEIPDv1 with AES in one pass here; the rest
+                            // through Sequoia's decryptor, in this parser.
+                            let here = match (v1, algo) {
+                                (true, Some(algo)) => match pp.data_eof() {
+                                    Ok(body) => seipd::open(algo, &sk, body),
+                                    Err(_) => Seipd::NotHere,
+                                },
+                                _ => Seipd::NotHere,
+                            };
+                            match here {
+                                Seipd::WrongKey => continue,
+                                Seipd::NotHere if pp.decrypt(algo, &sk).is_err() => continue,
+                                Seipd::NotHere => {}
+                                // Decrypted with the right key, and the
+                                // integrity check failed: refused as the
+                                // real pass would refuse it.
+                                Seipd::Tampered => {
+                                    return Err(Stop::Refused(OpenProblem::Failed));
+                                }
+                                Seipd::Plain(plain) => held = Some(plain),
+                            }
+                            self.found = Some((algo, sk));
+                            break 'pkesks;
+                        }
+                    }
+                    if self.found.is_none() {
+                        return Err(Stop::NoKey { tried: tries > 0 });
+                    }
+                    if let Some(plain) = held {
+                        // What the encryption held is a message of its
+                        // own; the SEIP container stays unopened here.
+                        held_well_formed = self.walk(plain.expose())?;
+                    }
+                }
+                _ => {
+                    // Every body read here, at most `limit` octets in all: no
+                    // compressed packet inflates past it.
+                    // The literal data is kept (at most `limit` octets, as
+                    // the real pass would), for nothing to be decrypted twice.
+                    let keep = (pp.packet.tag() == openpgp::packet::Tag::Literal)
+                        .then(|| literal.insert(Vec::new()));
+                    let room = self.limit - self.literal_bytes.min(self.limit);
+                    let read = read_body(&mut pp, room, keep)
+                        .map_err(|_| Stop::Refused(OpenProblem::Failed))?;
+                    self.literal_bytes += read;
+                    if self.literal_bytes > self.limit {
+                        return Err(Stop::Refused(OpenProblem::TooLarge(self.limit)));
+                    }
+                }
+            }
+            // Once decrypted, what does not parse or fails its integrity
+            // check is refused here, with the same answer the real pass
+            // would give: an excess counted so far must not be thrown away
+            // with it.
+            let (packet, next) = match pp.recurse() {
+                Ok(step) => step,
+                Err(_) if self.found.is_some() => return Err(Stop::Refused(OpenProblem::Failed)),
+                Err(_) => return Err(Stop::Undecided),
+            };
+            // Signatures or data outside the encryption (a signature over
+            // the encrypted message, say) are left to Sequoia's decrypting
+            // verifier: what is kept is only what the encryption held.
+            let content = matches!(
+                packet,
+                Packet::Signature(_) | Packet::OnePassSig(_) | Packet::Literal(_)
+            );
+            self.outside |= content && self.found.is_none();
+            // The MDC variant is deprecated because the parser checks it
+            // itself for its stream users; this census reads it by hand.
+            #[allow(deprecated)]
+            match packet {
+                Packet::PKESK(pkesk) => self.pkesks.push(pkesk),
+                Packet::MDC(mdc) if !mdc.valid() => return Err(Stop::Refused(OpenProblem::Failed)),
+                Packet::Signature(sig) => {
+                    self.seen.note(&sig, self.known, self.now);
+                    let named: Vec<&Fingerprint> = sig.intended_recipients().collect();
+                    if !named.is_empty() && !named.contains(&&self.list_fingerprint) {
+                        self.not_for_list = true;
+                    }
+                    drop(named);
+                    self.inner.push(sig.into());
+                }
+                Packet::OnePassSig(ops) => self.inner.push(ops.into()),
+                Packet::Literal(mut l) => {
+                    l.set_body(literal.take().unwrap_or_default());
+                    self.inner.push(l.into());
+                }
+                _ => {}
+            }
+            ppr = next;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{in_text_form, is_text_form};
+    use super::in_text_form;
 
     /// The text form written the plain way, one octet at a time.
     fn naive(data: &[u8]) -> Vec<u8> {
@@ -674,7 +765,7 @@ mod tests {
             let want = naive(data);
             assert_eq!(pieces, want, "input of {} octets", data.len());
             assert!(largest <= (64 << 10).max(data.len()));
-            assert_eq!(is_text_form(data), want == *data, "{data:?}");
+            assert_eq!(crate::lines::crlf_only(data), want == *data);
         }
     }
 }

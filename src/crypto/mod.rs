@@ -20,6 +20,7 @@ mod census;
 mod client;
 mod problem;
 mod seal;
+mod seipd;
 mod verify;
 
 pub use census::*;

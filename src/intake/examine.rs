@@ -42,7 +42,7 @@ pub fn examine(
     // What SMTP refuses in DATA is refused from a pipe or a mailbox too: a
     // bare CR can make the relayed entity parse differently from what a
     // text-mode signature covered.
-    if memchr::memchr_iter(b'\r', raw).any(|i| raw.get(i + 1) != Some(&b'\n')) {
+    if crate::lines::has_bare_cr(raw) {
         return Err(Rejection::Malformed(
             "bare CR in the message; lines must end in CRLF",
         ));
