@@ -565,11 +565,22 @@ impl Walk<'_> {
         use buffered_reader::BufferedReader;
         use openpgp::packet::{Packet, SEIP};
         use openpgp::parse::{PacketParserBuilder, PacketParserResult};
-        let Ok(builder) = PacketParserBuilder::from_bytes(data) else {
-            return Err(Stop::Undecided);
+        // Once decrypted (the integrity check held), what does not parse is
+        // refused, as the real pass would refuse it.
+        let unreadable = || match self.found {
+            Some(_) => Stop::Refused(OpenProblem::Failed),
+            None => Stop::Undecided,
         };
+        let Ok(mut builder) = PacketParserBuilder::from_bytes(data) else {
+            return Err(unreadable());
+        };
+        if self.found.is_some() {
+            // What the encryption held lies one level down in Sequoia's
+            // parse (inside the SEIP container): the same depth limit.
+            builder = builder.max_recursion_depth(openpgp::parse::DEFAULT_MAX_RECURSION_DEPTH - 1);
+        }
         let Ok(mut ppr) = builder.automatic_hashing(false).build() else {
-            return Err(Stop::Undecided);
+            return Err(unreadable());
         };
         let mut literal: Option<Vec<u8>> = None;
         let mut held_well_formed = true;
@@ -640,7 +651,11 @@ impl Walk<'_> {
                     }
                     if let Some(plain) = held {
                         // What the encryption held is a message of its
-                        // own; the SEIP container stays unopened here.
+                        // own; the SEIP container stays unopened here. Its
+                        // MDC packet counts, as in Sequoia's parse.
+                        if let Err(too_many) = self.census.count(openpgp::packet::Tag::MDC) {
+                            self.excess.get_or_insert(too_many);
+                        }
                         held_well_formed = self.walk(plain.expose())?;
                     }
                 }

@@ -69,7 +69,7 @@ pub(super) fn open(algo: SymmetricAlgorithm, key: &SessionKey, body: &[u8]) -> S
         return Seipd::WrongKey;
     }
     let Some(head) = decrypt(&body[..prefix]) else {
-        return Seipd::WrongKey;
+        return Seipd::NotHere; // OpenSSL cannot: Sequoia's decryptor then
     };
     if head[block - 2..block] != head[block..prefix] {
         return Seipd::WrongKey;
