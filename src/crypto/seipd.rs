@@ -52,7 +52,8 @@ pub(super) fn open(algo: SymmetricAlgorithm, key: &SessionKey, body: &[u8]) -> S
     if key.len() != cipher.key_len() {
         return Seipd::WrongKey;
     }
-    let block = cipher.block_size().max(16);
+    // AES's block (OpenSSL reports CFB as a stream cipher, block size 1).
+    let block = 16;
     let prefix = block + 2;
     // OpenPGP's CFB starts from a zero IV; the random prefix plays its part.
     let decrypt = |input: &[u8]| -> Option<Vec<u8>> {
