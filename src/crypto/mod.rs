@@ -445,7 +445,9 @@ mod tests {
         enum Make {
             Signed(&'static [usize], i64, bool),
             Named(usize),
-            Unsigned(bool),
+            /// Unsigned, in this many compressed packets one in another
+            /// (16 is past Sequoia's depth limit once inside the SEIP).
+            Unsigned(usize),
             BadSignature,
             /// Text-mode signatures by these signers.
             Text(&'static [usize]),
@@ -507,12 +509,11 @@ mod tests {
                     w.write_all(body).unwrap();
                     w.finalize().unwrap();
                 }
-                Make::Unsigned(compressed) => {
-                    let message = if compressed {
-                        Compressor::new(message).build().unwrap()
-                    } else {
-                        message
-                    };
+                Make::Unsigned(depth) => {
+                    let mut message = message;
+                    for _ in 0..depth {
+                        message = Compressor::new(message).build().unwrap();
+                    }
                     let mut w = LiteralWriter::new(message).build().unwrap();
                     w.write_all(body).unwrap();
                     w.finalize().unwrap();
@@ -598,8 +599,11 @@ mod tests {
             Make::Signed(&[0], 30, false),
             Make::Named(0),
             Make::Named(1),
-            Make::Unsigned(false),
-            Make::Unsigned(true),
+            Make::Unsigned(0),
+            Make::Unsigned(1),
+            Make::Unsigned(14),
+            Make::Unsigned(15),
+            Make::Unsigned(16),
             Make::BadSignature,
             Make::Text(&[0]),
             Make::Text(&[0, 1]),
@@ -623,9 +627,10 @@ mod tests {
                 // Judged from what the census kept, not decrypted again.
                 let census =
                     census_encrypted(&list, &p, &ciphertext, 1 << 20, certs, now()).unwrap();
-                // (What lies outside the encryption is Sequoia's to judge.)
-                let outside = matches!(make, Make::SignedOutside);
-                assert_eq!(census.inside.is_none(), outside, "{make:?}, {len} octets");
+                // (What lies outside the encryption, or past Sequoia's depth
+                // limit, is Sequoia's to judge.)
+                let sequoias = matches!(make, Make::SignedOutside | Make::Unsigned(16..));
+                assert_eq!(census.inside.is_none(), sequoias, "{make:?}, {len} octets");
                 kinds.insert(match &ours {
                     Ok((_, Some(_))) => "signed".to_owned(),
                     Ok((_, None)) => "unsigned".to_owned(),
