@@ -935,6 +935,53 @@ mod tests {
         );
     }
 
+    /// Inside an encryption the MDC that ends the plaintext counts as a
+    /// packet like any other: the PKESK, the encrypted packet, n markers
+    /// and the MDC make 64 packets at n = 61 and one too many at n = 62.
+    #[test]
+    fn the_mdc_counts_toward_the_packet_limit() {
+        use openpgp::packet::Marker;
+        use openpgp::serialize::Marshal;
+        let p = policy();
+        let list = ListKey::from_cert(key("L <l@example.org>")).unwrap();
+        let pst = key("P <p@example.org>");
+        let certs = &[pst.clone().strip_secret_key_material()];
+        let markers_inside = |n: usize| {
+            let mut inner = Vec::new();
+            for _ in 0..n {
+                openpgp::Packet::Marker(Marker::default())
+                    .serialize(&mut inner)
+                    .unwrap();
+            }
+            let cert = list.cert();
+            let recipients: Vec<Recipient> = cert
+                .keys()
+                .with_policy(&p, None)
+                .for_transport_encryption()
+                .map(Into::into)
+                .collect();
+            let mut out = Vec::new();
+            let mut m = Encryptor::for_recipients(Message::new(&mut out), recipients)
+                .build()
+                .unwrap();
+            m.write_all(&inner).unwrap();
+            m.finalize().unwrap();
+            out
+        };
+        let too_many = |n: usize| {
+            matches!(
+                open_announcement(&list, &p, now(), certs, &markers_inside(n), 1 << 20),
+                Err(OpenProblem::Signature(SignatureProblem::TooMany(t))) if t.what == "packets"
+            )
+        };
+        assert_eq!(PacketLimits::PACKETS, 64);
+        assert!(
+            !too_many(61),
+            "64 packets with the MDC are within the limit"
+        );
+        assert!(too_many(62), "65 packets with the MDC are over it");
+    }
+
     /// The detached census parses as the detached verifier does: a
     /// cleartext-signature header in front does not hide the signatures
     /// from it, and nothing but signatures (no compressed data to inflate)
