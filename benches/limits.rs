@@ -204,6 +204,27 @@ fn main() {
         )
         .into_bytes(),
     ));
+    // 2b. Inline, the eight bad text-mode signatures dated ahead of 1c
+    //     under a cleartext-signed text of empty lines.
+    let mut inline = b"-----BEGIN PGP SIGNED MESSAGE-----\r\nHash: SHA512,SHA256\r\n\r\n".to_vec();
+    while inline.len() < room - 8192 {
+        inline.extend_from_slice(b"\r\n");
+    }
+    inline.extend_from_slice(
+        String::from_utf8(armored(&eight, openpgp::armor::Kind::Signature))
+            .unwrap()
+            .replace('\n', "\r\n")
+            .as_bytes(),
+    );
+    let mut mail =
+        format!("From: {PST}\r\nTo: {LIST}\r\nSubject: x\r\nContent-Type: text/plain\r\n\r\n")
+            .into_bytes();
+    mail.extend_from_slice(&inline);
+    cases.push((
+        "inline PGP, 8 bad text signatures by 8 known keys in two hashes, dated ahead, over empty lines"
+            .to_owned(),
+        mail,
+    ));
     // 3. Encrypted to the list: the outer packets filled with PKESKs to
     //    the list key, then a small signed message.
     let recipients = || -> Vec<Recipient> {

@@ -16,6 +16,7 @@ use sequoia_openpgp as openpgp;
 
 use crate::secret::Secret;
 
+use super::cleartext;
 use super::problem::{CLOCK_SKEW_S, OpenProblem, SignatureProblem, TooMany};
 use super::seipd::{self, Seipd};
 use super::{ListKey, at};
@@ -333,22 +334,31 @@ pub(super) fn census_detached(
 /// Counts the packets of a signed (or cleartext-signed) message, hashing
 /// nothing, parsed as the verifier parses it, and reads the bodies of all
 /// packets at most `limit` octets in all, so compressed data cannot make it
-/// inflate without end. What it cannot parse is refused.
+/// inflate without end. What it cannot parse is refused. Keeps the literal
+/// data (for a cleartext-signed text, the text as Sequoia hashes it), for
+/// [`precheck`] to check the signatures over before Sequoia verifies them.
 pub(super) fn census(
     bytes: &[u8],
     limit: usize,
     known: &[Cert],
     now: DateTime<Utc>,
-) -> Result<Seen, SignatureProblem> {
+) -> Result<(Seen, Option<Secret>), SignatureProblem> {
     use openpgp::parse::{PacketParserBuilder, PacketParserResult};
-    // A cleartext-signed text: Sequoia parses every signature of its
-    // signature block before the first packet comes out (it makes one
-    // one-pass signature of each), so that block is counted first, alone.
-    const SIGNATURE_BLOCK: &[u8] = b"\n-----BEGIN PGP SIGNATURE-----";
-    if bytes.starts_with(b"-----BEGIN PGP SIGNED MESSAGE-----")
-        && let Some(at) = memchr::memmem::find(bytes, SIGNATURE_BLOCK)
-    {
-        census_detached(&bytes[at + 1..], known, now)?;
+    // A cleartext-signed text: its signature block is counted alone, its
+    // text read in one pass (`cleartext`), not by Sequoia's reader line by
+    // line. What Sequoia makes of it is one one-pass signature for each
+    // signature, the text as literal data, then the signatures: within
+    // every limit once the signatures are.
+    if bytes.starts_with(b"-----BEGIN PGP SIGNED MESSAGE-----") {
+        let (text, block) = cleartext::signed_text(bytes).ok_or(SignatureProblem::Malformed)?;
+        let seen = census_detached(&bytes[block..], known, now)?;
+        if text.len() > limit {
+            return Err(SignatureProblem::TooMany(TooMany {
+                what: "octets of (decompressed) OpenPGP data",
+                limit,
+            }));
+        }
+        return Ok((seen, Some(Secret::new(text))));
     }
     let mut ppr = PacketParserBuilder::from_bytes(bytes)
         .and_then(|b| b.automatic_hashing(false).process_csf_message(true).build())
@@ -356,6 +366,7 @@ pub(super) fn census(
     let mut census = Census::default();
     let mut seen = Seen::default();
     let mut read = 0usize;
+    let mut literal = None;
     while let PacketParserResult::Some(mut pp) = ppr {
         census
             .count(pp.packet.tag())
@@ -363,7 +374,9 @@ pub(super) fn census(
         if let openpgp::Packet::Signature(sig) = &pp.packet {
             seen.note(sig, known, now);
         }
-        read += read_body(&mut pp, limit - read.min(limit), None)
+        let keep =
+            (pp.packet.tag() == openpgp::packet::Tag::Literal).then(|| literal.insert(Vec::new()));
+        read += read_body(&mut pp, limit - read.min(limit), keep)
             .map_err(|_| SignatureProblem::Malformed)?;
         if read > limit {
             return Err(SignatureProblem::TooMany(TooMany {
@@ -373,7 +386,7 @@ pub(super) fn census(
         }
         ppr = pp.recurse().map_err(|_| SignatureProblem::Malformed)?.1;
     }
-    Ok(seen)
+    Ok((seen, literal.map(Secret::new)))
 }
 
 /// Reads what is left of a packet's body (none for containers, which are

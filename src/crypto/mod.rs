@@ -17,6 +17,7 @@ use openpgp::{Cert, Fingerprint};
 use sequoia_openpgp as openpgp;
 
 mod census;
+mod cleartext;
 mod client;
 mod problem;
 mod seal;
@@ -840,6 +841,126 @@ mod tests {
             matches!(&two_ways, Err(SignatureProblem::TooMany(t)) if t.limit == HASHINGS),
             "{two_ways:?}"
         );
+    }
+
+    /// Inline too: the precheck over the literal data (a cleartext-signed
+    /// text as Sequoia's parser makes it) gives the verdict Sequoia's
+    /// verifier gives, for cleartext-signed texts and signed messages,
+    /// good and bad, text and binary, dated ahead or not, over texts of
+    /// every length with CR, LF and CRLF line ends, dashes, trailing
+    /// spaces and no final line end.
+    #[test]
+    fn the_precheck_judges_inline_signatures_as_the_verifier_does() {
+        use openpgp::packet::signature::SignatureBuilder;
+        use openpgp::types::SignatureType;
+        let p = policy();
+        let pst = key("P <p@example.org>");
+        let co = key("Q <q@example.org>");
+        let certs = &[
+            pst.clone().strip_secret_key_material(),
+            co.clone().strip_secret_key_material(),
+        ];
+        const BLOCK: &[u8] = b"-----BEGIN PGP SIGNATURE-----";
+        let cleartext = |who: &[&Cert], ahead_s: i64, data: &[u8]| {
+            let mut out = Vec::new();
+            let mut s = Signer::new(Message::new(&mut out), signing_pair(who[0])).unwrap();
+            for other in &who[1..] {
+                s = s.add_signer(signing_pair(other)).unwrap();
+            }
+            let mut s = s
+                .creation_time(at(now() + chrono::Duration::seconds(ahead_s)))
+                .cleartext()
+                .build()
+                .unwrap();
+            s.write_all(data).unwrap();
+            s.finalize().unwrap();
+            out
+        };
+        let message = |who: &Cert, typ: SignatureType, ahead_s: i64, data: &[u8]| {
+            let mut out = Vec::new();
+            let m = Message::new(&mut out);
+            let s = Signer::with_template(m, signing_pair(who), SignatureBuilder::new(typ))
+                .unwrap()
+                .creation_time(at(now() + chrono::Duration::seconds(ahead_s)))
+                .build()
+                .unwrap();
+            let mut l = LiteralWriter::new(s).build().unwrap();
+            l.write_all(data).unwrap();
+            l.finalize().unwrap();
+            crate::armor::armor_message(&out)
+        };
+        // One text's cleartext under another's signature block.
+        let swapped = |text_of: &[u8], block_of: &[u8]| {
+            let at = |m: &[u8]| memchr::memmem::find(m, BLOCK).unwrap();
+            [&text_of[..at(text_of)], &block_of[at(block_of)..]].concat()
+        };
+        let ours = |body: &[u8]| {
+            verify_inline(&p, now(), certs, body, 1 << 20)
+                .map(|(v, text)| (v.signers, v.signature_digests, text.expose().to_vec()))
+        };
+        let reference = |body: &[u8]| {
+            verify::verify_message(&p, now(), certs, body, 1 << 20, true)
+                .map(|(v, text)| (v.signers, v.signature_digests, text.expose().to_vec()))
+        };
+        let (bin, text) = (SignatureType::Binary, SignatureType::Text);
+        let mut verdicts = std::collections::BTreeSet::new();
+        for len in [0usize, 1, 2, 3, 64, 1000, 70_001] {
+            let data: Vec<u8> = (0..len)
+                .map(|i| match i % 17 {
+                    3 => b'\n',
+                    4 if i % 3 == 0 => b'-',
+                    7 => b'\r',
+                    9 => b' ',
+                    10 => b'\n',
+                    11 if i % 2 == 0 => b'\r',
+                    12 => b'\n',
+                    13 => b'\t',
+                    _ => b'a' + (i % 26) as u8,
+                })
+                .collect();
+            let other: Vec<u8> = [&data[..], b"x"].concat();
+            let bodies: Vec<Vec<u8>> = vec![
+                cleartext(&[&pst], 0, &data),
+                cleartext(&[&pst, &co], 0, &data),
+                cleartext(&[&pst], 86_400, &data),
+                swapped(
+                    &cleartext(&[&pst], 0, &data),
+                    &cleartext(&[&pst], 0, &other),
+                ),
+                swapped(
+                    &cleartext(&[&pst, &co], 0, &data),
+                    &cleartext(&[&pst, &co], 86_400, &other),
+                ),
+                message(&pst, bin, 0, &data),
+                message(&pst, text, 0, &data),
+                message(&pst, text, 86_400, &data),
+            ];
+            for (i, body) in bodies.iter().enumerate() {
+                let (a, b) = (ours(body), reference(body));
+                assert_eq!(a, b, "body {i}, {len} octets");
+                verdicts.insert(format!("{:?}", a.map(|_| "good")));
+            }
+            // A signed message whose signature is over other data.
+            let good = openpgp::PacketPile::from_bytes(&message(&pst, text, 0, &data)).unwrap();
+            let bad = openpgp::PacketPile::from_bytes(&message(&pst, text, 0, &other)).unwrap();
+            let mut packets: Vec<openpgp::Packet> = good.into_children().collect();
+            let last = packets.len() - 1;
+            packets[last] = bad.into_children().last().unwrap();
+            let mut spliced = Vec::new();
+            for packet in &packets {
+                openpgp::serialize::Marshal::serialize(packet, &mut spliced).unwrap();
+            }
+            let (a, b) = (ours(&spliced), reference(&spliced));
+            assert_eq!(a, b, "spliced, {len} octets");
+            assert_eq!(
+                a.err(),
+                Some(SignatureProblem::Bad),
+                "spliced, {len} octets"
+            );
+        }
+        for expected in ["Ok(\"good\")", "Err(Bad)"] {
+            assert!(verdicts.contains(expected), "{expected}: {verdicts:?}");
+        }
     }
 
     /// A second try a year ahead hashes everything again: made only when a

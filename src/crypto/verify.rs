@@ -129,12 +129,16 @@ pub fn verify_inline(
     body: &[u8],
     limit: usize,
 ) -> Result<(VerifiedSigner, Secret), SignatureProblem> {
-    let seen = census(body, limit, certs, now)?;
-    // The signed text is known only to the verifier (dash-escaped, its
-    // line ends as the block has them): the keys are checked here, the
-    // signatures by Sequoia.
+    let (seen, literal) = census(body, limit, certs, now)?;
     if named_keys(&seen.read, certs)?.1 {
         return Err(SignatureProblem::SameKeyTwice);
+    }
+    // The literal data is what every signature covers (for a
+    // cleartext-signed text, the text Sequoia's parser made of it): each
+    // signature is checked over it, one hash per way of hashing, before
+    // Sequoia's verifier hashes it once per signature.
+    if let Some(literal) = &literal {
+        precheck(&seen.read, certs, literal.expose())?;
     }
     verify_message(p, now, certs, body, limit, seen.future)
 }
