@@ -28,6 +28,31 @@ pub fn text_plain_with(more: &[(&str, &str)], text: &str) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// A `text/plain; charset="utf-8"` entity of `text` fit to be signed and
+/// sent in the clear (the public release): 7bit when it is short-lined
+/// printable ASCII, else base64 (RFC 3156 wants signed content 7-bit
+/// clean; a NUL or another control octet is not 7bit text, RFC 2045
+/// section 2.7).
+pub fn text_plain_signable(text: &str) -> Vec<u8> {
+    let crlf = crlf_lines(text);
+    let printable = |b: u8| matches!(b, b'\t' | b'\r' | b'\n' | 0x20..=0x7e);
+    let plain = crlf.bytes().all(printable) && crlf.lines().all(|l| l.len() <= 998);
+    let mut out = b"Content-Type: text/plain; charset=\"utf-8\"\r\n".to_vec();
+    if plain {
+        out.extend_from_slice(b"Content-Transfer-Encoding: 7bit\r\n\r\n");
+        out.extend_from_slice(crlf.as_bytes());
+    } else {
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(crlf.as_bytes());
+        out.extend_from_slice(b"Content-Transfer-Encoding: base64\r\n\r\n");
+        for chunk in encoded.as_bytes().chunks(76) {
+            out.extend_from_slice(chunk);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out
+}
+
 /// `text` with every line end (CRLF, a bare LF or a bare CR) made CRLF,
 /// the last line ended too: a bare CR left in would be refused by any
 /// standard MTA.

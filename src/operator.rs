@@ -13,7 +13,7 @@ use crate::cli::{EmbargoAction, RosterAction};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::keycheck::{self, CertRole};
-use crate::spool::{EmbargoInfo, Spool};
+use crate::spool::{DeliveryState, EmbargoInfo, Kind, Spool};
 
 /// Who the audit trail names for changes made here.
 const ACTOR: &str = "operator (CLI)";
@@ -397,7 +397,10 @@ pub fn status(config: &Config, clock: &dyn Clock, out: &mut dyn Write) -> anyhow
     let spool = Spool::open(&config.state_dir)?;
     let now = clock.now();
     let rows = spool.deliveries(None, None)?;
-    let pending: Vec<_> = rows.iter().filter(|d| d.state == "pending").collect();
+    let pending: Vec<_> = rows
+        .iter()
+        .filter(|d| d.state == DeliveryState::Pending)
+        .collect();
     // Tried and failed for now; never tried and due; never tried and due
     // later (releases, lifted notices, reminders: a healthy queue).
     let retrying: Vec<_> = pending.iter().filter(|d| d.attempts > 0).collect();
@@ -409,7 +412,10 @@ pub fn status(config: &Config, clock: &dyn Clock, out: &mut dyn Write) -> anyhow
         .iter()
         .filter(|d| d.attempts == 0 && d.next_attempt > now)
         .collect();
-    let failed: Vec<_> = rows.iter().filter(|d| d.state == "failed").collect();
+    let failed: Vec<_> = rows
+        .iter()
+        .filter(|d| d.state == DeliveryState::Failed)
+        .collect();
     writeln!(
         out,
         "QUEUE: {due} due now, {} retrying, {} failed; {} scheduled for later",
@@ -426,7 +432,7 @@ pub fn status(config: &Config, clock: &dyn Clock, out: &mut dyn Write) -> anyhow
             d.kind,
             d.message_id,
             d.attempts,
-            if d.state == "pending" {
+            if d.state == DeliveryState::Pending {
                 format!("next {} UTC; ", d.next_attempt.format("%Y-%m-%d %H:%M"))
             } else {
                 String::new()
@@ -436,13 +442,13 @@ pub fn status(config: &Config, clock: &dyn Clock, out: &mut dyn Write) -> anyhow
     }
     // One line per announcement, kind and time: a lifted notice goes to
     // every member at once.
-    let mut groups: Vec<(&str, &str, DateTime<Utc>, Vec<&str>)> = Vec::new();
+    let mut groups: Vec<(&str, Kind, DateTime<Utc>, Vec<&str>)> = Vec::new();
     for d in &scheduled {
         match groups.iter_mut().find(|(id, kind, at, _)| {
             *id == d.message_id && *kind == d.kind && *at == d.next_attempt
         }) {
             Some(group) => group.3.push(&d.member),
-            None => groups.push((&d.message_id, &d.kind, d.next_attempt, vec![&d.member])),
+            None => groups.push((&d.message_id, d.kind, d.next_attempt, vec![&d.member])),
         }
     }
     groups.sort_by_key(|g| g.2);

@@ -83,7 +83,7 @@ pub(crate) fn protected_inner(
         let stamp = until.format("%Y-%m-%dT%H:%M:%SZ");
         out.extend_from_slice(format!("Embargo-Until: {stamp}\r\n").as_bytes());
         out.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
-        out.extend_from_slice(embargo_notice(until).as_bytes());
+        out.extend_from_slice(&embargo_notice(until));
     }
     out.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
     out.extend_from_slice(entity);
@@ -92,13 +92,14 @@ pub(crate) fn protected_inner(
 }
 
 /// The part every copy opens with: when the embargo lifts, in UTC.
-fn embargo_notice(until: DateTime<Utc>) -> String {
-    format!(
-        "Content-Type: text/plain; charset=\"us-ascii\"\r\nContent-Description: embargo notice\r\n\r\n\
-EMBARGOED until {} UTC ({}).\r\n\
-Do not share this beyond need-to-know until then.\r\n",
-        until.format("%Y-%m-%d %H:%M"),
-        until.format("%Y-%m-%dT%H:%M:%SZ"),
+fn embargo_notice(until: DateTime<Utc>) -> Vec<u8> {
+    crate::entity::text_plain_with(
+        &[("Content-Description", "embargo notice")],
+        &format!(
+            "EMBARGOED until {} UTC ({}).\nDo not share this beyond need-to-know until then.\n",
+            until.format("%Y-%m-%d %H:%M"),
+            until.format("%Y-%m-%dT%H:%M:%SZ"),
+        ),
     )
 }
 
@@ -154,7 +155,7 @@ pub(crate) fn public_release(
     advisory: &str,
     sign: impl FnOnce(&[u8]) -> anyhow::Result<Vec<u8>>,
 ) -> anyhow::Result<Vec<u8>> {
-    let part = text_part(advisory);
+    let part = crate::entity::text_plain_signable(advisory);
     let signature = sign(&part)?;
     let (content_type, body) = crate::entity::signed_body(&part, &signature);
     let mut headers = Headers::new();
@@ -181,31 +182,6 @@ fn public_subject(subject: &str) -> String {
         }
         _ => subject.to_owned(),
     }
-}
-
-/// A signable text/plain part: 7bit when it is short-lined printable
-/// ASCII, else base64 (RFC 3156 wants signed content 7-bit clean; a NUL or
-/// another control octet is not 7bit text, RFC 2045 section 2.7).
-fn text_part(text: &str) -> Vec<u8> {
-    // Every line end, CRLF, bare LF or bare CR, becomes CRLF: a bare CR
-    // left in would be refused by any standard MTA (and the release lost).
-    let crlf = crate::entity::crlf_lines(text);
-    let printable = |b: u8| matches!(b, b'\t' | b'\r' | b'\n' | 0x20..=0x7e);
-    let plain = crlf.bytes().all(printable) && crlf.lines().all(|l| l.len() <= 998);
-    let mut out = b"Content-Type: text/plain; charset=\"utf-8\"\r\n".to_vec();
-    if plain {
-        out.extend_from_slice(b"Content-Transfer-Encoding: 7bit\r\n\r\n");
-        out.extend_from_slice(crlf.as_bytes());
-    } else {
-        use base64::Engine;
-        let encoded = base64::engine::general_purpose::STANDARD.encode(crlf.as_bytes());
-        out.extend_from_slice(b"Content-Transfer-Encoding: base64\r\n\r\n");
-        for chunk in encoded.as_bytes().chunks(76) {
-            out.extend_from_slice(chunk);
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-    out
 }
 
 /// Why a send failed, and whether trying again can help.
@@ -393,7 +369,7 @@ mod tests {
             .map(|c| (format!("Fixed in 1.2.{c}3.\n"), false))
             .chain([("Fixed in 1.2.3.\tUpgrade.\n".to_owned(), true)]);
         for (text, seven_bit) in cases {
-            let part = String::from_utf8(text_part(&text)).unwrap();
+            let part = String::from_utf8(crate::entity::text_plain_signable(&text)).unwrap();
             let (head, body) = part.split_once("\r\n\r\n").unwrap();
             assert!(
                 body.bytes()

@@ -117,8 +117,8 @@ impl Spool {
                 Ok(DeliveryRow {
                     message_id: r.get(0)?,
                     member: r.get(1)?,
-                    kind: r.get(2)?,
-                    state: r.get(3)?,
+                    kind: parsed(r, 2)?,
+                    state: parsed(r, 3)?,
                     attempts: r.get(4)?,
                     next_attempt: from_millis(r.get(5)?),
                     last_error: r.get(6)?,
@@ -132,4 +132,16 @@ impl Spool {
     pub fn audit_records(&self) -> Result<Vec<AuditRecord>, SpoolError> {
         self.audit_query(None, None)
     }
+}
+
+/// Column `i` of `r`, read as text and parsed: an unknown value is an error
+/// naming the column, never taken for another.
+fn parsed<T: std::str::FromStr<Err = String>>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    text.parse().map_err(|e: String| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+    })
 }

@@ -100,6 +100,12 @@ impl Kind {
     }
 }
 
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// The spool's text for a kind, back; an unknown one is an error, never
 /// taken for a member copy.
 impl std::str::FromStr for Kind {
@@ -182,10 +188,8 @@ pub struct AuditRecord {
 pub struct DeliveryRow {
     pub message_id: String,
     pub member: String,
-    /// `copy`, `release`, `receipt`, …
-    pub kind: String,
-    /// `pending`, `sent`, `skipped`, `failed`, `cancelled`.
-    pub state: String,
+    pub kind: Kind,
+    pub state: DeliveryState,
     pub attempts: u32,
     pub next_attempt: DateTime<Utc>,
     pub last_error: Option<String>,
@@ -198,6 +202,58 @@ pub struct DeliveryCounts {
     pub sent: usize,
     pub skipped: usize,
     pub failed: usize,
+}
+
+/// Where a delivery stands (the spool's `state` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Not sent yet: due, scheduled or retrying.
+    Pending,
+    Sent,
+    /// Not sent, and never will be (nothing to send it to).
+    Skipped,
+    /// Given up on.
+    Failed,
+    /// Withdrawn with its embargo, or by the operator.
+    Cancelled,
+}
+
+impl DeliveryState {
+    const ALL: [DeliveryState; 5] = [
+        DeliveryState::Pending,
+        DeliveryState::Sent,
+        DeliveryState::Skipped,
+        DeliveryState::Failed,
+        DeliveryState::Cancelled,
+    ];
+
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Sent => "sent",
+            DeliveryState::Skipped => "skipped",
+            DeliveryState::Failed => "failed",
+            DeliveryState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for DeliveryState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// The spool's text for a state, back; an unknown one is an error.
+impl std::str::FromStr for DeliveryState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<DeliveryState, String> {
+        DeliveryState::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown delivery state `{s}` in the spool"))
+    }
 }
 
 /// How a delivery ended.
@@ -229,5 +285,11 @@ mod tests {
         }
         assert!("copy ".parse::<Kind>().is_err());
         assert!("bounce".parse::<Kind>().is_err());
+        for state in DeliveryState::ALL {
+            assert_eq!(state.as_str().parse::<DeliveryState>(), Ok(state));
+        }
+        assert!("Pending".parse::<DeliveryState>().is_err());
+        assert_eq!(format!("{:<9}|", Kind::Copy), "copy     |");
+        assert_eq!(format!("{:<9}|", DeliveryState::Sent), "sent     |");
     }
 }
