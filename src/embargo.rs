@@ -206,7 +206,7 @@ pub struct Terms {
 
 /// What is wrong with an announcement's embargo fields. The text names the
 /// field (and the line) and says what would be accepted; what the PST wrote
-/// is a [`Quoted`], shown only in the encrypted refusal.
+/// is a `Quoted`, shown only in the encrypted refusal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TermsError {
     #[error("no text part: the embargo fields go at the top of the first text/plain part")]

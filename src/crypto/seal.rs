@@ -174,7 +174,7 @@ impl ListKey {
     /// One member's copy of a [`SharedSeal`]: a PKESK to each of the
     /// member's usable encryption keys (and no one else's), then the shared
     /// ciphertext, ASCII-armored with the CRC-24 line that GnuPG 2.2 and
-    /// RNP 0.16 need (see [`crate::armor`]).
+    /// RNP 0.16 need (see `armor`).
     pub fn seal_to_member(
         &self,
         p: &dyn Policy,

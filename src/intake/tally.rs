@@ -80,7 +80,7 @@ impl Intake {
         }
     }
 
-    /// Writes what [`Intake::tally_or_audit`] counted since the window
+    /// Writes what `Intake::tally_or_audit` counted since the window
     /// began, one record per event, peer host and reason, and starts a new
     /// window; also the counts `submit` left in the spool whose window has
     /// passed (all of them when `all`, at shutdown).

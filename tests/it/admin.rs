@@ -28,8 +28,17 @@ fn text(o: &Output) -> String {
 
 /// A list config with the fixture's list key and the given member blocks.
 fn config_with(f: &Fixture, members: &str, extra_list: &str) -> std::path::PathBuf {
+    config_with_key(f, "keys/list.key", members, extra_list)
+}
+
+fn config_with_key(
+    f: &Fixture,
+    secret_key: &str,
+    members: &str,
+    extra_list: &str,
+) -> std::path::PathBuf {
     let text = format!(
-        "[list]\naddress = \"{LIST}\"\nsecret_key = \"keys/list.key\"\nstate_dir = \"state\"\n{extra_list}\n\
+        "[list]\naddress = \"{LIST}\"\nsecret_key = \"{secret_key}\"\nstate_dir = \"state\"\n{extra_list}\n\
 [outbound]\nsmarthost = \"smtp://127.0.0.1:25\"\n{members}"
     );
     let path = f.path("check.toml");
@@ -273,14 +282,11 @@ fn check_finds_each_planted_key_problem_and_passes_a_clean_config() {
         );
         assert!(text(&out).contains("fix:"), "{what}: {}", text(&out));
     }
-    let path = config_with(&f, &member(PST, &pst, true), "")
+    // The list's public key where its secret key belongs.
+    let path = config_with_key(&f, "keys/list-public.asc", &member(PST, &pst, true), "")
         .to_str()
         .unwrap()
         .to_owned();
-    let text_cfg = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("keys/list.key", "keys/list-public.asc");
-    std::fs::write(&path, text_cfg).unwrap();
     let out = cli(&["check", "--config", &path]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -388,12 +394,16 @@ async fn audit_answers_for_an_announcement_after_a_mixed_delivery() {
     let sink = CaptureSink::start().await.unwrap();
     sink.answer_for(SQ_MEMBER, 550, None);
     sink.answer_for(GPG_MEMBER, 451, None);
-    let config = f.write_config(sink.addr());
-    let text_cfg = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("retry_initial = \"1s\"", "retry_initial = \"1h\"")
-        .replace("retry_max = \"2s\"", "retry_max = \"1h\"");
-    std::fs::write(&config, text_cfg).unwrap();
+    let config = f.write_config_with(
+        sink.addr(),
+        &Tweaks {
+            outbound: vec![
+                ("retry_initial", Tweaks::text("1h")),
+                ("retry_max", Tweaks::text("1h")),
+            ],
+            ..Tweaks::default()
+        },
+    );
     let daemon = Daemon::start(&config, &f.path("daemon.log"));
     let reply = send(
         daemon.addr,

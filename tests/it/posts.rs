@@ -149,10 +149,7 @@ async fn member_replies_go_to_the_list_or_the_pst_always_encrypted() {
     drop(daemon);
 
     // member_posts = "reject": refused.
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("member_posts = \"pst\"", "member_posts = \"reject\"");
-    std::fs::write(&config, text).unwrap();
+    set_member_posts(&f, &sink, "reject");
     let daemon = Daemon::start(&config, &f.path("daemon.log"));
     let (code, text) = send(daemon.addr, GPG_MEMBER, &reply(&f, &gpg, &fpr, true))
         .await

@@ -66,7 +66,7 @@ pub struct SmtpSettings {
 
 /// Accepts connections until `shutdown`, at most `max_sessions` at once
 /// and at most `max_sessions_per_peer` from one untrusted address (see
-/// [`Admission`]); a connection over a bound is told `421` and closed.
+/// `Admission`); a connection over a bound is told `421` and closed.
 pub async fn serve<H: MailHandler>(
     listener: TcpListener,
     handler: Arc<H>,
@@ -152,7 +152,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs a session with hard bounds that hold even while it is blocked
 /// writing to a client that never reads: `max_session` plus a tenth, and
-/// [`SHUTDOWN_GRACE`] after shutdown. The session's own deadline (421) comes
+/// `SHUTDOWN_GRACE` after shutdown. The session's own deadline (421) comes
 /// first whenever the client lets it be written.
 pub async fn bounded_session<S, H>(
     stream: S,
