@@ -1,0 +1,209 @@
+//! Configuration: the TOML file ([`RawConfig`]) is read once and validated into
+//! a [`Config`] that the rest of the daemon trusts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::address::check_address;
+use crate::crypto::ListKey;
+use crate::roster::{Member, Roster};
+use crate::secret::Secret;
+
+mod raw;
+#[cfg(test)]
+mod tests;
+mod units;
+mod validate;
+
+pub use raw::*;
+pub use units::*;
+use validate::Validator;
+
+/// A configuration problem, naming the file and the field and saying how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path}: field `{field}`: {problem}")]
+    Field {
+        path: PathBuf,
+        field: String,
+        problem: String,
+    },
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub list_address: String,
+    /// Join requests to this address are forwarded to the PST with a checklist.
+    pub request_address: String,
+    /// The file `Roster-Add`/`Roster-Remove` commands edit (none: refused).
+    pub roster_file: Option<PathBuf>,
+    pub hostname: String,
+    pub list_key: ListKey,
+    pub state_dir: PathBuf,
+    pub smtp: SmtpConfig,
+    /// The mailbox to poll, if any.
+    pub imap: Option<ImapConfig>,
+    pub outbound: OutboundConfig,
+    pub policy: PolicyConfig,
+    pub roster: Roster,
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    pub max_embargo: chrono::Duration,
+    /// The default public lists for a held advisory.
+    pub public_recipients: Vec<String>,
+    /// How long before the embargo lifts the PST is reminded.
+    pub reminder_before: chrono::Duration,
+    /// A release later than this after its time is reported as late.
+    pub late_after: chrono::Duration,
+    /// Signatures older than this are refused (replay window).
+    pub signature_max_age: chrono::Duration,
+    pub member_posts: MemberPosts,
+    /// Accept a body that is one cleartext-signed block (default: no).
+    pub inline_pgp: bool,
+    /// Bounds on the MIME structure of every mail taken in.
+    pub mime: MimeLimits,
+}
+
+/// Where a member's signed, encrypted post goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberPosts {
+    /// Re-encrypted to every member (the PST included).
+    List,
+    /// Re-encrypted to the PST only.
+    Pst,
+    /// Refused.
+    Reject,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmtpConfig {
+    pub listen: SocketAddr,
+    pub max_message_size: usize,
+    /// Message bytes all sessions hold at once, DATA to answer (default
+    /// four messages of the largest size); beyond, DATA gets 452.
+    pub max_data_in_flight: usize,
+    pub max_sessions: usize,
+    /// Sessions one untrusted address may hold (default: an eighth of
+    /// max_sessions, at least 1).
+    pub max_sessions_per_peer: usize,
+    /// Exempt from that, and with `reserved_sessions` of their own (default:
+    /// loopback, where the local MTA connects from).
+    pub trusted_peers: Vec<std::net::IpAddr>,
+    pub reserved_sessions: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    pub session_timeout: Duration,
+}
+
+/// How the IMAP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImapTls {
+    /// TLS from the first byte (port 993).
+    Implicit,
+    /// Plain connection upgraded with STARTTLS before login (port 143).
+    StartTls,
+    /// No TLS: allowed only to a loopback address.
+    None,
+}
+
+/// Compared whole by `Relay::reload` (never by its `Debug` text, which
+/// hides the password's value).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImapConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: ImapTls,
+    /// Extra trust root (PEM) for the server's certificate.
+    pub ca_pem: Option<Vec<u8>>,
+    pub user: String,
+    pub password: Secret,
+    pub mailbox: String,
+    pub poll_interval: Duration,
+    pub done_folder: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboundConfig {
+    pub host: String,
+    pub port: u16,
+    pub timeout: Duration,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// How long after its first transient failure a delivery is given up.
+    pub retry_lifetime: Duration,
+    /// How many deliveries run at once (public releases have as many more of their own).
+    pub concurrency: usize,
+}
+
+impl Config {
+    /// Whether the list takes mail for `rcpt`: its address or its request
+    /// address, in any case. The one recipient check (SMTP's RCPT, `submit`).
+    pub fn serves(&self, rcpt: &str) -> bool {
+        rcpt.eq_ignore_ascii_case(&self.list_address)
+            || rcpt.eq_ignore_ascii_case(&self.request_address)
+    }
+
+    /// Reads and validates the configuration file; relative paths in it are
+    /// taken from the file's own directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates configuration text; `path` names it in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        // Relative paths are taken from the config file's directory, made
+        // absolute now: `--config config.toml` has the empty parent "", in
+        // which no file can be created (a roster rewrite's temp file).
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let base = absolute.parent().unwrap_or(Path::new("."));
+        Validator { path, base }.config(raw)
+    }
+}
+
+/// Bounds on a mail's MIME structure, checked right after the parse and
+/// before anything in the mail is looked at (`policy.mime_max_*`). The parse
+/// itself is linear in the mail's size, which `inbound.smtp.max_message_size`
+/// bounds; these bound what it builds and what later steps walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MimeLimits {
+    /// Nesting of multiparts and attached messages (the root is level 1).
+    pub max_depth: usize,
+    /// Parts in all, nested messages' parts included.
+    pub max_parts: usize,
+    /// Header fields in any one part (or the mail's own header).
+    pub max_headers: usize,
+    /// Octets of one header field, folded lines included.
+    pub max_header_size: usize,
+}
+
+impl Default for MimeLimits {
+    /// Far above what a mail client makes (a signed announcement with a few
+    /// attachments has depth 3 and under 10 parts), far below what hurts.
+    fn default() -> Self {
+        MimeLimits {
+            max_depth: 8,
+            max_parts: 64,
+            max_headers: 500,
+            max_header_size: 16 * 1024,
+        }
+    }
+}
