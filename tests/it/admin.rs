@@ -391,22 +391,20 @@ fn import_markdown_reads_all_27_rows_and_names_who_lacks_a_certificate() {
 #[tokio::test(flavor = "multi_thread")]
 async fn audit_answers_for_an_announcement_after_a_mixed_delivery() {
     let f = Fixture::new();
-    let sink = CaptureSink::start().await.unwrap();
-    sink.answer_for(SQ_MEMBER, 550, None);
-    sink.answer_for(GPG_MEMBER, 451, None);
-    let config = f.write_config_with(
-        sink.addr(),
-        &Tweaks {
+    let daemon = f
+        .start_in_process(&Tweaks {
             outbound: vec![
                 ("retry_initial", Tweaks::text("1h")),
                 ("retry_max", Tweaks::text("1h")),
             ],
             ..Tweaks::default()
-        },
-    );
-    let daemon = Daemon::start(&config, &f.path("daemon.log"));
+        })
+        .await;
+    let (sink, config) = (&daemon.sink, &daemon.config);
+    sink.answer_for(SQ_MEMBER, 550, None);
+    sink.answer_for(GPG_MEMBER, 451, None);
     let reply = send(
-        daemon.addr,
+        daemon.addr(),
         PST,
         &f.gpg_signed(PST, "mixed", &embargoed("AUDIT-CANARY")),
     )

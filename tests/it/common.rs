@@ -272,6 +272,18 @@ pub struct InProcess {
     pub config: PathBuf,
 }
 
+impl InProcess {
+    /// Where its SMTP listener is.
+    pub fn addr(&self) -> SocketAddr {
+        self.running.smtp_addr
+    }
+
+    /// Stops it as a SIGTERM would, every task finished.
+    pub async fn stop(self) {
+        self.running.shutdown().await;
+    }
+}
+
 impl Fixture {
     pub fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();

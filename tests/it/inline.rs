@@ -3,7 +3,6 @@
 //! it, and then only when the whole body is one signed block.
 
 use embargo_relay::intake::mime::to_crlf;
-use embargo_relay::sink::CaptureSink;
 
 use crate::common::*;
 
@@ -19,8 +18,6 @@ fn mail(body: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn inline_pgp_only_when_allowed_and_only_as_one_whole_block() {
     let f = Fixture::new();
-    let sink = CaptureSink::start().await.unwrap();
-    let config = f.write_config(sink.addr());
     let text = "INLINE-CANARY-2b8e: details for members.";
     let signed = |body: &str| {
         let out = f.pst_gpg.run(
@@ -36,32 +33,31 @@ async fn inline_pgp_only_when_allowed_and_only_as_one_whole_block() {
     };
 
     // Not allowed by default.
-    let daemon = Daemon::start(&config, &f.path("daemon.log"));
-    let (code, reply) = send(daemon.addr, PST, &mail(&signed(text)))
+    let daemon = f.start_in_process(&Tweaks::default()).await;
+    let (code, reply) = send(daemon.addr(), PST, &mail(&signed(text)))
         .await
         .unwrap_err();
     assert!(code == 550 && reply.contains("inline PGP"), "{reply}");
-    drop(daemon);
+    daemon.stop().await;
 
-    let config = f.write_config_with(
-        sink.addr(),
-        &Tweaks {
+    let daemon = f
+        .start_in_process(&Tweaks {
             policy: vec![("inline_pgp", "true".into())],
             ..Tweaks::default()
-        },
-    );
-    let daemon = Daemon::start(&config, &f.path("daemon.log"));
+        })
+        .await;
+    let sink = &daemon.sink;
     // Text outside the block: refused, whatever the signature.
     let mut wrapped = b"UNSIGNED preface\n".to_vec();
     wrapped.extend_from_slice(&signed("wrapped"));
-    let (code, reply) = send(daemon.addr, PST, &mail(&wrapped)).await.unwrap_err();
+    let (code, reply) = send(daemon.addr(), PST, &mail(&wrapped)).await.unwrap_err();
     assert!(
         code == 554 && reply.contains("exactly one signed block"),
         "{reply}"
     );
     let mut trailer = signed("trailer");
     trailer.extend_from_slice(b"\nUNSIGNED trailer\n");
-    let (code, reply) = send(daemon.addr, PST, &mail(&trailer)).await.unwrap_err();
+    let (code, reply) = send(daemon.addr(), PST, &mail(&trailer)).await.unwrap_err();
     assert!(
         code == 554 && reply.contains("exactly one signed block"),
         "{reply}"
@@ -70,17 +66,17 @@ async fn inline_pgp_only_when_allowed_and_only_as_one_whole_block() {
     let tampered = String::from_utf8(signed("pay 100"))
         .unwrap()
         .replace("pay 100", "pay 999");
-    let (code, reply) = send(daemon.addr, PST, &mail(tampered.as_bytes()))
+    let (code, reply) = send(daemon.addr(), PST, &mail(tampered.as_bytes()))
         .await
         .unwrap_err();
     assert!(code == 550 && reply.contains("does not verify"), "{reply}");
 
     // One whole block: relayed, and members see the signed text.
-    send(daemon.addr, PST, &mail(&signed(text)))
+    send(daemon.addr(), PST, &mail(&signed(text)))
         .await
         .expect("accepted when allowed");
     let n = f.usable_members().count();
-    let got = wait_copies(&sink, n).await;
+    let got = wait_copies(sink, n).await;
     f.wait_until_no_pending().await;
     assert_eq!(copies(&sink.captured()).len(), n);
     let p = sequoia_openpgp::policy::StandardPolicy::new();
@@ -99,5 +95,5 @@ async fn inline_pgp_only_when_allowed_and_only_as_one_whole_block() {
         !plain.contains("BEGIN PGP SIGNED MESSAGE"),
         "the signed text, not the armor"
     );
-    drop(daemon);
+    daemon.stop().await;
 }

@@ -5,7 +5,7 @@
 
 use embargo_relay::compose;
 use embargo_relay::crypto;
-use embargo_relay::sink::{CaptureSink, Captured};
+use embargo_relay::sink::Captured;
 
 use crate::common::*;
 
@@ -17,14 +17,11 @@ fn posts(got: &[Captured]) -> Vec<&Captured> {
         .collect()
 }
 
-fn set_member_posts(f: &Fixture, sink: &CaptureSink, policy: &str) {
-    f.write_config_with(
-        sink.addr(),
-        &Tweaks {
-            policy: vec![("member_posts", Tweaks::text(policy))],
-            ..Tweaks::default()
-        },
-    );
+fn member_posts(policy: &str) -> Tweaks {
+    Tweaks {
+        policy: vec![("member_posts", Tweaks::text(policy))],
+        ..Tweaks::default()
+    }
 }
 
 /// The GnuPG-using member (Distro A), with its secret key in a fresh GNUPGHOME.
@@ -76,17 +73,16 @@ fn opened(f: &Fixture, got: &[&Captured]) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn member_replies_go_to_the_list_or_the_pst_always_encrypted() {
     let f = Fixture::new();
-    let sink = CaptureSink::start().await.unwrap();
-    let config = f.write_config(sink.addr());
     let (gpg, fpr) = member_gpg(&f);
 
     // member_posts = "list" (the default): every usable member gets it.
-    let mut daemon = Daemon::start(&config, &f.path("daemon.log"));
-    let (code, text) = send(daemon.addr, GPG_MEMBER, &reply(&f, &gpg, &fpr, false))
+    let daemon = f.start_in_process(&Tweaks::default()).await;
+    let sink = &daemon.sink;
+    let (code, text) = send(daemon.addr(), GPG_MEMBER, &reply(&f, &gpg, &fpr, false))
         .await
         .unwrap_err();
     assert!(code == 550 && text.contains("must be encrypted"), "{text}");
-    send(daemon.addr, GPG_MEMBER, &reply(&f, &gpg, &fpr, true))
+    send(daemon.addr(), GPG_MEMBER, &reply(&f, &gpg, &fpr, true))
         .await
         .expect("a signed, encrypted member reply is accepted");
     let n = f.usable_members().count();
@@ -123,13 +119,13 @@ async fn member_replies_go_to_the_list_or_the_pst_always_encrypted() {
             .iter()
             .any(|r| r.event == "member-post" && r.detail.contains("Org 1"))
     );
-    daemon.terminate();
+    daemon.stop().await;
 
     // member_posts = "pst": the PST alone.
-    set_member_posts(&f, &sink, "pst");
+    let daemon = f.start_in_process(&member_posts("pst")).await;
+    let sink = &daemon.sink;
     let before = posts(&sink.captured()).len();
-    let daemon = Daemon::start(&config, &f.path("daemon.log"));
-    send(daemon.addr, GPG_MEMBER, &reply(&f, &gpg, &fpr, true))
+    send(daemon.addr(), GPG_MEMBER, &reply(&f, &gpg, &fpr, true))
         .await
         .expect("accepted for the PST");
     let got = sink.wait_until(PATIENCE, |g| posts(g).len() > before).await;
@@ -146,17 +142,16 @@ async fn member_replies_go_to_the_list_or_the_pst_always_encrypted() {
     assert_eq!(new[0].0, PST);
     assert!(new[0].1.contains(REPLY));
     drop(got);
-    drop(daemon);
+    daemon.stop().await;
 
     // member_posts = "reject": refused.
-    set_member_posts(&f, &sink, "reject");
-    let daemon = Daemon::start(&config, &f.path("daemon.log"));
-    let (code, text) = send(daemon.addr, GPG_MEMBER, &reply(&f, &gpg, &fpr, true))
+    let daemon = f.start_in_process(&member_posts("reject")).await;
+    let (code, text) = send(daemon.addr(), GPG_MEMBER, &reply(&f, &gpg, &fpr, true))
         .await
         .unwrap_err();
     assert!(
         code == 550 && text.contains("does not relay member posts"),
         "{text}"
     );
-    drop(daemon);
+    daemon.stop().await;
 }

@@ -92,11 +92,10 @@ async fn the_same_submission_again_is_accepted_once_and_a_replay_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_same_command_or_refused_mail_again_gets_the_same_answer() {
     let f = Fixture::new();
-    let sink = CaptureSink::start().await.unwrap();
-    let config = f.write_config(sink.addr());
-    let daemon = Daemon::start(&config, &f.path("daemon.log"));
+    let daemon = f.start_in_process(&Tweaks::default()).await;
+    let sink = &daemon.sink;
     let first = send(
-        daemon.addr,
+        daemon.addr(),
         PST,
         &f.gpg_signed(PST, "CVE-2026-32: held", &embargoed("held")),
     )
@@ -105,9 +104,9 @@ async fn the_same_command_or_refused_mail_again_gets_the_same_answer() {
     let id = first.rsplit(' ').next().unwrap().to_owned();
     let later = (now() + chrono::Duration::days(4)).format("%Y-%m-%dT%H:%M:%SZ");
     let extend = f.gpg_signed(PST, "extend", &format!("Embargo-Extend: {id} {later}\n"));
-    let applied = send(daemon.addr, PST, &extend).await.unwrap();
+    let applied = send(daemon.addr(), PST, &extend).await.unwrap();
     assert!(applied.contains("command applied"), "{applied}");
-    let again = send(daemon.addr, PST, &extend)
+    let again = send(daemon.addr(), PST, &extend)
         .await
         .expect("the same command mail again is answered as accepted");
     assert!(
@@ -120,8 +119,8 @@ async fn the_same_command_or_refused_mail_again_gets_the_same_answer() {
         "refused",
         "Embargo-Until: 2020-01-01T00:00:00Z\n\nlate\n",
     );
-    let (code1, text1) = send(daemon.addr, PST, &refused).await.unwrap_err();
-    let (code2, text2) = send(daemon.addr, PST, &refused).await.unwrap_err();
+    let (code1, text1) = send(daemon.addr(), PST, &refused).await.unwrap_err();
+    let (code2, text2) = send(daemon.addr(), PST, &refused).await.unwrap_err();
     assert_eq!((code1, code2), (554, 554), "{text1} / {text2}");
     assert!(
         text2.contains("invalid embargo"),

@@ -121,11 +121,11 @@ async fn a_451_is_retried_on_the_backoff_schedule_and_delivered_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_550_is_reported_to_the_pst_and_the_other_members_are_unaffected() {
     let f = Fixture::new();
-    let sink = CaptureSink::start().await.unwrap();
+    let daemon = f.start_in_process(&Tweaks::default()).await;
+    let sink = &daemon.sink;
     sink.answer_for(SQ_MEMBER, 550, None);
-    let daemon = Daemon::start(&f.write_config(sink.addr()), &f.path("daemon.log"));
     send(
-        daemon.addr,
+        daemon.addr(),
         PST,
         &f.gpg_signed(PST, "bounce", &embargoed("CANARY-550")),
     )

@@ -5,7 +5,7 @@
 
 use embargo_relay::crypto;
 use embargo_relay::intake::mime::to_crlf;
-use embargo_relay::sink::{CaptureSink, Captured};
+use embargo_relay::sink::Captured;
 
 use crate::common::*;
 
@@ -40,15 +40,12 @@ fn copies_to(got: &[Captured], who: &str) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn roster_add_and_remove_by_signed_pst_command() {
     let f = Fixture::new();
-    let sink = CaptureSink::start().await.unwrap();
-    let config = f.write_config(sink.addr());
-    let text = std::fs::read_to_string(&config).unwrap().replacen(
-        "[list]\n",
-        "[list]\nroster_file = \"roster.toml\"\n",
-        1,
-    );
-    std::fs::write(&config, text).unwrap();
-    let daemon = Daemon::start(&config, &f.path("daemon.log"));
+    let tweaks = Tweaks {
+        list: vec![("roster_file", Tweaks::text("roster.toml"))],
+        ..Tweaks::default()
+    };
+    let daemon = f.start_in_process(&tweaks).await;
+    let sink = &daemon.sink;
     let new_key = crypto::generate_key(
         &format!("New Distro <{NEW}>"),
         now() - chrono::Duration::hours(1),
@@ -60,7 +57,7 @@ async fn roster_add_and_remove_by_signed_pst_command() {
 
     // Refused, with the reason to the PST: no certificate, wrong fingerprint.
     let add = format!("Roster-Add: {NEW}, New Distro, {fpr}");
-    let (code, text) = send(daemon.addr, PST, &command(&f, &add, None))
+    let (code, text) = send(daemon.addr(), PST, &command(&f, &add, None))
         .await
         .unwrap_err();
     assert!(
@@ -69,7 +66,7 @@ async fn roster_add_and_remove_by_signed_pst_command() {
     );
     let other = crypto::generate_key("X <x@x.example>", now(), None).unwrap();
     let wrong = crypto::armored_public(&other.strip_secret_key_material()).unwrap();
-    let (code, text) = send(daemon.addr, PST, &command(&f, &add, Some(&wrong)))
+    let (code, text) = send(daemon.addr(), PST, &command(&f, &add, Some(&wrong)))
         .await
         .unwrap_err();
     assert!(
@@ -79,13 +76,13 @@ async fn roster_add_and_remove_by_signed_pst_command() {
 
     // Added: the receipt, the file, and the next announcement reaches them.
     let add_mail = command(&f, &add, Some(&public));
-    let reply = send(daemon.addr, PST, &add_mail)
+    let reply = send(daemon.addr(), PST, &add_mail)
         .await
         .expect("Roster-Add applied");
     assert!(reply.contains("roster updated"), "{reply}");
     // The same mail again (an MTA that lost our answer): the same answer,
     // applied once, one receipt.
-    let again = send(daemon.addr, PST, &add_mail)
+    let again = send(daemon.addr(), PST, &add_mail)
         .await
         .expect("the same roster command again is answered as accepted");
     assert_eq!(again, reply, "the same answer");
@@ -107,7 +104,7 @@ async fn roster_add_and_remove_by_signed_pst_command() {
             .count()
     };
     let first = f.gpg_signed(PST, "CVE-2026-70: after add", &embargoed("welcome"));
-    send(daemon.addr, PST, &first).await.expect("accepted");
+    send(daemon.addr(), PST, &first).await.expect("accepted");
     let n = f.usable_members().count();
     let got = wait_copies(&sink, n + 1).await;
     let p = sequoia_openpgp::policy::StandardPolicy::new();
@@ -123,7 +120,7 @@ async fn roster_add_and_remove_by_signed_pst_command() {
 
     // Removed: the next announcement does not reach them.
     let reply = send(
-        daemon.addr,
+        daemon.addr(),
         PST,
         &command(&f, &format!("Roster-Remove: {NEW}"), None),
     )
@@ -137,7 +134,7 @@ async fn roster_add_and_remove_by_signed_pst_command() {
     );
     // The old add mail once more, after the removal: still only a resend,
     // never applied a second time.
-    let again = send(daemon.addr, PST, &add_mail)
+    let again = send(daemon.addr(), PST, &add_mail)
         .await
         .expect("answered as accepted");
     assert!(again.contains("roster updated (roster-add)"), "{again}");
@@ -149,7 +146,7 @@ async fn roster_add_and_remove_by_signed_pst_command() {
     );
     // A config-file member cannot be removed by mail.
     let (code, text) = send(
-        daemon.addr,
+        daemon.addr(),
         PST,
         &command(&f, &format!("Roster-Remove: {GPG_MEMBER}"), None),
     )
@@ -157,7 +154,7 @@ async fn roster_add_and_remove_by_signed_pst_command() {
     .unwrap_err();
     assert!(code == 550 && text.contains("remove it there"), "{text}");
     let second = f.gpg_signed(PST, "CVE-2026-71: after remove", &embargoed("bye"));
-    send(daemon.addr, PST, &second).await.expect("accepted");
+    send(daemon.addr(), PST, &second).await.expect("accepted");
     let got = wait_copies(&sink, 2 * n + 1).await;
     f.wait_until_no_pending().await;
     assert_eq!(copies(&got).len(), 2 * n + 1);
@@ -171,19 +168,19 @@ async fn roster_add_and_remove_by_signed_pst_command() {
     for event in ["roster-add", "roster-remove"] {
         assert!(audit.iter().any(|r| r.event == event), "{event} audited");
     }
-    drop(daemon);
+    daemon.stop().await;
 
     // After a restart the roster file is read back.
-    let daemon = Daemon::start(&config, &f.path("daemon.log"));
-    let reply = send(daemon.addr, PST, &command(&f, &add, Some(&public)))
+    let daemon = f.start_in_process(&tweaks).await;
+    let reply = send(daemon.addr(), PST, &command(&f, &add, Some(&public)))
         .await
         .expect("added again after a restart");
     assert!(reply.contains("roster updated"), "{reply}");
-    drop(daemon);
-    let daemon = Daemon::start(&config, &f.path("daemon.log"));
-    let (code, text) = send(daemon.addr, PST, &command(&f, &add, Some(&public)))
+    daemon.stop().await;
+    let daemon = f.start_in_process(&tweaks).await;
+    let (code, text) = send(daemon.addr(), PST, &command(&f, &add, Some(&public)))
         .await
         .unwrap_err();
     assert!(code == 550 && text.contains("already a member"), "{text}");
-    drop(daemon);
+    daemon.stop().await;
 }
