@@ -106,7 +106,7 @@ async fn roster_add_and_remove_by_signed_pst_command() {
     let first = f.gpg_signed(PST, "CVE-2026-70: after add", &embargoed("welcome"));
     send(daemon.addr(), PST, &first).await.expect("accepted");
     let n = f.usable_members().count();
-    let got = wait_copies(&sink, n + 1).await;
+    let got = wait_copies(sink, n + 1).await;
     let p = sequoia_openpgp::policy::StandardPolicy::new();
     let list = f.list.clone().strip_secret_key_material();
     let theirs: Vec<&Captured> = copies(&got)
@@ -155,7 +155,7 @@ async fn roster_add_and_remove_by_signed_pst_command() {
     assert!(code == 550 && text.contains("remove it there"), "{text}");
     let second = f.gpg_signed(PST, "CVE-2026-71: after remove", &embargoed("bye"));
     send(daemon.addr(), PST, &second).await.expect("accepted");
-    let got = wait_copies(&sink, 2 * n + 1).await;
+    let got = wait_copies(sink, 2 * n + 1).await;
     f.wait_until_no_pending().await;
     assert_eq!(copies(&got).len(), 2 * n + 1);
     assert_eq!(copies_to(&sink.captured(), NEW), 1, "nothing after removal");
