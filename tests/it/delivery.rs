@@ -7,6 +7,8 @@ use embargo_relay::sink::{CaptureSink, Captured};
 use sequoia_openpgp::KeyHandle;
 use sequoia_openpgp::policy::StandardPolicy;
 
+use embargo_relay::clock::Clock;
+
 use crate::common::*;
 
 const CANARY: &str = "CANARY-7f3a9c-kubelet-traversal";
@@ -260,18 +262,31 @@ async fn gpg_signed_announcement_reaches_each_member_encrypted_to_that_member_al
 #[tokio::test(flavor = "multi_thread")]
 async fn transient_smarthost_failure_is_retried_with_backoff() {
     let f = Fixture::new();
-    let sink = CaptureSink::start().await.unwrap();
+    let daemon = f.start_in_process(&Tweaks::default()).await;
+    let sink = &daemon.sink;
     sink.fail_next(2);
-    let daemon = Daemon::start(&f.write_config(sink.addr()), &f.path("daemon.log"));
     send(
-        daemon.addr,
+        daemon.addr(),
         PST,
         &f.gpg_signed(PST, "retry", &embargoed("body")),
     )
     .await
     .unwrap();
     let n = f.usable_members().count();
-    let got = wait_copies(&sink, n).await;
+    // The backoff runs on the manual clock: moved on a second at a time
+    // until every copy is in.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while copies(&sink.captured()).len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "copies never all sent"
+        );
+        daemon
+            .clock
+            .set(daemon.clock.now() + chrono::Duration::seconds(1));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let got = sink.captured();
     assert_eq!(
         copies(&got).len(),
         n,

@@ -10,8 +10,8 @@ use crate::common::*;
 #[tokio::test(flavor = "multi_thread")]
 async fn forged_or_broken_announcements_are_refused_and_nothing_is_sent() {
     let f = Fixture::new();
-    let sink = CaptureSink::start().await.unwrap();
-    let daemon = Daemon::start(&f.write_config(sink.addr()), &f.path("daemon.log"));
+    let daemon = f.start_in_process(&Tweaks::default()).await;
+    let sink = &daemon.sink;
     let p = StandardPolicy::new();
 
     let unsigned =
@@ -85,7 +85,7 @@ async fn forged_or_broken_announcements_are_refused_and_nothing_is_sent() {
         ("too long", too_long, 554, "exceeds the maximum of 14 days"),
     ];
     for (name, mail, code, reason) in &cases {
-        let (got_code, text) = send(daemon.addr, PST, mail).await.expect_err(name);
+        let (got_code, text) = send(daemon.addr(), PST, mail).await.expect_err(name);
         assert_eq!(got_code, *code, "{name}: {text}");
         assert!(
             text.contains(reason),
@@ -109,10 +109,10 @@ async fn forged_or_broken_announcements_are_refused_and_nothing_is_sent() {
     // A replay of an accepted announcement (not the same submission: from
     // another envelope) is refused too.
     let good = f.gpg_signed(PST, "real", &embargoed("genuine announcement"));
-    send(daemon.addr, PST, &good)
+    send(daemon.addr(), PST, &good)
         .await
         .expect("a genuine announcement is still accepted");
-    let (code, text) = send(daemon.addr, "relay@elsewhere.example", &good)
+    let (code, text) = send(daemon.addr(), "relay@elsewhere.example", &good)
         .await
         .expect_err("replay");
     assert_eq!(code, 550, "{text}");
@@ -120,7 +120,7 @@ async fn forged_or_broken_announcements_are_refused_and_nothing_is_sent() {
 
     // Only the genuine announcement went out: one copy per usable member.
     let n = f.usable_members().count();
-    wait_copies(&sink, n).await;
+    wait_copies(sink, n).await;
     f.wait_until_no_pending().await;
     assert_eq!(
         copies(&sink.captured()).len(),
@@ -157,7 +157,7 @@ async fn forged_or_broken_announcements_are_refused_and_nothing_is_sent() {
     // Mail for anyone but the list is refused at RCPT.
     let transport =
         lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
-            .port(daemon.addr.port())
+            .port(daemon.addr().port())
             .build();
     let env = lettre::address::Envelope::new(
         Some(PST.parse().unwrap()),
