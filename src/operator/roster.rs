@@ -1,0 +1,177 @@
+//! `roster`: list, add, remove and check the members.
+
+use crate::cli::RosterAction;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::keycheck::{self, CertRole};
+use anyhow::Context;
+use sequoia_openpgp::parse::Parse;
+use std::io::Write;
+
+/// Runs one `roster` command against `list.roster_file`; a running daemon
+/// picks the change up within two seconds.
+pub fn roster(
+    config: &Config,
+    action: RosterAction,
+    clock: &dyn Clock,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let now = clock.now();
+    let p = crate::crypto::policy();
+    let file = || {
+        config.roster_file.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "list.roster_file is not set: roster add, remove and import-markdown edit that file \
+(members in the configuration file itself are edited there, then `systemctl reload embargo-relay`)"
+            )
+        })
+    };
+    let in_config = |email: &str| {
+        config
+            .roster
+            .members()
+            .iter()
+            .find(|m| !m.added && m.email.eq_ignore_ascii_case(email))
+            .is_some()
+    };
+    match action {
+        RosterAction::List => {
+            writeln!(
+                out,
+                "{:<40} {:<24} {:<7} {:<6} KEY",
+                "EMAIL", "ORGANIZATION", "SOURCE", "PST"
+            )?;
+            for m in config.roster.members() {
+                let key = match m.cert() {
+                    Err(e) => format!("MISSING: {e}"),
+                    Ok(cert) => {
+                        let role = if m.pst {
+                            CertRole::Pst
+                        } else {
+                            CertRole::Member
+                        };
+                        let issues = keycheck::cert_issues(cert, role, &p, now);
+                        let mut s = cert.fingerprint().to_hex();
+                        for i in issues {
+                            s.push_str(&format!("; {}", i.problem));
+                        }
+                        s
+                    }
+                };
+                writeln!(
+                    out,
+                    "{:<40} {:<24} {:<7} {:<6} {key}",
+                    m.email,
+                    m.organization,
+                    if m.added { "file" } else { "config" },
+                    if m.pst { "yes" } else { "" },
+                )?;
+            }
+            Ok(())
+        }
+        RosterAction::Add {
+            email,
+            organization,
+            key,
+        } => {
+            // `roster add` replaces an entry of the file: no duplicate check.
+            let (email, organization) =
+                crate::address::check_entry(&email, &organization, |_| false).map_err(
+                    |e| match e {
+                        crate::address::EntryError::Organization(p) => {
+                            anyhow::anyhow!("--organization {p}")
+                        }
+                        crate::address::EntryError::Email(p) => anyhow::anyhow!("{email}: {p}"),
+                        crate::address::EntryError::Twice(e) => {
+                            anyhow::anyhow!("{e} is listed twice")
+                        }
+                    },
+                )?;
+            if in_config(&email) {
+                anyhow::bail!("{email} is a member in the configuration file; change it there");
+            }
+            let cert = sequoia_openpgp::Cert::from_file(&key)
+                .with_context(|| format!("{}: not an OpenPGP certificate", key.display()))?;
+            if cert.is_tsk() {
+                anyhow::bail!(
+                    "{} holds secret key material: give the member's public certificate only",
+                    key.display()
+                );
+            }
+            if let Some(i) = keycheck::cert_issues(&cert, CertRole::Member, &p, now)
+                .into_iter()
+                .find(|i| i.unusable)
+            {
+                anyhow::bail!("{}: {} ({})", key.display(), i.problem, i.fix);
+            }
+            crate::roster::file::upsert(&file()?, &email, organization, Some(&cert))
+                .map_err(|e| anyhow::anyhow!(e))?;
+            writeln!(
+                out,
+                "{email} ({organization}) on the roster with key {}",
+                cert.fingerprint()
+            )?;
+            Ok(())
+        }
+        RosterAction::Remove { email } => {
+            if in_config(&email) {
+                anyhow::bail!(
+                    "{email} is a member in the configuration file; remove it there and reload"
+                );
+            }
+            if !crate::roster::file::remove(&file()?, &email).map_err(|e| anyhow::anyhow!(e))? {
+                anyhow::bail!("{email} is not in the roster file");
+            }
+            writeln!(out, "{email} removed from the roster")?;
+            Ok(())
+        }
+        RosterAction::ImportMarkdown { file: table } => {
+            let text = std::fs::read_to_string(&table)
+                .with_context(|| format!("cannot read {}", table.display()))?;
+            let (rows, bad) = crate::roster::parse_markdown_table(&text);
+            let path = file()?;
+            let (mut added, mut known) = (0, 0);
+            for (_, email, organization) in &rows {
+                if config.roster.find(email).is_some() {
+                    known += 1;
+                    continue;
+                }
+                crate::roster::file::upsert(&path, email, organization, None)
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                added += 1;
+            }
+            writeln!(
+                out,
+                "{} rows read from {}: {added} imported, {known} already on the roster",
+                rows.len(),
+                table.display()
+            )?;
+            for (line, why) in &bad {
+                writeln!(out, "line {line} skipped: {why}")?;
+            }
+            let members = crate::roster::file::load(&path).map_err(|e| anyhow::anyhow!(e))?;
+            let lacking: Vec<_> = members.iter().filter(|m| m.cert().is_err()).collect();
+            if !lacking.is_empty() {
+                writeln!(
+                    out,
+                    "\n{} member(s) still lack a certificate and receive nothing until it is there:",
+                    lacking.len()
+                )?;
+                for m in lacking {
+                    writeln!(
+                        out,
+                        "  {:<40} {:<24} put it at {} or run `embargo-relay roster add {} --organization … --key FILE`",
+                        m.email,
+                        m.organization,
+                        m.key_path.display(),
+                        m.email
+                    )?;
+                }
+            }
+            if !bad.is_empty() {
+                anyhow::bail!("{} row(s) could not be read (see above)", bad.len());
+            }
+            Ok(())
+        }
+    }
+}
