@@ -352,7 +352,6 @@ async fn a_restart_after_the_clock_leapt_still_holds_the_release() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(now() >= until);
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     assert_eq!(releases(&sink.captured()), 0, "published on a leapt clock");
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_embargo-relay"))
@@ -364,4 +363,22 @@ async fn a_restart_after_the_clock_leapt_still_holds_the_release() {
     assert!(out.status.success(), "{out:?}");
     let got = sink.wait_until(PATIENCE, |g| releases(g) >= 1).await;
     assert_eq!(releases(&got), 1, "released by the operator");
+    // Held until the operator asked: the release was sent after the
+    // release-now record, not on the leapt clock in between (no fixed wait
+    // for nothing to happen).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let audit = loop {
+        let audit = f.audit();
+        if audit.iter().any(|r| r.event == "released") {
+            break audit;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{audit:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let asked = audit.iter().position(|r| r.event == "released-now");
+    let sent = audit.iter().position(|r| r.event == "released");
+    assert!(
+        matches!((asked, sent), (Some(a), Some(s)) if s > a),
+        "published on a leapt clock before the operator asked: {audit:?}"
+    );
 }
