@@ -29,27 +29,28 @@
 //!    `Reply`, `Envelope`, `MailHandler`, peer keys), `lines` (line ends
 //!    counted at memory speed).
 //! 2. Data and its rules: [`crypto`] (every OpenPGP operation: `verify`,
-//!    `census` (with the signature precheck), `seipd` (SEIPDv1 with AES in
-//!    one pass, for the census), `problem` (the verdicts),
+//!    `census` (with the signature precheck), `seipd` (SEIPDv1 with AES,
+//!    for the census), `cleartext` (a cleartext-signed text read in one
+//!    pass, for the census), `problem` (the verdicts),
 //!    `seal`, and `client` helpers for the demo and tests),
 //!    `roster` (members, PST keys, the roster file), [`config`] (TOML →
-//!    validated [`config::Config`]), [`embargo`] (the announcement's field
+//!    validated [`config::Config`]: `raw`, `validate`, `units`), [`embargo`] (the announcement's field
 //!    block and the PST's commands), `record` (what the spool keeps of
 //!    each message, sealed), [`entity`] (the MIME entities the relay writes).
 //! 3. [`spool`]: durable state (SQLite): `schema`, `types`, `incoming`,
 //!    `deliveries`, `embargoes`, `audit`, `reports`.
 //! 4. [`context`]: one list's shared context, [`context::Relay`]: config and
 //!    roster snapshots, spool, clock, seal cache, health.
-//! 5. The work, each on the context: [`inbound`] (`smtp` listener, `imap`
-//!    poller, `pipe` for `submit`), [`intake`] (`examine` decides, `mime`
+//! 5. The work, each on the context: [`inbound`] (`smtp` listener: `admission`,
+//!    `command`, `wire`, `session`; `imap` poller, `pipe` for `submit`), [`intake`] (`examine` decides, `mime`
 //!    and `verify` read, `rejection` says why not, `commands`, `posts`,
 //!    `tally`, `roster_edit`; the handler in `mod.rs`), `fanout` (the scheduler, `deliver`, `build`),
 //!    `outbound` (RFC 3156 copies, SMTP to the smarthost), `keycheck`
 //!    (the weekly key check), `upkeep` (the roster-file watcher, tally
 //!    flush and spool pruning, the leap base kept, skipped members named).
 //! 6. Wiring and front ends: [`daemon`] (starts the tasks under one shutdown
-//!    token), `service` (systemd notify and watchdog), [`operator`] and
-//!    [`check`] (the CLI's commands), [`cli`] (clap definitions), [`demo`],
+//!    token), `service` (systemd notify and watchdog), [`operator`] (`embargo`,
+//!    `roster`, `audit`, `status`) and [`check`] (the CLI's commands), [`cli`] (clap definitions), [`demo`],
 //!    and for the demo and tests [`compose`] (mail as a PST client makes it)
 //!    and [`sink`] (a loopback SMTP capture sink).
 #![forbid(unsafe_code)]
