@@ -309,7 +309,16 @@ pub(super) fn census_detached(
         })
         .map_err(|_| SignatureProblem::Malformed)?;
     let mut seen = Seen::default();
+    let mut packets = 0;
     while let PacketParserResult::Some(pp) = ppr {
+        // Markers too: a block of a million of them is parsed one by one.
+        packets += 1;
+        if packets > PacketLimits::PACKETS {
+            return Err(SignatureProblem::TooMany(TooMany {
+                what: "packets",
+                limit: PacketLimits::PACKETS,
+            }));
+        }
         match &pp.packet {
             Packet::Signature(sig) => {
                 seen.note(sig, known, now);
@@ -619,6 +628,12 @@ impl Walk<'_> {
                     let v1 = matches!(seip, SEIP::V1(_));
                     let mut tries = 0;
                     let mut held = None;
+                    // A session key whose checksum held and whose quick
+                    // check failed: the ciphertext was changed under a
+                    // PKESK of ours (or one in 65,536 wrong keys). Told
+                    // apart from "not for the list", it would be an oracle
+                    // on the ciphertext (Mister and Zuccherato).
+                    let mut quick_check_failed = false;
                     'pkesks: for pkesk in &self.pkesks {
                         for pair in &mut self.keypairs {
                             let ours = pkesk
@@ -644,7 +659,10 @@ impl Walk<'_> {
                                 _ => Seipd::NotHere,
                             };
                             match here {
-                                Seipd::WrongKey => continue,
+                                Seipd::WrongKey => {
+                                    quick_check_failed = true;
+                                    continue;
+                                }
                                 Seipd::NotHere if pp.decrypt(algo, &sk).is_err() => continue,
                                 Seipd::NotHere => {}
                                 // Decrypted with the right key, and the
@@ -660,6 +678,9 @@ impl Walk<'_> {
                         }
                     }
                     if self.found.is_none() {
+                        if quick_check_failed {
+                            return Err(Stop::Refused(OpenProblem::Failed));
+                        }
                         return Err(Stop::NoKey { tried: tries > 0 });
                     }
                     if let Some(plain) = held {

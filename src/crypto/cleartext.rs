@@ -14,6 +14,8 @@
 
 /// The first line of a cleartext-signed message.
 const HEADER: &[u8] = b"-----BEGIN PGP SIGNED MESSAGE-----";
+/// The line that starts its signature block.
+const SIGNATURE_LABEL: &[u8] = b"-----BEGIN PGP SIGNATURE-----";
 
 /// The signed text of a cleartext-signed message, and where its signature
 /// block's line starts; `None` where Sequoia's reading could differ.
@@ -50,6 +52,16 @@ pub(super) fn signed_text(bytes: &[u8]) -> Option<(Vec<u8>, usize)> {
             let line = &body[i..];
             let dashes = dash_prefix(line);
             if dashes > 2 && line[dashes..].starts_with(b"BEGIN PGP SIGNATURE") {
+                // Where the text ends for Sequoia. The census reads the
+                // signatures with the plain armor reader, which reads
+                // anything after the label otherwise than Sequoia's
+                // cleartext reader does (as a header line): only the label
+                // alone is read here.
+                let end = memchr::memchr(b'\n', line).map_or(line.len(), |n| n + 1);
+                let rest = line[..end].strip_prefix(SIGNATURE_LABEL)?;
+                if !rest.iter().all(u8::is_ascii_whitespace) {
+                    return None;
+                }
                 block = Some(line_start);
                 break;
             }
@@ -175,6 +187,24 @@ mod tests {
         None
     }
 
+    /// The signatures Sequoia's cleartext reader finds.
+    fn sequoias_signatures(bytes: &[u8]) -> Vec<openpgp::packet::Signature> {
+        let mut ppr = PacketParserBuilder::from_bytes(bytes)
+            .unwrap()
+            .process_csf_message(true)
+            .build()
+            .unwrap();
+        let mut sigs = Vec::new();
+        while let PacketParserResult::Some(pp) = ppr {
+            let (packet, next) = pp.recurse().unwrap();
+            if let Packet::Signature(sig) = packet {
+                sigs.push(sig);
+            }
+            ppr = next;
+        }
+        sigs
+    }
+
     #[test]
     fn the_signed_text_is_sequoias() {
         let key = openpgp::cert::CertBuilder::general_purpose(Some("P <p@example.org>"))
@@ -276,6 +306,37 @@ mod tests {
             }
         }
         assert!(compared > 3 * texts.len() * 9 / 10, "{compared} compared");
+        // The signature block's line: the label alone (trailing whitespace
+        // allowed), never anything Sequoia's cleartext reader would read
+        // otherwise than the census's armor reader.
+        let signed = clearsign(b"text\n");
+        let label = b"-----BEGIN PGP SIGNATURE-----\n";
+        let at = memchr::memmem::find(&signed, label).unwrap();
+        let with_line = |line: &[u8]| [&signed[..at], line, &signed[at + label.len()..]].concat();
+        for (line, read) in [
+            (&b"-----BEGIN PGP SIGNATURE-----\n"[..], true),
+            (b"-----BEGIN PGP SIGNATURE-----  \t\n", true),
+            (b"-----BEGIN PGP SIGNATURE-----\r\n", true),
+            (b"-----BEGIN PGP SIGNATURE----- X: y\n", false),
+            (b"-----BEGIN PGP SIGNATURE-----X: y\n", false),
+            (b"---BEGIN PGP SIGNATURE---\n", false),
+            (b"\xe2\x80\x93-BEGIN PGP SIGNATURE-----\n", false),
+        ] {
+            let bytes = with_line(line);
+            let ours = signed_text(&bytes);
+            assert_eq!(ours.is_some(), read, "{:?}", String::from_utf8_lossy(line));
+            if let Some((_, block)) = ours {
+                // The census reads the very signatures Sequoia verifies.
+                let theirs = sequoias_signatures(&bytes);
+                let census = crate::crypto::census::census_detached(
+                    &bytes[block..],
+                    &[],
+                    chrono::Utc::now(),
+                )
+                .unwrap();
+                assert_eq!(census.read, theirs, "{:?}", String::from_utf8_lossy(line));
+            }
+        }
         assert!(unread < texts.len() / 10, "{unread} unread by Sequoia");
     }
 }

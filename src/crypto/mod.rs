@@ -700,12 +700,40 @@ mod tests {
         let opened = open_announcement(&list, &p, now(), certs, &with_decoys(3), 1 << 20)
             .expect("the fourth PKESK tried is the right one");
         assert_eq!(opened.plaintext.expose(), b"the message");
+        // Four decoys (each a session key with a good checksum that fails
+        // the quick check) and the right one fifth: not tried, and
+        // answered as a changed ciphertext is.
         assert_eq!(
             open_announcement(&list, &p, now(), certs, &with_decoys(4), 1 << 20).err(),
-            Some(OpenProblem::NotForList)
+            Some(OpenProblem::Failed)
         );
-        let census = census_encrypted(&list, &p, &with_decoys(4), 1 << 20, certs, now()).unwrap();
-        assert!(census.tried && census.key.is_none());
+        assert!(matches!(
+            census_encrypted(&list, &p, &with_decoys(4), 1 << 20, certs, now()),
+            Err(OpenProblem::Failed)
+        ));
+        // No oracle on the ciphertext: a change that fails the quick check
+        // (the random prefix) and one that fails the integrity check (the
+        // end) get the same answer.
+        let sealed = with_decoys(0);
+        // Where the SEIPD packet's ciphertext starts: after its tag, its
+        // length octets and its version octet.
+        let seip = openpgp::serialize::MarshalInto::to_vec(real.last().unwrap()).unwrap();
+        let length_octets = match seip[1] {
+            0..=191 | 224..=254 => 1,
+            192..=223 => 2,
+            255 => 5,
+        };
+        let body = sealed.len() - seip.len() + 1 + length_octets + 1;
+        for at in [body, sealed.len() - 3] {
+            let mut changed = sealed.clone();
+            changed[at] ^= 0x01;
+            assert_eq!(
+                open_announcement(&list, &p, now(), certs, &changed, 1 << 20).err(),
+                Some(OpenProblem::Failed),
+                "a change at octet {at} of {}",
+                sealed.len()
+            );
+        }
     }
 
     /// The precheck (one hash per way of hashing, not per signature) agrees
@@ -938,6 +966,12 @@ mod tests {
             for (i, body) in bodies.iter().enumerate() {
                 let (a, b) = (ours(body), reference(body));
                 assert_eq!(a, b, "body {i}, {len} octets");
+                // The precheck itself ran, over the text the census kept,
+                // and judged as the verifier did.
+                let (seen, literal) = census::census(body, 1 << 20, certs, now()).unwrap();
+                let literal = literal.expect("the census keeps the literal data");
+                let prechecked = census::precheck(&seen.read, certs, literal.expose());
+                assert_eq!(prechecked.is_ok(), a.is_ok(), "body {i}, {len} octets");
                 verdicts.insert(format!("{:?}", a.map(|_| "good")));
             }
             // A signed message whose signature is over other data.
@@ -1053,6 +1087,21 @@ mod tests {
         assert!(
             matches!(&many, Err(SignatureProblem::TooMany(t)) if t.what == "packets"),
             "{many:?}"
+        );
+        // A detached signature part padded with markers: counted too
+        // (each is a packet parsed), before the signature after them.
+        let data = b"data\r\n";
+        let mut padded = Vec::new();
+        for _ in 0..PacketLimits::PACKETS {
+            openpgp::Packet::Marker(Marker::default())
+                .serialize(&mut padded)
+                .unwrap();
+        }
+        padded.extend(signature_repeated(&pst, data, 1));
+        let padded = verify_detached(&p, now(), certs, data, &padded);
+        assert!(
+            matches!(&padded, Err(SignatureProblem::TooMany(t)) if t.what == "packets"),
+            "{padded:?}"
         );
     }
 

@@ -77,7 +77,8 @@ pub(super) fn open(algo: SymmetricAlgorithm, key: &SessionKey, body: &[u8]) -> S
     };
     let (hashed, digest) = plain.split_at(plain.len() - 20);
     let sum = openssl::sha::sha1(hashed);
-    if !(hashed.ends_with(&MDC_HEADER) && openssl::memcmp::eq(&sum, digest)) {
+    // Both checks made whatever the first says (no early answer).
+    if !(hashed.ends_with(&MDC_HEADER) & openssl::memcmp::eq(&sum, digest)) {
         return Seipd::Tampered;
     }
     plain.truncate(plain.len() - MDC_LEN);
@@ -128,7 +129,7 @@ mod tests {
     use openpgp::types::SymmetricAlgorithm;
     use sequoia_openpgp as openpgp;
 
-    use super::{Seipd, open};
+    use super::{Seipd, cfb_decrypt, open};
 
     /// A SEIPDv1 message of `data` under `key`: its SEIP body (after the
     /// version octet) and what Sequoia decrypts it to (the packets the
@@ -153,6 +154,24 @@ mod tests {
         let mut plain = Vec::new();
         pp.read_to_end(&mut plain).unwrap();
         (body, plain)
+    }
+
+    /// CFB worked as ECB is OpenSSL's own CFB, for every length up to
+    /// four blocks (partial blocks, a single one, none).
+    #[test]
+    fn cfb_as_ecb_is_cfb() {
+        use openssl::symm::{Cipher, decrypt};
+        for (ecb, cfb, key_len) in [
+            (Cipher::aes_128_ecb(), Cipher::aes_128_cfb128(), 16),
+            (Cipher::aes_256_ecb(), Cipher::aes_256_cfb128(), 32),
+        ] {
+            let key: Vec<u8> = (0..key_len).map(|i| (i * 13 + 7) as u8).collect();
+            for len in 0..=64usize {
+                let input: Vec<u8> = (0..len).map(|i| (i * 31 + 5) as u8).collect();
+                let want = decrypt(cfb, &key, Some(&[0u8; 16]), &input).unwrap();
+                assert_eq!(cfb_decrypt(ecb, &key, &input).unwrap(), want, "{len}");
+            }
+        }
     }
 
     #[test]
