@@ -331,7 +331,7 @@ mod tests {
                 let census = crate::crypto::census::census_detached(
                     &bytes[block..],
                     &[],
-                    chrono::Utc::now(),
+                    chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
                 )
                 .unwrap();
                 assert_eq!(census.read, theirs, "{:?}", String::from_utf8_lossy(line));
