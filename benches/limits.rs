@@ -104,6 +104,7 @@ fn main() {
         known: &known,
         policy: &config.policy,
         max_size: MAX,
+        addresses: &[LIST],
     };
     let pair = |c: &openpgp::Cert| crypto::signing_keypair(&p, c, now).unwrap();
     let signer = || pair(&pst);

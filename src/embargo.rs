@@ -9,7 +9,13 @@ use crate::address::check_address;
 use crate::quote::Quoted;
 
 /// The fields an announcement may carry, in the signed text's field block.
-pub const FIELDS: [&str; 3] = ["Embargo-Until", "Public-To", "Embargo-Override"];
+pub const FIELDS: [&str; 5] = [
+    "Embargo-Until",
+    "Public-To",
+    "Embargo-Override",
+    "Recipients",
+    "List",
+];
 
 /// The fields of a command mail; a command carries exactly one of them.
 pub const COMMAND_FIELDS: [&str; 5] = [
@@ -202,6 +208,12 @@ pub struct Terms {
     pub public_to: Vec<String>,
     /// The PST's stated reason for an embargo beyond the maximum, if any.
     pub override_reason: Option<String>,
+    /// The part of the roster the announcement is for (`Recipients:`, each
+    /// an organization or an address of the roster, as written); empty:
+    /// every member.
+    pub recipients: Vec<String>,
+    /// The list the signed text names (`List:`), lowercased, if it does.
+    pub list: Option<String>,
 }
 
 /// What is wrong with an announcement's embargo fields. The text names the
@@ -230,7 +242,7 @@ pub enum TermsError {
     #[error("Public-To: the address{0} is not a plain address")]
     BadPublicTo(Quoted),
     #[error(
-        "line {line}: unknown field{name} in the embargo block (known: Embargo-Until, Public-To, Embargo-Override)"
+        "line {line}: unknown field{name} in the embargo block (known: Embargo-Until, Public-To, Embargo-Override, Recipients, List)"
     )]
     UnknownField { line: usize, name: Quoted },
     #[error("line {line}: field {name} is given twice")]
@@ -245,6 +257,16 @@ pub enum TermsError {
         "a public advisory is attached but there is nowhere to publish it: add `Public-To:` or configure [public] recipients"
     )]
     NoPublicRecipients,
+    #[error("Recipients: names no one; leave the field out to announce to every member")]
+    NoRecipients,
+    /// Which entry (counted from 1) matches no member; the name itself is
+    /// quoted in the encrypted refusal only.
+    #[error(
+        "Recipients: entry {position}{name} is neither an organization nor an address on the roster"
+    )]
+    UnknownRecipient { position: usize, name: Quoted },
+    #[error("List: the address{0} is not a plain address")]
+    BadList(Quoted),
 }
 
 /// The file name that marks the public advisory inside the signed entity.
@@ -317,11 +339,33 @@ pub fn terms(
     let mut public_to = public_to;
     let mut seen = std::collections::HashSet::new();
     public_to.retain(|a: &String| seen.insert(a.clone()));
+    let recipients = match get("Recipients") {
+        None => Vec::new(),
+        Some(names) => {
+            let mut names: Vec<String> = names
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let mut seen = std::collections::HashSet::new();
+            names.retain(|n| seen.insert(n.to_lowercase()));
+            if names.is_empty() {
+                return Err(TermsError::NoRecipients);
+            }
+            names
+        }
+    };
+    let list = get("List")
+        .map(|l| check_address(l).map_err(|_| TermsError::BadList(Quoted::new(l))))
+        .transpose()?;
     Ok(Terms {
         until: until_utc,
         sender_offset: *until.offset(),
         public_to,
         override_reason,
+        recipients,
+        list,
     })
 }
 
@@ -408,6 +452,27 @@ mod tests {
             ["oss-security@lists.example", "announce@example.org"]
         );
         assert_eq!(t.override_reason, None);
+    }
+
+    /// `Recipients:` names, as written, once each in any case; `List:` an
+    /// address, lowercased. Neither given: every member, no list named.
+    #[test]
+    fn the_scope_and_the_list_are_read() {
+        let t = parse(
+            "Embargo-Until: 2026-12-01T16:00:00Z\r\nRecipients: Red Hat , SAP,sec@VMware.example, red hat\r\nList: Distros@Example.org\r\n\r\nx\r\n",
+        )
+        .unwrap();
+        assert_eq!(t.recipients, ["Red Hat", "SAP", "sec@VMware.example"]);
+        assert_eq!(t.list.as_deref(), Some("distros@example.org"));
+        let plain = parse("Embargo-Until: 2026-12-01T16:00:00Z\r\n\r\nx\r\n").unwrap();
+        assert!(plain.recipients.is_empty() && plain.list.is_none());
+        assert_eq!(
+            parse("Embargo-Until: 2026-12-01T16:00:00Z\r\nRecipients: , ,\r\n"),
+            Err(TermsError::NoRecipients)
+        );
+        let bad = parse("Embargo-Until: 2026-12-01T16:00:00Z\r\nList: QZ7CANARY list\r\n");
+        assert!(matches!(bad, Err(TermsError::BadList(_))), "{bad:?}");
+        assert!(!bad.unwrap_err().to_string().contains("QZ7CANARY"));
     }
 
     #[test]

@@ -31,7 +31,11 @@ impl std::fmt::Debug for Record {
     }
 }
 
-const FORMAT: &[u8] = b"embargo-relay announcement v2\n";
+/// The framing written: v3 adds the announcement's scope (`Recipients:`)
+/// and the list its signed text names (`List:`).
+const FORMAT: &[u8] = b"embargo-relay announcement v3\n";
+/// The framing before v3, still read (its records have neither).
+const FORMAT_V2: &[u8] = b"embargo-relay announcement v2\n";
 
 impl Record {
     /// What the spool keeps for a message that carries no embargo (a
@@ -52,6 +56,8 @@ impl Record {
                 sender_offset: FixedOffset::east_opt(0).expect("UTC is a valid offset"),
                 public_to: Vec::new(),
                 override_reason: None,
+                recipients: Vec::new(),
+                list: None,
             },
             public_to: Vec::new(),
             entity,
@@ -76,6 +82,8 @@ impl Record {
             t.public_to.join(","),
             t.override_reason.clone().unwrap_or_default(),
             self.public_to.join(","),
+            t.recipients.join("\t"),
+            t.list.clone().unwrap_or_default(),
         ];
         let mut out = Vec::with_capacity(self.entity.len() + 512);
         out.extend_from_slice(FORMAT);
@@ -89,7 +97,10 @@ impl Record {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Option<Record> {
-        let mut rest = bytes.strip_prefix(FORMAT)?;
+        let (v3, mut rest) = match bytes.strip_prefix(FORMAT) {
+            Some(rest) => (true, rest),
+            None => (false, bytes.strip_prefix(FORMAT_V2)?),
+        };
         let mut line = || {
             let end = rest.iter().position(|b| *b == b'\n')?;
             let field = std::str::from_utf8(&rest[..end]).ok()?.to_owned();
@@ -104,6 +115,10 @@ impl Record {
         let public_to = line()?;
         let override_reason = line()?;
         let resolved_public_to = line()?;
+        let (recipients, named_list) = match v3 {
+            true => (line()?, line()?),
+            false => (String::new(), String::new()),
+        };
         let list = |s: &str| -> Vec<String> {
             s.split(',')
                 .filter(|a| !a.is_empty())
@@ -115,6 +130,12 @@ impl Record {
             sender_offset,
             public_to: list(&public_to),
             override_reason: Some(override_reason).filter(|r| !r.is_empty()),
+            recipients: recipients
+                .split('\t')
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            list: Some(named_list).filter(|l| !l.is_empty()),
         };
         Some(Record {
             signer,
@@ -144,6 +165,8 @@ mod tests {
                 sender_offset: FixedOffset::east_opt(-5 * 3600).unwrap(),
                 public_to: vec!["a@x.org".into(), "b@y.org".into()],
                 override_reason: None,
+                recipients: vec!["Red Hat, Inc.".into(), "sec@sap.example".into()],
+                list: Some("distros@example.org".into()),
             },
             public_to: vec!["a@x.org".into()],
             entity: Secret::new(
@@ -151,10 +174,24 @@ mod tests {
             ),
         };
         let b = Record::from_bytes(a.to_bytes().expose()).unwrap();
-        assert_eq!((b.signer, b.from, b.subject), (a.signer, a.from, a.subject));
+        assert_eq!(
+            (b.signer, b.from, b.subject),
+            (a.signer.clone(), a.from.clone(), a.subject.clone())
+        );
         assert_eq!(b.terms, a.terms);
         assert_eq!(b.public_to, a.public_to);
         assert_eq!(b.entity, a.entity);
         assert!(Record::from_bytes(b"something else").is_none());
+        // A v2 record (written before the scope was kept) reads as one
+        // for every member, naming no list.
+        let v3 = a.to_bytes();
+        let mut lines: Vec<&[u8]> = v3.expose().splitn(12, |b| *b == b'\n').collect();
+        lines[0] = b"embargo-relay announcement v2";
+        lines.drain(9..11);
+        let v2 = lines.join(&b'\n');
+        let old = Record::from_bytes(&v2).unwrap();
+        assert!(old.terms.recipients.is_empty() && old.terms.list.is_none());
+        assert_eq!(old.public_to, a.public_to);
+        assert_eq!(old.entity, a.entity);
     }
 }

@@ -81,6 +81,30 @@ impl Roster {
     }
 
     /// The member whose certificate has this fingerprint.
+    /// The members an announcement scoped to `names` (`Recipients:`, each
+    /// an organization or an address of the roster, in any case) goes to,
+    /// the PST always among them, in roster order. Unscoped (no names):
+    /// every member. A name that matches no member is an error: its
+    /// position (from 1) and the name.
+    pub fn scope(&self, names: &[String]) -> Result<Vec<&Member>, (usize, String)> {
+        if names.is_empty() {
+            return Ok(self.members().iter().collect());
+        }
+        let named = |m: &Member, name: &str| {
+            m.email.eq_ignore_ascii_case(name) || m.organization.eq_ignore_ascii_case(name)
+        };
+        for (i, name) in names.iter().enumerate() {
+            if !self.members().iter().any(|m| named(m, name)) {
+                return Err((i + 1, name.clone()));
+            }
+        }
+        Ok(self
+            .members()
+            .iter()
+            .filter(|m| m.pst || names.iter().any(|n| named(m, n)))
+            .collect())
+    }
+
     pub fn by_fingerprint(&self, fpr: &str) -> Option<&Member> {
         self.members.iter().find(|m| {
             m.cert()
@@ -332,6 +356,42 @@ pub(crate) mod file {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A scope names members by organization or address, in any case; the
+    /// PST is always in it; a name on no member is refused by position.
+    #[test]
+    fn a_scope_is_the_named_members_and_the_pst() {
+        let member = |email: &str, org: &str, pst: bool| {
+            Member::load(email.into(), org.into(), PathBuf::from("/nonexistent"), pst)
+        };
+        let roster = Roster::new(vec![
+            member("pst@project.example", "Project", true),
+            member("a@redhat.example", "Red Hat", false),
+            member("b@redhat.example", "Red Hat", false),
+            member("sec@sap.example", "SAP", false),
+            member("psirt@vmware.example", "VMware", false),
+        ]);
+        let emails = |names: &[&str]| -> Result<Vec<String>, (usize, String)> {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            roster
+                .scope(&names)
+                .map(|ms| ms.iter().map(|m| m.email.clone()).collect())
+        };
+        assert_eq!(
+            emails(&["red hat", "PSIRT@vmware.example"]).unwrap(),
+            [
+                "pst@project.example",
+                "a@redhat.example",
+                "b@redhat.example",
+                "psirt@vmware.example"
+            ]
+        );
+        assert_eq!(emails(&[]).unwrap().len(), 5, "unscoped: every member");
+        assert_eq!(
+            emails(&["SAP", "Oracle"]),
+            Err((2, "Oracle".to_owned()))
+        );
+    }
 
     #[test]
     fn a_member_without_a_key_points_at_a_file_inside_keys() {

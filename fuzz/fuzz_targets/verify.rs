@@ -79,6 +79,7 @@ fuzz_target!(|raw: &[u8]| {
         known: &k.known,
         policy: &k.policy,
         max_size: 1 << 20,
+        addresses: &["list@example.org"],
     };
     let p = embargo_relay::crypto::policy();
     match examine(raw, &gate, &p, k.now) {

@@ -378,6 +378,13 @@ Embargo state:  {state}\nEmbargo lifts:  {} UTC ({} in the offset you wrote)\nCo
             local.format("%Y-%m-%d %H:%M:%S %:z"),
             report.len(),
         );
+        if !a.terms.recipients.is_empty() {
+            text.push_str(&format!(
+                "Scope:          Recipients: {} (the {} members above, the PST among them); no other member was sent it\n",
+                a.terms.recipients.join(", "),
+                report.len(),
+            ));
+        }
         for (row_state, title) in [
             (
                 "skipped",
@@ -556,6 +563,8 @@ mod tests {
                 sender_offset: *until.offset(),
                 public_to: Vec::new(),
                 override_reason: None,
+                recipients: Vec::new(),
+                list: None,
             },
             public_to: vec!["oss@lists.example".into()],
             entity: crate::secret::Secret::new(Vec::new()),

@@ -29,6 +29,9 @@ pub struct Gate<'a> {
     pub policy: &'a PolicyConfig,
     /// The largest decrypted content accepted (the message size limit).
     pub max_size: usize,
+    /// Where this list is reached (its address and request address): a
+    /// signed To/Cc or `List:` field must name one of them.
+    pub addresses: &'a [&'a str],
 }
 
 /// Parses and authorizes a raw mail. Pure: no I/O, no clock of its own.
@@ -49,7 +52,16 @@ pub fn examine(
     }
     let mail = mime::parse(raw, &policy.mime)?;
     let (from, outer_subject) = (mail.from.clone(), mail.outer_subject.clone());
+    let references = mail.references.clone();
     let (auth, signed_part, encrypted) = verify::authorize(mail, gate, p, now)?;
+    // A signature binds its list: where the signed entity carries its own
+    // To/Cc (protected headers), this list must be among them.
+    let ours = |a: &str| gate.addresses.iter().any(|l| l.eq_ignore_ascii_case(a));
+    if let Some(named) = mime::protected_recipients(signed_part.expose())
+        && !named.iter().any(|a| ours(a))
+    {
+        return Err(Rejection::OtherList("To/Cc"));
+    }
     let subject = relayed_subject(mime::protected_subject(signed_part.expose()), outer_subject);
     if auth.role == SignedBy::Member {
         if policy.member_posts == MemberPosts::Reject {
@@ -67,6 +79,7 @@ pub fn examine(
             signer: auth.signer,
             from,
             subject,
+            references,
             entity: signed_part,
         };
         return Ok(Examined::MemberPost(post, auth.signature_digests));
@@ -84,6 +97,9 @@ pub fn examine(
     }
     let entity = signed_part.expose();
     let terms = match embargo::request(entity, now, policy.max_embargo) {
+        Ok(Request::Announce(terms)) if terms.list.as_deref().is_some_and(|l| !ours(l)) => {
+            return Err(Rejection::OtherList("List: field"));
+        }
         Ok(Request::Announce(terms)) => terms,
         Ok(Request::PstCommand(command)) => {
             let keys = match command {
@@ -135,6 +151,8 @@ pub struct Post {
     pub signer: String,
     pub from: String,
     pub subject: String,
+    /// The Message-IDs it replies to (In-Reply-To, References).
+    pub references: Vec<String>,
     /// The signed entity, verbatim.
     pub entity: Secret,
 }

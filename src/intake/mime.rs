@@ -29,8 +29,15 @@ pub struct Incoming {
     pub from: String,
     /// The outer Subject (unsigned; used only when no protected Subject is signed).
     pub outer_subject: Option<String>,
+    /// The Message-IDs of In-Reply-To and References (unsigned, without
+    /// angle brackets, at most [`MAX_REFERENCES`]): which thread a member's
+    /// reply belongs to.
+    pub references: Vec<String>,
     pub body: Protected,
 }
+
+/// Message-IDs read from In-Reply-To and References.
+pub const MAX_REFERENCES: usize = 32;
 
 /// What the root of the mail is.
 #[derive(Debug)]
@@ -272,6 +279,19 @@ pub fn parse(raw: &[u8], limits: &MimeLimits) -> Result<Incoming, Rejection> {
     let msg = parse_bounded(raw, limits, "not a parseable RFC 5322 message")?;
     let from = single_from(&msg)?;
     let outer_subject = msg.subject().map(sanitize_subject);
+    let references: Vec<String> = [msg.in_reply_to(), msg.references()]
+        .into_iter()
+        .filter_map(|v| v.as_text_list())
+        .flatten()
+        .map(|id| {
+            id.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_owned()
+        })
+        .filter(|id| !id.is_empty())
+        .take(MAX_REFERENCES)
+        .collect();
     let root = msg.root_part();
     let is_multipart = |sub: &str| {
         root.content_type().is_some_and(|c| {
@@ -293,6 +313,7 @@ pub fn parse(raw: &[u8], limits: &MimeLimits) -> Result<Incoming, Rejection> {
     Ok(Incoming {
         from,
         outer_subject,
+        references,
         body,
     })
 }
@@ -550,6 +571,26 @@ pub fn protected_subject(signed_part: &[u8]) -> Option<String> {
     } else {
         None
     }
+}
+
+/// The addresses in the signed entity's own To and Cc header fields
+/// (protected headers, as Thunderbird signs them), lowercased; `None` when
+/// it carries neither field.
+pub fn protected_recipients(signed_part: &[u8]) -> Option<Vec<String>> {
+    let part = MessageParser::default().parse_headers(signed_part)?;
+    let fields = [part.to(), part.cc()];
+    if fields.iter().all(Option::is_none) {
+        return None;
+    }
+    Some(
+        fields
+            .into_iter()
+            .flatten()
+            .flat_map(|a| a.iter())
+            .filter_map(|a| a.address())
+            .map(str::to_lowercase)
+            .collect(),
+    )
 }
 
 /// One line of printable text, at most 400 characters.

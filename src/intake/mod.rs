@@ -24,8 +24,9 @@ use chrono::{DateTime, Utc};
 use crate::config::Config;
 use crate::context::{Directory, Relay, Snapshot};
 use crate::crypto::random_hex;
-use crate::embargo::PstCommand;
+use crate::embargo::{PstCommand, TermsError};
 use crate::mail::{Envelope, MailHandler, Reply};
+use crate::quote::Quoted;
 use crate::record::Record;
 use crate::spool::{NewMessage, SpoolError};
 
@@ -230,12 +231,18 @@ impl Intake {
         }
         let p = crate::crypto::policy();
         let directory = self.directory();
+        let config = self.config();
+        let addresses = [
+            config.list_address.as_str(),
+            config.request_address.as_str(),
+        ];
         let gate = Gate {
-            list: &self.config().list_key,
+            list: &config.list_key,
             pst: &directory.pst,
             known: &directory.known,
-            policy: &self.config().policy,
-            max_size: self.config().smtp.max_message_size,
+            policy: &config.policy,
+            max_size: config.smtp.max_message_size,
+            addresses: &addresses,
         };
         // `examine` has no side effects: should a parser panic on some
         // input, that input is refused (and audited) like any bad mail,
@@ -280,17 +287,29 @@ impl Intake {
             }
             Err(rejection) => return self.reject(envelope, &rejection, now),
         };
+        // Its scope (`Recipients:`), from this mail's roster snapshot: a
+        // name that is no member's is refused, by position in the clear and
+        // by name in the encrypted refusal.
+        let members: Vec<String> = match directory.roster.scope(&announcement.terms.recipients) {
+            Ok(members) => members.iter().map(|m| m.email.clone()).collect(),
+            Err((position, name)) => {
+                let sender = Sender {
+                    signer: announcement.signer.clone(),
+                    from: announcement.from.clone(),
+                    subject: announcement.subject.clone(),
+                    digests,
+                };
+                let rejection = Rejection::Embargo(TermsError::UnknownRecipient {
+                    position,
+                    name: Quoted::new(&name),
+                });
+                return self.refuse(envelope, &rejection, &sender, now, Some(&submission));
+            }
+        };
         let id = random_hex(8);
         let Some(sealed) = self.seal(&announcement) else {
             return try_later();
         };
-        let members: Vec<String> = self
-            .directory()
-            .roster
-            .members()
-            .iter()
-            .map(|m| m.email.clone())
-            .collect();
         let new = NewMessage {
             id: &id,
             signer: &announcement.signer,
@@ -492,6 +511,7 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
                 mime: mime::MimeLimits::default(),
             },
             max_size: 1 << 20,
+            addresses: &["list@example.org"],
         };
         let Examined::Announcement(a, digests) = examine(&raw, &gate, &p, now).unwrap() else {
             panic!("an announcement")

@@ -62,10 +62,35 @@ impl Intake {
             tracing::error!(signer = %post.signer, "a post's signer is not in the roster it was verified against");
             return try_later();
         };
+        // A reply to a copy (or a post) this list sent stays in its thread:
+        // it goes only to the members that message went to, so a scoped
+        // announcement's discussion reaches no one outside its scope.
+        let suffix = format!("@{}", self.config().hostname);
+        let copy_ids: Vec<&str> = post
+            .references
+            .iter()
+            .filter_map(|r| r.strip_suffix(suffix.as_str()))
+            .collect();
+        let thread = match copy_ids.is_empty() {
+            true => None,
+            false => match relay.spool.thread_members(&copy_ids) {
+                Ok(thread) => thread,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot look up the thread of a member post");
+                    return try_later();
+                }
+            },
+        };
+        let in_thread = |m: &crate::roster::Member| {
+            thread
+                .as_ref()
+                .is_none_or(|t| t.iter().any(|e| e.eq_ignore_ascii_case(&m.email)))
+        };
         let recipients: Vec<String> = roster
             .members()
             .iter()
             .filter(|m| self.config().policy.member_posts == MemberPosts::List || m.pst)
+            .filter(|m| in_thread(m))
             .map(|m| m.email.clone())
             .collect();
         let note = format!(
@@ -90,8 +115,9 @@ impl Intake {
             member.organization,
             post.signer,
             recipients.len(),
-            match self.config().policy.member_posts {
-                MemberPosts::Pst => "to the PST only",
+            match (self.config().policy.member_posts, &thread) {
+                (MemberPosts::Pst, _) => "to the PST only",
+                (_, Some(_)) => "to the members of its thread",
                 _ => "to every member",
             }
         );

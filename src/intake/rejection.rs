@@ -49,6 +49,11 @@ pub enum Rejection {
         "inline PGP (a cleartext-signed body) is not accepted here; send PGP/MIME (multipart/signed) or ask the operator about policy.inline_pgp"
     )]
     InlineRefused,
+    /// The signed content names where the mail was meant to go (its signed
+    /// To/Cc, or the announcement's `List:` field), and this list is not
+    /// among them: a mail signed for another list, replayed here.
+    #[error("the signed {0} does not name this list: the mail was signed for another list")]
+    OtherList(&'static str),
 }
 
 impl Rejection {
@@ -63,7 +68,8 @@ impl Rejection {
             | Rejection::FromNotSigner { .. }
             | Rejection::EncryptedUnsigned
             | Rejection::MemberPost(_)
-            | Rejection::InlineRefused => (550, "5.7.1"),
+            | Rejection::InlineRefused
+            | Rejection::OtherList(_) => (550, "5.7.1"),
             Rejection::Encrypted(_) => (550, "5.7.5"),
             Rejection::Replay(_) | Rejection::Command { .. } | Rejection::SignatureTime(_) => {
                 (550, "5.7.0")

@@ -128,6 +128,39 @@ impl Spool {
         rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
     }
 
+    /// The members a message was sent to, found by the copy id of one of
+    /// its copies (an announcement's) or posts: the thread a member's reply
+    /// to that copy belongs to. `None` when no id is one this list sent.
+    pub fn thread_members(&self, copy_ids: &[&str]) -> Result<Option<Vec<String>>, SpoolError> {
+        use rusqlite::OptionalExtension;
+        let conn = self.lock();
+        for id in copy_ids {
+            let found: Option<(String, String)> = conn
+                .query_row(
+                    "SELECT message_id, kind FROM deliveries WHERE copy_id = ?1 AND kind IN ('copy', 'post')",
+                    params![id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(|e| self.db(e))?;
+            let Some((message, kind)) = found else {
+                continue;
+            };
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT member FROM deliveries WHERE message_id = ?1 AND kind = ?2 ORDER BY member",
+                )
+                .map_err(|e| self.db(e))?;
+            let members = stmt
+                .query_map(params![message, kind], |r| r.get(0))
+                .map_err(|e| self.db(e))?
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(|e| self.db(e))?;
+            return Ok(Some(members));
+        }
+        Ok(None)
+    }
+
     /// The whole audit trail, oldest first.
     pub fn audit_records(&self) -> Result<Vec<AuditRecord>, SpoolError> {
         self.audit_query(None, None)

@@ -1,6 +1,7 @@
 //! Integration tests: the real daemon binary, real SMTP clients, GnuPG.
 
 mod admin;
+mod binding;
 mod cleartext;
 mod commands;
 mod common;
@@ -28,6 +29,7 @@ mod replay;
 mod resubmit;
 mod retry;
 mod roster;
+mod scope;
 mod service;
 mod spool_damage;
 mod submit;

@@ -1,0 +1,70 @@
+//! Issue 16, "a signature binds its list": where the signed entity names
+//! its recipients (protected To/Cc headers, as Thunderbird signs them) or
+//! the announcement names its list (`List:`), this list must be the one
+//! named; a mail signed for another list and replayed here is refused.
+
+use embargo_relay::entity::text_plain_with;
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mail_signed_for_another_list_is_refused() {
+    let f = Fixture::new();
+    let d = f.start_in_process(&Tweaks::default()).await;
+    let signed = |headers: &[(&str, &str)], body: &str| {
+        let mut fields = vec![
+            ("; protected-headers=", "\"v1\""),
+            ("Subject", "CVE-2026-95"),
+        ];
+        fields.extend_from_slice(headers);
+        let entity = text_plain_with(&fields, &embargoed(body));
+        f.gpg_signed_entity(PST, "CVE-2026-95", &entity)
+    };
+    let other = "vendors@other-list.example";
+    let list_field = |list: &str, text: &str| {
+        let until = now() + chrono::Duration::days(2);
+        format!(
+            "Embargo-Until: {}\nList: {list}\n\n{text}",
+            until.format("%Y-%m-%dT%H:%M:%SZ")
+        )
+    };
+    for (what, mail) in [
+        ("signed To", signed(&[("To", other)], "to another list")),
+        (
+            "signed To and Cc",
+            signed(&[("To", other), ("Cc", "team@project.example")], "cc"),
+        ),
+        (
+            "List: field",
+            f.gpg_signed(PST, "CVE-2026-96", &list_field(other, "another list")),
+        ),
+    ] {
+        let (code, text) = send(d.addr(), PST, &mail).await.unwrap_err();
+        assert!(
+            code == 550 && text.contains("does not name this list"),
+            "{what}: {text}"
+        );
+    }
+    // This list named, in either place, in any case: accepted.
+    let upper = LIST.to_uppercase();
+    for (what, mail) in [
+        (
+            "signed To",
+            signed(&[("To", &format!("Distros <{upper}>"))], "to us"),
+        ),
+        (
+            "signed Cc",
+            signed(&[("To", other), ("Cc", LIST)], "cc to us"),
+        ),
+        (
+            "List: field",
+            f.gpg_signed(PST, "CVE-2026-97", &list_field(&upper, "ours")),
+        ),
+        ("no signed recipients", signed(&[], "unnamed")),
+    ] {
+        send(d.addr(), PST, &mail)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+    }
+    d.stop().await;
+}

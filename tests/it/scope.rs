@@ -1,0 +1,168 @@
+//! Issue 16, scoped announcements: `Recipients:` names part of the roster
+//! (organizations or addresses); only those members and the PST get the
+//! copy, the lifted notice and the replies in its thread; an unknown name is
+//! refused by its position in the clear and by name only in the encrypted
+//! refusal; the receipt states the scope.
+
+use std::collections::BTreeSet;
+
+use embargo_relay::compose;
+use embargo_relay::crypto;
+use embargo_relay::sink::Captured;
+
+use crate::common::*;
+
+/// An announcement body scoped to `recipients`, lifting at `until`.
+fn scoped(recipients: &str, until: chrono::DateTime<chrono::Utc>, text: &str) -> String {
+    format!(
+        "Embargo-Until: {}\nRecipients: {recipients}\n\n{text}",
+        until.format("%Y-%m-%dT%H:%M:%SZ")
+    )
+}
+
+fn recipients_of(got: &[&Captured]) -> BTreeSet<String> {
+    got.iter().map(|c| c.envelope.rcpt_to[0].clone()).collect()
+}
+
+fn set(addresses: &[&str]) -> BTreeSet<String> {
+    addresses.iter().map(|a| a.to_string()).collect()
+}
+
+fn posts(got: &[Captured]) -> Vec<&Captured> {
+    got.iter()
+        .filter(|c| find(&c.raw, b"Subject: [embargoed list post]").is_some())
+        .collect()
+}
+
+/// The Message-ID a captured mail carries, without angle brackets.
+fn message_id(c: &Captured) -> String {
+    let text = String::from_utf8_lossy(&c.raw);
+    let line = text
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("message-id:"))
+        .expect("a Message-ID");
+    line[11..]
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_owned()
+}
+
+/// Distro A's reply to the copy `in_reply_to`, signed and encrypted to the
+/// list as a mail client sends it.
+fn reply_to(f: &Fixture, in_reply_to: &str) -> Vec<u8> {
+    let gpg = Gpg::new();
+    let m = f.members.iter().find(|m| m.email == GPG_MEMBER).unwrap();
+    gpg.import(&crypto::armored_secret(&m.secret).unwrap());
+    gpg.import(&crypto::armored_public(&f.list.clone().strip_secret_key_material()).unwrap());
+    let fpr = m.secret.fingerprint().to_hex();
+    let entity = compose::text_part(Some("Re: CVE-2026-91"), "SCOPE-REPLY: patched here.\n");
+    let sealed = gpg.sign_encrypt(&fpr, &f.list.fingerprint().to_hex(), &entity);
+    let mut mail = format!("In-Reply-To: <{in_reply_to}>\r\n").into_bytes();
+    mail.extend(compose::multipart_encrypted(
+        GPG_MEMBER, LIST, "...", &sealed,
+    ));
+    mail
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scoped_announcement_and_its_thread_reach_its_recipients_alone() {
+    let f = Fixture::new();
+    let d = f.start_in_process(&Tweaks::default()).await;
+    let until = now() + chrono::Duration::days(2);
+
+    // A name on no member: refused, by position in the clear.
+    let unknown = f.gpg_signed(
+        PST,
+        "CVE-2026-90: scoped",
+        &scoped("Org 1, QZ7CANARY Nobody Inc", until, "x"),
+    );
+    let (code, text) = send(d.addr(), PST, &unknown).await.unwrap_err();
+    assert!(
+        code == 554 && text.contains("Recipients: entry 2"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("QZ7CANARY"),
+        "no mail text in the clear: {text}"
+    );
+    let got = d
+        .sink
+        .wait_until(PATIENCE, |g| !refusal_texts(&f, g).is_empty())
+        .await;
+    assert!(
+        refusal_texts(&f, &got)[0].contains("QZ7CANARY Nobody Inc"),
+        "named in the encrypted refusal"
+    );
+    assert!(copies(&got).is_empty());
+    assert!(
+        !f.audit().iter().any(|r| r.detail.contains("QZ7CANARY")),
+        "nor in the audit trail"
+    );
+
+    // Scoped to Distro A by its organization, in another case.
+    let mail = f.gpg_signed(
+        PST,
+        "CVE-2026-91: scoped",
+        &scoped("org 1", until, "SCOPED-TEXT for Distro A."),
+    );
+    send(d.addr(), PST, &mail).await.expect("accepted");
+    let got = d
+        .sink
+        .wait_until(PATIENCE, |g| !receipts(g).is_empty())
+        .await;
+    f.wait_until_no_pending().await;
+    let got = {
+        let _ = got;
+        d.sink.captured()
+    };
+    let scope = set(&[PST, GPG_MEMBER]);
+    assert_eq!(recipients_of(&copies(&got)), scope, "copies");
+    assert_eq!(copies(&got).len(), 2, "one copy each");
+    let receipt = &receipt_texts(&f, &got)[0];
+    assert!(
+        receipt.contains("Scope:") && receipt.contains("Recipients: org 1"),
+        "{receipt}"
+    );
+
+    // Distro A replies to its copy: the thread, not the list, gets it.
+    let copy = copies(&got)
+        .into_iter()
+        .find(|c| c.envelope.rcpt_to == [GPG_MEMBER.to_owned()])
+        .unwrap();
+    send(d.addr(), GPG_MEMBER, &reply_to(&f, &message_id(copy)))
+        .await
+        .expect("a member's reply is accepted");
+    let got = d.sink.wait_until(PATIENCE, |g| posts(g).len() >= 2).await;
+    f.wait_until_no_pending().await;
+    assert_eq!(recipients_of(&posts(&d.sink.captured())), scope, "posts");
+    drop(got);
+    assert!(
+        f.audit()
+            .iter()
+            .any(|r| r.event == "member-post" && r.detail.contains("its thread")),
+        "{:?}",
+        f.audit()
+    );
+
+    // At the lift, the lifted notices go to the scope alone.
+    d.clock.set(until + chrono::Duration::seconds(1));
+    let got = d
+        .sink
+        .wait_until(PATIENCE, |g| lifted_notices(g).len() >= 2)
+        .await;
+    f.wait_until_no_pending().await;
+    drop(got);
+    let got = d.sink.captured();
+    assert_eq!(
+        recipients_of(&lifted_notices(&got)),
+        scope,
+        "lifted notices"
+    );
+    assert!(
+        !got.iter()
+            .any(|c| c.envelope.rcpt_to == [SQ_MEMBER.to_owned()]),
+        "nothing at all reached a member outside the scope"
+    );
+    d.stop().await;
+}
