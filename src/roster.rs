@@ -387,10 +387,7 @@ mod tests {
             ]
         );
         assert_eq!(emails(&[]).unwrap().len(), 5, "unscoped: every member");
-        assert_eq!(
-            emails(&["SAP", "Oracle"]),
-            Err((2, "Oracle".to_owned()))
-        );
+        assert_eq!(emails(&["SAP", "Oracle"]), Err((2, "Oracle".to_owned())));
     }
 
     #[test]
