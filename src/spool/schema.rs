@@ -7,8 +7,11 @@ use rusqlite::OptionalExtension;
 
 use super::write_tx;
 
-/// The schema version this code writes (`PRAGMA user_version`).
-pub(super) const SCHEMA_VERSION: i64 = 6;
+/// The schema version this code writes (`PRAGMA user_version`). Version 7:
+/// sealed records in framing v3 (`record`: an announcement's scope), which
+/// an older program cannot read, so it refuses the spool by its version
+/// instead; and the index on `deliveries.copy_id`.
+pub(super) const SCHEMA_VERSION: i64 = 7;
 
 /// `messages`: one row per message the list keeps, sealed to the list key
 /// (an announcement with its embargo time and state, or a post, refusal or
@@ -57,6 +60,9 @@ CREATE TABLE IF NOT EXISTS seen_signatures (
     at          INTEGER
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
+-- The thread a member's reply belongs to, by the copy id its In-Reply-To
+-- names (version 7).
+CREATE INDEX IF NOT EXISTS deliveries_copy ON deliveries (copy_id);
 -- Whether any copy of a message is still untried, asked after every copy.
 CREATE INDEX IF NOT EXISTS deliveries_untried ON deliveries (message_id, kind, state, attempts);
 -- What was accepted, by the digest of its envelope and bytes: the same
