@@ -145,24 +145,58 @@ async fn a_scoped_announcement_and_its_thread_reach_its_recipients_alone() {
         f.audit()
     );
 
-    // At the lift, the lifted notices go to the scope alone.
-    d.clock.set(until + chrono::Duration::seconds(1));
-    let got = d
-        .sink
-        .wait_until(PATIENCE, |g| lifted_notices(g).len() >= 2)
+    // A second announcement scoped to Distro B by address, then cancelled:
+    // the command's notices reach that scope alone.
+    let other = f.gpg_signed(
+        PST,
+        "CVE-2026-92: scoped",
+        &scoped(&SQ_MEMBER.to_uppercase(), until, "for Distro B."),
+    );
+    let reply = send(d.addr(), PST, &other).await.expect("accepted");
+    let b = reply.rsplit(' ').next().unwrap().to_owned();
+    f.wait_until_no_pending().await;
+    let before = d.sink.captured().len();
+    let cancel = f.gpg_signed(PST, "embargo command", &format!("Embargo-Cancel: {b}\n"));
+    send(d.addr(), PST, &cancel).await.expect("cancelled");
+    d.sink
+        .wait_until(PATIENCE, |g| lifted_notices(&g[before..]).len() >= 2)
         .await;
     f.wait_until_no_pending().await;
-    drop(got);
     let got = d.sink.captured();
     assert_eq!(
-        recipients_of(&lifted_notices(&got)),
+        recipients_of(&lifted_notices(&got[before..])),
+        set(&[PST, SQ_MEMBER]),
+        "the cancel notices"
+    );
+    assert!(
+        !got[before..]
+            .iter()
+            .any(|c| c.envelope.rcpt_to == [GPG_MEMBER.to_owned()]),
+        "nothing of B's embargo reached Distro A"
+    );
+
+    // At the lift, A's lifted notices go to its scope alone.
+    let lifted_before = got.len();
+    d.clock.set(until + chrono::Duration::seconds(1));
+    d.sink
+        .wait_until(PATIENCE, |g| lifted_notices(&g[lifted_before..]).len() >= 2)
+        .await;
+    f.wait_until_no_pending().await;
+    let got = d.sink.captured();
+    assert_eq!(
+        recipients_of(&lifted_notices(&got[lifted_before..])),
         scope,
         "lifted notices"
     );
+    let b_copy = |c: &&Captured| c.envelope.rcpt_to == [SQ_MEMBER.to_owned()];
+    assert_eq!(
+        got[..before].iter().filter(b_copy).count(),
+        1,
+        "Distro B got B's copy and nothing of A's"
+    );
     assert!(
-        !got.iter()
-            .any(|c| c.envelope.rcpt_to == [SQ_MEMBER.to_owned()]),
-        "nothing at all reached a member outside the scope"
+        !got[lifted_before..].iter().any(|c| b_copy(&c)),
+        "nothing of A's lift reached Distro B"
     );
     d.stop().await;
 }
