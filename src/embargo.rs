@@ -163,8 +163,12 @@ pub fn request(
         problem: problem.to_owned(),
         quoted: quoted.map(Quoted::new),
     };
-    if fields.len() > 1 {
-        return Err(bad("it must be the only field of its mail", None));
+    // `List:` may go beside it (binding the signature to this list).
+    if fields.iter().any(|f| f.name != name && f.name != "List") {
+        return Err(bad(
+            "it must be the only field of its mail (with `List:` at most)",
+            None,
+        ));
     }
     if name.starts_with("Roster-") {
         return roster_command(name, value).map(Request::PstCommand);
@@ -195,6 +199,16 @@ pub fn request(
         return Err(bad("unexpected words after the command", Some(extra)));
     }
     Ok(Request::PstCommand(command))
+}
+
+/// The list a PST mail's field block names (`List:`), lowercased, if it
+/// names one: an announcement's or beside a command. Unreadable: `None`
+/// (the grammar's own error comes from [`request`]).
+pub fn named_list(entity: &[u8]) -> Option<String> {
+    let text = first_text(entity)?;
+    let fields = field_block(&text).ok()?;
+    let list = fields.iter().find(|f| f.name == "List")?;
+    Some(list.value.to_ascii_lowercase())
 }
 
 /// The embargo terms of an accepted announcement.
@@ -342,14 +356,7 @@ pub fn terms(
     let recipients = match get("Recipients") {
         None => Vec::new(),
         Some(names) => {
-            let mut names: Vec<String> = names
-                .split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned)
-                .collect();
-            let mut seen = std::collections::HashSet::new();
-            names.retain(|n| seen.insert(n.to_lowercase()));
+            let names = name_list(names);
             if names.is_empty() {
                 return Err(TermsError::NoRecipients);
             }
@@ -367,6 +374,28 @@ pub fn terms(
         recipients,
         list,
     })
+}
+
+/// The entries of a `Recipients:` value, as written and in order (so an
+/// error can say which): separated by commas, a name that holds a comma in
+/// double quotes (`"Red Hat, Inc."`), empty entries dropped.
+fn name_list(value: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in value.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => names.push(std::mem::take(&mut current)),
+            c => current.push(c),
+        }
+    }
+    names.push(current);
+    names
+        .into_iter()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect()
 }
 
 /// The decoded text of the entity's first text/plain part.
@@ -459,10 +488,20 @@ mod tests {
     #[test]
     fn the_scope_and_the_list_are_read() {
         let t = parse(
-            "Embargo-Until: 2026-12-01T16:00:00Z\r\nRecipients: Red Hat , SAP,sec@VMware.example, red hat\r\nList: Distros@Example.org\r\n\r\nx\r\n",
+            "Embargo-Until: 2026-12-01T16:00:00Z\r\nRecipients: Red Hat , SAP,sec@VMware.example, \"Red Hat, Inc.\",, red hat\r\nList: Distros@Example.org\r\n\r\nx\r\n",
         )
         .unwrap();
-        assert_eq!(t.recipients, ["Red Hat", "SAP", "sec@VMware.example"]);
+        assert_eq!(
+            t.recipients,
+            [
+                "Red Hat",
+                "SAP",
+                "sec@VMware.example",
+                "Red Hat, Inc.",
+                "red hat"
+            ],
+            "as written, in order: an error names the entry's place"
+        );
         assert_eq!(t.list.as_deref(), Some("distros@example.org"));
         let plain = parse("Embargo-Until: 2026-12-01T16:00:00Z\r\n\r\nx\r\n").unwrap();
         assert!(plain.recipients.is_empty() && plain.list.is_none());

@@ -80,7 +80,6 @@ impl Roster {
             .collect()
     }
 
-    /// The member whose certificate has this fingerprint.
     /// The members an announcement scoped to `names` (`Recipients:`, each
     /// an organization or an address of the roster, in any case) goes to,
     /// the PST always among them, in roster order. Unscoped (no names):
@@ -105,6 +104,7 @@ impl Roster {
             .collect())
     }
 
+    /// The member whose certificate has this fingerprint.
     pub fn by_fingerprint(&self, fpr: &str) -> Option<&Member> {
         self.members.iter().find(|m| {
             m.cert()

@@ -379,8 +379,12 @@ Embargo state:  {state}\nEmbargo lifts:  {} UTC ({} in the offset you wrote)\nCo
             report.len(),
         );
         if !a.terms.recipients.is_empty() {
+            let resolved: String = report
+                .iter()
+                .map(|(m, _, _)| format!("  - {m} ({})\n", organization(m)))
+                .collect();
             text.push_str(&format!(
-                "Scope:          Recipients: {} (the {} members above, the PST among them); no other member was sent it\n",
+                "Scope:          Recipients: {}; no other member was sent it. The names gave these {} members, the PST among them:\n{resolved}",
                 a.terms.recipients.join(", "),
                 report.len(),
             ));

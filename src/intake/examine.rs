@@ -55,15 +55,21 @@ pub fn examine(
     let references = mail.references.clone();
     let (auth, signed_part, encrypted) = verify::authorize(mail, gate, p, now)?;
     // A signature binds its list: where the signed entity carries its own
-    // To/Cc (protected headers), this list must be among them.
+    // To/Cc (protected headers), or its field block a `List:`, this list
+    // must be among what they name.
     let ours = |a: &str| gate.addresses.iter().any(|l| l.eq_ignore_ascii_case(a));
-    if let Some(named) = mime::protected_recipients(signed_part.expose())
-        && !named.iter().any(|a| ours(a))
-    {
-        return Err(Rejection::OtherList("To/Cc"));
-    }
+    let other_list = match mime::protected_recipients(signed_part.expose()) {
+        Some(named) if !named.iter().any(|a| ours(a)) => Some("To/Cc"),
+        _ => match embargo::named_list(signed_part.expose()) {
+            Some(list) if !ours(&list) => Some("List: field"),
+            _ => None,
+        },
+    };
     let subject = relayed_subject(mime::protected_subject(signed_part.expose()), outer_subject);
     if auth.role == SignedBy::Member {
+        if let Some(what) = other_list {
+            return Err(Rejection::OtherList(what));
+        }
         if policy.member_posts == MemberPosts::Reject {
             return Err(Rejection::MemberPost(
                 "this list does not relay member posts (policy.member_posts = \"reject\")",
@@ -95,11 +101,13 @@ pub fn examine(
     if let Err(stale) = freshness {
         return refused(stale, sender);
     }
+    // Told to the PST (encrypted): a mail of theirs replayed from another
+    // list, or their own mistake in `List:`.
+    if let Some(what) = other_list {
+        return refused(Rejection::OtherList(what), sender);
+    }
     let entity = signed_part.expose();
     let terms = match embargo::request(entity, now, policy.max_embargo) {
-        Ok(Request::Announce(terms)) if terms.list.as_deref().is_some_and(|l| !ours(l)) => {
-            return Err(Rejection::OtherList("List: field"));
-        }
         Ok(Request::Announce(terms)) => terms,
         Ok(Request::PstCommand(command)) => {
             let keys = match command {

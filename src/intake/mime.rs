@@ -588,9 +588,11 @@ pub fn protected_recipients(signed_part: &[u8]) -> Option<Vec<String>> {
             .flatten()
             .flat_map(|a| a.iter())
             .filter_map(|a| a.address())
-            .map(str::to_lowercase)
-            .collect(),
+            .map(str::to_ascii_lowercase)
+            .collect::<Vec<_>>(),
     )
+    // `To: undisclosed-recipients:;` names no one: nothing to hold to.
+    .filter(|named| !named.is_empty())
 }
 
 /// One line of printable text, at most 400 characters.

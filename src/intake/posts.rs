@@ -62,29 +62,44 @@ impl Intake {
             tracing::error!(signer = %post.signer, "a post's signer is not in the roster it was verified against");
             return try_later();
         };
-        // A reply to a copy (or a post) this list sent stays in its thread:
-        // it goes only to the members that message went to, so a scoped
-        // announcement's discussion reaches no one outside its scope.
-        let suffix = format!("@{}", self.config().hostname);
-        let copy_ids: Vec<&str> = post
+        // A reply stays in its thread: the references that name a message
+        // of this list (Message-IDs at its hostname) each give who that
+        // message went to, and the reply goes only to members in all of
+        // them (and the PST). It fails closed: a reference at this host
+        // that names nothing known, or a poster outside the thread, leaves
+        // the PST alone as its audience.
+        let host = format!("@{}", self.config().hostname.to_ascii_lowercase());
+        let ours: Vec<String> = post
             .references
             .iter()
-            .filter_map(|r| r.strip_suffix(suffix.as_str()))
+            .map(|r| r.to_ascii_lowercase())
+            .filter_map(|r| r.strip_suffix(host.as_str()).map(str::to_owned))
             .collect();
-        let thread = match copy_ids.is_empty() {
-            true => None,
-            false => match relay.spool.thread_members(&copy_ids) {
-                Ok(thread) => thread,
+        let mut thread: Option<Vec<String>> = None;
+        for id in &ours {
+            let audience = match relay.spool.thread_of(id) {
+                Ok(found) => found.unwrap_or_default(),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot look up the thread of a member post");
                     return try_later();
                 }
-            },
-        };
+            };
+            thread = Some(match thread {
+                None => audience,
+                Some(so_far) => so_far
+                    .into_iter()
+                    .filter(|m| audience.iter().any(|a| a.eq_ignore_ascii_case(m)))
+                    .collect(),
+            });
+        }
+        let in_list = |t: &[String], email: &str| t.iter().any(|e| e.eq_ignore_ascii_case(email));
+        if let Some(t) = &thread
+            && !in_list(t, &member.email)
+        {
+            thread = Some(Vec::new());
+        }
         let in_thread = |m: &crate::roster::Member| {
-            thread
-                .as_ref()
-                .is_none_or(|t| t.iter().any(|e| e.eq_ignore_ascii_case(&m.email)))
+            m.pst || thread.as_deref().is_none_or(|t| in_list(t, &m.email))
         };
         let recipients: Vec<String> = roster
             .members()

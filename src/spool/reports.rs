@@ -128,37 +128,59 @@ impl Spool {
         rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
     }
 
-    /// The members a message was sent to, found by the copy id of one of
-    /// its copies (an announcement's) or posts: the thread a member's reply
-    /// to that copy belongs to. `None` when no id is one this list sent.
-    pub fn thread_members(&self, copy_ids: &[&str]) -> Result<Option<Vec<String>>, SpoolError> {
+    /// Who the message that `id` names went to: `id` is the left side of
+    /// a Message-ID this list wrote, a delivery's copy id (the outer
+    /// Message-ID) or a message id (the protected one inside). An
+    /// announcement's copy or lifted notice names its copies' recipients,
+    /// a post its posts' recipients; a receipt, reminder, refusal, notice
+    /// or release names no member (the PST's, or public). `None`: no
+    /// message of this list has that id.
+    pub fn thread_of(&self, id: &str) -> Result<Option<Vec<String>>, SpoolError> {
         use rusqlite::OptionalExtension;
         let conn = self.lock();
-        for id in copy_ids {
-            let found: Option<(String, String)> = conn
-                .query_row(
-                    "SELECT message_id, kind FROM deliveries WHERE copy_id = ?1 AND kind IN ('copy', 'post')",
-                    params![id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-                .map_err(|e| self.db(e))?;
-            let Some((message, kind)) = found else {
-                continue;
-            };
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT member FROM deliveries WHERE message_id = ?1 AND kind = ?2 ORDER BY member",
-                )
-                .map_err(|e| self.db(e))?;
-            let members = stmt
-                .query_map(params![message, kind], |r| r.get(0))
-                .map_err(|e| self.db(e))?
-                .collect::<Result<Vec<String>, _>>()
-                .map_err(|e| self.db(e))?;
-            return Ok(Some(members));
-        }
-        Ok(None)
+        let by_copy: Option<(String, String)> = conn
+            .query_row(
+                "SELECT message_id, kind FROM deliveries WHERE copy_id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.db(e))?;
+        let (message, kind) = match by_copy {
+            Some((message, kind)) => (message, kind),
+            None => {
+                let by_id: Option<String> = conn
+                    .query_row(
+                        "SELECT kind FROM messages WHERE id = ?1",
+                        params![id],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(|e| self.db(e))?;
+                match by_id.as_deref() {
+                    Some("announcement") => (id.to_owned(), "copy".to_owned()),
+                    Some("post") => (id.to_owned(), "post".to_owned()),
+                    Some(_) => return Ok(Some(Vec::new())),
+                    None => return Ok(None),
+                }
+            }
+        };
+        let rows = match kind.as_str() {
+            "copy" | "lifted" => "copy",
+            "post" => "post",
+            _ => return Ok(Some(Vec::new())),
+        };
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT member FROM deliveries WHERE message_id = ?1 AND kind = ?2 ORDER BY member",
+            )
+            .map_err(|e| self.db(e))?;
+        let members = stmt
+            .query_map(params![message, rows], |r| r.get(0))
+            .map_err(|e| self.db(e))?
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(|e| self.db(e))?;
+        Ok(Some(members))
     }
 
     /// The whole audit trail, oldest first.

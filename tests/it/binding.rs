@@ -45,6 +45,53 @@ async fn a_mail_signed_for_another_list_is_refused() {
             "{what}: {text}"
         );
     }
+    // The PST hears of each (a replay from another list, or a slip in
+    // `List:`), in the encrypted refusal.
+    let got = d
+        .sink
+        .wait_until(PATIENCE, |g| refusal_texts(&f, g).len() >= 3)
+        .await;
+    assert!(
+        refusal_texts(&f, &got)
+            .iter()
+            .all(|t| t.contains("does not name this list")),
+        "{:?}",
+        refusal_texts(&f, &got)
+    );
+    // A command carries `List:` beside its field; for another list it is
+    // refused before it is applied.
+    let id = send(
+        d.addr(),
+        PST,
+        &f.gpg_signed(PST, "CVE-2026-98", &embargoed("x")),
+    )
+    .await
+    .expect("accepted");
+    let id = id.rsplit(' ').next().unwrap().to_owned();
+    let cancel = |list: &str| {
+        f.gpg_signed(
+            PST,
+            "embargo command",
+            &format!("Embargo-Cancel: {id}\nList: {list}\n"),
+        )
+    };
+    let (code, text) = send(d.addr(), PST, &cancel(other)).await.unwrap_err();
+    assert!(
+        code == 550 && text.contains("does not name this list"),
+        "{text}"
+    );
+    let held = |f: &Fixture| {
+        f.spool()
+            .embargoes()
+            .unwrap()
+            .iter()
+            .any(|e| e.id == id && e.state(now()) == "held")
+    };
+    assert!(held(&f), "not applied");
+    send(d.addr(), PST, &cancel(LIST))
+        .await
+        .expect("a command naming this list is applied");
+    assert!(!held(&f), "cancelled");
     // This list named, in either place, in any case: accepted.
     let upper = LIST.to_uppercase();
     for (what, mail) in [
@@ -61,6 +108,10 @@ async fn a_mail_signed_for_another_list_is_refused() {
             f.gpg_signed(PST, "CVE-2026-97", &list_field(&upper, "ours")),
         ),
         ("no signed recipients", signed(&[], "unnamed")),
+        (
+            "undisclosed recipients",
+            signed(&[("To", "undisclosed-recipients:;")], "undisclosed"),
+        ),
     ] {
         send(d.addr(), PST, &mail)
             .await

@@ -51,14 +51,21 @@ fn message_id(c: &Captured) -> String {
 /// Distro A's reply to the copy `in_reply_to`, signed and encrypted to the
 /// list as a mail client sends it.
 fn reply_to(f: &Fixture, in_reply_to: &str) -> Vec<u8> {
+    reply_with(f, &format!("In-Reply-To: <{in_reply_to}>"))
+}
+
+/// Distro A's reply with `header` (In-Reply-To, References) on top.
+fn reply_with(f: &Fixture, header: &str) -> Vec<u8> {
     let gpg = Gpg::new();
     let m = f.members.iter().find(|m| m.email == GPG_MEMBER).unwrap();
     gpg.import(&crypto::armored_secret(&m.secret).unwrap());
     gpg.import(&crypto::armored_public(&f.list.clone().strip_secret_key_material()).unwrap());
     let fpr = m.secret.fingerprint().to_hex();
-    let entity = compose::text_part(Some("Re: CVE-2026-91"), "SCOPE-REPLY: patched here.\n");
+    // Each reply distinct: the same text signed in the same second is a replay.
+    let text = format!("SCOPE-REPLY: patched here ({}).\n", crypto::random_hex(4));
+    let entity = compose::text_part(Some("Re: CVE-2026-91"), &text);
     let sealed = gpg.sign_encrypt(&fpr, &f.list.fingerprint().to_hex(), &entity);
-    let mut mail = format!("In-Reply-To: <{in_reply_to}>\r\n").into_bytes();
+    let mut mail = format!("{header}\r\n").into_bytes();
     mail.extend(compose::multipart_encrypted(
         GPG_MEMBER, LIST, "...", &sealed,
     ));
@@ -144,6 +151,63 @@ async fn a_scoped_announcement_and_its_thread_reach_its_recipients_alone() {
         "{:?}",
         f.audit()
     );
+    // Who a reply reaches, by its thread headers.
+    let post_to = |header: String, n: usize| {
+        let d = &d;
+        let f = &f;
+        async move {
+            let before = d.sink.captured().len();
+            send(d.addr(), GPG_MEMBER, &reply_with(f, &header))
+                .await
+                .expect("a member's reply is accepted");
+            d.sink
+                .wait_until(PATIENCE, |g| posts(&g[before..]).len() >= n)
+                .await;
+            f.wait_until_no_pending().await;
+            recipients_of(&posts(&d.sink.captured()[before..]))
+        }
+    };
+    let copy_id = message_id(copy);
+    let host = copy_id.split('@').nth(1).unwrap().to_owned();
+    // The id in another case: the same thread.
+    assert_eq!(
+        post_to(format!("In-Reply-To: <{}>", copy_id.to_uppercase()), 2).await,
+        scope
+    );
+    // An id at this host that names nothing: the PST alone (fails closed).
+    assert_eq!(
+        post_to(format!("In-Reply-To: <0123456789ab@{host}>"), 1).await,
+        set(&[PST])
+    );
+    // An unscoped announcement's copy and the scoped one: the members in
+    // both threads, not the wider one.
+    // (It lifts a day after A: A's lift below is A's alone.)
+    let wide = f.gpg_signed(
+        PST,
+        "CVE-2026-93: everyone",
+        &format!(
+            "Embargo-Until: {}\n\nfor all.",
+            (until + chrono::Duration::days(1)).format("%Y-%m-%dT%H:%M:%SZ")
+        ),
+    );
+    let before = d.sink.captured().len();
+    send(d.addr(), PST, &wide).await.expect("accepted");
+    f.wait_until_no_pending().await;
+    let wide_copy = message_id(
+        copies(&d.sink.captured()[before..])
+            .into_iter()
+            .find(|c| c.envelope.rcpt_to == [GPG_MEMBER.to_owned()])
+            .unwrap(),
+    );
+    assert_eq!(
+        post_to(format!("References: <{wide_copy}> <{copy_id}>"), 2).await,
+        scope
+    );
+    // With no thread named, a post goes to every member (the policy).
+    assert_eq!(
+        post_to("X-Nothing: here".to_owned(), 3).await,
+        set(&[PST, GPG_MEMBER, SQ_MEMBER])
+    );
 
     // A second announcement scoped to Distro B by address, then cancelled:
     // the command's notices reach that scope alone.
@@ -189,10 +253,14 @@ async fn a_scoped_announcement_and_its_thread_reach_its_recipients_alone() {
         "lifted notices"
     );
     let b_copy = |c: &&Captured| c.envelope.rcpt_to == [SQ_MEMBER.to_owned()];
+    let to_b: Vec<&Captured> = got[..before].iter().filter(b_copy).collect();
     assert_eq!(
-        got[..before].iter().filter(b_copy).count(),
-        1,
-        "Distro B got B's copy and nothing of A's"
+        (
+            copies(&got[..before]).into_iter().filter(b_copy).count(),
+            to_b.len()
+        ),
+        (2, 3),
+        "Distro B got B's copy, the unscoped one and the unthreaded post, nothing of A's"
     );
     assert!(
         !got[lifted_before..].iter().any(|c| b_copy(&c)),
