@@ -281,6 +281,10 @@ pub enum TermsError {
     UnknownRecipient { position: usize, name: Quoted },
     #[error("List: the address{0} is not a plain address")]
     BadList(Quoted),
+    #[error(
+        "this replies to a message that went to part of the roster only: name its members in `Recipients:`, or write a new mail (not a reply) to reach every member"
+    )]
+    ScopedThread,
 }
 
 /// The file name that marks the public advisory inside the signed entity.

@@ -83,7 +83,7 @@ fuzz_target!(|raw: &[u8]| {
     };
     let p = embargo_relay::crypto::policy();
     match examine(raw, &gate, &p, k.now) {
-        Ok(Examined::Announcement(a, digests)) => {
+        Ok(Examined::Announcement(a, digests, _)) => {
             assert!(!digests.is_empty(), "an announcement without a signature");
             assert!(
                 k.pst.iter().any(|c| c.fingerprint().to_hex() == a.signer),

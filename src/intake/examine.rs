@@ -136,7 +136,11 @@ pub fn examine(
         public_to,
         entity: signed_part,
     };
-    Ok(Examined::Announcement(announcement, sender.digests))
+    Ok(Examined::Announcement(
+        announcement,
+        sender.digests,
+        references,
+    ))
 }
 
 /// An authenticated PST sender and its mail's identity.
@@ -170,8 +174,9 @@ pub struct Post {
 pub enum Examined {
     /// A member's post, with its signature identities.
     MemberPost(Post, Vec<String>),
-    /// A new announcement, with its signature identities.
-    Announcement(Record, Vec<String>),
+    /// A new announcement, with its signature identities and the
+    /// Message-IDs it replies to.
+    Announcement(Record, Vec<String>, Vec<String>),
     /// A PST command: on an existing embargo, or a roster change.
     PstCommand {
         command: PstCommand,

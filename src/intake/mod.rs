@@ -257,8 +257,8 @@ impl Intake {
             ))
         });
         crate::failpoint::hit("examined");
-        let (announcement, digests) = match examined {
-            Ok(Examined::Announcement(a, digests)) => (a, digests),
+        let (announcement, digests, references) = match examined {
+            Ok(Examined::Announcement(a, digests, references)) => (a, digests, references),
             Ok(Examined::PstCommand {
                 command,
                 sender,
@@ -290,22 +290,45 @@ impl Intake {
         // Its scope (`Recipients:`), from this mail's roster snapshot: a
         // name that is no member's is refused, by position in the clear and
         // by name in the encrypted refusal.
+        let sender = || Sender {
+            signer: announcement.signer.clone(),
+            from: announcement.from.clone(),
+            subject: announcement.subject.clone(),
+            digests: digests.clone(),
+        };
         let members: Vec<String> = match directory.roster.scope(&announcement.terms.recipients) {
             Ok(members) => members.iter().map(|m| m.email.clone()).collect(),
             Err((position, name)) => {
-                let sender = Sender {
-                    signer: announcement.signer.clone(),
-                    from: announcement.from.clone(),
-                    subject: announcement.subject.clone(),
-                    digests,
-                };
                 let rejection = Rejection::Embargo(TermsError::UnknownRecipient {
                     position,
                     name: Quoted::new(&name),
                 });
-                return self.refuse(envelope, &rejection, &sender, now, Some(&submission));
+                return self.refuse(envelope, &rejection, &sender(), now, Some(&submission));
             }
         };
+        // A reply into a thread that went to part of the roster only (a
+        // scoped announcement's) would quote it to every member: it must
+        // name its recipients.
+        if announcement.terms.recipients.is_empty() {
+            let thread = match self.thread(&references) {
+                Ok(thread) => thread,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot look up the thread of an announcement");
+                    return try_later();
+                }
+            };
+            let outside = |t: &[String]| {
+                directory
+                    .roster
+                    .members()
+                    .iter()
+                    .any(|m| !m.pst && !t.iter().any(|e| e.eq_ignore_ascii_case(&m.email)))
+            };
+            if thread.as_deref().is_some_and(outside) {
+                let rejection = Rejection::Embargo(TermsError::ScopedThread);
+                return self.refuse(envelope, &rejection, &sender(), now, Some(&submission));
+            }
+        }
         let id = random_hex(8);
         let Some(sealed) = self.seal(&announcement) else {
             return try_later();
@@ -513,7 +536,7 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
             max_size: 1 << 20,
             addresses: &["list@example.org"],
         };
-        let Examined::Announcement(a, digests) = examine(&raw, &gate, &p, now).unwrap() else {
+        let Examined::Announcement(a, digests, _) = examine(&raw, &gate, &p, now).unwrap() else {
             panic!("an announcement")
         };
         assert_eq!(a.subject, "CVE-2026-9: signed subject");

@@ -40,6 +40,35 @@ pub(super) const JOIN_PER_SENDER_HOUR: u64 = 3;
 pub(super) const JOIN_PER_PEER_HOUR: u64 = 10;
 
 impl Intake {
+    /// The thread a mail replies into: the references that name a message
+    /// of this list (Message-IDs at its host name, any case) each give who
+    /// that message went to, and the thread is the members in all of them.
+    /// It fails closed: a reference at this host that names nothing known
+    /// (or a receipt or notice) gives no member. `None`: it names no
+    /// message of this list.
+    pub(super) fn thread(
+        &self,
+        references: &[String],
+    ) -> Result<Option<Vec<String>>, crate::spool::SpoolError> {
+        let host = format!("@{}", self.config().hostname.to_ascii_lowercase());
+        let mut thread: Option<Vec<String>> = None;
+        for reference in references {
+            let reference = reference.to_ascii_lowercase();
+            let Some(id) = reference.strip_suffix(host.as_str()) else {
+                continue;
+            };
+            let audience = self.relay.spool.thread_of(id)?.unwrap_or_default();
+            thread = Some(match thread {
+                None => audience,
+                Some(so_far) => so_far
+                    .into_iter()
+                    .filter(|m| audience.iter().any(|a| a.eq_ignore_ascii_case(m)))
+                    .collect(),
+            });
+        }
+        Ok(thread)
+    }
+
     /// Relays a member's post, re-encrypted to every member or to the PST
     /// only (`policy.member_posts`), opening with a note naming who posted
     /// it and from which organization.
@@ -62,36 +91,15 @@ impl Intake {
             tracing::error!(signer = %post.signer, "a post's signer is not in the roster it was verified against");
             return try_later();
         };
-        // A reply stays in its thread: the references that name a message
-        // of this list (Message-IDs at its hostname) each give who that
-        // message went to, and the reply goes only to members in all of
-        // them (and the PST). It fails closed: a reference at this host
-        // that names nothing known, or a poster outside the thread, leaves
-        // the PST alone as its audience.
-        let host = format!("@{}", self.config().hostname.to_ascii_lowercase());
-        let ours: Vec<String> = post
-            .references
-            .iter()
-            .map(|r| r.to_ascii_lowercase())
-            .filter_map(|r| r.strip_suffix(host.as_str()).map(str::to_owned))
-            .collect();
-        let mut thread: Option<Vec<String>> = None;
-        for id in &ours {
-            let audience = match relay.spool.thread_of(id) {
-                Ok(found) => found.unwrap_or_default(),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot look up the thread of a member post");
-                    return try_later();
-                }
-            };
-            thread = Some(match thread {
-                None => audience,
-                Some(so_far) => so_far
-                    .into_iter()
-                    .filter(|m| audience.iter().any(|a| a.eq_ignore_ascii_case(m)))
-                    .collect(),
-            });
-        }
+        // A reply stays in its thread (the PST always in it); a poster
+        // outside the thread leaves the PST alone as its audience.
+        let mut thread = match self.thread(&post.references) {
+            Ok(thread) => thread,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot look up the thread of a member post");
+                return try_later();
+            }
+        };
         let in_list = |t: &[String], email: &str| t.iter().any(|e| e.eq_ignore_ascii_case(email));
         if let Some(t) = &thread
             && !in_list(t, &member.email)

@@ -209,6 +209,25 @@ async fn a_scoped_announcement_and_its_thread_reach_its_recipients_alone() {
         set(&[PST, GPG_MEMBER, SQ_MEMBER])
     );
 
+    // The PST's follow-up in the scoped thread must name its recipients:
+    // without them it would quote the thread to every member.
+    let follow_up = |body: String| {
+        let mut mail = format!("In-Reply-To: <{copy_id}>\r\n").into_bytes();
+        mail.extend(f.gpg_signed(PST, "Re: CVE-2026-91: scoped", &body));
+        mail
+    };
+    let (code, text) = send(d.addr(), PST, &follow_up(embargoed("update for all")))
+        .await
+        .unwrap_err();
+    assert!(
+        code == 554 && text.contains("went to part of the roster"),
+        "{text}"
+    );
+    send(d.addr(), PST, &follow_up(scoped("Org 1", until, "update")))
+        .await
+        .expect("a follow-up naming its recipients is accepted");
+    f.wait_until_no_pending().await;
+
     // A second announcement scoped to Distro B by address, then cancelled:
     // the command's notices reach that scope alone.
     let other = f.gpg_signed(
