@@ -135,21 +135,36 @@ pub enum Request {
     PstCommand(PstCommand),
 }
 
-/// Reads the field block: a command if it names one, else an announcement's terms.
+/// Reads the field block once: a command if it names one, else an
+/// announcement's terms; and the list it names (`List:`, an announcement's
+/// or beside a command), lowercased, if it names one.
 pub fn request(
     entity: &[u8],
     now: DateTime<Utc>,
     max_embargo: chrono::Duration,
-) -> Result<Request, TermsError> {
+) -> Result<(Request, Option<String>), TermsError> {
     let text = first_text(entity).ok_or(TermsError::NoText)?;
     let fields = field_block(&text)?;
+    let list = fields
+        .iter()
+        .find(|f| f.name == "List")
+        .map(|f| check_address(&f.value).map_err(|_| TermsError::BadList(Quoted::new(&f.value))))
+        .transpose()?;
+    Ok((request_of(&fields, now, max_embargo)?, list))
+}
+
+fn request_of(
+    fields: &[Field],
+    now: DateTime<Utc>,
+    max_embargo: chrono::Duration,
+) -> Result<Request, TermsError> {
     let commands: Vec<&Field> = fields
         .iter()
         .filter(|f| COMMAND_FIELDS.contains(&f.name))
         .collect();
     let [command] = commands[..] else {
         if commands.is_empty() {
-            return terms(entity, now, max_embargo).map(Request::Announce);
+            return terms_of(fields, now, max_embargo).map(Request::Announce);
         }
         return Err(TermsError::BadCommand {
             field: commands[0].name,
@@ -201,16 +216,6 @@ pub fn request(
     Ok(Request::PstCommand(command))
 }
 
-/// The list a PST mail's field block names (`List:`), lowercased, if it
-/// names one: an announcement's or beside a command. Unreadable: `None`
-/// (the grammar's own error comes from [`request`]).
-pub fn named_list(entity: &[u8]) -> Option<String> {
-    let text = first_text(entity)?;
-    let fields = field_block(&text).ok()?;
-    let list = fields.iter().find(|f| f.name == "List")?;
-    Some(list.value.to_ascii_lowercase())
-}
-
 /// The embargo terms of an accepted announcement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Terms {
@@ -226,8 +231,6 @@ pub struct Terms {
     /// an organization or an address of the roster, as written); empty:
     /// every member.
     pub recipients: Vec<String>,
-    /// The list the signed text names (`List:`), lowercased, if it does.
-    pub list: Option<String>,
 }
 
 /// What is wrong with an announcement's embargo fields. The text names the
@@ -320,7 +323,14 @@ pub fn terms(
     max_embargo: chrono::Duration,
 ) -> Result<Terms, TermsError> {
     let text = first_text(entity).ok_or(TermsError::NoText)?;
-    let fields = field_block(&text)?;
+    terms_of(&field_block(&text)?, now, max_embargo)
+}
+
+fn terms_of(
+    fields: &[Field],
+    now: DateTime<Utc>,
+    max_embargo: chrono::Duration,
+) -> Result<Terms, TermsError> {
     let get = |name: &str| {
         fields
             .iter()
@@ -367,16 +377,12 @@ pub fn terms(
             names
         }
     };
-    let list = get("List")
-        .map(|l| check_address(l).map_err(|_| TermsError::BadList(Quoted::new(l))))
-        .transpose()?;
     Ok(Terms {
         until: until_utc,
         sender_offset: *until.offset(),
         public_to,
         override_reason,
         recipients,
-        list,
     })
 }
 
@@ -506,14 +512,39 @@ mod tests {
             ],
             "as written, in order: an error names the entry's place"
         );
-        assert_eq!(t.list.as_deref(), Some("distros@example.org"));
         let plain = parse("Embargo-Until: 2026-12-01T16:00:00Z\r\n\r\nx\r\n").unwrap();
-        assert!(plain.recipients.is_empty() && plain.list.is_none());
+        assert!(plain.recipients.is_empty());
+        let request = |text: &str| {
+            let entity = format!("Content-Type: text/plain; charset=utf-8\r\n\r\n{text}");
+            request(entity.as_bytes(), now(), chrono::Duration::days(14))
+        };
+        let (_, list) = request(
+            "Embargo-Until: 2026-12-01T16:00:00Z\r\nList: Distros@Example.org\r\n\r\nx\r\n",
+        )
+        .unwrap();
+        assert_eq!(list.as_deref(), Some("distros@example.org"));
+        let (command, list) =
+            request("Embargo-Cancel: 0123456789abcdef\r\nList: distros@example.org\r\n").unwrap();
+        assert!(matches!(
+            command,
+            Request::PstCommand(PstCommand::Cancel { .. })
+        ));
+        assert_eq!(
+            list.as_deref(),
+            Some("distros@example.org"),
+            "beside a command"
+        );
+        assert!(
+            request("Embargo-Cancel: 0123456789abcdef\r\n")
+                .unwrap()
+                .1
+                .is_none()
+        );
         assert_eq!(
             parse("Embargo-Until: 2026-12-01T16:00:00Z\r\nRecipients: , ,\r\n"),
             Err(TermsError::NoRecipients)
         );
-        let bad = parse("Embargo-Until: 2026-12-01T16:00:00Z\r\nList: QZ7CANARY list\r\n");
+        let bad = request("Embargo-Until: 2026-12-01T16:00:00Z\r\nList: QZ7CANARY list\r\n");
         assert!(matches!(bad, Err(TermsError::BadList(_))), "{bad:?}");
         assert!(!bad.unwrap_err().to_string().contains("QZ7CANARY"));
     }
@@ -597,7 +628,7 @@ mod tests {
     fn commands_are_read_and_must_stand_alone() {
         let req = |text: &str| {
             let entity = format!("Content-Type: text/plain\r\n\r\n{text}");
-            request(entity.as_bytes(), now(), chrono::Duration::days(14))
+            request(entity.as_bytes(), now(), chrono::Duration::days(14)).map(|(r, _)| r)
         };
         assert_eq!(
             req("Embargo-Release-Now: 5C74C187E80A969C\r\n\r\nLeaked on a forum.\r\n"),

@@ -31,10 +31,9 @@ impl std::fmt::Debug for Record {
     }
 }
 
-/// The framing written: v3 adds the announcement's scope (`Recipients:`)
-/// and the list its signed text names (`List:`).
+/// The framing written: v3 adds the announcement's scope (`Recipients:`).
 const FORMAT: &[u8] = b"embargo-relay announcement v3\n";
-/// The framing before v3, still read (its records have neither).
+/// The framing before v3, still read (its records have no scope).
 const FORMAT_V2: &[u8] = b"embargo-relay announcement v2\n";
 
 impl Record {
@@ -57,7 +56,6 @@ impl Record {
                 public_to: Vec::new(),
                 override_reason: None,
                 recipients: Vec::new(),
-                list: None,
             },
             public_to: Vec::new(),
             entity,
@@ -83,7 +81,6 @@ impl Record {
             t.override_reason.clone().unwrap_or_default(),
             self.public_to.join(","),
             t.recipients.join("\t"),
-            t.list.clone().unwrap_or_default(),
         ];
         let mut out = Vec::with_capacity(self.entity.len() + 512);
         out.extend_from_slice(FORMAT);
@@ -115,9 +112,9 @@ impl Record {
         let public_to = line()?;
         let override_reason = line()?;
         let resolved_public_to = line()?;
-        let (recipients, named_list) = match v3 {
-            true => (line()?, line()?),
-            false => (String::new(), String::new()),
+        let recipients = match v3 {
+            true => line()?,
+            false => String::new(),
         };
         let list = |s: &str| -> Vec<String> {
             s.split(',')
@@ -135,7 +132,6 @@ impl Record {
                 .filter(|n| !n.is_empty())
                 .map(str::to_owned)
                 .collect(),
-            list: Some(named_list).filter(|l| !l.is_empty()),
         };
         Some(Record {
             signer,
@@ -166,7 +162,6 @@ mod tests {
                 public_to: vec!["a@x.org".into(), "b@y.org".into()],
                 override_reason: None,
                 recipients: vec!["Red Hat, Inc.".into(), "sec@sap.example".into()],
-                list: Some("distros@example.org".into()),
             },
             public_to: vec!["a@x.org".into()],
             entity: Secret::new(
@@ -183,14 +178,14 @@ mod tests {
         assert_eq!(b.entity, a.entity);
         assert!(Record::from_bytes(b"something else").is_none());
         // A v2 record (written before the scope was kept) reads as one
-        // for every member, naming no list.
+        // for every member.
         let v3 = a.to_bytes();
-        let mut lines: Vec<&[u8]> = v3.expose().splitn(12, |b| *b == b'\n').collect();
+        let mut lines: Vec<&[u8]> = v3.expose().splitn(11, |b| *b == b'\n').collect();
         lines[0] = b"embargo-relay announcement v2";
-        lines.drain(9..11);
+        lines.remove(9);
         let v2 = lines.join(&b'\n');
         let old = Record::from_bytes(&v2).unwrap();
-        assert!(old.terms.recipients.is_empty() && old.terms.list.is_none());
+        assert!(old.terms.recipients.is_empty());
         assert_eq!(old.public_to, a.public_to);
         assert_eq!(old.entity, a.entity);
     }

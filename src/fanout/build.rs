@@ -568,7 +568,6 @@ mod tests {
                 public_to: Vec::new(),
                 override_reason: None,
                 recipients: Vec::new(),
-                list: None,
             },
             public_to: vec!["oss@lists.example".into()],
             entity: crate::secret::Secret::new(Vec::new()),

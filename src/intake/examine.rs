@@ -55,20 +55,15 @@ pub fn examine(
     let references = mail.references.clone();
     let (auth, signed_part, encrypted) = verify::authorize(mail, gate, p, now)?;
     // A signature binds its list: where the signed entity carries its own
-    // To/Cc (protected headers), or its field block a `List:`, this list
-    // must be among what they name.
+    // To/Cc (protected headers), this list must be among them (and a PST
+    // mail's `List:`, below, must name it).
     let ours = |a: &str| gate.addresses.iter().any(|l| l.eq_ignore_ascii_case(a));
-    let other_list = match mime::protected_recipients(signed_part.expose()) {
-        Some(named) if !named.iter().any(|a| ours(a)) => Some("To/Cc"),
-        _ => match embargo::named_list(signed_part.expose()) {
-            Some(list) if !ours(&list) => Some("List: field"),
-            _ => None,
-        },
-    };
+    let other_list = mime::protected_recipients(signed_part.expose())
+        .is_some_and(|named| !named.iter().any(|a| ours(a)));
     let subject = relayed_subject(mime::protected_subject(signed_part.expose()), outer_subject);
     if auth.role == SignedBy::Member {
-        if let Some(what) = other_list {
-            return Err(Rejection::OtherList(what));
+        if other_list {
+            return Err(Rejection::OtherList("To/Cc"));
         }
         if policy.member_posts == MemberPosts::Reject {
             return Err(Rejection::MemberPost(
@@ -103,13 +98,20 @@ pub fn examine(
     }
     // Told to the PST (encrypted): a mail of theirs replayed from another
     // list, or their own mistake in `List:`.
-    if let Some(what) = other_list {
-        return refused(Rejection::OtherList(what), sender);
+    if other_list {
+        return refused(Rejection::OtherList("To/Cc"), sender);
     }
     let entity = signed_part.expose();
-    let terms = match embargo::request(entity, now, policy.max_embargo) {
-        Ok(Request::Announce(terms)) => terms,
-        Ok(Request::PstCommand(command)) => {
+    let request = match embargo::request(entity, now, policy.max_embargo) {
+        Ok((_, Some(list))) if !ours(&list) => {
+            return refused(Rejection::OtherList("List: field"), sender);
+        }
+        Ok((request, _)) => request,
+        Err(e) => return refused(Rejection::Embargo(e), sender),
+    };
+    let terms = match request {
+        Request::Announce(terms) => terms,
+        Request::PstCommand(command) => {
             let keys = match command {
                 PstCommand::RosterAdd { .. } => mime::attached_keys(entity),
                 _ => None,
@@ -120,7 +122,6 @@ pub fn examine(
                 keys,
             });
         }
-        Err(e) => return refused(Rejection::Embargo(e), sender),
     };
     let public_to = match embargo::public_advisory(entity) {
         None => Vec::new(),

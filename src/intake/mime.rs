@@ -29,9 +29,9 @@ pub struct Incoming {
     pub from: String,
     /// The outer Subject (unsigned; used only when no protected Subject is signed).
     pub outer_subject: Option<String>,
-    /// The Message-IDs of In-Reply-To and References (unsigned, without
-    /// angle brackets, at most [`MAX_REFERENCES`]): which thread a member's
-    /// reply belongs to.
+    /// The Message-IDs of In-Reply-To and the last of References
+    /// (unsigned, without angle brackets, at most [`MAX_REFERENCES`]):
+    /// which thread a reply belongs to.
     pub references: Vec<String>,
     pub body: Protected,
 }
@@ -279,19 +279,26 @@ pub fn parse(raw: &[u8], limits: &MimeLimits) -> Result<Incoming, Rejection> {
     let msg = parse_bounded(raw, limits, "not a parseable RFC 5322 message")?;
     let from = single_from(&msg)?;
     let outer_subject = msg.subject().map(sanitize_subject);
-    let references: Vec<String> = [msg.in_reply_to(), msg.references()]
-        .into_iter()
-        .filter_map(|v| v.as_text_list())
-        .flatten()
-        .map(|id| {
-            id.trim()
-                .trim_start_matches('<')
-                .trim_end_matches('>')
-                .to_owned()
-        })
-        .filter(|id| !id.is_empty())
-        .take(MAX_REFERENCES)
-        .collect();
+    let ids = |v: &mail_parser::HeaderValue<'_>| -> Vec<String> {
+        v.as_text_list()
+            .unwrap_or_default()
+            .iter()
+            .map(|id| {
+                id.trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_owned()
+            })
+            .filter(|id| !id.is_empty())
+            .collect()
+    };
+    // The parent (In-Reply-To) first, then the nearest ancestors: the
+    // last of References, which lists the oldest first.
+    let mut references = ids(msg.in_reply_to());
+    references.truncate(MAX_REFERENCES);
+    let ancestors = ids(msg.references());
+    let room = MAX_REFERENCES - references.len();
+    references.extend_from_slice(&ancestors[ancestors.len().saturating_sub(room)..]);
     let root = msg.root_part();
     let is_multipart = |sub: &str| {
         root.content_type().is_some_and(|c| {
@@ -645,6 +652,29 @@ pub fn whole_inline_block(body: &[u8]) -> Result<&[u8], Rejection> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The parent first, then the nearest ancestors, at most
+    /// `MAX_REFERENCES`, for any length of References.
+    #[test]
+    fn the_parent_and_the_nearest_ancestors_are_kept() {
+        for n in [0usize, 1, 31, 32, 40] {
+            let refs: Vec<String> = (0..n).map(|i| format!("<r{i}@x.example>")).collect();
+            let mut raw = "From: a@x.example\r\nIn-Reply-To: <parent@x.example>\r\n".to_owned();
+            if n > 0 {
+                raw.push_str(&format!("References: {}\r\n", refs.join(" ")));
+            }
+            // (A root that parses: an inline-signed body.)
+            raw.push_str("Content-Type: text/plain\r\n\r\n-----BEGIN PGP SIGNED MESSAGE-----\r\n");
+            let got = parse(raw.as_bytes(), &MimeLimits::default())
+                .unwrap()
+                .references;
+            assert_eq!(got.len(), (n + 1).min(MAX_REFERENCES), "{n}");
+            assert_eq!(got[0], "parent@x.example", "{n}");
+            if n > 0 {
+                assert_eq!(got.last().unwrap(), &format!("r{}@x.example", n - 1), "{n}");
+            }
+        }
+    }
 
     #[test]
     fn the_prescan_counts_declared_delimiters_and_each_header_block() {

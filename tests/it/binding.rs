@@ -20,6 +20,23 @@ async fn a_mail_signed_for_another_list_is_refused() {
         let entity = text_plain_with(&fields, &embargoed(body));
         f.gpg_signed_entity(PST, "CVE-2026-95", &entity)
     };
+    // The same entity signed and encrypted to the list, as Thunderbird
+    // sends it with encryption on: the binding holds inside too.
+    let list_public = f.list.clone().strip_secret_key_material();
+    f.pst_gpg
+        .import(&embargo_relay::crypto::armored_public(&list_public).unwrap());
+    let encrypted = |headers: &[(&str, &str)], body: &str| {
+        let mut fields = vec![
+            ("; protected-headers=", "\"v1\""),
+            ("Subject", "CVE-2026-95"),
+        ];
+        fields.extend_from_slice(headers);
+        let entity = text_plain_with(&fields, &embargoed(body));
+        let sealed = f
+            .pst_gpg
+            .sign_encrypt(&f.pst_fpr, &f.list.fingerprint().to_hex(), &entity);
+        embargo_relay::compose::multipart_encrypted(PST, LIST, "...", &sealed)
+    };
     let other = "vendors@other-list.example";
     let list_field = |list: &str, text: &str| {
         let until = now() + chrono::Duration::days(2);
@@ -30,6 +47,10 @@ async fn a_mail_signed_for_another_list_is_refused() {
     };
     for (what, mail) in [
         ("signed To", signed(&[("To", other)], "to another list")),
+        (
+            "signed To, encrypted",
+            encrypted(&[("To", other)], "to another list, encrypted"),
+        ),
         (
             "signed To and Cc",
             signed(&[("To", other), ("Cc", "team@project.example")], "cc"),
@@ -49,7 +70,7 @@ async fn a_mail_signed_for_another_list_is_refused() {
     // `List:`), in the encrypted refusal.
     let got = d
         .sink
-        .wait_until(PATIENCE, |g| refusal_texts(&f, g).len() >= 3)
+        .wait_until(PATIENCE, |g| refusal_texts(&f, g).len() >= 4)
         .await;
     assert!(
         refusal_texts(&f, &got)
@@ -108,6 +129,10 @@ async fn a_mail_signed_for_another_list_is_refused() {
             f.gpg_signed(PST, "CVE-2026-97", &list_field(&upper, "ours")),
         ),
         ("no signed recipients", signed(&[], "unnamed")),
+        (
+            "signed To, encrypted",
+            encrypted(&[("To", LIST)], "to us, encrypted"),
+        ),
         (
             "undisclosed recipients",
             signed(&[("To", "undisclosed-recipients:;")], "undisclosed"),
