@@ -39,7 +39,11 @@ fn spool_bytes(state: &Path) -> u64 {
 }
 
 fn audit_rows(state: &Path) -> usize {
-    Spool::open(state).unwrap().audit_records().unwrap().len()
+    Spool::open(state, LIST)
+        .unwrap()
+        .audit_records()
+        .unwrap()
+        .len()
 }
 
 fn write_config(dir: &Path) -> std::path::PathBuf {

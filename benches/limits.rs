@@ -105,6 +105,8 @@ fn main() {
         policy: &config.policy,
         max_size: MAX,
         addresses: &[LIST],
+        others: &[],
+        shared_pst: &[],
     };
     let pair = |c: &openpgp::Cert| crypto::signing_keypair(&p, c, now).unwrap();
     let signer = || pair(&pst);

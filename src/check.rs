@@ -25,10 +25,45 @@ pub struct Finding {
 
 /// Everything wrong with the configuration at `path` at `now`; empty when clean.
 pub fn findings(path: &Path, now: DateTime<Utc>) -> Vec<Finding> {
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => return vec![config_finding(path, e)],
+    read(path, now).0
+}
+
+/// The findings, and what the file serves (its form and lists) when it loads.
+fn read(path: &Path, now: DateTime<Utc>) -> (Vec<Finding>, Option<String>) {
+    let lists = match Config::load_all(path) {
+        Ok(lists) => lists,
+        Err(e) => return (vec![config_finding(path, e)], None),
     };
+    let addresses: Vec<&str> = lists.iter().map(|c| c.list_address.as_str()).collect();
+    let form = match &lists[..] {
+        [one] => format!("one list, {}", one.list_address),
+        _ => format!(
+            "{} lists in [[list]] tables, one spool: {}",
+            lists.len(),
+            addresses.join(", ")
+        ),
+    };
+    let several = lists.len() > 1;
+    let mut out = Vec::new();
+    for (i, config) in lists.iter().enumerate() {
+        for mut f in list_findings(path, config, i == 0, now) {
+            if several {
+                f.field = format!("[[list]] #{} ({}) {}", i + 1, config.list_address, f.field);
+            }
+            out.push(f);
+        }
+    }
+    (out, Some(form))
+}
+
+/// What is wrong with one list of the file (with `daemon_wide`, also with
+/// what its lists share: the spool, the listener).
+fn list_findings(
+    path: &Path,
+    config: &Config,
+    daemon_wide: bool,
+    now: DateTime<Utc>,
+) -> Vec<Finding> {
     let p = crate::crypto::policy();
     let mut out = Vec::new();
     let list_cert = config.list_key.cert();
@@ -42,7 +77,8 @@ pub fn findings(path: &Path, now: DateTime<Utc>) -> Vec<Finding> {
             warning: false,
         });
     }
-    if let Err(e) = crate::spool::Spool::inspect(&config.state_dir) {
+    // The spool and the listener are every list's: checked with the first.
+    if daemon_wide && let Err(e) = crate::spool::Spool::inspect(&config.state_dir) {
         let fix = if e.is_damage() {
             "stop the daemon; restore the spool from a backup (deploy/README.md, Backups), or start afresh with `embargo-relay run --new-spool`"
         } else {
@@ -57,7 +93,7 @@ pub fn findings(path: &Path, now: DateTime<Utc>) -> Vec<Finding> {
         });
     }
     let listen = config.smtp.listen;
-    if !listen.ip().is_loopback() {
+    if daemon_wide && !listen.ip().is_loopback() {
         out.push(Finding {
             file: path.to_owned(),
             field: "inbound.smtp.listen".into(),
@@ -157,7 +193,7 @@ fn config_finding(path: &Path, e: ConfigError) -> Finding {
             file: path,
             field: String::new(),
             problem: message,
-            fix: "correct it; unknown keys are refused, compare with config/embargo-relay.example.toml".into(),
+            fix: "correct it; unknown keys are refused, compare with config/embargo-relay.example.toml (one list: a [list] table; several: one [[list]] table each, with shared [defaults])".into(),
             warning: false,
         },
         ConfigError::Field {
@@ -191,17 +227,21 @@ pub fn run(
     now: DateTime<Utc>,
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
-    let found = findings(path, now);
+    let (found, form) = read(path, now);
     match format {
         Format::Json => {
             #[derive(Serialize)]
             struct Report<'a> {
                 config: &'a Path,
+                /// What the file serves, when it loads.
+                #[serde(skip_serializing_if = "Option::is_none")]
+                serves: Option<&'a str>,
                 clean: bool,
                 problems: &'a [Finding],
             }
             let report = Report {
                 config: path,
+                serves: form.as_deref(),
                 clean: found.iter().all(|f| f.warning),
                 problems: &found,
             };
@@ -220,9 +260,10 @@ pub fn run(
             }
             let warnings = found.iter().filter(|f| f.warning).count();
             let problems = found.len() - warnings;
+            let serves = form.map(|f| format!(" ({f})")).unwrap_or_default();
             match (problems, warnings) {
-                (0, 0) => writeln!(out, "{}: clean", path.display())?,
-                (0, w) => writeln!(out, "{}: clean, {w} warning(s)", path.display())?,
+                (0, 0) => writeln!(out, "{}: clean{serves}", path.display())?,
+                (0, w) => writeln!(out, "{}: clean{serves}, {w} warning(s)", path.display())?,
                 (p, 0) => writeln!(out, "{p} problem(s)")?,
                 (p, w) => writeln!(out, "{p} problem(s), {w} warning(s)")?,
             }

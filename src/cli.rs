@@ -51,8 +51,9 @@ pub enum Command {
         /// The envelope sender the MTA passes, recorded in the audit log.
         #[arg(long)]
         sender: Option<String>,
-        /// The recipient the MTA delivers to: the list address (default) or
-        /// its request address (a join request).
+        /// The recipient the MTA delivers to: a list's address or its
+        /// request address (a join request); it chooses the list. Needed
+        /// when the file serves several lists; default: the only list.
         #[arg(long)]
         recipient: Option<String>,
         /// The address the MTA received the mail from (Postfix
@@ -63,14 +64,20 @@ pub enum Command {
     },
     /// Inspect and change embargoes; works while the daemon runs (it notices within a second).
     ///
+    /// With several lists in the file, name one with --list.
+    ///
     /// Examples:
     ///   embargo-relay embargo list
+    ///   embargo-relay embargo --list vendors@example.org list
     ///   embargo-relay embargo extend 5c74c187e80a969c 2026-12-10T16:00:00Z
     ///   embargo-relay embargo release-now 5c74c187e80a969c
     Embargo {
         /// The configuration file of the list.
         #[arg(long, short, default_value = "/etc/embargo-relay/config.toml")]
         config: PathBuf,
+        /// The list, by its address, when the file serves several ([[list]] tables).
+        #[arg(long, value_name = "ADDRESS")]
+        list: Option<String>,
         #[command(subcommand)]
         action: EmbargoAction,
     },
@@ -93,11 +100,15 @@ pub enum Command {
     },
     /// The delivery queue, held embargoes, recent rejections and keys needing attention.
     ///
-    /// Reads the running daemon's state directory; changes nothing.
+    /// Reads the running daemon's state directory; changes nothing. Every
+    /// list of the file, each under its address, unless --list names one.
     Status {
         /// The configuration file of the list.
         #[arg(long, short, default_value = "/etc/embargo-relay/config.toml")]
         config: PathBuf,
+        /// Only this list (by its address); without it, every list of the file.
+        #[arg(long, value_name = "ADDRESS")]
+        list: Option<String>,
     },
     /// List and change the roster (members added here live in list.roster_file).
     ///
@@ -111,6 +122,9 @@ pub enum Command {
         /// The configuration file of the list.
         #[arg(long, short, default_value = "/etc/embargo-relay/config.toml")]
         config: PathBuf,
+        /// The list, by its address, when the file serves several ([[list]] tables).
+        #[arg(long, value_name = "ADDRESS")]
+        list: Option<String>,
         #[command(subcommand)]
         action: RosterAction,
     },
@@ -125,6 +139,9 @@ pub enum Command {
         /// The configuration file of the list.
         #[arg(long, short, default_value = "/etc/embargo-relay/config.toml")]
         config: PathBuf,
+        /// The list, by its address, when the file serves several ([[list]] tables).
+        #[arg(long, value_name = "ADDRESS")]
+        list: Option<String>,
         /// Only this embargo (announcement) id.
         #[arg(long)]
         embargo: Option<String>,

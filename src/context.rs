@@ -17,7 +17,20 @@ use crate::config::Config;
 use crate::roster::Roster;
 use crate::spool::Spool;
 
-/// What every task of the daemon shares.
+/// Opens the daemon's one spool, with a handle for `config`'s list (a
+/// spool from before several lists goes to the file's first list);
+/// `checked`: with SQLite's full `quick_check` (all but `submit`).
+pub fn open_spool(config: &Config, checked: bool) -> Result<Spool, crate::spool::SpoolError> {
+    let first = &config.neighbours.first;
+    let spool = if checked {
+        Spool::open(&config.state_dir, first)?
+    } else {
+        Spool::open_unchecked(&config.state_dir, first)?
+    };
+    Ok(spool.for_list(&config.list_address))
+}
+
+/// What every task of one list shares (a daemon has one per list).
 pub struct Relay {
     /// The configuration and roster in force, replaced together (read
     /// them with [`Relay::snapshot`], or one with [`Relay::config`] or
@@ -33,6 +46,21 @@ pub struct Relay {
     pub seals: Seals,
     /// When the weekly key check next wakes, while it sleeps.
     pub key_check: Asleep,
+}
+
+/// The lists a daemon serves now (a reload adds and removes them), for
+/// the tasks that watch all of them (the watchdog).
+#[derive(Clone, Default)]
+pub struct Relays(Arc<RwLock<Vec<Arc<Relay>>>>);
+
+impl Relays {
+    pub fn set(&self, relays: Vec<Arc<Relay>>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = relays;
+    }
+
+    pub fn get(&self) -> Vec<Arc<Relay>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// A task that sleeps until a clock time, or `None` while it works: what
@@ -122,15 +150,22 @@ impl Directory {
 impl Relay {
     /// Opens the spool for `config`; what the daemon and `submit` share.
     pub fn open(config: Config, clock: SharedClock) -> anyhow::Result<Relay> {
-        let spool = Spool::open(&config.state_dir)?;
+        let spool = open_spool(&config, true)?;
         Ok(Self::with_spool(config, clock, spool))
     }
 
     /// [`Relay::open`] for `submit`, one process per mail: the spool is
     /// opened without its full `quick_check` (see `Spool::open_unchecked`).
     pub fn open_for_submit(config: Config, clock: SharedClock) -> anyhow::Result<Relay> {
-        let spool = Spool::open_unchecked(&config.state_dir)?;
+        let spool = open_spool(&config, false)?;
         Ok(Self::with_spool(config, clock, spool))
+    }
+
+    /// Another list of the same daemon: the same spool (its own handle on
+    /// it) and the same clock.
+    pub fn beside(&self, config: Config) -> Relay {
+        let spool = self.spool.for_list(&config.list_address);
+        Self::with_spool(config, self.clock.clone(), spool)
     }
 
     fn with_spool(mut config: Config, clock: SharedClock, spool: Spool) -> Relay {

@@ -19,18 +19,33 @@ use crate::config::Config;
 use crate::context::Relay;
 use crate::fanout;
 use crate::inbound::smtp::{self, SmtpSettings};
-use crate::intake::Intake;
+use crate::intake::{Intake, Router};
 use crate::outbound::Outbound;
 use crate::upkeep::{keep_leap_base, maintenance, warn_about_roster, watch_roster_file};
 
 /// A started daemon.
 pub struct Running {
     pub smtp_addr: SocketAddr,
+    /// The first list's (the spool and the clock are every list's).
     pub relay: Arc<Relay>,
+    /// The lists served now, with their tasks.
+    lists: std::sync::Mutex<Vec<ListTasks>>,
+    /// Routes each mail to its list; replaced with the lists.
+    router: Router,
+    /// The lists served now, for the watchdog.
+    relays: crate::context::Relays,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     /// Set when a task ended on its own (a bug or a panic): the daemon stops.
     failed: Arc<AtomicBool>,
+}
+
+/// One list of the running daemon: its context, its intake and what stops
+/// its tasks (when a reload removes it).
+struct ListTasks {
+    relay: Arc<Relay>,
+    intake: Intake,
+    stop: CancellationToken,
 }
 
 impl Running {
@@ -40,22 +55,154 @@ impl Running {
         self.tracker.close();
         self.tracker.wait().await;
     }
+
+    /// The context of the list with this address, while it is served.
+    pub fn relay_of(&self, address: &str) -> Option<Arc<Relay>> {
+        lock(&self.lists)
+            .iter()
+            .find(|l| l.relay.config().list_address.eq_ignore_ascii_case(address))
+            .map(|l| l.relay.clone())
+    }
+
+    /// Puts a newly loaded configuration in force (SIGHUP): lists it names
+    /// that are served already take its new settings (`Relay::reload`),
+    /// new ones start, and ones it no longer names stop. Refused as a
+    /// whole, with the reason, when a list it drops still holds an
+    /// embargo (its release would never be sent) or it names another
+    /// first list's spool. Returns the fields that wait for a restart.
+    pub fn reload(&self, next: Vec<Config>) -> Result<Vec<&'static str>, String> {
+        let mut lists = lock(&self.lists);
+        let now = self.relay.clock.now();
+        for gone in lists.iter().filter(|l| !names(&next, &l.relay)) {
+            let address = gone.relay.config().list_address.clone();
+            let held = gone
+                .relay
+                .spool
+                .embargoes()
+                .map_err(|e| format!("cannot read the embargoes of {address}: {e}"))?
+                .into_iter()
+                .filter(|e| e.state(now) == "held" || e.state(now) == "due")
+                .count();
+            if held > 0 {
+                return Err(format!(
+                    "the list {address} is no longer in the file, but it holds {held} embargo(es) whose release would never be sent; release or cancel them first (embargo-relay embargo list --list {address})"
+                ));
+            }
+        }
+        let mut kept = Vec::new();
+        let mut now_served = Vec::with_capacity(next.len());
+        for config in next {
+            warn_about_roster(&config, &self.relay.clock);
+            let current = lists
+                .iter()
+                .position(|l| l.relay.config().list_address == config.list_address);
+            match current {
+                Some(i) => {
+                    let list = lists.swap_remove(i);
+                    kept.extend(list.relay.reload(config));
+                    now_served.push(list);
+                }
+                None => {
+                    let relay = Arc::new(self.relay.beside(config));
+                    tracing::info!(list = %relay.config().list_address, members = relay.directory().roster.members().len(), "list added");
+                    now_served.push(self.start_list(relay));
+                }
+            }
+        }
+        for gone in lists.drain(..) {
+            tracing::info!(list = %gone.relay.config().list_address, "list removed; its tasks stop");
+            gone.stop.cancel();
+        }
+        *lists = now_served;
+        self.router
+            .set(lists.iter().map(|l| l.intake.clone()).collect());
+        self.relays
+            .set(lists.iter().map(|l| l.relay.clone()).collect());
+        kept.sort_unstable();
+        kept.dedup();
+        Ok(kept)
+    }
+
+    /// Starts the tasks of one list: its fan-out, key check, upkeep and
+    /// roster-file watcher, stopped by the daemon's shutdown or its own.
+    fn start_list(&self, relay: Arc<Relay>) -> ListTasks {
+        let stop = self.shutdown.child_token();
+        let intake = Intake::new(relay.clone());
+        let supervise = |name, task| {
+            supervise(
+                &self.tracker,
+                &self.shutdown,
+                &stop,
+                &self.failed,
+                name,
+                task,
+            )
+        };
+        if let Some(path) = relay.config().roster_file.clone() {
+            supervise(
+                "roster watcher",
+                tokio::spawn(watch_roster_file(relay.clone(), path, stop.clone())),
+            );
+        }
+        supervise(
+            "maintenance",
+            tokio::spawn(maintenance(
+                relay.clone(),
+                Arc::new(intake.clone()),
+                true,
+                stop.clone(),
+            )),
+        );
+        supervise(
+            "key check",
+            tokio::spawn(crate::keycheck::weekly(relay.clone(), stop.clone())),
+        );
+        let outbound = Outbound::new(&relay.config().outbound, &relay.config().hostname);
+        supervise(
+            "fan-out",
+            tokio::spawn(fanout::run(relay.clone(), outbound, stop.clone())),
+        );
+        ListTasks {
+            relay,
+            intake,
+            stop,
+        }
+    }
 }
 
-/// Opens the spool, binds the listener and starts the tasks.
+/// Whether `configs` names `relay`'s list.
+fn names(configs: &[Config], relay: &Relay) -> bool {
+    let address = &relay.config().list_address;
+    configs.iter().any(|c| &c.list_address == address)
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Opens the spool, binds the listener and starts the tasks of one list.
 pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Running> {
-    start_on(config, clock, None).await
+    start_on(vec![config], clock, None).await
 }
 
-/// [`start`], on a listening socket the service manager passed
+/// [`start`] for every list of a file.
+pub async fn start_lists(lists: Vec<Config>, clock: SharedClock) -> anyhow::Result<Running> {
+    start_on(lists, clock, None).await
+}
+
+/// [`start_lists`], on a listening socket the service manager passed
 /// (`inherited`, systemd's `LISTEN_FDS` protocol) instead of binding
 /// `inbound.smtp.listen`.
 pub async fn start_on(
-    config: Config,
+    lists: Vec<Config>,
     clock: SharedClock,
     inherited: Option<std::net::TcpListener>,
 ) -> anyhow::Result<Running> {
-    warn_about_roster(&config, &clock);
+    let mut lists = lists.into_iter();
+    let config = lists.next().context("the configuration serves no list")?;
+    for c in std::iter::once(&config).chain(lists.as_slice()) {
+        warn_about_roster(c, &clock);
+    }
     let passed = inherited.is_some();
     let listener = match inherited {
         Some(socket) => {
@@ -87,105 +234,102 @@ pub async fn start_on(
         trusted_peers: config.smtp.trusted_peers.clone(),
         reserved_sessions: config.smtp.reserved_sessions,
     });
-    let outbound = Outbound::new(&config.outbound, &config.hostname);
-    let relay = Arc::new(Relay::open(config, clock)?);
-    keep_leap_base(&relay)?;
+    let first = Arc::new(Relay::open(config, clock)?);
+    keep_leap_base(&first)?;
+    let mut relays = vec![first.clone()];
+    relays.extend(lists.map(|c| Arc::new(first.beside(c))));
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let failed = Arc::new(AtomicBool::new(false));
-    let intake = Arc::new(Intake::new(relay.clone()));
-    let serve = smtp::serve(
-        listener,
-        intake.clone(),
-        settings,
-        shutdown.clone(),
-        tracker.clone(),
-    );
-    if let Some(imap) = relay.config().imap.clone() {
-        let poller =
-            crate::inbound::imap::run(relay.clone(), (*intake).clone(), imap, shutdown.clone());
-        supervise(
-            &tracker,
-            &shutdown,
-            &failed,
-            "imap poller",
-            tokio::spawn(poller),
-        );
-    }
-    if let Some(path) = relay.config().roster_file.clone() {
-        let watch = watch_roster_file(relay.clone(), path, shutdown.clone());
-        supervise(
-            &tracker,
-            &shutdown,
-            &failed,
-            "roster watcher",
-            tokio::spawn(watch),
-        );
-    }
-    supervise(
-        &tracker,
-        &shutdown,
-        &failed,
-        "maintenance",
-        tokio::spawn(maintenance(relay.clone(), intake, shutdown.clone())),
-    );
-    let fanout = fanout::run(relay.clone(), outbound, shutdown.clone());
-    supervise(
-        &tracker,
-        &shutdown,
-        &failed,
-        "key check",
-        tokio::spawn(crate::keycheck::weekly(relay.clone(), shutdown.clone())),
-    );
-    supervise(
-        &tracker,
-        &shutdown,
-        &failed,
-        "watchdog",
-        tokio::spawn(crate::service::watchdog(relay.clone(), shutdown.clone())),
-    );
-    supervise(
-        &tracker,
-        &shutdown,
-        &failed,
-        "smtp listener",
-        tokio::spawn(serve),
-    );
-    supervise(
-        &tracker,
-        &shutdown,
-        &failed,
-        "fan-out",
-        tokio::spawn(fanout),
-    );
-    tracing::info!(addr = %smtp_addr, passed, list = %relay.config().list_address, members = relay.directory().roster.members().len(), "SMTP listener ready");
-    Ok(Running {
+    let router = Router::new(relays.iter().map(|r| Intake::new(r.clone())).collect());
+    let running = Running {
         smtp_addr,
-        relay,
-        shutdown,
-        tracker,
-        failed,
-    })
+        relay: first.clone(),
+        lists: std::sync::Mutex::new(Vec::new()),
+        router: router.clone(),
+        relays: crate::context::Relays::default(),
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+        failed: failed.clone(),
+    };
+    let started: Vec<ListTasks> = relays.into_iter().map(|r| running.start_list(r)).collect();
+    router.set(started.iter().map(|l| l.intake.clone()).collect());
+    running
+        .relays
+        .set(started.iter().map(|l| l.relay.clone()).collect());
+    let supervise = |name, task| supervise(&tracker, &shutdown, &shutdown, &failed, name, task);
+    // One poller per mailbox: lists that share one get each mail by the
+    // list it names.
+    let mut mailboxes: Vec<(crate::config::ImapConfig, Vec<Intake>)> = Vec::new();
+    for list in &started {
+        if let Some(imap) = list.relay.config().imap.clone() {
+            match mailboxes.iter_mut().find(|(m, _)| *m == imap) {
+                Some((_, lists)) => lists.push(list.intake.clone()),
+                None => mailboxes.push((imap, vec![list.intake.clone()])),
+            }
+        }
+    }
+    for (imap, lists) in mailboxes {
+        supervise(
+            "imap poller",
+            tokio::spawn(crate::inbound::imap::run(lists, imap, shutdown.clone())),
+        );
+    }
+    // The daemon's own rejections (peers refused before naming a list).
+    supervise(
+        "maintenance",
+        tokio::spawn(maintenance(
+            first.clone(),
+            Arc::new(router.daemon().clone()),
+            false,
+            shutdown.clone(),
+        )),
+    );
+    supervise(
+        "watchdog",
+        tokio::spawn(crate::service::watchdog(
+            running.relays.clone(),
+            shutdown.clone(),
+        )),
+    );
+    supervise(
+        "smtp listener",
+        tokio::spawn(smtp::serve(
+            listener,
+            Arc::new(router),
+            settings,
+            shutdown.clone(),
+            tracker.clone(),
+        )),
+    );
+    for list in &started {
+        tracing::info!(addr = %smtp_addr, passed, list = %list.relay.config().list_address, members = list.relay.directory().roster.members().len(), "SMTP listener ready");
+    }
+    *lock(&running.lists) = started;
+    Ok(running)
 }
 
 /// Watches a task: if it ends while the daemon is not shutting down, the
 /// whole daemon stops (so the service manager restarts it) rather than run
 /// on half-dead, answering 250 with nothing delivering.
+/// A task of one list that ends because its list was removed (`stop`) is
+/// not a failure.
 fn supervise(
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
+    stop: &CancellationToken,
     failed: &Arc<AtomicBool>,
     name: &'static str,
     task: JoinHandle<()>,
 ) {
-    let (shutdown, failed) = (shutdown.clone(), failed.clone());
+    let (shutdown, stop, failed) = (shutdown.clone(), stop.clone(), failed.clone());
     tracker.spawn(async move {
         let outcome = match task.await {
             Ok(()) => "returned",
             Err(e) if e.is_panic() => "panicked",
             Err(_) => "was cancelled",
         };
-        if !shutdown.is_cancelled() {
+        if !stop.is_cancelled() {
             tracing::error!(
                 task = name,
                 outcome,
@@ -206,16 +350,16 @@ pub async fn run_until_signal(
     clock: SharedClock,
     inherited: Option<std::net::TcpListener>,
 ) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
+    let lists = Config::load_all(config_path)?;
     let mut signals = Signals::new()?;
-    let running = start_on(config, clock, inherited).await?;
+    let running = start_on(lists, clock, inherited).await?;
     crate::service::notify(&[NotifyState::Ready, NotifyState::Status("relaying")]);
     let stopped = running.shutdown.clone();
     loop {
         tokio::select! {
             signal = signals.next() => match signal {
                 Signal::Stop => break,
-                Signal::Reload => reload(&running.relay, config_path),
+                Signal::Reload => reload(&running, config_path),
             },
             _ = stopped.cancelled() => break,
         }
@@ -231,19 +375,25 @@ pub async fn run_until_signal(
 }
 
 /// Reloads the configuration file on SIGHUP.
-fn reload(relay: &Relay, path: &Path) {
+fn reload(running: &Running, path: &Path) {
     crate::service::notify(&[NotifyState::Reloading]);
-    match Config::load(path) {
+    match Config::load_all(path).map_err(|e| e.to_string()) {
         Ok(next) => {
-            warn_about_roster(&next, &relay.clock);
-            let members = next.roster.members().len();
-            for field in relay.reload(next) {
-                tracing::warn!(
-                    field,
-                    "changed in the configuration file, but takes effect only at the next restart"
-                );
+            let lists = next.len();
+            match running.reload(next) {
+                Ok(kept) => {
+                    for field in kept {
+                        tracing::warn!(
+                            field,
+                            "changed in the configuration file, but takes effect only at the next restart"
+                        );
+                    }
+                    tracing::info!(file = %path.display(), lists, "configuration reloaded");
+                }
+                Err(why) => {
+                    tracing::error!(error = %why, "configuration reload refused; the configuration in force stays");
+                }
             }
-            tracing::info!(file = %path.display(), members, "configuration reloaded");
         }
         Err(e) => {
             tracing::error!(error = %e, "configuration reload refused; the configuration in force stays");

@@ -77,8 +77,9 @@ pub struct Envelope {
 
 /// What the server does with recipients and messages.
 pub trait MailHandler: Send + Sync + 'static {
-    /// Accepts or refuses one recipient.
-    fn check_rcpt(&self, rcpt: &str) -> Result<(), Reply>;
+    /// Accepts or refuses one recipient, given the ones this transaction
+    /// already has (`earlier`).
+    fn check_rcpt(&self, rcpt: &str, earlier: &[String]) -> Result<(), Reply>;
     /// Takes a complete message (CRLF line endings, dot-unstuffed) and
     /// returns the final reply to DATA: a 2xx only once it is durably kept.
     fn deliver(&self, envelope: Envelope, raw: Vec<u8>) -> impl Future<Output = Reply> + Send;

@@ -109,9 +109,9 @@ fn init_submit_logging() {
 /// not load is a temporary failure, so the MTA keeps the mail.
 fn submit(config: &std::path::Path, origin: embargo_relay::inbound::pipe::Handoff) -> ExitCode {
     use embargo_relay::inbound::pipe;
-    let outcome = match Config::load(config) {
-        Ok(config) => pipe::submit(
-            config,
+    let outcome = match Config::load_all(config) {
+        Ok(lists) => pipe::submit(
+            lists,
             Arc::new(SystemClock),
             &origin,
             &mut std::io::stdin().lock(),
@@ -138,7 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let done = match cli.command {
         Command::Run { config, new_spool } => {
             if new_spool {
-                let state_dir = Config::load(&config)?.state_dir;
+                let state_dir = Config::load_all(&config)?.swap_remove(0).state_dir;
                 let now = embargo_relay::clock::Clock::now(&SystemClock);
                 for moved in embargo_relay::spool::Spool::set_aside(&state_dir, now)? {
                     tracing::warn!(file = %moved.display(), "the old spool was set aside; starting with a new one");
@@ -156,8 +156,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 inherited,
             ))
         }
-        Command::Embargo { config, action } => {
-            let config = Config::load(&config)?;
+        Command::Embargo {
+            config,
+            list,
+            action,
+        } => {
+            let config = Config::load_list(&config, list.as_deref())?;
             embargo_relay::operator::embargo(&config, action, &SystemClock, &mut std::io::stdout())
         }
         Command::Submit {
@@ -192,20 +196,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             });
         }
-        Command::Status { config } => {
-            let config = Config::load(&config)?;
-            embargo_relay::operator::status(&config, &SystemClock, &mut std::io::stdout())
+        Command::Status { config, list } => {
+            let path = config;
+            let lists = match list.as_deref() {
+                Some(_) => vec![Config::load_list(&path, list.as_deref())?],
+                None => Config::load_all(&path)?,
+            };
+            let several = lists.len() > 1;
+            let out = &mut std::io::stdout();
+            lists.iter().try_for_each(|config| {
+                if several {
+                    use std::io::Write;
+                    writeln!(out, "=== LIST {} ===", config.list_address)?;
+                }
+                embargo_relay::operator::status(config, &SystemClock, out)
+            })
         }
-        Command::Roster { config, action } => {
-            let config = Config::load(&config)?;
+        Command::Roster {
+            config,
+            list,
+            action,
+        } => {
+            let config = Config::load_list(&config, list.as_deref())?;
             embargo_relay::operator::roster(&config, action, &SystemClock, &mut std::io::stdout())
         }
         Command::Audit {
             config,
+            list,
             embargo,
             member,
         } => {
-            let config = Config::load(&config)?;
+            let config = Config::load_list(&config, list.as_deref())?;
             embargo_relay::operator::audit(
                 &config,
                 embargo.as_deref(),

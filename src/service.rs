@@ -21,7 +21,7 @@ pub(crate) fn notify(states: &[NotifyState<'_>]) {
 /// healthy: the fan-out loop is not stuck in one round for longer than a
 /// period, and the spool answers. A stuck daemon stops feeding it, and
 /// systemd restarts it (`WatchdogSec=`).
-pub(crate) async fn watchdog(relay: Arc<Relay>, shutdown: CancellationToken) {
+pub(crate) async fn watchdog(relays: crate::context::Relays, shutdown: CancellationToken) {
     let Some(period) = sd_notify::watchdog_enabled() else {
         return shutdown.cancelled().await;
     };
@@ -35,7 +35,7 @@ pub(crate) async fn watchdog(relay: Arc<Relay>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let found = match problem(&relay, period).await {
+        let found = match problem(&relays.get(), period).await {
             Some(Problem::Spool(why)) => {
                 spool_failures += 1;
                 (spool_failures >= 2).then_some(why)
@@ -73,11 +73,13 @@ enum Problem {
     Spool(&'static str),
 }
 
-/// Why the daemon is not healthy now, if it is not.
-async fn problem(relay: &Arc<Relay>, period: Duration) -> Option<Problem> {
-    if relay.health.stuck_for() > period {
+/// Why the daemon is not healthy now, if it is not: a list's fan-out
+/// stuck, or the spool (one for all lists) unusable.
+async fn problem(relays: &[Arc<Relay>], period: Duration) -> Option<Problem> {
+    if relays.iter().any(|r| r.health.stuck_for() > period) {
         return Some(Problem::Stuck("the fan-out loop is stuck"));
     }
+    let relay = relays.first()?;
     if relay.spool.damaged() {
         return Some(Problem::Spool("the spool is damaged"));
     }

@@ -64,7 +64,7 @@ impl Default for Store {
 }
 
 impl MailHandler for Store {
-    fn check_rcpt(&self, _rcpt: &str) -> Result<(), Reply> {
+    fn check_rcpt(&self, _rcpt: &str, _earlier: &[String]) -> Result<(), Reply> {
         Ok(())
     }
 

@@ -70,12 +70,13 @@ pub(crate) async fn watch_roster_file(
 }
 
 /// Keeps what grows in check: every minute the counted rejections are
-/// written (and at shutdown, so none is lost); every hour, and at start,
-/// the spool forgets replay-cache entries and digests that can no longer
-/// matter (`Spool::prune`).
+/// written (and at shutdown, so none is lost); with `prune`, every hour,
+/// and at start, the spool forgets replay-cache entries and digests that
+/// can no longer matter (`Spool::prune`).
 pub(crate) async fn maintenance(
     relay: Arc<Relay>,
     intake: Arc<Intake>,
+    prune: bool,
     shutdown: CancellationToken,
 ) {
     const FLUSH: std::time::Duration = std::time::Duration::from_secs(60);
@@ -92,7 +93,7 @@ pub(crate) async fn maintenance(
             _ = tick.tick() => {}
         }
         let (i, r) = (intake.clone(), relay.clone());
-        let prune = ticks.is_multiple_of(PRUNE_EVERY);
+        let prune = prune && ticks.is_multiple_of(PRUNE_EVERY);
         ticks = ticks.wrapping_add(1);
         let _ = tokio::task::spawn_blocking(move || {
             let now = r.clock.now();

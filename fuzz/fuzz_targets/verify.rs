@@ -80,6 +80,8 @@ fuzz_target!(|raw: &[u8]| {
         policy: &k.policy,
         max_size: 1 << 20,
         addresses: &["list@example.org"],
+        others: &[],
+        shared_pst: &[],
     };
     let p = embargo_relay::crypto::policy();
     match examine(raw, &gate, &p, k.now) {

@@ -10,12 +10,14 @@ use crate::crypto::ListKey;
 use crate::roster::{Member, Roster};
 use crate::secret::Secret;
 
+mod lists;
 mod raw;
 #[cfg(test)]
 mod tests;
 mod units;
 mod validate;
 
+pub use lists::Neighbours;
 pub use raw::*;
 pub use units::*;
 use validate::Validator;
@@ -38,7 +40,8 @@ pub enum ConfigError {
     },
 }
 
-/// The validated configuration.
+/// The validated configuration of one list (with the daemon-wide sections
+/// it shares with the file's other lists: SMTP, outbound, the spool).
 #[derive(Debug)]
 pub struct Config {
     pub list_address: String,
@@ -55,6 +58,8 @@ pub struct Config {
     pub outbound: OutboundConfig,
     pub policy: PolicyConfig,
     pub roster: Roster,
+    /// The file's other lists.
+    pub neighbours: Neighbours,
 }
 
 #[derive(Debug, Clone)]
@@ -154,18 +159,73 @@ impl Config {
             || rcpt.eq_ignore_ascii_case(&self.request_address)
     }
 
-    /// Reads and validates the configuration file; relative paths in it are
-    /// taken from the file's own directory.
+    /// Reads and validates the configuration file of one list: the file's
+    /// only list (a file with several is refused: see [`Config::load_list`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_list(path, None)
+    }
+
+    /// The list of the file with address `list` (any case); `None`: the
+    /// file's only list. What the operator's `--list` chooses.
+    pub fn load_list(path: &Path, list: Option<&str>) -> Result<Config, ConfigError> {
+        Self::choose(Self::load_all(path)?, list, path)
+    }
+
+    /// The list with address `list` among `lists`, or the only one.
+    pub fn choose(
+        lists: Vec<Config>,
+        list: Option<&str>,
+        path: &Path,
+    ) -> Result<Config, ConfigError> {
+        let names = || {
+            lists
+                .iter()
+                .map(|c| c.list_address.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let problem = match list {
+            Some(wanted) => match lists
+                .iter()
+                .position(|c| c.list_address.eq_ignore_ascii_case(wanted.trim()))
+            {
+                Some(i) => return Ok(lists.into_iter().nth(i).expect("found")),
+                None => format!("no list {wanted} in this file; its lists: {}", names()),
+            },
+            None if lists.len() == 1 => {
+                return Ok(lists.into_iter().next().expect("one"));
+            }
+            None => format!(
+                "the file serves {} lists ({}): name one with --list ADDRESS",
+                lists.len(),
+                names()
+            ),
+        };
+        Err(ConfigError::Field {
+            path: path.to_owned(),
+            field: "list".to_owned(),
+            problem,
+        })
+    }
+
+    /// Reads and validates the configuration file: every list it serves,
+    /// in its order. Relative paths in it are taken from the file's own
+    /// directory.
+    pub fn load_all(path: &Path) -> Result<Vec<Config>, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text, path)
+        Self::parse_all(&text, path)
+    }
+
+    /// Validates the configuration text of one list (see [`Config::load`]).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Self::choose(Self::parse_all(text, path)?, None, path)
     }
 
     /// Validates configuration text; `path` names it in errors and anchors relative paths.
-    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    pub fn parse_all(text: &str, path: &Path) -> Result<Vec<Config>, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
@@ -175,7 +235,12 @@ impl Config {
         // which no file can be created (a roster rewrite's temp file).
         let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         let base = absolute.parent().unwrap_or(Path::new("."));
-        Validator { path, base }.config(raw)
+        Validator {
+            path,
+            base,
+            which: None,
+        }
+        .lists(raw)
     }
 }
 

@@ -5,10 +5,15 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    pub list: RawList,
+    /// `[list]` (one list) or `[[list]]` (one table per list).
+    pub list: RawLists,
+    /// What a `[[list]]` table does not set (any field of a list table
+    /// but its address).
+    #[serde(default)]
+    pub defaults: RawList,
     #[serde(default)]
     pub inbound: RawInbound,
     pub outbound: RawOutbound,
@@ -20,12 +25,47 @@ pub struct RawConfig {
     pub members: Vec<RawMember>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The two forms of the `list` key.
+#[derive(Debug, Clone)]
+pub enum RawLists {
+    /// `[list]`: the file serves one list (the form before several lists).
+    One(Box<RawList>),
+    /// `[[list]]`: one table per list.
+    Many(Vec<RawList>),
+}
+
+impl<'de> Deserialize<'de> for RawLists {
+    /// A table is the one-list form, an array of tables the other; each is
+    /// read by `RawList`'s own rules, so an error keeps its place in the file.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Either;
+        impl<'de> serde::de::Visitor<'de> for Either {
+            type Value = RawLists;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a [list] table or [[list]] tables")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawLists, A::Error> {
+                RawList::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|l| RawLists::One(Box::new(l)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<RawLists, A::Error> {
+                Vec::<RawList>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(RawLists::Many)
+            }
+        }
+        d.deserialize_any(Either)
+    }
+}
+
+/// One list's table (or `[defaults]`): every field optional here, the
+/// validator says what is missing.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawList {
-    pub address: String,
-    pub secret_key: PathBuf,
-    pub state_dir: PathBuf,
+    pub address: Option<String>,
+    pub secret_key: Option<PathBuf>,
+    /// The one spool of the daemon: the same for every list.
+    pub state_dir: Option<PathBuf>,
     /// Name used in the SMTP greeting and in Message-IDs; defaults to the
     /// domain of the list address.
     pub hostname: Option<String>,
@@ -33,9 +73,18 @@ pub struct RawList {
     pub request_address: Option<String>,
     /// Members added by signed `Roster-Add:` commands live here.
     pub roster_file: Option<PathBuf>,
+    /// This list's policy, field by field over the file's `[policy]`.
+    pub policy: Option<RawPolicy>,
+    /// This list's public recipients, instead of the file's `[public]`.
+    pub public: Option<RawPublic>,
+    /// This list's members, instead of the file's `[[member]]`.
+    #[serde(default, rename = "member")]
+    pub members: Vec<RawMember>,
+    /// This list's mailbox, instead of the file's `[inbound.imap]`.
+    pub imap: Option<RawImap>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawInbound {
     #[serde(default)]
@@ -43,7 +92,7 @@ pub struct RawInbound {
     pub imap: Option<RawImap>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawImap {
     pub host: String,
@@ -61,7 +110,7 @@ pub struct RawImap {
     pub done_folder: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSmtp {
     pub listen: Option<String>,
@@ -81,7 +130,7 @@ pub struct RawSmtp {
     pub session_timeout: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOutbound {
     pub smarthost: String,
@@ -92,7 +141,7 @@ pub struct RawOutbound {
     pub concurrency: Option<usize>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPolicy {
     /// The longest embargo accepted without an `Embargo-Override:` field.
@@ -114,7 +163,7 @@ pub struct RawPolicy {
     pub mime_max_header_size: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPublic {
     /// Where a held public advisory goes when the announcement names no `Public-To`.
@@ -122,7 +171,7 @@ pub struct RawPublic {
     pub recipients: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMember {
     pub email: String,

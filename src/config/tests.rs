@@ -73,6 +73,7 @@ fn imap_settings_are_checked() {
     std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
     let path = dir.path().join("c.toml");
     let v = Validator {
+        which: None,
         path: &path,
         base: dir.path(),
     };
@@ -113,6 +114,7 @@ fn imap_settings_are_checked() {
 fn mime_limits_default_and_are_checked() {
     let path = Path::new("/etc/er.toml");
     let v = Validator {
+        which: None,
         path,
         base: Path::new("/etc"),
     };
@@ -152,4 +154,169 @@ fn unknown_keys_are_named() {
     .to_string();
     assert!(err.contains("surprise"), "{err}");
     assert!(err.contains("/etc/er.toml"), "{err}");
+}
+
+/// A directory with a list key and two member certificates, for whole files.
+fn keys_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let now = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    let key = |uid: &str| crate::crypto::generate_key(uid, now, None).unwrap();
+    let list = key("List <a@x.org>");
+    std::fs::write(
+        dir.path().join("list.key"),
+        crate::crypto::armored_secret(&list).unwrap(),
+    )
+    .unwrap();
+    for (file, uid) in [("pst.asc", "PST <pst@x.org>"), ("m.asc", "M <m@y.org>")] {
+        let public = key(uid).strip_secret_key_material();
+        std::fs::write(
+            dir.path().join(file),
+            crate::crypto::armored_public(&public).unwrap(),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+const SHARED: &str = "
+[defaults]
+state_dir = 'state'
+secret_key = 'list.key'
+
+[outbound]
+smarthost = 'smtp://127.0.0.1:2526'
+
+[policy]
+max_embargo = '7d'
+member_posts = 'pst'
+
+[public]
+recipients = ['oss@x.org']
+
+[[member]]
+email = 'pst@x.org'
+organization = 'PST'
+key = 'pst.asc'
+pst = true
+";
+
+/// `[[list]]` tables take what they do not set from the shared sections,
+/// field by field for the policy; each is told of the others (their
+/// addresses, the PST keys they share); `load` asks which list.
+#[test]
+fn several_lists_fall_back_on_the_shared_sections() {
+    let dir = keys_dir();
+    let path = dir.path().join("c.toml");
+    let text = format!(
+        "{SHARED}
+[[list]]
+address = 'a@x.org'
+
+[[list]]
+address = 'B@x.org'
+request_address = 'b-join@x.org'
+[list.policy]
+max_embargo = '30d'
+[list.public]
+recipients = []
+[[list.member]]
+email = 'pst@x.org'
+organization = 'PST'
+key = 'pst.asc'
+pst = true
+[[list.member]]
+email = 'm@y.org'
+organization = 'Y'
+key = 'm.asc'
+"
+    );
+    let lists = Config::parse_all(&text, &path).unwrap();
+    let (a, b) = (&lists[0], &lists[1]);
+    assert_eq!(
+        (a.list_address.as_str(), b.list_address.as_str()),
+        ("a@x.org", "b@x.org")
+    );
+    assert_eq!(a.request_address, "a-request@x.org");
+    assert_eq!(b.request_address, "b-join@x.org");
+    assert_eq!(a.state_dir, b.state_dir, "one spool");
+    assert_eq!(a.policy.max_embargo, chrono::Duration::days(7));
+    assert_eq!(b.policy.max_embargo, chrono::Duration::days(30), "its own");
+    assert_eq!(b.policy.member_posts, MemberPosts::Pst, "the rest shared");
+    assert_eq!(a.policy.public_recipients, ["oss@x.org"]);
+    assert!(b.policy.public_recipients.is_empty());
+    assert_eq!(a.roster.members().len(), 1, "the shared [[member]]");
+    assert_eq!(b.roster.members().len(), 2, "its own [[list.member]]");
+    assert_eq!(a.neighbours.first, "a@x.org");
+    assert_eq!(b.neighbours.first, "a@x.org");
+    assert_eq!(a.neighbours.addresses, ["b@x.org", "b-join@x.org"]);
+    assert_eq!(b.neighbours.addresses, ["a@x.org", "a-request@x.org"]);
+    let pst = a.roster.pst_certs()[0].fingerprint().to_hex();
+    assert_eq!(a.neighbours.shared_pst, b.neighbours.shared_pst);
+    assert_eq!(b.neighbours.shared_pst, [pst]);
+    // One list must be named where one is meant.
+    std::fs::write(&path, &text).unwrap();
+    let err = Config::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("2 lists (a@x.org, b@x.org)") && err.contains("--list"),
+        "{err}"
+    );
+    assert_eq!(
+        Config::load_list(&path, Some("B@X.org"))
+            .unwrap()
+            .list_address,
+        "b@x.org"
+    );
+    let err = Config::load_list(&path, Some("c@x.org"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no list c@x.org"), "{err}");
+    // The one-list form is read as before: the list alone, first of itself.
+    let one = Config::parse(
+        "[list]\naddress = 'solo@x.org'\nsecret_key = 'list.key'\nstate_dir = 'state'\n[outbound]\nsmarthost = 'smtp://h'\n[[member]]\nemail = 'pst@x.org'\norganization = 'PST'\nkey = 'pst.asc'\npst = true\n",
+        &path,
+    )
+    .unwrap();
+    assert_eq!(one.neighbours.first, "solo@x.org");
+    assert!(one.neighbours.addresses.is_empty() && one.neighbours.shared_pst.is_empty());
+}
+
+/// What cannot work with several lists is refused, naming the list.
+#[test]
+fn lists_that_would_collide_are_refused() {
+    let dir = keys_dir();
+    let path = dir.path().join("c.toml");
+    let err = |tables: &str| {
+        Config::parse_all(&format!("{SHARED}\n{tables}"), &path)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err("[[list]]\naddress = 'a@x.org'\n[[list]]\naddress = 'A@x.org'\n");
+    assert!(
+        e.contains("[[list]] #2") && e.contains("already an address of the list a@x.org"),
+        "{e}"
+    );
+    let e = err("[[list]]\naddress = 'a@x.org'\n[[list]]\naddress = 'a-request@x.org'\n");
+    assert!(e.contains("already an address"), "{e}");
+    let e = err(
+        "[[list]]\naddress = 'a@x.org'\n[[list]]\naddress = 'b@x.org'\nstate_dir = 'elsewhere'\n",
+    );
+    assert!(e.contains("share one spool"), "{e}");
+    let e = err(
+        "[[list]]\naddress = 'a@x.org'\nroster_file = 'r.toml'\n[[list]]\naddress = 'b@x.org'\nroster_file = 'r.toml'\n",
+    );
+    assert!(e.contains("already the roster file of a@x.org"), "{e}");
+    let e = err("[[list]]\nsecret_key = 'list.key'\n");
+    assert!(e.contains("list.address") && e.contains("missing"), "{e}");
+    let e = Config::parse_all(
+        &format!(
+            "{}\n[[list]]\naddress = 'a@x.org'\n",
+            SHARED.replace("[defaults]\n", "[defaults]\naddress = 'x@x.org'\n")
+        ),
+        &path,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("defaults.address"), "{e}");
 }

@@ -7,13 +7,20 @@ use super::*;
 pub(super) struct Validator<'a> {
     pub(super) path: &'a Path,
     pub(super) base: &'a Path,
+    /// In the `[[list]]` form, the list being checked (its number from 1
+    /// and its address as written), named in every error.
+    pub(super) which: Option<(usize, String)>,
 }
 
 impl Validator<'_> {
-    fn err(&self, field: &str, problem: impl Into<String>) -> ConfigError {
+    pub(super) fn err(&self, field: &str, problem: impl Into<String>) -> ConfigError {
+        let field = match &self.which {
+            None => field.to_owned(),
+            Some((n, address)) => format!("{field}` of [[list]] #{n} (`{address}`"),
+        };
         ConfigError::Field {
             path: self.path.to_owned(),
-            field: field.to_owned(),
+            field,
             problem: problem.into(),
         }
     }
@@ -26,9 +33,28 @@ impl Validator<'_> {
         }
     }
 
-    pub(super) fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
-        let list_address =
-            check_address(&raw.list.address).map_err(|p| self.err("list.address", p))?;
+    /// One list's configuration, from its table merged with the shared
+    /// sections (`lists::merged`).
+    pub(super) fn config(&self, raw: super::lists::OneList) -> Result<Config, ConfigError> {
+        let missing = |field: &str, what: &str| self.err(field, format!("missing: {what}"));
+        let address = raw
+            .list
+            .address
+            .as_deref()
+            .ok_or_else(|| missing("list.address", "the list's own address"))?;
+        let secret_key = raw.list.secret_key.as_deref().ok_or_else(|| {
+            missing(
+                "list.secret_key",
+                "the file with the list's secret key (or in [defaults])",
+            )
+        })?;
+        let state_dir = raw.list.state_dir.as_deref().ok_or_else(|| {
+            missing(
+                "list.state_dir",
+                "the directory of the spool (in [defaults] when there are several lists)",
+            )
+        })?;
+        let list_address = check_address(address).map_err(|p| self.err("list.address", p))?;
         let hostname = match raw.list.hostname {
             Some(h) => check_hostname(&h).map_err(|p| self.err("list.hostname", p))?,
             None => list_address
@@ -47,7 +73,7 @@ impl Validator<'_> {
             return Err(self.err("list.request_address", "must differ from list.address"));
         }
         let key_path = key_source(
-            &self.resolve(&raw.list.secret_key),
+            &self.resolve(secret_key),
             std::env::var_os("CREDENTIALS_DIRECTORY")
                 .as_deref()
                 .map(Path::new),
@@ -100,18 +126,23 @@ impl Validator<'_> {
         };
         let roster_file = raw.list.roster_file.as_deref().map(|p| self.resolve(p));
         let roster = self.roster(raw.members, roster_file.as_deref())?;
+        let neighbours = Neighbours {
+            first: list_address.clone(),
+            ..Neighbours::default()
+        };
         Ok(Config {
             list_address,
             request_address,
             roster_file,
             hostname,
             list_key,
-            state_dir: self.resolve(&raw.list.state_dir),
+            state_dir: self.resolve(state_dir),
             smtp,
             imap,
             outbound,
             policy,
             roster,
+            neighbours,
         })
     }
 

@@ -69,23 +69,22 @@ async fn timed<T>(f: impl Future<Output = async_imap::error::Result<T>>) -> Resu
     }
 }
 
-/// Polls until `shutdown`, handing mail to `intake` (the daemon's, so its
-/// rejections are counted with the listener's); connection trouble is
-/// logged and retried with backoff (5 s doubling to 5 min), never fatal to
-/// the daemon.
-pub(crate) async fn run(
-    relay: Arc<Relay>,
-    intake: Intake,
-    config: ImapConfig,
-    shutdown: CancellationToken,
-) {
+/// Polls until `shutdown`, handing mail to the intake of its list among
+/// `lists` (the daemon's, so their rejections are counted with the
+/// listener's): the lists that share this mailbox, at least one. Several
+/// lists sharing one mailbox get each mail by the list it names (see
+/// [`route`]). Connection trouble is logged and retried with backoff (5 s
+/// doubling to 5 min), never fatal to the daemon.
+pub(crate) async fn run(lists: Vec<Intake>, config: ImapConfig, shutdown: CancellationToken) {
+    let relay = lists[0].relay().clone();
+    let intake = &lists[..];
     const FIRST: Duration = Duration::from_secs(5);
     let mut backoff = FIRST;
     loop {
         let mut connected = false;
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = session(&relay, &intake, &config, &shutdown, &mut connected) => r,
+            r = session(&relay, intake, &config, &shutdown, &mut connected) => r,
         };
         if connected {
             // A session that got going: the next trouble starts the backoff anew.
@@ -168,7 +167,7 @@ async fn tls<S: AsyncRead + AsyncWrite + Unpin + Send + Debug>(
 /// One connection: log in, then drain the mailbox and wait, until shutdown.
 async fn session(
     relay: &Arc<Relay>,
-    intake: &Intake,
+    intake: &[Intake],
     config: &ImapConfig,
     shutdown: &CancellationToken,
     connected: &mut bool,
@@ -266,7 +265,7 @@ struct Remove {
 /// Processes every message in the mailbox, oldest first.
 async fn drain(
     relay: &Arc<Relay>,
-    intake: &Intake,
+    intake: &[Intake],
     config: &ImapConfig,
     imap: &mut Imap,
     remove: &Remove,
@@ -277,9 +276,7 @@ async fn drain(
         .collect();
     uids.sort_unstable();
     for uid in uids {
-        // One configuration for this mail, handed on to the intake.
-        let snapshot = relay.snapshot();
-        let limit = snapshot.config.smtp.max_message_size;
+        let limit = relay.config().smtp.max_message_size;
         let size = fetch_size(imap, uid).await?;
         let Some(size) = size else {
             tracing::warn!(uid, "server gave no size for a message; skipped this round");
@@ -310,7 +307,7 @@ async fn drain(
                     .audit(now, "rejected", None, None, &detail)
                     .is_ok()
             }
-            Some(raw) => process(relay, intake, snapshot, config, uid, raw).await,
+            Some(raw) => process(relay, intake, config, uid, raw).await,
         };
         if !done {
             // Temporary trouble: leave it for the next round.
@@ -331,8 +328,7 @@ async fn drain(
 /// (accepted, rejected, or seen before) and may leave the mailbox.
 async fn process(
     relay: &Arc<Relay>,
-    intake: &Intake,
-    snapshot: crate::context::Snapshot,
+    lists: &[Intake],
     config: &ImapConfig,
     uid: u32,
     raw: Vec<u8>,
@@ -349,11 +345,34 @@ async fn process(
             return false;
         }
     }
+    let peer = format!("IMAP {}/{} uid {uid}", config.host, config.mailbox);
+    let Some(intake) = route(lists, &raw) else {
+        let detail = format!(
+            "{peer}: the mailbox serves {} lists and the mail's Delivered-To, X-Original-To, To and Cc name not exactly one of them",
+            lists.len()
+        );
+        tracing::warn!(
+            uid,
+            "fetched mail names no single list of its mailbox; rejected"
+        );
+        let now = relay.clock.now();
+        let recorded = relay
+            .spool
+            .for_list("")
+            .audit(now, "rejected", None, None, &detail);
+        return recorded.is_ok()
+            && relay
+                .spool
+                .record_fetched(&digest, "rejected: names no single list", now)
+                .is_ok();
+    };
+    // One configuration for this mail, handed on to the intake.
+    let snapshot = intake.relay().snapshot();
     let envelope = Envelope {
         helo: "imap".to_owned(),
         mail_from: String::new(),
         rcpt_to: vec![snapshot.config.list_address.clone()],
-        peer: format!("IMAP {}/{} uid {uid}", config.host, config.mailbox),
+        peer,
     };
     let this = intake.clone();
     let key = digest.clone();
@@ -382,6 +401,55 @@ async fn process(
         return false;
     }
     true
+}
+
+/// The list a fetched mail is for: the mailbox's only list, or, when
+/// several share it, the one list its header names: the delivery headers
+/// an MTA adds (`Delivered-To`, `X-Original-To`), else `To` and `Cc`. None
+/// or two named: no list (the mail is refused, not guessed).
+fn route<'a>(lists: &'a [Intake], raw: &[u8]) -> Option<&'a Intake> {
+    if let [only] = lists {
+        return Some(only);
+    }
+    let message = mail_parser::MessageParser::new().parse_headers(raw)?;
+    let named = |names: &[&str]| -> Vec<&'a Intake> {
+        let mut found: Vec<&'a Intake> = Vec::new();
+        for header in message.headers() {
+            if !names
+                .iter()
+                .any(|n| header.name.as_str().eq_ignore_ascii_case(n))
+            {
+                continue;
+            }
+            let text = match &header.value {
+                mail_parser::HeaderValue::Text(t) => vec![t.to_string()],
+                mail_parser::HeaderValue::Address(a) => a
+                    .iter()
+                    .filter_map(|a| a.address.as_deref().map(str::to_owned))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for address in text {
+                let address = address.trim().trim_matches(['<', '>']);
+                for list in lists {
+                    if list.relay().config().serves(address)
+                        && !found.iter().any(|f| Arc::ptr_eq(f.relay(), list.relay()))
+                    {
+                        found.push(list);
+                    }
+                }
+            }
+        }
+        found
+    };
+    for names in [&["Delivered-To", "X-Original-To"][..], &["To", "Cc"][..]] {
+        match named(names)[..] {
+            [one] => return Some(one),
+            [] => continue,
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// `UID FETCH uid query`: the response for that message, if the server gave one.

@@ -73,14 +73,42 @@ pub struct Handoff {
     pub client: Option<String>,
 }
 
-/// Loads nothing itself: `config` failing to load is the caller's tempfail.
-/// Reads at most `max_message_size` octets; a larger message is refused.
+/// Loads nothing itself: the file failing to load is the caller's
+/// tempfail. The mail goes to the list of `lists` its recipient names (the
+/// only list when none is named). Reads at most `max_message_size` octets;
+/// a larger message is refused.
 pub fn submit(
-    config: Config,
+    lists: Vec<Config>,
     clock: SharedClock,
     origin: &Handoff,
     input: &mut dyn Read,
 ) -> Outcome {
+    let names = |lists: &[Config]| {
+        lists
+            .iter()
+            .map(|c| format!("{} or {}", c.list_address, c.request_address))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let config = match &origin.recipient {
+        Some(rcpt) => match lists.iter().position(|c| c.serves(rcpt)) {
+            Some(i) => lists.into_iter().nth(i).expect("found"),
+            None => {
+                return Outcome {
+                    code: EX_NOUSER,
+                    message: format!("the recipient is not {}", names(&lists)),
+                };
+            }
+        },
+        None if lists.len() == 1 => lists.into_iter().next().expect("one"),
+        None => {
+            // Wiring to fix, not a mail to bounce: the MTA keeps it.
+            return Outcome::tempfail(format!(
+                "the configuration serves {} lists: pass --recipient=${{recipient}} so each mail reaches its own",
+                lists.len()
+            ));
+        }
+    };
     let relay = match Relay::open_for_submit(config, clock) {
         Ok(relay) => Arc::new(relay),
         Err(e) => return Outcome::tempfail(format!("cannot open the spool: {e:#}")),
@@ -104,17 +132,6 @@ pub fn submit(
             _ => "stdin (submit)".to_owned(),
         },
     };
-    if let Some(rcpt) = &origin.recipient
-        && !config.serves(rcpt)
-    {
-        return Outcome {
-            code: EX_NOUSER,
-            message: format!(
-                "the recipient is not {} or {}",
-                config.list_address, config.request_address
-            ),
-        };
-    }
     let limit = config.smtp.max_message_size;
     let mut raw = Vec::new();
     if let Err(e) = input.take(limit as u64 + 1).read_to_end(&mut raw) {

@@ -32,6 +32,12 @@ pub struct Gate<'a> {
     /// Where this list is reached (its address and request address): a
     /// signed To/Cc or `List:` field must name one of them.
     pub addresses: &'a [&'a str],
+    /// The addresses of the daemon's other lists: a signed To/Cc that
+    /// names one of them beside this list is refused.
+    pub others: &'a [String],
+    /// Fingerprints of PST certificates that are PST certificates of
+    /// another list too: a mail they sign must name its list.
+    pub shared_pst: &'a [String],
 }
 
 /// Parses and authorizes a raw mail. Pure: no I/O, no clock of its own.
@@ -58,12 +64,21 @@ pub fn examine(
     // To/Cc (protected headers), this list must be among them (and a PST
     // mail's `List:`, below, must name it).
     let ours = |a: &str| gate.addresses.iter().any(|l| l.eq_ignore_ascii_case(a));
-    let other_list = mime::protected_recipients(signed_part.expose())
+    let theirs = |a: &str| gate.others.iter().any(|l| l.eq_ignore_ascii_case(a));
+    let named = mime::protected_recipients(signed_part.expose());
+    let other_list = named
+        .as_ref()
         .is_some_and(|named| !named.iter().any(|a| ours(a)));
+    let two_lists = named
+        .as_ref()
+        .is_some_and(|named| named.iter().any(|a| ours(a)) && named.iter().any(|a| theirs(a)));
     let subject = relayed_subject(mime::protected_subject(signed_part.expose()), outer_subject);
     if auth.role == SignedBy::Member {
         if other_list {
             return Err(Rejection::OtherList("To/Cc"));
+        }
+        if two_lists {
+            return Err(Rejection::TwoLists);
         }
         if policy.member_posts == MemberPosts::Reject {
             return Err(Rejection::MemberPost(
@@ -101,10 +116,24 @@ pub fn examine(
     if other_list {
         return refused(Rejection::OtherList("To/Cc"), sender);
     }
+    if two_lists {
+        return refused(Rejection::TwoLists, sender);
+    }
     let entity = signed_part.expose();
     let request = match embargo::request(entity, now, policy.max_embargo) {
         Ok((_, Some(list))) if !ours(&list) => {
             return refused(Rejection::OtherList("List: field"), sender);
+        }
+        // A key that announces on several lists must say which one: else
+        // a mail signed for one could be replayed to another.
+        Ok((_, None))
+            if named.is_none()
+                && gate
+                    .shared_pst
+                    .iter()
+                    .any(|f| f.eq_ignore_ascii_case(&sender.signer)) =>
+        {
+            return refused(Rejection::Unbound, sender);
         }
         Ok((request, _)) => request,
         Err(e) => return refused(Rejection::Embargo(e), sender),

@@ -10,11 +10,13 @@ pub mod mime;
 mod posts;
 mod rejection;
 mod roster_edit;
+mod router;
 mod tally;
 pub(crate) mod verify;
 
 pub use examine::*;
 pub use rejection::Rejection;
+pub use router::Router;
 use tally::*;
 
 use std::sync::Arc;
@@ -101,6 +103,10 @@ pub struct Intake {
     /// The configuration and roster this mail is handled under, taken once
     /// when its handling begins ([`Intake::process_fetched`]).
     pinned: Option<Snapshot>,
+    /// Where rejections are recorded when they concern no list (a peer the
+    /// SMTP listener refused before its mail named one): the daemon's own
+    /// audit records. `None`: this list's.
+    daemon: Option<crate::spool::Spool>,
 }
 
 impl Intake {
@@ -109,7 +115,28 @@ impl Intake {
             relay,
             tally: Some(Arc::default()),
             pinned: None,
+            daemon: None,
         }
+    }
+
+    /// This intake's relay: what it records in, and whose list it is.
+    pub fn relay(&self) -> &Arc<Relay> {
+        &self.relay
+    }
+
+    /// An intake for what concerns no list: its rejections go to the
+    /// daemon's own audit records, counted in a tally of its own.
+    pub fn daemon_wide(&self) -> Intake {
+        Intake {
+            tally: Some(Arc::default()),
+            daemon: Some(self.relay.spool.for_list("")),
+            ..self.clone()
+        }
+    }
+
+    /// Where this intake's rejections are recorded.
+    fn records(&self) -> &crate::spool::Spool {
+        self.daemon.as_ref().unwrap_or(&self.relay.spool)
     }
 
     /// For a process that takes one mail and exits (`submit`): rejections
@@ -119,6 +146,7 @@ impl Intake {
             relay,
             tally: None,
             pinned: None,
+            daemon: None,
         }
     }
 
@@ -243,6 +271,8 @@ impl Intake {
             policy: &config.policy,
             max_size: config.smtp.max_message_size,
             addresses: &addresses,
+            others: &config.neighbours.addresses,
+            shared_pst: &config.neighbours.shared_pst,
         };
         // `examine` has no side effects: should a parser panic on some
         // input, that input is refused (and audited) like any bad mail,
@@ -425,7 +455,7 @@ impl Intake {
 }
 
 impl MailHandler for Intake {
-    fn check_rcpt(&self, rcpt: &str) -> Result<(), Reply> {
+    fn check_rcpt(&self, rcpt: &str, _earlier: &[String]) -> Result<(), Reply> {
         if self.relay.config().serves(rcpt) {
             Ok(())
         } else {
@@ -535,6 +565,8 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
             },
             max_size: 1 << 20,
             addresses: &["list@example.org"],
+            others: &[],
+            shared_pst: &[],
         };
         let Examined::Announcement(a, digests, _) = examine(&raw, &gate, &p, now).unwrap() else {
             panic!("an announcement")

@@ -54,6 +54,17 @@ pub enum Rejection {
     /// among them: a mail signed for another list, replayed here.
     #[error("the signed {0} does not name this list: the mail was signed for another list")]
     OtherList(&'static str),
+    /// The signed To/Cc names this list and another list of this daemon.
+    #[error(
+        "the signed To/Cc names this list and another list served here: send one mail per list"
+    )]
+    TwoLists,
+    /// A PST mail names no list, and its key is a PST key of another list
+    /// of this daemon too: it could have been signed for either.
+    #[error(
+        "the signed content names no list, and the signing key is a PST key of more than one list here: name the list in a signed To or Cc (protected headers) or a `List:` field"
+    )]
+    Unbound,
 }
 
 impl Rejection {
@@ -69,7 +80,9 @@ impl Rejection {
             | Rejection::EncryptedUnsigned
             | Rejection::MemberPost(_)
             | Rejection::InlineRefused
-            | Rejection::OtherList(_) => (550, "5.7.1"),
+            | Rejection::OtherList(_)
+            | Rejection::TwoLists
+            | Rejection::Unbound => (550, "5.7.1"),
             Rejection::Encrypted(_) => (550, "5.7.5"),
             Rejection::Replay(_) | Rejection::Command { .. } | Rejection::SignatureTime(_) => {
                 (550, "5.7.0")

@@ -49,7 +49,7 @@ impl Intake {
                 each: RECORDED_EACH,
                 window: TALLY_WINDOW,
             };
-            if let Err(e) = self.relay.spool.tally(now, &key, message_id, detail) {
+            if let Err(e) = self.records().tally(now, &key, message_id, detail) {
                 tracing::error!(error = %e, "could not write the audit record of a rejection");
             }
             return;
@@ -75,7 +75,7 @@ impl Intake {
             }
             tally.recorded += 1;
         }
-        if let Err(e) = self.relay.spool.audit(now, event, message_id, None, detail) {
+        if let Err(e) = self.records().audit(now, event, message_id, None, detail) {
             tracing::error!(error = %e, "could not write the audit record of a rejection");
         }
     }
@@ -86,7 +86,7 @@ impl Intake {
     /// passed (all of them when `all`, at shutdown).
     pub fn flush_tally(&self, now: DateTime<Utc>, all: bool) {
         let before = (!all).then(|| now - TALLY_WINDOW);
-        if let Err(e) = self.relay.spool.flush_tally(now, before) {
+        if let Err(e) = self.records().flush_tally(now, before) {
             tracing::error!(error = %e, "could not write the count of rejections");
         }
         let Some(tally) = &self.tally else { return };
@@ -100,7 +100,7 @@ impl Intake {
         let Some(since) = since else { return };
         for ((event, host, reason), n) in more.into_iter().filter(|(_, n)| *n > 0) {
             let detail = crate::spool::tally_detail(n, &event, &host, since, &reason);
-            if let Err(e) = self.relay.spool.audit(now, &event, None, None, &detail) {
+            if let Err(e) = self.records().audit(now, &event, None, None, &detail) {
                 tracing::error!(error = %e, "could not write the count of rejections");
             }
         }

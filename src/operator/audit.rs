@@ -1,7 +1,6 @@
 //! `audit`: one embargo's or one member's deliveries and trail.
 
 use crate::config::Config;
-use crate::spool::Spool;
 use std::io::Write;
 
 /// `audit`: who was sent what and when, delivered or not, from the spool's
@@ -12,7 +11,7 @@ pub fn audit(
     member: Option<&str>,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let spool = Spool::open(&config.state_dir)?;
+    let spool = crate::context::open_spool(config, true)?;
     if let Some(id) = embargo {
         let e = spool.embargo(id)?;
         writeln!(

@@ -16,7 +16,7 @@ pub fn embargo(
     clock: &dyn Clock,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let spool = Spool::open(&config.state_dir)?;
+    let spool = crate::context::open_spool(config, true)?;
     let now = clock.now();
     match action {
         EmbargoAction::List => list(&spool, now, out),

@@ -5,14 +5,14 @@ use super::{releases, time_left};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::keycheck::{self, CertRole};
-use crate::spool::{DeliveryState, Kind, Spool};
+use crate::spool::{DeliveryState, Kind};
 use chrono::{DateTime, Utc};
 use std::io::Write;
 
 /// `status`: the queue, held embargoes, recent rejections and keys that
 /// need attention, from the running daemon's state directory.
 pub fn status(config: &Config, clock: &dyn Clock, out: &mut dyn Write) -> anyhow::Result<()> {
-    let spool = Spool::open(&config.state_dir)?;
+    let spool = crate::context::open_spool(config, true)?;
     let now = clock.now();
     let rows = spool.deliveries(None, None)?;
     let pending: Vec<_> = rows

@@ -38,7 +38,8 @@ pub(super) fn write_count(
 ) -> rusqlite::Result<()> {
     if more > 0 {
         let detail = tally_detail(more as u64, event, host, from_millis(since), reason);
-        insert_audit(conn, at, event, None, None, &detail)?;
+        // A count spans peers and lists: the daemon's own record.
+        insert_audit(conn, "", at, event, None, None, &detail)?;
     }
     conn.execute(
         "DELETE FROM rejection_tally WHERE event = ?1 AND host = ?2 AND reason = ?3",
@@ -81,8 +82,10 @@ pub const TALLY_KEYS: usize = 512;
 /// 256 + 512 records (about 110 KB), whatever the number of hosts.
 pub const TALLY_RECORDED: u64 = 256;
 
+/// Appends one record to `list`'s audit trail (`""`: the daemon's).
 pub(super) fn insert_audit(
     conn: &Connection,
+    list: &str,
     at: i64,
     event: &str,
     message_id: Option<&str>,
@@ -90,8 +93,8 @@ pub(super) fn insert_audit(
     detail: &str,
 ) -> rusqlite::Result<()> {
     conn.execute(
-        "INSERT INTO audit (at, event, message_id, member, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![at, event, message_id, member, detail],
+        "INSERT INTO audit (at, event, message_id, member, detail, list) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![at, event, message_id, member, detail, list],
     )
     .map(|_| ())
 }
@@ -101,9 +104,11 @@ impl Spool {
     pub fn last_event(&self, event: &str) -> Result<Option<DateTime<Utc>>, SpoolError> {
         let ms: Option<i64> = self
             .lock()
-            .query_row("SELECT MAX(at) FROM audit WHERE event = ?1", [event], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT MAX(at) FROM audit WHERE list = ?1 AND event = ?2",
+                [&*self.list, event],
+                |r| r.get(0),
+            )
             .map_err(|e| self.db(e))?;
         Ok(ms.map(from_millis))
     }
@@ -119,6 +124,7 @@ impl Spool {
     ) -> Result<(), SpoolError> {
         insert_audit(
             &self.lock(),
+            &self.list,
             to_millis(now),
             event,
             message_id,
@@ -219,7 +225,7 @@ impl Spool {
             let more = if seen > key.each as i64 || recorded >= TALLY_RECORDED as i64 {
                 more + 1
             } else {
-                insert_audit(&tx, t, key.event, message_id, None, detail)?;
+                insert_audit(&tx, &self.list, t, key.event, message_id, None, detail)?;
                 more
             };
             tx.execute(
@@ -292,8 +298,16 @@ impl Spool {
             )
             .map_err(|e| self.db(e))?;
         if !there {
-            insert_audit(&tx, to_millis(now), event, Some(message_id), None, detail)
-                .map_err(|e| self.db(e))?;
+            insert_audit(
+                &tx,
+                &self.list,
+                to_millis(now),
+                event,
+                Some(message_id),
+                None,
+                detail,
+            )
+            .map_err(|e| self.db(e))?;
         }
         tx.commit().map_err(|e| self.db(e))?;
         Ok(!there)
@@ -323,7 +337,7 @@ mod tests {
     #[test]
     fn prune_forgets_only_what_is_older_than_the_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = Spool::open(dir.path(), "list@example.org").unwrap();
         let members = vec!["a@x.org".to_owned()];
         let accept = |id: &str, digest: &str, at: &str| {
             let d = [digest.to_owned()];
@@ -402,7 +416,7 @@ mod tests {
     #[test]
     fn the_tally_records_eight_then_counts_per_window() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = Spool::open(dir.path(), "list@example.org").unwrap();
         let key = TallyKey {
             event: "rejected",
             host: "192.0.2.7",

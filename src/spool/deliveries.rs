@@ -49,12 +49,12 @@ impl Spool {
             .prepare_cached(
                 "SELECT d.message_id, d.member, d.kind, d.copy_id, d.attempts, m.embargo_until, m.embargo_state, d.first_failed_at FROM deliveries d
                  JOIN messages m ON m.id = d.message_id
-                 WHERE d.state = 'pending' AND d.next_attempt_at <= ?1
+                 WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 AND m.list = ?3
                  ORDER BY d.kind = 'release' DESC, d.kind = 'lifted' DESC, m.received_at, d.message_id, d.member LIMIT ?2",
             )
             .map_err(|e| self.db(e))?;
         let rows = stmt
-            .query_map(params![to_millis(now), limit as i64], |r| {
+            .query_map(params![to_millis(now), limit as i64, &*self.list], |r| {
                 let kind = r.get::<_, String>(2)?.parse::<Kind>().map_err(|e| {
                     rusqlite::Error::FromSqlConversionFailure(
                         2,
@@ -98,8 +98,9 @@ impl Spool {
         let ms: Option<i64> = self
             .lock()
             .query_row(
-                "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending' AND next_attempt_at > ?1",
-                [to_millis(now)],
+                "SELECT MIN(d.next_attempt_at) FROM deliveries d JOIN messages m ON m.id = d.message_id
+                 WHERE d.state = 'pending' AND d.next_attempt_at > ?1 AND m.list = ?2",
+                params![to_millis(now), &*self.list],
                 |r| r.get(0),
             )
             .map_err(|e| self.db(e))?;
@@ -110,8 +111,8 @@ impl Spool {
     pub fn sealed(&self, message_id: &str) -> Result<Vec<u8>, SpoolError> {
         self.lock()
             .query_row(
-                "SELECT sealed FROM messages WHERE id = ?1",
-                [message_id],
+                "SELECT sealed FROM messages WHERE id = ?1 AND list = ?2",
+                [message_id, &*self.list],
                 |r| r.get(0),
             )
             .map_err(|e| self.db(e))
@@ -155,6 +156,7 @@ impl Spool {
         };
         insert_audit(
             &tx,
+            &self.list,
             to_millis(now),
             event,
             Some(&d.message_id),
@@ -208,6 +210,7 @@ impl Spool {
         .map_err(|e| self.db(e))?;
         insert_audit(
             &tx,
+            &self.list,
             to_millis(now),
             "deferred",
             Some(&d.message_id),
@@ -250,14 +253,14 @@ impl Spool {
         let conn = self.lock();
         let mut stmt = conn
             .prepare(
-                "SELECT m.id FROM messages m WHERE m.kind = 'announcement'
+                "SELECT m.id FROM messages m WHERE m.kind = 'announcement' AND m.list = ?1
                    AND EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.kind = 'copy')
                    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.kind = 'copy' AND d.state = 'pending' AND d.attempts = 0)
                    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.kind = 'receipt')",
             )
             .map_err(|e| self.db(e))?;
         let ids = stmt
-            .query_map([], |r| r.get(0))
+            .query_map([&*self.list], |r| r.get(0))
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
             .map_err(|e| self.db(e))?;
         Ok(ids)

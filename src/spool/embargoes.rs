@@ -34,10 +34,12 @@ impl Spool {
             let conn = self.lock();
             let mut stmt = conn
                 .prepare(
-                    "SELECT id FROM messages WHERE kind = 'announcement' ORDER BY embargo_until",
+                    "SELECT id FROM messages WHERE list = ?1 AND kind = 'announcement' ORDER BY embargo_until",
                 )
                 .map_err(|e| self.db(e))?;
-            let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.db(e))?;
+            let rows = stmt
+                .query_map([&*self.list], |r| r.get(0))
+                .map_err(|e| self.db(e))?;
             rows.collect::<Result<_, _>>().map_err(|e| self.db(e))?
         };
         ids.iter().map(|id| self.embargo(id)).collect()
@@ -48,8 +50,8 @@ impl Spool {
         let (signer, received, until, state): (String, i64, i64, String) = self
             .lock()
             .query_row(
-                "SELECT signer, received_at, embargo_until, embargo_state FROM messages WHERE id = ?1 AND kind = 'announcement'",
-                [id],
+                "SELECT signer, received_at, embargo_until, embargo_state FROM messages WHERE id = ?1 AND kind = 'announcement' AND list = ?2",
+                [id, &*self.list],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()
@@ -179,8 +181,8 @@ impl Spool {
                 "SELECT embargo_state, embargo_until,
                    (SELECT COUNT(*) FROM deliveries WHERE message_id = ?1 AND kind = 'release' AND state = 'sent'),
                    (SELECT COUNT(*) FROM deliveries WHERE message_id = ?1 AND kind IN ('release', 'lifted') AND state = 'pending')
-                 FROM messages WHERE id = ?1 AND kind = 'announcement'",
-                [id],
+                 FROM messages WHERE id = ?1 AND kind = 'announcement' AND list = ?2",
+                [id, &*self.list],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()
@@ -207,7 +209,8 @@ impl Spool {
             });
         }
         if let Some(origin) = origin {
-            insert_signatures(&tx, origin.digests, id, to_millis(now)).map_err(|e| self.db(e))?;
+            insert_signatures(&tx, &self.list, origin.digests, id, to_millis(now))
+                .map_err(|e| self.db(e))?;
             if let Some(digest) = origin.submission {
                 insert_submission(&tx, digest, id, to_millis(now), None).map_err(|e| self.db(e))?;
             }
@@ -217,6 +220,7 @@ impl Spool {
         let detail = apply(&tx, until)?;
         insert_audit(
             &tx,
+            &self.list,
             to_millis(now),
             event,
             Some(id),
@@ -236,7 +240,7 @@ mod tests {
     #[test]
     fn operators_extend_release_and_cancel_held_embargoes() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = Spool::open(dir.path(), "list@example.org").unwrap();
         let now = t("2026-11-20T12:00:00Z");
         let until = t("2026-11-22T12:00:00Z");
         let members = vec!["a@x.org".to_owned()];
@@ -343,7 +347,7 @@ mod tests {
     #[test]
     fn an_embargo_with_a_release_out_cannot_be_cancelled_or_extended() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = Spool::open(dir.path(), "list@example.org").unwrap();
         let now = t("2026-11-20T12:00:00Z");
         let until = t("2026-11-22T12:00:00Z");
         let public = vec!["pub1@x.org".to_owned(), "pub2@x.org".to_owned()];

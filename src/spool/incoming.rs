@@ -16,14 +16,15 @@ use super::{Spool, SpoolError, write_tx};
 /// Adds a message's signature identities to the replay cache.
 pub(super) fn insert_signatures(
     conn: &Connection,
+    list: &str,
     digests: &[String],
     id: &str,
     at: i64,
 ) -> rusqlite::Result<()> {
     for digest in digests {
         conn.execute(
-            "INSERT INTO seen_signatures (digest, message_id, at) VALUES (?1, ?2, ?3)",
-            params![digest, id, at],
+            "INSERT INTO seen_signatures (list, digest, message_id, at) VALUES (?1, ?2, ?3, ?4)",
+            params![list, digest, id, at],
         )?;
     }
     Ok(())
@@ -43,16 +44,17 @@ pub(super) fn insert_fetched(
     .map(drop)
 }
 
-/// The message a signature identity was first seen with, if any.
+/// The message a signature identity was first seen with on `list`, if any.
 pub(super) fn seen_before(
     conn: &Connection,
+    list: &str,
     digests: &[String],
 ) -> rusqlite::Result<Option<String>> {
     for digest in digests {
         let seen: Option<String> = conn
             .query_row(
-                "SELECT message_id FROM seen_signatures WHERE digest = ?1",
-                [digest],
+                "SELECT message_id FROM seen_signatures WHERE list = ?1 AND digest = ?2",
+                params![list, digest],
                 |r| r.get(0),
             )
             .optional()?;
@@ -80,7 +82,7 @@ pub(super) fn insert_submission(
 impl Spool {
     /// `Err(Replay)` naming the message that carried any of `digests` before.
     pub(super) fn not_seen(&self, conn: &Connection, digests: &[String]) -> Result<(), SpoolError> {
-        match seen_before(conn, digests).map_err(|e| self.db(e))? {
+        match seen_before(conn, &self.list, digests).map_err(|e| self.db(e))? {
             Some(previous) => Err(SpoolError::Replay(previous)),
             None => Ok(()),
         }
@@ -100,11 +102,11 @@ impl Spool {
         self.not_seen(&tx, msg.sig_digests)?;
         let t = to_millis(now);
         tx.execute(
-            "INSERT INTO messages (id, received_at, signer, embargo_until, sealed) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![msg.id, t, msg.signer, to_millis(msg.embargo_until), msg.sealed],
+            "INSERT INTO messages (id, received_at, signer, embargo_until, sealed, list) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![msg.id, t, msg.signer, to_millis(msg.embargo_until), msg.sealed, &*self.list],
         )
         .map_err(|e| self.db(e))?;
-        insert_signatures(&tx, msg.sig_digests, msg.id, t).map_err(|e| self.db(e))?;
+        insert_signatures(&tx, &self.list, msg.sig_digests, msg.id, t).map_err(|e| self.db(e))?;
         if let Some(digest) = msg.submission {
             insert_submission(&tx, digest, msg.id, t, None).map_err(|e| self.db(e))?;
         }
@@ -130,6 +132,7 @@ impl Spool {
         }
         insert_audit(
             &tx,
+            &self.list,
             t,
             "accepted",
             Some(msg.id),
@@ -184,10 +187,10 @@ impl Spool {
         let t = to_millis(now);
         let write = || -> rusqlite::Result<()> {
             tx.execute(
-                "INSERT INTO messages (id, received_at, signer, embargo_until, sealed, kind) VALUES (?1, ?2, ?3, ?2, ?4, 'refusal')",
-                params![id, t, signer, sealed],
+                "INSERT INTO messages (id, received_at, signer, embargo_until, sealed, kind, list) VALUES (?1, ?2, ?3, ?2, ?4, 'refusal', ?5)",
+                params![id, t, signer, sealed, &*self.list],
             )?;
-            insert_signatures(&tx, digests, id, t)?;
+            insert_signatures(&tx, &self.list, digests, id, t)?;
             if let Some((digest, reply)) = submission {
                 insert_submission(&tx, digest, id, t, Some(reply))?;
             }
@@ -214,12 +217,12 @@ impl Spool {
             for (to, sealed) in notices {
                 let id = format!("notice-{}", crate::crypto::random_hex(8));
                 tx.execute(
-                    "INSERT INTO messages (id, received_at, signer, embargo_until, sealed, kind) VALUES (?1, ?2, '', ?2, ?3, 'notice')",
-                    params![id, t, sealed],
+                    "INSERT INTO messages (id, received_at, signer, embargo_until, sealed, kind, list) VALUES (?1, ?2, '', ?2, ?3, 'notice', ?4)",
+                    params![id, t, sealed, &*self.list],
                 )?;
                 insert_delivery(&tx, &id, to, Kind::Notice, t)?;
             }
-            insert_audit(&tx, t, event, None, None, detail)
+            insert_audit(&tx, &self.list, t, event, None, None, detail)
         };
         write().map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))
@@ -234,10 +237,10 @@ impl Spool {
         let t = to_millis(now);
         let write = || -> rusqlite::Result<()> {
             tx.execute(
-                "INSERT INTO messages (id, received_at, signer, embargo_until, sealed, kind) VALUES (?1, ?2, ?3, ?2, ?4, 'post')",
-                params![post.id, t, post.signer, post.sealed],
+                "INSERT INTO messages (id, received_at, signer, embargo_until, sealed, kind, list) VALUES (?1, ?2, ?3, ?2, ?4, 'post', ?5)",
+                params![post.id, t, post.signer, post.sealed, &*self.list],
             )?;
-            insert_signatures(&tx, post.sig_digests, post.id, t)?;
+            insert_signatures(&tx, &self.list, post.sig_digests, post.id, t)?;
             if let Some(digest) = post.submission {
                 insert_submission(&tx, digest, post.id, t, None)?;
             }
@@ -253,7 +256,15 @@ impl Spool {
             if let Some(digest) = post.fetched {
                 insert_fetched(&tx, digest, t, &format!("{} {}", post.event, post.id))?;
             }
-            insert_audit(&tx, t, post.event, Some(post.id), None, post.detail)
+            insert_audit(
+                &tx,
+                &self.list,
+                t,
+                post.event,
+                Some(post.id),
+                None,
+                post.detail,
+            )
         };
         write().map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))
@@ -261,7 +272,7 @@ impl Spool {
 
     /// The message that carried any of these signatures before, if any.
     pub fn replay_of(&self, digests: &[String]) -> Result<Option<String>, SpoolError> {
-        seen_before(&self.lock(), digests).map_err(|e| self.db(e))
+        seen_before(&self.lock(), &self.list, digests).map_err(|e| self.db(e))
     }
 
     /// What became of a mail fetched before with this digest, if anything.
@@ -328,7 +339,7 @@ mod tests {
     #[test]
     fn accept_queues_one_delivery_per_member_and_refuses_replays() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = Spool::open(dir.path(), "list@example.org").unwrap();
         let members = vec!["a@x.org".to_owned(), "b@y.org".to_owned()];
         let msg = NewMessage {
             id: "m1",

@@ -108,11 +108,16 @@ pub struct Spool {
     /// Set at the first sign of corruption: the intake then answers 451
     /// and the watchdog stops being fed.
     damaged: Arc<std::sync::atomic::AtomicBool>,
+    /// The list this handle reads and writes (its address in lower case):
+    /// one spool holds every list of the daemon, each message and audit
+    /// record marked with its list, and a handle sees its own list alone
+    /// (and the daemon-wide audit records, list `""`).
+    list: Arc<str>,
 }
 
 impl std::fmt::Debug for Spool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Spool({})", self.path.display())
+        write!(f, "Spool({}, {})", self.path.display(), self.list)
     }
 }
 
@@ -121,8 +126,12 @@ impl Spool {
     /// made private to the daemon's user. A spool that fails SQLite's
     /// `quick_check`, or a missing or empty one where one was before
     /// (`spool.created`), is refused: never used silently as a new one.
-    pub fn open(state_dir: &Path) -> Result<Spool, SpoolError> {
-        let opened = Self::open_with(state_dir, true);
+    ///
+    /// The handle is for `list` (see [`Spool::for_list`]); a spool written
+    /// before lists were marked (schema version 7 and older) belongs to
+    /// the list that opens it first: the daemon's first list.
+    pub fn open(state_dir: &Path, list: &str) -> Result<Spool, SpoolError> {
+        let opened = Self::open_with(state_dir, list, true);
         if let Err(SpoolError::Damaged { report, .. }) = &opened {
             let _ = std::fs::write(state_dir.join(DAMAGED), format!("{report}\n"));
         }
@@ -133,11 +142,26 @@ impl Spool {
     /// file: for `submit`, run once per mail (a 290 MB spool took 0.9 s
     /// a mail). Corruption it meets still marks the spool damaged, and the
     /// daemon, `check` and `status` run the check.
-    pub fn open_unchecked(state_dir: &Path) -> Result<Spool, SpoolError> {
-        Self::open_with(state_dir, false)
+    pub fn open_unchecked(state_dir: &Path, list: &str) -> Result<Spool, SpoolError> {
+        Self::open_with(state_dir, list, false)
     }
 
-    fn open_with(state_dir: &Path, check: bool) -> Result<Spool, SpoolError> {
+    /// A handle on the same spool (one connection, one lock) for another
+    /// list of the daemon.
+    pub fn for_list(&self, list: &str) -> Spool {
+        Spool {
+            list: list.to_ascii_lowercase().into(),
+            ..self.clone()
+        }
+    }
+
+    /// The list this handle is for (its address in lower case).
+    pub fn list(&self) -> &str {
+        &self.list
+    }
+
+    fn open_with(state_dir: &Path, list: &str, check: bool) -> Result<Spool, SpoolError> {
+        let list = list.to_ascii_lowercase();
         let io = |source| SpoolError::Io {
             path: state_dir.to_owned(),
             source,
@@ -197,7 +221,7 @@ impl Spool {
             return Err(SpoolError::Damaged { path, report });
         }
         let mut conn = conn;
-        migrate(&mut conn).map_err(db)?;
+        migrate(&mut conn, &list).map_err(db)?;
         for suffix in ["-wal", "-shm"] {
             let side = state_dir.join(format!("spool.sqlite{suffix}"));
             if side.exists() {
@@ -211,6 +235,7 @@ impl Spool {
             conn: Arc::new(Mutex::new(conn)),
             path,
             damaged: Arc::default(),
+            list: list.into(),
         })
     }
 
@@ -412,7 +437,7 @@ pub(super) mod tests {
             Spool::inspect(dir.path()).is_ok(),
             "nothing there yet is fine"
         );
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = Spool::open(dir.path(), "list@example.org").unwrap();
         assert!(dir.path().join(MARKER).exists());
         for i in 0..2000 {
             spool
@@ -444,7 +469,7 @@ pub(super) mod tests {
             .collect();
         file.write_all(&noise).unwrap();
         drop(file);
-        let err = Spool::open(dir.path()).unwrap_err();
+        let err = Spool::open(dir.path(), "list@example.org").unwrap_err();
         assert!(
             matches!(err, SpoolError::Damaged { .. }) && err.is_damage(),
             "{err}"
@@ -457,7 +482,7 @@ pub(super) mod tests {
 
         // Emptied (a zero-length file), or gone: refused, not a fresh start.
         std::fs::write(&path, b"").unwrap();
-        let err = Spool::open(dir.path()).unwrap_err();
+        let err = Spool::open(dir.path(), "list@example.org").unwrap_err();
         assert!(matches!(err, SpoolError::Missing { .. }), "{err}");
         assert!(matches!(
             Spool::inspect(dir.path()),
@@ -465,7 +490,7 @@ pub(super) mod tests {
         ));
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(
-            Spool::open(dir.path()),
+            Spool::open(dir.path(), "list@example.org"),
             Err(SpoolError::Missing { .. })
         ));
 
@@ -478,7 +503,7 @@ pub(super) mod tests {
                 .iter()
                 .any(|m| m.ends_with("spool.sqlite.set-aside-20261121T080000Z"))
         );
-        let fresh = Spool::open(dir.path()).unwrap();
+        let fresh = Spool::open(dir.path(), "list@example.org").unwrap();
         assert_eq!(fresh.quick_check().unwrap(), "ok");
         assert!(fresh.audit_records().unwrap().is_empty());
     }
@@ -490,11 +515,11 @@ pub(super) mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         for _ in 0..2 {
-            let spool = Spool::open(dir.path()).unwrap();
+            let spool = Spool::open(dir.path(), "list@example.org").unwrap();
             spool
                 .audit(t("2026-11-20T12:00:00Z"), "test", None, None, "x")
                 .unwrap();
-            let second = Spool::open(dir.path()).unwrap();
+            let second = Spool::open(dir.path(), "list@example.org").unwrap();
             for name in ["spool.sqlite", "spool.sqlite-wal", "spool.sqlite-shm"] {
                 let mode = std::fs::metadata(dir.path().join(name))
                     .unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -511,7 +536,7 @@ pub(super) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let now = t("2026-11-20T12:00:00Z");
         let members = vec!["a@x.org".to_owned()];
-        Spool::open(dir.path())
+        Spool::open(dir.path(), "list@example.org")
             .unwrap()
             .accept(
                 &NewMessage {
@@ -529,7 +554,7 @@ pub(super) mod tests {
                 now,
             )
             .unwrap();
-        let reopened = Spool::open(dir.path()).unwrap();
+        let reopened = Spool::open(dir.path(), "list@example.org").unwrap();
         assert_eq!(reopened.due(now, 10).unwrap().len(), 1);
         assert_eq!(reopened.sealed("m1").unwrap(), b"c");
         assert_eq!(

@@ -79,12 +79,12 @@ impl Spool {
         let mut stmt = conn
             .prepare_cached(
                 "SELECT at, event, message_id, member, detail FROM audit
-                 WHERE (?1 IS NULL OR message_id = ?1) AND (?2 IS NULL OR member = ?2 COLLATE NOCASE)
+                 WHERE list IN (?3, '') AND (?1 IS NULL OR message_id = ?1) AND (?2 IS NULL OR member = ?2 COLLATE NOCASE)
                  ORDER BY seq",
             )
             .map_err(|e| self.db(e))?;
         let rows = stmt
-            .query_map(params![message_id, member], |r| {
+            .query_map(params![message_id, member, &*self.list], |r| {
                 Ok(AuditRecord {
                     at: from_millis(r.get(0)?),
                     event: r.get(1)?,
@@ -108,12 +108,12 @@ impl Spool {
             .prepare_cached(
                 "SELECT d.message_id, d.member, d.kind, d.state, d.attempts, d.next_attempt_at, d.last_error
                  FROM deliveries d JOIN messages m ON m.id = d.message_id
-                 WHERE (?1 IS NULL OR d.message_id = ?1) AND (?2 IS NULL OR d.member = ?2 COLLATE NOCASE)
+                 WHERE m.list = ?3 AND (?1 IS NULL OR d.message_id = ?1) AND (?2 IS NULL OR d.member = ?2 COLLATE NOCASE)
                  ORDER BY m.received_at, d.message_id, d.kind, d.member",
             )
             .map_err(|e| self.db(e))?;
         let rows = stmt
-            .query_map(params![message_id, member], |r| {
+            .query_map(params![message_id, member, &*self.list], |r| {
                 Ok(DeliveryRow {
                     message_id: r.get(0)?,
                     member: r.get(1)?,
@@ -140,8 +140,9 @@ impl Spool {
         let conn = self.lock();
         let by_copy: Option<(String, String)> = conn
             .query_row(
-                "SELECT message_id, kind FROM deliveries WHERE copy_id = ?1",
-                params![id],
+                "SELECT d.message_id, d.kind FROM deliveries d JOIN messages m ON m.id = d.message_id
+                 WHERE d.copy_id = ?1 AND m.list = ?2",
+                params![id, &*self.list],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
@@ -151,8 +152,8 @@ impl Spool {
             None => {
                 let by_id: Option<String> = conn
                     .query_row(
-                        "SELECT kind FROM messages WHERE id = ?1",
-                        params![id],
+                        "SELECT kind FROM messages WHERE id = ?1 AND list = ?2",
+                        params![id, &*self.list],
                         |r| r.get(0),
                     )
                     .optional()

@@ -10,8 +10,10 @@ use super::write_tx;
 /// The schema version this code writes (`PRAGMA user_version`). Version 7:
 /// sealed records in framing v3 (`record`: an announcement's scope), which
 /// an older program cannot read, so it refuses the spool by its version
-/// instead; and the index on `deliveries.copy_id`.
-pub(super) const SCHEMA_VERSION: i64 = 7;
+/// instead; and the index on `deliveries.copy_id`. Version 8: several
+/// lists in one spool (`list` on messages, the replay cache and the audit
+/// trail; an older spool's rows go to the list that opens it first).
+pub(super) const SCHEMA_VERSION: i64 = 8;
 
 /// `messages`: one row per message the list keeps, sealed to the list key
 /// (an announcement with its embargo time and state, or a post, refusal or
@@ -25,7 +27,9 @@ pub(super) fn messages_ddl(name: &str) -> String {
     embargo_until INTEGER NOT NULL,
     embargo_state TEXT NOT NULL DEFAULT 'held' CHECK (embargo_state IN ('held', 'cancelled')),
     kind         TEXT NOT NULL DEFAULT 'announcement' CHECK (kind IN ('announcement', 'refusal', 'post', 'notice')),
-    sealed       BLOB NOT NULL
+    sealed       BLOB NOT NULL,
+    -- The list's address in lower case (version 8).
+    list         TEXT NOT NULL DEFAULT ''
 );"
     )
 }
@@ -51,14 +55,19 @@ pub(super) fn deliveries_ddl(name: &str) -> String {
 
 pub(super) const OTHER_TABLES: &str = "
 -- The replay cache: the identity of every good signature taken (SHA-256 of
--- the packet with its unhashed area emptied), and the message it came with.
+-- the packet with its unhashed area emptied), and the message it came with,
+-- per list (version 8).
 CREATE TABLE IF NOT EXISTS seen_signatures (
-    digest      TEXT PRIMARY KEY,
+    list        TEXT NOT NULL DEFAULT '',
+    digest      TEXT NOT NULL,
     message_id  TEXT NOT NULL REFERENCES messages(id),
     -- When it was taken (a command's signature is kept under the
     -- announcement it changed, which can be much older). Version 6.
-    at          INTEGER
+    at          INTEGER,
+    PRIMARY KEY (list, digest)
 );
+-- A list's messages by kind (its embargoes, its receipts owed).
+CREATE INDEX IF NOT EXISTS messages_list ON messages (list, kind);
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
 -- The thread a member's reply belongs to, by the copy id its In-Reply-To
 -- names (version 7).
@@ -98,8 +107,12 @@ CREATE TABLE IF NOT EXISTS audit (
     event       TEXT NOT NULL,
     message_id  TEXT,
     member      TEXT,
-    detail      TEXT NOT NULL
+    detail      TEXT NOT NULL,
+    -- The list's address in lower case; '' for what concerns the daemon as
+    -- a whole (a peer refused before its mail named a list). Version 8.
+    list        TEXT NOT NULL DEFAULT ''
 );
+CREATE INDEX IF NOT EXISTS audit_list ON audit (list, seq);
 -- Where the daemon measures clock leaps from (`clock::LeapBase`), so a
 -- restart on the same boot does not measure from a clock that leapt.
 CREATE TABLE IF NOT EXISTS leap_base (
@@ -130,7 +143,10 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 /// Creates the schema, or brings an older spool up to [`SCHEMA_VERSION`].
 /// Runs in one IMMEDIATE transaction, so a daemon and `submit` opening the
 /// same spool at once do not both migrate it.
-pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+///
+/// A spool older than version 8 held one list: its rows are marked as
+/// `list`'s, the list that opens it (the daemon's first list).
+pub(super) fn migrate(conn: &mut Connection, list: &str) -> rusqlite::Result<()> {
     // Table rebuilds need foreign keys off; it cannot change inside a transaction.
     conn.pragma_update(None, "foreign_keys", "OFF")?;
     let tx = write_tx(conn)?;
@@ -185,6 +201,9 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     if seen_exists && !seen_has_at {
         tx.execute_batch("ALTER TABLE seen_signatures ADD COLUMN at INTEGER;")?;
     }
+    if version < 8 {
+        mark_lists(&tx, list, seen_exists)?;
+    }
     tx.execute_batch(OTHER_TABLES)?;
     // Version 4 made `submissions` without its `reply` column.
     let has_reply: bool = tx.query_row(
@@ -209,6 +228,60 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     conn.pragma_update(None, "foreign_keys", "ON")
+}
+
+/// Version 8: the rows of a spool that held one list are marked as that
+/// list's. The messages table has its column by now (made, or rebuilt
+/// above, with the default ''); the audit trail gets its column the same
+/// way (its append-only triggers are dropped for this one update, inside
+/// the migration's transaction, and made again with the other tables); the
+/// replay cache is rebuilt with the list in its key.
+fn mark_lists(
+    tx: &rusqlite::Transaction<'_>,
+    list: &str,
+    seen_exists: bool,
+) -> rusqlite::Result<()> {
+    let has_column = |table: &str| -> rusqlite::Result<bool> {
+        tx.query_row(
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM pragma_table_info('{table}') WHERE name = 'list')"
+            ),
+            [],
+            |r| r.get(0),
+        )
+    };
+    if !has_column("messages")? {
+        tx.execute_batch("ALTER TABLE messages ADD COLUMN list TEXT NOT NULL DEFAULT '';")?;
+    }
+    tx.execute("UPDATE messages SET list = ?1 WHERE list = ''", [list])?;
+    let audit_exists: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit')",
+        [],
+        |r| r.get(0),
+    )?;
+    if audit_exists && !has_column("audit")? {
+        tx.execute_batch(
+            "ALTER TABLE audit ADD COLUMN list TEXT NOT NULL DEFAULT '';
+             DROP TRIGGER IF EXISTS audit_no_update;",
+        )?;
+        tx.execute("UPDATE audit SET list = ?1", [list])?;
+    }
+    if seen_exists && !has_column("seen_signatures")? {
+        tx.execute_batch(
+            "CREATE TABLE seen_rebuilt (
+                list TEXT NOT NULL DEFAULT '', digest TEXT NOT NULL,
+                message_id TEXT NOT NULL REFERENCES messages(id), at INTEGER,
+                PRIMARY KEY (list, digest));",
+        )?;
+        tx.execute(
+            "INSERT INTO seen_rebuilt (list, digest, message_id, at) SELECT ?1, digest, message_id, at FROM seen_signatures",
+            [list],
+        )?;
+        tx.execute_batch(
+            "DROP TABLE seen_signatures; ALTER TABLE seen_rebuilt RENAME TO seen_signatures;",
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -240,11 +313,14 @@ mod tests {
                    message_id TEXT, member TEXT, detail TEXT NOT NULL);
                  INSERT INTO messages (id, received_at, signer, embargo_until, sealed) VALUES ('old', 1, 'F', 2, x'00');
                  INSERT INTO seen_signatures VALUES ('d-old', 'old');
-                 INSERT INTO deliveries (message_id, member, copy_id, state, next_attempt_at) VALUES ('old', 'a@x.org', 'c', 'pending', 1);",
+                 INSERT INTO deliveries (message_id, member, copy_id, state, next_attempt_at) VALUES ('old', 'a@x.org', 'c', 'pending', 1);
+                 INSERT INTO audit (at, event, message_id, detail) VALUES (1, 'accepted', 'old', 'kept');
+                 CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+                 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
             )
             .unwrap();
         }
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = Spool::open(dir.path(), "list@example.org").unwrap();
         let version: i64 = spool
             .lock()
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -280,10 +356,31 @@ mod tests {
         post("p1", "d-new").unwrap();
         assert!(matches!(post("p2", "d-old"), Err(SpoolError::Replay(id)) if id == "old"));
         assert_eq!(spool.due(now, 10).unwrap().len(), 2);
+        // Version 8: the old rows are the opening list's, and no other
+        // list of the spool sees them; its replay cache is its own.
+        let other = spool.for_list("other@example.org");
+        assert!(other.due(now, 10).unwrap().is_empty());
+        assert!(other.sealed("old").is_err());
+        assert!(other.audit_records().unwrap().is_empty());
+        assert_eq!(other.replay_of(&["d-old".to_owned()]).unwrap(), None);
+        assert!(
+            spool
+                .audit_records()
+                .unwrap()
+                .iter()
+                .any(|r| r.detail == "kept"),
+            "the old audit trail is the list's"
+        );
+        let refused = spool.lock().execute("UPDATE audit SET detail = 'x'", []);
+        assert!(refused.is_err(), "the audit trail is append-only again");
         drop(spool);
         // Opening again changes nothing.
         assert_eq!(
-            Spool::open(dir.path()).unwrap().due(now, 10).unwrap().len(),
+            Spool::open(dir.path(), "list@example.org")
+                .unwrap()
+                .due(now, 10)
+                .unwrap()
+                .len(),
             2
         );
     }

@@ -242,7 +242,7 @@ fn check_finds_each_planted_key_problem_and_passes_a_clean_config() {
     assert!(
         text(&out).contains("inbound.smtp.listen: warning:")
             && text(&out).contains("not loopback")
-            && text(&out).contains("clean, 1 warning(s)"),
+            && text(&out).contains(&format!("clean (one list, {LIST}), 1 warning(s)")),
         "{}",
         text(&out)
     );

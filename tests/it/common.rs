@@ -474,7 +474,7 @@ impl Fixture {
     }
 
     pub fn spool(&self) -> Spool {
-        Spool::open(&self.state_dir()).unwrap()
+        Spool::open(&self.state_dir(), LIST).unwrap()
     }
 
     pub fn audit(&self) -> Vec<AuditRecord> {

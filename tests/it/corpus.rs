@@ -180,7 +180,7 @@ command_timeout = \"2s\"\ndata_timeout = \"2s\"\nsession_timeout = \"60s\"\n\n\
     }
 
     pub fn spool(&self) -> Spool {
-        Spool::open(&self.state).unwrap()
+        Spool::open(&self.state, LIST).unwrap()
     }
 
     pub fn audit(&self) -> Vec<embargo_relay::spool::AuditRecord> {

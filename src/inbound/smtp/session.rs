@@ -322,7 +322,7 @@ fn handle_command<H: MailHandler>(
             } else if tx.rcpt_to.len() >= settings.max_recipients {
                 Reply::new(452, "4.5.3", "too many recipients")
             } else {
-                match handler.check_rcpt(&rcpt) {
+                match handler.check_rcpt(&rcpt, &tx.rcpt_to) {
                     Ok(()) => {
                         if !tx.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(&rcpt)) {
                             tx.rcpt_to.push(rcpt);

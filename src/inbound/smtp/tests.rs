@@ -10,7 +10,7 @@ struct Recorder {
 }
 
 impl MailHandler for Recorder {
-    fn check_rcpt(&self, rcpt: &str) -> Result<(), Reply> {
+    fn check_rcpt(&self, rcpt: &str, _earlier: &[String]) -> Result<(), Reply> {
         if rcpt == "list@example.org" {
             Ok(())
         } else {

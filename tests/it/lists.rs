@@ -1,0 +1,267 @@
+//! Issue 16, several lists in one daemon: one listener routes each mail by
+//! its recipient; each list keeps its own key, roster, embargoes, replay
+//! cache and audit trail in the one spool; a PST key serving two lists
+//! must name the list it signs for; a reload adds, changes and removes
+//! lists, never one that still holds a release.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use embargo_relay::clock::{Clock, ManualClock};
+use embargo_relay::config::Config;
+use embargo_relay::crypto;
+use embargo_relay::sink::{CaptureSink, Captured};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::common::*;
+
+pub const LIST_B: &str = "vendors-announce@lists.example.org";
+const PUBLIC_B: &str = "vendors-public@project.example.org";
+
+/// Two lists sharing the fixture's PST key: A with the GnuPG member, B
+/// with the Sequoia one, each its own list key; `a_members` replaces A's
+/// roster (without the PST, which stays).
+fn two_lists(f: &Fixture, smarthost: SocketAddr, a_members: &[usize]) -> std::path::PathBuf {
+    if !f.path("keys/list-b.key").exists() {
+        let b = crypto::generate_key(&format!("List B <{LIST_B}>"), now(), None).unwrap();
+        std::fs::write(
+            f.path("keys/list-b.key"),
+            crypto::armored_secret(&b).unwrap(),
+        )
+        .unwrap();
+    }
+    let member = |i: usize| {
+        format!(
+            "email = \"{}\"\norganization = \"Org {i}\"\nkey = \"keys/m{i}.asc\"\npst = {}\n",
+            f.members[i].email,
+            i == 0
+        )
+    };
+    let mut text = format!(
+        "[defaults]\nstate_dir = \"state\"\n\n\
+         [inbound.smtp]\nlisten = \"127.0.0.1:0\"\nmax_message_size = \"1MiB\"\n\n\
+         [outbound]\nsmarthost = \"smtp://{smarthost}\"\ntimeout = \"30s\"\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n\
+         [public]\nrecipients = [\"{PUBLIC_DEFAULT}\"]\n\n\
+         [policy]\nlate_after = \"1s\"\n\n\
+         [[list]]\naddress = \"{LIST}\"\nsecret_key = \"keys/list.key\"\n"
+    );
+    for i in std::iter::once(0).chain(a_members.iter().copied()) {
+        text += &format!("[[list.member]]\n{}", member(i));
+    }
+    text += &format!(
+        "\n[[list]]\naddress = \"{LIST_B}\"\nsecret_key = \"keys/list-b.key\"\n[list.public]\nrecipients = [\"{PUBLIC_B}\"]\n"
+    );
+    for i in [0, 2] {
+        text += &format!("[[list.member]]\n{}", member(i));
+    }
+    let path = f.path("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// An announcement with a public advisory, `List:` naming `list` (or no
+/// `List:` field), lifting `days` ahead; signed by the PST with GnuPG.
+fn announcement(f: &Fixture, list: Option<&str>, days: i64, subject: &str) -> Vec<u8> {
+    let until = (now() + chrono::Duration::days(days)).format("%Y-%m-%dT%H:%M:%SZ");
+    let named = list.map(|l| format!("List: {l}\n")).unwrap_or_default();
+    let body = format!("Embargo-Until: {until}\n{named}\nDetails for members.\n");
+    let entity = embargo_relay::compose::text_with_advisory(subject, &body, "Public text.");
+    f.gpg_signed_entity(PST, subject, &entity)
+}
+
+/// Who got a copy (the member copies' envelope recipients), sorted.
+fn copy_recipients(got: &[Captured]) -> Vec<String> {
+    let mut to: Vec<String> = copies(got)
+        .iter()
+        .flat_map(|c| c.envelope.rcpt_to.clone())
+        .collect();
+    to.sort();
+    to
+}
+
+/// One SMTP transaction by hand: the reply to each RCPT, then to DATA
+/// (if a recipient was taken).
+async fn transaction(addr: SocketAddr, rcpts: &[&str], raw: &[u8]) -> Vec<String> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let mut reply = async || {
+        let mut last = String::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let more = line.as_bytes().get(3) == Some(&b'-');
+            last = line;
+            if !more {
+                break;
+            }
+        }
+        last
+    };
+    reply().await;
+    let mut answers = Vec::new();
+    for command in ["EHLO test\r\n".to_owned(), format!("MAIL FROM:<{PST}>\r\n")] {
+        write.write_all(command.as_bytes()).await.unwrap();
+        reply().await;
+    }
+    for rcpt in rcpts {
+        write
+            .write_all(format!("RCPT TO:<{rcpt}>\r\n").as_bytes())
+            .await
+            .unwrap();
+        answers.push(reply().await);
+    }
+    if answers.iter().any(|a| a.starts_with("250")) {
+        write.write_all(b"DATA\r\n").await.unwrap();
+        reply().await;
+        write.write_all(raw).await.unwrap();
+        write.write_all(b"\r\n.\r\n").await.unwrap();
+        answers.push(reply().await);
+    }
+    let _ = write.write_all(b"QUIT\r\n").await;
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_lists_sharing_a_pst_key_stay_apart() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let path = two_lists(&f, sink.addr(), &[1]);
+    let start = embargo_relay::clock::from_millis(now().timestamp_millis());
+    let clock = ManualClock::new(start);
+    let lists = Config::load_all(&path).unwrap();
+    let running = embargo_relay::daemon::start_lists(lists, Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    let addr = running.smtp_addr;
+    let a = running.relay_of(LIST).unwrap();
+    let b = running.relay_of(LIST_B).unwrap();
+
+    // A mail for A, named in its List: field: A's members alone get it.
+    let for_a = announcement(&f, Some(LIST), 1, "CVE-2026-161: for A");
+    let reply = send_to(addr, PST, LIST, &for_a)
+        .await
+        .expect("accepted on A");
+    let id_a = reply.rsplit(' ').next().unwrap().to_owned();
+    let got = wait_copies(&sink, 2).await;
+    assert_eq!(copy_recipients(&got), [GPG_MEMBER, PST]);
+    // The same signed mail replayed to B is refused: it names A. So is a
+    // mail that names no list, signed by the key both lists' PST holds.
+    let (code, text) = send_to(addr, PST, LIST_B, &for_a).await.unwrap_err();
+    assert!(
+        code == 550 && text.contains("does not name this list"),
+        "{text}"
+    );
+    let unbound = announcement(&f, None, 2, "CVE-2026-162: for either");
+    for list in [LIST, LIST_B] {
+        let (code, text) = send_to(addr, PST, list, &unbound).await.unwrap_err();
+        assert!(
+            code == 550 && text.contains("names no list") && text.contains("more than one list"),
+            "{list}: {text}"
+        );
+    }
+    // One transaction for both lists: the second list's recipient is put
+    // off (452, the client sends it on its own), and the mail goes to A
+    // alone, where it is the same submission again: nothing relayed twice.
+    let answers = transaction(addr, &[LIST, LIST_B], &for_a).await;
+    assert!(answers[0].starts_with("250"), "{answers:?}");
+    assert!(
+        answers[1].starts_with("452") && answers[1].contains("one list per transaction"),
+        "{answers:?}"
+    );
+    assert!(
+        answers[2].starts_with("250")
+            && answers[2].contains(&format!("already accepted as {id_a}")),
+        "{answers:?}"
+    );
+
+    // B's own announcement reaches B's members alone, under B's key.
+    let for_b = announcement(&f, Some(LIST_B), 2, "CVE-2026-163: for B");
+    let reply = send_to(addr, PST, LIST_B, &for_b)
+        .await
+        .expect("accepted on B");
+    let id_b = reply.rsplit(' ').next().unwrap().to_owned();
+    let got = wait_copies(&sink, 4).await;
+    assert_eq!(copy_recipients(&got), [GPG_MEMBER, SQ_MEMBER, PST, PST]);
+    assert!(
+        copies(&got)
+            .iter()
+            .filter(|c| c.envelope.rcpt_to == [SQ_MEMBER])
+            .all(|c| c.envelope.mail_from.eq_ignore_ascii_case(LIST_B)),
+        "B's member hears from B"
+    );
+    // Each list sees its own embargoes and audit trail, nothing of the other's.
+    let ids = |r: &embargo_relay::context::Relay| -> Vec<String> {
+        r.spool
+            .embargoes()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect()
+    };
+    assert_eq!(ids(&a), std::slice::from_ref(&id_a));
+    assert_eq!(ids(&b), std::slice::from_ref(&id_b));
+    assert!(
+        a.spool.embargo(&id_b).is_err(),
+        "B's embargo is not A's to change"
+    );
+    assert!(
+        b.spool
+            .audit_records()
+            .unwrap()
+            .iter()
+            .all(|r| r.message_id.as_deref() != Some(id_a.as_str())),
+        "A's records are not in B's trail"
+    );
+
+    // A's release at its time leaves B's held.
+    clock.set(start + chrono::Duration::days(1) + chrono::Duration::seconds(5));
+    let got = sink
+        .wait_until(PATIENCE, |g| {
+            g.iter().any(|c| c.envelope.rcpt_to == [PUBLIC_DEFAULT])
+        })
+        .await;
+    assert!(got.iter().all(|c| c.envelope.rcpt_to != [PUBLIC_B]));
+    wait_settled(&b, clock.now()).await;
+    let held = b.spool.embargo(&id_b).unwrap();
+    assert_eq!(held.state(clock.now()), "held");
+
+    // A roster change on A (a reload that drops A's member) leaves B's
+    // roster as it was, and B's next copies still reach B's member.
+    let b_roster = |r: &embargo_relay::context::Relay| -> Vec<String> {
+        r.directory()
+            .roster
+            .members()
+            .iter()
+            .map(|m| m.email.clone())
+            .collect()
+    };
+    let before = b_roster(&b);
+    two_lists(&f, sink.addr(), &[]);
+    running
+        .reload(Config::load_all(&path).unwrap())
+        .expect("reloaded");
+    assert_eq!(b_roster(&a), [PST], "A's roster changed");
+    assert_eq!(b_roster(&b), before, "B's untouched");
+
+    // Removing B while it holds a release is refused, with the reason, and
+    // B keeps working; once cancelled, it can go.
+    let only_a = std::fs::read_to_string(&path).unwrap();
+    let only_a = &only_a[..only_a.rfind("\n[[list]]").unwrap()];
+    let dropped = f.path("only-a.toml");
+    std::fs::write(&dropped, only_a).unwrap();
+    let why = running
+        .reload(Config::load_all(&dropped).unwrap())
+        .unwrap_err();
+    assert!(
+        why.contains(LIST_B) && why.contains("holds 1 embargo"),
+        "{why}"
+    );
+    assert!(running.relay_of(LIST_B).is_some());
+    b.spool.cancel(&id_b, clock.now(), "test", None).unwrap();
+    running
+        .reload(Config::load_all(&dropped).unwrap())
+        .expect("nothing held on B now");
+    assert!(running.relay_of(LIST_B).is_none());
+    let (code, _) = send_to(addr, PST, LIST_B, &for_b).await.unwrap_err();
+    assert_eq!(code, 550, "B is served no more");
+    running.shutdown().await;
+}
