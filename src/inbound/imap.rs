@@ -404,16 +404,26 @@ async fn process(
 }
 
 /// The list a fetched mail is for: the mailbox's only list, or, when
-/// several share it, the one list its header names: the delivery headers
-/// an MTA adds (`Delivered-To`, `X-Original-To`), else `To` and `Cc`. None
-/// or two named: no list (the mail is refused, not guessed).
+/// several share it, the one list its header names ([`pick`]).
 fn route<'a>(lists: &'a [Intake], raw: &[u8]) -> Option<&'a Intake> {
     if let [only] = lists {
         return Some(only);
     }
+    let configs: Vec<_> = lists.iter().map(|i| i.relay().config()).collect();
+    pick(raw, |address| {
+        configs.iter().position(|c| c.serves(address))
+    })
+    .map(|i| &lists[i])
+}
+
+/// Which list (by `which`, the list an address reaches) a mail names: by
+/// the delivery headers an MTA adds (`Delivered-To`, `X-Original-To`),
+/// else by `To` and `Cc`. None or two named: no list (the mail is
+/// refused, not guessed).
+fn pick(raw: &[u8], which: impl Fn(&str) -> Option<usize>) -> Option<usize> {
     let message = mail_parser::MessageParser::new().parse_headers(raw)?;
-    let named = |names: &[&str]| -> Vec<&'a Intake> {
-        let mut found: Vec<&'a Intake> = Vec::new();
+    let named = |names: &[&str]| -> Vec<usize> {
+        let mut found = Vec::new();
         for header in message.headers() {
             if !names
                 .iter()
@@ -421,7 +431,7 @@ fn route<'a>(lists: &'a [Intake], raw: &[u8]) -> Option<&'a Intake> {
             {
                 continue;
             }
-            let text = match &header.value {
+            let addresses = match &header.value {
                 mail_parser::HeaderValue::Text(t) => vec![t.to_string()],
                 mail_parser::HeaderValue::Address(a) => a
                     .iter()
@@ -429,14 +439,11 @@ fn route<'a>(lists: &'a [Intake], raw: &[u8]) -> Option<&'a Intake> {
                     .collect(),
                 _ => Vec::new(),
             };
-            for address in text {
-                let address = address.trim().trim_matches(['<', '>']);
-                for list in lists {
-                    if list.relay().config().serves(address)
-                        && !found.iter().any(|f| Arc::ptr_eq(f.relay(), list.relay()))
-                    {
-                        found.push(list);
-                    }
+            for address in addresses {
+                if let Some(i) = which(address.trim().trim_matches(['<', '>']))
+                    && !found.contains(&i)
+                {
+                    found.push(i);
                 }
             }
         }
@@ -501,4 +508,24 @@ async fn remove_message(imap: &mut Imap, uid: u32, how: &Remove) -> Result<(), P
         timed(async { imap.expunge().await?.try_collect::<Vec<_>>().await }).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// A mailbox several lists share: each mail goes to the one list its
+    /// delivery headers name, else its To/Cc; none or two: no list.
+    #[test]
+    fn a_shared_mailbox_routes_by_the_list_a_mail_names() {
+        let lists = ["a@x.org", "b@x.org"];
+        let which = |address: &str| lists.iter().position(|l| l.eq_ignore_ascii_case(address));
+        let pick =
+            |headers: &str| super::pick(format!("{headers}\r\n\r\nbody\r\n").as_bytes(), which);
+        assert_eq!(pick("Delivered-To: B@x.org\r\nTo: a@x.org"), Some(1));
+        assert_eq!(pick("X-Original-To: a@x.org\r\nTo: b@x.org"), Some(0));
+        assert_eq!(pick("To: Team <b@x.org>, other@y.org"), Some(1));
+        assert_eq!(pick("To: other@y.org\r\nCc: a@x.org"), Some(0));
+        assert_eq!(pick("To: a@x.org\r\nCc: b@x.org"), None, "two lists");
+        assert_eq!(pick("Delivered-To: a@x.org\r\nDelivered-To: b@x.org"), None);
+        assert_eq!(pick("To: other@y.org"), None, "no list");
+    }
 }

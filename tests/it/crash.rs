@@ -382,3 +382,118 @@ async fn a_restart_after_the_clock_leapt_still_holds_the_release() {
         "published on a leapt clock before the operator asked: {audit:?}"
     );
 }
+
+/// Issue 16: the same kill -9 matrix with two lists in one daemon (one
+/// spool), an announcement to each: after the restart every member of each
+/// list has its list's copy (at most one duplicate), each list's advisory
+/// went to its own public list no earlier than its time, and nothing of
+/// one list reached the other's members.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_kill_9_matrix_holds_with_two_lists() {
+    let cases = [
+        "accepted",
+        "before-send@3",
+        "after-send@3",
+        "release-sent",
+        "before-receipt",
+    ];
+    let runs = cases.map(crash_and_restart_two_lists);
+    futures_util::future::join_all(runs).await;
+}
+
+async fn crash_and_restart_two_lists(failpoint: &'static str) {
+    use crate::lists::{LIST_B, PUBLIC_B, two_lists};
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let (config, log) = (two_lists(&f, sink.addr(), &[1]), f.path("daemon.log"));
+    let mut daemon = Daemon::start_with(&config, &log, &[("EMBARGO_RELAY_FAILPOINT", failpoint)]);
+    let mail = |list: &str| {
+        let text = (now() + chrono::Duration::seconds(6))
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        let until: chrono::DateTime<chrono::Utc> =
+            chrono::DateTime::parse_from_rfc3339(&text).unwrap().into();
+        let body = format!("Embargo-Until: {text}\nList: {list}\n\nMembers of {list} only.\n");
+        let entity =
+            embargo_relay::compose::text_with_advisory("CVE-2026-8: y", &body, "Public now.");
+        (f.gpg_signed_entity(PST, "CVE-2026-8: y", &entity), until)
+    };
+    let (mail_a, until_a) = mail(LIST);
+    let (mail_b, until_b) = mail(LIST_B);
+    let (a, b) = tokio::join!(
+        send_to(daemon.addr, PST, LIST, &mail_a),
+        send_to(daemon.addr, PST, LIST_B, &mail_b)
+    );
+    assert!(daemon.wait_exit(), "{failpoint}: the daemon did not crash");
+    let daemon = Daemon::start(&config, &log);
+    // What was not answered 250 is sent again, as an MTA would: the same
+    // submission is answered as accepted if it was committed.
+    if a.is_err() {
+        send_to(daemon.addr, PST, LIST, &mail_a).await.unwrap();
+    }
+    if b.is_err() {
+        send_to(daemon.addr, PST, LIST_B, &mail_b).await.unwrap();
+    }
+    let members = [
+        (LIST, GPG_MEMBER),
+        (LIST, PST),
+        (LIST_B, SQ_MEMBER),
+        (LIST_B, PST),
+    ];
+    let got_from = |g: &[embargo_relay::sink::Captured], list: &str, to: &str| {
+        copies(g)
+            .iter()
+            .filter(|c| {
+                c.envelope.rcpt_to == [to] && c.envelope.mail_from.eq_ignore_ascii_case(list)
+            })
+            .count()
+    };
+    let public = |g: &[embargo_relay::sink::Captured], to: &str| {
+        g.iter().filter(|c| c.envelope.rcpt_to == [to]).count()
+    };
+    let done = |g: &[embargo_relay::sink::Captured]| {
+        members.iter().all(|(list, to)| got_from(g, list, to) >= 1)
+            && public(g, PUBLIC_DEFAULT) >= 1
+            && public(g, PUBLIC_B) >= 1
+    };
+    sink.wait_until(PATIENCE, done).await;
+    let spool = f.spool();
+    for list in [LIST, LIST_B] {
+        let spool = spool.for_list(list);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !spool.due(now(), 1).unwrap().is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "{list}: still due");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    let got = sink.captured();
+    assert!(
+        done(&got),
+        "{failpoint}: every member of each list and both public lists"
+    );
+    for (list, to) in members {
+        let n = got_from(&got, list, to);
+        assert!(
+            (1..=2).contains(&n),
+            "{failpoint}: {to} got {n} copies from {list}"
+        );
+    }
+    assert_eq!(
+        got_from(&got, LIST_B, GPG_MEMBER) + got_from(&got, LIST, SQ_MEMBER),
+        0,
+        "{failpoint}: a list's copy reached the other list's member"
+    );
+    for to in [PUBLIC_DEFAULT, PUBLIC_B] {
+        assert!((1..=2).contains(&public(&got, to)), "{failpoint}: {to}");
+    }
+    for (to, until) in [(PUBLIC_DEFAULT, until_a), (PUBLIC_B, until_b)] {
+        for c in got.iter().filter(|c| c.envelope.rcpt_to == [to]) {
+            assert!(
+                c.at >= until,
+                "{failpoint}: {to} had it at {} before {until}",
+                c.at
+            );
+        }
+    }
+    drop(daemon);
+}

@@ -16,12 +16,12 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use crate::common::*;
 
 pub const LIST_B: &str = "vendors-announce@lists.example.org";
-const PUBLIC_B: &str = "vendors-public@project.example.org";
+pub const PUBLIC_B: &str = "vendors-public@project.example.org";
 
 /// Two lists sharing the fixture's PST key: A with the GnuPG member, B
 /// with the Sequoia one, each its own list key; `a_members` replaces A's
 /// roster (without the PST, which stays).
-fn two_lists(f: &Fixture, smarthost: SocketAddr, a_members: &[usize]) -> std::path::PathBuf {
+pub fn two_lists(f: &Fixture, smarthost: SocketAddr, a_members: &[usize]) -> std::path::PathBuf {
     if !f.path("keys/list-b.key").exists() {
         let b = crypto::generate_key(&format!("List B <{LIST_B}>"), now(), None).unwrap();
         std::fs::write(
@@ -158,6 +158,27 @@ async fn two_lists_sharing_a_pst_key_stay_apart() {
             "{list}: {text}"
         );
     }
+    // Signed headers naming both lists: one mail per list, it says.
+    let both = {
+        let until = (now() + chrono::Duration::days(2)).format("%Y-%m-%dT%H:%M:%SZ");
+        let entity = embargo_relay::entity::text_plain_with(
+            &[
+                ("; protected-headers=", "\"v1\""),
+                ("Subject", "CVE-2026-165: both"),
+                ("To", LIST),
+                ("Cc", LIST_B),
+            ],
+            &format!("Embargo-Until: {until}\n\nTo both lists.\n"),
+        );
+        f.gpg_signed_entity(PST, "CVE-2026-165: both", &entity)
+    };
+    for list in [LIST, LIST_B] {
+        let (code, text) = send_to(addr, PST, list, &both).await.unwrap_err();
+        assert!(
+            code == 550 && text.contains("another list served here"),
+            "{list}: {text}"
+        );
+    }
     // One transaction for both lists: the second list's recipient is put
     // off (452, the client sends it on its own), and the mail goes to A
     // alone, where it is the same submission again: nothing relayed twice.
@@ -211,6 +232,41 @@ async fn two_lists_sharing_a_pst_key_stay_apart() {
             .all(|r| r.message_id.as_deref() != Some(id_a.as_str())),
         "A's records are not in B's trail"
     );
+
+    // The operator's commands: --list names the list where there are
+    // several; status shows every list.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_embargo-relay"))
+            .arg(args[0])
+            .arg("--config")
+            .arg(&path)
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, text) = cli(&["embargo", "list"]);
+    assert!(!ok && text.contains("name one with --list"), "{text}");
+    let (ok, text) = cli(&["embargo", "--list", LIST_B, "list"]);
+    assert!(
+        ok && text.contains(&id_b) && !text.contains(&id_a),
+        "{text}"
+    );
+    let (ok, text) = cli(&["status"]);
+    assert!(
+        ok && text.contains(&format!("=== LIST {LIST} ==="))
+            && text.contains(&format!("=== LIST {LIST_B} ===")),
+        "{text}"
+    );
+    let (ok, text) = cli(&["audit", "--list", LIST, "--embargo", &id_b]);
+    assert!(
+        !ok && text.contains("no embargo with this id"),
+        "B's embargo is not A's: {text}"
+    );
+    let (ok, text) = cli(&["check"]);
+    assert!(text.contains("2 lists in [[list]] tables"), "{ok} {text}");
 
     // A's release at its time leaves B's held.
     clock.set(start + chrono::Duration::days(1) + chrono::Duration::seconds(5));

@@ -142,3 +142,61 @@ async fn submit_answers_the_mta_with_sysexits_and_the_daemon_relays_what_it_acce
     f.wait_until_no_pending().await;
     drop(daemon);
 }
+
+/// Issue 16: with several lists in the file, `submit` takes the list from
+/// `--recipient` (a list or its request address); without one it cannot
+/// choose, and the MTA keeps the mail (75); a recipient that is no list
+/// here is 67; a mail for B goes into B's spool alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn submit_routes_by_recipient_among_several_lists() {
+    use crate::lists::{LIST_B, two_lists};
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let config = two_lists(&f, sink.addr(), &[1]);
+    let until = (now() + chrono::Duration::days(2)).format("%Y-%m-%dT%H:%M:%SZ");
+    let mail = f.gpg_signed(
+        PST,
+        "CVE-2026-164: via submit",
+        &format!("Embargo-Until: {until}\nList: {LIST_B}\n\nFor B.\n"),
+    );
+    let run = |recipient: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_embargo-relay"));
+        command
+            .env_remove("RUST_LOG")
+            .args(["submit", "--sender", PST, "--config"])
+            .arg(&config);
+        if let Some(r) = recipient {
+            command.arg(format!("--recipient={r}"));
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = child.stdin.take().unwrap().write_all(&mail);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(None);
+    assert!(
+        code == 75 && stderr.contains("--recipient"),
+        "{code} {stderr}"
+    );
+    let (code, stderr) = run(Some("nobody@lists.example.org"));
+    assert!(code == 67 && stderr.contains(LIST_B), "{code} {stderr}");
+    // Sent to A, it names B: refused (77), and nothing is kept for A.
+    let (code, stderr) = run(Some(LIST));
+    assert!(
+        code == 77 && stderr.contains("does not name this list"),
+        "{code} {stderr}"
+    );
+    let (code, stderr) = run(Some(&LIST_B.to_uppercase()));
+    assert_eq!(code, 0, "{stderr}");
+    let spool = f.spool();
+    assert!(spool.embargoes().unwrap().is_empty(), "nothing on A");
+    assert_eq!(spool.for_list(LIST_B).embargoes().unwrap().len(), 1);
+}
