@@ -16,6 +16,11 @@
 //! GNUPGHOME under `target/`), as ratios. A last case measures how late the
 //! public release goes out while a 3,000-member fan-out is running.
 //!
+//! `--lists 10 --members 300` instead runs ten lists of 300 members in one
+//! daemon (issue 16): the memory they hold, one announcement's latency on
+//! one list while the others idle, and one announcement to every list at
+//! once.
+//!
 //! Member keys are generated once and kept under `target/bench-keys`.
 
 use std::io::Write;
@@ -160,12 +165,16 @@ fn write_config(dir: &Path, sink: std::net::SocketAddr, n: usize) -> PathBuf {
 }
 
 async fn smtp_send(port: u16, raw: &[u8]) {
+    smtp_send_to(port, LIST, raw).await
+}
+
+async fn smtp_send_to(port: u16, rcpt: &str, raw: &[u8]) {
     let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
         .port(port)
         .timeout(Some(Duration::from_secs(120)))
         .build();
     let envelope =
-        lettre::address::Envelope::new(Some(PST.parse().unwrap()), vec![LIST.parse().unwrap()])
+        lettre::address::Envelope::new(Some(PST.parse().unwrap()), vec![rcpt.parse().unwrap()])
             .unwrap();
     transport
         .send_raw(&envelope, raw)
@@ -245,6 +254,122 @@ fn run_case(n: usize, size: usize) {
         (secs, rss, t1.elapsed().as_secs_f64(), idle)
     });
     println!("RESULT {secs:.3} {rss:.1} {crypto_secs:.3} {idle:.1}");
+}
+
+fn list_address(j: usize) -> String {
+    format!("list{j}@bench.example")
+}
+
+/// `lists` lists of the same `n` members (and the PST, whose key serves
+/// them all), each with its own list key, in one file.
+fn write_lists_config(dir: &Path, sink: std::net::SocketAddr, lists: usize, n: usize) -> PathBuf {
+    let keys = keys_dir();
+    let pst = Cert::from_file(keys.join("pst.key")).unwrap();
+    std::fs::write(
+        dir.join("pst.asc"),
+        crypto::armored_public(&pst.strip_secret_key_material()).unwrap(),
+    )
+    .unwrap();
+    let mut text = format!(
+        "[defaults]\nstate_dir = \"{}\"\n\n\
+[inbound.smtp]\nlisten = \"127.0.0.1:0\"\nmax_message_size = \"8MiB\"\n\n\
+[outbound]\nsmarthost = \"smtp://{sink}\"\n\n[public]\nrecipients = [\"{PUBLIC}\"]\n\n\
+[[member]]\nemail = \"{PST}\"\norganization = \"PST\"\nkey = \"{}\"\npst = true\n",
+        dir.join("state").display(),
+        dir.join("pst.asc").display(),
+    );
+    for i in 0..n {
+        text.push_str(&format!(
+            "\n[[member]]\nemail = \"{}\"\norganization = \"Org {i}\"\nkey = \"{}\"\n",
+            member(i),
+            keys.join(format!("m{i}.asc")).display()
+        ));
+    }
+    for j in 0..lists {
+        let key = keys.join(format!("list{j}.key"));
+        if !key.exists() {
+            let cert = crypto::generate_key(
+                &format!("List {j} <{}>", list_address(j)),
+                now() - chrono::Duration::days(1),
+                None,
+            )
+            .unwrap();
+            std::fs::write(&key, crypto::armored_secret(&cert).unwrap()).unwrap();
+        }
+        text.push_str(&format!(
+            "\n[[list]]\naddress = \"{}\"\nsecret_key = \"{}\"\n",
+            list_address(j),
+            key.display()
+        ));
+    }
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `lists` lists of `n` members in one daemon, in this (child) process:
+/// prints `RESULT one_secs all_secs peak_rss_mb idle_rss_mb`.
+fn run_lists_case(lists: usize, n: usize, size: usize) {
+    let (rt, p, pst) = setup(n);
+    let until = now() + chrono::Duration::days(2);
+    let (one, all, rss, idle) = rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = CaptureSink::start().await.unwrap();
+        sink.discard_bodies();
+        let configs =
+            Config::load_all(&write_lists_config(dir.path(), sink.addr(), lists, n)).unwrap();
+        let running = embargo_relay::daemon::start_lists(configs, Arc::new(SystemClock))
+            .await
+            .unwrap();
+        let idle = current_rss_mb();
+        let port = running.smtp_addr.port();
+        let mail = |j: usize, subject: &str| {
+            // The PST key serves every list: each mail names its own.
+            let filler = body(size, until);
+            let text = filler.replacen("\n\n", &format!("\nList: {}\n\n", list_address(j)), 1);
+            embargo_relay::compose::signed_announcement(
+                &p,
+                &pst,
+                now() - chrono::Duration::seconds(5),
+                PST,
+                &list_address(j),
+                subject,
+                &text,
+            )
+            .unwrap()
+        };
+        // Member copies (not the PST's copies and receipts), counted.
+        let copies = |want: usize| {
+            sink.wait_until(Duration::from_secs(1800), move |got| {
+                got.iter()
+                    .filter(|c| c.envelope.rcpt_to.iter().any(|r| r.starts_with('m')))
+                    .count()
+                    >= want
+            })
+        };
+        // One list's announcement while the others idle.
+        let t0 = Instant::now();
+        smtp_send_to(port, &list_address(0), &mail(0, "CVE-2026-0002: one list")).await;
+        copies(n).await;
+        let one = t0.elapsed().as_secs_f64();
+        // Then one to every list at once.
+        let raws: Vec<Vec<u8>> = (0..lists)
+            .map(|j| mail(j, "CVE-2026-0003: every list"))
+            .collect();
+        let addresses: Vec<String> = (0..lists).map(list_address).collect();
+        let t1 = Instant::now();
+        let sends = raws
+            .iter()
+            .zip(&addresses)
+            .map(|(raw, to)| smtp_send_to(port, to, raw));
+        futures_util::future::join_all(sends).await;
+        copies((lists + 1) * n).await;
+        let all = t1.elapsed().as_secs_f64();
+        let rss = peak_rss_mb();
+        running.shutdown().await;
+        (one, all, rss, idle)
+    });
+    println!("RESULT {one:.3} {all:.3} {rss:.1} {idle:.1}");
 }
 
 /// How late the public release goes out while `n` copies are in flight.
@@ -379,6 +504,39 @@ fn main() {
     }
     if let Some(n) = arg("--release-case") {
         return run_release(n.parse().unwrap());
+    }
+    if let Some(l) = arg("--lists-case") {
+        return run_lists_case(
+            l.parse().unwrap(),
+            arg("--members").unwrap().parse().unwrap(),
+            parse_size(&arg("--size").unwrap()),
+        );
+    }
+    if let Some(lists) = arg("--lists") {
+        let n = arg("--members").unwrap_or_else(|| "300".into());
+        let size = parse_size(&arg("--sizes").unwrap_or_else(|| "10k".into()));
+        ensure_keys(n.parse().unwrap());
+        let r = child(&[
+            "--lists-case",
+            &lists,
+            "--members",
+            &n,
+            "--size",
+            &size.to_string(),
+        ]);
+        println!(
+            "| lists × members | body | one list's announcement, all delivered | one to every list at once, all delivered | peak RSS | RSS before sending |"
+        );
+        println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+        println!(
+            "| {lists} × {n} | {} | {} s | {} s | {:.0} MB | {:.0} MB |",
+            size_name(size),
+            r[0],
+            r[1],
+            r[2].parse::<f64>().unwrap(),
+            r[3].parse::<f64>().unwrap()
+        );
+        return;
     }
     let members: Vec<usize> = arg("--members")
         .unwrap_or_else(|| "30,300,3000".into())

@@ -34,17 +34,18 @@
 //!    pass, for the census), `problem` (the verdicts),
 //!    `seal`, and `client` helpers for the demo and tests),
 //!    `roster` (members, PST keys, the roster file), [`config`] (TOML →
-//!    validated [`config::Config`]: `raw`, `validate`, `units`), [`embargo`] (the announcement's field
+//!    validated [`config::Config`], one per list: `raw`, `lists`, `validate`, `units`), [`embargo`] (the announcement's field
 //!    block and the PST's commands), `record` (what the spool keeps of
 //!    each message, sealed), [`entity`] (the MIME entities the relay writes).
 //! 3. [`spool`]: durable state (SQLite): `schema`, `types`, `incoming`,
 //!    `deliveries`, `embargoes`, `audit`, `reports`.
-//! 4. [`context`]: one list's shared context, [`context::Relay`]: config and
-//!    roster snapshots, spool, clock, seal cache, health.
+//! 4. [`context`]: one list's shared context, [`context::Relay`] (a daemon
+//!    has one per list, on one spool): config and roster snapshots, spool,
+//!    clock, seal cache, health.
 //! 5. The work, each on the context: [`inbound`] (`smtp` listener: `admission`,
 //!    `command`, `wire`, `session`; `imap` poller, `pipe` for `submit`), [`intake`] (`examine` decides, `mime`
 //!    and `verify` read, `rejection` says why not, `commands`, `posts`,
-//!    `tally`, `roster_edit`; the handler in `mod.rs`), `fanout` (the scheduler, `deliver`, `build`),
+//!    `tally`, `roster_edit`; the handler in `mod.rs`, `router` for several lists), `fanout` (the scheduler, `deliver`, `build`),
 //!    `outbound` (RFC 3156 copies, SMTP to the smarthost), `keycheck`
 //!    (the weekly key check), `upkeep` (the roster-file watcher, tally
 //!    flush and spool pruning, the leap base kept, skipped members named).

@@ -5,17 +5,6 @@
 use super::validate::Validator;
 use super::*;
 
-/// One list's table with the shared sections it falls back on, as the
-/// validator takes it.
-pub(super) struct OneList {
-    pub list: RawList,
-    pub inbound: RawInbound,
-    pub outbound: RawOutbound,
-    pub policy: RawPolicy,
-    pub public: RawPublic,
-    pub members: Vec<RawMember>,
-}
-
 /// `list`'s own value, else the default's.
 fn or<T>(own: Option<T>, default: &Option<T>) -> Option<T>
 where
@@ -73,19 +62,6 @@ fn merged(list: RawList, raw: &RawConfig) -> OneList {
         inbound,
         outbound: raw.outbound.clone(),
     }
-}
-
-/// What one list knows of the daemon's other lists.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Neighbours {
-    /// The first list of the file: a spool written before lists were
-    /// marked belongs to it (`Spool::open`).
-    pub first: String,
-    /// The other lists' addresses and request addresses.
-    pub addresses: Vec<String>,
-    /// Fingerprints of this list's PST certificates that are PST
-    /// certificates of another list too: their mail must name its list.
-    pub shared_pst: Vec<String>,
 }
 
 impl Validator<'_> {

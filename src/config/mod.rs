@@ -17,7 +17,6 @@ mod tests;
 mod units;
 mod validate;
 
-pub use lists::Neighbours;
 pub use raw::*;
 pub use units::*;
 use validate::Validator;
@@ -242,6 +241,19 @@ impl Config {
         }
         .lists(raw)
     }
+}
+
+/// What one list knows of the daemon's other lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Neighbours {
+    /// The first list of the file: a spool written before lists were
+    /// marked belongs to it (`Spool::open`).
+    pub first: String,
+    /// The other lists' addresses and request addresses.
+    pub addresses: Vec<String>,
+    /// Fingerprints of this list's PST certificates that are PST
+    /// certificates of another list too: their mail must name its list.
+    pub shared_pst: Vec<String>,
 }
 
 /// Bounds on a mail's MIME structure, checked right after the parse and

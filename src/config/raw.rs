@@ -180,3 +180,14 @@ pub struct RawMember {
     #[serde(default)]
     pub pst: bool,
 }
+
+/// One list's table with the shared sections it falls back on, as the
+/// validator takes it.
+pub struct OneList {
+    pub list: RawList,
+    pub inbound: RawInbound,
+    pub outbound: RawOutbound,
+    pub policy: RawPolicy,
+    pub public: RawPublic,
+    pub members: Vec<RawMember>,
+}

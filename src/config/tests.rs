@@ -65,6 +65,15 @@ fn the_example_config_uses_only_known_fields() {
     assert_eq!(raw.members.len(), 2);
     assert!(raw.members[0].pst);
     parse_smarthost(&raw.outbound.smarthost).unwrap();
+    let several: RawConfig =
+        toml::from_str(include_str!("../../config/several-lists.example.toml"))
+            .expect("config/several-lists.example.toml must parse");
+    let RawLists::Many(lists) = several.list else {
+        panic!("the [[list]] form")
+    };
+    assert_eq!(lists.len(), 2);
+    assert_eq!(lists[1].members.len(), 2);
+    assert!(several.defaults.state_dir.is_some());
 }
 
 #[test]

@@ -35,7 +35,7 @@ impl Validator<'_> {
 
     /// One list's configuration, from its table merged with the shared
     /// sections (`lists::merged`).
-    pub(super) fn config(&self, raw: super::lists::OneList) -> Result<Config, ConfigError> {
+    pub(super) fn config(&self, raw: OneList) -> Result<Config, ConfigError> {
         let missing = |field: &str, what: &str| self.err(field, format!("missing: {what}"));
         let address = raw
             .list
