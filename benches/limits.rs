@@ -106,7 +106,7 @@ fn main() {
         max_size: MAX,
         addresses: &[LIST],
         others: &[],
-        shared_pst: &[],
+        shared_keys: &[],
     };
     let pair = |c: &openpgp::Cert| crypto::signing_keypair(&p, c, now).unwrap();
     let signer = || pair(&pst);

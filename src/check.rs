@@ -92,6 +92,32 @@ fn list_findings(
             warning: false,
         });
     }
+    if daemon_wide {
+        match crate::spool::Spool::inspect_orphans(&config.state_dir, &config.neighbours.lists) {
+            Ok(orphans) => {
+                for (list, pending) in orphans.into_iter().filter(|(_, n)| *n > 0) {
+                    out.push(Finding {
+                        file: path.to_owned(),
+                        field: "list".into(),
+                        problem: format!(
+                            "the spool holds {pending} pending deliveries of the list {list}, which this file does not name: the daemon refuses to start, as they would never be sent"
+                        ),
+                        fix: format!(
+                            "put the list {list} back in the file; remove it by a reload once its queue is empty"
+                        ),
+                        warning: false,
+                    });
+                }
+            }
+            Err(e) => out.push(Finding {
+                file: path.to_owned(),
+                field: "list.state_dir".into(),
+                problem: e.to_string(),
+                fix: "check that this user may read the state directory".into(),
+                warning: false,
+            }),
+        }
+    }
     let listen = config.smtp.listen;
     if daemon_wide && !listen.ip().is_loopback() {
         out.push(Finding {

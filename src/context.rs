@@ -18,16 +18,26 @@ use crate::roster::Roster;
 use crate::spool::Spool;
 
 /// Opens the daemon's one spool, with a handle for `config`'s list (a
-/// spool from before several lists goes to the file's first list);
-/// `checked`: with SQLite's full `quick_check` (all but `submit`).
-pub fn open_spool(config: &Config, checked: bool) -> Result<Spool, crate::spool::SpoolError> {
+/// spool from before several lists goes to the file's first list; in a
+/// one-list file whose address changed, the spool's one list is renamed,
+/// as such a spool kept its data before lists were marked); `checked`:
+/// with SQLite's full `quick_check` (all but `submit`).
+pub fn open_spool(
+    config: &Config,
+    checked: bool,
+    now: DateTime<Utc>,
+) -> Result<Spool, crate::spool::SpoolError> {
     let first = &config.neighbours.first;
     let spool = if checked {
         Spool::open(&config.state_dir, first)?
     } else {
         Spool::open_unchecked(&config.state_dir, first)?
     };
-    Ok(spool.for_list(&config.list_address))
+    let spool = spool.for_list(&config.list_address);
+    if let Some(old) = spool.adopt_renamed(&config.neighbours.lists, now)? {
+        tracing::warn!(old = %old, new = %config.list_address, "the list's address changed in the configuration: the spool's list was renamed");
+    }
+    Ok(spool)
 }
 
 /// What every task of one list shares (a daemon has one per list).
@@ -46,6 +56,45 @@ pub struct Relay {
     pub seals: Seals,
     /// When the weekly key check next wakes, while it sleeps.
     pub key_check: Asleep,
+    /// Whether the list takes mail, and how many mails it is taking now:
+    /// a reload that removes the list closes it and waits for those.
+    pub taking: Taking,
+}
+
+/// Whether a list takes mail now, and the mails it is in the middle of
+/// taking (from the reply to DATA's start to its commit).
+#[derive(Debug, Default)]
+pub struct Taking {
+    closed: std::sync::atomic::AtomicBool,
+    busy: AtomicU64,
+}
+
+/// One mail being taken; dropped when it is committed or refused.
+pub struct TakingOne<'a>(&'a Taking);
+
+impl Drop for TakingOne<'_> {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Taking {
+    /// A mail begins, unless the list is closed.
+    pub fn enter(&self) -> Option<TakingOne<'_>> {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        let one = TakingOne(self);
+        (!self.closed.load(Ordering::SeqCst)).then_some(one)
+    }
+
+    /// Closes (or opens again) the list for new mail.
+    pub fn close(&self, closed: bool) {
+        self.closed.store(closed, Ordering::SeqCst);
+    }
+
+    /// Mails being taken now.
+    pub fn busy(&self) -> u64 {
+        self.busy.load(Ordering::SeqCst)
+    }
 }
 
 /// The lists a daemon serves now (a reload adds and removes them), for
@@ -150,14 +199,14 @@ impl Directory {
 impl Relay {
     /// Opens the spool for `config`; what the daemon and `submit` share.
     pub fn open(config: Config, clock: SharedClock) -> anyhow::Result<Relay> {
-        let spool = open_spool(&config, true)?;
+        let spool = open_spool(&config, true, clock.now())?;
         Ok(Self::with_spool(config, clock, spool))
     }
 
     /// [`Relay::open`] for `submit`, one process per mail: the spool is
     /// opened without its full `quick_check` (see `Spool::open_unchecked`).
     pub fn open_for_submit(config: Config, clock: SharedClock) -> anyhow::Result<Relay> {
-        let spool = open_spool(&config, false)?;
+        let spool = open_spool(&config, false, clock.now())?;
         Ok(Self::with_spool(config, clock, spool))
     }
 
@@ -181,6 +230,7 @@ impl Relay {
             health: Health::default(),
             key_check: Asleep::default(),
             seals: Seals::default(),
+            taking: Taking::default(),
         }
     }
 

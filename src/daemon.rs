@@ -18,6 +18,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::context::Relay;
 use crate::fanout;
+use crate::inbound::imap::MailboxLists;
 use crate::inbound::smtp::{self, SmtpSettings};
 use crate::intake::{Intake, Router};
 use crate::outbound::Outbound;
@@ -34,6 +35,8 @@ pub struct Running {
     router: Router,
     /// The lists served now, for the watchdog.
     relays: crate::context::Relays,
+    /// Each polled mailbox and the lists it serves now.
+    pollers: std::sync::Mutex<Vec<(crate::config::ImapConfig, MailboxLists)>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     /// Set when a task ended on its own (a bug or a panic): the daemon stops.
@@ -67,28 +70,63 @@ impl Running {
     /// Puts a newly loaded configuration in force (SIGHUP): lists it names
     /// that are served already take its new settings (`Relay::reload`),
     /// new ones start, and ones it no longer names stop. Refused as a
-    /// whole, with the reason, when a list it drops still holds an
-    /// embargo (its release would never be sent) or it names another
-    /// first list's spool. Returns the fields that wait for a restart.
-    pub fn reload(&self, next: Vec<Config>) -> Result<Vec<&'static str>, String> {
-        let mut lists = lock(&self.lists);
-        let now = self.relay.clock.now();
-        for gone in lists.iter().filter(|l| !names(&next, &l.relay)) {
-            let address = gone.relay.config().list_address.clone();
-            let held = gone
-                .relay
-                .spool
-                .embargoes()
-                .map_err(|e| format!("cannot read the embargoes of {address}: {e}"))?
-                .into_iter()
-                .filter(|e| e.state(now) == "held" || e.state(now) == "due")
-                .count();
-            if held > 0 {
-                return Err(format!(
-                    "the list {address} is no longer in the file, but it holds {held} embargo(es) whose release would never be sent; release or cancel them first (embargo-relay embargo list --list {address})"
-                ));
+    /// whole, with the reason, when a list it drops still has a delivery
+    /// pending (a held release, a lifted notice, a copy, a receipt): that
+    /// would never be sent. A list that goes is closed to new mail first
+    /// (answered 451), and checked again once the mails it was taking are
+    /// committed. Returns the fields that wait for a restart.
+    pub async fn reload(&self, next: Vec<Config>) -> Result<Vec<&'static str>, String> {
+        let gone: Vec<Arc<Relay>> = lock(&self.lists)
+            .iter()
+            .filter(|l| !names(&next, &l.relay))
+            .map(|l| l.relay.clone())
+            .collect();
+        for relay in &gone {
+            nothing_pending(relay).await?;
+        }
+        if !gone.is_empty() {
+            let staying = |lists: &[ListTasks]| -> Vec<Intake> {
+                lists
+                    .iter()
+                    .filter(|l| !gone.iter().any(|g| Arc::ptr_eq(g, &l.relay)))
+                    .map(|l| l.intake.clone())
+                    .collect()
+            };
+            for relay in &gone {
+                relay.taking.close(true);
+            }
+            self.router.set(staying(&lock(&self.lists)));
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+            while gone.iter().any(|r| r.taking.busy() > 0) && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            let mut refused = None;
+            for relay in &gone {
+                if relay.taking.busy() > 0 {
+                    refused = Some(format!(
+                        "the list {} is still taking mail; try the reload again",
+                        relay.config().list_address
+                    ));
+                } else if let Err(why) = nothing_pending(relay).await {
+                    refused = Some(why);
+                }
+            }
+            if let Some(why) = refused {
+                for relay in &gone {
+                    relay.taking.close(false);
+                }
+                self.router
+                    .set(lock(&self.lists).iter().map(|l| l.intake.clone()).collect());
+                return Err(why);
             }
         }
+        Ok(self.apply(next))
+    }
+
+    /// The reload's changes, once nothing stands in their way.
+    fn apply(&self, next: Vec<Config>) -> Vec<&'static str> {
+        let mut lists = lock(&self.lists);
         let mut kept = Vec::new();
         let mut now_served = Vec::with_capacity(next.len());
         for config in next {
@@ -118,9 +156,24 @@ impl Running {
             .set(lists.iter().map(|l| l.intake.clone()).collect());
         self.relays
             .set(lists.iter().map(|l| l.relay.clone()).collect());
+        let pollers = lock(&self.pollers);
+        for (mailbox, served) in pollers.iter() {
+            *served.write().unwrap_or_else(|e| e.into_inner()) = lists
+                .iter()
+                .filter(|l| l.relay.config().imap.as_ref() == Some(mailbox))
+                .map(|l| l.intake.clone())
+                .collect();
+        }
+        for list in lists.iter() {
+            if let Some(imap) = &list.relay.config().imap
+                && !pollers.iter().any(|(m, _)| m == imap)
+            {
+                tracing::warn!(list = %list.relay.config().list_address, host = %imap.host, mailbox = %imap.mailbox, "a new mailbox to poll: it is polled from the next restart");
+            }
+        }
         kept.sort_unstable();
         kept.dedup();
-        Ok(kept)
+        kept
     }
 
     /// Starts the tasks of one list: its fan-out, key check, upkeep and
@@ -168,6 +221,22 @@ impl Running {
             stop,
         }
     }
+}
+
+/// Refuses, with the reason, while `relay`'s list has a delivery pending.
+async fn nothing_pending(relay: &Arc<Relay>) -> Result<(), String> {
+    let address = relay.config().list_address.clone();
+    let r = relay.clone();
+    let pending = tokio::task::spawn_blocking(move || r.spool.pending())
+        .await
+        .map_err(|e| format!("cannot read the queue of {address}: {e}"))?
+        .map_err(|e| format!("cannot read the queue of {address}: {e}"))?;
+    if pending > 0 {
+        return Err(format!(
+            "the list {address} is no longer in the file, but {pending} of its deliveries are pending (held releases, lifted notices, copies or receipts) and would never be sent; release or cancel its embargoes and let its queue empty first (embargo-relay status --list {address})"
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `configs` names `relay`'s list.
@@ -236,6 +305,19 @@ pub async fn start_on(
     });
     let first = Arc::new(Relay::open(config, clock)?);
     keep_leap_base(&first)?;
+    let orphans: Vec<String> = first
+        .spool
+        .orphans(&first.config().neighbours.lists)?
+        .into_iter()
+        .filter(|(_, pending)| *pending > 0)
+        .map(|(list, pending)| format!("{list} ({pending} pending)"))
+        .collect();
+    if !orphans.is_empty() {
+        anyhow::bail!(
+            "the spool holds deliveries of lists the configuration does not name: {}; they would never be sent. Put those lists back in the file (a list may be removed by a reload once its queue is empty)",
+            orphans.join(", ")
+        );
+    }
     let mut relays = vec![first.clone()];
     relays.extend(lists.map(|c| Arc::new(first.beside(c))));
     let shutdown = CancellationToken::new();
@@ -248,6 +330,7 @@ pub async fn start_on(
         lists: std::sync::Mutex::new(Vec::new()),
         router: router.clone(),
         relays: crate::context::Relays::default(),
+        pollers: std::sync::Mutex::new(Vec::new()),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         failed: failed.clone(),
@@ -270,10 +353,17 @@ pub async fn start_on(
         }
     }
     for (imap, lists) in mailboxes {
+        let lists: MailboxLists = Arc::new(std::sync::RwLock::new(lists));
         supervise(
             "imap poller",
-            tokio::spawn(crate::inbound::imap::run(lists, imap, shutdown.clone())),
+            tokio::spawn(crate::inbound::imap::run(
+                lists.clone(),
+                first.clone(),
+                imap.clone(),
+                shutdown.clone(),
+            )),
         );
+        lock(&running.pollers).push((imap, lists));
     }
     // The daemon's own rejections (peers refused before naming a list).
     supervise(
@@ -359,7 +449,7 @@ pub async fn run_until_signal(
         tokio::select! {
             signal = signals.next() => match signal {
                 Signal::Stop => break,
-                Signal::Reload => reload(&running, config_path),
+                Signal::Reload => reload(&running, config_path).await,
             },
             _ = stopped.cancelled() => break,
         }
@@ -375,12 +465,12 @@ pub async fn run_until_signal(
 }
 
 /// Reloads the configuration file on SIGHUP.
-fn reload(running: &Running, path: &Path) {
+async fn reload(running: &Running, path: &Path) {
     crate::service::notify(&[NotifyState::Reloading]);
     match Config::load_all(path).map_err(|e| e.to_string()) {
         Ok(next) => {
             let lists = next.len();
-            match running.reload(next) {
+            match running.reload(next).await {
                 Ok(kept) => {
                     for field in kept {
                         tracing::warn!(

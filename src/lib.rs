@@ -38,7 +38,7 @@
 //!    block and the PST's commands), `record` (what the spool keeps of
 //!    each message, sealed), [`entity`] (the MIME entities the relay writes).
 //! 3. [`spool`]: durable state (SQLite): `schema`, `types`, `incoming`,
-//!    `deliveries`, `embargoes`, `audit`, `reports`.
+//!    `deliveries`, `lists`, `embargoes`, `audit`, `reports`.
 //! 4. [`context`]: one list's shared context, [`context::Relay`] (a daemon
 //!    has one per list, on one spool): config and roster snapshots, spool,
 //!    clock, seal cache, health.

@@ -204,12 +204,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let several = lists.len() > 1;
             let out = &mut std::io::stdout();
-            lists.iter().try_for_each(|config| {
+            lists.iter().enumerate().try_for_each(|(i, config)| {
                 if several {
                     use std::io::Write;
                     writeln!(out, "=== LIST {} ===", config.list_address)?;
                 }
-                embargo_relay::operator::status(config, &SystemClock, out)
+                // One spool: its full check once.
+                embargo_relay::operator::status(config, i == 0, &SystemClock, out)
             })
         }
         Command::Roster {

@@ -19,7 +19,7 @@ const MAX_SIZE: usize = 4096;
 struct Counter(Mutex<Vec<Vec<u8>>>);
 
 impl MailHandler for Counter {
-    fn check_rcpt(&self, rcpt: &str) -> Result<(), Reply> {
+    fn check_rcpt(&self, rcpt: &str, _earlier: &[String]) -> Result<(), Reply> {
         if rcpt.starts_with("list@") {
             Ok(())
         } else {

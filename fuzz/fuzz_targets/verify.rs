@@ -81,7 +81,7 @@ fuzz_target!(|raw: &[u8]| {
         max_size: 1 << 20,
         addresses: &["list@example.org"],
         others: &[],
-        shared_pst: &[],
+        shared_keys: &[],
     };
     let p = embargo_relay::crypto::policy();
     match examine(raw, &gate, &p, k.now) {

@@ -53,7 +53,7 @@ fn merged(list: RawList, raw: &RawConfig) -> OneList {
             state_dir: or(list.state_dir, &d.state_dir),
             hostname: or(list.hostname, &d.hostname),
             request_address: list.request_address,
-            roster_file: or(list.roster_file, &d.roster_file),
+            roster_file: list.roster_file,
             policy: None,
             public: None,
             members: Vec::new(),
@@ -73,12 +73,6 @@ impl Validator<'_> {
         };
         if tables.is_empty() {
             return Err(self.err_at("list", "no [[list]] table: the file serves no list"));
-        }
-        if raw.defaults.address.is_some() {
-            return Err(self.err_at(
-                "defaults.address",
-                "a list's address belongs in its own [[list]] table",
-            ));
         }
         let mut lists: Vec<Config> = Vec::with_capacity(tables.len());
         for (i, table) in tables.into_iter().enumerate() {
@@ -118,6 +112,15 @@ impl Validator<'_> {
                     ),
                 ));
             }
+            if let Some(other) = lists.iter().find(|o| o.list_key.same_as(&config.list_key)) {
+                return Err(one.err(
+                    "list.secret_key",
+                    format!(
+                        "the same key as the list {}: each list needs its own (it signs the list's copies and opens its records in the spool)",
+                        other.list_address
+                    ),
+                ));
+            }
             if let Some(first) = lists.first()
                 && first.state_dir != config.state_dir
             {
@@ -144,13 +147,14 @@ impl Validator<'_> {
     }
 }
 
-/// Tells each list of the others: their addresses, and which of its PST
-/// certificates are PST certificates of another list too.
+/// Tells each list of the others: their addresses, and which of the
+/// certificates it knows (PST or member) another list knows too.
 fn introduce(lists: &mut [Config]) {
     let pst = |c: &Config| -> Vec<String> {
         c.roster
             .pst_certs()
             .iter()
+            .chain(c.roster.member_certs().iter())
             .map(|cert| cert.fingerprint().to_hex())
             .collect()
     };
@@ -167,14 +171,15 @@ fn introduce(lists: &mut [Config]) {
             .map(|(_, o)| o);
         let mut neighbours = Neighbours {
             first: first.clone(),
+            lists: all.iter().map(|(address, _, _)| address.clone()).collect(),
             ..Neighbours::default()
         };
         for (address, request, pst) in others {
             neighbours.addresses.push(address.clone());
             neighbours.addresses.push(request.clone());
             for fpr in pst {
-                if all[i].2.contains(fpr) && !neighbours.shared_pst.contains(fpr) {
-                    neighbours.shared_pst.push(fpr.clone());
+                if all[i].2.contains(fpr) && !neighbours.shared_keys.contains(fpr) {
+                    neighbours.shared_keys.push(fpr.clone());
                 }
             }
         }

@@ -251,9 +251,12 @@ pub struct Neighbours {
     pub first: String,
     /// The other lists' addresses and request addresses.
     pub addresses: Vec<String>,
-    /// Fingerprints of this list's PST certificates that are PST
-    /// certificates of another list too: their mail must name its list.
-    pub shared_pst: Vec<String>,
+    /// Every list of the file (this one included), in its order.
+    pub lists: Vec<String>,
+    /// Fingerprints of the certificates this list knows (PST or member)
+    /// that another list of the daemon knows too: what they sign must name
+    /// its list.
+    pub shared_keys: Vec<String>,
 }
 
 /// Bounds on a mail's MIME structure, checked right after the parse and

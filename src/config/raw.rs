@@ -10,10 +10,9 @@ use serde::Deserialize;
 pub struct RawConfig {
     /// `[list]` (one list) or `[[list]]` (one table per list).
     pub list: RawLists,
-    /// What a `[[list]]` table does not set (any field of a list table
-    /// but its address).
+    /// List fields a `[[list]]` table may leave to a shared value.
     #[serde(default)]
-    pub defaults: RawList,
+    pub defaults: RawDefaults,
     #[serde(default)]
     pub inbound: RawInbound,
     pub outbound: RawOutbound,
@@ -23,6 +22,20 @@ pub struct RawConfig {
     pub public: RawPublic,
     #[serde(default, rename = "member")]
     pub members: Vec<RawMember>,
+}
+
+/// `[defaults]`: what a list's table takes when it does not set it. Only
+/// these: what a list must have of its own (address, request address,
+/// roster file) cannot be shared, and the shared sections ([policy],
+/// [public], [[member]], [inbound.imap]) are defaults already.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    /// The one spool of the daemon.
+    pub state_dir: Option<PathBuf>,
+    /// A list key for a list without its own (no two lists may share one).
+    pub secret_key: Option<PathBuf>,
+    pub hostname: Option<String>,
 }
 
 /// The two forms of the `list` key.

@@ -172,12 +172,13 @@ fn keys_dir() -> tempfile::TempDir {
         .unwrap()
         .to_utc();
     let key = |uid: &str| crate::crypto::generate_key(uid, now, None).unwrap();
-    let list = key("List <a@x.org>");
-    std::fs::write(
-        dir.path().join("list.key"),
-        crate::crypto::armored_secret(&list).unwrap(),
-    )
-    .unwrap();
+    for file in ["list.key", "list-b.key"] {
+        std::fs::write(
+            dir.path().join(file),
+            crate::crypto::armored_secret(&key("List <a@x.org>")).unwrap(),
+        )
+        .unwrap();
+    }
     for (file, uid) in [("pst.asc", "PST <pst@x.org>"), ("m.asc", "M <m@y.org>")] {
         let public = key(uid).strip_secret_key_material();
         std::fs::write(
@@ -225,6 +226,7 @@ address = 'a@x.org'
 
 [[list]]
 address = 'B@x.org'
+secret_key = 'list-b.key'
 request_address = 'b-join@x.org'
 [list.policy]
 max_embargo = '30d'
@@ -262,8 +264,8 @@ key = 'm.asc'
     assert_eq!(a.neighbours.addresses, ["b@x.org", "b-join@x.org"]);
     assert_eq!(b.neighbours.addresses, ["a@x.org", "a-request@x.org"]);
     let pst = a.roster.pst_certs()[0].fingerprint().to_hex();
-    assert_eq!(a.neighbours.shared_pst, b.neighbours.shared_pst);
-    assert_eq!(b.neighbours.shared_pst, [pst]);
+    assert_eq!(a.neighbours.shared_keys, b.neighbours.shared_keys);
+    assert_eq!(b.neighbours.shared_keys, [pst]);
     // One list must be named where one is meant.
     std::fs::write(&path, &text).unwrap();
     let err = Config::load(&path).unwrap_err().to_string();
@@ -288,7 +290,7 @@ key = 'm.asc'
     )
     .unwrap();
     assert_eq!(one.neighbours.first, "solo@x.org");
-    assert!(one.neighbours.addresses.is_empty() && one.neighbours.shared_pst.is_empty());
+    assert!(one.neighbours.addresses.is_empty() && one.neighbours.shared_keys.is_empty());
 }
 
 /// What cannot work with several lists is refused, naming the list.
@@ -301,31 +303,39 @@ fn lists_that_would_collide_are_refused() {
             .unwrap_err()
             .to_string()
     };
-    let e = err("[[list]]\naddress = 'a@x.org'\n[[list]]\naddress = 'A@x.org'\n");
+    let a = "[[list]]\naddress = 'a@x.org'\n";
+    let b = |address: &str, more: &str| {
+        format!("[[list]]\naddress = '{address}'\nsecret_key = 'list-b.key'\n{more}")
+    };
+    let e = err(&format!("{a}{}", b("A@x.org", "")));
     assert!(
         e.contains("[[list]] #2") && e.contains("already an address of the list a@x.org"),
         "{e}"
     );
-    let e = err("[[list]]\naddress = 'a@x.org'\n[[list]]\naddress = 'a-request@x.org'\n");
+    let e = err(&format!("{a}{}", b("a-request@x.org", "")));
     assert!(e.contains("already an address"), "{e}");
-    let e = err(
-        "[[list]]\naddress = 'a@x.org'\n[[list]]\naddress = 'b@x.org'\nstate_dir = 'elsewhere'\n",
-    );
+    let e = err(&format!("{a}{}", b("b@x.org", "state_dir = 'elsewhere'\n")));
     assert!(e.contains("share one spool"), "{e}");
-    let e = err(
-        "[[list]]\naddress = 'a@x.org'\nroster_file = 'r.toml'\n[[list]]\naddress = 'b@x.org'\nroster_file = 'r.toml'\n",
-    );
+    let e = err(&format!(
+        "{a}roster_file = 'r.toml'\n{}",
+        b("b@x.org", "roster_file = 'r.toml'\n")
+    ));
     assert!(e.contains("already the roster file of a@x.org"), "{e}");
+    // Both take the key of [defaults]: one key for two lists.
+    let e = err(&format!("{a}[[list]]\naddress = 'b@x.org'\n"));
+    assert!(e.contains("the same key as the list a@x.org"), "{e}");
     let e = err("[[list]]\nsecret_key = 'list.key'\n");
     assert!(e.contains("list.address") && e.contains("missing"), "{e}");
-    let e = Config::parse_all(
-        &format!(
-            "{}\n[[list]]\naddress = 'a@x.org'\n",
-            SHARED.replace("[defaults]\n", "[defaults]\naddress = 'x@x.org'\n")
-        ),
-        &path,
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(e.contains("defaults.address"), "{e}");
+    // [defaults] takes only what lists may share.
+    for field in [
+        "address = 'x@x.org'",
+        "roster_file = 'r.toml'",
+        "member_posts = 'reject'",
+    ] {
+        let text = SHARED.replace("[defaults]\n", &format!("[defaults]\n{field}\n"));
+        let e = Config::parse_all(&format!("{text}\n{a}"), &path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field"), "{field}: {e}");
+    }
 }

@@ -16,7 +16,7 @@ impl Validator<'_> {
     pub(super) fn err(&self, field: &str, problem: impl Into<String>) -> ConfigError {
         let field = match &self.which {
             None => field.to_owned(),
-            Some((n, address)) => format!("{field}` of [[list]] #{n} (`{address}`"),
+            Some((n, address)) => format!("{field} ([[list]] #{n}, {address})"),
         };
         ConfigError::Field {
             path: self.path.to_owned(),
@@ -128,6 +128,7 @@ impl Validator<'_> {
         let roster = self.roster(raw.members, roster_file.as_deref())?;
         let neighbours = Neighbours {
             first: list_address.clone(),
+            lists: vec![list_address.clone()],
             ..Neighbours::default()
         };
         Ok(Config {

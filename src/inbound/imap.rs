@@ -75,9 +75,18 @@ async fn timed<T>(f: impl Future<Output = async_imap::error::Result<T>>) -> Resu
 /// lists sharing one mailbox get each mail by the list it names (see
 /// [`route`]). Connection trouble is logged and retried with backoff (5 s
 /// doubling to 5 min), never fatal to the daemon.
-pub(crate) async fn run(lists: Vec<Intake>, config: ImapConfig, shutdown: CancellationToken) {
-    let relay = lists[0].relay().clone();
-    let intake = &lists[..];
+///
+/// `lists` is replaced by a reload (a list removed, or added on this
+/// mailbox); while it is empty the mailbox is left alone. `relay` is the
+/// daemon's first list's, for what is the daemon's (the clock, the digests
+/// of fetched mail, the records of mail that names no list).
+pub(crate) async fn run(
+    lists: MailboxLists,
+    relay: Arc<Relay>,
+    config: ImapConfig,
+    shutdown: CancellationToken,
+) {
+    let intake = &lists;
     const FIRST: Duration = Duration::from_secs(5);
     let mut backoff = FIRST;
     loop {
@@ -167,7 +176,7 @@ async fn tls<S: AsyncRead + AsyncWrite + Unpin + Send + Debug>(
 /// One connection: log in, then drain the mailbox and wait, until shutdown.
 async fn session(
     relay: &Arc<Relay>,
-    intake: &[Intake],
+    intake: &MailboxLists,
     config: &ImapConfig,
     shutdown: &CancellationToken,
     connected: &mut bool,
@@ -255,6 +264,9 @@ async fn wait_idle(
     timed(handle.done()).await
 }
 
+/// The lists that share one mailbox, replaced by a reload.
+pub(crate) type MailboxLists = Arc<std::sync::RwLock<Vec<Intake>>>;
+
 /// How processed mail leaves the mailbox.
 struct Remove {
     uidplus: bool,
@@ -265,11 +277,16 @@ struct Remove {
 /// Processes every message in the mailbox, oldest first.
 async fn drain(
     relay: &Arc<Relay>,
-    intake: &[Intake],
+    lists: &MailboxLists,
     config: &ImapConfig,
     imap: &mut Imap,
     remove: &Remove,
 ) -> Result<(), PollError> {
+    let intake = &lists.read().unwrap_or_else(|e| e.into_inner()).clone()[..];
+    if intake.is_empty() {
+        // Every list of this mailbox was removed: its mail is left there.
+        return Ok(());
+    }
     let mut uids: Vec<u32> = timed(imap.uid_search("UNDELETED"))
         .await?
         .into_iter()
@@ -302,8 +319,10 @@ async fn drain(
                 );
                 tracing::warn!(uid, size, limit, "fetched mail too large; rejected");
                 let now = relay.clock.now();
+                // Not read, so not routed: the daemon's own record.
                 relay
                     .spool
+                    .for_list("")
                     .audit(now, "rejected", None, None, &detail)
                     .is_ok()
             }

@@ -35,9 +35,11 @@ pub struct Gate<'a> {
     /// The addresses of the daemon's other lists: a signed To/Cc that
     /// names one of them beside this list is refused.
     pub others: &'a [String],
-    /// Fingerprints of PST certificates that are PST certificates of
-    /// another list too: a mail they sign must name its list.
-    pub shared_pst: &'a [String],
+    /// Fingerprints of certificates another list of the daemon knows too
+    /// (in any role): a mail they sign must name its list, or it could be
+    /// one signed for the other list (a member of both can re-encrypt what
+    /// it received there to this list's key).
+    pub shared_keys: &'a [String],
 }
 
 /// Parses and authorizes a raw mail. Pure: no I/O, no clock of its own.
@@ -69,6 +71,11 @@ pub fn examine(
     let other_list = named
         .as_ref()
         .is_some_and(|named| !named.iter().any(|a| ours(a)));
+    let shared = |signer: &str| {
+        gate.shared_keys
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case(signer))
+    };
     let two_lists = named
         .as_ref()
         .is_some_and(|named| named.iter().any(|a| ours(a)) && named.iter().any(|a| theirs(a)));
@@ -79,6 +86,9 @@ pub fn examine(
         }
         if two_lists {
             return Err(Rejection::TwoLists);
+        }
+        if named.is_none() && shared(&auth.signer) {
+            return Err(Rejection::Unbound);
         }
         if policy.member_posts == MemberPosts::Reject {
             return Err(Rejection::MemberPost(
@@ -126,13 +136,7 @@ pub fn examine(
         }
         // A key that announces on several lists must say which one: else
         // a mail signed for one could be replayed to another.
-        Ok((_, None))
-            if named.is_none()
-                && gate
-                    .shared_pst
-                    .iter()
-                    .any(|f| f.eq_ignore_ascii_case(&sender.signer)) =>
-        {
+        Ok((_, None)) if named.is_none() && shared(&sender.signer) => {
             return refused(Rejection::Unbound, sender);
         }
         Ok((request, _)) => request,

@@ -205,6 +205,14 @@ impl Intake {
 
     fn process_pinned(&self, envelope: &Envelope, raw: &[u8], fetched: Option<&str>) -> Reply {
         let relay = &self.relay;
+        // A reload removing this list waits for the mails it is taking.
+        let Some(_taking) = relay.taking.enter() else {
+            return Reply::new(
+                451,
+                "4.3.0",
+                "this list is being removed from this server; try again later",
+            );
+        };
         if relay.spool.damaged() {
             // Nothing can be committed safely: the sender keeps the mail.
             return Reply::new(
@@ -272,7 +280,7 @@ impl Intake {
             max_size: config.smtp.max_message_size,
             addresses: &addresses,
             others: &config.neighbours.addresses,
-            shared_pst: &config.neighbours.shared_pst,
+            shared_keys: &config.neighbours.shared_keys,
         };
         // `examine` has no side effects: should a parser panic on some
         // input, that input is refused (and audited) like any bad mail,
@@ -566,7 +574,7 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
             max_size: 1 << 20,
             addresses: &["list@example.org"],
             others: &[],
-            shared_pst: &[],
+            shared_keys: &[],
         };
         let Examined::Announcement(a, digests, _) = examine(&raw, &gate, &p, now).unwrap() else {
             panic!("an announcement")

@@ -59,10 +59,10 @@ pub enum Rejection {
         "the signed To/Cc names this list and another list served here: send one mail per list"
     )]
     TwoLists,
-    /// A PST mail names no list, and its key is a PST key of another list
-    /// of this daemon too: it could have been signed for either.
+    /// A mail names no list, and its key is known to another list of this
+    /// daemon too: it could have been signed for either.
     #[error(
-        "the signed content names no list, and the signing key is a PST key of more than one list here: name the list in a signed To or Cc (protected headers) or a `List:` field"
+        "the signed content names no list, and the signing key is on more than one list here: name the list in a signed To or Cc (protected headers), or in an announcement's or command's `List:` field"
     )]
     Unbound,
 }

@@ -94,23 +94,26 @@ impl MailHandler for Router {
     }
 
     async fn deliver(&self, envelope: Envelope, raw: Vec<u8>) -> Reply {
-        let routed: Vec<Option<Intake>> = envelope.rcpt_to.iter().map(|r| self.route(r)).collect();
-        let Some(Some(first)) = routed.first().cloned() else {
-            // A list removed by a reload between RCPT and the end of DATA.
+        let routed: Option<Vec<Intake>> = envelope.rcpt_to.iter().map(|r| self.route(r)).collect();
+        let Some(routed) = routed else {
+            // A list removed by a reload between RCPT and the end of DATA:
+            // the sender tries again, and hears at RCPT that it is gone.
             return Reply::new(
                 451,
                 "4.3.0",
-                "the list is not served here now; try again later",
+                "a recipient's list is not served here now; try again later",
             );
         };
-        if routed
-            .iter()
-            .any(|r| r.as_ref().is_none_or(|i| !same(i, &first)))
-        {
+        let Some(first) = routed.first().cloned() else {
+            return Reply::new(503, "5.5.1", "no valid recipients");
+        };
+        if routed.iter().any(|i| !same(i, &first)) {
+            // RCPT keeps one list per transaction; a reload in between
+            // could still make two.
             return Reply::new(
-                554,
-                "5.5.3",
-                "the recipients name more than one list (or a list no longer served): send one mail per list",
+                451,
+                "4.5.3",
+                "the recipients name more than one list; send one mail per list",
             );
         }
         first.deliver(envelope, raw).await

@@ -11,7 +11,11 @@ pub fn audit(
     member: Option<&str>,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let spool = crate::context::open_spool(config, true)?;
+    let spool = crate::context::open_spool(
+        config,
+        true,
+        crate::clock::Clock::now(&crate::clock::SystemClock),
+    )?;
     if let Some(id) = embargo {
         let e = spool.embargo(id)?;
         writeln!(

@@ -16,7 +16,7 @@ pub fn embargo(
     clock: &dyn Clock,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let spool = crate::context::open_spool(config, true)?;
+    let spool = crate::context::open_spool(config, true, clock.now())?;
     let now = clock.now();
     match action {
         EmbargoAction::List => list(&spool, now, out),

@@ -10,9 +10,15 @@ use chrono::{DateTime, Utc};
 use std::io::Write;
 
 /// `status`: the queue, held embargoes, recent rejections and keys that
-/// need attention, from the running daemon's state directory.
-pub fn status(config: &Config, clock: &dyn Clock, out: &mut dyn Write) -> anyhow::Result<()> {
-    let spool = crate::context::open_spool(config, true)?;
+/// need attention, from the running daemon's state directory. `full_check`:
+/// SQLite's `quick_check` of the whole spool first (once for all lists).
+pub fn status(
+    config: &Config,
+    full_check: bool,
+    clock: &dyn Clock,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let spool = crate::context::open_spool(config, full_check, clock.now())?;
     let now = clock.now();
     let rows = spool.deliveries(None, None)?;
     let pending: Vec<_> = rows

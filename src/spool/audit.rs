@@ -150,23 +150,25 @@ impl Spool {
         // By when each was taken: a command's signature and digest are kept
         // under the (maybe much older) announcement it changed. Rows from
         // before version 6 have no time of their own: their message's.
+        // This list's own replay cache and submissions, by its own
+        // `before` (each list has its signature_max_age); the scratch
+        // tables are the daemon's, with one cut for all.
         let mut removed = 0;
-        for (sql, at) in [
-            (
-                "DELETE FROM seen_signatures WHERE COALESCE(at, (SELECT received_at FROM messages WHERE id = message_id)) < ?1".to_owned(),
-                before,
-            ),
-            ("DELETE FROM submissions WHERE at < ?1".to_owned(), before),
-            (
-                "DELETE FROM fetched WHERE at < ?1".to_owned(),
-                scratch_before,
-            ),
-            (
-                "DELETE FROM join_requests WHERE at < ?1".to_owned(),
-                scratch_before,
-            ),
+        for sql in [
+            "DELETE FROM seen_signatures WHERE list = ?2 AND COALESCE(at, (SELECT received_at FROM messages WHERE id = message_id)) < ?1",
+            "DELETE FROM submissions WHERE at < ?1 AND message_id IN (SELECT id FROM messages WHERE list = ?2)",
         ] {
-            removed += tx.execute(&sql, [to_millis(at)]).map_err(|e| self.db(e))?;
+            removed += tx
+                .execute(sql, params![to_millis(before), &*self.list])
+                .map_err(|e| self.db(e))?;
+        }
+        for sql in [
+            "DELETE FROM fetched WHERE at < ?1",
+            "DELETE FROM join_requests WHERE at < ?1",
+        ] {
+            removed += tx
+                .execute(sql, [to_millis(scratch_before)])
+                .map_err(|e| self.db(e))?;
         }
         tx.commit().map_err(|e| self.db(e))?;
         Ok(removed)
@@ -395,6 +397,36 @@ mod tests {
             Some(("old".to_owned(), None))
         );
         assert_eq!(spool.submitted("sub-old").unwrap(), None);
+        // Another list's replay cache and submissions are its own to
+        // prune, by its own age limit: this list's prune leaves them.
+        let other = spool.for_list("other@example.org");
+        let d = ["d-other".to_owned()];
+        other
+            .accept(
+                &NewMessage {
+                    id: "other-old",
+                    signer: "FPR",
+                    embargo_until: t("2026-12-30T12:00:00Z"),
+                    sig_digests: &d,
+                    sealed: b"x",
+                    members: &members,
+                    public_to: &[],
+                    reminder: None,
+                    fetched: None,
+                    submission: Some("sub-other"),
+                },
+                t("2026-11-01T12:00:00Z"),
+            )
+            .unwrap();
+        spool
+            .prune(t("2026-11-10T00:00:00Z"), t("2026-11-10T00:00:00Z"))
+            .unwrap();
+        assert_eq!(other.replay_of(&d).unwrap().as_deref(), Some("other-old"));
+        assert!(other.submitted("sub-other").unwrap().is_some());
+        other
+            .prune(t("2026-11-10T00:00:00Z"), t("2026-11-10T00:00:00Z"))
+            .unwrap();
+        assert_eq!(other.replay_of(&d).unwrap(), None);
         assert_eq!(
             spool.submitted("sub-new").unwrap(),
             Some(("new".to_owned(), None))

@@ -15,6 +15,7 @@ mod audit;
 mod deliveries;
 mod embargoes;
 mod incoming;
+mod lists;
 mod reports;
 mod schema;
 mod types;
@@ -222,6 +223,7 @@ impl Spool {
         }
         let mut conn = conn;
         migrate(&mut conn, &list).map_err(db)?;
+        lists::adopt_unmarked(&mut conn, &list).map_err(db)?;
         for suffix in ["-wal", "-shm"] {
             let side = state_dir.join(format!("spool.sqlite{suffix}"));
             if side.exists() {

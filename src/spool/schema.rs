@@ -134,11 +134,16 @@ CREATE TABLE IF NOT EXISTS rejection_tally (
     more        INTEGER NOT NULL,
     PRIMARY KEY (event, host, reason)
 );
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 ";
+
+/// The audit trail refuses UPDATE: made with the other tables, and made
+/// again after the two writes that may mark its rows' list (the migration
+/// to version 8 and `Spool::adopt`), each inside its one transaction.
+pub(super) const AUDIT_NO_UPDATE: &str = "
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;";
 
 /// Creates the schema, or brings an older spool up to [`SCHEMA_VERSION`].
 /// Runs in one IMMEDIATE transaction, so a daemon and `submit` opening the
@@ -205,6 +210,7 @@ pub(super) fn migrate(conn: &mut Connection, list: &str) -> rusqlite::Result<()>
         mark_lists(&tx, list, seen_exists)?;
     }
     tx.execute_batch(OTHER_TABLES)?;
+    tx.execute_batch(AUDIT_NO_UPDATE)?;
     // Version 4 made `submissions` without its `reply` column.
     let has_reply: bool = tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM pragma_table_info('submissions') WHERE name = 'reply')",

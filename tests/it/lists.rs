@@ -209,6 +209,28 @@ async fn two_lists_sharing_a_pst_key_stay_apart() {
             .all(|c| c.envelope.mail_from.eq_ignore_ascii_case(LIST_B)),
         "B's member hears from B"
     );
+    // A join request to B's request address is B's (its PST hears of it).
+    let join = "From: Seven Security <security@seven.example>\r\nTo: vendors-announce-request@lists.example.org\r\nSubject: membership\r\n\r\nWe would like to join.\r\n";
+    let reply = send_to(
+        addr,
+        "security@seven.example",
+        "vendors-announce-request@lists.example.org",
+        join.as_bytes(),
+    )
+    .await
+    .expect("a join request for B");
+    assert!(reply.contains("forwarded"), "{reply}");
+    let joined = |r: &embargo_relay::context::Relay| {
+        r.spool
+            .audit_records()
+            .unwrap()
+            .iter()
+            .any(|r| r.event == "join-request")
+    };
+    assert!(
+        joined(&b) && !joined(&a),
+        "B's join request, in B's trail alone"
+    );
     // Each list sees its own embargoes and audit trail, nothing of the other's.
     let ids = |r: &embargo_relay::context::Relay| -> Vec<String> {
         r.spool
@@ -294,30 +316,115 @@ async fn two_lists_sharing_a_pst_key_stay_apart() {
     two_lists(&f, sink.addr(), &[]);
     running
         .reload(Config::load_all(&path).unwrap())
+        .await
         .expect("reloaded");
     assert_eq!(b_roster(&a), [PST], "A's roster changed");
     assert_eq!(b_roster(&b), before, "B's untouched");
 
-    // Removing B while it holds a release is refused, with the reason, and
-    // B keeps working; once cancelled, it can go.
+    // Removing B while it holds a release (anything pending) is refused,
+    // with the reason, and B keeps working; once cancelled and its notices
+    // sent, it can go.
     let only_a = std::fs::read_to_string(&path).unwrap();
     let only_a = &only_a[..only_a.rfind("\n[[list]]").unwrap()];
     let dropped = f.path("only-a.toml");
     std::fs::write(&dropped, only_a).unwrap();
     let why = running
         .reload(Config::load_all(&dropped).unwrap())
+        .await
         .unwrap_err();
-    assert!(
-        why.contains(LIST_B) && why.contains("holds 1 embargo"),
-        "{why}"
-    );
+    assert!(why.contains(LIST_B) && why.contains("pending"), "{why}");
     assert!(running.relay_of(LIST_B).is_some());
     b.spool.cancel(&id_b, clock.now(), "test", None).unwrap();
+    b.wake.notify_one();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while b.spool.pending().unwrap() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "B's notices unsent");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     running
         .reload(Config::load_all(&dropped).unwrap())
-        .expect("nothing held on B now");
+        .await
+        .expect("nothing pending on B now");
     assert!(running.relay_of(LIST_B).is_none());
     let (code, _) = send_to(addr, PST, LIST_B, &for_b).await.unwrap_err();
     assert_eq!(code, 550, "B is served no more");
+    // Added again by the next reload: served, with its history.
+    two_lists(&f, sink.addr(), &[]);
+    running
+        .reload(Config::load_all(&path).unwrap())
+        .await
+        .expect("B added");
+    let b = running.relay_of(LIST_B).expect("B served again");
+    assert_eq!(
+        b.spool.embargo(&id_b).unwrap().state(clock.now()),
+        "cancelled"
+    );
+    let again = announcement(&f, Some(LIST_B), 3, "CVE-2026-166: B again");
+    send_to(addr, PST, LIST_B, &again)
+        .await
+        .expect("accepted on B");
+    // A daemon started on a file without B, while B has deliveries
+    // pending, refuses to start rather than leave them unsent.
+    let err = embargo_relay::daemon::start_lists(
+        Config::load_all(&dropped).unwrap(),
+        Arc::new(clock.clone()),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(
+        err.to_string().contains(LIST_B) && err.to_string().contains("pending"),
+        "{err}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_embargo-relay"))
+        .args(["check", "--config"])
+        .arg(&dropped)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && text.contains(&format!("pending deliveries of the list {LIST_B}")),
+        "{text}"
+    );
+    running.shutdown().await;
+}
+
+/// A member on two lists can take what one list relayed to it (the signed
+/// post of another member of both, say) and encrypt it to the other list's
+/// key: so a mail signed by a key both lists know must name its list, in
+/// its signed To/Cc, posts included.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_on_two_lists_must_name_the_list_it_posts_to() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    // Distro B (Sequoia key) is a member of both lists.
+    let path = two_lists(&f, sink.addr(), &[1, 2]);
+    let clock = ManualClock::new(embargo_relay::clock::from_millis(now().timestamp_millis()));
+    let running =
+        embargo_relay::daemon::start_lists(Config::load_all(&path).unwrap(), Arc::new(clock))
+            .await
+            .unwrap();
+    let gpg = Gpg::new();
+    let m = f.members.iter().find(|m| m.email == SQ_MEMBER).unwrap();
+    gpg.import(&crypto::armored_secret(&m.secret).unwrap());
+    gpg.import(&crypto::armored_public(&f.list.clone().strip_secret_key_material()).unwrap());
+    let fpr = m.secret.fingerprint().to_hex();
+    let post = |to: Option<&str>| {
+        let mut fields = vec![("; protected-headers=", "\"v1\""), ("Subject", "Re: x")];
+        if let Some(to) = to {
+            fields.push(("To", to));
+        }
+        let text = format!("patched ({}).\n", crypto::random_hex(4));
+        let entity = embargo_relay::entity::text_plain_with(&fields, &text);
+        let sealed = gpg.sign_encrypt(&fpr, &f.list.fingerprint().to_hex(), &entity);
+        embargo_relay::compose::multipart_encrypted(SQ_MEMBER, LIST, "...", &sealed)
+    };
+    let (code, text) = send_to(running.smtp_addr, SQ_MEMBER, LIST, &post(None))
+        .await
+        .unwrap_err();
+    assert!(code == 550 && text.contains("names no list"), "{text}");
+    send_to(running.smtp_addr, SQ_MEMBER, LIST, &post(Some(LIST)))
+        .await
+        .expect("a post that names its list is relayed");
     running.shutdown().await;
 }

@@ -260,11 +260,13 @@ async fn a_scoped_announcement_and_its_thread_reach_its_recipients_alone() {
 
     // At the lift, A's lifted notices go to its scope alone.
     let lifted_before = got.len();
+    // (The scoped follow-up above lifts at the same time: four notices.)
     d.clock.set(until + chrono::Duration::seconds(1));
     d.sink
-        .wait_until(PATIENCE, |g| lifted_notices(&g[lifted_before..]).len() >= 2)
+        .wait_until(PATIENCE, |g| lifted_notices(&g[lifted_before..]).len() >= 4)
         .await;
-    f.wait_until_no_pending().await;
+    f.wait_until_nothing_due(until + chrono::Duration::seconds(1))
+        .await;
     let got = d.sink.captured();
     assert_eq!(
         recipients_of(&lifted_notices(&got[lifted_before..])),
