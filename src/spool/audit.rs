@@ -330,8 +330,8 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::tests::t;
-    use crate::spool::{CommandOrigin, NewMessage};
+    use crate::spool::CommandOrigin;
+    use crate::spool::tests::{accept_at, t};
 
     /// Pruning forgets the replay-cache entries and submission digests of
     /// messages received before the cut, and scratch rows (fetched mail,
@@ -340,30 +340,8 @@ mod tests {
     fn prune_forgets_only_what_is_older_than_the_cut() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), "list@example.org").unwrap();
-        let members = vec!["a@x.org".to_owned()];
-        let accept = |id: &str, digest: &str, at: &str| {
-            let d = [digest.to_owned()];
-            let sub = format!("sub-{id}");
-            spool
-                .accept(
-                    &NewMessage {
-                        id,
-                        signer: "FPR",
-                        embargo_until: t("2026-12-30T12:00:00Z"),
-                        sig_digests: &d,
-                        sealed: b"x",
-                        members: &members,
-                        public_to: &[],
-                        reminder: None,
-                        fetched: Some(&format!("fetched-{id}")),
-                        submission: Some(&sub),
-                    },
-                    t(at),
-                )
-                .unwrap();
-        };
-        accept("old", "d-old", "2026-11-01T12:00:00Z");
-        accept("new", "d-new", "2026-11-20T12:00:00Z");
+        accept_at(&spool, "old", "2026-11-01T12:00:00Z");
+        accept_at(&spool, "new", "2026-11-20T12:00:00Z");
         // A command after the cut about the old announcement: its signature
         // and digest are kept by their own time, not the announcement's.
         let cmd = ["d-cmd".to_owned()];
@@ -400,28 +378,12 @@ mod tests {
         // Another list's replay cache and submissions are its own to
         // prune, by its own age limit: this list's prune leaves them.
         let other = spool.for_list("other@example.org");
+        accept_at(&other, "other", "2026-11-01T12:00:00Z");
         let d = ["d-other".to_owned()];
-        other
-            .accept(
-                &NewMessage {
-                    id: "other-old",
-                    signer: "FPR",
-                    embargo_until: t("2026-12-30T12:00:00Z"),
-                    sig_digests: &d,
-                    sealed: b"x",
-                    members: &members,
-                    public_to: &[],
-                    reminder: None,
-                    fetched: None,
-                    submission: Some("sub-other"),
-                },
-                t("2026-11-01T12:00:00Z"),
-            )
-            .unwrap();
         spool
             .prune(t("2026-11-10T00:00:00Z"), t("2026-11-10T00:00:00Z"))
             .unwrap();
-        assert_eq!(other.replay_of(&d).unwrap().as_deref(), Some("other-old"));
+        assert_eq!(other.replay_of(&d).unwrap().as_deref(), Some("other"));
         assert!(other.submitted("sub-other").unwrap().is_some());
         other
             .prune(t("2026-11-10T00:00:00Z"), t("2026-11-10T00:00:00Z"))

@@ -172,30 +172,8 @@ impl Spool {
 
 #[cfg(test)]
 mod tests {
-    use crate::spool::tests::t;
-    use crate::spool::{NewMessage, Spool};
-
-    fn accept(spool: &Spool, id: &str) {
-        let members = ["m@x.org".to_owned()];
-        let digests = [format!("d-{id}")];
-        spool
-            .accept(
-                &NewMessage {
-                    id,
-                    signer: "FPR",
-                    embargo_until: t("2026-12-30T12:00:00Z"),
-                    sig_digests: &digests,
-                    sealed: b"x",
-                    members: &members,
-                    public_to: &[],
-                    reminder: None,
-                    fetched: None,
-                    submission: None,
-                },
-                t("2026-12-01T12:00:00Z"),
-            )
-            .unwrap();
-    }
+    use crate::spool::Spool;
+    use crate::spool::tests::{accept_at, t};
 
     /// A one-list file whose address changed keeps its spool (renamed, with
     /// a record, the trail still append-only); with several lists nothing
@@ -205,7 +183,7 @@ mod tests {
     fn a_renamed_single_list_keeps_its_spool_and_orphans_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let old = Spool::open(dir.path(), "old@x.org").unwrap();
-        accept(&old, "e1");
+        accept_at(&old, "e1", "2026-12-01T12:00:00Z");
         drop(old);
         let now = t("2026-12-02T12:00:00Z");
         let two = ["new@x.org".to_owned(), "b@x.org".to_owned()];
@@ -243,7 +221,7 @@ mod tests {
     fn unmarked_rows_go_to_the_first_list_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), "a@x.org").unwrap();
-        accept(&spool, "e1");
+        accept_at(&spool, "e1", "2026-12-01T12:00:00Z");
         spool
             .lock()
             .execute_batch("UPDATE messages SET list = ''; UPDATE seen_signatures SET list = '';")

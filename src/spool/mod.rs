@@ -427,6 +427,30 @@ pub(super) mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().into()
     }
 
+    /// Accepts announcement `id` at `at` for one member, with signature
+    /// `d-{id}`, submission `sub-{id}` and fetched digest `fetched-{id}`.
+    pub(super) fn accept_at(spool: &Spool, id: &str, at: &str) {
+        let members = ["a@x.org".to_owned()];
+        let digests = [format!("d-{id}")];
+        spool
+            .accept(
+                &NewMessage {
+                    id,
+                    signer: "FPR",
+                    embargo_until: t("2026-12-30T12:00:00Z"),
+                    sig_digests: &digests,
+                    sealed: b"x",
+                    members: &members,
+                    public_to: &[],
+                    reminder: None,
+                    fetched: Some(&format!("fetched-{id}")),
+                    submission: Some(&format!("sub-{id}")),
+                },
+                t(at),
+            )
+            .unwrap();
+    }
+
     /// A damaged spool, or a missing or empty one where one was, is
     /// refused by `open` and `inspect`, never used as a new one; setting it
     /// aside keeps the old files and starts afresh.
