@@ -89,6 +89,10 @@ pub enum Command {
     /// bits, DSA/ElGamal, a PST certificate that cannot sign, one certificate
     /// shared by two members. Exit status 0 only when clean, 1 otherwise.
     ///
+    /// Reads both forms of the file, one list (`[list]`) or several
+    /// (`[[list]]` tables over shared `[defaults]`, `[policy]`, `[public]`,
+    /// `[[member]]`), checks every list, and says which form it read.
+    ///
     /// Example: embargo-relay check --config /etc/embargo-relay/config.toml --format json
     Check {
         /// The configuration file of the list.
