@@ -40,6 +40,50 @@ const NEW_KEY: &str =
     "ask for a new certificate (Ed25519/Cv25519 or RSA 3072+) and replace the key file";
 const UPDATED: &str = "ask the key holder to extend the key and send the updated certificate, then replace the key file";
 
+/// When a capability of `vc` ends, given its keys that have it now: it
+/// lasts as long as its longest-lived key, and the primary. `None`: never.
+fn capability_ends(
+    vc: &sequoia_openpgp::cert::ValidCert<'_>,
+    keys: &[sequoia_openpgp::cert::amalgamation::key::ValidErasedKeyAmalgamation<
+        '_,
+        sequoia_openpgp::packet::key::PublicParts,
+    >],
+) -> Option<DateTime<Utc>> {
+    let expires = keys
+        .iter()
+        .map(|k| k.key_expiration_time())
+        .max_by_key(|t| t.map_or(i64::MAX, |t| DateTime::<Utc>::from(t).timestamp()))
+        .flatten()
+        .map(DateTime::<Utc>::from);
+    let primary = vc
+        .primary_key()
+        .key_expiration_time()
+        .map(DateTime::<Utc>::from);
+    match (expires, primary) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// When `cert` stops being able to receive encrypted copies, if it will:
+/// `None` when it cannot receive now (it is skipped, with the reason) or
+/// never expires.
+pub(crate) fn receives_until(
+    cert: &Cert,
+    policy: &dyn Policy,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let vc = crate::crypto::usable_for_encryption(cert, policy, now).ok()?;
+    let keys: Vec<_> = vc
+        .keys()
+        .supported()
+        .alive()
+        .revoked(false)
+        .key_flags(crate::crypto::encryption_flags())
+        .collect();
+    capability_ends(&vc, &keys)
+}
+
 /// Every problem with `cert` for `role` at `now` under `policy` (the
 /// list's policy, `crypto::policy`). Empty: the certificate is fine.
 pub(crate) fn cert_issues(
@@ -105,22 +149,7 @@ pub(crate) fn cert_issues(
             out.push(issue(missing.to_owned(), NEW_KEY, true));
             continue;
         }
-        // The capability lasts as long as its longest-lived key (and the primary).
-        let expires = keys
-            .iter()
-            .map(|k| k.key_expiration_time())
-            .max_by_key(|t| t.map_or(i64::MAX, |t| DateTime::<Utc>::from(t).timestamp()))
-            .flatten()
-            .map(DateTime::<Utc>::from);
-        let primary = vc
-            .primary_key()
-            .key_expiration_time()
-            .map(DateTime::<Utc>::from);
-        let first = match (expires, primary) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if let Some(t) = first.filter(|t| *t <= soon) {
+        if let Some(t) = capability_ends(&vc, &keys).filter(|t| *t <= soon) {
             out.push(issue(
                 format!(
                     "expires on {} (in {} days)",

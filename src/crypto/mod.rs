@@ -34,7 +34,7 @@ fn at(now: DateTime<Utc>) -> SystemTime {
     SystemTime::from(now)
 }
 
-fn encryption_flags() -> KeyFlags {
+pub(crate) fn encryption_flags() -> KeyFlags {
     KeyFlags::empty()
         .set_transport_encryption()
         .set_storage_encryption()

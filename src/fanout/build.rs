@@ -142,6 +142,7 @@ pub(super) fn receipt_message(
         .map(|r| (r.member.unwrap_or_default(), r.detail))
         .collect();
     let directory = relay.directory();
+    let expiring = expiring_before(relay, &report, a.terms.until);
     let mut text = Receipt {
         list_address: &relay.config().list_address,
         roster: &directory.roster,
@@ -151,6 +152,7 @@ pub(super) fn receipt_message(
         report: &report,
         releases: &releases,
         released: &released,
+        expiring: &expiring,
     }
     .text();
     for (to, why) in &failed_releases {
@@ -167,6 +169,50 @@ pub(super) fn receipt_message(
         &subject,
         &text,
         outbound::RECEIPT_SUBJECT,
+    )
+}
+
+/// The members among `report` (a copy's rows) who can receive now but
+/// whose key expires before `until`: they will miss the lifted notice and
+/// any update. With when.
+fn expiring_before(
+    relay: &Pinned,
+    report: &[(String, String, Option<String>)],
+    until: DateTime<Utc>,
+) -> Vec<(String, DateTime<Utc>)> {
+    let (p, now) = (crate::crypto::policy(), relay.clock.now());
+    let directory = relay.directory();
+    report
+        .iter()
+        .filter(|(_, state, _)| state != "skipped")
+        .filter_map(|(m, _, _)| {
+            let cert = directory.roster.find(m)?.cert().ok()?;
+            let ends = crate::keycheck::receives_until(cert, &p, now)?;
+            (ends < until).then(|| (m.clone(), ends))
+        })
+        .collect()
+}
+
+/// The text that names them, empty when there is none.
+fn expiring_text(roster: &crate::roster::Roster, expiring: &[(String, DateTime<Utc>)]) -> String {
+    if expiring.is_empty() {
+        return String::new();
+    }
+    let rows: String = expiring
+        .iter()
+        .map(|(m, when)| {
+            let organization = roster
+                .find(m)
+                .map(|m| m.organization.clone())
+                .unwrap_or_default();
+            format!(
+                "  - {m} ({organization}): expires {} UTC\n",
+                when.format("%Y-%m-%d %H:%M")
+            )
+        })
+        .collect();
+    format!(
+        "\nKeys that expire before the embargo lifts (these members will miss the lifted notice and any update; ask them to extend their keys and send the certificates again):\n{rows}"
     )
 }
 
@@ -198,6 +244,14 @@ pub(super) fn reminder_message(
     } else {
         format!("Public advisory: held; it goes to {} when the embargo lifts.\n", releases.join(", "))
     });
+    let report = relay
+        .spool
+        .delivery_report(&d.message_id, Kind::Copy)
+        .map_err(BuildError::Spool)?;
+    text.push_str(&expiring_text(
+        &relay.directory().roster,
+        &expiring_before(relay, &report, a.terms.until),
+    ));
     notice(
         relay,
         a,
@@ -224,6 +278,34 @@ pub(super) fn member_cert(
         .cert()
         .map_err(|e| BuildError::Recipient(e.to_owned()))?;
     Ok((member.email.clone(), cert.clone()))
+}
+
+/// The notice a member on the roster gets when a message of the list was
+/// not sent to it for a key problem (`reason`): when, why, and what to do;
+/// nothing of the message itself. Sealed for the spool; `None` when the
+/// address is no member (any more) or sealing fails (logged).
+pub(super) fn skipped_notice(relay: &Pinned, d: &DueDelivery, reason: &str) -> Option<Vec<u8>> {
+    relay.directory().roster.find(&d.to)?;
+    let config = relay.config();
+    let now = relay.clock.now();
+    let text = format!(
+        "The list {} did not send you a message on {} UTC: your OpenPGP certificate on the list cannot be used ({reason}).\n\n\
+Nothing was sent to you, not even in plaintext, and nothing of that message is in this notice.\n\
+Send your updated certificate to the list's Product Security Team; once the roster has it, ask them for what you missed.\n",
+        config.list_address,
+        now.format("%Y-%m-%d %H:%M"),
+    );
+    let notice = Record::unembargoed(
+        config.list_key.fingerprint().to_hex(),
+        config.list_address.clone(),
+        "A message of the list was not sent to you".to_owned(),
+        crate::secret::Secret::new(text.into_bytes()),
+        now,
+    );
+    notice
+        .seal(&config.list_key)
+        .map_err(|e| tracing::error!(error = %e, "sealing a skipped member's notice failed"))
+        .ok()
 }
 
 /// A delivery's Message-ID: its own random copy id, the same on every
@@ -333,6 +415,8 @@ pub(super) struct Receipt<'a> {
     pub(super) releases: &'a [String],
     /// The public lists it went to, with the detail of each.
     pub(super) released: &'a [(String, String)],
+    /// Members whose key expires before the embargo lifts, and when.
+    pub(super) expiring: &'a [(String, DateTime<Utc>)],
 }
 
 impl Receipt<'_> {
@@ -347,6 +431,7 @@ impl Receipt<'_> {
             report,
             releases,
             released,
+            expiring,
         } = *self;
         let organization = |m: &str| {
             roster
@@ -405,6 +490,7 @@ Embargo state:  {state}\nEmbargo lifts:  {} UTC ({} in the offset you wrote)\nCo
                 text.push_str(&format!("\n{title}:\n{rows}"));
             }
         }
+        text.push_str(&expiring_text(roster, expiring));
         text.push_str(&if releases.is_empty() {
             "\nPublic advisory: none held. Nothing will be published by the list.\n".to_owned()
         } else if !released.is_empty() {
@@ -594,9 +680,17 @@ mod tests {
             report: &report,
             releases: &["oss@lists.example".to_owned()],
             released: &[],
+            expiring: &[(
+                "a@distro.example".to_owned(),
+                chrono::DateTime::parse_from_rfc3339("2026-12-09T08:00:00Z")
+                    .unwrap()
+                    .with_timezone(&chrono::Utc),
+            )],
         }
         .text();
         for expected in [
+            "Keys that expire before the embargo lifts",
+            "a@distro.example (): expires 2026-12-09 08:00 UTC",
             "Embargo id:     0123456789abcdef",
             "Embargo lifts:  2026-12-10 21:00:00 UTC (2026-12-10 16:00:00 -05:00",
             "Copies sent:    1 of 3 members",

@@ -145,7 +145,17 @@ pub(super) async fn deliver_one(
         Ok(m) => m,
         Err(BuildError::Recipient(reason)) => {
             tracing::warn!(message_id = %d.message_id, member = %d.to, %reason, "member skipped: no usable encryption key, nothing sent");
-            return finish(relay, d, Finished::Skipped, reason).await;
+            // A member who misses a copy or a post is told so (not what).
+            let notice = matches!(d.kind, Kind::Copy | Kind::Post)
+                .then(|| super::build::skipped_notice(&pinned, d, &reason))
+                .flatten();
+            let (r, dd, now) = (relay.clone(), d.clone(), relay.clock.now());
+            return Ok(blocking(move || {
+                let to = notice.as_ref().map(|n| (dd.to.as_str(), n.as_slice()));
+                r.spool
+                    .finish_telling(&dd, Finished::Skipped, &reason, to, now)
+            })
+            .await??);
         }
         Err(BuildError::Seal(reason)) => {
             // E.g. the list's signing key expired: the operator can fix that, so retry.

@@ -126,8 +126,26 @@ impl Spool {
         detail: &str,
         now: DateTime<Utc>,
     ) -> Result<(), SpoolError> {
+        self.finish_telling(d, state, detail, None, now)
+    }
+
+    /// [`Spool::finish`], queueing in the same transaction a notice (a
+    /// sealed text, to its address): a skipped member's, say, that a
+    /// message was not sent to them.
+    pub fn finish_telling(
+        &self,
+        d: &DueDelivery,
+        state: Finished,
+        detail: &str,
+        notice: Option<(&str, &[u8])>,
+        now: DateTime<Utc>,
+    ) -> Result<(), SpoolError> {
         let mut conn = self.lock();
         let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        if let Some((to, sealed)) = notice {
+            super::incoming::insert_notice(&tx, &self.list, to, sealed, to_millis(now))
+                .map_err(|e| self.db(e))?;
+        }
         tx.execute(
             "UPDATE deliveries SET state = ?3, attempts = attempts + ?4, last_error = ?5
              WHERE message_id = ?1 AND member = ?2 AND kind = ?6 AND copy_id = ?7",

@@ -30,6 +30,22 @@ pub(super) fn insert_signatures(
     Ok(())
 }
 
+/// Keeps one notice from the list (a sealed text) and queues it to `to`.
+pub(super) fn insert_notice(
+    conn: &Connection,
+    list: &str,
+    to: &str,
+    sealed: &[u8],
+    t: i64,
+) -> rusqlite::Result<()> {
+    let id = format!("notice-{}", crate::crypto::random_hex(8));
+    conn.execute(
+        "INSERT INTO messages (id, received_at, signer, embargo_until, sealed, kind, list) VALUES (?1, ?2, '', ?2, ?3, 'notice', ?4)",
+        params![id, t, sealed, list],
+    )?;
+    insert_delivery(conn, &id, to, Kind::Notice, t)
+}
+
 /// Records what became of a fetched mail (first outcome wins).
 pub(super) fn insert_fetched(
     conn: &Connection,
@@ -215,12 +231,7 @@ impl Spool {
         let t = to_millis(now);
         let write = || -> rusqlite::Result<()> {
             for (to, sealed) in notices {
-                let id = format!("notice-{}", crate::crypto::random_hex(8));
-                tx.execute(
-                    "INSERT INTO messages (id, received_at, signer, embargo_until, sealed, kind, list) VALUES (?1, ?2, '', ?2, ?3, 'notice', ?4)",
-                    params![id, t, sealed, &*self.list],
-                )?;
-                insert_delivery(&tx, &id, to, Kind::Notice, t)?;
+                insert_notice(&tx, &self.list, to, sealed, t)?;
             }
             insert_audit(&tx, &self.list, t, event, None, None, detail)
         };

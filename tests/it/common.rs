@@ -835,6 +835,15 @@ pub fn receipt_texts_at(
     decrypted_for_pst(f, receipts(got), Some(at))
 }
 
+/// The plaintext of every reminder to the PST, read at `at`.
+pub fn reminder_texts_at(
+    f: &Fixture,
+    got: &[embargo_relay::sink::Captured],
+    at: chrono::DateTime<Utc>,
+) -> Vec<String> {
+    decrypted_for_pst(f, reminders(got), Some(at))
+}
+
 /// The plaintext of every refusal notice to the PST.
 pub fn refusal_texts(f: &Fixture, got: &[embargo_relay::sink::Captured]) -> Vec<String> {
     decrypted_for_pst(f, with_subject(got, "[embargo-relay refusal]"), None)

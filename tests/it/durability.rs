@@ -59,7 +59,8 @@ async fn a_copy_whose_outcome_cannot_be_recorded_is_never_sent_twice() {
     send(running.smtp_addr, PST, &mail).await.unwrap();
 
     let n = f.usable_members().count();
-    until("the copies to reach the sink", || sink.waiting() == n).await;
+    // (Notices to the members skipped for their keys may be held too.)
+    until("the copies to reach the sink", || sink.waiting() >= n).await;
     running.relay.spool.set_read_only(true).unwrap();
     sink.release();
     until("the fan-out to pause", || {

@@ -17,6 +17,7 @@ mod imap;
 mod inline;
 mod join;
 mod keycheck;
+mod keyhealth;
 mod lists;
 mod lockout;
 mod operator;

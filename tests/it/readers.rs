@@ -304,7 +304,9 @@ fn kind(c: &Captured) -> &'static str {
         // outer form (the test counts both: 3 posts to each member, 3
         // requests to the PST).
         "[embargoed list post]" => "member post",
-        "[embargo-relay notice]" | "Your key on the list needs attention" => "key notice",
+        "[embargo-relay notice]"
+        | "Your key on the list needs attention"
+        | "A message of the list was not sent to you" => "key notice",
         _ if c.envelope.rcpt_to == [PUBLIC] => "public release",
         other => panic!("an unexpected mail: {other}"),
     }
