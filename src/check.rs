@@ -93,7 +93,9 @@ fn list_findings(
         });
     }
     if daemon_wide {
-        match crate::spool::Spool::inspect_orphans(&config.state_dir, &config.neighbours.lists) {
+        let key = config.list_key.fingerprint().to_hex();
+        let (file, list) = (&config.neighbours, &config.list_address);
+        match crate::spool::Spool::inspect_orphans(&config.state_dir, file, list, &key) {
             Ok(orphans) => {
                 for (list, pending) in orphans.into_iter().filter(|(_, n)| *n > 0) {
                     out.push(Finding {
@@ -220,6 +222,13 @@ fn config_finding(path: &Path, e: ConfigError) -> Finding {
             field: String::new(),
             problem: message,
             fix: "correct it; unknown keys are refused, compare with config/embargo-relay.example.toml (one list: a [list] table; several: one [[list]] table each, with shared [defaults])".into(),
+            warning: false,
+        },
+        ConfigError::Choose { path: file, problem } => Finding {
+            file,
+            field: String::new(),
+            problem,
+            fix: "name the list with --list ADDRESS".into(),
             warning: false,
         },
         ConfigError::Field {

@@ -37,13 +37,14 @@ pub enum Command {
     /// Exit codes (sysexits): 0 accepted; 75 temporary failure, the MTA
     /// should retry (spool or configuration unavailable); 65 malformed or
     /// invalid mail; 77 not authorized (signature, From, replay); 67 the
-    /// recipient is neither the list nor its request address. The
+    /// recipient is no list's address or request address. The
     /// reason is printed on standard error. The running daemon relays it
     /// within a second. See deploy/postfix/ for the Postfix wiring.
     ///
     /// Example (Postfix master.cf):
     ///   argv=/usr/bin/embargo-relay submit --config /etc/embargo-relay/config.toml
     ///        --sender=${sender} --recipient=${recipient}
+    #[command(verbatim_doc_comment)]
     Submit {
         /// The configuration file of the list.
         #[arg(long, short, default_value = "/etc/embargo-relay/config.toml")]
@@ -71,6 +72,7 @@ pub enum Command {
     ///   embargo-relay embargo --list vendors@example.org list
     ///   embargo-relay embargo extend 5c74c187e80a969c 2026-12-10T16:00:00Z
     ///   embargo-relay embargo release-now 5c74c187e80a969c
+    #[command(verbatim_doc_comment)]
     Embargo {
         /// The configuration file of the list.
         #[arg(long, short, default_value = "/etc/embargo-relay/config.toml")]

@@ -34,9 +34,11 @@ pub fn open_spool(
         Spool::open_unchecked(&config.state_dir, first)?
     };
     let spool = spool.for_list(&config.list_address);
-    if let Some(old) = spool.adopt_renamed(&config.neighbours.lists, now)? {
+    let key = config.list_key.fingerprint().to_hex();
+    if let Some(old) = spool.adopt_renamed(&config.neighbours, &key, now)? {
         tracing::warn!(old = %old, new = %config.list_address, "the list's address changed in the configuration: the spool's list was renamed");
     }
+    spool.register(&key)?;
     Ok(spool)
 }
 
@@ -59,6 +61,10 @@ pub struct Relay {
     /// Whether the list takes mail, and how many mails it is taking now:
     /// a reload that removes the list closes it and waits for those.
     pub taking: Taking,
+    /// Every list of the daemon (this one too), as served now: whose keys
+    /// another list knows is asked of their rosters as they are when a
+    /// mail is examined, whatever changed them since the start.
+    pub peers: Relays,
 }
 
 /// Whether a list takes mail now, and the mails it is in the middle of
@@ -89,6 +95,11 @@ impl Taking {
     /// Closes (or opens again) the list for new mail.
     pub fn close(&self, closed: bool) {
         self.closed.store(closed, Ordering::SeqCst);
+    }
+
+    /// Whether the list is closed to new mail.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Mails being taken now.
@@ -185,6 +196,9 @@ pub struct Directory {
     /// Every certificate whose signature the intake checks: the PST's, then
     /// the other members' (whose posts `policy.member_posts` governs).
     pub known: Vec<Cert>,
+    /// Their fingerprints (upper-case hex), to ask whether another list
+    /// knows a key.
+    pub fingerprints: std::collections::HashSet<String>,
 }
 
 impl Directory {
@@ -192,7 +206,13 @@ impl Directory {
         let pst = roster.pst_certs();
         let mut known = pst.clone();
         known.extend(roster.member_certs());
-        Directory { roster, pst, known }
+        let fingerprints = known.iter().map(|c| c.fingerprint().to_hex()).collect();
+        Directory {
+            roster,
+            pst,
+            known,
+            fingerprints,
+        }
     }
 }
 
@@ -211,10 +231,32 @@ impl Relay {
     }
 
     /// Another list of the same daemon: the same spool (its own handle on
-    /// it) and the same clock.
+    /// it), the same clock, the same peers.
     pub fn beside(&self, config: Config) -> Relay {
         let spool = self.spool.for_list(&config.list_address);
-        Self::with_spool(config, self.clock.clone(), spool)
+        Relay {
+            peers: self.peers.clone(),
+            ..Self::with_spool(config, self.clock.clone(), spool)
+        }
+    }
+
+    /// The fingerprints of `directory` (this list's roster as a mail is
+    /// examined under it) that another list of the daemon knows now, as
+    /// PST or member: what they sign must name its list.
+    pub fn shared_keys(&self, directory: &Directory) -> Vec<String> {
+        let others: Vec<Arc<Directory>> = self
+            .peers
+            .get()
+            .iter()
+            .filter(|r| r.config().list_address != self.config().list_address)
+            .map(|r| r.directory())
+            .collect();
+        directory
+            .fingerprints
+            .iter()
+            .filter(|f| others.iter().any(|o| o.fingerprints.contains(*f)))
+            .cloned()
+            .collect()
     }
 
     fn with_spool(mut config: Config, clock: SharedClock, spool: Spool) -> Relay {
@@ -231,6 +273,7 @@ impl Relay {
             key_check: Asleep::default(),
             seals: Seals::default(),
             taking: Taking::default(),
+            peers: Relays::default(),
         }
     }
 

@@ -85,17 +85,19 @@ impl Running {
             nothing_pending(relay).await?;
         }
         if !gone.is_empty() {
-            let staying = |lists: &[ListTasks]| -> Vec<Intake> {
-                lists
-                    .iter()
-                    .filter(|l| !gone.iter().any(|g| Arc::ptr_eq(g, &l.relay)))
-                    .map(|l| l.intake.clone())
-                    .collect()
-            };
+            // Closed to new mail, in this process (451) and in the spool
+            // (where `submit` commits too), then checked again once the
+            // mails it was taking are committed.
             for relay in &gone {
                 relay.taking.close(true);
+                if let Err(why) = set_state(relay, "closing").await {
+                    for relay in &gone {
+                        relay.taking.close(false);
+                        let _ = set_state(relay, "active").await;
+                    }
+                    return Err(why);
+                }
             }
-            self.router.set(staying(&lock(&self.lists)));
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
             while gone.iter().any(|r| r.taking.busy() > 0) && tokio::time::Instant::now() < deadline
             {
@@ -114,14 +116,19 @@ impl Running {
             }
             if let Some(why) = refused {
                 for relay in &gone {
+                    let _ = set_state(relay, "active").await;
                     relay.taking.close(false);
                 }
-                self.router
-                    .set(lock(&self.lists).iter().map(|l| l.intake.clone()).collect());
                 return Err(why);
             }
         }
-        Ok(self.apply(next))
+        let kept = self.apply(next);
+        for relay in &gone {
+            if let Err(e) = set_state(relay, "removed").await {
+                tracing::error!(list = %relay.config().list_address, error = %e, "cannot mark the removed list in the spool");
+            }
+        }
+        Ok(kept)
     }
 
     /// The reload's changes, once nothing stands in their way.
@@ -179,6 +186,9 @@ impl Running {
     /// Starts the tasks of one list: its fan-out, key check, upkeep and
     /// roster-file watcher, stopped by the daemon's shutdown or its own.
     fn start_list(&self, relay: Arc<Relay>) -> ListTasks {
+        if let Err(e) = relay.spool.set_list_state("active") {
+            tracing::error!(list = %relay.config().list_address, error = %e, "cannot mark the list as taking mail in the spool");
+        }
         let stop = self.shutdown.child_token();
         let intake = Intake::new(relay.clone());
         let supervise = |name, task| {
@@ -223,6 +233,15 @@ impl Running {
     }
 }
 
+/// Marks whether `relay`'s list takes mail, in the spool.
+async fn set_state(relay: &Arc<Relay>, state: &'static str) -> Result<(), String> {
+    let r = relay.clone();
+    tokio::task::spawn_blocking(move || r.spool.set_list_state(state))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot mark the list {}: {e}", relay.config().list_address))
+}
+
 /// Refuses, with the reason, while `relay`'s list has a delivery pending.
 async fn nothing_pending(relay: &Arc<Relay>) -> Result<(), String> {
     let address = relay.config().list_address.clone();
@@ -233,7 +252,7 @@ async fn nothing_pending(relay: &Arc<Relay>) -> Result<(), String> {
         .map_err(|e| format!("cannot read the queue of {address}: {e}"))?;
     if pending > 0 {
         return Err(format!(
-            "the list {address} is no longer in the file, but {pending} of its deliveries are pending (held releases, lifted notices, copies or receipts) and would never be sent; release or cancel its embargoes and let its queue empty first (embargo-relay status --list {address})"
+            "the list {address} is no longer in the file, but {pending} of its deliveries are pending (held releases, lifted notices, copies or receipts) and would never be sent. Put the list back in the file (the daemon and `submit` read it), release or cancel its embargoes and let its queue empty (embargo-relay status --list {address}), then remove it"
         ));
     }
     Ok(())
@@ -329,7 +348,7 @@ pub async fn start_on(
         relay: first.clone(),
         lists: std::sync::Mutex::new(Vec::new()),
         router: router.clone(),
-        relays: crate::context::Relays::default(),
+        relays: first.peers.clone(),
         pollers: std::sync::Mutex::new(Vec::new()),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),

@@ -47,6 +47,11 @@ fn merged(list: RawList, raw: &RawConfig) -> OneList {
         } else {
             list.members.clone()
         },
+        members_field: if list.members.is_empty() {
+            "member"
+        } else {
+            "list.member"
+        },
         list: RawList {
             address: list.address,
             secret_key: or(list.secret_key, &d.secret_key),
@@ -134,7 +139,7 @@ impl Validator<'_> {
             }
             lists.push(config);
         }
-        introduce(&mut lists);
+        introduce(&mut lists, !several);
         Ok(lists)
     }
 
@@ -147,41 +152,29 @@ impl Validator<'_> {
     }
 }
 
-/// Tells each list of the others: their addresses, and which of the
-/// certificates it knows (PST or member) another list knows too.
-fn introduce(lists: &mut [Config]) {
-    let pst = |c: &Config| -> Vec<String> {
-        c.roster
-            .pst_certs()
-            .iter()
-            .chain(c.roster.member_certs().iter())
-            .map(|cert| cert.fingerprint().to_hex())
-            .collect()
-    };
-    let all: Vec<(String, String, Vec<String>)> = lists
+/// Tells each list of the others: their addresses, and the file's lists.
+/// (Whose keys another list knows is asked at run time, of the rosters in
+/// force: `Relay::shared_keys`.)
+fn introduce(lists: &mut [Config], one_list_form: bool) {
+    let all: Vec<(String, String)> = lists
         .iter()
-        .map(|c| (c.list_address.clone(), c.request_address.clone(), pst(c)))
+        .map(|c| (c.list_address.clone(), c.request_address.clone()))
         .collect();
-    let first = all[0].0.clone();
     for (i, config) in lists.iter_mut().enumerate() {
-        let others = all
+        let mut neighbours = Neighbours {
+            first: all[0].0.clone(),
+            lists: all.iter().map(|(address, _)| address.clone()).collect(),
+            one_list_form,
+            ..Neighbours::default()
+        };
+        for (address, request) in all
             .iter()
             .enumerate()
             .filter(|(j, _)| *j != i)
-            .map(|(_, o)| o);
-        let mut neighbours = Neighbours {
-            first: first.clone(),
-            lists: all.iter().map(|(address, _, _)| address.clone()).collect(),
-            ..Neighbours::default()
-        };
-        for (address, request, pst) in others {
+            .map(|(_, o)| o)
+        {
             neighbours.addresses.push(address.clone());
             neighbours.addresses.push(request.clone());
-            for fpr in pst {
-                if all[i].2.contains(fpr) && !neighbours.shared_keys.contains(fpr) {
-                    neighbours.shared_keys.push(fpr.clone());
-                }
-            }
         }
         config.neighbours = neighbours;
     }

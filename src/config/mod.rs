@@ -31,6 +31,10 @@ pub enum ConfigError {
     },
     #[error("{path}: {message}")]
     Syntax { path: PathBuf, message: String },
+    /// The file serves several lists and the command named none (or one
+    /// it does not serve).
+    #[error("{path}: {problem}")]
+    Choose { path: PathBuf, problem: String },
     #[error("{path}: field `{field}`: {problem}")]
     Field {
         path: PathBuf,
@@ -200,9 +204,8 @@ impl Config {
                 names()
             ),
         };
-        Err(ConfigError::Field {
+        Err(ConfigError::Choose {
             path: path.to_owned(),
-            field: "list".to_owned(),
             problem,
         })
     }
@@ -253,10 +256,8 @@ pub struct Neighbours {
     pub addresses: Vec<String>,
     /// Every list of the file (this one included), in its order.
     pub lists: Vec<String>,
-    /// Fingerprints of the certificates this list knows (PST or member)
-    /// that another list of the daemon knows too: what they sign must name
-    /// its list.
-    pub shared_keys: Vec<String>,
+    /// The file is in the one-list form (`[list]`).
+    pub one_list_form: bool,
 }
 
 /// Bounds on a mail's MIME structure, checked right after the parse and

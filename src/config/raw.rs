@@ -203,4 +203,7 @@ pub struct OneList {
     pub policy: RawPolicy,
     pub public: RawPublic,
     pub members: Vec<RawMember>,
+    /// Where the members come from, for errors: `member` (the file's
+    /// `[[member]]`) or `list.member` (the list's own).
+    pub members_field: &'static str,
 }

@@ -125,7 +125,7 @@ impl Validator<'_> {
             },
         };
         let roster_file = raw.list.roster_file.as_deref().map(|p| self.resolve(p));
-        let roster = self.roster(raw.members, roster_file.as_deref())?;
+        let roster = self.roster(raw.members, raw.members_field, roster_file.as_deref())?;
         let neighbours = Neighbours {
             first: list_address.clone(),
             lists: vec![list_address.clone()],
@@ -350,11 +350,16 @@ impl Validator<'_> {
         parse_duration(value.as_deref().unwrap_or(default)).map_err(|p| self.err(field, p))
     }
 
-    fn roster(&self, raw: Vec<RawMember>, file: Option<&Path>) -> Result<Roster, ConfigError> {
+    fn roster(
+        &self,
+        raw: Vec<RawMember>,
+        table: &str,
+        file: Option<&Path>,
+    ) -> Result<Roster, ConfigError> {
         let mut members: Vec<Member> = Vec::with_capacity(raw.len());
         for (i, m) in raw.into_iter().enumerate() {
             use crate::address::{EntryError, check_entry};
-            let field = format!("member[{i}]");
+            let field = format!("{table}[{i}]");
             let (email, organization) = check_entry(&m.email, &m.organization, |e| {
                 members.iter().any(|o| o.email == e)
             })
@@ -380,7 +385,7 @@ impl Validator<'_> {
                     return Err(self.err(
                         "list.roster_file",
                         format!(
-                            "{} is also a [[member]] of the config; remove one entry",
+                            "{} is also a member in the configuration file; remove one entry",
                             m.email
                         ),
                     ));

@@ -90,9 +90,9 @@ pub fn submit(
             .collect::<Vec<_>>()
             .join("; ")
     };
-    let config = match &origin.recipient {
-        Some(rcpt) => match lists.iter().position(|c| c.serves(rcpt)) {
-            Some(i) => lists.into_iter().nth(i).expect("found"),
+    let chosen = match &origin.recipient {
+        Some(rcpt) => match lists.iter().find(|c| c.serves(rcpt)) {
+            Some(c) => c.list_address.clone(),
             None => {
                 return Outcome {
                     code: EX_NOUSER,
@@ -100,7 +100,7 @@ pub fn submit(
                 };
             }
         },
-        None if lists.len() == 1 => lists.into_iter().next().expect("one"),
+        None if lists.len() == 1 => lists[0].list_address.clone(),
         None => {
             // Wiring to fix, not a mail to bounce: the MTA keeps it.
             return Outcome::tempfail(format!(
@@ -109,10 +109,22 @@ pub fn submit(
             ));
         }
     };
+    let (config, others): (Config, Vec<Config>) = {
+        let mut others = lists;
+        let i = others
+            .iter()
+            .position(|c| c.list_address == chosen)
+            .expect("chosen from the file");
+        (others.remove(i), others)
+    };
     let relay = match Relay::open_for_submit(config, clock) {
         Ok(relay) => Arc::new(relay),
         Err(e) => return Outcome::tempfail(format!("cannot open the spool: {e:#}")),
     };
+    // The file's other lists, for whose keys they know (the binding).
+    let mut peers = vec![relay.clone()];
+    peers.extend(others.into_iter().map(|c| Arc::new(relay.beside(c))));
+    relay.peers.set(peers);
     // One configuration for the whole mail, handed on to the intake.
     let snapshot = relay.snapshot();
     let config = snapshot.config.clone();

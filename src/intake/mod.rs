@@ -272,6 +272,7 @@ impl Intake {
             config.list_address.as_str(),
             config.request_address.as_str(),
         ];
+        let shared_keys = self.relay.shared_keys(&directory);
         let gate = Gate {
             list: &config.list_key,
             pst: &directory.pst,
@@ -280,7 +281,7 @@ impl Intake {
             max_size: config.smtp.max_message_size,
             addresses: &addresses,
             others: &config.neighbours.addresses,
-            shared_keys: &config.neighbours.shared_keys,
+            shared_keys: &shared_keys,
         };
         // `examine` has no side effects: should a parser panic on some
         // input, that input is refused (and audited) like any bad mail,

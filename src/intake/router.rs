@@ -75,6 +75,15 @@ impl MailHandler for Router {
         let Some(this) = self.route(rcpt) else {
             return Err(no_such_list());
         };
+        if this.relay().taking.is_closed() {
+            // A reload is removing it, or finds it cannot: the sender
+            // tries again, and hears then.
+            return Err(Reply::new(
+                451,
+                "4.3.0",
+                "this list is being changed on this server; try again later",
+            ));
+        }
         match earlier.first().and_then(|first| self.route(first)) {
             Some(first) if !same(&first, &this) => Err(Reply::new(
                 452,

@@ -41,6 +41,22 @@ pub(super) fn insert_delivery(
     .map(drop)
 }
 
+/// Keeps one notice from the list (a sealed text) and queues it to `to`.
+pub(super) fn insert_notice(
+    conn: &Connection,
+    list: &str,
+    to: &str,
+    sealed: &[u8],
+    t: i64,
+) -> rusqlite::Result<()> {
+    let id = format!("notice-{}", crate::crypto::random_hex(8));
+    conn.execute(
+        "INSERT INTO messages (id, received_at, signer, embargo_until, sealed, kind, list) VALUES (?1, ?2, '', ?2, ?3, 'notice', ?4)",
+        params![id, t, sealed, list],
+    )?;
+    insert_delivery(conn, &id, to, Kind::Notice, t)
+}
+
 impl Spool {
     /// Pending deliveries due at `now`, oldest message first.
     pub fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<DueDelivery>, SpoolError> {
@@ -143,8 +159,7 @@ impl Spool {
         let mut conn = self.lock();
         let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
         if let Some((to, sealed)) = notice {
-            super::incoming::insert_notice(&tx, &self.list, to, sealed, to_millis(now))
-                .map_err(|e| self.db(e))?;
+            insert_notice(&tx, &self.list, to, sealed, to_millis(now)).map_err(|e| self.db(e))?;
         }
         tx.execute(
             "UPDATE deliveries SET state = ?3, attempts = attempts + ?4, last_error = ?5

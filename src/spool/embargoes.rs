@@ -175,6 +175,11 @@ impl Spool {
         let mut conn = self.lock();
         let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
         let digests = origin.map(|o| o.digests).unwrap_or_default();
+        if origin.is_some() {
+            // A PST's command by mail; the operator's CLI may still change
+            // (cancel, release) the embargoes of a list being removed.
+            self.takes_mail(&tx)?;
+        }
         self.not_seen(&tx, digests)?;
         let row: Option<(String, i64, i64, i64)> = tx
             .query_row(

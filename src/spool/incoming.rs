@@ -9,7 +9,7 @@ use rusqlite::{Connection, params};
 use crate::clock::to_millis;
 
 use super::audit::insert_audit;
-use super::deliveries::insert_delivery;
+use super::deliveries::{insert_delivery, insert_notice};
 use super::types::{Kind, NewMessage, NewPost};
 use super::{Spool, SpoolError, write_tx};
 
@@ -28,22 +28,6 @@ pub(super) fn insert_signatures(
         )?;
     }
     Ok(())
-}
-
-/// Keeps one notice from the list (a sealed text) and queues it to `to`.
-pub(super) fn insert_notice(
-    conn: &Connection,
-    list: &str,
-    to: &str,
-    sealed: &[u8],
-    t: i64,
-) -> rusqlite::Result<()> {
-    let id = format!("notice-{}", crate::crypto::random_hex(8));
-    conn.execute(
-        "INSERT INTO messages (id, received_at, signer, embargo_until, sealed, kind, list) VALUES (?1, ?2, '', ?2, ?3, 'notice', ?4)",
-        params![id, t, sealed, list],
-    )?;
-    insert_delivery(conn, &id, to, Kind::Notice, t)
 }
 
 /// Records what became of a fetched mail (first outcome wins).
@@ -115,6 +99,7 @@ impl Spool {
         }
         let mut conn = self.lock();
         let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        self.takes_mail(&tx)?;
         self.not_seen(&tx, msg.sig_digests)?;
         let t = to_millis(now);
         tx.execute(
@@ -188,6 +173,7 @@ impl Spool {
         }
         let mut conn = self.lock();
         let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        self.takes_mail(&tx)?;
         self.not_seen(&tx, digests)?;
         let queued: bool = tx
             .query_row(
@@ -244,6 +230,7 @@ impl Spool {
     pub fn accept_post(&self, post: &NewPost<'_>, now: DateTime<Utc>) -> Result<(), SpoolError> {
         let mut conn = self.lock();
         let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        self.takes_mail(&tx)?;
         self.not_seen(&tx, post.sig_digests)?;
         let t = to_millis(now);
         let write = || -> rusqlite::Result<()> {

@@ -37,6 +37,9 @@ pub enum SpoolError {
     /// The same signature was accepted before.
     #[error("signature already seen (message {0})")]
     Replay(String),
+    /// The list is being removed (or was): it takes no more mail.
+    #[error("the list {0} is being removed from this server; it takes no more mail")]
+    Closed(String),
     #[error("spool database {path}: {source}")]
     Db {
         path: PathBuf,

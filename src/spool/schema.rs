@@ -66,6 +66,16 @@ CREATE TABLE IF NOT EXISTS seen_signatures (
     at          INTEGER,
     PRIMARY KEY (list, digest)
 );
+-- The lists the spool has held (version 8): each list's key (a one-list
+-- file whose address changed renames its list only under the same key),
+-- and whether it takes mail: a reload that removes a list closes it here
+-- first, so that no process (`submit` neither) commits mail for it after
+-- the check that its queue is empty.
+CREATE TABLE IF NOT EXISTS lists (
+    address     TEXT PRIMARY KEY,
+    key         TEXT NOT NULL,
+    state       TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'closing', 'removed'))
+);
 -- A list's messages by kind (its embargoes, its receipts owed).
 CREATE INDEX IF NOT EXISTS messages_list ON messages (list, kind);
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);

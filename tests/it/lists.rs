@@ -43,7 +43,7 @@ pub fn two_lists(f: &Fixture, smarthost: SocketAddr, a_members: &[usize]) -> std
          [outbound]\nsmarthost = \"smtp://{smarthost}\"\ntimeout = \"30s\"\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n\
          [public]\nrecipients = [\"{PUBLIC_DEFAULT}\"]\n\n\
          [policy]\nlate_after = \"1s\"\n\n\
-         [[list]]\naddress = \"{LIST}\"\nsecret_key = \"keys/list.key\"\n"
+         [[list]]\naddress = \"{LIST}\"\nsecret_key = \"keys/list.key\"\nroster_file = \"roster-a.toml\"\n"
     );
     for i in std::iter::once(0).chain(a_members.iter().copied()) {
         text += &format!("[[list.member]]\n{}", member(i));
@@ -426,5 +426,66 @@ async fn a_key_on_two_lists_must_name_the_list_it_posts_to() {
     send_to(running.smtp_addr, SQ_MEMBER, LIST, &post(Some(LIST)))
         .await
         .expect("a post that names its list is relayed");
+    running.shutdown().await;
+
+    // A key that comes onto a second list while the daemon runs (a roster
+    // change, no reload) is bound from then on: on B alone, Distro B posts
+    // to B without naming it; added to A, it must name it.
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let path = two_lists(&f, sink.addr(), &[1]);
+    let clock = ManualClock::new(embargo_relay::clock::from_millis(now().timestamp_millis()));
+    let running =
+        embargo_relay::daemon::start_lists(Config::load_all(&path).unwrap(), Arc::new(clock))
+            .await
+            .unwrap();
+    let gpg = Gpg::new();
+    let m = f.members.iter().find(|m| m.email == SQ_MEMBER).unwrap();
+    gpg.import(&crypto::armored_secret(&m.secret).unwrap());
+    let b_key = running.relay_of(LIST_B).unwrap().config().list_key.cert();
+    gpg.import(&crypto::armored_public(&b_key).unwrap());
+    let unnamed_to_b = || {
+        let text = format!("patched ({}).\n", crypto::random_hex(4));
+        let entity = embargo_relay::compose::text_part(Some("Re: x"), &text);
+        let fpr = m.secret.fingerprint().to_hex();
+        let sealed = gpg.sign_encrypt(&fpr, &b_key.fingerprint().to_hex(), &entity);
+        embargo_relay::compose::multipart_encrypted(SQ_MEMBER, LIST_B, "...", &sealed)
+    };
+    send_to(running.smtp_addr, SQ_MEMBER, LIST_B, &unnamed_to_b())
+        .await
+        .expect("its key is on B alone");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_embargo-relay"))
+        .args(["roster", "--config"])
+        .arg(&path)
+        .args([
+            "--list",
+            LIST,
+            "add",
+            SQ_MEMBER,
+            "--organization",
+            "Org 2",
+            "--key",
+        ])
+        .arg(f.path("keys/m2.asc"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = running.relay_of(LIST).unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while a.directory().roster.find(SQ_MEMBER).is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the roster file was not reloaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (code, text) = send_to(running.smtp_addr, SQ_MEMBER, LIST_B, &unnamed_to_b())
+        .await
+        .unwrap_err();
+    assert!(code == 550 && text.contains("names no list"), "{text}");
     running.shutdown().await;
 }
