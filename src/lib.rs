@@ -45,7 +45,7 @@
 //! 5. The work, each on the context: [`inbound`] (`smtp` listener: `admission`,
 //!    `command`, `wire`, `session`; `imap` poller, `pipe` for `submit`), [`intake`] (`examine` decides, `mime`
 //!    and `verify` read, `rejection` says why not, `commands`, `posts`,
-//!    `tally`, `roster_edit`; the handler in `mod.rs`, `router` for several lists), `fanout` (the scheduler, `deliver`, `build`),
+//!    `tally`, `roster_edit`, `bounces` with `dsn`; the handler in `mod.rs`, `router` for several lists), `fanout` (the scheduler, `deliver`, `build`),
 //!    `outbound` (RFC 3156 copies, SMTP to the smarthost), `keycheck`
 //!    (the weekly key check), `upkeep` (the roster-file watcher, tally
 //!    flush and spool pruning, the leap base kept, skipped members named).

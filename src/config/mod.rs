@@ -160,6 +160,35 @@ impl Config {
     pub fn serves(&self, rcpt: &str) -> bool {
         rcpt.eq_ignore_ascii_case(&self.list_address)
             || rcpt.eq_ignore_ascii_case(&self.request_address)
+            || self.bounce_token(rcpt).is_some()
+    }
+
+    /// The envelope sender of the delivery with `copy_id` (VERP): the
+    /// list's address with `+bounce-<copy id>`, so that a delivery status
+    /// notification names the delivery it is about.
+    pub fn bounce_address(&self, copy_id: &str) -> String {
+        let (local, domain) = self
+            .list_address
+            .split_once('@')
+            .unwrap_or((&self.list_address, ""));
+        format!("{local}+bounce-{copy_id}@{domain}")
+    }
+
+    /// The copy id a bounce address of this list names (lower case), if
+    /// `rcpt` is one: `<list local part>+bounce-<hex>@<list domain>`, any case.
+    pub fn bounce_token(&self, rcpt: &str) -> Option<String> {
+        let (local, domain) = self.list_address.split_once('@')?;
+        let (their_local, their_domain) = rcpt.trim().rsplit_once('@')?;
+        if !their_domain.eq_ignore_ascii_case(domain) {
+            return None;
+        }
+        let prefix = format!("{local}+bounce-");
+        let head = their_local.get(..prefix.len())?;
+        let token = &their_local[prefix.len()..];
+        (head.eq_ignore_ascii_case(&prefix)
+            && (1..=64).contains(&token.len())
+            && token.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| token.to_ascii_lowercase())
     }
 
     /// Reads and validates the configuration file of one list: the file's

@@ -484,6 +484,10 @@ Embargo state:  {state}\nEmbargo lifts:  {} UTC ({} in the offset you wrote)\nCo
                 "failed",
                 "NOT DELIVERED (refused permanently, or given up after retries; the remote server's answer follows)",
             ),
+            (
+                "bounced",
+                "BOUNCED (the member's server refused it after our smarthost accepted it; its answer follows)",
+            ),
         ] {
             let rows = list(row_state);
             if !rows.is_empty() {

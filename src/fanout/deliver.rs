@@ -172,7 +172,9 @@ pub(super) async fn deliver_one(
     };
     crate::failpoint::hit("before-send");
     let config = pinned.config();
-    let send = outbound.send(&config.list_address, &d.to, &message);
+    // Its own envelope sender: a bounce names this delivery (VERP).
+    let sender = config.bounce_address(&d.copy_id);
+    let send = outbound.send(&sender, &d.to, &message);
     let sent = if d.kind == Kind::Release {
         // A public release is not abandoned halfway on shutdown (the list
         // might get it twice); it ends within the smarthost timeout.

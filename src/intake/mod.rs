@@ -4,7 +4,9 @@
 //! commit-to-reply); the decision itself is `examine.rs`, its kinds of mail
 //! are `commands.rs`, `posts.rs`, and rejections are counted in `tally.rs`.
 
+mod bounces;
 mod commands;
+pub mod dsn;
 mod examine;
 pub mod mime;
 mod posts;
@@ -264,6 +266,9 @@ impl Intake {
                 return self.reject(envelope, &why, now);
             }
             return self.join_request(envelope, raw, now, &submission);
+        }
+        if let Some(token) = bounces::bounce_token(&self.config(), envelope, raw) {
+            return self.bounce(envelope, raw, &token, now);
         }
         let p = crate::crypto::policy();
         let directory = self.directory();

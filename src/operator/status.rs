@@ -38,13 +38,17 @@ pub fn status(
         .collect();
     let failed: Vec<_> = rows
         .iter()
-        .filter(|d| d.state == DeliveryState::Failed)
+        .filter(|d| matches!(d.state, DeliveryState::Failed | DeliveryState::Bounced))
         .collect();
+    let bounced = failed
+        .iter()
+        .filter(|d| d.state == DeliveryState::Bounced)
+        .count();
     writeln!(
         out,
-        "QUEUE: {due} due now, {} retrying, {} failed; {} scheduled for later",
+        "QUEUE: {due} due now, {} retrying, {} failed, {bounced} bounced; {} scheduled for later",
         retrying.len(),
-        failed.len(),
+        failed.len() - bounced,
         scheduled.len(),
     )?;
     for d in retrying.iter().copied().chain(failed.iter()) {

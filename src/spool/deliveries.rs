@@ -212,6 +212,67 @@ impl Spool {
         tx.commit().map_err(|e| self.db(e))
     }
 
+    /// Records that the delivery with `copy_id` (of this list) came back:
+    /// a delivery status notification says the recipient's server refused
+    /// it after the smarthost took it (`diagnostic`, the remote answer).
+    /// With its audit record; for a copy, lifted notice or release the
+    /// PST's receipt is sent again, now naming it. Returns the delivery
+    /// (message id, recipient, kind), or `None` when no delivery of this
+    /// list has that copy id (a forged or stray notification).
+    pub fn bounced(
+        &self,
+        copy_id: &str,
+        diagnostic: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(String, String, Kind)>, SpoolError> {
+        use rusqlite::OptionalExtension;
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        let found: Option<(String, String, String)> = tx
+            .query_row(
+                "SELECT d.message_id, d.member, d.kind FROM deliveries d JOIN messages m ON m.id = d.message_id
+                 WHERE d.copy_id = ?1 AND m.list = ?2",
+                params![copy_id, &*self.list],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| self.db(e))?;
+        let Some((message_id, member, kind)) = found else {
+            return Ok(None);
+        };
+        let kind: Kind = kind.parse().map_err(SpoolError::Refused)?;
+        let t = to_millis(now);
+        let write = || -> rusqlite::Result<()> {
+            tx.execute(
+                "UPDATE deliveries SET bounce = ?2, bounced_at = ?3 WHERE copy_id = ?1",
+                params![copy_id, diagnostic, t],
+            )?;
+            insert_audit(
+                &tx,
+                &self.list,
+                t,
+                "bounced",
+                Some(&message_id),
+                Some(&member),
+                &format!(
+                    "a delivery status notification came back for the {} (copy {copy_id}): the recipient's server refused it after the smarthost took it: {diagnostic}",
+                    kind.as_str()
+                ),
+            )?;
+            if matches!(kind, Kind::Copy | Kind::Release | Kind::Lifted) {
+                tx.execute(
+                    "UPDATE deliveries SET state = 'pending', attempts = 0, first_failed_at = NULL, last_error = NULL,
+                       next_attempt_at = ?2, copy_id = ?3 WHERE message_id = ?1 AND kind = 'receipt'",
+                    params![message_id, t, crate::crypto::random_hex(12)],
+                )?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))?;
+        Ok(Some((message_id, member, kind)))
+    }
+
     /// Records a transient failure and when to try again.
     /// `failed` says it was an attempt that failed (which starts the retry
     /// lifetime), not a postponement.

@@ -18,7 +18,8 @@ impl Spool {
         let conn = self.lock();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT member, state, last_error FROM deliveries WHERE message_id = ?1 AND kind = ?2 ORDER BY member",
+                "SELECT member, CASE WHEN bounce IS NULL THEN state ELSE 'bounced' END, COALESCE(bounce, last_error)
+                 FROM deliveries WHERE message_id = ?1 AND kind = ?2 ORDER BY member",
             )
             .map_err(|e| self.db(e))?;
         let rows = stmt
@@ -106,7 +107,8 @@ impl Spool {
         let conn = self.lock();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT d.message_id, d.member, d.kind, d.state, d.attempts, d.next_attempt_at, d.last_error
+                "SELECT d.message_id, d.member, d.kind, CASE WHEN d.bounce IS NULL THEN d.state ELSE 'bounced' END,
+                        d.attempts, d.next_attempt_at, COALESCE(d.bounce, d.last_error)
                  FROM deliveries d JOIN messages m ON m.id = d.message_id
                  WHERE m.list = ?3 AND (?1 IS NULL OR d.message_id = ?1) AND (?2 IS NULL OR d.member = ?2 COLLATE NOCASE)
                  ORDER BY m.received_at, d.message_id, d.kind, d.member",

@@ -48,6 +48,10 @@ pub(super) fn deliveries_ddl(name: &str) -> String {
     next_attempt_at INTEGER NOT NULL,
     last_error      TEXT,
     first_failed_at INTEGER,
+    -- The remote diagnostic of a delivery status notification that came
+    -- back for it after the smarthost took it, and when (version 8).
+    bounce          TEXT,
+    bounced_at      INTEGER,
     PRIMARY KEY (message_id, member, kind)
 );"
     )
@@ -221,6 +225,17 @@ pub(super) fn migrate(conn: &mut Connection, list: &str) -> rusqlite::Result<()>
     }
     tx.execute_batch(OTHER_TABLES)?;
     tx.execute_batch(AUDIT_NO_UPDATE)?;
+    // Bounces (version 8): deliveries made before have no such columns.
+    for (column, ty) in [("bounce", "TEXT"), ("bounced_at", "INTEGER")] {
+        let has: bool = tx.query_row(
+            &format!("SELECT EXISTS (SELECT 1 FROM pragma_table_info('deliveries') WHERE name = '{column}')"),
+            [],
+            |r| r.get(0),
+        )?;
+        if !has {
+            tx.execute_batch(&format!("ALTER TABLE deliveries ADD COLUMN {column} {ty};"))?;
+        }
+    }
     // Version 4 made `submissions` without its `reply` column.
     let has_reply: bool = tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM pragma_table_info('submissions') WHERE name = 'reply')",

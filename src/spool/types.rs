@@ -216,15 +216,19 @@ pub enum DeliveryState {
     Failed,
     /// Withdrawn with its embargo, or by the operator.
     Cancelled,
+    /// Sent, then refused by the member's server: a delivery status
+    /// notification came back for it.
+    Bounced,
 }
 
 impl DeliveryState {
-    const ALL: [DeliveryState; 5] = [
+    const ALL: [DeliveryState; 6] = [
         DeliveryState::Pending,
         DeliveryState::Sent,
         DeliveryState::Skipped,
         DeliveryState::Failed,
         DeliveryState::Cancelled,
+        DeliveryState::Bounced,
     ];
 
     pub(super) fn as_str(self) -> &'static str {
@@ -234,6 +238,7 @@ impl DeliveryState {
             DeliveryState::Skipped => "skipped",
             DeliveryState::Failed => "failed",
             DeliveryState::Cancelled => "cancelled",
+            DeliveryState::Bounced => "bounced",
         }
     }
 }

@@ -450,7 +450,7 @@ async fn audit_answers_for_an_announcement_after_a_mixed_delivery() {
 
     let status = text(&cli(&["status", "--config", cfg]));
     assert!(
-        status.contains("0 due now, 1 retrying, 1 failed; 6 scheduled for later"),
+        status.contains("0 due now, 1 retrying, 1 failed, 0 bounced; 6 scheduled for later"),
         "{status}"
     );
     // The reminder a day before the embargo lifts is scheduled, not stuck.

@@ -779,6 +779,14 @@ pub async fn send_to(
     }
 }
 
+/// Whether `c` was sent by `list`: its envelope sender is one of the
+/// list's bounce addresses (`<local>+bounce-<copy id>@<domain>`).
+pub fn from_list(c: &embargo_relay::sink::Captured, list: &str) -> bool {
+    let (local, domain) = list.split_once('@').unwrap();
+    let sender = c.envelope.mail_from.to_ascii_lowercase();
+    sender.starts_with(&format!("{local}+bounce-")) && sender.ends_with(&format!("@{domain}"))
+}
+
 /// The member copies among what a sink captured (not receipts or releases).
 pub fn copies(got: &[embargo_relay::sink::Captured]) -> Vec<&embargo_relay::sink::Captured> {
     with_subject(got, "[embargoed announcement]")

@@ -456,9 +456,7 @@ async fn crash_and_restart_two_lists(failpoint: &'static str) {
     let got_from = |g: &[embargo_relay::sink::Captured], list: &str, to: &str| {
         copies(g)
             .iter()
-            .filter(|c| {
-                c.envelope.rcpt_to == [to] && c.envelope.mail_from.eq_ignore_ascii_case(list)
-            })
+            .filter(|c| c.envelope.rcpt_to == [to] && from_list(c, list))
             .count()
     };
     let public = |g: &[embargo_relay::sink::Captured], to: &str| {

@@ -206,7 +206,7 @@ async fn two_lists_sharing_a_pst_key_stay_apart() {
         copies(&got)
             .iter()
             .filter(|c| c.envelope.rcpt_to == [SQ_MEMBER])
-            .all(|c| c.envelope.mail_from.eq_ignore_ascii_case(LIST_B)),
+            .all(|c| from_list(c, LIST_B)),
         "B's member hears from B"
     );
     // A join request to B's request address is B's (its PST hears of it).

@@ -2,6 +2,7 @@
 
 mod admin;
 mod binding;
+mod bounces;
 mod cleartext;
 mod commands;
 mod common;

@@ -522,6 +522,56 @@ async fn behind_postfix_as_deployed_members_get_copies_and_refusals_bounce_one_l
     );
     assert!(!text.contains(CANARY), "the announcement came back: {text}");
 
+    // 5. A member's server that refuses a copy Postfix took (552 after
+    //    DATA): Postfix's own bounce goes back to the copy's envelope
+    //    sender, through the pipe, and marks that copy bounced; the PST
+    //    gets a fresh receipt naming the member and the answer.
+    sink.answer_for(GPG_MEMBER, 550, None);
+    let bounced = f.gpg_signed(
+        PST,
+        "CVE-2026-15: bounced",
+        &embargoed("for a member whose server refuses it"),
+    );
+    let before = sink.captured().len();
+    send_to(postfix.addr, PST, LIST, &bounced)
+        .await
+        .expect("Postfix queues it");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let is_bounced = || {
+        f.spool()
+            .deliveries(None, Some(GPG_MEMBER))
+            .unwrap()
+            .iter()
+            .any(|r| r.state == embargo_relay::spool::DeliveryState::Bounced)
+    };
+    while !is_bounced() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no bounce recorded; {}",
+            log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let got = sink
+        .wait_until(PATIENCE, |g| {
+            receipt_texts(&f, &g[before..])
+                .iter()
+                .any(|t| t.contains("BOUNCED"))
+        })
+        .await;
+    let receipt = receipt_texts(&f, &got[before..]).join("\n");
+    assert!(
+        receipt.contains(&format!("{GPG_MEMBER} (Org 1): 5.")) && receipt.contains("550"),
+        "{receipt}"
+    );
+    assert!(
+        f.audit()
+            .iter()
+            .any(|r| r.event == "bounced" && r.member.as_deref() == Some(GPG_MEMBER)),
+        "{:?}",
+        f.audit()
+    );
+
     // Nothing went to anyone in the clear.
     for c in sink.captured() {
         if bounces_to(std::slice::from_ref(&c), &c.envelope.rcpt_to[0]).is_empty() {
