@@ -53,10 +53,14 @@ fn mailbox(addr: &str) -> Result<Mailbox, lettre::address::AddressError> {
 /// The plaintext that is signed and encrypted for one member: a
 /// `multipart/mixed; protected-headers="v1"` entity whose headers carry the
 /// real Subject (as Thunderbird reads it) around the PST's signed entity, verbatim.
+///
+/// `acknowledge`: the embargo id a member copy asks the member to
+/// acknowledge (the notice says how).
 pub(crate) fn protected_inner(
     h: &CopyHeaders<'_>,
     subject: &str,
     embargo_until: Option<DateTime<Utc>>,
+    acknowledge: Option<&str>,
     entity: &[u8],
 ) -> Result<Secret, lettre::address::AddressError> {
     let boundary = loop {
@@ -83,7 +87,7 @@ pub(crate) fn protected_inner(
         let stamp = until.format("%Y-%m-%dT%H:%M:%SZ");
         out.extend_from_slice(format!("Embargo-Until: {stamp}\r\n").as_bytes());
         out.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
-        out.extend_from_slice(&embargo_notice(until));
+        out.extend_from_slice(&embargo_notice(until, acknowledge));
     }
     out.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
     out.extend_from_slice(entity);
@@ -91,12 +95,18 @@ pub(crate) fn protected_inner(
     Ok(Secret::new(out))
 }
 
-/// The part every copy opens with: when the embargo lifts, in UTC.
-fn embargo_notice(until: DateTime<Utc>) -> Vec<u8> {
+/// The part every copy opens with: when the embargo lifts, in UTC, and
+/// how to acknowledge it.
+fn embargo_notice(until: DateTime<Utc>, acknowledge: Option<&str>) -> Vec<u8> {
+    let ack = acknowledge.map_or_else(String::new, |id| {
+        format!(
+            "\nPlease acknowledge that you received it and accept the embargo: reply to this message, signed and encrypted as for a post, with this as the first line of your text:\n\nAcknowledge: {id}\n\nThe list records it and tells the security team; it is not sent to the other members.\n"
+        )
+    });
     crate::entity::text_plain_with(
         &[("Content-Description", "embargo notice")],
         &format!(
-            "EMBARGOED until {} UTC ({}).\nDo not share this beyond need-to-know until then.\n",
+            "EMBARGOED until {} UTC ({}).\nDo not share this beyond need-to-know until then.\n{ack}",
             until.format("%Y-%m-%d %H:%M"),
             until.format("%Y-%m-%dT%H:%M:%SZ"),
         ),
@@ -496,6 +506,7 @@ mod tests {
             &headers(),
             "CVE-2026-1234: kubelet ünïcode",
             Some(until),
+            None,
             b"Content-Type: text/plain\r\n\r\nbody",
         )
         .unwrap();

@@ -143,6 +143,7 @@ pub(super) fn receipt_message(
         .collect();
     let directory = relay.directory();
     let expiring = expiring_before(relay, &report, a.terms.until);
+    let acks = acknowledged(relay, &d.message_id)?;
     let mut text = Receipt {
         list_address: &relay.config().list_address,
         roster: &directory.roster,
@@ -153,6 +154,7 @@ pub(super) fn receipt_message(
         releases: &releases,
         released: &released,
         expiring: &expiring,
+        acks: &acks,
     }
     .text();
     for (to, why) in &failed_releases {
@@ -191,6 +193,57 @@ fn expiring_before(
             (ends < until).then(|| (m.clone(), ends))
         })
         .collect()
+}
+
+/// Who acknowledged embargo `id`, by address.
+fn acknowledged(relay: &Pinned, id: &str) -> Result<Vec<String>, BuildError> {
+    Ok(relay
+        .spool
+        .acks(id)
+        .map_err(BuildError::Spool)?
+        .into_iter()
+        .map(|(m, _)| m)
+        .collect())
+}
+
+/// Who of the members that have the copy (`report`'s sent rows)
+/// acknowledged it and who did not yet.
+fn acks_text(
+    roster: &crate::roster::Roster,
+    report: &[(String, String, Option<String>)],
+    acks: &[String],
+) -> String {
+    let have: Vec<&String> = report
+        .iter()
+        .filter(|(_, state, _)| state == "sent")
+        .map(|(m, _, _)| m)
+        .collect();
+    if have.is_empty() {
+        return String::new();
+    }
+    let rows: String = have
+        .iter()
+        .map(|m| {
+            let organization = roster
+                .find(m)
+                .map(|m| m.organization.clone())
+                .unwrap_or_default();
+            let state = if acks.iter().any(|a| a.eq_ignore_ascii_case(m)) {
+                "acknowledged"
+            } else {
+                "not yet"
+            };
+            format!("  - {m} ({organization}): {state}\n")
+        })
+        .collect();
+    let n = have
+        .iter()
+        .filter(|m| acks.iter().any(|a| a.eq_ignore_ascii_case(m)))
+        .count();
+    format!(
+        "\nAcknowledged by {n} of the {} members who have the copy:\n{rows}",
+        have.len()
+    )
 }
 
 /// The text that names them, empty when there is none.
@@ -251,6 +304,11 @@ pub(super) fn reminder_message(
     text.push_str(&expiring_text(
         &relay.directory().roster,
         &expiring_before(relay, &report, a.terms.until),
+    ));
+    text.push_str(&acks_text(
+        &relay.directory().roster,
+        &report,
+        &acknowledged(relay, &d.message_id)?,
     ));
     notice(
         relay,
@@ -389,7 +447,7 @@ pub(super) fn notice(
     };
     // A refusal or a key notice is about no embargo: no embargo notice.
     let until = (!matches!(d.kind, Kind::Refusal | Kind::Notice)).then_some(a.terms.until);
-    let inner = outbound::protected_inner(&headers, subject, until, &part)
+    let inner = outbound::protected_inner(&headers, subject, until, None, &part)
         .map_err(|e| BuildError::Seal(format!("bad address: {e}")))?;
     let p = crate::crypto::policy();
     let armored = relay
@@ -417,6 +475,8 @@ pub(super) struct Receipt<'a> {
     pub(super) released: &'a [(String, String)],
     /// Members whose key expires before the embargo lifts, and when.
     pub(super) expiring: &'a [(String, DateTime<Utc>)],
+    /// Members who acknowledged the embargo.
+    pub(super) acks: &'a [String],
 }
 
 impl Receipt<'_> {
@@ -432,6 +492,7 @@ impl Receipt<'_> {
             releases,
             released,
             expiring,
+            acks,
         } = *self;
         let organization = |m: &str| {
             roster
@@ -495,6 +556,7 @@ Embargo state:  {state}\nEmbargo lifts:  {} UTC ({} in the offset you wrote)\nCo
             }
         }
         text.push_str(&expiring_text(roster, expiring));
+        text.push_str(&acks_text(roster, report, acks));
         text.push_str(&if releases.is_empty() {
             "\nPublic advisory: none held. Nothing will be published by the list.\n".to_owned()
         } else if !released.is_empty() {
@@ -591,6 +653,8 @@ pub(super) fn seal_copy(
     let (email, cert) = member_cert(relay, &d.to)?;
     let message_id = copy_message_id(relay, d);
     let config = relay.config();
+    // A member copy asks for an acknowledgement; a lifted notice does not.
+    let ack = (d.kind == Kind::Copy).then_some(d.message_id.as_str());
     let headers = CopyHeaders {
         list: &config.list_address,
         member: &email,
@@ -600,7 +664,7 @@ pub(super) fn seal_copy(
     let p = crate::crypto::policy();
     if cert.primary_key().key().version() >= 6 {
         // A v6 key takes a v6 PKESK and SEIPDv2: sealed for it alone.
-        let inner = outbound::protected_inner(&headers, &a.subject, until, a.entity.expose())
+        let inner = outbound::protected_inner(&headers, &a.subject, until, ack, a.entity.expose())
             .map_err(|e| BuildError::Seal(format!("bad address: {e}")))?;
         let armored = config
             .list_key
@@ -622,9 +686,14 @@ pub(super) fn seal_copy(
                 message_id: &inner_id,
                 date: headers.date,
             };
-            let inner =
-                outbound::protected_inner(&inner_headers, &a.subject, until, a.entity.expose())
-                    .map_err(|e| format!("bad address: {e}"))?;
+            let inner = outbound::protected_inner(
+                &inner_headers,
+                &a.subject,
+                until,
+                ack,
+                a.entity.expose(),
+            )
+            .map_err(|e| format!("bad address: {e}"))?;
             config
                 .list_key
                 .seal_shared(&p, headers.date, inner.expose())
@@ -690,6 +759,7 @@ mod tests {
                     .unwrap()
                     .with_timezone(&chrono::Utc),
             )],
+            acks: &[],
         }
         .text();
         for expected in [

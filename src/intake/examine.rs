@@ -90,6 +90,20 @@ pub fn examine(
         if named.is_none() && shared(&auth.signer) {
             return Err(Rejection::Unbound);
         }
+        if let Some(embargo) = acknowledged(signed_part.expose()) {
+            // Not a post: recorded, never relayed, whatever the policy.
+            if !encrypted {
+                return Err(Rejection::MemberPost(
+                    "an acknowledgement must be encrypted to the list key, like a post (a reply may quote the announcement)",
+                ));
+            }
+            verify::fresh(&auth, now, policy.signature_max_age)?;
+            return Ok(Examined::Acknowledgement {
+                signer: auth.signer,
+                embargo,
+                digests: auth.signature_digests,
+            });
+        }
         if policy.member_posts == MemberPosts::Reject {
             return Err(Rejection::MemberPost(
                 "this list does not relay member posts (policy.member_posts = \"reject\")",
@@ -218,11 +232,34 @@ pub enum Examined {
         /// A certificate attached to the signed entity (for `Roster-Add`).
         keys: Option<Vec<u8>>,
     },
+    /// A member's acknowledgement of an embargo (`Acknowledge: <id>`).
+    Acknowledgement {
+        /// Fingerprint of the member's certificate.
+        signer: String,
+        /// The embargo id it names (lower case).
+        embargo: String,
+        digests: Vec<String>,
+    },
     /// Authenticated, but invalid: the PST is told why, signed and encrypted.
     Refused {
         rejection: Rejection,
         sender: Sender,
     },
+}
+
+/// The embargo id a member's signed entity acknowledges: its first text
+/// part's first non-empty line is `Acknowledge: <embargo id>` (16 hex
+/// digits, any case).
+pub(super) fn acknowledged(entity: &[u8]) -> Option<String> {
+    let message = mail_parser::MessageParser::new().parse(entity)?;
+    let text = message.body_text(0)?;
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let (name, value) = line.split_once(':')?;
+    let id = value.trim();
+    (name.trim().eq_ignore_ascii_case("acknowledge")
+        && id.len() == 16
+        && id.bytes().all(|b| b.is_ascii_hexdigit()))
+    .then(|| id.to_ascii_lowercase())
 }
 
 /// Marks an outer Subject that no signature covers before the list re-signs it.

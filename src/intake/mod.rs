@@ -326,6 +326,13 @@ impl Intake {
             Ok(Examined::MemberPost(post, digests)) => {
                 return self.post(envelope, post, &digests, now, fetched, &submission);
             }
+            Ok(Examined::Acknowledgement {
+                signer,
+                embargo,
+                digests,
+            }) => {
+                return self.acknowledge(envelope, &signer, &embargo, &digests, now);
+            }
             Ok(Examined::Refused { rejection, sender }) => {
                 return self.refuse(envelope, &rejection, &sender, now, Some(&submission));
             }

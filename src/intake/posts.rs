@@ -8,7 +8,7 @@ use crate::crypto::random_hex;
 use crate::mail::{Envelope, Reply};
 use crate::record::Record;
 use crate::secret::Secret;
-use crate::spool::NewPost;
+use crate::spool::{NewPost, SpoolError};
 
 use super::examine::Post;
 use super::mime;
@@ -67,6 +67,50 @@ impl Intake {
             });
         }
         Ok(thread)
+    }
+
+    /// Records a member's acknowledgement of an embargo: never relayed.
+    pub(super) fn acknowledge(
+        &self,
+        envelope: &Envelope,
+        signer: &str,
+        embargo: &str,
+        digests: &[String],
+        now: DateTime<Utc>,
+    ) -> Reply {
+        let directory = self.directory();
+        let Some(member) = directory.roster.by_fingerprint(signer) else {
+            tracing::error!(%signer, "an acknowledgement's signer is not in the roster it was verified against");
+            return try_later();
+        };
+        match self
+            .relay
+            .spool
+            .acknowledge(embargo, &member.email, digests, now)
+        {
+            Ok(_) => {
+                tracing::info!(member = %member.email, embargo, "acknowledgement recorded");
+                Reply::new(
+                    250,
+                    "2.0.0",
+                    format!("acknowledgement of {embargo} recorded"),
+                )
+            }
+            Err(SpoolError::Replay(previous)) => {
+                self.reject(envelope, &Rejection::Replay(previous), now)
+            }
+            Err(SpoolError::Refused(_)) => self.reject(
+                envelope,
+                &Rejection::MemberPost(
+                    "the acknowledgement names no embargo whose copy went to its signer",
+                ),
+                now,
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record an acknowledgement; answering 451");
+                try_later()
+            }
+        }
     }
 
     /// Relays a member's post, re-encrypted to every member or to the PST

@@ -110,6 +110,32 @@ fn show(spool: &Spool, id: &str, now: DateTime<Utc>, out: &mut dyn Write) -> any
         "copies       {} sent, {} pending, {} skipped, {} failed",
         c.sent, c.pending, c.skipped, c.failed
     )?;
+    // Who has the copy, and whether they acknowledged it.
+    let acks = spool.acks(id)?;
+    let have: Vec<String> = spool
+        .delivery_report(id, crate::spool::Kind::Copy)?
+        .into_iter()
+        .filter(|(_, state, _)| state == "sent")
+        .map(|(m, _, _)| m)
+        .collect();
+    writeln!(
+        out,
+        "acknowledged {} of {} members who have the copy",
+        have.iter()
+            .filter(|m| acks.iter().any(|(a, _)| a.eq_ignore_ascii_case(m)))
+            .count(),
+        have.len()
+    )?;
+    for m in &have {
+        match acks.iter().find(|(a, _)| a.eq_ignore_ascii_case(m)) {
+            Some((_, at)) => writeln!(
+                out,
+                "  {m:<40} acknowledged {} UTC",
+                at.format("%Y-%m-%d %H:%M")
+            )?,
+            None => writeln!(out, "  {m:<40} not yet")?,
+        }
+    }
     writeln!(out, "audit")?;
     for r in spool.audit_for(id)? {
         writeln!(

@@ -237,6 +237,82 @@ impl Spool {
     }
 }
 
+impl Spool {
+    /// Records `member`'s acknowledgement of embargo `id` (its signature
+    /// identities into the replay cache), with an audit record. Refused
+    /// when no copy of that embargo of this list went to `member`; a
+    /// second acknowledgement is kept as the first. Returns whether it is
+    /// the first.
+    pub fn acknowledge(
+        &self,
+        id: &str,
+        member: &str,
+        digests: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<bool, SpoolError> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        self.takes_mail(&tx)?;
+        self.not_seen(&tx, digests)?;
+        let had_copy: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM deliveries d JOIN messages m ON m.id = d.message_id
+                   WHERE d.message_id = ?1 AND m.list = ?3 AND m.kind = 'announcement'
+                     AND d.kind = 'copy' AND d.member = ?2 COLLATE NOCASE)",
+                params![id, member, &*self.list],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.db(e))?;
+        if !had_copy {
+            return Err(SpoolError::Refused(
+                "no copy of that embargo went to the signer".to_owned(),
+            ));
+        }
+        let t = to_millis(now);
+        let write = || -> rusqlite::Result<bool> {
+            let first = tx.execute(
+                "INSERT OR IGNORE INTO acks (message_id, member, at) VALUES (?1, ?2, ?3)",
+                params![id, member, t],
+            )? == 1;
+            insert_signatures(&tx, &self.list, digests, id, t)?;
+            insert_audit(
+                &tx,
+                &self.list,
+                t,
+                "acknowledged",
+                Some(id),
+                Some(member),
+                if first {
+                    "the member acknowledged the embargo (signed, verified against its certificate)"
+                } else {
+                    "the member acknowledged the embargo again"
+                },
+            )?;
+            Ok(first)
+        };
+        let first = write().map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))?;
+        Ok(first)
+    }
+
+    /// Who acknowledged embargo `id`, and when, by address.
+    pub fn acks(&self, id: &str) -> Result<Vec<(String, DateTime<Utc>)>, SpoolError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT a.member, a.at FROM acks a JOIN messages m ON m.id = a.message_id
+                 WHERE a.message_id = ?1 AND m.list = ?2 ORDER BY a.member",
+            )
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map(params![id, &*self.list], |r| {
+                Ok((r.get::<_, String>(0)?, from_millis(r.get(1)?)))
+            })
+            .map_err(|e| self.db(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::spool::tests::t;

@@ -80,6 +80,14 @@ CREATE TABLE IF NOT EXISTS lists (
     key         TEXT NOT NULL,
     state       TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'closing', 'removed'))
 );
+-- Members' acknowledgements of an embargo (version 8): one each, kept
+-- with the signature that made it in the replay cache.
+CREATE TABLE IF NOT EXISTS acks (
+    message_id  TEXT NOT NULL REFERENCES messages(id),
+    member      TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    PRIMARY KEY (message_id, member)
+);
 -- A list's messages by kind (its embargoes, its receipts owed).
 CREATE INDEX IF NOT EXISTS messages_list ON messages (list, kind);
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);

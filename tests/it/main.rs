@@ -1,5 +1,6 @@
 //! Integration tests: the real daemon binary, real SMTP clients, GnuPG.
 
+mod acks;
 mod admin;
 mod binding;
 mod bounces;
