@@ -27,6 +27,9 @@ pub(crate) const RECEIPT_SUBJECT: &str = "[embargo-relay receipt]";
 /// The outer Subject of a reminder to the PST before an embargo lifts.
 pub(crate) const REMINDER_SUBJECT: &str = "[embargo-relay reminder]";
 
+/// Outer Subject of a member's reminder to acknowledge an embargo.
+pub(crate) const ACK_REMINDER_SUBJECT: &str = "[embargo-relay acknowledgement reminder]";
+
 /// The outer Subject of a refusal sent to the PST.
 pub(crate) const REFUSAL_SUBJECT: &str = "[embargo-relay refusal]";
 

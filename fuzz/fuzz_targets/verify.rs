@@ -59,6 +59,7 @@ static KEYS: LazyLock<Keys> = LazyLock::new(|| {
             max_embargo: chrono::Duration::days(14),
             public_recipients: vec!["security-announce@project.example.org".into()],
             reminder_before: chrono::Duration::hours(24),
+            ack_reminder_before: chrono::Duration::hours(24),
             late_after: chrono::Duration::seconds(60),
             signature_max_age: chrono::Duration::hours(72),
             member_posts: MemberPosts::List,

@@ -19,6 +19,7 @@ fn policy(own: Option<RawPolicy>, shared: &RawPolicy) -> RawPolicy {
     RawPolicy {
         max_embargo: or(own.max_embargo, &shared.max_embargo),
         reminder_before: or(own.reminder_before, &shared.reminder_before),
+        ack_reminder_before: or(own.ack_reminder_before, &shared.ack_reminder_before),
         late_after: or(own.late_after, &shared.late_after),
         signature_max_age: or(own.signature_max_age, &shared.signature_max_age),
         member_posts: or(own.member_posts, &shared.member_posts),

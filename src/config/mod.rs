@@ -72,6 +72,9 @@ pub struct PolicyConfig {
     pub public_recipients: Vec<String>,
     /// How long before the embargo lifts the PST is reminded.
     pub reminder_before: chrono::Duration,
+    /// How long before the embargo lifts members who have not acknowledged
+    /// it are reminded to.
+    pub ack_reminder_before: chrono::Duration,
     /// A release later than this after its time is reported as late.
     pub late_after: chrono::Duration,
     /// Signatures older than this are refused (replay window).

@@ -161,6 +161,9 @@ pub struct RawPolicy {
     pub max_embargo: Option<String>,
     /// How long before an embargo lifts the PST is reminded.
     pub reminder_before: Option<String>,
+    /// How long before an embargo lifts members who have not acknowledged
+    /// it are reminded to.
+    pub ack_reminder_before: Option<String>,
     /// A release later than this after its time is reported as late.
     pub late_after: Option<String>,
     /// Signatures older than this are refused as possible replays.

@@ -88,6 +88,11 @@ impl Validator<'_> {
         let reminder_before =
             self.duration("policy.reminder_before", raw.policy.reminder_before, "24h")?;
         let late_after = self.duration("policy.late_after", raw.policy.late_after, "60s")?;
+        let ack_reminder_before = self.duration(
+            "policy.ack_reminder_before",
+            raw.policy.ack_reminder_before,
+            "24h",
+        )?;
         let signature_max_age = self.duration(
             "policy.signature_max_age",
             raw.policy.signature_max_age,
@@ -108,6 +113,8 @@ impl Validator<'_> {
                 .map_err(|_| self.err("policy.reminder_before", "too long"))?,
             late_after: chrono::Duration::from_std(late_after)
                 .map_err(|_| self.err("policy.late_after", "too long"))?,
+            ack_reminder_before: chrono::Duration::from_std(ack_reminder_before)
+                .map_err(|_| self.err("policy.ack_reminder_before", "too long"))?,
             signature_max_age: chrono::Duration::from_std(signature_max_age)
                 .map_err(|_| self.err("policy.signature_max_age", "too long"))?,
             inline_pgp: raw.policy.inline_pgp.unwrap_or(false),

@@ -26,6 +26,9 @@ pub(super) enum BuildError {
     /// The spool could not be read for what the message says: the worker
     /// pauses, as for any spool error.
     Spool(SpoolError),
+    /// Nothing to send any more (a reminder to acknowledge, to a member
+    /// who has): ended as skipped, with the reason.
+    NotNeeded(String),
 }
 
 impl From<SealError> for BuildError {
@@ -52,7 +55,10 @@ pub(super) fn build(relay: &Pinned, a: &Record, d: &DueDelivery) -> Result<Vec<u
         Kind::Release => release_message(relay, a, d),
         Kind::Receipt => receipt_message(relay, a, d),
         Kind::Lifted => lifted_message(relay, a, d),
-        Kind::Reminder => reminder_message(relay, a, d),
+        // The PST's reminder goes to the announcement's From; a member's
+        // row is its reminder to acknowledge.
+        Kind::Reminder if d.to.eq_ignore_ascii_case(&a.from) => reminder_message(relay, a, d),
+        Kind::Reminder => ack_reminder_message(relay, a, d),
         Kind::Notice => notice_message(relay, a, d),
         Kind::Refusal => {
             let pst = pst_cert_for(relay, a, &d.to)?;
@@ -318,6 +324,56 @@ pub(super) fn reminder_message(
         &format!("Reminder: {}", a.subject),
         &text,
         outbound::REMINDER_SUBJECT,
+    )
+}
+
+/// A member's reminder to acknowledge the embargo, with nothing of the
+/// announcement in it (no Subject, no text): which embargo, when it lifts,
+/// how to acknowledge. Not needed once the member has.
+pub(super) fn ack_reminder_message(
+    relay: &Pinned,
+    a: &Record,
+    d: &DueDelivery,
+) -> Result<Vec<u8>, BuildError> {
+    let acked = relay
+        .spool
+        .acks(&d.message_id)
+        .map_err(BuildError::Spool)?
+        .iter()
+        .any(|(m, _)| m.eq_ignore_ascii_case(&d.to));
+    if acked {
+        return Err(BuildError::NotNeeded(
+            "the member acknowledged the embargo; no reminder needed".to_owned(),
+        ));
+    }
+    let has_copy = relay
+        .spool
+        .delivery_report(&d.message_id, Kind::Copy)
+        .map_err(BuildError::Spool)?
+        .iter()
+        .any(|(m, state, _)| m.eq_ignore_ascii_case(&d.to) && state == "sent");
+    if !has_copy {
+        return Err(BuildError::NotNeeded(
+            "the member has no copy to acknowledge".to_owned(),
+        ));
+    }
+    let (_, cert) = member_cert(relay, &d.to)?;
+    let text = format!(
+        "You have not yet acknowledged embargo {id} of the list {list}, which lifts at {} UTC.\n\n\
+Please reply to the copy you received, signed and encrypted, with this as the first line of your text:\n\n\
+Acknowledge: {id}\n",
+        a.terms.until.format("%Y-%m-%d %H:%M"),
+        id = d.message_id,
+        list = relay.config().list_address,
+    );
+    notice(
+        relay,
+        a,
+        d,
+        &cert,
+        &format!("Please acknowledge embargo {}", d.message_id),
+        &text,
+        outbound::ACK_REMINDER_SUBJECT,
     )
 }
 

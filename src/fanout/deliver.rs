@@ -157,6 +157,10 @@ pub(super) async fn deliver_one(
             })
             .await??);
         }
+        Err(BuildError::NotNeeded(reason)) => {
+            tracing::info!(message_id = %d.message_id, member = %d.to, %reason, "nothing to send");
+            return finish(relay, d, Finished::Skipped, reason).await;
+        }
         Err(BuildError::Seal(reason)) => {
             // E.g. the list's signing key expired: the operator can fix that, so retry.
             tracing::error!(message_id = %d.message_id, member = %d.to, %reason, "sealing a copy failed");

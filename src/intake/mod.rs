@@ -384,6 +384,16 @@ impl Intake {
         let Some(sealed) = self.seal(&announcement) else {
             return try_later();
         };
+        // Members are reminded to acknowledge; the PST (who gets its own
+        // reminder) is not.
+        let ack_reminded: Vec<String> = members
+            .iter()
+            .filter(|m| {
+                !m.eq_ignore_ascii_case(&announcement.from)
+                    && !directory.roster.find(m).is_some_and(|m| m.pst)
+            })
+            .cloned()
+            .collect();
         let new = NewMessage {
             id: &id,
             signer: &announcement.signer,
@@ -397,6 +407,11 @@ impl Intake {
                 announcement.terms.until - self.config().policy.reminder_before,
             ))
             .filter(|(_, at)| *at > now),
+            ack_reminders: Some((
+                announcement.terms.until - self.config().policy.ack_reminder_before,
+                &ack_reminded[..],
+            ))
+            .filter(|(at, _)| *at > now),
             fetched,
             submission: Some(&submission),
         };
@@ -578,6 +593,7 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
                 max_embargo: chrono::Duration::days(14),
                 public_recipients: vec!["announce@example.org".into()],
                 reminder_before: chrono::Duration::hours(24),
+                ack_reminder_before: chrono::Duration::hours(24),
                 late_after: chrono::Duration::seconds(60),
                 signature_max_age: chrono::Duration::hours(72),
                 member_posts: MemberPosts::List,

@@ -336,6 +336,7 @@ mod tests {
                 members: &members,
                 public_to: &public,
                 reminder: Some(("pst@x.org", t("2026-11-21T12:00:00Z"))),
+                ack_reminders: None,
                 fetched: None,
                 submission: None,
             };
@@ -441,6 +442,7 @@ mod tests {
             members: &[],
             public_to: &public,
             reminder: None,
+            ack_reminders: None,
             fetched: None,
             submission: None,
         };

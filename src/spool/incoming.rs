@@ -128,7 +128,16 @@ impl Spool {
         let reminder = msg
             .reminder
             .map(|(to, at)| (to, Kind::Reminder, to_millis(at)));
-        for (to, kind, due) in rows.chain(releases).chain(lifted).chain(reminder) {
+        let ack_reminders = msg.ack_reminders.into_iter().flat_map(|(at, to)| {
+            to.iter()
+                .map(move |m| (m.as_str(), Kind::Reminder, to_millis(at)))
+        });
+        for (to, kind, due) in rows
+            .chain(releases)
+            .chain(lifted)
+            .chain(reminder)
+            .chain(ack_reminders)
+        {
             insert_delivery(&tx, msg.id, to, kind, due).map_err(|e| self.db(e))?;
         }
         insert_audit(
@@ -348,6 +357,7 @@ mod tests {
             members: &members,
             public_to: &[],
             reminder: None,
+            ack_reminders: None,
             fetched: None,
             submission: None,
         };

@@ -323,6 +323,7 @@ mod tests {
                 members: &members,
                 public_to: &[],
                 reminder: None,
+                ack_reminders: None,
                 fetched: None,
                 submission: None,
             },

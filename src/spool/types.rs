@@ -21,6 +21,10 @@ pub struct NewMessage<'a> {
     pub public_to: &'a [String],
     /// The PST address to remind, and when (none if that time has passed).
     pub reminder: Option<(&'a str, DateTime<Utc>)>,
+    /// When to remind the members who will not have acknowledged by then,
+    /// and who they are (a reminder row each, skipped at its time for a
+    /// member who has).
+    pub ack_reminders: Option<(DateTime<Utc>, &'a [String])>,
     /// SHA-256 of the raw mail as fetched from a mailbox, recorded in the
     /// same transaction so that a crash before the mailbox copy is deleted
     /// never processes it twice.

@@ -162,5 +162,43 @@ async fn acknowledgements_are_recorded_shown_and_never_relayed() {
             && reminder.contains(&format!("{SQ_MEMBER} (Org 2): not yet")),
         "{reminder}"
     );
+    // Distro B, who has not acknowledged, is reminded to (encrypted to it,
+    // nothing of the announcement in it); Distro A, who has, is not.
+    let is_ack_reminder = |c: &&embargo_relay::sink::Captured| {
+        find(&c.raw, b"Subject: [embargo-relay acknowledgement reminder]").is_some()
+    };
+    let got = d
+        .sink
+        .wait_until(PATIENCE, |g| g.iter().filter(is_ack_reminder).count() >= 1)
+        .await;
+    f.wait_until_nothing_due(at).await;
+    let got_all = d.sink.captured();
+    let asked: Vec<_> = got_all.iter().filter(is_ack_reminder).collect();
+    assert_eq!(
+        asked.len(),
+        1,
+        "one reminder: {:?}",
+        asked
+            .iter()
+            .map(|c| &c.envelope.rcpt_to)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(asked[0].envelope.rcpt_to, [SQ_MEMBER]);
+    assert!(got.len() <= got_all.len());
+    let opened = crypto::open_copy_at(
+        &p,
+        &member(SQ_MEMBER).secret,
+        &f.list.clone().strip_secret_key_material(),
+        armored_payload(&asked[0].raw),
+        Some(at),
+    )
+    .unwrap();
+    let plain = String::from_utf8_lossy(opened.plaintext.expose()).into_owned();
+    assert!(
+        plain.contains(&format!("Acknowledge: {id}"))
+            && !plain.contains("CVE-2026-173")
+            && !plain.contains("the details"),
+        "{plain}"
+    );
     d.stop().await;
 }
