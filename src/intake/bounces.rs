@@ -60,6 +60,10 @@ impl Intake {
         token: &str,
         now: DateTime<Utc>,
     ) -> Reply {
+        // The same bounds on its structure as any mail, before it is read.
+        if let Err(rejection) = super::mime::check_entity(raw, &self.config().policy.mime) {
+            return self.reject(envelope, &rejection, now);
+        }
         let Some(reports) = dsn::read(raw) else {
             return self.reject(
                 envelope,

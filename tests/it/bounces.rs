@@ -157,6 +157,18 @@ async fn a_bounce_marks_its_delivery_and_tells_the_pst() {
         text.contains("1 bounced") && text.contains(GPG_MEMBER) && text.contains("bounced"),
         "{text}"
     );
+    // A notification is held to the same MIME bounds as any mail.
+    let mut many = String::from(
+        "Content-Type: multipart/report; report-type=delivery-status; boundary=\"M\"\r\n\r\n",
+    );
+    for _ in 0..100 {
+        many.push_str("--M\r\nContent-Type: text/plain\r\n\r\nx\r\n");
+    }
+    many.push_str("--M--\r\n");
+    let (code, text) = send_null(d.addr(), &sender, many.as_bytes())
+        .await
+        .unwrap_err();
+    assert!(code == 554 && text.contains("mime_max_parts"), "{text}");
     // Mail to a bounce address that is no notification is refused.
     let (code, _) = send_to(d.addr(), PST, &sender, b"Subject: hi\r\n\r\nhello\r\n")
         .await
