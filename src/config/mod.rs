@@ -189,7 +189,7 @@ impl Config {
         let head = their_local.get(..prefix.len())?;
         let token = &their_local[prefix.len()..];
         (head.eq_ignore_ascii_case(&prefix)
-            && (1..=64).contains(&token.len())
+            && token.len() == 24
             && token.bytes().all(|b| b.is_ascii_hexdigit()))
         .then(|| token.to_ascii_lowercase())
     }

@@ -219,9 +219,10 @@ fn acks_text(
     report: &[(String, String, Option<String>)],
     acks: &[String],
 ) -> String {
+    // The PST announces; it does not acknowledge.
     let have: Vec<&String> = report
         .iter()
-        .filter(|(_, state, _)| state == "sent")
+        .filter(|(m, state, _)| state == "sent" && !roster.find(m).is_some_and(|m| m.pst))
         .map(|(m, _, _)| m)
         .collect();
     if have.is_empty() {
@@ -344,6 +345,11 @@ pub(super) fn ack_reminder_message(
     if acked {
         return Err(BuildError::NotNeeded(
             "the member acknowledged the embargo; no reminder needed".to_owned(),
+        ));
+    }
+    if d.embargo_cancelled || a.terms.until <= relay.clock.now() {
+        return Err(BuildError::NotNeeded(
+            "the embargo is over; no reminder to acknowledge it".to_owned(),
         ));
     }
     let has_copy = relay

@@ -177,7 +177,10 @@ pub(super) async fn deliver_one(
     crate::failpoint::hit("before-send");
     let config = pinned.config();
     // Its own envelope sender: a bounce names this delivery (VERP).
-    let sender = config.bounce_address(&d.copy_id);
+    let sender = d
+        .bounce_token
+        .as_deref()
+        .map_or_else(|| config.list_address.clone(), |t| config.bounce_address(t));
     let send = outbound.send(&sender, &d.to, &message);
     let sent = if d.kind == Kind::Release {
         // A public release is not abandoned halfway on shutdown (the list

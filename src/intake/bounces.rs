@@ -24,6 +24,9 @@ pub(super) fn bounce_token(config: &Config, envelope: &Envelope, raw: &[u8]) -> 
     // Cheap first: no "+bounce-" in the header, no bounce.
     let header_end = memchr::memmem::find(raw, b"\r\n\r\n").unwrap_or(raw.len());
     memchr::memmem::find(&raw[..header_end], b"+bounce-")?;
+    // Held to the bounds before its header is read (else it goes on to
+    // the intake's checks, which refuse it for them).
+    super::mime::check_entity(raw, &config.policy.mime).ok()?;
     let message = mail_parser::MessageParser::new().parse_headers(raw)?;
     message.headers().iter().find_map(|h| {
         let name = h.name.as_str();
@@ -49,10 +52,11 @@ pub(super) fn bounce_token(config: &Config, envelope: &Envelope, raw: &[u8]) -> 
 
 impl Intake {
     /// Records a delivery status notification for the delivery `token`
-    /// names: a failure marks it bounced (and the PST gets a fresh
-    /// receipt); a delay or success is noted; one that names no delivery
+    /// names: a failure marks it bounced (and, for a copy, the PST gets a
+    /// fresh receipt); anything else is noted. One that names no delivery
     /// of this list is dropped with a record. Answered 250 in each case: a
-    /// sender learns nothing of which tokens exist.
+    /// sender learns nothing of which tokens exist. Held to the MIME
+    /// bounds and the bare-CR rule of any mail; a parser panic refuses it.
     pub(super) fn bounce(
         &self,
         envelope: &Envelope,
@@ -60,59 +64,101 @@ impl Intake {
         token: &str,
         now: DateTime<Utc>,
     ) -> Reply {
-        // The same bounds on its structure as any mail, before it is read.
-        if let Err(rejection) = super::mime::check_entity(raw, &self.config().policy.mime) {
-            return self.reject(envelope, &rejection, now);
-        }
-        let Some(reports) = dsn::read(raw) else {
+        if crate::lines::has_bare_cr(raw) {
             return self.reject(
                 envelope,
-                &Rejection::Malformed(
-                    "a bounce address takes delivery status notifications (multipart/report) only",
-                ),
+                &Rejection::Malformed("bare CR in the message; lines must end in CRLF"),
                 now,
             );
+        }
+        let limits = self.config().policy.mime;
+        let read = std::panic::catch_unwind(|| {
+            super::mime::check_entity(raw, &limits).map(|()| dsn::read(raw))
+        });
+        let reports = match read {
+            Ok(Ok(Some(reports))) => reports,
+            Ok(Err(rejection)) => return self.reject(envelope, &rejection, now),
+            Ok(Ok(None)) => {
+                return self.reject(
+                    envelope,
+                    &Rejection::Malformed(
+                        "a bounce address takes delivery status notifications (multipart/report) only",
+                    ),
+                    now,
+                );
+            }
+            Err(_) => {
+                tracing::error!("reading a delivery status notification panicked; refusing it");
+                return self.reject(
+                    envelope,
+                    &Rejection::Malformed("the notification could not be read (internal error)"),
+                    now,
+                );
+            }
         };
         let peer = format!(
             "from peer {} envelope sender <{}>",
             envelope.peer,
             printable(&envelope.mail_from)
         );
-        let spool = &self.relay().spool;
-        let Some(failed) = reports.iter().find(|r| r.action == "failed") else {
-            let actions: Vec<&str> = reports.iter().map(|r| r.action.as_str()).collect();
-            let detail = format!(
-                "{peer}: a delivery status notification for copy {token} ({}): nothing to record",
-                printable(&actions.join(", "))
+        let noted = || Reply::new(250, "2.0.0", "delivery status notification noted");
+        // Counted like rejections, so junk cannot grow the trail.
+        let record = |event: &str, detail: String| {
+            self.tally_or_audit(
+                now,
+                (event, &super::peer_host(&envelope.peer), event),
+                None,
+                &detail,
             );
-            if let Err(e) = spool.audit(now, "dsn", None, None, &detail) {
-                tracing::error!(error = %e, "cannot write the audit record of a notification");
-                return try_later();
-            }
-            return Reply::new(250, "2.0.0", "delivery status notification noted");
         };
-        let diagnostic: String = printable(&format!("{} {}", failed.status, failed.diagnostic))
+        let failed = reports.iter().find(|r| r.action == "failed");
+        let diagnostic: String = failed
+            .map(|f| printable(&format!("{} {}", f.status, f.diagnostic)))
+            .unwrap_or_default()
             .trim()
             .chars()
             .take(DIAGNOSTIC_CHARS)
             .collect();
-        match spool.bounced(token, &diagnostic, now) {
-            Ok(Some((message_id, member, kind))) => {
+        let spool = &self.relay().spool;
+        let outcome = if failed.is_some() {
+            spool.bounced(token, &diagnostic, now)
+        } else {
+            // Not a failure: only whether the token is this list's.
+            spool
+                .bounce_target(token)
+                .map(|found| found.map(|(m, to, k)| (m, to, k, false)))
+        };
+        match outcome {
+            Ok(Some((message_id, member, kind, true))) => {
                 tracing::warn!(%message_id, %member, kind = ?kind, "a delivery bounced after the smarthost took it");
                 // A receipt may be due now.
                 self.relay().wake.notify_one();
                 Reply::new(250, "2.0.0", "delivery status notification recorded")
             }
-            Ok(None) => {
-                let detail = format!(
-                    "{peer}: a delivery status notification for copy {token}, which names no delivery of this list: dropped"
+            Ok(Some((message_id, _, _, false))) => {
+                let actions: String = reports
+                    .iter()
+                    .map(|r| r.action.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let actions: String = printable(&actions).chars().take(100).collect();
+                record(
+                    "dsn",
+                    format!(
+                        "{peer}: a delivery status notification for message {message_id} ({actions}): nothing more to record"
+                    ),
                 );
+                noted()
+            }
+            Ok(None) => {
                 tracing::warn!(peer = %envelope.peer, "a notification for no delivery of this list; dropped");
-                if let Err(e) = spool.audit(now, "dsn-dropped", None, None, &detail) {
-                    tracing::error!(error = %e, "cannot write the audit record of a notification");
-                    return try_later();
-                }
-                Reply::new(250, "2.0.0", "delivery status notification noted")
+                record(
+                    "dsn-dropped",
+                    format!(
+                        "{peer}: a delivery status notification whose bounce address names no delivery of this list: dropped"
+                    ),
+                );
+                noted()
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot record a bounce; answering 451");

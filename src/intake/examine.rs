@@ -100,6 +100,7 @@ pub fn examine(
             verify::fresh(&auth, now, policy.signature_max_age)?;
             return Ok(Examined::Acknowledgement {
                 signer: auth.signer,
+                from,
                 embargo,
                 digests: auth.signature_digests,
             });
@@ -236,6 +237,8 @@ pub enum Examined {
     Acknowledgement {
         /// Fingerprint of the member's certificate.
         signer: String,
+        /// The From address (a user ID of that certificate): the member.
+        from: String,
         /// The embargo id it names (lower case).
         embargo: String,
         digests: Vec<String>,

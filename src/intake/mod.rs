@@ -328,10 +328,11 @@ impl Intake {
             }
             Ok(Examined::Acknowledgement {
                 signer,
+                from,
                 embargo,
                 digests,
             }) => {
-                return self.acknowledge(envelope, &signer, &embargo, &digests, now);
+                return self.acknowledge(envelope, (&signer, &from), &embargo, &digests, now);
             }
             Ok(Examined::Refused { rejection, sender }) => {
                 return self.refuse(envelope, &rejection, &sender, now, Some(&submission));

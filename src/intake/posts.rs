@@ -73,15 +73,27 @@ impl Intake {
     pub(super) fn acknowledge(
         &self,
         envelope: &Envelope,
-        signer: &str,
+        (signer, from): (&str, &str),
         embargo: &str,
         digests: &[String],
         now: DateTime<Utc>,
     ) -> Reply {
         let directory = self.directory();
-        let Some(member) = directory.roster.by_fingerprint(signer) else {
-            tracing::error!(%signer, "an acknowledgement's signer is not in the roster it was verified against");
-            return try_later();
+        // The member is the one whose address is the From and whose
+        // certificate signed (two entries may share a key).
+        let member = directory.roster.members().iter().find(|m| {
+            m.email.eq_ignore_ascii_case(from)
+                && m.cert()
+                    .is_ok_and(|c| c.fingerprint().to_hex().eq_ignore_ascii_case(signer))
+        });
+        let Some(member) = member else {
+            return self.reject(
+                envelope,
+                &Rejection::MemberPost(
+                    "an acknowledgement comes from the member whose address is its From and whose key signed it",
+                ),
+                now,
+            );
         };
         match self
             .relay

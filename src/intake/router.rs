@@ -22,7 +22,7 @@ fn no_such_list() -> Reply {
     Reply::new(
         550,
         "5.1.1",
-        "no such list here; only the lists and their request addresses are accepted",
+        "no such list here; only the lists, their request addresses and their bounce addresses are accepted",
     )
 }
 

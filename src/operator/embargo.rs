@@ -20,7 +20,16 @@ pub fn embargo(
     let now = clock.now();
     match action {
         EmbargoAction::List => list(&spool, now, out),
-        EmbargoAction::Show { id } => show(&spool, &id, now, out),
+        EmbargoAction::Show { id } => {
+            let pst: Vec<String> = config
+                .roster
+                .members()
+                .iter()
+                .filter(|m| m.pst)
+                .map(|m| m.email.clone())
+                .collect();
+            show(&spool, &id, &pst, now, out)
+        }
         EmbargoAction::Extend { id, time } => {
             let to: DateTime<Utc> = DateTime::parse_from_rfc3339(&time)
                 .with_context(|| {
@@ -87,7 +96,13 @@ fn list(spool: &Spool, now: DateTime<Utc>, out: &mut dyn Write) -> anyhow::Resul
     Ok(())
 }
 
-fn show(spool: &Spool, id: &str, now: DateTime<Utc>, out: &mut dyn Write) -> anyhow::Result<()> {
+fn show(
+    spool: &Spool,
+    id: &str,
+    pst: &[String],
+    now: DateTime<Utc>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let e = spool.embargo(id)?;
     writeln!(out, "embargo      {}", e.id)?;
     writeln!(out, "state        {}", e.state(now))?;
@@ -111,11 +126,12 @@ fn show(spool: &Spool, id: &str, now: DateTime<Utc>, out: &mut dyn Write) -> any
         c.sent, c.pending, c.skipped, c.failed
     )?;
     // Who has the copy, and whether they acknowledged it.
+    // (Not the PST: it announces, it does not acknowledge.)
     let acks = spool.acks(id)?;
     let have: Vec<String> = spool
         .delivery_report(id, crate::spool::Kind::Copy)?
         .into_iter()
-        .filter(|(_, state, _)| state == "sent")
+        .filter(|(m, state, _)| state == "sent" && !pst.iter().any(|p| p.eq_ignore_ascii_case(m)))
         .map(|(m, _, _)| m)
         .collect();
     writeln!(

@@ -34,9 +34,11 @@ pub(super) fn insert_delivery(
     kind: Kind,
     due: i64,
 ) -> rusqlite::Result<()> {
+    // A release goes to a public list from the list's own address.
+    let token = (kind != Kind::Release).then(|| crate::crypto::random_hex(12));
     conn.execute(
-        "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
-        params![message_id, to, kind.as_str(), crate::crypto::random_hex(12), due],
+        "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at, bounce_token) VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6)",
+        params![message_id, to, kind.as_str(), crate::crypto::random_hex(12), due, token],
     )
     .map(drop)
 }
@@ -63,7 +65,7 @@ impl Spool {
         let conn = self.lock();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT d.message_id, d.member, d.kind, d.copy_id, d.attempts, m.embargo_until, m.embargo_state, d.first_failed_at FROM deliveries d
+                "SELECT d.message_id, d.member, d.kind, d.copy_id, d.attempts, m.embargo_until, m.embargo_state, d.first_failed_at, d.bounce_token FROM deliveries d
                  JOIN messages m ON m.id = d.message_id
                  WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 AND m.list = ?3
                  ORDER BY d.kind = 'release' DESC, d.kind = 'lifted' DESC, m.received_at, d.message_id, d.member LIMIT ?2",
@@ -87,6 +89,7 @@ impl Spool {
                     embargo_until: from_millis(r.get(5)?),
                     embargo_cancelled: r.get::<_, String>(6)? == "cancelled",
                     first_failed: r.get::<_, Option<i64>>(7)?.map(from_millis),
+                    bounce_token: r.get(8)?,
                 })
             })
             .map_err(|e| self.db(e))?;
@@ -204,6 +207,7 @@ impl Spool {
             // receipt is queued there is nothing to redo; it will list it.
             tx.execute(
                 "UPDATE deliveries SET state = 'pending', attempts = 0, first_failed_at = NULL, last_error = NULL,
+                   bounce = NULL, bounced_at = NULL,
                    next_attempt_at = ?2, copy_id = ?3 WHERE message_id = ?1 AND kind = 'receipt'",
                 params![d.message_id, to_millis(now), crate::crypto::random_hex(12)],
             )
@@ -212,26 +216,46 @@ impl Spool {
         tx.commit().map_err(|e| self.db(e))
     }
 
-    /// Records that the delivery with `copy_id` (of this list) came back:
+    /// The delivery of this list whose bounce address carries `token`:
+    /// (message id, recipient, kind).
+    pub fn bounce_target(&self, token: &str) -> Result<Option<(String, String, Kind)>, SpoolError> {
+        use rusqlite::OptionalExtension;
+        let found: Option<(String, String, String)> = self
+            .lock()
+            .query_row(
+                "SELECT d.message_id, d.member, d.kind FROM deliveries d JOIN messages m ON m.id = d.message_id
+                 WHERE d.bounce_token = ?1 AND m.list = ?2",
+                params![token, &*self.list],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| self.db(e))?;
+        found
+            .map(|(m, to, kind)| Ok((m, to, kind.parse().map_err(SpoolError::Refused)?)))
+            .transpose()
+    }
+
+    /// Records that the delivery with bounce token `copy_id` (of this list) came back:
     /// a delivery status notification says the recipient's server refused
     /// it after the smarthost took it (`diagnostic`, the remote answer).
     /// With its audit record; for a copy, lifted notice or release the
     /// PST's receipt is sent again, now naming it. Returns the delivery
     /// (message id, recipient, kind), or `None` when no delivery of this
-    /// list has that copy id (a forged or stray notification).
+    /// list has that token (a forged or stray notification); with whether
+    /// this one marked it (the first for a sent delivery does).
     pub fn bounced(
         &self,
         copy_id: &str,
         diagnostic: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<(String, String, Kind)>, SpoolError> {
+    ) -> Result<Option<(String, String, Kind, bool)>, SpoolError> {
         use rusqlite::OptionalExtension;
         let mut conn = self.lock();
         let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
         let found: Option<(String, String, String)> = tx
             .query_row(
                 "SELECT d.message_id, d.member, d.kind FROM deliveries d JOIN messages m ON m.id = d.message_id
-                 WHERE d.copy_id = ?1 AND m.list = ?2",
+                 WHERE d.bounce_token = ?1 AND m.list = ?2",
                 params![copy_id, &*self.list],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
@@ -242,11 +266,17 @@ impl Spool {
         };
         let kind: Kind = kind.parse().map_err(SpoolError::Refused)?;
         let t = to_millis(now);
-        let write = || -> rusqlite::Result<()> {
-            tx.execute(
-                "UPDATE deliveries SET bounce = ?2, bounced_at = ?3 WHERE copy_id = ?1",
+        let write = || -> rusqlite::Result<bool> {
+            // The first notification for a sent delivery counts; another
+            // (a repeat, or one for a delivery not sent) changes nothing.
+            let marked = tx.execute(
+                "UPDATE deliveries SET bounce = ?2, bounced_at = ?3
+                 WHERE bounce_token = ?1 AND state = 'sent' AND bounce IS NULL",
                 params![copy_id, diagnostic, t],
             )?;
+            if marked == 0 {
+                return Ok(false);
+            }
             insert_audit(
                 &tx,
                 &self.list,
@@ -255,22 +285,23 @@ impl Spool {
                 Some(&message_id),
                 Some(&member),
                 &format!(
-                    "a delivery status notification came back for the {} (copy {copy_id}): the recipient's server refused it after the smarthost took it: {diagnostic}",
+                    "a delivery status notification came back for the {}: the recipient's server refused it after the smarthost took it; its answer, unverified: {diagnostic}",
                     kind.as_str()
                 ),
             )?;
-            if matches!(kind, Kind::Copy | Kind::Release | Kind::Lifted) {
+            if kind == Kind::Copy {
                 tx.execute(
                     "UPDATE deliveries SET state = 'pending', attempts = 0, first_failed_at = NULL, last_error = NULL,
+                       bounce = NULL, bounced_at = NULL,
                        next_attempt_at = ?2, copy_id = ?3 WHERE message_id = ?1 AND kind = 'receipt'",
                     params![message_id, t, crate::crypto::random_hex(12)],
                 )?;
             }
-            Ok(())
+            Ok(true)
         };
-        write().map_err(|e| self.db(e))?;
+        let marked = write().map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))?;
-        Ok(Some((message_id, member, kind)))
+        Ok(Some((message_id, member, kind, marked)))
     }
 
     /// Records a transient failure and when to try again.

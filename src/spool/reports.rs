@@ -43,7 +43,8 @@ impl Spool {
         let conn = self.lock();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT state, COUNT(*) FROM deliveries WHERE message_id = ?1 AND kind = 'copy' GROUP BY state",
+                "SELECT CASE WHEN bounce IS NULL THEN state ELSE 'bounced' END, COUNT(*) FROM deliveries
+                 WHERE message_id = ?1 AND kind = 'copy' GROUP BY 1",
             )
             .map_err(|e| self.db(e))?;
         let mut counts = DeliveryCounts::default();
@@ -58,7 +59,7 @@ impl Spool {
                 "pending" => counts.pending = n as usize,
                 "sent" => counts.sent = n as usize,
                 "skipped" => counts.skipped = n as usize,
-                _ => counts.failed = n as usize,
+                _ => counts.failed += n as usize,
             }
         }
         Ok(counts)

@@ -52,6 +52,10 @@ pub(super) fn deliveries_ddl(name: &str) -> String {
     -- back for it after the smarthost took it, and when (version 8).
     bounce          TEXT,
     bounced_at      INTEGER,
+    -- The secret its envelope sender carries (`<list>+bounce-<token>`),
+    -- apart from the copy id, which is public in its Message-ID; none for
+    -- a public release, sent from the list's own address (version 8).
+    bounce_token    TEXT,
     PRIMARY KEY (message_id, member, kind)
 );"
     )
@@ -94,6 +98,8 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at)
 -- The thread a member's reply belongs to, by the copy id its In-Reply-To
 -- names (version 7).
 CREATE INDEX IF NOT EXISTS deliveries_copy ON deliveries (copy_id);
+-- A notification's delivery, by the token of its bounce address.
+CREATE INDEX IF NOT EXISTS deliveries_bounce ON deliveries (bounce_token);
 -- Whether any copy of a message is still untried, asked after every copy.
 CREATE INDEX IF NOT EXISTS deliveries_untried ON deliveries (message_id, kind, state, attempts);
 -- What was accepted, by the digest of its envelope and bytes: the same
@@ -234,7 +240,11 @@ pub(super) fn migrate(conn: &mut Connection, list: &str) -> rusqlite::Result<()>
     tx.execute_batch(OTHER_TABLES)?;
     tx.execute_batch(AUDIT_NO_UPDATE)?;
     // Bounces (version 8): deliveries made before have no such columns.
-    for (column, ty) in [("bounce", "TEXT"), ("bounced_at", "INTEGER")] {
+    for (column, ty) in [
+        ("bounce", "TEXT"),
+        ("bounced_at", "INTEGER"),
+        ("bounce_token", "TEXT"),
+    ] {
         let has: bool = tx.query_row(
             &format!("SELECT EXISTS (SELECT 1 FROM pragma_table_info('deliveries') WHERE name = '{column}')"),
             [],

@@ -139,6 +139,9 @@ pub struct DueDelivery {
     pub attempts: u32,
     /// When an attempt first failed transiently (the retry lifetime runs from then).
     pub first_failed: Option<DateTime<Utc>>,
+    /// The secret of its envelope sender (`<list>+bounce-<token>`); none:
+    /// it is sent from the list's own address (a release).
+    pub bounce_token: Option<String>,
 }
 
 /// A change asked for by signed mail: its signatures (against replays) and

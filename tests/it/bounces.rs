@@ -89,7 +89,13 @@ async fn a_bounce_marks_its_delivery_and_tells_the_pst() {
     let before = d.sink.captured().len();
 
     // A notification for another token (forged) is dropped with a record.
-    let forged = sender.replace("+bounce-", "+bounce-ff");
+    let at = sender.find("+bounce-").unwrap() + "+bounce-".len();
+    let flipped = if &sender[at..at + 2] == "ff" {
+        "00"
+    } else {
+        "ff"
+    };
+    let forged = format!("{}{flipped}{}", &sender[..at], &sender[at + 2..]);
     let quoted = "QUOTED-CANARY-77e1";
     let answer = send_null(d.addr(), &forged, &dsn(&forged, GPG_MEMBER, quoted))
         .await

@@ -148,7 +148,11 @@ postlog   unix-dgram n - n - 1 postlogd\n"
             .replace("/usr/bin/embargo-relay", binary.to_str().unwrap())
             .replace("/etc/embargo-relay/config.toml", config.to_str().unwrap());
         std::fs::write(conf.join("master.cf"), services + &pipe).unwrap();
-        for map in ["transport", "embargo-relay-recipients"] {
+        for map in [
+            "transport",
+            "embargo-relay-recipients",
+            "embargo-relay-bounces",
+        ] {
             std::fs::write(conf.join(map), shipped(map)).unwrap();
         }
         let postfix = Postfix {
@@ -319,6 +323,17 @@ async fn behind_postfix_as_deployed_members_get_copies_and_refusals_bounce_one_l
         postfix.addr,
         PST,
         "nobody@lists.example.org",
+        b"Subject: x\r\n\r\nx\r\n",
+    )
+    .await
+    .unwrap_err();
+    assert!(code == 550 && text.contains("5.1.1"), "{text}");
+    // A `+` address that is no bounce address of the list is refused at
+    // RCPT too (no pipe run, no backscatter to a forged sender).
+    let (code, text) = send_to(
+        postfix.addr,
+        PST,
+        "distributors-announce+junk@lists.example.org",
         b"Subject: x\r\n\r\nx\r\n",
     )
     .await
