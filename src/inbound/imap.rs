@@ -450,16 +450,8 @@ fn pick(raw: &[u8], which: impl Fn(&str) -> Option<usize>) -> Option<usize> {
             {
                 continue;
             }
-            let addresses = match &header.value {
-                mail_parser::HeaderValue::Text(t) => vec![t.to_string()],
-                mail_parser::HeaderValue::Address(a) => a
-                    .iter()
-                    .filter_map(|a| a.address.as_deref().map(str::to_owned))
-                    .collect(),
-                _ => Vec::new(),
-            };
-            for address in addresses {
-                if let Some(i) = which(address.trim().trim_matches(['<', '>']))
+            for address in crate::intake::mime::header_addresses(&header.value) {
+                if let Some(i) = which(&address)
                     && !found.contains(&i)
                 {
                     found.push(i);

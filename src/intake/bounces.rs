@@ -36,17 +36,9 @@ pub(super) fn bounce_token(config: &Config, envelope: &Envelope, raw: &[u8]) -> 
         {
             return None;
         }
-        let addresses: Vec<String> = match &h.value {
-            mail_parser::HeaderValue::Text(t) => vec![t.to_string()],
-            mail_parser::HeaderValue::Address(a) => a
-                .iter()
-                .filter_map(|a| a.address.as_deref().map(str::to_owned))
-                .collect(),
-            _ => Vec::new(),
-        };
-        addresses
+        super::mime::header_addresses(&h.value)
             .iter()
-            .find_map(|a| config.bounce_token(a.trim().trim_matches(['<', '>'])))
+            .find_map(|a| config.bounce_token(a))
     })
 }
 

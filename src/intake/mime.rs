@@ -325,6 +325,24 @@ pub fn parse(raw: &[u8], limits: &MimeLimits) -> Result<Incoming, Rejection> {
     })
 }
 
+/// The addresses a header field's value names: each mailbox's address of
+/// an address list, or the text of a field mail-parser keeps as text
+/// (`Delivered-To`, `X-Original-To`), without angle brackets.
+pub fn header_addresses(value: &mail_parser::HeaderValue<'_>) -> Vec<String> {
+    let addresses = match value {
+        mail_parser::HeaderValue::Text(t) => vec![t.to_string()],
+        mail_parser::HeaderValue::Address(a) => a
+            .iter()
+            .filter_map(|a| a.address.as_deref().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    addresses
+        .into_iter()
+        .map(|a| a.trim().trim_matches(['<', '>']).to_owned())
+        .collect()
+}
+
 /// Holds a MIME entity (a decrypted one, say) to `limits`.
 pub fn check_entity(raw: &[u8], limits: &MimeLimits) -> Result<(), Rejection> {
     parse_bounded(raw, limits, "not a parseable MIME entity").map(drop)

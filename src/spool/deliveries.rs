@@ -59,6 +59,32 @@ pub(super) fn insert_notice(
     insert_delivery(conn, &id, to, Kind::Notice, t)
 }
 
+/// The delivery of `list` whose bounce address carries `token`: (message
+/// id, recipient, kind).
+fn find_bounced(
+    conn: &Connection,
+    token: &str,
+    list: &str,
+) -> rusqlite::Result<Option<(String, String, Kind)>> {
+    use rusqlite::OptionalExtension;
+    let found: Option<(String, String, String)> = conn
+        .query_row(
+            "SELECT d.message_id, d.member, d.kind FROM deliveries d JOIN messages m ON m.id = d.message_id
+             WHERE d.bounce_token = ?1 AND m.list = ?2",
+            params![token, list],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    found
+        .map(|(m, to, kind)| {
+            let kind = kind.parse::<Kind>().map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into())
+            })?;
+            Ok((m, to, kind))
+        })
+        .transpose()
+}
+
 impl Spool {
     /// Pending deliveries due at `now`, oldest message first.
     pub fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<DueDelivery>, SpoolError> {
@@ -219,20 +245,7 @@ impl Spool {
     /// The delivery of this list whose bounce address carries `token`:
     /// (message id, recipient, kind).
     pub fn bounce_target(&self, token: &str) -> Result<Option<(String, String, Kind)>, SpoolError> {
-        use rusqlite::OptionalExtension;
-        let found: Option<(String, String, String)> = self
-            .lock()
-            .query_row(
-                "SELECT d.message_id, d.member, d.kind FROM deliveries d JOIN messages m ON m.id = d.message_id
-                 WHERE d.bounce_token = ?1 AND m.list = ?2",
-                params![token, &*self.list],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .map_err(|e| self.db(e))?;
-        found
-            .map(|(m, to, kind)| Ok((m, to, kind.parse().map_err(SpoolError::Refused)?)))
-            .transpose()
+        find_bounced(&self.lock(), token, &self.list).map_err(|e| self.db(e))
     }
 
     /// Records that the delivery with bounce token `copy_id` (of this list) came back:
@@ -249,22 +262,13 @@ impl Spool {
         diagnostic: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<(String, String, Kind, bool)>, SpoolError> {
-        use rusqlite::OptionalExtension;
         let mut conn = self.lock();
         let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
-        let found: Option<(String, String, String)> = tx
-            .query_row(
-                "SELECT d.message_id, d.member, d.kind FROM deliveries d JOIN messages m ON m.id = d.message_id
-                 WHERE d.bounce_token = ?1 AND m.list = ?2",
-                params![copy_id, &*self.list],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .map_err(|e| self.db(e))?;
-        let Some((message_id, member, kind)) = found else {
+        let Some((message_id, member, kind)) =
+            find_bounced(&tx, copy_id, &self.list).map_err(|e| self.db(e))?
+        else {
             return Ok(None);
         };
-        let kind: Kind = kind.parse().map_err(SpoolError::Refused)?;
         let t = to_millis(now);
         let write = || -> rusqlite::Result<bool> {
             // The first notification for a sent delivery counts; another
