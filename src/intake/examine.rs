@@ -90,7 +90,7 @@ pub fn examine(
         if named.is_none() && shared(&auth.signer) {
             return Err(Rejection::Unbound);
         }
-        if let Some(embargo) = acknowledged(signed_part.expose()) {
+        if let Some(embargo) = acknowledged(signed_part.expose())? {
             // Not a post: recorded, never relayed, whatever the policy.
             if !encrypted {
                 return Err(Rejection::MemberPost(
@@ -252,17 +252,36 @@ pub enum Examined {
 
 /// The embargo id a member's signed entity acknowledges: its first text
 /// part's first non-empty line is `Acknowledge: <embargo id>` (16 hex
-/// digits, any case).
-pub(super) fn acknowledged(entity: &[u8]) -> Option<String> {
-    let message = mail_parser::MessageParser::new().parse(entity)?;
-    let text = message.body_text(0)?;
-    let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
-    let (name, value) = line.split_once(':')?;
-    let id = value.trim();
-    (name.trim().eq_ignore_ascii_case("acknowledge")
-        && id.len() == 16
-        && id.bytes().all(|b| b.is_ascii_hexdigit()))
-    .then(|| id.to_ascii_lowercase())
+/// digits, any case). A first line that begins with `Acknowledge` but is
+/// not that is refused, not relayed as a post: the member meant an
+/// acknowledgement, not to write to the list.
+pub(super) fn acknowledged(entity: &[u8]) -> Result<Option<String>, Rejection> {
+    let Some(message) = mail_parser::MessageParser::new().parse(entity) else {
+        return Ok(None);
+    };
+    let Some(text) = message.body_text(0) else {
+        return Ok(None);
+    };
+    let Some(line) = text.lines().map(str::trim).find(|l| !l.is_empty()) else {
+        return Ok(None);
+    };
+    let starts = line
+        .get(..11)
+        .is_some_and(|w| w.eq_ignore_ascii_case("acknowledge"));
+    if !starts {
+        return Ok(None);
+    }
+    let id = line
+        .split_once(':')
+        .filter(|(name, _)| name.trim().eq_ignore_ascii_case("acknowledge"))
+        .map(|(_, value)| value.trim())
+        .filter(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()));
+    match id {
+        Some(id) => Ok(Some(id.to_ascii_lowercase())),
+        None => Err(Rejection::MemberPost(
+            "an acknowledgement's first line is `Acknowledge: <embargo id>`, the id's 16 hex digits alone",
+        )),
+    }
 }
 
 /// Marks an outer Subject that no signature covers before the list re-signs it.

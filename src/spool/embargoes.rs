@@ -258,7 +258,7 @@ impl Spool {
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM deliveries d JOIN messages m ON m.id = d.message_id
                    WHERE d.message_id = ?1 AND m.list = ?3 AND m.kind = 'announcement'
-                     AND d.kind = 'copy' AND d.member = ?2 COLLATE NOCASE)",
+                     AND d.kind = 'copy' AND d.state = 'sent' AND d.member = ?2 COLLATE NOCASE)",
                 params![id, member, &*self.list],
                 |r| r.get(0),
             )

@@ -121,6 +121,24 @@ async fn acknowledgements_are_recorded_shown_and_never_relayed() {
         code == 550 && text.contains("no embargo whose copy went to"),
         "{text}"
     );
+    // A first line meant as one but malformed is refused, not relayed.
+    let (code, text) = send_to(
+        d.addr(),
+        GPG_MEMBER,
+        LIST,
+        &signed_encrypted(
+            &f,
+            GPG_MEMBER,
+            &member(GPG_MEMBER).secret,
+            &format!("Acknowledge: <{id}>.\n"),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        code == 550 && text.contains("acknowledgement's first line"),
+        "{text}"
+    );
     // Nothing of it was relayed.
     f.wait_until_no_pending().await;
     assert!(
