@@ -28,7 +28,7 @@ async fn send_null(addr: SocketAddr, to: &str, raw: &[u8]) -> Result<String, (u1
 
 /// A notification as Postfix writes one, to `to`, about `member`, quoting
 /// `quoted` in the returned header.
-fn dsn(to: &str, member: &str, quoted: &str) -> Vec<u8> {
+pub fn dsn(to: &str, member: &str, quoted: &str) -> Vec<u8> {
     format!(
         "From: MAILER-DAEMON@mx.distro.example (Mail Delivery System)\r\n\
 To: {to}\r\n\

@@ -554,3 +554,50 @@ fn a_same_length_password_change_is_noticed_on_reload() {
         "a changed password of the same length is a change"
     );
 }
+
+/// Issue 17: a bounce that reaches the list's mailbox (an MTA that
+/// delivers the bounce addresses there) is matched by the bounce address
+/// its header names, and marks that copy bounced, like one by SMTP.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bounce_fetched_from_the_mailbox_marks_its_copy() {
+    let Some(dovecot) = Dovecot::start() else {
+        return;
+    };
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let config = f.write_config(sink.addr());
+    with_imap(&config, &dovecot, "1s");
+    let daemon = Daemon::start(&config, &f.path("daemon.log"));
+    wait_poller(&daemon).await;
+    let mail = f.gpg_signed(PST, "CVE-2026-174: fetched bounce", &embargoed("x"));
+    send(daemon.addr, PST, &mail).await.expect("accepted");
+    let got = wait_copies(&sink, f.usable_members().count()).await;
+    let sender = copies(&got)
+        .into_iter()
+        .find(|c| c.envelope.rcpt_to == [GPG_MEMBER])
+        .unwrap()
+        .envelope
+        .mail_from
+        .clone();
+    let mut bounce = format!("Delivered-To: {sender}\r\n").into_bytes();
+    bounce.extend(crate::bounces::dsn(&sender, GPG_MEMBER, "QUOTED"));
+    dovecot.append(&bounce).await;
+    dovecot.wait_empty().await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !f
+        .audit()
+        .iter()
+        .any(|r| r.event == "bounced" && r.member.as_deref() == Some(GPG_MEMBER))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "{:#?}", f.audit());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        f.spool()
+            .deliveries(None, Some(GPG_MEMBER))
+            .unwrap()
+            .iter()
+            .any(|r| r.state == embargo_relay::spool::DeliveryState::Bounced)
+    );
+    drop(daemon);
+}
