@@ -37,8 +37,12 @@ use crate::spool::{NewMessage, SpoolError};
 /// An address from the envelope, fit for the audit trail and a terminal:
 /// control characters become `?`.
 fn printable(text: &str) -> String {
+    // Control characters, and the invisible ones that reorder or hide
+    // text on a terminal (bidirectional overrides and isolates, zero-width
+    // characters, the byte order mark).
+    let hidden = |c: char| matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}');
     text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| if c.is_control() || hidden(c) { '?' } else { c })
         .collect()
 }
 
@@ -540,6 +544,14 @@ impl MailHandler for Intake {
 mod tests {
     use super::*;
     use crate::config::{MemberPosts, PolicyConfig};
+
+    #[test]
+    fn what_is_recorded_shows_no_hidden_characters() {
+        assert_eq!(printable("a\r\nb"), "a??b");
+        assert_eq!(printable("550 \u{202E}txe.exe"), "550 ?txe.exe");
+        assert_eq!(printable("x\u{200B}y\u{2066}z\u{FEFF}"), "x?y?z?");
+        assert_eq!(printable("Grüße"), "Grüße");
+    }
 
     #[test]
     fn only_a_signed_subject_is_relayed_as_is() {
