@@ -105,6 +105,15 @@ impl Roster {
     }
 
     /// The member whose certificate has this fingerprint.
+    /// The PST members' addresses.
+    pub fn pst_addresses(&self) -> Vec<String> {
+        self.members()
+            .iter()
+            .filter(|m| m.pst)
+            .map(|m| m.email.clone())
+            .collect()
+    }
+
     pub fn by_fingerprint(&self, fpr: &str) -> Option<&Member> {
         self.members.iter().find(|m| {
             m.cert()

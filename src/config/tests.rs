@@ -337,3 +337,34 @@ fn lists_that_would_collide_are_refused() {
         assert!(e.contains("unknown field"), "{field}: {e}");
     }
 }
+
+/// A list's bounce addresses: its own address with `+bounce-` and a
+/// 24-hex-digit token, any case; nothing else is taken for one.
+#[test]
+fn bounce_addresses_round_trip_and_nothing_else_is_one() {
+    let dir = keys_dir();
+    let path = dir.path().join("c.toml");
+    let lists =
+        Config::parse_all(&format!("{SHARED}\n[[list]]\naddress = 'a@x.org'\n"), &path).unwrap();
+    let a = &lists[0];
+    let token = "0123456789abcdef01234567";
+    let address = a.bounce_address(token);
+    assert_eq!(address, format!("a+bounce-{token}@x.org"));
+    assert!(a.serves(&address));
+    assert_eq!(
+        a.bounce_token(&address.to_uppercase()).as_deref(),
+        Some(token)
+    );
+    for not_one in [
+        format!("a+bounce-{}@x.org", &token[1..]),
+        format!("a+bounce-{token}0@x.org"),
+        format!("a+bounce-{}g@x.org", &token[1..]),
+        format!("a+bounce-{token}@y.org"),
+        format!("b+bounce-{token}@x.org"),
+        format!("aa+bounce-{token}@x.org"),
+        "a+junk@x.org".to_owned(),
+        "a@x.org".to_owned(),
+    ] {
+        assert_eq!(a.bounce_token(&not_one), None, "{not_one}");
+    }
+}

@@ -315,14 +315,7 @@ Membership criteria (policy: Membership Criteria), as the request answers them:\
         let Some(sealed) = self.seal(&notice) else {
             return try_later();
         };
-        let pst: Vec<String> = self
-            .directory()
-            .roster
-            .members()
-            .iter()
-            .filter(|m| m.pst)
-            .map(|m| m.email.clone())
-            .collect();
+        let pst = self.directory().roster.pst_addresses();
         let id = random_hex(8);
         let digests = [format!("join-request:{}", crate::crypto::sha256_hex(raw))];
         let detail = format!(

@@ -20,16 +20,7 @@ pub fn embargo(
     let now = clock.now();
     match action {
         EmbargoAction::List => list(&spool, now, out),
-        EmbargoAction::Show { id } => {
-            let pst: Vec<String> = config
-                .roster
-                .members()
-                .iter()
-                .filter(|m| m.pst)
-                .map(|m| m.email.clone())
-                .collect();
-            show(&spool, &id, &pst, now, out)
-        }
+        EmbargoAction::Show { id } => show(&spool, &id, &config.roster.pst_addresses(), now, out),
         EmbargoAction::Extend { id, time } => {
             let to: DateTime<Utc> = DateTime::parse_from_rfc3339(&time)
                 .with_context(|| {
