@@ -190,15 +190,47 @@ pub enum RosterAction {
     /// Every member: address, organization, where it is configured, PST, key state.
     List,
     /// Add a member (or replace its organization and certificate) in the roster file.
+    ///
+    /// The certificate comes from a file (--key) or is looked up (--discover):
+    /// by Web Key Directory (advanced, then direct method), then the
+    /// keyserver of [discovery]. A discovered certificate must carry the
+    /// address as a user ID; from an HKP keyserver (which checks no
+    /// address) only with --fingerprint.
+    ///
+    /// Examples:
+    ///   embargo-relay roster add secalert@distro.example --organization "Distro" --key distro.asc
+    ///   embargo-relay roster add secalert@distro.example --organization "Distro" --discover
+    ///   embargo-relay roster add secalert@distro.example --organization "Distro" --discover \
+    ///       --fingerprint 0123456789ABCDEF0123456789ABCDEF01234567
+    #[command(verbatim_doc_comment)]
     Add {
         email: String,
         /// The member's organization, as the PST knows it.
         #[arg(long)]
         organization: String,
         /// The member's armored public certificate; it must be able to receive encrypted mail.
+        #[arg(
+            long,
+            required_unless_present = "discover",
+            conflicts_with = "discover"
+        )]
+        key: Option<PathBuf>,
+        /// Look the certificate up by WKD and the keyserver ([discovery] in the configuration).
         #[arg(long)]
-        key: PathBuf,
+        discover: bool,
+        /// Take only the certificate with this fingerprint (hex, 40 or 64 digits).
+        #[arg(long, value_name = "HEX")]
+        fingerprint: Option<String>,
     },
+    /// Fetch every member's certificate again from where it is published.
+    ///
+    /// Updates of the same certificate (a new expiry, new subkeys, a
+    /// revocation) are merged and used at once (kept under the state
+    /// directory, key-updates/; a running daemon takes them within two
+    /// seconds). Another certificate found for an address is held, never
+    /// used: the PST takes it with a signed Roster-Add. The daemon does
+    /// this weekly by itself; this runs it now and prints the report.
+    Refresh,
     /// Remove a member from the roster file.
     Remove { email: String },
     /// Import a Markdown membership table (| Email | Organization |), as in the policy document.

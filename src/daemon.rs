@@ -201,10 +201,18 @@ impl Running {
                 task,
             )
         };
-        if let Some(path) = relay.config().roster_file.clone() {
+        {
+            let config = relay.config();
+            let updates = config.state_dir.join(crate::roster::UPDATES_DIR);
+            let path = config.roster_file.clone();
             supervise(
                 "roster watcher",
-                tokio::spawn(watch_roster_file(relay.clone(), path, stop.clone())),
+                tokio::spawn(watch_roster_file(
+                    relay.clone(),
+                    path,
+                    updates,
+                    stop.clone(),
+                )),
             );
         }
         supervise(

@@ -232,8 +232,8 @@ pub(crate) const CHECK_EVERY_DAYS: i64 = 7;
 /// The audit event of a key check (its time schedules the next).
 const EVENT: &str = "key-check";
 
-/// The weekly key check inside the daemon: five minutes after start and
-/// then once a week (counted from the last check in the audit trail, so
+/// The weekly key check inside the daemon (after the key refresh, when
+/// `[discovery]` asks for one): five minutes after start and then once a week (counted from the last check in the audit trail, so
 /// restarts do not repeat it), the PST gets the members whose keys expire
 /// within 30 days or cannot be used, and each such member a signed notice
 /// (encrypted when its key allows).
@@ -254,6 +254,10 @@ pub(crate) async fn weekly(
             _ = relay.clock.sleep_until(next) => {}
         }
         relay.key_check.set(None);
+        // Keys fetched again first, so the check sees what was merged.
+        if crate::keyrefresh::run_if_due(&relay).await {
+            relay.wake.notify_one();
+        }
         let r = relay.clone();
         match tokio::task::spawn_blocking(move || run_if_due(&r)).await {
             Ok(Ok(queued)) => {

@@ -1,6 +1,6 @@
 //! The roster: who receives copies, and whose signatures make an announcement (PST).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::parse::Parse;
@@ -37,17 +37,73 @@ impl Member {
     pub fn cert(&self) -> Result<&Cert, &str> {
         self.cert.as_ref().map_err(String::as_str)
     }
+
+    /// Merges the refreshed copy of the member's certificate kept in
+    /// `dir` (`<FINGERPRINT>.asc`, written by a key refresh): same
+    /// fingerprint only, so a file there can add signatures, subkeys and
+    /// revocations but never put another key in place.
+    fn merge_update(&mut self, dir: &Path) {
+        let Ok(cert) = &self.cert else { return };
+        let path = dir.join(format!("{}.asc", cert.fingerprint().to_hex()));
+        let Ok(update) = Cert::from_file(&path) else {
+            return;
+        };
+        if update.fingerprint() != cert.fingerprint() {
+            return;
+        }
+        if let Ok(merged) = cert.clone().merge_public(update) {
+            self.cert = Ok(merged);
+        }
+    }
+}
+
+/// Under the state directory: refreshed certificates, merged into the
+/// members' own at every load (the configuration's key files are never
+/// written).
+pub(crate) const UPDATES_DIR: &str = "key-updates";
+
+/// Keeps a refreshed certificate in `dir` (see [`UPDATES_DIR`]).
+pub(crate) fn store_update(dir: &Path, cert: &Cert) -> Result<(), String> {
+    let armored = crate::crypto::armored_public(cert).map_err(|e| e.to_string())?;
+    file::write_atomic(
+        &dir.join(format!("{}.asc", cert.fingerprint().to_hex())),
+        &armored,
+    )
 }
 
 /// Everyone on the list.
 #[derive(Debug, Default, Clone)]
 pub struct Roster {
     members: Vec<Member>,
+    /// Where refreshed certificates are kept ([`UPDATES_DIR`]), if known.
+    updates: Option<PathBuf>,
 }
 
 impl Roster {
     pub fn new(members: Vec<Member>) -> Self {
-        Self { members }
+        Self {
+            members,
+            updates: None,
+        }
+    }
+
+    /// This roster with the refreshed certificates in `dir` merged in,
+    /// and the file members read later too.
+    pub fn with_updates(mut self, dir: &Path) -> Roster {
+        for m in &mut self.members {
+            m.merge_update(dir);
+        }
+        self.updates = Some(dir.to_owned());
+        self
+    }
+
+    /// The same members with the refreshed certificates merged again
+    /// (after a key refresh wrote some).
+    pub fn reread_updates(&self) -> Roster {
+        match &self.updates {
+            Some(dir) => self.clone().with_updates(&dir.clone()),
+            None => self.clone(),
+        }
     }
 
     pub fn members(&self) -> &[Member] {
@@ -59,7 +115,14 @@ impl Roster {
     pub fn with_file_members(&self, from_file: Vec<Member>) -> Roster {
         let mut members: Vec<Member> = self.members.iter().filter(|m| !m.added).cloned().collect();
         members.extend(from_file);
-        Roster { members }
+        let roster = Roster {
+            members,
+            updates: None,
+        };
+        match &self.updates {
+            Some(dir) => roster.with_updates(dir),
+            None => roster,
+        }
     }
 
     pub fn find(&self, email: &str) -> Option<&Member> {
@@ -241,7 +304,7 @@ pub(crate) mod file {
     /// Only a regular file is replaced: renaming over a symlink, a FIFO or
     /// a device (a roster path of `/dev/null`) would silently put a file in
     /// its place.
-    fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
         let d = dir(path);
         let fail = |e: std::io::Error| format!("{}: cannot write: {e}", path.display());
         if let Ok(meta) = std::fs::symlink_metadata(path)

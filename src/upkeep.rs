@@ -39,25 +39,34 @@ pub(crate) fn keep_leap_base(relay: &Relay) -> anyhow::Result<()> {
 /// Reloads the roster file when it changes on disk: a `Roster-Add` that
 /// came through `submit` (another process) or an operator's edit takes
 /// effect within two seconds. A file that does not load is logged and the
-/// roster in force stays.
+/// roster in force stays. The same for the refreshed certificates under
+/// the state directory (`roster refresh` run by the operator).
 pub(crate) async fn watch_roster_file(
     relay: Arc<Relay>,
-    path: std::path::PathBuf,
+    path: Option<std::path::PathBuf>,
+    updates: std::path::PathBuf,
     shutdown: CancellationToken,
 ) {
     let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let mut seen = stamp(&path);
+    let stamps = || (path.as_deref().and_then(stamp), stamp(&updates));
+    let mut seen = stamps();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
         }
-        let now = stamp(&path);
+        let now = stamps();
         if now == seen {
             continue;
         }
+        let file_changed = now.0 != seen.0;
         seen = now;
-        match crate::roster::file::load(&path) {
+        let Some(path) = path.as_deref().filter(|_| file_changed) else {
+            relay.update_roster(|current| current.reread_updates());
+            tracing::info!(dir = %updates.display(), "refreshed certificates changed; merged");
+            continue;
+        };
+        match crate::roster::file::load(path) {
             Ok(members) => {
                 let now = relay.update_roster(|current| current.with_file_members(members));
                 tracing::info!(file = %path.display(), members = now.roster.members().len(), "roster file changed; reloaded");

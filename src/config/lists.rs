@@ -41,6 +41,7 @@ fn merged(list: RawList, raw: &RawConfig) -> OneList {
         inbound.imap = list.imap.clone();
     }
     OneList {
+        discovery: raw.discovery.clone(),
         policy: policy(list.policy.clone(), &raw.policy),
         public: list.public.clone().unwrap_or_else(|| raw.public.clone()),
         members: if list.members.is_empty() {

@@ -61,6 +61,8 @@ pub struct Config {
     pub outbound: OutboundConfig,
     pub policy: PolicyConfig,
     pub roster: Roster,
+    /// `[discovery]`: where members' keys are looked up (none: nowhere).
+    pub discovery: Option<crate::discovery::DiscoveryConfig>,
     /// The file's other lists.
     pub neighbours: Neighbours,
 }

@@ -22,6 +22,26 @@ pub struct RawConfig {
     pub public: RawPublic,
     #[serde(default, rename = "member")]
     pub members: Vec<RawMember>,
+    /// `[discovery]`: looking members' keys up (daemon-wide).
+    pub discovery: Option<RawDiscovery>,
+}
+
+/// `[discovery]`: Web Key Directory and a keyserver, over HTTPS.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    pub wkd: Option<bool>,
+    /// `https://keys.openpgp.org` (VKS) or an HKP keyserver over HTTPS.
+    pub keyserver: Option<String>,
+    /// `vks` (default) or `hkp`.
+    pub keyserver_protocol: Option<String>,
+    /// A PEM file of CA certificates trusted besides the system's.
+    pub extra_ca: Option<PathBuf>,
+    /// Host name → `address:port` to connect to instead.
+    #[serde(default)]
+    pub connect_to: std::collections::BTreeMap<String, String>,
+    pub timeout: Option<String>,
+    pub refresh: Option<bool>,
 }
 
 /// `[defaults]`: what a list's table takes when it does not set it. Only
@@ -206,6 +226,7 @@ pub struct OneList {
     pub policy: RawPolicy,
     pub public: RawPublic,
     pub members: Vec<RawMember>,
+    pub discovery: Option<RawDiscovery>,
     /// Where the members come from, for errors: `member` (the file's
     /// `[[member]]`) or `list.member` (the list's own).
     pub members_field: &'static str,

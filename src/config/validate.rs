@@ -132,7 +132,11 @@ impl Validator<'_> {
             },
         };
         let roster_file = raw.list.roster_file.as_deref().map(|p| self.resolve(p));
-        let roster = self.roster(raw.members, raw.members_field, roster_file.as_deref())?;
+        let state_dir = self.resolve(state_dir);
+        let roster = self
+            .roster(raw.members, raw.members_field, roster_file.as_deref())?
+            .with_updates(&state_dir.join(crate::roster::UPDATES_DIR));
+        let discovery = self.discovery(raw.discovery)?;
         let neighbours = Neighbours {
             first: list_address.clone(),
             lists: vec![list_address.clone()],
@@ -144,12 +148,13 @@ impl Validator<'_> {
             roster_file,
             hostname,
             list_key,
-            state_dir: self.resolve(state_dir),
+            state_dir,
             smtp,
             imap,
             outbound,
             policy,
             roster,
+            discovery,
             neighbours,
         })
     }
@@ -346,6 +351,81 @@ impl Validator<'_> {
             )?,
             max_header_size,
         })
+    }
+
+    /// `[discovery]`: the keyserver an https:// address, the extra CA a
+    /// readable PEM file, each `connect_to` an `address:port`.
+    fn discovery(
+        &self,
+        raw: Option<RawDiscovery>,
+    ) -> Result<Option<crate::discovery::DiscoveryConfig>, ConfigError> {
+        use crate::discovery::{DiscoveryConfig, Keyserver, Protocol, https::Url};
+        let Some(raw) = raw else { return Ok(None) };
+        let protocol = match raw.keyserver_protocol.as_deref().unwrap_or("vks") {
+            "vks" => Protocol::Vks,
+            "hkp" => Protocol::Hkp,
+            other => {
+                return Err(self.err(
+                    "discovery.keyserver_protocol",
+                    format!("`{other}`: use \"vks\" (keys.openpgp.org) or \"hkp\""),
+                ));
+            }
+        };
+        let keyserver = raw
+            .keyserver
+            .map(|k| {
+                Url::parse(&k)
+                    .map(|url| Keyserver { url, protocol })
+                    .map_err(|p| {
+                        self.err(
+                            "discovery.keyserver",
+                            format!("{p} (keys are fetched over HTTPS only; for HKP give the server's https:// address)"),
+                        )
+                    })
+            })
+            .transpose()?;
+        let extra_ca = raw
+            .extra_ca
+            .map(|p| {
+                let path = self.resolve(&p);
+                let pem = std::fs::read(&path).map_err(|e| {
+                    self.err("discovery.extra_ca", format!("{}: {e}", path.display()))
+                })?;
+                if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                    return Err(self.err(
+                        "discovery.extra_ca",
+                        format!("{}: no PEM certificate in it", path.display()),
+                    ));
+                }
+                Ok(pem)
+            })
+            .transpose()?;
+        let mut connect_to = Vec::new();
+        for (host, addr) in raw.connect_to {
+            let addr: std::net::SocketAddr = addr.parse().map_err(|_| {
+                self.err(
+                    &format!("discovery.connect_to.{host}"),
+                    format!("`{addr}` is not an address:port (e.g. \"127.0.0.1:8443\")"),
+                )
+            })?;
+            connect_to.push((host.to_ascii_lowercase(), addr));
+        }
+        let timeout = self.duration("discovery.timeout", raw.timeout, "20s")?;
+        let wkd = raw.wkd.unwrap_or(true);
+        if !wkd && keyserver.is_none() {
+            return Err(self.err(
+                "discovery",
+                "wkd = false and no keyserver: nothing to look keys up in (remove [discovery] to turn it off)",
+            ));
+        }
+        Ok(Some(DiscoveryConfig {
+            wkd,
+            keyserver,
+            extra_ca,
+            connect_to,
+            timeout,
+            refresh: raw.refresh.unwrap_or(true),
+        }))
     }
 
     fn duration(

@@ -14,7 +14,7 @@ use crate::spool::{CommandOrigin, SpoolError};
 
 use super::examine::Sender;
 use super::rejection::Rejection;
-use super::roster_edit::{add_member, remove_member};
+use super::roster_edit::{add_member, candidate, remove_member};
 use super::{Intake, try_later};
 
 impl Intake {
@@ -33,10 +33,10 @@ impl Intake {
         submission: &str,
     ) -> Reply {
         let relay = &self.relay;
-        let refuse = |problem: String| {
+        let refuse = |problem: String, detail: String| {
             self.refuse_command(
                 envelope,
-                (problem, ""),
+                (problem, &detail),
                 command.id(),
                 sender,
                 now,
@@ -46,6 +46,7 @@ impl Intake {
         let Some(path) = &self.config().roster_file else {
             return refuse(
                 "roster changes by mail need `list.roster_file` in the configuration".into(),
+                String::new(),
             );
         };
         match relay.spool.replay_of(&sender.digests) {
@@ -58,28 +59,47 @@ impl Intake {
         }
         let directory = self.directory();
         let p = crate::crypto::policy();
+        let mut origin = None;
         let changed = match command {
             PstCommand::RosterAdd {
                 email,
                 organization,
                 fingerprint,
-            } => add_member(
-                path,
-                &directory.roster,
-                keys,
-                email,
-                organization,
-                fingerprint,
-                &p,
-                now,
-            ),
+            } => {
+                let held = relay.spool.held_key(email).ok().flatten();
+                let (found, from) = candidate(
+                    keys,
+                    held,
+                    self.config().discovery.as_ref(),
+                    email,
+                    fingerprint,
+                    &p,
+                    now,
+                );
+                origin = Some(from);
+                add_member(
+                    path,
+                    &directory.roster,
+                    found,
+                    email,
+                    organization,
+                    fingerprint,
+                    &p,
+                    now,
+                )
+            }
             PstCommand::RosterRemove { email } => remove_member(path, &directory.roster, email),
-            _ => Err("not a roster command".to_owned()),
+            _ => Err(("not a roster command".to_owned(), String::new())),
         };
         let text = match changed {
             Ok(text) => text,
-            Err(why) => return refuse(why),
+            Err((why, detail)) => return refuse(why, detail),
         };
+        if let (Some(from), PstCommand::RosterAdd { email, .. }) = (origin, command)
+            && let Err(e) = relay.spool.set_key_origin(email, from)
+        {
+            tracing::error!(error = %e, "could not record where a member's key came from");
+        }
         // The roster in force now, not the one pinned for this mail: a
         // SIGHUP since then is kept.
         let members_now = match crate::roster::file::load(path) {

@@ -67,12 +67,36 @@ pub fn roster(
                     if m.pst { "yes" } else { "" },
                 )?;
             }
+            // Keys a refresh found for an address under another
+            // fingerprint: not used until the PST names them.
+            let held = crate::context::open_spool(config, false, now)
+                .and_then(|s| s.held_keys())
+                .unwrap_or_default();
+            if !held.is_empty() {
+                writeln!(
+                    out,
+                    "\nHeld (another certificate published; used only after a signed Roster-Add names it):"
+                )?;
+                for h in held {
+                    writeln!(
+                        out,
+                        "  {:<40} {} found by {} on {}",
+                        h.member,
+                        h.fingerprint,
+                        h.source,
+                        h.at.format("%Y-%m-%d")
+                    )?;
+                }
+            }
             Ok(())
         }
+        RosterAction::Refresh => refresh(config, now, out),
         RosterAction::Add {
             email,
             organization,
             key,
+            discover,
+            fingerprint,
         } => {
             // `roster add` replaces an entry of the file: no duplicate check.
             let (email, organization) =
@@ -90,25 +114,87 @@ pub fn roster(
             if in_config(&email) {
                 anyhow::bail!("{email} is a member in the configuration file; change it there");
             }
-            let cert = sequoia_openpgp::Cert::from_file(&key)
-                .with_context(|| format!("{}: not an OpenPGP certificate", key.display()))?;
-            if cert.is_tsk() {
+            let path = file()?;
+            let fingerprint = fingerprint
+                .map(|f| {
+                    let f = f.replace(' ', "").to_ascii_uppercase();
+                    if (f.len() == 40 || f.len() == 64) && f.chars().all(|c| c.is_ascii_hexdigit()) {
+                        Ok(f)
+                    } else {
+                        Err(anyhow::anyhow!(
+                            "--fingerprint: give the certificate's fingerprint as 40 or 64 hex digits"
+                        ))
+                    }
+                })
+                .transpose()?;
+            let (cert, source, found) = match key {
+                Some(key) => {
+                    let cert = sequoia_openpgp::Cert::from_file(&key).with_context(|| {
+                        format!("{}: not an OpenPGP certificate", key.display())
+                    })?;
+                    if cert.is_tsk() {
+                        anyhow::bail!(
+                            "{} holds secret key material: give the member's public certificate only",
+                            key.display()
+                        );
+                    }
+                    (cert, key.display().to_string(), None)
+                }
+                None if discover => {
+                    let d = config.discovery.as_ref().ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--discover needs a [discovery] section in the configuration (see config/example.toml)"
+                        )
+                    })?;
+                    let finder =
+                        crate::discovery::Finder::new(d).map_err(|e| anyhow::anyhow!(e))?;
+                    let found = crate::discovery::blocking(finder.discover(
+                        &email,
+                        fingerprint.as_deref(),
+                        &p,
+                        now,
+                    ))
+                    .map_err(|e| anyhow::anyhow!(e))?
+                    .map_err(|e| anyhow::anyhow!(e.text))?;
+                    let text = format!("the {} at {}", found.source, found.url);
+                    let origin = found.source.origin();
+                    (found.cert, text, Some(origin))
+                }
+                None => anyhow::bail!(
+                    "give the certificate with --key FILE or look it up with --discover"
+                ),
+            };
+            if let Some(f) = &fingerprint
+                && !cert.fingerprint().to_hex().eq_ignore_ascii_case(f)
+            {
                 anyhow::bail!(
-                    "{} holds secret key material: give the member's public certificate only",
-                    key.display()
+                    "{source} holds {}, not the fingerprint given",
+                    cert.fingerprint()
                 );
             }
             if let Some(i) = keycheck::cert_issues(&cert, CertRole::Member, &p, now)
                 .into_iter()
                 .find(|i| i.unusable)
             {
-                anyhow::bail!("{}: {} ({})", key.display(), i.problem, i.fix);
+                anyhow::bail!("{source}: {} ({})", i.problem, i.fix);
             }
-            crate::roster::file::upsert(&file()?, &email, organization, Some(&cert))
+            crate::roster::file::upsert(&path, &email, organization, Some(&cert))
                 .map_err(|e| anyhow::anyhow!(e))?;
+            let spool = crate::context::open_spool(config, false, now)?;
+            spool.set_key_origin(&email, found)?;
+            spool.audit(
+                now,
+                "roster-add",
+                None,
+                Some(&email),
+                &format!(
+                    "by the operator: certificate {} from {source}",
+                    cert.fingerprint()
+                ),
+            )?;
             writeln!(
                 out,
-                "{email} ({organization}) on the roster with key {}",
+                "{email} ({organization}) on the roster with key {} (from {source})",
                 cert.fingerprint()
             )?;
             Ok(())
@@ -174,4 +260,46 @@ pub fn roster(
             Ok(())
         }
     }
+}
+
+/// `roster refresh`: the weekly refresh, now, its report printed.
+fn refresh(
+    config: &Config,
+    now: chrono::DateTime<chrono::Utc>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let d = config.discovery.as_ref().ok_or_else(|| {
+        anyhow::anyhow!("roster refresh needs a [discovery] section in the configuration")
+    })?;
+    let finder = crate::discovery::Finder::new(d).map_err(|e| anyhow::anyhow!(e))?;
+    let spool = crate::context::open_spool(config, false, now)?;
+    let origins = crate::keyrefresh::origins(&spool, &config.roster)?;
+    let p = crate::crypto::policy();
+    let results = crate::discovery::blocking(crate::keyrefresh::fetch_all(
+        &finder,
+        &config.roster,
+        &origins,
+        &p,
+        now,
+    ))
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let updates = config.state_dir.join(crate::roster::UPDATES_DIR);
+    let (report, detail) =
+        crate::keyrefresh::apply(&results, &updates, &spool, &config.list_address, now)?;
+    spool.audit(
+        now,
+        crate::keyrefresh::EVENT,
+        None,
+        None,
+        &format!("by the operator: {detail}"),
+    )?;
+    match report {
+        Some(text) => write!(out, "{text}")?,
+        None => writeln!(
+            out,
+            "Key refresh of {}: {detail}; nothing changed.",
+            config.list_address
+        )?,
+    }
+    Ok(())
 }

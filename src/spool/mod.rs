@@ -15,12 +15,14 @@ mod audit;
 mod deliveries;
 mod embargoes;
 mod incoming;
+mod keys;
 mod lists;
 mod reports;
 mod schema;
 mod types;
 
 pub use audit::*;
+pub use keys::HeldKey;
 use schema::*;
 pub use types::*;
 

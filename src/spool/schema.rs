@@ -13,7 +13,9 @@ use super::write_tx;
 /// instead; and the index on `deliveries.copy_id`. Version 8: several
 /// lists in one spool (`list` on messages, the replay cache and the audit
 /// trail; an older spool's rows go to the list that opens it first).
-pub(super) const SCHEMA_VERSION: i64 = 8;
+/// Version 9: `member_keys` (where a member's key was found, a different
+/// key held for the PST).
+pub(super) const SCHEMA_VERSION: i64 = 9;
 
 /// `messages`: one row per message the list keeps, sealed to the list key
 /// (an announcement with its embargo time and state, or a post, refusal or
@@ -91,6 +93,21 @@ CREATE TABLE IF NOT EXISTS acks (
     member      TEXT NOT NULL,
     at          INTEGER NOT NULL,
     PRIMARY KEY (message_id, member)
+);
+-- Members' keys found by discovery (version 9): where each came from (a
+-- weekly refresh asks there first), the last refresh's problem, and a
+-- certificate of another fingerprint found for the address, held until
+-- the PST's signed Roster-Add takes it (never switched to silently).
+CREATE TABLE IF NOT EXISTS member_keys (
+    list            TEXT NOT NULL,
+    member          TEXT NOT NULL COLLATE NOCASE,
+    origin          TEXT,
+    problem         TEXT,
+    held_fpr        TEXT,
+    held_source     TEXT,
+    held_at         INTEGER,
+    held_cert       BLOB,
+    PRIMARY KEY (list, member)
 );
 -- A list's messages by kind (its embargoes, its receipts owed).
 CREATE INDEX IF NOT EXISTS messages_list ON messages (list, kind);

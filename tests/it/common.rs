@@ -124,6 +124,21 @@ impl Gpg {
             .to_owned()
     }
 
+    /// The GnuPG home (its `openpgp-revocs.d` holds each key's revocation).
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// The armored public certificate, as `gpg --export` gives it.
+    pub fn export(&self, fpr: &str) -> Vec<u8> {
+        self.ok(&["--armor", "--export", fpr], b"")
+    }
+
+    /// Runs gpg; panics with its stderr if it fails.
+    pub fn must(&self, args: &[&str], stdin: &[u8]) -> Vec<u8> {
+        self.ok(args, stdin)
+    }
+
     pub fn export_secret(&self, fpr: &str) -> Cert {
         Cert::from_bytes(&self.ok(&["--armor", "--export-secret-keys", fpr], b"")).unwrap()
     }
@@ -229,6 +244,8 @@ pub struct Tweaks {
     pub members: Vec<(String, String, String)>,
     /// Where the manual clock starts (default: now).
     pub clock_at: Option<chrono::DateTime<Utc>>,
+    /// TOML appended to the file as it is (a whole section, e.g. `[discovery]`).
+    pub extra: String,
 }
 
 impl Tweaks {
@@ -427,6 +444,8 @@ impl Fixture {
                 "\n[[member]]\nemail = \"{email}\"\norganization = \"{organization}\"\nkey = \"{key}\"\n"
             ));
         }
+        text.push('\n');
+        text.push_str(&tweaks.extra);
         let path = self.path("config.toml");
         std::fs::write(&path, text).unwrap();
         path

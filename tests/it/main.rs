@@ -12,6 +12,7 @@ mod corpus_make;
 mod crash;
 mod delivery;
 mod demo;
+mod discovery;
 mod durability;
 mod encrypted;
 mod growth;

@@ -12,7 +12,7 @@ use crate::common::*;
 const NEW: &str = "security@newdistro.example";
 
 /// A PST command mail: `field` in the text part, `attachment` (armored) beside it.
-fn command(f: &Fixture, field: &str, attachment: Option<&[u8]>) -> Vec<u8> {
+pub fn command(f: &Fixture, field: &str, attachment: Option<&[u8]>) -> Vec<u8> {
     // A nonce: the same text signed twice in one second would be a replay.
     let nonce = crypto::random_hex(4);
     let mut entity = format!(

@@ -1,0 +1,375 @@
+//! The weekly key refresh (and `roster refresh`): each member's
+//! certificate is fetched again from where it is published (Web Key
+//! Directory, the keyserver; where it was found first, first), updates of
+//! the same fingerprint are merged (a new expiry, new subkeys, a
+//! revocation) and kept under the state directory (`roster::UPDATES_DIR`),
+//! and another fingerprint found for the address is held for the PST,
+//! never switched to. A failure is reported, never fatal.
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use sequoia_openpgp::Cert;
+use sequoia_openpgp::policy::Policy;
+use sequoia_openpgp::serialize::SerializeInto;
+
+use crate::discovery::{Finder, Lookup, Source, changes, merge_same};
+use crate::roster::Roster;
+use crate::spool::{HeldKey, Spool};
+
+/// The audit event of a refresh (its time schedules the next).
+pub(crate) const EVENT: &str = "key-refresh";
+
+/// How often the daemon refreshes (as the key check).
+const REFRESH_EVERY_DAYS: i64 = 7;
+
+/// What the refresh found for one member.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Nothing new where it is published.
+    Unchanged,
+    /// Updates of the same certificate, merged: what changed, and from where.
+    Updated {
+        merged: Box<Cert>,
+        changes: Vec<String>,
+        source: Source,
+    },
+    /// Another certificate for the address, from a source that vouches for it.
+    Other {
+        cert: Box<Cert>,
+        source: Source,
+        url: String,
+    },
+    /// Published nowhere we look.
+    NotFound,
+    /// A source failed (and none gave the certificate).
+    Failed(Vec<String>),
+    /// The member's own certificate cannot be read: nothing to refresh.
+    NoCertificate,
+}
+
+/// One member's refresh.
+#[derive(Debug)]
+pub(crate) struct Refreshed {
+    pub email: String,
+    pub organization: String,
+    pub outcome: Outcome,
+}
+
+/// Refreshes every member of `roster`, eight at a time. `origin(email)`:
+/// where the member's key was found, asked there first.
+pub(crate) async fn fetch_all(
+    finder: &Finder,
+    roster: &Roster,
+    origins: &std::collections::HashMap<String, String>,
+    p: &(dyn Policy + Sync),
+    now: DateTime<Utc>,
+) -> Vec<Refreshed> {
+    let futures: Vec<_> = roster
+        .members()
+        .iter()
+        .map(|m| refresh_member(finder, m, origins, p, now))
+        .collect();
+    futures_util::stream::iter(futures)
+        .buffered(8)
+        .collect()
+        .await
+}
+
+async fn refresh_member(
+    finder: &Finder,
+    m: &crate::roster::Member,
+    origins: &std::collections::HashMap<String, String>,
+    p: &(dyn Policy + Sync),
+    now: DateTime<Utc>,
+) -> Refreshed {
+    let outcome = match m.cert() {
+        Err(_) => Outcome::NoCertificate,
+        Ok(cert) => {
+            let origin = origins
+                .get(&m.email.to_ascii_lowercase())
+                .map(String::as_str);
+            refresh_one(finder, &m.email, cert, origin, p, now).await
+        }
+    };
+    Refreshed {
+        email: m.email.clone(),
+        organization: m.organization.clone(),
+        outcome,
+    }
+}
+
+async fn refresh_one(
+    finder: &Finder,
+    email: &str,
+    cert: &Cert,
+    origin: Option<&str>,
+    p: &(dyn Policy + Sync),
+    now: DateTime<Utc>,
+) -> Outcome {
+    let fpr = cert.fingerprint().to_hex();
+    let mut lookups: Vec<Lookup> = Vec::new();
+    let keyserver_first = origin == Some("keyserver");
+    for step in if keyserver_first { [1, 0] } else { [0, 1] } {
+        if step == 0 {
+            lookups.extend(finder.wkd(email).await);
+        } else if let Some(l) = finder.keyserver_by_fingerprint(&fpr).await {
+            lookups.push(l);
+        }
+    }
+    let served: Vec<(Source, String, &Cert)> = lookups
+        .iter()
+        .filter_map(|l| l.outcome.as_ref().ok().map(|c| (l, c)))
+        .flat_map(|(l, certs)| certs.iter().map(move |c| (l.source, l.url.to_string(), c)))
+        .collect();
+    let same: Vec<Cert> = served
+        .iter()
+        .filter(|(_, _, c)| c.fingerprint() == cert.fingerprint())
+        .map(|(_, _, c)| (*c).clone())
+        .collect();
+    if let Some(merged) = merge_same(cert, &same) {
+        let source = served
+            .iter()
+            .find(|(_, _, c)| c.fingerprint() == cert.fingerprint())
+            .map(|(s, _, _)| *s)
+            .unwrap_or(Source::WkdDirect);
+        let changes = changes(cert, &merged, p, now);
+        return if changes.is_empty() {
+            Outcome::Unchanged
+        } else {
+            Outcome::Updated {
+                merged: Box::new(merged),
+                changes,
+                source,
+            }
+        };
+    }
+    // Not published under its fingerprint: has the address another key?
+    // (Only where the address is vouched for: WKD, or VKS by address.)
+    let mut others: Vec<(Source, String, Cert)> = served
+        .iter()
+        .map(|(s, u, c)| (*s, u.clone(), (*c).clone()))
+        .collect();
+    if let Some(l) = finder.keyserver_by_email(email).await {
+        if let Ok(certs) = &l.outcome {
+            others.extend(
+                certs
+                    .iter()
+                    .map(|c| (l.source, l.url.to_string(), c.clone())),
+            );
+        }
+        lookups.push(l);
+    }
+    if let Some((source, url, other)) = others.into_iter().find(|(s, _, c)| {
+        s.vouches_for_address()
+            && crate::crypto::has_email(c, p, now, email)
+            && crate::crypto::usable_for_encryption(c, p, now).is_ok()
+    }) {
+        return Outcome::Other {
+            cert: Box::new(other),
+            source,
+            url,
+        };
+    }
+    let failures: Vec<String> = lookups
+        .iter()
+        .filter(|l| l.outcome.is_err())
+        .map(Lookup::describe)
+        .collect();
+    if failures.is_empty() {
+        Outcome::NotFound
+    } else {
+        Outcome::Failed(failures)
+    }
+}
+
+/// Keeps what a refresh found: merged certificates under `updates`, other
+/// keys held in the spool, problems noted. Returns the report for the PST
+/// (`None`: nothing they need to hear) and the audit record's detail.
+pub(crate) fn apply(
+    results: &[Refreshed],
+    updates: &std::path::Path,
+    spool: &Spool,
+    list: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<(Option<String>, String)> {
+    let mut updated = Vec::new();
+    let mut failed = Vec::new();
+    let mut not_found = Vec::new();
+    for r in results {
+        let who = format!("{} ({})", r.email, r.organization);
+        match &r.outcome {
+            Outcome::Updated {
+                merged,
+                changes,
+                source,
+            } => {
+                crate::roster::store_update(updates, merged).map_err(|e| anyhow::anyhow!(e))?;
+                spool.set_key_problem(&r.email, None)?;
+                updated.push(format!(
+                    "  {who}: {} (from the {source})\n",
+                    changes.join("; ")
+                ));
+            }
+            Outcome::Other { cert, source, url } => {
+                spool.hold_key(&HeldKey {
+                    member: r.email.clone(),
+                    fingerprint: cert.fingerprint().to_hex(),
+                    source: format!("{source} at {url}"),
+                    at: now,
+                    cert: cert.to_vec()?,
+                })?;
+            }
+            Outcome::Failed(why) => {
+                spool.set_key_problem(&r.email, Some(&why.join("; ")))?;
+                failed.push(format!(
+                    "  {who}:\n{}",
+                    why.iter()
+                        .map(|w| format!("    - {w}\n"))
+                        .collect::<String>()
+                ));
+            }
+            Outcome::NotFound => not_found.push(r.email.clone()),
+            Outcome::Unchanged | Outcome::NoCertificate => {}
+        }
+    }
+    let held = spool.held_keys()?;
+    let mut text = format!(
+        "Key refresh of {list}: {} member(s) checked where their keys are published.\n",
+        results.len()
+    );
+    if !updated.is_empty() {
+        text.push_str(&format!(
+            "\nUpdated (the same certificate, merged: the list uses it from now on):\n{}",
+            updated.concat()
+        ));
+    }
+    if !held.is_empty() {
+        text.push_str(
+            "\nAnother certificate is published for these members. It is NOT used: their copies \
+stay encrypted to the key on the roster until you send a signed command naming the new one.\n",
+        );
+        for h in &held {
+            let org = results
+                .iter()
+                .find(|r| r.email.eq_ignore_ascii_case(&h.member))
+                .map(|r| r.organization.as_str())
+                .unwrap_or("?");
+            text.push_str(&format!(
+                "  {} ({org}): {} found by {} on {}\n    to take it: Roster-Add: {}, {org}, {}\n",
+                h.member,
+                h.fingerprint,
+                h.source,
+                h.at.format("%Y-%m-%d"),
+                h.member,
+                h.fingerprint
+            ));
+        }
+    }
+    if !failed.is_empty() {
+        text.push_str(&format!(
+            "\nCould not be refreshed (tried again next week):\n{}",
+            failed.concat()
+        ));
+    }
+    if !not_found.is_empty() {
+        text.push_str(&format!(
+            "\nNot published where the list looks ({}): {}\n",
+            not_found.len(),
+            not_found.join(", ")
+        ));
+    }
+    let detail = format!(
+        "{} checked, {} updated, {} held, {} failed, {} not published",
+        results.len(),
+        updated.len(),
+        held.len(),
+        failed.len(),
+        not_found.len()
+    );
+    let tell = !updated.is_empty() || !held.is_empty() || !failed.is_empty();
+    Ok((tell.then_some(text), detail))
+}
+
+/// The members' origins (address in lower case → `wkd`/`keyserver`).
+pub(crate) fn origins(
+    spool: &Spool,
+    roster: &Roster,
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let mut out = std::collections::HashMap::new();
+    for m in roster.members() {
+        if let Some(o) = spool.key_origin(&m.email)? {
+            out.insert(m.email.to_ascii_lowercase(), o);
+        }
+    }
+    Ok(out)
+}
+
+/// In the daemon: refreshes the list's keys if `[discovery]` asks for it
+/// and a week has passed since the last refresh; the PST gets the report
+/// (signed, encrypted) when something changed, is held or failed, and the
+/// new roster is in force at once. Errors are logged, never fatal.
+pub(crate) async fn run_if_due(relay: &std::sync::Arc<crate::context::Relay>) -> bool {
+    let config = relay.config();
+    let Some(discovery) = config.discovery.clone().filter(|d| d.refresh) else {
+        return false;
+    };
+    let now = relay.clock.now();
+    let r = relay.clone();
+    let last = tokio::task::spawn_blocking(move || r.spool.last_event(EVENT)).await;
+    if let Ok(Ok(Some(last))) = last
+        && now - last < chrono::Duration::days(REFRESH_EVERY_DAYS)
+    {
+        return false;
+    }
+    let finder = match Finder::new(&discovery) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, "key refresh: cannot set up HTTPS");
+            return false;
+        }
+    };
+    let roster = relay.directory().roster.clone();
+    let r = relay.clone();
+    let ro = roster.clone();
+    let origins = match tokio::task::spawn_blocking(move || origins(&r.spool, &ro)).await {
+        Ok(Ok(o)) => o,
+        _ => Default::default(),
+    };
+    let p = crate::crypto::policy();
+    let results = fetch_all(&finder, &roster, &origins, &p, now).await;
+    let r = relay.clone();
+    let done = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
+        let config = r.config();
+        let updates = config.state_dir.join(crate::roster::UPDATES_DIR);
+        let (report, detail) = apply(&results, &updates, &r.spool, &config.list_address, now)?;
+        r.update_roster(|current| current.reread_updates());
+        let mut notices = Vec::new();
+        if let Some(text) = report {
+            for pst in r.directory().roster.members().iter().filter(|m| m.pst) {
+                let notice = crate::record::Record::unembargoed(
+                    config.list_key.fingerprint().to_hex(),
+                    config.list_address.clone(),
+                    "Key refresh: members' keys changed or need attention".to_owned(),
+                    crate::secret::Secret::new(text.clone().into_bytes()),
+                    now,
+                );
+                notices.push((pst.email.clone(), notice.seal(&config.list_key)?));
+            }
+        }
+        r.spool.queue_notices(&notices, EVENT, &detail, now)?;
+        tracing::info!(%detail, "key refresh done");
+        Ok(!notices.is_empty())
+    })
+    .await;
+    match done {
+        Ok(Ok(queued)) => queued,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "key refresh could not be recorded");
+            false
+        }
+        Err(_) => {
+            tracing::error!("key refresh panicked");
+            false
+        }
+    }
+}
