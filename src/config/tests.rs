@@ -368,3 +368,76 @@ fn bounce_addresses_round_trip_and_nothing_else_is_one() {
         assert_eq!(a.bounce_token(&not_one), None, "{not_one}");
     }
 }
+
+#[test]
+fn discovery_settings_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let v = Validator {
+        which: None,
+        path: &path,
+        base: dir.path(),
+    };
+    // The example's commented section, uncommented, is valid but for its CA file.
+    let example = include_str!("../../config/embargo-relay.example.toml");
+    let start = example.find("# [discovery]").unwrap();
+    let section: String = example[start..]
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+        .collect();
+    let raw: RawDiscovery = toml::from_str::<toml::Table>(&section).unwrap()["discovery"]
+        .clone()
+        .try_into()
+        .unwrap();
+    let err = v.discovery(Some(raw.clone())).unwrap_err().to_string();
+    assert!(err.contains("discovery.extra_ca"), "{err}");
+    std::fs::write(
+        dir.path().join("ca.pem"),
+        "-----BEGIN CERTIFICATE-----\nAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let ok = RawDiscovery {
+        extra_ca: Some("ca.pem".into()),
+        ..raw
+    };
+    let d = v.discovery(Some(ok.clone())).unwrap().unwrap();
+    assert_eq!(d.keyserver.unwrap().url.host, "keys.openpgp.org");
+    assert_eq!(d.connect_to[0].0, "openpgpkey.example.net");
+    assert!(d.wkd && d.refresh);
+    for (bad, field) in [
+        (
+            RawDiscovery {
+                keyserver: Some("hkp://keys.example".into()),
+                ..ok.clone()
+            },
+            "discovery.keyserver",
+        ),
+        (
+            RawDiscovery {
+                keyserver_protocol: Some("ldap".into()),
+                ..ok.clone()
+            },
+            "discovery.keyserver_protocol",
+        ),
+        (
+            RawDiscovery {
+                connect_to: [("h.example".to_owned(), "nowhere".to_owned())].into(),
+                ..ok.clone()
+            },
+            "discovery.connect_to.h.example",
+        ),
+        (
+            RawDiscovery {
+                wkd: Some(false),
+                keyserver: None,
+                ..ok.clone()
+            },
+            "nothing to look keys up in",
+        ),
+    ] {
+        let err = v.discovery(Some(bad)).unwrap_err().to_string();
+        assert!(err.contains(field), "{err}");
+    }
+    assert!(v.discovery(None).unwrap().is_none());
+}

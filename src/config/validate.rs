@@ -355,7 +355,7 @@ impl Validator<'_> {
 
     /// `[discovery]`: the keyserver an https:// address, the extra CA a
     /// readable PEM file, each `connect_to` an `address:port`.
-    fn discovery(
+    pub(super) fn discovery(
         &self,
         raw: Option<RawDiscovery>,
     ) -> Result<Option<crate::discovery::DiscoveryConfig>, ConfigError> {
