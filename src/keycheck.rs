@@ -255,7 +255,7 @@ pub(crate) async fn weekly(
         }
         relay.key_check.set(None);
         // Keys fetched again first, so the check sees what was merged.
-        if crate::keyrefresh::run_if_due(&relay).await {
+        if crate::keyrefresh::run_if_due(&relay, &shutdown).await {
             relay.wake.notify_one();
         }
         let r = relay.clone();

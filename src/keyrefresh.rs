@@ -24,39 +24,32 @@ const REFRESH_EVERY_DAYS: i64 = 7;
 
 /// What the refresh found for one member.
 #[derive(Debug)]
-pub(crate) enum Outcome {
-    /// Nothing new where it is published.
-    Unchanged,
-    /// Updates of the same certificate, merged: what changed, and from where.
-    Updated {
-        merged: Box<Cert>,
-        changes: Vec<String>,
-        source: Source,
-    },
-    /// Another certificate for the address, from a source that vouches for it.
-    Other {
-        cert: Box<Cert>,
-        source: Source,
-        url: String,
-    },
-    /// Published nowhere we look.
-    NotFound,
-    /// A source failed (and none gave the certificate).
-    Failed(Vec<String>),
-    /// The member's own certificate cannot be read: nothing to refresh.
-    NoCertificate,
-}
-
-/// One member's refresh.
-#[derive(Debug)]
 pub(crate) struct Refreshed {
     pub email: String,
     pub organization: String,
+    /// A member of the roster file (a `Roster-Add` can change its key), not
+    /// of the configuration file.
+    pub added: bool,
     pub outcome: Outcome,
 }
 
-/// Refreshes every member of `roster`, eight at a time. `origin(email)`:
-/// where the member's key was found, asked there first.
+/// What one member's sources gave.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// Updates of the same certificate, merged: what changed, and from where.
+    pub merged: Option<(Box<Cert>, Vec<String>, Source)>,
+    /// Another certificate for the address, from a source that vouches for it.
+    pub other: Option<(Box<Cert>, Source, String)>,
+    /// Sources that failed, in words (when none gave the certificate).
+    pub failures: Vec<String>,
+    /// Some source serves the member's certificate.
+    pub published: bool,
+    /// The member's own certificate cannot be read: nothing to refresh.
+    pub no_certificate: bool,
+}
+
+/// Refreshes every member of `roster`, eight at a time. `origins`: where
+/// each member's key was found (address in lower case), asked there first.
 pub(crate) async fn fetch_all(
     finder: &Finder,
     roster: &Roster,
@@ -83,7 +76,10 @@ async fn refresh_member(
     now: DateTime<Utc>,
 ) -> Refreshed {
     let outcome = match m.cert() {
-        Err(_) => Outcome::NoCertificate,
+        Err(_) => Outcome {
+            no_certificate: true,
+            ..Outcome::default()
+        },
         Ok(cert) => {
             let origin = origins
                 .get(&m.email.to_ascii_lowercase())
@@ -94,6 +90,7 @@ async fn refresh_member(
     Refreshed {
         email: m.email.clone(),
         organization: m.organization.clone(),
+        added: m.added,
         outcome,
     }
 }
@@ -108,12 +105,18 @@ async fn refresh_one(
 ) -> Outcome {
     let fpr = cert.fingerprint().to_hex();
     let mut lookups: Vec<Lookup> = Vec::new();
+    // Where the key was found first, then the rest; by address from a
+    // keyserver that vouches for it too, so a new key is seen even while
+    // the old one stays published under its fingerprint.
     let keyserver_first = origin == Some("keyserver");
     for step in if keyserver_first { [1, 0] } else { [0, 1] } {
         if step == 0 {
             lookups.extend(finder.wkd(email).await);
-        } else if let Some(l) = finder.keyserver_by_fingerprint(&fpr).await {
-            lookups.push(l);
+        } else {
+            lookups.extend(finder.keyserver_by_fingerprint(&fpr).await);
+            if finder.keyserver_vouches() {
+                lookups.extend(finder.keyserver_by_email(email).await);
+            }
         }
     }
     let served: Vec<(Source, String, &Cert)> = lookups
@@ -121,70 +124,54 @@ async fn refresh_one(
         .filter_map(|l| l.outcome.as_ref().ok().map(|c| (l, c)))
         .flat_map(|(l, certs)| certs.iter().map(move |c| (l.source, l.url.to_string(), c)))
         .collect();
-    let same: Vec<Cert> = served
+    let mut out = Outcome::default();
+    let same: Vec<&(Source, String, &Cert)> = served
         .iter()
         .filter(|(_, _, c)| c.fingerprint() == cert.fingerprint())
-        .map(|(_, _, c)| (*c).clone())
         .collect();
-    if let Some(merged) = merge_same(cert, &same) {
-        let source = served
+    let mut too_large = None;
+    if let Some(merged) = merge_same(
+        cert,
+        &same
             .iter()
-            .find(|(_, _, c)| c.fingerprint() == cert.fingerprint())
-            .map(|(s, _, _)| *s)
-            .unwrap_or(Source::WkdDirect);
+            .map(|(_, _, c)| (*c).clone())
+            .collect::<Vec<_>>(),
+    ) {
+        out.published = true;
         let changes = changes(cert, &merged, p, now);
-        return if changes.is_empty() {
-            Outcome::Unchanged
-        } else {
-            Outcome::Updated {
-                merged: Box::new(merged),
-                changes,
-                source,
-            }
-        };
-    }
-    // Not published under its fingerprint: has the address another key?
-    // (Only where the address is vouched for: WKD, or VKS by address.)
-    let mut others: Vec<(Source, String, Cert)> = served
-        .iter()
-        .map(|(s, u, c)| (*s, u.clone(), (*c).clone()))
-        .collect();
-    if let Some(l) = finder.keyserver_by_email(email).await {
-        if let Ok(certs) = &l.outcome {
-            others.extend(
-                certs
-                    .iter()
-                    .map(|c| (l.source, l.url.to_string(), c.clone())),
-            );
+        let size = merged.to_vec().map_or(usize::MAX, |v| v.len());
+        if size > crate::discovery::MAX_ANSWER {
+            too_large = Some(format!(
+                "the published certificate, merged, is {size} bytes (more than {}): not taken",
+                crate::discovery::MAX_ANSWER
+            ));
+        } else if !changes.is_empty() {
+            out.merged = Some((Box::new(merged), changes, same[0].0));
         }
-        lookups.push(l);
     }
-    if let Some((source, url, other)) = others.into_iter().find(|(s, _, c)| {
-        s.vouches_for_address()
-            && crate::crypto::has_email(c, p, now, email)
-            && crate::crypto::usable_for_encryption(c, p, now).is_ok()
-    }) {
-        return Outcome::Other {
-            cert: Box::new(other),
-            source,
-            url,
-        };
-    }
-    let failures: Vec<String> = lookups
+    out.other = served
         .iter()
-        .filter(|l| l.outcome.is_err())
-        .map(Lookup::describe)
-        .collect();
-    if failures.is_empty() {
-        Outcome::NotFound
-    } else {
-        Outcome::Failed(failures)
+        .find(|(s, _, c)| {
+            c.fingerprint() != cert.fingerprint()
+                && s.vouches_for_address()
+                && crate::crypto::has_email(c, p, now, email)
+                && crate::crypto::usable_for_encryption(c, p, now).is_ok()
+        })
+        .map(|(s, u, c)| (Box::new((*c).clone()), *s, u.clone()));
+    if !out.published && out.other.is_none() || too_large.is_some() {
+        out.failures = lookups
+            .iter()
+            .filter(|l| l.outcome.is_err())
+            .map(Lookup::describe)
+            .chain(too_large)
+            .collect();
     }
+    out
 }
 
 /// Keeps what a refresh found: merged certificates under `updates`, other
-/// keys held in the spool, problems noted. Returns the report for the PST
-/// (`None`: nothing they need to hear) and the audit record's detail.
+/// keys held in the spool. Returns the report for the PST (`None`: nothing
+/// new they need to hear) and the audit record's detail.
 pub(crate) fn apply(
     results: &[Refreshed],
     updates: &std::path::Path,
@@ -195,41 +182,38 @@ pub(crate) fn apply(
     let mut updated = Vec::new();
     let mut failed = Vec::new();
     let mut not_found = Vec::new();
+    let mut newly_held = 0;
     for r in results {
         let who = format!("{} ({})", r.email, r.organization);
-        match &r.outcome {
-            Outcome::Updated {
-                merged,
-                changes,
-                source,
-            } => {
-                crate::roster::store_update(updates, merged).map_err(|e| anyhow::anyhow!(e))?;
-                spool.set_key_problem(&r.email, None)?;
-                updated.push(format!(
-                    "  {who}: {} (from the {source})\n",
-                    changes.join("; ")
-                ));
-            }
-            Outcome::Other { cert, source, url } => {
-                spool.hold_key(&HeldKey {
-                    member: r.email.clone(),
-                    fingerprint: cert.fingerprint().to_hex(),
-                    source: format!("{source} at {url}"),
-                    at: now,
-                    cert: cert.to_vec()?,
-                })?;
-            }
-            Outcome::Failed(why) => {
-                spool.set_key_problem(&r.email, Some(&why.join("; ")))?;
-                failed.push(format!(
-                    "  {who}:\n{}",
-                    why.iter()
-                        .map(|w| format!("    - {w}\n"))
-                        .collect::<String>()
-                ));
-            }
-            Outcome::NotFound => not_found.push(r.email.clone()),
-            Outcome::Unchanged | Outcome::NoCertificate => {}
+        let o = &r.outcome;
+        if let Some((merged, changes, source)) = &o.merged {
+            crate::roster::store_update(updates, merged).map_err(|e| anyhow::anyhow!(e))?;
+            updated.push(format!(
+                "  {who}: {} (from the {source})\n",
+                changes.join("; ")
+            ));
+        }
+        if let Some((cert, source, url)) = &o.other
+            && spool.hold_key(&HeldKey {
+                member: r.email.clone(),
+                fingerprint: cert.fingerprint().to_hex(),
+                source: format!("{source} at {url}"),
+                at: now,
+                cert: cert.to_vec()?,
+            })?
+        {
+            newly_held += 1;
+        }
+        if !o.failures.is_empty() {
+            failed.push(format!(
+                "  {who}:\n{}",
+                o.failures
+                    .iter()
+                    .map(|w| format!("    - {w}\n"))
+                    .collect::<String>()
+            ));
+        } else if !o.published && o.other.is_none() && !o.no_certificate {
+            not_found.push(r.email.clone());
         }
     }
     let held = spool.held_keys()?;
@@ -246,22 +230,28 @@ pub(crate) fn apply(
     if !held.is_empty() {
         text.push_str(
             "\nAnother certificate is published for these members. It is NOT used: their copies \
-stay encrypted to the key on the roster until you send a signed command naming the new one.\n",
+stay encrypted to the key on the roster until the new one is taken as said.\n",
         );
         for h in &held {
-            let org = results
+            let member = results
                 .iter()
-                .find(|r| r.email.eq_ignore_ascii_case(&h.member))
-                .map(|r| r.organization.as_str())
-                .unwrap_or("?");
+                .find(|r| r.email.eq_ignore_ascii_case(&h.member));
+            let org = member.map_or("?", |r| r.organization.as_str());
+            let take = if member.is_some_and(|r| r.added) {
+                format!(
+                    "send a signed command: Roster-Add: {}, {org}, {}",
+                    h.member, h.fingerprint
+                )
+            } else {
+                "a member of the configuration file: ask the operator to replace its key file"
+                    .to_owned()
+            };
             text.push_str(&format!(
-                "  {} ({org}): {} found by {} on {}\n    to take it: Roster-Add: {}, {org}, {}\n",
+                "  {} ({org}): {} found by {} on {}\n    to take it, {take}\n",
                 h.member,
                 h.fingerprint,
                 h.source,
                 h.at.format("%Y-%m-%d"),
-                h.member,
-                h.fingerprint
             ));
         }
     }
@@ -279,15 +269,37 @@ stay encrypted to the key on the roster until you send a signed command naming t
         ));
     }
     let detail = format!(
-        "{} checked, {} updated, {} held, {} failed, {} not published",
+        "{} checked, {} updated, {} held ({} new), {} failed, {} not published",
         results.len(),
         updated.len(),
         held.len(),
+        newly_held,
         failed.len(),
         not_found.len()
     );
-    let tell = !updated.is_empty() || !held.is_empty() || !failed.is_empty();
+    let tell = !updated.is_empty() || newly_held > 0 || !failed.is_empty();
     Ok((tell.then_some(text), detail))
+}
+
+/// The report sealed to each PST member (signed by the list, encrypted).
+pub(crate) fn seal_report(
+    config: &crate::config::Config,
+    roster: &Roster,
+    text: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut notices = Vec::new();
+    for pst in roster.members().iter().filter(|m| m.pst) {
+        let notice = crate::record::Record::unembargoed(
+            config.list_key.fingerprint().to_hex(),
+            config.list_address.clone(),
+            "Key refresh: members' keys changed or need attention".to_owned(),
+            crate::secret::Secret::new(text.as_bytes().to_vec()),
+            now,
+        );
+        notices.push((pst.email.clone(), notice.seal(&config.list_key)?));
+    }
+    Ok(notices)
 }
 
 /// The members' origins (address in lower case → `wkd`/`keyserver`).
@@ -308,7 +320,10 @@ pub(crate) fn origins(
 /// and a week has passed since the last refresh; the PST gets the report
 /// (signed, encrypted) when something changed, is held or failed, and the
 /// new roster is in force at once. Errors are logged, never fatal.
-pub(crate) async fn run_if_due(relay: &std::sync::Arc<crate::context::Relay>) -> bool {
+pub(crate) async fn run_if_due(
+    relay: &std::sync::Arc<crate::context::Relay>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> bool {
     let config = relay.config();
     let Some(discovery) = config.discovery.clone().filter(|d| d.refresh) else {
         return false;
@@ -336,26 +351,21 @@ pub(crate) async fn run_if_due(relay: &std::sync::Arc<crate::context::Relay>) ->
         _ => Default::default(),
     };
     let p = crate::crypto::policy();
-    let results = fetch_all(&finder, &roster, &origins, &p, now).await;
+    // Nothing is written before `apply`: a shutdown drops the lookups.
+    let results = tokio::select! {
+        _ = shutdown.cancelled() => return false,
+        results = fetch_all(&finder, &roster, &origins, &p, now) => results,
+    };
     let r = relay.clone();
     let done = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
         let config = r.config();
         let updates = config.state_dir.join(crate::roster::UPDATES_DIR);
         let (report, detail) = apply(&results, &updates, &r.spool, &config.list_address, now)?;
-        r.update_roster(|current| current.reread_updates());
-        let mut notices = Vec::new();
-        if let Some(text) = report {
-            for pst in r.directory().roster.members().iter().filter(|m| m.pst) {
-                let notice = crate::record::Record::unembargoed(
-                    config.list_key.fingerprint().to_hex(),
-                    config.list_address.clone(),
-                    "Key refresh: members' keys changed or need attention".to_owned(),
-                    crate::secret::Secret::new(text.clone().into_bytes()),
-                    now,
-                );
-                notices.push((pst.email.clone(), notice.seal(&config.list_key)?));
-            }
-        }
+        let directory = r.update_roster(|current| current.reread_updates());
+        let notices = match report {
+            Some(text) => seal_report(&config, &directory.roster, &text, now)?,
+            None => Vec::new(),
+        };
         r.spool.queue_notices(&notices, EVENT, &detail, now)?;
         tracing::info!(%detail, "key refresh done");
         Ok(!notices.is_empty())

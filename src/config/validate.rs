@@ -411,6 +411,12 @@ impl Validator<'_> {
             connect_to.push((host.to_ascii_lowercase(), addr));
         }
         let timeout = self.duration("discovery.timeout", raw.timeout, "20s")?;
+        if !(Duration::from_secs(1)..=Duration::from_secs(120)).contains(&timeout) {
+            return Err(self.err(
+                "discovery.timeout",
+                "between 1s and 120s (each HTTPS exchange; a lookup makes up to four)",
+            ));
+        }
         let wkd = raw.wkd.unwrap_or(true);
         if !wkd && keyserver.is_none() {
             return Err(self.err(

@@ -168,9 +168,13 @@ impl Client {
                 // address (a domain without the WKD host, say); a
                 // temporary failure is a failure.
                 Err(e)
-                    if ["Name or service not known", "No address associated"]
-                        .iter()
-                        .any(|m| e.to_string().contains(m)) =>
+                    if [
+                        "Name or service not known",
+                        "No address associated",
+                        "Name does not resolve",
+                    ]
+                    .iter()
+                    .any(|m| e.to_string().contains(m)) =>
                 {
                     return Err(Failure::NoSuchHost);
                 }
@@ -189,7 +193,15 @@ impl Client {
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
                 .await
                 .map_err(|e| format!("HTTP with {} failed: {e}", url.host))?;
-        let driver = tokio::spawn(connection);
+        // The connection's task ends with this exchange, however it ends
+        // (a timeout drops this future).
+        struct Abort(tokio::task::JoinHandle<Result<(), hyper::Error>>);
+        impl Drop for Abort {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let _driver = Abort(tokio::spawn(connection));
         let host = if url.port == 443 {
             url.host.clone()
         } else {
@@ -204,28 +216,23 @@ impl Client {
             )
             .body(Empty::<Bytes>::new())
             .map_err(|e| Failure::Other(format!("bad request for {url}: {e}")))?;
-        let result = async {
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| Failure::Other(format!("HTTP with {} failed: {e}", url.host)))?;
-            let status = response.status().as_u16();
-            let body = Limited::new(response.into_body(), self.max_body)
-                .collect()
-                .await
-                .map_err(|e| {
-                    Failure::Other(if e.is::<http_body_util::LengthLimitError>() {
-                        format!("the answer is larger than {} bytes", self.max_body)
-                    } else {
-                        format!("the answer from {} broke off: {e}", url.host)
-                    })
-                })?
-                .to_bytes();
-            Ok(Response { status, body })
-        }
-        .await;
-        driver.abort();
-        result
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| Failure::Other(format!("HTTP with {} failed: {e}", url.host)))?;
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), self.max_body)
+            .collect()
+            .await
+            .map_err(|e| {
+                Failure::Other(if e.is::<http_body_util::LengthLimitError>() {
+                    format!("the answer is larger than {} bytes", self.max_body)
+                } else {
+                    format!("the answer from {} broke off: {e}", url.host)
+                })
+            })?
+            .to_bytes();
+        Ok(Response { status, body })
     }
 }
 

@@ -118,8 +118,9 @@ impl Lookup {
     }
 }
 
-/// The largest answer read (a certificate with its signatures).
-pub const MAX_ANSWER: usize = 1 << 20;
+/// The largest answer read (a certificate with its own signatures is a
+/// few KiB; keys.openpgp.org serves no third-party signatures at all).
+pub const MAX_ANSWER: usize = 256 << 10;
 /// The most certificates taken from one answer.
 const MAX_CERTS: usize = 16;
 
@@ -146,7 +147,11 @@ impl Finder {
 
     async fn fetch(&self, source: Source, url: Url) -> Lookup {
         let outcome = match self.client.get(&url, "application/pgp-keys").await {
-            Ok(r) if r.status == 200 => parse_certs(&r.body),
+            // Parsing verifies every self-signature: CPU work, off the
+            // runtime's workers.
+            Ok(r) if r.status == 200 => tokio::task::spawn_blocking(move || parse_certs(&r.body))
+                .await
+                .unwrap_or_else(|_| Err("the answer could not be read".to_owned())),
             Ok(r) if r.status == 404 => Ok(Vec::new()),
             Ok(r) => Err(format!("answered HTTP {}", r.status)),
             Err(https::Failure::NoSuchHost) => Ok(Vec::new()),
@@ -162,6 +167,9 @@ impl Finder {
     /// Web Key Directory for `email`: the advanced method; the direct one
     /// when the advanced gave nothing (its host may not exist).
     pub async fn wkd(&self, email: &str) -> Vec<Lookup> {
+        if !self.wkd {
+            return Vec::new();
+        }
         let Some([advanced, direct]) = wkd::urls(email) else {
             return Vec::new();
         };
@@ -171,6 +179,13 @@ impl Finder {
         }
         let second = self.fetch(Source::WkdDirect, direct).await;
         vec![first, second]
+    }
+
+    /// Whether the keyserver vouches for addresses (VKS).
+    pub fn keyserver_vouches(&self) -> bool {
+        self.keyserver
+            .as_ref()
+            .is_some_and(|k| k.protocol == Protocol::Vks)
     }
 
     /// The keyserver (if any) for `email`.
@@ -219,11 +234,7 @@ impl Finder {
         p: &dyn Policy,
         now: DateTime<Utc>,
     ) -> Result<Found, Missing> {
-        let mut lookups = if self.wkd {
-            self.wkd(email).await
-        } else {
-            Vec::new()
-        };
+        let mut lookups = self.wkd(email).await;
         let mut why: Vec<String> = Vec::new();
         if let Some(found) = pick(&lookups, email, fingerprint, p, now, &mut why) {
             return Ok(found);
@@ -386,7 +397,7 @@ fn parse_certs(body: &[u8]) -> Result<Vec<Cert>, String> {
     let mut out = Vec::new();
     for cert in parser.take(MAX_CERTS) {
         match cert {
-            Ok(c) => out.push(c.strip_secret_key_material()),
+            Ok(c) => out.push(own_parts(&c)?),
             Err(_) => return Err("the answer holds a damaged certificate".to_owned()),
         }
     }
@@ -394,6 +405,50 @@ fn parse_certs(body: &[u8]) -> Result<Vec<Cert>, String> {
         return Err("the answer is not an OpenPGP certificate".to_owned());
     }
     Ok(out)
+}
+
+/// `cert` as its holder made it: the primary key, user IDs and subkeys
+/// with their verified self-signatures and self-revocations only. What
+/// anyone else may add (third-party certifications, signatures that do not
+/// verify, subkeys without a binding, user attributes) is dropped, so a
+/// flooded key on a keyserver cannot grow what the list keeps. Public
+/// parts only.
+pub fn own_parts(cert: &Cert) -> Result<Cert, String> {
+    use sequoia_openpgp::Packet;
+    let cert = cert.clone().strip_secret_key_material();
+    let mut packets: Vec<Packet> = Vec::new();
+    let pk = cert.primary_key();
+    packets.push(pk.key().clone().role_into_primary().into());
+    packets.extend(
+        pk.self_signatures()
+            .chain(pk.self_revocations())
+            .cloned()
+            .map(Packet::from),
+    );
+    for ua in cert.userids() {
+        packets.push(ua.userid().clone().into());
+        packets.extend(
+            ua.self_signatures()
+                .chain(ua.self_revocations())
+                .cloned()
+                .map(Packet::from),
+        );
+    }
+    for ka in cert.keys().subkeys() {
+        let sigs: Vec<Packet> = ka
+            .self_signatures()
+            .chain(ka.self_revocations())
+            .cloned()
+            .map(Packet::from)
+            .collect();
+        if sigs.is_empty() {
+            continue;
+        }
+        packets.push(ka.key().clone().role_into_subordinate().into());
+        packets.extend(sigs);
+    }
+    Cert::from_packets(packets.into_iter())
+        .map_err(|_| "the answer holds a damaged certificate".to_owned())
 }
 
 /// `path` under the keyserver's own path prefix (a keyserver configured as
@@ -470,7 +525,11 @@ pub fn changes(old: &Cert, new: &Cert, p: &dyn Policy, now: DateTime<Utc>) -> Ve
     if before != after {
         out.push(format!("expiry {before} → {after}"));
     }
-    let subkeys = |c: &Cert| c.keys().subkeys().count();
+    // Subkeys the policy accepts as bound (a forged one is not counted).
+    let subkeys = |c: &Cert| {
+        c.with_policy(p, at)
+            .map_or(0, |vc| vc.keys().subkeys().count())
+    };
     if subkeys(new) > subkeys(old) {
         out.push(format!("{} new subkey(s)", subkeys(new) - subkeys(old)));
     }
@@ -594,6 +653,74 @@ mod tests {
         assert_eq!(
             changes(&public, &merged, &p, now),
             vec!["revoked by its holder"]
+        );
+    }
+
+    #[test]
+    fn only_what_the_holder_signed_is_kept_of_a_served_certificate() {
+        use sequoia_openpgp::Packet;
+        use sequoia_openpgp::serialize::SerializeInto;
+        let (holder, _) =
+            sequoia_openpgp::cert::CertBuilder::general_purpose(Some("A <a@x.example>"))
+                .set_creation_time(born())
+                .generate()
+                .unwrap();
+        let (other, _) =
+            sequoia_openpgp::cert::CertBuilder::general_purpose(Some("O <o@x.example>"))
+                .set_creation_time(born())
+                .generate()
+                .unwrap();
+        // Someone else's certification of the user ID, and a subkey of
+        // another certificate put in without a binding signature.
+        let mut signer = other
+            .primary_key()
+            .key()
+            .clone()
+            .parts_into_secret()
+            .unwrap()
+            .into_keypair()
+            .unwrap();
+        let certification = holder
+            .userids()
+            .next()
+            .unwrap()
+            .userid()
+            .certify(
+                &mut signer,
+                &holder,
+                sequoia_openpgp::types::SignatureType::GenericCertification,
+                None,
+                None,
+            )
+            .unwrap();
+        let stray: Packet = other
+            .keys()
+            .subkeys()
+            .next()
+            .unwrap()
+            .key()
+            .clone()
+            .parts_into_public()
+            .into();
+        let flooded = holder
+            .clone()
+            .strip_secret_key_material()
+            .insert_packets(vec![Packet::from(certification), stray])
+            .unwrap()
+            .0;
+        assert_eq!(
+            flooded.keys().subkeys().count(),
+            holder.keys().subkeys().count() + 1
+        );
+        let kept = own_parts(&flooded).unwrap();
+        assert_eq!(
+            kept.keys().subkeys().count(),
+            holder.keys().subkeys().count()
+        );
+        assert_eq!(kept.userids().next().unwrap().certifications().count(), 0);
+        assert_eq!(
+            kept.to_vec().unwrap(),
+            holder.clone().strip_secret_key_material().to_vec().unwrap()
         );
     }
 

@@ -59,45 +59,45 @@ impl Intake {
         }
         let directory = self.directory();
         let p = crate::crypto::policy();
-        let mut origin = None;
         let changed = match command {
             PstCommand::RosterAdd {
                 email,
                 organization,
                 fingerprint,
-            } => {
-                let held = relay.spool.held_key(email).ok().flatten();
-                let (found, from) = candidate(
-                    keys,
-                    held,
-                    self.config().discovery.as_ref(),
-                    email,
-                    fingerprint,
-                    &p,
-                    now,
-                );
-                origin = Some(from);
-                add_member(
-                    path,
-                    &directory.roster,
-                    found,
-                    email,
-                    organization,
-                    fingerprint,
-                    &p,
-                    now,
-                )
+            } => add_member(
+                path,
+                &directory.roster,
+                || {
+                    let held = relay.spool.held_key(email).ok().flatten();
+                    let discovery = self.config().discovery.clone();
+                    candidate(keys, held, discovery.as_ref(), email, fingerprint, &p, now)
+                },
+                email,
+                organization,
+                fingerprint,
+                &p,
+                now,
+            )
+            .map(|(text, origin)| (text, Some(origin))),
+            PstCommand::RosterRemove { email } => {
+                remove_member(path, &directory.roster, email).map(|text| (text, None))
             }
-            PstCommand::RosterRemove { email } => remove_member(path, &directory.roster, email),
             _ => Err(("not a roster command".to_owned(), String::new())),
         };
-        let text = match changed {
-            Ok(text) => text,
+        let (text, origin) = match changed {
+            Ok(done) => done,
             Err((why, detail)) => return refuse(why, detail),
         };
-        if let (Some(from), PstCommand::RosterAdd { email, .. }) = (origin, command)
-            && let Err(e) = relay.spool.set_key_origin(email, from)
-        {
+        // Where the key came from (a held key is taken or moot); a removed
+        // member's record forgotten.
+        let recorded = match (origin, command) {
+            (Some(from), PstCommand::RosterAdd { email, .. }) => {
+                relay.spool.set_key_origin(email, from)
+            }
+            (_, PstCommand::RosterRemove { email }) => relay.spool.forget_member_key(email),
+            _ => Ok(()),
+        };
+        if let Err(e) = recorded {
             tracing::error!(error = %e, "could not record where a member's key came from");
         }
         // The roster in force now, not the one pinned for this mail: a

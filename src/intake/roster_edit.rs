@@ -24,13 +24,13 @@ fn plain(problem: impl Into<String>) -> Refusal {
 pub(super) fn add_member(
     path: &std::path::Path,
     roster: &crate::roster::Roster,
-    candidate: Candidate,
+    find: impl FnOnce() -> (Candidate, Option<&'static str>),
     email: &str,
     organization: &str,
     fingerprint: &str,
     p: &dyn Policy,
     now: DateTime<Utc>,
-) -> Result<String, Refusal> {
+) -> Result<(String, Option<&'static str>), Refusal> {
     use crate::address::EntryError;
     let existing = roster.find(email);
     let (email, organization) = crate::address::check_entry(email, organization, |_| false)
@@ -57,6 +57,8 @@ pub(super) fn add_member(
             Err(_) => Some("none readable".to_owned()),
         },
     };
+    // Only now, the cheap refusals done: it may mean a lookup over HTTPS.
+    let (candidate, origin) = find();
     let (cert, source) = candidate?;
     let cert = cert.strip_secret_key_material();
     let fpr = cert.fingerprint().to_hex();
@@ -74,14 +76,20 @@ pub(super) fn add_member(
     match old {
         None => {
             crate::roster::file::add(path, email, organization, &cert).map_err(plain)?;
-            Ok(format!(
-                "Added {email} ({organization}) with certificate {fpr} ({source}). They receive every announcement from now on."
+            Ok((
+                format!(
+                    "Added {email} ({organization}) with certificate {fpr} ({source}). They receive every announcement from now on."
+                ),
+                origin,
             ))
         }
         Some(old) => {
             crate::roster::file::upsert(path, email, organization, Some(&cert)).map_err(plain)?;
-            Ok(format!(
-                "Replaced the certificate of {email} ({organization}): {old} -> {fpr} ({source}). Copies from now on are encrypted to the new one."
+            Ok((
+                format!(
+                    "Replaced the certificate of {email} ({organization}): {old} -> {fpr} ({source}). Copies from now on are encrypted to the new one."
+                ),
+                origin,
             ))
         }
     }

@@ -192,9 +192,16 @@ pub fn roster(
                     cert.fingerprint()
                 ),
             )?;
+            let replaced = config
+                .roster
+                .find(&email)
+                .and_then(|m| m.cert().ok())
+                .filter(|old| old.fingerprint() != cert.fingerprint())
+                .map(|old| format!(", replacing {}", old.fingerprint()))
+                .unwrap_or_default();
             writeln!(
                 out,
-                "{email} ({organization}) on the roster with key {} (from {source})",
+                "{email} ({organization}) on the roster with key {} (from {source}){replaced}",
                 cert.fingerprint()
             )?;
             Ok(())
@@ -208,6 +215,7 @@ pub fn roster(
             if !crate::roster::file::remove(&file()?, &email).map_err(|e| anyhow::anyhow!(e))? {
                 anyhow::bail!("{email} is not in the roster file");
             }
+            crate::context::open_spool(config, false, now)?.forget_member_key(&email)?;
             writeln!(out, "{email} removed from the roster")?;
             Ok(())
         }
@@ -286,18 +294,22 @@ fn refresh(
     let updates = config.state_dir.join(crate::roster::UPDATES_DIR);
     let (report, detail) =
         crate::keyrefresh::apply(&results, &updates, &spool, &config.list_address, now)?;
-    spool.audit(
-        now,
+    // The PST hears of it as of the weekly run (the daemon sends it).
+    let notices = match &report {
+        Some(text) => crate::keyrefresh::seal_report(config, &config.roster, text, now)?,
+        None => Vec::new(),
+    };
+    spool.queue_notices(
+        &notices,
         crate::keyrefresh::EVENT,
-        None,
-        None,
         &format!("by the operator: {detail}"),
+        now,
     )?;
     match report {
-        Some(text) => write!(out, "{text}")?,
+        Some(text) => write!(out, "{text}\nThe PST is sent this report.\n")?,
         None => writeln!(
             out,
-            "Key refresh of {}: {detail}; nothing changed.",
+            "Key refresh of {}: {detail}; nothing new.",
             config.list_address
         )?,
     }

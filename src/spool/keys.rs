@@ -1,5 +1,4 @@
-//! Members' keys found by discovery: where each came from, the last
-//! refresh's problem, and a certificate of another fingerprint held for
+//! Members' keys found by discovery: where each came from, and a certificate of another fingerprint held for
 //! the PST (`member_keys`, version 9).
 
 use chrono::{DateTime, Utc};
@@ -133,13 +132,13 @@ impl Spool {
         rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
     }
 
-    /// Records the last refresh's problem with `member`'s key (`None`: none).
-    pub fn set_key_problem(&self, member: &str, problem: Option<&str>) -> Result<(), SpoolError> {
+    /// Forgets where `member`'s key came from and any key held for it
+    /// (the member left the roster).
+    pub fn forget_member_key(&self, member: &str) -> Result<(), SpoolError> {
         self.lock()
             .execute(
-                "INSERT INTO member_keys (list, member, problem) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (list, member) DO UPDATE SET problem = excluded.problem",
-                params![&*self.list, member, problem],
+                "DELETE FROM member_keys WHERE list = ?1 AND member = ?2",
+                params![&*self.list, member],
             )
             .map(|_| ())
             .map_err(|e| self.db(e))
@@ -178,15 +177,13 @@ mod tests {
             b.held_key("m@y.example").unwrap().is_none(),
             "another list's"
         );
-        a.set_key_problem("m@y.example", Some("HTTP 500")).unwrap();
-        assert_eq!(
-            a.held_keys().unwrap().len(),
-            1,
-            "a problem keeps the held key"
-        );
         a.set_key_origin("m@y.example", Some("wkd")).unwrap();
         assert_eq!(a.key_origin("m@y.example").unwrap().as_deref(), Some("wkd"));
         assert!(a.held_key("m@y.example").unwrap().is_none());
+        a.hold_key(&held).unwrap();
+        a.forget_member_key("m@y.example").unwrap();
+        assert!(a.key_origin("m@y.example").unwrap().is_none());
+        assert!(a.held_keys().unwrap().is_empty());
         assert!(
             a.audit_records()
                 .unwrap()

@@ -95,14 +95,13 @@ CREATE TABLE IF NOT EXISTS acks (
     PRIMARY KEY (message_id, member)
 );
 -- Members' keys found by discovery (version 9): where each came from (a
--- weekly refresh asks there first), the last refresh's problem, and a
--- certificate of another fingerprint found for the address, held until
+-- weekly refresh asks there first), and a certificate of another
+-- fingerprint found for the address, held until
 -- the PST's signed Roster-Add takes it (never switched to silently).
 CREATE TABLE IF NOT EXISTS member_keys (
     list            TEXT NOT NULL,
     member          TEXT NOT NULL COLLATE NOCASE,
     origin          TEXT,
-    problem         TEXT,
     held_fpr        TEXT,
     held_source     TEXT,
     held_at         INTEGER,

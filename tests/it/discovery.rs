@@ -510,7 +510,8 @@ async fn a_roster_add_without_a_key_is_looked_up_and_the_weekly_refresh_merges_a
     );
 
     // The weekly refresh (five minutes after start): ROT now publishes another key.
-    host.wkd(ROT, true, 200, &public(&rot2));
+    // ROT now publishes a new key beside the old one (as while changing keys).
+    host.wkd(ROT, true, 200, &[public(&rot1), public(&rot2)].concat());
     clock.set(t0 + chrono::Duration::minutes(5));
     let at = clock.now();
     let got = sink
