@@ -142,6 +142,18 @@ fn list_findings(
             in_config += 1;
             (path.to_owned(), in_config - 1)
         };
+        if m.is_smime() {
+            for i in keycheck::member_issues(m, &p, now) {
+                out.push(Finding {
+                    file: file.clone(),
+                    field: format!("member[{index}].smime_cert ({})", m.email),
+                    problem: i.problem,
+                    fix: i.fix,
+                    warning: !i.unusable,
+                });
+            }
+            continue;
+        }
         let field = format!("member[{index}].key ({})", m.email);
         let cert = match m.cert() {
             Ok(c) => c,

@@ -165,6 +165,58 @@ pub(crate) fn cert_issues(
     out
 }
 
+/// Every problem with a member's key for its role: its OpenPGP
+/// certificate's ([`cert_issues`]), its S/MIME certificate's, or why it
+/// has none that can be read.
+pub(crate) fn member_issues(
+    m: &crate::roster::Member,
+    policy: &dyn Policy,
+    now: DateTime<Utc>,
+) -> Vec<KeyIssue> {
+    if let Some(smime) = &m.smime {
+        return match smime {
+            Err(e) => vec![issue(
+                e.clone(),
+                "put the member's X.509 certificate (PEM or DER) there, or remove the member",
+                true,
+            )],
+            Ok(cert) => cert
+                .problems(&m.email, now, EXPIRY_WARNING_DAYS)
+                .into_iter()
+                .map(|(problem, unusable)| {
+                    issue(
+                        format!("S/MIME certificate {}: {problem}", short(&cert.fingerprint())),
+                        "ask the member for a new S/MIME certificate (RSA 2048+, keyEncipherment, emailProtection, its address in subjectAltName) and replace the file",
+                        unusable,
+                    )
+                })
+                .collect(),
+        };
+    }
+    match m.cert() {
+        Err(e) => vec![issue(
+            e.to_owned(),
+            "put the member's armored certificate there, or remove the member",
+            true,
+        )],
+        Ok(cert) => cert_issues(
+            cert,
+            if m.pst {
+                CertRole::Pst
+            } else {
+                CertRole::Member
+            },
+            policy,
+            now,
+        ),
+    }
+}
+
+/// The first 16 hex digits of a fingerprint, for a report.
+fn short(fpr: &str) -> &str {
+    &fpr[..fpr.len().min(16)]
+}
+
 /// Weak algorithms anywhere in the certificate, whatever a policy says:
 /// RSA under 2048 bits, DSA or ElGamal keys, SHA-1 or MD5 self-signatures.
 fn weak_parts(cert: &Cert) -> Vec<KeyIssue> {
@@ -289,20 +341,10 @@ pub(crate) fn run_if_due(relay: &crate::context::Relay) -> anyhow::Result<bool> 
     let crate::context::Snapshot { config, directory } = relay.snapshot();
     let mut affected: Vec<(&crate::roster::Member, Vec<String>)> = Vec::new();
     for m in directory.roster.members() {
-        let problems: Vec<String> = match m.cert() {
-            Err(e) => vec![e.to_owned()],
-            Ok(cert) => {
-                let role = if m.pst {
-                    CertRole::Pst
-                } else {
-                    CertRole::Member
-                };
-                cert_issues(cert, role, &p, now)
-                    .into_iter()
-                    .map(|i| format!("{} ({})", i.problem, i.fix))
-                    .collect()
-            }
-        };
+        let problems: Vec<String> = member_issues(m, &p, now)
+            .into_iter()
+            .map(|i| format!("{} ({})", i.problem, i.fix))
+            .collect();
         if !problems.is_empty() {
             affected.push((m, problems));
         }

@@ -160,6 +160,26 @@ Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\r\n"
     Ok(armored)
 }
 
+/// An S/MIME member's message on the wire: `application/pkcs7-mime;
+/// smime-type=enveloped-data` (`der`, to this member alone) under the
+/// neutral placeholder Subject.
+pub(crate) fn smime_outer(
+    h: &CopyHeaders<'_>,
+    outer_subject: &str,
+    der: &[u8],
+) -> anyhow::Result<Vec<u8>> {
+    let mut headers = Headers::new();
+    headers.set(header::From::from(Mailboxes::from(mailbox(h.list)?)));
+    headers.set(header::To::from(Mailboxes::from(mailbox(h.member)?)));
+    headers.set(header::Subject::from(outer_subject.to_owned()));
+    headers.set(header::Date::new(SystemTime::from(h.date)));
+    headers.set(header::MessageId::from(format!("<{}>", h.message_id)));
+    headers.set(header::MIME_VERSION_1_0);
+    let mut out = headers.to_string().into_bytes();
+    out.extend_from_slice(&crate::crypto::smime::enveloped_part(der));
+    Ok(out)
+}
+
 /// The public advisory as it goes to a public list once the embargo lifts:
 /// plaintext, RFC 3156 `multipart/signed` by the list key, the real Subject.
 pub(crate) fn public_release(

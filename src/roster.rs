@@ -16,6 +16,9 @@ pub struct Member {
     /// Added by a `Roster-Add` command (listed in the roster file), not the config.
     pub added: bool,
     cert: Result<Cert, String>,
+    /// An S/MIME member's X.509 certificate (or why it cannot be read);
+    /// `None` for an OpenPGP member.
+    pub smime: Option<Result<crate::crypto::smime::SmimeCert, String>>,
 }
 
 impl Member {
@@ -31,7 +34,28 @@ impl Member {
             pst,
             added: false,
             cert,
+            smime: None,
         }
+    }
+
+    /// An S/MIME member (`smime_cert`): copies to it are S/MIME; it has no
+    /// OpenPGP certificate.
+    pub fn load_smime(email: String, organization: String, path: PathBuf) -> Member {
+        let smime = crate::crypto::smime::SmimeCert::load(&path);
+        Member {
+            email,
+            organization,
+            key_path: path,
+            pst: false,
+            added: false,
+            cert: Err("an S/MIME member: no OpenPGP certificate".to_owned()),
+            smime: Some(smime),
+        }
+    }
+
+    /// Whether copies to this member are S/MIME.
+    pub fn is_smime(&self) -> bool {
+        self.smime.is_some()
     }
 
     pub fn cert(&self) -> Result<&Cert, &str> {

@@ -135,9 +135,13 @@ pub(crate) async fn maintenance(
 pub(crate) fn warn_about_roster(config: &Config, clock: &SharedClock) {
     let p = crate::crypto::policy();
     for m in config.roster.members() {
-        let problem = match m.cert() {
-            Err(e) => Some(e.to_owned()),
-            Ok(cert) => crypto::usable_for_encryption(cert, &p, clock.now()).err(),
+        let problem = match (&m.smime, m.cert()) {
+            (Some(_), _) => crate::keycheck::member_issues(m, &p, clock.now())
+                .into_iter()
+                .find(|i| i.unusable)
+                .map(|i| i.problem),
+            (None, Err(e)) => Some(e.to_owned()),
+            (None, Ok(cert)) => crypto::usable_for_encryption(cert, &p, clock.now()).err(),
         };
         if let Some(problem) = problem {
             tracing::warn!(member = %m.email, organization = %m.organization, %problem, "member cannot receive copies until this is fixed");

@@ -65,6 +65,8 @@ fn merged(list: RawList, raw: &RawConfig) -> OneList {
             public: None,
             members: Vec::new(),
             imap: None,
+            smime_cert: list.smime_cert,
+            smime_key: list.smime_key,
         },
         inbound,
         outbound: raw.outbound.clone(),

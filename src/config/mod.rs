@@ -61,6 +61,8 @@ pub struct Config {
     pub outbound: OutboundConfig,
     pub policy: PolicyConfig,
     pub roster: Roster,
+    /// The list's own S/MIME certificate and key (for S/MIME members).
+    pub smime: Option<crate::crypto::smime::SmimeIdentity>,
     /// `[discovery]`: where members' keys are looked up (none: nowhere).
     pub discovery: Option<crate::discovery::DiscoveryConfig>,
     /// The file's other lists.

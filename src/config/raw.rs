@@ -115,6 +115,11 @@ pub struct RawList {
     pub members: Vec<RawMember>,
     /// This list's mailbox, instead of the file's `[inbound.imap]`.
     pub imap: Option<RawImap>,
+    /// The list's S/MIME certificate (PEM, intermediates after it), for
+    /// members with `smime_cert`.
+    pub smime_cert: Option<PathBuf>,
+    /// Its private key (PEM, unencrypted; or a systemd credential).
+    pub smime_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -212,7 +217,10 @@ pub struct RawPublic {
 pub struct RawMember {
     pub email: String,
     pub organization: String,
-    pub key: PathBuf,
+    /// The member's OpenPGP certificate; or `smime_cert`.
+    pub key: Option<PathBuf>,
+    /// The member's X.509 certificate (PEM or DER): copies are S/MIME.
+    pub smime_cert: Option<PathBuf>,
     #[serde(default)]
     pub pst: bool,
 }

@@ -441,3 +441,45 @@ fn discovery_settings_are_checked() {
     }
     assert!(v.discovery(None).unwrap().is_none());
 }
+
+/// A member has `key` (OpenPGP) or `smime_cert` (S/MIME), one of them; an
+/// S/MIME member needs the list's own S/MIME certificate; a PST member
+/// signs with OpenPGP.
+#[test]
+fn a_member_has_one_kind_of_key() {
+    let dir = keys_dir();
+    let path = dir.path().join("c.toml");
+    let err = |member: &str, list: &str| {
+        let text = format!(
+            "{SHARED}\n[[list]]\naddress = 'a@x.org'\n{list}\n[[list.member]]\nemail = 'pst@x.org'\norganization = 'PST'\nkey = 'pst.asc'\npst = true\n[[list.member]]\nemail = 'v@y.org'\norganization = 'V'\n{member}\n"
+        );
+        Config::parse_all(&text, &path).unwrap_err().to_string()
+    };
+    let e = err("smime_cert = 'v.pem'", "");
+    assert!(
+        e.contains("list.member[1].smime_cert") && e.contains("list.smime_cert and list.smime_key"),
+        "{e}"
+    );
+    let e = err("key = 'm.asc'\nsmime_cert = 'v.pem'", "");
+    assert!(e.contains("not both"), "{e}");
+    let e = err("", "");
+    assert!(
+        e.contains("list.member[1].key") && e.contains("smime_cert"),
+        "{e}"
+    );
+    let e = err("key = 'm.asc'", "smime_cert = 'list.pem'");
+    assert!(e.contains("list.smime_key") && e.contains("missing"), "{e}");
+    let e = err(
+        "key = 'm.asc'",
+        "smime_cert = 'list.pem'\nsmime_key = 'list.pem'",
+    );
+    assert!(
+        e.contains("list.smime_cert") && e.contains("list.pem"),
+        "{e}"
+    );
+    let text = format!(
+        "{SHARED}\n[[list]]\naddress = 'a@x.org'\n[[list.member]]\nemail = 'pst@x.org'\norganization = 'PST'\nsmime_cert = 'p.pem'\npst = true\n"
+    );
+    let e = Config::parse_all(&text, &path).unwrap_err().to_string();
+    assert!(e.contains("a PST member signs with OpenPGP"), "{e}");
+}

@@ -133,8 +133,17 @@ impl Validator<'_> {
         };
         let roster_file = raw.list.roster_file.as_deref().map(|p| self.resolve(p));
         let state_dir = self.resolve(state_dir);
+        let smime = self.smime(
+            raw.list.smime_cert.as_deref(),
+            raw.list.smime_key.as_deref(),
+        )?;
         let roster = self
-            .roster(raw.members, raw.members_field, roster_file.as_deref())?
+            .roster(
+                raw.members,
+                raw.members_field,
+                roster_file.as_deref(),
+                smime.is_some(),
+            )?
             .with_updates(&state_dir.join(crate::roster::UPDATES_DIR));
         let discovery = self.discovery(raw.discovery)?;
         let neighbours = Neighbours {
@@ -155,6 +164,7 @@ impl Validator<'_> {
             policy,
             roster,
             discovery,
+            smime,
             neighbours,
         })
     }
@@ -353,6 +363,36 @@ impl Validator<'_> {
         })
     }
 
+    /// The list's S/MIME identity: both files or neither; the key may be
+    /// a systemd credential, as the OpenPGP key.
+    fn smime(
+        &self,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+    ) -> Result<Option<crate::crypto::smime::SmimeIdentity>, ConfigError> {
+        match (cert, key) {
+            (None, None) => Ok(None),
+            (Some(_), None) => {
+                Err(self.err("list.smime_key", "missing: the key of list.smime_cert"))
+            }
+            (None, Some(_)) => Err(self.err(
+                "list.smime_cert",
+                "missing: the certificate of list.smime_key",
+            )),
+            (Some(cert), Some(key)) => {
+                let key = key_source(
+                    &self.resolve(key),
+                    std::env::var_os("CREDENTIALS_DIRECTORY")
+                        .as_deref()
+                        .map(Path::new),
+                );
+                crate::crypto::smime::SmimeIdentity::load(&self.resolve(cert), &key)
+                    .map(Some)
+                    .map_err(|p| self.err("list.smime_cert", p))
+            }
+        }
+    }
+
     /// `[discovery]`: the keyserver an https:// address, the extra CA a
     /// readable PEM file, each `connect_to` an `address:port`.
     pub(super) fn discovery(
@@ -448,6 +488,7 @@ impl Validator<'_> {
         raw: Vec<RawMember>,
         table: &str,
         file: Option<&Path>,
+        smime: bool,
     ) -> Result<Roster, ConfigError> {
         let mut members: Vec<Member> = Vec::with_capacity(raw.len());
         for (i, m) in raw.into_iter().enumerate() {
@@ -465,12 +506,35 @@ impl Validator<'_> {
                 ),
             })?;
             let organization = organization.to_owned();
-            members.push(Member::load(
-                email,
-                organization,
-                self.resolve(&m.key),
-                m.pst,
-            ));
+            let member = match (&m.key, &m.smime_cert) {
+                (Some(key), None) => Member::load(email, organization, self.resolve(key), m.pst),
+                (None, Some(_)) if m.pst => {
+                    return Err(self.err(
+                        &format!("{field}.smime_cert"),
+                        "a PST member signs with OpenPGP (S/MIME-signed announcements are not taken yet): give it `key`",
+                    ));
+                }
+                (None, Some(_)) if !smime => {
+                    return Err(self.err(
+                        &format!("{field}.smime_cert"),
+                        "an S/MIME member needs the list's own S/MIME certificate: set list.smime_cert and list.smime_key",
+                    ));
+                }
+                (None, Some(cert)) => Member::load_smime(email, organization, self.resolve(cert)),
+                (Some(_), Some(_)) => {
+                    return Err(self.err(
+                        &field,
+                        "give `key` (OpenPGP) or `smime_cert` (S/MIME), not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(self.err(
+                        &format!("{field}.key"),
+                        "missing: the member's OpenPGP certificate (`key`) or X.509 certificate (`smime_cert`)",
+                    ));
+                }
+            };
+            members.push(member);
         }
         if let Some(file) = file {
             for m in crate::roster::file::load(file).map_err(|p| self.err("list.roster_file", p))? {

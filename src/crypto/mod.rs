@@ -22,6 +22,7 @@ mod client;
 mod problem;
 mod seal;
 mod seipd;
+pub mod smime;
 mod verify;
 
 pub use census::*;

@@ -67,7 +67,7 @@ pub(super) fn build(relay: &Pinned, a: &Record, d: &DueDelivery) -> Result<Vec<u
                 relay,
                 a,
                 d,
-                &pst,
+                &To::Pgp(Box::new(pst)),
                 &a.subject,
                 &reason,
                 outbound::REFUSAL_SUBJECT,
@@ -173,7 +173,7 @@ pub(super) fn receipt_message(
         relay,
         a,
         d,
-        &pst,
+        &To::Pgp(Box::new(pst)),
         &subject,
         &text,
         outbound::RECEIPT_SUBJECT,
@@ -194,8 +194,11 @@ fn expiring_before(
         .iter()
         .filter(|(_, state, _)| state != "skipped")
         .filter_map(|(m, _, _)| {
-            let cert = directory.roster.find(m)?.cert().ok()?;
-            let ends = crate::keycheck::receives_until(cert, &p, now)?;
+            let member = directory.roster.find(m)?;
+            let ends = match &member.smime {
+                Some(smime) => smime.as_ref().ok()?.not_after()?,
+                None => crate::keycheck::receives_until(member.cert().ok()?, &p, now)?,
+            };
             (ends < until).then(|| (m.clone(), ends))
         })
         .collect()
@@ -222,11 +225,34 @@ fn acks_text(
     // The PST announces; it does not acknowledge.
     let have: Vec<&String> = report
         .iter()
-        .filter(|(m, state, _)| state == "sent" && !roster.find(m).is_some_and(|m| m.pst))
+        .filter(|(m, state, _)| {
+            state == "sent" && !roster.find(m).is_some_and(|m| m.pst || m.is_smime())
+        })
         .map(|(m, _, _)| m)
         .collect();
+    let smime: Vec<&String> = report
+        .iter()
+        .filter(|(m, state, _)| state == "sent" && roster.find(m).is_some_and(|m| m.is_smime()))
+        .map(|(m, _, _)| m)
+        .collect();
+    let not_asked = if smime.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "Not asked to acknowledge (S/MIME members: acknowledgements are taken by OpenPGP signature only): {}\n",
+            smime
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
     if have.is_empty() {
-        return String::new();
+        return if not_asked.is_empty() {
+            String::new()
+        } else {
+            format!("\n{not_asked}")
+        };
     }
     let rows: String = have
         .iter()
@@ -248,7 +274,7 @@ fn acks_text(
         .filter(|m| acks.iter().any(|a| a.eq_ignore_ascii_case(m)))
         .count();
     format!(
-        "\nAcknowledged by {n} of the {} members who have the copy:\n{rows}",
+        "\nAcknowledged by {n} of the {} members who have the copy:\n{rows}{not_asked}",
         have.len()
     )
 }
@@ -321,7 +347,7 @@ pub(super) fn reminder_message(
         relay,
         a,
         d,
-        &pst,
+        &To::Pgp(Box::new(pst)),
         &format!("Reminder: {}", a.subject),
         &text,
         outbound::REMINDER_SUBJECT,
@@ -363,7 +389,12 @@ pub(super) fn ack_reminder_message(
             "the member has no copy to acknowledge".to_owned(),
         ));
     }
-    let (_, cert) = member_cert(relay, &d.to)?;
+    let (_, to) = member_key(relay, &d.to)?;
+    if matches!(to, To::Smime(_)) {
+        return Err(BuildError::NotNeeded(
+            "an S/MIME member: acknowledgements are taken by OpenPGP signature only".to_owned(),
+        ));
+    }
     let text = format!(
         "You have not yet acknowledged embargo {id} of the list {list}, which lifts at {} UTC.\n\n\
 Please reply to the copy you received, signed and encrypted, with this as the first line of your text:\n\n\
@@ -376,7 +407,7 @@ Acknowledge: {id}\n",
         relay,
         a,
         d,
-        &cert,
+        &to,
         &format!("Please acknowledge embargo {}", d.message_id),
         &text,
         outbound::ACK_REMINDER_SUBJECT,
@@ -385,19 +416,32 @@ Acknowledge: {id}\n",
 
 /// A roster member's address and the certificate to encrypt to, or why
 /// there is none (then the member is skipped, never sent plaintext).
-pub(super) fn member_cert(
-    relay: &Pinned,
-    address: &str,
-) -> Result<(String, sequoia_openpgp::Cert), BuildError> {
+pub(super) fn member_key(relay: &Pinned, address: &str) -> Result<(String, To), BuildError> {
     let directory = relay.directory();
     let member = directory
         .roster
         .find(address)
         .ok_or_else(|| BuildError::Recipient("no longer on the roster".to_owned()))?;
+    if let Some(smime) = &member.smime {
+        let cert = smime
+            .as_ref()
+            .map_err(|e| BuildError::Recipient(e.clone()))?;
+        let now = relay.clock.now();
+        if let Some((problem, _)) = cert
+            .problems(&member.email, now, 0)
+            .into_iter()
+            .find(|(_, unusable)| *unusable)
+        {
+            return Err(BuildError::Recipient(format!(
+                "S/MIME certificate: {problem}"
+            )));
+        }
+        return Ok((member.email.clone(), To::Smime(cert.clone())));
+    }
     let cert = member
         .cert()
         .map_err(|e| BuildError::Recipient(e.to_owned()))?;
-    Ok((member.email.clone(), cert.clone()))
+    Ok((member.email.clone(), To::Pgp(Box::new(cert.clone()))))
 }
 
 /// The notice a member on the roster gets when a message of the list was
@@ -441,7 +485,7 @@ pub(super) fn lifted_message(
     a: &Record,
     d: &DueDelivery,
 ) -> Result<Vec<u8>, BuildError> {
-    let (_, cert) = member_cert(relay, &d.to)?;
+    let (_, to) = member_key(relay, &d.to)?;
     let releases = relay
         .spool
         .release_targets(&d.message_id)
@@ -453,15 +497,7 @@ the list will publish nothing.\n\nSubject: {}\n\nKeep the announcement confident
             d.message_id, a.subject
         );
         let subject = format!("Embargo cancelled: {}", a.subject);
-        return notice(
-            relay,
-            a,
-            d,
-            &cert,
-            &subject,
-            &text,
-            outbound::LIFTED_SUBJECT,
-        );
+        return notice(relay, a, d, &to, &subject, &text, outbound::LIFTED_SUBJECT);
     }
     let mut text = format!(
         "The embargo on announcement {} lifted at {} UTC.\n\nSubject: {}\n\n",
@@ -481,7 +517,7 @@ the list will publish nothing.\n\nSubject: {}\n\nKeep the announcement confident
         relay,
         a,
         d,
-        &cert,
+        &to,
         &format!("Embargo lifted: {}", a.subject),
         &text,
         outbound::LIFTED_SUBJECT,
@@ -494,7 +530,7 @@ pub(super) fn notice(
     relay: &Pinned,
     a: &Record,
     d: &DueDelivery,
-    cert: &sequoia_openpgp::Cert,
+    to: &To,
     subject: &str,
     text: &str,
     outer_subject: &str,
@@ -511,6 +547,12 @@ pub(super) fn notice(
     let until = (!matches!(d.kind, Kind::Refusal | Kind::Notice)).then_some(a.terms.until);
     let inner = outbound::protected_inner(&headers, subject, until, None, &part)
         .map_err(|e| BuildError::Seal(format!("bad address: {e}")))?;
+    let cert = match to {
+        To::Smime(cert) => {
+            return smime_outer(relay, &headers, outer_subject, cert, inner.expose());
+        }
+        To::Pgp(cert) => cert,
+    };
     let p = crate::crypto::policy();
     let armored = relay
         .config()
@@ -518,6 +560,31 @@ pub(super) fn notice(
         .seal_for(&p, headers.date, cert, inner.expose())?;
     outbound::encrypted_outer(&headers, outer_subject, armored)
         .map_err(|e| BuildError::Seal(e.to_string()))
+}
+
+/// What a member's mail is encrypted to.
+pub(super) enum To {
+    Pgp(Box<sequoia_openpgp::Cert>),
+    Smime(crate::crypto::smime::SmimeCert),
+}
+
+/// An S/MIME member's message: `inner` wrapped, signed by the list's S/MIME
+/// certificate, enveloped to `cert` alone, under the neutral outer headers.
+fn smime_outer(
+    relay: &Pinned,
+    headers: &CopyHeaders<'_>,
+    outer_subject: &str,
+    cert: &crate::crypto::smime::SmimeCert,
+    inner: &[u8],
+) -> Result<Vec<u8>, BuildError> {
+    let config = relay.config();
+    let list = config.smime.as_ref().ok_or_else(|| {
+        BuildError::Recipient(
+            "the list has no S/MIME certificate (list.smime_cert) any more".to_owned(),
+        )
+    })?;
+    let der = crate::crypto::smime::seal_copy(list, cert, inner).map_err(BuildError::Seal)?;
+    outbound::smime_outer(headers, outer_subject, &der).map_err(|e| BuildError::Seal(e.to_string()))
 }
 
 /// What a receipt says, read by the caller (spool, roster, config): its
@@ -648,14 +715,21 @@ pub(super) fn notice_message(
     let text = String::from_utf8_lossy(a.entity.expose()).into_owned();
     let p = crate::crypto::policy();
     let pst = relay.directory().roster.find(&d.to).is_some_and(|m| m.pst);
-    if let Ok((_, cert)) = member_cert(relay, &d.to)
-        && crate::crypto::usable_for_encryption(&cert, &p, relay.clock.now()).is_ok()
-    {
+    let usable = match member_key(relay, &d.to) {
+        Ok((_, To::Pgp(cert)))
+            if crate::crypto::usable_for_encryption(&cert, &p, relay.clock.now()).is_ok() =>
+        {
+            Some(To::Pgp(cert))
+        }
+        Ok((_, To::Smime(cert))) => Some(To::Smime(cert)),
+        _ => None,
+    };
+    if let Some(to) = usable {
         return notice(
             relay,
             a,
             d,
-            &cert,
+            &to,
             &a.subject,
             &text,
             outbound::NOTICE_SUBJECT,
@@ -712,7 +786,7 @@ pub(super) fn seal_copy(
     until: Option<DateTime<Utc>>,
     outer_subject: &str,
 ) -> Result<Vec<u8>, BuildError> {
-    let (email, cert) = member_cert(relay, &d.to)?;
+    let (email, to) = member_key(relay, &d.to)?;
     let message_id = copy_message_id(relay, d);
     let config = relay.config();
     // A member copy asks for an acknowledgement; a lifted notice does not.
@@ -722,6 +796,17 @@ pub(super) fn seal_copy(
         member: &email,
         message_id: &message_id,
         date: relay.clock.now(),
+    };
+    let cert = match to {
+        To::Pgp(cert) => cert,
+        To::Smime(cert) => {
+            // Acknowledgements are taken by OpenPGP signature: an S/MIME
+            // copy does not ask for one.
+            let inner =
+                outbound::protected_inner(&headers, &a.subject, until, None, a.entity.expose())
+                    .map_err(|e| BuildError::Seal(format!("bad address: {e}")))?;
+            return smime_outer(relay, &headers, outer_subject, &cert, inner.expose());
+        }
     };
     let p = crate::crypto::policy();
     if cert.primary_key().key().version() >= 6 {

@@ -43,6 +43,16 @@ pub fn roster(
             )?;
             for m in config.roster.members() {
                 let key = match m.cert() {
+                    Err(_) if m.smime.is_some() => {
+                        let mut s = match &m.smime {
+                            Some(Ok(c)) => format!("S/MIME {}", c.fingerprint()),
+                            _ => "S/MIME".to_owned(),
+                        };
+                        for i in keycheck::member_issues(m, &p, now) {
+                            s.push_str(&format!("; {}", i.problem));
+                        }
+                        s
+                    }
                     Err(e) => format!("MISSING: {e}"),
                     Ok(cert) => {
                         let role = if m.pst {

@@ -4,7 +4,7 @@
 use super::{releases, time_left};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::keycheck::{self, CertRole};
+use crate::keycheck;
 use crate::spool::{DeliveryState, Kind};
 use chrono::{DateTime, Utc};
 use std::io::Write;
@@ -121,19 +121,11 @@ pub fn status(
     let p = crate::crypto::policy();
     let mut keys = Vec::new();
     for m in config.roster.members() {
-        let role = if m.pst {
-            CertRole::Pst
-        } else {
-            CertRole::Member
-        };
-        match m.cert() {
-            Err(e) => keys.push(format!("{}: {e}", m.email)),
-            Ok(cert) => keys.extend(
-                keycheck::cert_issues(cert, role, &p, now)
-                    .into_iter()
-                    .map(|i| format!("{}: {}", m.email, i.problem)),
-            ),
-        }
+        keys.extend(
+            keycheck::member_issues(m, &p, now)
+                .into_iter()
+                .map(|i| format!("{}: {}", m.email, i.problem)),
+        );
     }
     writeln!(out, "\nKEYS NEEDING ATTENTION: {}", keys.len())?;
     for k in keys {

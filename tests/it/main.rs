@@ -36,6 +36,7 @@ mod retry;
 mod roster;
 mod scope;
 mod service;
+mod smime;
 mod spool_damage;
 mod submit;
 mod wrapped;

@@ -1,0 +1,539 @@
+//! S/MIME (RFC 8551) for members with an X.509 certificate: each copy is
+//! the same wrapped message as an OpenPGP copy (`message/rfc822;
+//! forwarded=no` around the protected-headers entity), `multipart/signed`
+//! by the list's own S/MIME certificate, then enveloped (AES-256-CBC) to
+//! that member's certificate alone. OpenSSL's CMS does the cryptography
+//! (it is linked already, through Sequoia's backend and native-tls); see
+//! docs/ARCHITECTURE.md for why CBC, why the wrapper, and what each reader
+//! was measured to take.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use openssl::cms::{CMSOptions, CmsContentInfo};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::stack::Stack;
+use openssl::symm::Cipher;
+use openssl::x509::X509;
+
+/// The list's own S/MIME identity: its certificate (with the chain that
+/// follows it in the file) and secret key.
+#[derive(Clone)]
+pub struct SmimeIdentity {
+    pub cert: X509,
+    chain: Vec<X509>,
+    key: PKey<Private>,
+}
+
+impl std::fmt::Debug for SmimeIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SmimeIdentity({}, key redacted)",
+            fingerprint(&self.cert)
+        )
+    }
+}
+
+impl SmimeIdentity {
+    /// Reads the certificate file (PEM: the list's certificate first, then
+    /// any intermediates) and the key file (PEM); they must belong together.
+    pub fn load(cert: &Path, key: &Path) -> Result<SmimeIdentity, String> {
+        let pem = std::fs::read(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
+        let mut certs = X509::stack_from_pem(&pem)
+            .map_err(|_| format!("{}: not a PEM certificate", cert.display()))?
+            .into_iter();
+        let first = certs
+            .next()
+            .ok_or_else(|| format!("{}: no certificate in it", cert.display()))?;
+        let key_pem = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
+        let key_parsed = PKey::private_key_from_pem(&key_pem)
+            .map_err(|_| format!("{}: not a PEM private key (unencrypted)", key.display()))?;
+        let matches = first
+            .public_key()
+            .map(|pk| pk.public_eq(&key_parsed))
+            .unwrap_or(false);
+        if !matches {
+            return Err(format!(
+                "{} is not the key of the certificate in {}",
+                key.display(),
+                cert.display()
+            ));
+        }
+        Ok(SmimeIdentity {
+            cert: first,
+            chain: certs.collect(),
+            key: key_parsed,
+        })
+    }
+
+    /// A detached CMS signature (DER) over `content`, made with SHA-256,
+    /// carrying the list's certificate and chain.
+    pub fn sign_detached(&self, content: &[u8]) -> Result<Vec<u8>, String> {
+        let mut chain = Stack::new().map_err(|e| e.to_string())?;
+        for c in &self.chain {
+            chain.push(c.clone()).map_err(|e| e.to_string())?;
+        }
+        let cms = CmsContentInfo::sign(
+            Some(&self.cert),
+            Some(&self.key),
+            Some(&chain),
+            Some(content),
+            CMSOptions::DETACHED | CMSOptions::BINARY,
+        )
+        .map_err(|e| format!("S/MIME signing failed: {e}"))?;
+        cms.to_der().map_err(|e| e.to_string())
+    }
+
+    /// `entity` (a MIME entity, CRLF) as `multipart/signed` by the list.
+    pub fn signed_entity(&self, entity: &[u8]) -> Result<Vec<u8>, String> {
+        let signature = self.sign_detached(entity)?;
+        let boundary = loop {
+            let b = format!("es-{}", crate::crypto::random_hex(12));
+            if memchr::memmem::find(entity, b.as_bytes()).is_none() {
+                break b;
+            }
+        };
+        let mut out = Vec::with_capacity(entity.len() + signature.len() * 2 + 512);
+        out.extend_from_slice(
+            format!(
+                "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"{boundary}\"\r\n\r\n\
+This is an S/MIME signed message\r\n--{boundary}\r\n"
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(entity);
+        out.extend_from_slice(
+            format!(
+                "\r\n--{boundary}\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n\
+Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(&base64_lines(&signature));
+        out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        Ok(out)
+    }
+}
+
+/// A member's X.509 certificate.
+#[derive(Debug, Clone)]
+pub struct SmimeCert {
+    pub cert: X509,
+}
+
+impl SmimeCert {
+    /// Reads a certificate file, PEM or DER (the first certificate of a PEM file).
+    pub fn load(path: &Path) -> Result<SmimeCert, String> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| format!("certificate file {} unreadable: {e}", path.display()))?;
+        let cert = X509::from_pem(&bytes)
+            .or_else(|_| X509::from_der(&bytes))
+            .map_err(|_| {
+                format!(
+                    "certificate file {} is not an X.509 certificate (PEM or DER)",
+                    path.display()
+                )
+            })?;
+        Ok(SmimeCert { cert })
+    }
+
+    /// SHA-256 fingerprint, upper-case hex.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.cert)
+    }
+
+    /// `content` enveloped to this certificate alone: AES-256-CBC, the key
+    /// transported by RSA (PKCS #1 v1.5) or agreed by ECDH, as the
+    /// certificate's key type says. DER.
+    pub fn envelope(&self, content: &[u8]) -> Result<Vec<u8>, String> {
+        let mut to = Stack::new().map_err(|e| e.to_string())?;
+        to.push(self.cert.clone()).map_err(|e| e.to_string())?;
+        let cms = CmsContentInfo::encrypt(&to, content, Cipher::aes_256_cbc(), CMSOptions::BINARY)
+            .map_err(|e| format!("S/MIME encryption failed: {e}"))?;
+        cms.to_der().map_err(|e| e.to_string())
+    }
+
+    /// The e-mail addresses the certificate names (subjectAltName
+    /// rfc822Name, and the subject's emailAddress), lower case.
+    pub fn emails(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .cert
+            .subject_alt_names()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.email().map(str::to_ascii_lowercase))
+            .collect();
+        out.extend(
+            self.cert
+                .subject_name()
+                .entries_by_nid(Nid::PKCS9_EMAILADDRESS)
+                .filter_map(|e| e.data().to_string().ok().map(|s| s.to_ascii_lowercase())),
+        );
+        out
+    }
+
+    /// When the certificate stops being valid.
+    pub fn not_after(&self) -> Option<DateTime<Utc>> {
+        asn1_time(self.cert.not_after())
+    }
+
+    /// Every problem with the certificate for receiving copies at `now`
+    /// as `address` (expiry within `warn_days` is named): (problem, unusable).
+    pub fn problems(
+        &self,
+        address: &str,
+        now: DateTime<Utc>,
+        warn_days: i64,
+    ) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        let c = &self.cert;
+        match (asn1_time(c.not_before()), self.not_after()) {
+            (Some(from), _) if from > now => out.push((
+                format!(
+                    "the certificate is valid only from {}",
+                    from.format("%Y-%m-%d")
+                ),
+                true,
+            )),
+            (_, Some(to)) if to <= now => out.push((
+                format!("the certificate expired on {}", to.format("%Y-%m-%d")),
+                true,
+            )),
+            (_, Some(to)) if to <= now + chrono::Duration::days(warn_days) => out.push((
+                format!(
+                    "expires on {} (in {} days)",
+                    to.format("%Y-%m-%d"),
+                    (to - now).num_days()
+                ),
+                false,
+            )),
+            (None, _) | (_, None) => {
+                out.push(("the certificate's validity cannot be read".into(), true))
+            }
+            _ => {}
+        }
+        let key = c.public_key().ok();
+        let (rsa, ec) = match key.as_ref().map(|k| k.id()) {
+            Some(openssl::pkey::Id::RSA) => (true, false),
+            Some(openssl::pkey::Id::EC) => (false, true),
+            _ => (false, false),
+        };
+        if !rsa && !ec {
+            out.push((
+                "the certificate's key is neither RSA nor EC: copies cannot be encrypted to it"
+                    .into(),
+                true,
+            ));
+        }
+        if rsa && key.as_ref().is_some_and(|k| k.bits() < 2048) {
+            out.push((
+                format!(
+                    "RSA key of {} bits (under 2048)",
+                    key.as_ref().map_or(0, |k| k.bits())
+                ),
+                true,
+            ));
+        }
+        if ec {
+            out.push((
+                "an EC certificate: Thunderbird's NSS (3.87) and gpgsm 2.2 cannot decrypt ECDH S/MIME; prefer an RSA certificate".into(),
+                false,
+            ));
+        }
+        if let Some(ku) = c.key_usage() {
+            use openssl::x509::X509KeyUsage as Ku;
+            let needed = if ec {
+                Ku::KEY_AGREEMENT
+            } else {
+                Ku::KEY_ENCIPHERMENT
+            };
+            if !ku.contains(needed) {
+                out.push((
+                    format!(
+                        "the key usage lacks {} (copies cannot be encrypted to it)",
+                        if ec {
+                            "keyAgreement"
+                        } else {
+                            "keyEncipherment"
+                        }
+                    ),
+                    true,
+                ));
+            }
+        }
+        if let Some(eku) = c.extended_key_usage()
+            && !eku.contains(openssl::x509::X509ExtendedKeyUsage::SMIME)
+        {
+            out.push(("the extended key usage lacks emailProtection".into(), true));
+        }
+        let weak = matches!(
+            c.signature_algorithm().object().nid(),
+            Nid::MD5WITHRSAENCRYPTION
+                | Nid::SHA1WITHRSAENCRYPTION
+                | Nid::ECDSA_WITH_SHA1
+                | Nid::DSAWITHSHA1
+        );
+        if weak {
+            out.push(("the certificate is signed with SHA-1 or MD5".into(), false));
+        }
+        if !self
+            .emails()
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case(address))
+        {
+            out.push((format!("the certificate does not name {address}"), false));
+        }
+        out
+    }
+}
+
+fn fingerprint(cert: &X509) -> String {
+    cert.digest(MessageDigest::sha256())
+        .map(|d| d.iter().map(|b| format!("{b:02X}")).collect())
+        .unwrap_or_default()
+}
+
+fn asn1_time(t: &openssl::asn1::Asn1TimeRef) -> Option<DateTime<Utc>> {
+    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
+    let d = epoch.diff(t).ok()?;
+    DateTime::from_timestamp(i64::from(d.days) * 86400 + i64::from(d.secs), 0)
+}
+
+/// Base64 in lines of 76 characters, each ending CRLF.
+fn base64_lines(data: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(data);
+    let mut out = Vec::with_capacity(text.len() + text.len() / 76 * 2 + 2);
+    for line in text.as_bytes().chunks(76) {
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// One member's S/MIME copy body: `inner` (the protected-headers entity
+/// an OpenPGP copy carries) wrapped as `message/rfc822; forwarded=no`,
+/// signed by the list, enveloped to `to`. DER, for the outer message.
+pub fn seal_copy(list: &SmimeIdentity, to: &SmimeCert, inner: &[u8]) -> Result<Vec<u8>, String> {
+    let mut wrapped = Vec::with_capacity(inner.len() + 96);
+    wrapped.extend_from_slice(
+        b"Content-Type: message/rfc822; forwarded=no\r\n\r\nMIME-Version: 1.0\r\n",
+    );
+    wrapped.extend_from_slice(inner);
+    let signed = list.signed_entity(&wrapped)?;
+    to.envelope(&signed)
+}
+
+/// The outer message body for an enveloped copy: the headers' caller
+/// writes From/To/Subject; this is the MIME part, base64 lines.
+pub fn enveloped_part(der: &[u8]) -> Vec<u8> {
+    let mut out = b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=\"smime.p7m\"\r\n\
+Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"smime.p7m\"\r\n\r\n"
+        .to_vec();
+    out.extend_from_slice(&base64_lines(der));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::rsa::Rsa;
+    use openssl::x509::extension::{ExtendedKeyUsage, KeyUsage, SubjectAlternativeName};
+    use openssl::x509::{X509Builder, X509NameBuilder};
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
+            .unwrap()
+            .into()
+    }
+
+    struct Spec {
+        email: &'static str,
+        bits: u32,
+        from_days: i64,
+        to_days: i64,
+        encipher: bool,
+        digest: fn() -> MessageDigest,
+    }
+
+    const GOOD: Spec = Spec {
+        email: "m@x.example",
+        bits: 2048,
+        from_days: -1,
+        to_days: 365,
+        encipher: true,
+        digest: MessageDigest::sha256,
+    };
+
+    fn cert(spec: Spec) -> (X509, PKey<Private>) {
+        let key = PKey::from_rsa(Rsa::generate(spec.bits).unwrap()).unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "m").unwrap();
+        let name = name.build();
+        let mut b = X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(&BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap())
+            .unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        let at = |days: i64| {
+            Asn1Time::from_unix((now() + chrono::Duration::days(days)).timestamp()).unwrap()
+        };
+        b.set_not_before(&at(spec.from_days)).unwrap();
+        b.set_not_after(&at(spec.to_days)).unwrap();
+        let mut ku = KeyUsage::new();
+        ku.critical().digital_signature();
+        if spec.encipher {
+            ku.key_encipherment();
+        }
+        b.append_extension(ku.build().unwrap()).unwrap();
+        b.append_extension(ExtendedKeyUsage::new().email_protection().build().unwrap())
+            .unwrap();
+        let san = SubjectAlternativeName::new()
+            .email(spec.email)
+            .build(&b.x509v3_context(None, None))
+            .unwrap();
+        b.append_extension(san).unwrap();
+        b.sign(&key, (spec.digest)()).unwrap();
+        (b.build(), key)
+    }
+
+    fn problems(spec: Spec) -> Vec<(String, bool)> {
+        SmimeCert { cert: cert(spec).0 }.problems("m@x.example", now(), 30)
+    }
+
+    #[test]
+    fn a_good_certificate_has_no_problems_and_each_fault_is_named() {
+        assert_eq!(problems(GOOD), vec![]);
+        let named = |spec: Spec, what: &str, unusable: bool| {
+            let p = problems(spec);
+            assert!(
+                p.iter().any(|(t, u)| t.contains(what) && *u == unusable),
+                "{what}: {p:?}"
+            );
+        };
+        named(
+            Spec {
+                to_days: -1,
+                from_days: -30,
+                ..GOOD
+            },
+            "expired on 2026-11-23",
+            true,
+        );
+        named(
+            Spec {
+                from_days: 2,
+                ..GOOD
+            },
+            "valid only from 2026-11-26",
+            true,
+        );
+        named(
+            Spec {
+                to_days: 10,
+                ..GOOD
+            },
+            "expires on 2026-12-04 (in 10 days)",
+            false,
+        );
+        named(Spec { bits: 1024, ..GOOD }, "RSA key of 1024 bits", true);
+        named(
+            Spec {
+                encipher: false,
+                ..GOOD
+            },
+            "lacks keyEncipherment",
+            true,
+        );
+        named(
+            Spec {
+                digest: MessageDigest::sha1,
+                ..GOOD
+            },
+            "SHA-1 or MD5",
+            false,
+        );
+        named(
+            Spec {
+                email: "other@x.example",
+                ..GOOD
+            },
+            "does not name m@x.example",
+            false,
+        );
+    }
+
+    #[test]
+    fn a_copy_opens_with_the_members_key_and_carries_the_lists_signature() {
+        let (list_cert, list_key) = cert(Spec {
+            email: "list@x.example",
+            ..GOOD
+        });
+        let list = SmimeIdentity {
+            cert: list_cert.clone(),
+            chain: Vec::new(),
+            key: list_key,
+        };
+        let (member_cert, member_key) = cert(GOOD);
+        let member = SmimeCert {
+            cert: member_cert.clone(),
+        };
+        for len in [0usize, 1, 57, 76, 1000, 70_000] {
+            let inner = format!("Content-Type: text/plain\r\n\r\n{}\r\n", "z".repeat(len));
+            let der = seal_copy(&list, &member, inner.as_bytes()).unwrap();
+            let cms = CmsContentInfo::from_der(&der).unwrap();
+            let signed = cms.decrypt(&member_key, &member_cert).unwrap();
+            let text = String::from_utf8_lossy(&signed).into_owned();
+            assert!(text.starts_with("Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256"));
+            // The signed part is the wrapped message, exactly.
+            let wrapped = format!(
+                "Content-Type: message/rfc822; forwarded=no\r\n\r\nMIME-Version: 1.0\r\n{inner}"
+            );
+            assert!(text.contains(&wrapped), "{len}");
+            let mut sig =
+                CmsContentInfo::from_der(&list.sign_detached(wrapped.as_bytes()).unwrap()).unwrap();
+            let mut certs = Stack::new().unwrap();
+            certs.push(list_cert.clone()).unwrap();
+            sig.verify(
+                Some(&certs),
+                None,
+                Some(wrapped.as_bytes()),
+                None,
+                CMSOptions::BINARY | CMSOptions::NO_SIGNER_CERT_VERIFY,
+            )
+            .unwrap();
+        }
+        // Another key cannot open it.
+        let (_, other_key) = cert(GOOD);
+        let der = seal_copy(&list, &member, b"x").unwrap();
+        assert!(
+            CmsContentInfo::from_der(&der)
+                .unwrap()
+                .decrypt(&other_key, &member_cert)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_lists_certificate_and_key_must_belong_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, _) = cert(GOOD);
+        let (_, other) = cert(GOOD);
+        std::fs::write(dir.path().join("c.pem"), c.to_pem().unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join("k.pem"),
+            other.private_key_to_pem_pkcs8().unwrap(),
+        )
+        .unwrap();
+        let err =
+            SmimeIdentity::load(&dir.path().join("c.pem"), &dir.path().join("k.pem")).unwrap_err();
+        assert!(err.contains("is not the key of the certificate"), "{err}");
+    }
+}
