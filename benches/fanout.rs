@@ -16,6 +16,10 @@
 //! GNUPGHOME under `target/`), as ratios. A last case measures how late the
 //! public release goes out while a 3,000-member fan-out is running.
 //!
+//! `--smime-half` makes every second member an S/MIME member (issue 18):
+//! its copy signed by the list's S/MIME certificate and enveloped to its
+//! X.509 certificate (RSA 2048, self-signed, made once).
+//!
 //! `--lists 10 --members 300` instead runs ten lists of 300 members in one
 //! daemon (issue 16): the memory they hold, one announcement's latency on
 //! one list while the others idle, and one announcement to every list at
@@ -135,10 +139,79 @@ fn status_mb(field: &str) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// The list's S/MIME certificate and key and `n` member certificates
+/// (RSA 2048, self-signed), made once and kept.
+fn ensure_smime(n: usize) {
+    use openssl::x509::extension::{ExtendedKeyUsage, KeyUsage, SubjectAlternativeName};
+    let dir = keys_dir().join("smime");
+    std::fs::create_dir_all(&dir).unwrap();
+    let make = |name: &str, email: &str| {
+        let (cert_path, key_path) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        if cert_path.exists() {
+            return;
+        }
+        let key =
+            openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        let mut subject = openssl::x509::X509NameBuilder::new().unwrap();
+        subject.append_entry_by_text("CN", name).unwrap();
+        let subject = subject.build();
+        let mut b = openssl::x509::X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&subject).unwrap();
+        b.set_issuer_name(&subject).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(3650).unwrap())
+            .unwrap();
+        b.append_extension(
+            KeyUsage::new()
+                .digital_signature()
+                .key_encipherment()
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        b.append_extension(ExtendedKeyUsage::new().email_protection().build().unwrap())
+            .unwrap();
+        let san = SubjectAlternativeName::new()
+            .email(email)
+            .build(&b.x509v3_context(None, None))
+            .unwrap();
+        b.append_extension(san).unwrap();
+        b.sign(&key, openssl::hash::MessageDigest::sha256())
+            .unwrap();
+        std::fs::write(&key_path, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        std::fs::write(&cert_path, b.build().to_pem().unwrap()).unwrap();
+    };
+    make("list", LIST);
+    for i in (1..n).step_by(2) {
+        make(&format!("m{i}"), &member(i));
+    }
+}
+
+/// Whether this case makes every second member an S/MIME member.
+fn smime_half() -> bool {
+    std::env::args().any(|a| a == "--smime-half")
+}
+
 fn write_config(dir: &Path, sink: std::net::SocketAddr, n: usize) -> PathBuf {
     let keys = keys_dir();
+    let smime = keys.join("smime");
+    let list_smime = if smime_half() {
+        format!(
+            "smime_cert = \"{}\"\nsmime_key = \"{}\"\n",
+            smime.join("list.pem").display(),
+            smime.join("list.key").display()
+        )
+    } else {
+        String::new()
+    };
     let mut text = format!(
-        "[list]\naddress = \"{LIST}\"\nsecret_key = \"{}\"\nstate_dir = \"{}\"\n\n\
+        "[list]\naddress = \"{LIST}\"\nsecret_key = \"{}\"\nstate_dir = \"{}\"\n{list_smime}\n\
 [inbound.smtp]\nlisten = \"127.0.0.1:0\"\nmax_message_size = \"8MiB\"\n\n\
 [outbound]\nsmarthost = \"smtp://{sink}\"\n\n[public]\nrecipients = [\"{PUBLIC}\"]\n\n\
 [[member]]\nemail = \"{PST}\"\norganization = \"PST\"\nkey = \"{}\"\npst = true\n",
@@ -153,10 +226,17 @@ fn write_config(dir: &Path, sink: std::net::SocketAddr, n: usize) -> PathBuf {
     )
     .unwrap();
     for i in 0..n {
+        let key = if smime_half() && i % 2 == 1 {
+            format!(
+                "smime_cert = \"{}\"",
+                smime.join(format!("m{i}.pem")).display()
+            )
+        } else {
+            format!("key = \"{}\"", keys.join(format!("m{i}.asc")).display())
+        };
         text.push_str(&format!(
-            "\n[[member]]\nemail = \"{}\"\norganization = \"Org {i}\"\nkey = \"{}\"\n",
+            "\n[[member]]\nemail = \"{}\"\norganization = \"Org {i}\"\n{key}\n",
             member(i),
-            keys.join(format!("m{i}.asc")).display()
         ));
     }
     let path = dir.join("config.toml");
@@ -185,6 +265,9 @@ async fn smtp_send_to(port: u16, rcpt: &str, raw: &[u8]) {
 /// The runtime, the policy and the PST key a case needs.
 fn setup(n: usize) -> (tokio::runtime::Runtime, StandardPolicy<'static>, Cert) {
     ensure_keys(n);
+    if smime_half() {
+        ensure_smime(n);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -248,8 +331,27 @@ fn run_case(n: usize, size: usize) {
         // As the fan-out does it: sealed once, then a PKESK per member.
         let t1 = Instant::now();
         let shared = list.seal_shared(&p, now(), text.as_bytes()).unwrap();
-        for cert in &certs {
-            list.seal_to_member(&p, now(), cert, &shared).unwrap();
+        let smime = keys_dir().join("smime");
+        let identity = smime_half().then(|| {
+            crypto::smime::SmimeIdentity::load(&smime.join("list.pem"), &smime.join("list.key"))
+                .unwrap()
+        });
+        let smime_certs: Vec<Option<crypto::smime::SmimeCert>> = (0..n)
+            .map(|i| {
+                (smime_half() && i % 2 == 1).then(|| {
+                    crypto::smime::SmimeCert::load(&smime.join(format!("m{i}.pem"))).unwrap()
+                })
+            })
+            .collect();
+        for (cert, smime_cert) in certs.iter().zip(&smime_certs) {
+            match (smime_cert, &identity) {
+                (Some(to), Some(id)) => {
+                    crypto::smime::seal_copy(id, to, text.as_bytes()).unwrap();
+                }
+                _ => {
+                    list.seal_to_member(&p, now(), cert, &shared).unwrap();
+                }
+            }
         }
         (secs, rss, t1.elapsed().as_secs_f64(), idle)
     });
@@ -558,7 +660,17 @@ fn main() {
     println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for &size in &sizes {
         for &n in &members {
-            let r = child(&["--case", &n.to_string(), "--size", &size.to_string()]);
+            let mut case = vec![
+                "--case".to_owned(),
+                n.to_string(),
+                "--size".to_owned(),
+                size.to_string(),
+            ];
+            if smime_half() {
+                case.push("--smime-half".to_owned());
+            }
+            let case: Vec<&str> = case.iter().map(String::as_str).collect();
+            let r = child(&case);
             let (secs, rss, crypto_secs, idle): (f64, f64, f64, f64) = (
                 r[0].parse().unwrap(),
                 r[1].parse().unwrap(),
@@ -575,8 +687,13 @@ fn main() {
             } else {
                 ("-".into(), "-".into(), "-".into())
             };
+            let label = if smime_half() {
+                format!("{n} (half S/MIME)")
+            } else {
+                n.to_string()
+            };
             println!(
-                "| {n} | {} | {secs:.2} s | {:.0} | {rss:.0} MB | {idle:.0} MB | {crypto_secs:.2} s | {gpg} | {vs} | {vs_crypto} |",
+                "| {label} | {} | {secs:.2} s | {:.0} | {rss:.0} MB | {idle:.0} MB | {crypto_secs:.2} s | {gpg} | {vs} | {vs_crypto} |",
                 size_name(size),
                 (n + 1) as f64 / secs,
             );
