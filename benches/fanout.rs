@@ -339,7 +339,8 @@ fn run_case(n: usize, size: usize) {
         let smime_certs: Vec<Option<crypto::smime::SmimeCert>> = (0..n)
             .map(|i| {
                 (smime_half() && i % 2 == 1).then(|| {
-                    crypto::smime::SmimeCert::load(&smime.join(format!("m{i}.pem"))).unwrap()
+                    crypto::smime::SmimeCert::load_for(&smime.join(format!("m{i}.pem")), &member(i))
+                        .unwrap()
                 })
             })
             .collect();

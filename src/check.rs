@@ -77,6 +77,15 @@ fn list_findings(
             warning: false,
         });
     }
+    for i in keycheck::list_smime_issues(config, now) {
+        out.push(Finding {
+            file: path.to_owned(),
+            field: "list.smime_cert".into(),
+            problem: i.problem,
+            fix: i.fix,
+            warning: !i.unusable,
+        });
+    }
     // The spool and the listener are every list's: checked with the first.
     if daemon_wide && let Err(e) = crate::spool::Spool::inspect(&config.state_dir) {
         let fix = if e.is_damage() {

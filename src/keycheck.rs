@@ -186,7 +186,7 @@ pub(crate) fn member_issues(
                 .map(|(problem, unusable)| {
                     issue(
                         format!("S/MIME certificate {}: {problem}", short(&cert.fingerprint())),
-                        "ask the member for a new S/MIME certificate (RSA 2048+, keyEncipherment, emailProtection, its address in subjectAltName) and replace the file",
+                        "a new S/MIME certificate is needed (RSA 2048+, keyEncipherment, emailProtection, the address in subjectAltName), sent to the list's operator",
                         unusable,
                     )
                 })
@@ -210,6 +210,29 @@ pub(crate) fn member_issues(
             now,
         ),
     }
+}
+
+/// Problems with the list's own S/MIME certificate (none without one).
+pub(crate) fn list_smime_issues(
+    config: &crate::config::Config,
+    now: DateTime<Utc>,
+) -> Vec<KeyIssue> {
+    config
+        .smime
+        .as_ref()
+        .map(|id| {
+            id.problems(&config.list_address, now, EXPIRY_WARNING_DAYS)
+                .into_iter()
+                .map(|(problem, unusable)| {
+                    issue(
+                        format!("the list's S/MIME certificate: {problem}"),
+                        "renew the list's S/MIME certificate (digitalSignature, emailProtection, the list address in subjectAltName) and replace list.smime_cert and list.smime_key",
+                        unusable,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The first 16 hex digits of a fingerprint, for a report.
@@ -360,13 +383,17 @@ pub(crate) fn run_if_due(relay: &crate::context::Relay) -> anyhow::Result<bool> 
         Ok((to.to_owned(), notice.seal(&config.list_key)?))
     };
     let mut notices = Vec::new();
-    if !affected.is_empty() {
+    let list_smime = list_smime_issues(&config, now);
+    if !affected.is_empty() || !list_smime.is_empty() {
         let mut report = format!(
             "Weekly key check of {}: {} member(s) have keys that expire within {EXPIRY_WARNING_DAYS} days or cannot be used.\n\
 Members whose key cannot be used receive no announcements until it is fixed.\n\n",
             config.list_address,
             affected.len()
         );
+        for i in &list_smime {
+            report.push_str(&format!("{} ({})\n", i.problem, i.fix));
+        }
         for (m, problems) in &affected {
             report.push_str(&format!("{} ({}):\n", m.email, m.organization));
             for problem in problems {
@@ -382,7 +409,7 @@ Members whose key cannot be used receive no announcements until it is fixed.\n\n
         }
         for (m, problems) in &affected {
             let text = format!(
-                "Your OpenPGP certificate on the list {} needs attention:\n\n{}\n\
+                "Your certificate on the list {} needs attention:\n\n{}\n\
 If it cannot be used, you receive no embargoed announcements until it is fixed.\n\
 Send your updated certificate to the Product Security Team.\n",
                 config.list_address,

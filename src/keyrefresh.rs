@@ -60,6 +60,8 @@ pub(crate) async fn fetch_all(
     let futures: Vec<_> = roster
         .members()
         .iter()
+        // S/MIME certificates are not published by WKD or keyservers.
+        .filter(|m| !m.is_smime())
         .map(|m| refresh_member(finder, m, origins, p, now))
         .collect();
     futures_util::stream::iter(futures)

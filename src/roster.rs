@@ -41,7 +41,7 @@ impl Member {
     /// An S/MIME member (`smime_cert`): copies to it are S/MIME; it has no
     /// OpenPGP certificate.
     pub fn load_smime(email: String, organization: String, path: PathBuf) -> Member {
-        let smime = crate::crypto::smime::SmimeCert::load(&path);
+        let smime = crate::crypto::smime::SmimeCert::load_for(&path, &email);
         Member {
             email,
             organization,

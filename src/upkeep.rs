@@ -133,6 +133,9 @@ pub(crate) async fn maintenance(
 
 /// Logs every member who will be skipped, so the operator hears of it at start.
 pub(crate) fn warn_about_roster(config: &Config, clock: &SharedClock) {
+    for i in crate::keycheck::list_smime_issues(config, clock.now()) {
+        tracing::warn!(problem = %i.problem, "the list's S/MIME certificate needs attention");
+    }
     let p = crate::crypto::policy();
     for m in config.roster.members() {
         let problem = match (&m.smime, m.cert()) {

@@ -66,10 +66,19 @@ pub const KEY_CREDENTIAL: &str = "list-key";
 /// the service manager passed one (`$CREDENTIALS_DIRECTORY/list-key`),
 /// else `list.secret_key` (as for `submit`, run by the MTA outside the unit).
 pub fn key_source(secret_key: &Path, credentials_dir: Option<&Path>) -> PathBuf {
+    credential_or(KEY_CREDENTIAL, secret_key, credentials_dir)
+}
+
+/// The systemd credential the list's S/MIME key may come in as
+/// (`LoadCredential=list-smime-key:…`).
+pub const SMIME_KEY_CREDENTIAL: &str = "list-smime-key";
+
+/// The credential `name` when the service manager passed it, else `path`.
+pub fn credential_or(name: &str, path: &Path, credentials_dir: Option<&Path>) -> PathBuf {
     credentials_dir
-        .map(|dir| dir.join(KEY_CREDENTIAL))
+        .map(|dir| dir.join(name))
         .filter(|p| p.is_file())
-        .unwrap_or_else(|| secret_key.to_owned())
+        .unwrap_or_else(|| path.to_owned())
 }
 
 /// Writes a duration the way the configuration spells it: `5d`, `90m`, `30s`.

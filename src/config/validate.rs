@@ -380,7 +380,8 @@ impl Validator<'_> {
                 "missing: the certificate of list.smime_key",
             )),
             (Some(cert), Some(key)) => {
-                let key = key_source(
+                let key = credential_or(
+                    SMIME_KEY_CREDENTIAL,
                     &self.resolve(key),
                     std::env::var_os("CREDENTIALS_DIRECTORY")
                         .as_deref()

@@ -49,8 +49,19 @@ impl SmimeIdentity {
             .next()
             .ok_or_else(|| format!("{}: no certificate in it", cert.display()))?;
         let key_pem = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
-        let key_parsed = PKey::private_key_from_pem(&key_pem)
-            .map_err(|_| format!("{}: not a PEM private key (unencrypted)", key.display()))?;
+        // An empty passphrase: an encrypted key fails here instead of
+        // OpenSSL prompting on a terminal.
+        let key_parsed = PKey::private_key_from_pem_passphrase(&key_pem, b"")
+            .map_err(|_| format!("{}: not an unencrypted PEM private key", key.display()))?;
+        if !matches!(
+            key_parsed.id(),
+            openssl::pkey::Id::RSA | openssl::pkey::Id::EC
+        ) {
+            return Err(format!(
+                "{}: an RSA or EC key is needed (copies are signed with SHA-256)",
+                key.display()
+            ));
+        }
         let matches = first
             .public_key()
             .map(|pk| pk.public_eq(&key_parsed))
@@ -67,6 +78,46 @@ impl SmimeIdentity {
             chain: certs.collect(),
             key: key_parsed,
         })
+    }
+
+    /// Every problem with the list's own certificate at `now` for signing
+    /// as `address`: (problem, unusable). An expired or mismatched list
+    /// certificate still signs, but readers flag every copy.
+    pub fn problems(
+        &self,
+        address: &str,
+        now: DateTime<Utc>,
+        warn_days: i64,
+    ) -> Vec<(String, bool)> {
+        let mut out = validity(&self.cert, now, warn_days);
+        if let Some(ku) = self.cert.key_usage()
+            && !ku.contains(openssl::x509::X509KeyUsage::DIGITAL_SIGNATURE)
+        {
+            out.push(("the key usage lacks digitalSignature".into(), true));
+        }
+        if let Some(eku) = self.cert.extended_key_usage()
+            && !eku.contains(openssl::x509::X509ExtendedKeyUsage::SMIME)
+        {
+            out.push(("the extended key usage lacks emailProtection".into(), true));
+        }
+        if weak_signature(&self.cert) {
+            out.push((
+                "the certificate is signed with SHA-1, MD5 or older".into(),
+                false,
+            ));
+        }
+        if !emails(&self.cert)
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case(address))
+        {
+            out.push((
+                format!(
+                    "the certificate does not name {address}: readers flag the copies' signature"
+                ),
+                false,
+            ));
+        }
+        out
     }
 
     /// A detached CMS signature (DER) over `content`, made with SHA-256,
@@ -125,18 +176,29 @@ pub struct SmimeCert {
 }
 
 impl SmimeCert {
-    /// Reads a certificate file, PEM or DER (the first certificate of a PEM file).
-    pub fn load(path: &Path) -> Result<SmimeCert, String> {
+    /// Reads `address`'s certificate from a file, PEM or DER. Of a PEM
+    /// file with several (a chain), the one naming the address that is no
+    /// CA's, else the first that is no CA's: never a CA's key by mistake.
+    pub fn load_for(path: &Path, address: &str) -> Result<SmimeCert, String> {
         let bytes = std::fs::read(path)
             .map_err(|e| format!("certificate file {} unreadable: {e}", path.display()))?;
-        let cert = X509::from_pem(&bytes)
-            .or_else(|_| X509::from_der(&bytes))
-            .map_err(|_| {
+        let certs = X509::stack_from_pem(&bytes)
+            .ok()
+            .filter(|c| !c.is_empty())
+            .or_else(|| X509::from_der(&bytes).ok().map(|c| vec![c]))
+            .ok_or_else(|| {
                 format!(
                     "certificate file {} is not an X.509 certificate (PEM or DER)",
                     path.display()
                 )
             })?;
+        let names = |c: &X509| emails(c).iter().any(|e| e.eq_ignore_ascii_case(address));
+        let cert = certs
+            .iter()
+            .find(|c| !is_ca(c) && names(c))
+            .or_else(|| certs.iter().find(|c| !is_ca(c)))
+            .unwrap_or(&certs[0])
+            .clone();
         Ok(SmimeCert { cert })
     }
 
@@ -159,20 +221,7 @@ impl SmimeCert {
     /// The e-mail addresses the certificate names (subjectAltName
     /// rfc822Name, and the subject's emailAddress), lower case.
     pub fn emails(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .cert
-            .subject_alt_names()
-            .into_iter()
-            .flatten()
-            .filter_map(|n| n.email().map(str::to_ascii_lowercase))
-            .collect();
-        out.extend(
-            self.cert
-                .subject_name()
-                .entries_by_nid(Nid::PKCS9_EMAILADDRESS)
-                .filter_map(|e| e.data().to_string().ok().map(|s| s.to_ascii_lowercase())),
-        );
-        out
+        emails(&self.cert)
     }
 
     /// When the certificate stops being valid.
@@ -188,32 +237,13 @@ impl SmimeCert {
         now: DateTime<Utc>,
         warn_days: i64,
     ) -> Vec<(String, bool)> {
-        let mut out = Vec::new();
         let c = &self.cert;
-        match (asn1_time(c.not_before()), self.not_after()) {
-            (Some(from), _) if from > now => out.push((
-                format!(
-                    "the certificate is valid only from {}",
-                    from.format("%Y-%m-%d")
-                ),
+        let mut out = validity(c, now, warn_days);
+        if is_ca(c) {
+            out.push((
+                "a CA's certificate (keyCertSign), not the member's own".into(),
                 true,
-            )),
-            (_, Some(to)) if to <= now => out.push((
-                format!("the certificate expired on {}", to.format("%Y-%m-%d")),
-                true,
-            )),
-            (_, Some(to)) if to <= now + chrono::Duration::days(warn_days) => out.push((
-                format!(
-                    "expires on {} (in {} days)",
-                    to.format("%Y-%m-%d"),
-                    (to - now).num_days()
-                ),
-                false,
-            )),
-            (None, _) | (_, None) => {
-                out.push(("the certificate's validity cannot be read".into(), true))
-            }
-            _ => {}
+            ));
         }
         let key = c.public_key().ok();
         let (rsa, ec) = match key.as_ref().map(|k| k.id()) {
@@ -269,15 +299,11 @@ impl SmimeCert {
         {
             out.push(("the extended key usage lacks emailProtection".into(), true));
         }
-        let weak = matches!(
-            c.signature_algorithm().object().nid(),
-            Nid::MD5WITHRSAENCRYPTION
-                | Nid::SHA1WITHRSAENCRYPTION
-                | Nid::ECDSA_WITH_SHA1
-                | Nid::DSAWITHSHA1
-        );
-        if weak {
-            out.push(("the certificate is signed with SHA-1 or MD5".into(), false));
+        if weak_signature(c) {
+            out.push((
+                "the certificate is signed with SHA-1, MD5 or older".into(),
+                false,
+            ));
         }
         if !self
             .emails()
@@ -288,6 +314,69 @@ impl SmimeCert {
         }
         out
     }
+}
+
+/// Not yet valid, expired (unusable), or expiring within `warn_days`.
+fn validity(c: &X509, now: DateTime<Utc>, warn_days: i64) -> Vec<(String, bool)> {
+    match (asn1_time(c.not_before()), asn1_time(c.not_after())) {
+        (None, _) | (_, None) => vec![("the certificate's validity cannot be read".into(), true)],
+        (Some(from), _) if from > now => vec![(
+            format!(
+                "the certificate is valid only from {}",
+                from.format("%Y-%m-%d")
+            ),
+            true,
+        )],
+        (_, Some(to)) if to <= now => vec![(
+            format!("the certificate expired on {}", to.format("%Y-%m-%d")),
+            true,
+        )],
+        (_, Some(to)) if to <= now + chrono::Duration::days(warn_days) => vec![(
+            format!(
+                "expires on {} (in {} days)",
+                to.format("%Y-%m-%d"),
+                (to - now).num_days()
+            ),
+            false,
+        )],
+        _ => Vec::new(),
+    }
+}
+
+/// A CA's certificate: one that may sign certificates.
+fn is_ca(c: &X509) -> bool {
+    c.key_usage()
+        .is_some_and(|ku| ku.contains(openssl::x509::X509KeyUsage::KEY_CERT_SIGN))
+}
+
+/// Signed with SHA-1, MD5 or older.
+fn weak_signature(c: &X509) -> bool {
+    matches!(
+        c.signature_algorithm().object().nid(),
+        Nid::MD2WITHRSAENCRYPTION
+            | Nid::MD4WITHRSAENCRYPTION
+            | Nid::MD5WITHRSAENCRYPTION
+            | Nid::SHA1WITHRSAENCRYPTION
+            | Nid::SHA1WITHRSA
+            | Nid::ECDSA_WITH_SHA1
+            | Nid::DSAWITHSHA1
+    )
+}
+
+/// The e-mail addresses a certificate names, lower case.
+fn emails(c: &X509) -> Vec<String> {
+    let mut out: Vec<String> = c
+        .subject_alt_names()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.email().map(str::to_ascii_lowercase))
+        .collect();
+    out.extend(
+        c.subject_name()
+            .entries_by_nid(Nid::PKCS9_EMAILADDRESS)
+            .filter_map(|e| e.data().to_string().ok().map(|s| s.to_ascii_lowercase())),
+    );
+    out
 }
 
 fn fingerprint(cert: &X509) -> String {
@@ -358,6 +447,7 @@ mod tests {
         from_days: i64,
         to_days: i64,
         encipher: bool,
+        ca: bool,
         digest: fn() -> MessageDigest,
     }
 
@@ -367,6 +457,7 @@ mod tests {
         from_days: -1,
         to_days: 365,
         encipher: true,
+        ca: false,
         digest: MessageDigest::sha256,
     };
 
@@ -391,6 +482,9 @@ mod tests {
         ku.critical().digital_signature();
         if spec.encipher {
             ku.key_encipherment();
+        }
+        if spec.ca {
+            ku.key_cert_sign();
         }
         b.append_extension(ku.build().unwrap()).unwrap();
         b.append_extension(ExtendedKeyUsage::new().email_protection().build().unwrap())
@@ -457,7 +551,7 @@ mod tests {
                 digest: MessageDigest::sha1,
                 ..GOOD
             },
-            "SHA-1 or MD5",
+            "SHA-1, MD5 or older",
             false,
         );
         named(
@@ -519,6 +613,64 @@ mod tests {
                 .decrypt(&other_key, &member_cert)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn of_a_chain_file_the_members_own_certificate_is_taken_never_the_cas() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = cert(Spec {
+            email: "ca@x.example",
+            ca: true,
+            ..GOOD
+        });
+        let (own, _) = cert(GOOD);
+        let path = dir.path().join("chain.pem");
+        let mut pem = ca.to_pem().unwrap();
+        pem.extend(own.to_pem().unwrap());
+        std::fs::write(&path, pem).unwrap();
+        let got = SmimeCert::load_for(&path, "m@x.example").unwrap();
+        assert_eq!(got.fingerprint(), fingerprint(&own));
+        // A CA's certificate alone is named as unusable.
+        std::fs::write(&path, ca.to_pem().unwrap()).unwrap();
+        let got = SmimeCert::load_for(&path, "m@x.example").unwrap();
+        assert!(
+            got.problems("m@x.example", now(), 30)
+                .iter()
+                .any(|(p, unusable)| p.contains("a CA's certificate") && *unusable)
+        );
+        // DER too.
+        std::fs::write(&path, own.to_der().unwrap()).unwrap();
+        assert_eq!(
+            SmimeCert::load_for(&path, "m@x.example")
+                .unwrap()
+                .fingerprint(),
+            fingerprint(&own)
+        );
+    }
+
+    #[test]
+    fn the_lists_own_certificate_is_checked_for_signing() {
+        let (c, key) = cert(Spec {
+            email: "list@x.example",
+            to_days: 10,
+            ..GOOD
+        });
+        let id = SmimeIdentity {
+            cert: c,
+            chain: Vec::new(),
+            key,
+        };
+        let p = id.problems("other@x.example", now(), 30);
+        assert!(
+            p.iter().any(|(t, u)| t.contains("expires on") && !u),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|(t, _)| t.contains("does not name other@x.example")),
+            "{p:?}"
+        );
+        assert!(id.problems("list@x.example", now(), 5).is_empty());
     }
 
     #[test]

@@ -453,7 +453,7 @@ pub(super) fn skipped_notice(relay: &Pinned, d: &DueDelivery, reason: &str) -> O
     let config = relay.config();
     let now = relay.clock.now();
     let text = format!(
-        "The list {} did not send you a message on {} UTC: your OpenPGP certificate on the list cannot be used ({reason}).\n\n\
+        "The list {} did not send you a message on {} UTC: your certificate on the list cannot be used ({reason}).\n\n\
 Nothing was sent to you, not even in plaintext, and nothing of that message is in this notice.\n\
 Send your updated certificate to the list's Product Security Team; once the roster has it, ask them for what you missed.\n",
         config.list_address,
@@ -578,10 +578,9 @@ fn smime_outer(
     inner: &[u8],
 ) -> Result<Vec<u8>, BuildError> {
     let config = relay.config();
+    // Not the member's fault: retried until the operator sets it again.
     let list = config.smime.as_ref().ok_or_else(|| {
-        BuildError::Recipient(
-            "the list has no S/MIME certificate (list.smime_cert) any more".to_owned(),
-        )
+        BuildError::Seal("the list has no S/MIME certificate (list.smime_cert) any more".to_owned())
     })?;
     let der = crate::crypto::smime::seal_copy(list, cert, inner).map_err(BuildError::Seal)?;
     outbound::smime_outer(headers, outer_subject, &der).map_err(|e| BuildError::Seal(e.to_string()))

@@ -395,7 +395,10 @@ impl Intake {
             .iter()
             .filter(|m| {
                 !m.eq_ignore_ascii_case(&announcement.from)
-                    && !directory.roster.find(m).is_some_and(|m| m.pst)
+                    && !directory
+                        .roster
+                        .find(m)
+                        .is_some_and(|m| m.pst || m.is_smime())
             })
             .cloned()
             .collect();

@@ -120,6 +120,11 @@ pub fn status(
     }
     let p = crate::crypto::policy();
     let mut keys = Vec::new();
+    keys.extend(
+        keycheck::list_smime_issues(config, now)
+            .into_iter()
+            .map(|i| i.problem),
+    );
     for m in config.roster.members() {
         keys.extend(
             keycheck::member_issues(m, &p, now)
