@@ -101,6 +101,7 @@ fn main() {
     let gate = Gate {
         list: &config.list_key,
         pst: certs,
+        pst_smime: &[],
         known: &known,
         policy: &config.policy,
         max_size: MAX,

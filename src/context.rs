@@ -197,8 +197,10 @@ pub struct Directory {
     /// the other members' (whose posts `policy.member_posts` governs).
     pub known: Vec<Cert>,
     /// Their fingerprints (upper-case hex), to ask whether another list
-    /// knows a key.
+    /// knows a key; the PST's pinned S/MIME certificates' too.
     pub fingerprints: std::collections::HashSet<String>,
+    /// The PST's pinned S/MIME certificates (their mail is verified against these only).
+    pub pst_smime: Vec<crate::crypto::smime::SmimeCert>,
 }
 
 impl Directory {
@@ -206,12 +208,18 @@ impl Directory {
         let pst = roster.pst_certs();
         let mut known = pst.clone();
         known.extend(roster.member_certs());
-        let fingerprints = known.iter().map(|c| c.fingerprint().to_hex()).collect();
+        let pst_smime: Vec<_> = roster.pst_smime().into_iter().map(|(_, c)| c).collect();
+        let fingerprints = known
+            .iter()
+            .map(|c| c.fingerprint().to_hex())
+            .chain(pst_smime.iter().map(|c| c.fingerprint()))
+            .collect();
         Directory {
             roster,
             pst,
             known,
             fingerprints,
+            pst_smime,
         }
     }
 }

@@ -199,16 +199,34 @@ pub(crate) fn member_issues(
             "put the member's armored certificate there, or remove the member",
             true,
         )],
-        Ok(cert) => cert_issues(
-            cert,
-            if m.pst {
+        Ok(cert) => {
+            let role = if m.pst {
                 CertRole::Pst
             } else {
                 CertRole::Member
-            },
-            policy,
-            now,
-        ),
+            };
+            let mut out = cert_issues(cert, role, policy, now);
+            match &m.smime_signing {
+                None => {}
+                Some(Err(e)) => out.push(issue(
+                    format!("pinned S/MIME certificate: {e}"),
+                    "put the PST member's X.509 certificate there, or remove smime_cert",
+                    true,
+                )),
+                Some(Ok(c)) => out.extend(
+                    crate::crypto::smime::pst_signing_problems(c, &m.email, now, EXPIRY_WARNING_DAYS)
+                        .into_iter()
+                        .map(|(problem, unusable)| {
+                            issue(
+                                format!("pinned S/MIME certificate {}: {problem}", short(&c.fingerprint())),
+                                "renew the PST member's S/MIME certificate and replace its smime_cert file",
+                                unusable,
+                            )
+                        }),
+                ),
+            }
+            out
+        }
     }
 }
 

@@ -19,6 +19,9 @@ pub struct Member {
     /// An S/MIME member's X.509 certificate (or why it cannot be read);
     /// `None` for an OpenPGP member.
     pub smime: Option<Result<crate::crypto::smime::SmimeCert, String>>,
+    /// A PST member's pinned S/MIME certificate: its S/MIME-signed mail is
+    /// verified against it (it still receives OpenPGP).
+    pub smime_signing: Option<Result<crate::crypto::smime::SmimeCert, String>>,
 }
 
 impl Member {
@@ -35,7 +38,15 @@ impl Member {
             added: false,
             cert,
             smime: None,
+            smime_signing: None,
         }
+    }
+
+    /// This PST member with the S/MIME certificate at `path` pinned for
+    /// its S/MIME-signed mail.
+    pub fn with_smime_signing(mut self, path: &Path) -> Member {
+        self.smime_signing = Some(crate::crypto::smime::SmimeCert::load_for(path, &self.email));
+        self
     }
 
     /// An S/MIME member (`smime_cert`): copies to it are S/MIME; it has no
@@ -50,6 +61,7 @@ impl Member {
             added: false,
             cert: Err("an S/MIME member: no OpenPGP certificate".to_owned()),
             smime: Some(smime),
+            smime_signing: None,
         }
     }
 
@@ -206,6 +218,18 @@ impl Roster {
             m.cert()
                 .is_ok_and(|c| c.fingerprint().to_hex().eq_ignore_ascii_case(fpr))
         })
+    }
+
+    /// The PST's pinned S/MIME certificates, with the member each is for.
+    pub fn pst_smime(&self) -> Vec<(String, crate::crypto::smime::SmimeCert)> {
+        self.members
+            .iter()
+            .filter(|m| m.pst)
+            .filter_map(|m| match &m.smime_signing {
+                Some(Ok(c)) => Some((m.email.clone(), c.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The certificates whose signatures are accepted as the PST's.

@@ -77,6 +77,7 @@ fuzz_target!(|raw: &[u8]| {
     let gate = Gate {
         list: &k.list,
         pst: &k.pst,
+        pst_smime: &[],
         known: &k.known,
         policy: &k.policy,
         max_size: 1 << 20,

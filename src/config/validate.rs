@@ -511,9 +511,13 @@ impl Validator<'_> {
                 (Some(key), None) => Member::load(email, organization, self.resolve(key), m.pst),
                 (None, Some(_)) if m.pst => {
                     return Err(self.err(
-                        &format!("{field}.smime_cert"),
-                        "a PST member signs with OpenPGP (S/MIME-signed announcements are not taken yet): give it `key`",
+                        &format!("{field}.key"),
+                        "a PST member needs `key` too: receipts and notices to the PST are OpenPGP (`smime_cert` beside it pins the certificate its S/MIME-signed mail is verified against)",
                     ));
+                }
+                (Some(key), Some(cert)) if m.pst => {
+                    Member::load(email, organization, self.resolve(key), m.pst)
+                        .with_smime_signing(&self.resolve(cert))
                 }
                 (None, Some(_)) if !smime => {
                     return Err(self.err(
@@ -525,7 +529,7 @@ impl Validator<'_> {
                 (Some(_), Some(_)) => {
                     return Err(self.err(
                         &field,
-                        "give `key` (OpenPGP) or `smime_cert` (S/MIME), not both",
+                        "give `key` (OpenPGP) or `smime_cert` (S/MIME), not both (only a PST member has both: it may sign with either)",
                     ));
                 }
                 (None, None) => {

@@ -379,6 +379,221 @@ fn emails(c: &X509) -> Vec<String> {
     out
 }
 
+/// Why a PST's S/MIME signature is not taken. Its words go into a clear
+/// refusal: they name the problem, never the mail's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SmimeProblem {
+    #[error("the S/MIME signature cannot be read ({0})")]
+    Unreadable(&'static str),
+    #[error("the S/MIME signature has no signer")]
+    NoSigner,
+    #[error("the S/MIME signature has {0} signers; one PST signature per mail")]
+    Several(usize),
+    #[error(
+        "the S/MIME signature is not by a PST certificate (PST certificates are pinned by fingerprint; a CA does not make a PST)"
+    )]
+    Unpinned,
+    #[error("the S/MIME signature does not verify: the signed part was changed after signing")]
+    Bad,
+    #[error("the S/MIME signature uses {0}; SHA-256 or stronger is needed")]
+    Weak(&'static str),
+    #[error("the S/MIME signature has no signing time; its freshness cannot be checked")]
+    NoTime,
+    #[error("the signing PST certificate {0}")]
+    Certificate(String),
+}
+
+/// A good PST S/MIME signature: which pinned certificate made it, when it
+/// says it was made, and its identity for the replay cache.
+#[derive(Debug, Clone)]
+pub struct SmimeVerified {
+    /// Index into the pinned certificates.
+    pub signer: usize,
+    pub fingerprint: String,
+    pub signing_time: DateTime<Utc>,
+    /// SHA-256 of the signature value, hex.
+    pub digest: String,
+}
+
+/// The largest detached S/MIME signature read (certificates included).
+pub const MAX_SIGNATURE: usize = 64 << 10;
+
+/// Verifies a detached S/MIME (CMS SignedData) `signature` over `content`
+/// (the first part of a `multipart/signed`, byte for byte) against the
+/// PST's `pinned` certificates only: no CA decides who the PST is, and a
+/// certificate the mail carries is never used to find the signer. One
+/// signer; SHA-256 or stronger; a signing time; the certificate valid at
+/// `now`.
+pub fn verify_detached(
+    content: &[u8],
+    signature: &[u8],
+    pinned: &[SmimeCert],
+    now: DateTime<Utc>,
+) -> Result<SmimeVerified, SmimeProblem> {
+    use cms::cert::x509::der::{self, Decode, Encode};
+    use cms::content_info::ContentInfo;
+    use cms::signed_data::SignedData;
+    if signature.len() > MAX_SIGNATURE {
+        return Err(SmimeProblem::Unreadable("larger than 64 KiB"));
+    }
+    const SIGNED_DATA: der::oid::ObjectIdentifier =
+        der::oid::ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
+    const SIGNING_TIME: der::oid::ObjectIdentifier =
+        der::oid::ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.5");
+    // BER as some signers write it (gpgsm: indefinite lengths), read by
+    // OpenSSL and written again as DER for the structure checks below.
+    let der = CmsContentInfo::from_der(signature)
+        .and_then(|c| c.to_der())
+        .map_err(|_| SmimeProblem::Unreadable("not CMS"))?;
+    let info = ContentInfo::from_der(&der).map_err(|_| SmimeProblem::Unreadable("not DER CMS"))?;
+    if info.content_type != SIGNED_DATA {
+        return Err(SmimeProblem::Unreadable("not SignedData"));
+    }
+    let signed: SignedData = info
+        .content
+        .decode_as()
+        .map_err(|_| SmimeProblem::Unreadable("damaged SignedData"))?;
+    let signers: Vec<_> = signed.signer_infos.0.iter().collect();
+    let si = match signers.as_slice() {
+        [] => return Err(SmimeProblem::NoSigner),
+        [one] => *one,
+        more => return Err(SmimeProblem::Several(more.len())),
+    };
+    if signed.encap_content_info.econtent.is_some() {
+        return Err(SmimeProblem::Unreadable(
+            "content inside the signature, not detached",
+        ));
+    }
+    match si.digest_alg.oid.to_string().as_str() {
+        // SHA-256, SHA-384, SHA-512
+        "2.16.840.1.101.3.4.2.1" | "2.16.840.1.101.3.4.2.2" | "2.16.840.1.101.3.4.2.3" => {}
+        "1.3.14.3.2.26" => return Err(SmimeProblem::Weak("SHA-1")),
+        "1.2.840.113549.2.5" => return Err(SmimeProblem::Weak("MD5")),
+        _ => return Err(SmimeProblem::Weak("an unknown digest")),
+    }
+    match si.signature_algorithm.oid.to_string().as_str() {
+        // rsaEncryption, sha256/384/512WithRSA, RSASSA-PSS, ecdsa-with-SHA256/384/512
+        "1.2.840.113549.1.1.1"
+        | "1.2.840.113549.1.1.11"
+        | "1.2.840.113549.1.1.12"
+        | "1.2.840.113549.1.1.13"
+        | "1.2.840.113549.1.1.10"
+        | "1.2.840.10045.4.3.2"
+        | "1.2.840.10045.4.3.3"
+        | "1.2.840.10045.4.3.4" => {}
+        "1.2.840.113549.1.1.5" | "1.2.840.10045.4.1" => return Err(SmimeProblem::Weak("SHA-1")),
+        "1.2.840.113549.1.1.4" => return Err(SmimeProblem::Weak("MD5")),
+        _ => return Err(SmimeProblem::Weak("an unknown signature algorithm")),
+    }
+    let time = si
+        .signed_attrs
+        .as_ref()
+        .and_then(|attrs| attrs.iter().find(|a| a.oid == SIGNING_TIME))
+        .and_then(|a| a.values.iter().next())
+        .and_then(|v| v.to_der().ok())
+        .and_then(|d| cms::cert::x509::time::Time::from_der(&d).ok())
+        .and_then(|t| DateTime::from_timestamp(t.to_unix_duration().as_secs() as i64, 0))
+        .ok_or(SmimeProblem::NoTime)?;
+    let value = si
+        .signature
+        .to_der()
+        .map_err(|_| SmimeProblem::Unreadable("damaged signature value"))?;
+    let digest = openssl::sha::sha256(&value)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    // OpenSSL verifies, offered one pinned certificate at a time and told
+    // to use no other (NOINTERN) and to build no chain (pinning, not PKI).
+    for (i, pin) in pinned.iter().enumerate() {
+        let mut cms = CmsContentInfo::from_der(signature)
+            .map_err(|_| SmimeProblem::Unreadable("not DER CMS"))?;
+        let mut certs = Stack::new().map_err(|_| SmimeProblem::Unreadable("out of memory"))?;
+        certs
+            .push(pin.cert.clone())
+            .map_err(|_| SmimeProblem::Unreadable("out of memory"))?;
+        let verdict = cms.verify(
+            Some(&certs),
+            None,
+            Some(content),
+            None,
+            CMSOptions::BINARY | CMSOptions::NOINTERN | CMSOptions::NO_SIGNER_CERT_VERIFY,
+        );
+        match verdict {
+            Ok(()) => {
+                if let Some((problem, _)) = signing_problems(&pin.cert, now).into_iter().next() {
+                    return Err(SmimeProblem::Certificate(problem));
+                }
+                return Ok(SmimeVerified {
+                    signer: i,
+                    fingerprint: pin.fingerprint(),
+                    signing_time: time,
+                    digest,
+                });
+            }
+            // Not this certificate's: try the next pinned one.
+            Err(e)
+                if e.errors().iter().any(|e| {
+                    e.reason()
+                        .is_some_and(|r| r.contains("signer certificate not found"))
+                }) => {}
+            Err(_) => return Err(SmimeProblem::Bad),
+        }
+    }
+    Err(SmimeProblem::Unpinned)
+}
+
+/// What makes a pinned PST certificate unfit to sign now: (problem, unusable).
+fn signing_problems(c: &X509, now: DateTime<Utc>) -> Vec<(String, bool)> {
+    let mut out: Vec<(String, bool)> = validity(c, now, 0)
+        .into_iter()
+        .filter(|(_, unusable)| *unusable)
+        .collect();
+    if let Ok(key) = c.public_key()
+        && key.id() == openssl::pkey::Id::RSA
+        && key.bits() < 2048
+    {
+        out.push((
+            format!("has an RSA key of {} bits (under 2048)", key.bits()),
+            true,
+        ));
+    }
+    out
+}
+
+/// Problems with a PST member's pinned S/MIME signing certificate, for
+/// `check` and the key check: (problem, unusable).
+pub fn pst_signing_problems(
+    cert: &SmimeCert,
+    address: &str,
+    now: DateTime<Utc>,
+    warn_days: i64,
+) -> Vec<(String, bool)> {
+    let mut out = validity(&cert.cert, now, warn_days);
+    out.extend(
+        signing_problems(&cert.cert, now)
+            .into_iter()
+            .filter(|(p, _)| p.starts_with("has an RSA")),
+    );
+    if let Some(ku) = cert.cert.key_usage()
+        && !ku.contains(openssl::x509::X509KeyUsage::DIGITAL_SIGNATURE)
+    {
+        out.push(("the key usage lacks digitalSignature".into(), true));
+    }
+    if weak_signature(&cert.cert) {
+        out.push((
+            "the certificate is signed with SHA-1, MD5 or older".into(),
+            false,
+        ));
+    }
+    if !emails(&cert.cert)
+        .iter()
+        .any(|e| e.eq_ignore_ascii_case(address))
+    {
+        out.push((format!("the certificate does not name {address}: its mail would be refused (From is not the signer's)"), true));
+    }
+    out
+}
+
 fn fingerprint(cert: &X509) -> String {
     cert.digest(MessageDigest::sha256())
         .map(|d| d.iter().map(|b| format!("{b:02X}")).collect())

@@ -77,12 +77,26 @@ pub(super) fn build(relay: &Pinned, a: &Record, d: &DueDelivery) -> Result<Vec<u
 }
 
 /// The certificate that signed the announcement (receipts and reminders go to it).
+/// A mail the PST signed with S/MIME names its pinned certificate: the
+/// receipt goes to that PST member's OpenPGP certificate.
 pub(super) fn signer_cert(relay: &Pinned, a: &Record) -> Result<sequoia_openpgp::Cert, BuildError> {
-    relay
-        .directory()
+    let directory = relay.directory();
+    let by_smime = || {
+        directory
+            .roster
+            .members()
+            .iter()
+            .filter(|m| m.pst)
+            .find(|m| {
+                matches!(&m.smime_signing, Some(Ok(c)) if c.fingerprint().eq_ignore_ascii_case(&a.signer))
+            })
+            .and_then(|m| m.cert().ok())
+    };
+    directory
         .pst
         .iter()
         .find(|c| c.fingerprint().to_hex() == a.signer)
+        .or_else(by_smime)
         .cloned()
         .ok_or_else(|| {
             BuildError::Recipient("the signing PST certificate is no longer configured".to_owned())

@@ -23,6 +23,9 @@ pub struct Gate<'a> {
     pub list: &'a ListKey,
     /// The certificates allowed to announce.
     pub pst: &'a [Cert],
+    /// The PST's pinned S/MIME certificates: an S/MIME-signed mail is
+    /// verified against these alone.
+    pub pst_smime: &'a [crate::crypto::smime::SmimeCert],
     /// Every certificate whose signature is checked: the PST's and the
     /// other members' (whose posts are relayed under `policy.member_posts`).
     pub known: &'a [Cert],

@@ -59,6 +59,8 @@ pub struct SignedEntity {
     pub signed_part: Secret,
     /// The second body part, decoded: the detached signature.
     pub signature: Vec<u8>,
+    /// An S/MIME signature (`application/pkcs7-signature`, CMS), not OpenPGP.
+    pub smime: bool,
 }
 
 pub use crate::config::MimeLimits;
@@ -365,12 +367,16 @@ fn split_signed(raw: &[u8], msg: &mail_parser::Message<'_>) -> Result<SignedEnti
     {
         return Err(Rejection::Unsigned);
     }
-    if !ctype
-        .attribute("protocol")
-        .is_some_and(|p| p.eq_ignore_ascii_case("application/pgp-signature"))
-    {
+    let protocol = ctype.attribute("protocol").unwrap_or("");
+    let smime = [
+        "application/pkcs7-signature",
+        "application/x-pkcs7-signature",
+    ]
+    .iter()
+    .any(|p| protocol.eq_ignore_ascii_case(p));
+    if !smime && !protocol.eq_ignore_ascii_case("application/pgp-signature") {
         return Err(Rejection::Malformed(
-            "multipart/signed without protocol=\"application/pgp-signature\"",
+            "multipart/signed without protocol=\"application/pgp-signature\" (OpenPGP) or \"application/pkcs7-signature\" (S/MIME)",
         ));
     }
     let boundary = ctype
@@ -391,7 +397,15 @@ fn split_signed(raw: &[u8], msg: &mail_parser::Message<'_>) -> Result<SignedEnti
         .parse(signature)
         .ok_or(Rejection::Malformed("signature part unreadable"))?;
     let sig_part = sig_msg.root_part();
-    if !sig_part.is_content_type("application", "pgp-signature") {
+    if smime {
+        if !(sig_part.is_content_type("application", "pkcs7-signature")
+            || sig_part.is_content_type("application", "x-pkcs7-signature"))
+        {
+            return Err(Rejection::Malformed(
+                "second part of an S/MIME multipart/signed is not application/pkcs7-signature",
+            ));
+        }
+    } else if !sig_part.is_content_type("application", "pgp-signature") {
         return Err(Rejection::Malformed(
             "second part of multipart/signed is not application/pgp-signature",
         ));
@@ -399,6 +413,7 @@ fn split_signed(raw: &[u8], msg: &mail_parser::Message<'_>) -> Result<SignedEnti
     Ok(SignedEntity {
         signed_part: Secret::new(signed.to_vec()),
         signature: sig_part.contents().to_vec(),
+        smime,
     })
 }
 

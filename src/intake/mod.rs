@@ -285,6 +285,7 @@ impl Intake {
         let gate = Gate {
             list: &config.list_key,
             pst: &directory.pst,
+            pst_smime: &directory.pst_smime,
             known: &directory.known,
             policy: &config.policy,
             max_size: config.smtp.max_message_size,
@@ -604,6 +605,7 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
         let gate = Gate {
             list: &list,
             pst: std::slice::from_ref(&pst),
+            pst_smime: &[],
             known: std::slice::from_ref(&pst),
             policy: &PolicyConfig {
                 max_embargo: chrono::Duration::days(14),

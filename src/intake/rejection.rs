@@ -10,7 +10,7 @@ use crate::quote::Quoted;
 /// contains any of the mail's content.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
-    #[error("message is not PGP/MIME signed (multipart/signed)")]
+    #[error("message is not PGP/MIME signed or S/MIME signed (multipart/signed)")]
     Unsigned,
     #[error("malformed message: {0}")]
     Malformed(&'static str),
@@ -39,6 +39,9 @@ pub enum Rejection {
     },
     #[error("{0}")]
     Encrypted(crate::crypto::OpenProblem),
+    /// A PST mail signed with S/MIME, not taken.
+    #[error("{0}")]
+    Smime(crate::crypto::smime::SmimeProblem),
     #[error(
         "encrypted to the list, but not signed: encrypted mail must be signed by a PST key inside"
     )]
@@ -76,6 +79,7 @@ impl Rejection {
             Rejection::Signature(SignatureProblem::TooMany(_)) => (554, "5.6.0"),
             Rejection::Unsigned
             | Rejection::Signature(_)
+            | Rejection::Smime(_)
             | Rejection::FromNotSigner { .. }
             | Rejection::EncryptedUnsigned
             | Rejection::MemberPost(_)

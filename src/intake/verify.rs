@@ -48,6 +48,9 @@ pub(crate) fn authorize(
     let known = gate.known;
     let encrypted = matches!(mail.body, Protected::Encrypted(_));
     let (verified, entity) = match mail.body {
+        Protected::Signed(signed) if signed.smime => {
+            return smime(signed, gate, &mail.from, now).map(|(a, e)| (a, e, false));
+        }
         Protected::Signed(signed) => (detached(&signed, known, p, now)?, signed.signed_part),
         Protected::Inline(body) => {
             if !gate.policy.inline_pgp {
@@ -84,6 +87,11 @@ pub(crate) fn authorize(
                             Rejection::Unsigned => Rejection::EncryptedUnsigned,
                             other => other,
                         })?;
+                    if inner.smime {
+                        return Err(Rejection::Malformed(
+                            "an S/MIME signature inside OpenPGP encryption; sign with OpenPGP inside, or send S/MIME signed only",
+                        ));
+                    }
                     (detached(&inner, known, p, now)?, inner.signed_part)
                 }
             }
@@ -113,6 +121,42 @@ pub(crate) fn authorize(
         signature_digests: verified.signature_digests,
     };
     Ok((auth, entity, encrypted))
+}
+
+/// A PST mail signed with S/MIME: verified against the PST's pinned
+/// certificates only; From must be one of the signing certificate's
+/// addresses. Only the signed part is relayed.
+fn smime(
+    signed: SignedEntity,
+    gate: &Gate<'_>,
+    from: &str,
+    now: DateTime<Utc>,
+) -> Result<(Authorized, Secret), Rejection> {
+    let v = crypto::smime::verify_detached(
+        signed.signed_part.expose(),
+        &signed.signature,
+        gate.pst_smime,
+        now,
+    )
+    .map_err(Rejection::Smime)?;
+    let cert = &gate.pst_smime[v.signer];
+    if !cert.emails().iter().any(|e| e.eq_ignore_ascii_case(from)) {
+        return Err(Rejection::FromNotSigner {
+            from: crate::quote::Quoted::new(from),
+            signer: v.fingerprint,
+        });
+    }
+    mime::check_entity(signed.signed_part.expose(), &gate.policy.mime)?;
+    Ok((
+        Authorized {
+            signer: v.fingerprint,
+            role: SignedBy::Pst,
+            oldest: v.signing_time,
+            newest: v.signing_time,
+            signature_digests: vec![v.digest],
+        },
+        signed.signed_part,
+    ))
 }
 
 fn detached(

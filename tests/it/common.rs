@@ -246,6 +246,8 @@ pub struct Tweaks {
     pub clock_at: Option<chrono::DateTime<Utc>>,
     /// TOML appended to the file as it is (a whole section, e.g. `[discovery]`).
     pub extra: String,
+    /// Lines added to the PST member's table (e.g. its `smime_cert`).
+    pub pst_lines: String,
 }
 
 impl Tweaks {
@@ -431,9 +433,10 @@ impl Fixture {
         text += &section("policy", &[("late_after", q("1s"))], &tweaks.policy);
         for (i, m) in self.members.iter().enumerate() {
             text.push_str(&format!(
-                "[[member]]\nemail = \"{}\"\norganization = \"Org {i}\"\nkey = \"keys/m{i}.asc\"\npst = {}\n\n",
+                "[[member]]\nemail = \"{}\"\norganization = \"Org {i}\"\nkey = \"keys/m{i}.asc\"\npst = {}\n{}\n",
                 m.email,
-                m.email == PST
+                m.email == PST,
+                if m.email == PST { tweaks.pst_lines.as_str() } else { "" },
             ));
         }
         text.push_str(&format!(

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use base64::Engine;
+use embargo_relay::clock::Clock;
 use embargo_relay::crypto;
 use embargo_relay::sink::Captured;
 use sequoia_openpgp::policy::StandardPolicy;
@@ -514,5 +515,404 @@ async fn s_mime_members_get_copies_every_reader_opens_beside_unchanged_openpgp_c
     for email in [SMIME_A, SMIME_B, SMIME_EC] {
         assert!(not_asked.contains(email), "{receipt}");
     }
+    daemon.stop().await;
+}
+
+const PST2: &str = "psirt@project.example.org";
+const PST_OLD: &str = "old-psirt@project.example.org";
+
+/// A mail with `headers` around an S/MIME `multipart/signed` body as
+/// `openssl cms -sign -crlfeol` writes it (its MIME-Version and
+/// Content-Type first).
+fn with_headers(from: &str, subject: &str, smime: &[u8]) -> Vec<u8> {
+    let mut mail = format!(
+        "From: {from}\r\nTo: {LIST}\r\nSubject: {subject}\r\nDate: {}\r\nMessage-ID: <{}@project.example.org>\r\n",
+        now().to_rfc2822(),
+        crypto::random_hex(8)
+    )
+    .into_bytes();
+    mail.extend_from_slice(smime);
+    mail
+}
+
+/// `entity` as `multipart/signed` around a detached DER signature, as a
+/// mail client (KMail with gpgsm) assembles it.
+fn multipart_signed(entity: &[u8], signature: &[u8]) -> Vec<u8> {
+    let b = format!("sig-{}", crypto::random_hex(6));
+    let mut out = format!(
+        "MIME-Version: 1.0\r\nContent-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"{b}\"\r\n\r\n--{b}\r\n"
+    )
+    .into_bytes();
+    out.extend_from_slice(entity);
+    out.extend_from_slice(
+        format!("\r\n--{b}\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\nContent-Transfer-Encoding: base64\r\n\r\n").as_bytes(),
+    );
+    let b64 = base64::engine::general_purpose::STANDARD.encode(signature);
+    for line in b64.as_bytes().chunks(76) {
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+    out
+}
+
+/// A certificate for `email` from the test CA, valid from `from` to `to`
+/// days from now (OpenSSL's CLI cannot backdate one).
+fn dated_cert(pki: &Pki, name: &str, email: &str, from: i64, to: i64) {
+    use openssl::x509::extension::{ExtendedKeyUsage, KeyUsage, SubjectAlternativeName};
+    let ca = openssl::x509::X509::from_pem(&std::fs::read(pki.path("ca.pem")).unwrap()).unwrap();
+    let ca_key =
+        openssl::pkey::PKey::private_key_from_pem(&std::fs::read(pki.path("ca.key")).unwrap())
+            .unwrap();
+    let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+    let mut subject = openssl::x509::X509NameBuilder::new().unwrap();
+    subject.append_entry_by_text("CN", name).unwrap();
+    let subject = subject.build();
+    let mut b = openssl::x509::X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    let serial = openssl::bn::BigNum::from_u32(rand_serial()).unwrap();
+    b.set_serial_number(&serial.to_asn1_integer().unwrap())
+        .unwrap();
+    b.set_subject_name(&subject).unwrap();
+    b.set_issuer_name(ca.subject_name()).unwrap();
+    b.set_pubkey(&key).unwrap();
+    let at = |d: i64| {
+        openssl::asn1::Asn1Time::from_unix((now() + chrono::Duration::days(d)).timestamp()).unwrap()
+    };
+    b.set_not_before(&at(from)).unwrap();
+    b.set_not_after(&at(to)).unwrap();
+    b.append_extension(
+        KeyUsage::new()
+            .digital_signature()
+            .key_encipherment()
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    b.append_extension(ExtendedKeyUsage::new().email_protection().build().unwrap())
+        .unwrap();
+    let san = SubjectAlternativeName::new()
+        .email(email)
+        .build(&b.x509v3_context(Some(&ca), None))
+        .unwrap();
+    b.append_extension(san).unwrap();
+    b.sign(&ca_key, openssl::hash::MessageDigest::sha256())
+        .unwrap();
+    std::fs::write(
+        pki.path(&format!("{name}.pem")),
+        b.build().to_pem().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        pki.path(&format!("{name}.key")),
+        key.private_key_to_pem_pkcs8().unwrap(),
+    )
+    .unwrap();
+}
+
+fn rand_serial() -> u32 {
+    u32::from_str_radix(&crypto::random_hex(4), 16).unwrap() >> 1
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pst_may_sign_with_s_mime_against_its_pinned_certificate_and_nothing_else() {
+    let pki = tokio::task::spawn_blocking(|| {
+        let pki = Pki::new();
+        // The PST's own S/MIME certificate (OpenSSL's key), one by the
+        // same CA with the PST's address that is not pinned, and an expired one.
+        dated_cert(&pki, "pst", PST, -1, 30);
+        dated_cert(&pki, "intruder", PST, -1, 30);
+        dated_cert(&pki, "old", PST_OLD, -60, -1);
+        // A second PST member signs with gpgsm (its key made by gpgsm).
+        std::fs::write(
+            pki.path("pst2.params"),
+            format!("Key-Type: RSA\nKey-Length: 2048\nKey-Usage: sign, encrypt\nName-DN: CN=pst2\nName-Email: {PST2}\n"),
+        )
+        .unwrap();
+        let out = pki.gpgsm(&["--gen-key", "--armor", "pst2.params"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::write(pki.path("pst2.csr"), &out.stdout).unwrap();
+        pki.issue("pst2", PST2, "digitalSignature,keyEncipherment");
+        assert!(pki.gpgsm(&["--import", "pst2.pem"]).status.success());
+        pki
+    })
+    .await
+    .unwrap();
+    let f = Fixture::new();
+    // The other PST members' OpenPGP keys (receipts to them are OpenPGP).
+    let born = now() - chrono::Duration::hours(1);
+    let pst2_pgp = crypto::generate_key(&format!("PST2 <{PST2}>"), born, None).unwrap();
+    let old_pgp = crypto::generate_key(&format!("Old <{PST_OLD}>"), born, None).unwrap();
+    for (file, key) in [("pst2.asc", &pst2_pgp), ("old.asc", &old_pgp)] {
+        std::fs::write(
+            f.path(&format!("keys/{file}")),
+            crypto::armored_public(&key.clone().strip_secret_key_material()).unwrap(),
+        )
+        .unwrap();
+    }
+    let pinned = |name: &str| pki.path(&format!("{name}.pem")).display().to_string();
+    let daemon = f
+        .start_in_process(&Tweaks {
+            pst_lines: format!("smime_cert = \"{}\"\n", pinned("pst")),
+            extra: format!(
+                "[[member]]\nemail = \"{PST2}\"\norganization = \"PST\"\nkey = \"keys/pst2.asc\"\nsmime_cert = \"{}\"\npst = true\n\n\
+[[member]]\nemail = \"{PST_OLD}\"\norganization = \"PST\"\nkey = \"keys/old.asc\"\nsmime_cert = \"{}\"\npst = true\n",
+                pinned("pst2"),
+                pinned("old")
+            ),
+            ..Tweaks::default()
+        })
+        .await;
+    let entity = |text: &str| -> Vec<u8> {
+        let mut e = b"Content-Type: text/plain; charset=\"utf-8\"\r\n\r\n".to_vec();
+        e.extend_from_slice(embargoed(text).replace('\n', "\r\n").as_bytes());
+        e
+    };
+    let openssl_signed = |signer: &str, md: &str, text: &str| -> Vec<u8> {
+        let name = format!("e-{}.txt", crypto::random_hex(4));
+        // OpenSSL signs the canonical (CRLF) form of a LF text, and writes
+        // CRLF with -crlfeol except in the base64 lines: made CRLF here,
+        // as a mail client sends it.
+        std::fs::write(
+            pki.path(&name),
+            String::from_utf8(entity(text))
+                .unwrap()
+                .replace("\r\n", "\n"),
+        )
+        .unwrap();
+        let out = pki.openssl(&[
+            "cms",
+            "-sign",
+            "-in",
+            &name,
+            "-signer",
+            &format!("{signer}.pem"),
+            "-inkey",
+            &format!("{signer}.key"),
+            "-md",
+            md,
+            "-crlfeol",
+        ]);
+        embargo_relay::intake::mime::to_crlf(&out)
+    };
+
+    // Signed by `openssl cms -sign` with the pinned certificate: accepted.
+    let copies_before = copies(&daemon.sink.captured()).len();
+    let good = with_headers(
+        PST,
+        "CVE-2026-100: openssl",
+        &openssl_signed("pst", "sha256", "EMBARGOED-PLAINTEXT one"),
+    );
+    let reply = send(daemon.addr(), PST, &good).await.expect("accepted");
+    assert!(
+        reply.starts_with("2.0.0") || reply.contains("accepted"),
+        "{reply}"
+    );
+    // Signed by `gpgsm --detach-sign` (KMail's way), assembled as multipart/signed: accepted.
+    std::fs::write(pki.path("e2.txt"), entity("EMBARGOED-PLAINTEXT two")).unwrap();
+    let sig = pki.gpgsm(&["--detach-sign", "--local-user", PST2, "e2.txt"]);
+    assert!(
+        sig.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sig.stderr)
+    );
+    let gpgsm_mail = with_headers(
+        PST2,
+        "CVE-2026-101: gpgsm",
+        &multipart_signed(&entity("EMBARGOED-PLAINTEXT two"), &sig.stdout),
+    );
+    send(daemon.addr(), PST2, &gpgsm_mail)
+        .await
+        .expect("accepted");
+    let per = f.usable_members().count() + 2; // the fixture's and the two PST members with keys
+    let got = daemon
+        .sink
+        .wait_until(PATIENCE, |g| copies(g).len() >= copies_before + 2 * per)
+        .await;
+    // Members get the signed text, byte for byte, encrypted.
+    let p = StandardPolicy::new();
+    let list = f.list.clone().strip_secret_key_material();
+    let texts: Vec<String> = copies(&got)
+        .iter()
+        .filter(|c| c.envelope.rcpt_to == [SQ_MEMBER.to_owned()])
+        .map(|c| {
+            let o = crypto::open_copy_at(
+                &p,
+                &f.members[2].secret,
+                &list,
+                armored_payload(&c.raw),
+                None,
+            )
+            .unwrap();
+            String::from_utf8_lossy(o.plaintext.expose()).into_owned()
+        })
+        .collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("EMBARGOED-PLAINTEXT one") && t.contains("CVE-2026-100: openssl")),
+        "{texts:#?}"
+    );
+    assert!(texts.iter().any(|t| t.contains("EMBARGOED-PLAINTEXT two")));
+    // Each signer's receipt, encrypted to its OpenPGP key.
+    let got = daemon
+        .sink
+        .wait_until(PATIENCE, |g| receipts(g).len() >= 2)
+        .await;
+    assert!(
+        receipt_texts(&f, &got)
+            .iter()
+            .any(|r| r.contains("CVE-2026-100"))
+    );
+    let to_pst2 = receipts(&got)
+        .into_iter()
+        .filter(|c| c.envelope.rcpt_to == [PST2.to_owned()])
+        .filter_map(|c| {
+            crypto::open_copy_at(&p, &pst2_pgp, &list, armored_payload(&c.raw), None).ok()
+        })
+        .count();
+    assert_eq!(to_pst2, 1, "the gpgsm signer's receipt");
+
+    // Refused, each with its reason, nothing relayed, audited.
+    let copies_now = copies(&got).len();
+    let tampered = {
+        let s = String::from_utf8_lossy(&openssl_signed(
+            "pst",
+            "sha256",
+            "EMBARGOED-PLAINTEXT tampered",
+        ))
+        .into_owned();
+        with_headers(
+            PST,
+            "t",
+            s.replacen(
+                "EMBARGOED-PLAINTEXT tampered",
+                "EMBARGOED-PLAINTEXT TAMPERED",
+                1,
+            )
+            .as_bytes(),
+        )
+    };
+    let wrapped = {
+        let inner = openssl_signed("pst", "sha256", "EMBARGOED-PLAINTEXT wrapped");
+        let mut body = b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"w\"\r\n\r\n--w\r\nContent-Type: text/plain\r\n\r\nUNSIGNED-INJECTED\r\n--w\r\n".to_vec();
+        body.extend_from_slice(
+            &inner[inner
+                .windows(13)
+                .position(|w| w == b"Content-Type:")
+                .unwrap()..],
+        );
+        body.extend_from_slice(b"\r\n--w--\r\n");
+        with_headers(PST, "w", &body)
+    };
+    let beside = {
+        let s = String::from_utf8_lossy(&openssl_signed(
+            "pst",
+            "sha256",
+            "EMBARGOED-PLAINTEXT beside",
+        ))
+        .into_owned();
+        let b = s
+            .split("boundary=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_owned();
+        let extra =
+            format!("--{b}\r\nContent-Type: text/plain\r\n\r\nUNSIGNED-INJECTED\r\n--{b}--");
+        with_headers(
+            PST,
+            "b",
+            s.replacen(&format!("--{b}--"), &extra, 1).as_bytes(),
+        )
+    };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "unpinned",
+            with_headers(
+                PST,
+                "u",
+                &openssl_signed("intruder", "sha256", "EMBARGOED-PLAINTEXT u"),
+            ),
+            "not by a PST certificate",
+        ),
+        (
+            "sha1",
+            with_headers(
+                PST,
+                "s",
+                &openssl_signed("pst", "sha1", "EMBARGOED-PLAINTEXT s"),
+            ),
+            "uses SHA-1",
+        ),
+        (
+            "expired",
+            with_headers(
+                PST_OLD,
+                "e",
+                &openssl_signed("old", "sha256", "EMBARGOED-PLAINTEXT e"),
+            ),
+            "expired",
+        ),
+        ("tampered", tampered, "does not verify"),
+        ("wrapped", wrapped, "not PGP/MIME signed or S/MIME signed"),
+        ("beside", beside, "exactly two parts"),
+        (
+            "unsigned",
+            with_headers(
+                PST,
+                "n",
+                &[
+                    b"MIME-Version: 1.0\r\n".as_slice(),
+                    &entity("EMBARGOED-PLAINTEXT n"),
+                ]
+                .concat(),
+            ),
+            "S/MIME signed",
+        ),
+        (
+            "from-other",
+            with_headers(
+                PST2,
+                "o",
+                &openssl_signed("pst", "sha256", "EMBARGOED-PLAINTEXT o"),
+            ),
+            "From",
+        ),
+        (
+            "replay",
+            {
+                let mut m = good.clone();
+                m.splice(0..0, b"X-Resent: 1\r\n".iter().copied());
+                m
+            },
+            "replay",
+        ),
+    ];
+    for (name, mail, reason) in &cases {
+        let (code, text) = send(daemon.addr(), PST, mail).await.unwrap_err();
+        assert!((500..600).contains(&code), "{name}: {code} {text}");
+        assert!(
+            text.to_lowercase().contains(&reason.to_lowercase()),
+            "{name}: {text}"
+        );
+        for canary in ["EMBARGOED-PLAINTEXT", "UNSIGNED-INJECTED"] {
+            assert!(!text.contains(canary), "{name}: {text}");
+        }
+    }
+    let audit = f.audit();
+    let rejected = audit
+        .iter()
+        .filter(|r| r.event == "rejected" || r.event == "replay")
+        .count();
+    assert!(rejected >= cases.len() - 1, "{audit:#?}");
+    wait_settled(&daemon.running.relay, daemon.clock.now()).await;
+    assert_eq!(
+        copies(&daemon.sink.captured()).len(),
+        copies_now,
+        "nothing relayed"
+    );
     daemon.stop().await;
 }
