@@ -481,5 +481,5 @@ fn a_member_has_one_kind_of_key() {
         "{SHARED}\n[[list]]\naddress = 'a@x.org'\n[[list.member]]\nemail = 'pst@x.org'\norganization = 'PST'\nsmime_cert = 'p.pem'\npst = true\n"
     );
     let e = Config::parse_all(&text, &path).unwrap_err().to_string();
-    assert!(e.contains("a PST member signs with OpenPGP"), "{e}");
+    assert!(e.contains("a PST member needs `key` too"), "{e}");
 }

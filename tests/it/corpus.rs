@@ -47,6 +47,7 @@ const ROSTER: &[&str] = &[
     "pst-no-sign-flag",
     "pst-rsa1024",
     "pst-dsa",
+    "pst-smime-expired",
 ];
 
 pub fn t(s: &str) -> DateTime<Utc> {
@@ -163,8 +164,21 @@ command_timeout = \"2s\"\ndata_timeout = \"2s\"\nsession_timeout = \"60s\"\n\n\
                 embargo_relay::crypto::armored_public(&cert).unwrap(),
             )
             .unwrap();
+            // PST members with a pinned S/MIME certificate (issue 18).
+            let smime = match *stem {
+                "pst" => Some("smime-pst"),
+                "pst-smime-expired" => Some("smime-expired"),
+                _ => None,
+            }
+            .map(|c| {
+                format!(
+                    "smime_cert = \"{}\"\n",
+                    key_path(c).with_extension("pem").display()
+                )
+            })
+            .unwrap_or_default();
             text.push_str(&format!(
-                "\n[[member]]\nemail = \"{}\"\norganization = \"Org {stem}\"\nkey = \"{}\"\npst = {}\n",
+                "\n[[member]]\nemail = \"{}\"\norganization = \"Org {stem}\"\nkey = \"{}\"\npst = {}\n{smime}",
                 addr_of(stem),
                 public.display(),
                 *stem != "member"

@@ -66,6 +66,10 @@ const KEYS: &[(&str, &str)] = &[
     ),
     ("pst-rsa1024", "RSA 1024 <pst-rsa1024@project.example.org>"),
     ("pst-dsa", "DSA ElGamal <pst-dsa@project.example.org>"),
+    (
+        "pst-smime-expired",
+        "Expired S/MIME <pst-smime-expired@project.example.org>",
+    ),
 ];
 
 fn uid_of(stem: &str) -> &'static str {
@@ -482,6 +486,275 @@ fn corpus_make() {
     output_cases();
     smtp_cases();
     limit_cases();
+}
+
+/// Only the S/MIME cases (issue 18), so that making them does not remake
+/// the rest of the corpus.
+#[test]
+#[ignore = "regenerates the committed corpus; run by hand"]
+fn corpus_make_smime() {
+    make_keys(&corpus_dir().join("keys"));
+    smime_cases();
+}
+
+/// The corpus's S/MIME certificates (made once, with OpenSSL, from a test
+/// CA): `stem` → (address, valid from, valid to).
+pub const SMIME_CERTS: &[(&str, &str, &str, &str)] = &[
+    // The PST's pinned certificate.
+    (
+        "smime-pst",
+        "security@project.example.org",
+        "2026-11-01T00:00:00Z",
+        "2036-11-01T00:00:00Z",
+    ),
+    // The PST's address, the same CA, not pinned: a CA does not make a PST.
+    (
+        "smime-intruder",
+        "security@project.example.org",
+        "2026-11-01T00:00:00Z",
+        "2036-11-01T00:00:00Z",
+    ),
+    // Pinned for pst-smime-expired, expired before the corpus's now.
+    (
+        "smime-expired",
+        "pst-smime-expired@project.example.org",
+        "2026-10-01T00:00:00Z",
+        "2026-11-10T00:00:00Z",
+    ),
+];
+
+fn make_smime_certs(dir: &Path) {
+    use openssl::x509::extension::{
+        BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
+    };
+    let asn1 = |s: &str| openssl::asn1::Asn1Time::from_unix(t(s).timestamp()).unwrap();
+    let name = |cn: &str| {
+        let mut n = openssl::x509::X509NameBuilder::new().unwrap();
+        n.append_entry_by_text("CN", cn).unwrap();
+        n.build()
+    };
+    let ca_path = dir.join("smime-ca.pem");
+    if !ca_path.exists() {
+        let key =
+            openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        let mut b = openssl::x509::X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&name("embargo-relay corpus CA"))
+            .unwrap();
+        b.set_issuer_name(&name("embargo-relay corpus CA")).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&asn1("2026-10-01T00:00:00Z")).unwrap();
+        b.set_not_after(&asn1("2036-11-01T00:00:00Z")).unwrap();
+        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+            .unwrap();
+        b.append_extension(KeyUsage::new().key_cert_sign().build().unwrap())
+            .unwrap();
+        b.sign(&key, openssl::hash::MessageDigest::sha256())
+            .unwrap();
+        std::fs::write(
+            dir.join("smime-ca.key"),
+            key.private_key_to_pem_pkcs8().unwrap(),
+        )
+        .unwrap();
+        std::fs::write(&ca_path, b.build().to_pem().unwrap()).unwrap();
+    }
+    let ca = openssl::x509::X509::from_pem(&std::fs::read(&ca_path).unwrap()).unwrap();
+    let ca_key = openssl::pkey::PKey::private_key_from_pem(
+        &std::fs::read(dir.join("smime-ca.key")).unwrap(),
+    )
+    .unwrap();
+    for (i, (stem, email, from, to)) in SMIME_CERTS.iter().enumerate() {
+        let path = dir.join(format!("{stem}.pem"));
+        if path.exists() {
+            continue;
+        }
+        let key =
+            openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        let mut b = openssl::x509::X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        let serial = openssl::bn::BigNum::from_u32(100 + i as u32).unwrap();
+        b.set_serial_number(&serial.to_asn1_integer().unwrap())
+            .unwrap();
+        b.set_subject_name(&name(stem)).unwrap();
+        b.set_issuer_name(ca.subject_name()).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&asn1(from)).unwrap();
+        b.set_not_after(&asn1(to)).unwrap();
+        b.append_extension(
+            KeyUsage::new()
+                .digital_signature()
+                .key_encipherment()
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        b.append_extension(ExtendedKeyUsage::new().email_protection().build().unwrap())
+            .unwrap();
+        let san = SubjectAlternativeName::new()
+            .email(email)
+            .build(&b.x509v3_context(Some(&ca), None))
+            .unwrap();
+        b.append_extension(san).unwrap();
+        b.sign(&ca_key, openssl::hash::MessageDigest::sha256())
+            .unwrap();
+        std::fs::write(
+            dir.join(format!("{stem}.key")),
+            key.private_key_to_pem_pkcs8().unwrap(),
+        )
+        .unwrap();
+        std::fs::write(&path, b.build().to_pem().unwrap()).unwrap();
+    }
+}
+
+/// `entity` signed by `openssl cms -sign` with the corpus certificate
+/// `stem` and digest `md`: the S/MIME mail body (MIME-Version first), CRLF.
+fn smime_signed(stem: &str, md: &str, entity: &[u8], opaque: bool) -> Vec<u8> {
+    let dir = corpus_dir().join("keys");
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("entity");
+    // OpenSSL signs a LF text in its canonical CRLF form.
+    std::fs::write(
+        &input,
+        String::from_utf8_lossy(entity).replace("\r\n", "\n"),
+    )
+    .unwrap();
+    let mut args = vec![
+        "cms".to_owned(),
+        "-sign".into(),
+        "-in".into(),
+        input.display().to_string(),
+        "-signer".into(),
+        dir.join(format!("{stem}.pem")).display().to_string(),
+        "-inkey".into(),
+        dir.join(format!("{stem}.key")).display().to_string(),
+        "-md".into(),
+        md.into(),
+        "-crlfeol".into(),
+    ];
+    if opaque {
+        args.push("-nodetach".into());
+    }
+    let out = std::process::Command::new("openssl")
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    embargo_relay::intake::mime::to_crlf(&out.stdout)
+}
+
+/// A mail: the fixed outer headers, then an S/MIME body as OpenSSL wrote it
+/// (its own MIME-Version and Content-Type).
+fn smime_mail(from: &str, smime: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "From: {from}\r\nTo: {LIST}\r\nSubject: corpus\r\nDate: Fri, 20 Nov 2026 11:00:00 +0000\r\n\
+Message-ID: <corpus@pst.example>\r\n"
+    )
+    .into_bytes();
+    out.extend_from_slice(smime);
+    out
+}
+
+/// S/MIME-signed PST mail the list refuses (issue 18). Signed now (OpenSSL
+/// writes the signing time itself): every case is refused before its
+/// signature's age is asked.
+fn smime_cases() {
+    let dir = corpus_dir().join("keys");
+    make_smime_certs(&dir);
+    let entity = |what: &str| {
+        let mut e = b"Content-Type: text/plain; charset=\"utf-8\"\r\n\r\n".to_vec();
+        e.extend_from_slice(body(what).replace('\n', "\r\n").as_bytes());
+        e
+    };
+    let signed = |stem: &str, md: &str, what: &str| smime_signed(stem, md, &entity(what), false);
+    write(
+        "mail",
+        "smime-unpinned-cert-with-pst-address.eml",
+        "expect: 550 not by a PST certificate",
+        &smime_mail(PST, &signed("smime-intruder", "sha256", "smime unpinned")),
+    );
+    write(
+        "mail",
+        "smime-expired-pinned-cert.eml",
+        "expect: 550 expired",
+        &smime_mail(
+            "pst-smime-expired@project.example.org",
+            &signed("smime-expired", "sha256", "smime expired"),
+        ),
+    );
+    write(
+        "mail",
+        "smime-sha1-signature.eml",
+        "expect: 550 uses SHA-1",
+        &smime_mail(PST, &signed("smime-pst", "sha1", "smime sha1")),
+    );
+    let tampered = String::from_utf8(signed("smime-pst", "sha256", "smime tampered")).unwrap();
+    write(
+        "mail",
+        "smime-tampered-content.eml",
+        "expect: 550 does not verify",
+        &smime_mail(
+            PST,
+            tampered
+                .replacen("details of the flaw", "details of the FLAW", 1)
+                .as_bytes(),
+        ),
+    );
+    // Opaque signed-data (the content inside the CMS): not multipart/signed.
+    write(
+        "mail",
+        "smime-opaque-signed-data.eml",
+        "expect: 550 not PGP/MIME signed",
+        &smime_mail(
+            PST,
+            &smime_signed("smime-pst", "sha256", &entity("smime opaque"), true),
+        ),
+    );
+    // A good S/MIME-signed entity inside attacker text.
+    let inner = signed("smime-pst", "sha256", "smime wrapped");
+    let inner = &inner[inner
+        .windows(13)
+        .position(|w| w == b"Content-Type:")
+        .unwrap()..];
+    let (ctype, outer) = multipart(
+        "mixed",
+        &[
+            b"Content-Type: text/plain\r\n\r\nUNSIGNED-INJECTED: trust this.\r\n".to_vec(),
+            inner.to_vec(),
+        ],
+    );
+    write(
+        "mail",
+        "smime-signed-entity-wrapped-in-attacker-text.eml",
+        "expect: 550 not PGP/MIME signed",
+        &mail(PST, &ctype, &outer, ""),
+    );
+    // A third part beside the signed one and the signature.
+    let s = String::from_utf8(signed("smime-pst", "sha256", "smime beside")).unwrap();
+    let b = s
+        .split("boundary=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let beside = s.replacen(
+        &format!("--{b}--"),
+        &format!(
+            "--{b}\r\nContent-Type: text/plain\r\n\r\nUNSIGNED-INJECTED: trust this.\r\n--{b}--"
+        ),
+        1,
+    );
+    write(
+        "mail",
+        "smime-signed-part-beside-unsigned-text.eml",
+        "expect: 554 exactly two parts",
+        &smime_mail(PST, beside.as_bytes()),
+    );
 }
 
 /// Only the packet-limit cases (issue 14), so that making them does not
