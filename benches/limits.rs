@@ -102,6 +102,8 @@ fn main() {
         list: &config.list_key,
         pst: certs,
         pst_smime: &[],
+        member_smime: &[],
+        list_smime: None,
         known: &known,
         policy: &config.policy,
         max_size: MAX,

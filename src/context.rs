@@ -201,6 +201,8 @@ pub struct Directory {
     pub fingerprints: std::collections::HashSet<String>,
     /// The PST's pinned S/MIME certificates (their mail is verified against these only).
     pub pst_smime: Vec<crate::crypto::smime::SmimeCert>,
+    /// The S/MIME members' certificates (their posts and acknowledgements).
+    pub member_smime: Vec<crate::crypto::smime::SmimeCert>,
 }
 
 impl Directory {
@@ -209,10 +211,17 @@ impl Directory {
         let mut known = pst.clone();
         known.extend(roster.member_certs());
         let pst_smime: Vec<_> = roster.pst_smime().into_iter().map(|(_, c)| c).collect();
+        let member_smime: Vec<_> = roster
+            .members()
+            .iter()
+            .filter(|m| !m.pst)
+            .filter_map(|m| m.smime.as_ref().and_then(|c| c.as_ref().ok()).cloned())
+            .collect();
         let fingerprints = known
             .iter()
             .map(|c| c.fingerprint().to_hex())
-            .chain(pst_smime.iter().map(|c| c.fingerprint()))
+            .chain(pst_smime.iter().map(|c| c.key_fingerprint()))
+            .chain(member_smime.iter().map(|c| c.key_fingerprint()))
             .collect();
         Directory {
             roster,
@@ -220,6 +229,7 @@ impl Directory {
             known,
             fingerprints,
             pst_smime,
+            member_smime,
         }
     }
 }

@@ -65,6 +65,14 @@ impl Member {
         }
     }
 
+    /// Whether `fpr` is this member's signing identity: its OpenPGP
+    /// certificate's fingerprint, or its S/MIME key's (`key_fingerprint`).
+    pub fn signs_as(&self, fpr: &str) -> bool {
+        self.cert()
+            .is_ok_and(|c| c.fingerprint().to_hex().eq_ignore_ascii_case(fpr))
+            || matches!(&self.smime, Some(Ok(c)) if c.key_fingerprint().eq_ignore_ascii_case(fpr))
+    }
+
     /// Whether copies to this member are S/MIME.
     pub fn is_smime(&self) -> bool {
         self.smime.is_some()
@@ -214,17 +222,15 @@ impl Roster {
     }
 
     pub fn by_fingerprint(&self, fpr: &str) -> Option<&Member> {
-        self.members.iter().find(|m| {
-            m.cert()
-                .is_ok_and(|c| c.fingerprint().to_hex().eq_ignore_ascii_case(fpr))
-        })
+        self.members.iter().find(|m| m.signs_as(fpr))
     }
 
     /// The PST's pinned S/MIME certificates, with the member each is for.
     pub fn pst_smime(&self) -> Vec<(String, crate::crypto::smime::SmimeCert)> {
         self.members
             .iter()
-            .filter(|m| m.pst)
+            // Only with a usable OpenPGP key: receipts go to it.
+            .filter(|m| m.pst && m.cert().is_ok())
             .filter_map(|m| match &m.smime_signing {
                 Some(Ok(c)) => Some((m.email.clone(), c.clone())),
                 _ => None,

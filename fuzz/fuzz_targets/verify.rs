@@ -78,6 +78,8 @@ fuzz_target!(|raw: &[u8]| {
         list: &k.list,
         pst: &k.pst,
         pst_smime: &[],
+        member_smime: &[],
+        list_smime: None,
         known: &k.known,
         policy: &k.policy,
         max_size: 1 << 20,

@@ -120,6 +120,14 @@ impl SmimeIdentity {
         out
     }
 
+    /// Decrypts CMS enveloped data (DER or BER) addressed to the list's
+    /// certificate: a member's S/MIME post.
+    pub fn decrypt(&self, der: &[u8]) -> Result<Vec<u8>, String> {
+        CmsContentInfo::from_der(der)
+            .and_then(|cms| cms.decrypt(&self.key, &self.cert))
+            .map_err(|_| "the S/MIME message is not encrypted to the list's certificate".to_owned())
+    }
+
     /// A detached CMS signature (DER) over `content`, made with SHA-256,
     /// carrying the list's certificate and chain.
     pub fn sign_detached(&self, content: &[u8]) -> Result<Vec<u8>, String> {
@@ -205,6 +213,22 @@ impl SmimeCert {
     /// SHA-256 fingerprint, upper-case hex.
     pub fn fingerprint(&self) -> String {
         fingerprint(&self.cert)
+    }
+
+    /// SHA-256 of the certificate's public key (SubjectPublicKeyInfo),
+    /// upper-case hex: who signed, whichever certificate carries the key
+    /// (a signature binds the key, not the certificate).
+    pub fn key_fingerprint(&self) -> String {
+        self.cert
+            .public_key()
+            .and_then(|k| k.public_key_to_der())
+            .map(|der| {
+                openssl::sha::sha256(&der)
+                    .iter()
+                    .map(|b| format!("{b:02X}"))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// `content` enveloped to this certificate alone: AES-256-CBC, the key
@@ -379,7 +403,7 @@ fn emails(c: &X509) -> Vec<String> {
     out
 }
 
-/// Why a PST's S/MIME signature is not taken. Its words go into a clear
+/// Why an S/MIME signature (the PST's, or a member's post) is not taken. Its words go into a clear
 /// refusal: they name the problem, never the mail's text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SmimeProblem {
@@ -390,7 +414,7 @@ pub enum SmimeProblem {
     #[error("the S/MIME signature has {0} signers; one PST signature per mail")]
     Several(usize),
     #[error(
-        "the S/MIME signature is not by a PST certificate (PST certificates are pinned by fingerprint; a CA does not make a PST)"
+        "the S/MIME signature is not by a PST certificate or a member's (certificates are pinned by fingerprint; a CA does not make a PST)"
     )]
     Unpinned,
     #[error("the S/MIME signature does not verify: the signed part was changed after signing")]
@@ -399,8 +423,10 @@ pub enum SmimeProblem {
     Weak(&'static str),
     #[error("the S/MIME signature has no signing time; its freshness cannot be checked")]
     NoTime,
-    #[error("the signing PST certificate {0}")]
+    #[error("the signing certificate cannot be used now: {0}")]
     Certificate(String),
+    #[error("the S/MIME message is not encrypted to the list's certificate")]
+    NotForList,
 }
 
 /// A good PST S/MIME signature: which pinned certificate made it, when it
@@ -411,7 +437,8 @@ pub struct SmimeVerified {
     pub signer: usize,
     pub fingerprint: String,
     pub signing_time: DateTime<Utc>,
-    /// SHA-256 of the signature value, hex.
+    /// The replay identity: SHA-256 of the signer's key fingerprint and the
+    /// signed attributes, hex.
     pub digest: String,
 }
 
@@ -494,14 +521,16 @@ pub fn verify_detached(
         .and_then(|d| cms::cert::x509::time::Time::from_der(&d).ok())
         .and_then(|t| DateTime::from_timestamp(t.to_unix_duration().as_secs() as i64, 0))
         .ok_or(SmimeProblem::NoTime)?;
-    let value = si
-        .signature
+    // The replay identity: what the signature covers (the signed
+    // attributes, DER, with the content's digest and the signing time), not
+    // the signature value, which a third party can re-encode into another
+    // that verifies (ECDSA's (r, n-s); PSS with a leading zero dropped).
+    let attrs = si
+        .signed_attrs
+        .as_ref()
+        .ok_or(SmimeProblem::NoTime)?
         .to_der()
-        .map_err(|_| SmimeProblem::Unreadable("damaged signature value"))?;
-    let digest = openssl::sha::sha256(&value)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>();
+        .map_err(|_| SmimeProblem::Unreadable("damaged signed attributes"))?;
     // OpenSSL verifies, offered one pinned certificate at a time and told
     // to use no other (NOINTERN) and to build no chain (pinning, not PKI).
     for (i, pin) in pinned.iter().enumerate() {
@@ -523,9 +552,16 @@ pub fn verify_detached(
                 if let Some((problem, _)) = signing_problems(&pin.cert, now).into_iter().next() {
                     return Err(SmimeProblem::Certificate(problem));
                 }
+                let key = pin.key_fingerprint();
+                let mut identity = key.clone().into_bytes();
+                identity.extend_from_slice(&attrs);
+                let digest = openssl::sha::sha256(&identity)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>();
                 return Ok(SmimeVerified {
                     signer: i,
-                    fingerprint: pin.fingerprint(),
+                    fingerprint: key,
                     signing_time: time,
                     digest,
                 });
@@ -557,6 +593,11 @@ fn signing_problems(c: &X509, now: DateTime<Utc>) -> Vec<(String, bool)> {
             true,
         ));
     }
+    if let Some(ku) = c.key_usage()
+        && !ku.contains(openssl::x509::X509KeyUsage::DIGITAL_SIGNATURE)
+    {
+        out.push(("its key usage lacks digitalSignature".into(), true));
+    }
     out
 }
 
@@ -569,16 +610,12 @@ pub fn pst_signing_problems(
     warn_days: i64,
 ) -> Vec<(String, bool)> {
     let mut out = validity(&cert.cert, now, warn_days);
+    // Validity is above (with the warning window); the rest as at verify time.
     out.extend(
         signing_problems(&cert.cert, now)
             .into_iter()
-            .filter(|(p, _)| p.starts_with("has an RSA")),
+            .filter(|(p, _)| !p.starts_with("the certificate")),
     );
-    if let Some(ku) = cert.cert.key_usage()
-        && !ku.contains(openssl::x509::X509KeyUsage::DIGITAL_SIGNATURE)
-    {
-        out.push(("the key usage lacks digitalSignature".into(), true));
-    }
     if weak_signature(&cert.cert) {
         out.push((
             "the certificate is signed with SHA-1, MD5 or older".into(),

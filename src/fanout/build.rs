@@ -88,7 +88,7 @@ pub(super) fn signer_cert(relay: &Pinned, a: &Record) -> Result<sequoia_openpgp:
             .iter()
             .filter(|m| m.pst)
             .find(|m| {
-                matches!(&m.smime_signing, Some(Ok(c)) if c.fingerprint().eq_ignore_ascii_case(&a.signer))
+                matches!(&m.smime_signing, Some(Ok(c)) if c.key_fingerprint().eq_ignore_ascii_case(&a.signer))
             })
             .and_then(|m| m.cert().ok())
     };
@@ -239,34 +239,11 @@ fn acks_text(
     // The PST announces; it does not acknowledge.
     let have: Vec<&String> = report
         .iter()
-        .filter(|(m, state, _)| {
-            state == "sent" && !roster.find(m).is_some_and(|m| m.pst || m.is_smime())
-        })
+        .filter(|(m, state, _)| state == "sent" && !roster.find(m).is_some_and(|m| m.pst))
         .map(|(m, _, _)| m)
         .collect();
-    let smime: Vec<&String> = report
-        .iter()
-        .filter(|(m, state, _)| state == "sent" && roster.find(m).is_some_and(|m| m.is_smime()))
-        .map(|(m, _, _)| m)
-        .collect();
-    let not_asked = if smime.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "Not asked to acknowledge (S/MIME members: acknowledgements are taken by OpenPGP signature only): {}\n",
-            smime
-                .iter()
-                .map(|m| m.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
     if have.is_empty() {
-        return if not_asked.is_empty() {
-            String::new()
-        } else {
-            format!("\n{not_asked}")
-        };
+        return String::new();
     }
     let rows: String = have
         .iter()
@@ -288,7 +265,7 @@ fn acks_text(
         .filter(|m| acks.iter().any(|a| a.eq_ignore_ascii_case(m)))
         .count();
     format!(
-        "\nAcknowledged by {n} of the {} members who have the copy:\n{rows}{not_asked}",
+        "\nAcknowledged by {n} of the {} members who have the copy:\n{rows}",
         have.len()
     )
 }
@@ -404,11 +381,6 @@ pub(super) fn ack_reminder_message(
         ));
     }
     let (_, to) = member_key(relay, &d.to)?;
-    if matches!(to, To::Smime(_)) {
-        return Err(BuildError::NotNeeded(
-            "an S/MIME member: acknowledgements are taken by OpenPGP signature only".to_owned(),
-        ));
-    }
     let text = format!(
         "You have not yet acknowledged embargo {id} of the list {list}, which lifts at {} UTC.\n\n\
 Please reply to the copy you received, signed and encrypted, with this as the first line of your text:\n\n\
@@ -813,10 +785,8 @@ pub(super) fn seal_copy(
     let cert = match to {
         To::Pgp(cert) => cert,
         To::Smime(cert) => {
-            // Acknowledgements are taken by OpenPGP signature: an S/MIME
-            // copy does not ask for one.
             let inner =
-                outbound::protected_inner(&headers, &a.subject, until, None, a.entity.expose())
+                outbound::protected_inner(&headers, &a.subject, until, ack, a.entity.expose())
                     .map_err(|e| BuildError::Seal(format!("bad address: {e}")))?;
             return smime_outer(relay, &headers, outer_subject, &cert, inner.expose());
         }

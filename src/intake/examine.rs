@@ -26,6 +26,10 @@ pub struct Gate<'a> {
     /// The PST's pinned S/MIME certificates: an S/MIME-signed mail is
     /// verified against these alone.
     pub pst_smime: &'a [crate::crypto::smime::SmimeCert],
+    /// The S/MIME members' certificates (their signed, encrypted posts).
+    pub member_smime: &'a [crate::crypto::smime::SmimeCert],
+    /// Decrypts mail encrypted to the list's S/MIME certificate.
+    pub list_smime: Option<&'a crate::crypto::smime::SmimeIdentity>,
     /// Every certificate whose signature is checked: the PST's and the
     /// other members' (whose posts are relayed under `policy.member_posts`).
     pub known: &'a [Cert],

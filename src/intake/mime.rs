@@ -48,6 +48,9 @@ pub enum Protected {
     Encrypted(Vec<u8>),
     /// A plain-text body that is a cleartext-signed (inline PGP) block.
     Inline(Vec<u8>),
+    /// S/MIME `application/pkcs7-mime; smime-type=enveloped-data`: the
+    /// CMS (DER), encrypted to the list's S/MIME certificate.
+    SmimeEnveloped(Vec<u8>),
 }
 
 const INLINE_BEGIN: &[u8] = b"-----BEGIN PGP SIGNED MESSAGE-----";
@@ -270,7 +273,9 @@ pub fn parse_signed(raw: &[u8]) -> Result<SignedMail, Rejection> {
             signed_part: e.signed_part,
             signature: e.signature,
         }),
-        Protected::Encrypted(_) | Protected::Inline(_) => Err(Rejection::Unsigned),
+        Protected::Encrypted(_) | Protected::Inline(_) | Protected::SmimeEnveloped(_) => {
+            Err(Rejection::Unsigned)
+        }
     }
 }
 
@@ -312,7 +317,17 @@ pub fn parse(raw: &[u8], limits: &MimeLimits) -> Result<Incoming, Rejection> {
         c.ctype().eq_ignore_ascii_case("text")
             && c.subtype().is_none_or(|s| s.eq_ignore_ascii_case("plain"))
     });
-    let body = if is_multipart("encrypted") {
+    let enveloped = root.content_type().is_some_and(|c| {
+        c.ctype().eq_ignore_ascii_case("application")
+            && c.subtype().is_some_and(|s| {
+                s.eq_ignore_ascii_case("pkcs7-mime") || s.eq_ignore_ascii_case("x-pkcs7-mime")
+            })
+            && c.attribute("smime-type")
+                .is_none_or(|t| t.eq_ignore_ascii_case("enveloped-data"))
+    });
+    let body = if enveloped {
+        Protected::SmimeEnveloped(root.contents().to_vec())
+    } else if is_multipart("encrypted") {
         Protected::Encrypted(encrypted_payload(raw, &msg)?)
     } else if plain && has_inline_block(root.contents()) {
         Protected::Inline(root.contents().to_vec())

@@ -286,6 +286,8 @@ impl Intake {
             list: &config.list_key,
             pst: &directory.pst,
             pst_smime: &directory.pst_smime,
+            member_smime: &directory.member_smime,
+            list_smime: config.smime.as_ref(),
             known: &directory.known,
             policy: &config.policy,
             max_size: config.smtp.max_message_size,
@@ -396,10 +398,7 @@ impl Intake {
             .iter()
             .filter(|m| {
                 !m.eq_ignore_ascii_case(&announcement.from)
-                    && !directory
-                        .roster
-                        .find(m)
-                        .is_some_and(|m| m.pst || m.is_smime())
+                    && !directory.roster.find(m).is_some_and(|m| m.pst)
             })
             .cloned()
             .collect();
@@ -606,6 +605,8 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
             list: &list,
             pst: std::slice::from_ref(&pst),
             pst_smime: &[],
+            member_smime: &[],
+            list_smime: None,
             known: std::slice::from_ref(&pst),
             policy: &PolicyConfig {
                 max_embargo: chrono::Duration::days(14),

@@ -81,11 +81,11 @@ impl Intake {
         let directory = self.directory();
         // The member is the one whose address is the From and whose
         // certificate signed (two entries may share a key).
-        let member = directory.roster.members().iter().find(|m| {
-            m.email.eq_ignore_ascii_case(from)
-                && m.cert()
-                    .is_ok_and(|c| c.fingerprint().to_hex().eq_ignore_ascii_case(signer))
-        });
+        let member = directory
+            .roster
+            .members()
+            .iter()
+            .find(|m| m.email.eq_ignore_ascii_case(from) && m.signs_as(signer));
         let Some(member) = member else {
             return self.reject(
                 envelope,

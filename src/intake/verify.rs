@@ -51,6 +51,31 @@ pub(crate) fn authorize(
         Protected::Signed(signed) if signed.smime => {
             return smime(signed, gate, &mail.from, now).map(|(a, e)| (a, e, false));
         }
+        Protected::SmimeEnveloped(der) => {
+            let list = gate.list_smime.ok_or(Rejection::Malformed(
+                "S/MIME encrypted mail, but this list has no S/MIME certificate (list.smime_cert); encrypt to its OpenPGP key",
+            ))?;
+            let plain = list
+                .decrypt(&der)
+                .map_err(|_| Rejection::Smime(crypto::smime::SmimeProblem::NotForList))?;
+            if plain.len() > gate.max_size {
+                return Err(Rejection::Malformed(
+                    "the decrypted S/MIME content is larger than the message size limit",
+                ));
+            }
+            let canonical = to_crlf(&plain);
+            let inner =
+                mime::signed_entity(&canonical, &gate.policy.mime).map_err(|e| match e {
+                    Rejection::Unsigned => Rejection::EncryptedUnsigned,
+                    other => other,
+                })?;
+            if !inner.smime {
+                return Err(Rejection::Malformed(
+                    "an OpenPGP signature inside S/MIME encryption; sign and encrypt with one of them",
+                ));
+            }
+            return smime(inner, gate, &mail.from, now).map(|(a, e)| (a, e, true));
+        }
         Protected::Signed(signed) => (detached(&signed, known, p, now)?, signed.signed_part),
         Protected::Inline(body) => {
             if !gate.policy.inline_pgp {
@@ -132,14 +157,22 @@ fn smime(
     from: &str,
     now: DateTime<Utc>,
 ) -> Result<(Authorized, Secret), Rejection> {
-    let v = crypto::smime::verify_detached(
-        signed.signed_part.expose(),
-        &signed.signature,
-        gate.pst_smime,
-        now,
-    )
-    .map_err(Rejection::Smime)?;
-    let cert = &gate.pst_smime[v.signer];
+    // The PST's pinned certificates, then the S/MIME members'.
+    let certs: Vec<crypto::smime::SmimeCert> = gate
+        .pst_smime
+        .iter()
+        .chain(gate.member_smime)
+        .cloned()
+        .collect();
+    let v =
+        crypto::smime::verify_detached(signed.signed_part.expose(), &signed.signature, &certs, now)
+            .map_err(Rejection::Smime)?;
+    let cert = &certs[v.signer];
+    let role = if v.signer < gate.pst_smime.len() {
+        SignedBy::Pst
+    } else {
+        SignedBy::Member
+    };
     if !cert.emails().iter().any(|e| e.eq_ignore_ascii_case(from)) {
         return Err(Rejection::FromNotSigner {
             from: crate::quote::Quoted::new(from),
@@ -150,7 +183,7 @@ fn smime(
     Ok((
         Authorized {
             signer: v.fingerprint,
-            role: SignedBy::Pst,
+            role,
             oldest: v.signing_time,
             newest: v.signing_time,
             signature_digests: vec![v.digest],

@@ -20,18 +20,7 @@ pub fn embargo(
     let now = clock.now();
     match action {
         EmbargoAction::List => list(&spool, now, out),
-        EmbargoAction::Show { id } => {
-            // The PST announces, S/MIME members cannot acknowledge (by
-            // OpenPGP signature only): neither is counted.
-            let not_counted: Vec<String> = config
-                .roster
-                .members()
-                .iter()
-                .filter(|m| m.pst || m.is_smime())
-                .map(|m| m.email.clone())
-                .collect();
-            show(&spool, &id, &not_counted, now, out)
-        }
+        EmbargoAction::Show { id } => show(&spool, &id, &config.roster.pst_addresses(), now, out),
         EmbargoAction::Extend { id, time } => {
             let to: DateTime<Utc> = DateTime::parse_from_rfc3339(&time)
                 .with_context(|| {
@@ -127,8 +116,8 @@ fn show(
         "copies       {} sent, {} pending, {} skipped, {} failed",
         c.sent, c.pending, c.skipped, c.failed
     )?;
-    // Who has the copy, and whether they acknowledged it (`pst`: those
-    // not counted: the PST announces, S/MIME members cannot acknowledge).
+    // Who has the copy, and whether they acknowledged it.
+    // (Not the PST: it announces, it does not acknowledge.)
     let acks = spool.acks(id)?;
     let have: Vec<String> = spool
         .delivery_report(id, crate::spool::Kind::Copy)?

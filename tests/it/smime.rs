@@ -497,8 +497,8 @@ async fn s_mime_members_get_copies_every_reader_opens_beside_unchanged_openpgp_c
             );
         }
     }
-    // The receipt counts the S/MIME copies as sent and says they are not
-    // asked to acknowledge; none is skipped.
+    // The receipt counts the S/MIME copies as sent; S/MIME members are
+    // asked to acknowledge like the others.
     let got = daemon.sink.captured();
     let receipt = receipt_texts(&f, &got)
         .into_iter()
@@ -508,12 +508,9 @@ async fn s_mime_members_get_copies_every_reader_opens_beside_unchanged_openpgp_c
         receipt.contains(&format!("Copies sent:    {per} of {} members", per + 2)),
         "{receipt}"
     );
-    let not_asked = receipt
-        .lines()
-        .find(|l| l.starts_with("Not asked to acknowledge (S/MIME members"))
-        .expect(&receipt);
     for email in [SMIME_A, SMIME_B, SMIME_EC] {
-        assert!(not_asked.contains(email), "{receipt}");
+        let line = receipt.lines().find(|l| l.contains(email)).expect(&receipt);
+        assert!(line.ends_with("not yet"), "{receipt}");
     }
     daemon.stop().await;
 }
@@ -654,6 +651,11 @@ async fn a_pst_may_sign_with_s_mime_against_its_pinned_certificate_and_nothing_e
     let daemon = f
         .start_in_process(&Tweaks {
             pst_lines: format!("smime_cert = \"{}\"\n", pinned("pst")),
+            // The list's S/MIME certificate: the PST may also encrypt to it.
+            list: vec![
+                ("smime_cert", Tweaks::text(&pki.path("list.pem").display().to_string())),
+                ("smime_key", Tweaks::text(&pki.path("list.key").display().to_string())),
+            ],
             extra: format!(
                 "[[member]]\nemail = \"{PST2}\"\norganization = \"PST\"\nkey = \"keys/pst2.asc\"\nsmime_cert = \"{}\"\npst = true\n\n\
 [[member]]\nemail = \"{PST_OLD}\"\norganization = \"PST\"\nkey = \"keys/old.asc\"\nsmime_cert = \"{}\"\npst = true\n",
@@ -724,10 +726,33 @@ async fn a_pst_may_sign_with_s_mime_against_its_pinned_certificate_and_nothing_e
     send(daemon.addr(), PST2, &gpgsm_mail)
         .await
         .expect("accepted");
+    // Signed, then encrypted to the list's S/MIME certificate: accepted.
+    std::fs::write(
+        pki.path("signed3.eml"),
+        openssl_signed("pst", "sha256", "EMBARGOED-PLAINTEXT three"),
+    )
+    .unwrap();
+    let enveloped = embargo_relay::intake::mime::to_crlf(&pki.openssl(&[
+        "cms",
+        "-encrypt",
+        "-in",
+        "signed3.eml",
+        "-aes256",
+        "-binary",
+        "-crlfeol",
+        "list.pem",
+    ]));
+    send(
+        daemon.addr(),
+        PST,
+        &with_headers(PST, "CVE-2026-102: encrypted", &enveloped),
+    )
+    .await
+    .expect("accepted");
     let per = f.usable_members().count() + 2; // the fixture's and the two PST members with keys
     let got = daemon
         .sink
-        .wait_until(PATIENCE, |g| copies(g).len() >= copies_before + 2 * per)
+        .wait_until(PATIENCE, |g| copies(g).len() >= copies_before + 3 * per)
         .await;
     // Members get the signed text, byte for byte, encrypted.
     let p = StandardPolicy::new();
@@ -754,10 +779,15 @@ async fn a_pst_may_sign_with_s_mime_against_its_pinned_certificate_and_nothing_e
         "{texts:#?}"
     );
     assert!(texts.iter().any(|t| t.contains("EMBARGOED-PLAINTEXT two")));
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("EMBARGOED-PLAINTEXT three"))
+    );
     // Each signer's receipt, encrypted to its OpenPGP key.
     let got = daemon
         .sink
-        .wait_until(PATIENCE, |g| receipts(g).len() >= 2)
+        .wait_until(PATIENCE, |g| receipts(g).len() >= 3)
         .await;
     assert!(
         receipt_texts(&f, &got)
@@ -913,6 +943,175 @@ async fn a_pst_may_sign_with_s_mime_against_its_pinned_certificate_and_nothing_e
         copies(&daemon.sink.captured()).len(),
         copies_now,
         "nothing relayed"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s_mime_members_acknowledge_and_post_signed_and_encrypted_to_the_lists_certificate() {
+    let pki = tokio::task::spawn_blocking(Pki::new).await.unwrap();
+    let f = Fixture::new();
+    let daemon = f
+        .start_in_process(&Tweaks {
+            list: vec![
+                (
+                    "smime_cert",
+                    Tweaks::text(&pki.path("list.pem").display().to_string()),
+                ),
+                (
+                    "smime_key",
+                    Tweaks::text(&pki.path("list.key").display().to_string()),
+                ),
+            ],
+            extra: pki.members_toml(),
+            ..Tweaks::default()
+        })
+        .await;
+    let id = announce_with_advisory(&f, daemon.addr(), PUBLIC_DEFAULT).await;
+    let per = f.usable_members().count() + 3;
+    daemon
+        .sink
+        .wait_until(PATIENCE, |g| copies(g).len() >= per)
+        .await;
+    // What an S/MIME client sends: `text` signed by `signer`, then
+    // enveloped to `to` (the list's certificate), under `from`.
+    let reply = |signer: &str, to: &str, from: &str, text: &str, encrypt: bool| -> Vec<u8> {
+        let n = crypto::random_hex(4);
+        std::fs::write(
+            pki.path(&format!("r-{n}.txt")),
+            format!("Content-Type: text/plain; charset=\"utf-8\"\n\n{text}\n"),
+        )
+        .unwrap();
+        let signed = pki.openssl(&[
+            "cms",
+            "-sign",
+            "-in",
+            &format!("r-{n}.txt"),
+            "-signer",
+            &format!("{signer}.pem"),
+            "-inkey",
+            &format!("{signer}.key"),
+            "-md",
+            "sha256",
+            "-crlfeol",
+        ]);
+        let signed = embargo_relay::intake::mime::to_crlf(&signed);
+        let body = if encrypt {
+            std::fs::write(pki.path(&format!("s-{n}.eml")), &signed).unwrap();
+            embargo_relay::intake::mime::to_crlf(&pki.openssl(&[
+                "cms",
+                "-encrypt",
+                "-in",
+                &format!("s-{n}.eml"),
+                "-aes256",
+                "-binary",
+                "-crlfeol",
+                &format!("{to}.pem"),
+            ]))
+        } else {
+            signed
+        };
+        with_headers(from, &format!("Re: [embargoed announcement] {n}"), &body)
+    };
+    // A acknowledges: recorded, not relayed.
+    let ack = reply(
+        "a",
+        "list",
+        SMIME_A,
+        &format!("Acknowledge: {id}\nThanks."),
+        true,
+    );
+    let answer = send(daemon.addr(), SMIME_A, &ack).await.expect("taken");
+    assert!(answer.contains("acknowledg"), "{answer}");
+    assert!(
+        f.spool()
+            .acks(&id)
+            .unwrap()
+            .iter()
+            .any(|(m, _)| m == SMIME_A),
+        "A's acknowledgement recorded"
+    );
+    // B posts: relayed to every member, each in its own kind.
+    let before = daemon.sink.captured().len();
+    let post = reply(
+        "b",
+        "list",
+        SMIME_B,
+        "EMBARGOED-PLAINTEXT B's question about the fix",
+        true,
+    );
+    send(daemon.addr(), SMIME_B, &post).await.expect("relayed");
+    let is_post = |c: &Captured| find(&c.raw, b"Subject: [embargoed list post]").is_some();
+    let got = daemon
+        .sink
+        .wait_until(PATIENCE, |g| {
+            g[before..].iter().filter(|c| is_post(c)).count() >= per - 1
+        })
+        .await;
+    let posts: Vec<&Captured> = got[before..].iter().filter(|c| is_post(c)).collect();
+    let to_sq = posts
+        .iter()
+        .find(|c| c.envelope.rcpt_to == [SQ_MEMBER.to_owned()])
+        .expect("to an OpenPGP member");
+    let list = f.list.clone().strip_secret_key_material();
+    let opened = crypto::open_copy_at(
+        &StandardPolicy::new(),
+        &f.members[2].secret,
+        &list,
+        armored_payload(&to_sq.raw),
+        None,
+    )
+    .unwrap();
+    assert!(
+        String::from_utf8_lossy(opened.plaintext.expose()).contains("B's question about the fix")
+    );
+    let to_a = posts
+        .iter()
+        .find(|c| c.envelope.rcpt_to == [SMIME_A.to_owned()])
+        .expect("to an S/MIME member");
+    let content = tokio::task::block_in_place(|| read_everywhere(&pki, to_a, "a", 99));
+    assert!(content.contains("B's question about the fix"), "{content}");
+    assert!(
+        posts
+            .iter()
+            .all(|c| find(&c.raw, b"EMBARGOED-PLAINTEXT").is_none()),
+        "never in the clear"
+    );
+    // Refused: B's signature under A's From; signed only; encrypted to A, not the list.
+    for (name, mail, reason) in [
+        (
+            "forged",
+            reply("b", "list", SMIME_A, &format!("Acknowledge: {id}"), true),
+            "From",
+        ),
+        (
+            "clear",
+            reply(
+                "b",
+                "list",
+                SMIME_B,
+                "EMBARGOED-PLAINTEXT in the clear",
+                false,
+            ),
+            "encrypted",
+        ),
+        (
+            "elsewhere",
+            reply("b", "a", SMIME_B, "EMBARGOED-PLAINTEXT elsewhere", true),
+            "not encrypted to the list's certificate",
+        ),
+    ] {
+        let (code, text) = send(daemon.addr(), SMIME_B, &mail).await.unwrap_err();
+        assert!(
+            (500..600).contains(&code) && text.contains(reason),
+            "{name}: {code} {text}"
+        );
+        assert!(!text.contains("EMBARGOED-PLAINTEXT"), "{name}: {text}");
+    }
+    assert_eq!(
+        f.spool().acks(&id).unwrap().len(),
+        1,
+        "the forged acknowledgement is not recorded"
     );
     daemon.stop().await;
 }
