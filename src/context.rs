@@ -220,8 +220,8 @@ impl Directory {
         let fingerprints = known
             .iter()
             .map(|c| c.fingerprint().to_hex())
-            .chain(pst_smime.iter().map(|c| c.key_fingerprint()))
-            .chain(member_smime.iter().map(|c| c.key_fingerprint()))
+            .chain(pst_smime.iter().filter_map(|c| c.key_fingerprint()))
+            .chain(member_smime.iter().filter_map(|c| c.key_fingerprint()))
             .collect();
         Directory {
             roster,

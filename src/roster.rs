@@ -70,7 +70,7 @@ impl Member {
     pub fn signs_as(&self, fpr: &str) -> bool {
         self.cert()
             .is_ok_and(|c| c.fingerprint().to_hex().eq_ignore_ascii_case(fpr))
-            || matches!(&self.smime, Some(Ok(c)) if c.key_fingerprint().eq_ignore_ascii_case(fpr))
+            || matches!(&self.smime, Some(Ok(c)) if c.key_fingerprint().is_some_and(|k| k.eq_ignore_ascii_case(fpr)))
     }
 
     /// Whether copies to this member are S/MIME.

@@ -561,6 +561,28 @@ impl Validator<'_> {
                 "no [[member]] entries: the list has nobody to send to",
             ));
         }
+        // A key pinned for the PST must not be an S/MIME member's too: its
+        // mail would be taken as the PST's.
+        let key_of = |c: &Option<Result<crate::crypto::smime::SmimeCert, String>>| {
+            c.as_ref()
+                .and_then(|c| c.as_ref().ok())
+                .and_then(|c| c.key_fingerprint())
+        };
+        for pst in members.iter().filter(|m| m.pst) {
+            if let Some(key) = key_of(&pst.smime_signing)
+                && let Some(other) = members
+                    .iter()
+                    .find(|m| !m.pst && key_of(&m.smime).as_deref() == Some(key.as_str()))
+            {
+                return Err(self.err(
+                    "member",
+                    format!(
+                        "{} (PST) and {} have S/MIME certificates with the same key: give each its own",
+                        pst.email, other.email
+                    ),
+                ));
+            }
+        }
         if !members.iter().any(|m| m.pst && m.cert().is_ok()) {
             return Err(self.err(
                 "member",

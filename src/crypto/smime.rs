@@ -90,6 +90,20 @@ impl SmimeIdentity {
         warn_days: i64,
     ) -> Vec<(String, bool)> {
         let mut out = validity(&self.cert, now, warn_days);
+        if let Some(ku) = self.cert.key_usage() {
+            use openssl::x509::X509KeyUsage as Ku;
+            let ec = self.key.id() == openssl::pkey::Id::EC;
+            if !ku.contains(if ec {
+                Ku::KEY_AGREEMENT
+            } else {
+                Ku::KEY_ENCIPHERMENT
+            }) {
+                out.push((
+                    "the key usage forbids encryption to it: S/MIME members cannot encrypt posts and acknowledgements to the list".into(),
+                    false,
+                ));
+            }
+        }
         if let Some(ku) = self.cert.key_usage()
             && !ku.contains(openssl::x509::X509KeyUsage::DIGITAL_SIGNATURE)
         {
@@ -218,17 +232,17 @@ impl SmimeCert {
     /// SHA-256 of the certificate's public key (SubjectPublicKeyInfo),
     /// upper-case hex: who signed, whichever certificate carries the key
     /// (a signature binds the key, not the certificate).
-    pub fn key_fingerprint(&self) -> String {
+    pub fn key_fingerprint(&self) -> Option<String> {
         self.cert
             .public_key()
             .and_then(|k| k.public_key_to_der())
+            .ok()
             .map(|der| {
                 openssl::sha::sha256(&der)
                     .iter()
                     .map(|b| format!("{b:02X}"))
                     .collect()
             })
-            .unwrap_or_default()
     }
 
     /// `content` enveloped to this certificate alone: AES-256-CBC, the key
@@ -322,6 +336,14 @@ impl SmimeCert {
             && !eku.contains(openssl::x509::X509ExtendedKeyUsage::SMIME)
         {
             out.push(("the extended key usage lacks emailProtection".into(), true));
+        }
+        if let Some(ku) = c.key_usage()
+            && !ku.contains(openssl::x509::X509KeyUsage::DIGITAL_SIGNATURE)
+        {
+            out.push((
+                "the certificate cannot sign (no digitalSignature): the member's posts and acknowledgements cannot be verified".into(),
+                false,
+            ));
         }
         if weak_signature(c) {
             out.push((
@@ -457,12 +479,38 @@ pub fn verify_detached(
     pinned: &[SmimeCert],
     now: DateTime<Utc>,
 ) -> Result<SmimeVerified, SmimeProblem> {
-    use cms::cert::x509::der::{self, Decode, Encode};
-    use cms::content_info::ContentInfo;
-    use cms::signed_data::SignedData;
     if signature.len() > MAX_SIGNATURE {
         return Err(SmimeProblem::Unreadable("larger than 64 KiB"));
     }
+    verify(Some(content), signature, pinned, now).map(|(v, _)| v)
+}
+
+/// As [`verify_detached`] for opaque signed-data (`smime-type=signed-data`,
+/// the content inside the CMS, as Outlook signs inside its encryption):
+/// returns the signed content too. `max` bounds the whole CMS.
+pub fn verify_attached(
+    signed_data: &[u8],
+    pinned: &[SmimeCert],
+    now: DateTime<Utc>,
+    max: usize,
+) -> Result<(SmimeVerified, Vec<u8>), SmimeProblem> {
+    if signed_data.len() > max {
+        return Err(SmimeProblem::Unreadable(
+            "larger than the message size limit",
+        ));
+    }
+    verify(None, signed_data, pinned, now)
+}
+
+fn verify(
+    detached: Option<&[u8]>,
+    signature: &[u8],
+    pinned: &[SmimeCert],
+    now: DateTime<Utc>,
+) -> Result<(SmimeVerified, Vec<u8>), SmimeProblem> {
+    use cms::cert::x509::der::{self, Decode, Encode};
+    use cms::content_info::ContentInfo;
+    use cms::signed_data::SignedData;
     const SIGNED_DATA: der::oid::ObjectIdentifier =
         der::oid::ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
     const SIGNING_TIME: der::oid::ObjectIdentifier =
@@ -486,10 +534,14 @@ pub fn verify_detached(
         [one] => *one,
         more => return Err(SmimeProblem::Several(more.len())),
     };
-    if signed.encap_content_info.econtent.is_some() {
-        return Err(SmimeProblem::Unreadable(
-            "content inside the signature, not detached",
-        ));
+    match (detached, signed.encap_content_info.econtent.is_some()) {
+        (Some(_), true) => {
+            return Err(SmimeProblem::Unreadable(
+                "content inside the signature, not detached",
+            ));
+        }
+        (None, false) => return Err(SmimeProblem::Unreadable("no content inside the signature")),
+        _ => {}
     }
     match si.digest_alg.oid.to_string().as_str() {
         // SHA-256, SHA-384, SHA-512
@@ -531,51 +583,90 @@ pub fn verify_detached(
         .ok_or(SmimeProblem::NoTime)?
         .to_der()
         .map_err(|_| SmimeProblem::Unreadable("damaged signed attributes"))?;
-    // OpenSSL verifies, offered one pinned certificate at a time and told
-    // to use no other (NOINTERN) and to build no chain (pinning, not PKI).
-    for (i, pin) in pinned.iter().enumerate() {
+    // Only the pinned certificates the signer identifier names (issuer and
+    // serial, or subject key id) are tried: an unknown signer costs no
+    // verification per pin.
+    let names = |pin: &SmimeCert| match &si.sid {
+        cms::signed_data::SignerIdentifier::IssuerAndSerialNumber(is) => {
+            let issuer = is
+                .issuer
+                .to_der()
+                .ok()
+                .and_then(|d| openssl::x509::X509Name::from_der(&d).ok());
+            let same_issuer = issuer.is_some_and(|n| {
+                matches!(
+                    n.try_cmp(pin.cert.issuer_name()),
+                    Ok(std::cmp::Ordering::Equal)
+                )
+            });
+            let serial = |b: &[u8]| {
+                b.iter()
+                    .skip_while(|b| **b == 0)
+                    .copied()
+                    .collect::<Vec<u8>>()
+            };
+            let pinned_serial = pin
+                .cert
+                .serial_number()
+                .to_bn()
+                .map(|bn| bn.to_vec())
+                .unwrap_or_default();
+            same_issuer && serial(is.serial_number.as_bytes()) == serial(&pinned_serial)
+        }
+        cms::signed_data::SignerIdentifier::SubjectKeyIdentifier(ski) => pin
+            .cert
+            .subject_key_id()
+            .is_some_and(|k| k.as_slice() == ski.0.as_bytes()),
+    };
+    // OpenSSL verifies, offered that pinned certificate alone and told to
+    // use no other (NOINTERN) and to build no chain (pinning, not PKI).
+    for (i, pin) in pinned.iter().enumerate().filter(|(_, p)| names(p)) {
         let mut cms = CmsContentInfo::from_der(signature)
             .map_err(|_| SmimeProblem::Unreadable("not DER CMS"))?;
         let mut certs = Stack::new().map_err(|_| SmimeProblem::Unreadable("out of memory"))?;
         certs
             .push(pin.cert.clone())
             .map_err(|_| SmimeProblem::Unreadable("out of memory"))?;
+        let mut out = Vec::new();
         let verdict = cms.verify(
             Some(&certs),
             None,
-            Some(content),
-            None,
+            detached,
+            Some(&mut out),
             CMSOptions::BINARY | CMSOptions::NOINTERN | CMSOptions::NO_SIGNER_CERT_VERIFY,
         );
-        match verdict {
-            Ok(()) => {
-                if let Some((problem, _)) = signing_problems(&pin.cert, now).into_iter().next() {
-                    return Err(SmimeProblem::Certificate(problem));
-                }
-                let key = pin.key_fingerprint();
-                let mut identity = key.clone().into_bytes();
-                identity.extend_from_slice(&attrs);
-                let digest = openssl::sha::sha256(&identity)
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>();
-                return Ok(SmimeVerified {
-                    signer: i,
-                    fingerprint: key,
-                    signing_time: time,
-                    digest,
-                });
-            }
-            // Not this certificate's: try the next pinned one.
-            Err(e)
-                if e.errors().iter().any(|e| {
-                    e.reason()
-                        .is_some_and(|r| r.contains("signer certificate not found"))
-                }) => {}
-            Err(_) => return Err(SmimeProblem::Bad),
+        if verdict.is_err() {
+            // Named by the identifier (which no signature covers), but not
+            // verified by its key: another pin may share the identifier.
+            continue;
         }
+        if let Some((problem, _)) = signing_problems(&pin.cert, now).into_iter().next() {
+            return Err(SmimeProblem::Certificate(problem));
+        }
+        let Some(key) = pin.key_fingerprint() else {
+            return Err(SmimeProblem::Unreadable("the pinned certificate's key"));
+        };
+        let mut identity = key.clone().into_bytes();
+        identity.extend_from_slice(&attrs);
+        let digest = openssl::sha::sha256(&identity)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        return Ok((
+            SmimeVerified {
+                signer: i,
+                fingerprint: key,
+                signing_time: time,
+                digest,
+            },
+            out,
+        ));
     }
-    Err(SmimeProblem::Unpinned)
+    if pinned.iter().any(names) {
+        Err(SmimeProblem::Bad)
+    } else {
+        Err(SmimeProblem::Unpinned)
+    }
 }
 
 /// What makes a pinned PST certificate unfit to sign now: (problem, unusable).

@@ -88,7 +88,7 @@ pub(super) fn signer_cert(relay: &Pinned, a: &Record) -> Result<sequoia_openpgp:
             .iter()
             .filter(|m| m.pst)
             .find(|m| {
-                matches!(&m.smime_signing, Some(Ok(c)) if c.key_fingerprint().eq_ignore_ascii_case(&a.signer))
+                matches!(&m.smime_signing, Some(Ok(c)) if c.key_fingerprint().is_some_and(|k| k.eq_ignore_ascii_case(&a.signer)))
             })
             .and_then(|m| m.cert().ok())
     };

@@ -322,8 +322,10 @@ pub fn parse(raw: &[u8], limits: &MimeLimits) -> Result<Incoming, Rejection> {
             && c.subtype().is_some_and(|s| {
                 s.eq_ignore_ascii_case("pkcs7-mime") || s.eq_ignore_ascii_case("x-pkcs7-mime")
             })
-            && c.attribute("smime-type")
-                .is_none_or(|t| t.eq_ignore_ascii_case("enveloped-data"))
+            && c.attribute("smime-type").is_none_or(|t| {
+                t.eq_ignore_ascii_case("enveloped-data")
+                    || t.eq_ignore_ascii_case("authEnveloped-data")
+            })
     });
     let body = if enveloped {
         Protected::SmimeEnveloped(root.contents().to_vec())
@@ -363,6 +365,23 @@ pub fn header_addresses(value: &mail_parser::HeaderValue<'_>) -> Vec<String> {
 /// Holds a MIME entity (a decrypted one, say) to `limits`.
 pub fn check_entity(raw: &[u8], limits: &MimeLimits) -> Result<(), Rejection> {
     parse_bounded(raw, limits, "not a parseable MIME entity").map(drop)
+}
+
+/// The CMS of an entity whose root is S/MIME opaque signed-data
+/// (`application/pkcs7-mime; smime-type=signed-data`), decoded; `None` for
+/// any other entity.
+pub fn opaque_signed(raw: &[u8], limits: &MimeLimits) -> Result<Option<Vec<u8>>, Rejection> {
+    let msg = parse_bounded(raw, limits, "not a parseable MIME entity")?;
+    let root = msg.root_part();
+    let opaque = root.content_type().is_some_and(|c| {
+        c.ctype().eq_ignore_ascii_case("application")
+            && c.subtype().is_some_and(|s| {
+                s.eq_ignore_ascii_case("pkcs7-mime") || s.eq_ignore_ascii_case("x-pkcs7-mime")
+            })
+            && c.attribute("smime-type")
+                .is_some_and(|t| t.eq_ignore_ascii_case("signed-data"))
+    });
+    Ok(opaque.then(|| root.contents().to_vec()))
 }
 
 /// Splits a MIME entity (a whole mail, or a decrypted entity without From)

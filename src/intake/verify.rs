@@ -55,20 +55,32 @@ pub(crate) fn authorize(
             let list = gate.list_smime.ok_or(Rejection::Malformed(
                 "S/MIME encrypted mail, but this list has no S/MIME certificate (list.smime_cert); encrypt to its OpenPGP key",
             ))?;
-            let plain = list
-                .decrypt(&der)
-                .map_err(|_| Rejection::Smime(crypto::smime::SmimeProblem::NotForList))?;
-            if plain.len() > gate.max_size {
+            let plain = Secret::new(
+                list.decrypt(&der)
+                    .map_err(|_| Rejection::Smime(crypto::smime::SmimeProblem::NotForList))?,
+            );
+            let canonical = Secret::new(to_crlf(plain.expose()));
+            drop(plain);
+            if canonical.expose().len() > gate.max_size {
                 return Err(Rejection::Malformed(
                     "the decrypted S/MIME content is larger than the message size limit",
                 ));
             }
-            let canonical = to_crlf(&plain);
-            let inner =
-                mime::signed_entity(&canonical, &gate.policy.mime).map_err(|e| match e {
-                    Rejection::Unsigned => Rejection::EncryptedUnsigned,
-                    other => other,
-                })?;
+            if crate::lines::has_bare_cr(canonical.expose()) {
+                return Err(Rejection::Malformed(
+                    "bare CR in the decrypted content; lines must end in CRLF",
+                ));
+            }
+            // Signed inside as Outlook does (opaque signed-data), or as
+            // Thunderbird and KMail do (multipart/signed).
+            if let Some(cms) = mime::opaque_signed(canonical.expose(), &gate.policy.mime)? {
+                return smime_opaque(&cms, gate, &mail.from, now).map(|(a, e)| (a, e, true));
+            }
+            let canonical = canonical.expose();
+            let inner = mime::signed_entity(canonical, &gate.policy.mime).map_err(|e| match e {
+                Rejection::Unsigned => Rejection::EncryptedUnsigned,
+                other => other,
+            })?;
             if !inner.smime {
                 return Err(Rejection::Malformed(
                     "an OpenPGP signature inside S/MIME encryption; sign and encrypt with one of them",
@@ -157,16 +169,59 @@ fn smime(
     from: &str,
     now: DateTime<Utc>,
 ) -> Result<(Authorized, Secret), Rejection> {
-    // The PST's pinned certificates, then the S/MIME members'.
-    let certs: Vec<crypto::smime::SmimeCert> = gate
-        .pst_smime
-        .iter()
-        .chain(gate.member_smime)
-        .cloned()
-        .collect();
+    let certs = smime_certs(gate);
     let v =
         crypto::smime::verify_detached(signed.signed_part.expose(), &signed.signature, &certs, now)
             .map_err(Rejection::Smime)?;
+    let auth = smime_signer(v, &certs, gate, from)?;
+    mime::check_entity(signed.signed_part.expose(), &gate.policy.mime)?;
+    Ok((auth, signed.signed_part))
+}
+
+/// Opaque S/MIME signed-data (the content inside the CMS): verified, and
+/// its content is what was signed.
+fn smime_opaque(
+    cms: &[u8],
+    gate: &Gate<'_>,
+    from: &str,
+    now: DateTime<Utc>,
+) -> Result<(Authorized, Secret), Rejection> {
+    let certs = smime_certs(gate);
+    let (v, content) = crypto::smime::verify_attached(cms, &certs, now, gate.max_size)
+        .map_err(Rejection::Smime)?;
+    let content = Secret::new(content);
+    let auth = smime_signer(v, &certs, gate, from)?;
+    if crate::lines::has_bare_cr(content.expose())
+        || content
+            .expose()
+            .windows(2)
+            .any(|w| w[1] == b'\n' && w[0] != b'\r')
+    {
+        return Err(Rejection::Malformed(
+            "the signed content's lines must end in CRLF",
+        ));
+    }
+    mime::check_entity(content.expose(), &gate.policy.mime)?;
+    Ok((auth, content))
+}
+
+/// The certificates an S/MIME signature may be by: the PST's pins first,
+/// then the S/MIME members'.
+fn smime_certs(gate: &Gate<'_>) -> Vec<crypto::smime::SmimeCert> {
+    gate.pst_smime
+        .iter()
+        .chain(gate.member_smime)
+        .cloned()
+        .collect()
+}
+
+/// Who signed, by role; From must be one of the certificate's addresses.
+fn smime_signer(
+    v: crypto::smime::SmimeVerified,
+    certs: &[crypto::smime::SmimeCert],
+    gate: &Gate<'_>,
+    from: &str,
+) -> Result<Authorized, Rejection> {
     let cert = &certs[v.signer];
     let role = if v.signer < gate.pst_smime.len() {
         SignedBy::Pst
@@ -179,17 +234,13 @@ fn smime(
             signer: v.fingerprint,
         });
     }
-    mime::check_entity(signed.signed_part.expose(), &gate.policy.mime)?;
-    Ok((
-        Authorized {
-            signer: v.fingerprint,
-            role,
-            oldest: v.signing_time,
-            newest: v.signing_time,
-            signature_digests: vec![v.digest],
-        },
-        signed.signed_part,
-    ))
+    Ok(Authorized {
+        signer: v.fingerprint,
+        role,
+        oldest: v.signing_time,
+        newest: v.signing_time,
+        signature_digests: vec![v.digest],
+    })
 }
 
 fn detached(

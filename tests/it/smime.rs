@@ -975,27 +975,43 @@ async fn s_mime_members_acknowledge_and_post_signed_and_encrypted_to_the_lists_c
         .await;
     // What an S/MIME client sends: `text` signed by `signer`, then
     // enveloped to `to` (the list's certificate), under `from`.
-    let reply = |signer: &str, to: &str, from: &str, text: &str, encrypt: bool| -> Vec<u8> {
+    let reply_with = |signer: &str,
+                      to: &str,
+                      from: &str,
+                      text: &str,
+                      encrypt: bool,
+                      opaque: bool,
+                      cipher: &str|
+     -> Vec<u8> {
         let n = crypto::random_hex(4);
         std::fs::write(
             pki.path(&format!("r-{n}.txt")),
             format!("Content-Type: text/plain; charset=\"utf-8\"\n\n{text}\n"),
         )
         .unwrap();
-        let signed = pki.openssl(&[
+        let (input, signer_pem, signer_key) = (
+            format!("r-{n}.txt"),
+            format!("{signer}.pem"),
+            format!("{signer}.key"),
+        );
+        let mut args = vec![
             "cms",
             "-sign",
             "-in",
-            &format!("r-{n}.txt"),
+            &input,
             "-signer",
-            &format!("{signer}.pem"),
+            &signer_pem,
             "-inkey",
-            &format!("{signer}.key"),
+            &signer_key,
             "-md",
             "sha256",
             "-crlfeol",
-        ]);
-        let signed = embargo_relay::intake::mime::to_crlf(&signed);
+        ];
+        if opaque {
+            // Outlook's form inside its encryption: the content in the CMS.
+            args.push("-nodetach");
+        }
+        let signed = embargo_relay::intake::mime::to_crlf(&pki.openssl(&args));
         let body = if encrypt {
             std::fs::write(pki.path(&format!("s-{n}.eml")), &signed).unwrap();
             embargo_relay::intake::mime::to_crlf(&pki.openssl(&[
@@ -1003,7 +1019,7 @@ async fn s_mime_members_acknowledge_and_post_signed_and_encrypted_to_the_lists_c
                 "-encrypt",
                 "-in",
                 &format!("s-{n}.eml"),
-                "-aes256",
+                cipher,
                 "-binary",
                 "-crlfeol",
                 &format!("{to}.pem"),
@@ -1012,6 +1028,9 @@ async fn s_mime_members_acknowledge_and_post_signed_and_encrypted_to_the_lists_c
             signed
         };
         with_headers(from, &format!("Re: [embargoed announcement] {n}"), &body)
+    };
+    let reply = |signer: &str, to: &str, from: &str, text: &str, encrypt: bool| {
+        reply_with(signer, to, from, text, encrypt, false, "-aes256")
     };
     // A acknowledges: recorded, not relayed.
     let ack = reply(
@@ -1045,14 +1064,19 @@ async fn s_mime_members_acknowledge_and_post_signed_and_encrypted_to_the_lists_c
     let got = daemon
         .sink
         .wait_until(PATIENCE, |g| {
-            g[before..].iter().filter(|c| is_post(c)).count() >= per - 1
+            g[before..].iter().filter(|c| is_post(c)).count() >= per
         })
         .await;
     let posts: Vec<&Captured> = got[before..].iter().filter(|c| is_post(c)).collect();
     let to_sq = posts
         .iter()
         .find(|c| c.envelope.rcpt_to == [SQ_MEMBER.to_owned()])
-        .expect("to an OpenPGP member");
+        .unwrap_or_else(|| {
+            panic!(
+                "to an OpenPGP member: {:?}",
+                got.iter().map(|c| (c.envelope.rcpt_to.clone(), String::from_utf8_lossy(&c.raw).lines().find(|l| l.starts_with("Subject:")).unwrap_or("").to_owned())).collect::<Vec<_>>()
+            )
+        });
     let list = f.list.clone().strip_secret_key_material();
     let opened = crypto::open_copy_at(
         &StandardPolicy::new(),
@@ -1077,6 +1101,40 @@ async fn s_mime_members_acknowledge_and_post_signed_and_encrypted_to_the_lists_c
             .all(|c| find(&c.raw, b"EMBARGOED-PLAINTEXT").is_none()),
         "never in the clear"
     );
+    // Outlook's form (opaque signed-data inside) and AES-GCM
+    // (authEnveloped-data) are taken too.
+    for (opaque, cipher, text) in [
+        (true, "-aes256", "EMBARGOED-PLAINTEXT opaque inside"),
+        (false, "-aes-256-gcm", "EMBARGOED-PLAINTEXT in GCM"),
+    ] {
+        let before = daemon.sink.captured().len();
+        let mail = reply_with("b", "list", SMIME_B, text, true, opaque, cipher);
+        send(daemon.addr(), SMIME_B, &mail).await.expect("relayed");
+        let got = daemon
+            .sink
+            .wait_until(PATIENCE, |g| {
+                g[before..]
+                    .iter()
+                    .any(|c| is_post(c) && c.envelope.rcpt_to == [SQ_MEMBER.to_owned()])
+            })
+            .await;
+        let to_sq = got[before..]
+            .iter()
+            .find(|c| is_post(c) && c.envelope.rcpt_to == [SQ_MEMBER.to_owned()])
+            .unwrap();
+        let opened = crypto::open_copy_at(
+            &StandardPolicy::new(),
+            &f.members[2].secret,
+            &list,
+            armored_payload(&to_sq.raw),
+            None,
+        )
+        .unwrap();
+        assert!(
+            String::from_utf8_lossy(opened.plaintext.expose()).contains(text),
+            "{text}"
+        );
+    }
     // Refused: B's signature under A's From; signed only; encrypted to A, not the list.
     for (name, mail, reason) in [
         (
