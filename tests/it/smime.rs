@@ -1071,12 +1071,7 @@ async fn s_mime_members_acknowledge_and_post_signed_and_encrypted_to_the_lists_c
     let to_sq = posts
         .iter()
         .find(|c| c.envelope.rcpt_to == [SQ_MEMBER.to_owned()])
-        .unwrap_or_else(|| {
-            panic!(
-                "to an OpenPGP member: {:?}",
-                got.iter().map(|c| (c.envelope.rcpt_to.clone(), String::from_utf8_lossy(&c.raw).lines().find(|l| l.starts_with("Subject:")).unwrap_or("").to_owned())).collect::<Vec<_>>()
-            )
-        });
+        .expect("to an OpenPGP member");
     let list = f.list.clone().strip_secret_key_material();
     let opened = crypto::open_copy_at(
         &StandardPolicy::new(),
