@@ -134,14 +134,7 @@ pub(crate) fn encrypted_outer(
         crate::entity::to_crlf(&armored)
     };
     let boundary = format!("er-{}", random_hex(12));
-    let mut headers = Headers::new();
-    headers.set(header::From::from(Mailboxes::from(mailbox(h.list)?)));
-    headers.set(header::To::from(Mailboxes::from(mailbox(h.member)?)));
-    headers.set(header::Subject::from(outer_subject.to_owned()));
-    headers.set(header::Date::new(SystemTime::from(h.date)));
-    headers.set(header::MessageId::from(format!("<{}>", h.message_id)));
-    headers.set(header::MIME_VERSION_1_0);
-    let mut out = headers.to_string().into_bytes();
+    let mut out = outer_headers(h, outer_subject)?;
     out.extend_from_slice(
         format!(
             "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"{boundary}\"\r\n\r\n\
@@ -160,6 +153,19 @@ Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\r\n"
     Ok(armored)
 }
 
+/// The neutral outer header of a member's copy: From the list, To that
+/// member alone, the placeholder Subject, Date, Message-ID, MIME-Version.
+fn outer_headers(h: &CopyHeaders<'_>, outer_subject: &str) -> anyhow::Result<Vec<u8>> {
+    let mut headers = Headers::new();
+    headers.set(header::From::from(Mailboxes::from(mailbox(h.list)?)));
+    headers.set(header::To::from(Mailboxes::from(mailbox(h.member)?)));
+    headers.set(header::Subject::from(outer_subject.to_owned()));
+    headers.set(header::Date::new(SystemTime::from(h.date)));
+    headers.set(header::MessageId::from(format!("<{}>", h.message_id)));
+    headers.set(header::MIME_VERSION_1_0);
+    Ok(headers.to_string().into_bytes())
+}
+
 /// An S/MIME member's message on the wire: `application/pkcs7-mime;
 /// smime-type=enveloped-data` (`der`, to this member alone) under the
 /// neutral placeholder Subject.
@@ -168,14 +174,7 @@ pub(crate) fn smime_outer(
     outer_subject: &str,
     der: &[u8],
 ) -> anyhow::Result<Vec<u8>> {
-    let mut headers = Headers::new();
-    headers.set(header::From::from(Mailboxes::from(mailbox(h.list)?)));
-    headers.set(header::To::from(Mailboxes::from(mailbox(h.member)?)));
-    headers.set(header::Subject::from(outer_subject.to_owned()));
-    headers.set(header::Date::new(SystemTime::from(h.date)));
-    headers.set(header::MessageId::from(format!("<{}>", h.message_id)));
-    headers.set(header::MIME_VERSION_1_0);
-    let mut out = headers.to_string().into_bytes();
+    let mut out = outer_headers(h, outer_subject)?;
     out.extend_from_slice(&crate::crypto::smime::enveloped_part(der));
     Ok(out)
 }

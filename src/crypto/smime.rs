@@ -114,12 +114,7 @@ impl SmimeIdentity {
         {
             out.push(("the extended key usage lacks emailProtection".into(), true));
         }
-        if weak_signature(&self.cert) {
-            out.push((
-                "the certificate is signed with SHA-1, MD5 or older".into(),
-                false,
-            ));
-        }
+        out.extend(weak_signature_problem(&self.cert));
         if !emails(&self.cert)
             .iter()
             .any(|e| e.eq_ignore_ascii_case(address))
@@ -345,12 +340,7 @@ impl SmimeCert {
                 false,
             ));
         }
-        if weak_signature(c) {
-            out.push((
-                "the certificate is signed with SHA-1, MD5 or older".into(),
-                false,
-            ));
-        }
+        out.extend(weak_signature_problem(c));
         if !self
             .emails()
             .iter()
@@ -393,6 +383,16 @@ fn validity(c: &X509, now: DateTime<Utc>, warn_days: i64) -> Vec<(String, bool)>
 fn is_ca(c: &X509) -> bool {
     c.key_usage()
         .is_some_and(|ku| ku.contains(openssl::x509::X509KeyUsage::KEY_CERT_SIGN))
+}
+
+/// The warning for a certificate signed with SHA-1, MD5 or older.
+fn weak_signature_problem(c: &X509) -> Option<(String, bool)> {
+    weak_signature(c).then(|| {
+        (
+            "the certificate is signed with SHA-1, MD5 or older".into(),
+            false,
+        )
+    })
 }
 
 /// Signed with SHA-1, MD5 or older.
@@ -707,12 +707,7 @@ pub fn pst_signing_problems(
             .into_iter()
             .filter(|(p, _)| !p.starts_with("the certificate")),
     );
-    if weak_signature(&cert.cert) {
-        out.push((
-            "the certificate is signed with SHA-1, MD5 or older".into(),
-            false,
-        ));
-    }
+    out.extend(weak_signature_problem(&cert.cert));
     if !emails(&cert.cert)
         .iter()
         .any(|e| e.eq_ignore_ascii_case(address))

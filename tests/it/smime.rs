@@ -238,6 +238,29 @@ impl Pki {
         pki
     }
 
+    /// The list with its S/MIME certificate and the S/MIME members.
+    fn list_tweaks(&self) -> Tweaks {
+        Tweaks {
+            list: self.list_identity(),
+            extra: self.members_toml(),
+            ..Tweaks::default()
+        }
+    }
+
+    /// `list.smime_cert` and `list.smime_key`.
+    fn list_identity(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "smime_cert",
+                Tweaks::text(&self.path("list.pem").display().to_string()),
+            ),
+            (
+                "smime_key",
+                Tweaks::text(&self.path("list.key").display().to_string()),
+            ),
+        ]
+    }
+
     /// A config fragment: the S/MIME members.
     fn members_toml(&self) -> String {
         [("a", SMIME_A, "A Corp"), ("b", SMIME_B, "B Corp"), ("ec", SMIME_EC, "EC Corp")]
@@ -401,22 +424,7 @@ fn read_everywhere(pki: &Pki, c: &Captured, name: &str, n: usize) -> String {
 async fn s_mime_members_get_copies_every_reader_opens_beside_unchanged_openpgp_copies() {
     let pki = tokio::task::spawn_blocking(Pki::new).await.unwrap();
     let f = Fixture::new();
-    let daemon = f
-        .start_in_process(&Tweaks {
-            list: vec![
-                (
-                    "smime_cert",
-                    Tweaks::text(&pki.path("list.pem").display().to_string()),
-                ),
-                (
-                    "smime_key",
-                    Tweaks::text(&pki.path("list.key").display().to_string()),
-                ),
-            ],
-            extra: pki.members_toml(),
-            ..Tweaks::default()
-        })
-        .await;
+    let daemon = f.start_in_process(&pki.list_tweaks()).await;
     let to = |got: &[Captured], who: &str| -> Vec<Captured> {
         copies(got)
             .into_iter()
@@ -652,10 +660,7 @@ async fn a_pst_may_sign_with_s_mime_against_its_pinned_certificate_and_nothing_e
         .start_in_process(&Tweaks {
             pst_lines: format!("smime_cert = \"{}\"\n", pinned("pst")),
             // The list's S/MIME certificate: the PST may also encrypt to it.
-            list: vec![
-                ("smime_cert", Tweaks::text(&pki.path("list.pem").display().to_string())),
-                ("smime_key", Tweaks::text(&pki.path("list.key").display().to_string())),
-            ],
+            list: pki.list_identity(),
             extra: format!(
                 "[[member]]\nemail = \"{PST2}\"\norganization = \"PST\"\nkey = \"keys/pst2.asc\"\nsmime_cert = \"{}\"\npst = true\n\n\
 [[member]]\nemail = \"{PST_OLD}\"\norganization = \"PST\"\nkey = \"keys/old.asc\"\nsmime_cert = \"{}\"\npst = true\n",
@@ -951,22 +956,7 @@ async fn a_pst_may_sign_with_s_mime_against_its_pinned_certificate_and_nothing_e
 async fn s_mime_members_acknowledge_and_post_signed_and_encrypted_to_the_lists_certificate() {
     let pki = tokio::task::spawn_blocking(Pki::new).await.unwrap();
     let f = Fixture::new();
-    let daemon = f
-        .start_in_process(&Tweaks {
-            list: vec![
-                (
-                    "smime_cert",
-                    Tweaks::text(&pki.path("list.pem").display().to_string()),
-                ),
-                (
-                    "smime_key",
-                    Tweaks::text(&pki.path("list.key").display().to_string()),
-                ),
-            ],
-            extra: pki.members_toml(),
-            ..Tweaks::default()
-        })
-        .await;
+    let daemon = f.start_in_process(&pki.list_tweaks()).await;
     let id = announce_with_advisory(&f, daemon.addr(), PUBLIC_DEFAULT).await;
     let per = f.usable_members().count() + 3;
     daemon
