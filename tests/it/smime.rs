@@ -199,25 +199,40 @@ impl Pki {
                 "{}",
                 String::from_utf8_lossy(&p12.stderr)
             );
-            std::fs::write(pki.path(&format!("{name}.p12")), &p12.stdout).unwrap();
-            ok(
-                pki.dir.path(),
-                "pk12util",
-                &["-i", &format!("{name}.p12"), "-d", "nss", "-W", ""],
-                &[],
-            );
-            // OpenSSL reads gpgsm's PKCS #12 (RC2 for the certificate) with its legacy provider.
+            std::fs::write(pki.path(&format!("{name}-gpgsm.p12")), &p12.stdout).unwrap();
+            // OpenSSL reads gpgsm's PKCS #12 (RC2 for the certificate) with
+            // its legacy provider; NSS gets the key in a PKCS #12 of
+            // OpenSSL's with a passphrase (gpgsm's, with the empty one, NSS
+            // now and then fails to import: seen here).
             let key = pki.openssl(&[
                 "pkcs12",
                 "-legacy",
                 "-in",
-                &format!("{name}.p12"),
+                &format!("{name}-gpgsm.p12"),
                 "-nodes",
                 "-nocerts",
                 "-passin",
                 "pass:",
             ]);
             std::fs::write(pki.path(&format!("{name}.key")), key).unwrap();
+            pki.openssl(&[
+                "pkcs12",
+                "-export",
+                "-in",
+                &format!("{name}.pem"),
+                "-inkey",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.p12"),
+                "-passout",
+                "pass:p12-pass",
+            ]);
+            ok(
+                pki.dir.path(),
+                "pk12util",
+                &["-i", &format!("{name}.p12"), "-d", "nss", "-W", "p12-pass"],
+                &[],
+            );
         }
         // An EC member, made by OpenSSL.
         pki.openssl(&[
