@@ -27,6 +27,8 @@ use crate::upkeep::{keep_leap_base, maintenance, warn_about_roster, watch_roster
 /// A started daemon.
 pub struct Running {
     pub smtp_addr: SocketAddr,
+    /// Where `[http]` listens (TCP), if it does.
+    pub http_addr: Option<SocketAddr>,
     /// The first list's (the spool and the clock are every list's).
     pub relay: Arc<Relay>,
     /// The lists served now, with their tasks.
@@ -351,8 +353,9 @@ pub async fn start_on(
     let tracker = TaskTracker::new();
     let failed = Arc::new(AtomicBool::new(false));
     let router = Router::new(relays.iter().map(|r| Intake::new(r.clone())).collect());
-    let running = Running {
+    let mut running = Running {
         smtp_addr,
+        http_addr: None,
         relay: first.clone(),
         lists: std::sync::Mutex::new(Vec::new()),
         router: router.clone(),
@@ -409,6 +412,38 @@ pub async fn start_on(
             shutdown.clone(),
         )),
     );
+    // `[http]`: the status API and metrics (the first list's section is
+    // every list's).
+    if let Some(http) = first.config().http.clone() {
+        let relays = running.relays.clone();
+        let stop = shutdown.clone();
+        match &http.listen {
+            crate::config::HttpListen::Tcp(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("http.listen: cannot listen on {addr}"))?;
+                running.http_addr = Some(listener.local_addr()?);
+                supervise(
+                    "status api",
+                    tokio::spawn(crate::web::serve(listener, relays, http.clone(), stop)),
+                );
+            }
+            crate::config::HttpListen::Unix(path) => {
+                // A socket left by an earlier daemon is replaced; anything else is not.
+                if std::fs::symlink_metadata(path)
+                    .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+                {
+                    let _ = std::fs::remove_file(path);
+                }
+                let listener = tokio::net::UnixListener::bind(path)
+                    .with_context(|| format!("http.listen: cannot listen on {}", path.display()))?;
+                supervise(
+                    "status api",
+                    tokio::spawn(crate::web::serve(listener, relays, http.clone(), stop)),
+                );
+            }
+        }
+    }
     supervise(
         "smtp listener",
         tokio::spawn(smtp::serve(

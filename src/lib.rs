@@ -90,3 +90,4 @@ pub(crate) mod service;
 pub mod sink;
 pub mod spool;
 pub(crate) mod upkeep;
+pub(crate) mod web;

@@ -42,6 +42,7 @@ fn merged(list: RawList, raw: &RawConfig) -> OneList {
     }
     OneList {
         discovery: raw.discovery.clone(),
+        http: raw.http.clone(),
         policy: policy(list.policy.clone(), &raw.policy),
         public: list.public.clone().unwrap_or_else(|| raw.public.clone()),
         members: if list.members.is_empty() {

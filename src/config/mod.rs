@@ -63,6 +63,8 @@ pub struct Config {
     pub roster: Roster,
     /// The list's own S/MIME certificate and key (for S/MIME members).
     pub smime: Option<crate::crypto::smime::SmimeIdentity>,
+    /// `[http]`: the status API and metrics (none: off).
+    pub http: Option<HttpConfig>,
     /// `[discovery]`: where members' keys are looked up (none: nowhere).
     pub discovery: Option<crate::discovery::DiscoveryConfig>,
     /// The file's other lists.
@@ -119,6 +121,32 @@ pub struct SmtpConfig {
     pub command_timeout: Duration,
     pub data_timeout: Duration,
     pub session_timeout: Duration,
+}
+
+/// `[http]`, validated.
+#[derive(Clone)]
+pub struct HttpConfig {
+    pub listen: HttpListen,
+    /// The bearer token the API (and `/metrics`, unless open) asks for.
+    pub token: Secret,
+    pub metrics_open: bool,
+}
+
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "HttpConfig({:?}, token redacted, metrics_open {})",
+            self.listen, self.metrics_open
+        )
+    }
+}
+
+/// Where `[http]` listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpListen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
 }
 
 /// How the IMAP connection is protected.

@@ -24,6 +24,20 @@ pub struct RawConfig {
     pub members: Vec<RawMember>,
     /// `[discovery]`: looking members' keys up (daemon-wide).
     pub discovery: Option<RawDiscovery>,
+    /// `[http]`: the status API and metrics (daemon-wide; off without it).
+    pub http: Option<RawHttp>,
+}
+
+/// `[http]`: where the status API and `/metrics` listen, and who may read them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// `127.0.0.1:8025`, or the path of a Unix socket (`/run/embargo-relay/http.sock`).
+    pub listen: String,
+    /// A file holding the bearer token (or the systemd credential `http-token`).
+    pub token_file: Option<PathBuf>,
+    /// `/metrics` without the token (default: it needs the token too).
+    pub metrics_open: Option<bool>,
 }
 
 /// `[discovery]`: Web Key Directory and a keyserver, over HTTPS.
@@ -235,6 +249,7 @@ pub struct OneList {
     pub public: RawPublic,
     pub members: Vec<RawMember>,
     pub discovery: Option<RawDiscovery>,
+    pub http: Option<RawHttp>,
     /// Where the members come from, for errors: `member` (the file's
     /// `[[member]]`) or `list.member` (the list's own).
     pub members_field: &'static str,

@@ -483,3 +483,47 @@ fn a_member_has_one_kind_of_key() {
     let e = Config::parse_all(&text, &path).unwrap_err().to_string();
     assert!(e.contains("a PST member needs `key` too"), "{e}");
 }
+
+/// `[http]`: an address or an absolute socket path; a token of 32+
+/// characters from a file, required.
+#[test]
+fn http_settings_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let v = Validator {
+        which: None,
+        path: &path,
+        base: dir.path(),
+    };
+    std::fs::write(dir.path().join("good"), format!("{}\n", "t".repeat(40))).unwrap();
+    std::fs::write(dir.path().join("short"), "tooshort\n").unwrap();
+    let raw = |listen: &str, token: Option<&str>| RawHttp {
+        listen: listen.into(),
+        token_file: token.map(Into::into),
+        metrics_open: None,
+    };
+    let h = v.http(raw("127.0.0.1:8025", Some("good"))).unwrap();
+    assert_eq!(h.listen, HttpListen::Tcp("127.0.0.1:8025".parse().unwrap()));
+    assert_eq!(h.token.expose(), "t".repeat(40).as_bytes(), "trimmed");
+    assert!(!h.metrics_open);
+    assert!(
+        !format!("{h:?}").contains("tttt"),
+        "the token is never printed"
+    );
+    let h = v
+        .http(raw("/run/embargo-relay/http.sock", Some("good")))
+        .unwrap();
+    assert_eq!(
+        h.listen,
+        HttpListen::Unix("/run/embargo-relay/http.sock".into())
+    );
+    for (r, what) in [
+        (raw("localhost", Some("good")), "http.listen"),
+        (raw("127.0.0.1:8025", None), "missing"),
+        (raw("127.0.0.1:8025", Some("short")), "at least 32"),
+        (raw("127.0.0.1:8025", Some("absent")), "http.token_file"),
+    ] {
+        let e = v.http(r).unwrap_err().to_string();
+        assert!(e.contains(what), "{e}");
+    }
+}

@@ -69,6 +69,9 @@ pub fn key_source(secret_key: &Path, credentials_dir: Option<&Path>) -> PathBuf 
     credential_or(KEY_CREDENTIAL, secret_key, credentials_dir)
 }
 
+/// The systemd credential the `[http]` bearer token may come in as.
+pub const HTTP_TOKEN_CREDENTIAL: &str = "http-token";
+
 /// The systemd credential the list's S/MIME key may come in as
 /// (`LoadCredential=list-smime-key:…`).
 pub const SMIME_KEY_CREDENTIAL: &str = "list-smime-key";

@@ -146,6 +146,7 @@ impl Validator<'_> {
             )?
             .with_updates(&state_dir.join(crate::roster::UPDATES_DIR));
         let discovery = self.discovery(raw.discovery)?;
+        let http = raw.http.map(|h| self.http(h)).transpose()?;
         let neighbours = Neighbours {
             first: list_address.clone(),
             lists: vec![list_address.clone()],
@@ -165,6 +166,7 @@ impl Validator<'_> {
             roster,
             discovery,
             smime,
+            http,
             neighbours,
         })
     }
@@ -360,6 +362,56 @@ impl Validator<'_> {
                 d.max_headers,
             )?,
             max_header_size,
+        })
+    }
+
+    /// `[http]`: an address or a Unix socket path, and a token of at least
+    /// 32 characters from a file (or the systemd credential `http-token`).
+    pub(super) fn http(&self, raw: RawHttp) -> Result<HttpConfig, ConfigError> {
+        let listen = if raw.listen.starts_with('/') {
+            HttpListen::Unix(PathBuf::from(&raw.listen))
+        } else {
+            HttpListen::Tcp(raw.listen.parse().map_err(|_| {
+                self.err(
+                    "http.listen",
+                    format!("`{}`: give address:port (e.g. \"127.0.0.1:8025\") or an absolute Unix socket path", raw.listen),
+                )
+            })?)
+        };
+        let creds = std::env::var_os("CREDENTIALS_DIRECTORY");
+        let creds = creds.as_deref().map(Path::new);
+        let path = match (
+            &raw.token_file,
+            creds
+                .map(|d| d.join(HTTP_TOKEN_CREDENTIAL))
+                .filter(|p| p.is_file()),
+        ) {
+            (_, Some(credential)) => credential,
+            (Some(file), None) => self.resolve(file),
+            (None, None) => {
+                return Err(self.err(
+                    "http.token_file",
+                    "missing: the page and the API need a bearer token (a file with one line of 32+ random characters, e.g. `openssl rand -hex 32`)",
+                ));
+            }
+        };
+        let token = std::fs::read_to_string(&path)
+            .map_err(|e| self.err("http.token_file", format!("{}: {e}", path.display())))?
+            .trim()
+            .to_owned();
+        if token.len() < 32 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(self.err(
+                "http.token_file",
+                format!(
+                    "{}: the token must be one line of at least 32 characters without spaces",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(HttpConfig {
+            listen,
+            token: Secret::new(token.into_bytes()),
+            metrics_open: raw.metrics_open.unwrap_or(false),
         })
     }
 

@@ -39,4 +39,5 @@ mod service;
 mod smime;
 mod spool_damage;
 mod submit;
+mod web;
 mod wrapped;

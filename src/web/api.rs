@@ -1,0 +1,194 @@
+//! The JSON API: what `status` and `embargo show` print, as data. Ids,
+//! times, addresses, organizations and states only.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::{EmbargoPath, Web, blocking, json, relay_of};
+use crate::spool::{EmbargoInfo, Kind};
+
+/// One list: its embargoes, its queue, its members' key health.
+#[derive(Debug, Serialize)]
+pub(crate) struct ListView {
+    pub address: String,
+    pub embargoes: Vec<EmbargoView>,
+    /// Deliveries not sent yet, and given up on.
+    pub pending: usize,
+    pub failed: usize,
+    /// Members whose key needs attention: address, organization, problem
+    /// (the list's own words), whether it cannot be used now.
+    pub keys: Vec<KeyView>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct KeyView {
+    pub member: String,
+    pub organization: String,
+    pub problem: String,
+    pub unusable: bool,
+}
+
+/// One embargo (an announcement), by its id as the PST's receipt names it.
+#[derive(Debug, Serialize)]
+pub(crate) struct EmbargoView {
+    pub id: String,
+    /// `held`, `lifted` or `cancelled`.
+    pub state: String,
+    pub lifts_at: String,
+    /// Negative once lifted.
+    pub seconds_to_lift: i64,
+    pub received_at: String,
+    pub copies: Copies,
+    pub releases: Vec<Release>,
+    pub acknowledged: usize,
+    /// Per member (`GET /api/v1/lists/{list}/embargoes/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<MemberView>>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Copies {
+    pub sent: usize,
+    pub pending: usize,
+    pub skipped: usize,
+    pub failed: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Release {
+    pub to: String,
+    pub state: String,
+}
+
+/// One member's copy of an embargo.
+#[derive(Debug, Serialize)]
+pub(crate) struct MemberView {
+    pub address: String,
+    pub organization: String,
+    /// `pending`, `sent`, `skipped`, `failed` or `bounced`.
+    pub state: String,
+    pub acknowledged: bool,
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn view(e: &EmbargoInfo, now: chrono::DateTime<chrono::Utc>, acknowledged: usize) -> EmbargoView {
+    EmbargoView {
+        id: e.id.clone(),
+        state: e.state(now).to_string(),
+        lifts_at: rfc3339(e.until),
+        seconds_to_lift: (e.until - now).num_seconds(),
+        received_at: rfc3339(e.received_at),
+        copies: Copies {
+            sent: e.copies.sent,
+            pending: e.copies.pending,
+            skipped: e.copies.skipped,
+            failed: e.copies.failed,
+        },
+        releases: e
+            .releases
+            .iter()
+            .map(|(to, state)| Release {
+                to: to.clone(),
+                state: state.clone(),
+            })
+            .collect(),
+        acknowledged,
+        members: None,
+    }
+}
+
+/// `GET /api/v1/lists`: every list the daemon serves.
+pub(crate) async fn lists(State(web): State<Arc<Web>>) -> Response {
+    let relays = web.relays.get();
+    let answer = blocking(move || {
+        let mut out = Vec::new();
+        for relay in relays {
+            let now = relay.clock.now();
+            let config = relay.config();
+            let mut embargoes = Vec::new();
+            for e in relay.spool.embargoes()? {
+                let acked = relay.spool.acks(&e.id)?.len();
+                embargoes.push(view(&e, now, acked));
+            }
+            let rows = relay.spool.deliveries(None, None)?;
+            let state = |s: &str| rows.iter().filter(|r| r.state.to_string() == s).count();
+            let p = crate::crypto::policy();
+            let directory = relay.directory();
+            let keys = directory
+                .roster
+                .members()
+                .iter()
+                .flat_map(|m| {
+                    crate::keycheck::member_issues(m, &p, now)
+                        .into_iter()
+                        .map(move |i| KeyView {
+                            member: m.email.clone(),
+                            organization: m.organization.clone(),
+                            problem: i.problem,
+                            unusable: i.unusable,
+                        })
+                })
+                .collect();
+            out.push(ListView {
+                address: config.list_address.clone(),
+                embargoes,
+                pending: state("pending"),
+                failed: state("failed"),
+                keys,
+            });
+        }
+        Ok(serde_json::json!({ "lists": out }))
+    })
+    .await;
+    match answer {
+        Ok(v) => json(v),
+        Err(r) => r,
+    }
+}
+
+/// `GET /api/v1/lists/{list}/embargoes/{id}`: one embargo, member by member.
+pub(crate) async fn embargo(State(web): State<Arc<Web>>, path: EmbargoPath) -> Response {
+    let (list, id) = path.0;
+    let Some(relay) = relay_of(&web, &list) else {
+        return (StatusCode::NOT_FOUND, "no such list\n").into_response();
+    };
+    let answer = blocking(move || {
+        let now = relay.clock.now();
+        let Ok(e) = relay.spool.embargo(&id) else {
+            return Ok(None);
+        };
+        let acks = relay.spool.acks(&id)?;
+        let directory = relay.directory();
+        let members = relay
+            .spool
+            .delivery_report(&id, Kind::Copy)?
+            .into_iter()
+            .map(|(address, state, _why)| MemberView {
+                organization: directory
+                    .roster
+                    .find(&address)
+                    .map(|m| m.organization.clone())
+                    .unwrap_or_default(),
+                acknowledged: acks.iter().any(|(a, _)| a.eq_ignore_ascii_case(&address)),
+                address,
+                state,
+            })
+            .collect();
+        let mut v = view(&e, now, acks.len());
+        v.members = Some(members);
+        Ok(Some(v))
+    })
+    .await;
+    match answer {
+        Ok(Some(v)) => json(v),
+        Ok(None) => (StatusCode::NOT_FOUND, "no such embargo\n").into_response(),
+        Err(r) => r,
+    }
+}

@@ -1,0 +1,131 @@
+//! `[http]`: the JSON status API (`/api/v1/…`) and `/metrics` (Prometheus
+//! text), on axum over the hyper already in the tree. Looking only: the CLI
+//! is how things change. **It never shows content**: ids, times, addresses,
+//! organizations and states; no Subject, body, signer's words, remote
+//! diagnostic or advisory text of an announcement, in any answer.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::HttpConfig;
+use crate::context::Relays;
+
+mod api;
+mod metrics;
+
+/// What the handlers share.
+pub(crate) struct Web {
+    relays: Relays,
+    config: HttpConfig,
+}
+
+/// The routes, with the bearer-token check and the strict headers.
+pub(crate) fn router(relays: Relays, config: HttpConfig) -> axum::Router {
+    let web = Arc::new(Web { relays, config });
+    axum::Router::new()
+        .route("/api/v1/lists", get(api::lists))
+        .route("/api/v1/lists/{list}/embargoes/{id}", get(api::embargo))
+        .route("/metrics", get(metrics::metrics))
+        .layer(axum::middleware::from_fn_with_state(web.clone(), guard))
+        .with_state(web)
+}
+
+/// Serves the routes on `listener` until `shutdown`.
+pub(crate) async fn serve<L>(
+    listener: L,
+    relays: Relays,
+    config: HttpConfig,
+    shutdown: CancellationToken,
+) where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let app = router(relays, config);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "the status API stopped");
+    }
+}
+
+/// Every answer: the token first (constant time; `/metrics` may be open),
+/// then headers that keep a browser from caching, sniffing, framing or
+/// running anything not ours.
+async fn guard(State(web): State<Arc<Web>>, request: Request, next: Next) -> Response {
+    let open = web.config.metrics_open && request.uri().path() == "/metrics";
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::as_bytes)
+        .unwrap_or_default();
+    let token = web.config.token.expose();
+    let good = given.len() == token.len() && openssl::memcmp::eq(given, token);
+    let mut response = if open || good {
+        next.run(request).await
+    } else {
+        let mut r = (StatusCode::UNAUTHORIZED, "a bearer token is needed\n").into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"embargo-relay\""),
+        );
+        r
+    };
+    let h = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// A spool read for an answer, off the runtime's workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "the status API could not read the spool");
+            Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the spool cannot be read now\n",
+            )
+                .into_response())
+        }
+        Err(_) => Err((StatusCode::INTERNAL_SERVER_ERROR, "failed\n").into_response()),
+    }
+}
+
+/// The relay serving `list`, if any.
+fn relay_of(web: &Web, list: &str) -> Option<Arc<crate::context::Relay>> {
+    web.relays
+        .get()
+        .into_iter()
+        .find(|r| r.config().list_address.eq_ignore_ascii_case(list))
+}
+
+/// `GET /api/v1/lists/{list}/embargoes/{id}`'s path.
+pub(crate) type EmbargoPath = Path<(String, String)>;
+
+/// A JSON answer.
+pub(crate) fn json<T: serde::Serialize>(value: T) -> Response {
+    Json(value).into_response()
+}

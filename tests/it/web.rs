@@ -1,0 +1,181 @@
+//! Issue 19 (first part): the status API and `/metrics`. A held embargo
+//! with delivered and skipped copies; the API answers with ids, times,
+//! addresses and states, behind the bearer token, with strict headers; a
+//! canary in the announcement's Subject, text and public advisory appears
+//! in no answer.
+
+use std::net::SocketAddr;
+
+use embargo_relay::clock::Clock;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::*;
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef-test-token";
+const CANARY: &str = "QZ7CANARY";
+
+/// A GET over plain HTTP/1.1: (status, header block, body).
+async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_owned(), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_status_api_and_metrics_show_states_never_content() {
+    let f = Fixture::new();
+    std::fs::write(f.path("http-token"), format!("{TOKEN}\n")).unwrap();
+    let daemon = f
+        .start_in_process(&Tweaks {
+            extra: "[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"http-token\"\n".into(),
+            ..Tweaks::default()
+        })
+        .await;
+    let http = daemon.running.http_addr.expect("[http] listens");
+    let until = (now() + chrono::Duration::days(2)).format("%Y-%m-%dT%H:%M:%SZ");
+    let body = format!(
+        "Embargo-Until: {until}\nPublic-To: {PUBLIC_DEFAULT}\n\n{CANARY} details for members.\n"
+    );
+    let subject = format!("CVE-2026-19: {CANARY} in the subject");
+    let entity =
+        embargo_relay::compose::text_with_advisory(&subject, &body, &format!("{CANARY} advisory"));
+    let reply = send(
+        daemon.addr(),
+        PST,
+        &f.gpg_signed_entity(PST, &subject, &entity),
+    )
+    .await
+    .expect("accepted");
+    let id = reply.rsplit(' ').next().unwrap().to_owned();
+    let usable = f.usable_members().count();
+    wait_copies(&daemon.sink, usable).await;
+    wait_settled(&daemon.running.relay, daemon.clock.now()).await;
+
+    // Without the token: 401, and still the strict headers.
+    for path in [
+        "/api/v1/lists",
+        "/metrics",
+        &format!("/api/v1/lists/{LIST}/embargoes/{id}"),
+    ] {
+        let (status, head, _) = get(http, path, None).await;
+        assert_eq!(status, 401, "{path}");
+        assert!(head.contains("www-authenticate: Bearer"), "{head}");
+        let (status, _, _) = get(http, path, Some("wrong-token-of-the-wrong-length")).await;
+        assert_eq!(status, 401, "{path}");
+    }
+
+    let mut answers = Vec::new();
+    let (status, head, lists) = get(http, "/api/v1/lists", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{lists}");
+    for h in [
+        "content-security-policy: default-src 'none'; script-src 'self'",
+        "x-content-type-options: nosniff",
+        "cache-control: no-store",
+        "x-frame-options: DENY",
+    ] {
+        assert!(
+            head.to_lowercase().contains(&h.to_lowercase()),
+            "{h}: {head}"
+        );
+    }
+    let v: serde_json::Value = serde_json::from_str(&lists).unwrap();
+    let list = &v["lists"][0];
+    assert_eq!(list["address"], LIST);
+    let e = list["embargoes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == id.as_str())
+        .expect("the embargo by its id");
+    assert_eq!(e["state"], "held");
+    assert!(e["seconds_to_lift"].as_i64().unwrap() > 86_400);
+    assert_eq!(e["copies"]["sent"].as_u64().unwrap() as usize, usable);
+    assert_eq!(e["copies"]["skipped"], 2, "the expired and the missing key");
+    assert_eq!(e["releases"][0]["to"], PUBLIC_DEFAULT);
+    let keys = list["keys"].as_array().unwrap();
+    assert!(
+        keys.iter()
+            .any(|k| k["member"] == EXPIRED_MEMBER && k["unusable"] == true),
+        "{keys:?}"
+    );
+    answers.push(lists);
+
+    let (status, _, one) = get(
+        http,
+        &format!("/api/v1/lists/{LIST}/embargoes/{id}"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{one}");
+    let v: serde_json::Value = serde_json::from_str(&one).unwrap();
+    let members = v["members"].as_array().unwrap();
+    let state = |who: &str| {
+        members
+            .iter()
+            .find(|m| m["address"] == who)
+            .map(|m| m["state"].as_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(state(SQ_MEMBER), "sent");
+    assert_eq!(state(EXPIRED_MEMBER), "skipped");
+    assert!(members.iter().all(|m| m["acknowledged"] == false));
+    assert!(members.iter().any(|m| m["organization"] == "Org 2"));
+    answers.push(one);
+
+    let (status, head, metrics) = get(http, "/metrics", Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    for line in [
+        format!(
+            "embargo_relay_deliveries{{list=\"{LIST}\",kind=\"copy\",state=\"sent\"}} {usable}"
+        ),
+        format!("embargo_relay_embargoes{{list=\"{LIST}\",state=\"held\"}} 1"),
+        format!("embargo_relay_spool_damaged{{list=\"{LIST}\"}} 0"),
+    ] {
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
+    let next = metrics
+        .lines()
+        .find(|l| l.starts_with("embargo_relay_next_release_seconds{"))
+        .expect(&metrics);
+    assert!(
+        next.rsplit(' ').next().unwrap().parse::<i64>().unwrap() > 86_400,
+        "{next}"
+    );
+    assert!(
+        // The fixture's keys never expire: the family is there, no sample.
+        metrics.contains("# TYPE embargo_relay_key_expiry_days_min gauge"),
+        "{metrics}"
+    );
+    answers.push(metrics);
+
+    for (path, expect) in [
+        ("/api/v1/lists/nobody@lists.example.org/embargoes/x", 404),
+        (
+            &format!("/api/v1/lists/{LIST}/embargoes/0000000000000000") as &str,
+            404,
+        ),
+        ("/nothing-here", 404),
+    ] {
+        let (status, _, body) = get(http, path, Some(TOKEN)).await;
+        assert_eq!(status, expect, "{path}");
+        answers.push(body);
+    }
+    for a in &answers {
+        assert!(!a.contains(CANARY), "content in an answer: {a}");
+    }
+    daemon.stop().await;
+}
