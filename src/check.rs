@@ -86,6 +86,18 @@ fn list_findings(
             warning: !i.unusable,
         });
     }
+    if daemon_wide
+        && let Some(http) = &config.http
+        && let Err(problem) = http.token()
+    {
+        out.push(Finding {
+            file: path.to_owned(),
+            field: "http.token_file".into(),
+            problem,
+            fix: "write one line of 32+ random characters (openssl rand -hex 32) readable by the daemon's user, or pass the credential http-token".into(),
+            warning: false,
+        });
+    }
     // The spool and the listener are every list's: checked with the first.
     if daemon_wide && let Err(e) = crate::spool::Spool::inspect(&config.state_dir) {
         let fix = if e.is_damage() {

@@ -415,6 +415,7 @@ pub async fn start_on(
     // `[http]`: the status API and metrics (the first list's section is
     // every list's).
     if let Some(http) = first.config().http.clone() {
+        let token = http.token().map_err(anyhow::Error::msg)?;
         let relays = running.relays.clone();
         let stop = shutdown.clone();
         match &http.listen {
@@ -425,21 +426,38 @@ pub async fn start_on(
                 running.http_addr = Some(listener.local_addr()?);
                 supervise(
                     "status api",
-                    tokio::spawn(crate::web::serve(listener, relays, http.clone(), stop)),
+                    tokio::spawn(crate::web::serve(
+                        listener,
+                        relays,
+                        http.clone(),
+                        token,
+                        stop,
+                    )),
                 );
             }
             crate::config::HttpListen::Unix(path) => {
-                // A socket left by an earlier daemon is replaced; anything else is not.
+                // A socket left by an earlier daemon is replaced, not one a
+                // live daemon answers on, nor anything else.
                 if std::fs::symlink_metadata(path)
                     .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+                    && std::os::unix::net::UnixStream::connect(path).is_err()
                 {
                     let _ = std::fs::remove_file(path);
                 }
                 let listener = tokio::net::UnixListener::bind(path)
                     .with_context(|| format!("http.listen: cannot listen on {}", path.display()))?;
+                // The daemon's user and group (a reverse proxy in the group).
+                std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o660))
+                    .with_context(|| format!("http.listen: {}", path.display()))?;
                 supervise(
                     "status api",
-                    tokio::spawn(crate::web::serve(listener, relays, http.clone(), stop)),
+                    tokio::spawn(crate::web::serve(
+                        listener,
+                        relays,
+                        http.clone(),
+                        token,
+                        stop,
+                    )),
                 );
             }
         }

@@ -124,21 +124,40 @@ pub struct SmtpConfig {
 }
 
 /// `[http]`, validated.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct HttpConfig {
     pub listen: HttpListen,
-    /// The bearer token the API (and `/metrics`, unless open) asks for.
-    pub token: Secret,
+    /// The file with the bearer token (the systemd credential `http-token`
+    /// wins when present). Read when the daemon starts, not at every
+    /// configuration load: `submit` and the CLI do not need it.
+    pub token_file: Option<PathBuf>,
     pub metrics_open: bool,
 }
 
-impl std::fmt::Debug for HttpConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "HttpConfig({:?}, token redacted, metrics_open {})",
-            self.listen, self.metrics_open
-        )
+impl HttpConfig {
+    /// The bearer token: one line of at least 32 printable ASCII
+    /// characters, from the credential or the file; the error says which
+    /// and why.
+    pub fn token(&self) -> Result<Secret, String> {
+        let creds = std::env::var_os("CREDENTIALS_DIRECTORY");
+        let credential = creds
+            .as_deref()
+            .map(|d| Path::new(d).join(HTTP_TOKEN_CREDENTIAL))
+            .filter(|p| p.is_file());
+        let path = credential.or_else(|| self.token_file.clone()).ok_or(
+            "http.token_file: missing: the API needs a bearer token (a file with one line of 32+ random characters, e.g. `openssl rand -hex 32`), or the credential http-token",
+        )?;
+        let token = std::fs::read_to_string(&path)
+            .map_err(|e| format!("http.token_file: {}: {e}", path.display()))?
+            .trim()
+            .to_owned();
+        if token.len() < 32 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "http.token_file: {}: the token must be one line of at least 32 printable ASCII characters without spaces",
+                path.display()
+            ));
+        }
+        Ok(Secret::new(token.into_bytes()))
     }
 }
 

@@ -365,8 +365,8 @@ impl Validator<'_> {
         })
     }
 
-    /// `[http]`: an address or a Unix socket path, and a token of at least
-    /// 32 characters from a file (or the systemd credential `http-token`).
+    /// `[http]`: an address or a Unix socket path; the token file is read
+    /// when the daemon starts (`HttpConfig::token`).
     pub(super) fn http(&self, raw: RawHttp) -> Result<HttpConfig, ConfigError> {
         let listen = if raw.listen.starts_with('/') {
             HttpListen::Unix(PathBuf::from(&raw.listen))
@@ -378,39 +378,9 @@ impl Validator<'_> {
                 )
             })?)
         };
-        let creds = std::env::var_os("CREDENTIALS_DIRECTORY");
-        let creds = creds.as_deref().map(Path::new);
-        let path = match (
-            &raw.token_file,
-            creds
-                .map(|d| d.join(HTTP_TOKEN_CREDENTIAL))
-                .filter(|p| p.is_file()),
-        ) {
-            (_, Some(credential)) => credential,
-            (Some(file), None) => self.resolve(file),
-            (None, None) => {
-                return Err(self.err(
-                    "http.token_file",
-                    "missing: the page and the API need a bearer token (a file with one line of 32+ random characters, e.g. `openssl rand -hex 32`)",
-                ));
-            }
-        };
-        let token = std::fs::read_to_string(&path)
-            .map_err(|e| self.err("http.token_file", format!("{}: {e}", path.display())))?
-            .trim()
-            .to_owned();
-        if token.len() < 32 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(self.err(
-                "http.token_file",
-                format!(
-                    "{}: the token must be one line of at least 32 characters without spaces",
-                    path.display()
-                ),
-            ));
-        }
         Ok(HttpConfig {
             listen,
-            token: Secret::new(token.into_bytes()),
+            token_file: raw.token_file.map(|p| self.resolve(&p)),
             metrics_open: raw.metrics_open.unwrap_or(false),
         })
     }

@@ -161,8 +161,10 @@ pub(crate) async fn embargo(State(web): State<Arc<Web>>, path: EmbargoPath) -> R
     };
     let answer = blocking(move || {
         let now = relay.clock.now();
-        let Ok(e) = relay.spool.embargo(&id) else {
-            return Ok(None);
+        let e = match relay.spool.embargo(&id) {
+            Ok(e) => e,
+            Err(crate::spool::SpoolError::Refused(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
         };
         let acks = relay.spool.acks(&id)?;
         let directory = relay.directory();

@@ -104,14 +104,18 @@ pub(crate) async fn metrics(State(web): State<Arc<Web>>) -> Response {
                 .max()
                 .unwrap_or(0);
             overdue.get_or_create(&label(&[("list", &list)])).set(most);
+
+            let held = relay.spool.embargoes()?;
+            // From the embargo's lift time, not the retry's next attempt:
+            // a release that keeps failing is late all along.
             let late = pending
                 .iter()
                 .filter(|r| r.kind == crate::spool::Kind::Release)
-                .map(|r| (now - r.next_attempt).num_seconds().max(0))
+                .filter_map(|r| held.iter().find(|e| e.id == r.message_id))
+                .map(|e| (now - e.until).num_seconds().max(0))
                 .max()
                 .unwrap_or(0);
             release_overdue.get_or_create(&label(&[("list", &list)])).set(late);
-            let held = relay.spool.embargoes()?;
             let mut by_state: std::collections::BTreeMap<String, i64> = Default::default();
             for e in &held {
                 *by_state.entry(e.state(now).to_string()).or_default() += 1;

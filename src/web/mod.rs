@@ -23,12 +23,25 @@ mod metrics;
 /// What the handlers share.
 pub(crate) struct Web {
     relays: Relays,
-    config: HttpConfig,
+    token: crate::secret::Secret,
+    metrics_open: bool,
+    /// Answers computed at once: each reads the spool every list shares
+    /// with the mail path, so a burst of requests cannot hold it up.
+    busy: tokio::sync::Semaphore,
 }
 
 /// The routes, with the bearer-token check and the strict headers.
-pub(crate) fn router(relays: Relays, config: HttpConfig) -> axum::Router {
-    let web = Arc::new(Web { relays, config });
+pub(crate) fn router(
+    relays: Relays,
+    config: &HttpConfig,
+    token: crate::secret::Secret,
+) -> axum::Router {
+    let web = Arc::new(Web {
+        relays,
+        token,
+        metrics_open: config.metrics_open,
+        busy: tokio::sync::Semaphore::new(2),
+    });
     axum::Router::new()
         .route("/api/v1/lists", get(api::lists))
         .route("/api/v1/lists/{list}/embargoes/{id}", get(api::embargo))
@@ -42,12 +55,13 @@ pub(crate) async fn serve<L>(
     listener: L,
     relays: Relays,
     config: HttpConfig,
+    token: crate::secret::Secret,
     shutdown: CancellationToken,
 ) where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
-    let app = router(relays, config);
+    let app = router(relays, &config, token);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
@@ -60,7 +74,7 @@ pub(crate) async fn serve<L>(
 /// then headers that keep a browser from caching, sniffing, framing or
 /// running anything not ours.
 async fn guard(State(web): State<Arc<Web>>, request: Request, next: Next) -> Response {
-    let open = web.config.metrics_open && request.uri().path() == "/metrics";
+    let open = web.metrics_open && request.uri().path() == "/metrics";
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -68,10 +82,13 @@ async fn guard(State(web): State<Arc<Web>>, request: Request, next: Next) -> Res
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::as_bytes)
         .unwrap_or_default();
-    let token = web.config.token.expose();
+    let token = web.token.expose();
     let good = given.len() == token.len() && openssl::memcmp::eq(given, token);
     let mut response = if open || good {
-        next.run(request).await
+        match web.busy.acquire().await {
+            Ok(_permit) => next.run(request).await,
+            Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        }
     } else {
         let mut r = (StatusCode::UNAUTHORIZED, "a bearer token is needed\n").into_response();
         r.headers_mut().insert(
