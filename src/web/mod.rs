@@ -43,6 +43,9 @@ pub(crate) fn router(
         busy: tokio::sync::Semaphore::new(2),
     });
     axum::Router::new()
+        .route("/", get(page))
+        .route("/static/app.js", get(script))
+        .route("/static/app.css", get(style))
         .route("/api/v1/lists", get(api::lists))
         .route("/api/v1/lists/{list}/embargoes/{id}", get(api::embargo))
         .route("/metrics", get(metrics::metrics))
@@ -74,7 +77,11 @@ pub(crate) async fn serve<L>(
 /// then headers that keep a browser from caching, sniffing, framing or
 /// running anything not ours.
 async fn guard(State(web): State<Arc<Web>>, request: Request, next: Next) -> Response {
-    let open = web.metrics_open && request.uri().path() == "/metrics";
+    // The page's shell and assets hold no data (the data come from the
+    // API, with the token): they need none.
+    let path = request.uri().path();
+    let open = (web.metrics_open && path == "/metrics")
+        || matches!(path, "/" | "/static/app.js" | "/static/app.css");
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -111,6 +118,30 @@ async fn guard(State(web): State<Arc<Web>>, request: Request, next: Next) -> Res
         h.insert(name, HeaderValue::from_static(value));
     }
     response
+}
+
+/// The status page's shell: it shows what `app.js` fetches from the API.
+async fn page() -> Response {
+    asset(include_str!("page/index.html"), "text/html; charset=utf-8")
+}
+
+async fn script() -> Response {
+    asset(
+        include_str!("page/app.js"),
+        "text/javascript; charset=utf-8",
+    )
+}
+
+async fn style() -> Response {
+    asset(include_str!("page/app.css"), "text/css; charset=utf-8")
+}
+
+/// A file compiled into the binary, with its type.
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut r = body.into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
 }
 
 /// A spool read for an answer, off the runtime's workers.

@@ -12,7 +12,7 @@ use sequoia_openpgp::Cert;
 use crate::common::*;
 
 /// `text` from `from`, signed with `secret` and encrypted to the list.
-fn signed_encrypted(f: &Fixture, from: &str, secret: &Cert, text: &str) -> Vec<u8> {
+pub fn signed_encrypted(f: &Fixture, from: &str, secret: &Cert, text: &str) -> Vec<u8> {
     let gpg = Gpg::new();
     gpg.import(&crypto::armored_secret(secret).unwrap());
     gpg.import(&crypto::armored_public(&f.list.clone().strip_secret_key_material()).unwrap());

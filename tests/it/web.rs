@@ -179,3 +179,169 @@ async fn the_status_api_and_metrics_show_states_never_content() {
     }
     daemon.stop().await;
 }
+
+/// Headless Chromium (Debian's, installed by scripts/deps) on the page:
+/// the DOM after its scripts ran, and a screenshot kept for a person.
+fn chromium(url: &str, dir: &std::path::Path) -> String {
+    let profile = dir.join("chromium-profile");
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--virtual-time-budget=10000",
+    ];
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new("chromium")
+            .args(common)
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(extra)
+            .arg(url)
+            .output()
+            .expect("chromium must be installed (scripts/deps)");
+        assert!(
+            out.status.success(),
+            "chromium: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let shot = dir.join("status-page.png");
+    run(&[
+        "--window-size=1280,900",
+        &format!("--screenshot={}", shot.display()),
+    ]);
+    assert!(
+        std::fs::metadata(&shot)
+            .map(|m| m.len() > 1000)
+            .unwrap_or(false),
+        "a screenshot"
+    );
+    String::from_utf8(run(&["--dump-dom"])).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_status_page_shows_rows_states_and_a_countdown_in_a_real_browser() {
+    let f = Fixture::new();
+    std::fs::write(f.path("http-token"), format!("{TOKEN}\n")).unwrap();
+    let daemon = f
+        .start_in_process(&Tweaks {
+            extra: "[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"http-token\"\n".into(),
+            ..Tweaks::default()
+        })
+        .await;
+    let http = daemon.running.http_addr.expect("[http] listens");
+    // One member's server refuses for good: a failed copy.
+    daemon.sink.answer_for(GPG_MEMBER, 550, None);
+    let until = (now() + chrono::Duration::days(2)).format("%Y-%m-%dT%H:%M:%SZ");
+    let body =
+        format!("Embargo-Until: {until}\nPublic-To: {PUBLIC_DEFAULT}\n\n{CANARY} details.\n");
+    let subject = format!("CVE-2026-19: {CANARY}");
+    let entity =
+        embargo_relay::compose::text_with_advisory(&subject, &body, &format!("{CANARY} advisory"));
+    let reply = send(
+        daemon.addr(),
+        PST,
+        &f.gpg_signed_entity(PST, &subject, &entity),
+    )
+    .await
+    .expect("accepted");
+    let id = reply.rsplit(' ').next().unwrap().to_owned();
+    daemon
+        .sink
+        .wait_until(PATIENCE, |g| {
+            copies(g)
+                .iter()
+                .any(|c| c.envelope.rcpt_to == [SQ_MEMBER.to_owned()])
+        })
+        .await;
+    // One member acknowledges.
+    let ack = crate::acks::signed_encrypted(
+        &f,
+        SQ_MEMBER,
+        &f.members[2].secret,
+        &format!("Acknowledge: {id}\n"),
+    );
+    send(daemon.addr(), SQ_MEMBER, &ack)
+        .await
+        .expect("recorded");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while f
+        .spool()
+        .deliveries(Some(&id), Some(GPG_MEMBER))
+        .unwrap()
+        .iter()
+        .all(|d| d.state.to_string() != "failed")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refused copy never failed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://{http}/#token={TOKEN}");
+    let dom = tokio::task::spawn_blocking({
+        let d = dir.path().to_owned();
+        move || chromium(&url, &d)
+    })
+    .await
+    .unwrap();
+    // The rows and states are there after the page's scripts ran.
+    assert!(dom.contains(&format!("data-list=\"{LIST}\"")), "{dom}");
+    assert!(
+        dom.contains(&format!("data-id=\"{id}\" data-state=\"held\"")),
+        "{dom}"
+    );
+    for (who, state) in [
+        (SQ_MEMBER, "sent"),
+        (GPG_MEMBER, "failed"),
+        (EXPIRED_MEMBER, "skipped"),
+    ] {
+        assert!(
+            dom.contains(&format!("data-member=\"{who}\" data-state=\"{state}\"")),
+            "{who} {state}: {dom}"
+        );
+    }
+    let sq_row = &dom[dom
+        .find(&format!("data-member=\"{SQ_MEMBER}\" data-state=\"sent\""))
+        .unwrap()..];
+    assert!(
+        sq_row[..sq_row.find("</tr>").unwrap()].contains("<td>yes</td>"),
+        "acknowledged: {sq_row}"
+    );
+    // The countdown ran: "1d 23:59:59"-like, not empty.
+    let countdown = dom
+        .split("class=\"countdown\"")
+        .nth(1)
+        .and_then(|s| s.split('>').nth(1))
+        .and_then(|s| s.split('<').next())
+        .unwrap_or("");
+    assert!(
+        countdown.starts_with("1d ") || countdown.starts_with("2d "),
+        "countdown {countdown:?}"
+    );
+    assert!(!dom.contains(CANARY), "content on the page");
+    // Without the token the page asks for one and shows nothing.
+    let bare = tokio::task::spawn_blocking({
+        let d = tempfile::tempdir().unwrap();
+        let url = format!("http://{http}/");
+        move || chromium(&url, d.path())
+    })
+    .await
+    .unwrap();
+    assert!(
+        bare.contains("A bearer token is needed") && !bare.contains(&id),
+        "{bare}"
+    );
+    // The screenshot stays for a person to look at when asked.
+    if let Ok(keep) = std::env::var("EMBARGO_RELAY_KEEP_SCREENSHOT") {
+        std::fs::copy(dir.path().join("status-page.png"), keep).unwrap();
+    }
+    daemon.stop().await;
+}
