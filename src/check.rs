@@ -88,6 +88,21 @@ fn list_findings(
     }
     if daemon_wide
         && let Some(http) = &config.http
+        && let crate::config::HttpListen::Tcp(addr) = &http.listen
+        && !addr.ip().is_loopback()
+    {
+        out.push(Finding {
+            file: path.to_owned(),
+            field: "http.listen".into(),
+            problem: format!(
+                "the status API listens on {addr}, not loopback, and speaks plain HTTP: the bearer token would cross the network in the clear"
+            ),
+            fix: "listen on 127.0.0.1 or a Unix socket and put a TLS reverse proxy in front".into(),
+            warning: true,
+        });
+    }
+    if daemon_wide
+        && let Some(http) = &config.http
         && let Err(problem) = http.token()
     {
         out.push(Finding {

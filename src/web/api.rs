@@ -194,3 +194,83 @@ pub(crate) async fn embargo(State(web): State<Arc<Web>>, path: EmbargoPath) -> R
         Err(r) => r,
     }
 }
+
+/// One audit record as the API shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct AuditView {
+    pub at: String,
+    pub event: String,
+    pub embargo: Option<String>,
+    pub member: Option<String>,
+    /// The list's own words (a refusal's reason and peer, a delivery's
+    /// outcome); withheld for bounces, whose detail quotes a remote server.
+    pub detail: String,
+}
+
+/// The events whose detail quotes someone else's words.
+fn withheld(event: &str) -> bool {
+    event.starts_with("bounce") || event.starts_with("dsn")
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct AuditQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/lists/{list}/audit?limit=N`: the newest records first
+/// (200 by default, at most 1000), this list's and the daemon's.
+pub(crate) async fn audit(
+    State(web): State<Arc<Web>>,
+    axum::extract::Path(list): axum::extract::Path<String>,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> Response {
+    let Some(relay) = relay_of(&web, &list) else {
+        return (StatusCode::NOT_FOUND, "no such list\n").into_response();
+    };
+    let limit = q.limit.unwrap_or(200).min(1000);
+    let answer = blocking(move || {
+        let records = relay.spool.audit_query(None, None)?;
+        Ok(records
+            .into_iter()
+            .rev()
+            .take(limit)
+            .map(|r| AuditView {
+                at: rfc3339(r.at),
+                detail: if withheld(&r.event) {
+                    "(the remote server's words are withheld here; `embargo-relay audit` shows them)".to_owned()
+                } else {
+                    r.detail
+                },
+                event: r.event,
+                embargo: r.message_id,
+                member: r.member,
+            })
+            .collect::<Vec<_>>())
+    })
+    .await;
+    match answer {
+        Ok(v) => json(serde_json::json!({ "audit": v })),
+        Err(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::withheld;
+
+    #[test]
+    fn a_bounces_remote_words_are_withheld_the_lists_own_are_not() {
+        for event in ["bounced", "dsn-dropped"] {
+            assert!(withheld(event), "{event}");
+        }
+        for event in [
+            "rejected",
+            "acknowledged",
+            "sent",
+            "roster-add",
+            "key-refresh",
+        ] {
+            assert!(!withheld(event), "{event}");
+        }
+    }
+}

@@ -48,6 +48,7 @@ pub(crate) fn router(
         .route("/static/app.css", get(style))
         .route("/api/v1/lists", get(api::lists))
         .route("/api/v1/lists/{list}/embargoes/{id}", get(api::embargo))
+        .route("/api/v1/lists/{list}/audit", get(api::audit))
         .route("/metrics", get(metrics::metrics))
         .layer(axum::middleware::from_fn_with_state(web.clone(), guard))
         .with_state(web)

@@ -162,6 +162,20 @@ async fn the_status_api_and_metrics_show_states_never_content() {
     );
     answers.push(metrics);
 
+    let (status, _, audit) = get(
+        http,
+        &format!("/api/v1/lists/{LIST}/audit?limit=5"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{audit}");
+    let v: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    assert!(v["audit"].as_array().unwrap().len() <= 5);
+    answers.push(audit);
+    let (status, _, audit) = get(http, &format!("/api/v1/lists/{LIST}/audit"), Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    assert!(audit.contains(&format!("\"embargo\":\"{id}\"")), "{audit}");
+    answers.push(audit);
     for (path, expect) in [
         ("/api/v1/lists/nobody@lists.example.org/embargoes/x", 404),
         (
@@ -326,6 +340,9 @@ async fn the_status_page_shows_rows_states_and_a_countdown_in_a_real_browser() {
         countdown.starts_with("1d ") || countdown.starts_with("2d "),
         "countdown {countdown:?}"
     );
+    // The audit trail is there, the acknowledgement in it.
+    assert!(dom.contains("data-event=\"acknowledged\""), "{dom}");
+    assert!(dom.contains("class=\"audit-search\""), "{dom}");
     assert!(!dom.contains(CANARY), "content on the page");
     // Without the token the page asks for one and shows nothing.
     let bare = tokio::task::spawn_blocking({

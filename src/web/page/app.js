@@ -94,6 +94,22 @@
           el("tr", { class: "key" + (k.unusable ? " unusable" : ""), "data-member": k.member },
             el("td", {}, k.member), el("td", {}, k.organization), el("td", {}, k.problem))), "keys"));
       }
+      const audit = (await api("/api/v1/lists/" + encodeURIComponent(list.address) + "/audit?limit=200")).audit;
+      const auditRow = (r) => el("tr", { class: "audit", "data-event": r.event },
+        el("td", {}, r.at), el("td", {}, r.event), el("td", {}, r.embargo || ""), el("td", {}, r.member || ""), el("td", {}, r.detail));
+      const rejections = audit.filter((r) => r.event === "rejected").slice(0, 20);
+      if (rejections.length) {
+        s.append(el("h3", {}, "Recent rejections"));
+        s.append(table(["Time (UTC)", "Event", "Embargo", "Member", "Reason and peer"], rejections.map(auditRow), "rejections"));
+      }
+      s.append(el("h3", {}, "Audit trail (newest first)"));
+      const search = el("input", { type: "search", class: "audit-search", placeholder: "Search the audit trail", "aria-label": "Search the audit trail" });
+      const trail = table(["Time (UTC)", "Event", "Embargo", "Member", "Detail"], audit.map(auditRow), "audit");
+      search.addEventListener("input", () => {
+        const q = search.value.toLowerCase();
+        for (const row of trail.querySelectorAll("tbody tr")) row.hidden = q !== "" && !row.textContent.toLowerCase().includes(q);
+      });
+      s.append(search, trail);
       sections.push(s);
     }
     app.replaceChildren(...sections);
