@@ -427,7 +427,7 @@ pub async fn start_on(
                 supervise(
                     "status api",
                     tokio::spawn(crate::web::serve(
-                        listener,
+                        crate::web::Listener::Tcp(listener),
                         relays,
                         http.clone(),
                         token,
@@ -452,7 +452,7 @@ pub async fn start_on(
                 supervise(
                     "status api",
                     tokio::spawn(crate::web::serve(
-                        listener,
+                        crate::web::Listener::Unix(listener),
                         relays,
                         http.clone(),
                         token,

@@ -54,23 +54,93 @@ pub(crate) fn router(
         .with_state(web)
 }
 
-/// Serves the routes on `listener` until `shutdown`.
-pub(crate) async fn serve<L>(
-    listener: L,
+/// Where the status API listens.
+pub(crate) enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+/// Connections served at once; beyond, a new one is closed at once.
+const MAX_CONNECTIONS: usize = 64;
+/// A request's header must arrive within this (an idle keep-alive
+/// connection is closed after it too).
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The largest request head read.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Serves the routes on `listener` until `shutdown`: hyper's HTTP/1.1 with
+/// a header timeout, a bounded read buffer and at most `MAX_CONNECTIONS`
+/// connections (axum's own `serve` sets none of these).
+pub(crate) async fn serve(
+    listener: Listener,
     relays: Relays,
     config: HttpConfig,
     token: crate::secret::Secret,
     shutdown: CancellationToken,
-) where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
+) {
     let app = router(relays, &config, token);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "the status API stopped");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = accept(&listener) => a,
+        };
+        let io = match accepted {
+            Ok(io) => io,
+            Err(e) => {
+                tracing::warn!(error = %e, "the status API could not accept a connection");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Over the cap: closed unanswered.
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            match io {
+                Stream::Tcp(s) => connection(s, service, stop).await,
+                Stream::Unix(s) => connection(s, service, stop).await,
+            }
+        });
+    }
+}
+
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<Stream> {
+    match listener {
+        Listener::Tcp(l) => l.accept().await.map(|(s, _)| Stream::Tcp(s)),
+        Listener::Unix(l) => l.accept().await.map(|(s, _)| Stream::Unix(s)),
+    }
+}
+
+/// One connection, to its end or to `shutdown` (then gracefully).
+async fn connection<S>(
+    stream: S,
+    service: hyper_util::service::TowerToHyperService<axum::Router>,
+    shutdown: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }
 

@@ -362,3 +362,50 @@ async fn the_status_page_shows_rows_states_and_a_countdown_in_a_real_browser() {
     }
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_and_excess_connections_are_closed() {
+    let f = Fixture::new();
+    std::fs::write(f.path("http-token"), format!("{TOKEN}\n")).unwrap();
+    let daemon = f
+        .start_in_process(&Tweaks {
+            extra: "[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"http-token\"\n".into(),
+            ..Tweaks::default()
+        })
+        .await;
+    let http = daemon.running.http_addr.expect("[http] listens");
+    // 64 connections that never finish a request head hold every slot.
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        idle.push(s);
+    }
+    // The next is closed unanswered, and the API answers again once the
+    // idle ones are gone: the header timeout closed them.
+    let closed = |mut s: tokio::net::TcpStream| async move {
+        let mut buf = Vec::new();
+        tokio::time::timeout(PATIENCE, s.read_to_end(&mut buf))
+            .await
+            .is_ok()
+            && buf.is_empty()
+    };
+    // (It asks properly: without the cap it would be answered.)
+    let mut extra = tokio::net::TcpStream::connect(http).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /api/v1/lists HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    assert!(
+        closed(extra).await,
+        "the 65th connection is closed unanswered"
+    );
+    for s in idle {
+        assert!(
+            closed(s).await,
+            "an idle connection is closed by the header timeout"
+        );
+    }
+    let (status, _, _) = get(http, "/api/v1/lists", Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    daemon.stop().await;
+}
