@@ -65,6 +65,61 @@ pub struct Relay {
     /// another list knows is asked of their rosters as they are when a
     /// mail is examined, whatever changed them since the start.
     pub peers: Relays,
+    /// What `/metrics` counts as it happens (since the daemon started),
+    /// one set for all the daemon's lists (labelled by list).
+    pub counters: Arc<Counters>,
+}
+
+/// Counted as it happens, for `/metrics`: rejections by list and kind,
+/// and how late each public release went out, by list.
+#[derive(Debug)]
+pub struct Counters {
+    pub rejections: prometheus_client::metrics::family::Family<
+        Vec<(String, String)>,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    pub release_lateness: prometheus_client::metrics::family::Family<
+        Vec<(String, String)>,
+        prometheus_client::metrics::histogram::Histogram,
+        fn() -> prometheus_client::metrics::histogram::Histogram,
+    >,
+}
+
+/// Seconds after the lift time: on time is well under a second.
+fn lateness_histogram() -> prometheus_client::metrics::histogram::Histogram {
+    prometheus_client::metrics::histogram::Histogram::new([
+        0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0,
+    ])
+}
+
+impl Default for Counters {
+    fn default() -> Counters {
+        Counters {
+            rejections: Default::default(),
+            release_lateness: prometheus_client::metrics::family::Family::new_with_constructor(
+                lateness_histogram,
+            ),
+        }
+    }
+}
+
+impl Counters {
+    /// One rejection of `kind` on `list`.
+    pub fn rejected(&self, list: &str, kind: &str) {
+        self.rejections
+            .get_or_create(&vec![
+                ("list".to_owned(), list.to_owned()),
+                ("reason".to_owned(), kind.to_owned()),
+            ])
+            .inc();
+    }
+
+    /// A public release of `list`, `seconds` after its lift time.
+    pub fn released(&self, list: &str, seconds: f64) {
+        self.release_lateness
+            .get_or_create(&vec![("list".to_owned(), list.to_owned())])
+            .observe(seconds.max(0.0));
+    }
 }
 
 /// Whether a list takes mail now, and the mails it is in the middle of
@@ -254,6 +309,7 @@ impl Relay {
         let spool = self.spool.for_list(&config.list_address);
         Relay {
             peers: self.peers.clone(),
+            counters: self.counters.clone(),
             ..Self::with_spool(config, self.clock.clone(), spool)
         }
     }
@@ -292,6 +348,7 @@ impl Relay {
             seals: Seals::default(),
             taking: Taking::default(),
             peers: Relays::default(),
+            counters: Arc::default(),
         }
     }
 

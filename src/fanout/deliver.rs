@@ -249,6 +249,10 @@ pub(super) fn released(
     answer: &str,
 ) -> (String, bool) {
     let late = relay.clock.now() - a.terms.until;
+    relay.counters.released(
+        &relay.config().list_address,
+        late.num_milliseconds() as f64 / 1000.0,
+    );
     if late > relay.config().policy.late_after {
         tracing::warn!(message_id = %d.message_id, public_list = %d.to, late_s = late.num_seconds(), "public advisory released LATE");
         let detail = format!(

@@ -488,6 +488,9 @@ impl Intake {
             printable(&envelope.mail_from)
         );
         let reply = rejection.reply();
+        self.relay
+            .counters
+            .rejected(&self.relay.config().list_address, rejection.kind());
         self.tally_or_audit(
             now,
             ("rejected", &peer_host(&envelope.peer), &reply.text),

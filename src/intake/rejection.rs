@@ -71,6 +71,28 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// A short fixed name of the kind of rejection, for `/metrics`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Rejection::Unsigned => "unsigned",
+            Rejection::Malformed(_) => "malformed",
+            Rejection::Limit(_) => "limit",
+            Rejection::FromHeader(_) => "from_header",
+            Rejection::Signature(_) => "signature",
+            Rejection::FromNotSigner { .. } => "from_not_signer",
+            Rejection::Replay(_) => "replay",
+            Rejection::SignatureTime(_) => "signature_time",
+            Rejection::Embargo(_) => "embargo_terms",
+            Rejection::Command { .. } => "command",
+            Rejection::Encrypted(_) => "encrypted",
+            Rejection::Smime(_) => "smime",
+            Rejection::EncryptedUnsigned => "encrypted_unsigned",
+            Rejection::MemberPost(_) => "member_post",
+            Rejection::InlineRefused => "inline",
+            Rejection::OtherList(_) | Rejection::TwoLists | Rejection::Unbound => "binding",
+        }
+    }
+
     /// The SMTP reply carrying the reason.
     pub fn reply(&self) -> Reply {
         let (code, enhanced) = match self {

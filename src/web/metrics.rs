@@ -72,6 +72,19 @@ pub(crate) async fn metrics(State(web): State<Arc<Web>>) -> Response {
             "embargo_relay_spool_damaged",
             "1 when the spool showed damage",
         );
+        // Counted as it happens: one set for every list.
+        if let Some(first) = relays.first() {
+            registry.register(
+                "embargo_relay_rejections",
+                "Mails refused since the daemon started, by list and kind of reason",
+                first.counters.rejections.clone(),
+            );
+            registry.register(
+                "embargo_relay_release_lateness_seconds",
+                "How long after its lift time each public release went out, by list",
+                first.counters.release_lateness.clone(),
+            );
+        }
         for relay in relays {
             let now = relay.clock.now();
             let list = relay.config().list_address.clone();

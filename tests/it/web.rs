@@ -188,6 +188,51 @@ async fn the_status_api_and_metrics_show_states_never_content() {
         assert_eq!(status, expect, "{path}");
         answers.push(body);
     }
+    // A refused mail and the release at the lift are counted.
+    let junk = format!("From: {PST}\r\nTo: {LIST}\r\nSubject: x\r\n\r\nunsigned\r\n");
+    assert!(send(daemon.addr(), PST, junk.as_bytes()).await.is_err());
+    let lift: chrono::DateTime<chrono::Utc> =
+        chrono::DateTime::parse_from_rfc3339(&until.to_string())
+            .unwrap()
+            .into();
+    daemon.clock.set(lift + chrono::Duration::seconds(2));
+    daemon
+        .sink
+        .wait_until(PATIENCE, |g| {
+            g.iter()
+                .any(|c| c.envelope.rcpt_to == [PUBLIC_DEFAULT.to_owned()])
+        })
+        .await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let metrics = loop {
+        let (_, _, m) = get(http, "/metrics", Some(TOKEN)).await;
+        if m.contains(&format!(
+            "embargo_relay_release_lateness_seconds_count{{list=\"{LIST}\"}} 1"
+        )) {
+            break m;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no lateness observed: {m}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        metrics.contains(&format!(
+            "embargo_relay_rejections_total{{list=\"{LIST}\",reason=\"unsigned\"}} 1"
+        )),
+        "{metrics}"
+    );
+    // Two seconds late on the manual clock: in the 5 s bucket, not the 1 s one.
+    assert!(
+        metrics.contains(&format!(
+            "embargo_relay_release_lateness_seconds_bucket{{le=\"5.0\",list=\"{LIST}\"}} 1"
+        )) || metrics.contains(&format!(
+            "embargo_relay_release_lateness_seconds_bucket{{list=\"{LIST}\",le=\"5.0\"}} 1"
+        )),
+        "{metrics}"
+    );
+    answers.push(metrics);
     for a in &answers {
         assert!(!a.contains(CANARY), "content in an answer: {a}");
     }
