@@ -74,31 +74,24 @@ pub struct Relay {
 /// and how late each public release went out, by list.
 #[derive(Debug)]
 pub struct Counters {
-    pub rejections: prometheus_client::metrics::family::Family<
-        Vec<(String, String)>,
-        prometheus_client::metrics::counter::Counter,
-    >,
-    pub release_lateness: prometheus_client::metrics::family::Family<
-        Vec<(String, String)>,
-        prometheus_client::metrics::histogram::Histogram,
-        fn() -> prometheus_client::metrics::histogram::Histogram,
-    >,
+    pub rejections: Family<Labels, prometheus_client::metrics::counter::Counter>,
+    pub release_lateness: Family<Labels, Histogram, fn() -> Histogram>,
 }
 
+type Family<L, M, C = fn() -> M> = prometheus_client::metrics::family::Family<L, M, C>;
+type Histogram = prometheus_client::metrics::histogram::Histogram;
+type Labels = Vec<(String, String)>;
+
 /// Seconds after the lift time: on time is well under a second.
-fn lateness_histogram() -> prometheus_client::metrics::histogram::Histogram {
-    prometheus_client::metrics::histogram::Histogram::new([
-        0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0,
-    ])
+fn lateness_histogram() -> Histogram {
+    Histogram::new([0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0])
 }
 
 impl Default for Counters {
     fn default() -> Counters {
         Counters {
             rejections: Default::default(),
-            release_lateness: prometheus_client::metrics::family::Family::new_with_constructor(
-                lateness_histogram,
-            ),
+            release_lateness: Family::new_with_constructor(lateness_histogram),
         }
     }
 }
