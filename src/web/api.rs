@@ -22,6 +22,18 @@ pub(crate) struct ListView {
     /// Members whose key needs attention: address, organization, problem
     /// (the list's own words), whether it cannot be used now.
     pub keys: Vec<KeyView>,
+    /// Every member's key: days until it stops receiving (`null`: never
+    /// expires, or cannot receive now: see `keys`), soonest first.
+    pub key_expiry: Vec<ExpiryView>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ExpiryView {
+    pub member: String,
+    pub organization: String,
+    /// `openpgp` or `smime`.
+    pub kind: &'static str,
+    pub days_left: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -69,7 +81,8 @@ pub(crate) struct Release {
 pub(crate) struct MemberView {
     pub address: String,
     pub organization: String,
-    /// `pending`, `sent`, `skipped`, `failed` or `bounced`.
+    /// `scheduled` (not tried yet), `retrying`, `sent`, `skipped` (a key
+    /// problem: nothing was sent), `failed` or `bounced`.
     pub state: String,
     pub acknowledged: bool,
 }
@@ -136,12 +149,36 @@ pub(crate) async fn lists(State(web): State<Arc<Web>>) -> Response {
                         })
                 })
                 .collect();
+            let mut key_expiry: Vec<ExpiryView> = directory
+                .roster
+                .members()
+                .iter()
+                .map(|m| {
+                    let (kind, ends) = match &m.smime {
+                        Some(c) => ("smime", c.as_ref().ok().and_then(|c| c.not_after())),
+                        None => (
+                            "openpgp",
+                            m.cert()
+                                .ok()
+                                .and_then(|c| crate::keycheck::receives_until(c, &p, now)),
+                        ),
+                    };
+                    ExpiryView {
+                        member: m.email.clone(),
+                        organization: m.organization.clone(),
+                        kind,
+                        days_left: ends.map(|t| (t - now).num_days()),
+                    }
+                })
+                .collect();
+            key_expiry.sort_by_key(|k| k.days_left.unwrap_or(i64::MAX));
             out.push(ListView {
                 address: config.list_address.clone(),
                 embargoes,
                 pending: state("pending"),
                 failed: state("failed"),
                 keys,
+                key_expiry,
             });
         }
         Ok(serde_json::json!({ "lists": out }))
@@ -168,11 +205,31 @@ pub(crate) async fn embargo(State(web): State<Arc<Web>>, path: EmbargoPath) -> R
         };
         let acks = relay.spool.acks(&id)?;
         let directory = relay.directory();
+        // A pending copy not tried yet is scheduled; tried, retrying.
+        let tried: Vec<(String, u32)> = relay
+            .spool
+            .deliveries(Some(&id), None)?
+            .into_iter()
+            .filter(|d| d.kind == Kind::Copy)
+            .map(|d| (d.member, d.attempts))
+            .collect();
         let members = relay
             .spool
             .delivery_report(&id, Kind::Copy)?
             .into_iter()
-            .map(|(address, state, _why)| MemberView {
+            .map(|(address, state, _why)| {
+                let attempts = tried
+                    .iter()
+                    .find(|(m, _)| m.eq_ignore_ascii_case(&address))
+                    .map_or(0, |(_, n)| *n);
+                let state = match state.as_str() {
+                    "pending" if attempts > 0 => "retrying".to_owned(),
+                    "pending" => "scheduled".to_owned(),
+                    _ => state,
+                };
+                (address, state)
+            })
+            .map(|(address, state)| MemberView {
                 organization: directory
                     .roster
                     .find(&address)

@@ -105,6 +105,13 @@ async fn the_status_api_and_metrics_show_states_never_content() {
     assert_eq!(e["copies"]["sent"].as_u64().unwrap() as usize, usable);
     assert_eq!(e["copies"]["skipped"], 2, "the expired and the missing key");
     assert_eq!(e["releases"][0]["to"], PUBLIC_DEFAULT);
+    let expiry = list["key_expiry"].as_array().unwrap();
+    assert_eq!(expiry.len(), 5, "every member: {expiry:?}");
+    assert!(
+        expiry.iter().any(|k| k["member"] == SQ_MEMBER
+            && k["days_left"].is_null()
+            && k["kind"] == "openpgp")
+    );
     let keys = list["keys"].as_array().unwrap();
     assert!(
         keys.iter()
@@ -294,8 +301,10 @@ async fn the_status_page_shows_rows_states_and_a_countdown_in_a_real_browser() {
         })
         .await;
     let http = daemon.running.http_addr.expect("[http] listens");
-    // One member's server refuses for good: a failed copy.
+    // One member's server refuses for good: a failed copy; the PST's
+    // answers "try later": a retrying one.
     daemon.sink.answer_for(GPG_MEMBER, 550, None);
+    daemon.sink.answer_for(PST, 451, None);
     let until = (now() + chrono::Duration::days(2)).format("%Y-%m-%dT%H:%M:%SZ");
     let body =
         format!("Embargo-Until: {until}\nPublic-To: {PUBLIC_DEFAULT}\n\n{CANARY} details.\n");
@@ -361,6 +370,7 @@ async fn the_status_page_shows_rows_states_and_a_countdown_in_a_real_browser() {
         (SQ_MEMBER, "sent"),
         (GPG_MEMBER, "failed"),
         (EXPIRED_MEMBER, "skipped"),
+        (PST, "retrying"),
     ] {
         assert!(
             dom.contains(&format!("data-member=\"{who}\" data-state=\"{state}\"")),
@@ -388,6 +398,10 @@ async fn the_status_page_shows_rows_states_and_a_countdown_in_a_real_browser() {
     // The audit trail is there, the acknowledgement in it.
     assert!(dom.contains("data-event=\"acknowledged\""), "{dom}");
     assert!(dom.contains("class=\"audit-search\""), "{dom}");
+    assert!(
+        dom.contains(&format!("class=\"expiry\" data-member=\"{SQ_MEMBER}\"")),
+        "{dom}"
+    );
     assert!(!dom.contains(CANARY), "content on the page");
     // Without the token the page asks for one and shows nothing.
     let bare = tokio::task::spawn_blocking({

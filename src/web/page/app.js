@@ -88,6 +88,11 @@
             el("td", {}, m.address), el("td", {}, m.organization), el("td", {}, m.state), el("td", {}, m.acknowledged ? "yes" : "not yet"))),
           "members"));
       }
+      s.append(el("h3", {}, "Key expiry"));
+      s.append(table(["Member", "Organization", "Kind", "Days left"], list.key_expiry.map((k) =>
+        el("tr", { class: "expiry", "data-member": k.member },
+          el("td", {}, k.member), el("td", {}, k.organization), el("td", {}, k.kind),
+          el("td", { class: "num" }, k.days_left === null ? "never / unusable" : k.days_left))), "expiry"));
       if (list.keys.length) {
         s.append(el("h3", {}, "Keys needing attention"));
         s.append(table(["Member", "Organization", "Problem"], list.keys.map((k) =>
