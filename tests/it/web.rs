@@ -352,7 +352,12 @@ async fn the_status_page_shows_rows_states_and_a_countdown_in_a_real_browser() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 
-    let dir = tempfile::tempdir().unwrap();
+    // Kept after the test for a person to look at (its path is printed).
+    let dir = tempfile::Builder::new()
+        .prefix("status-page")
+        .disable_cleanup(true)
+        .tempdir()
+        .unwrap();
     let url = format!("http://{http}/#token={TOKEN}");
     let dom = tokio::task::spawn_blocking({
         let d = dir.path().to_owned();
@@ -415,7 +420,11 @@ async fn the_status_page_shows_rows_states_and_a_countdown_in_a_real_browser() {
         bare.contains("A bearer token is needed") && !bare.contains(&id),
         "{bare}"
     );
-    // The screenshot stays for a person to look at when asked.
+    eprintln!(
+        "the status page's screenshot: {}",
+        dir.path().join("status-page.png").display()
+    );
+    // Copied elsewhere when asked (how docs/status-page.png is made).
     if let Ok(keep) = std::env::var("EMBARGO_RELAY_KEEP_SCREENSHOT") {
         std::fs::copy(dir.path().join("status-page.png"), keep).unwrap();
     }
