@@ -14,6 +14,19 @@ use crate::common::*;
 const TOKEN: &str = "0123456789abcdef0123456789abcdef-test-token";
 const CANARY: &str = "QZ7CANARY";
 
+/// The fixture's list with `[http]` on a loopback port and the token.
+async fn with_http(f: &Fixture) -> (InProcess, SocketAddr) {
+    std::fs::write(f.path("http-token"), format!("{TOKEN}\n")).unwrap();
+    let daemon = f
+        .start_in_process(&Tweaks {
+            extra: "[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"http-token\"\n".into(),
+            ..Tweaks::default()
+        })
+        .await;
+    let http = daemon.running.http_addr.expect("[http] listens");
+    (daemon, http)
+}
+
 /// A GET over plain HTTP/1.1: (status, header block, body).
 async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -37,14 +50,7 @@ async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String,
 #[tokio::test(flavor = "multi_thread")]
 async fn the_status_api_and_metrics_show_states_never_content() {
     let f = Fixture::new();
-    std::fs::write(f.path("http-token"), format!("{TOKEN}\n")).unwrap();
-    let daemon = f
-        .start_in_process(&Tweaks {
-            extra: "[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"http-token\"\n".into(),
-            ..Tweaks::default()
-        })
-        .await;
-    let http = daemon.running.http_addr.expect("[http] listens");
+    let (daemon, http) = with_http(&f).await;
     let until = (now() + chrono::Duration::days(2)).format("%Y-%m-%dT%H:%M:%SZ");
     let body = format!(
         "Embargo-Until: {until}\nPublic-To: {PUBLIC_DEFAULT}\n\n{CANARY} details for members.\n"
@@ -293,14 +299,7 @@ fn chromium(url: &str, dir: &std::path::Path) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_status_page_shows_rows_states_and_a_countdown_in_a_real_browser() {
     let f = Fixture::new();
-    std::fs::write(f.path("http-token"), format!("{TOKEN}\n")).unwrap();
-    let daemon = f
-        .start_in_process(&Tweaks {
-            extra: "[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"http-token\"\n".into(),
-            ..Tweaks::default()
-        })
-        .await;
-    let http = daemon.running.http_addr.expect("[http] listens");
+    let (daemon, http) = with_http(&f).await;
     // One member's server refuses for good: a failed copy; the PST's
     // answers "try later": a retrying one.
     daemon.sink.answer_for(GPG_MEMBER, 550, None);
@@ -434,14 +433,7 @@ async fn the_status_page_shows_rows_states_and_a_countdown_in_a_real_browser() {
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_and_excess_connections_are_closed() {
     let f = Fixture::new();
-    std::fs::write(f.path("http-token"), format!("{TOKEN}\n")).unwrap();
-    let daemon = f
-        .start_in_process(&Tweaks {
-            extra: "[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"http-token\"\n".into(),
-            ..Tweaks::default()
-        })
-        .await;
-    let http = daemon.running.http_addr.expect("[http] listens");
+    let (daemon, http) = with_http(&f).await;
     // 64 connections that never finish a request head hold every slot.
     let mut idle = Vec::new();
     for _ in 0..64 {
