@@ -24,15 +24,10 @@ pub fn text_part(subject: Option<&str>, body: &str) -> Vec<u8> {
 /// as Thunderbird builds it: `multipart/mixed` with protected headers, the
 /// text, and the advisory as the attachment `public-advisory.txt`.
 pub fn text_with_advisory(subject: &str, body: &str, advisory: &str) -> Vec<u8> {
-    use base64::Engine;
     let boundary = format!("mix-{}", crypto::random_hex(8));
     let crlf = crate::entity::crlf_lines;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(crlf(advisory));
-    let wrapped: String = encoded
-        .as_bytes()
-        .chunks(76)
-        .map(|c| format!("{}\r\n", String::from_utf8_lossy(c)))
-        .collect();
+    let wrapped = String::from_utf8(crate::lines::base64_lines(crlf(advisory).as_bytes()))
+        .unwrap_or_default();
     format!(
         "Content-Type: multipart/mixed; boundary=\"{boundary}\"; protected-headers=\"v1\"\r\nSubject: {subject}\r\n\r\n\
 --{boundary}\r\nContent-Type: text/plain; charset=\"utf-8\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{}\

@@ -42,13 +42,8 @@ pub fn text_plain_signable(text: &str) -> Vec<u8> {
         out.extend_from_slice(b"Content-Transfer-Encoding: 7bit\r\n\r\n");
         out.extend_from_slice(crlf.as_bytes());
     } else {
-        use base64::Engine;
-        let encoded = base64::engine::general_purpose::STANDARD.encode(crlf.as_bytes());
         out.extend_from_slice(b"Content-Transfer-Encoding: base64\r\n\r\n");
-        for chunk in encoded.as_bytes().chunks(76) {
-            out.extend_from_slice(chunk);
-            out.extend_from_slice(b"\r\n");
-        }
+        out.extend_from_slice(&crate::lines::base64_lines(crlf.as_bytes()));
     }
     out
 }

@@ -23,6 +23,18 @@ pub(crate) fn crlf_only(data: &[u8]) -> bool {
         && pairs == memchr::memchr_iter(b'\n', data).count()
 }
 
+/// `data` in base64, in lines of 76 characters, each ending CRLF (RFC 2045).
+pub(crate) fn base64_lines(data: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(data);
+    let mut out = Vec::with_capacity(text.len() + text.len() / 76 * 2 + 2);
+    for line in text.as_bytes().chunks(76) {
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::{crlf_only, crlf_pairs, has_bare_cr};

@@ -180,7 +180,7 @@ Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\
             )
             .as_bytes(),
         );
-        out.extend_from_slice(&base64_lines(&signature));
+        out.extend_from_slice(&crate::lines::base64_lines(&signature));
         out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
         Ok(out)
     }
@@ -729,18 +729,6 @@ fn asn1_time(t: &openssl::asn1::Asn1TimeRef) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(i64::from(d.days) * 86400 + i64::from(d.secs), 0)
 }
 
-/// Base64 in lines of 76 characters, each ending CRLF.
-fn base64_lines(data: &[u8]) -> Vec<u8> {
-    use base64::Engine;
-    let text = base64::engine::general_purpose::STANDARD.encode(data);
-    let mut out = Vec::with_capacity(text.len() + text.len() / 76 * 2 + 2);
-    for line in text.as_bytes().chunks(76) {
-        out.extend_from_slice(line);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 /// One member's S/MIME copy body: `inner` (the protected-headers entity
 /// an OpenPGP copy carries) wrapped as `message/rfc822; forwarded=no`,
 /// signed by the list, enveloped to `to`. DER, for the outer message.
@@ -760,7 +748,7 @@ pub fn enveloped_part(der: &[u8]) -> Vec<u8> {
     let mut out = b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=\"smime.p7m\"\r\n\
 Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"smime.p7m\"\r\n\r\n"
         .to_vec();
-    out.extend_from_slice(&base64_lines(der));
+    out.extend_from_slice(&crate::lines::base64_lines(der));
     out
 }
 
