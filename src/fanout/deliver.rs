@@ -6,16 +6,16 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tokio_util::sync::CancellationToken;
+
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::context::Relay;
 use crate::outbound;
-use crate::outbound::Outbound;
 use crate::record::Record;
-use crate::spool::{DueDelivery, Finished, Kind, SpoolError};
+use crate::spool::{DueDelivery, Finished, Kind, Outcome, Recording, SpoolError};
 
 use super::build::{BuildError, build};
-use super::{Stall, Unrecorded, blocking, key, lock, open};
+use super::{Stall, Worker, blocking, key, lock, open};
 
 /// Queues the receipts a crash kept from being queued (see
 /// `Spool::receipts_owed`): the PST always hears what happened.
@@ -69,26 +69,32 @@ pub(super) async fn receipt_when_tried(
     Ok(())
 }
 
-/// Seals and sends one copy; records how it ended. An error means the
-/// outcome could not be recorded, and the worker must pause.
+/// Seals and sends one delivery under its lane's `permit` (given back
+/// once the smarthost answered); records how it ended, with the PST's
+/// receipt once every member copy was tried. An error means the outcome
+/// could not be recorded, and the worker must pause.
 pub(super) async fn deliver_one(
-    relay: &Arc<Relay>,
-    outbound: &Outbound,
+    w: &Worker,
     announcement: &Arc<Record>,
     d: &DueDelivery,
-    shutdown: &CancellationToken,
-    unrecorded: &Unrecorded,
+    permit: OwnedSemaphorePermit,
 ) -> Result<(), Stall> {
+    let (relay, outbound, shutdown) = (&w.relay, &w.outbound, &w.shutdown);
+    // For a member copy, where its receipt goes.
+    let receipt = (d.kind == Kind::Copy).then_some(announcement.from.as_str());
     let key = key(d);
-    let known = lock(unrecorded).get(&key).cloned();
+    let known = lock(&w.unrecorded).get(&key).cloned();
     if let Some(answer) = known {
-        finish(relay, d, Finished::Sent, answer).await?;
-        lock(unrecorded).remove(&key);
+        finish(w, d, Finished::Sent, answer, receipt).await?;
+        lock(&w.unrecorded).remove(&key);
         return Ok(());
     }
     let (r, dd, now) = (relay.clone(), d.clone(), relay.clock.now());
     if !blocking(move || r.spool.still_due(&dd, now)).await?? {
         tracing::debug!(message_id = %d.message_id, to = %d.to, kind = ?d.kind, "changed since it was read; skipped");
+        if d.kind == Kind::Copy {
+            receipt_when_tried(relay, announcement, d).await?;
+        }
         return Ok(());
     }
     // One configuration and roster for this whole delivery, whatever a
@@ -98,17 +104,18 @@ pub(super) async fn deliver_one(
     if d.kind == Kind::Release && d.embargo_cancelled {
         // Never publish a cancelled embargo's advisory, whatever the row says.
         return finish(
-            relay,
+            w,
             d,
             Finished::Skipped,
             "the embargo was cancelled: nothing published".to_owned(),
+            None,
         )
         .await;
     }
     let at_the_time = matches!(d.kind, Kind::Release | Kind::Lifted) && !d.embargo_cancelled;
     if at_the_time && relay.clock.now() < announcement.terms.until {
         // Never early: the clock is checked now, not only when the row fell due.
-        return postpone(relay, d, announcement.terms.until).await;
+        return postpone(w, d, announcement.terms.until).await;
     }
     // Held only while the time that really passed has not reached the
     // embargo: a leap long before it, or a clock set right, holds nothing.
@@ -134,10 +141,11 @@ pub(super) async fn deliver_one(
     let Ok(built) = built else {
         tracing::error!(message_id = %d.message_id, member = %d.to, kind = ?d.kind, "building the message panicked; the delivery fails");
         return finish(
-            relay,
+            w,
             d,
             Finished::Failed,
             "the message could not be built (internal error)".to_owned(),
+            receipt,
         )
         .await;
     };
@@ -149,26 +157,26 @@ pub(super) async fn deliver_one(
             let notice = matches!(d.kind, Kind::Copy | Kind::Post)
                 .then(|| super::build::skipped_notice(&pinned, d, &reason))
                 .flatten();
-            let (r, dd, now) = (relay.clone(), d.clone(), relay.clock.now());
-            return Ok(blocking(move || {
-                let to = notice.as_ref().map(|n| (dd.to.as_str(), n.as_slice()));
-                r.spool
-                    .finish_telling(&dd, Finished::Skipped, &reason, to, now)
-            })
-            .await??);
+            let outcome = Outcome::Finished {
+                state: Finished::Skipped,
+                detail: reason,
+                notice: notice.map(|n| (d.to.clone(), n)),
+            };
+            return record(w, d, outcome, receipt).await;
         }
         Err(BuildError::NotNeeded(reason)) => {
             tracing::info!(message_id = %d.message_id, member = %d.to, %reason, "nothing to send");
-            return finish(relay, d, Finished::Skipped, reason).await;
+            return finish(w, d, Finished::Skipped, reason, receipt).await;
         }
         Err(BuildError::Seal(reason)) => {
             // E.g. the list's signing key expired: the operator can fix that, so retry.
             tracing::error!(message_id = %d.message_id, member = %d.to, %reason, "sealing a copy failed");
             return defer(
-                relay,
+                w,
                 &pinned.config(),
                 d,
                 format!("sealing failed: {reason}"),
+                receipt,
             )
             .await;
         }
@@ -192,6 +200,10 @@ pub(super) async fn deliver_one(
             sent = send => sent,
         }
     };
+    // The smarthost has answered: the lane is free for the next delivery
+    // while this outcome is recorded.
+    drop(message);
+    drop(permit);
     match sent {
         Ok(answer) => {
             crate::failpoint::hit(if d.kind == Kind::Release {
@@ -215,9 +227,9 @@ pub(super) async fn deliver_one(
                     format!("smarthost answered {answer}")
                 }
             };
-            let recorded = finish(relay, d, Finished::Sent, answer.clone()).await;
+            let recorded = finish(w, d, Finished::Sent, answer.clone(), receipt).await;
             if recorded.is_err() {
-                lock(unrecorded).insert(key, answer);
+                lock(&w.unrecorded).insert(key, answer);
             } else if late_release {
                 // The PST hears how late, in a fresh receipt (only once the
                 // release itself is recorded: a failure here re-sends nothing).
@@ -235,9 +247,9 @@ pub(super) async fn deliver_one(
         }
         Err(e) if e.permanent => {
             tracing::warn!(message_id = %d.message_id, member = %d.to, error = %e, "copy refused permanently");
-            finish(relay, d, Finished::Failed, e.detail).await
+            finish(w, d, Finished::Failed, e.detail, receipt).await
         }
-        Err(e) => defer(relay, &pinned.config(), d, e.detail).await,
+        Err(e) => defer(w, &pinned.config(), d, e.detail, receipt).await,
     }
 }
 
@@ -339,33 +351,30 @@ it with `embargo-relay embargo release-now {}`.\n",
 
 /// Puts a release back until its embargo time (the clock went backwards).
 pub(super) async fn postpone(
-    relay: &Arc<Relay>,
+    w: &Worker,
     d: &DueDelivery,
     until: DateTime<Utc>,
 ) -> Result<(), Stall> {
     tracing::warn!(message_id = %d.message_id, public_list = %d.to, "release due but the embargo has not lifted by the clock; postponed");
-    let (r, dd, now) = (relay.clone(), d.clone(), relay.clock.now());
-    Ok(blocking(move || {
-        r.spool.retry_later(
-            &dd,
-            "embargo not lifted yet by the clock",
-            until,
-            now,
-            false,
-        )
-    })
-    .await??)
+    let outcome = Outcome::Later {
+        error: "embargo not lifted yet by the clock".to_owned(),
+        next: until,
+        failed: false,
+    };
+    record(w, d, outcome, None).await
 }
 
 /// Schedules the next attempt of a delivery after a transient failure, or
 /// gives it up once `outbound.retry_lifetime` has passed since its first
 /// failure (the PST hears of it in a fresh receipt).
 pub(super) async fn defer(
-    relay: &Arc<Relay>,
+    w: &Worker,
     config: &crate::config::Config,
     d: &DueDelivery,
     error: String,
+    receipt: Option<&str>,
 ) -> Result<(), Stall> {
+    let relay = &w.relay;
     let cfg = &config.outbound;
     let now = relay.clock.now();
     let lifetime = chrono::Duration::from_std(cfg.retry_lifetime).unwrap_or(chrono::Duration::MAX);
@@ -377,24 +386,49 @@ pub(super) async fn defer(
             crate::config::human_duration(cfg.retry_lifetime)
         );
         tracing::error!(message_id = %d.message_id, member = %d.to, kind = ?d.kind, %error, "delivery given up");
-        return finish(relay, d, Finished::Failed, detail).await;
+        return finish(w, d, Finished::Failed, detail, receipt).await;
     }
     let delay = outbound::backoff(cfg.retry_initial, cfg.retry_max, d.attempts);
     let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1));
     tracing::warn!(message_id = %d.message_id, member = %d.to, %error, retry_in_s = delay.as_secs(), "copy deferred");
-    let (r, dd) = (relay.clone(), d.clone());
-    Ok(blocking(move || r.spool.retry_later(&dd, &error, next, now, true)).await??)
+    let outcome = Outcome::Later {
+        error,
+        next,
+        failed: true,
+    };
+    record(w, d, outcome, receipt).await
 }
 
-/// Records how a delivery ended (sent, skipped or failed), in one spool
-/// transaction with its audit record.
+/// Records how a delivery ended (sent, skipped or failed), with its audit
+/// record; for a member copy, `receipt` is the PST's address.
 pub(super) async fn finish(
-    relay: &Arc<Relay>,
+    w: &Worker,
     d: &DueDelivery,
     state: Finished,
     detail: String,
+    receipt: Option<&str>,
 ) -> Result<(), Stall> {
-    let (r, dd) = (relay.clone(), d.clone());
-    let now = relay.clock.now();
-    Ok(blocking(move || r.spool.finish(&dd, state, &detail, now)).await??)
+    let outcome = Outcome::Finished {
+        state,
+        detail,
+        notice: None,
+    };
+    record(w, d, outcome, receipt).await
+}
+
+/// Records an outcome with the others that end about now (group commit);
+/// returns once it is durable.
+async fn record(
+    w: &Worker,
+    d: &DueDelivery,
+    outcome: Outcome,
+    receipt: Option<&str>,
+) -> Result<(), Stall> {
+    let recording = Recording {
+        delivery: d.clone(),
+        outcome,
+        at: w.relay.clock.now(),
+        receipt_to: receipt.map(str::to_owned),
+    };
+    w.recorder.record(recording).await
 }

@@ -20,8 +20,10 @@ use crate::spool::{DueDelivery, Kind, SpoolError};
 
 mod build;
 mod deliver;
+mod recorder;
 
 use deliver::*;
+use recorder::Recorder;
 
 /// How many due deliveries are taken from the spool at a time.
 const BATCH: usize = 256;
@@ -37,6 +39,8 @@ const FIRST_PAUSE: Duration = Duration::from_secs(5);
 enum Stall {
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Recorded(Arc<SpoolError>),
     #[error("a blocking task {0}")]
     Task(&'static str),
 }
@@ -95,7 +99,22 @@ impl Lanes {
 /// copies are abandoned (sent again after restart), a release is finished.
 pub(crate) async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: CancellationToken) {
     let lanes = Lanes::new(relay.config().outbound.concurrency);
-    let unrecorded: Arc<Unrecorded> = Arc::default();
+    let recorder = match Recorder::start(relay.spool.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            // Nothing can be sent without a way to record it.
+            tracing::error!(error = %e, "cannot start the thread that records outcomes: nothing is delivered");
+            relay.health.idle();
+            return shutdown.cancelled().await;
+        }
+    };
+    let worker = Worker {
+        relay: relay.clone(),
+        outbound,
+        recorder,
+        shutdown: shutdown.clone(),
+        unrecorded: Arc::default(),
+    };
     let mut flying = Flying::default();
     let mut tasks: JoinSet<Result<(), Stall>> = JoinSet::new();
     let mut opened: HashMap<String, Arc<Record>> = HashMap::new();
@@ -118,11 +137,8 @@ pub(crate) async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: Cancell
         }
         relay.health.busy();
         let job = Dispatch {
-            relay: &relay,
-            outbound: &outbound,
-            shutdown: &shutdown,
+            worker: &worker,
             lanes: &lanes,
-            unrecorded: &unrecorded,
         };
         // One time for both: a row that falls due in between is neither
         // missed by the dispatch nor slept past.
@@ -194,13 +210,22 @@ impl Flying {
     }
 }
 
+/// What every delivery task shares: the list, the smarthost, the
+/// recorder of outcomes, the shutdown signal, the copies sent but not
+/// yet recorded. Cheap to clone.
+#[derive(Clone)]
+pub(super) struct Worker {
+    relay: Arc<Relay>,
+    outbound: Outbound,
+    recorder: Recorder,
+    shutdown: CancellationToken,
+    unrecorded: Arc<Unrecorded>,
+}
+
 /// What starting delivery tasks needs.
 struct Dispatch<'a> {
-    relay: &'a Arc<Relay>,
-    outbound: &'a Outbound,
-    shutdown: &'a CancellationToken,
+    worker: &'a Worker,
     lanes: &'a Lanes,
-    unrecorded: &'a Arc<Unrecorded>,
 }
 
 impl Dispatch<'_> {
@@ -214,7 +239,7 @@ impl Dispatch<'_> {
         tasks: &mut JoinSet<Result<(), Stall>>,
         opened: &mut HashMap<String, Arc<Record>>,
     ) -> Result<(), Stall> {
-        let relay = self.relay;
+        let relay = &self.worker.relay;
         let r = relay.clone();
         let limit = BATCH + flying.rows.len();
         let due = blocking(move || {
@@ -228,7 +253,7 @@ impl Dispatch<'_> {
                 .any(|d| d.message_id == id && until.is_none_or(|until| until == d.embargo_until))
         });
         for d in due {
-            if self.shutdown.is_cancelled() {
+            if self.worker.shutdown.is_cancelled() {
                 return Ok(());
             }
             let k = key(&d);
@@ -254,10 +279,11 @@ impl Dispatch<'_> {
                             // E.g. the list key was replaced: fixable, so keep the copies and retry.
                             tracing::error!(message_id = %d.message_id, error = %e, "cannot open a spooled announcement");
                             defer(
-                                relay,
+                                self.worker,
                                 &relay.config(),
                                 &d,
                                 format!("cannot open the spooled announcement: {e}"),
+                                None,
                             )
                             .await?;
                             // (No receipt: its address is inside what cannot be opened.)
@@ -266,23 +292,9 @@ impl Dispatch<'_> {
                     }
                 }
             };
-            let (relay, outbound, shutdown, unrecorded) = (
-                relay.clone(),
-                self.outbound.clone(),
-                self.shutdown.clone(),
-                self.unrecorded.clone(),
-            );
-            let task = tasks.spawn(async move {
-                let outcome =
-                    deliver_one(&relay, &outbound, &announcement, &d, &shutdown, &unrecorded).await;
-                drop(permit);
-                match outcome {
-                    Ok(()) if d.kind == Kind::Copy => {
-                        receipt_when_tried(&relay, &announcement, &d).await
-                    }
-                    other => other,
-                }
-            });
+            let worker = self.worker.clone();
+            let task =
+                tasks.spawn(async move { deliver_one(&worker, &announcement, &d, permit).await });
             flying.start(task.id(), k);
         }
         Ok(())

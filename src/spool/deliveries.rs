@@ -7,7 +7,7 @@ use rusqlite::{Connection, params};
 use crate::clock::{from_millis, to_millis};
 
 use super::audit::insert_audit;
-use super::types::{DueDelivery, Finished, Kind};
+use super::types::{DueDelivery, Finished, Kind, Outcome, Recording};
 use super::{Spool, SpoolError, write_tx};
 
 /// Queues a receipt to `to`, replacing an earlier one for the same message.
@@ -83,6 +83,106 @@ fn find_bounced(
             Ok((m, to, kind))
         })
         .transpose()
+}
+
+/// Ends a delivery (`sent`, `skipped` or `failed`) with its audit record
+/// (and a notice to queue with it), in the caller's transaction.
+fn finish_in(
+    conn: &Connection,
+    list: &str,
+    d: &DueDelivery,
+    state: Finished,
+    detail: &str,
+    notice: Option<(&str, &[u8])>,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<()> {
+    if let Some((to, sealed)) = notice {
+        insert_notice(conn, list, to, sealed, to_millis(now))?;
+    }
+    conn.execute(
+        "UPDATE deliveries SET state = ?3, attempts = attempts + ?4, last_error = ?5
+         WHERE message_id = ?1 AND member = ?2 AND kind = ?6 AND copy_id = ?7",
+        params![
+            d.message_id,
+            d.to,
+            state.as_str(),
+            i64::from(state != Finished::Skipped),
+            (state != Finished::Sent).then_some(detail),
+            d.kind.as_str(),
+            d.copy_id
+        ],
+    )?;
+    let event = match (d.kind, state) {
+        (Kind::Release, Finished::Sent) => "released",
+        (Kind::Release, Finished::Failed) => "release-failed",
+        (Kind::Receipt, Finished::Sent) => "receipt-sent",
+        (Kind::Receipt, _) => "receipt-failed",
+        (Kind::Lifted, Finished::Sent) => "lifted-sent",
+        (Kind::Reminder, Finished::Sent) => "reminder-sent",
+        (Kind::Refusal, Finished::Sent) => "refusal-sent",
+        (Kind::Post, Finished::Sent) => "post-sent",
+        (Kind::Notice, Finished::Sent) => "notice-sent",
+        _ => state.as_str(),
+    };
+    insert_audit(
+        conn,
+        list,
+        to_millis(now),
+        event,
+        Some(&d.message_id),
+        Some(&d.to),
+        detail,
+    )?;
+    if state == Finished::Failed && matches!(d.kind, Kind::Copy | Kind::Release | Kind::Lifted) {
+        // The PST hears of every copy that will never arrive: its
+        // receipt is sent again, now listing this one. Before the first
+        // receipt is queued there is nothing to redo; it will list it.
+        conn.execute(
+            "UPDATE deliveries SET state = 'pending', attempts = 0, first_failed_at = NULL, last_error = NULL,
+               bounce = NULL, bounced_at = NULL,
+               next_attempt_at = ?2, copy_id = ?3 WHERE message_id = ?1 AND kind = 'receipt'",
+            params![d.message_id, to_millis(now), crate::crypto::random_hex(12)],
+        )
+        ?;
+    }
+    Ok(())
+}
+
+/// Records a transient failure (or a postponement) and when to try again,
+/// with its audit record, in the caller's transaction.
+fn retry_in(
+    conn: &Connection,
+    list: &str,
+    d: &DueDelivery,
+    error: &str,
+    next: DateTime<Utc>,
+    now: DateTime<Utc>,
+    failed: bool,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?3, last_error = ?4,
+           first_failed_at = CASE WHEN ?7 THEN COALESCE(first_failed_at, ?8) ELSE first_failed_at END
+         WHERE message_id = ?1 AND member = ?2 AND kind = ?5 AND copy_id = ?6",
+        params![
+            d.message_id,
+            d.to,
+            to_millis(next),
+            error,
+            d.kind.as_str(),
+            d.copy_id,
+            failed,
+            to_millis(now)
+        ],
+    )?;
+    insert_audit(
+        conn,
+        list,
+        to_millis(now),
+        "deferred",
+        Some(&d.message_id),
+        Some(&d.to),
+        &format!("{error}; next attempt at {}", next.to_rfc3339()),
+    )
 }
 
 impl Spool {
@@ -187,59 +287,74 @@ impl Spool {
     ) -> Result<(), SpoolError> {
         let mut conn = self.lock();
         let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
-        if let Some((to, sealed)) = notice {
-            insert_notice(&tx, &self.list, to, sealed, to_millis(now)).map_err(|e| self.db(e))?;
-        }
-        tx.execute(
-            "UPDATE deliveries SET state = ?3, attempts = attempts + ?4, last_error = ?5
-             WHERE message_id = ?1 AND member = ?2 AND kind = ?6 AND copy_id = ?7",
-            params![
-                d.message_id,
-                d.to,
-                state.as_str(),
-                i64::from(state != Finished::Skipped),
-                (state != Finished::Sent).then_some(detail),
-                d.kind.as_str(),
-                d.copy_id
-            ],
-        )
-        .map_err(|e| self.db(e))?;
-        let event = match (d.kind, state) {
-            (Kind::Release, Finished::Sent) => "released",
-            (Kind::Release, Finished::Failed) => "release-failed",
-            (Kind::Receipt, Finished::Sent) => "receipt-sent",
-            (Kind::Receipt, _) => "receipt-failed",
-            (Kind::Lifted, Finished::Sent) => "lifted-sent",
-            (Kind::Reminder, Finished::Sent) => "reminder-sent",
-            (Kind::Refusal, Finished::Sent) => "refusal-sent",
-            (Kind::Post, Finished::Sent) => "post-sent",
-            (Kind::Notice, Finished::Sent) => "notice-sent",
-            _ => state.as_str(),
-        };
-        insert_audit(
-            &tx,
-            &self.list,
-            to_millis(now),
-            event,
-            Some(&d.message_id),
-            Some(&d.to),
-            detail,
-        )
-        .map_err(|e| self.db(e))?;
-        if state == Finished::Failed && matches!(d.kind, Kind::Copy | Kind::Release | Kind::Lifted)
-        {
-            // The PST hears of every copy that will never arrive: its
-            // receipt is sent again, now listing this one. Before the first
-            // receipt is queued there is nothing to redo; it will list it.
-            tx.execute(
-                "UPDATE deliveries SET state = 'pending', attempts = 0, first_failed_at = NULL, last_error = NULL,
-                   bounce = NULL, bounced_at = NULL,
-                   next_attempt_at = ?2, copy_id = ?3 WHERE message_id = ?1 AND kind = 'receipt'",
-                params![d.message_id, to_millis(now), crate::crypto::random_hex(12)],
-            )
-            .map_err(|e| self.db(e))?;
-        }
+        finish_in(&tx, &self.list, d, state, detail, notice, now).map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))
+    }
+
+    /// Records the outcomes of many deliveries in one transaction (one
+    /// `fsync` for all: group commit), each under its own savepoint, so
+    /// one that the spool refuses is that entry's error and not the
+    /// others'. The outer error: nothing was recorded. Then, for each
+    /// announcement a member copy among them belongs to, the PST's receipt
+    /// is queued if every copy has now been tried (its own transaction,
+    /// after the outcomes are durable; a failure there is logged, and the
+    /// next start queues it: [`Spool::receipts_owed`]).
+    pub fn record(&self, batch: &[Recording]) -> Result<Vec<Result<(), SpoolError>>, SpoolError> {
+        let Some(now) = batch.iter().map(|r| r.at).max() else {
+            return Ok(Vec::new());
+        };
+        let mut results = Vec::with_capacity(batch.len());
+        {
+            let mut conn = self.lock();
+            let mut tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+            for r in batch {
+                let mut sp = tx.savepoint().map_err(|e| self.db(e))?;
+                let d = &r.delivery;
+                let done = match &r.outcome {
+                    Outcome::Finished {
+                        state,
+                        detail,
+                        notice,
+                    } => {
+                        let notice = notice.as_ref().map(|(to, n)| (to.as_str(), n.as_slice()));
+                        finish_in(&sp, &self.list, d, *state, detail, notice, r.at)
+                    }
+                    Outcome::Later {
+                        error,
+                        next,
+                        failed,
+                    } => retry_in(&sp, &self.list, d, error, *next, r.at, *failed),
+                };
+                results.push(match done {
+                    Ok(()) => sp.commit().map_err(|e| self.db(e)),
+                    Err(e) => {
+                        // Dropped: rolled back to before this entry.
+                        let _ = sp.rollback();
+                        Err(self.db(e))
+                    }
+                });
+            }
+            tx.commit().map_err(|e| self.db(e))?;
+        }
+        let mut asked: Vec<(&str, &str)> = Vec::new();
+        for (r, result) in batch.iter().zip(&results) {
+            if let (Some(to), Ok(())) = (&r.receipt_to, result) {
+                let pair = (r.delivery.message_id.as_str(), to.as_str());
+                if !asked.contains(&pair) {
+                    asked.push(pair);
+                }
+            }
+        }
+        for (message_id, to) in asked {
+            match self.queue_receipt_when_tried(message_id, to, now) {
+                Ok(true) => tracing::debug!(%message_id, "every copy tried: receipt queued"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(%message_id, error = %e, "cannot queue the receipt; it is queued at the next start")
+                }
+            }
+        }
+        Ok(results)
     }
 
     /// The delivery of this list whose bounce address carries `token`:
@@ -321,32 +436,7 @@ impl Spool {
     ) -> Result<(), SpoolError> {
         let mut conn = self.lock();
         let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
-        tx.execute(
-            "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?3, last_error = ?4,
-               first_failed_at = CASE WHEN ?7 THEN COALESCE(first_failed_at, ?8) ELSE first_failed_at END
-             WHERE message_id = ?1 AND member = ?2 AND kind = ?5 AND copy_id = ?6",
-            params![
-                d.message_id,
-                d.to,
-                to_millis(next),
-                error,
-                d.kind.as_str(),
-                d.copy_id,
-                failed,
-                to_millis(now)
-            ],
-        )
-        .map_err(|e| self.db(e))?;
-        insert_audit(
-            &tx,
-            &self.list,
-            to_millis(now),
-            "deferred",
-            Some(&d.message_id),
-            Some(&d.to),
-            &format!("{error}; next attempt at {}", next.to_rfc3339()),
-        )
-        .map_err(|e| self.db(e))?;
+        retry_in(&tx, &self.list, d, error, next, now, failed).map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))
     }
 
@@ -447,5 +537,109 @@ impl Spool {
         now: DateTime<Utc>,
     ) -> Result<(), SpoolError> {
         insert_receipt(&self.lock(), message_id, to, now).map_err(|e| self.db(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::spool::tests::t;
+    use crate::spool::{Finished, Kind, NewMessage, Outcome, Recording, Spool};
+
+    /// A batch of outcomes is recorded as one, each as if alone: sent,
+    /// skipped with a notice, deferred; the receipt is queued once, by the
+    /// batch that has the last untried copy, whatever order they come in.
+    #[test]
+    fn a_batch_records_each_outcome_and_queues_the_receipt_once() {
+        for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
+            let dir = tempfile::tempdir().unwrap();
+            let spool = Spool::open(dir.path(), "list@example.org").unwrap();
+            let members: Vec<String> = (0..3).map(|i| format!("m{i}@x.org")).collect();
+            let now = t("2026-11-20T12:00:00Z");
+            spool
+                .accept(
+                    &NewMessage {
+                        id: "m1",
+                        signer: "FPR",
+                        embargo_until: t("2026-11-22T12:00:00Z"),
+                        sig_digests: &["d1".to_owned()],
+                        sealed: b"ciphertext",
+                        members: &members,
+                        public_to: &[],
+                        reminder: None,
+                        ack_reminders: None,
+                        fetched: None,
+                        submission: None,
+                    },
+                    now,
+                )
+                .unwrap();
+            let due = spool.due(now, 10).unwrap();
+            let outcomes = [
+                Outcome::Finished {
+                    state: Finished::Sent,
+                    detail: "250 ok".into(),
+                    notice: None,
+                },
+                Outcome::Finished {
+                    state: Finished::Skipped,
+                    detail: "key expired".into(),
+                    notice: Some((due[1].to.clone(), b"sealed notice".to_vec())),
+                },
+                Outcome::Later {
+                    error: "451 busy".into(),
+                    next: t("2026-11-20T12:05:00Z"),
+                    failed: true,
+                },
+            ];
+            let batch = |i: usize| Recording {
+                delivery: due[i].clone(),
+                outcome: outcomes[i].clone(),
+                at: now,
+                receipt_to: Some("pst@example.org".into()),
+            };
+            let receipts = |spool: &Spool| {
+                spool
+                    .due(now, 10)
+                    .unwrap()
+                    .into_iter()
+                    .filter(|d| d.kind == Kind::Receipt)
+                    .count()
+            };
+            let first: Vec<Recording> = order[..2].iter().map(|&i| batch(i)).collect();
+            let results = spool.record(&first).unwrap();
+            assert!(results.iter().all(Result::is_ok), "{order:?}");
+            assert_eq!(receipts(&spool), 0, "{order:?}: a copy is untried");
+            let results = spool.record(&[batch(order[2])]).unwrap();
+            assert!(results.iter().all(Result::is_ok), "{order:?}");
+            assert_eq!(receipts(&spool), 1, "{order:?}: every copy tried");
+            // The deferred copy, sent on its retry.
+            let retried = Recording {
+                outcome: outcomes[0].clone(),
+                ..batch(2)
+            };
+            spool.record(&[retried]).unwrap();
+            assert_eq!(receipts(&spool), 1, "{order:?}: queued once");
+            let c = spool.counts("m1").unwrap();
+            assert_eq!((c.sent, c.pending), (2, 0), "{order:?}");
+            let notices = spool
+                .due(now, 10)
+                .unwrap()
+                .into_iter()
+                .filter(|d| d.kind == Kind::Notice && d.to == members[1])
+                .count();
+            assert_eq!(notices, 1, "{order:?}: the skipped member's notice");
+            let mut events: Vec<String> = spool
+                .audit_records()
+                .unwrap()
+                .into_iter()
+                .map(|r| r.event)
+                .collect();
+            events.sort();
+            assert_eq!(
+                events,
+                ["accepted", "deferred", "sent", "sent", "skipped"],
+                "{order:?}"
+            );
+        }
     }
 }

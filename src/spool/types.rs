@@ -286,6 +286,36 @@ impl Finished {
     }
 }
 
+/// How one delivery attempt ended, to be recorded ([`Spool::record`]).
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Sent, skipped or failed, with its detail; a sealed notice (to its
+    /// address) queued with it.
+    Finished {
+        state: Finished,
+        detail: String,
+        notice: Option<(String, Vec<u8>)>,
+    },
+    /// Tried again at `next`; `failed`: an attempt failed (which starts
+    /// the retry lifetime), not a postponement.
+    Later {
+        error: String,
+        next: DateTime<Utc>,
+        failed: bool,
+    },
+}
+
+/// One outcome to record: the delivery, how it ended, when, and for a
+/// member copy the PST's address (its receipt is queued once every copy
+/// was tried).
+#[derive(Debug, Clone)]
+pub struct Recording {
+    pub delivery: DueDelivery,
+    pub outcome: Outcome,
+    pub at: DateTime<Utc>,
+    pub receipt_to: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
