@@ -87,16 +87,17 @@ fn main() {
     assert_eq!(config.smtp.max_message_size, MAX);
     let p = crypto::policy();
     let pst_public = pst.clone().strip_secret_key_material();
-    let certs = std::slice::from_ref(&pst_public);
+    let pst_shared = std::sync::Arc::new(pst_public.clone());
+    let certs = std::slice::from_ref(&pst_shared);
     // Seven members beside the PST: a signature may name any known key.
     let members: Vec<openpgp::Cert> = (0..7)
         .map(|i| crypto::generate_key(&format!("M{i} <m{i}@bench.example>"), born, None).unwrap())
         .collect();
-    let mut known = vec![pst_public.clone()];
+    let mut known = vec![pst_shared.clone()];
     known.extend(
         members
             .iter()
-            .map(|m| m.clone().strip_secret_key_material()),
+            .map(|m| std::sync::Arc::new(m.clone().strip_secret_key_material())),
     );
     let gate = Gate {
         list: &config.list_key,

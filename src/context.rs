@@ -240,10 +240,10 @@ pub struct Snapshot {
 pub struct Directory {
     pub roster: Roster,
     /// The PST certificates.
-    pub pst: Vec<Cert>,
+    pub pst: Vec<Arc<Cert>>,
     /// Every certificate whose signature the intake checks: the PST's, then
     /// the other members' (whose posts `policy.member_posts` governs).
-    pub known: Vec<Cert>,
+    pub known: Vec<Arc<Cert>>,
     /// Their fingerprints (upper-case hex), to ask whether another list
     /// knows a key; the PST's pinned S/MIME certificates' too.
     pub fingerprints: std::collections::HashSet<String>,

@@ -328,7 +328,7 @@ async fn release_story(
     crypto::verify_detached(
         p,
         arrived,
-        std::slice::from_ref(list),
+        &[std::sync::Arc::new(list.clone())],
         signed.signed_part.expose(),
         &signed.signature,
     )

@@ -1,6 +1,8 @@
 //! The roster: who receives copies, and whose signatures make an announcement (PST).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::parse::Parse;
@@ -15,7 +17,9 @@ pub struct Member {
     pub pst: bool,
     /// Added by a `Roster-Add` command (listed in the roster file), not the config.
     pub added: bool,
-    cert: Result<Cert, String>,
+    /// Shared by every roster and verifier that holds this member: a
+    /// parsed certificate takes about 16 KB, and is held once.
+    cert: Result<Arc<Cert>, String>,
     /// An S/MIME member's X.509 certificate (or why it cannot be read);
     /// `None` for an OpenPGP member.
     pub smime: Option<Result<crate::crypto::smime::SmimeCert, String>>,
@@ -29,6 +33,7 @@ impl Member {
     /// bad member file does not stop the list.
     pub fn load(email: String, organization: String, key_path: PathBuf, pst: bool) -> Member {
         let cert = Cert::from_file(&key_path)
+            .map(Arc::new)
             .map_err(|e| format!("certificate file {} unreadable: {e}", key_path.display()));
         Member {
             email,
@@ -79,6 +84,11 @@ impl Member {
     }
 
     pub fn cert(&self) -> Result<&Cert, &str> {
+        self.shared_cert().map(|c| &**c)
+    }
+
+    /// The certificate itself, to keep without copying it.
+    pub fn shared_cert(&self) -> Result<&Arc<Cert>, &str> {
         self.cert.as_ref().map_err(String::as_str)
     }
 
@@ -95,8 +105,8 @@ impl Member {
         if update.fingerprint() != cert.fingerprint() {
             return;
         }
-        if let Ok(merged) = cert.clone().merge_public(update) {
-            self.cert = Ok(merged);
+        if let Ok(merged) = Cert::clone(cert).merge_public(update) {
+            self.cert = Ok(Arc::new(merged));
         }
     }
 }
@@ -119,14 +129,23 @@ pub(crate) fn store_update(dir: &Path, cert: &Cert) -> Result<(), String> {
 #[derive(Debug, Default, Clone)]
 pub struct Roster {
     members: Vec<Member>,
+    /// Each member's position by its address in lower case: a fan-out
+    /// looks up every member, and a scan would make it quadratic.
+    index: HashMap<String, usize>,
     /// Where refreshed certificates are kept ([`UPDATES_DIR`]), if known.
     updates: Option<PathBuf>,
 }
 
 impl Roster {
     pub fn new(members: Vec<Member>) -> Self {
+        let mut index = HashMap::with_capacity(members.len());
+        for (i, m) in members.iter().enumerate() {
+            // The first of two entries for one address is the one found.
+            index.entry(m.email.to_ascii_lowercase()).or_insert(i);
+        }
         Self {
             members,
+            index,
             updates: None,
         }
     }
@@ -159,10 +178,7 @@ impl Roster {
     pub fn with_file_members(&self, from_file: Vec<Member>) -> Roster {
         let mut members: Vec<Member> = self.members.iter().filter(|m| !m.added).cloned().collect();
         members.extend(from_file);
-        let roster = Roster {
-            members,
-            updates: None,
-        };
+        let roster = Roster::new(members);
         match &self.updates {
             Some(dir) => roster.with_updates(dir),
             None => roster,
@@ -170,20 +186,23 @@ impl Roster {
     }
 
     pub fn find(&self, email: &str) -> Option<&Member> {
-        self.members
-            .iter()
-            .find(|m| m.email.eq_ignore_ascii_case(email))
+        let i = match self.index.get(email) {
+            Some(&i) => i,
+            None => *self.index.get(&email.to_ascii_lowercase())?,
+        };
+        self.members.get(i)
     }
 
     /// The certificates of members outside the PST, whose signed posts
     /// (replies) the list may relay under `policy.member_posts`.
-    pub fn member_certs(&self) -> Vec<Cert> {
-        let pst = self.pst_certs();
+    pub fn member_certs(&self) -> Vec<Arc<Cert>> {
+        let pst: std::collections::HashSet<_> =
+            self.pst_certs().iter().map(|c| c.fingerprint()).collect();
         self.members
             .iter()
             .filter(|m| !m.pst)
-            .filter_map(|m| m.cert().ok().cloned())
-            .filter(|c| !pst.iter().any(|p| p.fingerprint() == c.fingerprint()))
+            .filter_map(|m| m.shared_cert().ok().cloned())
+            .filter(|c| !pst.contains(&c.fingerprint()))
             .collect()
     }
 
@@ -239,11 +258,11 @@ impl Roster {
     }
 
     /// The certificates whose signatures are accepted as the PST's.
-    pub fn pst_certs(&self) -> Vec<Cert> {
+    pub fn pst_certs(&self) -> Vec<Arc<Cert>> {
         self.members
             .iter()
             .filter(|m| m.pst)
-            .filter_map(|m| m.cert().ok().cloned())
+            .filter_map(|m| m.shared_cert().ok().cloned())
             .collect()
     }
 }

@@ -4,7 +4,7 @@
 //! reason; never a panic, and no refusal reason quotes the mail.
 #![no_main]
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, Utc};
 use embargo_relay::config::{MemberPosts, PolicyConfig};
@@ -17,8 +17,8 @@ use sequoia_openpgp::parse::Parse;
 
 struct Keys {
     list: ListKey,
-    pst: Vec<Cert>,
-    known: Vec<Cert>,
+    pst: Vec<Arc<Cert>>,
+    known: Vec<Arc<Cert>>,
     policy: PolicyConfig,
     now: DateTime<Utc>,
 }
@@ -31,12 +31,14 @@ static KEYS: LazyLock<Keys> = LazyLock::new(|| {
     std::panic::set_hook(Box::new(|info| eprintln!("panic (caught or not): {info}")));
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/keys");
     let load = |stem: &str| {
-        Cert::from_file(dir.join(format!("{stem}.key")))
-            .unwrap()
-            .strip_secret_key_material()
+        Arc::new(
+            Cert::from_file(dir.join(format!("{stem}.key")))
+                .unwrap()
+                .strip_secret_key_material(),
+        )
     };
     let list = ListKey::from_cert(Cert::from_file(dir.join("list.key")).unwrap()).unwrap();
-    let pst: Vec<Cert> = [
+    let pst: Vec<Arc<Cert>> = [
         "pst",
         "pst-expired",
         "pst-revoked-hard",

@@ -4,6 +4,7 @@
 //! encrypted mail.
 
 use std::io::Read;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use openpgp::crypto::SessionKey;
@@ -59,7 +60,7 @@ pub(super) struct Seen {
 }
 
 impl Seen {
-    fn note(&mut self, sig: &openpgp::packet::Signature, known: &[Cert], now: DateTime<Utc>) {
+    fn note(&mut self, sig: &openpgp::packet::Signature, known: &[Arc<Cert>], now: DateTime<Utc>) {
         self.signatures += 1;
         if self.read.len() < PacketLimits::SIGNATURES {
             self.read.push(sig.clone());
@@ -107,7 +108,7 @@ pub(super) const HASHINGS: usize = 2;
 /// verifier says), then two naming one key.
 pub(super) fn precheck(
     sigs: &[openpgp::packet::Signature],
-    known: &[Cert],
+    known: &[Arc<Cert>],
     data: &[u8],
 ) -> Result<(), SignatureProblem> {
     use openpgp::types::SignatureType;
@@ -193,7 +194,7 @@ pub(super) type PublicKey =
 /// as `SameKeyTwice` once no signature was found bad).
 pub(super) fn named_keys<'a>(
     sigs: &[openpgp::packet::Signature],
-    known: &'a [Cert],
+    known: &'a [Arc<Cert>],
 ) -> Result<(Vec<Vec<&'a PublicKey>>, bool), SignatureProblem> {
     let mut named = Vec::new();
     let mut twice = false;
@@ -296,7 +297,7 @@ impl Census {
 /// parse, is refused here, before any verifier sees it.
 pub(super) fn census_detached(
     sig: &[u8],
-    known: &[Cert],
+    known: &[Arc<Cert>],
     now: DateTime<Utc>,
 ) -> Result<Seen, SignatureProblem> {
     use openpgp::Packet;
@@ -349,7 +350,7 @@ pub(super) fn census_detached(
 pub(super) fn census(
     bytes: &[u8],
     limit: usize,
-    known: &[Cert],
+    known: &[Arc<Cert>],
     now: DateTime<Utc>,
 ) -> Result<(Seen, Option<Secret>), SignatureProblem> {
     use openpgp::parse::{PacketParserBuilder, PacketParserResult};
@@ -461,7 +462,7 @@ pub(super) fn census_encrypted(
     p: &dyn Policy,
     ciphertext: &[u8],
     limit: usize,
-    known: &[Cert],
+    known: &[Arc<Cert>],
     now: DateTime<Utc>,
 ) -> Result<Opened, OpenProblem> {
     use openpgp::packet::Packet;
@@ -567,7 +568,7 @@ enum Stop {
 struct Walk<'a> {
     keypairs: Vec<openpgp::crypto::KeyPair>,
     list_fingerprint: Fingerprint,
-    known: &'a [Cert],
+    known: &'a [Arc<Cert>],
     now: DateTime<Utc>,
     limit: usize,
     seen: Seen,

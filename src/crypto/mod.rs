@@ -243,6 +243,129 @@ mod tests {
 
     use openpgp::KeyHandle;
     use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient, Signer};
+    use shim::{
+        census, census_detached, census_encrypted, open_announcement, open_decrypting, precheck,
+        verify_detached, verify_detached_at, verify_inline, verify_message,
+    };
+
+    /// The verifier's functions over plain certificates, as these tests
+    /// hold them (the roster shares its certificates: `Arc<Cert>`).
+    mod shim {
+        use std::sync::Arc;
+
+        use chrono::{DateTime, Utc};
+        use sequoia_openpgp::Cert;
+        use sequoia_openpgp::policy::Policy;
+
+        use crate::crypto::{self as c, ListKey};
+
+        fn arcs(certs: &[Cert]) -> Vec<Arc<Cert>> {
+            certs.iter().cloned().map(Arc::new).collect()
+        }
+
+        pub(super) fn verify_detached(
+            p: &dyn Policy,
+            now: DateTime<Utc>,
+            pst: &[Cert],
+            data: &[u8],
+            sig: &[u8],
+        ) -> Result<c::VerifiedSigner, c::SignatureProblem> {
+            c::verify_detached(p, now, &arcs(pst), data, sig)
+        }
+
+        pub(super) fn verify_detached_at(
+            p: &dyn Policy,
+            now: DateTime<Utc>,
+            reference: DateTime<Utc>,
+            pst: &[Cert],
+            data: &[u8],
+            sig: &[u8],
+        ) -> Result<c::VerifiedSigner, c::SignatureProblem> {
+            c::verify_detached_at(p, now, reference, &arcs(pst), data, sig)
+        }
+
+        pub(super) fn verify_inline(
+            p: &dyn Policy,
+            now: DateTime<Utc>,
+            certs: &[Cert],
+            body: &[u8],
+            limit: usize,
+        ) -> Result<(c::VerifiedSigner, crate::secret::Secret), c::SignatureProblem> {
+            c::verify_inline(p, now, &arcs(certs), body, limit)
+        }
+
+        pub(super) fn verify_message(
+            p: &dyn Policy,
+            now: DateTime<Utc>,
+            certs: &[Cert],
+            body: &[u8],
+            limit: usize,
+            future: bool,
+        ) -> Result<(c::VerifiedSigner, crate::secret::Secret), c::SignatureProblem> {
+            c::verify_message(p, now, &arcs(certs), body, limit, future)
+        }
+
+        pub(super) fn open_announcement(
+            list: &ListKey,
+            p: &dyn Policy,
+            now: DateTime<Utc>,
+            pst: &[Cert],
+            ciphertext: &[u8],
+            limit: usize,
+        ) -> Result<c::OpenedAnnouncement, c::OpenProblem> {
+            c::open_announcement(list, p, now, &arcs(pst), ciphertext, limit)
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        pub(super) fn open_decrypting(
+            list: &ListKey,
+            p: &dyn Policy,
+            now: DateTime<Utc>,
+            pst: &[Cert],
+            ciphertext: &[u8],
+            limit: usize,
+            found: Option<&c::FoundKey>,
+            future: bool,
+        ) -> Result<c::OpenedAnnouncement, c::OpenProblem> {
+            c::open_decrypting(list, p, now, &arcs(pst), ciphertext, limit, found, future)
+        }
+
+        pub(super) fn census(
+            bytes: &[u8],
+            limit: usize,
+            known: &[Cert],
+            now: DateTime<Utc>,
+        ) -> Result<(c::Seen, Option<crate::secret::Secret>), c::SignatureProblem> {
+            c::census(bytes, limit, &arcs(known), now)
+        }
+
+        pub(super) fn census_detached(
+            sig: &[u8],
+            known: &[Cert],
+            now: DateTime<Utc>,
+        ) -> Result<c::Seen, c::SignatureProblem> {
+            c::census_detached(sig, &arcs(known), now)
+        }
+
+        pub(super) fn census_encrypted(
+            list: &ListKey,
+            p: &dyn Policy,
+            ciphertext: &[u8],
+            limit: usize,
+            known: &[Cert],
+            now: DateTime<Utc>,
+        ) -> Result<c::Opened, c::OpenProblem> {
+            c::census_encrypted(list, p, ciphertext, limit, &arcs(known), now)
+        }
+
+        pub(super) fn precheck(
+            sigs: &[sequoia_openpgp::packet::Signature],
+            known: &[Cert],
+            data: &[u8],
+        ) -> Result<(), c::SignatureProblem> {
+            c::precheck(sigs, &arcs(known), data)
+        }
+    }
 
     #[test]
     fn shared_seal_copies_open_for_their_member_alone() {
@@ -928,7 +1051,7 @@ mod tests {
                 .map(|(v, text)| (v.signers, v.signature_digests, text.expose().to_vec()))
         };
         let reference = |body: &[u8]| {
-            verify::verify_message(&p, now(), certs, body, 1 << 20, true)
+            verify_message(&p, now(), certs, body, 1 << 20, true)
                 .map(|(v, text)| (v.signers, v.signature_digests, text.expose().to_vec()))
         };
         let (bin, text) = (SignatureType::Binary, SignatureType::Text);
@@ -969,9 +1092,9 @@ mod tests {
                 assert_eq!(a, b, "body {i}, {len} octets");
                 // The precheck itself ran, over the text the census kept,
                 // and judged as the verifier did.
-                let (seen, literal) = census::census(body, 1 << 20, certs, now()).unwrap();
+                let (seen, literal) = census(body, 1 << 20, certs, now()).unwrap();
                 let literal = literal.expect("the census keeps the literal data");
-                let prechecked = census::precheck(&seen.read, certs, literal.expose());
+                let prechecked = precheck(&seen.read, certs, literal.expose());
                 assert_eq!(prechecked.is_ok(), a.is_ok(), "body {i}, {len} octets");
                 verdicts.insert(format!("{:?}", a.map(|_| "good")));
             }

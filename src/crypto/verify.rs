@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::io::Read;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use openpgp::cert::prelude::*;
@@ -58,7 +59,7 @@ pub struct VerifiedSigner {
 pub fn verify_detached(
     p: &dyn Policy,
     now: DateTime<Utc>,
-    pst: &[Cert],
+    pst: &[Arc<Cert>],
     data: &[u8],
     sig: &[u8],
 ) -> Result<VerifiedSigner, SignatureProblem> {
@@ -94,7 +95,7 @@ pub(super) fn verify_detached_at(
     p: &dyn Policy,
     now: DateTime<Utc>,
     reference: DateTime<Utc>,
-    pst: &[Cert],
+    pst: &[Arc<Cert>],
     data: &[u8],
     sig: &[u8],
 ) -> Result<VerifiedSigner, SignatureProblem> {
@@ -125,7 +126,7 @@ pub(super) fn verify_detached_at(
 pub fn verify_inline(
     p: &dyn Policy,
     now: DateTime<Utc>,
-    certs: &[Cert],
+    certs: &[Arc<Cert>],
     body: &[u8],
     limit: usize,
 ) -> Result<(VerifiedSigner, Secret), SignatureProblem> {
@@ -149,7 +150,7 @@ pub fn verify_inline(
 pub(super) fn verify_message(
     p: &dyn Policy,
     now: DateTime<Utc>,
-    certs: &[Cert],
+    certs: &[Arc<Cert>],
     body: &[u8],
     limit: usize,
     future: bool,
@@ -225,7 +226,7 @@ pub fn open_announcement(
     list: &ListKey,
     p: &dyn Policy,
     now: DateTime<Utc>,
-    pst: &[Cert],
+    pst: &[Arc<Cert>],
     ciphertext: &[u8],
     limit: usize,
 ) -> Result<OpenedAnnouncement, OpenProblem> {
@@ -299,7 +300,7 @@ pub(super) fn open_decrypting(
     list: &ListKey,
     p: &dyn Policy,
     now: DateTime<Utc>,
-    pst: &[Cert],
+    pst: &[Arc<Cert>],
     ciphertext: &[u8],
     limit: usize,
     found: Option<&FoundKey>,
@@ -351,7 +352,7 @@ pub(super) fn open_at(
     p: &dyn Policy,
     now: DateTime<Utc>,
     reference: DateTime<Utc>,
-    pst: &[Cert],
+    pst: &[Arc<Cert>],
     ciphertext: &[u8],
     limit: usize,
     found: Option<&FoundKey>,
@@ -501,7 +502,7 @@ impl DecryptionHelper for PstOpener<'_> {
 }
 
 pub(super) struct PstVerifier<'a> {
-    pst: &'a [Cert],
+    pst: &'a [Arc<Cert>],
     p: &'a dyn Policy,
     now: DateTime<Utc>,
     /// Decrypting a message (encryption and compression layers expected),
@@ -659,7 +660,7 @@ impl VerificationHelper for PstVerifier<'_> {
                 c.keys()
                     .any(|k| ids.iter().any(|id| k.key().key_handle().aliases(id)))
             })
-            .cloned()
+            .map(|c| Cert::clone(c))
             .collect())
     }
 

@@ -67,7 +67,7 @@ pub(super) fn build(relay: &Pinned, a: &Record, d: &DueDelivery) -> Result<Vec<u
                 relay,
                 a,
                 d,
-                &To::Pgp(Box::new(pst)),
+                &To::Pgp(pst),
                 &a.subject,
                 &reason,
                 outbound::REFUSAL_SUBJECT,
@@ -79,7 +79,10 @@ pub(super) fn build(relay: &Pinned, a: &Record, d: &DueDelivery) -> Result<Vec<u
 /// The certificate that signed the announcement (receipts and reminders go to it).
 /// A mail the PST signed with S/MIME names its pinned certificate: the
 /// receipt goes to that PST member's OpenPGP certificate.
-pub(super) fn signer_cert(relay: &Pinned, a: &Record) -> Result<sequoia_openpgp::Cert, BuildError> {
+pub(super) fn signer_cert(
+    relay: &Pinned,
+    a: &Record,
+) -> Result<Arc<sequoia_openpgp::Cert>, BuildError> {
     let directory = relay.directory();
     let by_smime = || {
         directory
@@ -90,7 +93,7 @@ pub(super) fn signer_cert(relay: &Pinned, a: &Record) -> Result<sequoia_openpgp:
             .find(|m| {
                 matches!(&m.smime_signing, Some(Ok(c)) if c.key_fingerprint().is_some_and(|k| k.eq_ignore_ascii_case(&a.signer)))
             })
-            .and_then(|m| m.cert().ok())
+            .and_then(|m| m.shared_cert().ok())
     };
     directory
         .pst
@@ -110,7 +113,7 @@ pub(super) fn pst_cert_for(
     relay: &Pinned,
     a: &Record,
     address: &str,
-) -> Result<sequoia_openpgp::Cert, BuildError> {
+) -> Result<Arc<sequoia_openpgp::Cert>, BuildError> {
     let p = crate::crypto::policy();
     let now = relay.clock.now();
     let has_address = |c: &sequoia_openpgp::Cert| crate::crypto::has_email(c, &p, now, address);
@@ -187,7 +190,7 @@ pub(super) fn receipt_message(
         relay,
         a,
         d,
-        &To::Pgp(Box::new(pst)),
+        &To::Pgp(pst),
         &subject,
         &text,
         outbound::RECEIPT_SUBJECT,
@@ -338,7 +341,7 @@ pub(super) fn reminder_message(
         relay,
         a,
         d,
-        &To::Pgp(Box::new(pst)),
+        &To::Pgp(pst),
         &format!("Reminder: {}", a.subject),
         &text,
         outbound::REMINDER_SUBJECT,
@@ -425,9 +428,9 @@ pub(super) fn member_key(relay: &Pinned, address: &str) -> Result<(String, To), 
         return Ok((member.email.clone(), To::Smime(cert.clone())));
     }
     let cert = member
-        .cert()
+        .shared_cert()
         .map_err(|e| BuildError::Recipient(e.to_owned()))?;
-    Ok((member.email.clone(), To::Pgp(Box::new(cert.clone()))))
+    Ok((member.email.clone(), To::Pgp(cert.clone())))
 }
 
 /// The notice a member on the roster gets when a message of the list was
@@ -550,7 +553,7 @@ pub(super) fn notice(
 
 /// What a member's mail is encrypted to.
 pub(super) enum To {
-    Pgp(Box<sequoia_openpgp::Cert>),
+    Pgp(Arc<sequoia_openpgp::Cert>),
     Smime(crate::crypto::smime::SmimeCert),
 }
 

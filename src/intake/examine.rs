@@ -2,6 +2,8 @@
 //! authorizes a raw mail against a `Gate` and says what it is. No I/O, no
 //! clock of its own; fuzzed (`fuzz/fuzz_targets/verify.rs`).
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::policy::Policy;
@@ -22,7 +24,7 @@ pub struct Gate<'a> {
     /// Decrypts mail encrypted to the list.
     pub list: &'a ListKey,
     /// The certificates allowed to announce.
-    pub pst: &'a [Cert],
+    pub pst: &'a [Arc<Cert>],
     /// The PST's pinned S/MIME certificates: an S/MIME-signed mail is
     /// verified against these alone.
     pub pst_smime: &'a [crate::crypto::smime::SmimeCert],
@@ -32,7 +34,7 @@ pub struct Gate<'a> {
     pub list_smime: Option<&'a crate::crypto::smime::SmimeIdentity>,
     /// Every certificate whose signature is checked: the PST's and the
     /// other members' (whose posts are relayed under `policy.member_posts`).
-    pub known: &'a [Cert],
+    pub known: &'a [Arc<Cert>],
     pub policy: &'a PolicyConfig,
     /// The largest decrypted content accepted (the message size limit).
     pub max_size: usize,

@@ -604,6 +604,7 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
             crate::crypto::generate_key("List <list@example.org>", now, None).unwrap(),
         )
         .unwrap();
+        let pst = std::sync::Arc::new(pst);
         let gate = Gate {
             list: &list,
             pst: std::slice::from_ref(&pst),

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::policy::Policy;
+use std::sync::Arc;
 
 use crate::crypto::{self, OpenProblem, SignatureProblem, VerifiedSigner};
 use crate::secret::Secret;
@@ -245,7 +246,7 @@ fn smime_signer(
 
 fn detached(
     signed: &SignedEntity,
-    pst: &[Cert],
+    pst: &[Arc<Cert>],
     p: &dyn Policy,
     now: DateTime<Utc>,
 ) -> Result<VerifiedSigner, Rejection> {
