@@ -4,7 +4,7 @@
 //! This file is the scheduler (lanes, batches, waking); one delivery is
 //! `deliver.rs`, building each kind of message `build.rs`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -121,7 +121,7 @@ pub(crate) async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: Cancell
     let mut pause = FIRST_PAUSE;
     let mut stalled: Option<Stall> = None;
     owed_receipts(&relay).await;
-    loop {
+    'look: loop {
         while let Some(done) = tasks.try_join_next_with_id() {
             flying.landed(done, &mut stalled);
         }
@@ -143,8 +143,15 @@ pub(crate) async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: Cancell
         // One time for both: a row that falls due in between is neither
         // missed by the dispatch nor slept past.
         let now = relay.clock.now();
+        let mut queue = match job.read(now, &flying, &mut opened).await {
+            Ok(due) => due,
+            Err(e) => {
+                stalled = Some(e);
+                continue;
+            }
+        };
         match job
-            .dispatch(now, &mut flying, &mut tasks, &mut opened)
+            .start(&mut queue, &mut flying, &mut tasks, &mut opened)
             .await
         {
             Ok(()) => pause = FIRST_PAUSE,
@@ -155,13 +162,27 @@ pub(crate) async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: Cancell
         }
         let wake_at = next_wake(&relay, now).await;
         relay.health.asleep_until(wake_at, tasks.is_empty());
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = relay.wake.notified() => {}
-            _ = relay.clock.sleep_until(wake_at) => {}
-            _ = spool_changed(&relay) => {}
-            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                flying.landed(done, &mut stalled);
+        let changed = spool_changed(&relay);
+        tokio::pin!(changed);
+        // Until something may have fallen due or changed, each delivery
+        // that ends makes room for the next row already read: the spool
+        // is read again only when they are used up.
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break 'look,
+                _ = relay.wake.notified() => break,
+                _ = relay.clock.sleep_until(wake_at) => break,
+                _ = &mut changed => break,
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    flying.landed(done, &mut stalled);
+                    if stalled.is_some() || queue.is_empty() {
+                        break;
+                    }
+                    if let Err(e) = job.start(&mut queue, &mut flying, &mut tasks, &mut opened).await {
+                        stalled = Some(e);
+                        break;
+                    }
+                }
             }
         }
     }
@@ -229,16 +250,15 @@ struct Dispatch<'a> {
 }
 
 impl Dispatch<'_> {
-    /// Starts a task for each due delivery not already in flight, as far as
-    /// its lane has room. An announcement is opened once and shared by its
-    /// tasks; `opened` keeps it while it still has due deliveries.
-    async fn dispatch(
+    /// The due deliveries not already in flight, in the spool's order
+    /// (releases first). `opened` and the shared seals keep only the
+    /// announcements that still have due deliveries.
+    async fn read(
         &self,
         now: DateTime<Utc>,
-        flying: &mut Flying,
-        tasks: &mut JoinSet<Result<(), Stall>>,
+        flying: &Flying,
         opened: &mut HashMap<String, Arc<Record>>,
-    ) -> Result<(), Stall> {
+    ) -> Result<VecDeque<DueDelivery>, Stall> {
         let relay = &self.worker.relay;
         let r = relay.clone();
         let limit = BATCH + flying.rows.len();
@@ -247,22 +267,39 @@ impl Dispatch<'_> {
             r.spool.due(now, limit)
         })
         .await??;
-        opened.retain(|id, _| due.iter().any(|d| &d.message_id == id));
+        let ids: HashSet<&str> = due.iter().map(|d| d.message_id.as_str()).collect();
+        opened.retain(|id, _| ids.contains(id.as_str()));
         relay.seals.retain(|id, until| {
             due.iter()
                 .any(|d| d.message_id == id && until.is_none_or(|until| until == d.embargo_until))
         });
-        for d in due {
+        Ok(due
+            .into_iter()
+            .filter(|d| !flying.rows.contains(&key(d)))
+            .collect())
+    }
+
+    /// Starts a task for each delivery of `queue`, in order, as far as its
+    /// lane has room; what is started leaves the queue. An announcement is
+    /// opened once and shared by its tasks.
+    async fn start(
+        &self,
+        queue: &mut VecDeque<DueDelivery>,
+        flying: &mut Flying,
+        tasks: &mut JoinSet<Result<(), Stall>>,
+        opened: &mut HashMap<String, Arc<Record>>,
+    ) -> Result<(), Stall> {
+        let relay = &self.worker.relay;
+        let mut waiting = VecDeque::new();
+        while let Some(d) = queue.pop_front() {
             if self.worker.shutdown.is_cancelled() {
-                return Ok(());
-            }
-            let k = key(&d);
-            if flying.rows.contains(&k) {
-                continue;
+                break;
             }
             let Some(permit) = self.lanes.try_enter(d.kind) else {
+                waiting.push_back(d);
                 continue;
             };
+            let k = key(&d);
             let announcement = match opened.get(&d.message_id) {
                 Some(a) if a.terms.until == d.embargo_until => a.clone(),
                 _ => {
@@ -297,6 +334,9 @@ impl Dispatch<'_> {
                 tasks.spawn(async move { deliver_one(&worker, &announcement, &d, permit).await });
             flying.start(task.id(), k);
         }
+        // In their order, before any the loop did not reach.
+        waiting.append(queue);
+        *queue = waiting;
         Ok(())
     }
 }

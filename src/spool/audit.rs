@@ -92,10 +92,10 @@ pub(super) fn insert_audit(
     member: Option<&str>,
     detail: &str,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO audit (at, event, message_id, member, detail, list) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![at, event, message_id, member, detail, list],
-    )
+    )?
+    .execute(params![at, event, message_id, member, detail, list])
     .map(|_| ())
 }
 

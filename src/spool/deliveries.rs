@@ -36,10 +36,10 @@ pub(super) fn insert_delivery(
 ) -> rusqlite::Result<()> {
     // A release goes to a public list from the list's own address.
     let token = (kind != Kind::Release).then(|| crate::crypto::random_hex(12));
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at, bounce_token) VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6)",
-        params![message_id, to, kind.as_str(), crate::crypto::random_hex(12), due, token],
-    )
+    )?
+    .execute(params![message_id, to, kind.as_str(), crate::crypto::random_hex(12), due, token])
     .map(drop)
 }
 
@@ -99,19 +99,19 @@ fn finish_in(
     if let Some((to, sealed)) = notice {
         insert_notice(conn, list, to, sealed, to_millis(now))?;
     }
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE deliveries SET state = ?3, attempts = attempts + ?4, last_error = ?5
          WHERE message_id = ?1 AND member = ?2 AND kind = ?6 AND copy_id = ?7",
-        params![
-            d.message_id,
-            d.to,
-            state.as_str(),
-            i64::from(state != Finished::Skipped),
-            (state != Finished::Sent).then_some(detail),
-            d.kind.as_str(),
-            d.copy_id
-        ],
-    )?;
+    )?
+    .execute(params![
+        d.message_id,
+        d.to,
+        state.as_str(),
+        i64::from(state != Finished::Skipped),
+        (state != Finished::Sent).then_some(detail),
+        d.kind.as_str(),
+        d.copy_id
+    ])?;
     let event = match (d.kind, state) {
         (Kind::Release, Finished::Sent) => "released",
         (Kind::Release, Finished::Failed) => "release-failed",
