@@ -1763,7 +1763,8 @@ fn smtp_cases() {
         "expect: 554 5.6.0 bare CR or LF\nclosed: yes",
         &smtp_session(&data),
     );
-    // Commands and data sent before 354, without PIPELINING offered.
+    // Commands and data in one write: DATA ends a pipelined group (RFC
+    // 2920), so data before its 354 is refused, PIPELINING offered or not.
     let mut pipelined =
         format!("EHLO client.example\r\nMAIL FROM:<{PST}>\r\nRCPT TO:<{LIST}>\r\nDATA\r\n")
             .into_bytes();
@@ -1771,7 +1772,7 @@ fn smtp_cases() {
     pipelined.extend_from_slice(b"\r\n.\r\nQUIT\r\n");
     write(
         "smtp",
-        "pipelined-data-without-pipelining.smtp",
+        "data-sent-before-354.smtp",
         "pipelined: yes\nexpect: 503 5.5.0 data sent before 354",
         &pipelined,
     );

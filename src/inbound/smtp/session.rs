@@ -154,7 +154,7 @@ where
                     ..Transaction::default()
                 };
                 let ehlo = format!(
-                    "250-{}\r\n250-SIZE {}\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n",
+                    "250-{}\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n",
                     settings.hostname, settings.max_message_size
                 );
                 conn.w.write_all(ehlo.as_bytes()).await?;
@@ -222,8 +222,9 @@ where
         return Ok(Step::Reply(Reply::new(503, "5.5.1", "no valid recipients")));
     }
     if !conn.r.buffer().is_empty() {
-        // Without PIPELINING a client must wait for 354 before sending data.
-        let reply = Reply::new(503, "5.5.0", "data sent before 354 without PIPELINING");
+        // A client waits for 354 before it sends the data: DATA ends a
+        // pipelined group (RFC 2920, 3.1).
+        let reply = Reply::new(503, "5.5.0", "data sent before 354");
         audit.refused(tx.mail_from.as_deref(), &reply);
         *tx = Transaction {
             helo: tx.helo.take(),

@@ -1,6 +1,7 @@
 //! Outbound: assembles each member's RFC 3156 `multipart/encrypted` copy
 //! (real Subject only inside, as a protected header) and sends it through
-//! the smarthost with lettre, one SMTP envelope per member.
+//! the smarthost, one SMTP envelope per member, over kept connections
+//! that pipeline ([`smtp`]).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -8,12 +9,12 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Utc};
 use lettre::message::header::{self, Headers};
 use lettre::message::{Mailbox, Mailboxes};
-use lettre::transport::smtp::client::AsyncSmtpConnection;
-use lettre::transport::smtp::extension::ClientId;
 
 use crate::config::OutboundConfig;
 use crate::crypto::random_hex;
 use crate::secret::Secret;
+
+mod smtp;
 
 /// The outer Subject of every member copy: it says nothing about the content.
 pub(crate) const PLACEHOLDER_SUBJECT: &str = "[embargoed announcement]";
@@ -116,26 +117,64 @@ fn embargo_notice(until: DateTime<Utc>, acknowledge: Option<&str>) -> Vec<u8> {
     )
 }
 
+/// A message as it goes on the wire, in three parts: its own head and
+/// tail around a middle that many messages share (a copy's armor lines of
+/// the announcement's ciphertext, [`crate::crypto::ArmoredCopy`]), sent
+/// from where it is, never copied into each message.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Wire {
+    pub head: Vec<u8>,
+    pub shared: Arc<Vec<u8>>,
+    pub tail: Vec<u8>,
+}
+
+impl Wire {
+    pub(crate) fn parts(&self) -> [&[u8]; 3] {
+        [&self.head, &self.shared, &self.tail]
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.parts().iter().map(|p| p.len()).sum()
+    }
+
+    /// The whole message in one buffer.
+    #[cfg(test)]
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        self.parts().concat()
+    }
+}
+
+impl From<Vec<u8>> for Wire {
+    fn from(head: Vec<u8>) -> Wire {
+        Wire {
+            head,
+            ..Wire::default()
+        }
+    }
+}
+
 /// The message that goes on the wire: RFC 3156 `multipart/encrypted` with
 /// the neutral placeholder Subject and only this member as recipient.
 pub(crate) fn encrypted_outer(
     h: &CopyHeaders<'_>,
     outer_subject: &str,
-    armored: Vec<u8>,
-) -> anyhow::Result<Vec<u8>> {
+    armored: crate::crypto::ArmoredCopy,
+) -> anyhow::Result<Wire> {
     // Built by hand around the armor, which is already 7-bit with CRLF
     // line ends: lettre's body handling copies and rescans a 1 MB armor
     // several times (and its line-end conversion is quadratic).
-    // (Sequoia's armor has bare LFs; the list's own is CRLF already, and
-    // is then wrapped in place, without another copy of a large message.)
-    let mut armored = if armored.windows(2).all(|w| w[1] != b'\n' || w[0] == b'\r') {
-        armored
-    } else {
-        crate::entity::to_crlf(&armored)
+    // (Sequoia's armor, all in `head`, has bare LFs; the list's own is
+    // CRLF already.)
+    let crlf = |part: Vec<u8>| {
+        if memchr::memchr_iter(b'\n', &part).all(|i| i > 0 && part[i - 1] == b'\r') {
+            part
+        } else {
+            crate::entity::to_crlf(&part)
+        }
     };
     let boundary = format!("er-{}", random_hex(12));
-    let mut out = outer_headers(h, outer_subject)?;
-    out.extend_from_slice(
+    let mut head = outer_headers(h, outer_subject)?;
+    head.extend_from_slice(
         format!(
             "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"{boundary}\"\r\n\r\n\
 This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)\r\n\
@@ -145,12 +184,24 @@ Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\r\n"
         )
         .as_bytes(),
     );
-    if !armored.ends_with(b"\r\n") {
-        armored.extend_from_slice(b"\r\n");
+    head.extend_from_slice(&crlf(armored.head));
+    let mut tail = crlf(armored.tail);
+    let whole_ends_crlf = if !tail.is_empty() {
+        tail.ends_with(b"\r\n")
+    } else if !armored.shared.is_empty() {
+        armored.shared.ends_with(b"\r\n")
+    } else {
+        head.ends_with(b"\r\n")
+    };
+    if !whole_ends_crlf {
+        tail.extend_from_slice(b"\r\n");
     }
-    armored.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    armored.splice(0..0, out);
-    Ok(armored)
+    tail.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    Ok(Wire {
+        head,
+        shared: armored.shared,
+        tail,
+    })
 }
 
 /// The neutral outer header of a member's copy: From the list, To that
@@ -227,8 +278,8 @@ pub(crate) struct SendError {
 
 /// Connections to the smarthost, kept open between deliveries: a fan-out
 /// to thousands of members does not pay a TCP and SMTP handshake per copy.
-/// Each has `TCP_NODELAY` (lettre's own pool, without it, stalls on delayed
-/// ACKs: ~23 messages a second instead of ~800 on loopback).
+/// Each has `TCP_NODELAY`, and pipelines when the smarthost offers it
+/// ([`smtp`]).
 #[derive(Clone)]
 pub(crate) struct Outbound {
     pool: Arc<Pool>,
@@ -240,8 +291,8 @@ struct Pool {
     /// For each step (connect, greeting) and, with an allowance per
     /// megabyte, for a whole transaction.
     timeout: Duration,
-    hello: ClientId,
-    idle: std::sync::Mutex<Vec<(AsyncSmtpConnection, std::time::Instant)>>,
+    hello: String,
+    idle: std::sync::Mutex<Vec<(smtp::Connection, std::time::Instant)>>,
     max_idle: usize,
 }
 
@@ -255,7 +306,7 @@ impl Outbound {
                 host: cfg.host.clone(),
                 port: cfg.port,
                 timeout: cfg.timeout,
-                hello: ClientId::Domain(hostname.to_owned()),
+                hello: hostname.to_owned(),
                 idle: std::sync::Mutex::new(Vec::new()),
                 // Both lanes (copies, and releases with lifted notices).
                 max_idle: cfg.concurrency * 2,
@@ -268,22 +319,15 @@ impl Outbound {
         &self,
         from: &str,
         to: &str,
-        message: &[u8],
+        message: &Wire,
     ) -> Result<String, SendError> {
-        let envelope = lettre::address::Envelope::new(
-            Some(from.parse().map_err(|e| SendError {
+        // Addresses go into SMTP commands: only well-formed ones.
+        for (what, addr) in [("sender", from), ("recipient", to)] {
+            addr.parse::<lettre::Address>().map_err(|e| SendError {
                 permanent: true,
-                detail: format!("bad sender address: {e}"),
-            })?),
-            vec![to.parse().map_err(|e| SendError {
-                permanent: true,
-                detail: format!("bad recipient address: {e}"),
-            })?],
-        )
-        .map_err(|e| SendError {
-            permanent: true,
-            detail: e.to_string(),
-        })?;
+                detail: format!("bad {what} address: {e}"),
+            })?;
+        }
         let transient = |detail: String| SendError {
             permanent: false,
             detail,
@@ -293,87 +337,79 @@ impl Outbound {
         // ever: the per-step timeout twice, and a second per MiB.
         let allowance = self.pool.timeout * 2 + Duration::from_secs(message.len() as u64 >> 20);
         let deadline = tokio::time::Instant::now() + allowance;
-        let conn = tokio::time::timeout_at(deadline, async {
-            match self.pool.take().await {
-                Some(conn) => Ok(conn),
-                None => self.pool.connect().await,
-            }
-        })
-        .await
-        .map_err(|_| transient("no connection to the smarthost in time".to_owned()))?;
-        let mut conn = conn.map_err(transient)?;
-        match tokio::time::timeout_at(deadline, conn.send(&envelope, message)).await {
-            Err(_) => Err(transient(format!(
-                "the smarthost did not finish the transaction within {}s",
-                allowance.as_secs()
-            ))),
-            Ok(Ok(response)) => {
-                self.pool.put(conn);
-                Ok(format!(
-                    "{} {}",
-                    response.code(),
-                    response.message().collect::<Vec<_>>().join(" ")
-                ))
-            }
-            Ok(Err(e)) => {
-                // Not reused: the server's transaction state is unknown.
-                Err(SendError {
-                    permanent: e.is_permanent(),
-                    detail: e.to_string(),
-                })
+        // A kept connection that breaks before the message is written has
+        // delivered nothing: the copy goes at once on a fresh one.
+        let mut fresh_only = false;
+        loop {
+            let (conn, reused) = tokio::time::timeout_at(deadline, async {
+                match (!fresh_only).then(|| self.pool.take()).flatten() {
+                    Some(conn) => Ok((conn, true)),
+                    None => self.pool.connect().await.map(|c| (c, false)),
+                }
+            })
+            .await
+            .map_err(|_| transient("no connection to the smarthost in time".to_owned()))?
+            .map_err(transient)?;
+            let mut conn = conn;
+            match tokio::time::timeout_at(deadline, conn.send(from, to, message)).await {
+                Err(_) => {
+                    return Err(transient(format!(
+                        "the smarthost did not finish the transaction within {}s",
+                        allowance.as_secs()
+                    )));
+                }
+                Ok(Ok(reply)) => {
+                    self.pool.put(conn);
+                    return Ok(reply.to_string());
+                }
+                Ok(Err(smtp::Failure::Refused(reply))) => {
+                    self.pool.put(conn);
+                    return Err(SendError {
+                        permanent: reply.code >= 500,
+                        detail: format!("the smarthost answered {reply}"),
+                    });
+                }
+                Ok(Err(smtp::Failure::Broken { detail, unsent })) => {
+                    // Not reused: the server's transaction state is unknown.
+                    if unsent && reused && !fresh_only {
+                        tracing::debug!(%detail, "a kept smarthost connection broke before the message: sending on a fresh one");
+                        fresh_only = true;
+                        continue;
+                    }
+                    return Err(transient(detail));
+                }
             }
         }
     }
 }
 
 impl Pool {
-    /// An idle connection that still answers (NOOP), if there is one: a
-    /// connection the smarthost dropped (a 421, a restart) is never handed
-    /// out, so it cannot turn a delivery, or a release, into a retry later.
-    async fn take(&self) -> Option<AsyncSmtpConnection> {
-        loop {
-            let (mut conn, since) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
-            if since.elapsed() > IDLE_LIMIT || conn.has_broken() {
-                continue;
-            }
-            let alive = tokio::time::timeout(self.timeout, conn.test_connected()).await;
-            if alive == Ok(true) {
+    /// An idle connection the smarthost has not closed, if there is one:
+    /// one it dropped (a 421, a restart) is never handed out, so it cannot
+    /// turn a delivery, or a release, into a retry later. Asked of the
+    /// socket ([`smtp::Connection::is_stale`]), not by a round trip.
+    fn take(&self) -> Option<smtp::Connection> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((conn, since)) = idle.pop() {
+            if since.elapsed() <= IDLE_LIMIT && !conn.is_stale() {
                 return Some(conn);
             }
+            tokio::spawn(conn.quit());
         }
+        None
     }
 
-    fn put(&self, conn: AsyncSmtpConnection) {
-        if conn.has_broken() {
-            return;
-        }
+    fn put(&self, conn: smtp::Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.max_idle {
             idle.push((conn, std::time::Instant::now()));
+        } else {
+            tokio::spawn(conn.quit());
         }
     }
 
-    async fn connect(&self) -> Result<AsyncSmtpConnection, String> {
-        let addr = (self.host.as_str(), self.port);
-        let stream = tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(addr))
-            .await
-            .map_err(|_| format!("connecting to {}:{} timed out", self.host, self.port))?
-            .map_err(|e| format!("cannot connect to {}:{}: {e}", self.host, self.port))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| format!("cannot set TCP_NODELAY: {e}"))?;
-        tokio::time::timeout(
-            self.timeout,
-            AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello),
-        )
-        .await
-        .map_err(|_| {
-            format!(
-                "the smarthost {}:{} did not greet in time",
-                self.host, self.port
-            )
-        })?
-        .map_err(|e| e.to_string())
+    async fn connect(&self) -> Result<smtp::Connection, String> {
+        smtp::Connection::open(&self.host, self.port, &self.hello, self.timeout).await
     }
 }
 
@@ -462,7 +498,7 @@ mod tests {
         let out = Outbound::new(&cfg, "relay.example.org");
         let mail = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: x\r\n\r\nbody\r\n";
         for _ in 0..5 {
-            out.send("a@example.org", "b@example.org", mail)
+            out.send("a@example.org", "b@example.org", &Wire::from(mail.to_vec()))
                 .await
                 .unwrap();
         }
@@ -474,7 +510,7 @@ mod tests {
         // The server side goes away right after the last use.
         cut.cancel();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        out.send("a@example.org", "b@example.org", mail)
+        out.send("a@example.org", "b@example.org", &Wire::from(mail.to_vec()))
             .await
             .unwrap();
         assert_eq!(
@@ -483,6 +519,68 @@ mod tests {
             "a fresh connection replaced it"
         );
         assert_eq!(sink.count(), 6);
+    }
+
+    /// A kept connection that looks open but breaks when the next copy's
+    /// commands arrive (the smarthost died without closing it) has
+    /// delivered nothing: the copy goes at once on a fresh connection, not
+    /// into a retry minutes later, and arrives once.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_kept_connection_that_breaks_before_the_message_is_replaced_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let sink = crate::sink::CaptureSink::start().await.unwrap();
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = proxy.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (count, target) = (accepted.clone(), sink.addr());
+        // The first connection is cut, unanswered, at its second MAIL.
+        tokio::spawn(async move {
+            loop {
+                let (client, _) = proxy.accept().await.unwrap();
+                let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+                tokio::spawn(async move {
+                    let server = tokio::net::TcpStream::connect(target).await.unwrap();
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let back = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                    });
+                    let mut mails = 0;
+                    let mut buf = vec![0u8; 65536];
+                    loop {
+                        let n = cr.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        mails += memchr::memmem::find_iter(&buf[..n], b"MAIL FROM").count();
+                        if first && mails >= 2 {
+                            back.abort();
+                            return;
+                        }
+                        sw.write_all(&buf[..n]).await.unwrap();
+                    }
+                });
+            }
+        });
+        let cfg = OutboundConfig {
+            host: "127.0.0.1".into(),
+            port,
+            timeout: Duration::from_secs(10),
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(1),
+            retry_lifetime: Duration::from_secs(60),
+            concurrency: 2,
+        };
+        let out = Outbound::new(&cfg, "relay.example.org");
+        let mail = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: x\r\n\r\nbody\r\n";
+        for _ in 0..2 {
+            out.send("a@example.org", "b@example.org", &Wire::from(mail.to_vec()))
+                .await
+                .unwrap();
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a fresh connection");
+        assert_eq!(sink.count(), 2, "each copy once");
     }
 
     fn headers() -> CopyHeaders<'static> {
@@ -501,10 +599,12 @@ mod tests {
         let out = encrypted_outer(
             &headers(),
             PLACEHOLDER_SUBJECT,
-            b"-----BEGIN PGP MESSAGE-----\n\nwcBM\n-----END PGP MESSAGE-----\n".to_vec(),
+            crate::crypto::ArmoredCopy::whole(
+                b"-----BEGIN PGP MESSAGE-----\n\nwcBM\n-----END PGP MESSAGE-----\n".to_vec(),
+            ),
         )
         .unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let text = String::from_utf8(out.to_vec()).unwrap();
         assert!(
             text.contains("Subject: [embargoed announcement]\r\n"),
             "{text}"
