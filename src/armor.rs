@@ -140,13 +140,13 @@ pub(crate) fn armor_message(binary: &[u8]) -> Vec<u8> {
     armor_parts(&[binary], Crc24::of(binary), 0)
 }
 
-/// [`armor_message`] over the concatenation of `parts` (a member's PKESK
-/// and the shared ciphertext, without copying them together), whose
-/// checksum the caller already has; `headroom` spare capacity is left for
-/// what the caller puts around it.
+/// [`armor_message`] over the concatenation of `parts`, whose checksum the
+/// caller already has; `headroom` spare capacity is left for what the
+/// caller puts around it. The whole in one pass: the reference the copies
+/// armored in parts ([`armor_head`]) are tested against.
+#[cfg(test)]
 pub(crate) fn armor_parts(parts: &[&[u8]], crc: Crc24, headroom: usize) -> Vec<u8> {
     use base64::Engine;
-    const LINE: usize = 48; // octets per 64-character line
     let engine = &base64::engine::general_purpose::STANDARD;
     let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut out = Vec::with_capacity(total / 3 * 4 + total / 24 + 128 + headroom);
@@ -189,6 +189,62 @@ pub(crate) fn armor_parts(parts: &[&[u8]], crc: Crc24, headroom: usize) -> Vec<u
         .encode_slice(crc.to_bytes(), &mut text)
         .expect("4 characters hold 3 octets");
     out.extend_from_slice(&text[..n]);
+    out.extend_from_slice(b"\r\n-----END PGP MESSAGE-----\r\n");
+    out
+}
+
+/// Octets per armor line (64 base64 characters).
+const LINE: usize = 48;
+
+/// Where in `shared` the whole lines of a copy's armor begin when
+/// `prefix_len` octets (the member's PKESK) come before it: the lines from
+/// there on are the same for every copy whose prefix leaves the same
+/// remainder, and are armored once ([`armor_lines`]).
+pub(crate) fn aligned_from(prefix_len: usize, shared_len: usize) -> usize {
+    ((LINE - prefix_len % LINE) % LINE).min(shared_len)
+}
+
+/// `data` armored as 64-character CRLF lines (the last one shorter).
+pub(crate) fn armor_lines(data: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let mut out = Vec::with_capacity(data.len() / 3 * 4 + data.len() / 24 + 8);
+    let mut text = [0u8; 64];
+    for chunk in data.chunks(LINE) {
+        let n = engine
+            .encode_slice(chunk, &mut text)
+            .expect("64 characters hold 48 octets");
+        out.extend_from_slice(&text[..n]);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// The first part of a copy's armor, its own: the armor header, the lines
+/// of `prefix`, and the line it shares with the start of `shared` (up to
+/// [`aligned_from`]). With [`armor_lines`] of the rest of `shared` and
+/// [`armor_trailer`] it is [`armor_parts`] of the two, octet for octet.
+pub(crate) fn armor_head(prefix: &[u8], shared: &[u8]) -> Vec<u8> {
+    let whole = prefix.len() / LINE * LINE;
+    let joined = aligned_from(prefix.len(), shared.len());
+    let mut out = Vec::with_capacity(64 + (prefix.len() + LINE) / 3 * 4 + 8);
+    out.extend_from_slice(b"-----BEGIN PGP MESSAGE-----\r\n\r\n");
+    out.extend_from_slice(&armor_lines(&prefix[..whole]));
+    let mut line = prefix[whole..].to_vec();
+    line.extend_from_slice(&shared[..joined]);
+    out.extend_from_slice(&armor_lines(&line));
+    out
+}
+
+/// The end of an armored message: its checksum line and footer.
+pub(crate) fn armor_trailer(crc: Crc24) -> Vec<u8> {
+    use base64::Engine;
+    let mut out = b"=".to_vec();
+    out.extend_from_slice(
+        base64::engine::general_purpose::STANDARD
+            .encode(crc.to_bytes())
+            .as_bytes(),
+    );
     out.extend_from_slice(b"\r\n-----END PGP MESSAGE-----\r\n");
     out
 }
@@ -278,6 +334,31 @@ mod tests {
 
     fn sample(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 131 + i / 7) as u8).collect()
+    }
+
+    /// A copy's armor in three parts (its head, the lines it shares with
+    /// every copy whose PKESK leaves the same remainder, its trailer) is
+    /// the armor of the whole, octet for octet: for every prefix length
+    /// across three lines and shared parts shorter than, at and around a
+    /// line.
+    #[test]
+    fn a_copy_armored_in_parts_is_the_armor_of_the_whole() {
+        for prefix_len in 0..=150 {
+            let prefix = sample(prefix_len);
+            for shared_len in [0, 1, 2, 3, 46, 47, 48, 49, 95, 96, 97, 1000] {
+                let shared: Vec<u8> = sample(shared_len + 7)[7..].to_vec();
+                let crc = Crc24::combine(&prefix, &Crc24::of_suffix(&shared));
+                let from = aligned_from(prefix.len(), shared.len());
+                let mut parts = armor_head(&prefix, &shared);
+                parts.extend_from_slice(&armor_lines(&shared[from..]));
+                parts.extend_from_slice(&armor_trailer(crc));
+                assert_eq!(
+                    String::from_utf8(parts).unwrap(),
+                    String::from_utf8(armor_parts(&[&prefix, &shared], crc, 0)).unwrap(),
+                    "prefix {prefix_len}, shared {shared_len}"
+                );
+            }
+        }
     }
 
     #[test]

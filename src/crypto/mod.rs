@@ -229,10 +229,13 @@ pub fn sha256_hex(data: &[u8]) -> String {
     openpgp::fmt::hex::encode(ctx.into_digest().expect("SHA-256 digest"))
 }
 
-/// `n` random bytes as lowercase hex, for identifiers.
+/// `n` random bytes as lowercase hex, for identifiers (copy ids, bounce
+/// tokens, MIME boundaries). From OpenSSL's shared CSPRNG (`RAND_bytes`),
+/// seeded by the system: Sequoia's `random` sets up a new generator at
+/// every call, which a fan-out made a few per copy.
 pub fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];
-    openpgp::crypto::random(&mut buf).expect("the system RNG works");
+    openssl::rand::rand_bytes(&mut buf).expect("the system RNG works");
     openpgp::fmt::hex::encode(buf).to_lowercase()
 }
 
@@ -380,7 +383,10 @@ mod tests {
         let list_cert = list.cert();
         for (member, other) in [(&a, &b), (&b, &a)] {
             let public = member.clone().strip_secret_key_material();
-            let copy = list.seal_to_member(&p, now, &public, &shared).unwrap();
+            let copy = list
+                .seal_to_member(&p, now, &public, &shared)
+                .unwrap()
+                .to_vec();
             assert!(copy.starts_with(b"-----BEGIN PGP MESSAGE-----\r\n\r\n"));
             assert!(
                 copy.split(|b| *b == b'\n').all(|l| l.len() <= 66),

@@ -3,6 +3,7 @@
 //! per member), detached signatures by the list.
 
 use std::io::{Read, Write};
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use openpgp::crypto::{KeyPair, SessionKey};
@@ -54,6 +55,37 @@ pub struct SharedSeal {
     ciphertext: Vec<u8>,
     /// The ciphertext's part of each copy's armor checksum, computed once.
     crc: crate::armor::Suffix,
+    /// The ciphertext's armor lines after the line a copy's PKESK shares
+    /// with it, by where that line ends (the PKESK's length modulo a
+    /// line): armored once for all copies whose PKESKs are that long, and
+    /// sent from here, not copied into each.
+    lines: [OnceLock<Arc<Vec<u8>>>; 48],
+}
+
+/// One member's copy of a [`SharedSeal`], armored: its own head (the armor
+/// header, its PKESK's lines) and trailer (the checksum line), around the
+/// armor lines it shares with every copy whose PKESK is as long.
+#[derive(Debug, Clone)]
+pub struct ArmoredCopy {
+    pub head: Vec<u8>,
+    pub shared: Arc<Vec<u8>>,
+    pub tail: Vec<u8>,
+}
+
+impl ArmoredCopy {
+    /// An armored message made whole elsewhere (Sequoia's), in `head`.
+    pub fn whole(armored: Vec<u8>) -> ArmoredCopy {
+        ArmoredCopy {
+            head: armored,
+            shared: Arc::default(),
+            tail: Vec::new(),
+        }
+    }
+
+    /// The whole armored message in one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        [&self.head[..], &self.shared, &self.tail].concat()
+    }
 }
 
 impl std::fmt::Debug for SharedSeal {
@@ -168,6 +200,7 @@ impl ListKey {
             session_key,
             ciphertext,
             crc,
+            lines: std::array::from_fn(|_| OnceLock::new()),
         })
     }
 
@@ -181,7 +214,7 @@ impl ListKey {
         now: DateTime<Utc>,
         recipient: &Cert,
         shared: &SharedSeal,
-    ) -> Result<Vec<u8>, SealError> {
+    ) -> Result<ArmoredCopy, SealError> {
         use openpgp::serialize::Marshal;
         let crypto = |e: anyhow::Error| SealError::Crypto(e.to_string());
         let vc = usable_for_encryption(recipient, p, now).map_err(SealError::Recipient)?;
@@ -204,13 +237,17 @@ impl ListKey {
         if !any {
             return Err(SealError::Recipient("no usable encryption key".to_owned()));
         }
-        // Room for the MIME wrapping, so the whole copy is one allocation.
         let crc = crate::armor::Crc24::combine(&pkesks, &shared.crc);
-        Ok(crate::armor::armor_parts(
-            &[&pkesks, &shared.ciphertext],
-            crc,
-            2048,
-        ))
+        let ciphertext = &shared.ciphertext;
+        let from = crate::armor::aligned_from(pkesks.len(), ciphertext.len());
+        let lines = shared.lines[pkesks.len() % shared.lines.len()]
+            .get_or_init(|| Arc::new(crate::armor::armor_lines(&ciphertext[from..])))
+            .clone();
+        Ok(ArmoredCopy {
+            head: crate::armor::armor_head(&pkesks, ciphertext),
+            shared: lines,
+            tail: crate::armor::armor_trailer(crc),
+        })
     }
 
     /// An armored detached signature by the list key (SHA-512, as the

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::context::Pinned;
 use crate::crypto::SealError;
-use crate::outbound::CopyHeaders;
+use crate::outbound::{CopyHeaders, Wire};
 use crate::record::Record;
 use crate::spool::{DueDelivery, Kind, SpoolError};
 use crate::{embargo, outbound};
@@ -41,7 +41,7 @@ impl From<SealError> for BuildError {
 }
 
 /// Builds what a delivery sends: a member's sealed copy or a public release.
-pub(super) fn build(relay: &Pinned, a: &Record, d: &DueDelivery) -> Result<Vec<u8>, BuildError> {
+pub(super) fn build(relay: &Pinned, a: &Record, d: &DueDelivery) -> Result<Wire, BuildError> {
     crate::failpoint::hit("build");
     match d.kind {
         Kind::Copy => seal_copy(
@@ -133,7 +133,7 @@ pub(super) fn receipt_message(
     relay: &Pinned,
     a: &Record,
     d: &DueDelivery,
-) -> Result<Vec<u8>, BuildError> {
+) -> Result<Wire, BuildError> {
     let pst = pst_cert_for(relay, a, &d.to)?;
     let report = relay
         .spool
@@ -301,7 +301,7 @@ pub(super) fn reminder_message(
     relay: &Pinned,
     a: &Record,
     d: &DueDelivery,
-) -> Result<Vec<u8>, BuildError> {
+) -> Result<Wire, BuildError> {
     let pst = signer_cert(relay, a)?;
     let releases = relay
         .spool
@@ -355,7 +355,7 @@ pub(super) fn ack_reminder_message(
     relay: &Pinned,
     a: &Record,
     d: &DueDelivery,
-) -> Result<Vec<u8>, BuildError> {
+) -> Result<Wire, BuildError> {
     let acked = relay
         .spool
         .acks(&d.message_id)
@@ -473,7 +473,7 @@ pub(super) fn lifted_message(
     relay: &Pinned,
     a: &Record,
     d: &DueDelivery,
-) -> Result<Vec<u8>, BuildError> {
+) -> Result<Wire, BuildError> {
     let (_, to) = member_key(relay, &d.to)?;
     let releases = relay
         .spool
@@ -523,7 +523,7 @@ pub(super) fn notice(
     subject: &str,
     text: &str,
     outer_subject: &str,
-) -> Result<Vec<u8>, BuildError> {
+) -> Result<Wire, BuildError> {
     let part = crate::entity::text_plain(text);
     let message_id = copy_message_id(relay, d);
     let headers = CopyHeaders {
@@ -547,8 +547,12 @@ pub(super) fn notice(
         .config()
         .list_key
         .seal_for(&p, headers.date, cert, inner.expose())?;
-    outbound::encrypted_outer(&headers, outer_subject, armored)
-        .map_err(|e| BuildError::Seal(e.to_string()))
+    outbound::encrypted_outer(
+        &headers,
+        outer_subject,
+        crate::crypto::ArmoredCopy::whole(armored),
+    )
+    .map_err(|e| BuildError::Seal(e.to_string()))
 }
 
 /// What a member's mail is encrypted to.
@@ -565,14 +569,16 @@ fn smime_outer(
     outer_subject: &str,
     cert: &crate::crypto::smime::SmimeCert,
     inner: &[u8],
-) -> Result<Vec<u8>, BuildError> {
+) -> Result<Wire, BuildError> {
     let config = relay.config();
     // Not the member's fault: retried until the operator sets it again.
     let list = config.smime.as_ref().ok_or_else(|| {
         BuildError::Seal("the list has no S/MIME certificate (list.smime_cert) any more".to_owned())
     })?;
     let der = crate::crypto::smime::seal_copy(list, cert, inner).map_err(BuildError::Seal)?;
-    outbound::smime_outer(headers, outer_subject, &der).map_err(|e| BuildError::Seal(e.to_string()))
+    outbound::smime_outer(headers, outer_subject, &der)
+        .map(Wire::from)
+        .map_err(|e| BuildError::Seal(e.to_string()))
 }
 
 /// What a receipt says, read by the caller (spool, roster, config): its
@@ -699,7 +705,7 @@ pub(super) fn notice_message(
     relay: &Pinned,
     a: &Record,
     d: &DueDelivery,
-) -> Result<Vec<u8>, BuildError> {
+) -> Result<Wire, BuildError> {
     let text = String::from_utf8_lossy(a.entity.expose()).into_owned();
     let p = crate::crypto::policy();
     let pst = relay.directory().roster.find(&d.to).is_some_and(|m| m.pst);
@@ -737,7 +743,7 @@ pub(super) fn release_message(
     relay: &Pinned,
     a: &Record,
     d: &DueDelivery,
-) -> Result<Vec<u8>, BuildError> {
+) -> Result<Wire, BuildError> {
     let advisory = embargo::public_advisory(a.entity.expose())
         .ok_or_else(|| BuildError::Seal("the held public advisory is missing".to_owned()))?;
     signed_in_clear(relay, d, &a.subject, &advisory)
@@ -749,7 +755,7 @@ pub(super) fn signed_in_clear(
     d: &DueDelivery,
     subject: &str,
     text: &str,
-) -> Result<Vec<u8>, BuildError> {
+) -> Result<Wire, BuildError> {
     let config = relay.config();
     let message_id = copy_message_id(relay, d);
     let headers = CopyHeaders {
@@ -761,6 +767,7 @@ pub(super) fn signed_in_clear(
     let p = crate::crypto::policy();
     let sign = |part: &[u8]| config.list_key.sign_detached(&p, headers.date, part);
     outbound::public_release(&headers, subject, text, sign)
+        .map(Wire::from)
         .map_err(|e| BuildError::Seal(e.to_string()))
 }
 
@@ -773,7 +780,7 @@ pub(super) fn seal_copy(
     d: &DueDelivery,
     until: Option<DateTime<Utc>>,
     outer_subject: &str,
-) -> Result<Vec<u8>, BuildError> {
+) -> Result<Wire, BuildError> {
     let (email, to) = member_key(relay, &d.to)?;
     let message_id = copy_message_id(relay, d);
     let config = relay.config();
@@ -802,8 +809,12 @@ pub(super) fn seal_copy(
         let armored = config
             .list_key
             .seal_for(&p, headers.date, &cert, inner.expose())?;
-        return outbound::encrypted_outer(&headers, outer_subject, armored)
-            .map_err(|e| BuildError::Seal(e.to_string()));
+        return outbound::encrypted_outer(
+            &headers,
+            outer_subject,
+            crate::crypto::ArmoredCopy::whole(armored),
+        )
+        .map_err(|e| BuildError::Seal(e.to_string()));
     }
     // The first copy's task seals the announcement once; the others wait
     // for it and add only their own PKESK.
