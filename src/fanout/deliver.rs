@@ -89,13 +89,12 @@ pub(super) async fn deliver_one(
         lock(&w.unrecorded).remove(&key);
         return Ok(());
     }
+    // A release or a lifted notice is looked at before its checks below;
+    // any other delivery in the same step as it is built.
+    let timely = matches!(d.kind, Kind::Release | Kind::Lifted);
     let (r, dd, now) = (relay.clone(), d.clone(), relay.clock.now());
-    if !blocking(move || r.spool.still_due(&dd, now)).await?? {
-        tracing::debug!(message_id = %d.message_id, to = %d.to, kind = ?d.kind, "changed since it was read; skipped");
-        if d.kind == Kind::Copy {
-            receipt_when_tried(relay, announcement, d).await?;
-        }
-        return Ok(());
+    if timely && !blocking(move || r.spool.still_due(&dd, now)).await?? {
+        return changed(relay, announcement, d).await;
     }
     // One configuration and roster for this whole delivery, whatever a
     // SIGHUP does meanwhile.
@@ -134,10 +133,18 @@ pub(super) async fn deliver_one(
     // A builder that panics fails this delivery, with the reason, instead
     // of pausing the whole fan-out on it again and again.
     let pinned = r.clone();
+    let now = relay.clock.now();
     let built = blocking(move || {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&r, &a, &dd)))
+        if !timely && !r.spool.still_due(&dd, now)? {
+            return Ok(None);
+        }
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&r, &a, &dd)));
+        Ok::<_, SpoolError>(Some(built))
     })
-    .await?;
+    .await??;
+    let Some(built) = built else {
+        return changed(relay, announcement, d).await;
+    };
     let Ok(built) = built else {
         tracing::error!(message_id = %d.message_id, member = %d.to, kind = ?d.kind, "building the message panicked; the delivery fails");
         return finish(
@@ -251,6 +258,16 @@ pub(super) async fn deliver_one(
         }
         Err(e) => defer(w, &pinned.config(), d, e.detail, receipt).await,
     }
+}
+
+/// A delivery whose row changed after it was read (extended, cancelled,
+/// re-queued): not sent; for a member copy, the receipt is looked at.
+async fn changed(relay: &Arc<Relay>, a: &Arc<Record>, d: &DueDelivery) -> Result<(), Stall> {
+    tracing::debug!(message_id = %d.message_id, to = %d.to, kind = ?d.kind, "changed since it was read; skipped");
+    if d.kind == Kind::Copy {
+        receipt_when_tried(relay, a, d).await?;
+    }
+    Ok(())
 }
 
 /// Logs a public release and says how late it was, if it was.
