@@ -324,14 +324,21 @@ async fn start_list(
 /// before the clock starts.
 fn run_intake(n: usize, mails: usize) {
     use embargo_relay::context::Relay;
-    use embargo_relay::intake::Intake;
     use embargo_relay::inbound::smtp::Envelope;
+    use embargo_relay::intake::Intake;
     let (rt, p, pst) = setup(n);
     let dir = tempfile::tempdir().unwrap();
     let sink = rt.block_on(CaptureSink::start()).unwrap();
     let config = Config::load(&write_config(dir.path(), sink.addr(), n)).unwrap();
-    let intake = Intake::new(Arc::new(Relay::open(config, Arc::new(SystemClock)).unwrap()));
-    let stranger = crypto::generate_key("Stranger <pst@bench.example>", now(), None).unwrap();
+    let intake = Intake::new(Arc::new(
+        Relay::open(config, Arc::new(SystemClock)).unwrap(),
+    ));
+    let stranger = crypto::generate_key(
+        "Stranger <pst@bench.example>",
+        now() - chrono::Duration::days(1),
+        None,
+    )
+    .unwrap();
     let until = now() + chrono::Duration::days(2);
     let signed = |key: &Cert, i: usize| {
         embargo_relay::compose::signed_announcement(
@@ -707,7 +714,9 @@ fn main() {
     }
     if let Some(list) = arg("--intake") {
         let mails = arg("--mails").unwrap_or_else(|| "200".into());
-        println!("| members | accepted announcements | unsigned junk | signed by a stranger | PST-signed, altered |");
+        println!(
+            "| members | accepted announcements | unsigned junk | signed by a stranger | PST-signed, altered |"
+        );
         println!("| ---: | ---: | ---: | ---: | ---: |");
         for n in list.split(',') {
             let r = child(&["--intake-case", n, "--mails", &mails]);

@@ -234,9 +234,15 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// seeded by the system: Sequoia's `random` sets up a new generator at
 /// every call, which a fan-out made a few per copy.
 pub fn random_hex(n: usize) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut buf = vec![0u8; n];
     openssl::rand::rand_bytes(&mut buf).expect("the system RNG works");
-    openpgp::fmt::hex::encode(buf).to_lowercase()
+    let mut out = String::with_capacity(2 * n);
+    for b in buf {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -250,6 +256,24 @@ mod tests {
         census, census_detached, census_encrypted, open_announcement, open_decrypting, precheck,
         verify_detached, verify_detached_at, verify_inline, verify_message,
     };
+
+    /// Identifiers: lowercase hex of the length asked, never the same twice.
+    #[test]
+    fn random_hex_is_lowercase_hex_and_fresh() {
+        let ids: Vec<String> = (0..1000).map(|_| random_hex(12)).collect();
+        for id in &ids {
+            assert_eq!(id.len(), 24);
+            assert!(
+                id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+                "{id}"
+            );
+        }
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        // Every nibble value turns up (the encoding covers all sixteen).
+        let all: std::collections::HashSet<u8> = ids.iter().flat_map(|i| i.bytes()).collect();
+        assert_eq!(all.len(), 16);
+    }
 
     /// The verifier's functions over plain certificates, as these tests
     /// hold them (the roster shares its certificates: `Arc<Cert>`).

@@ -62,6 +62,11 @@ pub struct SharedSeal {
     lines: [OnceLock<Arc<Vec<u8>>>; 48],
 }
 
+/// How many armorings of one announcement's ciphertext are kept (one per
+/// PKESK length modulo a line: one for all X25519 members, one or two per
+/// RSA key size); copies of other lengths are armored whole, each its own.
+const KEPT_LINES: usize = 4;
+
 /// One member's copy of a [`SharedSeal`], armored: its own head (the armor
 /// header, its PKESK's lines) and trailer (the checksum line), around the
 /// armor lines it shares with every copy whose PKESK is as long.
@@ -240,11 +245,20 @@ impl ListKey {
         let crc = crate::armor::Crc24::combine(&pkesks, &shared.crc);
         let ciphertext = &shared.ciphertext;
         let from = crate::armor::aligned_from(pkesks.len(), ciphertext.len());
-        let lines = shared.lines[pkesks.len() % shared.lines.len()]
-            .get_or_init(|| Arc::new(crate::armor::armor_lines(&ciphertext[from..])))
-            .clone();
+        let mut head = crate::armor::armor_head(&pkesks, ciphertext);
+        let slot = &shared.lines[pkesks.len() % shared.lines.len()];
+        let kept = shared.lines.iter().filter(|l| l.get().is_some()).count();
+        let lines = if slot.get().is_some() || kept < KEPT_LINES {
+            slot.get_or_init(|| Arc::new(crate::armor::armor_lines(&ciphertext[from..])))
+                .clone()
+        } else {
+            // A roster of many PKESK lengths (RSA keys of many sizes) does
+            // not keep a copy of the armor for each: this one is its own.
+            head.extend_from_slice(&crate::armor::armor_lines(&ciphertext[from..]));
+            Arc::default()
+        };
         Ok(ArmoredCopy {
-            head: crate::armor::armor_head(&pkesks, ciphertext),
+            head,
             shared: lines,
             tail: crate::armor::armor_trailer(crc),
         })
@@ -328,5 +342,44 @@ impl DecryptionHelper for Opener {
         Err(anyhow::anyhow!(
             "no secret key for any recipient of this message"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{generate_key, open_copy, policy};
+
+    /// Copies share their armor lines by PKESK length; once as many
+    /// armorings as are kept exist, a copy of another length carries its
+    /// own, and either way it opens for its member.
+    #[test]
+    fn armorings_kept_are_bounded_and_every_copy_opens() {
+        let p = policy();
+        let now =
+            crate::clock::Clock::now(&crate::clock::SystemClock) - chrono::Duration::minutes(1);
+        let list =
+            ListKey::from_cert(generate_key("L <l@example.org>", now, None).unwrap()).unwrap();
+        let member = generate_key("M <m@example.org>", now, None).unwrap();
+        let public = member.clone().strip_secret_key_material();
+        let text = vec![b'x'; 5000];
+        for filled in [0, KEPT_LINES] {
+            let shared = list.seal_shared(&p, now, &text).unwrap();
+            // Other lengths' armorings, as other members' copies leave them.
+            for slot in shared.lines.iter().skip(1).take(filled) {
+                slot.set(Arc::new(b"other".to_vec())).unwrap();
+            }
+            let own = list.seal_to_member(&p, now, &public, &shared).unwrap();
+            let len = shared.lines.iter().filter(|l| l.get().is_some()).count();
+            if filled == 0 {
+                assert!(!own.shared.is_empty(), "shared with copies of its length");
+                assert_eq!(len, 1);
+            } else {
+                assert!(own.shared.is_empty(), "its own armor, not kept");
+                assert_eq!(len, KEPT_LINES, "nothing more kept");
+            }
+            let opened = open_copy(&p, &member, &list.cert(), &own.to_vec()).unwrap();
+            assert_eq!(opened.plaintext.expose(), &text[..], "filled {filled}");
+        }
     }
 }

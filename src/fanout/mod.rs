@@ -64,28 +64,31 @@ fn key(d: &DueDelivery) -> Key {
     )
 }
 
-/// The two lanes deliveries run in, each bounded by `outbound.concurrency`:
-/// public releases and lifted notices have their own, so a fan-out that
-/// fills the other lane (or a dead member server holding its slots) never
-/// delays them.
+/// The three lanes deliveries run in, each bounded by
+/// `outbound.concurrency`: public releases have their own, and so have the
+/// members' lifted notices, so neither a fan-out that fills the copies'
+/// lane nor thousands of lifted notices at a lift (or a dead member server
+/// holding their slots) ever delays a release.
 struct Lanes {
-    timely: Arc<Semaphore>,
+    releases: Arc<Semaphore>,
+    lifted: Arc<Semaphore>,
     other: Arc<Semaphore>,
 }
 
 impl Lanes {
     fn new(bound: usize) -> Lanes {
         Lanes {
-            timely: Arc::new(Semaphore::new(bound)),
+            releases: Arc::new(Semaphore::new(bound)),
+            lifted: Arc::new(Semaphore::new(bound)),
             other: Arc::new(Semaphore::new(bound)),
         }
     }
 
     fn try_enter(&self, kind: Kind) -> Option<OwnedSemaphorePermit> {
-        let lane = if matches!(kind, Kind::Release | Kind::Lifted) {
-            &self.timely
-        } else {
-            &self.other
+        let lane = match kind {
+            Kind::Release => &self.releases,
+            Kind::Lifted => &self.lifted,
+            _ => &self.other,
         };
         lane.clone().try_acquire_owned().ok()
     }
@@ -99,7 +102,7 @@ impl Lanes {
 /// copies are abandoned (sent again after restart), a release is finished.
 pub(crate) async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: CancellationToken) {
     let lanes = Lanes::new(relay.config().outbound.concurrency);
-    let recorder = match Recorder::start(relay.spool.clone()) {
+    let recorder = match Recorder::start(relay.spool.clone(), relay.clock.clone()) {
         Ok(r) => r,
         Err(e) => {
             // Nothing can be sent without a way to record it.
@@ -401,4 +404,33 @@ fn open(relay: &Relay, message_id: &str) -> Result<anyhow::Result<Record>, Spool
 
 fn lock(unrecorded: &Unrecorded) -> std::sync::MutexGuard<'_, HashMap<Key, String>> {
     unrecorded.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full lane of copies or of lifted notices leaves a release its
+    /// own room; each lane holds `outbound.concurrency` at once.
+    #[test]
+    fn a_release_has_a_lane_of_its_own() {
+        let lanes = Lanes::new(2);
+        let mut held = Vec::new();
+        for kind in [Kind::Copy, Kind::Lifted] {
+            held.push(lanes.try_enter(kind).unwrap());
+            held.push(lanes.try_enter(kind).unwrap());
+            assert!(
+                lanes.try_enter(kind).is_none(),
+                "{kind:?}: its lane is full"
+            );
+        }
+        assert!(lanes.try_enter(Kind::Receipt).is_none(), "the copies' lane");
+        let release = lanes.try_enter(Kind::Release);
+        assert!(
+            release.is_some(),
+            "lifted notices and copies fill other lanes"
+        );
+        held.clear();
+        assert!(lanes.try_enter(Kind::Lifted).is_some());
+    }
 }

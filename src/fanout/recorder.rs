@@ -9,15 +9,21 @@
 
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use crate::clock::SharedClock;
 use crate::spool::{Recording, Spool, SpoolError};
 
 use super::Stall;
 
 /// The most outcomes in one transaction.
 const MOST: usize = 512;
+
+/// How often a receipt that could not be queued is tried again while no
+/// outcome comes.
+const RECEIPT_RETRY: Duration = Duration::from_secs(30);
 
 type Answer = Result<(), Arc<SpoolError>>;
 
@@ -34,13 +40,29 @@ pub(super) struct Recorder {
 }
 
 impl Recorder {
-    /// Starts the recording thread for `spool`.
-    pub(super) fn start(spool: Spool) -> std::io::Result<Recorder> {
+    /// Starts the recording thread for `spool`. Receipts it could not
+    /// queue (a spool error after the outcomes were committed) it tries
+    /// again with each batch, and every [`RECEIPT_RETRY`] meanwhile.
+    pub(super) fn start(spool: Spool, clock: SharedClock) -> std::io::Result<Recorder> {
         let (tx, rx) = mpsc::channel::<Entry>();
         std::thread::Builder::new()
             .name("embargo-relay-recorder".to_owned())
             .spawn(move || {
-                while let Ok(first) = rx.recv() {
+                let mut owed: Vec<(String, String)> = Vec::new();
+                loop {
+                    let first = if owed.is_empty() {
+                        rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+                    } else {
+                        rx.recv_timeout(RECEIPT_RETRY)
+                    };
+                    let first = match first {
+                        Ok(e) => e,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            owed = spool.queue_receipts(owed, clock.now());
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
                     let mut batch = vec![first];
                     while batch.len() < MOST {
                         match rx.try_recv() {
@@ -48,7 +70,16 @@ impl Recorder {
                             Err(_) => break,
                         }
                     }
-                    commit(&spool, batch);
+                    let still = commit(&spool, batch);
+                    if !owed.is_empty() {
+                        owed = spool.queue_receipts(owed, clock.now());
+                    }
+                    owed.extend(
+                        still
+                            .into_iter()
+                            .filter(|o| !owed.contains(o))
+                            .collect::<Vec<_>>(),
+                    );
                 }
             })?;
         Ok(Recorder { tx })
@@ -68,29 +99,33 @@ impl Recorder {
     }
 }
 
-/// Records one batch and answers each waiter. A panic in the spool code
-/// is every waiter's error, and the thread goes on.
-fn commit(spool: &Spool, batch: Vec<Entry>) {
+/// Records one batch and answers each waiter; returns the receipts owed
+/// that could not be queued. A panic in the spool code is every waiter's
+/// error, and the thread goes on.
+fn commit(spool: &Spool, batch: Vec<Entry>) -> Vec<(String, String)> {
     let (recordings, waiters): (Vec<Recording>, Vec<oneshot::Sender<Answer>>) =
         batch.into_iter().map(|e| (e.recording, e.done)).unzip();
     tracing::trace!(outcomes = recordings.len(), "recording a batch");
     let recorded =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| spool.record(&recordings)));
     match recorded {
-        Ok(Ok(results)) => {
-            for (waiter, result) in waiters.into_iter().zip(results) {
+        Ok(Ok(recorded)) => {
+            for (waiter, result) in waiters.into_iter().zip(recorded.results) {
                 let _ = waiter.send(result.map_err(Arc::new));
             }
+            recorded.receipts_owed
         }
         Ok(Err(e)) => {
             let e = Arc::new(e);
             for waiter in waiters {
                 let _ = waiter.send(Err(e.clone()));
             }
+            Vec::new()
         }
         Err(_) => {
             tracing::error!("recording outcomes panicked; none of the batch is recorded");
             // Dropped unanswered: each waiter stalls as on a failed task.
+            Vec::new()
         }
     }
 }

@@ -308,8 +308,8 @@ impl Outbound {
                 timeout: cfg.timeout,
                 hello: hostname.to_owned(),
                 idle: std::sync::Mutex::new(Vec::new()),
-                // Both lanes (copies, and releases with lifted notices).
-                max_idle: cfg.concurrency * 2,
+                // All three lanes (copies, lifted notices, releases).
+                max_idle: cfg.concurrency * 3,
             }),
         }
     }
@@ -400,6 +400,9 @@ impl Pool {
     }
 
     fn put(&self, conn: smtp::Connection) {
+        if conn.is_stale() {
+            return;
+        }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.max_idle {
             idle.push((conn, std::time::Instant::now()));

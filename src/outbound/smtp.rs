@@ -50,6 +50,8 @@ pub(crate) struct Connection {
     stream: BufReader<TcpStream>,
     pipelining: bool,
     eight_bit: bool,
+    /// A transaction could not be ended cleanly: not used again.
+    broken: bool,
 }
 
 impl Connection {
@@ -72,6 +74,7 @@ impl Connection {
             stream: BufReader::new(stream),
             pipelining: false,
             eight_bit: false,
+            broken: false,
         };
         let step = |what: &'static str| {
             move |_| format!("the smarthost {host}:{port} did not {what} in time")
@@ -111,7 +114,7 @@ impl Connection {
     /// 421 before it hangs up) since its last answer: asked of the socket,
     /// without a round trip. Such a connection is not used again.
     pub(crate) fn is_stale(&self) -> bool {
-        if !self.stream.buffer().is_empty() {
+        if self.broken || !self.stream.buffer().is_empty() {
             return true;
         }
         let mut byte = [0u8; 1];
@@ -171,13 +174,21 @@ impl Connection {
             .or_else(|| replies.get(2).filter(|r| r.code != 354))
             .cloned();
         if let Some(refusal) = refusal {
-            if go_ahead {
-                // A server that took DATA after refusing the recipient gets
-                // an empty message, which it must refuse too (RFC 2920).
-                self.write(b".\r\n").await.map_err(unsent)?;
-                self.reply().await.map_err(unsent)?;
+            // The refusal stands, whatever ending the transaction does;
+            // a connection that cannot end it is not used again.
+            let ended = async {
+                if go_ahead {
+                    // A server that took DATA after refusing the recipient
+                    // gets an empty message, which it must refuse too (RFC
+                    // 2920); never the copy.
+                    self.write(b".\r\n").await?;
+                    self.reply().await?;
+                }
+                self.reset().await
+            };
+            if ended.await.is_err() {
+                self.broken = true;
             }
-            self.reset().await?;
             return Err(Failure::Refused(refusal));
         }
         let broken = |detail: String| Failure::Broken {
@@ -193,15 +204,11 @@ impl Connection {
     }
 
     /// Ends a refused transaction so the connection can carry the next.
-    async fn reset(&mut self) -> Result<(), Failure> {
-        let broken = |detail: String| Failure::Broken {
-            detail,
-            unsent: true,
-        };
-        self.write(b"RSET\r\n").await.map_err(broken)?;
-        let reply = self.reply().await.map_err(broken)?;
+    async fn reset(&mut self) -> Result<(), String> {
+        self.write(b"RSET\r\n").await?;
+        let reply = self.reply().await?;
         if reply.code != 250 {
-            return Err(broken(format!("RSET answered {reply}")));
+            return Err(format!("RSET answered {reply}"));
         }
         Ok(())
     }
@@ -476,6 +483,27 @@ mod tests {
                 "{log:?}"
             );
         }
+    }
+
+    /// A refusal stands when the server then fails the RSET too (it hangs
+    /// up): the member's 550 is not turned into a retry, and the connection
+    /// is not used again.
+    #[tokio::test]
+    async fn a_refusal_stands_when_the_reset_fails() {
+        let (port, _) = smarthost(true, |c| match c {
+            "RCPT TO:<gone@y.org>" => Some("550 5.1.1 no such user"),
+            "RSET" => Some("421 4.3.0 closing"),
+            _ => None,
+        })
+        .await;
+        let mut c = Connection::open("127.0.0.1", port, "relay.example", T)
+            .await
+            .unwrap();
+        match c.send("l@x.org", "gone@y.org", &wire(b"x\r\n")).await {
+            Err(Failure::Refused(r)) => assert_eq!(r.code, 550),
+            other => panic!("{other:?}"),
+        }
+        assert!(c.is_stale(), "not used again");
     }
 
     /// A server that refuses the recipient yet takes DATA gets an empty

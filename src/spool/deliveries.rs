@@ -7,7 +7,7 @@ use rusqlite::{Connection, params};
 use crate::clock::{from_millis, to_millis};
 
 use super::audit::insert_audit;
-use super::types::{DueDelivery, Finished, Kind, Outcome, Recording};
+use super::types::{DueDelivery, Finished, Kind, Outcome, Recorded, Recording};
 use super::{Spool, SpoolError, write_tx};
 
 /// Queues a receipt to `to`, replacing an earlier one for the same message.
@@ -294,21 +294,23 @@ impl Spool {
     /// Records the outcomes of many deliveries in one transaction (one
     /// `fsync` for all: group commit), each under its own savepoint, so
     /// one that the spool refuses is that entry's error and not the
-    /// others'. The outer error: nothing was recorded. Then, for each
-    /// announcement a member copy among them belongs to, the PST's receipt
-    /// is queued if every copy has now been tried (its own transaction,
-    /// after the outcomes are durable; a failure there is logged, and the
-    /// next start queues it: [`Spool::receipts_owed`]).
-    pub fn record(&self, batch: &[Recording]) -> Result<Vec<Result<(), SpoolError>>, SpoolError> {
+    /// others'. The outer error: nothing was recorded (also when an
+    /// entry's error made SQLite roll the whole transaction back: a full
+    /// disk). Then, for each announcement a member copy among them belongs
+    /// to, the PST's receipt is queued if every copy has now been tried
+    /// (its own transaction, after the outcomes are durable); the
+    /// announcements whose receipt could not be queued are returned, for
+    /// the caller to try again ([`Spool::queue_receipts`]).
+    pub fn record(&self, batch: &[Recording]) -> Result<Recorded, SpoolError> {
         let Some(now) = batch.iter().map(|r| r.at).max() else {
-            return Ok(Vec::new());
+            return Ok(Recorded::default());
         };
         let mut results = Vec::with_capacity(batch.len());
         {
             let mut conn = self.lock();
             let mut tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
             for r in batch {
-                let mut sp = tx.savepoint().map_err(|e| self.db(e))?;
+                let sp = tx.savepoint().map_err(|e| self.db(e))?;
                 let d = &r.delivery;
                 let done = match &r.outcome {
                     Outcome::Finished {
@@ -325,36 +327,69 @@ impl Spool {
                         failed,
                     } => retry_in(&sp, &self.list, d, error, *next, r.at, *failed),
                 };
-                results.push(match done {
-                    Ok(()) => sp.commit().map_err(|e| self.db(e)),
+                // Committed (released) if it went in; dropped otherwise,
+                // rolled back to before this entry.
+                let done = match done {
+                    Ok(()) => sp.commit(),
                     Err(e) => {
-                        // Dropped: rolled back to before this entry.
-                        let _ = sp.rollback();
-                        Err(self.db(e))
+                        drop(sp);
+                        Err(e)
                     }
-                });
+                };
+                if let Err(e) = done {
+                    if tx.is_autocommit() {
+                        // SQLite ended the whole transaction (a full
+                        // disk, no memory): none of the batch stands.
+                        return Err(self.db(e));
+                    }
+                    results.push(Err(self.db(e)));
+                } else {
+                    results.push(Ok(()));
+                }
             }
             tx.commit().map_err(|e| self.db(e))?;
         }
-        let mut asked: Vec<(&str, &str)> = Vec::new();
+        let mut asked: Vec<(String, String)> = Vec::new();
         for (r, result) in batch.iter().zip(&results) {
             if let (Some(to), Ok(())) = (&r.receipt_to, result) {
-                let pair = (r.delivery.message_id.as_str(), to.as_str());
+                let pair = (r.delivery.message_id.clone(), to.clone());
                 if !asked.contains(&pair) {
                     asked.push(pair);
                 }
             }
         }
-        for (message_id, to) in asked {
-            match self.queue_receipt_when_tried(message_id, to, now) {
-                Ok(true) => tracing::debug!(%message_id, "every copy tried: receipt queued"),
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::error!(%message_id, error = %e, "cannot queue the receipt; it is queued at the next start")
+        let receipts_owed = self.queue_receipts(asked, now);
+        Ok(Recorded {
+            results,
+            receipts_owed,
+        })
+    }
+
+    /// Queues the PST's receipt of each (announcement, PST address) whose
+    /// copies have all been tried; returns those it could not (a spool
+    /// error, logged), to be tried again.
+    pub fn queue_receipts(
+        &self,
+        asked: Vec<(String, String)>,
+        now: DateTime<Utc>,
+    ) -> Vec<(String, String)> {
+        asked
+            .into_iter()
+            .filter(|(message_id, to)| {
+                match self.queue_receipt_when_tried(message_id, to, now) {
+                    Ok(queued) => {
+                        if queued {
+                            tracing::debug!(%message_id, "every copy tried: receipt queued");
+                        }
+                        false
+                    }
+                    Err(e) => {
+                        tracing::error!(%message_id, error = %e, "cannot queue the receipt yet; trying again");
+                        true
+                    }
                 }
-            }
-        }
-        Ok(results)
+            })
+            .collect()
     }
 
     /// The delivery of this list whose bounce address carries `token`:
@@ -606,10 +641,10 @@ mod tests {
                     .count()
             };
             let first: Vec<Recording> = order[..2].iter().map(|&i| batch(i)).collect();
-            let results = spool.record(&first).unwrap();
+            let results = spool.record(&first).unwrap().results;
             assert!(results.iter().all(Result::is_ok), "{order:?}");
             assert_eq!(receipts(&spool), 0, "{order:?}: a copy is untried");
-            let results = spool.record(&[batch(order[2])]).unwrap();
+            let results = spool.record(&[batch(order[2])]).unwrap().results;
             assert!(results.iter().all(Result::is_ok), "{order:?}");
             assert_eq!(receipts(&spool), 1, "{order:?}: every copy tried");
             // The deferred copy, sent on its retry.

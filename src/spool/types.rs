@@ -305,6 +305,15 @@ pub enum Outcome {
     },
 }
 
+/// What [`Spool::record`] did: each outcome's result, in order, and the
+/// announcements whose receipt is owed but could not be queued yet
+/// (announcement id, PST address).
+#[derive(Debug, Default)]
+pub struct Recorded {
+    pub results: Vec<Result<(), crate::spool::SpoolError>>,
+    pub receipts_owed: Vec<(String, String)>,
+}
+
 /// One outcome to record: the delivery, how it ended, when, and for a
 /// member copy the PST's address (its receipt is queued once every copy
 /// was tried).

@@ -150,6 +150,15 @@ pub(super) async fn read_data<'b, R: AsyncBufRead + Unpin>(
             }
         };
         last_line = Instant::now();
+        // Checked here too: a client that never lets the read wait would
+        // otherwise never have the timer looked at (tokio's budget makes
+        // both the read and the timer wait alike).
+        if last_line >= deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "DATA timeout",
+            ));
+        }
         if read.eof {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
