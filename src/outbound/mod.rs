@@ -489,19 +489,9 @@ mod tests {
                 });
             }
         });
-        let cfg = OutboundConfig {
-            host: "127.0.0.1".into(),
-            port,
-            timeout: Duration::from_secs(10),
-            retry_initial: Duration::from_secs(1),
-            retry_max: Duration::from_secs(1),
-            retry_lifetime: Duration::from_secs(60),
-            concurrency: 2,
-        };
-        let out = Outbound::new(&cfg, "relay.example.org");
-        let mail = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: x\r\n\r\nbody\r\n";
+        let (out, mail) = (outbound_to(port), Wire::from(MAIL.to_vec()));
         for _ in 0..5 {
-            out.send("a@example.org", "b@example.org", &Wire::from(mail.to_vec()))
+            out.send("a@example.org", "b@example.org", &mail)
                 .await
                 .unwrap();
         }
@@ -513,7 +503,7 @@ mod tests {
         // The server side goes away right after the last use.
         cut.cancel();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        out.send("a@example.org", "b@example.org", &Wire::from(mail.to_vec()))
+        out.send("a@example.org", "b@example.org", &mail)
             .await
             .unwrap();
         assert_eq!(
@@ -566,6 +556,20 @@ mod tests {
                 });
             }
         });
+        let (out, mail) = (outbound_to(port), Wire::from(MAIL.to_vec()));
+        for _ in 0..2 {
+            out.send("a@example.org", "b@example.org", &mail)
+                .await
+                .unwrap();
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a fresh connection");
+        assert_eq!(sink.count(), 2, "each copy once");
+    }
+
+    const MAIL: &[u8] = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: x\r\n\r\nbody\r\n";
+
+    /// The pool, in front of a smarthost on loopback at `port`.
+    fn outbound_to(port: u16) -> Outbound {
         let cfg = OutboundConfig {
             host: "127.0.0.1".into(),
             port,
@@ -575,15 +579,7 @@ mod tests {
             retry_lifetime: Duration::from_secs(60),
             concurrency: 2,
         };
-        let out = Outbound::new(&cfg, "relay.example.org");
-        let mail = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: x\r\n\r\nbody\r\n";
-        for _ in 0..2 {
-            out.send("a@example.org", "b@example.org", &Wire::from(mail.to_vec()))
-                .await
-                .unwrap();
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a fresh connection");
-        assert_eq!(sink.count(), 2, "each copy once");
+        Outbound::new(&cfg, "relay.example.org")
     }
 
     fn headers() -> CopyHeaders<'static> {

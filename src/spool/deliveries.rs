@@ -577,8 +577,8 @@ impl Spool {
 
 #[cfg(test)]
 mod tests {
-    use crate::spool::tests::t;
-    use crate::spool::{Finished, Kind, NewMessage, Outcome, Recording, Spool};
+    use crate::spool::tests::{new_message, t};
+    use crate::spool::{Finished, Kind, Outcome, Recording, Spool};
 
     /// A batch of outcomes is recorded as one, each as if alone: sent,
     /// skipped with a notice, deferred; the receipt is queued once, by the
@@ -590,23 +590,9 @@ mod tests {
             let spool = Spool::open(dir.path(), "list@example.org").unwrap();
             let members: Vec<String> = (0..3).map(|i| format!("m{i}@x.org")).collect();
             let now = t("2026-11-20T12:00:00Z");
+            let digests = ["d1".to_owned()];
             spool
-                .accept(
-                    &NewMessage {
-                        id: "m1",
-                        signer: "FPR",
-                        embargo_until: t("2026-11-22T12:00:00Z"),
-                        sig_digests: &["d1".to_owned()],
-                        sealed: b"ciphertext",
-                        members: &members,
-                        public_to: &[],
-                        reminder: None,
-                        ack_reminders: None,
-                        fetched: None,
-                        submission: None,
-                    },
-                    now,
-                )
+                .accept(&new_message("m1", &members, &digests), now)
                 .unwrap();
             let due = spool.due(now, 10).unwrap();
             let outcomes = [

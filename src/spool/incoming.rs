@@ -340,7 +340,7 @@ impl Spool {
 
 #[cfg(test)]
 mod tests {
-    use crate::spool::tests::t;
+    use crate::spool::tests::{new_message, t};
     use crate::spool::{Finished, NewMessage, Spool, SpoolError};
 
     #[test]
@@ -348,19 +348,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), "list@example.org").unwrap();
         let members = vec!["a@x.org".to_owned(), "b@y.org".to_owned()];
-        let msg = NewMessage {
-            id: "m1",
-            signer: "FPR",
-            embargo_until: t("2026-11-22T12:00:00Z"),
-            sig_digests: &["d1".to_owned()],
-            sealed: b"ciphertext",
-            members: &members,
-            public_to: &[],
-            reminder: None,
-            ack_reminders: None,
-            fetched: None,
-            submission: None,
-        };
+        let digests = ["d1".to_owned()];
+        let msg = new_message("m1", &members, &digests);
         let now = t("2026-11-20T12:00:00Z");
         spool.accept(&msg, now).unwrap();
         let due = spool.due(now, 10).unwrap();

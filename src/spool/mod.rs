@@ -432,6 +432,28 @@ pub(super) mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().into()
     }
 
+    /// Announcement `id` to `members`, signed by `FPR` with `digests`,
+    /// embargoed until 2026-11-22 12:00 UTC; nothing else queued.
+    pub(super) fn new_message<'a>(
+        id: &'a str,
+        members: &'a [String],
+        digests: &'a [String],
+    ) -> NewMessage<'a> {
+        NewMessage {
+            id,
+            signer: "FPR",
+            embargo_until: t("2026-11-22T12:00:00Z"),
+            sig_digests: digests,
+            sealed: b"ciphertext",
+            members,
+            public_to: &[],
+            reminder: None,
+            ack_reminders: None,
+            fetched: None,
+            submission: None,
+        }
+    }
+
     /// Accepts announcement `id` at `at` for one member, with signature
     /// `d-{id}`, submission `sub-{id}` and fetched digest `fetched-{id}`.
     pub(super) fn accept_at(spool: &Spool, id: &str, at: &str) {
