@@ -58,7 +58,7 @@ impl Recorder {
                     let first = match first {
                         Ok(e) => e,
                         Err(mpsc::RecvTimeoutError::Timeout) => {
-                            owed = spool.queue_receipts(owed, clock.now());
+                            owed = retry_receipts(&spool, owed, &clock);
                             continue;
                         }
                         Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -72,7 +72,7 @@ impl Recorder {
                     }
                     let still = commit(&spool, batch);
                     if !owed.is_empty() {
-                        owed = spool.queue_receipts(owed, clock.now());
+                        owed = retry_receipts(&spool, owed, &clock);
                     }
                     owed.extend(
                         still
@@ -97,6 +97,23 @@ impl Recorder {
             Err(_) => Err(Stall::Task("recording outcomes has ended")),
         }
     }
+}
+
+/// Tries again to queue the receipts owed; returns those still owed. A
+/// panic in the spool code keeps them all owed, and the thread goes on.
+fn retry_receipts(
+    spool: &Spool,
+    owed: Vec<(String, String)>,
+    clock: &SharedClock,
+) -> Vec<(String, String)> {
+    let again = owed.clone();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        spool.queue_receipts(owed, clock.now())
+    }))
+    .unwrap_or_else(|_| {
+        tracing::error!("queueing receipts owed panicked; trying again later");
+        again
+    })
 }
 
 /// Records one batch and answers each waiter; returns the receipts owed

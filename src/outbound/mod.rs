@@ -351,25 +351,22 @@ impl Outbound {
             .map_err(|_| transient("no connection to the smarthost in time".to_owned()))?
             .map_err(transient)?;
             let mut conn = conn;
-            match tokio::time::timeout_at(deadline, conn.send(from, to, message)).await {
-                Err(_) => {
-                    return Err(transient(format!(
-                        "the smarthost did not finish the transaction within {}s",
-                        allowance.as_secs()
-                    )));
-                }
-                Ok(Ok(reply)) => {
+            // Each step of the transaction ends by the deadline (the
+            // client's own timers); a refusal is known even when ending
+            // its transaction did not finish in time.
+            match conn.send(from, to, message, deadline).await {
+                Ok(reply) => {
                     self.pool.put(conn);
                     return Ok(reply.to_string());
                 }
-                Ok(Err(smtp::Failure::Refused(reply))) => {
+                Err(smtp::Failure::Refused(reply)) => {
                     self.pool.put(conn);
                     return Err(SendError {
                         permanent: reply.code >= 500,
                         detail: format!("the smarthost answered {reply}"),
                     });
                 }
-                Ok(Err(smtp::Failure::Broken { detail, unsent })) => {
+                Err(smtp::Failure::Broken { detail, unsent }) => {
                     // Not reused: the server's transaction state is unknown.
                     if unsent && reused && !fresh_only {
                         tracing::debug!(%detail, "a kept smarthost connection broke before the message: sending on a fresh one");

@@ -45,6 +45,16 @@ pub(crate) enum Failure {
     Broken { detail: String, unsent: bool },
 }
 
+/// `step`, or why it did not finish before `deadline`.
+async fn within<T>(
+    deadline: tokio::time::Instant,
+    step: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    tokio::time::timeout_at(deadline, step)
+        .await
+        .map_err(|_| "the smarthost did not finish the transaction in time".to_owned())?
+}
+
 /// One open SMTP session with the smarthost, greeted and EHLO'd.
 pub(crate) struct Connection {
     stream: BufReader<TcpStream>,
@@ -125,12 +135,16 @@ impl Connection {
         }
     }
 
-    /// Sends one message to one recipient; the server's final answer.
+    /// Sends one message to one recipient, all of it before `deadline`;
+    /// the server's final answer. A refusal is returned as such even when
+    /// ending that transaction runs out of time (the connection is then
+    /// not used again).
     pub(crate) async fn send(
         &mut self,
         from: &str,
         to: &str,
         message: &super::Wire,
+        deadline: tokio::time::Instant,
     ) -> Result<Reply, Failure> {
         let message = message.parts();
         let body = if !message.iter().all(|p| p.is_ascii()) && self.eight_bit {
@@ -147,25 +161,28 @@ impl Connection {
             detail,
             unsent: true,
         };
-        let mut replies = Vec::with_capacity(3);
-        if self.pipelining {
-            self.write(commands.concat().as_bytes())
-                .await
-                .map_err(unsent)?;
-            for _ in &commands {
-                replies.push(self.reply().await.map_err(unsent)?);
-            }
-        } else {
-            for (command, expected) in commands.iter().zip([250, 250, 354]) {
-                self.write(command.as_bytes()).await.map_err(unsent)?;
-                let reply = self.reply().await.map_err(unsent)?;
-                let refused = reply.code / 100 != expected / 100;
-                replies.push(reply);
-                if refused {
-                    break;
+        let replies = within(deadline, async {
+            let mut replies = Vec::with_capacity(3);
+            if self.pipelining {
+                self.write(commands.concat().as_bytes()).await?;
+                for _ in &commands {
+                    replies.push(self.reply().await?);
+                }
+            } else {
+                for (command, expected) in commands.iter().zip([250, 250, 354]) {
+                    self.write(command.as_bytes()).await?;
+                    let reply = self.reply().await?;
+                    let refused = reply.code / 100 != expected / 100;
+                    replies.push(reply);
+                    if refused {
+                        break;
+                    }
                 }
             }
-        }
+            Ok(replies)
+        })
+        .await
+        .map_err(unsent)?;
         let go_ahead = replies.len() == 3 && replies[2].code == 354;
         let refusal = replies
             .iter()
@@ -186,7 +203,7 @@ impl Connection {
                 }
                 self.reset().await
             };
-            if ended.await.is_err() {
+            if within(deadline, ended).await.is_err() {
                 self.broken = true;
             }
             return Err(Failure::Refused(refusal));
@@ -195,8 +212,12 @@ impl Connection {
             detail,
             unsent: false,
         };
-        self.write_dot_stuffed(message).await.map_err(broken)?;
-        let answer = self.reply().await.map_err(broken)?;
+        let answer = within(deadline, async {
+            self.write_dot_stuffed(message).await?;
+            self.reply().await
+        })
+        .await
+        .map_err(broken)?;
         if answer.code / 100 != 2 {
             return Err(Failure::Refused(answer));
         }
@@ -393,6 +414,10 @@ mod tests {
                             continue;
                         }
                         let out = reply(&command);
+                        if out.starts_with("STALL") {
+                            // A tarpit: never answers.
+                            continue;
+                        }
                         in_data = command == "DATA" && out.starts_with("354");
                         s.get_mut().write_all(out.as_bytes()).await.unwrap();
                         if command == "QUIT" {
@@ -406,6 +431,10 @@ mod tests {
     }
 
     const T: Duration = Duration::from_secs(10);
+
+    fn soon() -> tokio::time::Instant {
+        tokio::time::Instant::now() + T
+    }
 
     fn wire(message: &[u8]) -> super::super::Wire {
         super::super::Wire::from(message.to_vec())
@@ -425,7 +454,12 @@ mod tests {
             for i in 0..3 {
                 let reply = tokio::time::timeout(
                     T,
-                    c.send("l@x.org", "m@y.org", &wire(b"Subject: x\r\n\r\nhi\r\n")),
+                    c.send(
+                        "l@x.org",
+                        "m@y.org",
+                        &wire(b"Subject: x\r\n\r\nhi\r\n"),
+                        soon(),
+                    ),
                 )
                 .await
                 .expect("answered")
@@ -455,12 +489,15 @@ mod tests {
             let mut c = Connection::open("127.0.0.1", port, "relay.example", T)
                 .await
                 .unwrap();
-            match c.send("l@x.org", "gone@y.org", &wire(b"x\r\n")).await {
+            match c
+                .send("l@x.org", "gone@y.org", &wire(b"x\r\n"), soon())
+                .await
+            {
                 Err(Failure::Refused(r)) => assert_eq!(r.to_string(), "550 5.1.1 no such user"),
                 other => panic!("{pipelining}: {other:?}"),
             }
             assert_eq!(
-                c.send("l@x.org", "m@y.org", &wire(b"x\r\n"))
+                c.send("l@x.org", "m@y.org", &wire(b"x\r\n"), soon())
                     .await
                     .unwrap()
                     .code,
@@ -499,11 +536,41 @@ mod tests {
         let mut c = Connection::open("127.0.0.1", port, "relay.example", T)
             .await
             .unwrap();
-        match c.send("l@x.org", "gone@y.org", &wire(b"x\r\n")).await {
+        match c
+            .send("l@x.org", "gone@y.org", &wire(b"x\r\n"), soon())
+            .await
+        {
             Err(Failure::Refused(r)) => assert_eq!(r.code, 550),
             other => panic!("{other:?}"),
         }
         assert!(c.is_stale(), "not used again");
+    }
+
+    /// A refusal stands when the server then stalls instead of answering
+    /// the RSET (a tarpit): known by the deadline, not turned into a
+    /// timeout and a retry; the connection is not used again.
+    #[tokio::test]
+    async fn a_refusal_stands_when_the_server_stalls_after_it() {
+        for pipelining in [true, false] {
+            let (port, _) = smarthost(pipelining, |c| match c {
+                "RCPT TO:<gone@y.org>" => Some("550 5.1.1 no such user"),
+                "RSET" => Some("STALL"),
+                _ => None,
+            })
+            .await;
+            let mut c = Connection::open("127.0.0.1", port, "relay.example", T)
+                .await
+                .unwrap();
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+            match c
+                .send("l@x.org", "gone@y.org", &wire(b"x\r\n"), deadline)
+                .await
+            {
+                Err(Failure::Refused(r)) => assert_eq!(r.code, 550, "{pipelining}"),
+                other => panic!("{pipelining}: {other:?}"),
+            }
+            assert!(c.is_stale(), "{pipelining}: not used again");
+        }
     }
 
     /// A server that refuses the recipient yet takes DATA gets an empty
@@ -521,7 +588,7 @@ mod tests {
             .unwrap();
         let secret = b"Subject: embargoed\r\n\r\nsecret text\r\n";
         assert!(
-            matches!(c.send("l@x.org", "gone@y.org", &wire(secret)).await, Err(Failure::Refused(r)) if r.code == 550)
+            matches!(c.send("l@x.org", "gone@y.org", &wire(secret), soon()).await, Err(Failure::Refused(r)) if r.code == 550)
         );
         let log = log.lock().unwrap();
         assert!(!log.iter().any(|l| l.contains("secret")), "{log:?}");
@@ -559,7 +626,7 @@ mod tests {
                         shared: std::sync::Arc::new(m[a..b].to_vec()),
                         tail: m[b..].to_vec(),
                     };
-                    c.send("l@x.org", &to, &parts).await.unwrap();
+                    c.send("l@x.org", &to, &parts, soon()).await.unwrap();
                     sent.push((to, *m));
                 }
             }

@@ -310,7 +310,7 @@ impl Spool {
             let mut conn = self.lock();
             let mut tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
             for r in batch {
-                let sp = tx.savepoint().map_err(|e| self.db(e))?;
+                let mut sp = tx.savepoint().map_err(|e| self.db(e))?;
                 let d = &r.delivery;
                 let done = match &r.outcome {
                     Outcome::Finished {
@@ -332,6 +332,11 @@ impl Spool {
                 let done = match done {
                     Ok(()) => sp.commit(),
                     Err(e) => {
+                        if sp.rollback().is_err() {
+                            // What this entry did may still be in the
+                            // transaction: none of the batch stands.
+                            return Err(self.db(e));
+                        }
                         drop(sp);
                         Err(e)
                     }

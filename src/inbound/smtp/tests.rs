@@ -534,3 +534,49 @@ fn command_parsing() {
     assert_eq!(parse_command("QUIT"), SmtpCommand::Quit);
     assert_eq!(parse_command("XYZZY"), SmtpCommand::Unknown);
 }
+
+/// A client that never stops sending DATA, as one endless line or as
+/// lines without end, is cut off at the session's deadline: the reads
+/// never wait, and the deadline is still kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn endless_data_is_cut_off_at_the_deadline() {
+    for endless_line in [true, false] {
+        let settings = SmtpSettings {
+            max_session: Duration::from_secs(1),
+            max_message_size: 1 << 30,
+            ..settings()
+        };
+        let handler = Recorder::default();
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let token = CancellationToken::new();
+        let server = session(server, "test".into(), &handler, &settings, &token);
+        let client = async move {
+            let (mut r, mut w) = tokio::io::split(client);
+            let mut buf = [0u8; 4096];
+            let _ = r.read(&mut buf).await.unwrap();
+            for chunk in HEAD {
+                w.write_all(chunk).await.unwrap();
+                let _ = r.read(&mut buf).await.unwrap();
+            }
+            let chunk: Vec<u8> = if endless_line {
+                vec![b'x'; 1 << 16]
+            } else {
+                b"0123456789abcdef0123456789abcdef\r\n".repeat(2000)
+            };
+            // Until the server hangs up.
+            while w.write_all(&chunk).await.is_ok() {}
+        };
+        let started = std::time::Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(20), async {
+            tokio::join!(server, client)
+        })
+        .await;
+        assert!(ended.is_ok(), "endless line {endless_line}: never cut off");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "endless line {endless_line}: {:?}",
+            started.elapsed()
+        );
+        assert!(handler.messages.lock().unwrap().is_empty());
+    }
+}

@@ -139,7 +139,10 @@ pub(super) async fn read_data<'b, R: AsyncBufRead + Unpin>(
                 tokio::select! {
                     biased;
                     read = &mut next => break read?,
-                    () = &mut timer => {
+                    // Unconstrained: with tokio's budget spent by a client
+                    // that keeps the socket full, a plain timer would wait
+                    // as the read does, and never be seen to fire.
+                    () = tokio::task::unconstrained(&mut timer) => {
                         let limit = deadline.min(last_line + line_timeout);
                         if Instant::now() >= limit {
                             return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "DATA timeout"));
