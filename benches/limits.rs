@@ -105,7 +105,7 @@ fn main() {
         pst_smime: &[],
         member_smime: &[],
         list_smime: None,
-        known: &known,
+        known: &crypto::Keyring::new(known.clone()),
         policy: &config.policy,
         max_size: MAX,
         addresses: &[LIST],

@@ -243,7 +243,7 @@ pub struct Directory {
     pub pst: Vec<Arc<Cert>>,
     /// Every certificate whose signature the intake checks: the PST's, then
     /// the other members' (whose posts `policy.member_posts` governs).
-    pub known: Vec<Arc<Cert>>,
+    pub known: crate::crypto::Keyring,
     /// Their fingerprints (upper-case hex), to ask whether another list
     /// knows a key; the PST's pinned S/MIME certificates' too.
     pub fingerprints: std::collections::HashSet<String>,
@@ -274,7 +274,7 @@ impl Directory {
         Directory {
             roster,
             pst,
-            known,
+            known: known.into(),
             fingerprints,
             pst_smime,
             member_smime,

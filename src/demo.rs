@@ -328,7 +328,7 @@ async fn release_story(
     crypto::verify_detached(
         p,
         arrived,
-        &[std::sync::Arc::new(list.clone())],
+        &crypto::Keyring::new(vec![std::sync::Arc::new(list.clone())]),
         signed.signed_part.expose(),
         &signed.signature,
     )

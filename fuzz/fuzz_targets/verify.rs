@@ -8,7 +8,7 @@ use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, Utc};
 use embargo_relay::config::{MemberPosts, PolicyConfig};
-use embargo_relay::crypto::ListKey;
+use embargo_relay::crypto::{Keyring, ListKey};
 use embargo_relay::intake::mime::MimeLimits;
 use embargo_relay::intake::{Examined, Gate, Rejection, examine};
 use libfuzzer_sys::fuzz_target;
@@ -18,7 +18,7 @@ use sequoia_openpgp::parse::Parse;
 struct Keys {
     list: ListKey,
     pst: Vec<Arc<Cert>>,
-    known: Vec<Arc<Cert>>,
+    known: Keyring,
     policy: PolicyConfig,
     now: DateTime<Utc>,
 }
@@ -56,7 +56,7 @@ static KEYS: LazyLock<Keys> = LazyLock::new(|| {
     Keys {
         list,
         pst,
-        known,
+        known: Keyring::new(known),
         policy: PolicyConfig {
             max_embargo: chrono::Duration::days(14),
             public_recipients: vec!["security-announce@project.example.org".into()],

@@ -3,16 +3,16 @@
 //! the number of signatures), on every path: detached, inline, inside an
 //! encrypted mail.
 
+use super::Keyring;
 use std::io::Read;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use openpgp::Fingerprint;
 use openpgp::crypto::SessionKey;
 use openpgp::packet::PKESK;
 use openpgp::parse::Parse;
 use openpgp::policy::Policy;
 use openpgp::types::{HashAlgorithm, SymmetricAlgorithm};
-use openpgp::{Cert, Fingerprint, KeyHandle};
 use sequoia_openpgp as openpgp;
 
 use crate::secret::Secret;
@@ -60,18 +60,13 @@ pub(super) struct Seen {
 }
 
 impl Seen {
-    fn note(&mut self, sig: &openpgp::packet::Signature, known: &[Arc<Cert>], now: DateTime<Utc>) {
+    fn note(&mut self, sig: &openpgp::packet::Signature, known: &Keyring, now: DateTime<Utc>) {
         self.signatures += 1;
         if self.read.len() < PacketLimits::SIGNATURES {
             self.read.push(sig.clone());
         }
         let issuers = sig.get_issuers();
-        let ours = |issuer: &KeyHandle| {
-            known
-                .iter()
-                .any(|c| c.keys().any(|k| k.key().key_handle().aliases(issuer)))
-        };
-        if !issuers.is_empty() && !issuers.iter().any(ours) {
+        if !issuers.is_empty() && known.naming(&issuers).is_empty() {
             self.strangers += 1;
         }
         let horizon = at(now + chrono::Duration::seconds(CLOCK_SKEW_S));
@@ -108,7 +103,7 @@ pub(super) const HASHINGS: usize = 2;
 /// verifier says), then two naming one key.
 pub(super) fn precheck(
     sigs: &[openpgp::packet::Signature],
-    known: &[Arc<Cert>],
+    known: &Keyring,
     data: &[u8],
 ) -> Result<(), SignatureProblem> {
     use openpgp::types::SignatureType;
@@ -194,7 +189,7 @@ pub(super) type PublicKey =
 /// as `SameKeyTwice` once no signature was found bad).
 pub(super) fn named_keys<'a>(
     sigs: &[openpgp::packet::Signature],
-    known: &'a [Arc<Cert>],
+    known: &'a Keyring,
 ) -> Result<(Vec<Vec<&'a PublicKey>>, bool), SignatureProblem> {
     let mut named = Vec::new();
     let mut twice = false;
@@ -202,7 +197,8 @@ pub(super) fn named_keys<'a>(
     for sig in sigs {
         let issuers = sig.get_issuers();
         let keys: Vec<&PublicKey> = known
-            .iter()
+            .naming(&issuers)
+            .into_iter()
             .flat_map(|c| c.keys())
             .filter(|k| issuers.iter().any(|i| k.key().key_handle().aliases(i)))
             .map(|k| k.key().role_as_unspecified())
@@ -297,7 +293,7 @@ impl Census {
 /// parse, is refused here, before any verifier sees it.
 pub(super) fn census_detached(
     sig: &[u8],
-    known: &[Arc<Cert>],
+    known: &Keyring,
     now: DateTime<Utc>,
 ) -> Result<Seen, SignatureProblem> {
     use openpgp::Packet;
@@ -350,7 +346,7 @@ pub(super) fn census_detached(
 pub(super) fn census(
     bytes: &[u8],
     limit: usize,
-    known: &[Arc<Cert>],
+    known: &Keyring,
     now: DateTime<Utc>,
 ) -> Result<(Seen, Option<Secret>), SignatureProblem> {
     use openpgp::parse::{PacketParserBuilder, PacketParserResult};
@@ -462,7 +458,7 @@ pub(super) fn census_encrypted(
     p: &dyn Policy,
     ciphertext: &[u8],
     limit: usize,
-    known: &[Arc<Cert>],
+    known: &Keyring,
     now: DateTime<Utc>,
 ) -> Result<Opened, OpenProblem> {
     use openpgp::packet::Packet;
@@ -568,7 +564,7 @@ enum Stop {
 struct Walk<'a> {
     keypairs: Vec<openpgp::crypto::KeyPair>,
     list_fingerprint: Fingerprint,
-    known: &'a [Arc<Cert>],
+    known: &'a Keyring,
     now: DateTime<Utc>,
     limit: usize,
     seen: Seen,

@@ -330,7 +330,7 @@ mod tests {
                 let theirs = sequoias_signatures(&bytes);
                 let census = crate::crypto::census::census_detached(
                     &bytes[block..],
-                    &[],
+                    &crate::crypto::Keyring::default(),
                     chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
                 )
                 .unwrap();

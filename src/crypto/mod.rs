@@ -19,6 +19,7 @@ use sequoia_openpgp as openpgp;
 mod census;
 mod cleartext;
 mod client;
+mod keyring;
 mod problem;
 mod seal;
 mod seipd;
@@ -27,6 +28,7 @@ mod verify;
 
 pub use census::*;
 pub use client::*;
+pub use keyring::Keyring;
 pub use problem::*;
 pub use seal::*;
 pub use verify::*;
@@ -286,8 +288,8 @@ mod tests {
 
         use crate::crypto::{self as c, ListKey};
 
-        fn arcs(certs: &[Cert]) -> Vec<Arc<Cert>> {
-            certs.iter().cloned().map(Arc::new).collect()
+        fn ring(certs: &[Cert]) -> c::Keyring {
+            c::Keyring::new(certs.iter().cloned().map(Arc::new).collect())
         }
 
         pub(super) fn verify_detached(
@@ -297,7 +299,7 @@ mod tests {
             data: &[u8],
             sig: &[u8],
         ) -> Result<c::VerifiedSigner, c::SignatureProblem> {
-            c::verify_detached(p, now, &arcs(pst), data, sig)
+            c::verify_detached(p, now, &ring(pst), data, sig)
         }
 
         pub(super) fn verify_detached_at(
@@ -308,7 +310,7 @@ mod tests {
             data: &[u8],
             sig: &[u8],
         ) -> Result<c::VerifiedSigner, c::SignatureProblem> {
-            c::verify_detached_at(p, now, reference, &arcs(pst), data, sig)
+            c::verify_detached_at(p, now, reference, &ring(pst), data, sig)
         }
 
         pub(super) fn verify_inline(
@@ -318,7 +320,7 @@ mod tests {
             body: &[u8],
             limit: usize,
         ) -> Result<(c::VerifiedSigner, crate::secret::Secret), c::SignatureProblem> {
-            c::verify_inline(p, now, &arcs(certs), body, limit)
+            c::verify_inline(p, now, &ring(certs), body, limit)
         }
 
         pub(super) fn verify_message(
@@ -329,7 +331,7 @@ mod tests {
             limit: usize,
             future: bool,
         ) -> Result<(c::VerifiedSigner, crate::secret::Secret), c::SignatureProblem> {
-            c::verify_message(p, now, &arcs(certs), body, limit, future)
+            c::verify_message(p, now, &ring(certs), body, limit, future)
         }
 
         pub(super) fn open_announcement(
@@ -340,7 +342,7 @@ mod tests {
             ciphertext: &[u8],
             limit: usize,
         ) -> Result<c::OpenedAnnouncement, c::OpenProblem> {
-            c::open_announcement(list, p, now, &arcs(pst), ciphertext, limit)
+            c::open_announcement(list, p, now, &ring(pst), ciphertext, limit)
         }
 
         #[allow(clippy::too_many_arguments)]
@@ -354,7 +356,7 @@ mod tests {
             found: Option<&c::FoundKey>,
             future: bool,
         ) -> Result<c::OpenedAnnouncement, c::OpenProblem> {
-            c::open_decrypting(list, p, now, &arcs(pst), ciphertext, limit, found, future)
+            c::open_decrypting(list, p, now, &ring(pst), ciphertext, limit, found, future)
         }
 
         pub(super) fn census(
@@ -363,7 +365,7 @@ mod tests {
             known: &[Cert],
             now: DateTime<Utc>,
         ) -> Result<(c::Seen, Option<crate::secret::Secret>), c::SignatureProblem> {
-            c::census(bytes, limit, &arcs(known), now)
+            c::census(bytes, limit, &ring(known), now)
         }
 
         pub(super) fn census_detached(
@@ -371,7 +373,7 @@ mod tests {
             known: &[Cert],
             now: DateTime<Utc>,
         ) -> Result<c::Seen, c::SignatureProblem> {
-            c::census_detached(sig, &arcs(known), now)
+            c::census_detached(sig, &ring(known), now)
         }
 
         pub(super) fn census_encrypted(
@@ -382,7 +384,7 @@ mod tests {
             known: &[Cert],
             now: DateTime<Utc>,
         ) -> Result<c::Opened, c::OpenProblem> {
-            c::census_encrypted(list, p, ciphertext, limit, &arcs(known), now)
+            c::census_encrypted(list, p, ciphertext, limit, &ring(known), now)
         }
 
         pub(super) fn precheck(
@@ -390,7 +392,7 @@ mod tests {
             known: &[Cert],
             data: &[u8],
         ) -> Result<(), c::SignatureProblem> {
-            c::precheck(sigs, &arcs(known), data)
+            c::precheck(sigs, &ring(known), data)
         }
     }
 

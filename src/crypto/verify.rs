@@ -1,9 +1,9 @@
 //! Verifying a PST's signature (detached, inline, inside an encrypted mail
 //! to the list) and saying exactly why one is not good enough.
 
+use super::Keyring;
 use std::cell::RefCell;
 use std::io::Read;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use openpgp::cert::prelude::*;
@@ -59,7 +59,7 @@ pub struct VerifiedSigner {
 pub fn verify_detached(
     p: &dyn Policy,
     now: DateTime<Utc>,
-    pst: &[Arc<Cert>],
+    pst: &Keyring,
     data: &[u8],
     sig: &[u8],
 ) -> Result<VerifiedSigner, SignatureProblem> {
@@ -95,7 +95,7 @@ pub(super) fn verify_detached_at(
     p: &dyn Policy,
     now: DateTime<Utc>,
     reference: DateTime<Utc>,
-    pst: &[Arc<Cert>],
+    pst: &Keyring,
     data: &[u8],
     sig: &[u8],
 ) -> Result<VerifiedSigner, SignatureProblem> {
@@ -126,7 +126,7 @@ pub(super) fn verify_detached_at(
 pub fn verify_inline(
     p: &dyn Policy,
     now: DateTime<Utc>,
-    certs: &[Arc<Cert>],
+    certs: &Keyring,
     body: &[u8],
     limit: usize,
 ) -> Result<(VerifiedSigner, Secret), SignatureProblem> {
@@ -150,7 +150,7 @@ pub fn verify_inline(
 pub(super) fn verify_message(
     p: &dyn Policy,
     now: DateTime<Utc>,
-    certs: &[Arc<Cert>],
+    certs: &Keyring,
     body: &[u8],
     limit: usize,
     future: bool,
@@ -226,7 +226,7 @@ pub fn open_announcement(
     list: &ListKey,
     p: &dyn Policy,
     now: DateTime<Utc>,
-    pst: &[Arc<Cert>],
+    pst: &Keyring,
     ciphertext: &[u8],
     limit: usize,
 ) -> Result<OpenedAnnouncement, OpenProblem> {
@@ -300,7 +300,7 @@ pub(super) fn open_decrypting(
     list: &ListKey,
     p: &dyn Policy,
     now: DateTime<Utc>,
-    pst: &[Arc<Cert>],
+    pst: &Keyring,
     ciphertext: &[u8],
     limit: usize,
     found: Option<&FoundKey>,
@@ -352,7 +352,7 @@ pub(super) fn open_at(
     p: &dyn Policy,
     now: DateTime<Utc>,
     reference: DateTime<Utc>,
-    pst: &[Arc<Cert>],
+    pst: &Keyring,
     ciphertext: &[u8],
     limit: usize,
     found: Option<&FoundKey>,
@@ -502,7 +502,7 @@ impl DecryptionHelper for PstOpener<'_> {
 }
 
 pub(super) struct PstVerifier<'a> {
-    pst: &'a [Arc<Cert>],
+    pst: &'a Keyring,
     p: &'a dyn Policy,
     now: DateTime<Utc>,
     /// Decrypting a message (encryption and compression layers expected),
@@ -655,11 +655,8 @@ impl VerificationHelper for PstVerifier<'_> {
         // signing key by fingerprint.
         Ok(self
             .pst
-            .iter()
-            .filter(|c| {
-                c.keys()
-                    .any(|k| ids.iter().any(|id| k.key().key_handle().aliases(id)))
-            })
+            .naming(ids)
+            .into_iter()
             .map(|c| Cert::clone(c))
             .collect())
     }

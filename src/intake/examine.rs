@@ -34,7 +34,7 @@ pub struct Gate<'a> {
     pub list_smime: Option<&'a crate::crypto::smime::SmimeIdentity>,
     /// Every certificate whose signature is checked: the PST's and the
     /// other members' (whose posts are relayed under `policy.member_posts`).
-    pub known: &'a [Arc<Cert>],
+    pub known: &'a crate::crypto::Keyring,
     pub policy: &'a PolicyConfig,
     /// The largest decrypted content accepted (the message size limit).
     pub max_size: usize,

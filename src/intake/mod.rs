@@ -605,13 +605,14 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
         )
         .unwrap();
         let pst = std::sync::Arc::new(pst);
+        let known = crate::crypto::Keyring::new(vec![pst.clone()]);
         let gate = Gate {
             list: &list,
             pst: std::slice::from_ref(&pst),
             pst_smime: &[],
             member_smime: &[],
             list_smime: None,
-            known: std::slice::from_ref(&pst),
+            known: &known,
             policy: &PolicyConfig {
                 max_embargo: chrono::Duration::days(14),
                 public_recipients: vec!["announce@example.org".into()],

@@ -3,9 +3,7 @@
 //! and the From address one of that certificate's user IDs.
 
 use chrono::{DateTime, Utc};
-use sequoia_openpgp::Cert;
 use sequoia_openpgp::policy::Policy;
-use std::sync::Arc;
 
 use crate::crypto::{self, OpenProblem, SignatureProblem, VerifiedSigner};
 use crate::secret::Secret;
@@ -246,7 +244,7 @@ fn smime_signer(
 
 fn detached(
     signed: &SignedEntity,
-    pst: &[Arc<Cert>],
+    pst: &crypto::Keyring,
     p: &dyn Policy,
     now: DateTime<Utc>,
 ) -> Result<VerifiedSigner, Rejection> {
