@@ -146,8 +146,8 @@ pub(crate) async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: Cancell
         // One time for both: a row that falls due in between is neither
         // missed by the dispatch nor slept past.
         let now = relay.clock.now();
-        let mut queue = match job.read(now, &flying, &mut opened).await {
-            Ok(due) => due,
+        let (mut queue, version) = match job.read(now, &flying, &mut opened).await {
+            Ok(read) => read,
             Err(e) => {
                 stalled = Some(e);
                 continue;
@@ -165,7 +165,7 @@ pub(crate) async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: Cancell
         }
         let wake_at = next_wake(&relay, now).await;
         relay.health.asleep_until(wake_at, tasks.is_empty());
-        let changed = spool_changed(&relay);
+        let changed = spool_changed(&relay, version);
         tokio::pin!(changed);
         // Until something may have fallen due or changed, each delivery
         // that ends makes room for the next row already read: the spool
@@ -261,13 +261,16 @@ impl Dispatch<'_> {
         now: DateTime<Utc>,
         flying: &Flying,
         opened: &mut HashMap<String, Arc<Record>>,
-    ) -> Result<VecDeque<DueDelivery>, Stall> {
+    ) -> Result<(VecDeque<DueDelivery>, Option<i64>), Stall> {
         let relay = &self.worker.relay;
         let r = relay.clone();
         let limit = BATCH + flying.rows.len();
-        let due = blocking(move || {
+        // The spool's version as the rows are read: another process's
+        // commit after this is a change the worker wakes for.
+        let (due, version) = blocking(move || {
             crate::failpoint::hit("fanout-dispatch");
-            r.spool.due(now, limit)
+            let version = r.spool.data_version().ok();
+            r.spool.due(now, limit).map(|due| (due, version))
         })
         .await??;
         let ids: HashSet<&str> = due.iter().map(|d| d.message_id.as_str()).collect();
@@ -276,10 +279,11 @@ impl Dispatch<'_> {
             due.iter()
                 .any(|d| d.message_id == id && until.is_none_or(|until| until == d.embargo_until))
         });
-        Ok(due
+        let queue = due
             .into_iter()
             .filter(|d| !flying.rows.contains(&key(d)))
-            .collect())
+            .collect();
+        Ok((queue, version))
     }
 
     /// Starts a task for each delivery of `queue`, in order, as far as its
@@ -345,8 +349,9 @@ impl Dispatch<'_> {
 }
 
 /// Resolves when another process (the operator's CLI) has committed to the
-/// spool; checked once a second, a cheap pragma read.
-async fn spool_changed(relay: &Arc<Relay>) {
+/// spool since its version was `start` (read with the due rows; read now
+/// if that failed); checked once a second, a cheap pragma read.
+async fn spool_changed(relay: &Arc<Relay>, start: Option<i64>) {
     let version = |relay: &Arc<Relay>| {
         let r = relay.clone();
         async move {
@@ -356,7 +361,10 @@ async fn spool_changed(relay: &Arc<Relay>) {
                 .and_then(Result::ok)
         }
     };
-    let start = version(relay).await;
+    let start = match start {
+        Some(v) => Some(v),
+        None => version(relay).await,
+    };
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         if version(relay).await != start {
