@@ -432,6 +432,18 @@ mod tests {
 
     const T: Duration = Duration::from_secs(10);
 
+    /// A connection to a scripted smarthost ([`smarthost`]), and its log.
+    async fn connected(
+        pipelining: bool,
+        answer: fn(&str) -> Option<&'static str>,
+    ) -> (Connection, Arc<Mutex<Vec<String>>>) {
+        let (port, log) = smarthost(pipelining, answer).await;
+        let c = Connection::open("127.0.0.1", port, "relay.example", T)
+            .await
+            .unwrap();
+        (c, log)
+    }
+
     fn soon() -> tokio::time::Instant {
         tokio::time::Instant::now() + T
     }
@@ -446,10 +458,7 @@ mod tests {
     #[tokio::test]
     async fn pipelines_only_when_offered() {
         for pipelining in [true, false] {
-            let (port, log) = smarthost(pipelining, |_| None).await;
-            let mut c = Connection::open("127.0.0.1", port, "relay.example", T)
-                .await
-                .unwrap();
+            let (mut c, log) = connected(pipelining, |_| None).await;
             assert_eq!(c.pipelining, pipelining);
             for i in 0..3 {
                 let reply = tokio::time::timeout(
@@ -482,13 +491,10 @@ mod tests {
     #[tokio::test]
     async fn a_refused_recipient_resets_and_the_connection_goes_on() {
         for pipelining in [true, false] {
-            let (port, log) = smarthost(pipelining, |c| {
+            let (mut c, log) = connected(pipelining, |c| {
                 (c == "RCPT TO:<gone@y.org>").then_some("550 5.1.1 no such user")
             })
             .await;
-            let mut c = Connection::open("127.0.0.1", port, "relay.example", T)
-                .await
-                .unwrap();
             match c
                 .send("l@x.org", "gone@y.org", &wire(b"x\r\n"), soon())
                 .await
@@ -527,15 +533,12 @@ mod tests {
     /// is not used again.
     #[tokio::test]
     async fn a_refusal_stands_when_the_reset_fails() {
-        let (port, _) = smarthost(true, |c| match c {
+        let (mut c, _) = connected(true, |c| match c {
             "RCPT TO:<gone@y.org>" => Some("550 5.1.1 no such user"),
             "RSET" => Some("421 4.3.0 closing"),
             _ => None,
         })
         .await;
-        let mut c = Connection::open("127.0.0.1", port, "relay.example", T)
-            .await
-            .unwrap();
         match c
             .send("l@x.org", "gone@y.org", &wire(b"x\r\n"), soon())
             .await
@@ -552,15 +555,12 @@ mod tests {
     #[tokio::test]
     async fn a_refusal_stands_when_the_server_stalls_after_it() {
         for pipelining in [true, false] {
-            let (port, _) = smarthost(pipelining, |c| match c {
+            let (mut c, _) = connected(pipelining, |c| match c {
                 "RCPT TO:<gone@y.org>" => Some("550 5.1.1 no such user"),
                 "RSET" => Some("STALL"),
                 _ => None,
             })
             .await;
-            let mut c = Connection::open("127.0.0.1", port, "relay.example", T)
-                .await
-                .unwrap();
             let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
             match c
                 .send("l@x.org", "gone@y.org", &wire(b"x\r\n"), deadline)
@@ -577,15 +577,12 @@ mod tests {
     /// message (which it refuses), never the copy.
     #[tokio::test]
     async fn data_taken_after_a_refused_recipient_gets_no_message() {
-        let (port, log) = smarthost(true, |c| match c {
+        let (mut c, log) = connected(true, |c| match c {
             "RCPT TO:<gone@y.org>" => Some("550 5.1.1 no such user"),
             "." => Some("554 5.5.1 no valid recipients"),
             _ => None,
         })
         .await;
-        let mut c = Connection::open("127.0.0.1", port, "relay.example", T)
-            .await
-            .unwrap();
         let secret = b"Subject: embargoed\r\n\r\nsecret text\r\n";
         assert!(
             matches!(c.send("l@x.org", "gone@y.org", &wire(secret), soon()).await, Err(Failure::Refused(r)) if r.code == 550)
@@ -653,10 +650,7 @@ mod tests {
     /// trip; an open one is not.
     #[tokio::test]
     async fn a_closed_connection_is_stale() {
-        let (port, _) = smarthost(true, |_| None).await;
-        let mut c = Connection::open("127.0.0.1", port, "relay.example", T)
-            .await
-            .unwrap();
+        let (mut c, _) = connected(true, |_| None).await;
         assert!(!c.is_stale());
         c.write(b"QUIT\r\n").await.unwrap();
         let deadline = tokio::time::Instant::now() + T;

@@ -81,6 +81,20 @@ async fn converse_as(
     (transcript, handler.messages.into_inner().unwrap())
 }
 
+/// Reads the greeting, then plays [`HEAD`] (EHLO, MAIL, RCPT, DATA), each
+/// command after the server's answer to the one before.
+async fn up_to_data(
+    r: &mut (impl tokio::io::AsyncRead + Unpin),
+    w: &mut (impl tokio::io::AsyncWrite + Unpin),
+) {
+    let mut buf = [0u8; 4096];
+    let _ = r.read(&mut buf).await.unwrap();
+    for chunk in HEAD {
+        w.write_all(chunk).await.unwrap();
+        let _ = r.read(&mut buf).await.unwrap();
+    }
+}
+
 const HEAD: [&[u8]; 4] = [
     b"EHLO client.test\r\n",
     b"MAIL FROM:<pst@example.org>\r\n",
@@ -192,12 +206,7 @@ async fn trusted_peers_have_a_reserve_of_the_budget() {
     let budget = settings.data_budget.clone();
     let client = async move {
         let (mut r, mut w) = tokio::io::split(client);
-        let mut buf = [0u8; 4096];
-        let _ = r.read(&mut buf).await.unwrap();
-        for chunk in HEAD {
-            w.write_all(chunk).await.unwrap();
-            let _ = r.read(&mut buf).await.unwrap();
-        }
+        up_to_data(&mut r, &mut w).await;
         let wait_for = |n: usize| {
             let budget = budget.clone();
             async move {
@@ -552,12 +561,7 @@ async fn endless_data_is_cut_off_at_the_deadline() {
         let server = session(server, "test".into(), &handler, &settings, &token);
         let client = async move {
             let (mut r, mut w) = tokio::io::split(client);
-            let mut buf = [0u8; 4096];
-            let _ = r.read(&mut buf).await.unwrap();
-            for chunk in HEAD {
-                w.write_all(chunk).await.unwrap();
-                let _ = r.read(&mut buf).await.unwrap();
-            }
+            up_to_data(&mut r, &mut w).await;
             let chunk: Vec<u8> = if endless_line {
                 vec![b'x'; 1 << 16]
             } else {
