@@ -84,6 +84,27 @@ pub(crate) fn receives_until(
     capability_ends(&vc, &keys)
 }
 
+/// Until when member `m` can receive copies, S/MIME or OpenPGP: `None`
+/// when its key never expires; `now` when it cannot receive now (no
+/// usable key, an unreadable certificate), so a key that just expired
+/// counts as the soonest, not as none.
+pub(crate) fn member_receives_until(
+    m: &crate::roster::Member,
+    policy: &dyn Policy,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    match &m.smime {
+        Some(Ok(c)) => c.not_after().map(|t| t.max(now)),
+        Some(Err(_)) => Some(now),
+        None => match m.cert() {
+            Ok(c) if crate::crypto::usable_for_encryption(c, policy, now).is_ok() => {
+                receives_until(c, policy, now)
+            }
+            _ => Some(now),
+        },
+    }
+}
+
 /// Every problem with `cert` for `role` at `now` under `policy` (the
 /// list's policy, `crypto::policy`). Empty: the certificate is fine.
 pub(crate) fn cert_issues(
@@ -542,5 +563,43 @@ mod tests {
             issues[0].problem.contains("expired") && issues[0].unusable,
             "{issues:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod receives {
+    use super::*;
+    use crate::roster::Member;
+
+    /// A member's key that expires in ten days receives until then; one
+    /// that has expired, or cannot be read, counts as expiring now (not as
+    /// never): the soonest expiry an alert watches.
+    #[test]
+    fn an_expired_or_unreadable_key_receives_until_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+        let p = crate::crypto::policy();
+        let member = |name: &str, born: DateTime<Utc>, days: Option<u64>| {
+            let path = dir.path().join(format!("{name}.asc"));
+            let validity = days.map(|d| std::time::Duration::from_secs(d * 86_400));
+            let cert =
+                crate::crypto::generate_key(&format!("M <{name}@x.org>"), born, validity).unwrap();
+            std::fs::write(&path, crate::crypto::armored_public(&cert).unwrap()).unwrap();
+            Member::load(format!("{name}@x.org"), "Org".into(), path, false)
+        };
+        let day = chrono::Duration::days(1);
+        let expiring = member_receives_until(&member("soon", now - day, Some(11)), &p, now);
+        assert_eq!(expiring.map(|t| (t - now).num_days()), Some(9));
+        let lasting = member_receives_until(&member("ever", now - day, None), &p, now);
+        assert_eq!(lasting, None, "never expires");
+        let expired = member_receives_until(&member("gone", now - day * 30, Some(10)), &p, now);
+        assert_eq!(expired, Some(now));
+        let unreadable = Member::load(
+            "none@x.org".into(),
+            "Org".into(),
+            dir.path().join("missing.asc"),
+            false,
+        );
+        assert_eq!(member_receives_until(&unreadable, &p, now), Some(now));
     }
 }

@@ -212,10 +212,7 @@ fn expiring_before(
         .filter(|(_, state, _)| state != "skipped")
         .filter_map(|(m, _, _)| {
             let member = directory.roster.find(m)?;
-            let ends = match &member.smime {
-                Some(smime) => smime.as_ref().ok()?.not_after()?,
-                None => crate::keycheck::receives_until(member.cert().ok()?, &p, now)?,
-            };
+            let ends = crate::keycheck::member_receives_until(member, &p, now)?;
             (ends < until).then(|| (m.clone(), ends))
         })
         .collect()

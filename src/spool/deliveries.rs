@@ -660,6 +660,24 @@ mod tests {
                 .into_iter()
                 .map(|r| r.event)
                 .collect();
+            // The grouped counts (status API, metrics) agree with the rows.
+            let tally = spool.delivery_tally().unwrap();
+            let count = |state| {
+                tally
+                    .iter()
+                    .filter(|t| t.kind == Kind::Copy && t.state == state)
+                    .map(|t| t.count)
+                    .sum::<usize>()
+            };
+            use crate::spool::DeliveryState as S;
+            assert_eq!(
+                (count(S::Sent), count(S::Skipped), count(S::Pending)),
+                (2, 1, 0)
+            );
+            // The newest audit records first, as many as asked.
+            let newest = spool.audit_newest(2).unwrap();
+            assert_eq!(newest.len(), 2);
+            assert_eq!(newest[0].event, "sent", "the retried copy, last");
             events.sort();
             assert_eq!(
                 events,

@@ -5,7 +5,7 @@ use rusqlite::params;
 
 use crate::clock::from_millis;
 
-use super::types::{AuditRecord, DeliveryCounts, DeliveryRow, Kind};
+use super::types::{AuditRecord, DeliveryCounts, DeliveryRow, DeliveryTally, Kind};
 use super::{Spool, SpoolError};
 
 impl Spool {
@@ -93,6 +93,58 @@ impl Spool {
                     message_id: r.get(2)?,
                     member: r.get(3)?,
                     detail: r.get(4)?,
+                })
+            })
+            .map_err(|e| self.db(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
+    }
+
+    /// The newest `limit` audit records of this list and the daemon,
+    /// newest first (the status API: bounded work, however long the trail).
+    pub fn audit_newest(&self, limit: usize) -> Result<Vec<AuditRecord>, SpoolError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT at, event, message_id, member, detail FROM audit
+                 WHERE list IN (?1, '') ORDER BY seq DESC LIMIT ?2",
+            )
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map(params![&*self.list, limit as i64], |r| {
+                Ok(AuditRecord {
+                    at: from_millis(r.get(0)?),
+                    event: r.get(1)?,
+                    message_id: r.get(2)?,
+                    member: r.get(3)?,
+                    detail: r.get(4)?,
+                })
+            })
+            .map_err(|e| self.db(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
+    }
+
+    /// This list's deliveries counted by kind and state (a bounced one as
+    /// `bounced`), with each group's earliest next attempt and earliest
+    /// embargo time: what the status API and the metrics show, in one
+    /// grouped query instead of every row.
+    pub fn delivery_tally(&self) -> Result<Vec<DeliveryTally>, SpoolError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT d.kind, CASE WHEN d.bounce IS NULL THEN d.state ELSE 'bounced' END AS s,
+                        COUNT(*), MIN(d.next_attempt_at), MIN(m.embargo_until)
+                 FROM deliveries d JOIN messages m ON m.id = d.message_id
+                 WHERE m.list = ?1 GROUP BY d.kind, s",
+            )
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map(params![&*self.list], |r| {
+                Ok(DeliveryTally {
+                    kind: parsed(r, 0)?,
+                    state: parsed(r, 1)?,
+                    count: r.get::<_, i64>(2)?.max(0) as usize,
+                    first_attempt: from_millis(r.get(3)?),
+                    first_embargo: from_millis(r.get(4)?),
                 })
             })
             .map_err(|e| self.db(e))?;

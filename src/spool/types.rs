@@ -202,6 +202,19 @@ pub struct DeliveryRow {
     pub last_error: Option<String>,
 }
 
+/// How many of a list's deliveries are of one kind and state
+/// ([`Spool::delivery_tally`]).
+#[derive(Debug, Clone)]
+pub struct DeliveryTally {
+    pub kind: Kind,
+    pub state: DeliveryState,
+    pub count: usize,
+    /// The earliest next attempt among them.
+    pub first_attempt: DateTime<Utc>,
+    /// The earliest embargo time of their messages.
+    pub first_embargo: DateTime<Utc>,
+}
+
 /// Per-state counts of a message's deliveries.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DeliveryCounts {

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::{EmbargoPath, Web, blocking, json, relay_of};
-use crate::spool::{EmbargoInfo, Kind};
+use crate::spool::{DeliveryState, EmbargoInfo, Kind};
 
 /// One list: its embargoes, its queue, its members' key health.
 #[derive(Debug, Serialize)]
@@ -130,15 +130,27 @@ pub(crate) async fn lists(State(web): State<Arc<Web>>) -> Response {
                 let acked = relay.spool.acks(&e.id)?.len();
                 embargoes.push(view(&e, now, acked));
             }
-            let rows = relay.spool.deliveries(None, None)?;
-            let state = |s: &str| rows.iter().filter(|r| r.state.to_string() == s).count();
+            let tally = relay.spool.delivery_tally()?;
+            let state = |states: &[DeliveryState]| {
+                tally
+                    .iter()
+                    .filter(|t| states.contains(&t.state))
+                    .map(|t| t.count)
+                    .sum::<usize>()
+            };
             let p = crate::crypto::policy();
             let directory = relay.directory();
-            let keys = directory
-                .roster
-                .members()
-                .iter()
-                .flat_map(|m| {
+            // The list's own S/MIME certificate first, as `status` has it.
+            let list_keys = crate::keycheck::list_smime_issues(&config, now)
+                .into_iter()
+                .map(|i| KeyView {
+                    member: config.list_address.clone(),
+                    organization: "(the list's S/MIME certificate)".to_owned(),
+                    problem: i.problem,
+                    unusable: i.unusable,
+                });
+            let keys = list_keys
+                .chain(directory.roster.members().iter().flat_map(|m| {
                     crate::keycheck::member_issues(m, &p, now)
                         .into_iter()
                         .map(move |i| KeyView {
@@ -147,36 +159,27 @@ pub(crate) async fn lists(State(web): State<Arc<Web>>) -> Response {
                             problem: i.problem,
                             unusable: i.unusable,
                         })
-                })
+                }))
                 .collect();
             let mut key_expiry: Vec<ExpiryView> = directory
                 .roster
                 .members()
                 .iter()
-                .map(|m| {
-                    let (kind, ends) = match &m.smime {
-                        Some(c) => ("smime", c.as_ref().ok().and_then(|c| c.not_after())),
-                        None => (
-                            "openpgp",
-                            m.cert()
-                                .ok()
-                                .and_then(|c| crate::keycheck::receives_until(c, &p, now)),
-                        ),
-                    };
-                    ExpiryView {
-                        member: m.email.clone(),
-                        organization: m.organization.clone(),
-                        kind,
-                        days_left: ends.map(|t| (t - now).num_days()),
-                    }
+                .map(|m| ExpiryView {
+                    member: m.email.clone(),
+                    organization: m.organization.clone(),
+                    kind: if m.is_smime() { "smime" } else { "openpgp" },
+                    days_left: crate::keycheck::member_receives_until(m, &p, now)
+                        .map(|t| (t - now).num_days()),
                 })
                 .collect();
             key_expiry.sort_by_key(|k| k.days_left.unwrap_or(i64::MAX));
             out.push(ListView {
                 address: config.list_address.clone(),
                 embargoes,
-                pending: state("pending"),
-                failed: state("failed"),
+                pending: state(&[DeliveryState::Pending]),
+                // A bounced copy failed too, as `status` counts it.
+                failed: state(&[DeliveryState::Failed, DeliveryState::Bounced]),
                 keys,
                 key_expiry,
             });
@@ -286,11 +289,9 @@ pub(crate) async fn audit(
     };
     let limit = q.limit.unwrap_or(200).min(1000);
     let answer = blocking(move || {
-        let records = relay.spool.audit_query(None, None)?;
+        let records = relay.spool.audit_newest(limit)?;
         Ok(records
             .into_iter()
-            .rev()
-            .take(limit)
             .map(|r| AuditView {
                 at: rfc3339(r.at),
                 detail: if withheld(&r.event) {

@@ -88,47 +88,40 @@ pub(crate) async fn metrics(State(web): State<Arc<Web>>) -> Response {
         for relay in relays {
             let now = relay.clock.now();
             let list = relay.config().list_address.clone();
-            let rows = relay.spool.deliveries(None, None)?;
-            let mut counts: std::collections::BTreeMap<(String, String), i64> = Default::default();
-            for r in &rows {
-                *counts
-                    .entry((r.kind.to_string(), r.state.to_string()))
-                    .or_default() += 1;
-            }
-            for ((kind, state), n) in counts {
+            let tally = relay.spool.delivery_tally()?;
+            for t in &tally {
                 deliveries
                     .get_or_create(&label(&[
                         ("list", &list),
-                        ("kind", &kind),
-                        ("state", &state),
+                        ("kind", &t.kind.to_string()),
+                        ("state", &t.state.to_string()),
                     ]))
-                    .set(n);
+                    .set(t.count as i64);
             }
-            let pending: Vec<_> = rows
+            let pending: Vec<_> = tally
                 .iter()
-                .filter(|r| r.state.to_string() == "pending")
+                .filter(|t| t.state == crate::spool::DeliveryState::Pending)
                 .collect();
             queue
                 .get_or_create(&label(&[("list", &list)]))
-                .set(pending.len() as i64);
+                .set(pending.iter().map(|t| t.count as i64).sum());
             let most = pending
                 .iter()
-                .map(|r| (now - r.next_attempt).num_seconds().max(0))
+                .map(|t| (now - t.first_attempt).num_seconds().max(0))
                 .max()
                 .unwrap_or(0);
             overdue.get_or_create(&label(&[("list", &list)])).set(most);
-
-            let held = relay.spool.embargoes()?;
             // From the embargo's lift time, not the retry's next attempt:
             // a release that keeps failing is late all along.
             let late = pending
                 .iter()
-                .filter(|r| r.kind == crate::spool::Kind::Release)
-                .filter_map(|r| held.iter().find(|e| e.id == r.message_id))
-                .map(|e| (now - e.until).num_seconds().max(0))
+                .filter(|t| t.kind == crate::spool::Kind::Release)
+                .map(|t| (now - t.first_embargo).num_seconds().max(0))
                 .max()
                 .unwrap_or(0);
             release_overdue.get_or_create(&label(&[("list", &list)])).set(late);
+
+            let held = relay.spool.embargoes()?;
             let mut by_state: std::collections::BTreeMap<String, i64> = Default::default();
             for e in &held {
                 *by_state.entry(e.state(now).to_string()).or_default() += 1;
@@ -149,18 +142,13 @@ pub(crate) async fn metrics(State(web): State<Arc<Web>>) -> Response {
                     .set(next);
             }
             let p = crate::crypto::policy();
+            // A key that can no longer receive counts as expiring now.
             let soonest = relay
                 .directory()
                 .roster
                 .members()
                 .iter()
-                .filter_map(|m| match &m.smime {
-                    Some(c) => c.as_ref().ok().and_then(|c| c.not_after()),
-                    None => m
-                        .cert()
-                        .ok()
-                        .and_then(|c| crate::keycheck::receives_until(c, &p, now)),
-                })
+                .filter_map(|m| crate::keycheck::member_receives_until(m, &p, now))
                 .min();
             if let Some(t) = soonest {
                 key_days
