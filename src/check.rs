@@ -239,6 +239,17 @@ fn list_findings(
                 warning: false,
             });
         }
+        // A PST member's pinned S/MIME certificate: its S/MIME mail is
+        // verified against it alone.
+        for i in keycheck::smime_signing_issues(m, now) {
+            out.push(Finding {
+                file: file.clone(),
+                field: format!("member[{index}].smime_cert ({})", m.email),
+                problem: i.problem,
+                fix: i.fix,
+                warning: !i.unusable,
+            });
+        }
         let fpr = cert.fingerprint().to_hex();
         if let Some((_, other)) = seen.iter().find(|(f, _)| *f == fpr) {
             out.push(Finding {

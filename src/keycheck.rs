@@ -227,26 +227,37 @@ pub(crate) fn member_issues(
                 CertRole::Member
             };
             let mut out = cert_issues(cert, role, policy, now);
-            match &m.smime_signing {
-                None => {}
-                Some(Err(e)) => out.push(issue(
-                    format!("pinned S/MIME certificate: {e}"),
-                    "put the PST member's X.509 certificate there, or remove smime_cert",
-                    true,
-                )),
-                Some(Ok(c)) => out.extend(
-                    crate::crypto::smime::pst_signing_problems(c, &m.email, now, EXPIRY_WARNING_DAYS)
-                        .into_iter()
-                        .map(|(problem, unusable)| {
-                            issue(
-                                format!("pinned S/MIME certificate {}: {problem}", short(&c.fingerprint())),
-                                "renew the PST member's S/MIME certificate and replace its smime_cert file",
-                                unusable,
-                            )
-                        }),
-                ),
-            }
+            out.extend(smime_signing_issues(m, now));
             out
+        }
+    }
+}
+
+/// Problems with a PST member's pinned S/MIME certificate (`smime_cert`
+/// beside its OpenPGP key), if it has one: unreadable, expired, unable to
+/// sign. Its S/MIME-signed mail is refused until they are fixed.
+pub(crate) fn smime_signing_issues(m: &crate::roster::Member, now: DateTime<Utc>) -> Vec<KeyIssue> {
+    match &m.smime_signing {
+        None => Vec::new(),
+        Some(Err(e)) => vec![issue(
+            format!("pinned S/MIME certificate: {e}"),
+            "put the PST member's X.509 certificate there, or remove smime_cert",
+            true,
+        )],
+        Some(Ok(c)) => {
+            crate::crypto::smime::pst_signing_problems(c, &m.email, now, EXPIRY_WARNING_DAYS)
+                .into_iter()
+                .map(|(problem, unusable)| {
+                    issue(
+                        format!(
+                            "pinned S/MIME certificate {}: {problem}",
+                            short(&c.fingerprint())
+                        ),
+                        "renew the PST member's S/MIME certificate and replace its smime_cert file",
+                        unusable,
+                    )
+                })
+                .collect()
         }
     }
 }

@@ -190,12 +190,7 @@ fn smime_opaque(
         .map_err(Rejection::Smime)?;
     let content = Secret::new(content);
     let auth = smime_signer(v, &certs, gate, from)?;
-    if crate::lines::has_bare_cr(content.expose())
-        || content
-            .expose()
-            .windows(2)
-            .any(|w| w[1] == b'\n' && w[0] != b'\r')
-    {
+    if !crate::lines::crlf_only(content.expose()) {
         return Err(Rejection::Malformed(
             "the signed content's lines must end in CRLF",
         ));

@@ -696,6 +696,25 @@ async fn a_pst_may_sign_with_s_mime_against_its_pinned_certificate_and_nothing_e
             ..Tweaks::default()
         })
         .await;
+    // `check` names the expired pinned certificate as an error (its S/MIME
+    // mail would be refused); the others, valid a month, as warnings at most.
+    let findings = embargo_relay::check::findings(&daemon.config, now());
+    let pinned_findings: Vec<_> = findings
+        .iter()
+        .filter(|f| f.field.contains(".smime_cert ("))
+        .collect();
+    assert!(
+        pinned_findings
+            .iter()
+            .any(|f| f.field.contains(PST_OLD) && !f.warning),
+        "{findings:?}"
+    );
+    assert!(
+        pinned_findings
+            .iter()
+            .all(|f| f.field.contains(PST_OLD) || f.warning),
+        "{findings:?}"
+    );
     let entity = |text: &str| -> Vec<u8> {
         let mut e = b"Content-Type: text/plain; charset=\"utf-8\"\r\n\r\n".to_vec();
         e.extend_from_slice(embargoed(text).replace('\n', "\r\n").as_bytes());
