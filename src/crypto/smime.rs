@@ -516,9 +516,12 @@ fn verify(
     const SIGNING_TIME: der::oid::ObjectIdentifier =
         der::oid::ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.5");
     // BER as some signers write it (gpgsm: indefinite lengths), read by
-    // OpenSSL and written again as DER for the structure checks below.
-    let der = CmsContentInfo::from_der(signature)
-        .and_then(|c| c.to_der())
+    // OpenSSL once (the verification below uses the same parse) and
+    // written again as DER for the structure checks below.
+    let mut parsed =
+        CmsContentInfo::from_der(signature).map_err(|_| SmimeProblem::Unreadable("not CMS"))?;
+    let der = parsed
+        .to_der()
         .map_err(|_| SmimeProblem::Unreadable("not CMS"))?;
     let info = ContentInfo::from_der(&der).map_err(|_| SmimeProblem::Unreadable("not DER CMS"))?;
     if info.content_type != SIGNED_DATA {
@@ -621,18 +624,18 @@ fn verify(
     // OpenSSL verifies, offered that pinned certificate alone and told to
     // use no other (NOINTERN) and to build no chain (pinning, not PKI).
     for (i, pin) in pinned.iter().enumerate().filter(|(_, p)| names(p)) {
-        let mut cms = CmsContentInfo::from_der(signature)
-            .map_err(|_| SmimeProblem::Unreadable("not DER CMS"))?;
         let mut certs = Stack::new().map_err(|_| SmimeProblem::Unreadable("out of memory"))?;
         certs
             .push(pin.cert.clone())
             .map_err(|_| SmimeProblem::Unreadable("out of memory"))?;
+        // The content is written out only when it is inside the CMS: a
+        // detached signature's content is the caller's already.
         let mut out = Vec::new();
-        let verdict = cms.verify(
+        let verdict = parsed.verify(
             Some(&certs),
             None,
             detached,
-            Some(&mut out),
+            detached.is_none().then_some(&mut out),
             CMSOptions::BINARY | CMSOptions::NOINTERN | CMSOptions::NO_SIGNER_CERT_VERIFY,
         );
         if verdict.is_err() {
