@@ -207,40 +207,33 @@ pub(crate) async fn embargo(State(web): State<Arc<Web>>, path: EmbargoPath) -> R
             Err(e) => return Err(e.into()),
         };
         let acks = relay.spool.acks(&id)?;
+        let acked: std::collections::HashSet<String> =
+            acks.iter().map(|(a, _)| a.to_ascii_lowercase()).collect();
         let directory = relay.directory();
-        // A pending copy not tried yet is scheduled; tried, retrying.
-        let tried: Vec<(String, u32)> = relay
+        // One read of the copies, each looked up once: a large roster is
+        // not scanned per member.
+        let members = relay
             .spool
             .deliveries(Some(&id), None)?
             .into_iter()
             .filter(|d| d.kind == Kind::Copy)
-            .map(|d| (d.member, d.attempts))
-            .collect();
-        let members = relay
-            .spool
-            .delivery_report(&id, Kind::Copy)?
-            .into_iter()
-            .map(|(address, state, _why)| {
-                let attempts = tried
-                    .iter()
-                    .find(|(m, _)| m.eq_ignore_ascii_case(&address))
-                    .map_or(0, |(_, n)| *n);
-                let state = match state.as_str() {
-                    "pending" if attempts > 0 => "retrying".to_owned(),
-                    "pending" => "scheduled".to_owned(),
-                    _ => state,
+            .map(|d| {
+                // A pending copy not tried yet is scheduled; tried, retrying.
+                let state = match d.state {
+                    DeliveryState::Pending if d.attempts > 0 => "retrying".to_owned(),
+                    DeliveryState::Pending => "scheduled".to_owned(),
+                    other => other.to_string(),
                 };
-                (address, state)
-            })
-            .map(|(address, state)| MemberView {
-                organization: directory
-                    .roster
-                    .find(&address)
-                    .map(|m| m.organization.clone())
-                    .unwrap_or_default(),
-                acknowledged: acks.iter().any(|(a, _)| a.eq_ignore_ascii_case(&address)),
-                address,
-                state,
+                MemberView {
+                    organization: directory
+                        .roster
+                        .find(&d.member)
+                        .map(|m| m.organization.clone())
+                        .unwrap_or_default(),
+                    acknowledged: acked.contains(&d.member.to_ascii_lowercase()),
+                    address: d.member,
+                    state,
+                }
             })
             .collect();
         let mut v = view(&e, now, acks.len());
