@@ -817,17 +817,39 @@ pub fn copies(got: &[embargo_relay::sink::Captured]) -> Vec<&embargo_relay::sink
 /// Announces, signed by the PST with gpg, with an advisory for `public`, two
 /// days ahead; returns the embargo id from the reply.
 pub async fn announce_with_advisory(f: &Fixture, addr: SocketAddr, public: &str) -> String {
-    let until = (now() + chrono::Duration::days(2)).format("%Y-%m-%dT%H:%M:%SZ");
-    let body = format!("Embargo-Until: {until}\nPublic-To: {public}\n\nDetails for members.\n");
-    let entity = embargo_relay::compose::text_with_advisory("CVE-2026-7: x", &body, "Public text.");
-    let reply = send(
+    announce_texts(
+        f,
         addr,
-        PST,
-        &f.gpg_signed_entity(PST, "CVE-2026-7: x", &entity),
+        public,
+        "CVE-2026-7: x",
+        "Details for members.",
+        "Public text.",
     )
     .await
-    .expect("accepted");
-    reply.rsplit(' ').next().unwrap().to_owned()
+    .0
+}
+
+/// [`announce_with_advisory`] with its Subject, members' text and public
+/// advisory given (e.g. a canary in each), embargoed two days: its id and
+/// its lift time.
+pub async fn announce_texts(
+    f: &Fixture,
+    addr: SocketAddr,
+    public: &str,
+    subject: &str,
+    text: &str,
+    advisory: &str,
+) -> (String, chrono::DateTime<chrono::Utc>) {
+    let until =
+        chrono::DateTime::from_timestamp((now() + chrono::Duration::days(2)).timestamp(), 0)
+            .unwrap();
+    let stamp = until.format("%Y-%m-%dT%H:%M:%SZ");
+    let body = format!("Embargo-Until: {stamp}\nPublic-To: {public}\n\n{text}\n");
+    let entity = embargo_relay::compose::text_with_advisory(subject, &body, advisory);
+    let reply = send(addr, PST, &f.gpg_signed_entity(PST, subject, &entity))
+        .await
+        .expect("accepted");
+    (reply.rsplit(' ').next().unwrap().to_owned(), until)
 }
 
 /// Waits until `n` member copies arrived at `sink`; returns all it captured.

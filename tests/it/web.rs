@@ -51,21 +51,15 @@ async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String,
 async fn the_status_api_and_metrics_show_states_never_content() {
     let f = Fixture::new();
     let (daemon, http) = with_http(&f).await;
-    let until = (now() + chrono::Duration::days(2)).format("%Y-%m-%dT%H:%M:%SZ");
-    let body = format!(
-        "Embargo-Until: {until}\nPublic-To: {PUBLIC_DEFAULT}\n\n{CANARY} details for members.\n"
-    );
-    let subject = format!("CVE-2026-19: {CANARY} in the subject");
-    let entity =
-        embargo_relay::compose::text_with_advisory(&subject, &body, &format!("{CANARY} advisory"));
-    let reply = send(
+    let (id, lift) = announce_texts(
+        &f,
         daemon.addr(),
-        PST,
-        &f.gpg_signed_entity(PST, &subject, &entity),
+        PUBLIC_DEFAULT,
+        &format!("CVE-2026-19: {CANARY} in the subject"),
+        &format!("{CANARY} details for members."),
+        &format!("{CANARY} advisory"),
     )
-    .await
-    .expect("accepted");
-    let id = reply.rsplit(' ').next().unwrap().to_owned();
+    .await;
     let usable = f.usable_members().count();
     wait_copies(&daemon.sink, usable).await;
     wait_settled(&daemon.running.relay, daemon.clock.now()).await;
@@ -204,10 +198,6 @@ async fn the_status_api_and_metrics_show_states_never_content() {
     // A refused mail and the release at the lift are counted.
     let junk = format!("From: {PST}\r\nTo: {LIST}\r\nSubject: x\r\n\r\nunsigned\r\n");
     assert!(send(daemon.addr(), PST, junk.as_bytes()).await.is_err());
-    let lift: chrono::DateTime<chrono::Utc> =
-        chrono::DateTime::parse_from_rfc3339(&until.to_string())
-            .unwrap()
-            .into();
     daemon.clock.set(lift + chrono::Duration::seconds(2));
     daemon
         .sink
@@ -304,20 +294,15 @@ async fn the_status_page_shows_rows_states_and_a_countdown_in_a_real_browser() {
     // answers "try later": a retrying one.
     daemon.sink.answer_for(GPG_MEMBER, 550, None);
     daemon.sink.answer_for(PST, 451, None);
-    let until = (now() + chrono::Duration::days(2)).format("%Y-%m-%dT%H:%M:%SZ");
-    let body =
-        format!("Embargo-Until: {until}\nPublic-To: {PUBLIC_DEFAULT}\n\n{CANARY} details.\n");
-    let subject = format!("CVE-2026-19: {CANARY}");
-    let entity =
-        embargo_relay::compose::text_with_advisory(&subject, &body, &format!("{CANARY} advisory"));
-    let reply = send(
+    let (id, _) = announce_texts(
+        &f,
         daemon.addr(),
-        PST,
-        &f.gpg_signed_entity(PST, &subject, &entity),
+        PUBLIC_DEFAULT,
+        &format!("CVE-2026-19: {CANARY}"),
+        &format!("{CANARY} details."),
+        &format!("{CANARY} advisory"),
     )
-    .await
-    .expect("accepted");
-    let id = reply.rsplit(' ').next().unwrap().to_owned();
+    .await;
     daemon
         .sink
         .wait_until(PATIENCE, |g| {
