@@ -975,3 +975,54 @@ pub fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     }
     out
 }
+
+/// An S/MIME certificate for `email` (CN `cn`, a fresh RSA 2048 key),
+/// issued by the test CA `ca` with `ca_key`: digitalSignature and
+/// keyEncipherment, emailProtection, the address in subjectAltName, valid
+/// from `from` to `to`. The corpus and the S/MIME tests both make theirs so.
+pub fn ca_issued(
+    ca: &openssl::x509::X509,
+    ca_key: &openssl::pkey::PKey<openssl::pkey::Private>,
+    (cn, email, serial): (&str, &str, u32),
+    (from, to): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
+) -> (
+    openssl::x509::X509,
+    openssl::pkey::PKey<openssl::pkey::Private>,
+) {
+    use openssl::x509::extension::{ExtendedKeyUsage, KeyUsage, SubjectAlternativeName};
+    let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+    let mut subject = openssl::x509::X509NameBuilder::new().unwrap();
+    subject.append_entry_by_text("CN", cn).unwrap();
+    let subject = subject.build();
+    let at = |t: chrono::DateTime<chrono::Utc>| {
+        openssl::asn1::Asn1Time::from_unix(t.timestamp()).unwrap()
+    };
+    let mut b = openssl::x509::X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    let serial = openssl::bn::BigNum::from_u32(serial).unwrap();
+    b.set_serial_number(&serial.to_asn1_integer().unwrap())
+        .unwrap();
+    b.set_subject_name(&subject).unwrap();
+    b.set_issuer_name(ca.subject_name()).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&at(from)).unwrap();
+    b.set_not_after(&at(to)).unwrap();
+    b.append_extension(
+        KeyUsage::new()
+            .digital_signature()
+            .key_encipherment()
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    b.append_extension(ExtendedKeyUsage::new().email_protection().build().unwrap())
+        .unwrap();
+    let san = SubjectAlternativeName::new()
+        .email(email)
+        .build(&b.x509v3_context(Some(ca), None))
+        .unwrap();
+    b.append_extension(san).unwrap();
+    b.sign(ca_key, openssl::hash::MessageDigest::sha256())
+        .unwrap();
+    (b.build(), key)
+}

@@ -524,9 +524,7 @@ pub const SMIME_CERTS: &[(&str, &str, &str, &str)] = &[
 ];
 
 fn make_smime_certs(dir: &Path) {
-    use openssl::x509::extension::{
-        BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
-    };
+    use openssl::x509::extension::{BasicConstraints, KeyUsage};
     let asn1 = |s: &str| openssl::asn1::Asn1Time::from_unix(t(s).timestamp()).unwrap();
     let name = |cn: &str| {
         let mut n = openssl::x509::X509NameBuilder::new().unwrap();
@@ -568,41 +566,18 @@ fn make_smime_certs(dir: &Path) {
         if path.exists() {
             continue;
         }
-        let key =
-            openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
-        let mut b = openssl::x509::X509Builder::new().unwrap();
-        b.set_version(2).unwrap();
-        let serial = openssl::bn::BigNum::from_u32(100 + i as u32).unwrap();
-        b.set_serial_number(&serial.to_asn1_integer().unwrap())
-            .unwrap();
-        b.set_subject_name(&name(stem)).unwrap();
-        b.set_issuer_name(ca.subject_name()).unwrap();
-        b.set_pubkey(&key).unwrap();
-        b.set_not_before(&asn1(from)).unwrap();
-        b.set_not_after(&asn1(to)).unwrap();
-        b.append_extension(
-            KeyUsage::new()
-                .digital_signature()
-                .key_encipherment()
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-        b.append_extension(ExtendedKeyUsage::new().email_protection().build().unwrap())
-            .unwrap();
-        let san = SubjectAlternativeName::new()
-            .email(email)
-            .build(&b.x509v3_context(Some(&ca), None))
-            .unwrap();
-        b.append_extension(san).unwrap();
-        b.sign(&ca_key, openssl::hash::MessageDigest::sha256())
-            .unwrap();
+        let (cert, key) = crate::common::ca_issued(
+            &ca,
+            &ca_key,
+            (stem, email, 100 + i as u32),
+            (t(from), t(to)),
+        );
         std::fs::write(
             dir.join(format!("{stem}.key")),
             key.private_key_to_pem_pkcs8().unwrap(),
         )
         .unwrap();
-        std::fs::write(&path, b.build().to_pem().unwrap()).unwrap();
+        std::fs::write(&path, cert.to_pem().unwrap()).unwrap();
     }
 }
 

@@ -590,50 +590,18 @@ fn multipart_signed(entity: &[u8], signature: &[u8]) -> Vec<u8> {
 /// A certificate for `email` from the test CA, valid from `from` to `to`
 /// days from now (OpenSSL's CLI cannot backdate one).
 fn dated_cert(pki: &Pki, name: &str, email: &str, from: i64, to: i64) {
-    use openssl::x509::extension::{ExtendedKeyUsage, KeyUsage, SubjectAlternativeName};
     let ca = openssl::x509::X509::from_pem(&std::fs::read(pki.path("ca.pem")).unwrap()).unwrap();
     let ca_key =
         openssl::pkey::PKey::private_key_from_pem(&std::fs::read(pki.path("ca.key")).unwrap())
             .unwrap();
-    let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
-    let mut subject = openssl::x509::X509NameBuilder::new().unwrap();
-    subject.append_entry_by_text("CN", name).unwrap();
-    let subject = subject.build();
-    let mut b = openssl::x509::X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    let serial = openssl::bn::BigNum::from_u32(rand_serial()).unwrap();
-    b.set_serial_number(&serial.to_asn1_integer().unwrap())
-        .unwrap();
-    b.set_subject_name(&subject).unwrap();
-    b.set_issuer_name(ca.subject_name()).unwrap();
-    b.set_pubkey(&key).unwrap();
-    let at = |d: i64| {
-        openssl::asn1::Asn1Time::from_unix((now() + chrono::Duration::days(d)).timestamp()).unwrap()
-    };
-    b.set_not_before(&at(from)).unwrap();
-    b.set_not_after(&at(to)).unwrap();
-    b.append_extension(
-        KeyUsage::new()
-            .digital_signature()
-            .key_encipherment()
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
-    b.append_extension(ExtendedKeyUsage::new().email_protection().build().unwrap())
-        .unwrap();
-    let san = SubjectAlternativeName::new()
-        .email(email)
-        .build(&b.x509v3_context(Some(&ca), None))
-        .unwrap();
-    b.append_extension(san).unwrap();
-    b.sign(&ca_key, openssl::hash::MessageDigest::sha256())
-        .unwrap();
-    std::fs::write(
-        pki.path(&format!("{name}.pem")),
-        b.build().to_pem().unwrap(),
-    )
-    .unwrap();
+    let days = |d: i64| now() + chrono::Duration::days(d);
+    let (cert, key) = crate::common::ca_issued(
+        &ca,
+        &ca_key,
+        (name, email, rand_serial()),
+        (days(from), days(to)),
+    );
+    std::fs::write(pki.path(&format!("{name}.pem")), cert.to_pem().unwrap()).unwrap();
     std::fs::write(
         pki.path(&format!("{name}.key")),
         key.private_key_to_pem_pkcs8().unwrap(),
