@@ -1078,17 +1078,19 @@ async fn s_mime_members_acknowledge_and_post_signed_and_encrypted_to_the_lists_c
         .find(|c| c.envelope.rcpt_to == [SQ_MEMBER.to_owned()])
         .expect("to an OpenPGP member");
     let list = f.list.clone().strip_secret_key_material();
-    let opened = crypto::open_copy_at(
-        &StandardPolicy::new(),
-        &f.members[2].secret,
-        &list,
-        armored_payload(&to_sq.raw),
-        None,
-    )
-    .unwrap();
-    assert!(
-        String::from_utf8_lossy(opened.plaintext.expose()).contains("B's question about the fix")
-    );
+    // What the OpenPGP member (sq's keys) reads of a post to it.
+    let read_by_sq = |c: &Captured| -> String {
+        let opened = crypto::open_copy_at(
+            &StandardPolicy::new(),
+            &f.members[2].secret,
+            &list,
+            armored_payload(&c.raw),
+            None,
+        )
+        .unwrap();
+        String::from_utf8_lossy(opened.plaintext.expose()).into_owned()
+    };
+    assert!(read_by_sq(to_sq).contains("B's question about the fix"));
     let to_a = posts
         .iter()
         .find(|c| c.envelope.rcpt_to == [SMIME_A.to_owned()])
@@ -1122,18 +1124,7 @@ async fn s_mime_members_acknowledge_and_post_signed_and_encrypted_to_the_lists_c
             .iter()
             .find(|c| is_post(c) && c.envelope.rcpt_to == [SQ_MEMBER.to_owned()])
             .unwrap();
-        let opened = crypto::open_copy_at(
-            &StandardPolicy::new(),
-            &f.members[2].secret,
-            &list,
-            armored_payload(&to_sq.raw),
-            None,
-        )
-        .unwrap();
-        assert!(
-            String::from_utf8_lossy(opened.plaintext.expose()).contains(text),
-            "{text}"
-        );
+        assert!(read_by_sq(to_sq).contains(text), "{text}");
     }
     // Refused: B's signature under A's From; signed only; encrypted to A, not the list.
     for (name, mail, reason) in [
