@@ -178,16 +178,21 @@ fn list_findings(
             in_config += 1;
             (path.to_owned(), in_config - 1)
         };
+        // A problem with the member's S/MIME certificate (an S/MIME
+        // member's own, or a PST member's pinned one).
+        let smime_finding = |i: keycheck::KeyIssue| Finding {
+            file: file.clone(),
+            field: format!("member[{index}].smime_cert ({})", m.email),
+            problem: i.problem,
+            fix: i.fix,
+            warning: !i.unusable,
+        };
         if m.is_smime() {
-            for i in keycheck::member_issues(m, &p, now) {
-                out.push(Finding {
-                    file: file.clone(),
-                    field: format!("member[{index}].smime_cert ({})", m.email),
-                    problem: i.problem,
-                    fix: i.fix,
-                    warning: !i.unusable,
-                });
-            }
+            out.extend(
+                keycheck::member_issues(m, &p, now)
+                    .into_iter()
+                    .map(smime_finding),
+            );
             continue;
         }
         let field = format!("member[{index}].key ({})", m.email);
@@ -241,15 +246,11 @@ fn list_findings(
         }
         // A PST member's pinned S/MIME certificate: its S/MIME mail is
         // verified against it alone.
-        for i in keycheck::smime_signing_issues(m, now) {
-            out.push(Finding {
-                file: file.clone(),
-                field: format!("member[{index}].smime_cert ({})", m.email),
-                problem: i.problem,
-                fix: i.fix,
-                warning: !i.unusable,
-            });
-        }
+        out.extend(
+            keycheck::smime_signing_issues(m, now)
+                .into_iter()
+                .map(smime_finding),
+        );
         let fpr = cert.fingerprint().to_hex();
         if let Some((_, other)) = seen.iter().find(|(f, _)| *f == fpr) {
             out.push(Finding {

@@ -86,15 +86,7 @@ impl Spool {
             )
             .map_err(|e| self.db(e))?;
         let rows = stmt
-            .query_map(params![message_id, member, &*self.list], |r| {
-                Ok(AuditRecord {
-                    at: from_millis(r.get(0)?),
-                    event: r.get(1)?,
-                    message_id: r.get(2)?,
-                    member: r.get(3)?,
-                    detail: r.get(4)?,
-                })
-            })
+            .query_map(params![message_id, member, &*self.list], audit_row)
             .map_err(|e| self.db(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
     }
@@ -110,15 +102,7 @@ impl Spool {
             )
             .map_err(|e| self.db(e))?;
         let rows = stmt
-            .query_map(params![&*self.list, limit as i64], |r| {
-                Ok(AuditRecord {
-                    at: from_millis(r.get(0)?),
-                    event: r.get(1)?,
-                    message_id: r.get(2)?,
-                    member: r.get(3)?,
-                    detail: r.get(4)?,
-                })
-            })
+            .query_map(params![&*self.list, limit as i64], audit_row)
             .map_err(|e| self.db(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
     }
@@ -247,6 +231,17 @@ impl Spool {
 
 /// Column `i` of `r`, read as text and parsed: an unknown value is an error
 /// naming the column, never taken for another.
+/// An audit record from a row of `at, event, message_id, member, detail`.
+fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        at: from_millis(r.get(0)?),
+        event: r.get(1)?,
+        message_id: r.get(2)?,
+        member: r.get(3)?,
+        detail: r.get(4)?,
+    })
+}
+
 fn parsed<T: std::str::FromStr<Err = String>>(
     r: &rusqlite::Row<'_>,
     i: usize,
