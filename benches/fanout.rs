@@ -426,8 +426,12 @@ fn run_case(n: usize, size: usize) {
         running.shutdown().await;
         // The list's crypto alone: one sealed copy per member.
         let list = ListKey::load(&keys_dir().join("list.key")).unwrap();
-        let certs: Vec<Cert> = (0..n)
-            .map(|i| Cert::from_file(keys_dir().join(format!("m{i}.asc"))).unwrap())
+        // Each member's encryption keys, as the roster keeps them derived.
+        let certs: Vec<crypto::EncryptionKeys> = (0..n)
+            .map(|i| {
+                let cert = Cert::from_file(keys_dir().join(format!("m{i}.asc"))).unwrap();
+                crypto::EncryptionKeys::of(&cert, &p, now()).unwrap()
+            })
             .collect();
         // As the fan-out does it: sealed once, then a PKESK per member.
         let t1 = Instant::now();
@@ -451,7 +455,7 @@ fn run_case(n: usize, size: usize) {
                     crypto::smime::seal_copy(id, to, text.as_bytes()).unwrap();
                 }
                 _ => {
-                    list.seal_to_member(&p, now(), cert, &shared).unwrap();
+                    list.seal_to_member(cert, &shared).unwrap();
                 }
             }
         }

@@ -220,7 +220,7 @@ fn list_findings(
         // The PST's From must be a user ID of the signing key: an address
         // that is not one refuses every announcement the PST sends.
         if m.pst
-            && !crate::crypto::valid_emails(cert, &p, now)
+            && !crate::crypto::valid_emails(&cert, &p, now)
                 .iter()
                 .any(|e| e.eq_ignore_ascii_case(&m.email))
         {
@@ -235,7 +235,7 @@ fn list_findings(
                 warning: false,
             });
         }
-        for i in keycheck::cert_issues(cert, role, &p, now) {
+        for i in keycheck::cert_issues(&cert, role, &p, now) {
             out.push(Finding {
                 file: file.clone(),
                 field: field.clone(),

@@ -256,8 +256,7 @@ pub struct Directory {
 impl Directory {
     pub fn new(roster: Roster) -> Directory {
         let pst = roster.pst_certs();
-        let mut known = pst.clone();
-        known.extend(roster.member_certs());
+        let known = crate::crypto::Keyring::with_kept(pst.clone(), roster.member_certs());
         let pst_smime: Vec<_> = roster.pst_smime().into_iter().map(|(_, c)| c).collect();
         let member_smime: Vec<_> = roster
             .members()
@@ -266,15 +265,15 @@ impl Directory {
             .filter_map(|m| m.smime.as_ref().and_then(|c| c.as_ref().ok()).cloned())
             .collect();
         let fingerprints = known
-            .iter()
-            .map(|c| c.fingerprint().to_hex())
+            .fingerprints()
+            .map(|f| f.to_hex())
             .chain(pst_smime.iter().filter_map(|c| c.key_fingerprint()))
             .chain(member_smime.iter().filter_map(|c| c.key_fingerprint()))
             .collect();
         Directory {
             roster,
             pst,
-            known: known.into(),
+            known,
             fingerprints,
             pst_smime,
             member_smime,

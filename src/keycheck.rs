@@ -40,66 +40,20 @@ const NEW_KEY: &str =
     "ask for a new certificate (Ed25519/Cv25519 or RSA 3072+) and replace the key file";
 const UPDATED: &str = "ask the key holder to extend the key and send the updated certificate, then replace the key file";
 
-/// When a capability of `vc` ends, given its keys that have it now: it
-/// lasts as long as its longest-lived key, and the primary. `None`: never.
-fn capability_ends(
-    vc: &sequoia_openpgp::cert::ValidCert<'_>,
-    keys: &[sequoia_openpgp::cert::amalgamation::key::ValidErasedKeyAmalgamation<
-        '_,
-        sequoia_openpgp::packet::key::PublicParts,
-    >],
-) -> Option<DateTime<Utc>> {
-    let expires = keys
-        .iter()
-        .map(|k| k.key_expiration_time())
-        .max_by_key(|t| t.map_or(i64::MAX, |t| DateTime::<Utc>::from(t).timestamp()))
-        .flatten()
-        .map(DateTime::<Utc>::from);
-    let primary = vc
-        .primary_key()
-        .key_expiration_time()
-        .map(DateTime::<Utc>::from);
-    match (expires, primary) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// When `cert` stops being able to receive encrypted copies, if it will:
-/// `None` when it cannot receive now (it is skipped, with the reason) or
-/// never expires.
-pub(crate) fn receives_until(
-    cert: &Cert,
-    policy: &dyn Policy,
-    now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    let vc = crate::crypto::usable_for_encryption(cert, policy, now).ok()?;
-    let keys: Vec<_> = vc
-        .keys()
-        .supported()
-        .alive()
-        .revoked(false)
-        .key_flags(crate::crypto::encryption_flags())
-        .collect();
-    capability_ends(&vc, &keys)
-}
-
 /// Until when member `m` can receive copies, S/MIME or OpenPGP: `None`
 /// when its key never expires; `now` when it cannot receive now (no
 /// usable key, an unreadable certificate), so a key that just expired
 /// counts as the soonest, not as none.
 pub(crate) fn member_receives_until(
     m: &crate::roster::Member,
-    policy: &dyn Policy,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
     match &m.smime {
         Some(Ok(c)) => c.not_after().map(|t| t.max(now)),
         Some(Err(_)) => Some(now),
-        None => match m.cert() {
-            Ok(c) if crate::crypto::usable_for_encryption(c, policy, now).is_ok() => {
-                receives_until(c, policy, now)
-            }
+        // The keys the fan-out keeps derived, under the list's policy.
+        None => match m.kept().map(|c| c.encryption_keys(now)) {
+            Ok(Ok(keys)) => keys.until,
             _ => Some(now),
         },
     }
@@ -170,7 +124,7 @@ pub(crate) fn cert_issues(
             out.push(issue(missing.to_owned(), NEW_KEY, true));
             continue;
         }
-        if let Some(t) = capability_ends(&vc, &keys).filter(|t| *t <= soon) {
+        if let Some(t) = crate::crypto::capability_ends(&vc, &keys).filter(|t| *t <= soon) {
             out.push(issue(
                 format!(
                     "expires on {} (in {} days)",
@@ -226,7 +180,7 @@ pub(crate) fn member_issues(
             } else {
                 CertRole::Member
             };
-            let mut out = cert_issues(cert, role, policy, now);
+            let mut out = cert_issues(&cert, role, policy, now);
             out.extend(smime_signing_issues(m, now));
             out
         }
@@ -589,7 +543,6 @@ mod receives {
     fn an_expired_or_unreadable_key_receives_until_now() {
         let dir = tempfile::tempdir().unwrap();
         let now = crate::clock::Clock::now(&crate::clock::SystemClock);
-        let p = crate::crypto::policy();
         let member = |name: &str, born: DateTime<Utc>, days: Option<u64>| {
             let path = dir.path().join(format!("{name}.asc"));
             let validity = days.map(|d| std::time::Duration::from_secs(d * 86_400));
@@ -599,11 +552,11 @@ mod receives {
             Member::load(format!("{name}@x.org"), "Org".into(), path, false)
         };
         let day = chrono::Duration::days(1);
-        let expiring = member_receives_until(&member("soon", now - day, Some(11)), &p, now);
+        let expiring = member_receives_until(&member("soon", now - day, Some(11)), now);
         assert_eq!(expiring.map(|t| (t - now).num_days()), Some(9));
-        let lasting = member_receives_until(&member("ever", now - day, None), &p, now);
+        let lasting = member_receives_until(&member("ever", now - day, None), now);
         assert_eq!(lasting, None, "never expires");
-        let expired = member_receives_until(&member("gone", now - day * 30, Some(10)), &p, now);
+        let expired = member_receives_until(&member("gone", now - day * 30, Some(10)), now);
         assert_eq!(expired, Some(now));
         let unreadable = Member::load(
             "none@x.org".into(),
@@ -611,6 +564,6 @@ mod receives {
             dir.path().join("missing.asc"),
             false,
         );
-        assert_eq!(member_receives_until(&unreadable, &p, now), Some(now));
+        assert_eq!(member_receives_until(&unreadable, now), Some(now));
     }
 }

@@ -86,7 +86,7 @@ async fn refresh_member(
             let origin = origins
                 .get(&m.email.to_ascii_lowercase())
                 .map(String::as_str);
-            refresh_one(finder, &m.email, cert, origin, p, now).await
+            refresh_one(finder, &m.email, &cert, origin, p, now).await
         }
     };
     Refreshed {

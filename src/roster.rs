@@ -7,6 +7,8 @@ use std::sync::Arc;
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::parse::Parse;
 
+use crate::crypto::KeptCert;
+
 /// One `[[member]]` of the configuration with its certificate, or the
 /// reason it could not be read (such a member is skipped, never sent plaintext).
 #[derive(Debug, Clone)]
@@ -17,9 +19,10 @@ pub struct Member {
     pub pst: bool,
     /// Added by a `Roster-Add` command (listed in the roster file), not the config.
     pub added: bool,
-    /// Shared by every roster and verifier that holds this member: a
-    /// parsed certificate takes about 16 KB, and is held once.
-    cert: Result<Arc<Cert>, String>,
+    /// Kept serialized (`KeptCert`: about 1.2 KB where a parsed
+    /// certificate takes 16), shared by every roster and verifier that
+    /// holds this member.
+    cert: Result<KeptCert, String>,
     /// An S/MIME member's X.509 certificate (or why it cannot be read);
     /// `None` for an OpenPGP member.
     pub smime: Option<Result<crate::crypto::smime::SmimeCert, String>>,
@@ -33,7 +36,7 @@ impl Member {
     /// bad member file does not stop the list.
     pub fn load(email: String, organization: String, key_path: PathBuf, pst: bool) -> Member {
         let cert = Cert::from_file(&key_path)
-            .map(Arc::new)
+            .and_then(|c| KeptCert::new(&c))
             .map_err(|e| format!("certificate file {} unreadable: {e}", key_path.display()));
         Member {
             email,
@@ -73,7 +76,7 @@ impl Member {
     /// Whether `fpr` is this member's signing identity: its OpenPGP
     /// certificate's fingerprint, or its S/MIME key's (`key_fingerprint`).
     pub fn signs_as(&self, fpr: &str) -> bool {
-        self.cert()
+        self.kept()
             .is_ok_and(|c| c.fingerprint().to_hex().eq_ignore_ascii_case(fpr))
             || matches!(&self.smime, Some(Ok(c)) if c.key_fingerprint().is_some_and(|k| k.eq_ignore_ascii_case(fpr)))
     }
@@ -83,13 +86,23 @@ impl Member {
         self.smime.is_some()
     }
 
-    pub fn cert(&self) -> Result<&Cert, &str> {
-        self.shared_cert().map(|c| &**c)
+    /// The member's OpenPGP certificate, parsed now (about 100 µs), or
+    /// why it has none that can be read.
+    pub fn cert(&self) -> Result<Cert, String> {
+        self.kept()?
+            .cert()
+            .map_err(|e| format!("certificate {} unreadable: {e}", self.key_path.display()))
     }
 
-    /// The certificate itself, to keep without copying it.
-    pub fn shared_cert(&self) -> Result<&Arc<Cert>, &str> {
+    /// The certificate as kept: its fingerprint, key IDs and the keys
+    /// copies are encrypted to, without parsing it.
+    pub fn kept(&self) -> Result<&KeptCert, &str> {
         self.cert.as_ref().map_err(String::as_str)
+    }
+
+    /// Whether the member has an OpenPGP certificate that could be read.
+    pub fn has_cert(&self) -> bool {
+        self.cert.is_ok()
     }
 
     /// Merges the refreshed copy of the member's certificate kept in
@@ -97,16 +110,18 @@ impl Member {
     /// fingerprint only, so a file there can add signatures, subkeys and
     /// revocations but never put another key in place.
     fn merge_update(&mut self, dir: &Path) {
-        let Ok(cert) = &self.cert else { return };
-        let path = dir.join(format!("{}.asc", cert.fingerprint().to_hex()));
+        let Ok(kept) = &self.cert else { return };
+        let path = dir.join(format!("{}.asc", kept.fingerprint().to_hex()));
         let Ok(update) = Cert::from_file(&path) else {
             return;
         };
-        if update.fingerprint() != cert.fingerprint() {
+        if &update.fingerprint() != kept.fingerprint() {
             return;
         }
-        if let Ok(merged) = Cert::clone(cert).merge_public(update) {
-            self.cert = Ok(Arc::new(merged));
+        if let Ok(merged) = kept.cert().and_then(|c| c.merge_public(update))
+            && let Ok(merged) = KeptCert::new(&merged)
+        {
+            self.cert = Ok(merged);
         }
     }
 }
@@ -195,14 +210,18 @@ impl Roster {
 
     /// The certificates of members outside the PST, whose signed posts
     /// (replies) the list may relay under `policy.member_posts`.
-    pub fn member_certs(&self) -> Vec<Arc<Cert>> {
-        let pst: std::collections::HashSet<_> =
-            self.pst_certs().iter().map(|c| c.fingerprint()).collect();
+    pub fn member_certs(&self) -> Vec<KeptCert> {
+        let pst: std::collections::HashSet<_> = self
+            .members
+            .iter()
+            .filter(|m| m.pst)
+            .filter_map(|m| m.kept().ok().map(|c| c.fingerprint().clone()))
+            .collect();
         self.members
             .iter()
             .filter(|m| !m.pst)
-            .filter_map(|m| m.shared_cert().ok().cloned())
-            .filter(|c| !pst.contains(&c.fingerprint()))
+            .filter_map(|m| m.kept().ok().cloned())
+            .filter(|c| !pst.contains(c.fingerprint()))
             .collect()
     }
 
@@ -249,7 +268,7 @@ impl Roster {
         self.members
             .iter()
             // Only with a usable OpenPGP key: receipts go to it.
-            .filter(|m| m.pst && m.cert().is_ok())
+            .filter(|m| m.pst && m.has_cert())
             .filter_map(|m| match &m.smime_signing {
                 Some(Ok(c)) => Some((m.email.clone(), c.clone())),
                 _ => None,
@@ -257,12 +276,13 @@ impl Roster {
             .collect()
     }
 
-    /// The certificates whose signatures are accepted as the PST's.
+    /// The certificates whose signatures are accepted as the PST's,
+    /// parsed (a few, checked against every announcement).
     pub fn pst_certs(&self) -> Vec<Arc<Cert>> {
         self.members
             .iter()
             .filter(|m| m.pst)
-            .filter_map(|m| m.shared_cert().ok().cloned())
+            .filter_map(|m| m.cert().ok().map(Arc::new))
             .collect()
     }
 }

@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::context::Relay;
-use crate::crypto;
 use crate::intake::Intake;
 
 /// The clock's leaps are measured from the base an earlier daemon of this
@@ -138,13 +137,13 @@ pub(crate) fn warn_about_roster(config: &Config, clock: &SharedClock) {
     }
     let p = crate::crypto::policy();
     for m in config.roster.members() {
-        let problem = match (&m.smime, m.cert()) {
+        let problem = match (&m.smime, m.kept()) {
             (Some(_), _) => crate::keycheck::member_issues(m, &p, clock.now())
                 .into_iter()
                 .find(|i| i.unusable)
                 .map(|i| i.problem),
             (None, Err(e)) => Some(e.to_owned()),
-            (None, Ok(cert)) => crypto::usable_for_encryption(cert, &p, clock.now()).err(),
+            (None, Ok(cert)) => cert.encryption_keys(clock.now()).err(),
         };
         if let Some(problem) = problem {
             tracing::warn!(member = %m.email, organization = %m.organization, %problem, "member cannot receive copies until this is fixed");

@@ -66,7 +66,7 @@ impl Seen {
             self.read.push(sig.clone());
         }
         let issuers = sig.get_issuers();
-        if !issuers.is_empty() && known.naming(&issuers).is_empty() {
+        if !issuers.is_empty() && !known.names_any(&issuers) {
             self.strangers += 1;
         }
         let horizon = at(now + chrono::Duration::seconds(CLOCK_SKEW_S));
@@ -187,21 +187,24 @@ pub(super) type PublicKey =
 /// check it with); and whether two name one key (no client signs twice
 /// with one key, and Sequoia would hash the data again for each: refused
 /// as `SameKeyTwice` once no signature was found bad).
-pub(super) fn named_keys<'a>(
+pub(super) fn named_keys(
     sigs: &[openpgp::packet::Signature],
-    known: &'a Keyring,
-) -> Result<(Vec<Vec<&'a PublicKey>>, bool), SignatureProblem> {
+    known: &Keyring,
+) -> Result<(Vec<Vec<PublicKey>>, bool), SignatureProblem> {
     let mut named = Vec::new();
     let mut twice = false;
     let mut used: Vec<Fingerprint> = Vec::new();
     for sig in sigs {
         let issuers = sig.get_issuers();
-        let keys: Vec<&PublicKey> = known
+        let keys: Vec<PublicKey> = known
             .naming(&issuers)
-            .into_iter()
-            .flat_map(|c| c.keys())
-            .filter(|k| issuers.iter().any(|i| k.key().key_handle().aliases(i)))
-            .map(|k| k.key().role_as_unspecified())
+            .iter()
+            .flat_map(|c| {
+                c.keys()
+                    .filter(|k| issuers.iter().any(|i| k.key().key_handle().aliases(i)))
+                    .map(|k| k.key().clone().role_into_unspecified())
+                    .collect::<Vec<_>>()
+            })
             .collect();
         if keys.is_empty() {
             return Err(SignatureProblem::NotPst);

@@ -6,53 +6,102 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sequoia_openpgp::{Cert, KeyHandle, KeyID};
+use sequoia_openpgp::{Cert, Fingerprint, KeyHandle, KeyID};
 
-/// Certificates, and where each of their keys is, by key ID.
+use super::KeptCert;
+
+/// Certificates, and where each of their keys is, by key ID. The PST's
+/// are held parsed (every announcement is checked against them); the
+/// other members' are kept serialized ([`KeptCert`]) and parsed when a
+/// signature names one of their keys.
 #[derive(Debug, Default, Clone)]
 pub struct Keyring {
-    certs: Vec<Arc<Cert>>,
-    by_id: HashMap<KeyID, Vec<usize>>,
+    certs: Vec<Entry>,
+    /// Key ID → (certificate, the key's fingerprint).
+    by_id: HashMap<KeyID, Vec<(usize, Fingerprint)>>,
+}
+
+#[derive(Debug, Clone)]
+enum Entry {
+    Parsed(Arc<Cert>),
+    Kept(KeptCert),
 }
 
 impl Keyring {
     pub fn new(certs: Vec<Arc<Cert>>) -> Keyring {
-        let mut by_id: HashMap<KeyID, Vec<usize>> = HashMap::new();
-        for (i, cert) in certs.iter().enumerate() {
-            for key in cert.keys() {
-                let at = by_id.entry(key.key().keyid()).or_default();
-                if !at.contains(&i) {
-                    at.push(i);
-                }
+        Keyring::with_kept(certs, Vec::new())
+    }
+
+    /// The certificates `parsed`, then `kept`.
+    pub fn with_kept(parsed: Vec<Arc<Cert>>, kept: Vec<KeptCert>) -> Keyring {
+        let mut ring = Keyring::default();
+        for cert in parsed {
+            let keys: Vec<_> = cert.keys().map(|k| k.key().fingerprint()).collect();
+            ring.add(Entry::Parsed(cert), keys);
+        }
+        for cert in kept {
+            let keys = cert.key_fingerprints().to_vec();
+            ring.add(Entry::Kept(cert), keys);
+        }
+        ring
+    }
+
+    fn add(&mut self, entry: Entry, keys: Vec<Fingerprint>) {
+        let i = self.certs.len();
+        self.certs.push(entry);
+        for key in keys {
+            let at = self.by_id.entry(KeyID::from(&key)).or_default();
+            if !at.iter().any(|(j, f)| *j == i && *f == key) {
+                at.push((i, key));
             }
         }
-        Keyring { certs, by_id }
     }
 
-    /// Every certificate, in the order given.
-    pub fn certs(&self) -> &[Arc<Cert>] {
-        &self.certs
-    }
-
-    /// The certificates with a key that one of `issuers` names (by key ID
-    /// or fingerprint), each once, in the order given.
-    pub fn naming(&self, issuers: &[KeyHandle]) -> Vec<&Arc<Cert>> {
+    /// The positions of the certificates with a key that one of
+    /// `issuers` names (by key ID or fingerprint), each once, in order.
+    fn positions(&self, issuers: &[KeyHandle]) -> Vec<usize> {
         let mut found: Vec<usize> = issuers
             .iter()
-            .filter_map(|issuer| self.by_id.get(&KeyID::from(issuer.clone())))
+            .filter_map(|issuer| {
+                let at = self.by_id.get(&KeyID::from(issuer.clone()))?;
+                Some(
+                    at.iter()
+                        .filter(move |(_, key)| KeyHandle::from(key).aliases(issuer))
+                        .map(|(i, _)| *i),
+                )
+            })
             .flatten()
-            .copied()
             .collect();
         found.sort_unstable();
         found.dedup();
         found
+    }
+
+    /// Whether a key of one of the certificates is named by `issuers`
+    /// (nothing is parsed).
+    pub fn names_any(&self, issuers: &[KeyHandle]) -> bool {
+        !self.positions(issuers).is_empty()
+    }
+
+    /// The certificates with a key that one of `issuers` names (by key ID
+    /// or fingerprint), each once, in the order given; a kept one is
+    /// parsed now (one that no longer parses is left out).
+    pub fn naming(&self, issuers: &[KeyHandle]) -> Vec<Arc<Cert>> {
+        self.positions(issuers)
             .into_iter()
-            .map(|i| &self.certs[i])
-            .filter(|cert| {
-                cert.keys()
-                    .any(|k| issuers.iter().any(|i| k.key().key_handle().aliases(i)))
+            .filter_map(|i| match &self.certs[i] {
+                Entry::Parsed(cert) => Some(cert.clone()),
+                Entry::Kept(kept) => kept.cert().ok().map(Arc::new),
             })
             .collect()
+    }
+
+    /// Every certificate's fingerprint, in order.
+    pub fn fingerprints(&self) -> impl Iterator<Item = Fingerprint> + '_ {
+        self.certs.iter().map(|e| match e {
+            Entry::Parsed(cert) => cert.fingerprint(),
+            Entry::Kept(kept) => kept.fingerprint().clone(),
+        })
     }
 }
 
@@ -67,7 +116,8 @@ mod tests {
     use super::*;
 
     /// A key is found by its key ID and by its fingerprint, subkeys too,
-    /// each certificate once; a stranger's is not found.
+    /// each certificate once, parsed or kept; a stranger's is not found.
+    /// Members 0 and 1 are held parsed, the others kept.
     #[test]
     fn keys_are_found_by_id_and_fingerprint() {
         let now =
@@ -80,7 +130,14 @@ mod tests {
             })
             .collect();
         let stranger = crate::crypto::generate_key("S <s@x.org>", now, None).unwrap();
-        let ring = Keyring::new(certs.clone());
+        let ring = Keyring::with_kept(
+            certs[..2].to_vec(),
+            certs[2..]
+                .iter()
+                .map(|c| KeptCert::new(c).unwrap())
+                .collect(),
+        );
+        let public = |c: &Arc<Cert>| Cert::clone(c).strip_secret_key_material();
         for (i, cert) in certs.iter().enumerate() {
             for key in cert.keys() {
                 let by_fpr = [KeyHandle::from(key.key().fingerprint())];
@@ -92,7 +149,9 @@ mod tests {
                 ] {
                     let found = ring.naming(handles);
                     assert_eq!(found.len(), 1, "member {i}");
-                    assert!(Arc::ptr_eq(found[0], cert), "member {i}");
+                    assert!(ring.names_any(handles), "member {i}");
+                    assert_eq!(public(&found[0]), public(cert), "member {i}");
+                    assert_eq!(i < 2, Arc::ptr_eq(&found[0], cert), "member {i}");
                 }
             }
         }
@@ -101,12 +160,15 @@ mod tests {
             KeyHandle::from(certs[1].keyid()),
         ];
         let found = ring.naming(&two);
-        assert!(Arc::ptr_eq(found[0], &certs[1]) && Arc::ptr_eq(found[1], &certs[3]));
+        assert_eq!(found.len(), 2);
+        assert!(Arc::ptr_eq(&found[0], &certs[1]));
+        assert_eq!(public(&found[1]), public(&certs[3]));
         for key in stranger.keys() {
-            assert!(
-                ring.naming(&[KeyHandle::from(key.key().keyid())])
-                    .is_empty()
-            );
+            let by_id = [KeyHandle::from(key.key().keyid())];
+            assert!(ring.naming(&by_id).is_empty() && !ring.names_any(&by_id));
         }
+        let fingerprints: Vec<_> = ring.fingerprints().collect();
+        let expected: Vec<_> = certs.iter().map(|c| c.fingerprint()).collect();
+        assert_eq!(fingerprints, expected);
     }
 }

@@ -19,6 +19,7 @@ use sequoia_openpgp as openpgp;
 mod census;
 mod cleartext;
 mod client;
+mod kept;
 mod keyring;
 mod problem;
 mod seal;
@@ -28,6 +29,7 @@ mod verify;
 
 pub use census::*;
 pub use client::*;
+pub use kept::{EncryptionKeys, KeptCert};
 pub use keyring::Keyring;
 pub use problem::*;
 pub use seal::*;
@@ -170,6 +172,31 @@ pub fn usable_for_encryption<'a>(
         ));
     }
     Ok(vc)
+}
+
+/// When a capability of `vc` ends, given its keys that have it now: it
+/// lasts as long as its longest-lived key, and the primary. `None`: never.
+pub(crate) fn capability_ends(
+    vc: &sequoia_openpgp::cert::ValidCert<'_>,
+    keys: &[sequoia_openpgp::cert::amalgamation::key::ValidErasedKeyAmalgamation<
+        '_,
+        sequoia_openpgp::packet::key::PublicParts,
+    >],
+) -> Option<DateTime<Utc>> {
+    let expires = keys
+        .iter()
+        .map(|k| k.key_expiration_time())
+        .max_by_key(|t| t.map_or(i64::MAX, |t| DateTime::<Utc>::from(t).timestamp()))
+        .flatten()
+        .map(DateTime::<Utc>::from);
+    let primary = vc
+        .primary_key()
+        .key_expiration_time()
+        .map(DateTime::<Utc>::from);
+    match (expires, primary) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Armored public certificate (the roster file's keys, notices, the demo).
@@ -410,7 +437,7 @@ mod tests {
         for (member, other) in [(&a, &b), (&b, &a)] {
             let public = member.clone().strip_secret_key_material();
             let copy = list
-                .seal_to_member(&p, now, &public, &shared)
+                .seal_to_member(&EncryptionKeys::of(&public, &p, now).unwrap(), &shared)
                 .unwrap()
                 .to_vec();
             assert!(copy.starts_with(b"-----BEGIN PGP MESSAGE-----\r\n\r\n"));
@@ -1589,7 +1616,14 @@ mod tests {
         let p = policy();
         let list = ListKey::from_cert(key("List <list@example.org>")).unwrap();
         let member = key("M <m@example.org>");
-        let sealed = list.seal_for(&p, now(), &member, b"secret body").unwrap();
+        let sealed = list
+            .seal_for(
+                &p,
+                now(),
+                &EncryptionKeys::of(&member, &p, now()).unwrap(),
+                b"secret body",
+            )
+            .unwrap();
         assert!(sealed.starts_with(b"-----BEGIN PGP MESSAGE-----"));
         let opened = open_copy(&p, &member, &list.cert(), &sealed).unwrap();
         assert_eq!(opened.plaintext.expose(), b"secret body");
@@ -1607,17 +1641,15 @@ mod tests {
     fn expired_member_cannot_be_sealed_for() {
         let p = policy();
         let t = now() - chrono::Duration::days(10);
-        let list =
-            ListKey::from_cert(generate_key("List <list@example.org>", t, None).unwrap()).unwrap();
         let member = generate_key(
             "M <m@example.org>",
             t,
             Some(std::time::Duration::from_secs(86400)),
         )
         .unwrap();
-        match list.seal_for(&p, now(), &member, b"x") {
-            Err(SealError::Recipient(why)) => assert!(why.contains("not alive"), "{why}"),
-            other => panic!("expected a recipient error, got {other:?}"),
+        match EncryptionKeys::of(&member, &p, now()) {
+            Err(why) => assert!(why.contains("not alive"), "{why}"),
+            Ok(keys) => panic!("expected a recipient error, got {keys:?}"),
         }
     }
 

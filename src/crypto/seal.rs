@@ -21,7 +21,7 @@ use sequoia_openpgp as openpgp;
 
 use crate::secret::Secret;
 
-use super::{ListKey, SealError, at, encryption_flags, usable_for_encryption};
+use super::{EncryptionKeys, ListKey, SealError, at, encryption_flags};
 
 /// Writes `plaintext` as literal data signed by `signer` into `message`
 /// (inside whatever encryption it already has) and finishes it.
@@ -151,18 +151,13 @@ impl ListKey {
         &self,
         p: &dyn Policy,
         now: DateTime<Utc>,
-        recipient: &Cert,
+        recipient: &EncryptionKeys,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, SealError> {
-        let vc = usable_for_encryption(recipient, p, now).map_err(SealError::Recipient)?;
-        let recipients: Vec<Recipient> = vc
-            .keys()
-            .supported()
-            .alive()
-            .revoked(false)
-            .key_flags(encryption_flags())
-            .map(Into::into)
-            .collect();
+        let recipients = recipient.recipients();
+        if recipients.is_empty() {
+            return Err(SealError::Recipient("no usable encryption key".to_owned()));
+        }
         let signer = self
             .signing_keypair(p, Some(at(now)))
             .map_err(|e| SealError::Crypto(format!("list key {e}")))?;
@@ -215,25 +210,16 @@ impl ListKey {
     /// RNP 0.16 need (see `armor`).
     pub fn seal_to_member(
         &self,
-        p: &dyn Policy,
-        now: DateTime<Utc>,
-        recipient: &Cert,
+        recipient: &EncryptionKeys,
         shared: &SharedSeal,
     ) -> Result<ArmoredCopy, SealError> {
         use openpgp::serialize::Marshal;
         let crypto = |e: anyhow::Error| SealError::Crypto(e.to_string());
-        let vc = usable_for_encryption(recipient, p, now).map_err(SealError::Recipient)?;
         let mut pkesks = Vec::new();
         let mut any = false;
-        for ka in vc
-            .keys()
-            .supported()
-            .alive()
-            .revoked(false)
-            .key_flags(encryption_flags())
-        {
-            let pkesk = PKESK3::for_recipient(shared.algo, &shared.session_key, ka.key())
-                .map_err(crypto)?;
+        for key in &recipient.keys {
+            let pkesk =
+                PKESK3::for_recipient(shared.algo, &shared.session_key, key).map_err(crypto)?;
             openpgp::Packet::from(openpgp::packet::PKESK::from(pkesk))
                 .serialize(&mut pkesks)
                 .map_err(crypto)?;
@@ -369,7 +355,9 @@ mod tests {
             for slot in shared.lines.iter().skip(1).take(filled) {
                 slot.set(Arc::new(b"other".to_vec())).unwrap();
             }
-            let own = list.seal_to_member(&p, now, &public, &shared).unwrap();
+            let own = list
+                .seal_to_member(&EncryptionKeys::of(&public, &p, now).unwrap(), &shared)
+                .unwrap();
             let len = shared.lines.iter().filter(|l| l.get().is_some()).count();
             if filled == 0 {
                 assert!(!own.shared.is_empty(), "shared with copies of its length");

@@ -4,6 +4,7 @@
 use super::Keyring;
 use std::cell::RefCell;
 use std::io::Read;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use openpgp::cert::prelude::*;
@@ -657,7 +658,7 @@ impl VerificationHelper for PstVerifier<'_> {
             .pst
             .naming(ids)
             .into_iter()
-            .map(|c| Cert::clone(c))
+            .map(Arc::unwrap_or_clone)
             .collect())
     }
 

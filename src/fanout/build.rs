@@ -67,7 +67,7 @@ pub(super) fn build(relay: &Pinned, a: &Record, d: &DueDelivery) -> Result<Wire,
                 relay,
                 a,
                 d,
-                &To::Pgp(pst),
+                &To::pgp(&pst)?,
                 &a.subject,
                 &reason,
                 outbound::REFUSAL_SUBJECT,
@@ -93,14 +93,14 @@ pub(super) fn signer_cert(
             .find(|m| {
                 matches!(&m.smime_signing, Some(Ok(c)) if c.key_fingerprint().is_some_and(|k| k.eq_ignore_ascii_case(&a.signer)))
             })
-            .and_then(|m| m.shared_cert().ok())
+            .and_then(|m| m.cert().ok().map(Arc::new))
     };
     directory
         .pst
         .iter()
         .find(|c| c.fingerprint().to_hex() == a.signer)
-        .or_else(by_smime)
         .cloned()
+        .or_else(by_smime)
         .ok_or_else(|| {
             BuildError::Recipient("the signing PST certificate is no longer configured".to_owned())
         })
@@ -190,7 +190,7 @@ pub(super) fn receipt_message(
         relay,
         a,
         d,
-        &To::Pgp(pst),
+        &To::pgp(&pst)?,
         &subject,
         &text,
         outbound::RECEIPT_SUBJECT,
@@ -205,14 +205,14 @@ fn expiring_before(
     report: &[(String, String, Option<String>)],
     until: DateTime<Utc>,
 ) -> Vec<(String, DateTime<Utc>)> {
-    let (p, now) = (crate::crypto::policy(), relay.clock.now());
+    let now = relay.clock.now();
     let directory = relay.directory();
     report
         .iter()
         .filter(|(_, state, _)| state != "skipped")
         .filter_map(|(m, _, _)| {
             let member = directory.roster.find(m)?;
-            let ends = crate::keycheck::member_receives_until(member, &p, now)?;
+            let ends = crate::keycheck::member_receives_until(member, now)?;
             (ends < until).then(|| (m.clone(), ends))
         })
         .collect()
@@ -338,7 +338,7 @@ pub(super) fn reminder_message(
         relay,
         a,
         d,
-        &To::Pgp(pst),
+        &To::pgp(&pst)?,
         &format!("Reminder: {}", a.subject),
         &text,
         outbound::REMINDER_SUBJECT,
@@ -425,7 +425,7 @@ pub(super) fn member_key(relay: &Pinned, address: &str) -> Result<(String, To), 
         return Ok((member.email.clone(), To::Smime(cert.clone())));
     }
     let cert = member
-        .shared_cert()
+        .kept()
         .map_err(|e| BuildError::Recipient(e.to_owned()))?;
     Ok((member.email.clone(), To::Pgp(cert.clone())))
 }
@@ -540,10 +540,13 @@ pub(super) fn notice(
         To::Pgp(cert) => cert,
     };
     let p = crate::crypto::policy();
+    let keys = cert
+        .encryption_keys(headers.date)
+        .map_err(SealError::Recipient)?;
     let armored = relay
         .config()
         .list_key
-        .seal_for(&p, headers.date, cert, inner.expose())?;
+        .seal_for(&p, headers.date, &keys, inner.expose())?;
     outbound::encrypted_outer(
         &headers,
         outer_subject,
@@ -554,8 +557,17 @@ pub(super) fn notice(
 
 /// What a member's mail is encrypted to.
 pub(super) enum To {
-    Pgp(Arc<sequoia_openpgp::Cert>),
+    Pgp(crate::crypto::KeptCert),
     Smime(crate::crypto::smime::SmimeCert),
+}
+
+impl To {
+    /// A PST member's certificate (held parsed) as a recipient.
+    fn pgp(cert: &sequoia_openpgp::Cert) -> Result<To, BuildError> {
+        crate::crypto::KeptCert::new(cert)
+            .map(To::Pgp)
+            .map_err(|e| BuildError::Seal(format!("PST certificate: {e}")))
+    }
 }
 
 /// An S/MIME member's message: `inner` wrapped, signed by the list's S/MIME
@@ -704,12 +716,9 @@ pub(super) fn notice_message(
     d: &DueDelivery,
 ) -> Result<Wire, BuildError> {
     let text = String::from_utf8_lossy(a.entity.expose()).into_owned();
-    let p = crate::crypto::policy();
     let pst = relay.directory().roster.find(&d.to).is_some_and(|m| m.pst);
     let usable = match member_key(relay, &d.to) {
-        Ok((_, To::Pgp(cert)))
-            if crate::crypto::usable_for_encryption(&cert, &p, relay.clock.now()).is_ok() =>
-        {
+        Ok((_, To::Pgp(cert))) if cert.encryption_keys(relay.clock.now()).is_ok() => {
             Some(To::Pgp(cert))
         }
         Ok((_, To::Smime(cert))) => Some(To::Smime(cert)),
@@ -799,13 +808,17 @@ pub(super) fn seal_copy(
         }
     };
     let p = crate::crypto::policy();
-    if cert.primary_key().key().version() >= 6 {
+    // Derived once and kept until the certificate could change state.
+    let keys = cert
+        .encryption_keys(headers.date)
+        .map_err(SealError::Recipient)?;
+    if keys.version >= 6 {
         // A v6 key takes a v6 PKESK and SEIPDv2: sealed for it alone.
         let inner = outbound::protected_inner(&headers, &a.subject, until, ack, a.entity.expose())
             .map_err(|e| BuildError::Seal(format!("bad address: {e}")))?;
         let armored = config
             .list_key
-            .seal_for(&p, headers.date, &cert, inner.expose())?;
+            .seal_for(&p, headers.date, &keys, inner.expose())?;
         return outbound::encrypted_outer(
             &headers,
             outer_subject,
@@ -842,9 +855,7 @@ pub(super) fn seal_copy(
                 .map_err(|e| e.to_string())
         })
         .map_err(SealError::Crypto)?;
-    let armored = config
-        .list_key
-        .seal_to_member(&p, headers.date, &cert, &shared)?;
+    let armored = config.list_key.seal_to_member(&keys, &shared)?;
     outbound::encrypted_outer(&headers, outer_subject, armored)
         .map_err(|e| BuildError::Seal(e.to_string()))
 }

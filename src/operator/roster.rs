@@ -60,7 +60,7 @@ pub fn roster(
                         } else {
                             CertRole::Member
                         };
-                        let issues = keycheck::cert_issues(cert, role, &p, now);
+                        let issues = keycheck::cert_issues(&cert, role, &p, now);
                         let mut s = cert.fingerprint().to_hex();
                         for i in issues {
                             s.push_str(&format!("; {}", i.problem));

@@ -169,7 +169,7 @@ pub(crate) async fn lists(State(web): State<Arc<Web>>) -> Response {
                     member: m.email.clone(),
                     organization: m.organization.clone(),
                     kind: if m.is_smime() { "smime" } else { "openpgp" },
-                    days_left: crate::keycheck::member_receives_until(m, &p, now)
+                    days_left: crate::keycheck::member_receives_until(m, now)
                         .map(|t| (t - now).num_days()),
                 })
                 .collect();

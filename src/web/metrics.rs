@@ -141,14 +141,13 @@ pub(crate) async fn metrics(State(web): State<Arc<Web>>) -> Response {
                     .get_or_create(&label(&[("list", &list)]))
                     .set(next);
             }
-            let p = crate::crypto::policy();
             // A key that can no longer receive counts as expiring now.
             let soonest = relay
                 .directory()
                 .roster
                 .members()
                 .iter()
-                .filter_map(|m| crate::keycheck::member_receives_until(m, &p, now))
+                .filter_map(|m| crate::keycheck::member_receives_until(m, now))
                 .min();
             if let Some(t) = soonest {
                 key_days
