@@ -62,7 +62,15 @@ pub(crate) struct Connection {
     eight_bit: bool,
     /// A transaction could not be ended cleanly: not used again.
     broken: bool,
+    /// What is written but not yet sent: a copy's commands, and its head,
+    /// checksum line and end of data, go in one write each (with
+    /// TCP_NODELAY, each write is a segment and a wake-up at the server);
+    /// a part larger than [`GATHER`] goes to the socket as it is.
+    out: Vec<u8>,
 }
+
+/// The most output gathered before it is sent.
+const GATHER: usize = 64 << 10;
 
 impl Connection {
     /// Connects, reads the greeting and says EHLO, each step within `timeout`.
@@ -85,6 +93,7 @@ impl Connection {
             pipelining: false,
             eight_bit: false,
             broken: false,
+            out: Vec::new(),
         };
         let step = |what: &'static str| {
             move |_| format!("the smarthost {host}:{port} did not {what} in time")
@@ -124,7 +133,7 @@ impl Connection {
     /// 421 before it hangs up) since its last answer: asked of the socket,
     /// without a round trip. Such a connection is not used again.
     pub(crate) fn is_stale(&self) -> bool {
-        if self.broken || !self.stream.buffer().is_empty() {
+        if self.broken || !self.stream.buffer().is_empty() || !self.out.is_empty() {
             return true;
         }
         let mut byte = [0u8; 1];
@@ -241,11 +250,32 @@ impl Connection {
         }
     }
 
+    /// Queues `bytes` to be sent: sent with what follows, at the latest
+    /// before a reply is read ([`Connection::reply`]) or the end of data.
     async fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let w = self.stream.get_mut();
-        w.write_all(bytes)
-            .await
-            .map_err(|e| format!("writing to the smarthost: {e}"))
+        if self.out.len() + bytes.len() > GATHER {
+            self.send_queued().await?;
+            if bytes.len() > GATHER {
+                return self
+                    .stream
+                    .get_mut()
+                    .write_all(bytes)
+                    .await
+                    .map_err(|e| format!("writing to the smarthost: {e}"));
+            }
+        }
+        self.out.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Sends what [`Connection::write`] queued.
+    async fn send_queued(&mut self) -> Result<(), String> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let sent = self.stream.get_mut().write_all(&self.out).await;
+        self.out.clear();
+        sent.map_err(|e| format!("writing to the smarthost: {e}"))
     }
 
     /// The message (its parts, one after the other) as DATA: every line
@@ -281,6 +311,7 @@ impl Connection {
             b"\r\n.\r\n"
         };
         self.write(end).await?;
+        self.send_queued().await?;
         self.stream
             .get_mut()
             .flush()
@@ -290,6 +321,8 @@ impl Connection {
 
     /// Reads one reply, however many lines (`250-…` then `250 …`).
     async fn reply(&mut self) -> Result<Reply, String> {
+        // What it answers is sent first.
+        self.send_queued().await?;
         let mut text = String::new();
         let mut line = Vec::new();
         loop {
@@ -688,5 +721,69 @@ mod tests {
                 .unwrap();
             assert!(e.contains(want), "{want}: {e}");
         }
+    }
+
+    /// Whatever the sizes of a message's three parts around the output
+    /// gathered per write (each empty, small, just under, at and over
+    /// [`GATHER`], and all of them together), the server receives the
+    /// message exactly, dot-stuffed, and the connection carries the next.
+    #[tokio::test]
+    async fn every_part_size_arrives_exactly() {
+        let (mut c, log) = connected(true, |_| None).await;
+        // Lines of 77 octets, some starting with a dot.
+        let part = |n: usize, seed: u8| -> Vec<u8> {
+            let mut out = Vec::with_capacity(n);
+            for i in 0..n {
+                out.push(match i % 78 {
+                    76 => b'\r',
+                    77 => b'\n',
+                    0 if (i / 78) % 3 == 0 => b'.',
+                    k => b'a' + ((k as u8 + seed) % 26),
+                });
+            }
+            out
+        };
+        let sizes = [0, 78, GATHER - 78, GATHER + 78, 3 * GATHER + 78 * 5];
+        let mut triples = Vec::new();
+        for h in sizes {
+            for m in sizes {
+                for t in sizes {
+                    triples.push((h, m, t));
+                }
+            }
+        }
+        let mut sent = 0;
+        // Every third of the 125, so that each size meets each other.
+        for (i, &(h, m, t)) in triples.iter().enumerate().filter(|(i, _)| i % 3 == 0) {
+            let message = super::super::Wire {
+                head: part(h, 1),
+                shared: Arc::new(part(m, 2)),
+                tail: part(t, 3),
+            };
+            log.lock().unwrap().clear();
+            let reply = c.send("l@x.org", "m@y.org", &message, soon()).await;
+            assert_eq!(reply.ok().map(|r| r.code), Some(250), "{h} {m} {t}");
+            let log = log.lock().unwrap();
+            let data: Vec<u8> = log
+                .iter()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .filter(|l| *l != ".\r\n")
+                .flat_map(|l| l.strip_prefix('.').unwrap_or(l).bytes())
+                .collect();
+            // A message that does not end a line gets its line ended.
+            let mut want = message.to_vec();
+            if !want.is_empty() && !want.ends_with(b"\r\n") {
+                want.extend_from_slice(b"\r\n");
+            }
+            assert!(
+                data == want,
+                "{i}: {h} {m} {t}: {} vs {}",
+                data.len(),
+                want.len()
+            );
+            assert!(!c.is_stale(), "{h} {m} {t}");
+            sent += 1;
+        }
+        assert!(sent > 20);
     }
 }

@@ -228,12 +228,16 @@ impl Spool {
     pub fn still_due(&self, d: &DueDelivery, now: DateTime<Utc>) -> Result<bool, SpoolError> {
         let n: i64 = self
             .lock()
-            .query_row(
+            .prepare_cached(
                 "SELECT COUNT(*) FROM deliveries WHERE message_id = ?1 AND member = ?2 AND kind = ?3
                  AND copy_id = ?4 AND state = 'pending' AND next_attempt_at <= ?5",
-                params![d.message_id, d.to, d.kind.as_str(), d.copy_id, to_millis(now)],
-                |r| r.get(0),
             )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![d.message_id, d.to, d.kind.as_str(), d.copy_id, to_millis(now)],
+                    |r| r.get(0),
+                )
+            })
             .map_err(|e| self.db(e))?;
         Ok(n > 0)
     }
@@ -533,20 +537,26 @@ impl Spool {
         to: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, SpoolError> {
-        let mut conn = self.lock();
-        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
         // EXISTS on an index: constant work per copy, not a scan of the
         // whole roster (which made a 3,000-member fan-out quadratic).
-        let (untried, receipts): (i64, i64) = tx
-            .query_row(
-                "SELECT
-                   EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?1 AND kind = 'copy' AND state = 'pending' AND attempts = 0),
-                   EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?1 AND kind = 'receipt')",
-                [message_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(|e| self.db(e))?;
-        if untried > 0 || receipts > 0 {
+        let owed = |conn: &Connection| -> rusqlite::Result<bool> {
+            let (untried, receipts): (i64, i64) = conn
+                .prepare_cached(
+                    "SELECT
+                       EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?1 AND kind = 'copy' AND state = 'pending' AND attempts = 0),
+                       EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?1 AND kind = 'receipt')",
+                )?
+                .query_row([message_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(untried == 0 && receipts == 0)
+        };
+        let mut conn = self.lock();
+        // Asked first outside a write transaction (which takes the write
+        // lock): while copies are untried, the answer is no.
+        if !owed(&conn).map_err(|e| self.db(e))? {
+            return Ok(false);
+        }
+        let tx = write_tx(&mut conn).map_err(|e| self.db(e))?;
+        if !owed(&tx).map_err(|e| self.db(e))? {
             return Ok(false);
         }
         crate::failpoint::hit("before-receipt");
