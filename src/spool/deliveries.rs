@@ -227,7 +227,7 @@ impl Spool {
     /// re-queued) after the batch was read.
     pub fn still_due(&self, d: &DueDelivery, now: DateTime<Utc>) -> Result<bool, SpoolError> {
         let n: i64 = self
-            .lock()
+            .read_lock()
             .prepare_cached(
                 "SELECT COUNT(*) FROM deliveries WHERE message_id = ?1 AND member = ?2 AND kind = ?3
                  AND copy_id = ?4 AND state = 'pending' AND next_attempt_at <= ?5",
@@ -594,6 +594,61 @@ impl Spool {
 mod tests {
     use crate::spool::tests::{new_message, t};
     use crate::spool::{Finished, Kind, Outcome, Recording, Spool};
+
+    /// A copy's check before it is sent reads the last commit, on its own
+    /// connection: it sees what this handle and another process commit,
+    /// not what a transaction still open on the first connection did,
+    /// and it does not wait for that transaction.
+    #[test]
+    fn the_check_before_sending_reads_the_last_commit_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), "list@example.org").unwrap();
+        let members: Vec<String> = (0..3).map(|i| format!("m{i}@x.org")).collect();
+        let now = t("2026-11-20T12:00:00Z");
+        let digests = ["d1".to_owned()];
+        spool
+            .accept(&new_message("m1", &members, &digests), now)
+            .unwrap();
+        let due: Vec<_> = spool
+            .due(now, 10)
+            .unwrap()
+            .into_iter()
+            .filter(|d| d.kind == Kind::Copy)
+            .collect();
+        assert_eq!(due.len(), 3);
+        assert!(due.iter().all(|d| spool.still_due(d, now).unwrap()));
+        // Committed on this handle's first connection: seen.
+        spool
+            .finish(&due[0], Finished::Sent, "250 ok", now)
+            .unwrap();
+        assert!(!spool.still_due(&due[0], now).unwrap());
+        // Committed by another process: seen.
+        let other = Spool::open(dir.path(), "list@example.org").unwrap();
+        other
+            .finish(&due[1], Finished::Failed, "550 no", now)
+            .unwrap();
+        assert!(!spool.still_due(&due[1], now).unwrap());
+        // A write transaction open on the first connection (a commit of
+        // outcomes waiting for the disk): the check answers at once, from
+        // the last commit.
+        let conn = spool.lock();
+        conn.execute_batch(
+            "BEGIN IMMEDIATE; UPDATE deliveries SET state = 'sent' WHERE member = 'm2@x.org'",
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (reader, d) = (spool.clone(), due[2].clone());
+        std::thread::spawn(move || tx.send(reader.still_due(&d, now).unwrap()));
+        let answer = rx.recv_timeout(std::time::Duration::from_secs(5));
+        conn.execute_batch("ROLLBACK").unwrap();
+        drop(conn);
+        assert_eq!(
+            answer,
+            Ok(true),
+            "answered from the last commit, without waiting"
+        );
+        assert!(spool.still_due(&due[2], now).unwrap());
+    }
 
     /// A batch of outcomes is recorded as one, each as if alone: sent,
     /// skipped with a notice, deferred; the receipt is queued once, by the

@@ -110,6 +110,12 @@ impl SpoolError {
 #[derive(Clone)]
 pub struct Spool {
     conn: Arc<Mutex<Connection>>,
+    /// A second connection, read-only, for the check every copy makes
+    /// just before it is sent ([`Spool::still_due`]): in WAL mode it reads
+    /// the last commit while a commit of outcomes waits for the disk on
+    /// the first, instead of waiting for that commit. Opened when first
+    /// used; `None` if it could not be (the first connection is used).
+    reader: Arc<std::sync::OnceLock<Option<Mutex<Connection>>>>,
     path: PathBuf,
     /// Set at the first sign of corruption: the intake then answers 451
     /// and the watchdog stops being fed.
@@ -244,6 +250,7 @@ impl Spool {
         }
         Ok(Spool {
             conn: Arc::new(Mutex::new(conn)),
+            reader: Arc::default(),
             path,
             damaged: Arc::default(),
             list: list.into(),
@@ -347,6 +354,20 @@ impl Spool {
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The read-only connection (see `reader`), else the first one.
+    fn read_lock(&self) -> MutexGuard<'_, Connection> {
+        let reader = self.reader.get_or_init(|| {
+            let conn = Connection::open(&self.path).ok()?;
+            conn.pragma_update(None, "query_only", true).ok()?;
+            conn.busy_timeout(std::time::Duration::from_secs(10)).ok()?;
+            Some(Mutex::new(conn))
+        });
+        match reader {
+            Some(conn) => conn.lock().unwrap_or_else(|e| e.into_inner()),
+            None => self.lock(),
+        }
     }
 
     fn db(&self, source: rusqlite::Error) -> SpoolError {
