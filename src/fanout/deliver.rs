@@ -7,8 +7,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use tokio::sync::OwnedSemaphorePermit;
-
 use crate::context::Relay;
 use crate::outbound;
 use crate::record::Record;
@@ -77,7 +75,7 @@ pub(super) async fn deliver_one(
     w: &Worker,
     announcement: &Arc<Record>,
     d: &DueDelivery,
-    permit: OwnedSemaphorePermit,
+    permit: super::LanePermit,
 ) -> Result<(), Stall> {
     let (relay, outbound, shutdown) = (&w.relay, &w.outbound, &w.shutdown);
     // For a member copy, where its receipt goes.
@@ -94,6 +92,7 @@ pub(super) async fn deliver_one(
     let timely = matches!(d.kind, Kind::Release | Kind::Lifted);
     let (r, dd, now) = (relay.clone(), d.clone(), relay.clock.now());
     if timely && !blocking(move || r.spool.still_due(&dd, now)).await?? {
+        drop(permit);
         return changed(relay, announcement, d).await;
     }
     // One configuration and roster for this whole delivery, whatever a
@@ -101,6 +100,7 @@ pub(super) async fn deliver_one(
     let r = Arc::new(crate::context::Pinned::new(relay.clone()));
     let (a, dd) = (announcement.clone(), d.clone());
     if d.kind == Kind::Release && d.embargo_cancelled {
+        drop(permit);
         // Never publish a cancelled embargo's advisory, whatever the row says.
         return finish(
             w,
@@ -113,6 +113,7 @@ pub(super) async fn deliver_one(
     }
     let at_the_time = matches!(d.kind, Kind::Release | Kind::Lifted) && !d.embargo_cancelled;
     if at_the_time && relay.clock.now() < announcement.terms.until {
+        drop(permit);
         // Never early: the clock is checked now, not only when the row fell due.
         return postpone(w, d, announcement.terms.until).await;
     }
@@ -132,6 +133,7 @@ pub(super) async fn deliver_one(
         let operator_lifted =
             blocking(move || spool_of.spool.audited(&id, "released-now")).await??;
         if !operator_lifted {
+            drop(permit);
             return hold_for_leap(&r, announcement, d).await;
         }
     }
@@ -147,8 +149,18 @@ pub(super) async fn deliver_one(
         Ok::<_, SpoolError>(Some(built))
     })
     .await??;
+    // Built (or not): what follows is sending, or only recording; the
+    // lane's place is kept only for sending.
     let Some(built) = built else {
+        drop(permit);
         return changed(relay, announcement, d).await;
+    };
+    let permit = match &built {
+        Ok(Ok(_)) => Some(permit),
+        _ => {
+            drop(permit);
+            None
+        }
     };
     let Ok(built) = built else {
         tracing::error!(message_id = %d.message_id, member = %d.to, kind = ?d.kind, "building the message panicked; the delivery fails");

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -73,6 +73,22 @@ struct Lanes {
     releases: Arc<Semaphore>,
     lifted: Arc<Semaphore>,
     other: Arc<Semaphore>,
+    /// Told whenever a place in a lane is given back: a delivery gives its
+    /// place back once the smarthost has answered, before its outcome is
+    /// committed, and the next row takes it then.
+    freed: Arc<Notify>,
+}
+
+/// A place in a lane; given back (and the dispatch told) when dropped.
+pub(super) struct LanePermit {
+    _permit: OwnedSemaphorePermit,
+    freed: Arc<Notify>,
+}
+
+impl Drop for LanePermit {
+    fn drop(&mut self) {
+        self.freed.notify_one();
+    }
 }
 
 impl Lanes {
@@ -81,16 +97,20 @@ impl Lanes {
             releases: Arc::new(Semaphore::new(bound)),
             lifted: Arc::new(Semaphore::new(bound)),
             other: Arc::new(Semaphore::new(bound)),
+            freed: Arc::default(),
         }
     }
 
-    fn try_enter(&self, kind: Kind) -> Option<OwnedSemaphorePermit> {
+    fn try_enter(&self, kind: Kind) -> Option<LanePermit> {
         let lane = match kind {
             Kind::Release => &self.releases,
             Kind::Lifted => &self.lifted,
             _ => &self.other,
         };
-        lane.clone().try_acquire_owned().ok()
+        Some(LanePermit {
+            _permit: lane.clone().try_acquire_owned().ok()?,
+            freed: self.freed.clone(),
+        })
     }
 }
 
@@ -167,8 +187,8 @@ pub(crate) async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: Cancell
         relay.health.asleep_until(wake_at, tasks.is_empty());
         let changed = spool_changed(&relay, version);
         tokio::pin!(changed);
-        // Until something may have fallen due or changed, each delivery
-        // that ends makes room for the next row already read: the spool
+        // Until something may have fallen due or changed, each place a
+        // delivery gives back goes to the next row already read: the spool
         // is read again only when they are used up.
         loop {
             tokio::select! {
@@ -176,6 +196,12 @@ pub(crate) async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: Cancell
                 _ = relay.wake.notified() => break,
                 _ = relay.clock.sleep_until(wake_at) => break,
                 _ = &mut changed => break,
+                _ = lanes.freed.notified(), if !queue.is_empty() => {
+                    if let Err(e) = job.start(&mut queue, &mut flying, &mut tasks, &mut opened).await {
+                        stalled = Some(e);
+                        break;
+                    }
+                }
                 Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                     flying.landed(done, &mut stalled);
                     if stalled.is_some() || queue.is_empty() {

@@ -123,6 +123,7 @@ fn commit(spool: &Spool, batch: Vec<Entry>) -> Vec<(String, String)> {
     let (recordings, waiters): (Vec<Recording>, Vec<oneshot::Sender<Answer>>) =
         batch.into_iter().map(|e| (e.recording, e.done)).unzip();
     tracing::trace!(outcomes = recordings.len(), "recording a batch");
+    crate::failpoint::hit("record-batch");
     let recorded =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| spool.record(&recordings)));
     match recorded {

@@ -300,3 +300,48 @@ async fn transient_smarthost_failure_is_retried_with_backoff() {
     assert_eq!(deferred.len(), 2, "{deferred:?}");
     assert!(deferred[0].detail.contains("451"), "{}", deferred[0].detail);
 }
+
+/// Issue 20: a lane's place is given back once the smarthost has
+/// answered, not once the outcome is committed. With one place and every
+/// commit of outcomes held three seconds (a slow disk), each copy is at
+/// the sink while the first outcome's commit still waits.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_commit_does_not_hold_the_next_copy() {
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let config = f.write_config_with(
+        sink.addr(),
+        &Tweaks {
+            outbound: vec![("concurrency", "1".to_owned())],
+            ..Tweaks::default()
+        },
+    );
+    let daemon = Daemon::start_with(
+        &config,
+        &f.path("daemon.log"),
+        &[(embargo_relay::failpoint::VAR, "record-batch:sleep=3000")],
+    );
+    send(
+        daemon.addr,
+        PST,
+        &f.gpg_signed(PST, "slow disk", &embargoed("x")),
+    )
+    .await
+    .expect("accepted");
+    let n = f.usable_members().count();
+    assert!(n >= 3, "{n}");
+    wait_copies(&sink, n).await;
+    // One place, held until each commit: a copy would reach the sink only
+    // after the one before it was committed (n - 1 of them by now).
+    let committed = f.audit().iter().filter(|r| r.event == "sent").count();
+    assert!(
+        committed + 1 < n,
+        "{committed} of {n} copies were committed before the last one was sent"
+    );
+    // And each is committed in the end.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while f.audit().iter().filter(|r| r.event == "sent").count() < n {
+        assert!(std::time::Instant::now() < deadline, "not all committed");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
