@@ -14,6 +14,13 @@ use super::KeptCert;
 /// are held parsed (every announcement is checked against them); the
 /// other members' are kept serialized ([`KeptCert`]) and parsed when a
 /// signature names one of their keys.
+/// The most certificates [`Keyring::naming`] gives for one look-up. A
+/// signature names its one key (by key ID, fingerprint, or both); anyone
+/// can list thousands of key IDs in a signature's unhashed area, and each
+/// kept certificate named costs a parse (about 100 µs). The PST's come
+/// first, so a PST signature is found whatever else it names.
+pub(super) const MOST_NAMED: usize = 8;
+
 #[derive(Debug, Default, Clone)]
 pub struct Keyring {
     certs: Vec<Entry>,
@@ -84,11 +91,13 @@ impl Keyring {
     }
 
     /// The certificates with a key that one of `issuers` names (by key ID
-    /// or fingerprint), each once, in the order given; a kept one is
-    /// parsed now (one that no longer parses is left out).
+    /// or fingerprint), each once, in the order given, at most
+    /// [`MOST_NAMED`]; a kept one is parsed now (one that no longer parses
+    /// is left out).
     pub fn naming(&self, issuers: &[KeyHandle]) -> Vec<Arc<Cert>> {
         self.positions(issuers)
             .into_iter()
+            .take(MOST_NAMED)
             .filter_map(|i| match &self.certs[i] {
                 Entry::Parsed(cert) => Some(cert.clone()),
                 Entry::Kept(kept) => kept.cert().ok().map(Arc::new),
@@ -170,5 +179,37 @@ mod tests {
         let fingerprints: Vec<_> = ring.fingerprints().collect();
         let expected: Vec<_> = certs.iter().map(|c| c.fingerprint()).collect();
         assert_eq!(fingerprints, expected);
+    }
+
+    /// A look-up naming every key of a big roster parses at most
+    /// `MOST_NAMED` certificates, the parsed (PST) ones first.
+    #[test]
+    fn a_signature_naming_everyone_costs_a_few_parses() {
+        let now =
+            crate::clock::Clock::now(&crate::clock::SystemClock) - chrono::Duration::minutes(1);
+        let certs: Vec<Arc<Cert>> = (0..MOST_NAMED + 6)
+            .map(|i| {
+                Arc::new(
+                    crate::crypto::generate_key(&format!("M{i} <m{i}@x.org>"), now, None).unwrap(),
+                )
+            })
+            .collect();
+        let ring = Keyring::with_kept(
+            certs[..1].to_vec(),
+            certs[1..]
+                .iter()
+                .map(|c| KeptCert::new(c).unwrap())
+                .collect(),
+        );
+        // Named in reverse: the PST's key last.
+        let everyone: Vec<KeyHandle> = certs
+            .iter()
+            .rev()
+            .map(|c| KeyHandle::from(c.keyid()))
+            .collect();
+        let found = ring.naming(&everyone);
+        assert_eq!(found.len(), MOST_NAMED);
+        assert!(Arc::ptr_eq(&found[0], &certs[0]), "the PST's first");
+        assert!(ring.names_any(&everyone));
     }
 }

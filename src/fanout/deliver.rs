@@ -67,15 +67,16 @@ pub(super) async fn receipt_when_tried(
     Ok(())
 }
 
-/// Seals and sends one delivery under its lane's `permit` (given back
-/// once the smarthost answered); records how it ended, with the PST's
+/// Seals and sends one delivery under its lane's `permit` (its place to
+/// send given back once the smarthost answered or nothing will be sent,
+/// its place in the lane when it ends); records how it ended, with the PST's
 /// receipt once every member copy was tried. An error means the outcome
 /// could not be recorded, and the worker must pause.
 pub(super) async fn deliver_one(
     w: &Worker,
     announcement: &Arc<Record>,
     d: &DueDelivery,
-    permit: super::LanePermit,
+    mut permit: super::LanePermit,
 ) -> Result<(), Stall> {
     let (relay, outbound, shutdown) = (&w.relay, &w.outbound, &w.shutdown);
     // For a member copy, where its receipt goes.
@@ -83,6 +84,7 @@ pub(super) async fn deliver_one(
     let key = key(d);
     let known = lock(&w.unrecorded).get(&key).cloned();
     if let Some(answer) = known {
+        permit.sent();
         finish(w, d, Finished::Sent, answer, receipt).await?;
         lock(&w.unrecorded).remove(&key);
         return Ok(());
@@ -92,7 +94,7 @@ pub(super) async fn deliver_one(
     let timely = matches!(d.kind, Kind::Release | Kind::Lifted);
     let (r, dd, now) = (relay.clone(), d.clone(), relay.clock.now());
     if timely && !blocking(move || r.spool.still_due(&dd, now)).await?? {
-        drop(permit);
+        permit.sent();
         return changed(relay, announcement, d).await;
     }
     // One configuration and roster for this whole delivery, whatever a
@@ -100,7 +102,7 @@ pub(super) async fn deliver_one(
     let r = Arc::new(crate::context::Pinned::new(relay.clone()));
     let (a, dd) = (announcement.clone(), d.clone());
     if d.kind == Kind::Release && d.embargo_cancelled {
-        drop(permit);
+        permit.sent();
         // Never publish a cancelled embargo's advisory, whatever the row says.
         return finish(
             w,
@@ -113,7 +115,7 @@ pub(super) async fn deliver_one(
     }
     let at_the_time = matches!(d.kind, Kind::Release | Kind::Lifted) && !d.embargo_cancelled;
     if at_the_time && relay.clock.now() < announcement.terms.until {
-        drop(permit);
+        permit.sent();
         // Never early: the clock is checked now, not only when the row fell due.
         return postpone(w, d, announcement.terms.until).await;
     }
@@ -133,7 +135,7 @@ pub(super) async fn deliver_one(
         let operator_lifted =
             blocking(move || spool_of.spool.audited(&id, "released-now")).await??;
         if !operator_lifted {
-            drop(permit);
+            permit.sent();
             return hold_for_leap(&r, announcement, d).await;
         }
     }
@@ -150,18 +152,14 @@ pub(super) async fn deliver_one(
     })
     .await??;
     // Built (or not): what follows is sending, or only recording; the
-    // lane's place is kept only for sending.
+    // place to send is kept only for sending.
     let Some(built) = built else {
-        drop(permit);
+        permit.sent();
         return changed(relay, announcement, d).await;
     };
-    let permit = match &built {
-        Ok(Ok(_)) => Some(permit),
-        _ => {
-            drop(permit);
-            None
-        }
-    };
+    if !matches!(built, Ok(Ok(_))) {
+        permit.sent();
+    }
     let Ok(built) = built else {
         tracing::error!(message_id = %d.message_id, member = %d.to, kind = ?d.kind, "building the message panicked; the delivery fails");
         return finish(
@@ -224,10 +222,10 @@ pub(super) async fn deliver_one(
             sent = send => sent,
         }
     };
-    // The smarthost has answered: the lane is free for the next delivery
-    // while this outcome is recorded.
+    // The smarthost has answered: the place to send is free for the next
+    // delivery while this outcome is recorded.
     drop(message);
-    drop(permit);
+    permit.sent();
     match sent {
         Ok(answer) => {
             crate::failpoint::hit(if d.kind == Kind::Release {

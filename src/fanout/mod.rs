@@ -69,34 +69,67 @@ fn key(d: &DueDelivery) -> Key {
 /// members' lifted notices, so neither a fan-out that fills the copies'
 /// lane nor thousands of lifted notices at a lift (or a dead member server
 /// holding their slots) ever delays a release.
+///
+/// A delivery holds two things: a place to send from (at most
+/// `concurrency` per lane send at once) and a place in the lane (twice
+/// as many), kept until its outcome is committed. A place to send is given
+/// back as soon as the smarthost has answered, so the next row is sent
+/// while the outcome waits for the disk; the lane's bound keeps what a
+/// crash can send twice (sent, not yet committed) at `2 × concurrency`
+/// per lane, however long the disk takes.
 struct Lanes {
-    releases: Arc<Semaphore>,
-    lifted: Arc<Semaphore>,
-    other: Arc<Semaphore>,
-    /// Told whenever a place in a lane is given back: a delivery gives its
-    /// place back once the smarthost has answered, before its outcome is
-    /// committed, and the next row takes it then.
+    releases: Lane,
+    lifted: Lane,
+    other: Lane,
+    /// Told whenever a place is given back.
     freed: Arc<Notify>,
 }
 
-/// A place in a lane; given back (and the dispatch told) when dropped.
+struct Lane {
+    sending: Arc<Semaphore>,
+    places: Arc<Semaphore>,
+}
+
+/// A delivery's places in its lane (see [`Lanes`]); given back, and the
+/// dispatch told, when dropped or (the place to send) when [`sent`].
+///
+/// [`sent`]: LanePermit::sent
 pub(super) struct LanePermit {
-    _permit: OwnedSemaphorePermit,
+    sending: Option<OwnedSemaphorePermit>,
+    place: Option<OwnedSemaphorePermit>,
     freed: Arc<Notify>,
+}
+
+impl LanePermit {
+    /// Gives the place to send back: the smarthost has answered, or
+    /// nothing will be sent; the lane's place is kept until this delivery
+    /// ends (its outcome committed).
+    pub(super) fn sent(&mut self) {
+        if self.sending.take().is_some() {
+            self.freed.notify_one();
+        }
+    }
 }
 
 impl Drop for LanePermit {
     fn drop(&mut self) {
+        // Given back first, then told: the dispatch finds them free.
+        self.sending.take();
+        self.place.take();
         self.freed.notify_one();
     }
 }
 
 impl Lanes {
     fn new(bound: usize) -> Lanes {
+        let lane = || Lane {
+            sending: Arc::new(Semaphore::new(bound)),
+            places: Arc::new(Semaphore::new(2 * bound)),
+        };
         Lanes {
-            releases: Arc::new(Semaphore::new(bound)),
-            lifted: Arc::new(Semaphore::new(bound)),
-            other: Arc::new(Semaphore::new(bound)),
+            releases: lane(),
+            lifted: lane(),
+            other: lane(),
             freed: Arc::default(),
         }
     }
@@ -107,8 +140,10 @@ impl Lanes {
             Kind::Lifted => &self.lifted,
             _ => &self.other,
         };
+        let place = lane.places.clone().try_acquire_owned().ok()?;
         Some(LanePermit {
-            _permit: lane.clone().try_acquire_owned().ok()?,
+            sending: Some(lane.sending.clone().try_acquire_owned().ok()?),
+            place: Some(place),
             freed: self.freed.clone(),
         })
     }
@@ -466,5 +501,49 @@ mod tests {
         );
         held.clear();
         assert!(lanes.try_enter(Kind::Lifted).is_some());
+    }
+
+    /// A delivery whose smarthost answered gives its place to send back
+    /// (and the dispatch is told, with the place already free), but holds
+    /// its place in the lane until it ends: at most `concurrency` send at
+    /// once, and at most twice that are sent and not yet committed.
+    #[tokio::test]
+    async fn places_to_send_come_back_at_the_answer_and_the_lane_stays_bounded() {
+        for bound in [1, 3] {
+            let lanes = Lanes::new(bound);
+            let mut sending: Vec<LanePermit> = (0..bound)
+                .map(|_| lanes.try_enter(Kind::Copy).unwrap())
+                .collect();
+            assert!(lanes.try_enter(Kind::Copy).is_none(), "{bound} sending");
+            let mut awaiting = Vec::new();
+            for mut p in std::mem::take(&mut sending) {
+                p.sent();
+                // Told, and the place is free when the dispatch looks.
+                tokio::time::timeout(Duration::from_secs(5), lanes.freed.notified())
+                    .await
+                    .expect("told");
+                awaiting.push(p);
+                sending.push(lanes.try_enter(Kind::Copy).expect("a place to send"));
+            }
+            assert!(
+                lanes.try_enter(Kind::Copy).is_none(),
+                "{bound}: the lane holds twice the places to send"
+            );
+            for p in &mut sending {
+                p.sent();
+            }
+            assert!(
+                lanes.try_enter(Kind::Copy).is_none(),
+                "{bound}: none committed"
+            );
+            // One outcome committed (its delivery ended): one place more.
+            drop(awaiting.pop());
+            tokio::time::timeout(Duration::from_secs(5), lanes.freed.notified())
+                .await
+                .expect("told");
+            let next = lanes.try_enter(Kind::Copy);
+            assert!(next.is_some(), "{bound}");
+            assert!(lanes.try_enter(Kind::Copy).is_none(), "{bound}");
+        }
     }
 }

@@ -301,10 +301,12 @@ async fn transient_smarthost_failure_is_retried_with_backoff() {
     assert!(deferred[0].detail.contains("451"), "{}", deferred[0].detail);
 }
 
-/// Issue 20: a lane's place is given back once the smarthost has
-/// answered, not once the outcome is committed. With one place and every
-/// commit of outcomes held three seconds (a slow disk), each copy is at
-/// the sink while the first outcome's commit still waits.
+/// Issue 20: a delivery's place to send is given back once the smarthost
+/// has answered, not once the outcome is committed. With two places to
+/// send (four in the lane) and every commit of outcomes held three
+/// seconds (a slow disk), each copy is at the sink while the first
+/// commit still waits; held until each commit, the copies would come one
+/// commit apart (the roster's two skipped members take places too).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_commit_does_not_hold_the_next_copy() {
     let f = Fixture::new();
@@ -312,7 +314,7 @@ async fn a_slow_commit_does_not_hold_the_next_copy() {
     let config = f.write_config_with(
         sink.addr(),
         &Tweaks {
-            outbound: vec![("concurrency", "1".to_owned())],
+            outbound: vec![("concurrency", "2".to_owned())],
             ..Tweaks::default()
         },
     );
@@ -331,8 +333,6 @@ async fn a_slow_commit_does_not_hold_the_next_copy() {
     let n = f.usable_members().count();
     assert!(n >= 3, "{n}");
     wait_copies(&sink, n).await;
-    // One place, held until each commit: a copy would reach the sink only
-    // after the one before it was committed (n - 1 of them by now).
     let committed = f.audit().iter().filter(|r| r.event == "sent").count();
     assert!(
         committed + 1 < n,
