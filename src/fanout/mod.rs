@@ -71,12 +71,12 @@ fn key(d: &DueDelivery) -> Key {
 /// holding their slots) ever delays a release.
 ///
 /// A delivery holds two things: a place to send from (at most
-/// `concurrency` per lane send at once) and a place in the lane (twice
-/// as many), kept until its outcome is committed. A place to send is given
-/// back as soon as the smarthost has answered, so the next row is sent
-/// while the outcome waits for the disk; the lane's bound keeps what a
-/// crash can send twice (sent, not yet committed) at `2 × concurrency`
-/// per lane, however long the disk takes.
+/// `concurrency` per lane send at once) and a place in the lane
+/// ([`PLACES_PER_SENDER`] times as many), kept until its outcome is
+/// committed. A place to send is given back as soon as the smarthost has
+/// answered, so the next row is sent while the outcome waits for the
+/// disk; the lane's bound keeps what a crash can send twice (sent, not yet
+/// committed) at `4 × concurrency` per lane, however long the disk takes.
 struct Lanes {
     releases: Lane,
     lifted: Lane,
@@ -84,6 +84,11 @@ struct Lanes {
     /// Told whenever a place is given back.
     freed: Arc<Notify>,
 }
+
+/// Places in a lane per place to send. Two measured slower at 3,000
+/// members (0.69–0.72 s against 0.65–0.70 s unbounded); four as fast as
+/// unbounded (0.66–0.69 s).
+const PLACES_PER_SENDER: usize = 4;
 
 struct Lane {
     sending: Arc<Semaphore>,
@@ -124,7 +129,7 @@ impl Lanes {
     fn new(bound: usize) -> Lanes {
         let lane = || Lane {
             sending: Arc::new(Semaphore::new(bound)),
-            places: Arc::new(Semaphore::new(2 * bound)),
+            places: Arc::new(Semaphore::new(PLACES_PER_SENDER * bound)),
         };
         Lanes {
             releases: lane(),
@@ -506,7 +511,7 @@ mod tests {
     /// A delivery whose smarthost answered gives its place to send back
     /// (and the dispatch is told, with the place already free), but holds
     /// its place in the lane until it ends: at most `concurrency` send at
-    /// once, and at most twice that are sent and not yet committed.
+    /// once, and at most `PLACES_PER_SENDER` times that are in the lane.
     #[tokio::test]
     async fn places_to_send_come_back_at_the_answer_and_the_lane_stays_bounded() {
         for bound in [1, 3] {
@@ -516,18 +521,21 @@ mod tests {
                 .collect();
             assert!(lanes.try_enter(Kind::Copy).is_none(), "{bound} sending");
             let mut awaiting = Vec::new();
-            for mut p in std::mem::take(&mut sending) {
-                p.sent();
-                // Told, and the place is free when the dispatch looks.
-                tokio::time::timeout(Duration::from_secs(5), lanes.freed.notified())
-                    .await
-                    .expect("told");
-                awaiting.push(p);
-                sending.push(lanes.try_enter(Kind::Copy).expect("a place to send"));
+            for _ in 1..PLACES_PER_SENDER {
+                for mut p in std::mem::take(&mut sending) {
+                    p.sent();
+                    // Told, and the place is free when the dispatch looks.
+                    tokio::time::timeout(Duration::from_secs(5), lanes.freed.notified())
+                        .await
+                        .expect("told");
+                    awaiting.push(p);
+                    sending.push(lanes.try_enter(Kind::Copy).expect("a place to send"));
+                }
             }
+            assert_eq!(awaiting.len() + sending.len(), PLACES_PER_SENDER * bound);
             assert!(
                 lanes.try_enter(Kind::Copy).is_none(),
-                "{bound}: the lane holds twice the places to send"
+                "{bound}: the lane is full"
             );
             for p in &mut sending {
                 p.sent();
