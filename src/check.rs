@@ -189,7 +189,7 @@ fn list_findings(
         };
         if m.is_smime() {
             out.extend(
-                keycheck::member_issues(m, &p, now)
+                keycheck::member_issues(m, now)
                     .into_iter()
                     .map(smime_finding),
             );

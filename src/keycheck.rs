@@ -67,11 +67,24 @@ pub(crate) fn cert_issues(
     policy: &dyn Policy,
     now: DateTime<Utc>,
 ) -> Vec<KeyIssue> {
+    cert_issues_and_warning(cert, role, policy, now).0
+}
+
+/// [`cert_issues`], and from when an expiry will come within the warning
+/// period (if one will): until then, and until the certificate itself
+/// changes state, a certificate found fine stays fine.
+fn cert_issues_and_warning(
+    cert: &Cert,
+    role: CertRole,
+    policy: &dyn Policy,
+    now: DateTime<Utc>,
+) -> (Vec<KeyIssue>, Option<DateTime<Utc>>) {
+    let mut warn_from: Option<DateTime<Utc>> = None;
     let mut out = weak_parts(cert);
     let at = std::time::SystemTime::from(now);
     if let RevocationStatus::Revoked(_) = cert.revocation_status(policy, at) {
         out.push(issue("the certificate is revoked".into(), NEW_KEY, true));
-        return out;
+        return (out, warn_from);
     }
     let vc = match cert.with_policy(policy, at) {
         Ok(vc) => vc,
@@ -83,7 +96,7 @@ pub(crate) fn cert_issues(
                 NEW_KEY,
                 true,
             ));
-            return out;
+            return (out, warn_from);
         }
     };
     if vc.alive().is_err() {
@@ -97,7 +110,7 @@ pub(crate) fn cert_issues(
             UPDATED,
             true,
         ));
-        return out;
+        return (out, warn_from);
     }
     let mut needs = vec![(
         "no usable encryption subkey (copies cannot be encrypted to it)",
@@ -124,7 +137,12 @@ pub(crate) fn cert_issues(
             out.push(issue(missing.to_owned(), NEW_KEY, true));
             continue;
         }
-        if let Some(t) = crate::crypto::capability_ends(&vc, &keys).filter(|t| *t <= soon) {
+        let ends = crate::crypto::capability_ends(&vc, &keys);
+        if let Some(t) = ends {
+            let from = t - chrono::Duration::days(EXPIRY_WARNING_DAYS);
+            warn_from = Some(warn_from.map_or(from, |w| w.min(from)));
+        }
+        if let Some(t) = ends.filter(|t| *t <= soon) {
             out.push(issue(
                 format!(
                     "expires on {} (in {} days)",
@@ -137,17 +155,14 @@ pub(crate) fn cert_issues(
         }
     }
     out.dedup();
-    out
+    (out, warn_from)
 }
 
 /// Every problem with a member's key for its role: its OpenPGP
 /// certificate's ([`cert_issues`]), its S/MIME certificate's, or why it
 /// has none that can be read.
-pub(crate) fn member_issues(
-    m: &crate::roster::Member,
-    policy: &dyn Policy,
-    now: DateTime<Utc>,
-) -> Vec<KeyIssue> {
+pub(crate) fn member_issues(m: &crate::roster::Member, now: DateTime<Utc>) -> Vec<KeyIssue> {
+    let policy = crate::crypto::policy();
     if let Some(smime) = &m.smime {
         return match smime {
             Err(e) => vec![issue(
@@ -168,23 +183,38 @@ pub(crate) fn member_issues(
                 .collect(),
         };
     }
-    match m.cert() {
-        Err(e) => vec![issue(
-            e.to_owned(),
+    let unreadable = |e: String| {
+        vec![issue(
+            e,
             "put the member's armored certificate there, or remove the member",
             true,
-        )],
-        Ok(cert) => {
-            let role = if m.pst {
-                CertRole::Pst
-            } else {
-                CertRole::Member
-            };
-            let mut out = cert_issues(&cert, role, policy, now);
+        )]
+    };
+    let kept = match m.kept() {
+        Err(e) => return unreadable(e.to_owned()),
+        Ok(kept) => kept,
+    };
+    let role = if m.pst {
+        CertRole::Pst
+    } else {
+        CertRole::Member
+    };
+    // Found fine before, and nothing has changed since: not parsed again
+    // (the status API asks this of every member per request).
+    if !kept.fine_at(now, m.pst) {
+        let cert = match m.cert() {
+            Err(e) => return unreadable(e),
+            Ok(cert) => cert,
+        };
+        let (issues, warn_from) = cert_issues_and_warning(&cert, role, &policy, now);
+        if !issues.is_empty() {
+            let mut out = issues;
             out.extend(smime_signing_issues(m, now));
-            out
+            return out;
         }
+        kept.found_fine(&cert, now, warn_from, m.pst);
     }
+    smime_signing_issues(m, now)
 }
 
 /// Problems with a PST member's pinned S/MIME certificate (`smime_cert`
@@ -363,12 +393,11 @@ pub(crate) fn run_if_due(relay: &crate::context::Relay) -> anyhow::Result<bool> 
     {
         return Ok(false);
     }
-    let p = crate::crypto::policy();
     // One configuration and roster for the whole check.
     let crate::context::Snapshot { config, directory } = relay.snapshot();
     let mut affected: Vec<(&crate::roster::Member, Vec<String>)> = Vec::new();
     for m in directory.roster.members() {
-        let problems: Vec<String> = member_issues(m, &p, now)
+        let problems: Vec<String> = member_issues(m, now)
             .into_iter()
             .map(|i| format!("{} ({})", i.problem, i.fix))
             .collect();
@@ -565,5 +594,45 @@ mod receives {
             false,
         );
         assert_eq!(member_receives_until(&unreadable, now), Some(now));
+    }
+
+    /// A member found fine is not judged again until something could
+    /// change: at every moment, forwards and back, over two months of a key
+    /// that expires in forty days (and one born tomorrow, and one that
+    /// never expires), PST or not, the member's issues are those judged
+    /// afresh.
+    #[test]
+    fn a_member_found_fine_is_judged_again_when_it_could_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+        let day = chrono::Duration::days(1);
+        let p = crate::crypto::policy();
+        for (name, born, days, pst) in [
+            ("forty", now - day, Some(41), false),
+            ("forty-pst", now - day, Some(41), true),
+            ("tomorrow", now + day, Some(60), false),
+            ("ever", now - day, None, true),
+        ] {
+            let path = dir.path().join(format!("{name}.asc"));
+            let validity = days.map(|d| std::time::Duration::from_secs(d * 86_400));
+            let cert =
+                crate::crypto::generate_key(&format!("M <{name}@x.org>"), born, validity).unwrap();
+            std::fs::write(&path, crate::crypto::armored_public(&cert).unwrap()).unwrap();
+            let m = Member::load(format!("{name}@x.org"), "Org".into(), path, pst);
+            let role = if pst { CertRole::Pst } else { CertRole::Member };
+            let mut moments: Vec<DateTime<Utc>> = (0..120)
+                .map(|h| now + chrono::Duration::hours(h * 12))
+                .collect();
+            let back: Vec<_> = moments.iter().rev().copied().collect();
+            moments.extend(back);
+            let mut fine = 0;
+            for t in moments {
+                let fresh = cert_issues(&cert, role, &p, t);
+                let got = member_issues(&m, t);
+                assert_eq!(got, fresh, "{name} at {t}");
+                fine += usize::from(got.is_empty());
+            }
+            assert!(fine > 0, "{name}");
+        }
     }
 }

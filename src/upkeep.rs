@@ -135,10 +135,9 @@ pub(crate) fn warn_about_roster(config: &Config, clock: &SharedClock) {
     for i in crate::keycheck::list_smime_issues(config, clock.now()) {
         tracing::warn!(problem = %i.problem, "the list's S/MIME certificate needs attention");
     }
-    let p = crate::crypto::policy();
     for m in config.roster.members() {
         let problem = match (&m.smime, m.kept()) {
-            (Some(_), _) => crate::keycheck::member_issues(m, &p, clock.now())
+            (Some(_), _) => crate::keycheck::member_issues(m, clock.now())
                 .into_iter()
                 .find(|i| i.unusable)
                 .map(|i| i.problem),

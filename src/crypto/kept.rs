@@ -89,7 +89,14 @@ struct Kept {
     keys: Box<[Fingerprint]>,
     /// The last [`EncryptionKeys`] derived, under [`super::policy`].
     derived: Mutex<Option<Derived>>,
+    /// When the key check (`keycheck::member_issues`) last found nothing
+    /// wrong with the certificate, for which role (PST or not), and until
+    /// when that answer holds: the status API asks it of every member.
+    fine: Mutex<Option<Fine>>,
 }
+
+/// From, until (exclusive), and whether for a PST member.
+type Fine = (DateTime<Utc>, DateTime<Utc>, bool);
 
 /// An answer and the times it holds for: from `from` until just before
 /// `until`, no key, signature or expiry of the certificate changes state.
@@ -124,6 +131,7 @@ impl KeptCert {
             fingerprint: cert.fingerprint(),
             keys: cert.keys().map(|k| k.key().fingerprint()).collect(),
             derived: Mutex::new(None),
+            fine: Mutex::new(None),
         })))
     }
 
@@ -144,6 +152,38 @@ impl KeptCert {
     /// The certificate, parsed now.
     pub fn cert(&self) -> anyhow::Result<Cert> {
         Cert::from_bytes(&self.0.packets[..])
+    }
+
+    /// Whether the key check found nothing wrong for this role at a time
+    /// whose answer holds at `now` (see [`KeptCert::found_fine`]).
+    pub(crate) fn fine_at(&self, now: DateTime<Utc>, pst: bool) -> bool {
+        let fine = self
+            .0
+            .fine
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        matches!(*fine, Some((from, until, role)) if role == pst && from <= now && now < until)
+    }
+
+    /// The key check found nothing wrong with `cert` (this certificate,
+    /// parsed) at `now` for this role, and nothing will be until `warn_from`
+    /// (when an expiry comes within the warning period), if then: kept
+    /// until that, or the certificate's next change, or a day.
+    pub(crate) fn found_fine(
+        &self,
+        cert: &Cert,
+        now: DateTime<Utc>,
+        warn_from: Option<DateTime<Utc>>,
+        pst: bool,
+    ) {
+        let until = next_change(cert, now)
+            .min(now + REDERIVE_AT_LEAST_EVERY)
+            .min(warn_from.unwrap_or(DateTime::<Utc>::MAX_UTC));
+        *self
+            .0
+            .fine
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((now, until, pst));
     }
 
     /// The keys a copy made at `now` is encrypted to, under the list's

@@ -48,7 +48,7 @@ pub fn roster(
                             Some(Ok(c)) => format!("S/MIME {}", c.fingerprint()),
                             _ => "S/MIME".to_owned(),
                         };
-                        for i in keycheck::member_issues(m, &p, now) {
+                        for i in keycheck::member_issues(m, now) {
                             s.push_str(&format!("; {}", i.problem));
                         }
                         s

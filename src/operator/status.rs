@@ -118,7 +118,6 @@ pub fn status(
     for r in rejections.iter().rev().take(20) {
         writeln!(out, "  {}  {}", r.at.format("%Y-%m-%d %H:%M:%S"), r.detail)?;
     }
-    let p = crate::crypto::policy();
     let mut keys = Vec::new();
     keys.extend(
         keycheck::list_smime_issues(config, now)
@@ -127,7 +126,7 @@ pub fn status(
     );
     for m in config.roster.members() {
         keys.extend(
-            keycheck::member_issues(m, &p, now)
+            keycheck::member_issues(m, now)
                 .into_iter()
                 .map(|i| format!("{}: {}", m.email, i.problem)),
         );

@@ -138,7 +138,6 @@ pub(crate) async fn lists(State(web): State<Arc<Web>>) -> Response {
                     .map(|t| t.count)
                     .sum::<usize>()
             };
-            let p = crate::crypto::policy();
             let directory = relay.directory();
             // The list's own S/MIME certificate first, as `status` has it.
             let list_keys = crate::keycheck::list_smime_issues(&config, now)
@@ -151,7 +150,7 @@ pub(crate) async fn lists(State(web): State<Arc<Web>>) -> Response {
                 });
             let keys = list_keys
                 .chain(directory.roster.members().iter().flat_map(|m| {
-                    crate::keycheck::member_issues(m, &p, now)
+                    crate::keycheck::member_issues(m, now)
                         .into_iter()
                         .map(move |i| KeyView {
                             member: m.email.clone(),
