@@ -595,6 +595,21 @@ mod tests {
     use crate::spool::tests::{new_message, t};
     use crate::spool::{Finished, Kind, Outcome, Recording, Spool};
 
+    /// A spool in `dir` with announcement `m1` to `m0..m2@x.org` accepted
+    /// (the members, and the time).
+    fn three_members_announced(
+        dir: &std::path::Path,
+    ) -> (Spool, Vec<String>, chrono::DateTime<chrono::Utc>) {
+        let spool = Spool::open(dir, "list@example.org").unwrap();
+        let members: Vec<String> = (0..3).map(|i| format!("m{i}@x.org")).collect();
+        let now = t("2026-11-20T12:00:00Z");
+        let digests = ["d1".to_owned()];
+        spool
+            .accept(&new_message("m1", &members, &digests), now)
+            .unwrap();
+        (spool, members, now)
+    }
+
     /// A copy's check before it is sent reads the last commit, on its own
     /// connection: it sees what this handle and another process commit,
     /// not what a transaction still open on the first connection did,
@@ -602,13 +617,7 @@ mod tests {
     #[test]
     fn the_check_before_sending_reads_the_last_commit_without_waiting() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path(), "list@example.org").unwrap();
-        let members: Vec<String> = (0..3).map(|i| format!("m{i}@x.org")).collect();
-        let now = t("2026-11-20T12:00:00Z");
-        let digests = ["d1".to_owned()];
-        spool
-            .accept(&new_message("m1", &members, &digests), now)
-            .unwrap();
+        let (spool, _, now) = three_members_announced(dir.path());
         let due: Vec<_> = spool
             .due(now, 10)
             .unwrap()
@@ -657,13 +666,7 @@ mod tests {
     fn a_batch_records_each_outcome_and_queues_the_receipt_once() {
         for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
             let dir = tempfile::tempdir().unwrap();
-            let spool = Spool::open(dir.path(), "list@example.org").unwrap();
-            let members: Vec<String> = (0..3).map(|i| format!("m{i}@x.org")).collect();
-            let now = t("2026-11-20T12:00:00Z");
-            let digests = ["d1".to_owned()];
-            spool
-                .accept(&new_message("m1", &members, &digests), now)
-                .unwrap();
+            let (spool, members, now) = three_members_announced(dir.path());
             let due = spool.due(now, 10).unwrap();
             let outcomes = [
                 Outcome::Finished {
