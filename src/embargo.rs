@@ -9,12 +9,14 @@ use crate::address::check_address;
 use crate::quote::Quoted;
 
 /// The fields an announcement may carry, in the signed text's field block.
-pub const FIELDS: [&str; 5] = [
+pub const FIELDS: [&str; 7] = [
     "Embargo-Until",
     "Public-To",
     "Embargo-Override",
     "Recipients",
     "List",
+    "Deployment",
+    "TLP",
 ];
 
 /// The fields of a command mail; a command carries exactly one of them.
@@ -231,6 +233,132 @@ pub struct Terms {
     /// an organization or an address of the roster, as written); empty:
     /// every member.
     pub recipients: Vec<String>,
+    /// What members may deploy during the embargo (`Deployment:`), if said.
+    pub deployment: Option<Deployment>,
+    /// How far members may share it (`TLP:`), if said.
+    pub tlp: Option<Tlp>,
+}
+
+/// `Deployment:` — whether members may deploy fixes during the embargo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deployment {
+    Allowed,
+    Forbidden,
+    /// The PST's own terms, one line (e.g. "hosted providers may deploy").
+    Terms(String),
+}
+
+impl Deployment {
+    fn parse(value: &str) -> Result<Deployment, TermsError> {
+        let value: String = value
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let value = value.trim();
+        if value.eq_ignore_ascii_case("allowed") {
+            Ok(Deployment::Allowed)
+        } else if value.eq_ignore_ascii_case("forbidden") {
+            Ok(Deployment::Forbidden)
+        } else if value.is_empty() {
+            Err(TermsError::EmptyDeployment)
+        } else if value.chars().count() > MAX_DEPLOYMENT_TERMS {
+            Err(TermsError::LongDeployment)
+        } else {
+            Ok(Deployment::Terms(value.to_owned()))
+        }
+    }
+
+    /// Terms as the record keeps them ([`Deployment::as_field`]).
+    pub fn from_kept(value: &str) -> Option<Deployment> {
+        Deployment::parse(value).ok()
+    }
+
+    /// As the record keeps it (and as the PST would write it).
+    pub fn as_field(&self) -> &str {
+        match self {
+            Deployment::Allowed => "allowed",
+            Deployment::Forbidden => "forbidden",
+            Deployment::Terms(t) => t,
+        }
+    }
+
+    /// What the notice in every copy says.
+    pub fn describe(&self) -> String {
+        match self {
+            Deployment::Allowed => {
+                "Deployment during the embargo: ALLOWED. You may deploy the fix before the embargo lifts; publishing the fix or its description stays forbidden until then.".to_owned()
+            }
+            Deployment::Forbidden => {
+                "Deployment during the embargo: FORBIDDEN. Do not deploy the fix anywhere others could see it until the embargo lifts.".to_owned()
+            }
+            Deployment::Terms(t) => {
+                format!("Deployment during the embargo, as the security team states it: {t}")
+            }
+        }
+    }
+}
+
+/// The longest `Deployment:` terms, in characters.
+const MAX_DEPLOYMENT_TERMS: usize = 500;
+
+/// `TLP:` — the Traffic Light Protocol label (FIRST TLP 2.0; `WHITE`, of
+/// TLP 1.0, reads as `CLEAR`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tlp {
+    Clear,
+    Green,
+    Amber,
+    AmberStrict,
+    Red,
+}
+
+impl Tlp {
+    fn parse(value: &str) -> Result<Tlp, TermsError> {
+        let label = value.trim();
+        let bare = label
+            .get(..4)
+            .filter(|p| p.eq_ignore_ascii_case("TLP:"))
+            .map_or(label, |_| &label[4..])
+            .trim();
+        match bare.to_ascii_uppercase().as_str() {
+            "CLEAR" | "WHITE" => Ok(Tlp::Clear),
+            "GREEN" => Ok(Tlp::Green),
+            "AMBER" => Ok(Tlp::Amber),
+            "AMBER+STRICT" => Ok(Tlp::AmberStrict),
+            "RED" => Ok(Tlp::Red),
+            _ => Err(TermsError::BadTlp(Quoted::new(value))),
+        }
+    }
+
+    /// The label, as `TLP:AMBER`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Tlp::Clear => "TLP:CLEAR",
+            Tlp::Green => "TLP:GREEN",
+            Tlp::Amber => "TLP:AMBER",
+            Tlp::AmberStrict => "TLP:AMBER+STRICT",
+            Tlp::Red => "TLP:RED",
+        }
+    }
+
+    /// What the label allows, in FIRST's words, shortened.
+    pub fn describe(self) -> String {
+        let meaning = match self {
+            Tlp::Clear => "disclosure is not limited (the embargo still holds until it lifts)",
+            Tlp::Green => "share within your community, not publicly",
+            Tlp::Amber => {
+                "share only on a need-to-know basis within your organization and with its clients who need it to protect themselves"
+            }
+            Tlp::AmberStrict => "share only on a need-to-know basis within your organization",
+            Tlp::Red => "for you alone: do not share it with anyone",
+        };
+        format!("Sharing: {}: {meaning}.", self.label())
+    }
+
+    /// A label as the record keeps it ([`Tlp::label`]).
+    pub fn from_kept(value: &str) -> Option<Tlp> {
+        Tlp::parse(value).ok()
+    }
 }
 
 /// What is wrong with an announcement's embargo fields. The text names the
@@ -259,7 +387,7 @@ pub enum TermsError {
     #[error("Public-To: the address{0} is not a plain address")]
     BadPublicTo(Quoted),
     #[error(
-        "line {line}: unknown field{name} in the embargo block (known: Embargo-Until, Public-To, Embargo-Override, Recipients, List)"
+        "line {line}: unknown field{name} in the embargo block (known: Embargo-Until, Public-To, Embargo-Override, Recipients, List, Deployment, TLP)"
     )]
     UnknownField { line: usize, name: Quoted },
     #[error("line {line}: field {name} is given twice")]
@@ -276,6 +404,15 @@ pub enum TermsError {
     NoPublicRecipients,
     #[error("Recipients: names no one; leave the field out to announce to every member")]
     NoRecipients,
+    #[error("Deployment: is empty; write `allowed`, `forbidden`, or the terms in one line")]
+    EmptyDeployment,
+    #[error("Deployment: the terms are longer than 500 characters; keep them to one line")]
+    LongDeployment,
+    /// The value is quoted in the encrypted refusal only.
+    #[error(
+        "TLP: the label{0} is not a Traffic Light Protocol label (CLEAR, GREEN, AMBER, AMBER+STRICT or RED)"
+    )]
+    BadTlp(Quoted),
     /// Which entry (counted from 1) matches no member; the name itself is
     /// quoted in the encrypted refusal only.
     #[error(
@@ -313,6 +450,41 @@ pub fn public_advisory(entity: &[u8]) -> Option<String> {
         Some(text) => Some(text.to_owned()),
         None => String::from_utf8(part.contents().to_vec()).ok(),
     }
+}
+
+/// Each attachment of the signed entity, in order, with the SHA-256 of its
+/// decoded content (lower-case hex): named by its file name (control
+/// characters made spaces), or by its position when it has none. What
+/// every member copy lists, so a member can check a patch it passed on.
+pub fn attachment_digests(entity: &[u8]) -> Vec<(String, String)> {
+    /// The most characters of a file name shown.
+    const MAX_NAME: usize = 200;
+    let Some(msg) = MessageParser::default().parse(entity) else {
+        return Vec::new();
+    };
+    msg.attachments()
+        .enumerate()
+        .map(|(i, part)| {
+            let name = mail_parser::MimeHeaders::attachment_name(part)
+                .map(|n| {
+                    let mut name: String = n
+                        .chars()
+                        .take(MAX_NAME)
+                        .map(|c| if c.is_control() { ' ' } else { c })
+                        .collect();
+                    if n.chars().count() > MAX_NAME {
+                        name.push('…');
+                    }
+                    name
+                })
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| format!("attachment {} (no file name)", i + 1));
+            (
+                name,
+                crate::crypto::sha256_hex(part.contents()).to_ascii_lowercase(),
+            )
+        })
+        .collect()
 }
 
 /// Parses the field block of the signed entity and checks it against `now`
@@ -377,12 +549,16 @@ fn terms_of(
             names
         }
     };
+    let deployment = get("Deployment").map(Deployment::parse).transpose()?;
+    let tlp = get("TLP").map(Tlp::parse).transpose()?;
     Ok(Terms {
         until: until_utc,
         sender_offset: *until.offset(),
         public_to,
         override_reason,
         recipients,
+        deployment,
+        tlp,
     })
 }
 
@@ -476,6 +652,93 @@ mod tests {
     fn parse(text: &str) -> Result<Terms, TermsError> {
         let entity = format!("Content-Type: text/plain; charset=utf-8\r\n\r\n{text}");
         terms(entity.as_bytes(), now(), chrono::Duration::days(14))
+    }
+
+    /// `Deployment:` and `TLP:` as PSTs write them, in any case, and what
+    /// is refused (naming the field, never echoing the value in the clear).
+    #[test]
+    fn deployment_and_tlp_are_read_and_bad_ones_refused() {
+        let with = |lines: &str| {
+            parse(&format!(
+                "Embargo-Until: 2026-12-01T18:00:00Z\r\n{lines}\r\nDetails.\r\n"
+            ))
+        };
+        let t = with("").unwrap();
+        assert_eq!((t.deployment, t.tlp), (None, None));
+        for (line, want) in [
+            ("Deployment: allowed\r\n", Some(Deployment::Allowed)),
+            ("Deployment: FORBIDDEN\r\n", Some(Deployment::Forbidden)),
+            (
+                "deployment:  hosted providers may deploy; others wait \r\n",
+                Some(Deployment::Terms(
+                    "hosted providers may deploy; others wait".into(),
+                )),
+            ),
+        ] {
+            assert_eq!(with(line).unwrap().deployment, want, "{line}");
+        }
+        for (line, want) in [
+            ("TLP: AMBER\r\n", Tlp::Amber),
+            ("TLP:amber+strict\r\n", Tlp::AmberStrict),
+            ("tlp: TLP:RED\r\n", Tlp::Red),
+            ("TLP: WHITE\r\n", Tlp::Clear),
+            ("TLP: clear\r\n", Tlp::Clear),
+            ("TLP: Green\r\n", Tlp::Green),
+        ] {
+            let t = with(line).unwrap();
+            assert_eq!(t.tlp, Some(want), "{line}");
+            // As the record keeps it, read back.
+            assert_eq!(Tlp::from_kept(want.label()), Some(want));
+        }
+        assert_eq!(with("Deployment:\r\n"), Err(TermsError::EmptyDeployment));
+        assert_eq!(
+            with(&format!("Deployment: {}\r\n", "x".repeat(501))),
+            Err(TermsError::LongDeployment)
+        );
+        let bad = with("TLP: PURPLE-SECRET\r\n").unwrap_err();
+        assert!(matches!(bad, TermsError::BadTlp(_)), "{bad:?}");
+        assert!(!bad.to_string().contains("PURPLE"), "{bad}");
+        assert!(matches!(
+            with("TLP: AMBER\r\nTLP: RED\r\n"),
+            Err(TermsError::Duplicate { name: "TLP", .. })
+        ));
+    }
+
+    /// Every attachment's digest is the SHA-256 of its decoded content,
+    /// whatever its size and transfer encoding; text parts are not
+    /// attachments; a part without a name is named by its position.
+    #[test]
+    fn attachment_digests_are_of_the_decoded_content() {
+        let sizes = [0usize, 1, 2, 3, 57, 58, 1000, 70_000];
+        let content = |n: usize| -> Vec<u8> { (0..n).map(|i| (i * 7 % 256) as u8).collect() };
+        let mut entity = b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nEmbargo-Until: 2026-12-01T18:00:00Z\r\n\r\nx\r\n".to_vec();
+        for (i, n) in sizes.iter().enumerate() {
+            entity.extend_from_slice(
+                format!(
+                    "--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"f{i}.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            entity.extend_from_slice(&crate::lines::base64_lines(&content(*n)));
+            entity.extend_from_slice(b"\r\n");
+        }
+        entity.extend_from_slice(b"--b\r\nContent-Type: text/x-diff\r\nContent-Disposition: attachment\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n+a =3D b\r\n--b--\r\n");
+        let digests = attachment_digests(&entity);
+        assert_eq!(digests.len(), sizes.len() + 1);
+        for (i, n) in sizes.iter().enumerate() {
+            let want = crate::crypto::sha256_hex(&content(*n)).to_ascii_lowercase();
+            assert_eq!(digests[i], (format!("f{i}.bin"), want), "{n} octets");
+        }
+        let last = &digests[sizes.len()];
+        assert_eq!(
+            last.0,
+            format!("attachment {} (no file name)", sizes.len() + 1)
+        );
+        assert_eq!(
+            last.1,
+            crate::crypto::sha256_hex(b"+a = b").to_ascii_lowercase()
+        );
+        assert!(attachment_digests(b"Content-Type: text/plain\r\n\r\nx").is_empty());
     }
 
     #[test]

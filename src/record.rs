@@ -22,6 +22,9 @@ pub struct Record {
     pub public_to: Vec<String>,
     /// The signed MIME entity, verbatim.
     pub entity: Secret,
+    /// Its attachments' SHA-256 digests, worked out when first asked
+    /// ([`Record::attachment_digests`]).
+    pub digests: std::sync::OnceLock<Vec<(String, String)>>,
 }
 
 impl std::fmt::Debug for Record {
@@ -31,8 +34,10 @@ impl std::fmt::Debug for Record {
     }
 }
 
-/// The framing written: v3 adds the announcement's scope (`Recipients:`).
-const FORMAT: &[u8] = b"embargo-relay announcement v3\n";
+/// The framing written: v4 adds the PST's terms (`Deployment:`, `TLP:`).
+const FORMAT: &[u8] = b"embargo-relay announcement v4\n";
+/// v3 added the announcement's scope (`Recipients:`); still read.
+const FORMAT_V3: &[u8] = b"embargo-relay announcement v3\n";
 /// The framing before v3, still read (its records have no scope).
 const FORMAT_V2: &[u8] = b"embargo-relay announcement v2\n";
 
@@ -56,10 +61,20 @@ impl Record {
                 public_to: Vec::new(),
                 override_reason: None,
                 recipients: Vec::new(),
+                deployment: None,
+                tlp: None,
             },
             public_to: Vec::new(),
             entity,
+            digests: Default::default(),
         }
+    }
+
+    /// Each attachment of the entity with the SHA-256 of its content
+    /// ([`crate::embargo::attachment_digests`]), worked out once.
+    pub fn attachment_digests(&self) -> &[(String, String)] {
+        self.digests
+            .get_or_init(|| crate::embargo::attachment_digests(self.entity.expose()))
     }
 
     /// The record as the spool keeps it: framed, signed by and encrypted
@@ -81,6 +96,11 @@ impl Record {
             t.override_reason.clone().unwrap_or_default(),
             self.public_to.join(","),
             t.recipients.join("\t"),
+            t.deployment
+                .as_ref()
+                .map(|d| d.as_field().to_owned())
+                .unwrap_or_default(),
+            t.tlp.map(|l| l.label().to_owned()).unwrap_or_default(),
         ];
         let mut out = Vec::with_capacity(self.entity.len() + 512);
         out.extend_from_slice(FORMAT);
@@ -94,9 +114,12 @@ impl Record {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Option<Record> {
-        let (v3, mut rest) = match bytes.strip_prefix(FORMAT) {
-            Some(rest) => (true, rest),
-            None => (false, bytes.strip_prefix(FORMAT_V2)?),
+        let (version, mut rest) = if let Some(rest) = bytes.strip_prefix(FORMAT) {
+            (4, rest)
+        } else if let Some(rest) = bytes.strip_prefix(FORMAT_V3) {
+            (3, rest)
+        } else {
+            (2, bytes.strip_prefix(FORMAT_V2)?)
         };
         let mut line = || {
             let end = rest.iter().position(|b| *b == b'\n')?;
@@ -112,9 +135,11 @@ impl Record {
         let public_to = line()?;
         let override_reason = line()?;
         let resolved_public_to = line()?;
-        let recipients = match v3 {
-            true => line()?,
-            false => String::new(),
+        let recipients = if version >= 3 { line()? } else { String::new() };
+        let (deployment, tlp) = if version >= 4 {
+            (line()?, line()?)
+        } else {
+            (String::new(), String::new())
         };
         let list = |s: &str| -> Vec<String> {
             s.split(',')
@@ -132,6 +157,8 @@ impl Record {
                 .filter(|n| !n.is_empty())
                 .map(str::to_owned)
                 .collect(),
+            deployment: crate::embargo::Deployment::from_kept(&deployment),
+            tlp: crate::embargo::Tlp::from_kept(&tlp),
         };
         Some(Record {
             signer,
@@ -140,6 +167,7 @@ impl Record {
             terms,
             public_to: list(&resolved_public_to),
             entity: Secret::new(rest.to_vec()),
+            digests: Default::default(),
         })
     }
 }
@@ -162,11 +190,16 @@ mod tests {
                 public_to: vec!["a@x.org".into(), "b@y.org".into()],
                 override_reason: None,
                 recipients: vec!["Red Hat, Inc.".into(), "sec@sap.example".into()],
+                deployment: Some(crate::embargo::Deployment::Terms(
+                    "hosted providers may deploy".into(),
+                )),
+                tlp: Some(crate::embargo::Tlp::AmberStrict),
             },
             public_to: vec!["a@x.org".into()],
             entity: Secret::new(
                 b"Content-Type: text/plain\r\n\r\nline\nwith\nnewlines\r\n".to_vec(),
             ),
+            digests: Default::default(),
         };
         let b = Record::from_bytes(a.to_bytes().expose()).unwrap();
         assert_eq!(
@@ -177,10 +210,18 @@ mod tests {
         assert_eq!(b.public_to, a.public_to);
         assert_eq!(b.entity, a.entity);
         assert!(Record::from_bytes(b"something else").is_none());
-        // A v2 record (written before the scope was kept) reads as one
-        // for every member.
-        let v3 = a.to_bytes();
-        let mut lines: Vec<&[u8]> = v3.expose().splitn(11, |b| *b == b'\n').collect();
+        // A v3 record (written before the terms were kept) reads as one
+        // without terms; a v2 record (before the scope) as one for every
+        // member.
+        let v4 = a.to_bytes();
+        let mut lines: Vec<&[u8]> = v4.expose().splitn(13, |b| *b == b'\n').collect();
+        lines[0] = b"embargo-relay announcement v3";
+        lines.drain(10..12);
+        let v3 = lines.join(&b'\n');
+        let old = Record::from_bytes(&v3).unwrap();
+        assert_eq!((old.terms.deployment, old.terms.tlp), (None, None));
+        assert_eq!(old.terms.recipients, a.terms.recipients);
+        assert_eq!(old.entity, a.entity);
         lines[0] = b"embargo-relay announcement v2";
         lines.remove(9);
         let v2 = lines.join(&b'\n');

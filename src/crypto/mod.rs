@@ -248,7 +248,7 @@ pub fn has_email(cert: &Cert, p: &dyn Policy, now: DateTime<Utc>, address: &str)
         .any(|e| e.eq_ignore_ascii_case(address))
 }
 
-/// Lowercase hex SHA-256 of `data`.
+/// Upper-case hex SHA-256 of `data`.
 pub fn sha256_hex(data: &[u8]) -> String {
     let mut ctx = HashAlgorithm::SHA256
         .context()

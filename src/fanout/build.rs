@@ -530,8 +530,11 @@ pub(super) fn notice(
         date: relay.clock.now(),
     };
     // A refusal or a key notice is about no embargo: no embargo notice.
-    let until = (!matches!(d.kind, Kind::Refusal | Kind::Notice)).then_some(a.terms.until);
-    let inner = outbound::protected_inner(&headers, subject, until, None, &part)
+    let notice = (!matches!(d.kind, Kind::Refusal | Kind::Notice)).then_some(outbound::Notice {
+        until: a.terms.until,
+        announcement: None,
+    });
+    let inner = outbound::protected_inner(&headers, subject, notice, None, &part)
         .map_err(|e| BuildError::Seal(format!("bad address: {e}")))?;
     let cert = match to {
         To::Smime(cert) => {
@@ -792,6 +795,12 @@ pub(super) fn seal_copy(
     let config = relay.config();
     // A member copy asks for an acknowledgement; a lifted notice does not.
     let ack = (d.kind == Kind::Copy).then_some(d.message_id.as_str());
+    // The copy opens with the lift time, the PST's terms and the
+    // attachments' digests.
+    let notice = until.map(|until| outbound::Notice {
+        until,
+        announcement: Some(a),
+    });
     let headers = CopyHeaders {
         list: &config.list_address,
         member: &email,
@@ -802,7 +811,7 @@ pub(super) fn seal_copy(
         To::Pgp(cert) => cert,
         To::Smime(cert) => {
             let inner =
-                outbound::protected_inner(&headers, &a.subject, until, ack, a.entity.expose())
+                outbound::protected_inner(&headers, &a.subject, notice, ack, a.entity.expose())
                     .map_err(|e| BuildError::Seal(format!("bad address: {e}")))?;
             return smime_outer(relay, &headers, outer_subject, &cert, inner.expose());
         }
@@ -814,7 +823,7 @@ pub(super) fn seal_copy(
         .map_err(SealError::Recipient)?;
     if keys.version >= 6 {
         // A v6 key takes a v6 PKESK and SEIPDv2: sealed for it alone.
-        let inner = outbound::protected_inner(&headers, &a.subject, until, ack, a.entity.expose())
+        let inner = outbound::protected_inner(&headers, &a.subject, notice, ack, a.entity.expose())
             .map_err(|e| BuildError::Seal(format!("bad address: {e}")))?;
         let armored = config
             .list_key
@@ -843,7 +852,7 @@ pub(super) fn seal_copy(
             let inner = outbound::protected_inner(
                 &inner_headers,
                 &a.subject,
-                until,
+                notice,
                 ack,
                 a.entity.expose(),
             )
@@ -879,9 +888,12 @@ mod tests {
                 public_to: Vec::new(),
                 override_reason: None,
                 recipients: Vec::new(),
+                deployment: None,
+                tlp: None,
             },
             public_to: vec!["oss@lists.example".into()],
             entity: crate::secret::Secret::new(Vec::new()),
+            digests: Default::default(),
         };
         let report = [
             ("a@distro.example".to_owned(), "sent".to_owned(), None),

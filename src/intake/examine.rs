@@ -193,6 +193,7 @@ pub fn examine(
         terms,
         public_to,
         entity: signed_part,
+        digests: Default::default(),
     };
     Ok(Examined::Announcement(
         announcement,

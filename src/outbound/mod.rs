@@ -63,7 +63,7 @@ fn mailbox(addr: &str) -> Result<Mailbox, lettre::address::AddressError> {
 pub(crate) fn protected_inner(
     h: &CopyHeaders<'_>,
     subject: &str,
-    embargo_until: Option<DateTime<Utc>>,
+    embargo: Option<Notice<'_>>,
     acknowledge: Option<&str>,
     entity: &[u8],
 ) -> Result<Secret, lettre::address::AddressError> {
@@ -87,11 +87,11 @@ pub(crate) fn protected_inner(
         .as_bytes(),
     );
     out.extend_from_slice(headers.to_string().as_bytes());
-    if let Some(until) = embargo_until {
-        let stamp = until.format("%Y-%m-%dT%H:%M:%SZ");
+    if let Some(notice) = embargo {
+        let stamp = notice.until.format("%Y-%m-%dT%H:%M:%SZ");
         out.extend_from_slice(format!("Embargo-Until: {stamp}\r\n").as_bytes());
         out.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
-        out.extend_from_slice(&embargo_notice(until, acknowledge));
+        out.extend_from_slice(&embargo_notice(&notice, acknowledge));
     }
     out.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
     out.extend_from_slice(entity);
@@ -99,9 +99,40 @@ pub(crate) fn protected_inner(
     Ok(Secret::new(out))
 }
 
-/// The part every copy opens with: when the embargo lifts, in UTC, and
-/// how to acknowledge it.
-fn embargo_notice(until: DateTime<Utc>, acknowledge: Option<&str>) -> Vec<u8> {
+/// What the part that opens a copy says: when the embargo lifts, and for a
+/// member's copy of an announcement, the PST's terms and the digests of
+/// its attachments.
+#[derive(Clone, Copy)]
+pub(crate) struct Notice<'a> {
+    pub until: DateTime<Utc>,
+    /// The announcement whose copy this is (`None`: the PST's receipts and
+    /// reminders, which carry no terms or attachments of their own).
+    pub announcement: Option<&'a crate::record::Record>,
+}
+
+/// The part every copy opens with: when the embargo lifts, in UTC; the
+/// PST's terms (deployment, sharing) and each attachment's SHA-256, so a
+/// member can check a patch it passed on; how to acknowledge it.
+fn embargo_notice(notice: &Notice<'_>, acknowledge: Option<&str>) -> Vec<u8> {
+    let until = notice.until;
+    let mut terms = String::new();
+    if let Some(a) = notice.announcement {
+        if let Some(d) = &a.terms.deployment {
+            terms.push_str(&format!("\n{}\n", d.describe()));
+        }
+        if let Some(tlp) = a.terms.tlp {
+            terms.push_str(&format!("\n{}\n", tlp.describe()));
+        }
+        let digests = a.attachment_digests();
+        if !digests.is_empty() {
+            terms.push_str(
+                "\nAttachments, with their SHA-256 (check a file you pass on with `sha256sum`):\n",
+            );
+            for (name, digest) in digests {
+                terms.push_str(&format!("  {digest}  {name}\n"));
+            }
+        }
+    }
     let ack = acknowledge.map_or_else(String::new, |id| {
         format!(
             "\nPlease acknowledge that you received it and accept the embargo: reply to this message, signed and encrypted as for a post, with this as the first line of your text:\n\nAcknowledge: {id}\n\nThe list records it and tells the security team; it is not sent to the other members.\n"
@@ -110,7 +141,7 @@ fn embargo_notice(until: DateTime<Utc>, acknowledge: Option<&str>) -> Vec<u8> {
     crate::entity::text_plain_with(
         &[("Content-Description", "embargo notice")],
         &format!(
-            "EMBARGOED until {} UTC ({}).\nDo not share this beyond need-to-know until then.\n{ack}",
+            "EMBARGOED until {} UTC ({}).\nDo not share this beyond need-to-know until then.\n{terms}{ack}",
             until.format("%Y-%m-%d %H:%M"),
             until.format("%Y-%m-%dT%H:%M:%SZ"),
         ),
@@ -623,11 +654,19 @@ mod tests {
         let inner = protected_inner(
             &headers(),
             "CVE-2026-1234: kubelet ünïcode",
-            Some(until),
+            Some(Notice {
+                until,
+                announcement: None,
+            }),
             None,
             b"Content-Type: text/plain\r\n\r\nbody",
         )
         .unwrap();
+        let text = String::from_utf8(inner.expose().to_vec()).unwrap();
+        assert!(
+            !text.contains("Deployment") && !text.contains("SHA-256"),
+            "{text}"
+        );
         let text = String::from_utf8(inner.expose().to_vec()).unwrap();
         assert!(
             text.contains("Embargo-Until: 2026-12-01T16:30:00Z\r\n"),
@@ -648,6 +687,68 @@ mod tests {
         );
         assert!(text.contains("\r\n\r\n--er-"));
         assert!(text.contains("Content-Type: text/plain\r\n\r\nbody\r\n--er-"));
+    }
+
+    /// A member's copy opens with the PST's terms and each attachment's
+    /// digest, whatever the terms: none, each kind, all together.
+    #[test]
+    fn the_notice_states_the_terms_and_the_attachments() {
+        use crate::embargo::{Deployment, Tlp};
+        let until: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-12-01T16:30:00Z")
+            .unwrap()
+            .into();
+        let entity = b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nEmbargo-Until: 2026-12-01T16:30:00Z\r\n\r\nx\r\n--b\r\nContent-Type: text/x-diff\r\nContent-Disposition: attachment; filename=\"fix.patch\"\r\n\r\n+fixed\r\n--b--\r\n";
+        let digest = crate::crypto::sha256_hex(b"+fixed").to_ascii_lowercase();
+        for (deployment, tlp, says) in [
+            (None, None, vec![]),
+            (Some(Deployment::Allowed), None, vec!["embargo: ALLOWED"]),
+            (
+                Some(Deployment::Forbidden),
+                Some(Tlp::Red),
+                vec!["embargo: FORBIDDEN", "Sharing: TLP:RED: for you alone"],
+            ),
+            (
+                Some(Deployment::Terms("hosted providers may deploy".into())),
+                Some(Tlp::AmberStrict),
+                vec![
+                    "states it: hosted providers may deploy",
+                    "Sharing: TLP:AMBER+STRICT",
+                ],
+            ),
+        ] {
+            let mut a = crate::record::Record::unembargoed(
+                "FPR".into(),
+                "pst@example.org".into(),
+                "s".into(),
+                Secret::new(entity.to_vec()),
+                until,
+            );
+            a.terms.deployment = deployment.clone();
+            a.terms.tlp = tlp;
+            let notice = Notice {
+                until,
+                announcement: Some(&a),
+            };
+            let inner =
+                protected_inner(&headers(), "s", Some(notice), Some("id1"), entity).unwrap();
+            let text = String::from_utf8(inner.expose().to_vec()).unwrap();
+            assert!(
+                text.contains("EMBARGOED until 2026-12-01 16:30 UTC"),
+                "{text}"
+            );
+            for said in &says {
+                assert!(
+                    text.contains(said),
+                    "{deployment:?} {tlp:?}: {said}: {text}"
+                );
+            }
+            assert_eq!(text.contains("Deployment during"), deployment.is_some());
+            assert_eq!(text.contains("Sharing: TLP"), tlp.is_some());
+            assert!(
+                text.contains(&format!("  {digest}  fix.patch\r\n")),
+                "{text}"
+            );
+        }
     }
 
     #[test]

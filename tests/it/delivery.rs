@@ -345,3 +345,93 @@ async fn a_slow_commit_does_not_hold_the_next_copy() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// Issue 21: every member copy opens with the PST's terms (deployment,
+/// sharing), the lift time in UTC and the SHA-256 of each attachment, and
+/// the digests are those of the attachments the member decrypts, for
+/// attachments of many sizes, each member's key kind.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_copy_states_the_terms_and_the_attachments_digests() {
+    use base64::Engine;
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let daemon = Daemon::start(&f.write_config(sink.addr()), &f.path("daemon.log"));
+    let until = (now() + chrono::Duration::days(3))
+        .format("%Y-%m-%dT%H:%M:00Z")
+        .to_string();
+    let sizes = [0usize, 1, 57, 4000];
+    let content = |n: usize| -> Vec<u8> { (0..n).map(|i| (i * 31 % 251) as u8).collect() };
+    let mut entity = format!(
+        "Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nEmbargo-Until: {until}\r\nDeployment: forbidden\r\nTLP: AMBER\r\n\r\nThe fix and a proof of concept are attached.\r\n"
+    )
+    .into_bytes();
+    for (i, n) in sizes.iter().enumerate() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(content(*n));
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        entity.extend_from_slice(
+            format!(
+                "--b1\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"part-{i}.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+                lines.join("\r\n")
+            )
+            .as_bytes(),
+        );
+    }
+    entity.extend_from_slice(b"--b1--\r\n");
+    let mail = f.gpg_signed_entity(PST, "CVE-2026-77: terms", &entity);
+    send(daemon.addr, PST, &mail).await.expect("accepted");
+    let usable: Vec<&TestMember> = f.usable_members().collect();
+    wait_copies(&sink, usable.len()).await;
+    let list_cert = f.list.clone().strip_secret_key_material();
+    let p = StandardPolicy::new();
+    let all = sink.captured();
+    let lifts = until.replace('T', " ").trim_end_matches(":00Z").to_owned();
+    for m in &usable {
+        let copy = copies(&all)
+            .into_iter()
+            .find(|c| c.envelope.rcpt_to == vec![m.email.clone()])
+            .unwrap_or_else(|| panic!("a copy for {}", m.email));
+        let opened = open_copy(&p, &m.secret, &list_cert, armored_payload(&copy.raw))
+            .unwrap_or_else(|e| panic!("{} decrypts its copy: {e}", m.email));
+        let text = String::from_utf8_lossy(opened.plaintext.expose()).into_owned();
+        for said in [
+            format!("EMBARGOED until {lifts} UTC"),
+            "Deployment during the embargo: FORBIDDEN".to_owned(),
+            "Sharing: TLP:AMBER: share only on a need-to-know basis".to_owned(),
+        ] {
+            assert!(text.contains(&said), "{}: {said}:\n{text}", m.email);
+        }
+        // The digests listed are those of what the member decrypted.
+        let inner = mail_parser::MessageParser::default()
+            .parse(opened.plaintext.expose())
+            .unwrap();
+        let mut seen = 0;
+        for part in inner.attachments() {
+            let Some(name) = mail_parser::MimeHeaders::attachment_name(part) else {
+                continue;
+            };
+            let Some(i) = name
+                .strip_prefix("part-")
+                .and_then(|n| n.strip_suffix(".bin"))
+                .and_then(|n| n.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            assert_eq!(part.contents(), &content(sizes[i])[..], "{name}");
+            let digest = openssl::sha::sha256(part.contents())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>();
+            assert!(
+                text.contains(&format!("  {digest}  {name}\r\n")),
+                "{}: {name} {digest}:\n{text}",
+                m.email
+            );
+            seen += 1;
+        }
+        assert_eq!(seen, sizes.len(), "{}", m.email);
+    }
+}
