@@ -452,6 +452,66 @@ pub fn public_advisory(entity: &[u8]) -> Option<String> {
     }
 }
 
+/// What the PST's receipt warns of about when an embargo lifts (issue 21):
+/// a lift on a Friday or a weekend (UTC), outside the list's release hours
+/// (`hours`, UTC), or less than `min_notice` after the announcement came
+/// (`received`, if known). Warnings, never refusals; empty when none
+/// applies.
+pub fn release_warnings(
+    until: DateTime<Utc>,
+    received: Option<DateTime<Utc>>,
+    min_notice: chrono::Duration,
+    hours: Option<(chrono::NaiveTime, chrono::NaiveTime)>,
+) -> Vec<String> {
+    use chrono::{Datelike, Weekday};
+    let mut out = Vec::new();
+    let when = until.format("%A %Y-%m-%d %H:%M UTC");
+    match until.weekday() {
+        Weekday::Fri => out.push(format!(
+            "the embargo lifts on a Friday ({when}): distributors have the fewest people at work over the weekend that follows; a Monday to Thursday lift is safer"
+        )),
+        Weekday::Sat | Weekday::Sun => out.push(format!(
+            "the embargo lifts on a weekend ({when}): few distributors will be at work to ship the fix"
+        )),
+        _ => {}
+    }
+    if let Some((from, to)) = hours {
+        let at = until.time();
+        if at < from || at >= to {
+            out.push(format!(
+                "the embargo lifts at {} UTC, outside the list's release hours ({}–{} UTC)",
+                until.format("%H:%M"),
+                from.format("%H:%M"),
+                to.format("%H:%M"),
+            ));
+        }
+    }
+    if let Some(notice) = received.map(|r| until - r)
+        && notice < min_notice
+    {
+        out.push(format!(
+            "the embargo gives distributors {} of notice, less than the list's minimum of {}",
+            span(notice),
+            span(min_notice),
+        ));
+    }
+    out
+}
+
+/// A duration in days and hours, as a receipt says it.
+fn span(d: chrono::Duration) -> String {
+    let (days, hours) = (d.num_days(), d.num_hours() % 24);
+    match (days, hours) {
+        (0, h) => format!("{h} hour{}", if h == 1 { "" } else { "s" }),
+        (d, 0) => format!("{d} day{}", if d == 1 { "" } else { "s" }),
+        (d, h) => format!(
+            "{d} day{} {h} hour{}",
+            if d == 1 { "" } else { "s" },
+            if h == 1 { "" } else { "s" }
+        ),
+    }
+}
+
 /// Each attachment of the signed entity, in order, with the SHA-256 of its
 /// decoded content (lower-case hex): named by its file name (control
 /// characters made spaces), or by its position when it has none. What
@@ -702,6 +762,67 @@ mod tests {
             with("TLP: AMBER\r\nTLP: RED\r\n"),
             Err(TermsError::Duplicate { name: "TLP", .. })
         ));
+    }
+
+    /// The receipt's warnings at every hour of two weeks: a Friday or a
+    /// weekend lift (UTC), a lift outside the release hours (their start
+    /// inside, their end outside), less notice than the minimum; none
+    /// otherwise.
+    #[test]
+    fn release_warnings_fall_on_the_right_hours() {
+        use chrono::{Datelike, NaiveTime, Timelike, Weekday};
+        let monday = DateTime::parse_from_rfc3339("2026-11-30T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(monday.weekday(), Weekday::Mon);
+        let week = chrono::Duration::days(7);
+        let hours = Some((
+            NaiveTime::from_hms_opt(14, 0, 0).unwrap(),
+            NaiveTime::from_hms_opt(18, 0, 0).unwrap(),
+        ));
+        for h in 0..14 * 24 {
+            let until =
+                monday + chrono::Duration::hours(h) + chrono::Duration::minutes(30 * (h % 2));
+            let day = until.weekday();
+            let w = release_warnings(until, Some(until - week), week, hours);
+            let friday = w.iter().any(|w| w.contains("on a Friday"));
+            let weekend = w.iter().any(|w| w.contains("on a weekend"));
+            let outside = w
+                .iter()
+                .any(|w| w.contains("outside the list's release hours"));
+            assert_eq!(friday, day == Weekday::Fri, "{until}: {w:?}");
+            assert_eq!(
+                weekend,
+                matches!(day, Weekday::Sat | Weekday::Sun),
+                "{until}: {w:?}"
+            );
+            assert_eq!(outside, !(14..18).contains(&until.hour()), "{until}: {w:?}");
+            assert!(!w.iter().any(|w| w.contains("notice")), "{until}: {w:?}");
+            // Without release hours, no hour is outside them.
+            let any_hour = release_warnings(until, Some(until - week), week, None);
+            assert!(!any_hour.iter().any(|w| w.contains("release hours")));
+        }
+        let tuesday = monday + chrono::Duration::days(1) + chrono::Duration::hours(16);
+        for (notice, warned, says) in [
+            (
+                chrono::Duration::days(2),
+                true,
+                "2 days of notice, less than the list's minimum of 7 days",
+            ),
+            (
+                chrono::Duration::hours(7 * 24 - 1),
+                true,
+                "6 days 23 hours of notice",
+            ),
+            (chrono::Duration::hours(5), true, "5 hours of notice"),
+            (week, false, ""),
+            (chrono::Duration::days(10), false, ""),
+        ] {
+            let w = release_warnings(tuesday, Some(tuesday - notice), week, None);
+            assert_eq!(w.len(), usize::from(warned), "{notice}: {w:?}");
+            assert!(w.iter().all(|w| w.contains(says)), "{notice}: {w:?}");
+        }
+        assert!(release_warnings(tuesday, None, week, None).is_empty());
     }
 
     /// Every attachment's digest is the SHA-256 of its decoded content,

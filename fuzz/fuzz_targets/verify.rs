@@ -67,6 +67,7 @@ static KEYS: LazyLock<Keys> = LazyLock::new(|| {
             member_posts: MemberPosts::List,
             inline_pgp: true,
             mime: MimeLimits::default(),
+            release: Default::default(),
         },
         now: DateTime::parse_from_rfc3339("2026-11-20T12:00:00Z")
             .unwrap()

@@ -22,6 +22,8 @@ fn policy(own: Option<RawPolicy>, shared: &RawPolicy) -> RawPolicy {
         ack_reminder_before: or(own.ack_reminder_before, &shared.ack_reminder_before),
         late_after: or(own.late_after, &shared.late_after),
         signature_max_age: or(own.signature_max_age, &shared.signature_max_age),
+        min_notice: or(own.min_notice, &shared.min_notice),
+        release_hours: or(own.release_hours, &shared.release_hours),
         member_posts: or(own.member_posts, &shared.member_posts),
         inline_pgp: or(own.inline_pgp, &shared.inline_pgp),
         mime_max_depth: or(own.mime_max_depth, &shared.mime_max_depth),

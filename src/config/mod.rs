@@ -90,6 +90,28 @@ pub struct PolicyConfig {
     pub inline_pgp: bool,
     /// Bounds on the MIME structure of every mail taken in.
     pub mime: MimeLimits,
+    /// When a lift earns the PST a warning in its receipt.
+    pub release: ReleaseGuard,
+}
+
+/// Release-time guardrails (issue 21): the receipt warns, never refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseGuard {
+    /// Less notice than this before the lift is warned of (default 7 days,
+    /// what the Kubernetes process promises distributors).
+    pub min_notice: chrono::Duration,
+    /// The list's release hours in UTC (`policy.release_hours`, e.g.
+    /// `"14:00-18:00"`); a lift outside them is warned of. None: any hour.
+    pub hours: Option<(chrono::NaiveTime, chrono::NaiveTime)>,
+}
+
+impl Default for ReleaseGuard {
+    fn default() -> ReleaseGuard {
+        ReleaseGuard {
+            min_notice: chrono::Duration::days(7),
+            hours: None,
+        }
+    }
 }
 
 /// Where a member's signed, encrypted post goes.

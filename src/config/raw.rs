@@ -207,6 +207,11 @@ pub struct RawPolicy {
     pub late_after: Option<String>,
     /// Signatures older than this are refused as possible replays.
     pub signature_max_age: Option<String>,
+    /// Less notice than this before a lift is warned of in the receipt.
+    pub min_notice: Option<String>,
+    /// The list's release hours in UTC, `"HH:MM-HH:MM"`; a lift outside
+    /// them is warned of in the receipt.
+    pub release_hours: Option<String>,
     /// What happens to a signed post from a member: `list`, `pst` or `reject`.
     pub member_posts: Option<String>,
     /// Accept inline PGP (a cleartext-signed body) as well as PGP/MIME.

@@ -535,3 +535,44 @@ fn http_settings_are_checked() {
         assert!(e.contains(what), "{e}");
     }
 }
+
+/// `policy.release_hours` and `policy.min_notice`: the defaults (any hour,
+/// 7 days), a list's own, and what is refused, naming the field.
+#[test]
+fn release_guardrails_are_read_and_bad_ones_refused() {
+    let dir = keys_dir();
+    let path = dir.path().join("c.toml");
+    let with = |policy: &str| {
+        let text = format!("{SHARED}\n[[list]]\naddress = 'a@x.org'\n[list.policy]\n{policy}\n");
+        Config::parse_all(&text, &path)
+    };
+    let lists = with("").unwrap();
+    assert_eq!(lists[0].policy.release, super::ReleaseGuard::default());
+    assert_eq!(
+        lists[0].policy.release.min_notice,
+        chrono::Duration::days(7)
+    );
+    let lists = with("release_hours = '14:00-18:30'\nmin_notice = '3d'").unwrap();
+    let guard = &lists[0].policy.release;
+    assert_eq!(guard.min_notice, chrono::Duration::days(3));
+    let (from, to) = guard.hours.unwrap();
+    assert_eq!(
+        (from.to_string(), to.to_string()),
+        ("14:00:00".into(), "18:30:00".into())
+    );
+    for bad in [
+        "14-18",
+        "18:00-14:00",
+        "14:00-14:00",
+        "25:00-26:00",
+        "14:00",
+        "",
+    ] {
+        let e = with(&format!("release_hours = '{bad}'"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("policy.release_hours"), "{bad}: {e}");
+    }
+    let e = with("min_notice = 'soon'").unwrap_err().to_string();
+    assert!(e.contains("policy.min_notice"), "{e}");
+}

@@ -105,7 +105,26 @@ impl Validator<'_> {
             .map(|a| check_address(a))
             .collect::<Result<_, _>>()
             .map_err(|p| self.err("public.recipients", p))?;
+        let min_notice = self.duration("policy.min_notice", raw.policy.min_notice, "7d")?;
+        let release = super::ReleaseGuard {
+            min_notice: chrono::Duration::from_std(min_notice)
+                .map_err(|_| self.err("policy.min_notice", "too long"))?,
+            hours: raw
+                .policy
+                .release_hours
+                .as_deref()
+                .map(|h| {
+                    release_hours(h).ok_or_else(|| {
+                        self.err(
+                            "policy.release_hours",
+                            format!("`{h}`: write the hours in UTC as \"HH:MM-HH:MM\", e.g. \"14:00-18:00\""),
+                        )
+                    })
+                })
+                .transpose()?,
+        };
         let policy = PolicyConfig {
+            release,
             max_embargo: chrono::Duration::from_std(max_embargo)
                 .map_err(|_| self.err("policy.max_embargo", "too long"))?,
             public_recipients,
@@ -613,4 +632,12 @@ impl Validator<'_> {
         }
         Ok(Roster::new(members))
     }
+}
+
+/// `"HH:MM-HH:MM"` (UTC); the first before the second.
+fn release_hours(text: &str) -> Option<(chrono::NaiveTime, chrono::NaiveTime)> {
+    let (from, to) = text.split_once('-')?;
+    let time = |t: &str| chrono::NaiveTime::parse_from_str(t.trim(), "%H:%M").ok();
+    let (from, to) = (time(from)?, time(to)?);
+    (from < to).then_some((from, to))
 }

@@ -167,6 +167,16 @@ pub(super) fn receipt_message(
     let directory = relay.directory();
     let expiring = expiring_before(relay, &report, a.terms.until);
     let acks = acknowledged(relay, &d.message_id)?;
+    // When it came (for the notice it gives); a receipt is not held up by
+    // a spool that cannot say.
+    let received = relay
+        .spool
+        .embargo(&d.message_id)
+        .ok()
+        .map(|e| e.received_at);
+    let guard = &relay.config().policy.release;
+    let warnings =
+        crate::embargo::release_warnings(a.terms.until, received, guard.min_notice, guard.hours);
     let mut text = Receipt {
         list_address: &relay.config().list_address,
         roster: &directory.roster,
@@ -178,6 +188,7 @@ pub(super) fn receipt_message(
         released: &released,
         expiring: &expiring,
         acks: &acks,
+        warnings: &warnings,
     }
     .text();
     for (to, why) in &failed_releases {
@@ -612,6 +623,8 @@ pub(super) struct Receipt<'a> {
     pub(super) expiring: &'a [(String, DateTime<Utc>)],
     /// Members who acknowledged the embargo.
     pub(super) acks: &'a [String],
+    /// What the list warns of about the lift time (`embargo::release_warnings`).
+    pub(super) warnings: &'a [String],
 }
 
 impl Receipt<'_> {
@@ -628,6 +641,7 @@ impl Receipt<'_> {
             released,
             expiring,
             acks,
+            warnings,
         } = *self;
         let organization = |m: &str| {
             roster
@@ -659,6 +673,12 @@ Embargo state:  {state}\nEmbargo lifts:  {} UTC ({} in the offset you wrote)\nCo
             local.format("%Y-%m-%d %H:%M:%S %:z"),
             report.len(),
         );
+        if !warnings.is_empty() {
+            text.push_str("\nWarnings about the lift time (not refusals; extend the embargo with a signed `Embargo-Extend:` command if you want to move it):\n");
+            for w in warnings {
+                text.push_str(&format!("  - {w}\n"));
+            }
+        }
         if !a.terms.recipients.is_empty() {
             let resolved: String = report
                 .iter()
@@ -924,9 +944,12 @@ mod tests {
                     .with_timezone(&chrono::Utc),
             )],
             acks: &[],
+            warnings: &["the embargo lifts on a Friday".to_owned()],
         }
         .text();
         for expected in [
+            "Warnings about the lift time (not refusals",
+            "  - the embargo lifts on a Friday\n",
             "Keys that expire before the embargo lifts",
             "a@distro.example (): expires 2026-12-09 08:00 UTC",
             "Embargo id:     0123456789abcdef",

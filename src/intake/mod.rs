@@ -623,6 +623,7 @@ Content-Transfer-Encoding: base64\r\n\r\nUHVibGljIGFkdmlzb3J5Lg==\r\n\r\n-------
                 member_posts: MemberPosts::List,
                 inline_pgp: false,
                 mime: mime::MimeLimits::default(),
+                release: Default::default(),
             },
             max_size: 1 << 20,
             addresses: &["list@example.org"],

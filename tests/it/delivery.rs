@@ -435,3 +435,92 @@ async fn every_copy_states_the_terms_and_the_attachments_digests() {
         assert_eq!(seen, sizes.len(), "{}", m.email);
     }
 }
+
+/// Issue 21: the PST's receipt warns of a lift on a Friday and of an
+/// embargo shorter than the list's minimum notice (7 days by default);
+/// warnings, not refusals: both are relayed.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_receipt_warns_of_a_friday_lift_and_a_short_embargo() {
+    use chrono::Datelike;
+    let f = Fixture::new();
+    let sink = CaptureSink::start().await.unwrap();
+    let daemon = Daemon::start(&f.write_config(sink.addr()), &f.path("daemon.log"));
+    // The next Friday 16:00 UTC at least a day ahead; and a Tuesday to
+    // Thursday lift two days ahead for the short embargo alone.
+    let mut friday = (now() + chrono::Duration::days(1))
+        .date_naive()
+        .and_hms_opt(16, 0, 0)
+        .unwrap()
+        .and_utc();
+    while friday.weekday() != chrono::Weekday::Fri {
+        friday += chrono::Duration::days(1);
+    }
+    let mut short = (now() + chrono::Duration::days(2))
+        .date_naive()
+        .and_hms_opt(16, 0, 0)
+        .unwrap()
+        .and_utc();
+    while !matches!(
+        short.weekday(),
+        chrono::Weekday::Tue | chrono::Weekday::Wed | chrono::Weekday::Thu
+    ) {
+        short += chrono::Duration::days(1);
+    }
+    let cases = [
+        ("CVE-2026-81: friday", friday),
+        ("CVE-2026-82: short", short),
+    ];
+    for (subject, until) in cases {
+        let body = format!(
+            "Embargo-Until: {}\n\nDetails.\n",
+            until.format("%Y-%m-%dT%H:%M:%SZ")
+        );
+        send(daemon.addr, PST, &f.gpg_signed(PST, subject, &body))
+            .await
+            .expect("a warning is no refusal");
+    }
+    sink.wait_until(PATIENCE, |g| receipts(g).len() >= 2).await;
+    let list_cert = f.list.clone().strip_secret_key_material();
+    let p = StandardPolicy::new();
+    let texts: Vec<String> = receipts(&sink.captured())
+        .iter()
+        .map(|r| {
+            let opened = open_copy(
+                &p,
+                &f.members[0].secret,
+                &list_cert,
+                armored_payload(&r.raw),
+            )
+            .expect("the PST decrypts its receipt");
+            String::from_utf8_lossy(opened.plaintext.expose()).into_owned()
+        })
+        .collect();
+    let receipt = |subject: &str| {
+        texts
+            .iter()
+            .find(|t| t.contains(subject))
+            .unwrap_or_else(|| panic!("a receipt for {subject}"))
+            .clone()
+    };
+    let on_friday = receipt("CVE-2026-81: friday");
+    assert!(
+        on_friday.contains("Warnings about the lift time"),
+        "{on_friday}"
+    );
+    assert!(
+        on_friday.contains(&format!(
+            "the embargo lifts on a Friday ({} 16:00 UTC)",
+            friday.format("Friday %Y-%m-%d")
+        )),
+        "{on_friday}"
+    );
+    let short_one = receipt("CVE-2026-82: short");
+    assert!(
+        short_one.contains("of notice, less than the list's minimum of 7 days"),
+        "{short_one}"
+    );
+    assert!(
+        !short_one.contains("Friday") && !short_one.contains("weekend"),
+        "{short_one}"
+    );
+}
