@@ -250,10 +250,7 @@ pub enum Deployment {
 
 impl Deployment {
     fn parse(value: &str) -> Result<Deployment, TermsError> {
-        let value: String = value
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
+        let value = shown(value);
         let value = value.trim();
         if value.eq_ignore_ascii_case("allowed") {
             Ok(Deployment::Allowed)
@@ -498,10 +495,15 @@ pub fn release_warnings(
     out
 }
 
-/// A duration in days and hours, as a receipt says it.
+/// A duration in days and hours (minutes under an hour), as a receipt
+/// says it.
 fn span(d: chrono::Duration) -> String {
     let (days, hours) = (d.num_days(), d.num_hours() % 24);
     match (days, hours) {
+        (0, 0) => {
+            let m = d.num_minutes().max(0);
+            format!("{m} minute{}", if m == 1 { "" } else { "s" })
+        }
         (0, h) => format!("{h} hour{}", if h == 1 { "" } else { "s" }),
         (d, 0) => format!("{d} day{}", if d == 1 { "" } else { "s" }),
         (d, h) => format!(
@@ -513,36 +515,92 @@ fn span(d: chrono::Duration) -> String {
 }
 
 /// Each attachment of the signed entity, in order, with the SHA-256 of its
-/// decoded content (lower-case hex): named by its file name (control
-/// characters made spaces), or by its position when it has none. What
-/// every member copy lists, so a member can check a patch it passed on.
+/// bytes as sent (lower-case hex): its transfer encoding (base64,
+/// quoted-printable) undone, nothing else (no charset conversion; a text
+/// attachment sent without base64 has the CRLF line ends of mail). Every
+/// part with a file name counts, inline or not, and every attachment
+/// without one (named by its position); the parts of an attached message
+/// are listed too, after it. What every member copy lists, so a member can
+/// check a file it passed on. The intake's MIME limits bound the parts.
 pub fn attachment_digests(entity: &[u8]) -> Vec<(String, String)> {
-    /// The most characters of a file name shown.
-    const MAX_NAME: usize = 200;
     let Some(msg) = MessageParser::default().parse(entity) else {
         return Vec::new();
     };
-    msg.attachments()
-        .enumerate()
-        .map(|(i, part)| {
-            let name = mail_parser::MimeHeaders::attachment_name(part)
-                .map(|n| {
-                    let mut name: String = n
-                        .chars()
-                        .take(MAX_NAME)
-                        .map(|c| if c.is_control() { ' ' } else { c })
-                        .collect();
-                    if n.chars().count() > MAX_NAME {
-                        name.push('…');
-                    }
-                    name
-                })
-                .filter(|n| !n.trim().is_empty())
-                .unwrap_or_else(|| format!("attachment {} (no file name)", i + 1));
-            (
-                name,
-                crate::crypto::sha256_hex(part.contents()).to_ascii_lowercase(),
-            )
+    let mut out = Vec::new();
+    digests_of(&msg, entity, "", &mut out, 0);
+    out
+}
+
+/// [`attachment_digests`] of `msg`, each name after `prefix`.
+/// Parts' offsets count from the start of the whole entity (`raw`), at
+/// every depth.
+fn digests_of(
+    msg: &mail_parser::Message<'_>,
+    raw: &[u8],
+    prefix: &str,
+    out: &mut Vec<(String, String)>,
+    depth: usize,
+) {
+    use mail_parser::{Encoding, MimeHeaders, PartType};
+    /// The most characters of a file name shown.
+    const MAX_NAME: usize = 200;
+    // The announcement's own text (the top level's first text part).
+    let text = if depth == 0 {
+        msg.text_body.first().copied()
+    } else {
+        None
+    };
+    for (i, part) in msg.parts.iter().enumerate() {
+        let id = i as u32;
+        if matches!(part.body, PartType::Multipart(_)) || Some(id) == text {
+            continue;
+        }
+        let named = part.attachment_name().map(|n| {
+            let mut name = shown(&n.chars().take(MAX_NAME).collect::<String>());
+            if n.chars().count() > MAX_NAME {
+                name.push('…');
+            }
+            name
+        });
+        let named = named.filter(|n| !n.trim().is_empty());
+        if named.is_none() && !msg.attachments.contains(&id) {
+            continue;
+        }
+        let body = raw
+            .get(part.offset_body as usize..part.offset_end as usize)
+            .unwrap_or_default();
+        let sent = match part.encoding {
+            Encoding::Base64 => mail_parser::decoders::base64::base64_decode(body),
+            Encoding::QuotedPrintable => {
+                mail_parser::decoders::quoted_printable::quoted_printable_decode(body)
+            }
+            Encoding::None => Some(body.to_vec()),
+        }
+        .unwrap_or_else(|| part.contents().to_vec());
+        let name = format!(
+            "{prefix}{}",
+            named.unwrap_or_else(|| format!("attachment {} (no file name)", out.len() + 1))
+        );
+        out.push((
+            name.clone(),
+            crate::crypto::sha256_hex(&sent).to_ascii_lowercase(),
+        ));
+        if let PartType::Message(inner) = &part.body
+            && depth < 8
+        {
+            digests_of(inner, raw, &format!("{name} / "), out, depth + 1);
+        }
+    }
+}
+
+/// `text` with control and invisible format characters (bidirectional
+/// overrides, zero-width characters) made spaces: what a notice shows of a
+/// name or terms the PST (or a reporter before it) wrote.
+fn shown(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            let format = matches!(c as u32, 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x2069 | 0xFEFF);
+            if c.is_control() || format { ' ' } else { c }
         })
         .collect()
 }
@@ -815,6 +873,7 @@ mod tests {
                 "6 days 23 hours of notice",
             ),
             (chrono::Duration::hours(5), true, "5 hours of notice"),
+            (chrono::Duration::minutes(30), true, "30 minutes of notice"),
             (week, false, ""),
             (chrono::Duration::days(10), false, ""),
         ] {
@@ -860,6 +919,38 @@ mod tests {
             crate::crypto::sha256_hex(b"+a = b").to_ascii_lowercase()
         );
         assert!(attachment_digests(b"Content-Type: text/plain\r\n\r\nx").is_empty());
+    }
+
+    /// The digest is of the bytes as sent, not of a text converted to
+    /// UTF-8; a text part with a file name counts though inline; an
+    /// attached message is listed, then its own attachments; a file name's
+    /// invisible direction overrides are shown as spaces.
+    #[test]
+    fn attachment_digests_are_of_the_bytes_as_sent() {
+        let mut entity = b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nEmbargo-Until: 2026-12-01T18:00:00Z\r\n\r\nx\r\n".to_vec();
+        // Latin-1, 8bit: the byte 0xE9, not its UTF-8 form.
+        entity.extend_from_slice(b"--b\r\nContent-Type: text/x-patch; charset=iso-8859-1\r\nContent-Disposition: attachment; filename=\"cafe.patch\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n+caf\xe9\r\n-old\r\n");
+        // Inline, with a file name.
+        entity.extend_from_slice(b"--b\r\nContent-Type: text/plain\r\nContent-Disposition: inline; filename=\"fix.patch\"\r\n\r\n+fix\r\n");
+        // A forwarded report with its proof of concept.
+        entity.extend_from_slice(b"--b\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment; filename=\"report.eml\"\r\n\r\nSubject: r\r\nContent-Type: multipart/mixed; boundary=\"c\"\r\n\r\n--c\r\nContent-Type: text/plain\r\n\r\nsee poc\r\n--c\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"poc\xe2\x80\xaegpj.sh\"\r\nContent-Transfer-Encoding: base64\r\n\r\ncG9j\r\n--c--\r\n");
+        entity.extend_from_slice(b"--b--\r\n");
+        let digests = attachment_digests(&entity);
+        let sha = |b: &[u8]| crate::crypto::sha256_hex(b).to_ascii_lowercase();
+        let names: Vec<&str> = digests.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "cafe.patch",
+                "fix.patch",
+                "report.eml",
+                "report.eml / poc gpj.sh"
+            ],
+            "{digests:?}"
+        );
+        assert_eq!(digests[0].1, sha(b"+caf\xe9\r\n-old"));
+        assert_eq!(digests[1].1, sha(b"+fix"));
+        assert_eq!(digests[3].1, sha(b"poc"));
     }
 
     #[test]

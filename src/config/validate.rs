@@ -117,7 +117,7 @@ impl Validator<'_> {
                     release_hours(h).ok_or_else(|| {
                         self.err(
                             "policy.release_hours",
-                            format!("`{h}`: write the hours in UTC as \"HH:MM-HH:MM\", e.g. \"14:00-18:00\""),
+                            format!("`{h}`: write the hours in UTC as \"HH:MM-HH:MM\", the start before the end (e.g. \"14:00-18:00\"; a window across midnight is not supported)"),
                         )
                     })
                 })

@@ -167,16 +167,18 @@ pub(super) fn receipt_message(
     let directory = relay.directory();
     let expiring = expiring_before(relay, &report, a.terms.until);
     let acks = acknowledged(relay, &d.message_id)?;
-    // When it came (for the notice it gives); a receipt is not held up by
-    // a spool that cannot say.
-    let received = relay
-        .spool
-        .embargo(&d.message_id)
-        .ok()
-        .map(|e| e.received_at);
-    let guard = &relay.config().policy.release;
-    let warnings =
-        crate::embargo::release_warnings(a.terms.until, received, guard.min_notice, guard.hours);
+    // Only while the lift is ahead: a receipt after a release-now, a
+    // cancel or the lift itself has nothing left to move.
+    let warnings = if state == "held" {
+        let received = relay
+            .spool
+            .received_at(&d.message_id)
+            .map_err(BuildError::Spool)?;
+        let guard = &relay.config().policy.release;
+        crate::embargo::release_warnings(a.terms.until, received, guard.min_notice, guard.hours)
+    } else {
+        Vec::new()
+    };
     let mut text = Receipt {
         list_address: &relay.config().list_address,
         roster: &directory.roster,

@@ -45,6 +45,20 @@ impl Spool {
         ids.iter().map(|id| self.embargo(id)).collect()
     }
 
+    /// When the announcement `id` was accepted, if it is one of this list's.
+    pub fn received_at(&self, id: &str) -> Result<Option<DateTime<Utc>>, SpoolError> {
+        let ms: Option<i64> = self
+            .lock()
+            .query_row(
+                "SELECT received_at FROM messages WHERE id = ?1 AND kind = 'announcement' AND list = ?2",
+                [id, &*self.list],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db(e))?;
+        Ok(ms.map(from_millis))
+    }
+
     /// One embargo, by id.
     pub fn embargo(&self, id: &str) -> Result<EmbargoInfo, SpoolError> {
         let (signer, received, until, state): (String, i64, i64, String) = self

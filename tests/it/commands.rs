@@ -99,6 +99,36 @@ async fn pst_command_mails_extend_release_and_cancel() {
     }
     f.wait_until_no_pending().await;
     assert!(!sink.captured().iter().any(|c| to(c, PUBLIC_B)));
+    // Issue 21: a receipt warns of the lift time (two days of notice here)
+    // only while the embargo is held: not once released or cancelled.
+    let texts: Vec<String> = receipts(&sink.captured())
+        .iter()
+        .map(|c| {
+            let o = open_copy(
+                &p,
+                &f.members[0].secret,
+                &list_cert,
+                armored_payload(&c.raw),
+            )
+            .unwrap();
+            String::from_utf8_lossy(o.plaintext.expose()).into_owned()
+        })
+        .collect();
+    let warned = |t: &String| t.contains("Warnings about the lift time");
+    assert!(
+        texts
+            .iter()
+            .filter(|t| t.contains("Embargo state:  held"))
+            .all(|t| warned(t) && t.contains("less than the list's minimum of 7 days")),
+        "{texts:#?}"
+    );
+    assert!(texts.iter().any(|t| t.contains("Embargo state:  held")));
+    let after: Vec<&String> = texts
+        .iter()
+        .filter(|t| t.contains("Embargo state:  lifted") || t.contains("Embargo state:  cancelled"))
+        .collect();
+    assert!(after.len() >= 2, "{texts:#?}");
+    assert!(!after.iter().any(|t| warned(t)), "{after:#?}");
 
     // Refused: an extension past the maximum, a replayed command, an unknown
     // embargo, a cancelled one.
