@@ -258,7 +258,7 @@ impl Deployment {
             Ok(Deployment::Forbidden)
         } else if value.is_empty() {
             Err(TermsError::EmptyDeployment)
-        } else if value.chars().count() > MAX_DEPLOYMENT_TERMS {
+        } else if value.len() > MAX_DEPLOYMENT_TERMS {
             Err(TermsError::LongDeployment)
         } else {
             Ok(Deployment::Terms(value.to_owned()))
@@ -295,7 +295,8 @@ impl Deployment {
     }
 }
 
-/// The longest `Deployment:` terms, in characters.
+/// The longest `Deployment:` terms, in octets (UTF-8): the notice's line
+/// stays within the 998 octets of a line of mail.
 const MAX_DEPLOYMENT_TERMS: usize = 500;
 
 /// `TLP:` — the Traffic Light Protocol label (FIRST TLP 2.0; `WHITE`, of
@@ -403,7 +404,7 @@ pub enum TermsError {
     NoRecipients,
     #[error("Deployment: is empty; write `allowed`, `forbidden`, or the terms in one line")]
     EmptyDeployment,
-    #[error("Deployment: the terms are longer than 500 characters; keep them to one line")]
+    #[error("Deployment: the terms are longer than 500 octets; keep them to one short line")]
     LongDeployment,
     /// The value is quoted in the encrypted refusal only.
     #[error(
@@ -581,6 +582,12 @@ fn digests_of(
             "{prefix}{}",
             named.unwrap_or_else(|| format!("attachment {} (no file name)", out.len() + 1))
         );
+        // Within a line of mail with its digest, however deep the prefix.
+        let name = if name.chars().count() > MAX_NAME {
+            name.chars().take(MAX_NAME).chain(['…']).collect()
+        } else {
+            name
+        };
         out.push((
             name.clone(),
             crate::crypto::sha256_hex(&sent).to_ascii_lowercase(),
@@ -813,6 +820,12 @@ mod tests {
             with(&format!("Deployment: {}\r\n", "x".repeat(501))),
             Err(TermsError::LongDeployment)
         );
+        // Counted in octets: 251 two-octet letters are too long, 250 not.
+        assert_eq!(
+            with(&format!("Deployment: {}\r\n", "é".repeat(251))),
+            Err(TermsError::LongDeployment)
+        );
+        assert!(with(&format!("Deployment: {}\r\n", "é".repeat(250))).is_ok());
         let bad = with("TLP: PURPLE-SECRET\r\n").unwrap_err();
         assert!(matches!(bad, TermsError::BadTlp(_)), "{bad:?}");
         assert!(!bad.to_string().contains("PURPLE"), "{bad}");
