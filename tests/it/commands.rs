@@ -81,19 +81,7 @@ async fn pst_command_mails_extend_release_and_cancel() {
         .wait_until(PATIENCE, receipt_saying("Embargo state:  cancelled".into()))
         .await;
     if !receipt_saying("Embargo state:  cancelled".into())(&got) {
-        let texts: Vec<String> = receipts(&got)
-            .iter()
-            .map(|c| {
-                let o = open_copy(
-                    &p,
-                    &f.members[0].secret,
-                    &list_cert,
-                    armored_payload(&c.raw),
-                )
-                .unwrap();
-                String::from_utf8_lossy(o.plaintext.expose()).into_owned()
-            })
-            .collect();
+        let texts = receipt_texts(&f, &got);
         let log = std::fs::read_to_string(f.path("daemon.log")).unwrap();
         panic!("no cancelled receipt; receipts: {texts:#?}\nlog:\n{log}");
     }
@@ -101,19 +89,7 @@ async fn pst_command_mails_extend_release_and_cancel() {
     assert!(!sink.captured().iter().any(|c| to(c, PUBLIC_B)));
     // Issue 21: a receipt warns of the lift time (two days of notice here)
     // only while the embargo is held: not once released or cancelled.
-    let texts: Vec<String> = receipts(&sink.captured())
-        .iter()
-        .map(|c| {
-            let o = open_copy(
-                &p,
-                &f.members[0].secret,
-                &list_cert,
-                armored_payload(&c.raw),
-            )
-            .unwrap();
-            String::from_utf8_lossy(o.plaintext.expose()).into_owned()
-        })
-        .collect();
+    let texts = receipt_texts(&f, &sink.captured());
     let warned = |t: &String| t.contains("Warnings about the lift time");
     assert!(
         texts

@@ -480,21 +480,8 @@ async fn the_receipt_warns_of_a_friday_lift_and_a_short_embargo() {
             .expect("a warning is no refusal");
     }
     sink.wait_until(PATIENCE, |g| receipts(g).len() >= 2).await;
-    let list_cert = f.list.clone().strip_secret_key_material();
-    let p = StandardPolicy::new();
-    let texts: Vec<String> = receipts(&sink.captured())
-        .iter()
-        .map(|r| {
-            let opened = open_copy(
-                &p,
-                &f.members[0].secret,
-                &list_cert,
-                armored_payload(&r.raw),
-            )
-            .expect("the PST decrypts its receipt");
-            String::from_utf8_lossy(opened.plaintext.expose()).into_owned()
-        })
-        .collect();
+    let texts = receipt_texts(&f, &sink.captured());
+    assert_eq!(texts.len(), 2, "the PST decrypts both receipts");
     let receipt = |subject: &str| {
         texts
             .iter()
