@@ -248,6 +248,18 @@ pub fn has_email(cert: &Cert, p: &dyn Policy, now: DateTime<Utc>, address: &str)
         .any(|e| e.eq_ignore_ascii_case(address))
 }
 
+/// HMAC-SHA256 of `data` under `key`, lower-case hex (as webhook receivers
+/// compare it, `sha256=<hex>`): what a release hook's body is signed with
+/// (issue 21).
+pub fn hmac_sha256_hex(key: &[u8], data: &[u8]) -> Result<String, String> {
+    let key = openssl::pkey::PKey::hmac(key).map_err(|e| format!("HMAC key: {e}"))?;
+    let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key)
+        .map_err(|e| format!("HMAC: {e}"))?;
+    signer.update(data).map_err(|e| format!("HMAC: {e}"))?;
+    let mac = signer.sign_to_vec().map_err(|e| format!("HMAC: {e}"))?;
+    Ok(mac.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Upper-case hex SHA-256 of `data`.
 pub fn sha256_hex(data: &[u8]) -> String {
     let mut ctx = HashAlgorithm::SHA256
@@ -1651,6 +1663,31 @@ mod tests {
             Err(why) => assert!(why.contains("not alive"), "{why}"),
             Ok(keys) => panic!("expected a recipient error, got {keys:?}"),
         }
+    }
+
+    /// HMAC-SHA256 as RFC 4231 computes it (test cases 1, 2 and 6: a
+    /// short key, a text key, a key longer than the block).
+    #[test]
+    fn hmac_sha256_matches_rfc_4231() {
+        let hi = hmac_sha256_hex(&[0x0b; 20], b"Hi There").unwrap();
+        assert_eq!(
+            hi,
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+        );
+        let jefe = hmac_sha256_hex(b"Jefe", b"what do ya want for nothing?").unwrap();
+        assert_eq!(
+            jefe,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let long = hmac_sha256_hex(
+            &[0xaa; 131],
+            b"Test Using Larger Than Block-Size Key - Hash Key First",
+        )
+        .unwrap();
+        assert_eq!(
+            long,
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! A small HTTPS GET client for key discovery: hyper's HTTP/1.1 client
+//! A small HTTPS client for key discovery (GET) and, to come, the release
+//! hooks of issue 21 (POST and PATCH with a body): hyper's HTTP/1.1 client
 //! over a tokio-native-tls stream (the TLS stack the SMTP and IMAP sides
 //! already use), with the system's roots plus an optional extra CA, a
 //! bound on time and on the size of an answer, and no redirects.
@@ -6,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use tokio::net::TcpStream;
 
@@ -101,6 +102,16 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// What [`Client::send`] sends: the `User-Agent` and `Host` are the
+/// client's; a body has its `Content-Length`.
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub method: hyper::Method,
+    pub url: &'a Url,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: Bytes,
+}
+
 /// An answer: its status and its body (at most the client's bound).
 #[derive(Debug)]
 pub struct Response {
@@ -148,13 +159,27 @@ impl Client {
     /// body within its bound. A redirect is an answer like any other (its
     /// status), never followed.
     pub async fn get(&self, url: &Url, accept: &str) -> Result<Response, Failure> {
-        match tokio::time::timeout(self.timeout, self.exchange(url, accept)).await {
+        self.send(&Request {
+            method: hyper::Method::GET,
+            url,
+            headers: &[(hyper::header::ACCEPT.as_str(), accept)],
+            body: Bytes::new(),
+        })
+        .await
+    }
+
+    /// Sends `request`: the whole exchange within the client's timeout,
+    /// the answer's body within its bound; a redirect is an answer, never
+    /// followed.
+    pub async fn send(&self, request: &Request<'_>) -> Result<Response, Failure> {
+        match tokio::time::timeout(self.timeout, self.exchange(request)).await {
             Ok(r) => r,
             Err(_) => Err(format!("no answer within {} s", self.timeout.as_secs_f32()).into()),
         }
     }
 
-    async fn exchange(&self, url: &Url, accept: &str) -> Result<Response, Failure> {
+    async fn exchange(&self, r: &Request<'_>) -> Result<Response, Failure> {
+        let url = r.url;
         let routed = self
             .connect_to
             .iter()
@@ -207,14 +232,19 @@ impl Client {
         } else {
             format!("{}:{}", url.host, url.port)
         };
-        let request = hyper::Request::get(url.path.as_str())
+        let mut request = hyper::Request::builder()
+            .method(r.method.clone())
+            .uri(url.path.as_str())
             .header(hyper::header::HOST, host)
-            .header(hyper::header::ACCEPT, accept)
             .header(
                 hyper::header::USER_AGENT,
                 concat!("embargo-relay/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Empty::<Bytes>::new())
+            );
+        for (name, value) in r.headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(r.body.clone()))
             .map_err(|e| Failure::Other(format!("bad request for {url}: {e}")))?;
         let response = sender
             .send_request(request)

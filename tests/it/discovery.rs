@@ -24,6 +24,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::common::*;
 
 type Routes = Arc<Mutex<HashMap<(String, String), (u16, Vec<u8>)>>>;
+/// Requests whole: each one's head and body.
+type Whole = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
 /// A loopback HTTPS server for several host names (one certificate with
 /// all of them, from a test CA): answers GETs by host and path (the query
@@ -33,6 +35,8 @@ pub struct KeyHost {
     hosts: Vec<String>,
     routes: Routes,
     log: Arc<Mutex<Vec<String>>>,
+    /// Every request whole: its head and its body (by Content-Length).
+    whole: Whole,
     dir: tempfile::TempDir,
 }
 
@@ -122,13 +126,14 @@ impl KeyHost {
         let addr = listener.local_addr().unwrap();
         let routes: Routes = Arc::default();
         let log: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (r, l) = (routes.clone(), log.clone());
+        let whole: Whole = Arc::default();
+        let (r, l, w) = (routes.clone(), log.clone(), whole.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
-                let (acceptor, r, l) = (acceptor.clone(), r.clone(), l.clone());
+                let (acceptor, r, l, w) = (acceptor.clone(), r.clone(), l.clone(), w.clone());
                 tokio::spawn(async move {
                     let Ok(mut tls) = acceptor.accept(tcp).await else {
                         return;
@@ -141,7 +146,27 @@ impl KeyHost {
                             Ok(n) => head.extend_from_slice(&buf[..n]),
                         }
                     }
+                    let end = head
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map_or(head.len(), |p| p + 4);
+                    let mut body = head.split_off(end);
                     let head = String::from_utf8_lossy(&head).into_owned();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    while body.len() < length.min(1 << 20) {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => body.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    w.lock().unwrap().push((head.clone(), body));
                     let target = head.split(' ').nth(1).unwrap_or("").to_owned();
                     let host = head
                         .lines()
@@ -179,6 +204,7 @@ impl KeyHost {
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
             routes,
             log,
+            whole,
             dir,
         }
     }
@@ -194,6 +220,11 @@ impl KeyHost {
     pub fn wkd(&self, email: &str, advanced: bool, status: u16, body: &[u8]) {
         let (host, path) = wkd_path(email, advanced);
         self.serve(&host, &path, status, body);
+    }
+
+    /// Every request so far, whole: its head, its body.
+    pub fn whole_requests(&self) -> Vec<(String, Vec<u8>)> {
+        self.whole.lock().unwrap().clone()
     }
 
     /// Every request so far, as `host/path?query`.
@@ -621,4 +652,89 @@ async fn a_roster_add_without_a_key_is_looked_up_and_the_weekly_refresh_merges_a
     assert!(roster.is_ok(), "the held key is on the roster now");
     assert!(f.spool().held_keys().unwrap().is_empty());
     daemon.stop().await;
+}
+
+/// Issue 21's footing: the HTTPS client sends a POST or a PATCH with its
+/// headers and body exactly (the body signed with HMAC-SHA256, as a
+/// release hook's will be), trusts the test CA only when told to, and
+/// gives up on a server that never answers within its timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_https_client_sends_a_signed_body_exactly() {
+    use embargo_relay::discovery::https::{Client, Request, Url};
+    let host = KeyHost::start(&["hooks.example"]).await;
+    host.serve("hooks.example", "/lift", 204, b"");
+    host.serve("hooks.example", "/hang", 0, b"");
+    let ca = std::fs::read(host.ca()).unwrap();
+    let to = vec![("hooks.example".to_owned(), host.addr)];
+    let client = Client::new(Some(&ca), to.clone(), Duration::from_secs(2), 1 << 16).unwrap();
+    let url = Url::parse(&format!("https://hooks.example:{}/lift", host.addr.port())).unwrap();
+    for (method, size) in [
+        (hyper::Method::POST, 0usize),
+        (hyper::Method::POST, 1),
+        (hyper::Method::PATCH, 1000),
+        (hyper::Method::POST, 70_000),
+    ] {
+        let body: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+        let signature = format!(
+            "sha256={}",
+            crypto::hmac_sha256_hex(b"hook secret", &body).unwrap()
+        );
+        let headers = [
+            ("content-type", "application/json"),
+            ("x-embargo-relay-signature", signature.as_str()),
+        ];
+        let answer = client
+            .send(&Request {
+                method: method.clone(),
+                url: &url,
+                headers: &headers,
+                body: body.clone().into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{method} {size}: {e:?}"));
+        assert_eq!(answer.status, 204, "{method} {size}");
+        let (head, got) = host.whole_requests().pop().unwrap();
+        assert!(
+            head.starts_with(&format!("{method} /lift HTTP/1.1\r\n")),
+            "{head}"
+        );
+        let signed = head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-embargo-relay-signature: sha256="))
+            .expect("the signature header");
+        assert_eq!(got, body, "{method} {size}: the body exactly");
+        assert_eq!(
+            signed,
+            crypto::hmac_sha256_hex(b"hook secret", &got).unwrap(),
+            "the receiver's own HMAC of what it got"
+        );
+        assert!(
+            head.contains("content-type: application/json\r\n"),
+            "{head}"
+        );
+    }
+    // Without the test CA: not trusted.
+    let untrusting = Client::new(None, to, Duration::from_secs(2), 1 << 16).unwrap();
+    let refused = untrusting
+        .send(&Request {
+            method: hyper::Method::POST,
+            url: &url,
+            headers: &[],
+            body: Vec::new().into(),
+        })
+        .await;
+    assert!(refused.is_err(), "an unknown CA is refused");
+    // A server that never answers: an error within the timeout.
+    let hang = Url::parse(&format!("https://hooks.example:{}/hang", host.addr.port())).unwrap();
+    let started = std::time::Instant::now();
+    let hung = client
+        .send(&Request {
+            method: hyper::Method::POST,
+            url: &hang,
+            headers: &[],
+            body: b"{}".to_vec().into(),
+        })
+        .await;
+    assert!(hung.is_err());
+    assert!(started.elapsed() < Duration::from_secs(30));
 }
