@@ -24,7 +24,7 @@ pub struct Record {
     pub entity: Secret,
     /// Its attachments' SHA-256 digests, worked out when first asked
     /// ([`Record::attachment_digests`]).
-    pub digests: std::sync::OnceLock<Vec<(String, String)>>,
+    digests: std::sync::OnceLock<Vec<(String, String)>>,
 }
 
 impl std::fmt::Debug for Record {
@@ -42,6 +42,26 @@ const FORMAT_V3: &[u8] = b"embargo-relay announcement v3\n";
 const FORMAT_V2: &[u8] = b"embargo-relay announcement v2\n";
 
 impl Record {
+    /// A verified announcement's record.
+    pub fn announcement(
+        signer: String,
+        from: String,
+        subject: String,
+        terms: Terms,
+        public_to: Vec<String>,
+        entity: Secret,
+    ) -> Record {
+        Record {
+            signer,
+            from,
+            subject,
+            terms,
+            public_to,
+            entity,
+            digests: Default::default(),
+        }
+    }
+
     /// What the spool keeps for a message that carries no embargo (a
     /// member post, a join request, a notice to the PST).
     pub fn unembargoed(
@@ -178,11 +198,11 @@ mod tests {
 
     #[test]
     fn the_record_framing_round_trips() {
-        let a = Record {
-            signer: "ABCD".into(),
-            from: "pst@example.org".into(),
-            subject: "CVE-2026-1: thing".into(),
-            terms: Terms {
+        let a = Record::announcement(
+            "ABCD".into(),
+            "pst@example.org".into(),
+            "CVE-2026-1: thing".into(),
+            Terms {
                 until: DateTime::parse_from_rfc3339("2026-12-01T16:00:00Z")
                     .unwrap()
                     .into(),
@@ -195,12 +215,9 @@ mod tests {
                 )),
                 tlp: Some(crate::embargo::Tlp::AmberStrict),
             },
-            public_to: vec!["a@x.org".into()],
-            entity: Secret::new(
-                b"Content-Type: text/plain\r\n\r\nline\nwith\nnewlines\r\n".to_vec(),
-            ),
-            digests: Default::default(),
-        };
+            vec!["a@x.org".into()],
+            Secret::new(b"Content-Type: text/plain\r\n\r\nline\nwith\nnewlines\r\n".to_vec()),
+        );
         let b = Record::from_bytes(a.to_bytes().expose()).unwrap();
         assert_eq!(
             (b.signer, b.from, b.subject),

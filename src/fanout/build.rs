@@ -900,11 +900,11 @@ mod tests {
     #[test]
     fn a_receipt_says_who_has_the_copy_and_who_does_not() {
         let until = chrono::DateTime::parse_from_rfc3339("2026-12-10T16:00:00-05:00").unwrap();
-        let record = Record {
-            signer: "ABCD".into(),
-            from: "pst@project.example".into(),
-            subject: "CVE-2026-1: thing".into(),
-            terms: crate::embargo::Terms {
+        let record = Record::announcement(
+            "ABCD".into(),
+            "pst@project.example".into(),
+            "CVE-2026-1: thing".into(),
+            crate::embargo::Terms {
                 until: until.with_timezone(&chrono::Utc),
                 sender_offset: *until.offset(),
                 public_to: Vec::new(),
@@ -913,10 +913,9 @@ mod tests {
                 deployment: None,
                 tlp: None,
             },
-            public_to: vec!["oss@lists.example".into()],
-            entity: crate::secret::Secret::new(Vec::new()),
-            digests: Default::default(),
-        };
+            vec!["oss@lists.example".into()],
+            crate::secret::Secret::new(Vec::new()),
+        );
         let report = [
             ("a@distro.example".to_owned(), "sent".to_owned(), None),
             (

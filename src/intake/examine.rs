@@ -186,15 +186,14 @@ pub fn examine(
         Some(_) if !policy.public_recipients.is_empty() => policy.public_recipients.clone(),
         Some(_) => return refused(Rejection::Embargo(TermsError::NoPublicRecipients), sender),
     };
-    let announcement = Record {
-        signer: sender.signer,
-        from: sender.from,
-        subject: sender.subject,
+    let announcement = Record::announcement(
+        sender.signer,
+        sender.from,
+        sender.subject,
         terms,
         public_to,
-        entity: signed_part,
-        digests: Default::default(),
-    };
+        signed_part,
+    );
     Ok(Examined::Announcement(
         announcement,
         sender.digests,
