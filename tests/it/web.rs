@@ -14,12 +14,32 @@ use crate::common::*;
 const TOKEN: &str = "0123456789abcdef0123456789abcdef-test-token";
 const CANARY: &str = "QZ7CANARY";
 
-/// The fixture's list with `[http]` on a loopback port and the token.
+/// A member whose key stops receiving in 20 days (from now).
+const EXPIRING_MEMBER: &str = "security@expiring-e.example";
+
+/// The fixture's list with `[http]` on a loopback port and the token, and
+/// one more member whose key expires in 20 days ([`EXPIRING_MEMBER`]).
 async fn with_http(f: &Fixture) -> (InProcess, SocketAddr) {
     std::fs::write(f.path("http-token"), format!("{TOKEN}\n")).unwrap();
+    let cert = embargo_relay::crypto::generate_key(
+        &format!("E <{EXPIRING_MEMBER}>"),
+        now() - chrono::Duration::hours(1),
+        Some(std::time::Duration::from_secs(20 * 86_400)),
+    )
+    .unwrap();
+    std::fs::write(
+        f.path("keys/expiring.asc"),
+        embargo_relay::crypto::armored_public(&cert).unwrap(),
+    )
+    .unwrap();
     let daemon = f
         .start_in_process(&Tweaks {
             extra: "[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"http-token\"\n".into(),
+            members: vec![(
+                EXPIRING_MEMBER.to_owned(),
+                "Expiring E".to_owned(),
+                "keys/expiring.asc".to_owned(),
+            )],
             ..Tweaks::default()
         })
         .await;
@@ -60,7 +80,8 @@ async fn the_status_api_and_metrics_show_states_never_content() {
         &format!("{CANARY} advisory"),
     )
     .await;
-    let usable = f.usable_members().count();
+    // The fixture's usable members and the one whose key expires later.
+    let usable = f.usable_members().count() + 1;
     wait_copies(&daemon.sink, usable).await;
     wait_settled(&daemon.running.relay, daemon.clock.now()).await;
 
@@ -106,12 +127,25 @@ async fn the_status_api_and_metrics_show_states_never_content() {
     assert_eq!(e["copies"]["skipped"], 2, "the expired and the missing key");
     assert_eq!(e["releases"][0]["to"], PUBLIC_DEFAULT);
     let expiry = list["key_expiry"].as_array().unwrap();
-    assert_eq!(expiry.len(), 5, "every member: {expiry:?}");
+    assert_eq!(expiry.len(), 6, "every member: {expiry:?}");
     assert!(
         expiry.iter().any(|k| k["member"] == SQ_MEMBER
             && k["days_left"].is_null()
             && k["kind"] == "openpgp")
     );
+    // Soonest first: the keys that cannot receive now (0 days), then the
+    // one that stops in 20 days (19 whole days from now), then the rest.
+    let days: Vec<Option<i64>> = expiry.iter().map(|k| k["days_left"].as_i64()).collect();
+    let expiring = expiry
+        .iter()
+        .position(|k| k["member"] == EXPIRING_MEMBER)
+        .expect("the expiring member");
+    assert_eq!(days[expiring], Some(19), "{expiry:?}");
+    assert!(
+        days[..expiring].iter().all(|d| d.is_some_and(|d| d <= 19)),
+        "{days:?}"
+    );
+    assert!(days[expiring + 1..].iter().all(Option::is_none), "{days:?}");
     let keys = list["keys"].as_array().unwrap();
     assert!(
         keys.iter()
@@ -162,9 +196,11 @@ async fn the_status_api_and_metrics_show_states_never_content() {
         next.rsplit(' ').next().unwrap().parse::<i64>().unwrap() > 86_400,
         "{next}"
     );
+    // A key that can no longer receive counts as expiring now.
     assert!(
-        // The fixture's keys never expire: the family is there, no sample.
-        metrics.contains("# TYPE embargo_relay_key_expiry_days_min gauge"),
+        metrics.contains(&format!(
+            "embargo_relay_key_expiry_days_min{{list=\"{LIST}\"}} 0"
+        )),
         "{metrics}"
     );
     answers.push(metrics);
@@ -195,9 +231,23 @@ async fn the_status_api_and_metrics_show_states_never_content() {
         assert_eq!(status, expect, "{path}");
         answers.push(body);
     }
-    // A refused mail and the release at the lift are counted.
-    let junk = format!("From: {PST}\r\nTo: {LIST}\r\nSubject: x\r\n\r\nunsigned\r\n");
+    // A refused mail and the release at the lift are counted. The refused
+    // mail's own words (its From name, Subject, text) appear in no answer:
+    // the audit trail as the API shows it names what was wrong, not what
+    // the mail said.
+    let junk = format!(
+        "From: \"{CANARY} sender\" <{PST}>\r\nTo: {LIST}\r\nSubject: {CANARY} subject\r\n\r\n{CANARY} unsigned text\r\n"
+    );
     assert!(send(daemon.addr(), PST, junk.as_bytes()).await.is_err());
+    let (status, _, audit) = get(http, &format!("/api/v1/lists/{LIST}/audit"), Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    assert!(
+        audit.contains("\"event\":\"rejected\""),
+        "the refusal is in the audit: {audit}"
+    );
+    answers.push(audit);
+    let (_, _, lists) = get(http, "/api/v1/lists", Some(TOKEN)).await;
+    answers.push(lists);
     daemon.clock.set(lift + chrono::Duration::seconds(2));
     daemon
         .sink
