@@ -325,6 +325,7 @@ impl Connection {
         self.send_queued().await?;
         let mut text = String::new();
         let mut line = Vec::new();
+        let mut first: Option<u16> = None;
         loop {
             line.clear();
             let n = (&mut self.stream)
@@ -356,6 +357,11 @@ impl Connection {
                     return Err("the smarthost sent something that is not an SMTP reply".to_owned());
                 }
             };
+            // Every line of one reply carries its code (RFC 5321, 4.2.1):
+            // another means the replies are out of step with the commands.
+            if *first.get_or_insert(code) != code {
+                return Err("the smarthost's reply lines carry different codes".to_owned());
+            }
             if !text.is_empty() {
                 text.push(' ');
             }
@@ -707,6 +713,7 @@ mod tests {
                 "too long",
             ),
             (b"220-a\r\n".repeat(40_000), "too long"),
+            (b"220-a\r\n250 b\r\n".to_vec(), "different codes"),
             (Vec::new(), "closed"),
         ] {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
