@@ -318,6 +318,9 @@ async fn drain(
                     config.host, config.mailbox
                 );
                 tracing::warn!(uid, size, limit, "fetched mail too large; rejected");
+                relay
+                    .counters
+                    .rejected(&relay.config().list_address, "too_large");
                 let now = relay.clock.now();
                 // Not read, so not routed: the daemon's own record.
                 relay
@@ -374,6 +377,9 @@ async fn process(
             uid,
             "fetched mail names no single list of its mailbox; rejected"
         );
+        relay
+            .counters
+            .rejected(&relay.config().list_address, "binding");
         let now = relay.clock.now();
         let recorded = relay
             .spool

@@ -522,7 +522,11 @@ impl MailHandler for Intake {
             reply.enhanced,
             reply.text
         );
-        // Counted like every other rejection (`tally_or_audit`).
+        // Counted like every other rejection (`tally_or_audit`, and the
+        // `embargo_relay_rejections` metric).
+        self.relay
+            .counters
+            .rejected(&self.relay.config().list_address, "session");
         let (this, host, reason) = (self.clone(), peer_host(peer), reply.text.clone());
         let now = self.relay.clock.now();
         let write = move || this.tally_or_audit(now, ("rejected", &host, &reason), None, &detail);

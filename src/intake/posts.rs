@@ -262,6 +262,9 @@ impl Intake {
                     printable(&envelope.mail_from),
                     reply.text
                 );
+                self.relay
+                    .counters
+                    .rejected(&self.relay.config().list_address, "rate_limit");
                 self.tally_or_audit(now, ("rejected", &peer_host, &reply.text), None, &detail);
                 return reply;
             }

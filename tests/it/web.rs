@@ -248,6 +248,19 @@ async fn the_status_api_and_metrics_show_states_never_content() {
     answers.push(audit);
     let (_, _, lists) = get(http, "/api/v1/lists", Some(TOKEN)).await;
     answers.push(lists);
+    // Data sent before the 354, refused in the SMTP session: counted too.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(daemon.addr()).await.unwrap();
+        let pipelined = format!(
+            "EHLO t\r\nMAIL FROM:<{PST}>\r\nRCPT TO:<{LIST}>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n"
+        );
+        s.write_all(pipelined.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(PATIENCE, s.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.contains("data sent before 354"), "{answer}");
+    }
     daemon.clock.set(lift + chrono::Duration::seconds(2));
     daemon
         .sink
@@ -270,12 +283,14 @@ async fn the_status_api_and_metrics_show_states_never_content() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    assert!(
-        metrics.contains(&format!(
-            "embargo_relay_rejections_total{{list=\"{LIST}\",reason=\"unsigned\"}} 1"
-        )),
-        "{metrics}"
-    );
+    for reason in ["unsigned", "session"] {
+        assert!(
+            metrics.contains(&format!(
+                "embargo_relay_rejections_total{{list=\"{LIST}\",reason=\"{reason}\"}} 1"
+            )),
+            "{reason}: {metrics}"
+        );
+    }
     // Two seconds late on the manual clock: in the 5 s bucket, not the 1 s one.
     assert!(
         metrics.contains(&format!(
