@@ -493,30 +493,21 @@ mod tests {
     /// is noticed and replaced, and nothing is lost.
     #[tokio::test(flavor = "multi_thread")]
     async fn connections_are_kept_reused_and_replaced_when_dropped() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::atomic::Ordering;
         let sink = crate::sink::CaptureSink::start().await.unwrap();
-        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = proxy.local_addr().unwrap().port();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let (count, target) = (accepted.clone(), sink.addr());
         // Each connection is forwarded; `cut` drops the first one.
         let cut = tokio_util::sync::CancellationToken::new();
         let cutter = cut.clone();
-        tokio::spawn(async move {
-            loop {
-                let (mut client, _) = proxy.accept().await.unwrap();
-                // Only the first connection is ever cut.
-                let first = count.fetch_add(1, Ordering::SeqCst) == 0;
-                let cut = cutter.clone();
-                tokio::spawn(async move {
-                    let mut server = tokio::net::TcpStream::connect(target).await.unwrap();
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.cancelled(), if first => {}
-                    }
-                });
+        let (port, accepted) = counting_proxy(sink.addr(), move |first, mut client, mut server| {
+            let cut = cutter.clone();
+            async move {
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    _ = cut.cancelled(), if first => {}
+                }
             }
-        });
+        })
+        .await;
         let (out, mail) = (outbound_to(port), Wire::from(MAIL.to_vec()));
         for _ in 0..5 {
             out.send("a@example.org", "b@example.org", &mail)
@@ -548,42 +539,32 @@ mod tests {
     /// into a retry minutes later, and arrives once.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_kept_connection_that_breaks_before_the_message_is_replaced_at_once() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::atomic::Ordering;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let sink = crate::sink::CaptureSink::start().await.unwrap();
-        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = proxy.local_addr().unwrap().port();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let (count, target) = (accepted.clone(), sink.addr());
         // The first connection is cut, unanswered, at its second MAIL.
-        tokio::spawn(async move {
+        let (port, accepted) = counting_proxy(sink.addr(), |first, client, server| async move {
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            let back = tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut sr, &mut cw).await;
+            });
+            let mut mails = 0;
+            let mut buf = vec![0u8; 65536];
             loop {
-                let (client, _) = proxy.accept().await.unwrap();
-                let first = count.fetch_add(1, Ordering::SeqCst) == 0;
-                tokio::spawn(async move {
-                    let server = tokio::net::TcpStream::connect(target).await.unwrap();
-                    let (mut cr, mut cw) = client.into_split();
-                    let (mut sr, mut sw) = server.into_split();
-                    let back = tokio::spawn(async move {
-                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
-                    });
-                    let mut mails = 0;
-                    let mut buf = vec![0u8; 65536];
-                    loop {
-                        let n = cr.read(&mut buf).await.unwrap_or(0);
-                        if n == 0 {
-                            break;
-                        }
-                        mails += memchr::memmem::find_iter(&buf[..n], b"MAIL FROM").count();
-                        if first && mails >= 2 {
-                            back.abort();
-                            return;
-                        }
-                        sw.write_all(&buf[..n]).await.unwrap();
-                    }
-                });
+                let n = cr.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                mails += memchr::memmem::find_iter(&buf[..n], b"MAIL FROM").count();
+                if first && mails >= 2 {
+                    back.abort();
+                    return;
+                }
+                sw.write_all(&buf[..n]).await.unwrap();
             }
-        });
+        })
+        .await;
         let (out, mail) = (outbound_to(port), Wire::from(MAIL.to_vec()));
         for _ in 0..2 {
             out.send("a@example.org", "b@example.org", &mail)
@@ -592,6 +573,33 @@ mod tests {
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "a fresh connection");
         assert_eq!(sink.count(), 2, "each copy once");
+    }
+
+    /// A proxy on loopback in front of `target`: each connection it takes
+    /// is counted, connected to `target`, and handed to `relay` with
+    /// whether it is the first. Its port, and the count.
+    async fn counting_proxy<F, Fut>(
+        target: std::net::SocketAddr,
+        relay: F,
+    ) -> (u16, Arc<std::sync::atomic::AtomicUsize>)
+    where
+        F: Fn(bool, tokio::net::TcpStream, tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        use std::sync::atomic::Ordering;
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = proxy.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (client, _) = proxy.accept().await.unwrap();
+                let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+                let server = tokio::net::TcpStream::connect(target).await.unwrap();
+                tokio::spawn(relay(first, client, server));
+            }
+        });
+        (port, accepted)
     }
 
     const MAIL: &[u8] = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: x\r\n\r\nbody\r\n";
