@@ -240,12 +240,23 @@ pub struct Terms {
 }
 
 /// `Deployment:` — whether members may deploy fixes during the embargo.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Its `Debug` withholds the PST's own terms (embargoed text).
+#[derive(Clone, PartialEq, Eq)]
 pub enum Deployment {
     Allowed,
     Forbidden,
     /// The PST's own terms, one line (e.g. "hosted providers may deploy").
     Terms(String),
+}
+
+impl std::fmt::Debug for Deployment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Deployment::Allowed => write!(f, "Allowed"),
+            Deployment::Forbidden => write!(f, "Forbidden"),
+            Deployment::Terms(t) => write!(f, "Terms([{} octets withheld])", t.len()),
+        }
+    }
 }
 
 impl Deployment {
@@ -556,14 +567,11 @@ fn digests_of(
         if matches!(part.body, PartType::Multipart(_)) || Some(id) == text {
             continue;
         }
-        let named = part.attachment_name().map(|n| {
-            let mut name = shown(&n.chars().take(MAX_NAME).collect::<String>());
-            if n.chars().count() > MAX_NAME {
-                name.push('…');
-            }
-            name
-        });
-        let named = named.filter(|n| !n.trim().is_empty());
+        // Cut to MAX_NAME below, with its prefix.
+        let named = part
+            .attachment_name()
+            .map(shown)
+            .filter(|n| !n.trim().is_empty());
         if named.is_none() && !msg.attachments.contains(&id) {
             continue;
         }
@@ -605,10 +613,7 @@ fn digests_of(
 /// name or terms the PST (or a reporter before it) wrote.
 fn shown(text: &str) -> String {
     text.chars()
-        .map(|c| {
-            let format = matches!(c as u32, 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x2069 | 0xFEFF);
-            if c.is_control() || format { ' ' } else { c }
-        })
+        .map(|c| if crate::lines::unseen(c) { ' ' } else { c })
         .collect()
 }
 
@@ -815,6 +820,9 @@ mod tests {
             // As the record keeps it, read back.
             assert_eq!(Tlp::from_kept(want.label()), Some(want));
         }
+        // Logged by mistake, the terms would not show.
+        let t = with("Deployment: SECRET-TERMS apply\r\n").unwrap();
+        assert!(!format!("{t:?}").contains("SECRET-TERMS"), "{t:?}");
         assert_eq!(with("Deployment:\r\n"), Err(TermsError::EmptyDeployment));
         assert_eq!(
             with(&format!("Deployment: {}\r\n", "x".repeat(501))),

@@ -16,6 +16,15 @@ pub(crate) fn has_bare_cr(data: &[u8]) -> bool {
     memchr::memchr_iter(b'\r', data).count() != crlf_pairs(data)
 }
 
+/// Whether `c` shows as nothing true on a terminal or in a mail client:
+/// a control character, or an invisible one that reorders or hides text
+/// (bidirectional overrides and isolates, zero-width characters, the
+/// byte order mark). What the audit trail and the notices replace.
+pub(crate) fn unseen(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
 /// Whether every line end in `data` is `\r\n` (no bare `\r`, no bare `\n`).
 pub(crate) fn crlf_only(data: &[u8]) -> bool {
     let pairs = crlf_pairs(data);

@@ -67,7 +67,7 @@ pub(super) fn build(relay: &Pinned, a: &Record, d: &DueDelivery) -> Result<Wire,
                 relay,
                 a,
                 d,
-                &To::pgp(&pst)?,
+                &To::pgp(relay, &pst)?,
                 &a.subject,
                 &reason,
                 outbound::REFUSAL_SUBJECT,
@@ -203,7 +203,7 @@ pub(super) fn receipt_message(
         relay,
         a,
         d,
-        &To::pgp(&pst)?,
+        &To::pgp(relay, &pst)?,
         &subject,
         &text,
         outbound::RECEIPT_SUBJECT,
@@ -351,7 +351,7 @@ pub(super) fn reminder_message(
         relay,
         a,
         d,
-        &To::pgp(&pst)?,
+        &To::pgp(relay, &pst)?,
         &format!("Reminder: {}", a.subject),
         &text,
         outbound::REMINDER_SUBJECT,
@@ -578,11 +578,24 @@ pub(super) enum To {
 }
 
 impl To {
-    /// A PST member's certificate (held parsed) as a recipient.
-    fn pgp(cert: &sequoia_openpgp::Cert) -> Result<To, BuildError> {
-        crate::crypto::KeptCert::new(cert)
-            .map(To::Pgp)
-            .map_err(|e| BuildError::Seal(format!("PST certificate: {e}")))
+    /// A PST member's certificate as a recipient: the roster's own kept
+    /// form (with the encryption keys it keeps derived), else kept now.
+    fn pgp(relay: &Pinned, cert: &sequoia_openpgp::Cert) -> Result<To, BuildError> {
+        let fingerprint = cert.fingerprint();
+        let directory = relay.directory();
+        let kept = directory
+            .roster
+            .members()
+            .iter()
+            .filter(|m| m.pst)
+            .filter_map(|m| m.kept().ok())
+            .find(|k| k.fingerprint() == &fingerprint);
+        match kept {
+            Some(kept) => Ok(To::Pgp(kept.clone())),
+            None => crate::crypto::KeptCert::new(cert)
+                .map(To::Pgp)
+                .map_err(|e| BuildError::Seal(format!("PST certificate: {e}"))),
+        }
     }
 }
 

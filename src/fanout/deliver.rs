@@ -122,15 +122,10 @@ pub(super) async fn deliver_one(
     // Held only while the time that really passed has not reached the
     // embargo: a leap long before it, or a clock set right, holds nothing.
     // (Asked of the clock only for what goes out at the lift.)
-    let leap = if at_the_time {
-        relay.clock.leap()
-    } else {
-        chrono::Duration::zero()
-    };
-    if at_the_time
-        && leap > crate::clock::LEAP_LIMIT
-        && relay.clock.now() - leap < announcement.terms.until
-    {
+    let leapt = at_the_time.then(|| relay.clock.leap()).is_some_and(|leap| {
+        leap > crate::clock::LEAP_LIMIT && relay.clock.now() - leap < announcement.terms.until
+    });
+    if leapt {
         let (spool_of, id) = (relay.clone(), d.message_id.clone());
         let operator_lifted =
             blocking(move || spool_of.spool.audited(&id, "released-now")).await??;

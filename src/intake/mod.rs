@@ -37,12 +37,8 @@ use crate::spool::{NewMessage, SpoolError};
 /// An address from the envelope, fit for the audit trail and a terminal:
 /// control characters become `?`.
 fn printable(text: &str) -> String {
-    // Control characters, and the invisible ones that reorder or hide
-    // text on a terminal (bidirectional overrides and isolates, zero-width
-    // characters, the byte order mark).
-    let hidden = |c: char| matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}');
     text.chars()
-        .map(|c| if c.is_control() || hidden(c) { '?' } else { c })
+        .map(|c| if crate::lines::unseen(c) { '?' } else { c })
         .collect()
 }
 

@@ -197,7 +197,7 @@ pub(crate) fn encrypted_outer(
     // (Sequoia's armor, all in `head`, has bare LFs; the list's own is
     // CRLF already.)
     let crlf = |part: Vec<u8>| {
-        if memchr::memchr_iter(b'\n', &part).all(|i| i > 0 && part[i - 1] == b'\r') {
+        if crate::lines::crlf_only(&part) {
             part
         } else {
             crate::entity::to_crlf(&part)
