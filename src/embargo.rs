@@ -9,7 +9,7 @@ use crate::address::check_address;
 use crate::quote::Quoted;
 
 /// The fields an announcement may carry, in the signed text's field block.
-pub const FIELDS: [&str; 7] = [
+pub const FIELDS: [&str; 8] = [
     "Embargo-Until",
     "Public-To",
     "Embargo-Override",
@@ -17,6 +17,7 @@ pub const FIELDS: [&str; 7] = [
     "List",
     "Deployment",
     "TLP",
+    "GitHub-Advisory",
 ];
 
 /// The fields of a command mail; a command carries exactly one of them.
@@ -237,6 +238,109 @@ pub struct Terms {
     pub deployment: Option<Deployment>,
     /// How far members may share it (`TLP:`), if said.
     pub tlp: Option<Tlp>,
+    /// The GitHub security advisories a `github` release hook publishes
+    /// at the lift (`GitHub-Advisory:`), in the order written.
+    pub github: Vec<GithubAdvisory>,
+}
+
+/// A repository security advisory on GitHub, as `GitHub-Advisory:` names
+/// it (`owner/repo GHSA-xxxx-xxxx-xxxx`). Embargoed: its `Debug` withholds
+/// it, and it stays in the sealed record (the hook's delivery row names
+/// only the hook and the advisory's place in the field).
+#[derive(Clone, PartialEq, Eq)]
+pub struct GithubAdvisory {
+    pub owner: String,
+    pub repo: String,
+    /// `GHSA-` and three groups of four, the groups in lower case.
+    pub ghsa: String,
+}
+
+impl std::fmt::Debug for GithubAdvisory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GithubAdvisory([withheld])")
+    }
+}
+
+/// The most advisories one announcement may name.
+pub const MAX_GITHUB_ADVISORIES: usize = 8;
+
+impl GithubAdvisory {
+    /// One `owner/repo GHSA-xxxx-xxxx-xxxx` entry; `None` if it is not one.
+    /// Owner and repository as GitHub allows them (letters, digits, `-`;
+    /// the repository also `.` and `_`), the advisory id in GitHub's
+    /// alphabet, in any case.
+    fn parse_one(entry: &str) -> Option<GithubAdvisory> {
+        let mut words = entry.split_whitespace();
+        let (path, id) = (words.next()?, words.next()?);
+        if words.next().is_some() {
+            return None;
+        }
+        let (owner, repo) = path.split_once('/')?;
+        let owner_ok = (1..=39).contains(&owner.len())
+            && owner.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !owner.starts_with('-');
+        let repo_ok = (1..=100).contains(&repo.len())
+            && repo
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+            && repo != "."
+            && repo != "..";
+        let ghsa = id.to_ascii_lowercase();
+        let groups: Vec<&str> = ghsa.strip_prefix("ghsa-")?.split('-').collect();
+        let id_ok = groups.len() == 3
+            && groups
+                .iter()
+                .all(|g| g.len() == 4 && g.chars().all(|c| "23456789cfghjmpqrvwx".contains(c)));
+        (owner_ok && repo_ok && id_ok).then(|| GithubAdvisory {
+            owner: owner.to_owned(),
+            repo: repo.to_owned(),
+            ghsa: format!("GHSA-{}", groups.join("-")),
+        })
+    }
+
+    /// The field's value: entries separated by commas, at most
+    /// [`MAX_GITHUB_ADVISORIES`], none twice.
+    fn parse(value: &str) -> Result<Vec<GithubAdvisory>, TermsError> {
+        let mut all: Vec<GithubAdvisory> = Vec::new();
+        for (i, entry) in value.split(',').map(str::trim).enumerate() {
+            if entry.is_empty() {
+                continue;
+            }
+            let a = GithubAdvisory::parse_one(entry).ok_or(TermsError::BadGithubAdvisory {
+                position: i + 1,
+                entry: Quoted::new(entry),
+            })?;
+            if !all.contains(&a) {
+                all.push(a);
+            }
+        }
+        if all.is_empty() {
+            return Err(TermsError::BadGithubAdvisory {
+                position: 1,
+                entry: Quoted::new(value),
+            });
+        }
+        if all.len() > MAX_GITHUB_ADVISORIES {
+            return Err(TermsError::ManyGithubAdvisories);
+        }
+        Ok(all)
+    }
+
+    /// As the record keeps the field: `owner/repo GHSA-…` entries joined by commas.
+    pub fn as_field(all: &[GithubAdvisory]) -> String {
+        all.iter()
+            .map(|a| format!("{}/{} {}", a.owner, a.repo, a.ghsa))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The field as the record keeps it ([`GithubAdvisory::as_field`]).
+    pub fn from_kept(value: &str) -> Vec<GithubAdvisory> {
+        if value.is_empty() {
+            return Vec::new();
+        }
+        GithubAdvisory::parse(value).unwrap_or_default()
+    }
 }
 
 /// `Deployment:` — whether members may deploy fixes during the embargo.
@@ -396,7 +500,7 @@ pub enum TermsError {
     #[error("Public-To: the address{0} is not a plain address")]
     BadPublicTo(Quoted),
     #[error(
-        "line {line}: unknown field{name} in the embargo block (known: Embargo-Until, Public-To, Embargo-Override, Recipients, List, Deployment, TLP)"
+        "line {line}: unknown field{name} in the embargo block (known: Embargo-Until, Public-To, Embargo-Override, Recipients, List, Deployment, TLP, GitHub-Advisory)"
     )]
     UnknownField { line: usize, name: Quoted },
     #[error("line {line}: field {name} is given twice")]
@@ -422,6 +526,14 @@ pub enum TermsError {
         "TLP: the label{0} is not a Traffic Light Protocol label (CLEAR, GREEN, AMBER, AMBER+STRICT or RED)"
     )]
     BadTlp(Quoted),
+    /// The entry is quoted in the encrypted refusal only (the repository
+    /// of an embargoed advisory is embargoed too).
+    #[error(
+        "GitHub-Advisory: entry {position}{entry} is not `owner/repository GHSA-xxxx-xxxx-xxxx` (entries separated by commas)"
+    )]
+    BadGithubAdvisory { position: usize, entry: Quoted },
+    #[error("GitHub-Advisory: names more than 8 advisories")]
+    ManyGithubAdvisories,
     /// Which entry (counted from 1) matches no member; the name itself is
     /// quoted in the encrypted refusal only.
     #[error(
@@ -681,6 +793,10 @@ fn terms_of(
     };
     let deployment = get("Deployment").map(Deployment::parse).transpose()?;
     let tlp = get("TLP").map(Tlp::parse).transpose()?;
+    let github = get("GitHub-Advisory")
+        .map(GithubAdvisory::parse)
+        .transpose()?
+        .unwrap_or_default();
     Ok(Terms {
         until: until_utc,
         sender_offset: *until.offset(),
@@ -689,6 +805,7 @@ fn terms_of(
         recipients,
         deployment,
         tlp,
+        github,
     })
 }
 
@@ -782,6 +899,64 @@ mod tests {
     fn parse(text: &str) -> Result<Terms, TermsError> {
         let entity = format!("Content-Type: text/plain; charset=utf-8\r\n\r\n{text}");
         terms(entity.as_bytes(), now(), chrono::Duration::days(14))
+    }
+
+    /// `GitHub-Advisory:` entries as GitHub spells them, in any case; what
+    /// is refused names the entry's place, never the entry, in the clear.
+    #[test]
+    fn github_advisories_are_read_and_bad_ones_refused() {
+        let with = |value: &str| {
+            parse(&format!(
+                "Embargo-Until: 2026-12-01T18:00:00Z\r\nGitHub-Advisory: {value}\r\n\r\nDetails.\r\n"
+            ))
+        };
+        let t = with("acme/widget GHSA-2345-6789-CFGH").unwrap();
+        assert_eq!(t.github.len(), 1);
+        let a = &t.github[0];
+        assert_eq!(
+            (a.owner.as_str(), a.repo.as_str(), a.ghsa.as_str()),
+            ("acme", "widget", "GHSA-2345-6789-cfgh")
+        );
+        assert!(!format!("{t:?}").contains("widget"), "{t:?}");
+        let t = with(" Acme-Corp/my_lib.rs   ghsa-jmpq-rvwx-2345 , acme/b GHSA-2345-6789-cfgh, ,acme/b GHSA-2345-6789-cfgh").unwrap();
+        assert_eq!(t.github.len(), 2, "empty and repeated entries dropped");
+        assert_eq!(
+            GithubAdvisory::from_kept(&GithubAdvisory::as_field(&t.github)),
+            t.github
+        );
+        let eight: Vec<String> = (0..8)
+            .map(|i| format!("acme/r{i} GHSA-2345-6789-cfgh"))
+            .collect();
+        assert_eq!(with(&eight.join(",")).unwrap().github.len(), 8);
+        assert_eq!(
+            with(&format!("{}, acme/r9 GHSA-2345-6789-cfgh", eight.join(","))),
+            Err(TermsError::ManyGithubAdvisories)
+        );
+        for (value, position) in [
+            ("acme/widget", 1),
+            ("acme/widget GHSA-2345-6789", 1),
+            ("acme/widget GHSA-2345-6789-abcd", 1), // a, b, d are not in GitHub's alphabet
+            ("acme/widget GHSA-2345-6789-cfgh extra", 1),
+            ("widget GHSA-2345-6789-cfgh", 1),
+            ("acme/wid/get GHSA-2345-6789-cfgh", 1),
+            ("-acme/widget GHSA-2345-6789-cfgh", 1),
+            ("acme/.. GHSA-2345-6789-cfgh", 1),
+            (
+                "acme/a GHSA-2345-6789-cfgh, SECRET-REPO/x?y GHSA-2345-6789-cfgh",
+                2,
+            ),
+            ("acme/../../orgs GHSA-2345-6789-cfgh", 1),
+        ] {
+            let bad = with(value).unwrap_err();
+            assert!(
+                matches!(bad, TermsError::BadGithubAdvisory { position: p, .. } if p == position),
+                "{value}: {bad:?}"
+            );
+            assert!(
+                !bad.to_string().contains("SECRET") && !bad.to_string().contains("acme"),
+                "{bad}"
+            );
+        }
     }
 
     /// `Deployment:` and `TLP:` as PSTs write them, in any case, and what

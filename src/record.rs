@@ -34,8 +34,11 @@ impl std::fmt::Debug for Record {
     }
 }
 
-/// The framing written: v4 adds the PST's terms (`Deployment:`, `TLP:`).
-const FORMAT: &[u8] = b"embargo-relay announcement v4\n";
+/// The framing written: v5 adds the GitHub advisories
+/// (`GitHub-Advisory:`) a release hook publishes.
+const FORMAT: &[u8] = b"embargo-relay announcement v5\n";
+/// v4 added the PST's terms (`Deployment:`, `TLP:`); still read.
+const FORMAT_V4: &[u8] = b"embargo-relay announcement v4\n";
 /// v3 added the announcement's scope (`Recipients:`); still read.
 const FORMAT_V3: &[u8] = b"embargo-relay announcement v3\n";
 /// The framing before v3, still read (its records have no scope).
@@ -83,6 +86,7 @@ impl Record {
                 recipients: Vec::new(),
                 deployment: None,
                 tlp: None,
+                github: Vec::new(),
             },
             public_to: Vec::new(),
             entity,
@@ -121,6 +125,7 @@ impl Record {
                 .map(|d| d.as_field().to_owned())
                 .unwrap_or_default(),
             t.tlp.map(|l| l.label().to_owned()).unwrap_or_default(),
+            crate::embargo::GithubAdvisory::as_field(&t.github),
         ];
         let mut out = Vec::with_capacity(self.entity.len() + 512);
         out.extend_from_slice(FORMAT);
@@ -135,6 +140,8 @@ impl Record {
 
     pub fn from_bytes(bytes: &[u8]) -> Option<Record> {
         let (version, mut rest) = if let Some(rest) = bytes.strip_prefix(FORMAT) {
+            (5, rest)
+        } else if let Some(rest) = bytes.strip_prefix(FORMAT_V4) {
             (4, rest)
         } else if let Some(rest) = bytes.strip_prefix(FORMAT_V3) {
             (3, rest)
@@ -161,6 +168,7 @@ impl Record {
         } else {
             (String::new(), String::new())
         };
+        let github = if version >= 5 { line()? } else { String::new() };
         let list = |s: &str| -> Vec<String> {
             s.split(',')
                 .filter(|a| !a.is_empty())
@@ -179,6 +187,7 @@ impl Record {
                 .collect(),
             deployment: crate::embargo::Deployment::from_kept(&deployment),
             tlp: crate::embargo::Tlp::from_kept(&tlp),
+            github: crate::embargo::GithubAdvisory::from_kept(&github),
         };
         Some(Record {
             signer,
@@ -214,6 +223,9 @@ mod tests {
                     "hosted providers may deploy".into(),
                 )),
                 tlp: Some(crate::embargo::Tlp::AmberStrict),
+                github: crate::embargo::GithubAdvisory::from_kept(
+                    "acme/widget GHSA-2345-6789-cfgh,acme/other.rs GHSA-jmpq-rvwx-2345",
+                ),
             },
             vec!["a@x.org".into()],
             Secret::new(b"Content-Type: text/plain\r\n\r\nline\nwith\nnewlines\r\n".to_vec()),
@@ -227,11 +239,19 @@ mod tests {
         assert_eq!(b.public_to, a.public_to);
         assert_eq!(b.entity, a.entity);
         assert!(Record::from_bytes(b"something else").is_none());
-        // A v3 record (written before the terms were kept) reads as one
-        // without terms; a v2 record (before the scope) as one for every
-        // member.
-        let v4 = a.to_bytes();
-        let mut lines: Vec<&[u8]> = v4.expose().splitn(13, |b| *b == b'\n').collect();
+        assert_eq!(b.terms.github.len(), 2);
+        // A v4 record (before the GitHub advisories) reads as one without
+        // them; a v3 record (before the terms were kept) as one without
+        // terms; a v2 record (before the scope) as one for every member.
+        let v5 = a.to_bytes();
+        let mut lines: Vec<&[u8]> = v5.expose().splitn(14, |b| *b == b'\n').collect();
+        lines[0] = b"embargo-relay announcement v4";
+        lines.remove(12);
+        let v4 = lines.join(&b'\n');
+        let old = Record::from_bytes(&v4).unwrap();
+        assert!(old.terms.github.is_empty());
+        assert_eq!(old.terms.tlp, a.terms.tlp);
+        assert_eq!(old.entity, a.entity);
         lines[0] = b"embargo-relay announcement v3";
         lines.drain(10..12);
         let v3 = lines.join(&b'\n');

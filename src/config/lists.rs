@@ -57,6 +57,16 @@ fn merged(list: RawList, raw: &RawConfig) -> OneList {
         } else {
             "list.member"
         },
+        hooks: if list.hooks.is_empty() {
+            raw.hooks.clone()
+        } else {
+            list.hooks.clone()
+        },
+        hooks_field: if list.hooks.is_empty() {
+            "release_hook"
+        } else {
+            "list.release_hook"
+        },
         list: RawList {
             address: list.address,
             secret_key: or(list.secret_key, &d.secret_key),
@@ -70,6 +80,7 @@ fn merged(list: RawList, raw: &RawConfig) -> OneList {
             imap: None,
             smime_cert: list.smime_cert,
             smime_key: list.smime_key,
+            hooks: Vec::new(),
         },
         inbound,
         outbound: raw.outbound.clone(),

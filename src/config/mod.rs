@@ -10,6 +10,8 @@ use crate::crypto::ListKey;
 use crate::roster::{Member, Roster};
 use crate::secret::Secret;
 
+mod hooks;
+pub use hooks::hook_row;
 mod lists;
 mod raw;
 #[cfg(test)]
@@ -67,8 +69,46 @@ pub struct Config {
     pub http: Option<HttpConfig>,
     /// `[discovery]`: where members' keys are looked up (none: nowhere).
     pub discovery: Option<crate::discovery::DiscoveryConfig>,
+    /// Release hooks (issue 21), in the file's order.
+    pub hooks: Vec<ReleaseHook>,
     /// The file's other lists.
     pub neighbours: Neighbours,
+}
+
+/// A release hook (`[[release_hook]]`): an HTTPS endpoint called at the
+/// lift of every embargo of the list, or when one is cancelled.
+#[derive(Debug, Clone)]
+pub struct ReleaseHook {
+    /// `[a-z0-9_-]`, at most 40: it names the hook's deliveries.
+    pub name: String,
+    pub kind: HookKind,
+    /// The webhook's address, or the GitHub API's.
+    pub url: crate::discovery::https::Url,
+    /// The webhook's HMAC-SHA256 key, or the GitHub token.
+    pub secret: crate::secret::Secret,
+    pub on_lift: bool,
+    pub on_cancel: bool,
+    /// PEM certificates trusted besides the system's roots.
+    pub extra_ca: Option<Vec<u8>>,
+    /// The longest one call may take.
+    pub timeout: Duration,
+}
+
+/// What a release hook calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookKind {
+    /// A JSON POST signed with HMAC-SHA256.
+    Webhook,
+    /// GitHub's REST API: publishes the repository security advisories
+    /// the announcement names (`GitHub-Advisory:`).
+    Github,
+}
+
+impl Config {
+    /// The hook called `name`, if the list still has it.
+    pub fn hook(&self, name: &str) -> Option<&ReleaseHook> {
+        self.hooks.iter().find(|h| h.name == name)
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -26,6 +26,33 @@ pub struct RawConfig {
     pub discovery: Option<RawDiscovery>,
     /// `[http]`: the status API and metrics (daemon-wide; off without it).
     pub http: Option<RawHttp>,
+    /// `[[release_hook]]`: endpoints called at every lift (or cancel).
+    #[serde(default, rename = "release_hook")]
+    pub hooks: Vec<RawReleaseHook>,
+}
+
+/// `[[release_hook]]`: an HTTPS endpoint called at the lift of every
+/// embargo of the list (and at a cancel, if asked).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReleaseHook {
+    /// Names its deliveries, its credential (`release-hook-<name>`), its
+    /// lines in receipts and `status`.
+    pub name: String,
+    /// `webhook` (default) or `github`.
+    pub kind: Option<String>,
+    /// The webhook's address; for `github`, the API's (default
+    /// `https://api.github.com`).
+    pub url: Option<String>,
+    /// The webhook's HMAC key, or the GitHub token (or the systemd
+    /// credential `release-hook-<name>`).
+    pub secret_file: Option<PathBuf>,
+    /// `["lift"]` (default), `["lift", "cancel"]` or `["cancel"]`.
+    pub on: Option<Vec<String>>,
+    /// A PEM file of CA certificates trusted besides the system's.
+    pub extra_ca: Option<PathBuf>,
+    /// How long one call may take (default: `outbound.timeout`).
+    pub timeout: Option<String>,
 }
 
 /// `[http]`: where the status API and `/metrics` listen, and who may read them.
@@ -134,6 +161,9 @@ pub struct RawList {
     pub smime_cert: Option<PathBuf>,
     /// Its private key (PEM, unencrypted; or a systemd credential).
     pub smime_key: Option<PathBuf>,
+    /// This list's release hooks, instead of the file's `[[release_hook]]`.
+    #[serde(default, rename = "release_hook")]
+    pub hooks: Vec<RawReleaseHook>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -258,4 +288,7 @@ pub struct OneList {
     /// Where the members come from, for errors: `member` (the file's
     /// `[[member]]`) or `list.member` (the list's own).
     pub members_field: &'static str,
+    pub hooks: Vec<RawReleaseHook>,
+    /// `release_hook` or `list.release_hook`, for errors.
+    pub hooks_field: &'static str,
 }

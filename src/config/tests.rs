@@ -576,3 +576,177 @@ fn release_guardrails_are_read_and_bad_ones_refused() {
     let e = with("min_notice = 'soon'").unwrap_err().to_string();
     assert!(e.contains("policy.min_notice"), "{e}");
 }
+
+/// `[[release_hook]]`: the file's hooks serve every list without its own;
+/// what cannot work is refused at load, naming the field; the secret is
+/// read then (the credential first) and never shown.
+#[test]
+fn release_hooks_are_read_and_bad_ones_refused() {
+    let dir = keys_dir();
+    let path = dir.path().join("c.toml");
+    std::fs::write(dir.path().join("hook.key"), "SECRET-KEY-0123456789abcdef\n").unwrap();
+    std::fs::write(dir.path().join("short.key"), "SECRET-short").unwrap();
+    std::fs::write(dir.path().join("gh.token"), "github_pat_SECRET\n").unwrap();
+    std::fs::write(dir.path().join("bad.token"), "github pat SECRET").unwrap();
+    let with = |shared: &str, own: &str| {
+        let text = format!(
+            "{SHARED}\n{shared}\n[[list]]\naddress = 'a@x.org'\n{own}\n[[list]]\naddress = 'b@x.org'\nsecret_key = 'list-b.key'\n"
+        );
+        Config::parse_all(&text, &path)
+    };
+    let lists = with("", "").unwrap();
+    assert!(lists[0].hooks.is_empty() && lists[0].lift_hook_rows(2).is_empty());
+    let shared = "[[release_hook]]\nname = 'site'\nurl = 'https://hooks.example.org/lift'\nsecret_file = 'hook.key'\non = ['lift', 'cancel']\n\
+                  [[release_hook]]\nname = 'gh'\nkind = 'github'\nsecret_file = 'gh.token'\ntimeout = '10s'\n";
+    let lists = with(shared, "").unwrap();
+    for list in &lists {
+        let site = list.hook("site").unwrap();
+        assert_eq!(site.kind, HookKind::Webhook);
+        assert_eq!(site.url.host, "hooks.example.org");
+        assert_eq!(site.secret.expose(), b"SECRET-KEY-0123456789abcdef");
+        assert_eq!(site.timeout, list.outbound.timeout);
+        assert!(site.on_lift && site.on_cancel);
+        let gh = list.hook("gh").unwrap();
+        assert_eq!(
+            (gh.kind, gh.url.host.as_str()),
+            (HookKind::Github, "api.github.com")
+        );
+        assert_eq!(gh.secret.expose(), b"github_pat_SECRET");
+        assert_eq!(gh.timeout, Duration::from_secs(10));
+        assert!(gh.on_lift && !gh.on_cancel);
+        assert!(
+            !format!("{list:?}").contains("SECRET"),
+            "secrets stay out of Debug"
+        );
+        assert_eq!(list.lift_hook_rows(0), ["site"]);
+        assert_eq!(list.lift_hook_rows(2), ["site", "gh#1", "gh#2"]);
+        assert_eq!(list.cancel_hook_rows(), ["site"]);
+    }
+    assert_eq!(super::hook_row("gh#2"), ("gh", Some(2)));
+    assert_eq!(super::hook_row("site"), ("site", None));
+    // A list's own hooks replace the file's.
+    let own = "[[list.release_hook]]\nname = 'mine'\nurl = 'https://a.example/'\nsecret_file = 'hook.key'\non = ['cancel']\n";
+    let lists = with(shared, own).unwrap();
+    assert_eq!(lists[0].hooks.len(), 1);
+    assert!(lists[0].lift_hook_rows(1).is_empty());
+    assert_eq!(lists[0].cancel_hook_rows(), ["mine"]);
+    assert_eq!(lists[1].hooks.len(), 2);
+    let hook = |body: &str| format!("[[release_hook]]\nname = 'h'\n{body}\n");
+    for (body, field, words) in [
+        (
+            "url = 'https://a.example/'",
+            "release_hook[0].secret_file",
+            "missing",
+        ),
+        (
+            "url = 'http://a.example/'\nsecret_file = 'hook.key'",
+            "release_hook[0].url",
+            "https",
+        ),
+        ("secret_file = 'hook.key'", "release_hook[0].url", "missing"),
+        (
+            "url = 'https://a.example/'\nsecret_file = 'short.key'",
+            "release_hook[0].secret_file",
+            "openssl rand",
+        ),
+        (
+            "url = 'https://a.example/'\nsecret_file = 'nowhere.key'",
+            "release_hook[0].secret_file",
+            "nowhere.key",
+        ),
+        (
+            "url = 'https://a.example/'\nsecret_file = 'hook.key'\non = []",
+            "release_hook[0].on",
+            "never",
+        ),
+        (
+            "url = 'https://a.example/'\nsecret_file = 'hook.key'\non = ['publish']",
+            "release_hook[0].on",
+            "publish",
+        ),
+        (
+            "url = 'https://a.example/'\nsecret_file = 'hook.key'\nkind = 'slack'",
+            "release_hook[0].kind",
+            "slack",
+        ),
+        (
+            "url = 'https://a.example/'\nsecret_file = 'hook.key'\ntimeout = '1h'",
+            "release_hook[0].timeout",
+            "300s",
+        ),
+        (
+            "url = 'https://a.example/'\nsecret_file = 'hook.key'\nextra_ca = 'hook.key'",
+            "release_hook[0].extra_ca",
+            "PEM",
+        ),
+        (
+            "kind = 'github'\nsecret_file = 'bad.token'",
+            "release_hook[0].secret_file",
+            "one word",
+        ),
+        (
+            "kind = 'github'\nsecret_file = 'gh.token'\non = ['lift', 'cancel']",
+            "release_hook[0].on",
+            "lift only",
+        ),
+        (
+            "kind = 'github'\nsecret_file = 'gh.token'\nurl = 'https://api.example/v3'",
+            "release_hook[0].url",
+            "without a path",
+        ),
+    ] {
+        let e = with(&hook(body), "").unwrap_err().to_string();
+        assert!(e.contains(field) && e.contains(words), "{body}: {e}");
+        assert!(
+            !e.contains("SECRET"),
+            "{body}: the secret is never shown: {e}"
+        );
+    }
+    for bad in ["Site", "a b", "", "x#1", &"a".repeat(41)] {
+        let e = with(&format!("[[release_hook]]\nname = '{bad}'\nurl = 'https://a.example/'\nsecret_file = 'hook.key'\n"), "")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("release_hook[0].name"), "{bad}: {e}");
+    }
+    let twice = format!(
+        "{}{}",
+        hook("url = 'https://a.example/'\nsecret_file = 'hook.key'"),
+        hook("url = 'https://b.example/'\nsecret_file = 'hook.key'")
+    );
+    assert!(
+        with(&twice, "")
+            .unwrap_err()
+            .to_string()
+            .contains("names two hooks")
+    );
+    // The systemd credential `release-hook-<name>` wins over the file, and
+    // serves without one.
+    let credentials = tempfile::tempdir().unwrap();
+    std::fs::write(
+        credentials.path().join("release-hook-h"),
+        "SECRET-from-the-credential\n",
+    )
+    .unwrap();
+    let v = Validator {
+        path: &path,
+        base: dir.path(),
+        which: None,
+    };
+    for file in [Some(Path::new("hook.key")), None] {
+        let secret = v
+            .hook_secret("h", file, Some(credentials.path()), HookKind::Webhook, "f")
+            .unwrap();
+        assert_eq!(secret.expose(), b"SECRET-from-the-credential");
+    }
+    let e = v
+        .hook_secret(
+            "other",
+            None,
+            Some(credentials.path()),
+            HookKind::Webhook,
+            "f",
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("release-hook-other"), "{e}");
+}

@@ -25,7 +25,7 @@ impl Validator<'_> {
         }
     }
 
-    fn resolve(&self, p: &Path) -> PathBuf {
+    pub(super) fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_owned()
         } else {
@@ -166,6 +166,7 @@ impl Validator<'_> {
             .with_updates(&state_dir.join(crate::roster::UPDATES_DIR));
         let discovery = self.discovery(raw.discovery)?;
         let http = raw.http.map(|h| self.http(h)).transpose()?;
+        let hooks = self.hooks(raw.hooks, raw.hooks_field, outbound.timeout)?;
         let neighbours = Neighbours {
             first: list_address.clone(),
             lists: vec![list_address.clone()],
@@ -186,6 +187,7 @@ impl Validator<'_> {
             discovery,
             smime,
             http,
+            hooks,
             neighbours,
         })
     }
@@ -468,19 +470,7 @@ impl Validator<'_> {
             .transpose()?;
         let extra_ca = raw
             .extra_ca
-            .map(|p| {
-                let path = self.resolve(&p);
-                let pem = std::fs::read(&path).map_err(|e| {
-                    self.err("discovery.extra_ca", format!("{}: {e}", path.display()))
-                })?;
-                if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
-                    return Err(self.err(
-                        "discovery.extra_ca",
-                        format!("{}: no PEM certificate in it", path.display()),
-                    ));
-                }
-                Ok(pem)
-            })
+            .map(|p| self.extra_ca("discovery.extra_ca", &p))
             .transpose()?;
         let mut connect_to = Vec::new();
         for (host, addr) in raw.connect_to {
@@ -516,7 +506,21 @@ impl Validator<'_> {
         }))
     }
 
-    fn duration(
+    /// A PEM file of CA certificates trusted besides the system's.
+    pub(super) fn extra_ca(&self, field: &str, p: &Path) -> Result<Vec<u8>, ConfigError> {
+        let path = self.resolve(p);
+        let pem = std::fs::read(&path)
+            .map_err(|e| self.err(field, format!("{}: {e}", path.display())))?;
+        if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+            return Err(self.err(
+                field,
+                format!("{}: no PEM certificate in it", path.display()),
+            ));
+        }
+        Ok(pem)
+    }
+
+    pub(super) fn duration(
         &self,
         field: &str,
         value: Option<String>,

@@ -60,6 +60,10 @@ pub(super) fn build(relay: &Pinned, a: &Record, d: &DueDelivery) -> Result<Wire,
         Kind::Reminder if d.to.eq_ignore_ascii_case(&a.from) => reminder_message(relay, a, d),
         Kind::Reminder => ack_reminder_message(relay, a, d),
         Kind::Notice => notice_message(relay, a, d),
+        // Called by `hook.rs`, never built as mail.
+        Kind::Hook | Kind::CancelHook => Err(BuildError::NotNeeded(
+            "a release hook is called, not mailed".to_owned(),
+        )),
         Kind::Refusal => {
             let pst = pst_cert_for(relay, a, &d.to)?;
             let reason = String::from_utf8_lossy(a.entity.expose()).into_owned();
@@ -198,6 +202,7 @@ pub(super) fn receipt_message(
             "\nTHE PUBLIC ADVISORY DID NOT REACH {to}: {why}\nPublish it there yourself.\n"
         ));
     }
+    text.push_str(&hooks_text(relay, a, &d.message_id)?);
     let subject = format!("Receipt: {}", a.subject);
     notice(
         relay,
@@ -208,6 +213,66 @@ pub(super) fn receipt_message(
         &text,
         outbound::RECEIPT_SUBJECT,
     )
+}
+
+/// The receipt's lines on the release hooks: each call and how it stands
+/// (a GitHub advisory named, in this encrypted text only), a call that
+/// failed for good in capitals, and advisories no hook will publish.
+fn hooks_text(relay: &Pinned, a: &Record, id: &str) -> Result<String, BuildError> {
+    let mut rows = Vec::new();
+    for kind in [Kind::Hook, Kind::CancelHook] {
+        for (row, state, why) in relay
+            .spool
+            .delivery_report(id, kind)
+            .map_err(BuildError::Spool)?
+        {
+            rows.push((kind, row, state, why));
+        }
+    }
+    let mut text = String::new();
+    let mut failed = String::new();
+    if !rows.is_empty() {
+        text.push_str("\nRelease hooks:\n");
+    }
+    for (kind, row, state, why) in &rows {
+        let (name, n) = crate::config::hook_row(row);
+        let what = match n.and_then(|n| a.terms.github.get(n.wrapping_sub(1))) {
+            Some(gh) => format!(
+                "{name}: publishes GitHub advisory {} in {}/{}",
+                gh.ghsa, gh.owner, gh.repo
+            ),
+            None if *kind == Kind::CancelHook => format!("{name}: called for the cancel"),
+            None => format!("{name}: called at the lift"),
+        };
+        let why = why.as_deref().unwrap_or_default();
+        let how = match state.as_str() {
+            "sent" => "done".to_owned(),
+            "pending" if why.is_empty() => "waiting".to_owned(),
+            "pending" => format!("retrying ({why})"),
+            "cancelled" => "not called (the embargo was cancelled)".to_owned(),
+            "skipped" => format!("not called ({why})"),
+            _ => {
+                failed.push_str(&format!(
+                    "\nTHE RELEASE HOOK {name} FAILED: {why}\nDo by hand what it does (e.g. publish the advisory).\n"
+                ));
+                format!("FAILED ({why})")
+            }
+        };
+        text.push_str(&format!("  - {what}: {how}\n"));
+    }
+    let github_hooks = relay
+        .config()
+        .hooks
+        .iter()
+        .any(|h| h.kind == crate::config::HookKind::Github && h.on_lift);
+    if !a.terms.github.is_empty() && !github_hooks {
+        text.push_str(&format!(
+            "\nGitHub-Advisory names {} advisory(ies), but this list has no github release hook: publish them yourself at the lift.\n",
+            a.terms.github.len()
+        ));
+    }
+    text.push_str(&failed);
+    Ok(text)
 }
 
 /// The members among `report` (a copy's rows) who can receive now but
@@ -925,6 +990,7 @@ mod tests {
                 recipients: Vec::new(),
                 deployment: None,
                 tlp: None,
+                github: Vec::new(),
             },
             vec!["oss@lists.example".into()],
             crate::secret::Secret::new(Vec::new()),

@@ -91,7 +91,10 @@ pub(super) async fn deliver_one(
     }
     // A release or a lifted notice is looked at before its checks below;
     // any other delivery in the same step as it is built.
-    let timely = matches!(d.kind, Kind::Release | Kind::Lifted);
+    let timely = matches!(
+        d.kind,
+        Kind::Release | Kind::Lifted | Kind::Hook | Kind::CancelHook
+    );
     let (r, dd, now) = (relay.clone(), d.clone(), relay.clock.now());
     if timely && !blocking(move || r.spool.still_due(&dd, now)).await?? {
         permit.sent();
@@ -101,7 +104,7 @@ pub(super) async fn deliver_one(
     // SIGHUP does meanwhile.
     let r = Arc::new(crate::context::Pinned::new(relay.clone()));
     let (a, dd) = (announcement.clone(), d.clone());
-    if d.kind == Kind::Release && d.embargo_cancelled {
+    if matches!(d.kind, Kind::Release | Kind::Hook) && d.embargo_cancelled {
         permit.sent();
         // Never publish a cancelled embargo's advisory, whatever the row says.
         return finish(
@@ -113,7 +116,8 @@ pub(super) async fn deliver_one(
         )
         .await;
     }
-    let at_the_time = matches!(d.kind, Kind::Release | Kind::Lifted) && !d.embargo_cancelled;
+    let at_the_time =
+        matches!(d.kind, Kind::Release | Kind::Lifted | Kind::Hook) && !d.embargo_cancelled;
     if at_the_time && relay.clock.now() < announcement.terms.until {
         permit.sent();
         // Never early: the clock is checked now, not only when the row fell due.
@@ -133,6 +137,9 @@ pub(super) async fn deliver_one(
             permit.sent();
             return hold_for_leap(&r, announcement, d).await;
         }
+    }
+    if d.kind.is_hook() {
+        return super::hook::call(w, &r, announcement, d, permit).await;
     }
     // A builder that panics fails this delivery, with the reason, instead
     // of pausing the whole fan-out on it again and again.
@@ -239,7 +246,13 @@ pub(super) async fn deliver_one(
                     late_release = late;
                     detail
                 }
-                Kind::Receipt | Kind::Lifted | Kind::Reminder | Kind::Refusal | Kind::Notice => {
+                Kind::Receipt
+                | Kind::Lifted
+                | Kind::Reminder
+                | Kind::Refusal
+                | Kind::Notice
+                | Kind::Hook
+                | Kind::CancelHook => {
                     tracing::info!(message_id = %d.message_id, to = %d.to, kind = ?d.kind, "notice sent");
                     format!("smarthost answered {answer}")
                 }

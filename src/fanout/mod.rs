@@ -20,6 +20,7 @@ use crate::spool::{DueDelivery, Kind, SpoolError};
 
 mod build;
 mod deliver;
+mod hook;
 mod recorder;
 
 use deliver::*;
@@ -64,11 +65,12 @@ fn key(d: &DueDelivery) -> Key {
     )
 }
 
-/// The three lanes deliveries run in, each bounded by
+/// The four lanes deliveries run in, each bounded by
 /// `outbound.concurrency`: public releases have their own, and so have the
-/// members' lifted notices, so neither a fan-out that fills the copies'
-/// lane nor thousands of lifted notices at a lift (or a dead member server
-/// holding their slots) ever delays a release.
+/// members' lifted notices and the release hooks, so neither a fan-out
+/// that fills the copies' lane nor thousands of lifted notices at a lift
+/// (or a dead member server holding their slots), nor a hook endpoint that
+/// hangs, ever delays a release.
 ///
 /// A delivery holds two things: a place to send from (at most
 /// `concurrency` per lane send at once) and a place in the lane
@@ -79,6 +81,7 @@ fn key(d: &DueDelivery) -> Key {
 /// committed) at `4 × concurrency` per lane, however long the disk takes.
 struct Lanes {
     releases: Lane,
+    hooks: Lane,
     lifted: Lane,
     other: Lane,
     /// Told whenever a place is given back.
@@ -133,6 +136,7 @@ impl Lanes {
         };
         Lanes {
             releases: lane(),
+            hooks: lane(),
             lifted: lane(),
             other: lane(),
             freed: Arc::default(),
@@ -142,6 +146,7 @@ impl Lanes {
     fn try_enter(&self, kind: Kind) -> Option<LanePermit> {
         let lane = match kind {
             Kind::Release => &self.releases,
+            Kind::Hook | Kind::CancelHook => &self.hooks,
             Kind::Lifted => &self.lifted,
             _ => &self.other,
         };

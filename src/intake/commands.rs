@@ -183,7 +183,13 @@ impl Intake {
                 times: format!("asked for {}", to.to_rfc3339()),
             }),
             PstCommand::Extend { id, to } => spool.extend(id, *to, now, &actor, Some(&origin)),
-            PstCommand::Cancel { id } => spool.cancel(id, now, &actor, Some(&origin)),
+            PstCommand::Cancel { id } => spool.cancel(
+                id,
+                now,
+                &actor,
+                Some(&origin),
+                &self.config().cancel_hook_rows(),
+            ),
             PstCommand::ReleaseNow { id } => spool.release_now(id, now, &actor, Some(&origin)),
             // Routed to `roster_command` before this.
             PstCommand::RosterAdd { .. } | PstCommand::RosterRemove { .. } => {

@@ -398,7 +398,11 @@ impl Intake {
             })
             .cloned()
             .collect();
+        let hooks = self
+            .config()
+            .lift_hook_rows(announcement.terms.github.len());
         let new = NewMessage {
+            hooks: &hooks,
             id: &id,
             signer: &announcement.signer,
             embargo_until: announcement.terms.until,

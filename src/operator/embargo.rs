@@ -41,7 +41,7 @@ pub fn embargo(
         }
         EmbargoAction::Cancel { id } => {
             spool
-                .cancel(&id, now, ACTOR, None)
+                .cancel(&id, now, ACTOR, None, &config.cancel_hook_rows())
                 .with_context(|| format!("embargo {id}"))?;
             writeln!(
                 out,
@@ -110,6 +110,14 @@ fn show(
         e.signer
     )?;
     writeln!(out, "releases     {}", releases(&e))?;
+    if !e.hooks.is_empty() {
+        let hooks: Vec<String> = e
+            .hooks
+            .iter()
+            .map(|(name, state)| format!("{name} ({state})"))
+            .collect();
+        writeln!(out, "hooks        {}", hooks.join(", "))?;
+    }
     let c = &e.copies;
     writeln!(
         out,

@@ -34,8 +34,9 @@ pub(super) fn insert_delivery(
     kind: Kind,
     due: i64,
 ) -> rusqlite::Result<()> {
-    // A release goes to a public list from the list's own address.
-    let token = (kind != Kind::Release).then(|| crate::crypto::random_hex(12));
+    // A release goes to a public list from the list's own address; a hook
+    // is no mail.
+    let token = (kind != Kind::Release && !kind.is_hook()).then(|| crate::crypto::random_hex(12));
     conn.prepare_cached(
         "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at, bounce_token) VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6)",
     )?
@@ -122,6 +123,10 @@ fn finish_in(
         (Kind::Refusal, Finished::Sent) => "refusal-sent",
         (Kind::Post, Finished::Sent) => "post-sent",
         (Kind::Notice, Finished::Sent) => "notice-sent",
+        (Kind::Hook, Finished::Sent) => "hook-called",
+        (Kind::Hook, Finished::Failed) => "hook-failed",
+        (Kind::CancelHook, Finished::Sent) => "cancel-hook-called",
+        (Kind::CancelHook, Finished::Failed) => "cancel-hook-failed",
         _ => state.as_str(),
     };
     insert_audit(
@@ -133,19 +138,31 @@ fn finish_in(
         Some(&d.to),
         detail,
     )?;
-    if state == Finished::Failed && matches!(d.kind, Kind::Copy | Kind::Release | Kind::Lifted) {
-        // The PST hears of every copy that will never arrive: its
-        // receipt is sent again, now listing this one. Before the first
-        // receipt is queued there is nothing to redo; it will list it.
-        conn.execute(
-            "UPDATE deliveries SET state = 'pending', attempts = 0, first_failed_at = NULL, last_error = NULL,
-               bounce = NULL, bounced_at = NULL,
-               next_attempt_at = ?2, copy_id = ?3 WHERE message_id = ?1 AND kind = 'receipt'",
-            params![d.message_id, to_millis(now), crate::crypto::random_hex(12)],
+    if state == Finished::Failed
+        && matches!(
+            d.kind,
+            Kind::Copy | Kind::Release | Kind::Lifted | Kind::Hook | Kind::CancelHook
         )
-        ?;
+    {
+        // The PST hears of every copy that will never arrive (and every
+        // hook that was not called): its receipt is sent again, now
+        // listing this one.
+        redo_receipt(conn, &d.message_id, now)?;
     }
     Ok(())
+}
+
+/// Sends the PST's receipt for `message_id` again (fresh, as things stand
+/// then). Before the first receipt is queued there is nothing to redo; it
+/// will say the same.
+fn redo_receipt(conn: &Connection, message_id: &str, now: DateTime<Utc>) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE deliveries SET state = 'pending', attempts = 0, first_failed_at = NULL, last_error = NULL,
+           bounce = NULL, bounced_at = NULL,
+           next_attempt_at = ?2, copy_id = ?3 WHERE message_id = ?1 AND kind = 'receipt'",
+        params![message_id, to_millis(now), crate::crypto::random_hex(12)],
+    )
+    .map(drop)
 }
 
 /// Records a transient failure (or a postponement) and when to try again,
@@ -182,7 +199,13 @@ fn retry_in(
         Some(&d.message_id),
         Some(&d.to),
         &format!("{error}; next attempt at {}", next.to_rfc3339()),
-    )
+    )?;
+    if failed && d.kind.is_hook() && d.first_failed.is_none() {
+        // A hook's first failure is told at once (the PST may publish by
+        // hand); it is retried meanwhile, and a failure for good is told again.
+        redo_receipt(conn, &d.message_id, now)?;
+    }
+    Ok(())
 }
 
 impl Spool {
@@ -194,7 +217,7 @@ impl Spool {
                 "SELECT d.message_id, d.member, d.kind, d.copy_id, d.attempts, m.embargo_until, m.embargo_state, d.first_failed_at, d.bounce_token FROM deliveries d
                  JOIN messages m ON m.id = d.message_id
                  WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 AND m.list = ?3
-                 ORDER BY d.kind = 'release' DESC, d.kind = 'lifted' DESC, m.received_at, d.message_id, d.member LIMIT ?2",
+                 ORDER BY d.kind = 'release' DESC, d.kind = 'hook' DESC, d.kind = 'lifted' DESC, m.received_at, d.message_id, d.member LIMIT ?2",
             )
             .map_err(|e| self.db(e))?;
         let rows = stmt

@@ -14,14 +14,14 @@ use super::types::{CommandOrigin, EmbargoInfo};
 use super::{Spool, SpoolError, write_tx};
 
 /// Moves an embargo's lift to `at`: the spool's time, and the pending
-/// release and lifted-notice deliveries with it.
+/// release, hook and lifted-notice deliveries with it.
 fn set_lift_time(tx: &Connection, id: &str, at: DateTime<Utc>) -> rusqlite::Result<()> {
     tx.execute(
         "UPDATE messages SET embargo_until = ?2 WHERE id = ?1",
         params![id, to_millis(at)],
     )?;
     tx.execute(
-        "UPDATE deliveries SET next_attempt_at = ?2 WHERE message_id = ?1 AND state = 'pending' AND kind IN ('release', 'lifted')",
+        "UPDATE deliveries SET next_attempt_at = ?2 WHERE message_id = ?1 AND state = 'pending' AND kind IN ('release', 'hook', 'lifted')",
         params![id, to_millis(at)],
     )
     .map(drop)
@@ -81,6 +81,19 @@ impl Spool {
                 .map_err(|e| self.db(e))?;
             rows.collect::<Result<_, _>>().map_err(|e| self.db(e))?
         };
+        let hooks = {
+            let conn = self.lock();
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT CASE kind WHEN 'cancel-hook' THEN member || ' (cancel)' ELSE member END, state
+                     FROM deliveries WHERE message_id = ?1 AND kind IN ('hook', 'cancel-hook') ORDER BY kind DESC, member",
+                )
+                .map_err(|e| self.db(e))?;
+            let rows = stmt
+                .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(|e| self.db(e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| self.db(e))?
+        };
         Ok(EmbargoInfo {
             id: id.to_owned(),
             signer,
@@ -88,6 +101,7 @@ impl Spool {
             until: from_millis(until),
             cancelled: state == "cancelled",
             releases,
+            hooks,
             copies: self.counts(id)?,
         })
     }
@@ -145,23 +159,37 @@ impl Spool {
         })
     }
 
-    /// Cancels a held embargo: the advisory is discarded, members are told at once.
+    /// Cancels a held embargo: the advisory is discarded, members are told
+    /// at once; the hooks it would have called at the lift are not, and
+    /// `cancel_hooks` (the names of the list's hooks called on a cancel)
+    /// are called at once.
     pub fn cancel(
         &self,
         id: &str,
         now: DateTime<Utc>,
         actor: &str,
         origin: Option<&CommandOrigin<'_>>,
+        cancel_hooks: &[String],
     ) -> Result<(), SpoolError> {
         self.change(id, (actor, origin), now, "cancelled", |tx, _| {
             let db = |e| self.db(e);
             tx.execute("UPDATE messages SET embargo_state = 'cancelled' WHERE id = ?1", [id])
                 .map_err(db)?;
             tx.execute(
-                "UPDATE deliveries SET state = 'cancelled' WHERE message_id = ?1 AND state = 'pending' AND kind IN ('release', 'reminder')",
+                "UPDATE deliveries SET state = 'cancelled' WHERE message_id = ?1 AND state = 'pending' AND kind IN ('release', 'hook', 'reminder')",
                 [id],
             )
             .map_err(db)?;
+            for name in cancel_hooks {
+                super::deliveries::insert_delivery(
+                    tx,
+                    id,
+                    name,
+                    super::Kind::CancelHook,
+                    to_millis(now),
+                )
+                .map_err(db)?;
+            }
             tx.execute(
                 "UPDATE deliveries SET next_attempt_at = ?2 WHERE message_id = ?1 AND state = 'pending' AND kind = 'lifted'",
                 params![id, to_millis(now)],
@@ -340,8 +368,10 @@ mod tests {
         let until = t("2026-11-22T12:00:00Z");
         let members = vec!["a@x.org".to_owned()];
         let public = vec!["pub@x.org".to_owned()];
+        let hooks = vec!["site".to_owned(), "gh#1".to_owned()];
         for (id, digest) in [("m1", "d1"), ("m2", "d2")] {
             let msg = NewMessage {
+                hooks: &hooks,
                 id,
                 signer: "F",
                 embargo_until: until,
@@ -385,9 +415,17 @@ mod tests {
             .map(|(_, k)| k)
             .collect();
         assert!(
-            !at_old_time.contains(&Kind::Release) && !at_old_time.contains(&Kind::Lifted),
+            !at_old_time.contains(&Kind::Release)
+                && !at_old_time.contains(&Kind::Lifted)
+                && !at_old_time.contains(&Kind::Hook),
             "{at_old_time:?}"
         );
+        let at_new_time = kinds_due(t("2026-11-23T12:00:00Z"));
+        let m1_hooks = at_new_time
+            .iter()
+            .filter(|(m, k)| m == "m1" && *k == Kind::Hook)
+            .count();
+        assert_eq!(m1_hooks, 2, "the hooks moved with the lift");
         // The reminder moved by the same day: due at the old embargo time, not before.
         assert!(at_old_time.contains(&Kind::Reminder));
         let just_before = until - chrono::Duration::seconds(1);
@@ -400,24 +438,38 @@ mod tests {
             .map(|(_, k)| k)
             .collect();
         assert!(
-            due_now.contains(&Kind::Release) && due_now.contains(&Kind::Lifted),
+            due_now.contains(&Kind::Release)
+                && due_now.contains(&Kind::Lifted)
+                && due_now.contains(&Kind::Hook),
             "{due_now:?}"
         );
         assert!(!due_now.contains(&Kind::Reminder));
         assert!(
             matches!(
-                spool.cancel("m2", t("2026-11-20T12:00:01Z"), "test", None),
+                spool.cancel("m2", t("2026-11-20T12:00:01Z"), "test", None, &[]),
                 Err(SpoolError::RefusedAt { .. })
             ),
             "already lifted"
         );
 
-        spool.cancel("m1", now, "test", None).unwrap();
+        spool
+            .cancel("m1", now, "test", None, &["site".to_owned()])
+            .unwrap();
         let info = spool.embargo("m1").unwrap();
         assert_eq!(info.state(now), "cancelled");
         assert_eq!(
             info.releases,
             [("pub@x.org".to_owned(), "cancelled".to_owned())]
+        );
+        let state = |s: &str| s.to_owned();
+        assert_eq!(
+            info.hooks,
+            [
+                (state("gh#1"), state("cancelled")),
+                (state("site"), state("cancelled")),
+                (state("site (cancel)"), state("pending")),
+            ],
+            "the lift's calls cancelled, the cancel's called"
         );
         let m1_now: Vec<Kind> = kinds_due(now)
             .into_iter()
@@ -425,8 +477,20 @@ mod tests {
             .map(|(_, k)| k)
             .collect();
         assert!(
-            m1_now.contains(&Kind::Lifted) && !m1_now.contains(&Kind::Release),
+            m1_now.contains(&Kind::Lifted)
+                && m1_now.contains(&Kind::CancelHook)
+                && !m1_now.contains(&Kind::Release)
+                && !m1_now.contains(&Kind::Hook),
             "{m1_now:?}"
+        );
+        // A hook is no mail: it has no bounce address.
+        assert!(
+            spool
+                .due(now, 100)
+                .unwrap()
+                .iter()
+                .filter(|d| d.kind.is_hook())
+                .all(|d| d.bounce_token.is_none())
         );
         assert!(matches!(spool.embargo("nope"), Err(SpoolError::Refused(_))));
         let events: Vec<String> = spool
@@ -448,6 +512,7 @@ mod tests {
         let until = t("2026-11-22T12:00:00Z");
         let public = vec!["pub1@x.org".to_owned(), "pub2@x.org".to_owned()];
         let msg = NewMessage {
+            hooks: &[],
             id: "m1",
             signer: "F",
             embargo_until: until,
@@ -470,7 +535,7 @@ mod tests {
             .unwrap();
         spool.finish(&first, Finished::Sent, "250", until).unwrap();
         for refused in [
-            spool.cancel("m1", now, "test", None),
+            spool.cancel("m1", now, "test", None, &[]),
             spool.extend("m1", t("2026-11-23T12:00:00Z"), now, "test", None),
         ] {
             assert!(

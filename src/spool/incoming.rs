@@ -121,6 +121,7 @@ impl Spool {
             .public_to
             .iter()
             .map(|p| (p.as_str(), Kind::Release, until));
+        let hooks = msg.hooks.iter().map(|h| (h.as_str(), Kind::Hook, until));
         let lifted = msg
             .members
             .iter()
@@ -134,6 +135,7 @@ impl Spool {
         });
         for (to, kind, due) in rows
             .chain(releases)
+            .chain(hooks)
             .chain(lifted)
             .chain(reminder)
             .chain(ack_reminders)
@@ -148,11 +150,12 @@ impl Spool {
             Some(msg.id),
             None,
             &format!(
-                "signed by {}; embargo until {}; {} member copies queued; {} public releases held",
+                "signed by {}; embargo until {}; {} member copies queued; {} public releases held; {} release hooks",
                 msg.signer,
                 msg.embargo_until.to_rfc3339(),
                 msg.members.len(),
-                msg.public_to.len()
+                msg.public_to.len(),
+                msg.hooks.len()
             ),
         )
         .map_err(|e| self.db(e))?;

@@ -315,6 +315,7 @@ mod tests {
         let members = ["m@x.org".to_owned()];
         let refused = spool.accept(
             &NewMessage {
+                hooks: &[],
                 id: "e1",
                 signer: "FPR",
                 embargo_until: t("2026-12-30T12:00:00Z"),

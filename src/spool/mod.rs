@@ -465,6 +465,7 @@ pub(super) mod tests {
         digests: &'a [String],
     ) -> NewMessage<'a> {
         NewMessage {
+            hooks: &[],
             id,
             signer: "FPR",
             embargo_until: t("2026-11-22T12:00:00Z"),
@@ -487,6 +488,7 @@ pub(super) mod tests {
         spool
             .accept(
                 &NewMessage {
+                    hooks: &[],
                     id,
                     signer: "FPR",
                     embargo_until: t("2026-12-30T12:00:00Z"),
@@ -619,6 +621,7 @@ pub(super) mod tests {
             .unwrap()
             .accept(
                 &NewMessage {
+                    hooks: &[],
                     id: "m1",
                     signer: "F",
                     embargo_until: now + chrono::Duration::days(1),

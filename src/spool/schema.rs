@@ -14,8 +14,9 @@ use super::write_tx;
 /// lists in one spool (`list` on messages, the replay cache and the audit
 /// trail; an older spool's rows go to the list that opens it first).
 /// Version 9: `member_keys` (where a member's key was found, a different
-/// key held for the PST).
-pub(super) const SCHEMA_VERSION: i64 = 9;
+/// key held for the PST). Version 10: release hooks (`hook` and
+/// `cancel-hook` deliveries; the table is rebuilt for its CHECK).
+pub(super) const SCHEMA_VERSION: i64 = 10;
 
 /// `messages`: one row per message the list keeps, sealed to the list key
 /// (an announcement with its embargo time and state, or a post, refusal or
@@ -43,7 +44,7 @@ pub(super) fn deliveries_ddl(name: &str) -> String {
         "CREATE TABLE IF NOT EXISTS {name} (
     message_id      TEXT NOT NULL REFERENCES messages(id),
     member          TEXT NOT NULL,
-    kind            TEXT NOT NULL DEFAULT 'copy' CHECK (kind IN ('copy', 'release', 'receipt', 'lifted', 'reminder', 'refusal', 'post', 'notice')),
+    kind            TEXT NOT NULL DEFAULT 'copy' CHECK (kind IN ('copy', 'release', 'receipt', 'lifted', 'reminder', 'refusal', 'post', 'notice', 'hook', 'cancel-hook')),
     copy_id         TEXT NOT NULL,
     state           TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'skipped', 'failed', 'cancelled')),
     attempts        INTEGER NOT NULL DEFAULT 0,
@@ -224,15 +225,21 @@ pub(super) fn migrate(conn: &mut Connection, list: &str) -> rusqlite::Result<()>
             ("messages", messages_ddl("rebuilt")),
             ("deliveries", deliveries_ddl("rebuilt")),
         ] {
-            let columns: Vec<String> = tx
-                .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?
-                .query_map([], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            let columns = columns.join(", ");
-            tx.execute_batch(&format!(
-                "{ddl}\nINSERT INTO rebuilt ({columns}) SELECT {columns} FROM {table};\nDROP TABLE {table};\nALTER TABLE rebuilt RENAME TO {table};"
-            ))?;
+            rebuild(&tx, table, &ddl)?;
         }
+    }
+    let deliveries: Option<String> = tx
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'deliveries'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if deliveries.is_some_and(|sql| !sql.contains("'cancel-hook'")) {
+        // Before version 10: the kind CHECK lacks the hooks. Rebuilt with
+        // the columns it has (the bounce columns are added below if it
+        // is older than 8); its indexes are made again with the others.
+        rebuild(&tx, "deliveries", &deliveries_ddl("rebuilt"))?;
     }
     tx.execute_batch(&messages_ddl("messages"))?;
     tx.execute_batch(&deliveries_ddl("deliveries"))?;
@@ -295,6 +302,19 @@ pub(super) fn migrate(conn: &mut Connection, list: &str) -> rusqlite::Result<()>
     conn.pragma_update(None, "foreign_keys", "ON")
 }
 
+/// Makes `table` again as `ddl` (a table named `rebuilt`) says, copying
+/// the columns the old table has: SQLite cannot alter a CHECK.
+fn rebuild(tx: &rusqlite::Transaction<'_>, table: &str, ddl: &str) -> rusqlite::Result<()> {
+    let columns: Vec<String> = tx
+        .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let columns = columns.join(", ");
+    tx.execute_batch(&format!(
+        "{ddl}\nINSERT INTO rebuilt ({columns}) SELECT {columns} FROM {table};\nDROP TABLE {table};\nALTER TABLE rebuilt RENAME TO {table};"
+    ))
+}
+
 /// Version 8: the rows of a spool that held one list are marked as that
 /// list's. The messages table has its column by now (made, or rebuilt
 /// above, with the default ''); the audit trail gets its column the same
@@ -354,6 +374,80 @@ mod tests {
     use super::*;
     use crate::spool::tests::t;
     use crate::spool::{NewPost, Spool, SpoolError};
+
+    /// Version 9 to 10: the deliveries table is rebuilt for the hooks'
+    /// kinds, keeping its rows, its indexes and its bounce tokens.
+    #[test]
+    fn a_version_9_spool_takes_hook_deliveries_after_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = t("2026-11-20T12:00:00Z");
+        {
+            let spool = Spool::open(dir.path(), "list@example.org").unwrap();
+            let members = ["a@x.org".to_owned(), "b@x.org".to_owned()];
+            let (digests, public) = (["d1".to_owned()], ["oss@x.org".to_owned()]);
+            let msg = crate::spool::NewMessage {
+                public_to: &public,
+                ..crate::spool::tests::new_message("m1", &members, &digests)
+            };
+            spool.accept(&msg, now).unwrap();
+            // Back to version 9: the old CHECK, the same rows.
+            let v9 = deliveries_ddl("old").replace(", 'hook', 'cancel-hook'", "");
+            assert!(!v9.contains("hook"));
+            spool
+                .lock()
+                .execute_batch(&format!(
+                    "PRAGMA foreign_keys = OFF; {v9}
+                     INSERT INTO old SELECT * FROM deliveries; DROP TABLE deliveries;
+                     ALTER TABLE old RENAME TO deliveries; PRAGMA user_version = 9;"
+                ))
+                .unwrap();
+            let refused = spool.lock().execute(
+                "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES ('m1', 'h', 'hook', 'c', 'pending', 0)",
+                [],
+            );
+            assert!(refused.is_err(), "version 9 has no hooks");
+        }
+        let before: Vec<(String, String, Option<String>)> = {
+            let conn = Connection::open(dir.path().join("spool.sqlite")).unwrap();
+            let mut stmt = conn
+                .prepare("SELECT member, kind, bounce_token FROM deliveries ORDER BY member, kind")
+                .unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert!(!before.is_empty());
+        let spool = Spool::open(dir.path(), "list@example.org").unwrap();
+        let conn = spool.lock();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let after: Vec<(String, String, Option<String>)> = conn
+            .prepare("SELECT member, kind, bounce_token FROM deliveries ORDER BY member, kind")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(after, before, "every row kept");
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'deliveries' AND name LIKE 'deliveries_%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 4, "its indexes made again");
+        for kind in ["hook", "cancel-hook"] {
+            conn.execute(
+                "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES ('m1', 'h', ?1, 'c', 'pending', 0)",
+                [kind],
+            )
+            .unwrap();
+        }
+    }
 
     #[test]
     fn a_version_0_spool_is_migrated_keeping_its_rows() {

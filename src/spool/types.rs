@@ -19,6 +19,8 @@ pub struct NewMessage<'a> {
     /// The public lists the held advisory goes to at `embargo_until`
     /// (empty: no advisory held).
     pub public_to: &'a [String],
+    /// The release hooks called at `embargo_until` (a `hook` row each).
+    pub hooks: &'a [String],
     /// The PST address to remind, and when (none if that time has passed).
     pub reminder: Option<(&'a str, DateTime<Utc>)>,
     /// When to remind the members who will not have acknowledged by then,
@@ -75,11 +77,17 @@ pub enum Kind {
     /// A notice from the list to one roster member (the weekly key check):
     /// encrypted when the member's key is usable, else signed only.
     Notice,
+    /// A release hook called at the lift (issue 21): the row's `member` is
+    /// the hook's name, `<name>#<n>` for the n-th GitHub advisory the
+    /// announcement names (never the advisory itself: it is embargoed).
+    Hook,
+    /// A release hook called when the embargo is cancelled.
+    CancelHook,
 }
 
 impl Kind {
     /// Every kind, for the one mapping to and from the spool's text.
-    pub(super) const ALL: [Kind; 8] = [
+    pub(super) const ALL: [Kind; 10] = [
         Kind::Copy,
         Kind::Release,
         Kind::Receipt,
@@ -88,6 +96,8 @@ impl Kind {
         Kind::Refusal,
         Kind::Post,
         Kind::Notice,
+        Kind::Hook,
+        Kind::CancelHook,
     ];
 
     pub(super) fn as_str(self) -> &'static str {
@@ -100,7 +110,14 @@ impl Kind {
             Kind::Refusal => "refusal",
             Kind::Notice => "notice",
             Kind::Post => "post",
+            Kind::Hook => "hook",
+            Kind::CancelHook => "cancel-hook",
         }
+    }
+
+    /// A call to a release hook, not a mail.
+    pub fn is_hook(self) -> bool {
+        matches!(self, Kind::Hook | Kind::CancelHook)
     }
 }
 
@@ -164,6 +181,9 @@ pub struct EmbargoInfo {
     pub cancelled: bool,
     /// Public lists and the state of the release to each.
     pub releases: Vec<(String, String)>,
+    /// Release hooks (a cancel hook's name with ` (cancel)`) and the state
+    /// of each call.
+    pub hooks: Vec<(String, String)>,
     pub copies: DeliveryCounts,
 }
 

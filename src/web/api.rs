@@ -56,6 +56,9 @@ pub(crate) struct EmbargoView {
     pub received_at: String,
     pub copies: Copies,
     pub releases: Vec<Release>,
+    /// Release hooks: `to` is the hook's name (`<name>#<n>` for a GitHub
+    /// advisory, `<name> (cancel)` for a cancel's call).
+    pub hooks: Vec<Release>,
     pub acknowledged: usize,
     /// Per member (`GET /api/v1/lists/{list}/embargoes/{id}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,6 +109,14 @@ fn view(e: &EmbargoInfo, now: chrono::DateTime<chrono::Utc>, acknowledged: usize
         },
         releases: e
             .releases
+            .iter()
+            .map(|(to, state)| Release {
+                to: to.clone(),
+                state: state.clone(),
+            })
+            .collect(),
+        hooks: e
+            .hooks
             .iter()
             .map(|(to, state)| Release {
                 to: to.clone(),

@@ -334,7 +334,9 @@ async fn two_lists_sharing_a_pst_key_stay_apart() {
         .unwrap_err();
     assert!(why.contains(LIST_B) && why.contains("pending"), "{why}");
     assert!(running.relay_of(LIST_B).is_some());
-    b.spool.cancel(&id_b, clock.now(), "test", None).unwrap();
+    b.spool
+        .cancel(&id_b, clock.now(), "test", None, &[])
+        .unwrap();
     b.wake.notify_one();
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while b.spool.pending().unwrap() > 0 {
