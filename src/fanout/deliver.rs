@@ -464,11 +464,18 @@ async fn record(
     outcome: Outcome,
     receipt: Option<&str>,
 ) -> Result<(), Stall> {
+    // A receipt sent again is due at once: the dispatch is told (it may
+    // be waiting on a full lane and not read the spool for a while).
+    let wake = outcome.redoes_receipt(d);
     let recording = Recording {
         delivery: d.clone(),
         outcome,
         at: w.relay.clock.now(),
         receipt_to: receipt.map(str::to_owned),
     };
-    w.recorder.record(recording).await
+    w.recorder.record(recording).await?;
+    if wake {
+        w.relay.wake.notify_one();
+    }
+    Ok(())
 }

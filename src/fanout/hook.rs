@@ -84,18 +84,23 @@ pub(super) async fn call(
         MAX_ANSWER,
     );
     let headers: Vec<(&str, &str)> = call.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-    // Like a public release, a call is not abandoned halfway on shutdown;
-    // it ends within the hook's timeout.
+    // Unlike a public release, a call is abandoned on shutdown (an
+    // endpoint that hangs would hold the stop for up to its timeout): it
+    // stays pending and is made again, with the same delivery id, after
+    // the restart.
     let answer = match &client {
         Ok(client) => {
-            client
-                .send(&Request {
-                    method: call.method.clone(),
-                    url: &call.url,
-                    headers: &headers,
-                    body: call.body.clone(),
-                })
-                .await
+            let request = Request {
+                method: call.method.clone(),
+                url: &call.url,
+                headers: &headers,
+                body: call.body.clone(),
+            };
+            let send = client.send(&request);
+            tokio::select! {
+                _ = w.shutdown.cancelled() => return Ok(()),
+                answer = send => answer,
+            }
         }
         Err(e) => Err(Failure::Other(e.clone())),
     };

@@ -65,12 +65,12 @@ fn key(d: &DueDelivery) -> Key {
     )
 }
 
-/// The four lanes deliveries run in, each bounded by
-/// `outbound.concurrency`: public releases have their own, and so have the
-/// members' lifted notices and the release hooks, so neither a fan-out
-/// that fills the copies' lane nor thousands of lifted notices at a lift
-/// (or a dead member server holding their slots), nor a hook endpoint that
-/// hangs, ever delays a release.
+/// The lanes deliveries run in, each bounded by `outbound.concurrency`:
+/// public releases have their own, and so have the members' lifted notices
+/// and each release hook, so neither a fan-out that fills the copies' lane
+/// nor thousands of lifted notices at a lift (or a dead member server
+/// holding their slots), nor a hook endpoint that hangs, ever delays a
+/// release or another hook.
 ///
 /// A delivery holds two things: a place to send from (at most
 /// `concurrency` per lane send at once) and a place in the lane
@@ -81,9 +81,11 @@ fn key(d: &DueDelivery) -> Key {
 /// committed) at `4 × concurrency` per lane, however long the disk takes.
 struct Lanes {
     releases: Lane,
-    hooks: Lane,
     lifted: Lane,
     other: Lane,
+    /// One per hook name, made as rows of it are first dispatched.
+    hooks: Mutex<HashMap<String, Lane>>,
+    bound: usize,
     /// Told whenever a place is given back.
     freed: Arc<Notify>,
 }
@@ -93,9 +95,40 @@ struct Lanes {
 /// unbounded (0.66–0.69 s).
 const PLACES_PER_SENDER: usize = 4;
 
+#[derive(Clone)]
 struct Lane {
     sending: Arc<Semaphore>,
     places: Arc<Semaphore>,
+}
+
+impl Lane {
+    fn new(bound: usize) -> Lane {
+        Lane {
+            sending: Arc::new(Semaphore::new(bound)),
+            places: Arc::new(Semaphore::new(PLACES_PER_SENDER * bound)),
+        }
+    }
+}
+
+/// Which lane a delivery runs in.
+#[derive(Debug, PartialEq, Eq)]
+enum LaneId<'a> {
+    Releases,
+    Lifted,
+    Other,
+    /// A release hook's, by its name.
+    Hook(&'a str),
+}
+
+impl LaneId<'_> {
+    fn of(kind: Kind, to: &str) -> LaneId<'_> {
+        match kind {
+            Kind::Release => LaneId::Releases,
+            Kind::Lifted => LaneId::Lifted,
+            Kind::Hook | Kind::CancelHook => LaneId::Hook(crate::config::hook_row(to).0),
+            _ => LaneId::Other,
+        }
+    }
 }
 
 /// A delivery's places in its lane (see [`Lanes`]); given back, and the
@@ -130,26 +163,34 @@ impl Drop for LanePermit {
 
 impl Lanes {
     fn new(bound: usize) -> Lanes {
-        let lane = || Lane {
-            sending: Arc::new(Semaphore::new(bound)),
-            places: Arc::new(Semaphore::new(PLACES_PER_SENDER * bound)),
-        };
         Lanes {
-            releases: lane(),
-            hooks: lane(),
-            lifted: lane(),
-            other: lane(),
+            releases: Lane::new(bound),
+            lifted: Lane::new(bound),
+            other: Lane::new(bound),
+            hooks: Mutex::default(),
+            bound,
             freed: Arc::default(),
         }
     }
 
-    fn try_enter(&self, kind: Kind) -> Option<LanePermit> {
-        let lane = match kind {
-            Kind::Release => &self.releases,
-            Kind::Hook | Kind::CancelHook => &self.hooks,
-            Kind::Lifted => &self.lifted,
-            _ => &self.other,
-        };
+    fn lane(&self, id: LaneId<'_>) -> Lane {
+        match id {
+            LaneId::Releases => self.releases.clone(),
+            LaneId::Lifted => self.lifted.clone(),
+            LaneId::Other => self.other.clone(),
+            LaneId::Hook(name) => self
+                .hooks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(name.to_owned())
+                .or_insert_with(|| Lane::new(self.bound))
+                .clone(),
+        }
+    }
+
+    /// A place for a delivery of `kind` to `to` in its lane, if it has room.
+    fn try_enter(&self, kind: Kind, to: &str) -> Option<LanePermit> {
+        let lane = self.lane(LaneId::of(kind, to));
         let place = lane.places.clone().try_acquire_owned().ok()?;
         Some(LanePermit {
             sending: Some(lane.sending.clone().try_acquire_owned().ok()?),
@@ -248,8 +289,17 @@ pub(crate) async fn run(relay: Arc<Relay>, outbound: Outbound, shutdown: Cancell
                     }
                 }
                 Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                    flying.landed(done, &mut stalled);
-                    if stalled.is_some() || queue.is_empty() {
+                    // Its lane has room now: if no row read waits for it,
+                    // the spool is read again (what fell due meanwhile,
+                    // e.g. a receipt, may be in it). Rows waiting for
+                    // another, full lane (hooks that hang) never hold the
+                    // others back.
+                    let landed = flying.landed(done, &mut stalled);
+                    let waiting = |(_, to, kind, _): Key| {
+                        let lane = LaneId::of(kind, &to);
+                        queue.iter().any(|d| LaneId::of(d.kind, &d.to) == lane)
+                    };
+                    if stalled.is_some() || !landed.is_some_and(waiting) {
                         break;
                     }
                     if let Err(e) = job.start(&mut queue, &mut flying, &mut tasks, &mut opened).await {
@@ -279,12 +329,13 @@ impl Flying {
     }
 
     /// Takes note of a delivery task that ended, however it ended: its row
-    /// may be dispatched again (a panicked task's row is retried).
+    /// may be dispatched again (a panicked task's row is retried). Its
+    /// row, if it was known.
     fn landed(
         &mut self,
         done: Result<(tokio::task::Id, Result<(), Stall>), tokio::task::JoinError>,
         stalled: &mut Option<Stall>,
-    ) {
+    ) -> Option<Key> {
         let (id, outcome) = match done {
             Ok((id, outcome)) => (id, outcome),
             Err(e) => (
@@ -296,12 +347,14 @@ impl Flying {
                 })),
             ),
         };
-        if let Some(key) = self.tasks.remove(&id) {
-            self.rows.remove(&key);
+        let key = self.tasks.remove(&id);
+        if let Some(key) = &key {
+            self.rows.remove(key);
         }
         if let Err(e) = outcome {
             *stalled = Some(e);
         }
+        key
     }
 }
 
@@ -373,7 +426,7 @@ impl Dispatch<'_> {
             if self.worker.shutdown.is_cancelled() {
                 break;
             }
-            let Some(permit) = self.lanes.try_enter(d.kind) else {
+            let Some(permit) = self.lanes.try_enter(d.kind, &d.to) else {
                 waiting.push_back(d);
                 continue;
             };
@@ -489,28 +542,49 @@ fn lock(unrecorded: &Unrecorded) -> std::sync::MutexGuard<'_, HashMap<Key, Strin
 mod tests {
     use super::*;
 
-    /// A full lane of copies or of lifted notices leaves a release its
-    /// own room; each lane holds `outbound.concurrency` at once.
+    /// A full lane of copies, of lifted notices or of a hook's calls
+    /// leaves a release and the other hooks their own room; each lane
+    /// holds `outbound.concurrency` at once.
     #[test]
-    fn a_release_has_a_lane_of_its_own() {
+    fn a_release_and_each_hook_have_a_lane_of_their_own() {
         let lanes = Lanes::new(2);
         let mut held = Vec::new();
-        for kind in [Kind::Copy, Kind::Lifted] {
-            held.push(lanes.try_enter(kind).unwrap());
-            held.push(lanes.try_enter(kind).unwrap());
+        for (kind, to) in [
+            (Kind::Copy, "a@x.org"),
+            (Kind::Lifted, "a@x.org"),
+            (Kind::Hook, "stuck"),
+        ] {
+            held.push(lanes.try_enter(kind, to).unwrap());
+            held.push(lanes.try_enter(kind, to).unwrap());
             assert!(
-                lanes.try_enter(kind).is_none(),
+                lanes.try_enter(kind, to).is_none(),
                 "{kind:?}: its lane is full"
             );
         }
-        assert!(lanes.try_enter(Kind::Receipt).is_none(), "the copies' lane");
-        let release = lanes.try_enter(Kind::Release);
+        assert!(
+            lanes.try_enter(Kind::Receipt, "p@x.org").is_none(),
+            "the copies' lane"
+        );
+        assert!(
+            lanes.try_enter(Kind::CancelHook, "stuck").is_none(),
+            "the hook's lane"
+        );
+        assert!(
+            lanes.try_enter(Kind::Hook, "stuck#2").is_none(),
+            "a GitHub hook's advisories share it"
+        );
+        let release = lanes.try_enter(Kind::Release, "oss@x.org");
         assert!(
             release.is_some(),
-            "lifted notices and copies fill other lanes"
+            "lifted notices, copies and a hook fill other lanes"
+        );
+        assert!(
+            lanes.try_enter(Kind::Hook, "other").is_some(),
+            "another hook's lane"
         );
         held.clear();
-        assert!(lanes.try_enter(Kind::Lifted).is_some());
+        assert!(lanes.try_enter(Kind::Lifted, "a@x.org").is_some());
+        assert!(lanes.try_enter(Kind::Hook, "stuck").is_some());
     }
 
     /// A delivery whose smarthost answered gives its place to send back
@@ -522,9 +596,12 @@ mod tests {
         for bound in [1, 3] {
             let lanes = Lanes::new(bound);
             let mut sending: Vec<LanePermit> = (0..bound)
-                .map(|_| lanes.try_enter(Kind::Copy).unwrap())
+                .map(|_| lanes.try_enter(Kind::Copy, "a@x.org").unwrap())
                 .collect();
-            assert!(lanes.try_enter(Kind::Copy).is_none(), "{bound} sending");
+            assert!(
+                lanes.try_enter(Kind::Copy, "a@x.org").is_none(),
+                "{bound} sending"
+            );
             let mut awaiting = Vec::new();
             for _ in 1..PLACES_PER_SENDER {
                 for mut p in std::mem::take(&mut sending) {
@@ -534,19 +611,23 @@ mod tests {
                         .await
                         .expect("told");
                     awaiting.push(p);
-                    sending.push(lanes.try_enter(Kind::Copy).expect("a place to send"));
+                    sending.push(
+                        lanes
+                            .try_enter(Kind::Copy, "a@x.org")
+                            .expect("a place to send"),
+                    );
                 }
             }
             assert_eq!(awaiting.len() + sending.len(), PLACES_PER_SENDER * bound);
             assert!(
-                lanes.try_enter(Kind::Copy).is_none(),
+                lanes.try_enter(Kind::Copy, "a@x.org").is_none(),
                 "{bound}: the lane is full"
             );
             for p in &mut sending {
                 p.sent();
             }
             assert!(
-                lanes.try_enter(Kind::Copy).is_none(),
+                lanes.try_enter(Kind::Copy, "a@x.org").is_none(),
                 "{bound}: none committed"
             );
             // One outcome committed (its delivery ended): one place more.
@@ -554,9 +635,9 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(5), lanes.freed.notified())
                 .await
                 .expect("told");
-            let next = lanes.try_enter(Kind::Copy);
+            let next = lanes.try_enter(Kind::Copy, "a@x.org");
             assert!(next.is_some(), "{bound}");
-            assert!(lanes.try_enter(Kind::Copy).is_none(), "{bound}");
+            assert!(lanes.try_enter(Kind::Copy, "a@x.org").is_none(), "{bound}");
         }
     }
 }

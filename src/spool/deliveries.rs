@@ -138,12 +138,12 @@ fn finish_in(
         Some(&d.to),
         detail,
     )?;
-    if state == Finished::Failed
-        && matches!(
-            d.kind,
-            Kind::Copy | Kind::Release | Kind::Lifted | Kind::Hook | Kind::CancelHook
-        )
-    {
+    let outcome = Outcome::Finished {
+        state,
+        detail: String::new(),
+        notice: None,
+    };
+    if outcome.redoes_receipt(d) {
         // The PST hears of every copy that will never arrive (and every
         // hook that was not called): its receipt is sent again, now
         // listing this one.
@@ -200,7 +200,12 @@ fn retry_in(
         Some(&d.to),
         &format!("{error}; next attempt at {}", next.to_rfc3339()),
     )?;
-    if failed && d.kind.is_hook() && d.first_failed.is_none() {
+    let outcome = Outcome::Later {
+        error: String::new(),
+        next,
+        failed,
+    };
+    if outcome.redoes_receipt(d) {
         // A hook's first failure is told at once (the PST may publish by
         // hand); it is retried meanwhile, and a failure for good is told again.
         redo_receipt(conn, &d.message_id, now)?;

@@ -338,6 +338,26 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// Whether recording this outcome of `d` sends the PST's receipt again
+    /// (due at once): a copy, release, lifted notice or hook call that
+    /// failed for good, or a hook's first failed attempt (told at once;
+    /// it is retried meanwhile).
+    pub fn redoes_receipt(&self, d: &DueDelivery) -> bool {
+        match self {
+            Outcome::Finished {
+                state: Finished::Failed,
+                ..
+            } => matches!(
+                d.kind,
+                Kind::Copy | Kind::Release | Kind::Lifted | Kind::Hook | Kind::CancelHook
+            ),
+            Outcome::Later { failed: true, .. } => d.kind.is_hook() && d.first_failed.is_none(),
+            _ => false,
+        }
+    }
+}
+
 /// What [`Spool::record`] did: each outcome's result, in order, and the
 /// announcements whose receipt is owed but could not be queued yet
 /// (announcement id, PST address).

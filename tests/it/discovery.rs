@@ -232,6 +232,11 @@ impl KeyHost {
         self.log.lock().unwrap().clone()
     }
 
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
     pub fn ca(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
     }

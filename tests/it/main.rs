@@ -16,6 +16,7 @@ mod discovery;
 mod durability;
 mod encrypted;
 mod growth;
+mod hooks;
 mod imap;
 mod inline;
 mod join;
