@@ -139,7 +139,7 @@ pub(super) async fn deliver_one(
         }
     }
     if d.kind.is_hook() {
-        return super::hook::call(w, &r, announcement, d, permit).await;
+        return call_hook(w, &r, announcement, d, permit).await;
     }
     // A builder that panics fails this delivery, with the reason, instead
     // of pausing the whole fan-out on it again and again.
@@ -280,6 +280,33 @@ pub(super) async fn deliver_one(
             finish(w, d, Finished::Failed, e.detail, receipt).await
         }
         Err(e) => defer(w, &pinned.config(), d, e.detail, receipt).await,
+    }
+}
+
+/// Calls a release hook (`hook.rs`) and records how it went.
+async fn call_hook(
+    w: &Worker,
+    pinned: &crate::context::Pinned,
+    a: &Record,
+    d: &DueDelivery,
+    mut permit: super::LanePermit,
+) -> Result<(), Stall> {
+    use super::hook::Called;
+    let called = super::hook::call(pinned, &w.shutdown, a, d).await;
+    permit.sent();
+    match called {
+        Called::Sent(detail) => {
+            crate::failpoint::hit("hook-called");
+            let recorded = finish(w, d, Finished::Sent, detail.clone(), None).await;
+            if recorded.is_err() {
+                // Never called again while the spool cannot say it was.
+                lock(&w.unrecorded).insert(key(d), detail);
+            }
+            recorded
+        }
+        Called::Retry(detail) => defer(w, &pinned.config(), d, detail, None).await,
+        Called::Failed(detail) => finish(w, d, Finished::Failed, detail, None).await,
+        Called::Abandoned => Ok(()),
     }
 }
 

@@ -12,18 +12,13 @@
 //! id, so a receiver can tell a repeat; publishing a GitHub advisory twice
 //! publishes it once.
 
-use std::sync::Arc;
-
 use hyper::body::Bytes;
 
 use crate::config::{HookKind, ReleaseHook};
 use crate::context::Pinned;
 use crate::discovery::https::{Client, Failure, Request};
 use crate::record::Record;
-use crate::spool::{DueDelivery, Finished, Kind};
-
-use super::deliver::{defer, finish};
-use super::{LanePermit, Stall, Worker, key, lock};
+use crate::spool::{DueDelivery, Kind};
 
 /// The header with the body's HMAC-SHA256 (`sha256=<hex>`), keyed with the
 /// hook's secret.
@@ -46,34 +41,38 @@ struct Call {
     body: Bytes,
 }
 
-/// Calls the hook of delivery `d` and records how it went.
+/// How a call went, for `deliver.rs` to record.
+pub(super) enum Called {
+    /// A 2xx answer: done.
+    Sent(String),
+    /// No answer, or one worth trying again: retried with backoff.
+    Retry(String),
+    /// Any other answer, or nothing to call: failed for good.
+    Failed(String),
+    /// Shutdown came first: still pending, called again after the restart.
+    Abandoned,
+}
+
+/// Calls the hook of delivery `d`.
 pub(super) async fn call(
-    w: &Worker,
-    pinned: &Arc<Pinned>,
-    a: &Arc<Record>,
+    pinned: &Pinned,
+    shutdown: &tokio_util::sync::CancellationToken,
+    a: &Record,
     d: &DueDelivery,
-    mut permit: LanePermit,
-) -> Result<(), Stall> {
+) -> Called {
     let config = pinned.config();
     let (name, advisory) = crate::config::hook_row(&d.to);
     let Some(hook) = config.hook(name) else {
-        permit.sent();
         tracing::error!(message_id = %d.message_id, hook = %name, "release hook no longer configured: not called");
-        return finish(
-            w,
-            d,
-            Finished::Failed,
-            format!("the hook `{name}` is no longer configured: not called"),
-            None,
-        )
-        .await;
+        return Called::Failed(format!(
+            "the hook `{name}` is no longer configured: not called"
+        ));
     };
     let call = match prepare(hook, pinned, a, d, advisory) {
         Ok(call) => call,
         Err(why) => {
-            permit.sent();
             tracing::error!(message_id = %d.message_id, hook = %name, %why, "release hook not called");
-            return finish(w, d, Finished::Failed, why, None).await;
+            return Called::Failed(why);
         }
     };
     crate::failpoint::hit("before-hook");
@@ -98,13 +97,12 @@ pub(super) async fn call(
             };
             let send = client.send(&request);
             tokio::select! {
-                _ = w.shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => return Called::Abandoned,
                 answer = send => answer,
             }
         }
         Err(e) => Err(Failure::Other(e.clone())),
     };
-    permit.sent();
     let status = match answer {
         Ok(r) => r.status,
         Err(e) => {
@@ -112,35 +110,22 @@ pub(super) async fn call(
             // the configuration), never the path (a GitHub advisory's
             // repository is embargoed until it is published).
             tracing::warn!(message_id = %d.message_id, hook = %name, error = %e, "release hook: no answer");
-            return defer(w, &config, d, format!("no answer: {e}"), None).await;
+            return Called::Retry(format!("no answer: {e}"));
         }
     };
     let detail = format!("the endpoint answered HTTP {status}");
     match status {
         200..=299 => {
-            crate::failpoint::hit("hook-called");
             tracing::info!(message_id = %d.message_id, hook = %name, status, kind = ?d.kind, "release hook called");
-            let recorded = finish(w, d, Finished::Sent, detail.clone(), None).await;
-            if recorded.is_err() {
-                // Never called again while the spool cannot say it was.
-                lock(&w.unrecorded).insert(key(d), detail);
-            }
-            recorded
+            Called::Sent(detail)
         }
         408 | 425 | 429 | 500..=599 => {
             tracing::warn!(message_id = %d.message_id, hook = %name, status, "release hook failed; retried");
-            defer(w, &config, d, detail, None).await
+            Called::Retry(detail)
         }
         _ => {
             tracing::error!(message_id = %d.message_id, hook = %name, status, "release hook refused; not retried");
-            finish(
-                w,
-                d,
-                Finished::Failed,
-                format!("{detail}; not retried"),
-                None,
-            )
-            .await
+            Called::Failed(format!("{detail}; not retried"))
         }
     }
 }
