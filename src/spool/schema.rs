@@ -209,14 +209,15 @@ pub(super) fn migrate(conn: &mut Connection, list: &str) -> rusqlite::Result<()>
             )),
         ));
     }
-    let old: Option<String> = tx
-        .query_row(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'",
-            [],
+    let table_sql = |name: &str| -> rusqlite::Result<Option<String>> {
+        tx.query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [name],
             |r| r.get(0),
         )
-        .optional()?;
-    if old.is_some_and(|sql| !sql.contains("'notice'")) {
+        .optional()
+    };
+    if table_sql("messages")?.is_some_and(|sql| !sql.contains("'notice'")) {
         // Versions 0 to 2: the kind CHECKs lack 'post' (0) or 'notice'
         // (before 3). SQLite cannot alter a CHECK, so both tables are
         // rebuilt (sqlite.org/lang_altertable.html), copying the columns
@@ -228,14 +229,7 @@ pub(super) fn migrate(conn: &mut Connection, list: &str) -> rusqlite::Result<()>
             rebuild(&tx, table, &ddl)?;
         }
     }
-    let deliveries: Option<String> = tx
-        .query_row(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'deliveries'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if deliveries.is_some_and(|sql| !sql.contains("'cancel-hook'")) {
+    if table_sql("deliveries")?.is_some_and(|sql| !sql.contains("'cancel-hook'")) {
         // Before version 10: the kind CHECK lacks the hooks. Rebuilt with
         // the columns it has (the bounce columns are added below if it
         // is older than 8); its indexes are made again with the others.

@@ -342,7 +342,14 @@ async fn a_failing_hook_is_retried_and_reported_and_hung_hooks_never_delay_relea
     let clock = &list.clock;
     let until = ahead(clock.now(), chrono::Duration::days(2));
     let second = until + chrono::Duration::minutes(1);
-    let a = announce(&f, list.addr(), until, "").await;
+    // It names a GitHub advisory, but the list has no github hook.
+    let a = announce(
+        &f,
+        list.addr(),
+        until,
+        "GitHub-Advisory: acme/widget GHSA-2345-6789-cfgh\n",
+    )
+    .await;
     let b = announce(&f, list.addr(), second, "").await;
     wait_copies(&list.sink, 2 * f.usable_members().count()).await;
 
@@ -365,6 +372,12 @@ async fn a_failing_hook_is_retried_and_reported_and_hung_hooks_never_delay_relea
         .await;
     let texts = receipt_texts_at(&f, &got, until);
     assert!(texts.iter().any(|t| t.contains(retrying)), "{texts:#?}");
+    assert!(
+        texts.iter().any(|t| t.contains(
+            "GitHub-Advisory names 1 advisory(ies), but this list has no github release hook: publish them yourself at the lift."
+        )),
+        "{texts:#?}"
+    );
     assert!(texts.iter().all(|t| !t.contains("SERVER-BODY-CANARY")));
     wait_audited(&f, "deferred", 1).await;
 
