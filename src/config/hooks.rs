@@ -107,7 +107,7 @@ impl Validator<'_> {
                 .map(|p| self.extra_ca(&field("extra_ca"), &p))
                 .transpose()?;
             let timeout = match h.timeout {
-                None => default_timeout,
+                None => default_timeout.clamp(Duration::from_secs(1), Duration::from_secs(300)),
                 Some(t) => self.duration(&field("timeout"), Some(t), "30s")?,
             };
             if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&timeout) {
@@ -184,21 +184,16 @@ fn what(kind: HookKind) -> &'static str {
 }
 
 impl Config {
-    /// The hook deliveries an announcement makes, due at its lift: one per
-    /// webhook called at the lift; one per `github` hook and advisory the
-    /// announcement names (`<name>#1`, `<name>#2`, … in the field's order:
-    /// the advisory itself stays in the sealed record).
-    pub fn lift_hook_rows(&self, github_advisories: usize) -> Vec<String> {
-        let mut rows = Vec::new();
-        for h in self.hooks.iter().filter(|h| h.on_lift) {
-            match h.kind {
-                HookKind::Webhook => rows.push(h.name.clone()),
-                HookKind::Github => {
-                    rows.extend((1..=github_advisories).map(|n| format!("{}#{n}", h.name)))
-                }
-            }
-        }
-        rows
+    /// The hook deliveries an announcement makes, due at its lift, by the
+    /// hook's name: every webhook called at the lift, and every `github`
+    /// hook if the announcement names GitHub advisories (one delivery
+    /// publishes them all: how many stays in the sealed record).
+    pub fn lift_hook_rows(&self, names_github_advisories: bool) -> Vec<String> {
+        self.hooks
+            .iter()
+            .filter(|h| h.on_lift && (h.kind == HookKind::Webhook || names_github_advisories))
+            .map(|h| h.name.clone())
+            .collect()
     }
 
     /// The hooks called when an embargo is cancelled, by name.
@@ -208,14 +203,5 @@ impl Config {
             .filter(|h| h.on_cancel)
             .map(|h| h.name.clone())
             .collect()
-    }
-}
-
-/// A hook delivery's row name, read back: the hook's name, and for a
-/// `github` hook which advisory of the announcement (from 1).
-pub fn hook_row(row: &str) -> (&str, Option<usize>) {
-    match row.split_once('#') {
-        Some((name, n)) => (name, n.parse().ok()),
-        None => (row, None),
     }
 }

@@ -11,7 +11,6 @@ use crate::roster::{Member, Roster};
 use crate::secret::Secret;
 
 mod hooks;
-pub use hooks::hook_row;
 mod lists;
 mod raw;
 #[cfg(test)]

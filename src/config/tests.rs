@@ -595,7 +595,7 @@ fn release_hooks_are_read_and_bad_ones_refused() {
         Config::parse_all(&text, &path)
     };
     let lists = with("", "").unwrap();
-    assert!(lists[0].hooks.is_empty() && lists[0].lift_hook_rows(2).is_empty());
+    assert!(lists[0].hooks.is_empty() && lists[0].lift_hook_rows(true).is_empty());
     let shared = "[[release_hook]]\nname = 'site'\nurl = 'https://hooks.example.org/lift'\nsecret_file = 'hook.key'\non = ['lift', 'cancel']\n\
                   [[release_hook]]\nname = 'gh'\nkind = 'github'\nsecret_file = 'gh.token'\ntimeout = '10s'\n";
     let lists = with(shared, "").unwrap();
@@ -618,17 +618,15 @@ fn release_hooks_are_read_and_bad_ones_refused() {
             !format!("{list:?}").contains("SECRET"),
             "secrets stay out of Debug"
         );
-        assert_eq!(list.lift_hook_rows(0), ["site"]);
-        assert_eq!(list.lift_hook_rows(2), ["site", "gh#1", "gh#2"]);
+        assert_eq!(list.lift_hook_rows(false), ["site"]);
+        assert_eq!(list.lift_hook_rows(true), ["site", "gh"]);
         assert_eq!(list.cancel_hook_rows(), ["site"]);
     }
-    assert_eq!(super::hook_row("gh#2"), ("gh", Some(2)));
-    assert_eq!(super::hook_row("site"), ("site", None));
     // A list's own hooks replace the file's.
     let own = "[[list.release_hook]]\nname = 'mine'\nurl = 'https://a.example/'\nsecret_file = 'hook.key'\non = ['cancel']\n";
     let lists = with(shared, own).unwrap();
     assert_eq!(lists[0].hooks.len(), 1);
-    assert!(lists[0].lift_hook_rows(1).is_empty());
+    assert!(lists[0].lift_hook_rows(true).is_empty());
     assert_eq!(lists[0].cancel_hook_rows(), ["mine"]);
     assert_eq!(lists[1].hooks.len(), 2);
     let hook = |body: &str| format!("[[release_hook]]\nname = 'h'\n{body}\n");

@@ -104,7 +104,6 @@ impl std::fmt::Display for Failure {
 
 /// What [`Client::send`] sends: the `User-Agent` and `Host` are the
 /// client's; a body has its `Content-Length`.
-#[derive(Debug)]
 pub struct Request<'a> {
     pub method: hyper::Method,
     pub url: &'a Url,
@@ -112,10 +111,26 @@ pub struct Request<'a> {
     pub body: Bytes,
 }
 
-/// An answer: its status and its body (at most the client's bound).
+/// Header values may be credentials (a hook's token): names only.
+impl std::fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| *n).collect();
+        write!(
+            f,
+            "Request({} {}, headers {names:?}, {} octets)",
+            self.method,
+            self.url.host,
+            self.body.len()
+        )
+    }
+}
+
+/// An answer: its status, its headers and its body (at most the client's
+/// bound; empty from [`Client::send_for_status`]).
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
+    pub headers: hyper::HeaderMap,
     pub body: Bytes,
 }
 
@@ -172,13 +187,23 @@ impl Client {
     /// the answer's body within its bound; a redirect is an answer, never
     /// followed.
     pub async fn send(&self, request: &Request<'_>) -> Result<Response, Failure> {
-        match tokio::time::timeout(self.timeout, self.exchange(request)).await {
+        match tokio::time::timeout(self.timeout, self.exchange(request, true)).await {
             Ok(r) => r,
             Err(_) => Err(format!("no answer within {} s", self.timeout.as_secs_f32()).into()),
         }
     }
 
-    async fn exchange(&self, r: &Request<'_>) -> Result<Response, Failure> {
+    /// Sends `request` and takes the answer's status and headers, never
+    /// its body (however long or slow): what a caller that acts on the
+    /// status alone needs, within the client's timeout.
+    pub async fn send_for_status(&self, request: &Request<'_>) -> Result<Response, Failure> {
+        match tokio::time::timeout(self.timeout, self.exchange(request, false)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {} s", self.timeout.as_secs_f32()).into()),
+        }
+    }
+
+    async fn exchange(&self, r: &Request<'_>, with_body: bool) -> Result<Response, Failure> {
         let url = r.url;
         let routed = self
             .connect_to
@@ -245,12 +270,21 @@ impl Client {
         }
         let request = request
             .body(Full::new(r.body.clone()))
-            .map_err(|e| Failure::Other(format!("bad request for {url}: {e}")))?;
+            // The host only: a path may name what is still embargoed.
+            .map_err(|e| Failure::Other(format!("bad request for {}: {e}", url.host)))?;
         let response = sender
             .send_request(request)
             .await
             .map_err(|e| Failure::Other(format!("HTTP with {} failed: {e}", url.host)))?;
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        if !with_body {
+            return Ok(Response {
+                status,
+                headers,
+                body: Bytes::new(),
+            });
+        }
         let body = Limited::new(response.into_body(), self.max_body)
             .collect()
             .await
@@ -262,7 +296,11 @@ impl Client {
                 })
             })?
             .to_bytes();
-        Ok(Response { status, body })
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
     }
 }
 

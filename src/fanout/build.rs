@@ -234,15 +234,28 @@ fn hooks_text(relay: &Pinned, a: &Record, id: &str) -> Result<String, BuildError
     if !rows.is_empty() {
         text.push_str("\nRelease hooks:\n");
     }
-    for (kind, row, state, why) in &rows {
-        let (name, n) = crate::config::hook_row(row);
-        let what = match n.and_then(|n| a.terms.github.get(n.wrapping_sub(1))) {
-            Some(gh) => format!(
-                "{name}: publishes GitHub advisory {} in {}/{}",
-                gh.ghsa, gh.owner, gh.repo
-            ),
-            None if *kind == Kind::CancelHook => format!("{name}: called for the cancel"),
-            None => format!("{name}: called at the lift"),
+    let config = relay.config();
+    let publishes = |name: &str| {
+        config
+            .hook(name)
+            .is_some_and(|h| h.kind == crate::config::HookKind::Github)
+    };
+    for (kind, name, state, why) in &rows {
+        let what = if *kind == Kind::CancelHook {
+            format!("{name}: called for the cancel")
+        } else if publishes(name) {
+            let advisories: Vec<String> = a
+                .terms
+                .github
+                .iter()
+                .map(|gh| format!("{} in {}/{}", gh.ghsa, gh.owner, gh.repo))
+                .collect();
+            format!(
+                "{name}: publishes GitHub advisories {}",
+                advisories.join(", ")
+            )
+        } else {
+            format!("{name}: called at the lift")
         };
         let why = why.as_deref().unwrap_or_default();
         let how = match state.as_str() {
@@ -260,12 +273,11 @@ fn hooks_text(relay: &Pinned, a: &Record, id: &str) -> Result<String, BuildError
         };
         text.push_str(&format!("  - {what}: {how}\n"));
     }
-    let github_hooks = relay
-        .config()
-        .hooks
+    // By the rows made at the accept: a github hook configured since has none.
+    let github_rows = rows
         .iter()
-        .any(|h| h.kind == crate::config::HookKind::Github && h.on_lift);
-    if !a.terms.github.is_empty() && !github_hooks {
+        .any(|(kind, name, _, _)| *kind == Kind::Hook && publishes(name));
+    if !a.terms.github.is_empty() && !github_rows {
         text.push_str(&format!(
             "\nGitHub-Advisory names {} advisory(ies), but this list has no github release hook: publish them yourself at the lift.\n",
             a.terms.github.len()

@@ -65,9 +65,9 @@ fn key(d: &DueDelivery) -> Key {
     )
 }
 
-/// The lanes deliveries run in, each bounded by `outbound.concurrency`:
-/// public releases have their own, and so have the members' lifted notices
-/// and each release hook, so neither a fan-out that fills the copies' lane
+/// The lanes deliveries run in, each bounded by `outbound.concurrency`
+/// (a release hook's by one call): public releases have their own, and so
+/// have the members' lifted notices and each release hook, so neither a fan-out that fills the copies' lane
 /// nor thousands of lifted notices at a lift (or a dead member server
 /// holding their slots), nor a hook endpoint that hangs, ever delays a
 /// release or another hook.
@@ -85,7 +85,6 @@ struct Lanes {
     other: Lane,
     /// One per hook name, made as rows of it are first dispatched.
     hooks: Mutex<HashMap<String, Lane>>,
-    bound: usize,
     /// Told whenever a place is given back.
     freed: Arc<Notify>,
 }
@@ -125,7 +124,7 @@ impl LaneId<'_> {
         match kind {
             Kind::Release => LaneId::Releases,
             Kind::Lifted => LaneId::Lifted,
-            Kind::Hook | Kind::CancelHook => LaneId::Hook(crate::config::hook_row(to).0),
+            Kind::Hook | Kind::CancelHook => LaneId::Hook(to),
             _ => LaneId::Other,
         }
     }
@@ -168,7 +167,6 @@ impl Lanes {
             lifted: Lane::new(bound),
             other: Lane::new(bound),
             hooks: Mutex::default(),
-            bound,
             freed: Arc::default(),
         }
     }
@@ -178,12 +176,15 @@ impl Lanes {
             LaneId::Releases => self.releases.clone(),
             LaneId::Lifted => self.lifted.clone(),
             LaneId::Other => self.other.clone(),
+            // One call at a time per hook: an endpoint (GitHub's secondary
+            // rate limits) is never hit by a burst, and one that hangs holds
+            // one call.
             LaneId::Hook(name) => self
                 .hooks
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .entry(name.to_owned())
-                .or_insert_with(|| Lane::new(self.bound))
+                .or_insert_with(|| Lane::new(1))
                 .clone(),
         }
     }
@@ -549,11 +550,7 @@ mod tests {
     fn a_release_and_each_hook_have_a_lane_of_their_own() {
         let lanes = Lanes::new(2);
         let mut held = Vec::new();
-        for (kind, to) in [
-            (Kind::Copy, "a@x.org"),
-            (Kind::Lifted, "a@x.org"),
-            (Kind::Hook, "stuck"),
-        ] {
+        for (kind, to) in [(Kind::Copy, "a@x.org"), (Kind::Lifted, "a@x.org")] {
             held.push(lanes.try_enter(kind, to).unwrap());
             held.push(lanes.try_enter(kind, to).unwrap());
             assert!(
@@ -561,6 +558,9 @@ mod tests {
                 "{kind:?}: its lane is full"
             );
         }
+        // A hook makes one call at a time.
+        held.push(lanes.try_enter(Kind::Hook, "stuck").unwrap());
+        assert!(lanes.try_enter(Kind::Hook, "stuck").is_none());
         assert!(
             lanes.try_enter(Kind::Receipt, "p@x.org").is_none(),
             "the copies' lane"
@@ -568,10 +568,6 @@ mod tests {
         assert!(
             lanes.try_enter(Kind::CancelHook, "stuck").is_none(),
             "the hook's lane"
-        );
-        assert!(
-            lanes.try_enter(Kind::Hook, "stuck#2").is_none(),
-            "a GitHub hook's advisories share it"
         );
         let release = lanes.try_enter(Kind::Release, "oss@x.org");
         assert!(

@@ -400,7 +400,7 @@ impl Intake {
             .collect();
         let hooks = self
             .config()
-            .lift_hook_rows(announcement.terms.github.len());
+            .lift_hook_rows(!announcement.terms.github.is_empty());
         let new = NewMessage {
             hooks: &hooks,
             id: &id,

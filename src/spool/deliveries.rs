@@ -24,6 +24,9 @@ pub(super) fn insert_receipt(
     insert_delivery(conn, message_id, to, Kind::Receipt, to_millis(now))
 }
 
+/// The most release-hook rows one read of due deliveries takes.
+const HOOKS_PER_READ: usize = 32;
+
 /// Queues one delivery of `message_id` to `to`, due at `due`, with a fresh
 /// copy id (a resend after a crash keeps it; a re-queue makes a new one).
 /// Every delivery row is made here.
@@ -214,17 +217,41 @@ fn retry_in(
 }
 
 impl Spool {
-    /// Pending deliveries due at `now`, oldest message first.
+    /// Pending deliveries due at `now`: releases first, then release
+    /// hooks (at most [`HOOKS_PER_READ`]: a backlog of calls to a hung
+    /// endpoint never fills a read), lifted notices, the rest, oldest
+    /// message first.
     pub fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<DueDelivery>, SpoolError> {
+        let mut due = self.due_of(now, limit, false)?;
+        let hooks = self.due_of(now, HOOKS_PER_READ.min(limit), true)?;
+        let releases = due.iter().take_while(|d| d.kind == Kind::Release).count();
+        due.splice(releases..releases, hooks);
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    /// [`Spool::due`]'s rows of hooks, or of everything else.
+    fn due_of(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        hooks: bool,
+    ) -> Result<Vec<DueDelivery>, SpoolError> {
         let conn = self.lock();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT d.message_id, d.member, d.kind, d.copy_id, d.attempts, m.embargo_until, m.embargo_state, d.first_failed_at, d.bounce_token FROM deliveries d
-                 JOIN messages m ON m.id = d.message_id
-                 WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 AND m.list = ?3
-                 ORDER BY d.kind = 'release' DESC, d.kind = 'hook' DESC, d.kind = 'lifted' DESC, m.received_at, d.message_id, d.member LIMIT ?2",
-            )
-            .map_err(|e| self.db(e))?;
+        // The hooks' rows by their partial index (`deliveries_hooks_due`).
+        let sql = if hooks {
+            "SELECT d.message_id, d.member, d.kind, d.copy_id, d.attempts, m.embargo_until, m.embargo_state, d.first_failed_at, d.bounce_token FROM deliveries d
+             JOIN messages m ON m.id = d.message_id
+             WHERE d.state = 'pending' AND d.kind IN ('hook', 'cancel-hook') AND d.next_attempt_at <= ?1 AND m.list = ?3
+             ORDER BY d.next_attempt_at, d.message_id, d.member LIMIT ?2"
+        } else {
+            "SELECT d.message_id, d.member, d.kind, d.copy_id, d.attempts, m.embargo_until, m.embargo_state, d.first_failed_at, d.bounce_token FROM deliveries d
+             JOIN messages m ON m.id = d.message_id
+             WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 AND m.list = ?3
+               AND d.kind NOT IN ('hook', 'cancel-hook')
+             ORDER BY d.kind = 'release' DESC, d.kind = 'lifted' DESC, m.received_at, d.message_id, d.member LIMIT ?2"
+        };
+        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.db(e))?;
         let rows = stmt
             .query_map(params![to_millis(now), limit as i64, &*self.list], |r| {
                 let kind = r.get::<_, String>(2)?.parse::<Kind>().map_err(|e| {

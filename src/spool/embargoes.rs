@@ -226,7 +226,7 @@ impl Spool {
         let row: Option<(String, i64, i64, i64)> = tx
             .query_row(
                 "SELECT embargo_state, embargo_until,
-                   (SELECT COUNT(*) FROM deliveries WHERE message_id = ?1 AND kind = 'release' AND state = 'sent'),
+                   (SELECT COUNT(*) FROM deliveries WHERE message_id = ?1 AND kind IN ('release', 'hook') AND state = 'sent'),
                    (SELECT COUNT(*) FROM deliveries WHERE message_id = ?1 AND kind IN ('release', 'lifted') AND state = 'pending')
                  FROM messages WHERE id = ?1 AND kind = 'announcement' AND list = ?2",
                 [id, &*self.list],
@@ -243,7 +243,8 @@ impl Spool {
         }
         if released > 0 {
             return Err(SpoolError::Refused(
-                "the embargo was already released to a public list".to_owned(),
+                "the embargo was already released to a public list or published by a release hook"
+                    .to_owned(),
             ));
         }
         // Past its time but not out (held for a clock leap, or the daemon

@@ -115,6 +115,9 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at)
 -- The thread a member's reply belongs to, by the copy id its In-Reply-To
 -- names (version 7).
 CREATE INDEX IF NOT EXISTS deliveries_copy ON deliveries (copy_id);
+-- Release hooks' calls due (version 10): read apart from the rest.
+CREATE INDEX IF NOT EXISTS deliveries_hooks_due ON deliveries (next_attempt_at)
+    WHERE state = 'pending' AND kind IN ('hook', 'cancel-hook');
 -- A notification's delivery, by the token of its bounce address.
 CREATE INDEX IF NOT EXISTS deliveries_bounce ON deliveries (bounce_token);
 -- Whether any copy of a message is still untried, asked after every copy.
@@ -433,7 +436,7 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(indexes, 4, "its indexes made again");
+        assert_eq!(indexes, 5, "its indexes made again");
         for kind in ["hook", "cancel-hook"] {
             conn.execute(
                 "INSERT INTO deliveries (message_id, member, kind, copy_id, state, next_attempt_at) VALUES ('m1', 'h', ?1, 'c', 'pending', 0)",

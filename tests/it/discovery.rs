@@ -178,12 +178,16 @@ impl KeyHost {
                         .to_owned();
                     l.lock().unwrap().push(format!("{host}{target}"));
                     let path = target.split('?').next().unwrap_or("").to_owned();
-                    let (status, body) = r
-                        .lock()
-                        .unwrap()
-                        .get(&(host, path))
-                        .cloned()
-                        .unwrap_or((404, b"not here".to_vec()));
+                    // A route for this method (`PATCH /path`) first.
+                    let method = head.split(' ').next().unwrap_or("").to_owned();
+                    let (status, body) = {
+                        let routes = r.lock().unwrap();
+                        routes
+                            .get(&(host.clone(), format!("{method} {path}")))
+                            .or_else(|| routes.get(&(host, path)))
+                            .cloned()
+                            .unwrap_or((404, b"not here".to_vec()))
+                    };
                     if status == 0 {
                         tokio::time::sleep(Duration::from_secs(3600)).await;
                         return;
@@ -209,6 +213,8 @@ impl KeyHost {
         }
     }
 
+    /// Answers `path` on `host` (any method; `"PATCH /path"` for one
+    /// method only, looked at first) with `status` and `body`.
     pub fn serve(&self, host: &str, path: &str, status: u16, body: &[u8]) {
         self.routes
             .lock()

@@ -20,6 +20,9 @@ use crate::discovery::KeyHost;
 const KEY: &str = "hook-key-0123456789abcdef-0123456789";
 const TOKEN: &str = "github_pat_11TESTTOKEN0123456789";
 const GHSA_PATH: &str = "/repos/acme/widget/security-advisories/GHSA-2345-6789-cfgh";
+/// A second advisory, published already: GitHub refuses the call (422)
+/// and shows it published.
+const GHSA_DONE: &str = "/repos/acme/other.rs/security-advisories/GHSA-jmpq-rvwx-2345";
 const PUBLIC: &str = "oss@lists.example.net";
 const SUBJECT: &str = "CVE-2026-4242: SUBJECT-CANARY in the parser";
 const PRIVATE: &str = "PRIVATE-CANARY: members only";
@@ -185,7 +188,15 @@ async fn hooks_are_called_once_at_the_lift_and_never_before() {
     secrets(&f);
     let host = KeyHost::start(&["localhost"]).await;
     host.serve("localhost", "/lift", 204, b"");
-    host.serve("localhost", GHSA_PATH, 200, b"{\"state\":\"published\"}");
+    // GitHub answers with the whole advisory, which may be long: the
+    // status is what counts.
+    let long = format!(
+        "{{\"state\":\"published\",\"description\":\"{}\"}}",
+        "x".repeat(200_000)
+    );
+    host.serve("localhost", GHSA_PATH, 200, long.as_bytes());
+    host.serve("localhost", &format!("PATCH {GHSA_DONE}"), 422, b"{}");
+    host.serve("localhost", GHSA_DONE, 200, b"{\"state\":\"published\"}");
     let list = f
         .start_in_process(&Tweaks {
             extra: webhook(&host, "site", "/lift", "on = [\"lift\", \"cancel\"]") + &github(&host),
@@ -198,7 +209,7 @@ async fn hooks_are_called_once_at_the_lift_and_never_before() {
         &f,
         list.addr(),
         until,
-        "GitHub-Advisory: acme/widget GHSA-2345-6789-CFGH\n",
+        "GitHub-Advisory: acme/widget GHSA-2345-6789-CFGH, acme/other.rs GHSA-jmpq-rvwx-2345\n",
     )
     .await;
     wait_copies(&list.sink, f.usable_members().count()).await;
@@ -215,7 +226,12 @@ async fn hooks_are_called_once_at_the_lift_and_never_before() {
     // The advisory's repository and id are embargoed too: only in the
     // sealed record, never in the spool's clear rows.
     for (path, bytes) in all_files(&f.state_dir()) {
-        for secret in [&b"acme/widget"[..], b"GHSA-2345", b"2345-6789-cfgh"] {
+        for secret in [
+            &b"acme/widget"[..],
+            b"acme/other",
+            b"GHSA-",
+            b"2345-6789-cfgh",
+        ] {
             assert!(
                 find(&bytes, secret).is_none(),
                 "{} in {}",
@@ -236,13 +252,14 @@ async fn hooks_are_called_once_at_the_lift_and_never_before() {
     );
     assert!(
         receipt
-            .contains("gh: publishes GitHub advisory GHSA-2345-6789-cfgh in acme/widget: waiting"),
+            .contains("gh: publishes GitHub advisories GHSA-2345-6789-cfgh in acme/widget, GHSA-jmpq-rvwx-2345 in acme/other.rs: waiting"),
         "{receipt}"
     );
 
     clock.set(until);
     let lift = wait_calls(&host, "/lift", 1).await;
     let gh = wait_calls(&host, GHSA_PATH, 1).await;
+    let done = wait_calls(&host, GHSA_DONE, 2).await;
     list.sink
         .wait_until(PATIENCE, |g| released_to(g, PUBLIC) >= 1)
         .await;
@@ -287,12 +304,28 @@ async fn hooks_are_called_once_at_the_lift_and_never_before() {
         serde_json::json!({"state": "published"})
     );
     no_canary("the GitHub call", body);
+    // The advisory GitHub refused to publish again is looked at, and seen
+    // published: done.
+    assert!(
+        done[0].0.starts_with(&format!("PATCH {GHSA_DONE} ")),
+        "{}",
+        done[0].0
+    );
+    assert!(
+        done[1].0.starts_with(&format!("GET {GHSA_DONE} ")),
+        "{}",
+        done[1].0
+    );
+    assert_eq!(
+        header(&done[1].0, "authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
 
     // Later passes call nothing again.
     let later = until + chrono::Duration::hours(1);
     clock.set(later);
     wait_settled(relay, later).await;
-    assert_eq!(host.whole_requests().len(), 2, "{:?}", host.requests());
+    assert_eq!(host.whole_requests().len(), 4, "{:?}", host.requests());
     let called = audited(&f, "hook-called");
     assert_eq!(called.len(), 2, "{called:?}");
     assert!(called.iter().all(|r| r.at >= until), "never early");
@@ -300,10 +333,7 @@ async fn hooks_are_called_once_at_the_lift_and_never_before() {
     let state = |s: &str| s.to_owned();
     assert_eq!(
         info.hooks,
-        [
-            (state("gh#1"), state("sent")),
-            (state("site"), state("sent"))
-        ]
+        [(state("gh"), state("sent")), (state("site"), state("sent"))]
     );
     // The operator's view names the calls.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_embargo-relay"))
@@ -315,7 +345,7 @@ async fn hooks_are_called_once_at_the_lift_and_never_before() {
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(
-        shown.contains("hooks        gh#1 (sent), site (sent)"),
+        shown.contains("hooks        gh (sent), site (sent)"),
         "{shown}"
     );
     list.stop().await;
@@ -388,6 +418,8 @@ async fn a_failing_hook_is_retried_and_reported_and_hung_hooks_never_delay_relea
         .wait_until(PATIENCE, |g| released_to(g, PUBLIC) >= 2)
         .await;
     assert_eq!(released_to(&list.sink.captured(), PUBLIC), 2);
+    // (Recorded just after the smarthost took it.)
+    wait_audited(&f, "released", 2).await;
     let released = audited(&f, "released");
     assert_eq!(released.len(), 2);
     assert!(
@@ -539,6 +571,14 @@ async fn crash_during_call(after_answer: bool) {
         .map(|(head, _)| header(head, "x-embargo-relay-delivery").unwrap())
         .collect();
     assert_eq!(ids[0], ids[1], "the same delivery id");
+    for (head, body) in &got {
+        let json = signed_json(head, body);
+        let called: DateTime<Utc> = json["called_at"].as_str().unwrap().parse().unwrap();
+        assert!(
+            called >= until,
+            "called at {called}, before the lift at {until}"
+        );
+    }
     assert_eq!(audited(&f, "hook-called").len(), 1);
     assert!(audited(&f, "hook-called")[0].at >= until);
 }
