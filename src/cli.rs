@@ -169,6 +169,14 @@ pub enum Command {
         #[arg(long)]
         keep: Option<PathBuf>,
     },
+    /// Write the manual pages and shell completions, generated from these
+    /// definitions, under a directory (for scripts/package; not for users).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Where `man8/` and `completions/` go.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

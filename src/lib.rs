@@ -79,6 +79,7 @@ pub(crate) mod keycheck;
 pub(crate) mod keyrefresh;
 pub(crate) mod lines;
 pub(crate) mod mail;
+pub mod manual;
 pub(crate) mod membership;
 pub mod operator;
 pub(crate) mod outbound;

@@ -236,6 +236,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
         }
         Command::Demo { keep } => runtime()?.block_on(embargo_relay::demo::run(keep.as_deref())),
+        Command::GenerateDocs { out } => embargo_relay::manual::generate(&out),
     };
     done.map(|()| ExitCode::SUCCESS)
 }

@@ -25,6 +25,7 @@ mod keyhealth;
 mod lists;
 mod lockout;
 mod operator;
+mod package;
 mod panics;
 mod postfix;
 mod posts;
