@@ -505,15 +505,23 @@ mod tests {
         );
     }
 
+    /// A release sent to one public list, or a release hook called (say, a
+    /// GitHub advisory published), and nothing can be taken back.
     #[test]
     fn an_embargo_with_a_release_out_cannot_be_cancelled_or_extended() {
+        for out in [Kind::Release, Kind::Hook] {
+            out_then_refused(out);
+        }
+    }
+
+    fn out_then_refused(out: Kind) {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), "list@example.org").unwrap();
         let now = t("2026-11-20T12:00:00Z");
         let until = t("2026-11-22T12:00:00Z");
         let public = vec!["pub1@x.org".to_owned(), "pub2@x.org".to_owned()];
         let msg = NewMessage {
-            hooks: &[],
+            hooks: &["gh".to_owned()],
             id: "m1",
             signer: "F",
             embargo_until: until,
@@ -532,7 +540,7 @@ mod tests {
             .due(until, 10)
             .unwrap()
             .into_iter()
-            .find(|d| d.kind == Kind::Release)
+            .find(|d| d.kind == out)
             .unwrap();
         spool.finish(&first, Finished::Sent, "250", until).unwrap();
         for refused in [
