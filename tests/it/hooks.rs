@@ -53,10 +53,13 @@ fn github(host: &KeyHost) -> String {
     )
 }
 
-/// The fixture's files for the hooks' secrets.
-fn secrets(f: &Fixture) {
+/// A list's fixture with the hooks' secrets in files, and the loopback
+/// HTTPS server the hooks call.
+async fn fixture() -> (Fixture, KeyHost) {
+    let f = Fixture::new();
     std::fs::write(f.path("hook.key"), format!("{KEY}\n")).unwrap();
     std::fs::write(f.path("gh.token"), format!("{TOKEN}\n")).unwrap();
+    (f, KeyHost::start(&["localhost"]).await)
 }
 
 /// An announcement signed by the PST, held until `until`, its advisory
@@ -184,9 +187,7 @@ fn no_canary(what: &str, bytes: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hooks_are_called_once_at_the_lift_and_never_before() {
-    let f = Fixture::new();
-    secrets(&f);
-    let host = KeyHost::start(&["localhost"]).await;
+    let (f, host) = fixture().await;
     host.serve("localhost", "/lift", 204, b"");
     // GitHub answers with the whole advisory, which may be long: the
     // status is what counts.
@@ -353,9 +354,7 @@ async fn hooks_are_called_once_at_the_lift_and_never_before() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_hook_is_retried_and_reported_and_hung_hooks_never_delay_releases() {
-    let f = Fixture::new();
-    secrets(&f);
-    let host = KeyHost::start(&["localhost"]).await;
+    let (f, host) = fixture().await;
     host.serve("localhost", "/flaky", 503, b"SERVER-BODY-CANARY");
     host.serve("localhost", "/stuck", 0, b"");
     // A hook that never answers, where one call may run at once in each
@@ -464,9 +463,7 @@ async fn a_failing_hook_is_retried_and_reported_and_hung_hooks_never_delay_relea
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cancel_calls_the_cancel_hook_and_never_the_lift() {
-    let f = Fixture::new();
-    secrets(&f);
-    let host = KeyHost::start(&["localhost"]).await;
+    let (f, host) = fixture().await;
     host.serve("localhost", "/both", 204, b"");
     host.serve("localhost", "/lift-only", 204, b"");
     let list = f
@@ -519,9 +516,7 @@ async fn a_kill_9_during_a_call_calls_again_with_the_same_id_and_records_once() 
 }
 
 async fn crash_during_call(after_answer: bool) {
-    let f = Fixture::new();
-    secrets(&f);
-    let host = KeyHost::start(&["localhost"]).await;
+    let (f, host) = fixture().await;
     host.serve(
         "localhost",
         "/lift",
@@ -587,9 +582,7 @@ async fn crash_during_call(after_answer: bool) {
 /// it publishes nothing); the operator's release-now calls them at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_clock_leap_holds_the_hooks_until_release_now() {
-    let f = Fixture::new();
-    secrets(&f);
-    let host = KeyHost::start(&["localhost"]).await;
+    let (f, host) = fixture().await;
     host.serve("localhost", "/lift", 204, b"");
     let list = f
         .start_in_process(&Tweaks {
