@@ -9,7 +9,8 @@
 //! configuration, a purge deletes the spool and says so.
 //!
 //! It installs into this machine (as root, in CI), so it refuses to run
-//! where an embargo-relay package it did not install is present.
+//! where embargo-relay is installed or set up and it did not do it. It
+//! leaves the system user `embargo-relay` behind (as a purge does).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -136,6 +137,12 @@ async fn the_package_installs_upgrades_from_0_1_0_keeping_state_and_removes_clea
     let _cleanup = Cleanup;
     let current = PathBuf::from(env!("CARGO_BIN_EXE_embargo-relay"));
     let out = tempfile::tempdir().unwrap();
+    // 0.1.0 runs as the service's user below: from where it may read it
+    // (a checkout under /root is not).
+    let shared = tempfile::tempdir().unwrap();
+    must("chmod", &["0755", shared.path().to_str().unwrap()]);
+    let old_binary = shared.path().join("embargo-relay-0.1.0");
+    std::fs::copy(&previous, &old_binary).unwrap();
     let new = package(&current, &current, &out.path().join("new"));
     // 0.1.0 cannot make pages: this build's stand in (they are not looked at).
     let old = package(&previous, &current, &out.path().join("old"));
@@ -161,6 +168,10 @@ async fn the_package_installs_upgrades_from_0_1_0_keeping_state_and_removes_clea
     // 0.1.0 installs: the user and directories, and nothing started.
     let said = must("dpkg", &["-i", old.to_str().unwrap()]);
     assert!(said.contains("installed, not started"), "{said}");
+    assert!(
+        !Path::new("/etc/systemd/system/multi-user.target.wants/embargo-relay.service").exists(),
+        "not enabled"
+    );
     std::fs::write(MARK, "").unwrap();
     must("getent", &["passwd", "embargo-relay"]);
     let state = std::fs::metadata(STATE).unwrap();
@@ -299,7 +310,7 @@ async fn the_package_installs_upgrades_from_0_1_0_keeping_state_and_removes_clea
     assert!(text(&replay).contains("replayed"), "{}", text(&replay));
     // 0.1.0 refuses the migrated spool rather than misread it.
     let downgrade = as_service(
-        previous.to_str().unwrap(),
+        old_binary.to_str().unwrap(),
         &["embargo", "--config", CONFIG, "list"],
         None,
     );
@@ -437,10 +448,167 @@ async fn the_package_installs_upgrades_from_0_1_0_keeping_state_and_removes_clea
         said.contains("purging deletes /var/lib/embargo-relay"),
         "{said}"
     );
+    assert!(said.contains("kept /etc/embargo-relay"), "{said}");
     assert!(!Path::new(STATE).exists(), "purged");
     assert!(
         Path::new(CONFIG).exists(),
         "the operator's configuration is kept (and said so)"
     );
     assert!(!installed());
+}
+
+/// The maintainer scripts' decisions where systemd runs (which the package
+/// test, without systemd, never reaches): under `DPKG_ROOT`, with stubs on
+/// `PATH` recording what they are asked (`systemctl`, `deb-systemd-invoke`,
+/// `deb-systemd-helper`, `systemd-sysusers`, `systemd-tmpfiles`) and
+/// `runuser` answering for `check`. Any user may run it.
+#[test]
+fn the_maintainer_scripts_stop_for_an_upgrade_and_start_only_a_checked_configuration() {
+    let root = tempfile::tempdir().unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    let log = root.path().join("calls.log");
+    std::fs::create_dir_all(root.path().join("run/systemd/system")).unwrap();
+    std::fs::create_dir_all(root.path().join("etc/embargo-relay")).unwrap();
+    for (name, body) in [
+        (
+            "systemctl",
+            "echo \"systemctl $*\" >> \"$LOG\"\n[ \"$1\" = is-active ] && exit \"${ACTIVE:-3}\"\nexit 0\n",
+        ),
+        ("deb-systemd-invoke", "echo \"invoke $*\" >> \"$LOG\"\n"),
+        ("deb-systemd-helper", "echo \"helper $*\" >> \"$LOG\"\n"),
+        ("systemd-sysusers", "echo \"sysusers $*\" >> \"$LOG\"\n"),
+        ("systemd-tmpfiles", "echo \"tmpfiles $*\" >> \"$LOG\"\n"),
+        (
+            "runuser",
+            "echo \"runuser $*\" >> \"$LOG\"\n[ \"${CHECK:-pass}\" = pass ] && exit 0\necho 'config.toml: list.secret_key: SOME-PROBLEM'\nexit 1\n",
+        ),
+    ] {
+        let path = bin.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+        must("chmod", &["0755", path.to_str().unwrap()]);
+    }
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/debian");
+    let flag = root.path().join("run/embargo-relay.restart-after-upgrade");
+    let config = root.path().join("etc/embargo-relay/config.toml");
+    // Runs a script; what it printed, and the calls it made.
+    let script = |name: &str, args: &[&str], env: &[(&str, &str)]| -> (String, Vec<String>) {
+        let _ = std::fs::remove_file(&log);
+        let o = Command::new("sh")
+            .arg(scripts.join(name))
+            .args(args)
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.path().display()))
+            .env("DPKG_ROOT", root.path())
+            .env("LOG", &log)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{name} {args:?}: {}", text(&o));
+        let calls = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        (text(&o), calls)
+    };
+    let starts = |calls: &[String]| calls.iter().any(|c| c.starts_with("invoke start"));
+    let stops = |calls: &[String]| calls.iter().any(|c| c.starts_with("invoke stop"));
+
+    // A first install: the user and directories, no start, no check.
+    let (said, calls) = script("postinst", &["configure"], &[]);
+    assert!(said.contains("installed, not started"), "{said}");
+    assert!(
+        calls.iter().any(|c| c.starts_with("sysusers"))
+            && calls.iter().any(|c| c.starts_with("tmpfiles")),
+        "{calls:?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c == "systemctl --system daemon-reload"),
+        "{calls:?}"
+    );
+    assert!(
+        !starts(&calls) && !calls.iter().any(|c| c.starts_with("runuser")),
+        "{calls:?}"
+    );
+    std::fs::write(&config, "").unwrap();
+
+    // An upgrade of a running service, its configuration good: stopped
+    // before the new binary is unpacked, started after.
+    let (_, calls) = script("prerm", &["upgrade", "0.2.0"], &[("ACTIVE", "0")]);
+    assert!(stops(&calls) && flag.exists(), "{calls:?}");
+    let (said, calls) = script("postinst", &["configure", "0.1.0"], &[]);
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.contains("runuser -u embargo-relay -- embargo-relay check --config")),
+        "{calls:?}"
+    );
+    assert!(starts(&calls), "{calls:?} {said}");
+    assert!(!flag.exists());
+
+    // Its configuration bad: it stays stopped, and the operator reads why.
+    script("prerm", &["upgrade", "0.2.0"], &[("ACTIVE", "0")]);
+    let (said, calls) = script("postinst", &["configure", "0.1.0"], &[("CHECK", "fail")]);
+    assert!(!starts(&calls), "{calls:?}");
+    assert!(
+        said.contains("does not pass")
+            && said.contains("  config.toml: list.secret_key: SOME-PROBLEM")
+            && said.contains("stays stopped"),
+        "{said}"
+    );
+    assert!(!flag.exists());
+
+    // A service that was not running is not started by an upgrade.
+    let (_, calls) = script("prerm", &["upgrade", "0.2.0"], &[("ACTIVE", "3")]);
+    assert!(!stops(&calls) && !flag.exists(), "{calls:?}");
+    let (_, calls) = script("postinst", &["configure", "0.1.0"], &[]);
+    assert!(!starts(&calls), "{calls:?}");
+
+    // An upgrade that fails: the old version is started again.
+    script("prerm", &["upgrade", "0.2.0"], &[("ACTIVE", "0")]);
+    let (_, calls) = script("postinst", &["abort-upgrade", "0.2.0"], &[]);
+    assert!(starts(&calls) && !flag.exists(), "{calls:?}");
+
+    // Removal stops it and keeps the state; a purge deletes the state and
+    // an operator's enable link.
+    let state = root.path().join("var/lib/embargo-relay");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("spool.sqlite"), "").unwrap();
+    let wants = root
+        .path()
+        .join("etc/systemd/system/multi-user.target.wants");
+    std::fs::create_dir_all(&wants).unwrap();
+    std::os::unix::fs::symlink(
+        "/lib/systemd/system/embargo-relay.service",
+        wants.join("embargo-relay.service"),
+    )
+    .unwrap();
+    let (_, calls) = script("prerm", &["remove"], &[]);
+    assert!(stops(&calls), "{calls:?}");
+    let (said, _) = script("postrm", &["remove"], &[]);
+    assert!(
+        said.contains("Kept /var/lib/embargo-relay") && state.join("spool.sqlite").exists(),
+        "{said}"
+    );
+    let (said, calls) = script("postrm", &["purge"], &[]);
+    assert!(
+        said.contains("purging deletes /var/lib/embargo-relay"),
+        "{said}"
+    );
+    assert!(!state.exists(), "the state directory is purged");
+    assert!(
+        wants
+            .join("embargo-relay.service")
+            .symlink_metadata()
+            .is_err(),
+        "the enable link is gone"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c == "helper purge embargo-relay.service"),
+        "{calls:?}"
+    );
+    assert!(config.exists(), "the configuration is the operator's");
 }
