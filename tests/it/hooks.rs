@@ -466,10 +466,13 @@ async fn a_cancel_calls_the_cancel_hook_and_never_the_lift() {
     let (f, host) = fixture().await;
     host.serve("localhost", "/both", 204, b"");
     host.serve("localhost", "/lift-only", 204, b"");
+    // A cancel hook the endpoint refuses for good.
+    host.serve("localhost", "/gone", 410, b"");
     let list = f
         .start_in_process(&Tweaks {
             extra: webhook(&host, "both", "/both", "on = [\"lift\", \"cancel\"]")
-                + &webhook(&host, "lift-only", "/lift-only", ""),
+                + &webhook(&host, "lift-only", "/lift-only", "")
+                + &webhook(&host, "gone", "/gone", "on = [\"cancel\"]"),
             ..Tweaks::default()
         })
         .await;
@@ -488,11 +491,33 @@ async fn a_cancel_calls_the_cancel_hook_and_never_the_lift() {
     no_canary("the cancel call", body);
     assert!(json.get("lift_time").is_none(), "{json}");
     wait_audited(&f, "cancel-hook-called", 1).await;
+    // The refused one failed for good, and the PST reads so.
+    wait_audited(&f, "cancel-hook-failed", 1).await;
+    let failed = audited(&f, "cancel-hook-failed");
+    assert!(
+        failed[0].detail.contains("HTTP 410; not retried"),
+        "{failed:?}"
+    );
+    let got = list
+        .sink
+        .wait_until(PATIENCE, |g| {
+            receipt_texts_at(&f, g, clock.now())
+                .iter()
+                .any(|t| t.contains("THE RELEASE HOOK gone FAILED"))
+        })
+        .await;
+    let texts = receipt_texts_at(&f, &got, clock.now());
+    assert!(
+        texts.iter().any(|t| t
+            .contains("THE RELEASE HOOK gone FAILED: the endpoint answered HTTP 410; not retried")
+            && t.contains("gone: called for the cancel: FAILED")),
+        "{texts:#?}"
+    );
     // Past the lift time: nothing more.
     let later = until + chrono::Duration::hours(1);
     clock.set(later);
     wait_settled(&list.running.relay, later).await;
-    assert_eq!(host.whole_requests().len(), 1, "{:?}", host.requests());
+    assert_eq!(host.whole_requests().len(), 2, "{:?}", host.requests());
     let info = f.spool().embargo(&id).unwrap();
     let state = |s: &str| s.to_owned();
     assert_eq!(
@@ -501,8 +526,60 @@ async fn a_cancel_calls_the_cancel_hook_and_never_the_lift() {
             (state("both"), state("cancelled")),
             (state("lift-only"), state("cancelled")),
             (state("both (cancel)"), state("sent")),
+            (state("gone (cancel)"), state("failed")),
         ]
     );
+    list.stop().await;
+}
+
+/// A reload that drops a hook before the lift: its call fails with the
+/// reason, nothing is called, and the PST reads it in a fresh receipt.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hook_removed_by_a_reload_is_not_called_and_the_pst_is_told() {
+    let (f, host) = fixture().await;
+    host.serve("localhost", "/lift", 204, b"");
+    let list = f
+        .start_in_process(&Tweaks {
+            extra: webhook(&host, "site", "/lift", ""),
+            ..Tweaks::default()
+        })
+        .await;
+    let clock = &list.clock;
+    let until = ahead(clock.now(), chrono::Duration::days(2));
+    announce(&f, list.addr(), until, "").await;
+    wait_copies(&list.sink, f.usable_members().count()).await;
+    // The same file without the hook, as a SIGHUP reads it.
+    let text = std::fs::read_to_string(&list.config).unwrap();
+    let cut = text.find("[[release_hook]]").unwrap();
+    std::fs::write(&list.config, &text[..cut]).unwrap();
+    list.running
+        .reload(embargo_relay::config::Config::load_all(&list.config).unwrap())
+        .await
+        .unwrap();
+    clock.set(until);
+    wait_audited(&f, "hook-failed", 1).await;
+    let failed = audited(&f, "hook-failed");
+    assert!(
+        failed[0]
+            .detail
+            .contains("the hook `site` is no longer configured: not called"),
+        "{failed:?}"
+    );
+    let got = list
+        .sink
+        .wait_until(PATIENCE, |g| {
+            receipt_texts_at(&f, g, until)
+                .iter()
+                .any(|t| t.contains("THE RELEASE HOOK site FAILED"))
+        })
+        .await;
+    assert!(
+        receipt_texts_at(&f, &got, until)
+            .iter()
+            .any(|t| t.contains("THE RELEASE HOOK site FAILED")),
+        "a fresh receipt"
+    );
+    assert!(host.whole_requests().is_empty(), "{:?}", host.requests());
     list.stop().await;
 }
 
