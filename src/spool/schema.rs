@@ -372,6 +372,35 @@ mod tests {
     use crate::spool::tests::t;
     use crate::spool::{NewPost, Spool, SpoolError};
 
+    /// A spool a newer release wrote is refused, named, and left as it is
+    /// (never migrated down, never read by guesswork).
+    #[test]
+    fn a_spool_newer_than_this_program_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Spool::open(dir.path(), "list@example.org").unwrap());
+        let path = dir.path().join("spool.sqlite");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let e = Spool::open(dir.path(), "list@example.org")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains(&format!(
+                "the spool has schema version {}, newer than this program's {SCHEMA_VERSION}: run the newer embargo-relay",
+                SCHEMA_VERSION + 1
+            )),
+            "{e}"
+        );
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION + 1, "left as it was");
+    }
+
     /// Version 9 to 10: the deliveries table is rebuilt for the hooks'
     /// kinds, keeping its rows, its indexes and its bounce tokens.
     #[test]
