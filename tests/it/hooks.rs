@@ -89,6 +89,26 @@ fn ahead(at: DateTime<Utc>, d: chrono::Duration) -> DateTime<Utc> {
     DateTime::from_timestamp((at + d).timestamp(), 0).unwrap()
 }
 
+/// A list with one webhook (`site`, answering 204 at `/lift`) and an
+/// announcement held `ahead` of its clock, its copies out: the fixture,
+/// the server, the list, the lift time and the embargo id.
+async fn one_hook_announced(
+    ahead_by: chrono::Duration,
+) -> (Fixture, KeyHost, InProcess, DateTime<Utc>, String) {
+    let (f, host) = fixture().await;
+    host.serve("localhost", "/lift", 204, b"");
+    let list = f
+        .start_in_process(&Tweaks {
+            extra: webhook(&host, "site", "/lift", ""),
+            ..Tweaks::default()
+        })
+        .await;
+    let until = ahead(list.clock.now(), ahead_by);
+    let id = announce(&f, list.addr(), until, "").await;
+    wait_copies(&list.sink, f.usable_members().count()).await;
+    (f, host, list, until, id)
+}
+
 /// Requests to `path`, whole (head and body).
 fn calls(host: &KeyHost, path: &str) -> Vec<(String, Vec<u8>)> {
     host.whole_requests()
@@ -536,18 +556,8 @@ async fn a_cancel_calls_the_cancel_hook_and_never_the_lift() {
 /// reason, nothing is called, and the PST reads it in a fresh receipt.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hook_removed_by_a_reload_is_not_called_and_the_pst_is_told() {
-    let (f, host) = fixture().await;
-    host.serve("localhost", "/lift", 204, b"");
-    let list = f
-        .start_in_process(&Tweaks {
-            extra: webhook(&host, "site", "/lift", ""),
-            ..Tweaks::default()
-        })
-        .await;
+    let (f, host, list, until, _) = one_hook_announced(chrono::Duration::days(2)).await;
     let clock = &list.clock;
-    let until = ahead(clock.now(), chrono::Duration::days(2));
-    announce(&f, list.addr(), until, "").await;
-    wait_copies(&list.sink, f.usable_members().count()).await;
     // The same file without the hook, as a SIGHUP reads it.
     let text = std::fs::read_to_string(&list.config).unwrap();
     let cut = text.find("[[release_hook]]").unwrap();
@@ -659,18 +669,8 @@ async fn crash_during_call(after_answer: bool) {
 /// it publishes nothing); the operator's release-now calls them at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_clock_leap_holds_the_hooks_until_release_now() {
-    let (f, host) = fixture().await;
-    host.serve("localhost", "/lift", 204, b"");
-    let list = f
-        .start_in_process(&Tweaks {
-            extra: webhook(&host, "site", "/lift", ""),
-            ..Tweaks::default()
-        })
-        .await;
+    let (f, host, list, _, id) = one_hook_announced(chrono::Duration::hours(1)).await;
     let clock = &list.clock;
-    let until = ahead(clock.now(), chrono::Duration::hours(1));
-    let id = announce(&f, list.addr(), until, "").await;
-    wait_copies(&list.sink, f.usable_members().count()).await;
     // The host's clock jumps two hours; no time passed.
     clock.leap_by(chrono::Duration::hours(2));
     wait_audited(&f, "release-held", 1).await;
