@@ -150,39 +150,37 @@ async fn webhook(
     d: &DueDelivery,
 ) -> Called {
     let body = webhook_body(relay, a, d);
-    {
-        let signature = match crate::crypto::hmac_sha256_hex(hook.secret.expose(), &body) {
-            Ok(s) => format!("sha256={s}"),
-            Err(e) => return Called::Retry(e),
-        };
-        let event = if d.kind == Kind::CancelHook {
-            "cancel"
-        } else {
-            "lift"
-        };
-        let headers = [
-            ("Content-Type", "application/json"),
-            (SIGNATURE_HEADER, signature.as_str()),
-            (DELIVERY_HEADER, d.copy_id.as_str()),
-            (EVENT_HEADER, event),
-        ];
-        let request = Request {
-            method: hyper::Method::POST,
-            url: &hook.url,
-            headers: &headers,
-            body: Bytes::from(body),
-        };
-        match client.send_for_status(&request).await {
-            // The words of a TLS or connection error name the host (from
-            // the configuration), never more.
-            Err(e) => Called::Retry(format!("no answer: {e}")),
-            Ok(r) => {
-                let detail = format!("the endpoint answered HTTP {}", r.status);
-                match verdict(&r) {
-                    Verdict::Done => Called::Sent(detail),
-                    Verdict::Retry => Called::Retry(detail),
-                    Verdict::Refused => Called::Failed(format!("{detail}; not retried")),
-                }
+    let signature = match crate::crypto::hmac_sha256_hex(hook.secret.expose(), &body) {
+        Ok(s) => format!("sha256={s}"),
+        Err(e) => return Called::Retry(e),
+    };
+    let event = if d.kind == Kind::CancelHook {
+        "cancel"
+    } else {
+        "lift"
+    };
+    let headers = [
+        ("Content-Type", "application/json"),
+        (SIGNATURE_HEADER, signature.as_str()),
+        (DELIVERY_HEADER, d.copy_id.as_str()),
+        (EVENT_HEADER, event),
+    ];
+    let request = Request {
+        method: hyper::Method::POST,
+        url: &hook.url,
+        headers: &headers,
+        body: Bytes::from(body),
+    };
+    match client.send_for_status(&request).await {
+        // The words of a TLS or connection error name the host (from
+        // the configuration), never more.
+        Err(e) => Called::Retry(format!("no answer: {e}")),
+        Ok(r) => {
+            let detail = format!("the endpoint answered HTTP {}", r.status);
+            match verdict(&r) {
+                Verdict::Done => Called::Sent(detail),
+                Verdict::Retry => Called::Retry(detail),
+                Verdict::Refused => Called::Failed(format!("{detail}; not retried")),
             }
         }
     }

@@ -141,12 +141,7 @@ fn finish_in(
         Some(&d.to),
         detail,
     )?;
-    let outcome = Outcome::Finished {
-        state,
-        detail: String::new(),
-        notice: None,
-    };
-    if outcome.redoes_receipt(d) {
+    if super::types::redoes_receipt(d, Some(state), false) {
         // The PST hears of every copy that will never arrive (and every
         // hook that was not called): its receipt is sent again, now
         // listing this one.
@@ -203,12 +198,7 @@ fn retry_in(
         Some(&d.to),
         &format!("{error}; next attempt at {}", next.to_rfc3339()),
     )?;
-    let outcome = Outcome::Later {
-        error: String::new(),
-        next,
-        failed,
-    };
-    if outcome.redoes_receipt(d) {
+    if super::types::redoes_receipt(d, None, failed) {
         // A hook's first failure is told at once (the PST may publish by
         // hand); it is retried meanwhile, and a failure for good is told again.
         redo_receipt(conn, &d.message_id, now)?;

@@ -345,16 +345,23 @@ impl Outcome {
     /// it is retried meanwhile).
     pub fn redoes_receipt(&self, d: &DueDelivery) -> bool {
         match self {
-            Outcome::Finished {
-                state: Finished::Failed,
-                ..
-            } => matches!(
-                d.kind,
-                Kind::Copy | Kind::Release | Kind::Lifted | Kind::Hook | Kind::CancelHook
-            ),
-            Outcome::Later { failed: true, .. } => d.kind.is_hook() && d.first_failed.is_none(),
-            _ => false,
+            Outcome::Finished { state, .. } => redoes_receipt(d, Some(*state), false),
+            Outcome::Later { failed, .. } => redoes_receipt(d, None, *failed),
         }
+    }
+}
+
+/// [`Outcome::redoes_receipt`] for a delivery that ended as `finished`, or
+/// (none) was put off, `failed` telling an attempt that failed from a
+/// postponement: the one rule, for the spool's writes and the worker's wake.
+pub(crate) fn redoes_receipt(d: &DueDelivery, finished: Option<Finished>, failed: bool) -> bool {
+    match finished {
+        Some(Finished::Failed) => matches!(
+            d.kind,
+            Kind::Copy | Kind::Release | Kind::Lifted | Kind::Hook | Kind::CancelHook
+        ),
+        Some(_) => false,
+        None => failed && d.kind.is_hook() && d.first_failed.is_none(),
     }
 }
 

@@ -18,14 +18,6 @@ fn cli(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// A list config with the fixture's list key and the given member blocks.
 fn config_with(f: &Fixture, members: &str, extra_list: &str) -> std::path::PathBuf {
     config_with_key(f, "keys/list.key", members, extra_list)
@@ -105,8 +97,8 @@ fn check_finds_each_planted_key_problem_and_passes_a_clean_config() {
         "",
     );
     let out = cli(&["check", "--config", clean.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("clean"));
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(output_text(&out).contains("clean"));
 
     let build = |b: CertBuilder<'static>| {
         b.set_creation_time(std::time::SystemTime::from(born))
@@ -205,7 +197,7 @@ fn check_finds_each_planted_key_problem_and_passes_a_clean_config() {
         "--format",
         "json",
     ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["clean"], false);
     let problems = report["problems"].as_array().unwrap();
@@ -238,13 +230,13 @@ fn check_finds_each_planted_key_problem_and_passes_a_clean_config() {
     std::fs::write(&open, text_open).unwrap();
     // A warning: it may be meant (a firewalled listener), so exit 0.
     let out = cli(&["check", "--config", open.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     assert!(
-        text(&out).contains("inbound.smtp.listen: warning:")
-            && text(&out).contains("not loopback")
-            && text(&out).contains(&format!("clean (one list, {LIST}), 1 warning(s)")),
+        output_text(&out).contains("inbound.smtp.listen: warning:")
+            && output_text(&out).contains("not loopback")
+            && output_text(&out).contains(&format!("clean (one list, {LIST}), 1 warning(s)")),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 
     // Problems of the configuration itself, one file each.
@@ -274,13 +266,17 @@ fn check_finds_each_planted_key_problem_and_passes_a_clean_config() {
     ] {
         let path = config_with(&f, &members, list_extra);
         let out = cli(&["check", "--config", path.to_str().unwrap()]);
-        assert_eq!(out.status.code(), Some(1), "{what}: {}", text(&out));
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", output_text(&out));
         assert!(
-            text(&out).contains(problem) && text(&out).contains(field),
+            output_text(&out).contains(problem) && output_text(&out).contains(field),
             "{what}: {}",
-            text(&out)
+            output_text(&out)
         );
-        assert!(text(&out).contains("fix:"), "{what}: {}", text(&out));
+        assert!(
+            output_text(&out).contains("fix:"),
+            "{what}: {}",
+            output_text(&out)
+        );
     }
     // The list's public key where its secret key belongs.
     let path = config_with_key(&f, "keys/list-public.asc", &member(PST, &pst, true), "")
@@ -290,9 +286,10 @@ fn check_finds_each_planted_key_problem_and_passes_a_clean_config() {
     let out = cli(&["check", "--config", &path]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out).contains("list.secret_key") && text(&out).contains("no secret key material"),
+        output_text(&out).contains("list.secret_key")
+            && output_text(&out).contains("no secret key material"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 }
 
@@ -320,8 +317,8 @@ fn import_markdown_reads_all_27_rows_and_names_who_lacks_a_certificate() {
         "import-markdown",
         table.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let report = text(&out);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let report = output_text(&out);
     assert!(
         report.contains("27 rows read") && report.contains("27 imported"),
         "{report}"
@@ -333,7 +330,7 @@ fn import_markdown_reads_all_27_rows_and_names_who_lacks_a_certificate() {
     // The last row has no closing pipe.
     assert!(report.contains("security@platform9.com"), "{report}");
 
-    let list = text(&cli(&["roster", "--config", cfg, "list"]));
+    let list = output_text(&cli(&["roster", "--config", cfg, "list"]));
     for (email, org) in [
         ("argoprod@us.ibm.com", "IBM"),
         ("security@platform9.com", "Platform9"),
@@ -369,8 +366,8 @@ fn import_markdown_reads_all_27_rows_and_names_who_lacks_a_certificate() {
         "--key",
         f.path(&key).to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let again = text(&cli(&[
+    assert!(out.status.success(), "{}", output_text(&out));
+    let again = output_text(&cli(&[
         "roster",
         "--config",
         cfg,
@@ -380,7 +377,7 @@ fn import_markdown_reads_all_27_rows_and_names_who_lacks_a_certificate() {
     assert!(again.contains("0 imported, 27 already"), "{again}");
     assert!(again.contains("26 member(s) still lack"), "{again}");
     let out = cli(&["roster", "--config", cfg, "remove", "argoprod@us.ibm.com"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let out = cli(&["roster", "--config", cfg, "remove", PST]);
     assert!(
         !out.status.success(),
@@ -415,8 +412,8 @@ async fn audit_answers_for_an_announcement_after_a_mixed_delivery() {
 
     let cfg = config.to_str().unwrap();
     let out = cli(&["audit", "--config", cfg, "--embargo", &id]);
-    assert!(out.status.success(), "{}", text(&out));
-    let report = text(&out);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let report = output_text(&out);
     let row = |who: &str| {
         report
             .lines()
@@ -444,11 +441,11 @@ async fn audit_answers_for_an_announcement_after_a_mixed_delivery() {
     );
     assert!(!report.contains("AUDIT-CANARY"), "no content in the audit");
 
-    let mine = text(&cli(&["audit", "--config", cfg, "--member", SQ_MEMBER]));
+    let mine = output_text(&cli(&["audit", "--config", cfg, "--member", SQ_MEMBER]));
     assert!(mine.contains("failed") && mine.contains(&id), "{mine}");
     assert!(!mine.contains(GPG_MEMBER), "only that member: {mine}");
 
-    let status = text(&cli(&["status", "--config", cfg]));
+    let status = output_text(&cli(&["status", "--config", cfg]));
     assert!(
         // The reminder, five lifted notices, four reminders to acknowledge.
         status.contains("0 due now, 1 retrying, 1 failed, 0 bounced; 10 scheduled for later"),
@@ -512,14 +509,14 @@ async fn every_command_takes_a_relative_config_path() {
     };
     let ok = |args: &[&str]| -> String {
         let out = rel(args, b"");
-        assert!(out.status.success(), "{args:?}: {}", text(&out));
-        text(&out)
+        assert!(out.status.success(), "{args:?}: {}", output_text(&out));
+        output_text(&out)
     };
     let c = ["--config", "config.toml"];
 
     // check: the keys are found (only the planted expired and missing ones are reported).
     let out = rel(&["check", c[0], c[1]], b"");
-    let report = text(&out);
+    let report = output_text(&out);
     assert!(
         report.contains(EXPIRED_MEMBER) && report.contains(MISSING_MEMBER),
         "{report}"
@@ -543,7 +540,7 @@ async fn every_command_takes_a_relative_config_path() {
     // submit.
     let mail = f.gpg_signed(PST, "relative 2", &embargoed("by submit"));
     let out = rel(&["submit", c[0], c[1]], &mail);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
 
     // roster: import-markdown (the reported failure), add, list, remove.
     std::fs::write(

@@ -852,6 +852,16 @@ pub async fn announce_texts(
     (reply.rsplit(' ').next().unwrap().to_owned(), until)
 }
 
+/// A command's standard output and error, one after the other (for
+/// assertion messages).
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// Waits until `n` member copies arrived at `sink`; returns all it captured.
 pub async fn wait_copies(
     sink: &embargo_relay::sink::CaptureSink,

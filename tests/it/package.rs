@@ -33,18 +33,14 @@ fn run(program: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("{program}: {e}"))
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn must(program: &str, args: &[&str]) -> String {
     let o = run(program, args);
-    assert!(o.status.success(), "{program} {args:?}: {}", text(&o));
-    text(&o)
+    assert!(
+        o.status.success(),
+        "{program} {args:?}: {}",
+        output_text(&o)
+    );
+    output_text(&o)
 }
 
 /// `embargo-relay args…` run by the installed binary (or `binary`) as the
@@ -104,7 +100,7 @@ fn package(binary: &Path, docs_from: &Path, out: &Path) -> PathBuf {
         .arg(out)
         .output()
         .unwrap();
-    assert!(o.status.success(), "scripts/package: {}", text(&o));
+    assert!(o.status.success(), "scripts/package: {}", output_text(&o));
     PathBuf::from(String::from_utf8(o.stdout).unwrap().trim())
 }
 
@@ -163,7 +159,7 @@ async fn the_package_installs_upgrades_from_0_1_0_keeping_state_and_removes_clea
 
     // lintian: no error (its verdict is its exit status).
     let lint = run("lintian", &["--fail-on", "error", new.to_str().unwrap()]);
-    assert!(lint.status.success(), "lintian: {}", text(&lint));
+    assert!(lint.status.success(), "lintian: {}", output_text(&lint));
 
     // 0.1.0 installs: the user and directories, and nothing started.
     let said = must("dpkg", &["-i", old.to_str().unwrap()]);
@@ -246,13 +242,17 @@ async fn the_package_installs_upgrades_from_0_1_0_keeping_state_and_removes_clea
         )
     };
     let first = submit("/usr/bin/embargo-relay", PST);
-    assert!(first.status.success(), "0.1.0 submit: {}", text(&first));
+    assert!(
+        first.status.success(),
+        "0.1.0 submit: {}",
+        output_text(&first)
+    );
     let listed = as_service(
         "/usr/bin/embargo-relay",
         &["embargo", "--config", CONFIG, "list"],
         None,
     );
-    let listed = text(&listed);
+    let listed = output_text(&listed);
     let id = listed
         .lines()
         .find(|l| l.contains("held"))
@@ -274,10 +274,10 @@ async fn the_package_installs_upgrades_from_0_1_0_keeping_state_and_removes_clea
         &["check", "--config", CONFIG],
         None,
     );
-    assert!(check.status.success(), "check: {}", text(&check));
+    assert!(check.status.success(), "check: {}", output_text(&check));
 
     // Held release, audit trail and replay protection, through the new binary.
-    let listed = text(&as_service(
+    let listed = output_text(&as_service(
         "/usr/bin/embargo-relay",
         &["embargo", "--config", CONFIG, "list"],
         None,
@@ -288,7 +288,7 @@ async fn the_package_installs_upgrades_from_0_1_0_keeping_state_and_removes_clea
             && l.contains(&format!("{PUBLIC_DEFAULT} (pending)"))),
         "{listed}"
     );
-    let audit = text(&as_service(
+    let audit = output_text(&as_service(
         "/usr/bin/embargo-relay",
         &["audit", "--config", CONFIG, "--embargo", &id],
         None,
@@ -296,29 +296,34 @@ async fn the_package_installs_upgrades_from_0_1_0_keeping_state_and_removes_clea
     assert!(audit.contains("accepted"), "{audit}");
     let again = submit("/usr/bin/embargo-relay", PST);
     assert!(
-        again.status.success() && text(&again).contains(&format!("already accepted as {id}")),
+        again.status.success()
+            && output_text(&again).contains(&format!("already accepted as {id}")),
         "{}",
-        text(&again)
+        output_text(&again)
     );
     let replay = submit("/usr/bin/embargo-relay", "someone-else@example.net");
     assert_eq!(
         replay.status.code(),
         Some(77),
         "a replay: {}",
-        text(&replay)
+        output_text(&replay)
     );
-    assert!(text(&replay).contains("replayed"), "{}", text(&replay));
+    assert!(
+        output_text(&replay).contains("replayed"),
+        "{}",
+        output_text(&replay)
+    );
     // 0.1.0 refuses the migrated spool rather than misread it.
     let downgrade = as_service(
         old_binary.to_str().unwrap(),
         &["embargo", "--config", CONFIG, "list"],
         None,
     );
-    assert!(!downgrade.status.success(), "{}", text(&downgrade));
+    assert!(!downgrade.status.success(), "{}", output_text(&downgrade));
     assert!(
-        text(&downgrade).contains("newer than this program's"),
+        output_text(&downgrade).contains("newer than this program's"),
         "{}",
-        text(&downgrade)
+        output_text(&downgrade)
     );
 
     // The upgraded daemon (as the unit runs it) publishes the record 0.1.0
@@ -339,7 +344,7 @@ async fn the_package_installs_upgrades_from_0_1_0_keeping_state_and_removes_clea
         &["embargo", "--config", CONFIG, "release-now", &id],
         None,
     );
-    assert!(lifted.status.success(), "{}", text(&lifted));
+    assert!(lifted.status.success(), "{}", output_text(&lifted));
     let got = sink.wait_until(PATIENCE, |g| g.iter().any(public)).await;
     let release = got
         .iter()
@@ -379,7 +384,7 @@ async fn the_package_installs_upgrades_from_0_1_0_keeping_state_and_removes_clea
     assert!(
         check.status.success(),
         "check of the installed example: {}",
-        text(&check)
+        output_text(&check)
     );
 
     // Every manual page renders; the completions are where shells look.
@@ -405,7 +410,7 @@ async fn the_package_installs_upgrades_from_0_1_0_keeping_state_and_removes_clea
             o.status.success() && o.stdout.len() > 200,
             "man -l {}: {}",
             page.display(),
-            text(&o)
+            output_text(&o)
         );
     }
     let main_page = Command::new("man")
@@ -502,13 +507,13 @@ fn the_maintainer_scripts_stop_for_an_upgrade_and_start_only_a_checked_configura
             .envs(env.iter().copied())
             .output()
             .unwrap();
-        assert!(o.status.success(), "{name} {args:?}: {}", text(&o));
+        assert!(o.status.success(), "{name} {args:?}: {}", output_text(&o));
         let calls = std::fs::read_to_string(&log)
             .unwrap_or_default()
             .lines()
             .map(str::to_owned)
             .collect();
-        (text(&o), calls)
+        (output_text(&o), calls)
     };
     let starts = |calls: &[String]| calls.iter().any(|c| c.starts_with("invoke start"));
     let stops = |calls: &[String]| calls.iter().any(|c| c.starts_with("invoke stop"));
